@@ -1,0 +1,75 @@
+//! The I/O layer: a block device that executes batches of reads, writes and flushes.
+//!
+//! Two implementations: [`UringDevice`] (io_uring + O_DIRECT on a file or block device) and
+//! [`SimDisk`] (in memory, deterministic, with the faults of eco-reliability §B5). The shard
+//! logic above sees only [`Device`], so every crash and fault path runs against both.
+
+mod sim;
+mod uring;
+
+pub use sim::{SimDisk, SimFaults};
+pub use uring::{UringDevice, open_target};
+
+use std::io;
+
+/// One operation in a batch. Offsets and lengths are multiples of
+/// [`crate::aligned::BLOCK_BYTES`], and buffers are block-aligned (see [`crate::AlignedBuf`]).
+#[derive(Debug)]
+pub enum IoKind<'a> {
+    /// Fill `buf` from the device at byte `offset`.
+    Read { offset: u64, buf: &'a mut [u8] },
+    /// Write `buf` to the device at byte `offset`.
+    Write { offset: u64, buf: &'a [u8] },
+    /// Make durable every write whose batch completed before this batch began.
+    Flush,
+}
+
+/// An operation and, once executed, its outcome.
+#[derive(Debug)]
+pub struct IoOp<'a> {
+    pub kind: IoKind<'a>,
+    /// `None` until executed; a short transfer that cannot complete is an error.
+    pub result: Option<io::Result<()>>,
+}
+
+impl<'a> IoOp<'a> {
+    pub fn read(offset: u64, buf: &'a mut [u8]) -> IoOp<'a> {
+        IoOp { kind: IoKind::Read { offset, buf }, result: None }
+    }
+    pub fn write(offset: u64, buf: &'a [u8]) -> IoOp<'a> {
+        IoOp { kind: IoKind::Write { offset, buf }, result: None }
+    }
+    pub fn flush() -> IoOp<'a> {
+        IoOp { kind: IoKind::Flush, result: None }
+    }
+    /// The outcome, as an owned result; an op that was never executed is an error.
+    pub fn take_result(&mut self) -> io::Result<()> {
+        self.result.take().unwrap_or_else(|| Err(io::Error::other("operation not executed")))
+    }
+}
+
+/// A block device. Contract (every implementation keeps it):
+/// - `execute` runs every op of the batch, possibly concurrently and in any order, and returns
+///   when all have completed, each with its own result. Callers never put two ops on
+///   overlapping ranges in one batch, nor a flush together with writes.
+/// - A write that returned `Ok` is visible to later reads, but survives a crash only after a
+///   later `Flush` returned `Ok`.
+/// - Ranges never written read back as zeros on a fresh simulated disk and as whatever the
+///   target held on a real one.
+pub trait Device: Send + std::fmt::Debug {
+    /// Usable length in bytes, rounded down to whole blocks.
+    fn len_bytes(&self) -> u64;
+    /// Runs a batch; see the trait's contract.
+    fn execute(&mut self, ops: &mut [IoOp<'_>]);
+    /// A second handle on the same device (for another shard's thread).
+    fn try_clone(&self) -> io::Result<Box<dyn Device>>;
+    /// What this device is, for logs and errors.
+    fn describe(&self) -> String;
+}
+
+/// Runs one op alone and returns its result.
+pub fn execute_one(device: &mut dyn Device, op: IoOp<'_>) -> io::Result<()> {
+    let mut ops = [op];
+    device.execute(&mut ops);
+    ops[0].take_result()
+}
