@@ -60,7 +60,11 @@ impl AlignedBuf {
     /// # Panics
     /// If `len` exceeds the capacity.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity(), "len {len} > capacity {}", self.capacity());
+        assert!(
+            len <= self.capacity(),
+            "len {len} > capacity {}",
+            self.capacity()
+        );
         self.len = len;
     }
 

@@ -18,7 +18,11 @@ impl Allocator {
     pub fn from_used(total_blocks: u64, mut used: Vec<(u64, u64)>) -> Option<Allocator> {
         used.retain(|&(_, len)| len > 0);
         used.sort_unstable();
-        let mut alloc = Allocator { free: BTreeMap::new(), free_blocks: 0, total_blocks };
+        let mut alloc = Allocator {
+            free: BTreeMap::new(),
+            free_blocks: 0,
+            total_blocks,
+        };
         let mut cursor = 0u64;
         for (start, len) in used {
             if start < cursor || start.checked_add(len)? > total_blocks {
@@ -76,11 +80,17 @@ impl Allocator {
         if blocks == 0 {
             return;
         }
-        assert!(start + blocks <= self.total_blocks, "release past the region end");
+        assert!(
+            start + blocks <= self.total_blocks,
+            "release past the region end"
+        );
         let mut start = start;
         let mut len = blocks;
         if let Some((&prev_start, &prev_len)) = self.free.range(..=start).next_back() {
-            assert!(prev_start + prev_len <= start, "double free at block {start}");
+            assert!(
+                prev_start + prev_len <= start,
+                "double free at block {start}"
+            );
             if prev_start + prev_len == start {
                 self.free.remove(&prev_start);
                 start = prev_start;
@@ -88,7 +98,10 @@ impl Allocator {
             }
         }
         if let Some((&next_start, &next_len)) = self.free.range(start + 1..).next() {
-            assert!(start + len <= next_start, "double free at block {next_start}");
+            assert!(
+                start + len <= next_start,
+                "double free at block {next_start}"
+            );
             if start + len == next_start {
                 self.free.remove(&next_start);
                 len += next_len;

@@ -22,11 +22,13 @@ pub enum CorruptKind {
 pub enum FormatError {
     /// The target could not be opened, read or written.
     #[error("cannot {action} {target}: {source}")]
-    Io { action: &'static str, target: String, source: io::Error },
+    Io {
+        action: &'static str,
+        target: String,
+        source: io::Error,
+    },
     /// The target holds something we would destroy; `force` overrides.
-    #[error(
-        "{target} holds {found}; refusing to overwrite it (pass force to format anyway)"
-    )]
+    #[error("{target} holds {found}; refusing to overwrite it (pass force to format anyway)")]
     ForeignSignature { target: String, found: &'static str },
     /// The requested geometry does not fit the target or is invalid.
     #[error("invalid layout for {target}: {reason}")]
@@ -38,16 +40,28 @@ pub enum FormatError {
 #[non_exhaustive]
 pub enum OpenError {
     #[error("cannot {action} {target}: {source}")]
-    Io { action: &'static str, target: String, source: io::Error },
+    Io {
+        action: &'static str,
+        target: String,
+        source: io::Error,
+    },
     /// No copy of the superblock carries our magic: the target was never formatted.
     #[error("{target} is not a CESS fragment store (no superblock found; format it first)")]
     NotFormatted { target: String },
     /// Formatted for another node: opening it would mix two nodes' data.
     #[error("{target} belongs to node {found}, not to this node {expected}")]
-    WrongNode { target: String, expected: NodeId, found: NodeId },
+    WrongNode {
+        target: String,
+        expected: NodeId,
+        found: NodeId,
+    },
     /// Written by a newer format version than this build understands.
     #[error("{target} has format version {found}; this build opens up to version {supported}")]
-    NewerVersion { target: String, found: u32, supported: u32 },
+    NewerVersion {
+        target: String,
+        found: u32,
+        supported: u32,
+    },
     /// Every superblock copy failed its checksum.
     #[error("{target}: all {copies} superblock copies are corrupt")]
     SuperblockCorrupt { target: String, copies: usize },
@@ -56,10 +70,18 @@ pub enum OpenError {
     SuperblockConflict { target: String },
     /// The target is shorter than the geometry its superblock records.
     #[error("{target} is {actual} bytes but was formatted as {expected} bytes")]
-    SizeChanged { target: String, expected: u64, actual: u64 },
+    SizeChanged {
+        target: String,
+        expected: u64,
+        actual: u64,
+    },
     /// A shard's journal or checkpoints cannot be trusted.
     #[error("{target}: shard {shard} metadata is unrecoverable: {detail}")]
-    Metadata { target: String, shard: u32, detail: String },
+    Metadata {
+        target: String,
+        shard: u32,
+        detail: String,
+    },
 }
 
 /// Why a data operation (put, get, read, delete, …) failed.
@@ -83,10 +105,19 @@ pub enum StoreError {
         "no space in shard {shard}: need {needed_bytes} bytes, {free_bytes} free, \
          largest free extent {largest_extent_bytes}"
     )]
-    NoSpace { shard: u32, needed_bytes: u64, free_bytes: u64, largest_extent_bytes: u64 },
+    NoSpace {
+        shard: u32,
+        needed_bytes: u64,
+        free_bytes: u64,
+        largest_extent_bytes: u64,
+    },
     /// The shard's checkpoint area cannot describe more fragments; nothing was written.
     #[error("shard {shard} metadata area is full ({used_bytes} of {capacity_bytes} bytes)")]
-    MetadataFull { shard: u32, used_bytes: u64, capacity_bytes: u64 },
+    MetadataFull {
+        shard: u32,
+        used_bytes: u64,
+        capacity_bytes: u64,
+    },
     /// Stored bytes failed verification; they were not returned.
     #[error("fragment {key} is corrupt: block {block} failed its checksum")]
     Corrupt { key: Key, block: u64 },
@@ -101,7 +132,12 @@ pub enum StoreError {
     NotIdle(Key),
     /// A range outside the fragment.
     #[error("range {offset}+{len_bytes} is outside fragment {key} of {fragment_bytes} bytes")]
-    OutOfRange { key: Key, offset: u64, len_bytes: u64, fragment_bytes: u64 },
+    OutOfRange {
+        key: Key,
+        offset: u64,
+        len_bytes: u64,
+        fragment_bytes: u64,
+    },
     /// The store is shutting down or its shard thread is gone.
     #[error("store is closed")]
     Closed,

@@ -8,8 +8,8 @@
 //! All integers are little-endian. Byte-level details are in `engine/DESIGN.md`.
 
 use crate::aligned::BLOCK_BYTES;
-use crate::wire::{Reader, Writer};
 use crate::error::CorruptKind;
+use crate::wire::{Reader, Writer};
 
 /// The format version this build writes and the newest it opens.
 pub const FORMAT_VERSION: u32 = 1;
@@ -105,18 +105,27 @@ impl Geometry {
     /// Checks that every region is block-aligned and each shard can hold at least two
     /// maximum-size objects (one of them the replacement reserve).
     pub fn validate(&self) -> Result<(), String> {
-        let aligned = |v: u64| v % BLOCK == 0;
+        let aligned = |v: u64| v.is_multiple_of(BLOCK);
         if self.shard_count == 0 || self.shard_count > 256 {
-            return Err(format!("shard count {} is not in 1..=256", self.shard_count));
+            return Err(format!(
+                "shard count {} is not in 1..=256",
+                self.shard_count
+            ));
         }
         if !aligned(self.journal_bytes) || !aligned(self.checkpoint_bytes) {
             return Err("journal and checkpoint sizes must be multiples of 4 KiB".into());
         }
         if self.max_object_bytes == 0 || self.max_object_bytes > 1 << 30 {
-            return Err(format!("max object size {} is not in 1..=1 GiB", self.max_object_bytes));
+            return Err(format!(
+                "max object size {} is not in 1..=1 GiB",
+                self.max_object_bytes
+            ));
         }
         if self.max_meta_bytes > 1 << 20 {
-            return Err(format!("max metadata size {} exceeds 1 MiB", self.max_meta_bytes));
+            return Err(format!(
+                "max metadata size {} exceeds 1 MiB",
+                self.max_meta_bytes
+            ));
         }
         let min_journal = 4 * max_record_bytes(self.max_object_bytes, self.max_meta_bytes);
         if self.journal_bytes < min_journal {
@@ -221,7 +230,12 @@ impl Superblock {
             if geometry.validate().is_err() {
                 return Some(Err(SuperblockFault::Corrupt(CorruptKind::Field)));
             }
-            Some(Ok(Superblock { version, node_id, store_id, geometry }))
+            Some(Ok(Superblock {
+                version,
+                node_id,
+                store_id,
+                geometry,
+            }))
         };
         parse(&mut r).unwrap_or(Err(SuperblockFault::Corrupt(CorruptKind::Truncated)))
     }
@@ -245,9 +259,16 @@ pub fn foreign_signature(head: &[u8]) -> Option<&'static str> {
         (536, b"LVM2 001", "an LVM physical volume"),
         (3, b"NTFS    ", "an NTFS file system"),
         (0x8001, b"CD001", "an ISO 9660 image"),
-        (510, &[0x55, 0xAA], "an MBR partition table or FAT boot sector"),
+        (
+            510,
+            &[0x55, 0xAA],
+            "an MBR partition table or FAT boot sector",
+        ),
     ];
-    checks.iter().find(|(offset, magic, _)| at(*offset, magic)).map(|(_, _, name)| *name)
+    checks
+        .iter()
+        .find(|(offset, magic, _)| at(*offset, magic))
+        .map(|(_, _, name)| *name)
 }
 
 #[cfg(test)]
@@ -278,7 +299,10 @@ mod tests {
         for byte in [8usize, 20, 100, 4000, 4090] {
             let mut bad = block.clone();
             bad[byte] ^= 1;
-            assert!(matches!(Superblock::decode(&bad), Err(SuperblockFault::Corrupt(_))));
+            assert!(matches!(
+                Superblock::decode(&bad),
+                Err(SuperblockFault::Corrupt(_))
+            ));
         }
         let mut newer = sb.clone();
         newer.version = FORMAT_VERSION + 1;
@@ -286,7 +310,10 @@ mod tests {
             Superblock::decode(&newer.encode()),
             Err(SuperblockFault::NewerVersion(FORMAT_VERSION + 1))
         );
-        assert_eq!(Superblock::decode(&[0; BLOCK_BYTES]), Err(SuperblockFault::NoMagic));
+        assert_eq!(
+            Superblock::decode(&[0; BLOCK_BYTES]),
+            Err(SuperblockFault::NoMagic)
+        );
     }
 
     #[test]
@@ -317,6 +344,9 @@ mod tests {
         assert_eq!(foreign_signature(&head), None);
         head[0x438] = 0x53;
         head[0x439] = 0xEF;
-        assert_eq!(foreign_signature(&head), Some("an ext2/ext3/ext4 file system"));
+        assert_eq!(
+            foreign_signature(&head),
+            Some("an ext2/ext3/ext4 file system")
+        );
     }
 }

@@ -52,8 +52,17 @@ impl Entry {
             return None;
         }
         let meta = r.take(meta_len as usize)?.into();
-        let crcs = (0..blocks).map(|_| r.u32()).collect::<Option<Vec<u32>>>()?.into();
-        Some(Entry { class, len_bytes, extent_block, crcs, meta })
+        let crcs = (0..blocks)
+            .map(|_| r.u32())
+            .collect::<Option<Vec<u32>>>()?
+            .into();
+        Some(Entry {
+            class,
+            len_bytes,
+            extent_block,
+            crcs,
+            meta,
+        })
     }
 }
 
@@ -73,13 +82,28 @@ pub struct Limits {
 /// One change to a shard's index. A journal batch holds several, applied in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Put { key: Key, entry: Entry },
-    Delete { key: Key },
-    SetMeta { key: Key, meta: Box<[u8]> },
+    Put {
+        key: Key,
+        entry: Entry,
+    },
+    Delete {
+        key: Key,
+    },
+    SetMeta {
+        key: Key,
+        meta: Box<[u8]>,
+    },
     /// Removes an idle fragment and adds an active one, atomically.
-    Replace { idle_key: Key, key: Key, entry: Entry },
+    Replace {
+        idle_key: Key,
+        key: Key,
+        entry: Entry,
+    },
     /// The scrub verified every key up to and including `after` in pass `pass`.
-    ScrubCursor { after: Option<Key>, pass: u64 },
+    ScrubCursor {
+        after: Option<Key>,
+        pass: u64,
+    },
 }
 
 impl Record {
@@ -100,7 +124,11 @@ impl Record {
                 w.u32(meta.len() as u32);
                 w.bytes(meta);
             }
-            Record::Replace { idle_key, key, entry } => {
+            Record::Replace {
+                idle_key,
+                key,
+                entry,
+            } => {
                 w.u8(4);
                 w.bytes(&idle_key.0);
                 w.bytes(&key.0);
@@ -115,15 +143,23 @@ impl Record {
 
     pub fn decode(r: &mut Reader<'_>, limits: &Limits) -> Option<Record> {
         Some(match r.u8()? {
-            1 => Record::Put { key: Key(r.array()?), entry: Entry::decode(r, limits)? },
-            2 => Record::Delete { key: Key(r.array()?) },
+            1 => Record::Put {
+                key: Key(r.array()?),
+                entry: Entry::decode(r, limits)?,
+            },
+            2 => Record::Delete {
+                key: Key(r.array()?),
+            },
             3 => {
                 let key = Key(r.array()?);
                 let len = r.u32()?;
                 if len > limits.max_meta_bytes {
                     return None;
                 }
-                Record::SetMeta { key, meta: r.take(len as usize)?.into() }
+                Record::SetMeta {
+                    key,
+                    meta: r.take(len as usize)?.into(),
+                }
             }
             4 => Record::Replace {
                 idle_key: Key(r.array()?),
@@ -176,7 +212,11 @@ pub fn encode_checkpoint<'a>(
 /// What a decoded checkpoint payload holds.
 pub type CheckpointContents = ((Option<Key>, u64), Vec<(Key, Entry)>);
 
-pub fn decode_checkpoint(payload: &[u8], count: u32, limits: &Limits) -> Option<CheckpointContents> {
+pub fn decode_checkpoint(
+    payload: &[u8],
+    count: u32,
+    limits: &Limits,
+) -> Option<CheckpointContents> {
     let mut r = Reader::new(payload);
     let cursor = decode_cursor(&mut r)?;
     let mut entries = Vec::with_capacity((count as usize).min(payload.len() / 57 + 1));
@@ -208,7 +248,12 @@ pub struct FrameHeader {
 }
 
 /// Frames `payload` into whole blocks: header, payload, zero padding.
-pub fn encode_frame(magic: [u8; 8], store_id: [u8; 16], header: &FrameHeader, payload: &[u8]) -> Vec<u8> {
+pub fn encode_frame(
+    magic: [u8; 8],
+    store_id: [u8; 16],
+    header: &FrameHeader,
+    payload: &[u8],
+) -> Vec<u8> {
     assert_eq!(header.payload_len, payload.len() as u64);
     let total = crate::aligned::round_up(FRAME_HEADER_BYTES + payload.len(), BLOCK_BYTES);
     let mut w = Writer::with_capacity(total);
@@ -238,7 +283,12 @@ fn frame_checksum(head: &[u8], payload: &[u8]) -> [u8; 32] {
 
 /// Parses only the header at the start of `bytes`; `None` unless magic, store and shard match.
 /// The checksum is checked by [`check_frame`] once the payload is at hand.
-pub fn decode_frame_header(bytes: &[u8], magic: [u8; 8], store_id: [u8; 16], shard: u32) -> Option<FrameHeader> {
+pub fn decode_frame_header(
+    bytes: &[u8],
+    magic: [u8; 8],
+    store_id: [u8; 16],
+    shard: u32,
+) -> Option<FrameHeader> {
     let head = bytes.get(..FRAME_HEADER_BYTES)?;
     let mut r = Reader::new(head);
     if r.array::<8>()? != magic || r.array::<16>()? != store_id {
@@ -256,12 +306,12 @@ pub fn decode_frame_header(bytes: &[u8], magic: [u8; 8], store_id: [u8; 16], sha
 }
 
 /// The payload of the frame starting at `bytes`, if its header and checksum are valid.
-pub fn check_frame<'a>(
-    bytes: &'a [u8],
+pub fn check_frame(
+    bytes: &[u8],
     magic: [u8; 8],
     store_id: [u8; 16],
     shard: u32,
-) -> Option<(FrameHeader, &'a [u8])> {
+) -> Option<(FrameHeader, &[u8])> {
     let header = decode_frame_header(bytes, magic, store_id, shard)?;
     let end = FRAME_HEADER_BYTES.checked_add(usize::try_from(header.payload_len).ok()?)?;
     let payload = bytes.get(FRAME_HEADER_BYTES..end)?;
@@ -279,7 +329,11 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { max_object_bytes: 1 << 20, max_meta_bytes: 1024, data_blocks: 1000 }
+        Limits {
+            max_object_bytes: 1 << 20,
+            max_meta_bytes: 1024,
+            data_blocks: 1000,
+        }
     }
 
     fn entry(len: u64) -> Entry {
@@ -295,12 +349,28 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let records = vec![
-            Record::Put { key: Key([1; 32]), entry: entry(10_000) },
+            Record::Put {
+                key: Key([1; 32]),
+                entry: entry(10_000),
+            },
             Record::Delete { key: Key([2; 32]) },
-            Record::SetMeta { key: Key([3; 32]), meta: vec![9; 100].into() },
-            Record::Replace { idle_key: Key([4; 32]), key: Key([5; 32]), entry: entry(0) },
-            Record::ScrubCursor { after: Some(Key([6; 32])), pass: 7 },
-            Record::ScrubCursor { after: None, pass: 0 },
+            Record::SetMeta {
+                key: Key([3; 32]),
+                meta: vec![9; 100].into(),
+            },
+            Record::Replace {
+                idle_key: Key([4; 32]),
+                key: Key([5; 32]),
+                entry: entry(0),
+            },
+            Record::ScrubCursor {
+                after: Some(Key([6; 32])),
+                pass: 7,
+            },
+            Record::ScrubCursor {
+                after: None,
+                pass: 0,
+            },
         ];
         let mut w = Writer::default();
         for r in &records {
@@ -322,17 +392,34 @@ mod tests {
     #[test]
     fn decode_enforces_limits() {
         let mut w = Writer::default();
-        Record::Put { key: Key([1; 32]), entry: entry(10_000) }.encode(&mut w);
+        Record::Put {
+            key: Key([1; 32]),
+            entry: entry(10_000),
+        }
+        .encode(&mut w);
         let bytes = w.into_inner();
-        let tight = Limits { data_blocks: 4, ..limits() };
+        let tight = Limits {
+            data_blocks: 4,
+            ..limits()
+        };
         assert_eq!(Record::decode(&mut Reader::new(&bytes), &tight), None);
-        let small = Limits { max_object_bytes: 9_999, ..limits() };
+        let small = Limits {
+            max_object_bytes: 9_999,
+            ..limits()
+        };
         assert_eq!(Record::decode(&mut Reader::new(&bytes), &small), None);
     }
 
     #[test]
     fn frames_detect_every_bit_flip_in_header_and_payload() {
-        let header = FrameHeader { shard: 1, count: 2, seq: 3, pos: 4, next_seq: 0, payload_len: 50 };
+        let header = FrameHeader {
+            shard: 1,
+            count: 2,
+            seq: 3,
+            pos: 4,
+            next_seq: 0,
+            payload_len: 50,
+        };
         let frame = encode_frame(JOURNAL_MAGIC, [5; 16], &header, &[7; 50]);
         assert_eq!(frame.len(), BLOCK_BYTES);
         assert!(check_frame(&frame, JOURNAL_MAGIC, [5; 16], 1).is_some());
@@ -341,7 +428,10 @@ mod tests {
         for byte in 0..FRAME_HEADER_BYTES + 50 {
             let mut bad = frame.clone();
             bad[byte] ^= 0x10;
-            assert!(check_frame(&bad, JOURNAL_MAGIC, [5; 16], 1).is_none(), "byte {byte}");
+            assert!(
+                check_frame(&bad, JOURNAL_MAGIC, [5; 16], 1).is_none(),
+                "byte {byte}"
+            );
         }
     }
 }

@@ -72,27 +72,71 @@ pub(crate) struct ShardScrub {
 /// A request to a shard. Each carries the channel its answer goes back on.
 #[derive(Debug)]
 pub(crate) enum Request {
-    Put { key: Key, class: Class, data: AlignedBuf, crcs: Box<[u32]>, reply: Reply<PutOutcome> },
-    Replace { idle_key: Key, key: Key, data: AlignedBuf, crcs: Box<[u32]>, reply: Reply<()> },
-    Get { key: Key, reply: Reply<ReadBuf> },
-    Read { key: Key, offset: u64, len_bytes: u64, reply: Reply<ReadBuf> },
-    Delete { key: Key, reply: Reply<bool> },
-    Contains { key: Key, reply: Reply<Option<FragmentInfo>> },
-    SetMeta { key: Key, meta: Box<[u8]>, reply: Reply<()> },
-    GetMeta { key: Key, reply: Reply<Vec<u8>> },
-    List { after: Option<Key>, limit: usize, reply: Reply<Vec<FragmentInfo>> },
-    Stats { reply: Reply<Stats> },
-    Scrub { max_bytes: u64, reply: Reply<ShardScrub> },
-    Checkpoint { reply: Reply<()> },
+    Put {
+        key: Key,
+        class: Class,
+        data: AlignedBuf,
+        crcs: Box<[u32]>,
+        reply: Reply<PutOutcome>,
+    },
+    Replace {
+        idle_key: Key,
+        key: Key,
+        data: AlignedBuf,
+        crcs: Box<[u32]>,
+        reply: Reply<()>,
+    },
+    Get {
+        key: Key,
+        reply: Reply<ReadBuf>,
+    },
+    Read {
+        key: Key,
+        offset: u64,
+        len_bytes: u64,
+        reply: Reply<ReadBuf>,
+    },
+    Delete {
+        key: Key,
+        reply: Reply<bool>,
+    },
+    Contains {
+        key: Key,
+        reply: Reply<Option<FragmentInfo>>,
+    },
+    SetMeta {
+        key: Key,
+        meta: Box<[u8]>,
+        reply: Reply<()>,
+    },
+    GetMeta {
+        key: Key,
+        reply: Reply<Vec<u8>>,
+    },
+    List {
+        after: Option<Key>,
+        limit: usize,
+        reply: Reply<Vec<FragmentInfo>>,
+    },
+    Stats {
+        reply: Reply<Stats>,
+    },
+    Scrub {
+        max_bytes: u64,
+        reply: Reply<ShardScrub>,
+    },
+    Checkpoint {
+        reply: Reply<()>,
+    },
 }
 
 impl Request {
     /// The key this request changes, if it changes one.
     fn mutated_keys(&self) -> [Option<Key>; 2] {
         match self {
-            Request::Put { key, .. } | Request::Delete { key, .. } | Request::SetMeta { key, .. } => {
-                [Some(*key), None]
-            }
+            Request::Put { key, .. }
+            | Request::Delete { key, .. }
+            | Request::SetMeta { key, .. } => [Some(*key), None],
             Request::Replace { idle_key, key, .. } => [Some(*idle_key), Some(*key)],
             _ => [None, None],
         }
@@ -112,10 +156,16 @@ struct Counters {
 impl Counters {
     fn add(&mut self, entry: &Entry, sign: i8) {
         let (count, blocks, logical) = match entry.class {
-            Class::Active => {
-                (&mut self.active_count, &mut self.active_blocks, &mut self.active_logical_bytes)
-            }
-            Class::Idle => (&mut self.idle_count, &mut self.idle_blocks, &mut self.idle_logical_bytes),
+            Class::Active => (
+                &mut self.active_count,
+                &mut self.active_blocks,
+                &mut self.active_logical_bytes,
+            ),
+            Class::Idle => (
+                &mut self.idle_count,
+                &mut self.idle_blocks,
+                &mut self.idle_logical_bytes,
+            ),
         };
         if sign > 0 {
             *count += 1;
@@ -231,8 +281,14 @@ impl Shard {
         store_id: [u8; 16],
     ) -> std::io::Result<()> {
         let (payload, count) = record::encode_checkpoint((None, 0), std::iter::empty(), 0);
-        let header =
-            FrameHeader { shard: id, count, seq: 1, pos: 0, next_seq: 0, payload_len: payload.len() as u64 };
+        let header = FrameHeader {
+            shard: id,
+            count,
+            seq: 1,
+            pos: 0,
+            next_seq: 0,
+            payload_len: payload.len() as u64,
+        };
         let frame = record::encode_frame(CHECKPOINT_MAGIC, store_id, &header, &payload);
         let buf = AlignedBuf::copy_from(&frame);
         // Slot 1 holds seq 1; slot 0 is zeroed so no earlier format's checkpoint survives.
@@ -257,10 +313,15 @@ impl Shard {
         max_object_bytes: u64,
         max_meta_bytes: u32,
     ) -> Result<Shard, String> {
-        let limits = Limits { max_object_bytes, max_meta_bytes, data_blocks: regions.data_bytes / BLOCK };
+        let limits = Limits {
+            max_object_bytes,
+            max_meta_bytes,
+            data_blocks: regions.data_bytes / BLOCK,
+        };
         let mut checkpoints = Vec::new();
         for slot in 0..2 {
-            if let Some(cp) = read_checkpoint(dev.as_mut(), &regions, slot, store_id, id, &limits)? {
+            if let Some(cp) = read_checkpoint(dev.as_mut(), &regions, slot, store_id, id, &limits)?
+            {
                 checkpoints.push(cp);
             }
         }
@@ -332,7 +393,9 @@ impl Shard {
                     shard.repair_journal(&replayed.repairs)?;
                     if degraded {
                         // Restore two good checkpoints now rather than at the next threshold.
-                        shard.checkpoint().map_err(|e| format!("checkpoint after recovery: {e}"))?;
+                        shard
+                            .checkpoint()
+                            .map_err(|e| format!("checkpoint after recovery: {e}"))?;
                     }
                     return Ok(shard);
                 }
@@ -354,7 +417,10 @@ impl Shard {
         journal: JournalState,
         max_object_bytes: u64,
     ) -> Result<Shard, String> {
-        let used = index.values().map(|e| (e.extent_block, e.blocks())).collect();
+        let used = index
+            .values()
+            .map(|e| (e.extent_block, e.blocks()))
+            .collect();
         let alloc = Allocator::from_used(limits.data_blocks, used)
             .ok_or("index holds overlapping or out-of-region extents")?;
         let mut counters = Counters::default();
@@ -373,7 +439,11 @@ impl Shard {
             counters,
             footprint_bytes,
             journal,
-            scrub: ScrubState { cursor: cursor.0, pass: cursor.1, corrupt: BTreeSet::new() },
+            scrub: ScrubState {
+                cursor: cursor.0,
+                pass: cursor.1,
+                corrupt: BTreeSet::new(),
+            },
             read_verify_failures: 0,
             poisoned: None,
             reserve_blocks: max_object_bytes.div_ceil(BLOCK),
@@ -382,13 +452,21 @@ impl Shard {
 
     fn repair_journal(&mut self, repairs: &[(u64, Vec<u8>, bool)]) -> Result<(), String> {
         for (phys, frame, to_a) in repairs {
-            let base = if *to_a { self.regions.journal_a } else { self.regions.journal_b };
+            let base = if *to_a {
+                self.regions.journal_a
+            } else {
+                self.regions.journal_b
+            };
             let buf = AlignedBuf::copy_from(frame);
             execute_one(self.dev.as_mut(), IoOp::write(base + phys, buf.as_blocks()))
                 .map_err(|e| format!("rewriting a damaged journal copy: {e}"))?;
         }
         if !repairs.is_empty() {
-            tracing::warn!(shard = self.id, "repaired {} damaged journal batch copies", repairs.len());
+            tracing::warn!(
+                shard = self.id,
+                "repaired {} damaged journal batch copies",
+                repairs.len()
+            );
             execute_one(self.dev.as_mut(), IoOp::flush())
                 .map_err(|e| format!("flushing journal repairs: {e}"))?;
         }
@@ -409,14 +487,20 @@ impl Shard {
     }
 
     fn poisoned_error(&self) -> Option<StoreError> {
-        self.poisoned.as_ref().map(|reason| StoreError::Poisoned { shard: self.id, reason: reason.clone() })
+        self.poisoned.as_ref().map(|reason| StoreError::Poisoned {
+            shard: self.id,
+            reason: reason.clone(),
+        })
     }
 
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         let total = self.alloc.total_blocks();
         // Durability-path invariant: every block is exactly one of free, active, idle.
-        assert_eq!(c.active_blocks + c.idle_blocks + self.alloc.free_blocks(), total);
+        assert_eq!(
+            c.active_blocks + c.idle_blocks + self.alloc.free_blocks(),
+            total
+        );
         Stats {
             total_bytes: total * BLOCK,
             free_bytes: self.alloc.free_blocks() * BLOCK,
@@ -461,7 +545,9 @@ impl Shard {
                 continue;
             }
             let write_len = match &request {
-                Request::Put { data, .. } | Request::Replace { data, .. } => data.as_blocks().len() as u64,
+                Request::Put { data, .. } | Request::Replace { data, .. } => {
+                    data.as_blocks().len() as u64
+                }
                 _ => 0,
             };
             if write_len > 0 && write_bytes > 0 && write_bytes + write_len > ROUND_WRITE_BYTES_MAX {
@@ -469,7 +555,13 @@ impl Shard {
                 continue;
             }
             match request {
-                Request::Put { key, class, data, crcs, reply } => {
+                Request::Put {
+                    key,
+                    class,
+                    data,
+                    crcs,
+                    reply,
+                } => {
                     if let Some(existing) = self.index.get(&key) {
                         let _ = reply.send(Ok(PutOutcome::AlreadyPresent(existing.class)));
                         continue;
@@ -490,9 +582,18 @@ impl Shard {
                     if entry.len_bytes > 0 {
                         writes.push((self.data_offset(entry.extent_block), data));
                     }
-                    mutations.push(Mutation { record: Record::Put { key, entry }, reply: MutationReply::Put(reply) });
+                    mutations.push(Mutation {
+                        record: Record::Put { key, entry },
+                        reply: MutationReply::Put(reply),
+                    });
                 }
-                Request::Replace { idle_key, key, data, crcs, reply } => {
+                Request::Replace {
+                    idle_key,
+                    key,
+                    data,
+                    crcs,
+                    reply,
+                } => {
                     match self.index.get(&idle_key) {
                         None => {
                             let _ = reply.send(Err(StoreError::NotFound(idle_key)));
@@ -513,7 +614,8 @@ impl Shard {
                         let _ = reply.send(Err(e));
                         continue;
                     }
-                    let entry = match self.place(Class::Active, &data, crcs, &mut pending_footprint) {
+                    let entry = match self.place(Class::Active, &data, crcs, &mut pending_footprint)
+                    {
                         Ok(entry) => entry,
                         Err(e) => {
                             let _ = reply.send(Err(e));
@@ -527,7 +629,11 @@ impl Shard {
                         writes.push((self.data_offset(entry.extent_block), data));
                     }
                     mutations.push(Mutation {
-                        record: Record::Replace { idle_key, key, entry },
+                        record: Record::Replace {
+                            idle_key,
+                            key,
+                            entry,
+                        },
                         reply: MutationReply::Replace(reply),
                     });
                 }
@@ -541,7 +647,10 @@ impl Shard {
                         continue;
                     }
                     touched.insert(key);
-                    mutations.push(Mutation { record: Record::Delete { key }, reply: MutationReply::Delete(reply) });
+                    mutations.push(Mutation {
+                        record: Record::Delete { key },
+                        reply: MutationReply::Delete(reply),
+                    });
                 }
                 Request::SetMeta { key, meta, reply } => {
                     let Some(entry) = self.index.get(&key) else {
@@ -564,7 +673,10 @@ impl Shard {
                     }
                     pending_footprint += grow;
                     touched.insert(key);
-                    mutations.push(Mutation { record: Record::SetMeta { key, meta }, reply: MutationReply::SetMeta(reply) });
+                    mutations.push(Mutation {
+                        record: Record::SetMeta { key, meta },
+                        reply: MutationReply::SetMeta(reply),
+                    });
                 }
                 Request::Get { key, reply } => match self.index.get(&key) {
                     None => drop(reply.send(Err(StoreError::NotFound(key)))),
@@ -581,7 +693,12 @@ impl Shard {
                         });
                     }
                 },
-                Request::Read { key, offset, len_bytes, reply } => match self.index.get(&key) {
+                Request::Read {
+                    key,
+                    offset,
+                    len_bytes,
+                    reply,
+                } => match self.index.get(&key) {
                     None => drop(reply.send(Err(StoreError::NotFound(key)))),
                     Some(entry) => {
                         let end = offset.checked_add(len_bytes);
@@ -618,12 +735,22 @@ impl Shard {
                     let _ = reply.send(Ok(self.index.get(&key).map(|e| Self::info(&key, e))));
                 }
                 Request::GetMeta { key, reply } => {
-                    let result = self.index.get(&key).map(|e| e.meta.to_vec()).ok_or(StoreError::NotFound(key));
+                    let result = self
+                        .index
+                        .get(&key)
+                        .map(|e| e.meta.to_vec())
+                        .ok_or(StoreError::NotFound(key));
                     let _ = reply.send(result);
                 }
-                Request::List { after, limit, reply } => {
+                Request::List {
+                    after,
+                    limit,
+                    reply,
+                } => {
                     let range = match after {
-                        Some(k) => self.index.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+                        Some(k) => self
+                            .index
+                            .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
                         None => self.index.range(..),
                     };
                     let page = range.take(limit).map(|(k, e)| Self::info(k, e)).collect();
@@ -633,8 +760,11 @@ impl Shard {
                     let _ = reply.send(Ok(self.stats()));
                 }
                 Request::Scrub { max_bytes, reply } => {
-                    self.plan_scrub(max_bytes, &mut reads);
-                    scrub_advanced = true;
+                    // A zero budget only reports where the scrub stands.
+                    if max_bytes > 0 {
+                        self.plan_scrub(max_bytes, &mut reads);
+                        scrub_advanced = true;
+                    }
                     scrub_replies.push(reply);
                 }
                 Request::Checkpoint { reply } => checkpoint_replies.push(reply),
@@ -653,7 +783,10 @@ impl Shard {
                 Some(e) => Err(e),
                 None => self.checkpoint().map_err(|reason| {
                     self.poison(reason.clone());
-                    StoreError::Poisoned { shard: self.id, reason }
+                    StoreError::Poisoned {
+                        shard: self.id,
+                        reason,
+                    }
                 }),
             };
             let _ = reply.send(result);
@@ -673,7 +806,11 @@ impl Shard {
         let blocks = record::blocks_for(len_bytes);
         assert_eq!(crcs.len() as u64, blocks, "one checksum per block");
         let free = self.alloc.free_blocks();
-        let reserve = if class == Class::Idle { self.reserve_blocks } else { 0 };
+        let reserve = if class == Class::Idle {
+            self.reserve_blocks
+        } else {
+            0
+        };
         let largest = self.alloc.largest_extent_blocks();
         let shard = self.id;
         let no_space = || StoreError::NoSpace {
@@ -698,12 +835,20 @@ impl Shard {
             return Err(no_space());
         };
         *pending_footprint += footprint;
-        Ok(Entry { class, len_bytes, extent_block, crcs, meta: Box::new([]) })
+        Ok(Entry {
+            class,
+            len_bytes,
+            extent_block,
+            crcs,
+            meta: Box::new([]),
+        })
     }
 
     fn plan_scrub(&mut self, max_bytes: u64, reads: &mut Vec<PendingRead>) {
         let start = match self.scrub.cursor {
-            Some(k) => self.index.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            Some(k) => self
+                .index
+                .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
             None => self.index.range(..),
         };
         let mut planned = 0u64;
@@ -777,7 +922,8 @@ impl Shard {
         let mut write_failure = None;
         for (i, op) in ops.iter_mut().enumerate().take(writes.len()) {
             if let Err(e) = op.take_result() {
-                write_failure.get_or_insert(format!("data write at byte {} failed: {e}", writes[i].0));
+                write_failure
+                    .get_or_insert(format!("data write at byte {} failed: {e}", writes[i].0));
             }
         }
         let results: Vec<Option<std::io::Result<()>>> = read_slots
@@ -799,7 +945,10 @@ impl Shard {
     fn finish_reads(&mut self, reads: Vec<PendingRead>) {
         for read in reads {
             let outcome = if let Some(reason) = read.io_error {
-                Err(StoreError::ReadFailed { key: read.key, reason })
+                Err(StoreError::ReadFailed {
+                    key: read.key,
+                    reason,
+                })
             } else {
                 let entry = &self.index[&read.key];
                 let bad_block = read
@@ -807,13 +956,18 @@ impl Shard {
                     .as_blocks()
                     .chunks(BLOCK_BYTES)
                     .enumerate()
-                    .find(|(i, block)| crc32c::crc32c(block) != entry.crcs[read.first_block as usize + i])
+                    .find(|(i, block)| {
+                        crc32c::crc32c(block) != entry.crcs[read.first_block as usize + i]
+                    })
                     .map(|(i, _)| read.first_block + i as u64);
                 match bad_block {
                     Some(block) => {
                         self.read_verify_failures += 1;
                         tracing::warn!(shard = self.id, key = %read.key, block, "checksum mismatch; bytes withheld");
-                        Err(StoreError::Corrupt { key: read.key, block })
+                        Err(StoreError::Corrupt {
+                            key: read.key,
+                            block,
+                        })
                     }
                     None => Ok(()),
                 }
@@ -825,7 +979,11 @@ impl Shard {
                     }
                 }
                 ReadTarget::Reply(reply) => {
-                    let answer = outcome.map(|()| ReadBuf { buf: read.buf, start: read.start, len: read.len });
+                    let answer = outcome.map(|()| ReadBuf {
+                        buf: read.buf,
+                        start: read.start,
+                        len: read.len,
+                    });
                     let _ = reply.send(answer);
                 }
             }
@@ -837,45 +995,53 @@ impl Shard {
         if mutations.is_empty() && !scrub_advanced {
             return;
         }
-        if let Some(error) = self.poisoned_error() {
-            for m in mutations {
-                m.fail(error.clone());
-            }
+        if self.poisoned.is_some() {
+            self.fail_all(mutations);
             return;
         }
         let has_data = mutations.iter().any(|m| {
             matches!(&m.record, Record::Put { entry, .. } | Record::Replace { entry, .. } if entry.len_bytes > 0)
         });
-        if has_data {
-            if let Err(e) = execute_one(self.dev.as_mut(), IoOp::flush()) {
-                self.poison(format!("flush of fragment data failed: {e}"));
-                let error = self.poisoned_error().expect("just poisoned");
-                for m in mutations {
-                    m.fail(error.clone());
-                }
-                return;
-            }
+        if has_data && let Err(e) = execute_one(self.dev.as_mut(), IoOp::flush()) {
+            self.poison(format!("flush of fragment data failed: {e}"));
+            self.fail_all(mutations);
+            return;
         }
         let mut records: Vec<Record> = mutations.iter().map(|m| m.record.clone()).collect();
         if scrub_advanced {
-            records.push(Record::ScrubCursor { after: self.scrub.cursor, pass: self.scrub.pass });
+            records.push(Record::ScrubCursor {
+                after: self.scrub.cursor,
+                pass: self.scrub.pass,
+            });
         }
         if let Err(reason) = self.append(&records) {
             self.poison(reason);
-            let error = self.poisoned_error().expect("just poisoned");
-            for m in mutations {
-                m.fail(error.clone());
-            }
+            self.fail_all(mutations);
             return;
         }
         for m in mutations {
             self.apply(&m.record, true);
             m.succeed();
         }
-        if self.journal.head - self.journal.latest_ckpt_pos > self.regions.journal_bytes / 2 {
-            if let Err(reason) = self.checkpoint() {
-                self.poison(reason);
+        let since_checkpoint = self.journal.head - self.journal.latest_ckpt_pos;
+        if since_checkpoint > self.regions.journal_bytes / 2
+            && let Err(reason) = self.checkpoint()
+        {
+            self.poison(reason);
+        }
+    }
+
+    /// Fails every mutation of a round that could not commit, returning the extents the
+    /// round allocated (the shard is poisoned, so nothing reuses them before a reopen).
+    fn fail_all(&mut self, mutations: Vec<Mutation>) {
+        let error = self
+            .poisoned_error()
+            .expect("a round fails only on a poisoned shard");
+        for m in mutations {
+            if let Record::Put { entry, .. } | Record::Replace { entry, .. } = &m.record {
+                self.alloc.release(entry.extent_block, entry.blocks());
             }
+            m.fail(error.clone());
         }
     }
 
@@ -887,11 +1053,16 @@ impl Shard {
             Record::Delete { key } => self.remove(key, live),
             Record::SetMeta { key, meta } => {
                 if let Some(entry) = self.index.get_mut(key) {
-                    self.footprint_bytes = self.footprint_bytes - entry.meta.len() as u64 + meta.len() as u64;
+                    self.footprint_bytes =
+                        self.footprint_bytes - entry.meta.len() as u64 + meta.len() as u64;
                     entry.meta = meta.clone();
                 }
             }
-            Record::Replace { idle_key, key, entry } => {
+            Record::Replace {
+                idle_key,
+                key,
+                entry,
+            } => {
                 self.remove(idle_key, live);
                 self.insert(*key, entry.clone());
             }
@@ -903,7 +1074,10 @@ impl Shard {
         self.counters.add(&entry, 1);
         self.footprint_bytes += entry.footprint_bytes();
         if let Some(old) = self.index.insert(key, entry) {
-            unreachable!("put of present key {key} reached the index (was {:?})", old.class);
+            unreachable!(
+                "put of present key {key} reached the index (was {:?})",
+                old.class
+            );
         }
     }
 
@@ -927,10 +1101,17 @@ impl Shard {
         let payload = w.into_inner();
         let bytes = record::frame_bytes(payload.len());
         let size = self.regions.journal_bytes;
-        assert!(bytes <= size / 2, "a round's records exceed half the journal");
+        assert!(
+            bytes <= size / 2,
+            "a round's records exceed half the journal"
+        );
         let place = |head: u64| {
             let phys = head % size;
-            if phys + bytes > size { head + (size - phys) } else { head }
+            if phys + bytes > size {
+                head + (size - phys)
+            } else {
+                head
+            }
         };
         let mut pos = place(self.journal.head);
         for _ in 0..2 {
@@ -940,7 +1121,10 @@ impl Shard {
             self.checkpoint()?;
             pos = place(self.journal.head);
         }
-        assert!(pos + bytes - self.journal.older_ckpt_pos <= size, "journal space after checkpoints");
+        assert!(
+            pos + bytes - self.journal.older_ckpt_pos <= size,
+            "journal space after checkpoints"
+        );
         let header = FrameHeader {
             shard: self.id,
             count: records.len() as u32,
@@ -949,7 +1133,12 @@ impl Shard {
             next_seq: 0,
             payload_len: payload.len() as u64,
         };
-        let frame = AlignedBuf::copy_from(&record::encode_frame(JOURNAL_MAGIC, self.store_id, &header, &payload));
+        let frame = AlignedBuf::copy_from(&record::encode_frame(
+            JOURNAL_MAGIC,
+            self.store_id,
+            &header,
+            &payload,
+        ));
         let phys = pos % size;
         let mut ops = [
             IoOp::write(self.regions.journal_a + phys, frame.as_blocks()),
@@ -957,9 +1146,11 @@ impl Shard {
         ];
         self.dev.execute(&mut ops);
         for op in &mut ops {
-            op.take_result().map_err(|e| format!("journal write failed: {e}"))?;
+            op.take_result()
+                .map_err(|e| format!("journal write failed: {e}"))?;
         }
-        execute_one(self.dev.as_mut(), IoOp::flush()).map_err(|e| format!("journal flush failed: {e}"))?;
+        execute_one(self.dev.as_mut(), IoOp::flush())
+            .map_err(|e| format!("journal flush failed: {e}"))?;
         self.journal.head = pos + bytes;
         self.journal.next_seq += 1;
         Ok(())
@@ -988,11 +1179,17 @@ impl Shard {
             next_seq: self.journal.next_seq,
             payload_len: payload.len() as u64,
         };
-        let frame = AlignedBuf::copy_from(&record::encode_frame(CHECKPOINT_MAGIC, self.store_id, &header, &payload));
+        let frame = AlignedBuf::copy_from(&record::encode_frame(
+            CHECKPOINT_MAGIC,
+            self.store_id,
+            &header,
+            &payload,
+        ));
         let offset = self.regions.checkpoints[(seq % 2) as usize];
         execute_one(self.dev.as_mut(), IoOp::write(offset, frame.as_blocks()))
             .map_err(|e| format!("checkpoint write failed: {e}"))?;
-        execute_one(self.dev.as_mut(), IoOp::flush()).map_err(|e| format!("checkpoint flush failed: {e}"))?;
+        execute_one(self.dev.as_mut(), IoOp::flush())
+            .map_err(|e| format!("checkpoint flush failed: {e}"))?;
         self.journal.older_ckpt_pos = self.journal.latest_ckpt_pos;
         self.journal.latest_ckpt_pos = self.journal.head;
         self.journal.ckpt_seq = seq;
@@ -1023,7 +1220,11 @@ fn read_checkpoint(
     let Some(header) = record::decode_frame_header(&head, CHECKPOINT_MAGIC, store_id, shard) else {
         return Ok(None);
     };
-    let total = record::frame_bytes(usize::try_from(header.payload_len).unwrap_or(usize::MAX).min(1 << 40));
+    let total = record::frame_bytes(
+        usize::try_from(header.payload_len)
+            .unwrap_or(usize::MAX)
+            .min(1 << 40),
+    );
     if total > regions.checkpoint_bytes {
         return Ok(None);
     }
@@ -1032,15 +1233,24 @@ fn read_checkpoint(
         tracing::warn!(shard, slot, "checkpoint slot unreadable: {e}");
         return Ok(None);
     }
-    let Some((header, payload)) = record::check_frame(&frame, CHECKPOINT_MAGIC, store_id, shard) else {
+    let Some((header, payload)) = record::check_frame(&frame, CHECKPOINT_MAGIC, store_id, shard)
+    else {
         tracing::warn!(shard, slot, "checkpoint slot fails its checksum");
         return Ok(None);
     };
     let Some((cursor, entries)) = record::decode_checkpoint(payload, header.count, limits) else {
-        tracing::warn!(shard, slot, "checkpoint slot has a valid checksum but undecodable entries");
+        tracing::warn!(
+            shard,
+            slot,
+            "checkpoint slot has a valid checksum but undecodable entries"
+        );
         return Ok(None);
     };
-    Ok(Some(LoadedCheckpoint { header, cursor, entries }))
+    Ok(Some(LoadedCheckpoint {
+        header,
+        cursor,
+        entries,
+    }))
 }
 
 struct Replayed {
@@ -1095,11 +1305,16 @@ fn replay(
             let lap = pos + (size - phys);
             found = find(0, lap, seq);
         }
-        let Some((header, payload, damaged)) = found else { break };
+        let Some((header, payload, damaged)) = found else {
+            break;
+        };
         let mut r = Reader::new(&payload);
         let mut records = Vec::with_capacity(header.count as usize);
         for _ in 0..header.count {
-            records.push(Record::decode(&mut r, limits).ok_or("journal batch holds an undecodable record")?);
+            records.push(
+                Record::decode(&mut r, limits)
+                    .ok_or("journal batch holds an undecodable record")?,
+            );
         }
         for record in records {
             match record {
@@ -1114,7 +1329,11 @@ fn replay(
                         e.meta = meta;
                     }
                 }
-                Record::Replace { idle_key, key, entry } => {
+                Record::Replace {
+                    idle_key,
+                    key,
+                    entry,
+                } => {
                     index.remove(&idle_key);
                     index.insert(key, entry);
                 }
@@ -1125,7 +1344,11 @@ fn replay(
         if let Some(damaged_a) = damaged {
             let phys = header.pos % size;
             let source = if damaged_a { journal_b } else { journal_a };
-            repairs.push((phys, source[phys as usize..(phys + frame_len) as usize].to_vec(), damaged_a));
+            repairs.push((
+                phys,
+                source[phys as usize..(phys + frame_len) as usize].to_vec(),
+                damaged_a,
+            ));
         }
         pos = header.pos + frame_len;
         seq += 1;
@@ -1137,15 +1360,22 @@ fn replay(
     // refuse rather than silently drop acknowledged writes.
     for (name, copy) in [("A", journal_a), ("B", journal_b)] {
         for at in (0..size as usize).step_by(BLOCK_BYTES) {
-            if let Some((h, _)) = record::check_frame(&copy[at..], JOURNAL_MAGIC, store_id, shard) {
-                if h.seq >= seq && h.pos >= pos {
-                    return Err(format!(
-                        "journal batch {seq} is missing in both copies but batch {} follows (copy {name})",
-                        h.seq
-                    ));
-                }
+            if let Some((h, _)) = record::check_frame(&copy[at..], JOURNAL_MAGIC, store_id, shard)
+                && h.seq >= seq
+                && h.pos >= pos
+            {
+                return Err(format!(
+                    "journal batch {seq} is missing in both copies but batch {} follows (copy {name})",
+                    h.seq
+                ));
             }
         }
     }
-    Ok(Replayed { index, cursor, head: pos, next_seq: seq, repairs })
+    Ok(Replayed {
+        index,
+        cursor,
+        head: pos,
+        next_seq: seq,
+        repairs,
+    })
 }

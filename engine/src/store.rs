@@ -90,7 +90,9 @@ impl FormatOptions {
         let journal_bytes = self
             .journal_bytes
             .unwrap_or_else(|| block(min_journal.max((per_shard / 128).min(64 << 20))));
-        let checkpoint_bytes = self.checkpoint_bytes.unwrap_or_else(|| block(per_shard / 256 + (64 << 10)));
+        let checkpoint_bytes = self
+            .checkpoint_bytes
+            .unwrap_or_else(|| block(per_shard / 256 + (64 << 10)));
         Geometry {
             device_bytes: device_bytes / BLOCK_BYTES as u64 * BLOCK_BYTES as u64,
             shard_count: self.shard_count,
@@ -113,7 +115,10 @@ pub struct OpenOptions {
 
 impl OpenOptions {
     pub fn new(node_id: NodeId) -> OpenOptions {
-        OpenOptions { node_id, queue_depth: 1024 }
+        OpenOptions {
+            node_id,
+            queue_depth: 1024,
+        }
     }
 }
 
@@ -123,7 +128,11 @@ pub fn format(target: &Target, options: &FormatOptions) -> Result<Superblock, Fo
     let name = target.name();
     let io = |action: &'static str| {
         let name = name.clone();
-        move |source| FormatError::Io { action, target: name, source }
+        move |source| FormatError::Io {
+            action,
+            target: name,
+            source,
+        }
     };
     let mut dev = target.open_device().map_err(io("open"))?;
     let device_bytes = dev.len_bytes();
@@ -132,22 +141,38 @@ pub fn format(target: &Target, options: &FormatOptions) -> Result<Superblock, Fo
         execute_one(dev.as_mut(), IoOp::read(0, head.as_blocks_mut())).map_err(io("read"))?;
         if let Some(found) = layout::foreign_signature(&head) {
             if !options.force {
-                return Err(FormatError::ForeignSignature { target: name, found });
+                return Err(FormatError::ForeignSignature {
+                    target: name,
+                    found,
+                });
             }
             tracing::warn!(target = %name, "overwriting {found} (forced)");
         }
     }
     let geometry = options.geometry(device_bytes);
-    geometry.validate().map_err(|reason| FormatError::Geometry { target: name.clone(), reason })?;
+    geometry
+        .validate()
+        .map_err(|reason| FormatError::Geometry {
+            target: name.clone(),
+            reason,
+        })?;
     let store_id = options.store_id.unwrap_or_else(rand::random);
     for (id, regions) in geometry.shards().iter().enumerate() {
         Shard::format(id as u32, dev.as_mut(), regions, store_id).map_err(io("write"))?;
     }
     execute_one(dev.as_mut(), IoOp::flush()).map_err(io("flush"))?;
-    let superblock = Superblock { version: FORMAT_VERSION, node_id: options.node_id, store_id, geometry };
+    let superblock = Superblock {
+        version: FORMAT_VERSION,
+        node_id: options.node_id,
+        store_id,
+        geometry,
+    };
     let block = AlignedBuf::copy_from(&superblock.encode());
     let offsets = Geometry::superblock_offsets(superblock.geometry.device_bytes);
-    let mut ops: Vec<IoOp<'_>> = offsets.iter().map(|&o| IoOp::write(o, block.as_blocks())).collect();
+    let mut ops: Vec<IoOp<'_>> = offsets
+        .iter()
+        .map(|&o| IoOp::write(o, block.as_blocks()))
+        .collect();
     dev.execute(&mut ops);
     for op in &mut ops {
         op.take_result().map_err(io("write"))?;
@@ -157,7 +182,11 @@ pub fn format(target: &Target, options: &FormatOptions) -> Result<Superblock, Fo
 }
 
 /// Reads the superblock copies, checks identity and version, and rewrites damaged copies.
-fn read_superblock(dev: &mut dyn Device, name: &str, node_id: NodeId) -> Result<Superblock, OpenError> {
+fn read_superblock(
+    dev: &mut dyn Device,
+    name: &str,
+    node_id: NodeId,
+) -> Result<Superblock, OpenError> {
     let read_at = |dev: &mut dyn Device, offsets: &[u64]| {
         offsets
             .iter()
@@ -165,14 +194,18 @@ fn read_superblock(dev: &mut dyn Device, name: &str, node_id: NodeId) -> Result<
                 let mut buf = AlignedBuf::zeroed(BLOCK_BYTES);
                 match execute_one(dev, IoOp::read(offset, buf.as_blocks_mut())) {
                     Ok(()) => Superblock::decode(&buf),
-                    Err(_) => Err(SuperblockFault::Corrupt(crate::error::CorruptKind::Truncated)),
+                    Err(_) => Err(SuperblockFault::Corrupt(
+                        crate::error::CorruptKind::Truncated,
+                    )),
                 }
             })
             .collect::<Vec<_>>()
     };
     let len = dev.len_bytes();
     if len < 4 * BLOCK_BYTES as u64 {
-        return Err(OpenError::NotFormatted { target: name.into() });
+        return Err(OpenError::NotFormatted {
+            target: name.into(),
+        });
     }
     let mut offsets = Geometry::superblock_offsets(len);
     let mut copies = read_at(dev, &offsets);
@@ -180,7 +213,11 @@ fn read_superblock(dev: &mut dyn Device, name: &str, node_id: NodeId) -> Result<
     if let Some(sb) = copies.iter().flatten().next() {
         let formatted = sb.geometry.device_bytes;
         if formatted > len {
-            return Err(OpenError::SizeChanged { target: name.into(), expected: formatted, actual: len });
+            return Err(OpenError::SizeChanged {
+                target: name.into(),
+                expected: formatted,
+                actual: len,
+            });
         }
         if formatted != len {
             offsets = Geometry::superblock_offsets(formatted);
@@ -191,24 +228,46 @@ fn read_superblock(dev: &mut dyn Device, name: &str, node_id: NodeId) -> Result<
         Err(SuperblockFault::NewerVersion(v)) => Some(*v),
         _ => None,
     }) {
-        return Err(OpenError::NewerVersion { target: name.into(), found, supported: FORMAT_VERSION });
+        return Err(OpenError::NewerVersion {
+            target: name.into(),
+            found,
+            supported: FORMAT_VERSION,
+        });
     }
     let valid: Vec<&Superblock> = copies.iter().flatten().collect();
     let Some(&superblock) = valid.first() else {
-        if copies.iter().all(|c| matches!(c, Err(SuperblockFault::NoMagic))) {
-            return Err(OpenError::NotFormatted { target: name.into() });
+        if copies
+            .iter()
+            .all(|c| matches!(c, Err(SuperblockFault::NoMagic)))
+        {
+            return Err(OpenError::NotFormatted {
+                target: name.into(),
+            });
         }
-        return Err(OpenError::SuperblockCorrupt { target: name.into(), copies: copies.len() });
+        return Err(OpenError::SuperblockCorrupt {
+            target: name.into(),
+            copies: copies.len(),
+        });
     };
     if valid.iter().any(|sb| *sb != superblock) {
-        return Err(OpenError::SuperblockConflict { target: name.into() });
+        return Err(OpenError::SuperblockConflict {
+            target: name.into(),
+        });
     }
     let superblock = superblock.clone();
     if superblock.node_id != node_id {
-        return Err(OpenError::WrongNode { target: name.into(), expected: node_id, found: superblock.node_id });
+        return Err(OpenError::WrongNode {
+            target: name.into(),
+            expected: node_id,
+            found: superblock.node_id,
+        });
     }
-    let damaged: Vec<u64> =
-        offsets.iter().zip(&copies).filter(|(_, c)| c.is_err()).map(|(&o, _)| o).collect();
+    let damaged: Vec<u64> = offsets
+        .iter()
+        .zip(&copies)
+        .filter(|(_, c)| c.is_err())
+        .map(|(&o, _)| o)
+        .collect();
     if !damaged.is_empty() {
         tracing::warn!(target = %name, "rewriting {} damaged superblock copies", damaged.len());
         let block = AlignedBuf::copy_from(&superblock.encode());
@@ -247,7 +306,9 @@ impl<T> Future for Pending<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match &mut this.rx {
-            Ok(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed))),
+            Ok(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(StoreError::Closed))),
             Err(e) => Poll::Ready(Err(e.clone())),
         }
     }
@@ -318,7 +379,8 @@ impl Store {
             })?;
             let (tx, rx) = sync_channel(options.queue_depth.max(1));
             let (opened_tx, opened_rx) = std::sync::mpsc::channel();
-            let (store_id, max_object, max_meta) = (superblock.store_id, g.max_object_bytes, g.max_meta_bytes);
+            let (store_id, max_object, max_meta) =
+                (superblock.store_id, g.max_object_bytes, g.max_meta_bytes);
             let thread = std::thread::Builder::new()
                 .name(format!("cess-shard-{id}"))
                 .spawn(move || {
@@ -330,15 +392,33 @@ impl Store {
                         Err(detail) => drop(opened_tx.send(Err(detail))),
                     }
                 })
-                .map_err(|source| OpenError::Io { action: "start a shard thread for", target: name.clone(), source })?;
+                .map_err(|source| OpenError::Io {
+                    action: "start a shard thread for",
+                    target: name.clone(),
+                    source,
+                })?;
             pending_opens.push((id, opened_rx));
-            shards.push(ShardHandle { tx: Some(tx), thread: Some(thread) });
+            shards.push(ShardHandle {
+                tx: Some(tx),
+                thread: Some(thread),
+            });
         }
-        let store = Store { shards, superblock, target: name.clone(), scrubber: Mutex::new(None) };
+        let store = Store {
+            shards,
+            superblock,
+            target: name.clone(),
+            scrubber: Mutex::new(None),
+        };
         for (id, opened) in pending_opens {
-            let result = opened.recv().unwrap_or_else(|_| Err("shard thread exited".into()));
+            let result = opened
+                .recv()
+                .unwrap_or_else(|_| Err("shard thread exited".into()));
             if let Err(detail) = result {
-                return Err(OpenError::Metadata { target: name, shard: id, detail });
+                return Err(OpenError::Metadata {
+                    target: name,
+                    shard: id,
+                    detail,
+                });
             }
         }
         Ok(store)
@@ -352,7 +432,11 @@ impl Store {
         &self.target
     }
 
-    fn call<T>(&self, shard: u32, make: impl FnOnce(crate::shard::Reply<T>) -> Request) -> Pending<T> {
+    fn call<T>(
+        &self,
+        shard: u32,
+        make: impl FnOnce(crate::shard::Reply<T>) -> Request,
+    ) -> Pending<T> {
         let (reply, rx) = oneshot::channel();
         let Some(tx) = self.shards[shard as usize].tx.as_ref() else {
             return Pending::failed(StoreError::Closed);
@@ -377,7 +461,10 @@ impl Store {
     fn check_len(&self, len: usize) -> Result<(), StoreError> {
         let max = self.superblock.geometry.max_object_bytes;
         if len as u64 > max {
-            return Err(StoreError::TooLarge { len_bytes: len as u64, max_bytes: max });
+            return Err(StoreError::TooLarge {
+                len_bytes: len as u64,
+                max_bytes: max,
+            });
         }
         Ok(())
     }
@@ -392,7 +479,13 @@ impl Store {
             Ok(prepared) => prepared,
             Err(e) => return Pending::failed(e),
         };
-        self.call(self.shard_of(&key), |reply| Request::Put { key, class, data: buf, crcs, reply })
+        self.call(self.shard_of(&key), |reply| Request::Put {
+            key,
+            class,
+            data: buf,
+            crcs,
+            reply,
+        })
     }
 
     /// Like [`Store::put`] for data already in an aligned buffer (no copy).
@@ -404,7 +497,13 @@ impl Store {
             Ok((_, crcs)) => crcs,
             Err(e) => return Pending::failed(e),
         };
-        self.call(self.shard_of(&key), |reply| Request::Put { key, class, data, crcs, reply })
+        self.call(self.shard_of(&key), |reply| Request::Put {
+            key,
+            class,
+            data,
+            crcs,
+            reply,
+        })
     }
 
     /// Replaces the idle fragment `idle_key` by the active fragment `key`. When both keys fall
@@ -423,7 +522,13 @@ impl Store {
             Ok(prepared) => prepared,
             Err(e) => return Pending::failed(e),
         };
-        self.call(self.shard_of(&key), |reply| Request::Replace { idle_key, key, data: buf, crcs, reply })
+        self.call(self.shard_of(&key), |reply| Request::Replace {
+            idle_key,
+            key,
+            data: buf,
+            crcs,
+            reply,
+        })
     }
 
     fn replace_across_shards(&self, idle_key: Key, key: Key, data: &[u8]) -> Pending<()> {
@@ -449,7 +554,12 @@ impl Store {
 
     /// `len_bytes` bytes at `offset`, verified block by block (only the covering blocks are read).
     pub fn read(&self, key: Key, offset: u64, len_bytes: u64) -> Pending<ReadBuf> {
-        self.call(self.shard_of(&key), |reply| Request::Read { key, offset, len_bytes, reply })
+        self.call(self.shard_of(&key), |reply| Request::Read {
+            key,
+            offset,
+            len_bytes,
+            reply,
+        })
     }
 
     /// Deletes a fragment; `Ok(false)` if it was not there.
@@ -458,7 +568,10 @@ impl Store {
     }
 
     pub fn contains(&self, key: Key) -> Pending<Option<FragmentInfo>> {
-        self.call(self.shard_of(&key), |reply| Request::Contains { key, reply })
+        self.call(self.shard_of(&key), |reply| Request::Contains {
+            key,
+            reply,
+        })
     }
 
     /// Sets the fragment's metadata blob (proof tags live here), durably.
@@ -471,7 +584,11 @@ impl Store {
             });
         }
         let meta = meta.into();
-        self.call(self.shard_of(&key), |reply| Request::SetMeta { key, meta, reply })
+        self.call(self.shard_of(&key), |reply| Request::SetMeta {
+            key,
+            meta,
+            reply,
+        })
     }
 
     pub fn meta(&self, key: Key) -> Pending<Vec<u8>> {
@@ -492,7 +609,12 @@ impl Store {
 
     /// Every fragment, shard by shard in key order, fetched in pages.
     pub fn list(&self) -> ListIter<'_> {
-        ListIter { store: self, shard: 0, after: None, page: VecDeque::new() }
+        ListIter {
+            store: self,
+            shard: 0,
+            after: None,
+            page: VecDeque::new(),
+        }
     }
 
     /// Writes a checkpoint in every shard now (normally done when the journal is half full).
@@ -544,7 +666,9 @@ impl Store {
                         return;
                     }
                 }
-                let budget = Duration::from_secs_f64(step_bytes as f64 * senders.len() as f64 / rate_bytes_per_sec.max(1) as f64);
+                let budget = Duration::from_secs_f64(
+                    step_bytes as f64 * senders.len() as f64 / rate_bytes_per_sec.max(1) as f64,
+                );
                 let sleep_until = started + budget;
                 while Instant::now() < sleep_until && !stop_flag.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(20).min(sleep_until - Instant::now()));
@@ -555,30 +679,47 @@ impl Store {
     }
 
     pub fn stop_scrub(&self) {
-        if let Some(s) = self.scrubber.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(s) = self
+            .scrubber
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             s.stop.store(true, Ordering::Relaxed);
             let _ = s.thread.join();
         }
     }
 }
 
-fn scrub_step(senders: &[SyncSender<Request>], max_bytes: u64) -> Result<ScrubProgress, StoreError> {
+fn scrub_step(
+    senders: &[SyncSender<Request>],
+    max_bytes: u64,
+) -> Result<ScrubProgress, StoreError> {
     let mut receivers = Vec::new();
     for tx in senders {
         let (reply, rx) = oneshot::channel();
-        tx.send(Request::Scrub { max_bytes, reply }).map_err(|_| StoreError::Closed)?;
+        tx.send(Request::Scrub { max_bytes, reply })
+            .map_err(|_| StoreError::Closed)?;
         receivers.push(rx);
     }
-    let mut progress = ScrubProgress { passes_completed: u64::MAX, ..ScrubProgress::default() };
+    let mut shards = Vec::with_capacity(receivers.len());
     for rx in receivers {
-        let shard = rx.blocking_recv().unwrap_or(Err(StoreError::Closed))?;
-        progress.passes_completed = progress.passes_completed.min(shard.passes_completed);
-        progress.pass_verified_bytes += shard.pass_verified_bytes;
+        shards.push(rx.blocking_recv().unwrap_or(Err(StoreError::Closed))?);
+    }
+    // The store's pass is the slowest shard's; a shard already past it counts as verified.
+    let passes_completed = shards.iter().map(|s| s.passes_completed).min().unwrap_or(0);
+    let mut progress = ScrubProgress {
+        passes_completed,
+        ..ScrubProgress::default()
+    };
+    for shard in shards {
+        progress.pass_verified_bytes += if shard.passes_completed > passes_completed {
+            shard.stored_bytes
+        } else {
+            shard.pass_verified_bytes
+        };
         progress.stored_bytes += shard.stored_bytes;
         progress.corrupt.extend(shard.corrupt);
-    }
-    if senders.is_empty() {
-        progress.passes_completed = 0;
     }
     Ok(progress)
 }
@@ -620,7 +761,11 @@ impl Iterator for ListIter<'_> {
             let after = self.after;
             let page = self
                 .store
-                .call(self.shard as u32, |reply| Request::List { after, limit: PAGE, reply })
+                .call(self.shard as u32, |reply| Request::List {
+                    after,
+                    limit: PAGE,
+                    reply,
+                })
                 .wait();
             match page {
                 Err(e) => {
@@ -645,7 +790,11 @@ impl Iterator for ListIter<'_> {
 /// CRC32C of each 4 KiB block in the same pass, while each chunk is still in cache.
 fn prepare(key: Key, data: &[u8], copy: bool) -> Result<(AlignedBuf, Box<[u32]>), StoreError> {
     const CHUNK: usize = 64 << 10;
-    let mut buf = if copy { AlignedBuf::zeroed(data.len()) } else { AlignedBuf::zeroed(0) };
+    let mut buf = if copy {
+        AlignedBuf::zeroed(data.len())
+    } else {
+        AlignedBuf::zeroed(0)
+    };
     let mut sha = sha2::Sha256::new();
     let mut crcs = Vec::with_capacity(data.len().div_ceil(BLOCK_BYTES));
     let mut offset = 0;
@@ -661,13 +810,20 @@ fn prepare(key: Key, data: &[u8], copy: bool) -> Result<(AlignedBuf, Box<[u32]>)
             let crc = crc32c::crc32c(&data[block_start..block_end]);
             // The last block is zero-padded on disk; extend its CRC over the padding.
             let pad = BLOCK_BYTES - (block_end - block_start);
-            crcs.push(if pad == 0 { crc } else { crc32c::crc32c_append(crc, &ZEROS[..pad]) });
+            crcs.push(if pad == 0 {
+                crc
+            } else {
+                crc32c::crc32c_append(crc, &ZEROS[..pad])
+            });
         }
         offset = end;
     }
     let actual = Key(sha.finalize().into());
     if actual != key {
-        return Err(StoreError::HashMismatch { expected: key, actual });
+        return Err(StoreError::HashMismatch {
+            expected: key,
+            actual,
+        });
     }
     Ok((buf, crcs.into()))
 }

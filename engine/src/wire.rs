@@ -11,7 +11,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn with_capacity(capacity: usize) -> Writer {
-        Writer { buf: Vec::with_capacity(capacity) }
+        Writer {
+            buf: Vec::with_capacity(capacity),
+        }
     }
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);

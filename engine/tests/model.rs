@@ -48,7 +48,10 @@ impl Run {
     }
 
     fn model_stats(&self, total_bytes: u64) -> Stats {
-        let mut s = Stats { total_bytes, ..Stats::default() };
+        let mut s = Stats {
+            total_bytes,
+            ..Stats::default()
+        };
         for st in self.model.values() {
             let alloc = st.data.len().div_ceil(BLOCK_BYTES) as u64 * BLOCK_BYTES as u64;
             match st.class {
@@ -72,17 +75,34 @@ impl Run {
         let seed = self.seed;
         for (key, st) in &self.model {
             let got = store.get(*key).wait();
-            let got = got.unwrap_or_else(|e| panic!("seed {seed} {when}: acknowledged {key} unreadable: {e}"));
-            assert!(*got == st.data[..], "seed {seed} {when}: {key} returned wrong bytes");
+            let got = got.unwrap_or_else(|e| {
+                panic!("seed {seed} {when}: acknowledged {key} unreadable: {e}")
+            });
+            assert!(
+                *got == st.data[..],
+                "seed {seed} {when}: {key} returned wrong bytes"
+            );
             let meta = store.meta(*key).wait().expect("meta");
             assert_eq!(meta, st.meta, "seed {seed} {when}: {key} metadata");
         }
-        let listed: Vec<Key> = store.list().map(|i| i.expect("list").key).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let listed: Vec<Key> = store
+            .list()
+            .map(|i| i.expect("list").key)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let expected: Vec<Key> = self.model.keys().copied().collect();
-        assert_eq!(listed, expected, "seed {seed} {when}: listed keys differ from the model");
+        assert_eq!(
+            listed, expected,
+            "seed {seed} {when}: listed keys differ from the model"
+        );
         let mut stats = store.stats().expect("stats");
         stats.read_verify_failures = 0;
-        assert_eq!(stats, self.model_stats(stats.total_bytes), "seed {seed} {when}: stats");
+        assert_eq!(
+            stats,
+            self.model_stats(stats.total_bytes),
+            "seed {seed} {when}: stats"
+        );
     }
 
     fn resolve(&mut self, store: &Store, maybe: Maybe) {
@@ -102,16 +122,25 @@ impl Run {
             Maybe::SetMeta(key, meta) => {
                 let now = store.meta(key).wait().expect("meta after crash");
                 let entry = self.model.get_mut(&key).expect("model has key");
-                assert!(now == meta || now == entry.meta, "seed {seed}: metadata is neither old nor new");
+                assert!(
+                    now == meta || now == entry.meta,
+                    "seed {seed}: metadata is neither old nor new"
+                );
                 entry.meta = now;
             }
             Maybe::Replace { idle, key, stored } => {
                 let (has_idle, has_key) = (present(idle), present(key));
-                assert!(has_idle || has_key, "seed {seed}: replace lost both {idle} and {key}");
+                assert!(
+                    has_idle || has_key,
+                    "seed {seed}: replace lost both {idle} and {key}"
+                );
                 // Within one shard the swap is atomic; across shards the write comes first,
                 // so a crash may leave both (never neither).
                 let same_shard = idle.shard(2) == key.shard(2);
-                assert!(!(same_shard && has_idle && has_key), "seed {seed}: replace kept both fragments");
+                assert!(
+                    !(same_shard && has_idle && has_key),
+                    "seed {seed}: replace kept both fragments"
+                );
                 if has_key {
                     self.model.insert(key, stored);
                 }
@@ -125,7 +154,12 @@ impl Run {
 
 fn run_seed(seed: u64) -> u64 {
     let (disk, mut store) = sim_store(DISK_BYTES, seed);
-    let mut run = Run { seed, rng: ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9), model: BTreeMap::new(), crashes: 0 };
+    let mut run = Run {
+        seed,
+        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9),
+        model: BTreeMap::new(),
+        crashes: 0,
+    };
     for step in 0..STEPS_PER_SEED {
         if run.rng.random_bool(0.3) {
             let ops = run.rng.random_range(0..8);
@@ -142,13 +176,21 @@ fn run_seed(seed: u64) -> u64 {
             };
             let (key, data) = fragment(&mut run.rng, len);
             let class = random_class(&mut run.rng);
-            let stored = Stored { class, data: data.clone(), meta: Vec::new() };
+            let stored = Stored {
+                class,
+                data: data.clone(),
+                meta: Vec::new(),
+            };
             let result = store.put(key, class, &data).wait();
             let known = run.model.get(&key).map(|s| s.class);
             match &result {
                 Ok(PutOutcome::Stored) => drop(run.model.insert(key, stored)),
                 Ok(PutOutcome::AlreadyPresent(class)) => {
-                    assert_eq!(Some(*class), known, "seed {seed} {when}: AlreadyPresent for {key}")
+                    assert_eq!(
+                        Some(*class),
+                        known,
+                        "seed {seed} {when}: AlreadyPresent for {key}"
+                    )
                 }
                 Err(StoreError::NoSpace { .. } | StoreError::MetadataFull { .. }) => {}
                 Err(_) if known.is_some() => {}
@@ -165,7 +207,9 @@ fn run_seed(seed: u64) -> u64 {
                     let result = store.delete(key).wait();
                     match &result {
                         Ok(true) => drop(run.model.remove(&key)),
-                        Ok(false) => panic!("seed {seed} {when}: delete of present {key} said absent"),
+                        Ok(false) => {
+                            panic!("seed {seed} {when}: delete of present {key} said absent")
+                        }
                         Err(_) => maybe = Some(Maybe::Delete(key)),
                     }
                     result.map(drop)
@@ -183,17 +227,31 @@ fn run_seed(seed: u64) -> u64 {
                         Err(StoreError::MetadataFull { .. }) => {}
                         Err(_) => maybe = Some(Maybe::SetMeta(key, meta)),
                     }
-                    result.or_else(|e| if matches!(e, StoreError::MetadataFull { .. }) { Ok(()) } else { Err(e) })
+                    result.or_else(|e| {
+                        if matches!(e, StoreError::MetadataFull { .. }) {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
                 }
             }
         } else if op < 72 {
-            let idle = run.model.iter().find(|(_, s)| s.class == Class::Idle).map(|(k, _)| *k);
+            let idle = run
+                .model
+                .iter()
+                .find(|(_, s)| s.class == Class::Idle)
+                .map(|(k, _)| *k);
             match idle {
                 None => Ok(()),
                 Some(idle) => {
                     let len = run.rng.random_range(0..=64 << 10);
                     let (key, data) = fragment(&mut run.rng, len);
-                    let stored = Stored { class: Class::Active, data: data.clone(), meta: Vec::new() };
+                    let stored = Stored {
+                        class: Class::Active,
+                        data: data.clone(),
+                        meta: Vec::new(),
+                    };
                     let result = store.replace_idle(idle, key, &data).wait();
                     match &result {
                         Ok(()) => {
@@ -218,7 +276,10 @@ fn run_seed(seed: u64) -> u64 {
                     let len = run.rng.random_range(0..=data.len() - offset);
                     match store.read(key, offset as u64, len as u64).wait() {
                         Ok(bytes) => {
-                            assert!(*bytes == data[offset..offset + len], "seed {seed} {when}: range read of {key} wrong");
+                            assert!(
+                                *bytes == data[offset..offset + len],
+                                "seed {seed} {when}: range read of {key} wrong"
+                            );
                             Ok(())
                         }
                         Err(e) => Err(e),

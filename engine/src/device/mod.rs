@@ -34,17 +34,28 @@ pub struct IoOp<'a> {
 
 impl<'a> IoOp<'a> {
     pub fn read(offset: u64, buf: &'a mut [u8]) -> IoOp<'a> {
-        IoOp { kind: IoKind::Read { offset, buf }, result: None }
+        IoOp {
+            kind: IoKind::Read { offset, buf },
+            result: None,
+        }
     }
     pub fn write(offset: u64, buf: &'a [u8]) -> IoOp<'a> {
-        IoOp { kind: IoKind::Write { offset, buf }, result: None }
+        IoOp {
+            kind: IoKind::Write { offset, buf },
+            result: None,
+        }
     }
     pub fn flush() -> IoOp<'a> {
-        IoOp { kind: IoKind::Flush, result: None }
+        IoOp {
+            kind: IoKind::Flush,
+            result: None,
+        }
     }
     /// The outcome, as an owned result; an op that was never executed is an error.
     pub fn take_result(&mut self) -> io::Result<()> {
-        self.result.take().unwrap_or_else(|| Err(io::Error::other("operation not executed")))
+        self.result
+            .take()
+            .unwrap_or_else(|| Err(io::Error::other("operation not executed")))
     }
 }
 

@@ -87,7 +87,9 @@ impl SimDisk {
 
     fn lock(&self) -> MutexGuard<'_, SimState> {
         // A panic while holding the lock only happens in a failing test; keep the state.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A device handle on this disk.
@@ -236,7 +238,8 @@ impl SimState {
                 if buf.len() >= SECTOR_BYTES && self.chance(self.faults.read_sector_garbage) {
                     self.faults_injected += 1;
                     let sector = self.rng.random_range(0..buf.len() / SECTOR_BYTES);
-                    self.rng.fill(&mut buf[sector * SECTOR_BYTES..(sector + 1) * SECTOR_BYTES]);
+                    self.rng
+                        .fill(&mut buf[sector * SECTOR_BYTES..(sector + 1) * SECTOR_BYTES]);
                 }
                 Ok(())
             }
@@ -285,17 +288,26 @@ impl SimState {
     fn land(&mut self, offset: u64, bytes: &[u8]) {
         let at = offset as usize;
         self.current[at..at + bytes.len()].copy_from_slice(bytes);
-        self.pending.push(PendingWrite { offset, bytes: bytes.to_vec() });
+        self.pending.push(PendingWrite {
+            offset,
+            bytes: bytes.to_vec(),
+        });
     }
 }
 
 fn check_range(offset: u64, len: usize, device_len: usize) -> io::Result<()> {
-    let aligned = offset % BLOCK_BYTES as u64 == 0 && len % BLOCK_BYTES == 0;
+    let aligned = offset.is_multiple_of(BLOCK_BYTES as u64) && len.is_multiple_of(BLOCK_BYTES);
     if !aligned {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "unaligned I/O (EINVAL)"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "unaligned I/O (EINVAL)",
+        ));
     }
     if offset as usize + len > device_len {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "I/O past the end of the device"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "I/O past the end of the device",
+        ));
     }
     Ok(())
 }

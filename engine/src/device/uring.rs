@@ -38,23 +38,34 @@ pub fn open_target(path: &Path) -> io::Result<UringDevice> {
     if is_block {
         flags |= libc::O_EXCL;
     }
-    let mut file = OpenOptions::new().read(true).write(true).custom_flags(flags).open(path)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open(path)?;
     // For a block device the metadata length is 0; seeking to the end gives its size.
     let raw_len = file.seek(SeekFrom::End(0))?;
-    let len_bytes = raw_len / crate::aligned::BLOCK_BYTES as u64 * crate::aligned::BLOCK_BYTES as u64;
+    let len_bytes =
+        raw_len / crate::aligned::BLOCK_BYTES as u64 * crate::aligned::BLOCK_BYTES as u64;
     UringDevice::new(Arc::new(file), path.to_path_buf(), len_bytes)
 }
 
 impl std::fmt::Debug for UringDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringDevice").field("path", &self.path).field("len_bytes", &self.len_bytes).finish()
+        f.debug_struct("UringDevice")
+            .field("path", &self.path)
+            .field("len_bytes", &self.len_bytes)
+            .finish()
     }
 }
 
 impl UringDevice {
     fn new(file: Arc<File>, path: PathBuf, len_bytes: u64) -> io::Result<UringDevice> {
         let ring = IoUring::new(RING_ENTRIES).map_err(|e| {
-            io::Error::new(e.kind(), format!("io_uring_setup failed (is io_uring disabled?): {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("io_uring_setup failed (is io_uring disabled?): {e}"),
+            )
         })?;
         Ok(UringDevice {
             ring,
@@ -82,7 +93,9 @@ impl UringDevice {
                     .offset(*offset + done as u64)
                     .build()
             }
-            IoKind::Flush => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
+            IoKind::Flush => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
         };
         entry.user_data(index as u64)
     }
@@ -106,7 +119,10 @@ impl Device for UringDevice {
         self.progress.resize(ops.len(), 0);
         self.resubmit.clear();
         for op in ops.iter_mut() {
-            assert!(op_len(op) <= u32::MAX as usize, "single transfer over 4 GiB");
+            assert!(
+                op_len(op) <= u32::MAX as usize,
+                "single transfer over 4 GiB"
+            );
             op.result = None;
         }
         let mut next = 0usize;
@@ -158,8 +174,11 @@ impl Device for UringDevice {
                 }
                 return;
             }
-            let completions: Vec<(usize, i32)> =
-                self.ring.completion().map(|c| (c.user_data() as usize, c.result())).collect();
+            let completions: Vec<(usize, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data() as usize, c.result()))
+                .collect();
             for (index, res) in completions {
                 in_flight -= 1;
                 let op = &mut ops[index];
@@ -195,7 +214,11 @@ impl Device for UringDevice {
     }
 
     fn try_clone(&self) -> io::Result<Box<dyn Device>> {
-        Ok(Box::new(UringDevice::new(self.file.clone(), self.path.clone(), self.len_bytes)?))
+        Ok(Box::new(UringDevice::new(
+            self.file.clone(),
+            self.path.clone(),
+            self.len_bytes,
+        )?))
     }
 
     fn describe(&self) -> String {

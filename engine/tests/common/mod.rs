@@ -1,9 +1,7 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
-use cess_engine::{
-    Class, FormatOptions, Key, NodeId, OpenOptions, SimDisk, Store, Target, format,
-};
+use cess_engine::{Class, FormatOptions, Key, NodeId, OpenOptions, SimDisk, Store, Target, format};
 use rand::{Rng, RngCore};
 
 pub const NODE: NodeId = NodeId([0x11; 32]);
@@ -40,7 +38,11 @@ pub fn fragment(rng: &mut impl RngCore, len: usize) -> (Key, Vec<u8>) {
 }
 
 pub fn random_class(rng: &mut impl Rng) -> Class {
-    if rng.random_bool(0.5) { Class::Active } else { Class::Idle }
+    if rng.random_bool(0.5) {
+        Class::Active
+    } else {
+        Class::Idle
+    }
 }
 
 /// Offset of `needle` on the simulated disk (to aim at-rest faults at a fragment).

@@ -1,0 +1,298 @@
+//! The store's contract on good and bad input, on the simulated disk.
+
+mod common;
+
+use cess_engine::device::IoOp;
+use cess_engine::{
+    Class, FORMAT_VERSION, FormatError, Geometry, Key, OpenError, OpenOptions, PutOutcome, SimDisk,
+    Store, StoreError, Superblock, Target, format,
+};
+use common::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const DISK: u64 = 4 << 20;
+
+#[test]
+fn bad_input_is_refused_with_clear_errors() {
+    let (_disk, store) = sim_store(DISK, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (key, data) = fragment(&mut rng, 5000);
+    let wrong = Key([9; 32]);
+    let err = store.put(wrong, Class::Active, &data).wait().unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::HashMismatch {
+            expected: wrong,
+            actual: key
+        }
+    );
+    let (big_key, big) = fragment(&mut rng, (64 << 10) + 1);
+    assert!(matches!(
+        store.put(big_key, Class::Active, &big).wait(),
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert_eq!(
+        store.get(key).wait().unwrap_err(),
+        StoreError::NotFound(key)
+    );
+    assert_eq!(
+        store.stats().unwrap().active_count,
+        0,
+        "nothing was written"
+    );
+
+    assert_eq!(
+        store.put(key, Class::Active, &data).wait(),
+        Ok(PutOutcome::Stored)
+    );
+    assert_eq!(
+        store.put(key, Class::Idle, &data).wait(),
+        Ok(PutOutcome::AlreadyPresent(Class::Active))
+    );
+    assert_eq!(
+        store.stats().unwrap().active_count,
+        1,
+        "repeated put is idempotent"
+    );
+
+    assert!(matches!(
+        store.read(key, 4990, 11).wait(),
+        Err(StoreError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        store.read(key, u64::MAX, 2).wait(),
+        Err(StoreError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        store.set_meta(key, &[0; 1025]).wait(),
+        Err(StoreError::MetaTooLarge { .. })
+    ));
+    assert_eq!(store.delete(wrong).wait(), Ok(false));
+}
+
+#[test]
+fn ranges_meta_list_and_exact_stats() {
+    let (disk, store) = sim_store(DISK, 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let frags: Vec<_> = (0..20).map(|i| fragment(&mut rng, i * 3001)).collect();
+    for (i, (key, data)) in frags.iter().enumerate() {
+        let class = if i % 3 == 0 {
+            Class::Idle
+        } else {
+            Class::Active
+        };
+        store.put(*key, class, data).wait().unwrap();
+    }
+    let (key, data) = &frags[19];
+    for (offset, len) in [
+        (0, 1),
+        (4095, 2),
+        (4096, 4096),
+        (100, 20_000),
+        (data.len() - 7, 7),
+        (data.len(), 0),
+    ] {
+        let got = store.read(*key, offset as u64, len as u64).wait().unwrap();
+        assert_eq!(&*got, &data[offset..offset + len], "range {offset}+{len}");
+    }
+    store.set_meta(*key, b"tags").wait().unwrap();
+    assert_eq!(store.meta(*key).wait().unwrap(), b"tags");
+    let listed: Vec<_> = store.list().map(Result::unwrap).collect();
+    assert_eq!(listed.len(), 20);
+    let stats = store.stats().unwrap();
+    let blocks = |len: usize| len.div_ceil(4096) as u64 * 4096;
+    let idle: u64 = frags
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0)
+        .map(|(_, (_, d))| blocks(d.len()))
+        .sum();
+    let active: u64 = frags
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, (_, d))| blocks(d.len()))
+        .sum();
+    assert_eq!((stats.idle_bytes, stats.active_bytes), (idle, active));
+    assert_eq!(stats.free_bytes, stats.total_bytes - idle - active);
+    assert_eq!((stats.idle_count, stats.active_count), (7, 13));
+    drop(store);
+    let store = reopen(&disk);
+    assert_eq!(
+        store.stats().unwrap(),
+        stats,
+        "the same figures after reopen"
+    );
+    assert_eq!(store.meta(*key).wait().unwrap(), b"tags");
+}
+
+#[test]
+fn full_store_refuses_before_writing_and_replace_uses_the_reserve() {
+    let (_disk, store) = sim_store(DISK, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut idle = Vec::new();
+    let mut full_shards = std::collections::BTreeSet::new();
+    while full_shards.len() < 2 {
+        let (key, data) = fragment(&mut rng, 64 << 10);
+        match store.put(key, Class::Idle, &data).wait() {
+            Ok(_) => idle.push(key),
+            Err(StoreError::NoSpace {
+                shard,
+                needed_bytes,
+                free_bytes,
+                ..
+            }) => {
+                assert!(needed_bytes > free_bytes);
+                full_shards.insert(shard);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let before = store.stats().unwrap();
+    let (key, data) = fragment(&mut rng, 64 << 10);
+    let err = store.put(key, Class::Idle, &data).wait().unwrap_err();
+    assert!(err.to_string().contains("no space"), "{err}");
+    assert_eq!(
+        store.stats().unwrap(),
+        before,
+        "a refused put changes nothing"
+    );
+    // Idle fill leaves one maximum-size object per shard free, so active data replaces idle.
+    let mut replaced = 0;
+    for idle_key in idle.iter().take(6) {
+        let (key, data) = fragment(&mut rng, 64 << 10);
+        store.replace_idle(*idle_key, key, &data).wait().unwrap();
+        assert_eq!(*store.get(key).wait().unwrap(), data[..]);
+        assert!(store.contains(*idle_key).wait().unwrap().is_none());
+        replaced += 1;
+    }
+    let after = store.stats().unwrap();
+    assert_eq!(after.active_count, replaced);
+    assert_eq!(after.idle_count, before.idle_count - replaced);
+    let (active_key, _) = (store
+        .list()
+        .find(|i| i.as_ref().unwrap().class == Class::Active))
+    .unwrap()
+    .map(|i| (i.key, ()))
+    .unwrap();
+    let (key, data) = fragment(&mut rng, 100);
+    assert_eq!(
+        store.replace_idle(active_key, key, &data).wait(),
+        Err(StoreError::NotIdle(active_key))
+    );
+}
+
+#[test]
+fn format_and_open_refusals() {
+    // Too small.
+    let disk = SimDisk::new(64 << 10, 4);
+    let err = format(&Target::Sim(disk), &small_options()).unwrap_err();
+    assert!(
+        matches!(err, FormatError::Geometry { .. }) && err.to_string().contains("too small"),
+        "{err}"
+    );
+
+    // A file-system signature is refused unless forced.
+    let disk = SimDisk::new(DISK, 5);
+    let mut dev = disk.device();
+    let mut block = cess_engine::AlignedBuf::zeroed(4096);
+    block[0x438] = 0x53;
+    block[0x439] = 0xEF;
+    cess_engine::device::execute_one(dev.as_mut(), IoOp::write(0, block.as_blocks())).unwrap();
+    let err = format(&Target::Sim(disk.clone()), &small_options()).unwrap_err();
+    assert!(err.to_string().contains("ext2/ext3/ext4"), "{err}");
+    let mut forced = small_options();
+    forced.force = true;
+    format(&Target::Sim(disk.clone()), &forced).unwrap();
+    // Formatting over an existing store also needs force.
+    let err = format(&Target::Sim(disk.clone()), &small_options()).unwrap_err();
+    assert!(err.to_string().contains("CESS fragment store"), "{err}");
+
+    // Wrong identity.
+    let err = Store::open(&Target::Sim(disk.clone()), &OpenOptions::new(OTHER_NODE)).unwrap_err();
+    assert!(matches!(err, OpenError::WrongNode { .. }), "{err}");
+
+    // Never formatted.
+    let blank = SimDisk::new(DISK, 6);
+    let err = Store::open(&Target::Sim(blank), &OpenOptions::new(NODE)).unwrap_err();
+    assert!(matches!(err, OpenError::NotFormatted { .. }), "{err}");
+
+    // A newer format version.
+    let store = Store::open(&Target::Sim(disk.clone()), &OpenOptions::new(NODE)).unwrap();
+    let mut newer: Superblock = store.superblock().clone();
+    drop(store);
+    newer.version = FORMAT_VERSION + 1;
+    let block = cess_engine::AlignedBuf::copy_from(&newer.encode());
+    for offset in Geometry::superblock_offsets(DISK) {
+        cess_engine::device::execute_one(dev.as_mut(), IoOp::write(offset, block.as_blocks()))
+            .unwrap();
+    }
+    let err = Store::open(&Target::Sim(disk), &OpenOptions::new(NODE)).unwrap_err();
+    assert!(
+        matches!(err, OpenError::NewerVersion { found, .. } if found == FORMAT_VERSION + 1),
+        "{err}"
+    );
+}
+
+#[test]
+fn scrub_reports_progress_and_resumes_after_restart() {
+    let (disk, store) = sim_store(DISK, 7);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..16 {
+        let (key, data) = fragment(&mut rng, 40_000);
+        store.put(key, Class::Active, &data).wait().unwrap();
+    }
+    let first = store.scrub_step(50_000).unwrap();
+    assert!(first.pass_verified_bytes > 0 && first.pass_verified_bytes < first.stored_bytes);
+    assert_eq!(first.passes_completed, 0);
+    drop(store);
+    let store = reopen(&disk);
+    let resumed = store.scrub_progress().unwrap();
+    assert_eq!(
+        resumed.pass_verified_bytes, first.pass_verified_bytes,
+        "cursor survived the restart"
+    );
+    let mut last = resumed;
+    while last.passes_completed == 0 {
+        let next = store.scrub_step(50_000).unwrap();
+        assert!(next.passes_completed > 0 || next.pass_verified_bytes > last.pass_verified_bytes);
+        last = next;
+    }
+    assert!(last.corrupt.is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_callers() {
+    let (_disk, store) = sim_store(DISK, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (key, data) = fragment(&mut rng, 10_000);
+    store.put(key, Class::Active, &data).await.unwrap();
+    assert_eq!(*store.get(key).await.unwrap(), data[..]);
+    assert!(store.delete(key).await.unwrap());
+}
+
+#[test]
+fn concurrent_puts_commit_in_groups() {
+    let (disk, store) = sim_store(DISK, 9);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let frags: Vec<_> = (0..40).map(|_| fragment(&mut rng, 20_000)).collect();
+    let ops_before = disk.ops_executed();
+    let pendings: Vec<_> = frags
+        .iter()
+        .map(|(k, d)| store.put(*k, Class::Active, d))
+        .collect();
+    for p in pendings {
+        p.wait().unwrap();
+    }
+    let ops = disk.ops_executed() - ops_before;
+    // One put alone costs 4 device ops (data, flush, 2 journal copies, flush = 5). Grouped,
+    // 40 puts must need far fewer than 40 × 5.
+    assert!(
+        ops < 40 * 5,
+        "{ops} device ops for 40 puts: no group commit"
+    );
+    for (k, d) in &frags {
+        assert_eq!(*store.get(*k).wait().unwrap(), d[..]);
+    }
+}

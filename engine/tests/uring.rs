@@ -1,0 +1,101 @@
+//! The io_uring backend with O_DIRECT on a real file, and on a loop device when root.
+
+mod common;
+
+use cess_engine::{Class, FormatOptions, OpenOptions, Store, Target, format};
+use common::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+use std::process::Command;
+
+fn exercise(path: &Path) {
+    let target = Target::Path(path.to_path_buf());
+    let mut options = FormatOptions::new(NODE);
+    options.shard_count = 2;
+    options.force = true; // The loop device's backing file may hold an earlier run's store.
+    format(&target, &options).expect("format");
+    let store = Store::open(&target, &OpenOptions::new(NODE)).expect("open");
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let sizes = [0usize, 1, 4095, 4096, 4097, 1 << 20, 8 << 20];
+    let frags: Vec<_> = sizes.iter().map(|&n| fragment(&mut rng, n)).collect();
+    let pendings: Vec<_> = frags
+        .iter()
+        .map(|(k, d)| store.put(*k, Class::Active, d))
+        .collect();
+    for p in pendings {
+        p.wait().expect("put");
+    }
+    for (key, data) in &frags {
+        assert!(*store.get(*key).wait().expect("get") == data[..]);
+    }
+    let (key, data) = &frags[6];
+    assert_eq!(
+        &*store.read(*key, 8191, 8194).wait().unwrap(),
+        &data[8191..16385]
+    );
+    let stats = store.stats().unwrap();
+    drop(store);
+    let store = Store::open(&target, &OpenOptions::new(NODE)).expect("reopen");
+    assert_eq!(store.stats().unwrap(), stats);
+    for (key, data) in &frags {
+        assert!(*store.get(*key).wait().expect("get after reopen") == data[..]);
+    }
+    assert_eq!(store.scrub_step(u64::MAX).unwrap().corrupt, vec![]);
+}
+
+#[test]
+fn uring_on_a_file_with_o_direct() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("store.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    exercise(&path);
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn uring_on_a_loop_device() {
+    if !is_root() {
+        println!("SKIPPED uring_on_a_loop_device: not root, cannot attach a loop device");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let backing = dir.path().join("loop.img");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let out = Command::new("losetup")
+        .args(["--find", "--show", "--direct-io=on"])
+        .arg(&backing)
+        .output()
+        .expect("running losetup (package mount/util-linux)");
+    assert!(
+        out.status.success(),
+        "root but cannot attach a loop device: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _detach = Detach(device.clone());
+    println!("loop device {device}");
+    exercise(Path::new(&device));
+}
