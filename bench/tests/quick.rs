@@ -1,0 +1,46 @@
+//! Every suite runs in quick mode under `cargo test`, so no benchmark can rot. Quick mode
+//! asserts that the cases ran and produced figures, never a speed.
+
+use std::process::Command;
+
+#[test]
+fn engine_suite_runs_quick() {
+    let json = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("engine-quick.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_cess-bench"))
+        .args(["engine", "--quick", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run cess-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "cess-bench engine --quick failed:\n{stdout}\n{stderr}"
+    );
+    let lines = std::fs::read_to_string(&json).expect("json output");
+    let cases: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let names: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    for expected in [
+        "write-1MiB-fragments",
+        "read-8KiB-random",
+        "mixed",
+        "open-time-20",
+        "open-time-200",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "case {expected} missing from {names:?}"
+        );
+    }
+    for c in &cases {
+        assert!(c["value"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(
+            c["baseline_value"].as_f64().unwrap() > 0.0,
+            "baseline measured: {c}"
+        );
+        assert!(c["ratio"].as_f64().unwrap().is_finite(), "{c}");
+    }
+}
