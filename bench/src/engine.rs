@@ -423,11 +423,7 @@ fn mixed_case(target: &Path, sizes: &Sizes) -> Result<Case, String> {
     let deadline = Instant::now() + duration;
     let writer = {
         let store = store.clone();
-        let (count, len, qd) = (
-            sizes.write_fragments,
-            sizes.fragment_bytes,
-            sizes.queue_depth,
-        );
+        let (count, len) = (sizes.write_fragments, sizes.fragment_bytes);
         std::thread::spawn(move || {
             let mut h = Histogram::<u64>::new(3).expect("histogram");
             let mut written = 0;
@@ -439,7 +435,6 @@ fn mixed_case(target: &Path, sizes: &Sizes) -> Result<Case, String> {
                 store.put_buf(key, Class::Active, buf).wait().expect("put");
                 let _ = h.record(t0.elapsed().as_micros() as u64);
                 written += 1;
-                let _ = qd;
             }
             (written, h)
         })
