@@ -28,6 +28,8 @@ pub struct UringDevice {
     // Per-op bytes already transferred in the current batch; reused across batches.
     progress: Vec<usize>,
     resubmit: VecDeque<usize>,
+    // (op index, result) of the completions drained by one wait; reused across waits.
+    completed: Vec<(usize, i32)>,
 }
 
 /// Opens `path` for O_DIRECT I/O. A block device is opened with O_EXCL, which the kernel
@@ -74,6 +76,7 @@ impl UringDevice {
             len_bytes,
             progress: Vec::new(),
             resubmit: VecDeque::new(),
+            completed: Vec::new(),
         })
     }
 
@@ -174,12 +177,16 @@ impl Device for UringDevice {
                 }
                 return;
             }
-            let completions: Vec<(usize, i32)> = self
-                .ring
-                .completion()
-                .map(|c| (c.user_data() as usize, c.result()))
-                .collect();
-            for (index, res) in completions {
+            // Drained into a reused buffer: the completion queue borrows the ring, and the
+            // loop below needs `self` for resubmissions.
+            let mut completed = std::mem::take(&mut self.completed);
+            completed.clear();
+            completed.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data() as usize, c.result())),
+            );
+            for &(index, res) in &completed {
                 in_flight -= 1;
                 let op = &mut ops[index];
                 if res < 0 {
@@ -210,6 +217,7 @@ impl Device for UringDevice {
                     op.result = Some(Ok(()));
                 }
             }
+            self.completed = completed;
         }
     }
 
