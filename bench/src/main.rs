@@ -1,6 +1,6 @@
 //! `cess-bench`: runs a suite and prints ours beside the baseline, with the ratio.
 //!
-//! `cargo run --release -p cess-bench -- <suite> [--quick] [--json FILE] [--target PATH]`
+//! `cargo run --release -p cess-bench -- <suite> [--quick] [--json FILE] [--target PATH] [--case NAME]`
 
 #![forbid(unsafe_code)]
 
@@ -10,7 +10,8 @@ mod report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cess-bench <engine|all> [--quick] [--json FILE] [--target PATH]";
+const USAGE: &str =
+    "usage: cess-bench <engine|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
             "--quick" => options.quick = true,
             "--json" => options.json = args.next().map(PathBuf::from),
             "--target" => options.target = args.next().map(PathBuf::from),
+            "--case" => options.case = args.next(),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;

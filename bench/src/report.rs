@@ -9,6 +9,14 @@ pub struct Options {
     pub quick: bool,
     pub json: Option<PathBuf>,
     pub target: Option<PathBuf>,
+    /// Runs only the cases whose name contains this.
+    pub case: Option<String>,
+}
+
+impl Options {
+    pub fn wants(&self, case: &str) -> bool {
+        self.case.as_deref().is_none_or(|c| case.contains(c))
+    }
 }
 
 /// Latency percentiles in microseconds.

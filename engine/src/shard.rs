@@ -12,6 +12,11 @@
 //!    round to both journal copies, flush (records durable), apply the records to the index,
 //!    release freed extents, acknowledge.
 //!
+//! Gets and range reads do not wait for a round: [`Shard::stream_read`] starts them on the
+//! device at once and [`Shard::reap_reads`] verifies and answers each as it completes, so the
+//! device queue stays full. Before a round runs, every streamed read finishes, because the
+//! round may free and reuse the extents they read.
+//!
 //! Order argument: a record is written only after its data is durable, and acknowledged only
 //! after the record is durable; an extent is reused only after the record freeing it is
 //! durable. So after any crash, every acknowledged fragment is in the index with intact data,
@@ -19,7 +24,7 @@
 
 use crate::aligned::{AlignedBuf, BLOCK_BYTES};
 use crate::alloc::Allocator;
-use crate::device::{Device, IoOp, execute_one};
+use crate::device::{Device, IoOp, ReadDone, execute_one};
 use crate::error::StoreError;
 use crate::layout::ShardRegions;
 use crate::record::{
@@ -27,12 +32,12 @@ use crate::record::{
 };
 use crate::types::{Class, FragmentInfo, Key, PutOutcome, Stats};
 use crate::wire::{Reader, Writer};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tokio::sync::oneshot;
 
 const BLOCK: u64 = BLOCK_BYTES as u64;
 /// Data bytes written in one round at most (more is deferred to the next round).
-const ROUND_WRITE_BYTES_MAX: u64 = 256 << 20;
+const ROUND_WRITE_BYTES_MAX: u64 = 64 << 20;
 /// Bytes of checkpoint payload taken by the scrub cursor.
 const CURSOR_BYTES: u64 = 1 + 32 + 8;
 
@@ -217,6 +222,21 @@ pub(crate) struct Shard {
     poisoned: Option<String>,
     /// Blocks idle puts must leave free, so an idle fragment can always be replaced.
     reserve_blocks: u64,
+    /// Reads started by [`Shard::stream_read`], by device tag.
+    streaming: HashMap<u64, StreamedRead>,
+    next_stream_tag: u64,
+    /// Reused buffer for reaped reads.
+    reaped: Vec<ReadDone>,
+}
+
+/// What a streamed read needs back when its bytes arrive (the device holds the buffer).
+#[derive(Debug)]
+struct StreamedRead {
+    key: Key,
+    first_block: u64,
+    start: usize,
+    len: usize,
+    target: ReadTarget,
 }
 
 struct PendingRead {
@@ -230,6 +250,7 @@ struct PendingRead {
     io_error: Option<String>,
 }
 
+#[derive(Debug)]
 enum ReadTarget {
     Reply(Reply<ReadBuf>),
     Scrub,
@@ -447,6 +468,9 @@ impl Shard {
             read_verify_failures: 0,
             poisoned: None,
             reserve_blocks: max_object_bytes.div_ceil(BLOCK),
+            streaming: HashMap::new(),
+            next_stream_tag: 0,
+            reaped: Vec::new(),
         })
     }
 
@@ -678,59 +702,13 @@ impl Shard {
                         reply: MutationReply::SetMeta(reply),
                     });
                 }
-                Request::Get { key, reply } => match self.index.get(&key) {
-                    None => drop(reply.send(Err(StoreError::NotFound(key)))),
-                    Some(entry) => {
-                        let len = entry.len_bytes as usize;
-                        reads.push(PendingRead {
-                            key,
-                            first_block: 0,
-                            buf: AlignedBuf::zeroed(len),
-                            start: 0,
-                            len,
-                            target: ReadTarget::Reply(reply),
-                            io_error: None,
-                        });
-                    }
-                },
+                Request::Get { key, reply } => reads.extend(self.plan_read(key, None, reply)),
                 Request::Read {
                     key,
                     offset,
                     len_bytes,
                     reply,
-                } => match self.index.get(&key) {
-                    None => drop(reply.send(Err(StoreError::NotFound(key)))),
-                    Some(entry) => {
-                        let end = offset.checked_add(len_bytes);
-                        if end.is_none_or(|end| end > entry.len_bytes) {
-                            let _ = reply.send(Err(StoreError::OutOfRange {
-                                key,
-                                offset,
-                                len_bytes,
-                                fragment_bytes: entry.len_bytes,
-                            }));
-                            continue;
-                        }
-                        let first_block = offset / BLOCK;
-                        let last_block = (offset + len_bytes).div_ceil(BLOCK).max(first_block + 1);
-                        let span = ((last_block - first_block) * BLOCK) as usize;
-                        let blocks_in_entry = entry.blocks();
-                        let mut buf = AlignedBuf::zeroed(span);
-                        // A zero-length read at the very end touches no block.
-                        if first_block >= blocks_in_entry {
-                            buf.set_len(0);
-                        }
-                        reads.push(PendingRead {
-                            key,
-                            first_block,
-                            buf,
-                            start: (offset - first_block * BLOCK) as usize,
-                            len: len_bytes as usize,
-                            target: ReadTarget::Reply(reply),
-                            io_error: None,
-                        });
-                    }
-                },
+                } => reads.extend(self.plan_read(key, Some((offset, len_bytes)), reply)),
                 Request::Contains { key, reply } => {
                     let _ = reply.send(Ok(self.index.get(&key).map(|e| Self::info(&key, e))));
                 }
@@ -792,6 +770,141 @@ impl Shard {
             let _ = reply.send(result);
         }
         deferred
+    }
+
+    /// Turns a get (`range` None) or a range read into a planned read, or answers at once
+    /// when the key is unknown or the range is out of bounds.
+    fn plan_read(
+        &mut self,
+        key: Key,
+        range: Option<(u64, u64)>,
+        reply: Reply<ReadBuf>,
+    ) -> Option<PendingRead> {
+        let Some(entry) = self.index.get(&key) else {
+            let _ = reply.send(Err(StoreError::NotFound(key)));
+            return None;
+        };
+        let Some((offset, len_bytes)) = range else {
+            let len = entry.len_bytes as usize;
+            return Some(PendingRead {
+                key,
+                first_block: 0,
+                buf: AlignedBuf::zeroed(len),
+                start: 0,
+                len,
+                target: ReadTarget::Reply(reply),
+                io_error: None,
+            });
+        };
+        let end = offset.checked_add(len_bytes);
+        if end.is_none_or(|end| end > entry.len_bytes) {
+            let _ = reply.send(Err(StoreError::OutOfRange {
+                key,
+                offset,
+                len_bytes,
+                fragment_bytes: entry.len_bytes,
+            }));
+            return None;
+        }
+        let first_block = offset / BLOCK;
+        let last_block = (offset + len_bytes).div_ceil(BLOCK).max(first_block + 1);
+        let span = ((last_block - first_block) * BLOCK) as usize;
+        let mut buf = AlignedBuf::zeroed(span);
+        // A zero-length read at the very end touches no block.
+        if first_block >= entry.blocks() {
+            buf.set_len(0);
+        }
+        Some(PendingRead {
+            key,
+            first_block,
+            buf,
+            start: (offset - first_block * BLOCK) as usize,
+            len: len_bytes as usize,
+            target: ReadTarget::Reply(reply),
+            io_error: None,
+        })
+    }
+
+    /// Starts a get or range read without waiting for a round, so reads keep the device's
+    /// queue full; hands back any other request. Streamed reads are answered by
+    /// [`Shard::reap_reads`], and every one finishes before the next round runs (a round may
+    /// free and reuse the extents they read).
+    pub(crate) fn stream_read(&mut self, request: Request) -> Option<Request> {
+        let planned = match request {
+            Request::Get { key, reply } => self.plan_read(key, None, reply),
+            Request::Read {
+                key,
+                offset,
+                len_bytes,
+                reply,
+            } => self.plan_read(key, Some((offset, len_bytes)), reply),
+            other => return Some(other),
+        };
+        let read = planned?;
+        if read.buf.is_empty() {
+            self.finish_reads(vec![read]);
+            return None;
+        }
+        let entry = &self.index[&read.key];
+        let offset = self.data_offset(entry.extent_block + read.first_block);
+        let PendingRead {
+            key,
+            first_block,
+            buf,
+            start,
+            len,
+            target,
+            ..
+        } = read;
+        let tag = self.next_stream_tag;
+        self.next_stream_tag += 1;
+        self.dev.start_read(tag, offset, buf);
+        self.streaming.insert(
+            tag,
+            StreamedRead {
+                key,
+                first_block,
+                start,
+                len,
+                target,
+            },
+        );
+        None
+    }
+
+    /// Answers the streamed reads that have finished; with `wait`, waits for at least one.
+    pub(crate) fn reap_reads(&mut self, wait: bool) {
+        let mut done = std::mem::take(&mut self.reaped);
+        self.dev.reap_reads(wait, &mut done);
+        let mut finished = Vec::with_capacity(done.len());
+        for d in done.drain(..) {
+            let s = self
+                .streaming
+                .remove(&d.tag)
+                .expect("a reaped read was started");
+            finished.push(PendingRead {
+                key: s.key,
+                first_block: s.first_block,
+                buf: d.buf,
+                start: s.start,
+                len: s.len,
+                target: s.target,
+                io_error: d.result.err().map(|e| e.to_string()),
+            });
+        }
+        self.reaped = done;
+        self.finish_reads(finished);
+    }
+
+    pub(crate) fn reads_in_flight(&self) -> bool {
+        !self.streaming.is_empty()
+    }
+
+    /// Waits for every streamed read and answers it.
+    pub(crate) fn finish_streamed_reads(&mut self) {
+        while self.reads_in_flight() {
+            self.reap_reads(true);
+        }
     }
 
     /// Allocates an extent and builds the index entry for new data, or says why not.

@@ -338,9 +338,12 @@ pub struct Store {
 fn shard_loop(mut shard: Shard, rx: Receiver<Request>) {
     const ROUND_REQUESTS_MAX: usize = 256;
     let mut carry: VecDeque<Request> = VecDeque::new();
+    let mut batch: Vec<Request> = Vec::new();
     loop {
-        let mut batch: Vec<Request> = carry.drain(..).collect();
-        if batch.is_empty() {
+        batch.extend(carry.drain(..));
+        // Block for a request only when nothing else can make progress: with reads in
+        // flight, their completions wake the loop instead.
+        if batch.is_empty() && !shard.reads_in_flight() {
             match rx.recv() {
                 Ok(request) => batch.push(request),
                 Err(_) => return,
@@ -352,7 +355,18 @@ fn shard_loop(mut shard: Shard, rx: Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        carry.extend(shard.run_round(batch));
+        // Reads start at once; everything else waits for a round.
+        let round: Vec<Request> = batch
+            .drain(..)
+            .filter_map(|request| shard.stream_read(request))
+            .collect();
+        if round.is_empty() {
+            shard.reap_reads(true);
+            continue;
+        }
+        // A round may free extents that a streamed read is still reading.
+        shard.finish_streamed_reads();
+        carry.extend(shard.run_round(round));
     }
 }
 

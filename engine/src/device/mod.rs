@@ -10,6 +10,7 @@ mod uring;
 pub use sim::{SimDisk, SimFaults};
 pub use uring::{UringDevice, open_target};
 
+use crate::aligned::AlignedBuf;
 use std::io;
 
 /// One operation in a batch. Offsets and lengths are multiples of
@@ -59,10 +60,21 @@ impl<'a> IoOp<'a> {
     }
 }
 
+/// A read started with [`Device::start_read`], handed back by [`Device::reap_reads`].
+#[derive(Debug)]
+pub struct ReadDone {
+    pub tag: u64,
+    pub buf: AlignedBuf,
+    pub result: io::Result<()>,
+}
+
 /// A block device. Contract (every implementation keeps it):
 /// - `execute` runs every op of the batch, possibly concurrently and in any order, and returns
 ///   when all have completed, each with its own result. Callers never put two ops on
 ///   overlapping ranges in one batch, nor a flush together with writes.
+/// - Streamed reads (`start_read`, `reap_reads`) run beside each other without waiting for a
+///   batch; `execute` is only called when none is in flight, so a streamed read never races a
+///   write of the same shard.
 /// - A write that returned `Ok` is visible to later reads, but survives a crash only after a
 ///   later `Flush` returned `Ok`.
 /// - Ranges never written read back as zeros on a fresh simulated disk and as whatever the
@@ -72,6 +84,14 @@ pub trait Device: Send + std::fmt::Debug {
     fn len_bytes(&self) -> u64;
     /// Runs a batch; see the trait's contract.
     fn execute(&mut self, ops: &mut [IoOp<'_>]);
+    /// Starts reading `buf.as_blocks().len()` bytes at `offset` into `buf`, which the device
+    /// owns until the read comes back from `reap_reads` with the same `tag`.
+    fn start_read(&mut self, tag: u64, offset: u64, buf: AlignedBuf);
+    /// Moves finished streamed reads into `done`. With `wait`, blocks until at least one has
+    /// finished, unless none is in flight.
+    fn reap_reads(&mut self, wait: bool, done: &mut Vec<ReadDone>);
+    /// Streamed reads started and not yet handed back.
+    fn reads_in_flight(&self) -> usize;
     /// A second handle on the same device (for another shard's thread).
     fn try_clone(&self) -> io::Result<Box<dyn Device>>;
     /// What this device is, for logs and errors.

@@ -6,7 +6,8 @@
 //! (a prefix of its sectors lands). All randomness comes from one seeded ChaCha stream, so a
 //! run replays exactly from its seed.
 
-use super::{Device, IoKind, IoOp};
+use super::{Device, IoKind, IoOp, ReadDone};
+use crate::aligned::AlignedBuf;
 use crate::aligned::BLOCK_BYTES;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -94,7 +95,10 @@ impl SimDisk {
 
     /// A device handle on this disk.
     pub fn device(&self) -> Box<dyn Device> {
-        Box::new(SimDevice { disk: self.clone() })
+        Box::new(SimDevice {
+            disk: self.clone(),
+            streamed: Vec::new(),
+        })
     }
 
     /// Replaces the fault probabilities.
@@ -183,6 +187,7 @@ impl SimDisk {
 #[derive(Debug)]
 struct SimDevice {
     disk: SimDisk,
+    streamed: Vec<ReadDone>,
 }
 
 fn eio(what: &str) -> io::Error {
@@ -318,10 +323,30 @@ impl Device for SimDevice {
     }
 
     fn execute(&mut self, ops: &mut [IoOp<'_>]) {
+        assert!(
+            self.streamed.is_empty(),
+            "batch while streamed reads are out"
+        );
         let mut state = self.disk.lock();
         for op in ops.iter_mut() {
             op.result = Some(state.run(op));
         }
+    }
+
+    // Reads run at once (deterministically, with the same faults as a batch) and wait to be
+    // reaped, so the shard's streaming logic runs unchanged against the simulator.
+    fn start_read(&mut self, tag: u64, offset: u64, mut buf: AlignedBuf) {
+        let mut op = IoOp::read(offset, buf.as_blocks_mut());
+        let result = self.disk.lock().run(&mut op);
+        self.streamed.push(ReadDone { tag, buf, result });
+    }
+
+    fn reap_reads(&mut self, _wait: bool, done: &mut Vec<ReadDone>) {
+        done.append(&mut self.streamed);
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        self.streamed.len()
     }
 
     fn try_clone(&self) -> io::Result<Box<dyn Device>> {

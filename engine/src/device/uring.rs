@@ -5,7 +5,8 @@
 //! one of the few modules allowed to use `unsafe`: io_uring reads and writes through raw
 //! pointers that must stay valid until their completion arrives.
 
-use super::{Device, IoKind, IoOp};
+use super::{Device, IoKind, IoOp, ReadDone};
+use crate::aligned::AlignedBuf;
 use io_uring::{IoUring, opcode, types};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -16,6 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const RING_ENTRIES: u32 = 128;
+/// Set in the user data of a streamed read's entries; the rest of the bits name its slot.
+const STREAM_BIT: u64 = 1 << 63;
+
+/// A streamed read the device owns until it is reaped.
+struct Streamed {
+    tag: u64,
+    offset: u64,
+    buf: AlignedBuf,
+    done_bytes: usize,
+}
 
 /// An O_DIRECT target driven through io_uring.
 pub struct UringDevice {
@@ -30,6 +41,13 @@ pub struct UringDevice {
     resubmit: VecDeque<usize>,
     // (op index, result) of the completions drained by one wait; reused across waits.
     completed: Vec<(usize, i32)>,
+    // Streamed reads by slot; `queued` waits for room in the submission queue.
+    streams: Vec<Option<Streamed>>,
+    free_slots: Vec<usize>,
+    queued: VecDeque<usize>,
+    // Streamed entries submitted to the kernel and not yet completed.
+    streams_in_kernel: usize,
+    streams_out: usize,
 }
 
 /// Opens `path` for O_DIRECT I/O. A block device is opened with O_EXCL, which the kernel
@@ -77,7 +95,115 @@ impl UringDevice {
             progress: Vec::new(),
             resubmit: VecDeque::new(),
             completed: Vec::new(),
+            streams: Vec::new(),
+            free_slots: Vec::new(),
+            queued: VecDeque::new(),
+            streams_in_kernel: 0,
+            streams_out: 0,
         })
+    }
+
+    /// Pushes queued streamed reads while the submission queue has room.
+    fn push_streams(&mut self) {
+        let fd = types::Fd(self.file.as_raw_fd());
+        while let Some(&slot) = self.queued.front() {
+            if self.ring.submission().is_full() {
+                break;
+            }
+            let read = self.streams[slot]
+                .as_mut()
+                .expect("queued slot holds a read");
+            let rest = &mut read.buf.as_blocks_mut()[read.done_bytes..];
+            let entry = opcode::Read::new(fd, rest.as_mut_ptr(), rest.len() as u32)
+                .offset(read.offset + read.done_bytes as u64)
+                .build()
+                .user_data(STREAM_BIT | slot as u64);
+            // SAFETY: the buffer belongs to `self.streams[slot]`, which is neither dropped nor
+            // handed back before this entry's completion is reaped (`reap_reads` and `Drop`
+            // wait for every entry in the kernel); its heap allocation does not move when the
+            // slot vector grows. The fd is kept open by `self.file`.
+            unsafe { self.ring.submission().push(&entry) }.expect("queue checked not full");
+            self.queued.pop_front();
+            self.streams_in_kernel += 1;
+        }
+    }
+
+    /// Submits what is queued and, with `wait_one`, waits for one completion. Retries
+    /// interrupted calls; a ring that fails outright leaves buffers in the kernel's hands, so
+    /// the process stops rather than free them.
+    fn submit_streams(&mut self, wait_one: bool) {
+        loop {
+            let want = usize::from(wait_one && self.streams_in_kernel > 0);
+            match self.ring.submit_and_wait(want) {
+                Ok(_) => return,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), "io_uring failed with reads in flight: {e}");
+                    std::process::abort();
+                }
+            }
+        }
+    }
+
+    /// Handles the streamed completions waiting in the queue; returns how many reads finished.
+    fn drain_streams(&mut self, done: &mut Vec<ReadDone>) -> usize {
+        let mut completed = std::mem::take(&mut self.completed);
+        completed.clear();
+        completed.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data() as usize, c.result())),
+        );
+        let mut finished = 0;
+        for &(user_data, res) in &completed {
+            let user_data = user_data as u64;
+            assert!(
+                user_data & STREAM_BIT != 0,
+                "batch completion while streaming"
+            );
+            let slot = (user_data & !STREAM_BIT) as usize;
+            self.streams_in_kernel -= 1;
+            let read = self.streams[slot]
+                .as_mut()
+                .expect("completion for a live slot");
+            let total = read.buf.as_blocks().len();
+            let result = if res == -libc::EINTR || res == -libc::EAGAIN {
+                None
+            } else if res < 0 {
+                Some(Err(io::Error::from_raw_os_error(-res)))
+            } else if res == 0 {
+                Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "transfer made no progress",
+                )))
+            } else {
+                read.done_bytes += res as usize;
+                (read.done_bytes >= total).then_some(Ok(()))
+            };
+            match result {
+                None => self.queued.push_back(slot),
+                Some(result) => {
+                    let read = self.streams[slot].take().expect("live slot");
+                    self.free_slots.push(slot);
+                    self.streams_out -= 1;
+                    finished += 1;
+                    done.push(ReadDone {
+                        tag: read.tag,
+                        buf: read.buf,
+                        result,
+                    });
+                }
+            }
+        }
+        self.completed = completed;
+        finished
     }
 
     fn sqe(&self, index: usize, op: &mut IoOp<'_>) -> io_uring::squeue::Entry {
@@ -118,6 +244,7 @@ impl Device for UringDevice {
     }
 
     fn execute(&mut self, ops: &mut [IoOp<'_>]) {
+        assert_eq!(self.streams_out, 0, "batch while streamed reads are out");
         self.progress.clear();
         self.progress.resize(ops.len(), 0);
         self.resubmit.clear();
@@ -221,6 +348,47 @@ impl Device for UringDevice {
         }
     }
 
+    fn start_read(&mut self, tag: u64, offset: u64, buf: AlignedBuf) {
+        assert!(
+            buf.as_blocks().len() <= u32::MAX as usize,
+            "read over 4 GiB"
+        );
+        let read = Streamed {
+            tag,
+            offset,
+            buf,
+            done_bytes: 0,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.streams[slot] = Some(read);
+                slot
+            }
+            None => {
+                self.streams.push(Some(read));
+                self.streams.len() - 1
+            }
+        };
+        self.queued.push_back(slot);
+        self.streams_out += 1;
+    }
+
+    fn reap_reads(&mut self, wait: bool, done: &mut Vec<ReadDone>) {
+        loop {
+            self.push_streams();
+            let wait_one = wait && self.streams_out > 0;
+            self.submit_streams(wait_one);
+            let finished = self.drain_streams(done);
+            if !wait_one || finished > 0 {
+                return;
+            }
+        }
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        self.streams_out
+    }
+
     fn try_clone(&self) -> io::Result<Box<dyn Device>> {
         Ok(Box::new(UringDevice::new(
             self.file.clone(),
@@ -231,5 +399,16 @@ impl Device for UringDevice {
 
     fn describe(&self) -> String {
         format!("{} (io_uring, O_DIRECT)", self.path.display())
+    }
+}
+
+impl Drop for UringDevice {
+    // Buffers of reads still in the kernel must outlive them.
+    fn drop(&mut self) {
+        let mut done = Vec::new();
+        while self.streams_in_kernel > 0 {
+            self.submit_streams(true);
+            self.drain_streams(&mut done);
+        }
     }
 }
