@@ -432,10 +432,12 @@ fn mixed_case(target: &Path, sizes: &Sizes) -> Result<Case, String> {
         std::thread::spawn(move || {
             let mut h = Histogram::<u64>::new(3).expect("histogram");
             let mut written = 0;
-            for (key, buf) in fragments(count, len, 7) {
+            // Made one at a time: generating them all first would eat the whole window.
+            for i in 0..count as u64 {
                 if Instant::now() >= deadline {
                     break;
                 }
+                let (key, buf) = fragments(1, len, 7_000 + i).pop().expect("one fragment");
                 let t0 = Instant::now();
                 store.put_buf(key, Class::Active, buf).wait().expect("put");
                 let _ = h.record(t0.elapsed().as_micros() as u64);
@@ -453,6 +455,11 @@ fn mixed_case(target: &Path, sizes: &Sizes) -> Result<Case, String> {
         Some(deadline),
     );
     let (written, put_hist) = writer.join().expect("writer");
+    if written == 0 || reads == 0 {
+        return Err(format!(
+            "mixed: {written} puts and {reads} reads finished in the window; nothing to compare"
+        ));
+    }
     let put_latency = Latency::from_histogram(&put_hist);
     drop(store);
     let span = 4 * sizes.write_fragments as u64 * sizes.fragment_bytes as u64;
