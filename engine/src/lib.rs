@@ -10,6 +10,7 @@
 
 pub mod aligned;
 mod alloc;
+pub mod codec;
 pub mod device;
 mod error;
 pub mod layout;

@@ -1,0 +1,467 @@
+//! Streaming encode and decode: segments in flight on every core, a bounded pool of buffers,
+//! output in order. The calling thread reads input and writes output; workers code.
+
+use super::crypt::{FileKey, KdfParams, NONCE_BYTES, segment_ad};
+use super::manifest::{Encryption, Manifest, SegmentEntry};
+use super::stripes::SegmentCoder;
+use super::{CodecError, CodecParams, Id, file_id, hex, sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, channel, sync_channel};
+
+/// Where encoded fragments go. Called on the encoding thread, in segment order.
+pub trait FragmentSink {
+    fn fragment(
+        &mut self,
+        segment: u64,
+        index: usize,
+        id: &Id,
+        bytes: &[u8],
+    ) -> Result<(), CodecError>;
+}
+
+/// Where decoding finds fragments. Called from worker threads.
+pub trait FragmentSource: Sync {
+    /// Fills `buf` with the fragment named `id`; `Ok(false)` when it is not there or has the
+    /// wrong size. The caller checks the bytes against `id`.
+    fn fetch(&self, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError>;
+}
+
+/// Reports progress in input (encode) or output (decode) bytes done so far.
+pub type Progress<'a> = &'a mut dyn FnMut(u64);
+
+/// A directory of fragments, each in a file named by its id in hex.
+#[derive(Debug, Clone)]
+pub struct DirFragments {
+    pub dir: PathBuf,
+}
+
+impl DirFragments {
+    pub fn new(dir: impl Into<PathBuf>) -> DirFragments {
+        DirFragments { dir: dir.into() }
+    }
+
+    pub fn path_of(&self, id: &Id) -> PathBuf {
+        self.dir.join(hex(id))
+    }
+}
+
+impl FragmentSink for DirFragments {
+    /// Writes each distinct fragment once (identical fragments share a name), through a
+    /// temporary name so a crash never leaves a partial fragment under its id.
+    fn fragment(&mut self, _: u64, _: usize, id: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+        let path = self.path_of(id);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!(".{}.partial", hex(id)));
+        std::fs::write(&tmp, bytes)
+            .map_err(CodecError::io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(CodecError::io(format!("renaming {}", tmp.display())))
+    }
+}
+
+impl FragmentSource for DirFragments {
+    fn fetch(&self, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError> {
+        let path = self.path_of(id);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(CodecError::io(format!("opening {}", path.display()))(e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(CodecError::io(format!("reading {}", path.display())))?
+            .len();
+        if len != buf.len() as u64 {
+            return Ok(false);
+        }
+        file.read_exact(buf)
+            .map_err(CodecError::io(format!("reading {}", path.display())))?;
+        Ok(true)
+    }
+}
+
+/// How to encode.
+#[derive(Debug, Clone, Default)]
+pub struct EncodeOptions {
+    pub params: CodecParams,
+    pub key: Option<FileKey>,
+    /// Salt and cost to record when `key` came from a passphrase.
+    pub kdf: Option<([u8; 16], KdfParams)>,
+    /// Worker threads; 0 (the default) means one per core.
+    pub threads: usize,
+}
+
+fn worker_count(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// One segment's buffers: the segment (= its data fragments back to back) and its parity.
+struct SegmentBuf {
+    segment: Vec<u8>,
+    parity: Vec<u8>,
+}
+
+impl SegmentBuf {
+    fn new(params: CodecParams) -> SegmentBuf {
+        SegmentBuf {
+            segment: vec![0; params.segment_bytes as usize],
+            parity: vec![0; usize::from(params.parity_shards) * params.fragment_bytes()],
+        }
+    }
+
+    fn fragment(&self, params: CodecParams, index: usize) -> &[u8] {
+        let (k, frag) = (usize::from(params.data_shards), params.fragment_bytes());
+        if index < k {
+            &self.segment[index * frag..][..frag]
+        } else {
+            &self.parity[(index - k) * frag..][..frag]
+        }
+    }
+
+    fn fragment_mut(&mut self, params: CodecParams, index: usize) -> &mut [u8] {
+        let (k, frag) = (usize::from(params.data_shards), params.fragment_bytes());
+        if index < k {
+            &mut self.segment[index * frag..][..frag]
+        } else {
+            &mut self.parity[(index - k) * frag..][..frag]
+        }
+    }
+}
+
+/// Runs `work` on `threads` workers over jobs the calling thread feeds with `feed` (which
+/// returns `None` when done) and drains in job order with `drain`. At most `threads + 2`
+/// buffers exist: the pool bounds memory whatever the input size.
+fn run_ordered<J, R>(
+    threads: usize,
+    make_buf: impl Fn() -> SegmentBuf,
+    mut feed: impl FnMut(u64, &mut SegmentBuf) -> Result<Option<J>, CodecError>,
+    work: impl Fn(&mut SegmentCoder, u64, J, &mut SegmentBuf) -> Result<R, CodecError> + Sync,
+    mut drain: impl FnMut(u64, R, &SegmentBuf) -> Result<(), CodecError>,
+    params: CodecParams,
+) -> Result<(), CodecError>
+where
+    J: Send,
+    R: Send,
+{
+    let pool_size = threads + 2;
+    let (job_tx, job_rx) = sync_channel::<(u64, J, SegmentBuf)>(pool_size);
+    let job_rx: Mutex<Receiver<(u64, J, SegmentBuf)>> = Mutex::new(job_rx);
+    std::thread::scope(|scope| {
+        // Moved in so it drops (and idle workers stop) whenever this closure returns.
+        let job_tx = job_tx;
+        let (done_tx, done_rx) = channel::<(u64, Result<R, CodecError>, SegmentBuf)>();
+        for _ in 0..threads {
+            let (job_rx, done_tx, work) = (&job_rx, done_tx.clone(), &work);
+            scope.spawn(move || {
+                let mut coder = match SegmentCoder::new(params) {
+                    Ok(c) => c,
+                    Err(_) => return, // params were validated by the caller
+                };
+                loop {
+                    let next = job_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((index, job, mut buf))) = next else {
+                        return;
+                    };
+                    let result = work(&mut coder, index, job, &mut buf);
+                    if done_tx.send((index, result, buf)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut free: Vec<SegmentBuf> = Vec::new();
+        let mut made = 0;
+        let mut next_feed = 0u64;
+        let mut next_drain = 0u64;
+        let mut feeding = true;
+        let mut waiting: BTreeMap<u64, (R, SegmentBuf)> = BTreeMap::new();
+        loop {
+            while feeding && (next_feed - next_drain) < pool_size as u64 {
+                let mut buf = match free.pop() {
+                    Some(b) => b,
+                    None if made < pool_size => {
+                        made += 1;
+                        make_buf()
+                    }
+                    None => break,
+                };
+                match feed(next_feed, &mut buf)? {
+                    Some(job) => {
+                        job_tx
+                            .send((next_feed, job, buf))
+                            .expect("workers live while jobs are fed");
+                        next_feed += 1;
+                    }
+                    None => {
+                        feeding = false;
+                        free.push(buf);
+                    }
+                }
+            }
+            if !feeding && next_drain == next_feed {
+                return Ok(());
+            }
+            let (index, result, buf) = done_rx.recv().expect("a worker answers every job");
+            waiting.insert(index, (result?, buf));
+            while let Some((result, buf)) = waiting.remove(&next_drain) {
+                drain(next_drain, result, &buf)?;
+                free.push(buf);
+                next_drain += 1;
+            }
+        }
+    })
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn fill(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, CodecError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CodecError::io("reading input")(e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Encodes `file_bytes` bytes from `input` (which must hold exactly that many) into fragments
+/// handed to `sink`, and returns the manifest.
+pub fn encode(
+    input: &mut dyn Read,
+    file_bytes: u64,
+    options: &EncodeOptions,
+    sink: &mut dyn FragmentSink,
+    progress: Progress<'_>,
+) -> Result<Manifest, CodecError> {
+    let params = options.params;
+    params.validate()?;
+    let encrypted = options.key.is_some();
+    let payload = params.payload_bytes(encrypted) as usize;
+    let count = params.segment_count(file_bytes, encrypted);
+    let start = if encrypted { NONCE_BYTES } else { 0 };
+    let sealer = options.key.as_ref().map(FileKey::sealer);
+    let mut read_bytes = 0u64;
+    let mut segments: Vec<SegmentEntry> = Vec::with_capacity(count.min(1 << 20) as usize);
+    run_ordered(
+        worker_count(options.threads),
+        || SegmentBuf::new(params),
+        |index, buf| {
+            if index == count {
+                let mut probe = [0u8; 1];
+                if fill(input, &mut probe)? > 0 {
+                    return Err(CodecError::InputLength {
+                        expected_bytes: file_bytes,
+                        read_bytes: read_bytes + 1,
+                    });
+                }
+                return Ok(None);
+            }
+            let want = payload.min((file_bytes - read_bytes) as usize);
+            let region = &mut buf.segment[start..start + payload];
+            let got = fill(input, &mut region[..want])?;
+            read_bytes += got as u64;
+            if got < want {
+                return Err(CodecError::InputLength {
+                    expected_bytes: file_bytes,
+                    read_bytes,
+                });
+            }
+            region[want..].fill(0);
+            Ok(Some(()))
+        },
+        |coder, index, (), buf| {
+            if let Some(sealer) = &sealer {
+                sealer.seal(
+                    &segment_ad(params, file_bytes, count, index),
+                    &mut buf.segment,
+                );
+            }
+            let id = sha256(&buf.segment);
+            let fragments = coder.encode(&buf.segment, &mut buf.parity)?;
+            Ok(SegmentEntry { id, fragments })
+        },
+        |index, entry, buf| {
+            for (i, id) in entry.fragments.iter().enumerate() {
+                sink.fragment(index, i, id, buf.fragment(params, i))?;
+            }
+            segments.push(entry);
+            progress(((index + 1) * payload as u64).min(file_bytes));
+            Ok(())
+        },
+        params,
+    )?;
+    let ids: Vec<Id> = segments.iter().map(|s| s.id).collect();
+    let mut manifest = Manifest {
+        params,
+        file_bytes,
+        file_id: file_id(&ids).expect("at least one segment"),
+        segments,
+        encryption: options.key.as_ref().map(|key| Encryption {
+            key_check: key.check_value(),
+            kdf: options.kdf,
+            mac: [0; 32],
+        }),
+    };
+    if let Some(key) = &options.key {
+        manifest.authenticate(key);
+    }
+    Ok(manifest)
+}
+
+/// Fetches fragments of segment `index` until k match their ids, rebuilds the segment in
+/// `buf.segment`, and checks it against the segment id.
+fn gather(
+    coder: &mut SegmentCoder,
+    manifest: &Manifest,
+    index: u64,
+    source: &dyn FragmentSource,
+    buf: &mut SegmentBuf,
+) -> Result<(), CodecError> {
+    let params = manifest.params;
+    let k = usize::from(params.data_shards);
+    let entry = &manifest.segments[index as usize];
+    let mut present = vec![false; params.shard_count()];
+    let (mut good, mut missing, mut corrupt) = (0, 0, 0);
+    // Data fragments first: with all k of them no decoding is needed.
+    for (i, id) in entry.fragments.iter().enumerate() {
+        if good == k {
+            break;
+        }
+        let slot = buf.fragment_mut(params, i);
+        if !source.fetch(id, slot)? {
+            missing += 1;
+        } else if sha256(slot) != *id {
+            corrupt += 1;
+        } else {
+            present[i] = true;
+            good += 1;
+        }
+    }
+    if good < k {
+        return Err(CodecError::SegmentUnrecoverable {
+            segment: index,
+            good,
+            needed: k,
+            missing,
+            corrupt,
+        });
+    }
+    coder.reconstruct(&mut buf.segment, &buf.parity, &present)?;
+    if sha256(&buf.segment) != entry.id {
+        return Err(CodecError::SegmentMismatch { segment: index });
+    }
+    Ok(())
+}
+
+/// Decodes the file `manifest` describes from fragments in `source`, writing it to `out` in
+/// order as segments complete. `key` must be given exactly when the file is encrypted.
+pub fn decode(
+    manifest: &Manifest,
+    key: Option<&FileKey>,
+    source: &dyn FragmentSource,
+    out: &mut dyn Write,
+    threads: usize,
+    progress: Progress<'_>,
+) -> Result<(), CodecError> {
+    manifest.check_key(key)?;
+    let params = manifest.params;
+    let encrypted = key.is_some();
+    let payload = params.payload_bytes(encrypted);
+    let count = manifest.segments.len() as u64;
+    let start = if encrypted { NONCE_BYTES } else { 0 };
+    let sealer = key.map(FileKey::sealer);
+    let file_bytes = manifest.file_bytes;
+    let mut written = 0u64;
+    run_ordered(
+        worker_count(threads),
+        || SegmentBuf::new(params),
+        |index, _| Ok((index < count).then_some(())),
+        |coder, index, (), buf| {
+            gather(coder, manifest, index, source, buf)?;
+            if let Some(sealer) = &sealer
+                && !sealer.open(
+                    &segment_ad(params, file_bytes, count, index),
+                    &mut buf.segment,
+                )
+            {
+                return Err(CodecError::SegmentAuth { segment: index });
+            }
+            Ok(())
+        },
+        |_, (), buf| {
+            let len = payload.min(file_bytes - written) as usize;
+            out.write_all(&buf.segment[start..start + len])
+                .map_err(CodecError::io("writing output"))?;
+            written += len as u64;
+            progress(written);
+            Ok(())
+        },
+        params,
+    )?;
+    out.flush().map_err(CodecError::io("writing output"))
+}
+
+/// Rebuilds fragments `wanted` (indexes, data first) of segment `index` from any k others,
+/// byte-identical to the originals: each is checked against its id before it is returned.
+/// Needs no key: it works on the stored (possibly encrypted) segment.
+pub fn repair_segment(
+    manifest: &Manifest,
+    index: u64,
+    source: &dyn FragmentSource,
+    wanted: &[usize],
+) -> Result<Vec<(usize, Vec<u8>)>, CodecError> {
+    let params = manifest.params;
+    let count = params.shard_count();
+    if index >= manifest.segments.len() as u64 {
+        return Err(CodecError::BadManifest(format!(
+            "no segment {index} (the file has {})",
+            manifest.segments.len()
+        )));
+    }
+    if let Some(&bad) = wanted.iter().find(|&&i| i >= count) {
+        return Err(CodecError::NoSuchFragment {
+            segment: index,
+            index: bad,
+            count,
+        });
+    }
+    let mut coder = SegmentCoder::new(params)?;
+    let mut buf = SegmentBuf::new(params);
+    gather(&mut coder, manifest, index, source, &mut buf)?;
+    let ids = coder.encode(&buf.segment, &mut buf.parity)?;
+    let entry = &manifest.segments[index as usize];
+    if ids != entry.fragments {
+        return Err(CodecError::SegmentMismatch { segment: index });
+    }
+    Ok(wanted
+        .iter()
+        .map(|&i| (i, buf.fragment(params, i).to_vec()))
+        .collect())
+}
+
+/// Reads a manifest file (bounded) and checks it.
+pub fn read_manifest(path: &Path) -> Result<Manifest, CodecError> {
+    let file = std::fs::File::open(path).map_err(CodecError::io(format!(
+        "opening manifest {}",
+        path.display()
+    )))?;
+    let mut bytes = Vec::new();
+    file.take(super::manifest::MANIFEST_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(CodecError::io(format!(
+            "reading manifest {}",
+            path.display()
+        )))?;
+    Manifest::decode(&bytes)
+}
