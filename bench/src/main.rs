@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod codec;
 mod engine;
 mod report;
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cess-bench <engine|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
+    "usage: cess-bench <engine|codec|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -38,17 +39,27 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let result = match suite.as_str() {
-        "engine" | "all" => engine::run(&options),
-        other => Err(format!(
-            "unknown suite {other}: this build has `engine` (the other suites arrive with their crates)"
-        )),
+    let suites: &[&str] = match suite.as_str() {
+        "all" => &["engine", "codec"],
+        "engine" => &["engine"],
+        "codec" => &["codec"],
+        other => {
+            eprintln!(
+                "unknown suite {other}: this build has `engine` and `codec` (the other suites \
+                 arrive with their crates)"
+            );
+            return ExitCode::from(2);
+        }
     };
-    match result.and_then(|cases| report::emit("engine", &cases, &options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cess-bench: {e}");
-            ExitCode::FAILURE
+    for (i, name) in suites.iter().enumerate() {
+        let result = match *name {
+            "engine" => engine::run(&options),
+            _ => codec::run(&options),
+        };
+        if let Err(e) = result.and_then(|cases| report::emit(name, &cases, &options, i > 0)) {
+            eprintln!("cess-bench: {name}: {e}");
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }

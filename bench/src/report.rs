@@ -81,7 +81,9 @@ pub fn spread(values: &[f64]) -> f64 {
     (v[v.len() - 1] - v[0]) / m
 }
 
-pub fn emit(suite: &str, cases: &[Case], options: &Options) -> Result<(), String> {
+/// Prints the table and writes the JSON lines (appended to an earlier suite's when `append`)
+/// and the Markdown summary.
+pub fn emit(suite: &str, cases: &[Case], options: &Options, append: bool) -> Result<(), String> {
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -144,7 +146,16 @@ pub fn emit(suite: &str, cases: &[Case], options: &Options) -> Result<(), String
         lines.push('\n');
     }
     if let Some(path) = &options.json {
-        std::fs::write(path, &lines).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        file.write_all(lines.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);

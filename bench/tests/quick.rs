@@ -3,11 +3,12 @@
 
 use std::process::Command;
 
-#[test]
-fn engine_suite_runs_quick() {
-    let json = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("engine-quick.jsonl");
+/// Runs `suite --quick` and checks that every expected case reported both figures.
+fn run_quick(suite: &str, expected: &[&str]) {
+    let json =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{suite}-quick.jsonl"));
     let out = Command::new(env!("CARGO_BIN_EXE_cess-bench"))
-        .args(["engine", "--quick", "--json"])
+        .args([suite, "--quick", "--json"])
         .arg(&json)
         .output()
         .expect("run cess-bench");
@@ -15,7 +16,7 @@ fn engine_suite_runs_quick() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "cess-bench engine --quick failed:\n{stdout}\n{stderr}"
+        "cess-bench {suite} --quick failed:\n{stdout}\n{stderr}"
     );
     let lines = std::fs::read_to_string(&json).expect("json output");
     let cases: Vec<serde_json::Value> = lines
@@ -23,19 +24,14 @@ fn engine_suite_runs_quick() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     let names: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
-    for expected in [
-        "write-1MiB-fragments",
-        "read-8KiB-random",
-        "mixed",
-        "open-time-20",
-        "open-time-200",
-    ] {
+    for expected in expected {
         assert!(
-            names.contains(&expected),
+            names.contains(expected),
             "case {expected} missing from {names:?}"
         );
     }
     for c in &cases {
+        assert_eq!(c["suite"], suite, "{c}");
         assert!(c["value"].as_f64().unwrap() > 0.0, "{c}");
         assert!(
             c["baseline_value"].as_f64().unwrap() > 0.0,
@@ -43,4 +39,33 @@ fn engine_suite_runs_quick() {
         );
         assert!(c["ratio"].as_f64().unwrap().is_finite(), "{c}");
     }
+}
+
+#[test]
+fn engine_suite_runs_quick() {
+    run_quick(
+        "engine",
+        &[
+            "write-1MiB-fragments",
+            "read-8KiB-random",
+            "mixed",
+            "open-time-20",
+            "open-time-200",
+        ],
+    );
+}
+
+#[test]
+fn codec_suite_runs_quick() {
+    run_quick(
+        "codec",
+        &[
+            "pipeline-rs-sha256-2core",
+            "pipeline-aead-rs-sha256-2core",
+            "rs-striped-vs-whole",
+            "decode-data-shards",
+            "decode-parity-only",
+            "repair-one-fragment",
+        ],
+    );
 }

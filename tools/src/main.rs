@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+mod codec_cmd;
+
 use anyhow::{Context, Result, bail};
 use cess_engine::{
     AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, Store, Target, format,
@@ -70,6 +72,40 @@ enum Command {
         #[arg(long, default_value = DEMO_NODE_HEX)]
         node_id: String,
     },
+    /// Encodes a file into fragments (erasure-coded, optionally encrypted) and a manifest.
+    Encode {
+        file: PathBuf,
+        /// Directory for the fragments and the manifest (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Encrypt under this key file (32 raw bytes or 64 hex digits; see `cess keygen`).
+        #[arg(long, conflicts_with = "passphrase")]
+        key: Option<PathBuf>,
+        /// Encrypt under a passphrase (Argon2id), read from CESS_PASSPHRASE or standard input.
+        #[arg(long)]
+        passphrase: bool,
+        #[arg(long, default_value_t = 32)]
+        segment_mib: u32,
+        #[arg(long, default_value_t = 4)]
+        data_shards: u16,
+        #[arg(long, default_value_t = 8)]
+        parity_shards: u16,
+    },
+    /// Rebuilds a file from any k fragments of each segment, verifying everything.
+    Decode {
+        manifest: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the fragments are (default: the manifest's directory).
+        #[arg(long)]
+        fragments: Option<PathBuf>,
+        #[arg(long, conflicts_with = "passphrase")]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Writes a new random file key (mode 0600).
+    Keygen { out: PathBuf },
 }
 
 fn node_id(hex: &str) -> Result<NodeId> {
@@ -100,6 +136,42 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Encode {
+            file,
+            out,
+            key,
+            passphrase,
+            segment_mib,
+            data_shards,
+            parity_shards,
+        } => {
+            let params = cess_engine::codec::CodecParams {
+                segment_bytes: segment_mib
+                    .checked_mul(1 << 20)
+                    .context("segment size too large")?,
+                data_shards,
+                parity_shards,
+            };
+            let key = codec_cmd::KeyChoice {
+                key_file: key,
+                passphrase,
+            };
+            codec_cmd::encode(&file, &out, key, params)
+        }
+        Command::Decode {
+            manifest,
+            out,
+            fragments,
+            key,
+            passphrase,
+        } => {
+            let key = codec_cmd::KeyChoice {
+                key_file: key,
+                passphrase,
+            };
+            codec_cmd::decode(&manifest, &out, fragments, key)
+        }
+        Command::Keygen { out } => codec_cmd::keygen(&out),
         Command::Demo {
             target,
             size_mib,

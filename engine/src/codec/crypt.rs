@@ -171,7 +171,8 @@ impl FileKey {
         *blake3::keyed_hash(&self.subkey(CONTEXT_MAC), bytes).as_bytes()
     }
 
-    pub(crate) fn sealer(&self) -> Sealer {
+    /// The per-segment cipher under this key (low level: `encode` and `decode` use it).
+    pub fn sealer(&self) -> Sealer {
         Sealer {
             cipher: XChaCha20Poly1305::new(Key::from_slice(&*self.subkey(CONTEXT_AEAD))),
             nonce_key: self.subkey(CONTEXT_NONCE),
@@ -198,14 +199,20 @@ pub(crate) fn segment_ad(
 }
 
 /// Seals and opens segments in place: `nonce ‖ ciphertext ‖ tag`.
-pub(crate) struct Sealer {
+pub struct Sealer {
     cipher: XChaCha20Poly1305,
     nonce_key: Zeroizing<[u8; 32]>,
 }
 
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(..)")
+    }
+}
+
 impl Sealer {
     /// Encrypts the plaintext already in `segment[24..len-16]`, writing nonce and tag.
-    pub(crate) fn seal(&self, ad: &[u8], segment: &mut [u8]) {
+    pub fn seal(&self, ad: &[u8], segment: &mut [u8]) {
         let end = segment.len() - TAG_BYTES;
         let mut h = blake3::Hasher::new_keyed(&self.nonce_key);
         h.update(ad);
@@ -225,7 +232,7 @@ impl Sealer {
     }
 
     /// Decrypts in place; `false` when the segment or its associated data was altered.
-    pub(crate) fn open(&self, ad: &[u8], segment: &mut [u8]) -> bool {
+    pub fn open(&self, ad: &[u8], segment: &mut [u8]) -> bool {
         let end = segment.len() - TAG_BYTES;
         let nonce = *XNonce::from_slice(&segment[..NONCE_BYTES]);
         let tag = *Tag::from_slice(&segment[end..]);

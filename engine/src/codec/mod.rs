@@ -21,7 +21,7 @@ mod manifest;
 mod pipeline;
 mod stripes;
 
-pub use crypt::{FileKey, KdfParams};
+pub use crypt::{FileKey, KdfParams, Sealer};
 pub use manifest::{Encryption, Manifest, SegmentEntry};
 pub use pipeline::{
     DirFragments, EncodeOptions, FragmentSink, FragmentSource, Progress, decode, encode,

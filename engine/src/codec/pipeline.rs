@@ -137,7 +137,7 @@ impl SegmentBuf {
 }
 
 /// Runs `work` on `threads` workers over jobs the calling thread feeds with `feed` (which
-/// returns `None` when done) and drains in job order with `drain`. At most `threads + 2`
+/// returns `None` when done) and drains in job order with `drain`. At most `threads + 1`
 /// buffers exist: the pool bounds memory whatever the input size.
 fn run_ordered<J, R>(
     threads: usize,
@@ -151,7 +151,7 @@ where
     J: Send,
     R: Send,
 {
-    let pool_size = threads + 2;
+    let pool_size = threads + 1;
     let (job_tx, job_rx) = sync_channel::<(u64, J, SegmentBuf)>(pool_size);
     let job_rx: Mutex<Receiver<(u64, J, SegmentBuf)>> = Mutex::new(job_rx);
     std::thread::scope(|scope| {

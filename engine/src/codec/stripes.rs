@@ -56,31 +56,46 @@ impl SegmentCoder {
     /// back) and returns the ids of all k + m fragments, data first.
     pub fn encode(&mut self, segment: &[u8], parity: &mut [u8]) -> Result<Vec<Id>, CodecError> {
         let (k, m) = self.km();
+        self.hashers.clear();
+        self.hashers.resize(k + m, Sha256::new());
+        self.code(segment, parity, true)?;
+        Ok(self
+            .hashers
+            .drain(..)
+            .map(|h| h.finalize().into())
+            .collect())
+    }
+
+    /// [`SegmentCoder::encode`] without the hashes: parity only.
+    pub fn encode_parity(&mut self, segment: &[u8], parity: &mut [u8]) -> Result<(), CodecError> {
+        self.code(segment, parity, false)
+    }
+
+    fn code(&mut self, segment: &[u8], parity: &mut [u8], hash: bool) -> Result<(), CodecError> {
+        let (k, m) = self.km();
         let frag = self.params.fragment_bytes();
         assert_eq!(segment.len(), k * frag, "segment buffer size");
         assert_eq!(parity.len(), m * frag, "parity buffer size");
-        self.hashers.clear();
-        self.hashers.resize(k + m, Sha256::new());
         for offset in (0..frag).step_by(STRIPE_BYTES) {
             let len = STRIPE_BYTES.min(frag - offset);
             self.encoder.reset(k, m, len).map_err(rs_error)?;
             for j in 0..k {
                 let stripe = &segment[j * frag + offset..][..len];
                 self.encoder.add_original_shard(stripe).map_err(rs_error)?;
-                self.hashers[j].update(stripe);
+                if hash {
+                    self.hashers[j].update(stripe);
+                }
             }
             let result = self.encoder.encode().map_err(rs_error)?;
             for (p, recovery) in result.recovery_iter().enumerate() {
                 let out = &mut parity[p * frag + offset..][..len];
                 out.copy_from_slice(recovery);
-                self.hashers[k + p].update(out);
+                if hash {
+                    self.hashers[k + p].update(out);
+                }
             }
         }
-        Ok(self
-            .hashers
-            .drain(..)
-            .map(|h| h.finalize().into())
-            .collect())
+        Ok(())
     }
 
     /// Rebuilds the data fragments missing from `segment` from the `present` ones (`present[i]`

@@ -1,0 +1,199 @@
+//! `cess encode`, `cess decode`, `cess keygen`: files to fragments and back.
+
+use anyhow::{Context, Result, bail};
+use cess_engine::codec::{
+    self, CodecParams, DirFragments, EncodeOptions, FileKey, KdfParams, Manifest, hex,
+};
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the key comes from.
+pub struct KeyChoice {
+    pub key_file: Option<PathBuf>,
+    pub passphrase: bool,
+}
+
+/// Reads the passphrase from `CESS_PASSPHRASE`, or one line of standard input.
+fn read_passphrase() -> Result<zeroize::Zeroizing<String>> {
+    if let Ok(p) = std::env::var("CESS_PASSPHRASE") {
+        return Ok(zeroize::Zeroizing::new(p));
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("passphrase (input is echoed; set CESS_PASSPHRASE to avoid this): ");
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the passphrase from standard input")?;
+    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+    if trimmed.is_empty() {
+        bail!("empty passphrase");
+    }
+    Ok(trimmed)
+}
+
+/// Throttled progress: a live line on a terminal, a plain line every few seconds otherwise.
+struct Meter {
+    what: &'static str,
+    total: u64,
+    started: Instant,
+    last: Instant,
+    every: Duration,
+}
+
+impl Meter {
+    fn new(what: &'static str, total: u64) -> Meter {
+        let every = if std::io::stderr().is_terminal() {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        let now = Instant::now();
+        Meter {
+            what,
+            total,
+            started: now,
+            last: now,
+            every,
+        }
+    }
+    fn update(&mut self, done: u64) {
+        if self.last.elapsed() >= self.every {
+            self.last = Instant::now();
+            crate::progress_line(self.what, done, self.total, self.started.elapsed());
+        }
+    }
+    fn finish(&self) -> Duration {
+        crate::progress_line(self.what, self.total, self.total, self.started.elapsed());
+        crate::finish_progress();
+        self.started.elapsed()
+    }
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+pub fn keygen(out: &Path) -> Result<()> {
+    FileKey::generate().write_key_file(out)?;
+    println!("wrote a new 256-bit key to {} (mode 0600)", out.display());
+    Ok(())
+}
+
+pub fn encode(file: &Path, out: &Path, key: KeyChoice, params: CodecParams) -> Result<()> {
+    let mut options = EncodeOptions {
+        params,
+        ..EncodeOptions::default()
+    };
+    if let Some(path) = &key.key_file {
+        options.key = Some(FileKey::from_key_file(path)?);
+    } else if key.passphrase {
+        let mut salt = [0u8; 16];
+        rand::fill(&mut salt);
+        let kdf = KdfParams::default();
+        let passphrase = read_passphrase()?;
+        options.key = Some(FileKey::from_passphrase(passphrase.as_bytes(), &salt, kdf)?);
+        options.kdf = Some((salt, kdf));
+    }
+    let mut input =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let len = input
+        .metadata()
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut sink = DirFragments::new(out);
+    let mut meter = Meter::new("encode", len);
+    let manifest = codec::encode(&mut input, len, &options, &mut sink, &mut |done| {
+        meter.update(done)
+    })?;
+    let elapsed = meter.finish();
+    let manifest_path = out.join(format!("{}.manifest", hex(&manifest.file_id)));
+    write_new(&manifest_path, &manifest.encode())?;
+    println!(
+        "file id {}\n{} bytes in {} segments, {} fragments of {} bytes ({}+{}), {}\nmanifest {}\n{:.0} MiB/s",
+        hex(&manifest.file_id),
+        len,
+        manifest.segments.len(),
+        manifest.segments.len() * params.shard_count(),
+        params.fragment_bytes(),
+        params.data_shards,
+        params.parity_shards,
+        if options.key.is_some() {
+            "encrypted"
+        } else {
+            "not encrypted"
+        },
+        manifest_path.display(),
+        rate(len, elapsed)
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary name, so `path` is complete or absent.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+pub fn decode(
+    manifest_path: &Path,
+    out: &Path,
+    fragments: Option<PathBuf>,
+    key: KeyChoice,
+) -> Result<()> {
+    let manifest: Manifest = codec::read_manifest(manifest_path)?;
+    let file_key = match (&key.key_file, key.passphrase, &manifest.encryption) {
+        (Some(path), _, _) => Some(FileKey::from_key_file(path)?),
+        (None, true, Some(e)) => {
+            let Some((salt, kdf)) = e.kdf else {
+                bail!("this file was encrypted with a key file, not a passphrase: use --key");
+            };
+            let passphrase = read_passphrase()?;
+            Some(FileKey::from_passphrase(passphrase.as_bytes(), &salt, kdf)?)
+        }
+        (None, true, None) => bail!("this file is not encrypted: drop --passphrase"),
+        (None, false, _) => None,
+    };
+    let dir = fragments.unwrap_or_else(|| {
+        manifest_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    });
+    let source = DirFragments::new(&dir);
+    // Decoded bytes go to a temporary name and take the final one only when every segment
+    // was verified: a failed decode never leaves a plausible-looking output behind.
+    let tmp = out.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut meter = Meter::new("decode", manifest.file_bytes);
+    let result = codec::decode(
+        &manifest,
+        file_key.as_ref(),
+        &source,
+        &mut writer,
+        0,
+        &mut |done| meter.update(done),
+    );
+    if let Err(e) = result {
+        drop(writer);
+        std::fs::remove_file(&tmp).ok();
+        return Err(e.into());
+    }
+    let file = writer.into_inner().context("flushing output")?;
+    file.sync_all().context("syncing output")?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming {}", tmp.display()))?;
+    let elapsed = meter.finish();
+    println!(
+        "decoded {} bytes of file {} to {} ({:.0} MiB/s)",
+        manifest.file_bytes,
+        hex(&manifest.file_id),
+        out.display(),
+        rate(manifest.file_bytes, elapsed)
+    );
+    Ok(())
+}
