@@ -1,5 +1,14 @@
-//! Node identity, QUIC endpoints and the signed fragment protocol.
+//! Node identity and the signed fragment protocol's messages.
 //!
-//! Not implemented yet: issue 4 fills this crate. It exports nothing, so nothing can
-//! mistake it for a working transport.
+//! Here so far: [`identity`] (Ed25519 node keys in owner-only files, PeerIds, QUIC multiaddrs)
+//! and [`message`] (the protobuf messages, their signatures, bounded decoding and the replay
+//! window, as a sans-IO verifier). Not here yet (issue 4 continues): the QUIC endpoints with
+//! certificates bound to the node key, resumable transfers, the node and the client.
 #![forbid(unsafe_code)]
+
+pub mod identity;
+pub mod message;
+
+pub use identity::{IdentityError, NodeAddr, NodeKey};
+pub use libp2p_identity::PeerId;
+pub use message::{MessageError, Signed, Verifier, pb};

@@ -103,6 +103,20 @@ impl UringDevice {
         })
     }
 
+    /// Drains every waiting completion as (user data, result) into the reused buffer, which
+    /// the caller puts back in `self.completed`: the completion queue borrows the ring, and
+    /// handling completions needs `self` for resubmissions.
+    fn take_completions(&mut self) -> Vec<(usize, i32)> {
+        let mut completed = std::mem::take(&mut self.completed);
+        completed.clear();
+        completed.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data() as usize, c.result())),
+        );
+        completed
+    }
+
     /// Pushes queued streamed reads while the submission queue has room.
     fn push_streams(&mut self) {
         let fd = types::Fd(self.file.as_raw_fd());
@@ -154,13 +168,7 @@ impl UringDevice {
 
     /// Handles the streamed completions waiting in the queue; returns how many reads finished.
     fn drain_streams(&mut self, done: &mut Vec<ReadDone>) -> usize {
-        let mut completed = std::mem::take(&mut self.completed);
-        completed.clear();
-        completed.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data() as usize, c.result())),
-        );
+        let completed = self.take_completions();
         let mut finished = 0;
         for &(user_data, res) in &completed {
             let user_data = user_data as u64;
@@ -304,15 +312,7 @@ impl Device for UringDevice {
                 }
                 return;
             }
-            // Drained into a reused buffer: the completion queue borrows the ring, and the
-            // loop below needs `self` for resubmissions.
-            let mut completed = std::mem::take(&mut self.completed);
-            completed.clear();
-            completed.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data() as usize, c.result())),
-            );
+            let completed = self.take_completions();
             for &(index, res) in &completed {
                 in_flight -= 1;
                 let op = &mut ops[index];

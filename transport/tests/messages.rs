@@ -1,0 +1,221 @@
+//! Message round trips and every refusal the protocol promises.
+
+use cess_transport::message::{
+    self, CHUNK_BYTES_MAX, FRAME_BYTES_MAX, MessageError, decode_frame, encode_frame, sign,
+};
+use cess_transport::{NodeAddr, NodeKey, Verifier, pb};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const NOW: i64 = 1_790_000_000_000;
+const WINDOW: i64 = 30_000;
+
+fn write_request(key: &NodeKey, id: u8, data: &[u8]) -> pb::WritefileRequest {
+    let mut m = pb::WritefileRequest {
+        message_data: None,
+        file_id: vec![1; 32],
+        fragment_id: vec![2; 32],
+        offset: 0,
+        data: data.to_vec(),
+        fragment_bytes: 8 << 20,
+    };
+    sign(&mut m, key, NOW, [id; 16]);
+    m
+}
+
+#[test]
+fn a_signed_message_round_trips_and_names_its_author() {
+    let key = NodeKey::generate();
+    let m = write_request(&key, 1, b"hello");
+    let frame = encode_frame(&m);
+    let back: pb::WritefileRequest = decode_frame(&frame).unwrap();
+    assert_eq!(back, m);
+    let mut v = Verifier::new(WINDOW, 1000);
+    assert_eq!(v.verify(&back, NOW + 5).unwrap(), key.peer_id());
+}
+
+#[test]
+fn tampering_anywhere_breaks_the_signature() {
+    let key = NodeKey::generate();
+    let m = write_request(&key, 2, b"payload");
+    let mut v = Verifier::new(WINDOW, 1000);
+    let mut body = m.clone();
+    body.data[0] ^= 1;
+    assert_eq!(v.verify(&body, NOW), Err(MessageError::BadSignature));
+    let mut offset = m.clone();
+    offset.offset = 1;
+    assert_eq!(v.verify(&offset, NOW), Err(MessageError::BadSignature));
+    let mut time = m.clone();
+    time.message_data.as_mut().unwrap().timestamp_ms += 1;
+    assert_eq!(v.verify(&time, NOW), Err(MessageError::BadSignature));
+    // Same fields under another kind: the kind is signed too.
+    let read = pb::ReadfileRequest {
+        message_data: m.message_data.clone(),
+        file_id: m.file_id.clone(),
+        fragment_id: m.fragment_id.clone(),
+        offset: 0,
+    };
+    assert_eq!(v.verify(&read, NOW), Err(MessageError::BadSignature));
+    assert!(v.verify(&m, NOW).is_ok());
+}
+
+#[test]
+fn a_foreign_key_or_peer_id_is_refused() {
+    let key = NodeKey::generate();
+    let other = NodeKey::generate();
+    let mut v = Verifier::new(WINDOW, 1000);
+    let mut m = write_request(&key, 3, b"x");
+    m.message_data.as_mut().unwrap().node_id = other.peer_id().to_base58();
+    assert!(matches!(
+        v.verify(&m, NOW),
+        Err(MessageError::PeerMismatch { .. })
+    ));
+    let mut m = write_request(&key, 4, b"x");
+    m.message_data.as_mut().unwrap().node_pub_key = vec![8, 1, 18, 3, 1, 2, 3];
+    assert_eq!(v.verify(&m, NOW), Err(MessageError::BadPublicKey));
+    // Someone else's key, with a matching node id but the original signature.
+    let mut m = write_request(&key, 5, b"x");
+    let h = m.message_data.as_mut().unwrap();
+    h.node_pub_key = other.public().encode_protobuf();
+    h.node_id = other.peer_id().to_base58();
+    assert_eq!(v.verify(&m, NOW), Err(MessageError::BadSignature));
+}
+
+#[test]
+fn stale_future_and_replayed_messages_are_refused() {
+    let key = NodeKey::generate();
+    let mut v = Verifier::new(WINDOW, 1000);
+    let m = write_request(&key, 6, b"x");
+    assert!(matches!(
+        v.verify(&m, NOW + WINDOW + 1),
+        Err(MessageError::Expired { .. })
+    ));
+    assert!(matches!(
+        v.verify(&m, NOW - WINDOW - 1),
+        Err(MessageError::Expired { .. })
+    ));
+    assert!(v.verify(&m, NOW).is_ok());
+    assert_eq!(v.verify(&m, NOW + 1), Err(MessageError::Replayed));
+    // Once the window has passed the id is forgotten, and the message is refused as expired.
+    assert!(matches!(
+        v.verify(&m, NOW + 2 * WINDOW),
+        Err(MessageError::Expired { .. })
+    ));
+    // A full cache fails closed.
+    let mut small = Verifier::new(WINDOW, 2);
+    assert!(small.verify(&write_request(&key, 7, b"a"), NOW).is_ok());
+    assert!(small.verify(&write_request(&key, 8, b"a"), NOW).is_ok());
+    assert_eq!(
+        small.verify(&write_request(&key, 9, b"a"), NOW),
+        Err(MessageError::ReplayCacheFull)
+    );
+}
+
+#[test]
+fn oversize_truncated_and_malformed_frames_are_refused() {
+    let key = NodeKey::generate();
+    let frame = encode_frame(&write_request(&key, 10, &vec![7; CHUNK_BYTES_MAX]));
+    assert!(frame.len() <= FRAME_BYTES_MAX + 4);
+    assert!(decode_frame::<pb::WritefileRequest>(&frame).is_ok());
+    // A length prefix over the limit is refused before anything else.
+    let huge = ((FRAME_BYTES_MAX + 1) as u32).to_le_bytes();
+    assert!(matches!(
+        message::frame_len(huge),
+        Err(MessageError::Oversize { .. })
+    ));
+    // A chunk over the limit is refused after decoding.
+    let mut big = write_request(&key, 11, b"");
+    big.data = vec![0; CHUNK_BYTES_MAX + 1];
+    assert!(matches!(
+        decode_frame::<pb::WritefileRequest>(&encode_frame(&big)),
+        Err(MessageError::Oversize { .. } | MessageError::Field { .. })
+    ));
+    // Every truncation is refused, none panics.
+    let small = encode_frame(&write_request(&key, 12, b"abc"));
+    for cut in 0..small.len() {
+        assert!(
+            decode_frame::<pb::WritefileRequest>(&small[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    // The wrong kind, an unknown kind, random bytes.
+    assert!(matches!(
+        decode_frame::<pb::ReadfileRequest>(&small),
+        Err(MessageError::WrongKind {
+            expected: 3,
+            got: 1
+        })
+    ));
+    let mut unknown = small.clone();
+    unknown[4] = 99;
+    assert_eq!(
+        decode_frame::<pb::WritefileRequest>(&unknown),
+        Err(MessageError::UnknownKind(99))
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for _ in 0..5000 {
+        let mut f = small.clone();
+        let at = rng.random_range(0..f.len());
+        f[at] = rng.random();
+        let _ = decode_frame::<pb::WritefileRequest>(&f);
+    }
+    // Bounds on the body: a fragment id that is not 32 bytes, data past the fragment's end.
+    let mut short_id = write_request(&key, 13, b"x");
+    short_id.fragment_id.pop();
+    assert!(matches!(
+        decode_frame::<pb::WritefileRequest>(&encode_frame(&short_id)),
+        Err(MessageError::Field {
+            field: "fragment_id",
+            ..
+        })
+    ));
+    let mut past_end = write_request(&key, 14, b"xyz");
+    past_end.fragment_bytes = 2;
+    assert!(matches!(
+        decode_frame::<pb::WritefileRequest>(&encode_frame(&past_end)),
+        Err(MessageError::Field { .. })
+    ));
+}
+
+#[test]
+fn node_keys_live_in_owner_only_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.key");
+    let key = NodeKey::load_or_create(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        NodeKey::load_or_create(&path).unwrap().peer_id(),
+        key.peer_id()
+    );
+    assert!(NodeKey::create(&path).is_err(), "never overwrites a key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = NodeKey::load(&path).unwrap_err().to_string();
+    assert!(err.contains("chmod 600"), "{err}");
+    let junk = dir.path().join("junk.key");
+    std::fs::write(&junk, b"not a key").unwrap();
+    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(NodeKey::load(&junk).is_err());
+}
+
+#[test]
+fn multiaddrs_parse_and_print() {
+    let key = NodeKey::generate();
+    let text = format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{}", key.peer_id());
+    let addr: NodeAddr = text.parse().unwrap();
+    assert_eq!(addr.socket, "127.0.0.1:4001".parse().unwrap());
+    assert_eq!(addr.peer, key.peer_id());
+    assert_eq!(addr.to_string(), text);
+    let v6 = format!("/ip6/::1/udp/9/quic-v1/p2p/{}", key.peer_id());
+    assert_eq!(v6.parse::<NodeAddr>().unwrap().to_string(), v6);
+    for bad in [
+        "/ip4/127.0.0.1/tcp/4001".to_string(),
+        "/ip4/127.0.0.1/udp/4001/quic-v1".to_string(),
+        format!("/ip4/127.0.0.1/udp/4001/p2p/{}", key.peer_id()),
+        "not an address".to_string(),
+        format!("{text}/udp/1"),
+    ] {
+        assert!(bad.parse::<NodeAddr>().is_err(), "{bad}");
+    }
+}
