@@ -41,7 +41,7 @@ impl Setup {
         } else {
             Setup {
                 params: CodecParams::default(),
-                segments: 24,
+                segments: 48,
                 runs: 5,
             }
         }

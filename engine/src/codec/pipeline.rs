@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, channel, sync_channel};
 
-/// Where encoded fragments go. Called on the encoding thread, in segment order.
+/// Where encoded fragments go. Called on the encoding thread as segments finish: segments in
+/// any order, a segment's fragments in index order.
 pub trait FragmentSink {
     fn fragment(
         &mut self,
@@ -137,9 +138,11 @@ impl SegmentBuf {
 }
 
 /// Runs `work` on `threads` workers over jobs the calling thread feeds with `feed` (which
-/// returns `None` when done) and drains in job order with `drain`. At most `threads + 1`
+/// returns `None` when done) and drains with `drain`: in job order when `ordered`, else as
+/// jobs finish (so a fast worker never waits for a slow one's turn). At most `threads + 1`
 /// buffers exist: the pool bounds memory whatever the input size.
-fn run_ordered<J, R>(
+fn run_pipeline<J, R>(
+    ordered: bool,
     threads: usize,
     make_buf: impl Fn() -> SegmentBuf,
     mut feed: impl FnMut(u64, &mut SegmentBuf) -> Result<Option<J>, CodecError>,
@@ -181,11 +184,12 @@ where
         let mut free: Vec<SegmentBuf> = Vec::new();
         let mut made = 0;
         let mut next_feed = 0u64;
-        let mut next_drain = 0u64;
+        let mut drained = 0u64;
+        let mut next_in_order = 0u64;
         let mut feeding = true;
         let mut waiting: BTreeMap<u64, (R, SegmentBuf)> = BTreeMap::new();
         loop {
-            while feeding && (next_feed - next_drain) < pool_size as u64 {
+            while feeding && (next_feed - drained) < pool_size as u64 {
                 let mut buf = match free.pop() {
                     Some(b) => b,
                     None if made < pool_size => {
@@ -207,15 +211,23 @@ where
                     }
                 }
             }
-            if !feeding && next_drain == next_feed {
+            if !feeding && drained == next_feed {
                 return Ok(());
             }
             let (index, result, buf) = done_rx.recv().expect("a worker answers every job");
-            waiting.insert(index, (result?, buf));
-            while let Some((result, buf)) = waiting.remove(&next_drain) {
-                drain(next_drain, result, &buf)?;
+            let result = result?;
+            if !ordered {
+                drain(index, result, &buf)?;
                 free.push(buf);
-                next_drain += 1;
+                drained += 1;
+                continue;
+            }
+            waiting.insert(index, (result, buf));
+            while let Some((result, buf)) = waiting.remove(&next_in_order) {
+                drain(next_in_order, result, &buf)?;
+                free.push(buf);
+                next_in_order += 1;
+                drained += 1;
             }
         }
     })
@@ -252,8 +264,9 @@ pub fn encode(
     let start = if encrypted { NONCE_BYTES } else { 0 };
     let sealer = options.key.as_ref().map(FileKey::sealer);
     let mut read_bytes = 0u64;
-    let mut segments: Vec<SegmentEntry> = Vec::with_capacity(count.min(1 << 20) as usize);
-    run_ordered(
+    let mut segments: Vec<(u64, SegmentEntry)> = Vec::with_capacity(count.min(1 << 20) as usize);
+    run_pipeline(
+        false,
         worker_count(options.threads),
         || SegmentBuf::new(params),
         |index, buf| {
@@ -295,12 +308,14 @@ pub fn encode(
             for (i, id) in entry.fragments.iter().enumerate() {
                 sink.fragment(index, i, id, buf.fragment(params, i))?;
             }
-            segments.push(entry);
-            progress(((index + 1) * payload as u64).min(file_bytes));
+            segments.push((index, entry));
+            progress((segments.len() as u64 * payload as u64).min(file_bytes));
             Ok(())
         },
         params,
     )?;
+    segments.sort_unstable_by_key(|(index, _)| *index);
+    let segments: Vec<SegmentEntry> = segments.into_iter().map(|(_, entry)| entry).collect();
     let ids: Vec<Id> = segments.iter().map(|s| s.id).collect();
     let mut manifest = Manifest {
         params,
@@ -331,7 +346,9 @@ fn gather(
     let params = manifest.params;
     let k = usize::from(params.data_shards);
     let entry = &manifest.segments[index as usize];
-    let mut present = vec![false; params.shard_count()];
+    // On the stack: no allocation per segment.
+    let mut present_flags = [false; CodecParams::SHARDS_MAX as usize];
+    let present = &mut present_flags[..params.shard_count()];
     let (mut good, mut missing, mut corrupt) = (0, 0, 0);
     // Data fragments first: with all k of them no decoding is needed.
     for (i, id) in entry.fragments.iter().enumerate() {
@@ -357,7 +374,7 @@ fn gather(
             corrupt,
         });
     }
-    coder.reconstruct(&mut buf.segment, &buf.parity, &present)?;
+    coder.reconstruct(&mut buf.segment, &buf.parity, present)?;
     if sha256(&buf.segment) != entry.id {
         return Err(CodecError::SegmentMismatch { segment: index });
     }
@@ -383,7 +400,8 @@ pub fn decode(
     let sealer = key.map(FileKey::sealer);
     let file_bytes = manifest.file_bytes;
     let mut written = 0u64;
-    run_ordered(
+    run_pipeline(
+        true,
         worker_count(threads),
         || SegmentBuf::new(params),
         |index, _| Ok((index < count).then_some(())),
