@@ -137,95 +137,120 @@ impl SegmentBuf {
     }
 }
 
-/// Runs `work` on `threads` workers over jobs the calling thread feeds with `feed` (which
-/// returns `None` when done) and drains with `drain`: in job order when `ordered`, else as
-/// jobs finish (so a fast worker never waits for a slow one's turn). At most `threads + 1`
-/// buffers exist: the pool bounds memory whatever the input size.
+/// What a worker reports to the calling thread.
+enum Report<R> {
+    Done(u64, Result<R, CodecError>, SegmentBuf),
+    /// `feed` said there is no job `count` (so jobs `0..count` exist), or failed.
+    Fed(Result<u64, CodecError>),
+}
+
+/// Runs jobs on `threads` workers. Each worker takes a free buffer, then, holding a lock so
+/// jobs are numbered in input order, fills it with `feed` (which returns `None` when done), and
+/// runs `work` on it. The calling thread only hands out buffers and drains results with `drain`:
+/// in job order when `ordered`, else as jobs finish (so a fast worker never waits for a slow
+/// one's turn). At most `threads + 1` buffers exist: the pool bounds memory whatever the input.
 fn run_pipeline<J, R>(
     ordered: bool,
     threads: usize,
     make_buf: impl Fn() -> SegmentBuf,
-    mut feed: impl FnMut(u64, &mut SegmentBuf) -> Result<Option<J>, CodecError>,
+    feed: impl FnMut(u64, &mut SegmentBuf) -> Result<Option<J>, CodecError> + Send,
     work: impl Fn(&mut SegmentCoder, u64, J, &mut SegmentBuf) -> Result<R, CodecError> + Sync,
     mut drain: impl FnMut(u64, R, &SegmentBuf) -> Result<(), CodecError>,
     params: CodecParams,
 ) -> Result<(), CodecError>
 where
-    J: Send,
     R: Send,
 {
     let pool_size = threads + 1;
-    let (job_tx, job_rx) = sync_channel::<(u64, J, SegmentBuf)>(pool_size);
-    let job_rx: Mutex<Receiver<(u64, J, SegmentBuf)>> = Mutex::new(job_rx);
+    let (free_tx, free_rx) = sync_channel::<SegmentBuf>(pool_size);
+    let free_rx: Mutex<Receiver<SegmentBuf>> = Mutex::new(free_rx);
+    // (next job index, whether feeding is over, the feeder)
+    let feeder = Mutex::new((0u64, false, feed));
     std::thread::scope(|scope| {
         // Moved in so it drops (and idle workers stop) whenever this closure returns.
-        let job_tx = job_tx;
-        let (done_tx, done_rx) = channel::<(u64, Result<R, CodecError>, SegmentBuf)>();
+        let free_tx = free_tx;
+        let (report_tx, report_rx) = channel::<Report<R>>();
         for _ in 0..threads {
-            let (job_rx, done_tx, work) = (&job_rx, done_tx.clone(), &work);
+            let (free_rx, feeder, report_tx, work) = (&free_rx, &feeder, report_tx.clone(), &work);
             scope.spawn(move || {
-                let mut coder = match SegmentCoder::new(params) {
-                    Ok(c) => c,
-                    Err(_) => return, // params were validated by the caller
+                let Ok(mut coder) = SegmentCoder::new(params) else {
+                    return; // params were validated by the caller
                 };
                 loop {
-                    let next = job_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok((index, job, mut buf))) = next else {
+                    let next = free_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok(mut buf)) = next else {
                         return;
                     };
+                    let (index, job) = {
+                        let Ok(mut f) = feeder.lock() else {
+                            return;
+                        };
+                        let (next_index, over, feed) = &mut *f;
+                        if *over {
+                            return;
+                        }
+                        match feed(*next_index, &mut buf) {
+                            Ok(Some(job)) => {
+                                *next_index += 1;
+                                (*next_index - 1, job)
+                            }
+                            Ok(None) => {
+                                *over = true;
+                                let _ = report_tx.send(Report::Fed(Ok(*next_index)));
+                                return;
+                            }
+                            Err(e) => {
+                                *over = true;
+                                let _ = report_tx.send(Report::Fed(Err(e)));
+                                return;
+                            }
+                        }
+                    };
                     let result = work(&mut coder, index, job, &mut buf);
-                    if done_tx.send((index, result, buf)).is_err() {
+                    if report_tx.send(Report::Done(index, result, buf)).is_err() {
                         return;
                     }
                 }
             });
         }
-        drop(done_tx);
-        let mut free: Vec<SegmentBuf> = Vec::new();
-        let mut made = 0;
-        let mut next_feed = 0u64;
+        drop(report_tx);
+        for _ in 0..pool_size {
+            free_tx
+                .send(make_buf())
+                .expect("the queue holds the whole pool");
+        }
+        let mut total: Option<u64> = None;
         let mut drained = 0u64;
         let mut next_in_order = 0u64;
-        let mut feeding = true;
         let mut waiting: BTreeMap<u64, (R, SegmentBuf)> = BTreeMap::new();
         loop {
-            while feeding && (next_feed - drained) < pool_size as u64 {
-                let mut buf = match free.pop() {
-                    Some(b) => b,
-                    None if made < pool_size => {
-                        made += 1;
-                        make_buf()
-                    }
-                    None => break,
-                };
-                match feed(next_feed, &mut buf)? {
-                    Some(job) => {
-                        job_tx
-                            .send((next_feed, job, buf))
-                            .expect("workers live while jobs are fed");
-                        next_feed += 1;
-                    }
-                    None => {
-                        feeding = false;
-                        free.push(buf);
-                    }
-                }
-            }
-            if !feeding && drained == next_feed {
+            if total == Some(drained) {
                 return Ok(());
             }
-            let (index, result, buf) = done_rx.recv().expect("a worker answers every job");
-            let result = result?;
+            let report = report_rx
+                .recv()
+                .expect("workers report until feeding ends and every job is done");
+            let (index, result, buf) = match report {
+                Report::Fed(count) => {
+                    total = Some(count?);
+                    continue;
+                }
+                Report::Done(index, result, buf) => (index, result?, buf),
+            };
+            let recycle = |buf: SegmentBuf| {
+                // Workers may all have stopped once feeding is over; a dropped buffer is fine.
+                let _ = free_tx.send(buf);
+            };
             if !ordered {
                 drain(index, result, &buf)?;
-                free.push(buf);
+                recycle(buf);
                 drained += 1;
                 continue;
             }
             waiting.insert(index, (result, buf));
             while let Some((result, buf)) = waiting.remove(&next_in_order) {
                 drain(next_in_order, result, &buf)?;
-                free.push(buf);
+                recycle(buf);
                 next_in_order += 1;
                 drained += 1;
             }
@@ -234,7 +259,7 @@ where
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
-fn fill(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, CodecError> {
+fn fill(input: &mut (dyn Read + Send), buf: &mut [u8]) -> Result<usize, CodecError> {
     let mut filled = 0;
     while filled < buf.len() {
         match input.read(&mut buf[filled..]) {
@@ -250,7 +275,7 @@ fn fill(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, CodecError> {
 /// Encodes `file_bytes` bytes from `input` (which must hold exactly that many) into fragments
 /// handed to `sink`, and returns the manifest.
 pub fn encode(
-    input: &mut dyn Read,
+    input: &mut (dyn Read + Send),
     file_bytes: u64,
     options: &EncodeOptions,
     sink: &mut dyn FragmentSink,
