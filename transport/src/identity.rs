@@ -28,6 +28,15 @@ pub enum IdentityError {
     BadAddress { addr: String, reason: String },
 }
 
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError {
+    let path = path.display().to_string();
+    move |source| IdentityError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// A node's signing key.
 #[derive(Clone)]
 pub struct NodeKey {
@@ -50,14 +59,7 @@ impl NodeKey {
     /// Reads the key at `path`, refusing a file that group or others can read.
     pub fn load(path: &Path) -> Result<NodeKey, IdentityError> {
         let shown = path.display().to_string();
-        let io = |action| {
-            let path = shown.clone();
-            move |source| IdentityError::Io {
-                action,
-                path,
-                source,
-            }
-        };
+        let io = |action| io_error(action, path);
         let meta = std::fs::metadata(path).map_err(io("reading"))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -87,15 +89,7 @@ impl NodeKey {
     /// Writes a new key to `path` with mode 0600; refuses to overwrite an existing file.
     pub fn create(path: &Path) -> Result<NodeKey, IdentityError> {
         let key = NodeKey::generate();
-        let shown = path.display().to_string();
-        let io = |action| {
-            let path = shown.clone();
-            move |source| IdentityError::Io {
-                action,
-                path,
-                source,
-            }
-        };
+        let io = |action| io_error(action, path);
         let bytes = key
             .keypair
             .to_protobuf_encoding()
