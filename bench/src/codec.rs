@@ -1,7 +1,7 @@
 //! Suite `codec`: the file codec against its stages run alone, and reed-solomon-simd called
 //! directly on whole fragments.
 
-use crate::report::{Case, Latency, Options, median, spread};
+use crate::report::{Case, Options};
 use cess_engine::codec::{
     self, CodecError, CodecParams, EncodeOptions, FileKey, FragmentSink, Id, SegmentCoder, sha256,
 };
@@ -160,20 +160,14 @@ fn pipeline_case(setup: &Setup, name: &str, key: Option<FileKey>) -> Result<Case
         name: name.into(),
         metric: "throughput",
         unit: "MiB/s",
-        spread: spread(&ours),
-        value: median(&mut ours),
         baseline: format!("ideal 2-core: 2 / sum of one-core {stages} stage times"),
-        baseline_value: median(&mut ideal),
-        lower_is_better: false,
         goal: Some(0.85),
-        latency: Latency::default(),
-        baseline_latency: None,
-        runs: setup.runs,
         note: format!(
             "{} MiB input; SHA-256 of the segment and all {} fragments",
             len >> 20,
             p.shard_count()
         ),
+        ..Case::from_runs(ours, ideal)
     })
 }
 
@@ -211,19 +205,13 @@ fn striped_case(setup: &Setup) -> Result<Case, String> {
         name: "rs-striped-vs-whole".into(),
         metric: "throughput",
         unit: "MiB/s",
-        spread: spread(&ours),
-        value: median(&mut ours),
         baseline: format!(
             "reed_solomon_simd::encode on whole {} MiB shards",
             p.fragment_bytes() >> 20
         ),
-        baseline_value: median(&mut theirs),
-        lower_is_better: false,
         goal: Some(2.0),
-        latency: Latency::default(),
-        baseline_latency: None,
-        runs: setup.runs,
         note: format!("{} KiB stripes", codec::STRIPE_BYTES >> 10),
+        ..Case::from_runs(ours, theirs)
     })
 }
 
@@ -303,18 +291,12 @@ fn decode_case(setup: &Setup, name: &str, present: &[usize]) -> Result<Case, Str
         name: name.into(),
         metric: "throughput",
         unit: "MiB/s",
-        spread: spread(&ours),
-        value: median(&mut ours),
         baseline: format!(
             "reed-solomon-simd decoder on whole {} KiB shards",
             frag >> 10
         ),
-        baseline_value: median(&mut theirs),
-        lower_is_better: false,
         goal: Some(0.90),
-        latency: Latency::default(),
-        baseline_latency: None,
-        runs: setup.runs,
         note: format!("segment rebuilt from fragments {present:?}"),
+        ..Case::from_runs(ours, theirs)
     })
 }

@@ -270,22 +270,18 @@ fn write_case(target: &Path, sizes: &Sizes) -> Result<Case, String> {
         name: format!("write-{}MiB-fragments", sizes.fragment_bytes >> 20),
         metric: "throughput",
         unit: "MiB/s",
-        spread: spread(&ours),
-        value: median(&mut ours),
         baseline: format!(
             "fio io_uring direct write bs={}M iodepth={}",
             sizes.fragment_bytes >> 20,
             sizes.queue_depth
         ),
-        baseline_value: median(&mut theirs),
-        lower_is_better: false,
         goal: Some(0.90),
         latency: Latency::from_histogram(&hist),
         baseline_latency: Some(fio_latency),
-        runs: sizes.runs,
         note: "ours includes SHA-256 verification, CRC32C per 4 KiB and a durable group commit \
                (2 flushes per round); fio does no flush"
             .into(),
+        ..Case::from_runs(ours, theirs)
     })
 }
 
@@ -396,19 +392,15 @@ fn read_case(target: &Path, sizes: &Sizes) -> Result<Case, String> {
         name: "read-8KiB-random".into(),
         metric: "iops",
         unit: "IOPS",
-        spread: spread(&ours),
-        value: median(&mut ours),
         baseline: format!(
             "fio io_uring direct randread bs=8k iodepth={}",
             sizes.queue_depth
         ),
-        baseline_value: median(&mut theirs),
-        lower_is_better: false,
         goal: Some(0.85),
         latency: Latency::from_histogram(&hist),
         baseline_latency: Some(fio_latency),
-        runs: sizes.runs,
         note: format!("verified range reads over {} stored fragments", keys.len()),
+        ..Case::from_runs(ours, theirs)
     })
 }
 

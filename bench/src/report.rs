@@ -69,6 +69,28 @@ impl Case {
     }
 }
 
+impl Case {
+    /// A higher-is-better case from per-run figures, ours and the baseline's taken interleaved:
+    /// both medians, our spread and the run count. The caller names it and fills in the rest.
+    pub fn from_runs(mut ours: Vec<f64>, mut theirs: Vec<f64>) -> Case {
+        Case {
+            name: String::new(),
+            metric: "",
+            unit: "",
+            spread: spread(&ours),
+            runs: ours.len(),
+            value: median(&mut ours),
+            baseline: String::new(),
+            baseline_value: median(&mut theirs),
+            lower_is_better: false,
+            goal: None,
+            latency: Latency::default(),
+            baseline_latency: None,
+            note: String::new(),
+        }
+    }
+}
+
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]

@@ -225,8 +225,9 @@ pub(crate) struct Shard {
     /// Reads started by [`Shard::stream_read`], by device tag.
     streaming: HashMap<u64, StreamedRead>,
     next_stream_tag: u64,
-    /// Reused buffer for reaped reads.
+    /// Reused buffers for reaped reads: as the device hands them back, then ready to answer.
     reaped: Vec<ReadDone>,
+    reaped_reads: Vec<PendingRead>,
 }
 
 /// What a streamed read needs back when its bytes arrive (the device holds the buffer).
@@ -239,6 +240,7 @@ struct StreamedRead {
     target: ReadTarget,
 }
 
+#[derive(Debug)]
 struct PendingRead {
     key: Key,
     first_block: u64,
@@ -471,6 +473,7 @@ impl Shard {
             streaming: HashMap::new(),
             next_stream_tag: 0,
             reaped: Vec::new(),
+            reaped_reads: Vec::new(),
         })
     }
 
@@ -561,6 +564,7 @@ impl Shard {
         let mut scrub_replies: Vec<Reply<ShardScrub>> = Vec::new();
         let mut scrub_advanced = false;
         let mut checkpoint_replies: Vec<Reply<()>> = Vec::new();
+        let mut reads_after: Vec<Request> = Vec::new();
 
         for request in batch {
             let keys = request.mutated_keys();
@@ -702,13 +706,9 @@ impl Shard {
                         reply: MutationReply::SetMeta(reply),
                     });
                 }
-                Request::Get { key, reply } => reads.extend(self.plan_read(key, None, reply)),
-                Request::Read {
-                    key,
-                    offset,
-                    len_bytes,
-                    reply,
-                } => reads.extend(self.plan_read(key, Some((offset, len_bytes)), reply)),
+                // Gets and reads normally bypass rounds (see `stream_read`); one that reaches a
+                // round starts streaming once the round is done with the device.
+                read @ (Request::Get { .. } | Request::Read { .. }) => reads_after.push(read),
                 Request::Contains { key, reply } => {
                     let _ = reply.send(Ok(self.index.get(&key).map(|e| Self::info(&key, e))));
                 }
@@ -768,6 +768,10 @@ impl Shard {
                 }),
             };
             let _ = reply.send(result);
+        }
+        for read in reads_after {
+            let not_a_read = self.stream_read(read);
+            debug_assert!(not_a_read.is_none());
         }
         deferred
     }
@@ -830,20 +834,27 @@ impl Shard {
     /// [`Shard::reap_reads`], and every one finishes before the next round runs (a round may
     /// free and reuse the extents they read).
     pub(crate) fn stream_read(&mut self, request: Request) -> Option<Request> {
-        let planned = match request {
-            Request::Get { key, reply } => self.plan_read(key, None, reply),
+        match request {
+            Request::Get { key, reply } => self.start_read(key, None, reply),
             Request::Read {
                 key,
                 offset,
                 len_bytes,
                 reply,
-            } => self.plan_read(key, Some((offset, len_bytes)), reply),
+            } => self.start_read(key, Some((offset, len_bytes)), reply),
             other => return Some(other),
+        }
+        None
+    }
+
+    /// Plans a get (`range` None) or range read and starts it on the device.
+    fn start_read(&mut self, key: Key, range: Option<(u64, u64)>, reply: Reply<ReadBuf>) {
+        let Some(read) = self.plan_read(key, range, reply) else {
+            return;
         };
-        let read = planned?;
         if read.buf.is_empty() {
-            self.finish_reads(vec![read]);
-            return None;
+            self.finish_reads([read]);
+            return;
         }
         let entry = &self.index[&read.key];
         let offset = self.data_offset(entry.extent_block + read.first_block);
@@ -869,14 +880,13 @@ impl Shard {
                 target,
             },
         );
-        None
     }
 
     /// Answers the streamed reads that have finished; with `wait`, waits for at least one.
     pub(crate) fn reap_reads(&mut self, wait: bool) {
         let mut done = std::mem::take(&mut self.reaped);
         self.dev.reap_reads(wait, &mut done);
-        let mut finished = Vec::with_capacity(done.len());
+        let mut finished = std::mem::take(&mut self.reaped_reads);
         for d in done.drain(..) {
             let s = self
                 .streaming
@@ -893,7 +903,8 @@ impl Shard {
             });
         }
         self.reaped = done;
-        self.finish_reads(finished);
+        self.finish_reads(finished.drain(..));
+        self.reaped_reads = finished;
     }
 
     pub(crate) fn reads_in_flight(&self) -> bool {
@@ -1055,7 +1066,7 @@ impl Shard {
     }
 
     /// Step 3: verify every block read against its checksum, then answer.
-    fn finish_reads(&mut self, reads: Vec<PendingRead>) {
+    fn finish_reads(&mut self, reads: impl IntoIterator<Item = PendingRead>) {
         for read in reads {
             let outcome = if let Some(reason) = read.io_error {
                 Err(StoreError::ReadFailed {

@@ -18,6 +18,19 @@ impl Key {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Parses 64 hex digits (surrounding whitespace allowed).
+    pub fn from_hex(s: &str) -> Option<Key> {
+        let s = s.trim();
+        if s.len() != 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Key(key))
+    }
+
     /// The shard a key lives in: keys are uniform, so any 8 bytes spread them evenly.
     pub fn shard(&self, shard_count: u32) -> u32 {
         let prefix = u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"));

@@ -109,17 +109,14 @@ enum Command {
 }
 
 fn node_id(hex: &str) -> Result<NodeId> {
-    if hex.len() != 64 {
-        bail!(
-            "node id must be 64 hex digits, got {} characters",
+    match Key::from_hex(hex) {
+        Some(key) => Ok(NodeId(key.0)),
+        None => bail!(
+            "node id must be 64 hex digits, got {:?} ({} characters)",
+            hex,
             hex.len()
-        );
+        ),
     }
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).context("node id is not hex")?;
-    }
-    Ok(NodeId(id))
 }
 
 fn main() {
@@ -283,69 +280,39 @@ fn demo(target: &PathBuf, size_mib: u64, fragments: usize, fragment_kib: usize) 
     );
 
     let len = fragment_kib << 10;
-    // Two submitting threads, 8 puts in flight each: making random data and hashing it for
-    // the key costs about as much CPU as the store's own checks, and one thread cannot keep
-    // the store busy.
-    const SUBMITTERS: usize = 2;
-    const IN_FLIGHT_PER_SUBMITTER: usize = 8;
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let started = Instant::now();
-    let results: Vec<Result<(Vec<Key>, Histogram<u64>)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..SUBMITTERS)
-            .map(|t| {
-                let (store, done) = (&store, &done);
-                scope.spawn(move || -> Result<(Vec<Key>, Histogram<u64>)> {
-                    let mut rng = rand::rng();
-                    let mut keys = Vec::new();
-                    let mut hist = Histogram::<u64>::new(3)?;
-                    let mut window: VecDeque<(Instant, cess_engine::Pending<_>)> = VecDeque::new();
-                    let mut finish = |(t0, p): (Instant, cess_engine::Pending<_>)| -> Result<()> {
-                        p.wait()?;
-                        hist.record(t0.elapsed().as_micros() as u64)?;
-                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        if t == 0 && n % 32 == 0 {
-                            progress_line(
-                                "put",
-                                (n * len) as u64,
-                                (fragments * len) as u64,
-                                started.elapsed(),
-                            );
-                        }
-                        Ok(())
-                    };
-                    for i in (t..fragments).step_by(SUBMITTERS) {
-                        let mut buf = AlignedBuf::zeroed(len);
-                        rng.fill_bytes(&mut buf);
-                        let key = Key::of(&buf);
-                        keys.push(key);
-                        if window.len() >= IN_FLIGHT_PER_SUBMITTER {
-                            finish(window.pop_front().expect("non-empty"))?;
-                        }
-                        let class = if i % 4 == 0 {
-                            Class::Idle
-                        } else {
-                            Class::Active
-                        };
-                        window.push_back((Instant::now(), store.put_buf(key, class, buf)));
-                    }
-                    for pending in window {
-                        finish(pending)?;
-                    }
-                    Ok((keys, hist))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("submitter thread"))
-            .collect()
-    });
+    let mut rng = rand::rng();
     let mut keys = Vec::with_capacity(fragments);
     let mut put_hist = Histogram::<u64>::new(3)?;
-    for result in results {
-        let (k, h) = result?;
-        keys.extend(k);
-        put_hist.add(h)?;
+    let mut window: VecDeque<(Instant, cess_engine::Pending<_>)> = VecDeque::new();
+    let started = Instant::now();
+    for i in 0..fragments {
+        let mut buf = AlignedBuf::zeroed(len);
+        rng.fill_bytes(&mut buf);
+        let key = Key::of(&buf);
+        keys.push(key);
+        if window.len() >= 16 {
+            let (t0, p) = window.pop_front().expect("non-empty");
+            p.wait()?;
+            put_hist.record(t0.elapsed().as_micros() as u64)?;
+        }
+        let class = if i % 4 == 0 {
+            Class::Idle
+        } else {
+            Class::Active
+        };
+        window.push_back((Instant::now(), store.put_buf(key, class, buf)));
+        if i % 32 == 31 {
+            progress_line(
+                "put",
+                ((i + 1) * len) as u64,
+                (fragments * len) as u64,
+                started.elapsed(),
+            );
+        }
+    }
+    for (t0, p) in window {
+        p.wait()?;
+        put_hist.record(t0.elapsed().as_micros() as u64)?;
     }
     finish_progress();
     let put_secs = started.elapsed().as_secs_f64();

@@ -143,10 +143,15 @@ impl Manifest {
     /// Sets the MAC over everything else, under `key` (encode does this; a key holder who
     /// edits a manifest must do it again).
     pub fn authenticate(&mut self, key: &FileKey) {
-        let mac = key.mac(&self.to_wire(false).encode_to_vec());
+        let mac = self.mac_under(key);
         if let Some(e) = &mut self.encryption {
             e.mac = mac;
         }
+    }
+
+    /// The MAC of everything but the MAC field.
+    fn mac_under(&self, key: &FileKey) -> [u8; 32] {
+        key.mac(&self.to_wire(false).encode_to_vec())
     }
 
     /// Checks `key` against this manifest: the right key, and an untouched manifest.
@@ -159,8 +164,7 @@ impl Manifest {
                 if key.check_value() != e.key_check {
                     return Err(CodecError::WrongKey);
                 }
-                let mac = key.mac(&self.to_wire(false).encode_to_vec());
-                if mac != e.mac {
+                if self.mac_under(key) != e.mac {
                     return Err(CodecError::ManifestTampered);
                 }
                 Ok(())

@@ -29,27 +29,15 @@ pub use pipeline::{
 };
 pub use stripes::{STRIPE_BYTES, SegmentCoder};
 
+use crate::types::Key;
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 digest naming a fragment, a segment or a file.
 pub type Id = [u8; 32];
 
-/// Lower-case hex of an id.
+/// Lower-case hex of an id (a fragment id is the engine [`Key`] it is stored under).
 pub fn hex(id: &Id) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Parses 64 hex digits.
-pub fn parse_hex(s: &str) -> Option<Id> {
-    let s = s.trim();
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(id)
+    Key(*id).to_hex()
 }
 
 /// Bytes an AEAD-protected segment spends on its nonce and tag.
@@ -128,9 +116,9 @@ impl CodecParams {
     }
 }
 
-/// SHA-256 of `bytes`.
+/// SHA-256 of `bytes`: the engine key of a fragment with these bytes.
 pub fn sha256(bytes: &[u8]) -> Id {
-    Sha256::digest(bytes).into()
+    Key::of(bytes).0
 }
 
 /// The file id: SHA-256 Merkle root of the segment ids, a lone node paired with itself.
@@ -242,9 +230,9 @@ mod tests {
             hex(&id),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(parse_hex(&hex(&id)), Some(id));
-        assert_eq!(parse_hex("zz"), None);
-        assert_eq!(parse_hex(&"é".repeat(32)), None);
+        assert_eq!(Key::from_hex(&hex(&id)), Some(Key(id)));
+        assert_eq!(Key::from_hex("zz"), None);
+        assert_eq!(Key::from_hex(&"é".repeat(32)), None);
     }
 
     #[test]

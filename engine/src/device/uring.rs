@@ -182,20 +182,12 @@ impl UringDevice {
                 .as_mut()
                 .expect("completion for a live slot");
             let total = read.buf.as_blocks().len();
-            let result = if res == -libc::EINTR || res == -libc::EAGAIN {
-                None
-            } else if res < 0 {
-                Some(Err(io::Error::from_raw_os_error(-res)))
-            } else if res == 0 {
-                Some(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "transfer made no progress",
-                )))
-            } else {
-                read.done_bytes += res as usize;
-                (read.done_bytes >= total).then_some(Ok(()))
-            };
-            match result {
+            match transfer_outcome(
+                res,
+                &mut read.done_bytes,
+                total,
+                io::ErrorKind::UnexpectedEof,
+            ) {
                 None => self.queued.push_back(slot),
                 Some(result) => {
                     let read = self.streams[slot].take().expect("live slot");
@@ -236,6 +228,31 @@ impl UringDevice {
         };
         entry.user_data(index as u64)
     }
+}
+
+/// What one completion means for a transfer: `None` to resubmit what is left (interrupted,
+/// or short), else its outcome. `done_bytes` advances by what the kernel moved; a completion
+/// that moved nothing fails with `no_progress`, so a stuck transfer cannot loop forever.
+fn transfer_outcome(
+    res: i32,
+    done_bytes: &mut usize,
+    total: usize,
+    no_progress: io::ErrorKind,
+) -> Option<io::Result<()>> {
+    if res == -libc::EINTR || res == -libc::EAGAIN {
+        return None;
+    }
+    if res < 0 {
+        return Some(Err(io::Error::from_raw_os_error(-res)));
+    }
+    if res == 0 {
+        return Some(Err(io::Error::new(
+            no_progress,
+            "transfer made no progress",
+        )));
+    }
+    *done_bytes += res as usize;
+    (*done_bytes >= total).then_some(Ok(()))
 }
 
 fn op_len(op: &IoOp<'_>) -> usize {
@@ -316,32 +333,24 @@ impl Device for UringDevice {
             for &(index, res) in &completed {
                 in_flight -= 1;
                 let op = &mut ops[index];
-                if res < 0 {
-                    if res == -libc::EINTR || res == -libc::EAGAIN {
-                        self.resubmit.push_back(index);
-                    } else {
-                        op.result = Some(Err(io::Error::from_raw_os_error(-res)));
-                    }
-                    continue;
-                }
-                let total = op_len(op);
-                if matches!(op.kind, IoKind::Flush) {
-                    op.result = Some(Ok(()));
-                    continue;
-                }
-                if res == 0 {
-                    let kind = match op.kind {
-                        IoKind::Read { .. } => io::ErrorKind::UnexpectedEof,
-                        _ => io::ErrorKind::WriteZero,
-                    };
-                    op.result = Some(Err(io::Error::new(kind, "transfer made no progress")));
-                    continue;
-                }
-                self.progress[index] += res as usize;
-                if self.progress[index] < total {
-                    self.resubmit.push_back(index);
-                } else {
-                    op.result = Some(Ok(()));
+                let outcome = match op.kind {
+                    IoKind::Flush if res >= 0 => Some(Ok(())),
+                    IoKind::Read { .. } => transfer_outcome(
+                        res,
+                        &mut self.progress[index],
+                        op_len(op),
+                        io::ErrorKind::UnexpectedEof,
+                    ),
+                    _ => transfer_outcome(
+                        res,
+                        &mut self.progress[index],
+                        op_len(op),
+                        io::ErrorKind::WriteZero,
+                    ),
+                };
+                match outcome {
+                    None => self.resubmit.push_back(index),
+                    Some(result) => op.result = Some(result),
                 }
             }
             self.completed = completed;
