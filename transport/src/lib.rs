@@ -1,14 +1,26 @@
-//! Node identity and the signed fragment protocol's messages.
+//! Node identity, QUIC endpoints and the signed fragment protocol.
 //!
-//! Here so far: [`identity`] (Ed25519 node keys in owner-only files, PeerIds, QUIC multiaddrs)
-//! and [`message`] (the protobuf messages, their signatures, bounded decoding and the replay
-//! window, as a sans-IO verifier). Not here yet (issue 4 continues): the QUIC endpoints with
-//! certificates bound to the node key, resumable transfers, the node and the client.
+//! - [`identity`]: Ed25519 node keys in owner-only files, PeerIds, QUIC multiaddrs.
+//! - [`message`]: the protobuf messages, their signatures, bounded decoding and the replay
+//!   window, as a sans-IO verifier.
+//! - [`quic`]: quinn endpoints whose TLS certificates are bound to the node key (libp2p TLS),
+//!   so every connection knows its peer's PeerId.
+//! - [`protocol`], [`server`], [`client`]: one stream per request, raw fragment bytes after a
+//!   signed header, resumable writes and reads, SHA-256 checked before anything is acknowledged
+//!   or returned.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod identity;
 pub mod message;
+pub mod protocol;
+pub mod quic;
+pub mod server;
 
+pub use client::{Client, ClientConfig, WriteProgress};
 pub use identity::{IdentityError, NodeAddr, NodeKey};
 pub use libp2p_identity::PeerId;
 pub use message::{MessageError, Signed, Verifier, pb};
+pub use protocol::{Code, Metrics, ProtocolError};
+pub use quic::{Connection, Endpoint, ErrorCode, Limits, QuicError};
+pub use server::{FragmentStore, Server, ServerConfig, StoreFault};

@@ -23,6 +23,8 @@ const SIGN_DOMAIN: &[u8] = b"cess-fragment/1 signed message\0";
 pub const CHUNK_BYTES_MAX: usize = 1 << 20;
 /// Largest frame: a full chunk plus generous room for the header.
 pub const FRAME_BYTES_MAX: usize = CHUNK_BYTES_MAX + 4096;
+/// Longest `detail` text in a response.
+pub const DETAIL_BYTES_MAX: u64 = 256;
 /// Largest fragment a request may name.
 pub const FRAGMENT_BYTES_MAX: u64 = 64 << 20;
 
@@ -68,6 +70,11 @@ pub mod pb {
         /// The whole fragment's length.
         #[prost(uint64, tag = "7")]
         pub fragment_bytes: u64,
+        /// Raw bytes following this frame on the stream: the fragment from `offset +
+        /// data.len()` on. They are committed to by `fragment_id` (signed) and checked as the
+        /// fragment's SHA-256 before the write is acknowledged.
+        #[prost(uint64, tag = "8")]
+        pub payload_bytes: u64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -79,6 +86,9 @@ pub mod pb {
         /// The offset the receiver wants next (resume point); the length when complete.
         #[prost(uint64, tag = "3")]
         pub offset: u64,
+        /// Why, when the code is not OK (at most 256 bytes).
+        #[prost(string, tag = "4")]
+        pub detail: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -106,6 +116,13 @@ pub mod pb {
         /// The whole fragment's length.
         #[prost(uint64, tag = "6")]
         pub fragment_bytes: u64,
+        /// Raw bytes following this frame: the fragment from `offset + data.len()` to its end.
+        /// The reader checks the whole fragment's SHA-256 against the id it asked for.
+        #[prost(uint64, tag = "7")]
+        pub payload_bytes: u64,
+        /// Why, when the code is not OK (at most 256 bytes).
+        #[prost(string, tag = "8")]
+        pub detail: String,
     }
 }
 
@@ -174,11 +191,22 @@ fn bounded(value: u64, max: u64, field: &'static str) -> Result<(), MessageError
     }
 }
 
-fn check_chunk(offset: u64, data: &[u8], fragment_bytes: u64) -> Result<(), MessageError> {
+fn check_chunk(
+    offset: u64,
+    data: &[u8],
+    payload_bytes: u64,
+    fragment_bytes: u64,
+) -> Result<(), MessageError> {
     bounded(fragment_bytes, FRAGMENT_BYTES_MAX, "fragment_bytes")?;
     bounded(data.len() as u64, CHUNK_BYTES_MAX as u64, "data")?;
     bounded(offset, fragment_bytes, "offset")?;
-    bounded(offset + data.len() as u64, fragment_bytes, "offset + data")
+    bounded(offset + data.len() as u64, fragment_bytes, "offset + data")?;
+    bounded(payload_bytes, fragment_bytes, "payload_bytes")?;
+    bounded(
+        offset + data.len() as u64 + payload_bytes,
+        fragment_bytes,
+        "offset + data + payload",
+    )
 }
 
 macro_rules! signed {
@@ -202,23 +230,21 @@ macro_rules! signed {
 signed!(pb::WritefileRequest, 1, |m| {
     id32(&m.file_id, "file_id")?;
     id32(&m.fragment_id, "fragment_id")?;
-    check_chunk(m.offset, &m.data, m.fragment_bytes)
+    check_chunk(m.offset, &m.data, m.payload_bytes, m.fragment_bytes)
 });
-signed!(pb::WritefileResponse, 2, |m| bounded(
-    m.offset,
-    FRAGMENT_BYTES_MAX,
-    "offset"
-));
+signed!(pb::WritefileResponse, 2, |m| {
+    bounded(m.detail.len() as u64, DETAIL_BYTES_MAX, "detail")?;
+    bounded(m.offset, FRAGMENT_BYTES_MAX, "offset")
+});
 signed!(pb::ReadfileRequest, 3, |m| {
     id32(&m.file_id, "file_id")?;
     id32(&m.fragment_id, "fragment_id")?;
     bounded(m.offset, FRAGMENT_BYTES_MAX, "offset")
 });
-signed!(pb::ReadfileResponse, 4, |m| check_chunk(
-    m.offset,
-    &m.data,
-    m.fragment_bytes
-));
+signed!(pb::ReadfileResponse, 4, |m| {
+    bounded(m.detail.len() as u64, DETAIL_BYTES_MAX, "detail")?;
+    check_chunk(m.offset, &m.data, m.payload_bytes, m.fragment_bytes)
+});
 
 /// The bytes a signature covers: domain, kind, and the message with an empty signature.
 fn signed_bytes<M: Signed>(message: &M) -> Vec<u8> {

@@ -18,6 +18,7 @@ fn write_request(key: &NodeKey, id: u8, data: &[u8]) -> pb::WritefileRequest {
         offset: 0,
         data: data.to_vec(),
         fragment_bytes: 8 << 20,
+        payload_bytes: 0,
     };
     sign(&mut m, key, NOW, [id; 16]);
     m
@@ -174,6 +175,16 @@ fn oversize_truncated_and_malformed_frames_are_refused() {
     assert!(matches!(
         decode_frame::<pb::WritefileRequest>(&encode_frame(&past_end)),
         Err(MessageError::Field { .. })
+    ));
+    // Raw payload announced past the fragment's end.
+    let mut payload_past_end = write_request(&key, 15, b"xyz");
+    payload_past_end.payload_bytes = (8 << 20) - 2;
+    assert!(matches!(
+        decode_frame::<pb::WritefileRequest>(&encode_frame(&payload_past_end)),
+        Err(MessageError::Field {
+            field: "offset + data + payload",
+            ..
+        })
     ));
 }
 

@@ -1,0 +1,270 @@
+//! QUIC endpoints whose TLS certificates are bound to the node key.
+//!
+//! Certificates follow the libp2p TLS specification (`libp2p-tls`): a self-signed certificate
+//! carrying the node's public key and its signature over the certificate key, so the handshake
+//! proves the PeerId on both sides. A dial names the PeerId it expects; the handshake fails when
+//! the peer proves another one. ALPN names the fragment protocol and its version.
+
+use crate::identity::{NodeAddr, NodeKey};
+use crate::message::PROTOCOL;
+use libp2p_identity::PeerId;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why an endpoint could not be built or a peer not reached.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error("building the TLS configuration: {0}")]
+    Tls(String),
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("dialing {addr}: {reason}")]
+    Dial { addr: String, reason: String },
+    #[error("peer at {addr} did not present a valid node certificate: {reason}")]
+    PeerCertificate { addr: SocketAddr, reason: String },
+}
+
+/// Flow-control windows, stream limits and timeouts of every connection.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A connection silent this long is closed.
+    pub idle_timeout_ms: u32,
+    /// Keep-alive interval (well under the idle timeout).
+    pub keep_alive_ms: u64,
+    /// Requests a peer may have open at once on one connection.
+    pub streams_max: u32,
+    /// Bytes a peer may send on one stream before the receiver reads them.
+    pub stream_window_bytes: u32,
+    /// Bytes a peer may send on the whole connection before the receiver reads them.
+    pub connection_window_bytes: u32,
+    /// Bytes this side keeps unacknowledged in flight.
+    pub send_window_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            idle_timeout_ms: 30_000,
+            keep_alive_ms: 5_000,
+            streams_max: 64,
+            stream_window_bytes: 16 << 20,
+            connection_window_bytes: 128 << 20,
+            send_window_bytes: 128 << 20,
+        }
+    }
+}
+
+impl Limits {
+    fn transport_config(&self) -> Arc<quinn::TransportConfig> {
+        let mut config = quinn::TransportConfig::default();
+        config
+            .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+                self.idle_timeout_ms,
+            ))))
+            .keep_alive_interval(Some(Duration::from_millis(self.keep_alive_ms)))
+            .max_concurrent_bidi_streams(quinn::VarInt::from_u32(self.streams_max))
+            .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+            .stream_receive_window(quinn::VarInt::from_u32(self.stream_window_bytes))
+            .receive_window(quinn::VarInt::from_u32(self.connection_window_bytes))
+            .send_window(self.send_window_bytes);
+        Arc::new(config)
+    }
+}
+
+fn tls_error(e: impl std::fmt::Display) -> QuicError {
+    QuicError::Tls(e.to_string())
+}
+
+fn client_config(
+    key: &NodeKey,
+    expected: PeerId,
+    limits: &Limits,
+) -> Result<quinn::ClientConfig, QuicError> {
+    let mut tls =
+        libp2p_tls::make_client_config(key.keypair(), Some(expected)).map_err(tls_error)?;
+    tls.alpn_protocols = vec![PROTOCOL.as_bytes().to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(tls_error)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(limits.transport_config());
+    Ok(config)
+}
+
+fn server_config(key: &NodeKey, limits: &Limits) -> Result<quinn::ServerConfig, QuicError> {
+    let mut tls = libp2p_tls::make_server_config(key.keypair()).map_err(tls_error)?;
+    tls.alpn_protocols = vec![PROTOCOL.as_bytes().to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(tls_error)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(limits.transport_config());
+    Ok(config)
+}
+
+/// A UDP socket speaking QUIC as this node: accepts connections and dials peers.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    endpoint: quinn::Endpoint,
+    key: Arc<NodeKey>,
+    limits: Limits,
+}
+
+impl Endpoint {
+    /// Binds `addr` and accepts connections (a node). Must run inside a tokio runtime.
+    pub fn server(
+        key: Arc<NodeKey>,
+        addr: SocketAddr,
+        limits: Limits,
+    ) -> Result<Endpoint, QuicError> {
+        let endpoint = quinn::Endpoint::server(server_config(&key, &limits)?, addr)
+            .map_err(|source| QuicError::Bind { addr, source })?;
+        Ok(Endpoint {
+            endpoint,
+            key,
+            limits,
+        })
+    }
+
+    /// Binds an ephemeral loopback-or-any port that only dials (a client).
+    pub fn client(
+        key: Arc<NodeKey>,
+        bind: SocketAddr,
+        limits: Limits,
+    ) -> Result<Endpoint, QuicError> {
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|source| QuicError::Bind { addr: bind, source })?;
+        Ok(Endpoint {
+            endpoint,
+            key,
+            limits,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    pub fn key(&self) -> &NodeKey {
+        &self.key
+    }
+
+    /// This endpoint's full address, `/ip4/…/udp/…/quic-v1/p2p/<peer id>`.
+    pub fn node_addr(&self) -> std::io::Result<NodeAddr> {
+        Ok(NodeAddr {
+            socket: self.local_addr()?,
+            peer: self.key.peer_id(),
+        })
+    }
+
+    /// Connects to `addr`; fails unless the peer proves `addr`'s PeerId.
+    pub async fn dial(&self, addr: &NodeAddr) -> Result<Connection, QuicError> {
+        let dial_error = |reason: String| QuicError::Dial {
+            addr: addr.to_string(),
+            reason,
+        };
+        let config = client_config(&self.key, addr.peer, &self.limits)?;
+        // The server name is not checked (the certificate binds the PeerId instead), but rustls
+        // wants a syntactically valid one.
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr.socket, "cess-node")
+            .map_err(|e| dial_error(e.to_string()))?;
+        let connection = connecting.await.map_err(|e| dial_error(e.to_string()))?;
+        let connection = Connection::new(connection)?;
+        // The verifier already refused another PeerId; this is the belt to its braces.
+        if connection.peer_id != addr.peer {
+            connection.close(ErrorCode::Protocol, "peer id mismatch");
+            return Err(dial_error(format!(
+                "peer proved {} instead",
+                connection.peer_id
+            )));
+        }
+        Ok(connection)
+    }
+
+    /// Waits for the next incoming connection and completes its handshake. `None` once the
+    /// endpoint is closed. A failed handshake is returned as an error; keep accepting.
+    pub async fn accept(&self) -> Option<Result<Connection, QuicError>> {
+        let incoming = self.endpoint.accept().await?;
+        let addr = incoming.remote_address();
+        Some(match incoming.await {
+            Ok(connection) => Connection::new(connection),
+            Err(e) => Err(QuicError::PeerCertificate {
+                addr,
+                reason: e.to_string(),
+            }),
+        })
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint
+            .close(ErrorCode::Shutdown.into(), b"shutting down");
+    }
+
+    /// Waits until every connection has closed.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Application error codes a connection or stream is closed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ErrorCode {
+    /// Normal end.
+    Done = 0,
+    /// The peer broke the protocol (bad frame, bad signature, wrong author): disconnected.
+    Protocol = 1,
+    /// The peer was too slow.
+    Timeout = 2,
+    /// The node is shutting down.
+    Shutdown = 3,
+    /// The receiver does not want the rest of this stream's bytes.
+    NotNeeded = 4,
+}
+
+impl From<ErrorCode> for quinn::VarInt {
+    fn from(code: ErrorCode) -> quinn::VarInt {
+        quinn::VarInt::from_u32(code as u32)
+    }
+}
+
+/// An established connection and the PeerId its handshake proved.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub inner: quinn::Connection,
+    pub peer_id: PeerId,
+}
+
+impl Connection {
+    fn new(inner: quinn::Connection) -> Result<Connection, QuicError> {
+        let addr = inner.remote_address();
+        let refuse = |reason: String| QuicError::PeerCertificate { addr, reason };
+        let identity = inner
+            .peer_identity()
+            .ok_or_else(|| refuse("no certificate".into()))?;
+        let chain = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .map_err(|_| refuse("unexpected identity type".into()))?;
+        let [certificate] = chain.as_slice() else {
+            return Err(refuse(format!("{} certificates, expected 1", chain.len())));
+        };
+        let parsed =
+            libp2p_tls::certificate::parse(certificate).map_err(|e| refuse(e.to_string()))?;
+        Ok(Connection {
+            peer_id: parsed.peer_id(),
+            inner,
+        })
+    }
+
+    pub fn remote_address(&self) -> SocketAddr {
+        self.inner.remote_address()
+    }
+
+    pub fn close(&self, code: ErrorCode, reason: &str) {
+        self.inner.close(code.into(), reason.as_bytes());
+    }
+}

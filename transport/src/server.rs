@@ -1,0 +1,571 @@
+//! The responder side of the fragment protocol: accepts connections, verifies every request,
+//! receives fragment bytes straight into the store's buffers, serves reads.
+//!
+//! The store is behind [`FragmentStore`] so this crate needs no engine; the node binds it.
+
+use crate::identity::NodeKey;
+use crate::message::{self, MessageError, Signed, Verifier, pb};
+use crate::protocol::{Code, Metrics, ProtocolError, now_ms, read_frame};
+use crate::quic::{Connection, Endpoint, ErrorCode};
+use libp2p_identity::PeerId;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::ops::DerefMut;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreFault {
+    #[error("no such fragment")]
+    NotFound,
+    #[error("data does not hash to the fragment id")]
+    Mismatch,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The fragment store a server writes into and reads from.
+pub trait FragmentStore: Send + Sync + 'static {
+    /// A buffer received bytes land in, handed whole to [`FragmentStore::put`].
+    type WriteBuf: DerefMut<Target = [u8]> + Send + 'static;
+    /// Bytes read from the store, sent without a copy.
+    type ReadBuf: AsRef<[u8]> + Send + 'static;
+
+    fn alloc(&self, len_bytes: usize) -> Self::WriteBuf;
+    /// The stored length of a fragment, if present.
+    fn len_of(&self, id: [u8; 32]) -> impl Future<Output = Result<Option<u64>, StoreFault>> + Send;
+    /// Stores a complete fragment; must refuse data that does not hash to `id`.
+    fn put(
+        &self,
+        id: [u8; 32],
+        data: Self::WriteBuf,
+    ) -> impl Future<Output = Result<(), StoreFault>> + Send;
+    /// Reads verified bytes `offset..offset + len_bytes` of a fragment.
+    fn read(
+        &self,
+        id: [u8; 32],
+        offset: u64,
+        len_bytes: u64,
+    ) -> impl Future<Output = Result<Self::ReadBuf, StoreFault>> + Send;
+}
+
+/// Who may write, and the protocol's bounds.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// PeerIds allowed to write; `None` lets any authenticated peer write.
+    pub writers: Option<HashSet<PeerId>>,
+    /// Accepted clock difference for request timestamps.
+    pub window_ms: i64,
+    /// Message ids remembered against replay.
+    pub replay_capacity: usize,
+    /// A stream idle this long (waiting for bytes) is cut and its partial write kept.
+    pub stream_timeout_ms: u64,
+    /// Memory all unfinished writes may hold together.
+    pub partial_bytes_max: u64,
+    /// An unfinished write untouched this long is forgotten.
+    pub partial_ttl_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            writers: None,
+            window_ms: 60_000,
+            replay_capacity: 1 << 20,
+            stream_timeout_ms: 20_000,
+            partial_bytes_max: 1 << 30,
+            partial_ttl_ms: 120_000,
+        }
+    }
+}
+
+struct Partial<B> {
+    buf: B,
+    filled: usize,
+    touched: Instant,
+}
+
+/// Unfinished writes by (writer, fragment id), with the memory they hold.
+struct Partials<B> {
+    map: HashMap<(PeerId, [u8; 32]), Partial<B>>,
+    reserved_bytes: u64,
+}
+
+/// A fragment protocol server over one store.
+pub struct Server<S: FragmentStore> {
+    store: Arc<S>,
+    key: Arc<NodeKey>,
+    config: ServerConfig,
+    verifier: Mutex<Verifier>,
+    partials: Mutex<Partials<S::WriteBuf>>,
+    metrics: Arc<Metrics>,
+    closing: AtomicBool,
+    in_flight: AtomicU64,
+}
+
+impl<S: FragmentStore> std::fmt::Debug for Server<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("peer_id", &self.key.peer_id())
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request ended without an answer, and whether to drop the peer.
+enum Abort {
+    /// The peer broke the protocol: disconnect it.
+    Violation(String),
+    /// The stream broke (peer gone, reset, timeout).
+    Stream(ProtocolError),
+}
+
+impl From<ProtocolError> for Abort {
+    fn from(e: ProtocolError) -> Abort {
+        match e {
+            ProtocolError::Message(m) => Abort::Violation(m.to_string()),
+            other => Abort::Stream(other),
+        }
+    }
+}
+
+impl<S: FragmentStore> Server<S> {
+    pub fn new(store: Arc<S>, key: Arc<NodeKey>, config: ServerConfig) -> Arc<Server<S>> {
+        Arc::new(Server {
+            store,
+            key,
+            verifier: Mutex::new(Verifier::new(config.window_ms, config.replay_capacity)),
+            partials: Mutex::new(Partials {
+                map: HashMap::new(),
+                reserved_bytes: 0,
+            }),
+            config,
+            metrics: Arc::new(Metrics::default()),
+            closing: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by unfinished writes.
+    pub fn partial_bytes(&self) -> u64 {
+        self.partials.lock().expect("partials lock").reserved_bytes
+    }
+
+    /// Accepts connections until the endpoint closes.
+    pub async fn serve(self: Arc<Self>, endpoint: Endpoint) {
+        while let Some(accepted) = endpoint.accept().await {
+            match accepted {
+                Ok(connection) => {
+                    self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(self.clone().serve_connection(connection));
+                }
+                Err(e) => tracing::debug!("handshake refused: {e}"),
+            }
+        }
+    }
+
+    /// Stops taking new requests, waits up to `grace` for those in flight, then closes the
+    /// endpoint (cutting what is left: unfinished writes are never stored).
+    pub async fn shutdown(&self, endpoint: &Endpoint, grace: Duration) {
+        self.closing.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while self.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cut = self.in_flight();
+        if cut > 0 {
+            tracing::warn!("shutting down with {cut} requests still in flight; they are aborted");
+        }
+        endpoint.close();
+    }
+
+    async fn serve_connection(self: Arc<Self>, connection: Connection) {
+        loop {
+            let (send, recv) = match connection.inner.accept_bi().await {
+                Ok(streams) => streams,
+                Err(e) => {
+                    tracing::debug!(peer = %connection.peer_id, "connection ended: {e}");
+                    return;
+                }
+            };
+            if self.closing.load(Ordering::SeqCst) {
+                connection.close(ErrorCode::Shutdown, "shutting down");
+                return;
+            }
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let server = self.clone();
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let outcome = server.serve_stream(&connection, send, recv).await;
+                server.in_flight.fetch_sub(1, Ordering::SeqCst);
+                match outcome {
+                    Ok(()) => {}
+                    Err(Abort::Violation(reason)) => {
+                        server
+                            .metrics
+                            .protocol_violations
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %connection.peer_id, "disconnecting: {reason}");
+                        connection.close(ErrorCode::Protocol, &reason);
+                    }
+                    Err(Abort::Stream(e)) => {
+                        server.metrics.stream_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %connection.peer_id, "request cut: {e}");
+                    }
+                }
+            });
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.stream_timeout_ms)
+    }
+
+    async fn serve_stream(
+        &self,
+        connection: &Connection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(), Abort> {
+        let started = Instant::now();
+        let body = tokio::time::timeout(self.timeout(), read_frame(&mut recv))
+            .await
+            .map_err(|_| Abort::Stream(ProtocolError::Timeout(self.config.stream_timeout_ms)))??;
+        match body.first() {
+            Some(&pb::WritefileRequest::KIND) => {
+                let request: pb::WritefileRequest =
+                    message::decode_body(&body).map_err(ProtocolError::from)?;
+                let (code, offset, detail) = match self.check(connection, &request)? {
+                    Some(refusal) => refusal,
+                    None => self.write(connection.peer_id, &request, &mut recv).await?,
+                };
+                if code != Code::Ok || offset < request.fragment_bytes {
+                    // Whatever else the peer sends on this stream is not wanted.
+                    let _ = recv.stop(ErrorCode::NotNeeded.into());
+                }
+                let mut response = pb::WritefileResponse {
+                    message_data: None,
+                    code: code as u32,
+                    offset,
+                    detail,
+                };
+                self.respond(&mut send, &mut response).await?;
+                let _ = send.finish();
+                self.metrics.count_response(code);
+                self.metrics.write_latency.record(started.elapsed());
+                Ok(())
+            }
+            Some(&pb::ReadfileRequest::KIND) => {
+                let request: pb::ReadfileRequest =
+                    message::decode_body(&body).map_err(ProtocolError::from)?;
+                let code = match self.check(connection, &request)? {
+                    Some((code, _, detail)) => {
+                        let mut response = pb::ReadfileResponse {
+                            code: code as u32,
+                            detail,
+                            ..Default::default()
+                        };
+                        self.respond(&mut send, &mut response).await?;
+                        code
+                    }
+                    None => self.read(&request, &mut send).await?,
+                };
+                let _ = send.finish();
+                self.metrics.count_response(code);
+                self.metrics.read_latency.record(started.elapsed());
+                Ok(())
+            }
+            Some(&kind) => Err(Abort::Violation(
+                MessageError::UnknownKind(kind).to_string(),
+            )),
+            None => Err(Abort::Violation("empty frame".into())),
+        }
+    }
+
+    /// Signature, author and freshness. A forged or misattributed request is a violation (the
+    /// peer is dropped); a stale or replayed one is answered, since clocks drift and retries
+    /// happen.
+    fn check<M: Signed>(
+        &self,
+        connection: &Connection,
+        request: &M,
+    ) -> Result<Option<(Code, u64, String)>, Abort> {
+        let verified = self
+            .verifier
+            .lock()
+            .expect("verifier lock")
+            .verify(request, now_ms());
+        match verified {
+            Ok(author) if author == connection.peer_id => Ok(None),
+            Ok(author) => Err(Abort::Violation(format!(
+                "request signed by {author}, sent by {}",
+                connection.peer_id
+            ))),
+            Err(
+                e @ (MessageError::Expired { .. }
+                | MessageError::Replayed
+                | MessageError::ReplayCacheFull),
+            ) => Ok(Some((Code::BadRequest, 0, e.to_string()))),
+            Err(e) => Err(Abort::Violation(e.to_string())),
+        }
+    }
+
+    async fn respond<M: Signed>(
+        &self,
+        send: &mut quinn::SendStream,
+        response: &mut M,
+    ) -> Result<(), Abort> {
+        message::sign(response, &self.key, now_ms(), rand::random());
+        send.write_all(&message::encode_frame(response))
+            .await
+            .map_err(|e| Abort::Stream(e.into()))
+    }
+
+    /// Receives a write; answers (code, offset the writer should go on from, detail).
+    async fn write(
+        &self,
+        writer: PeerId,
+        request: &pb::WritefileRequest,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<(Code, u64, String), Abort> {
+        if let Some(writers) = &self.config.writers
+            && !writers.contains(&writer)
+        {
+            return Ok((
+                Code::Unauthorized,
+                0,
+                format!("{writer} may not write here"),
+            ));
+        }
+        let id: [u8; 32] = request
+            .fragment_id
+            .as_slice()
+            .try_into()
+            .expect("checked at decode");
+        let fragment_bytes = request.fragment_bytes;
+        match self.store.len_of(id).await {
+            Ok(Some(len)) if len == fragment_bytes => return Ok((Code::Ok, len, String::new())),
+            Ok(Some(len)) => {
+                return Ok((
+                    Code::Mismatch,
+                    0,
+                    format!("fragment stored with {len} bytes, request says {fragment_bytes}"),
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => return Ok((Code::StoreFailed, 0, e.to_string())),
+        }
+        let mut partial = match self.take_partial(writer, id, fragment_bytes) {
+            Ok(partial) => partial,
+            Err(refusal) => return Ok(refusal),
+        };
+        if request.offset != partial.filled as u64 {
+            let filled = partial.filled as u64;
+            self.put_back(writer, id, partial);
+            return Ok((Code::Continue, filled, String::new()));
+        }
+        let data_end = partial.filled + request.data.len();
+        partial.buf[partial.filled..data_end].copy_from_slice(&request.data);
+        partial.filled = data_end;
+        let payload_end = data_end + request.payload_bytes as usize;
+        while partial.filled < payload_end {
+            let read = tokio::time::timeout(
+                self.timeout(),
+                recv.read(&mut partial.buf[partial.filled..payload_end]),
+            )
+            .await;
+            match read {
+                Ok(Ok(Some(n))) => {
+                    partial.filled += n;
+                    self.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    self.put_back(writer, id, partial);
+                    return Err(Abort::Stream(e.into()));
+                }
+                Err(_) => {
+                    self.put_back(writer, id, partial);
+                    let _ = recv.stop(ErrorCode::Timeout.into());
+                    return Err(Abort::Stream(ProtocolError::Timeout(
+                        self.config.stream_timeout_ms,
+                    )));
+                }
+            }
+        }
+        if (partial.filled as u64) < fragment_bytes {
+            let filled = partial.filled as u64;
+            self.put_back(writer, id, partial);
+            return Ok((Code::Continue, filled, String::new()));
+        }
+        let stored = self.store.put(id, partial.buf).await;
+        self.release(fragment_bytes);
+        Ok(match stored {
+            Ok(()) => (Code::Ok, fragment_bytes, String::new()),
+            Err(StoreFault::Mismatch) => (Code::Mismatch, 0, StoreFault::Mismatch.to_string()),
+            Err(e) => (Code::StoreFailed, 0, e.to_string()),
+        })
+    }
+
+    /// The unfinished write of `id` by `writer`, or a fresh one when the memory budget allows.
+    fn take_partial(
+        &self,
+        writer: PeerId,
+        id: [u8; 32],
+        fragment_bytes: u64,
+    ) -> Result<Partial<S::WriteBuf>, (Code, u64, String)> {
+        let mut partials = self.partials.lock().expect("partials lock");
+        let ttl = Duration::from_millis(self.config.partial_ttl_ms);
+        let expired: Vec<_> = partials
+            .map
+            .iter()
+            .filter(|(_, p)| p.touched.elapsed() > ttl)
+            .map(|(k, p)| (*k, p.buf.len() as u64))
+            .collect();
+        for (k, len) in expired {
+            partials.map.remove(&k);
+            partials.reserved_bytes -= len;
+        }
+        if let Some(p) = partials.map.remove(&(writer, id)) {
+            if p.buf.len() as u64 == fragment_bytes {
+                return Ok(p);
+            }
+            // A different length for the same id: at most one is right; start over.
+            partials.reserved_bytes -= p.buf.len() as u64;
+        }
+        if partials.reserved_bytes + fragment_bytes > self.config.partial_bytes_max {
+            return Err((
+                Code::Busy,
+                0,
+                format!(
+                    "{} bytes of unfinished writes held",
+                    partials.reserved_bytes
+                ),
+            ));
+        }
+        partials.reserved_bytes += fragment_bytes;
+        drop(partials);
+        Ok(Partial {
+            buf: self.store.alloc(fragment_bytes as usize),
+            filled: 0,
+            touched: Instant::now(),
+        })
+    }
+
+    fn put_back(&self, writer: PeerId, id: [u8; 32], mut partial: Partial<S::WriteBuf>) {
+        partial.touched = Instant::now();
+        let mut partials = self.partials.lock().expect("partials lock");
+        if let Some(old) = partials.map.insert((writer, id), partial) {
+            partials.reserved_bytes -= old.buf.len() as u64;
+        }
+    }
+
+    fn release(&self, len_bytes: u64) {
+        self.partials.lock().expect("partials lock").reserved_bytes -= len_bytes;
+    }
+
+    /// Serves a read: the answer, then the bytes. The first chunk is read before answering so
+    /// a missing or corrupt fragment is answered with a code, not a cut stream.
+    async fn read(
+        &self,
+        request: &pb::ReadfileRequest,
+        send: &mut quinn::SendStream,
+    ) -> Result<Code, Abort> {
+        /// Bytes read from the store per step.
+        const READ_CHUNK_BYTES: u64 = 8 << 20;
+        let id: [u8; 32] = request
+            .fragment_id
+            .as_slice()
+            .try_into()
+            .expect("checked at decode");
+        let refuse = |code: Code, detail: String| pb::ReadfileResponse {
+            code: code as u32,
+            detail,
+            ..Default::default()
+        };
+        let len = match self.store.len_of(id).await {
+            Ok(Some(len)) => len,
+            Ok(None) => {
+                self.respond(send, &mut refuse(Code::NotFound, String::new()))
+                    .await?;
+                return Ok(Code::NotFound);
+            }
+            Err(e) => {
+                self.respond(send, &mut refuse(Code::StoreFailed, e.to_string()))
+                    .await?;
+                return Ok(Code::StoreFailed);
+            }
+        };
+        if request.offset > len {
+            let detail = format!("offset {} past the fragment's {len} bytes", request.offset);
+            self.respond(send, &mut refuse(Code::BadRequest, detail))
+                .await?;
+            return Ok(Code::BadRequest);
+        }
+        let mut at = request.offset;
+        let first_len = (len - at).min(READ_CHUNK_BYTES);
+        let mut chunk = match self.store.read(id, at, first_len).await {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let code = match e {
+                    StoreFault::NotFound => Code::NotFound,
+                    _ => Code::StoreFailed,
+                };
+                self.respond(send, &mut refuse(code, e.to_string())).await?;
+                return Ok(code);
+            }
+        };
+        let mut response = pb::ReadfileResponse {
+            code: Code::Ok as u32,
+            offset: at,
+            fragment_bytes: len,
+            payload_bytes: len - at,
+            ..Default::default()
+        };
+        self.respond(send, &mut response).await?;
+        loop {
+            let sent = chunk.as_ref().len() as u64;
+            send.write_chunk(bytes::Bytes::from_owner(ByteOwner(chunk)))
+                .await
+                .map_err(|e| Abort::Stream(e.into()))?;
+            self.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
+            at += sent;
+            if at >= len {
+                return Ok(Code::Ok);
+            }
+            let next_len = (len - at).min(READ_CHUNK_BYTES);
+            // The answer is out: a failure now can only cut the stream; the reader's hash
+            // check and resume handle it.
+            chunk = match self.store.read(id, at, next_len).await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let _ = send.reset(ErrorCode::NotNeeded.into());
+                    return Err(Abort::Stream(ProtocolError::Refused {
+                        code: Code::StoreFailed,
+                        detail: e.to_string(),
+                    }));
+                }
+            };
+        }
+    }
+}
+
+/// Lets a store's read buffer back a `Bytes` without a copy.
+struct ByteOwner<B>(B);
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for ByteOwner<B> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
