@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod codec_cmd;
+mod node;
 
 use anyhow::{Context, Result, bail};
 use cess_engine::{
@@ -106,6 +107,45 @@ enum Command {
     },
     /// Writes a new random file key (mode 0600).
     Keygen { out: PathBuf },
+    /// A storage node: set one up, run it.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Creates a node directory: key (0600), formatted store, node.toml.
+    Init {
+        dir: PathBuf,
+        /// UDP address for QUIC.
+        #[arg(long, default_value = "127.0.0.1:4001")]
+        listen: std::net::SocketAddr,
+        /// Block device or file for the store (default: store.img in the directory).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Size of a new store file, MiB.
+        #[arg(long, default_value_t = 4096)]
+        store_mib: u64,
+        /// Loopback address for /metrics and /status.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// PeerId allowed to write fragments (repeatable).
+        #[arg(long = "writer")]
+        writers: Vec<String>,
+        /// Let any authenticated peer write (test networks only).
+        #[arg(long)]
+        allow_any_writer: bool,
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Start over: overwrite an existing node.toml and store.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Runs the node until SIGINT or SIGTERM.
+    Run {
+        /// The node directory (with node.toml) or the config file itself.
+        path: PathBuf,
+    },
 }
 
 fn node_id(hex: &str) -> Result<NodeId> {
@@ -169,6 +209,39 @@ fn run(cli: Cli) -> Result<()> {
             codec_cmd::decode(&manifest, &out, fragments, key)
         }
         Command::Keygen { out } => codec_cmd::keygen(&out),
+        Command::Node(NodeCommand::Init {
+            dir,
+            listen,
+            store,
+            store_mib,
+            metrics,
+            writers,
+            allow_any_writer,
+            shards,
+            force,
+        }) => {
+            let options = node::InitOptions {
+                listen,
+                store,
+                store_mib,
+                metrics,
+                writers,
+                allow_any_writer,
+                shards,
+                force,
+            };
+            let peer = node::init(&dir, &options)?;
+            println!("node {peer} set up in {}", dir.display());
+            Ok(())
+        }
+        Command::Node(NodeCommand::Run { path }) => {
+            let config = if path.is_dir() {
+                path.join(node::CONFIG_FILE)
+            } else {
+                path
+            };
+            node::run(&config)
+        }
         Command::Demo {
             target,
             size_mib,

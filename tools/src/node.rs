@@ -1,0 +1,463 @@
+//! `cess node init | run`: a storage node. Owns an engine store, serves the fragment protocol on
+//! QUIC, and status and Prometheus metrics on loopback HTTP.
+
+use anyhow::{Context, Result, bail};
+use cess_engine::{
+    AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, ReadBuf, Store, StoreError, Target,
+    format,
+};
+use cess_transport::server::{FragmentStore, StoreFault};
+use cess_transport::{Endpoint, Limits, NodeKey, PeerId, Server, ServerConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const CONFIG_FILE: &str = "node.toml";
+/// Written at start: the node's multiaddr, for scripts and the local network.
+pub const ADDR_FILE: &str = "addr";
+
+/// A node's configuration (`node.toml`); relative paths are relative to the file's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// Ed25519 node key (mode 0600).
+    pub key_file: PathBuf,
+    /// The store: a block device or a preallocated file.
+    pub store: PathBuf,
+    /// Loopback HTTP address for /metrics and /status; none when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// PeerIds allowed to write fragments.
+    #[serde(default)]
+    pub writers: Vec<String>,
+    /// Let any authenticated peer write (a test network); `writers` is then ignored.
+    #[serde(default)]
+    pub allow_any_writer: bool,
+    /// How long shutdown waits for requests in flight.
+    #[serde(default = "default_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Memory that unfinished incoming writes may hold.
+    #[serde(default = "default_partial_mib")]
+    pub partial_mib_max: u64,
+}
+
+fn default_grace_ms() -> u64 {
+    5_000
+}
+
+fn default_partial_mib() -> u64 {
+    1024
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.key_file = base.join(&config.key_file);
+        config.store = base.join(&config.store);
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Environment overrides: `CESS_NODE_LISTEN`, `CESS_NODE_STORE`, `CESS_NODE_METRICS`,
+    /// `CESS_NODE_WRITERS` (comma-separated PeerIds).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = var("CESS_NODE_LISTEN") {
+            self.listen = v.parse().with_context(|| format!("CESS_NODE_LISTEN={v}"))?;
+        }
+        if let Some(v) = var("CESS_NODE_STORE") {
+            self.store = v.into();
+        }
+        if let Some(v) = var("CESS_NODE_METRICS") {
+            self.metrics = Some(
+                v.parse()
+                    .with_context(|| format!("CESS_NODE_METRICS={v}"))?,
+            );
+        }
+        if let Some(v) = var("CESS_NODE_WRITERS") {
+            self.writers = v
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        Ok(())
+    }
+
+    fn writers(&self) -> Result<Option<HashSet<PeerId>>> {
+        if self.allow_any_writer {
+            return Ok(None);
+        }
+        let writers = self
+            .writers
+            .iter()
+            .map(|w| {
+                w.parse::<PeerId>()
+                    .with_context(|| format!("writer {w:?} is not a PeerId"))
+            })
+            .collect::<Result<HashSet<_>>>()?;
+        Ok(Some(writers))
+    }
+}
+
+/// The engine identity of a node: SHA-256 of its PeerId, so a store opens only for its node.
+pub fn engine_node_id(peer: &PeerId) -> NodeId {
+    NodeId(Key::of(&peer.to_bytes()).0)
+}
+
+/// Options of `cess node init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub listen: SocketAddr,
+    pub store: Option<PathBuf>,
+    pub store_mib: u64,
+    pub metrics: Option<SocketAddr>,
+    pub writers: Vec<String>,
+    pub allow_any_writer: bool,
+    pub shards: Option<u32>,
+    pub force: bool,
+}
+
+/// Creates `dir` with a node key, a formatted store and `node.toml`. Refuses to overwrite an
+/// existing node unless forced.
+pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
+    let config_path = dir.join(CONFIG_FILE);
+    if config_path.exists() && !options.force {
+        bail!(
+            "{} already exists; a node is set up there (use --force to start over)",
+            config_path.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = NodeKey::load_or_create(&dir.join("node.key"))?;
+    let store = options.store.clone().unwrap_or_else(|| "store.img".into());
+    let store_path = dir.join(&store);
+    let is_new_file = !store_path.exists();
+    if is_new_file {
+        let file = std::fs::File::create(&store_path)
+            .with_context(|| format!("creating {}", store_path.display()))?;
+        file.set_len(options.store_mib << 20)
+            .with_context(|| format!("sizing {}", store_path.display()))?;
+    }
+    let mut format_options = FormatOptions::new(engine_node_id(&key.peer_id()));
+    if let Some(shards) = options.shards {
+        format_options.shard_count = shards;
+    }
+    // A file made just now is ours to format; anything else needs --force.
+    format_options.force = is_new_file || options.force;
+    format(&Target::Path(store_path.clone()), &format_options)
+        .with_context(|| format!("formatting {}", store_path.display()))?;
+    let config = NodeConfig {
+        listen: options.listen,
+        key_file: "node.key".into(),
+        store,
+        metrics: options.metrics,
+        writers: options.writers.clone(),
+        allow_any_writer: options.allow_any_writer,
+        shutdown_grace_ms: default_grace_ms(),
+        partial_mib_max: default_partial_mib(),
+    };
+    std::fs::write(&config_path, toml::to_string(&config)?)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    Ok(key.peer_id())
+}
+
+/// The engine behind the fragment protocol.
+#[derive(Debug)]
+pub struct EngineStore(pub Arc<Store>);
+
+/// An engine read buffer as bytes to send.
+#[derive(Debug)]
+pub struct ReadBytes(ReadBuf);
+
+impl AsRef<[u8]> for ReadBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn fault(e: StoreError) -> StoreFault {
+    match e {
+        StoreError::NotFound(_) => StoreFault::NotFound,
+        StoreError::HashMismatch { .. } => StoreFault::Mismatch,
+        other => StoreFault::Failed(other.to_string()),
+    }
+}
+
+impl FragmentStore for EngineStore {
+    type WriteBuf = AlignedBuf;
+    type ReadBuf = ReadBytes;
+
+    fn alloc(&self, len_bytes: usize) -> AlignedBuf {
+        AlignedBuf::zeroed(len_bytes)
+    }
+
+    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
+        let info = self.0.contains(Key(id)).await.map_err(fault)?;
+        Ok(info.map(|i| i.len_bytes))
+    }
+
+    async fn put(&self, id: [u8; 32], data: AlignedBuf) -> Result<(), StoreFault> {
+        self.0
+            .put_buf(Key(id), Class::Active, data)
+            .await
+            .map(|_| ())
+            .map_err(fault)
+    }
+
+    async fn read(
+        &self,
+        id: [u8; 32],
+        offset: u64,
+        len_bytes: u64,
+    ) -> Result<ReadBytes, StoreFault> {
+        self.0
+            .read(Key(id), offset, len_bytes)
+            .await
+            .map(ReadBytes)
+            .map_err(fault)
+    }
+}
+
+/// Runs the node in `dir` (or with the config at `config`) until SIGINT or SIGTERM.
+pub fn run(config_path: &Path) -> Result<()> {
+    let config = NodeConfig::load(config_path)?;
+    let key = Arc::new(NodeKey::load(&config.key_file)?);
+    println!("# effective configuration ({})", config_path.display());
+    print!("{}", toml::to_string(&config)?);
+    let node_id = engine_node_id(&key.peer_id());
+    let store = Store::open(
+        &Target::Path(config.store.clone()),
+        &OpenOptions::new(node_id),
+    )
+    .with_context(|| format!("opening store {}", config.store.display()))?;
+    let store = Arc::new(store);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(config, config_path, key, store))
+}
+
+async fn serve(
+    config: NodeConfig,
+    config_path: &Path,
+    key: Arc<NodeKey>,
+    store: Arc<Store>,
+) -> Result<()> {
+    let endpoint = Endpoint::server(key.clone(), config.listen, Limits::default())?;
+    let server_config = ServerConfig {
+        writers: config.writers()?,
+        partial_bytes_max: config.partial_mib_max << 20,
+        ..ServerConfig::default()
+    };
+    let server = Server::new(
+        Arc::new(EngineStore(store.clone())),
+        key.clone(),
+        server_config,
+    );
+    let addr = endpoint.node_addr()?;
+    let started = Instant::now();
+    if let Some(metrics_addr) = config.metrics {
+        if !metrics_addr.ip().is_loopback() {
+            bail!(
+                "metrics address {metrics_addr} is not loopback; status is served on loopback only"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("binding metrics on {metrics_addr}"))?;
+        println!("metrics http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(serve_http(
+            listener,
+            server.clone(),
+            store.clone(),
+            addr.to_string(),
+            started,
+        ));
+    }
+    if let Some(dir) = config_path.parent() {
+        std::fs::write(dir.join(ADDR_FILE), format!("{addr}\n"))
+            .context("writing the addr file")?;
+    }
+    println!("listening {addr}");
+    let serving = tokio::spawn(server.clone().serve(endpoint.clone()));
+    shutdown_signal().await;
+    println!(
+        "shutting down: finishing {} requests in flight",
+        server.in_flight()
+    );
+    server
+        .shutdown(&endpoint, Duration::from_millis(config.shutdown_grace_ms))
+        .await;
+    let _ = serving.await;
+    drop(server);
+    let stats = tokio::task::block_in_place(|| store.stats())?;
+    println!("stopped; {stats}");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM ({e}); stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Renders the node's Prometheus metrics: store gauges and protocol counters.
+fn render_metrics(server: &Server<EngineStore>, store: &Store) -> String {
+    let mut out = String::new();
+    if let Ok(stats) = store.stats() {
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "cess_store_total_bytes",
+            "Store capacity.",
+            stats.total_bytes,
+        );
+        gauge("cess_store_free_bytes", "Free space.", stats.free_bytes);
+        gauge(
+            "cess_store_active_bytes",
+            "Space held by user fragments.",
+            stats.active_bytes,
+        );
+        gauge(
+            "cess_store_idle_bytes",
+            "Space held by space-proof fragments.",
+            stats.idle_bytes,
+        );
+        gauge(
+            "cess_store_active_fragments",
+            "User fragments stored.",
+            stats.active_count,
+        );
+        gauge(
+            "cess_store_idle_fragments",
+            "Space-proof fragments stored.",
+            stats.idle_count,
+        );
+        gauge(
+            "cess_store_read_verify_failures",
+            "Reads refused because stored bytes failed their checksums.",
+            stats.read_verify_failures,
+        );
+        gauge(
+            "cess_partial_write_bytes",
+            "Memory held by unfinished writes.",
+            server.partial_bytes(),
+        );
+    }
+    server.metrics().render(&mut out);
+    out
+}
+
+fn render_status(
+    server: &Server<EngineStore>,
+    store: &Store,
+    addr: &str,
+    started: Instant,
+) -> String {
+    let stats = store.stats();
+    let value = serde_json::json!({
+        "addr": addr,
+        "uptime_s": started.elapsed().as_secs(),
+        "in_flight": server.in_flight(),
+        "store": match stats {
+            Ok(s) => serde_json::json!({
+                "total_bytes": s.total_bytes,
+                "free_bytes": s.free_bytes,
+                "active_bytes": s.active_bytes,
+                "active_fragments": s.active_count,
+                "idle_bytes": s.idle_bytes,
+                "idle_fragments": s.idle_count,
+                "read_verify_failures": s.read_verify_failures,
+                "poisoned_shards": s.poisoned_shards,
+            }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        },
+    });
+    format!("{value:#}\n")
+}
+
+/// A minimal HTTP/1.0 responder for GET /metrics and GET /status on loopback.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    server: Arc<Server<EngineStore>>,
+    store: Arc<Store>,
+    addr: String,
+    started: Instant,
+) {
+    const HEAD_BYTES_MAX: usize = 8 << 10;
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let server = server.clone();
+        let store = store.clone();
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_BYTES_MAX {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if read != Ok(true) {
+                return;
+            }
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            let (status, kind, body) = match line {
+                l if l.starts_with(b"GET /metrics ") => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    // Stats are a blocking call to the shards.
+                    tokio::task::block_in_place(|| render_metrics(&server, &store)),
+                ),
+                l if l.starts_with(b"GET /status ") => (
+                    "200 OK",
+                    "application/json",
+                    tokio::task::block_in_place(|| render_status(&server, &store, &addr, started)),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics or /status\n".into(),
+                ),
+            };
+            let response = format!(
+                "HTTP/1.0 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}
