@@ -21,7 +21,7 @@ impl FragmentSink for Mem {
 }
 
 impl FragmentSource for Mem {
-    fn fetch(&self, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError> {
+    fn fetch(&self, _: u64, _: usize, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError> {
         match self.0.lock().unwrap().get(id) {
             Some(b) if b.len() == buf.len() => {
                 buf.copy_from_slice(b);

@@ -35,7 +35,7 @@ fn read_passphrase() -> Result<zeroize::Zeroizing<String>> {
 }
 
 /// Throttled progress: a live line on a terminal, a plain line every few seconds otherwise.
-struct Meter {
+pub struct Meter {
     what: &'static str,
     total: u64,
     started: Instant,
@@ -44,7 +44,7 @@ struct Meter {
 }
 
 impl Meter {
-    fn new(what: &'static str, total: u64) -> Meter {
+    pub fn new(what: &'static str, total: u64) -> Meter {
         let every = if std::io::stderr().is_terminal() {
             Duration::from_millis(200)
         } else {
@@ -59,20 +59,20 @@ impl Meter {
             every,
         }
     }
-    fn update(&mut self, done: u64) {
+    pub fn update(&mut self, done: u64) {
         if self.last.elapsed() >= self.every {
             self.last = Instant::now();
             crate::progress_line(self.what, done, self.total, self.started.elapsed());
         }
     }
-    fn finish(&self) -> Duration {
+    pub fn finish(&self) -> Duration {
         crate::progress_line(self.what, self.total, self.total, self.started.elapsed());
         crate::finish_progress();
         self.started.elapsed()
     }
 }
 
-fn rate(bytes: u64, elapsed: Duration) -> f64 {
+pub fn rate(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
@@ -82,7 +82,8 @@ pub fn keygen(out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn encode(file: &Path, out: &Path, key: KeyChoice, params: CodecParams) -> Result<()> {
+/// Encode options for `params` with the key the user chose (none: not encrypted).
+pub fn encode_options(key: &KeyChoice, params: CodecParams) -> Result<EncodeOptions> {
     let mut options = EncodeOptions {
         params,
         ..EncodeOptions::default()
@@ -97,6 +98,11 @@ pub fn encode(file: &Path, out: &Path, key: KeyChoice, params: CodecParams) -> R
         options.key = Some(FileKey::from_passphrase(passphrase.as_bytes(), &salt, kdf)?);
         options.kdf = Some((salt, kdf));
     }
+    Ok(options)
+}
+
+pub fn encode(file: &Path, out: &Path, key: KeyChoice, params: CodecParams) -> Result<()> {
+    let options = encode_options(&key, params)?;
     let mut input =
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let len = input
@@ -139,6 +145,24 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
 }
 
+/// The key to decode `manifest`'s file with, from the user's choice.
+pub fn decode_key(key: &KeyChoice, manifest: &Manifest) -> Result<Option<FileKey>> {
+    Ok(
+        match (&key.key_file, key.passphrase, &manifest.encryption) {
+            (Some(path), _, _) => Some(FileKey::from_key_file(path)?),
+            (None, true, Some(e)) => {
+                let Some((salt, kdf)) = e.kdf else {
+                    bail!("this file was encrypted with a key file, not a passphrase: use --key");
+                };
+                let passphrase = read_passphrase()?;
+                Some(FileKey::from_passphrase(passphrase.as_bytes(), &salt, kdf)?)
+            }
+            (None, true, None) => bail!("this file is not encrypted: drop --passphrase"),
+            (None, false, _) => None,
+        },
+    )
+}
+
 pub fn decode(
     manifest_path: &Path,
     out: &Path,
@@ -146,48 +170,14 @@ pub fn decode(
     key: KeyChoice,
 ) -> Result<()> {
     let manifest: Manifest = codec::read_manifest(manifest_path)?;
-    let file_key = match (&key.key_file, key.passphrase, &manifest.encryption) {
-        (Some(path), _, _) => Some(FileKey::from_key_file(path)?),
-        (None, true, Some(e)) => {
-            let Some((salt, kdf)) = e.kdf else {
-                bail!("this file was encrypted with a key file, not a passphrase: use --key");
-            };
-            let passphrase = read_passphrase()?;
-            Some(FileKey::from_passphrase(passphrase.as_bytes(), &salt, kdf)?)
-        }
-        (None, true, None) => bail!("this file is not encrypted: drop --passphrase"),
-        (None, false, _) => None,
-    };
+    let file_key = decode_key(&key, &manifest)?;
     let dir = fragments.unwrap_or_else(|| {
         manifest_path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     });
     let source = DirFragments::new(&dir);
-    // Decoded bytes go to a temporary name and take the final one only when every segment
-    // was verified: a failed decode never leaves a plausible-looking output behind.
-    let tmp = out.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut meter = Meter::new("decode", manifest.file_bytes);
-    let result = codec::decode(
-        &manifest,
-        file_key.as_ref(),
-        &source,
-        &mut writer,
-        0,
-        &mut |done| meter.update(done),
-    );
-    if let Err(e) = result {
-        drop(writer);
-        std::fs::remove_file(&tmp).ok();
-        return Err(e.into());
-    }
-    let file = writer.into_inner().context("flushing output")?;
-    file.sync_all().context("syncing output")?;
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming {}", tmp.display()))?;
-    let elapsed = meter.finish();
+    let elapsed = decode_to_file(&manifest, file_key.as_ref(), &source, out)?;
     println!(
         "decoded {} bytes of file {} to {} ({:.0} MiB/s)",
         manifest.file_bytes,
@@ -196,4 +186,33 @@ pub fn decode(
         rate(manifest.file_bytes, elapsed)
     );
     Ok(())
+}
+
+/// Decodes to `out` through `out.partial`, renamed only once every segment verified; returns
+/// the time taken.
+pub fn decode_to_file(
+    manifest: &Manifest,
+    file_key: Option<&FileKey>,
+    source: &dyn codec::FragmentSource,
+    out: &Path,
+) -> Result<Duration> {
+    // Decoded bytes go to a temporary name and take the final one only when every segment
+    // was verified: a failed decode never leaves a plausible-looking output behind.
+    let tmp = out.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut meter = Meter::new("decode", manifest.file_bytes);
+    let result = codec::decode(manifest, file_key, source, &mut writer, 0, &mut |done| {
+        meter.update(done)
+    });
+    if let Err(e) = result {
+        drop(writer);
+        std::fs::remove_file(&tmp).ok();
+        return Err(e.into());
+    }
+    let file = writer.into_inner().context("flushing output")?;
+    file.sync_all().context("syncing output")?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(meter.finish())
 }

@@ -4,9 +4,12 @@
 #![forbid(unsafe_code)]
 
 mod codec_cmd;
+mod devnet;
+mod net;
 mod node;
 
 use anyhow::{Context, Result, bail};
+use cess_engine::codec::CodecParams;
 use cess_engine::{
     AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, Store, Target, format,
 };
@@ -30,8 +33,57 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Formats a store in a file, puts and gets fragments, prints throughput and latency.
+    /// Brings up a local network, puts a generated file, stops two nodes, gets the file back
+    /// from the rest, checks it is byte-identical, prints throughputs, tears everything down.
     Demo {
+        /// Working directory for the network (must not exist; removed afterwards).
+        #[arg(long, default_value = "cess-demo-net")]
+        dir: PathBuf,
+        /// Size of the generated file, MiB.
+        #[arg(long, default_value_t = 1024)]
+        file_mib: u64,
+        /// Storage nodes (4 data fragments per segment, the rest parity).
+        #[arg(long, default_value_t = 12)]
+        nodes: usize,
+        #[arg(long, default_value_t = 32)]
+        segment_mib: u32,
+        /// Nodes to stop before reading the file back.
+        #[arg(long, default_value_t = 2)]
+        stop: usize,
+        /// Keep the directory (stores, logs, manifests) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Stores a file on the local network's nodes (fragment j of every segment on node j).
+    Put {
+        file: PathBuf,
+        /// The network's directory (nodes.txt, client.key, manifests/).
+        #[arg(long, default_value = "cess-devnet")]
+        devnet: PathBuf,
+        #[arg(long, conflicts_with = "passphrase")]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        passphrase: bool,
+        #[arg(long, default_value_t = 32)]
+        segment_mib: u32,
+    },
+    /// Fetches a file back by its id from any 4 fragments of each segment.
+    Get {
+        file_id: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cess-devnet")]
+        devnet: PathBuf,
+        #[arg(long, conflicts_with = "passphrase")]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// A local network of storage nodes on loopback.
+    #[command(subcommand)]
+    Devnet(DevnetCommand),
+    /// Formats a store in a file, puts and gets fragments, prints throughput and latency.
+    EngineDemo {
         /// Store file (created and preallocated; must be on a file system with O_DIRECT).
         #[arg(long, default_value = "cess-demo.img")]
         target: PathBuf,
@@ -113,6 +165,25 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum DevnetCommand {
+    /// Sets up (first time) and starts the nodes in the background; writes nodes.txt.
+    Up {
+        #[arg(long, default_value = "cess-devnet")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 12)]
+        nodes: usize,
+        /// Store file size per node, MiB.
+        #[arg(long, default_value_t = 2048)]
+        store_mib: u64,
+    },
+    /// Stops the nodes (their stores stay for the next `up`).
+    Down {
+        #[arg(long, default_value = "cess-devnet")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum NodeCommand {
     /// Creates a node directory: key (0600), formatted store, node.toml.
     Init {
@@ -157,6 +228,29 @@ fn node_id(hex: &str) -> Result<NodeId> {
             hex.len()
         ),
     }
+}
+
+/// A runtime and a client with the local network's client key.
+fn net_client(
+    devnet: &std::path::Path,
+) -> Result<(
+    tokio::runtime::Runtime,
+    std::sync::Arc<cess_transport::Client>,
+)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let key_path = devnet.join(devnet::CLIENT_KEY);
+    let key = cess_transport::NodeKey::load(&key_path)
+        .with_context(|| format!("loading the client key {}", key_path.display()))?;
+    let client = {
+        let _guard = runtime.enter();
+        net::client(
+            std::sync::Arc::new(key),
+            cess_transport::ClientConfig::default(),
+        )?
+    };
+    Ok((runtime, client))
 }
 
 fn main() {
@@ -243,6 +337,112 @@ fn run(cli: Cli) -> Result<()> {
             node::run(&config)
         }
         Command::Demo {
+            dir,
+            file_mib,
+            nodes,
+            segment_mib,
+            stop,
+            keep,
+        } => devnet::demo(&devnet::DemoOptions {
+            dir,
+            nodes,
+            file_mib,
+            segment_mib,
+            stop,
+            keep,
+        }),
+        Command::Put {
+            file,
+            devnet,
+            key,
+            passphrase,
+            segment_mib,
+        } => {
+            let params = CodecParams {
+                segment_bytes: segment_mib << 20,
+                ..CodecParams::default()
+            };
+            let nodes = net::read_nodes(&devnet.join(devnet::NODES_FILE))?;
+            let (runtime, client) = net_client(&devnet)?;
+            let choice = codec_cmd::KeyChoice {
+                key_file: key,
+                passphrase,
+            };
+            let report = net::put(
+                runtime.handle(),
+                client,
+                &file,
+                &nodes,
+                &choice,
+                params,
+                &devnet.join(devnet::MANIFESTS),
+            )?;
+            println!(
+                "file id {}
+put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
+                cess_engine::codec::hex(&report.file_id),
+                report.file_bytes,
+                report.stored_bytes,
+                nodes.len(),
+                codec_cmd::rate(report.file_bytes, report.elapsed)
+            );
+            Ok(())
+        }
+        Command::Get {
+            file_id,
+            out,
+            devnet,
+            key,
+            passphrase,
+        } => {
+            let (runtime, client) = net_client(&devnet)?;
+            let choice = codec_cmd::KeyChoice {
+                key_file: key,
+                passphrase,
+            };
+            let report = net::get(
+                runtime.handle(),
+                client,
+                &file_id,
+                &devnet.join(devnet::MANIFESTS),
+                &choice,
+                &out,
+            )?;
+            for f in &report.fallbacks {
+                eprintln!("fell back: {f}");
+            }
+            println!(
+                "got {} bytes into {} at {:.0} MiB/s",
+                report.file_bytes,
+                out.display(),
+                codec_cmd::rate(report.file_bytes, report.elapsed)
+            );
+            Ok(())
+        }
+        Command::Devnet(DevnetCommand::Up {
+            dir,
+            nodes,
+            store_mib,
+        }) => {
+            let net = devnet::up(&dir, nodes, store_mib)?;
+            for (i, addr) in net.addrs.iter().enumerate() {
+                println!("node {i:2} {addr}");
+            }
+            println!(
+                "{} nodes up; addresses in {}; stop with `cess devnet down --dir {}`",
+                nodes,
+                dir.join(devnet::NODES_FILE).display(),
+                dir.display()
+            );
+            net.detach();
+            Ok(())
+        }
+        Command::Devnet(DevnetCommand::Down { dir }) => {
+            let stopped = devnet::down(&dir)?;
+            println!("stopped {stopped} nodes");
+            Ok(())
+        }
+        Command::EngineDemo {
             target,
             size_mib,
             fragments,

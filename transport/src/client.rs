@@ -3,13 +3,13 @@
 use crate::identity::NodeAddr;
 use crate::message::{self, MessageError, Signed, Verifier, pb};
 use crate::protocol::{Code, ProtocolError, now_ms, read_message};
-use crate::quic::{Connection, Endpoint, ErrorCode};
+use crate::quic::{Connection, Endpoint};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Retry and timeout policy of a [`Client`].
 #[derive(Debug, Clone)]
@@ -20,8 +20,13 @@ pub struct ClientConfig {
     pub backoff_ms: u64,
     /// Longest wait for an answer or for the next bytes.
     pub timeout_ms: u64,
+    /// Longest wait for a handshake (a node that is down costs this much).
+    pub connect_timeout_ms: u64,
     /// Accepted clock difference for response timestamps.
     pub window_ms: i64,
+    /// After a failed dial, calls to that node fail at once for this long, so a node that is
+    /// down costs one connect timeout, not one per fragment.
+    pub down_ms: u64,
 }
 
 impl Default for ClientConfig {
@@ -30,7 +35,9 @@ impl Default for ClientConfig {
             attempts_max: 6,
             backoff_ms: 50,
             timeout_ms: 20_000,
+            connect_timeout_ms: 3_000,
             window_ms: 60_000,
+            down_ms: 30_000,
         }
     }
 }
@@ -50,7 +57,9 @@ pub struct Client {
     endpoint: Endpoint,
     config: ClientConfig,
     verifier: Mutex<Verifier>,
-    connections: tokio::sync::Mutex<HashMap<PeerId, Connection>>,
+    connections: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
+    /// Peers whose last dial failed, with when to try again and why.
+    down: Mutex<HashMap<PeerId, (Instant, String)>>,
 }
 
 impl Client {
@@ -59,7 +68,8 @@ impl Client {
             endpoint,
             verifier: Mutex::new(Verifier::new(config.window_ms, 1 << 20)),
             config,
-            connections: tokio::sync::Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
         }
     }
 
@@ -69,24 +79,69 @@ impl Client {
 
     /// The open connection to `addr`, dialing when there is none or it has closed.
     pub async fn connection(&self, addr: &NodeAddr) -> Result<Connection, ProtocolError> {
-        let mut connections = self.connections.lock().await;
-        if let Some(c) = connections.get(&addr.peer)
+        // One slot per peer, locked across its dial: requests to one node share one dial,
+        // dials to different nodes run in parallel.
+        let slot = self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .entry(addr.peer)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref()
             && c.inner.close_reason().is_none()
         {
             return Ok(c.clone());
         }
-        let connection = tokio::time::timeout(self.timeout(), self.endpoint.dial(addr))
-            .await
-            .map_err(|_| ProtocolError::Timeout(self.config.timeout_ms))??;
-        connections.insert(addr.peer, connection.clone());
-        Ok(connection)
+        if let Some((until, why)) = self.down.lock().expect("down lock").get(&addr.peer)
+            && Instant::now() < *until
+        {
+            return Err(ProtocolError::Down(why.clone()));
+        }
+        let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let dialed = match tokio::time::timeout(connect_timeout, self.endpoint.dial(addr)).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(ProtocolError::from(e)),
+            Err(_) => Err(ProtocolError::Timeout(self.config.connect_timeout_ms)),
+        };
+        match dialed {
+            Ok(connection) => {
+                self.down.lock().expect("down lock").remove(&addr.peer);
+                *slot = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(e) => {
+                let until = Instant::now() + Duration::from_millis(self.config.down_ms);
+                let why = format!("{addr} unreachable: {e}");
+                self.down
+                    .lock()
+                    .expect("down lock")
+                    .insert(addr.peer, (until, why.clone()));
+                Err(ProtocolError::Down(why))
+            }
+        }
     }
 
-    /// Drops the cached connection to `peer` (after a failure), so the next call redials.
-    pub async fn forget(&self, peer: &PeerId) {
-        if let Some(c) = self.connections.lock().await.remove(peer) {
-            c.close(ErrorCode::Done, "retrying");
+    /// Dials every node in parallel; returns, per node, whether it answered. Nodes that did
+    /// not are then refused at once for a while instead of costing a timeout per request.
+    pub async fn connect_all(
+        self: &Arc<Self>,
+        addrs: &[NodeAddr],
+    ) -> Vec<Result<(), ProtocolError>> {
+        let mut dials = tokio::task::JoinSet::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let (client, addr) = (self.clone(), addr.clone());
+            dials.spawn(async move { (i, client.connection(&addr).await.map(|_| ())) });
         }
+        let mut results: Vec<Result<(), ProtocolError>> =
+            (0..addrs.len()).map(|_| Ok(())).collect();
+        while let Some(joined) = dials.join_next().await {
+            if let Ok((i, result)) = joined {
+                results[i] = result;
+            }
+        }
+        results
     }
 
     fn timeout(&self) -> Duration {
@@ -176,7 +231,6 @@ impl Client {
                 });
             }
             tracing::debug!(%addr, attempts, "write retry: {failure}");
-            self.forget(&addr.peer).await;
             offset = None;
             tokio::time::sleep(Duration::from_millis(
                 self.config.backoff_ms << (attempts - 1).min(6),
@@ -283,7 +337,6 @@ impl Client {
                 });
             }
             tracing::debug!(%addr, attempts, "read retry: {failure}");
-            self.forget(&addr.peer).await;
             tokio::time::sleep(Duration::from_millis(
                 self.config.backoff_ms << (attempts - 1).min(6),
             ))

@@ -91,6 +91,8 @@ pub enum ProtocolError {
     Corrupt,
     #[error("no answer within {0} ms")]
     Timeout(u64),
+    #[error("node down (recently failed to connect): {0}")]
+    Down(String),
     #[error("gave up after {attempts} attempts; last error: {last}")]
     GaveUp {
         attempts: u32,

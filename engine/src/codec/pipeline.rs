@@ -25,9 +25,16 @@ pub trait FragmentSink {
 
 /// Where decoding finds fragments. Called from worker threads.
 pub trait FragmentSource: Sync {
-    /// Fills `buf` with the fragment named `id`; `Ok(false)` when it is not there or has the
-    /// wrong size. The caller checks the bytes against `id`.
-    fn fetch(&self, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError>;
+    /// Fills `buf` with fragment `index` of segment `segment`, named `id`; `Ok(false)` when it
+    /// is not there or has the wrong size. The caller checks the bytes against `id`. A
+    /// segment's fragments are asked for in index order, until k of them are good.
+    fn fetch(
+        &self,
+        segment: u64,
+        index: usize,
+        id: &Id,
+        buf: &mut [u8],
+    ) -> Result<bool, CodecError>;
 }
 
 /// Reports progress in input (encode) or output (decode) bytes done so far.
@@ -65,7 +72,7 @@ impl FragmentSink for DirFragments {
 }
 
 impl FragmentSource for DirFragments {
-    fn fetch(&self, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError> {
+    fn fetch(&self, _: u64, _: usize, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError> {
         let path = self.path_of(id);
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -381,7 +388,7 @@ fn gather(
             break;
         }
         let slot = buf.fragment_mut(params, i);
-        if !source.fetch(id, slot)? {
+        if !source.fetch(index, i, id, slot)? {
             missing += 1;
         } else if sha256(slot) != *id {
             corrupt += 1;
