@@ -144,15 +144,20 @@ impl Drop for Devnet {
     }
 }
 
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: rustix::process::Signal) -> Result<()> {
+    let Some(target) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        bail!("{pid} is not a process id");
+    };
+    rustix::process::kill_process(target, signal)
+        .with_context(|| format!("signalling process {pid}"))
+}
+
 fn terminate(pid: u32) -> Result<()> {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .context("running kill")?;
-    if !status.success() {
-        bail!("kill -TERM {pid} failed");
-    }
-    Ok(())
+    signal(pid, rustix::process::Signal::TERM)
 }
 
 fn alive(pid: u32) -> bool {

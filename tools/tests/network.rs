@@ -52,7 +52,7 @@ fn stop_node(dir: &Path, i: usize) {
         .unwrap();
     assert!(status.success());
     // Wait until it is gone.
-    let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+    let proc = PathBuf::from(format!("/proc/{pid}"));
     for _ in 0..500 {
         let gone = std::fs::read_to_string(proc.join("stat")).map_or(true, |s| {
             s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
