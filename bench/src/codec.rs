@@ -48,7 +48,7 @@ impl Setup {
     }
 }
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
     ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
     v

@@ -7,12 +7,12 @@
 mod codec;
 mod engine;
 mod report;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cess-bench <engine|codec|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
+const USAGE: &str = "usage: cess-bench <engine|codec|transport|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -40,13 +40,14 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let suites: &[&str] = match suite.as_str() {
-        "all" => &["engine", "codec"],
+        "all" => &["engine", "codec", "transport"],
+        "transport" => &["transport"],
         "engine" => &["engine"],
         "codec" => &["codec"],
         other => {
             eprintln!(
-                "unknown suite {other}: this build has `engine` and `codec` (the other suites \
-                 arrive with their crates)"
+                "unknown suite {other}: this build has `engine`, `codec` and `transport` (the \
+                 other suites arrive with their crates)"
             );
             return ExitCode::from(2);
         }
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
     for (i, name) in suites.iter().enumerate() {
         let result = match *name {
             "engine" => engine::run(&options),
+            "transport" => transport::run(&options),
             _ => codec::run(&options),
         };
         if let Err(e) = result.and_then(|cases| report::emit(name, &cases, &options, i > 0)) {

@@ -69,3 +69,8 @@ fn codec_suite_runs_quick() {
         ],
     );
 }
+
+#[test]
+fn transport_suite_runs_quick() {
+    run_quick("transport", &["stream-8MiB-one-connection"]);
+}
