@@ -271,14 +271,7 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             options.file_mib,
             t0.elapsed().as_secs_f64()
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let key = std::sync::Arc::new(NodeKey::load(&options.dir.join(CLIENT_KEY))?);
-        let client = {
-            let _guard = runtime.enter();
-            crate::net::client(key, cess_transport::ClientConfig::default())?
-        };
+        let (runtime, client) = crate::net::devnet_client(&options.dir)?;
         let no_key = KeyChoice {
             key_file: None,
             passphrase: false,

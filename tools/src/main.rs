@@ -230,29 +230,6 @@ fn node_id(hex: &str) -> Result<NodeId> {
     }
 }
 
-/// A runtime and a client with the local network's client key.
-fn net_client(
-    devnet: &std::path::Path,
-) -> Result<(
-    tokio::runtime::Runtime,
-    std::sync::Arc<cess_transport::Client>,
-)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let key_path = devnet.join(devnet::CLIENT_KEY);
-    let key = cess_transport::NodeKey::load(&key_path)
-        .with_context(|| format!("loading the client key {}", key_path.display()))?;
-    let client = {
-        let _guard = runtime.enter();
-        net::client(
-            std::sync::Arc::new(key),
-            cess_transport::ClientConfig::default(),
-        )?
-    };
-    Ok((runtime, client))
-}
-
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -363,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..CodecParams::default()
             };
             let nodes = net::read_nodes(&devnet.join(devnet::NODES_FILE))?;
-            let (runtime, client) = net_client(&devnet)?;
+            let (runtime, client) = net::devnet_client(&devnet)?;
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
@@ -395,7 +372,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             key,
             passphrase,
         } => {
-            let (runtime, client) = net_client(&devnet)?;
+            let (runtime, client) = net::devnet_client(&devnet)?;
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,

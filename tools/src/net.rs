@@ -50,6 +50,21 @@ pub fn client(key: Arc<NodeKey>, config: ClientConfig) -> Result<Arc<Client>> {
     Ok(Arc::new(Client::new(endpoint, config)))
 }
 
+/// A runtime and a client holding the local network's client key (`<devnet>/client.key`).
+pub fn devnet_client(devnet: &Path) -> Result<(tokio::runtime::Runtime, Arc<Client>)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let key_path = devnet.join(crate::devnet::CLIENT_KEY);
+    let key = NodeKey::load(&key_path)
+        .with_context(|| format!("loading the client key {}", key_path.display()))?;
+    let client = {
+        let _guard = runtime.enter();
+        client(Arc::new(key), ClientConfig::default())?
+    };
+    Ok((runtime, client))
+}
+
 /// What `put` did.
 #[derive(Debug)]
 pub struct PutReport {

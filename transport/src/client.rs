@@ -148,6 +148,46 @@ impl Client {
         Duration::from_millis(self.config.timeout_ms)
     }
 
+    /// After failed attempt number `attempts`: the error to return when the failure is final
+    /// or the attempts are spent; otherwise waits the backoff and returns `Ok` to go again.
+    async fn retry_or_give_up(
+        &self,
+        addr: &NodeAddr,
+        what: &str,
+        attempts: u32,
+        failure: ProtocolError,
+    ) -> Result<(), ProtocolError> {
+        if !failure.is_retryable() || attempts >= self.config.attempts_max {
+            return Err(if attempts > 1 {
+                ProtocolError::GaveUp {
+                    attempts,
+                    last: Box::new(failure),
+                }
+            } else {
+                failure
+            });
+        }
+        tracing::debug!(%addr, attempts, "{what} retry: {failure}");
+        tokio::time::sleep(Duration::from_millis(
+            self.config.backoff_ms << (attempts - 1).min(6),
+        ))
+        .await;
+        Ok(())
+    }
+
+    /// Reads the answer to a request (within the timeout) and checks who signed it.
+    async fn response<M: Signed>(
+        &self,
+        connection: &Connection,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<M, ProtocolError> {
+        let response: M = tokio::time::timeout(self.timeout(), read_message(recv))
+            .await
+            .map_err(|_| ProtocolError::Timeout(self.config.timeout_ms))??;
+        self.verify(connection, &response)?;
+        Ok(response)
+    }
+
     /// Checks a response's signature and that the connection's peer wrote it.
     fn verify<M: Signed>(
         &self,
@@ -220,22 +260,9 @@ impl Client {
                 }),
                 Err(e) => e,
             };
-            if !failure.is_retryable() || attempts >= self.config.attempts_max {
-                return Err(if attempts > 1 {
-                    ProtocolError::GaveUp {
-                        attempts,
-                        last: Box::new(failure),
-                    }
-                } else {
-                    failure
-                });
-            }
-            tracing::debug!(%addr, attempts, "write retry: {failure}");
+            self.retry_or_give_up(addr, "write", attempts, failure)
+                .await?;
             offset = None;
-            tokio::time::sleep(Duration::from_millis(
-                self.config.backoff_ms << (attempts - 1).min(6),
-            ))
-            .await;
         }
     }
 
@@ -269,11 +296,7 @@ impl Client {
             }
         }
         let _ = send.finish();
-        let response: pb::WritefileResponse =
-            tokio::time::timeout(self.timeout(), read_message(&mut recv))
-                .await
-                .map_err(|_| ProtocolError::Timeout(self.config.timeout_ms))??;
-        self.verify(connection, &response)?;
+        let response: pb::WritefileResponse = self.response(connection, &mut recv).await?;
         match Code::from_u32(response.code) {
             Some(Code::Ok) if response.offset == fragment_bytes => Ok(WriteProgress::Stored),
             Some(Code::Ok) => Err(ProtocolError::Message(MessageError::Field {
@@ -326,21 +349,8 @@ impl Client {
             if data.len() > before {
                 attempts = 1; // bytes arrived: count failures afresh from here
             }
-            if !failure.is_retryable() || attempts >= self.config.attempts_max {
-                return Err(if attempts > 1 {
-                    ProtocolError::GaveUp {
-                        attempts,
-                        last: Box::new(failure),
-                    }
-                } else {
-                    failure
-                });
-            }
-            tracing::debug!(%addr, attempts, "read retry: {failure}");
-            tokio::time::sleep(Duration::from_millis(
-                self.config.backoff_ms << (attempts - 1).min(6),
-            ))
-            .await;
+            self.retry_or_give_up(addr, "read", attempts, failure)
+                .await?;
         }
     }
 
@@ -363,11 +373,7 @@ impl Client {
         message::sign(&mut request, self.endpoint.key(), now_ms(), rand::random());
         send.write_all(&message::encode_frame(&request)).await?;
         let _ = send.finish();
-        let response: pb::ReadfileResponse =
-            tokio::time::timeout(self.timeout(), read_message(&mut recv))
-                .await
-                .map_err(|_| ProtocolError::Timeout(self.config.timeout_ms))??;
-        self.verify(connection, &response)?;
+        let response: pb::ReadfileResponse = self.response(connection, &mut recv).await?;
         match Code::from_u32(response.code) {
             Some(Code::Ok) => {}
             Some(code) => {
