@@ -6,13 +6,14 @@
 
 mod codec;
 mod engine;
+mod proofs;
 mod report;
 mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cess-bench <engine|codec|transport|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
+const USAGE: &str = "usage: cess-bench <engine|codec|transport|proofs|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -40,13 +41,14 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let suites: &[&str] = match suite.as_str() {
-        "all" => &["engine", "codec", "transport"],
+        "all" => &["engine", "codec", "transport", "proofs"],
+        "proofs" => &["proofs"],
         "transport" => &["transport"],
         "engine" => &["engine"],
         "codec" => &["codec"],
         other => {
             eprintln!(
-                "unknown suite {other}: this build has `engine`, `codec` and `transport` (the \
+                "unknown suite {other}: this build has `engine`, `codec`, `transport` and `proofs` (the \
                  other suites arrive with their crates)"
             );
             return ExitCode::from(2);
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         let result = match *name {
             "engine" => engine::run(&options),
             "transport" => transport::run(&options),
+            "proofs" => proofs::run(&options),
             _ => codec::run(&options),
         };
         if let Err(e) = result.and_then(|cases| report::emit(name, &cases, &options, i > 0)) {

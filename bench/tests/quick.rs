@@ -74,3 +74,19 @@ fn codec_suite_runs_quick() {
 fn transport_suite_runs_quick() {
     run_quick("transport", &["stream-8MiB-one-connection"]);
 }
+
+#[test]
+fn proofs_suite_runs_quick() {
+    run_quick(
+        "proofs",
+        &[
+            "tag-vs-naive-msm",
+            "prove-1",
+            "prove-10",
+            "prove-100",
+            "verify-10000-vs-1",
+            "msm-blst-vs-arkworks",
+            "pairing-blst-vs-arkworks",
+        ],
+    );
+}

@@ -576,6 +576,26 @@ impl Store {
         })
     }
 
+    /// Many range reads (key, offset, length) issued together, at most `in_flight` waiting at a
+    /// time, so the shards overlap them; results come back in request order.
+    pub fn read_many(
+        &self,
+        reads: &[(Key, u64, u64)],
+        in_flight: usize,
+    ) -> Vec<Result<ReadBuf, StoreError>> {
+        let mut out = Vec::with_capacity(reads.len());
+        let mut waiting = VecDeque::with_capacity(in_flight.max(1));
+        for &(key, offset, len_bytes) in reads {
+            if waiting.len() >= in_flight.max(1) {
+                let oldest: Pending<ReadBuf> = waiting.pop_front().expect("the queue is full");
+                out.push(oldest.wait());
+            }
+            waiting.push_back(self.read(key, offset, len_bytes));
+        }
+        out.extend(waiting.into_iter().map(Pending::wait));
+        out
+    }
+
     /// Deletes a fragment; `Ok(false)` if it was not there.
     pub fn delete(&self, key: Key) -> Pending<bool> {
         self.call(self.shard_of(&key), |reply| Request::Delete { key, reply })

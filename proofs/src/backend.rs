@@ -21,6 +21,9 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
 
     /// out[k] = scalars[k]·points[k].
     fn batch_mul(&self, points: &[G1], scalars: &[Scalar]) -> Vec<G1>;
+
+    /// out[k] = scalars[k]·g₁ (fixed base).
+    fn generator_mul(&self, scalars: &[Scalar]) -> Vec<G1>;
 }
 
 /// The CPU backend on blst, one thread.
@@ -61,5 +64,9 @@ impl Backend for CpuBackend {
     fn batch_mul(&self, points: &[G1], scalars: &[Scalar]) -> Vec<G1> {
         assert_eq!(points.len(), scalars.len());
         points.iter().zip(scalars).map(|(p, s)| p.mul(s)).collect()
+    }
+
+    fn generator_mul(&self, scalars: &[Scalar]) -> Vec<G1> {
+        scalars.iter().map(curve::generator_mul).collect()
     }
 }

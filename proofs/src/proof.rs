@@ -86,6 +86,20 @@ pub trait ProofSource {
         offset_bytes: u64,
         buf: &mut [u8],
     ) -> Result<(), Self::Error>;
+
+    /// All of a challenge's reads at once: `bufs[k]` gets `bufs[k].len()` bytes of fragment
+    /// `reads[k].0` from offset `reads[k].1`. A source that can overlap reads (an engine store)
+    /// overrides this; on failure it says which read failed.
+    fn read_many(
+        &mut self,
+        reads: &[(FragmentId, u64)],
+        bufs: &mut [Vec<u8>],
+    ) -> Result<(), (usize, Self::Error)> {
+        for (k, ((id, offset), buf)) in reads.iter().zip(bufs.iter_mut()).enumerate() {
+            self.read(id, *offset, buf).map_err(|e| (k, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Why no proof could be made.
@@ -144,7 +158,10 @@ pub fn prove<S: ProofSource>(
     let mut mu = vec![Scalar::ZERO; s as usize];
     let mut tag_points = Vec::with_capacity(challenge.block_total());
     let mut nus = Vec::with_capacity(challenge.block_total());
-    let mut buf = vec![0u8; block_len as usize];
+    // Tags first (small, from metadata), then every challenged block in one batch of reads.
+    let mut reads = Vec::with_capacity(challenge.block_total());
+    let mut bufs = Vec::with_capacity(challenge.block_total());
+    let mut all_tags = Vec::with_capacity(challenge.fragments().len());
     for fragment in challenge.fragments() {
         let name = hex(&fragment.id);
         let started = Instant::now();
@@ -173,33 +190,48 @@ pub fn prove<S: ProofSource>(
         for block in &fragment.blocks {
             let offset = u64::from(block.index) * block_len;
             let len = block_len.min(fragment.len_bytes - offset) as usize;
-            let started = Instant::now();
-            source
-                .read(&fragment.id, offset, &mut buf[..len])
-                .map_err(|e| ProveError::Source {
-                    fragment: name.clone(),
-                    source: Box::new(e),
-                })?;
-            stats.read_ns += started.elapsed().as_nanos() as u64;
+            reads.push((fragment.id, offset));
+            bufs.push(vec![0u8; len]);
             stats.bytes_read += len as u64;
-
-            let started = Instant::now();
-            backend.sector_axpy(&mut mu, &block.nu.premul(), &buf[..len]);
-            stats.combine_ns += started.elapsed().as_nanos() as u64;
-
-            let started = Instant::now();
-            let tag = tags
-                .tag(u64::from(block.index))
-                .map_err(|source| ProveError::Tags {
-                    fragment: name.clone(),
-                    source,
-                })?;
-            tag_points.push(tag);
-            nus.push(block.nu);
-            stats.tags_ns += started.elapsed().as_nanos() as u64;
         }
+        all_tags.push(tags);
         stats.fragments += 1;
         stats.blocks += fragment.blocks.len();
+    }
+    let started = Instant::now();
+    source
+        .read_many(&reads, &mut bufs)
+        .map_err(|(k, e)| ProveError::Source {
+            fragment: hex(&reads[k].0),
+            source: Box::new(e),
+        })?;
+    stats.read_ns = started.elapsed().as_nanos() as u64;
+
+    let blocks = challenge
+        .fragments()
+        .iter()
+        .zip(&all_tags)
+        .flat_map(|(fragment, tags)| {
+            fragment
+                .blocks
+                .iter()
+                .map(move |block| (fragment, tags, block))
+        });
+    for ((fragment, tags, block), buf) in blocks.zip(&bufs) {
+        let started = Instant::now();
+        backend.sector_axpy(&mut mu, &block.nu.premul(), buf);
+        stats.combine_ns += started.elapsed().as_nanos() as u64;
+
+        let started = Instant::now();
+        let tag = tags
+            .tag(u64::from(block.index))
+            .map_err(|source| ProveError::Tags {
+                fragment: hex(&fragment.id),
+                source,
+            })?;
+        tag_points.push(tag);
+        nus.push(block.nu);
+        stats.tags_ns += started.elapsed().as_nanos() as u64;
     }
     let started = Instant::now();
     let sigma = backend.msm(&tag_points, &nus, NU_BITS).to_affine();

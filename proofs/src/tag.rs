@@ -142,15 +142,13 @@ pub fn tag_fragment(
     let block_len = block_bytes(s) as usize;
     let blocks: Vec<&[u8]> = data.chunks(block_len).collect();
     let mut encoded_tags = Vec::with_capacity(blocks.len() * G1_BYTES);
-    let generator = G1::generator();
     for (batch_index, batch) in blocks.chunks(BATCH_BLOCKS).enumerate() {
         let first = batch_index * BATCH_BLOCKS;
         let sums: Vec<Scalar> = batch
             .iter()
             .map(|block| backend.sector_dot(key.alphas_premul(), block))
             .collect();
-        let generators = vec![generator; batch.len()];
-        let combined = backend.batch_mul(&generators, &sums);
+        let combined = backend.generator_mul(&sums);
         let points: Vec<G1> = combined
             .iter()
             .enumerate()
