@@ -304,6 +304,7 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
         );
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let (mut msm_share, mut read_share, mut blocks) = (Vec::new(), Vec::new(), 0);
+        let (mut tags_share, mut combine_share) = (Vec::new(), Vec::new());
         for round in 0..sizes.runs.max(3) as u64 {
             let challenge = derive(key, &set, round)?;
             let mut source = EngineSource { store: &store };
@@ -314,6 +315,8 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
             ours.push(total_ns / 1e6);
             msm_share.push(stats.msm_ns as f64 / total_ns);
             read_share.push(stats.read_ns as f64 / total_ns);
+            tags_share.push(stats.tags_ns as f64 / total_ns);
+            combine_share.push(stats.combine_ns as f64 / total_ns);
             blocks = stats.blocks;
             if verify(key.public(), &challenge, &proof, &CpuBackend) != Verdict::Valid {
                 return Err(format!("prove-{count}: the proof did not verify"));
@@ -344,9 +347,12 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
         );
         case.note = format!(
             "{count} fragments stored, {blocks} blocks challenged; share of time in MSM {:.0} %, \
-             in reading {:.0} %",
+             in reading {:.0} %, in loading and checking tags {:.0} %, in combining sectors \
+             (μ) {:.0} %",
             100.0 * median(&mut msm_share),
-            100.0 * median(&mut read_share)
+            100.0 * median(&mut read_share),
+            100.0 * median(&mut tags_share),
+            100.0 * median(&mut combine_share)
         );
         cases.push(case);
     }
