@@ -96,6 +96,24 @@ fn ranges_meta_list_and_exact_stats() {
         let got = store.read(*key, offset as u64, len as u64).wait().unwrap();
         assert_eq!(&*got, &data[offset..offset + len], "range {offset}+{len}");
     }
+    // Batched range reads across fragments and shards come back in request order; a bad
+    // one fails alone.
+    let mut requests: Vec<(Key, u64, u64)> = frags[1..]
+        .iter()
+        .map(|(k, d)| (*k, (d.len() / 3) as u64, (d.len() / 2) as u64))
+        .collect();
+    requests.push((*key, data.len() as u64 + 1, 1));
+    for in_flight in [1, 4, 64] {
+        let results = store.read_many(&requests, in_flight);
+        assert_eq!(results.len(), requests.len());
+        for ((_, d), got) in frags[1..].iter().zip(&results) {
+            assert_eq!(
+                &**got.as_ref().unwrap(),
+                &d[d.len() / 3..d.len() / 3 + d.len() / 2]
+            );
+        }
+        assert!(results.last().unwrap().is_err());
+    }
     store.set_meta(*key, b"tags").wait().unwrap();
     assert_eq!(store.meta(*key).wait().unwrap(), b"tags");
     let listed: Vec<_> = store.list().map(Result::unwrap).collect();

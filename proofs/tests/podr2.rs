@@ -148,6 +148,30 @@ fn a_missing_or_substituted_block_is_caught() {
     ));
 }
 
+/// Two challenged blocks' bytes swapped with each other (reordered data).
+#[test]
+fn reordered_blocks_are_caught() {
+    let key = key(14, 8);
+    let pk = key.public();
+    let (source, set) = store(&key, 1, &[248 * 10], 14);
+    let ch = challenge(pk, &set, 8, 1, small_params());
+    let target = &ch.fragments()[0];
+    let (a, b) = (
+        target.blocks[0].index as usize,
+        target.blocks[1].index as usize,
+    );
+    let mut reordered = source.clone();
+    let data = reordered.data.get_mut(&target.id).unwrap();
+    let block_a = data[a * 248..(a + 1) * 248].to_vec();
+    data.copy_within(b * 248..(b + 1) * 248, a * 248);
+    data[b * 248..(b + 1) * 248].copy_from_slice(&block_a);
+    let proof = prove_ok(pk, &ch, &mut reordered);
+    assert_eq!(
+        verify(pk, &ch, &proof, &CpuBackend),
+        Verdict::Invalid(InvalidReason::EquationFails)
+    );
+}
+
 /// One bit of a stored tag: either refused at decode, or a valid point that fails the check.
 #[test]
 fn a_flipped_bit_in_a_tag_is_caught() {
