@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 struct MemStore {
     fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    /// (fragment, offset) of every store read the server made.
+    reads: Mutex<Vec<([u8; 32], u64)>>,
 }
 
 impl FragmentStore for MemStore {
@@ -39,6 +41,7 @@ impl FragmentStore for MemStore {
         Ok(())
     }
     async fn read(&self, id: [u8; 32], offset: u64, len_bytes: u64) -> Result<Vec<u8>, StoreFault> {
+        self.reads.lock().unwrap().push((id, offset));
         let fragments = self.fragments.lock().unwrap();
         let f = fragments.get(&id).ok_or(StoreFault::NotFound)?;
         Ok(f[offset as usize..(offset + len_bytes) as usize].to_vec())
@@ -369,4 +372,53 @@ async fn many_fragments_in_flight_on_one_connection() {
     node.server
         .shutdown(&node.endpoint, std::time::Duration::from_secs(1))
         .await;
+}
+
+#[tokio::test]
+async fn a_read_cut_at_random_points_resumes_where_it_stopped() {
+    let node = start_node(ServerConfig::default());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(43);
+    let mut resumed = 0;
+    for round in 0..8u64 {
+        let (data, id) = fragment(300 + round, 4 << 20);
+        node.store
+            .fragments
+            .lock()
+            .unwrap()
+            .insert(id, data.to_vec());
+        let client = Arc::new(client_with(NodeKey::generate()));
+        let reader = {
+            let (client, addr) = (client.clone(), node.addr.clone());
+            tokio::spawn(async move { client.read_fragment(&addr, FILE, id).await })
+        };
+        // Once the node has started sending, cut the connection after a random delay.
+        let reads_of = |node: &Node| {
+            let reads = node.store.reads.lock().unwrap();
+            reads
+                .iter()
+                .filter(|(r, _)| *r == id)
+                .map(|(_, o)| *o)
+                .collect::<Vec<_>>()
+        };
+        while reads_of(&node).is_empty() {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(rng.random_range(0..8000))).await;
+        if !reader.is_finished() {
+            let connection = client.connection(&node.addr).await.unwrap();
+            connection.inner.close(0u32.into(), b"cut");
+        }
+        let got = reader
+            .await
+            .unwrap()
+            .expect("the read resumes after the cut");
+        assert_eq!(got, data[..], "round {round}");
+        let offsets = reads_of(&node);
+        assert_eq!(offsets[0], 0);
+        // A resumed read asks from what it already has, not from the start.
+        if offsets.len() > 1 && offsets[1..].iter().all(|&o| o > 0) {
+            resumed += 1;
+        }
+    }
+    assert!(resumed > 0, "no read was cut mid-way and resumed");
 }
