@@ -36,6 +36,16 @@ impl std::fmt::Debug for Tags {
 }
 
 impl Tags {
+    fn made_by(key: &SecretKey, id: &FragmentId, len_bytes: usize, encoded_tags: Vec<u8>) -> Tags {
+        Tags {
+            sectors_per_block: key.sectors_per_block(),
+            len_bytes: len_bytes as u64,
+            tagger: key.public().id(),
+            fragment: *id,
+            encoded_tags,
+        }
+    }
+
     pub fn tagger(&self) -> TaggerId {
         self.tagger
     }
@@ -160,13 +170,7 @@ pub fn tag_fragment(
             encoded_tags.extend_from_slice(&tag.compress());
         }
     }
-    Ok(Tags {
-        sectors_per_block: s,
-        len_bytes: data.len() as u64,
-        tagger: key.public().id(),
-        fragment: *id,
-        encoded_tags,
-    })
+    Ok(Tags::made_by(key, id, data.len(), encoded_tags))
 }
 
 /// The textbook way, for tests and the benchmark baseline: σ_i = (H(id‖i)·Π_j u_j^{m_ij})^x
@@ -191,11 +195,5 @@ pub fn tag_fragment_naive(
         let tag = block_point(id, i as u32).add(&product).mul(key.x());
         encoded_tags.extend_from_slice(&tag.to_affine().compress());
     }
-    Ok(Tags {
-        sectors_per_block: s,
-        len_bytes: data.len() as u64,
-        tagger: key.public().id(),
-        fragment: *id,
-        encoded_tags,
-    })
+    Ok(Tags::made_by(key, id, data.len(), encoded_tags))
 }

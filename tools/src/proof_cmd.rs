@@ -94,23 +94,30 @@ fn open_store(target: &Path, node_id: cess_engine::NodeId) -> Result<Store> {
     .with_context(|| format!("opening store {}", target.display()))
 }
 
-/// Fragment files of a directory by id (SHA-256 of their bytes); `.tags` files are skipped.
-fn dir_fragments(dir: &Path) -> Result<HashMap<FragmentId, (PathBuf, u64)>> {
-    let mut out = HashMap::new();
+/// The fragment files of a directory (`.tags` and `.manifest` files are not fragments).
+fn dir_fragment_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
-        if !path.is_file()
-            || path
+        if path.is_file()
+            && !path
                 .extension()
                 .is_some_and(|e| e == "tags" || e == "manifest")
         {
-            continue;
+            files.push(path);
         }
+    }
+    Ok(files)
+}
+
+/// Fragment files of a directory by id (SHA-256 of their bytes); empty files are skipped.
+fn dir_fragments(dir: &Path) -> Result<HashMap<FragmentId, (PathBuf, u64)>> {
+    let mut out = HashMap::new();
+    for path in dir_fragment_files(dir)? {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        if bytes.is_empty() {
-            continue;
+        if !bytes.is_empty() {
+            out.insert(Sha256::digest(&bytes).into(), (path, bytes.len() as u64));
         }
-        out.insert(Sha256::digest(&bytes).into(), (path, bytes.len() as u64));
     }
     ensure!(!out.is_empty(), "no fragment files in {}", dir.display());
     Ok(out)
@@ -138,13 +145,21 @@ pub fn tag(key_path: &Path, holding: &Holding) -> Result<()> {
     let already = |blob: &[u8]| Tags::decode(blob).is_ok_and(|t| t.tagger() == key.public().id());
     match holding {
         Holding::Dir(dir) => {
-            for (id, (path, _)) in dir_fragments(dir)? {
+            // Each file is read once: its id is the hash of the bytes about to be tagged.
+            let files = dir_fragment_files(dir)?;
+            ensure!(!files.is_empty(), "no fragment files in {}", dir.display());
+            for path in files {
                 let tags_file = tags_path(&path);
                 if std::fs::read(&tags_file).is_ok_and(|b| already(&b)) {
                     skipped += 1;
                     continue;
                 }
-                let data = std::fs::read(&path)?;
+                let data =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                if data.is_empty() {
+                    continue;
+                }
+                let id: FragmentId = Sha256::digest(&data).into();
                 let tags = tag_fragment(&key, &CpuBackend, &id, &data)
                     .with_context(|| format!("tagging {}", path.display()))?;
                 std::fs::write(&tags_file, tags.encode())
