@@ -16,6 +16,22 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
     /// acc[j] += coeff·m_j for every sector m_j of `block` (at most `acc.len()` sectors).
     fn sector_axpy(&self, acc: &mut [Scalar], coeff: &PremulScalar, block: &[u8]);
 
+    /// out[i] = Σ_j coeffs[j]·m_ij for every block i of `data`, blocks of `coeffs.len()`
+    /// sectors (the last one may be short). One call per batch lets a GPU take all at once.
+    fn sector_dot_rows(&self, coeffs: &[PremulScalar], data: &[u8]) -> Vec<Scalar> {
+        data.chunks(coeffs.len() * SECTOR_BYTES)
+            .map(|block| self.sector_dot(coeffs, block))
+            .collect()
+    }
+
+    /// acc[j] += Σ_i coeffs[i]·m_ij over the sectors m_ij of `blocks[i]`.
+    fn sector_combine(&self, acc: &mut [Scalar], coeffs: &[Scalar], blocks: &[&[u8]]) {
+        assert_eq!(coeffs.len(), blocks.len());
+        for (coeff, block) in coeffs.iter().zip(blocks) {
+            self.sector_axpy(acc, &coeff.premul(), block);
+        }
+    }
+
     /// Σ scalars[k]·points[k], using the low `nbits` bits of each scalar.
     fn msm(&self, points: &[G1Affine], scalars: &[Scalar], nbits: usize) -> G1;
 

@@ -14,12 +14,13 @@ use blst::{
     BLST_ERROR, MultiPoint, blst_final_exp, blst_fp12, blst_fp12_is_one, blst_fp12_mul, blst_fr,
     blst_fr_add, blst_fr_from_scalar, blst_fr_mul, blst_hash_to_g1, blst_miller_loop, blst_p1,
     blst_p1_add_or_double, blst_p1_add_or_double_affine, blst_p1_affine, blst_p1_affine_compress,
-    blst_p1_affine_generator, blst_p1_affine_in_g1, blst_p1_affine_is_inf, blst_p1_cneg,
-    blst_p1_from_affine, blst_p1_generator, blst_p1_is_equal, blst_p1_is_inf, blst_p1_mult,
-    blst_p1_to_affine, blst_p1_uncompress, blst_p1s_to_affine, blst_p2, blst_p2_affine,
-    blst_p2_affine_compress, blst_p2_affine_generator, blst_p2_affine_in_g2, blst_p2_affine_is_inf,
-    blst_p2_mult, blst_p2_to_affine, blst_p2_uncompress, blst_scalar, blst_scalar_fr_check,
-    blst_scalar_from_fr, blst_scalar_from_lendian,
+    blst_p1_affine_generator, blst_p1_affine_in_g1, blst_p1_affine_is_inf,
+    blst_p1_affine_serialize, blst_p1_cneg, blst_p1_deserialize, blst_p1_from_affine,
+    blst_p1_generator, blst_p1_is_equal, blst_p1_is_inf, blst_p1_mult, blst_p1_to_affine,
+    blst_p1_uncompress, blst_p1s_to_affine, blst_p2, blst_p2_affine, blst_p2_affine_compress,
+    blst_p2_affine_generator, blst_p2_affine_in_g2, blst_p2_affine_is_inf, blst_p2_mult,
+    blst_p2_to_affine, blst_p2_uncompress, blst_scalar, blst_scalar_fr_check, blst_scalar_from_fr,
+    blst_scalar_from_lendian,
 };
 
 /// Bytes of a compressed G1 point.
@@ -169,6 +170,19 @@ impl Scalar {
 pub struct PremulScalar(blst_fr);
 
 impl PremulScalar {
+    /// The scalar a itself (the inverse of [`Scalar::premul`]).
+    pub fn scalar(&self) -> Scalar {
+        let mut raw = blst_scalar::default();
+        // SAFETY: valid pointers; the canonical integer of this element is aR mod r, whose
+        // limbs are the Montgomery representation of a.
+        unsafe { blst_scalar_from_fr(&mut raw, &self.0) };
+        let mut out = blst_fr::default();
+        for (k, limb) in out.l.iter_mut().enumerate() {
+            *limb = u64::from_le_bytes(raw.b[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        }
+        Scalar(out)
+    }
+
     /// `acc + a·m`, where m is the little-endian integer in `sector` (at most 31 bytes).
     #[inline]
     pub fn mul_sector_add(&self, sector: &[u8], acc: &Scalar) -> Scalar {
@@ -400,6 +414,28 @@ impl G1Affine {
         unsafe { blst_p1_from_affine(&mut out, &self.0) };
         G1(out)
     }
+
+    /// The 96-byte uncompressed encoding (the identity as 0x40 then zeros), the form the GPU
+    /// kernels take.
+    pub fn to_uncompressed(&self) -> [u8; 2 * G1_BYTES] {
+        let mut out = [0u8; 2 * G1_BYTES];
+        // SAFETY: `out` has the 96 bytes blst writes.
+        unsafe { blst_p1_affine_serialize(out.as_mut_ptr(), &self.0) };
+        out
+    }
+}
+
+/// Decodes an uncompressed point computed by a backend from points of G1: checks the encoding
+/// and the curve (a corrupted result is refused) but not the subgroup, which the group law
+/// preserves. The identity is allowed.
+pub fn g1_from_backend_uncompressed(bytes: &[u8; 2 * G1_BYTES]) -> Result<G1, PointError> {
+    let mut affine = blst_p1_affine::default();
+    // SAFETY: `bytes` holds the 96 bytes blst reads; `affine` is valid.
+    let err = unsafe { blst_p1_deserialize(&mut affine, bytes.as_ptr()) };
+    if err != BLST_ERROR::BLST_SUCCESS {
+        return Err(point_error(err));
+    }
+    Ok(G1Affine(affine).to_projective())
 }
 
 /// A G2 point in affine form, on the curve, in the subgroup, not the identity.

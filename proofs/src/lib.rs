@@ -10,12 +10,15 @@
 //!
 //! Layout: [`curve`] wraps blst (the crate's only unsafe code) with checked decodes;
 //! [`keys`], [`tag`], [`challenge`], [`proof`] are the scheme; [`backend`] holds the heavy
-//! operations behind a trait (CPU here, GPU from `cess-kernels` later).
+//! operations behind a trait: [`CpuBackend`] on blst, and with the `gpu` feature
+//! [`GpuBackend`] on `cess-kernels`.
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod challenge;
 pub mod curve;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod keys;
 pub mod proof;
 pub mod tag;
@@ -23,6 +26,8 @@ pub mod tag;
 pub use backend::{Backend, CpuBackend};
 pub use challenge::{Challenge, ChallengeInputs, ChallengeParams, FragmentSet};
 pub use curve::PointError;
+#[cfg(feature = "gpu")]
+pub use gpu::GpuBackend;
 pub use keys::{PublicKey, SecretKey, TaggerId};
 pub use proof::{
     BatchItem, InvalidReason, Proof, ProofSource, ProveError, ProveStats, Verdict, batch_verify,

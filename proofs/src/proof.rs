@@ -217,11 +217,16 @@ pub fn prove<S: ProofSource>(
                 .iter()
                 .map(move |block| (fragment, tags, block))
         });
-    for ((fragment, tags, block), buf) in blocks.zip(&bufs) {
-        let started = Instant::now();
-        backend.sector_axpy(&mut mu, &block.nu.premul(), buf);
-        stats.combine_ns += started.elapsed().as_nanos() as u64;
-
+    let started = Instant::now();
+    let block_nus: Vec<Scalar> = challenge
+        .fragments()
+        .iter()
+        .flat_map(|fragment| fragment.blocks.iter().map(|block| block.nu))
+        .collect();
+    let block_bufs: Vec<&[u8]> = bufs.iter().map(|b| b.as_slice()).collect();
+    backend.sector_combine(&mut mu, &block_nus, &block_bufs);
+    stats.combine_ns += started.elapsed().as_nanos() as u64;
+    for (fragment, tags, block) in blocks {
         let started = Instant::now();
         let tag = tags
             .tag(u64::from(block.index))

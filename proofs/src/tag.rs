@@ -154,10 +154,9 @@ pub fn tag_fragment(
     let mut encoded_tags = Vec::with_capacity(blocks.len() * G1_BYTES);
     for (batch_index, batch) in blocks.chunks(BATCH_BLOCKS).enumerate() {
         let first = batch_index * BATCH_BLOCKS;
-        let sums: Vec<Scalar> = batch
-            .iter()
-            .map(|block| backend.sector_dot(key.alphas_premul(), block))
-            .collect();
+        let batch_data =
+            &data[first * block_len..((first + batch.len()) * block_len).min(data.len())];
+        let sums: Vec<Scalar> = backend.sector_dot_rows(key.alphas_premul(), batch_data);
         let combined = backend.generator_mul(&sums);
         let points: Vec<G1> = combined
             .iter()
