@@ -6,6 +6,7 @@
 
 mod codec;
 mod engine;
+mod kernels;
 mod proofs;
 mod report;
 mod transport;
@@ -13,7 +14,7 @@ mod transport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cess-bench <engine|codec|transport|proofs|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
+const USAGE: &str = "usage: cess-bench <engine|codec|transport|proofs|kernels|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -41,14 +42,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let suites: &[&str] = match suite.as_str() {
-        "all" => &["engine", "codec", "transport", "proofs"],
+        "all" => &["engine", "codec", "transport", "proofs", "kernels"],
         "proofs" => &["proofs"],
+        "kernels" => &["kernels"],
         "transport" => &["transport"],
         "engine" => &["engine"],
         "codec" => &["codec"],
         other => {
             eprintln!(
-                "unknown suite {other}: this build has `engine`, `codec`, `transport` and `proofs` (the \
+                "unknown suite {other}: this build has `engine`, `codec`, `transport`, `proofs` and `kernels` (the \
                  other suites arrive with their crates)"
             );
             return ExitCode::from(2);
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
             "engine" => engine::run(&options),
             "transport" => transport::run(&options),
             "proofs" => proofs::run(&options),
+            "kernels" => kernels::run(&options),
             _ => codec::run(&options),
         };
         if let Err(e) = result.and_then(|cases| report::emit(name, &cases, &options, i > 0)) {

@@ -90,3 +90,8 @@ fn proofs_suite_runs_quick() {
         ],
     );
 }
+
+#[test]
+fn kernels_suite_runs_quick() {
+    run_quick("kernels", &["msm-2^10", "tag-64KiB"]);
+}

@@ -51,7 +51,10 @@ pub const FR: FieldParams<8> = FieldParams {
 };
 
 /// Big-endian bytes (the encodings' order) to little-endian limbs. `bytes.len()` is 4·N.
-#[allow(clippy::big_endian_bytes, reason = "the ZCash point encoding is big-endian")]
+#[allow(
+    clippy::big_endian_bytes,
+    reason = "the ZCash point encoding is big-endian"
+)]
 pub fn limbs_from_be<const N: usize>(bytes: &[u8]) -> [u32; N] {
     assert_eq!(bytes.len(), 4 * N);
     let mut limbs = [0u32; N];
@@ -63,7 +66,10 @@ pub fn limbs_from_be<const N: usize>(bytes: &[u8]) -> [u32; N] {
 }
 
 /// Little-endian limbs to big-endian bytes.
-#[allow(clippy::big_endian_bytes, reason = "the ZCash point encoding is big-endian")]
+#[allow(
+    clippy::big_endian_bytes,
+    reason = "the ZCash point encoding is big-endian"
+)]
 pub fn limbs_to_be<const N: usize>(limbs: &[u32; N], out: &mut [u8]) {
     assert_eq!(out.len(), 4 * N);
     for (i, limb) in limbs.iter().enumerate() {
