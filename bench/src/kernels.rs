@@ -3,7 +3,7 @@
 //! reports times over small sizes only; the goals (`msm-2^20` ≥ 10× the CPU, `tag-64MiB` ≥
 //! 1 GB/s) apply on a real GPU.
 
-use crate::report::{Case, Latency, Options, median, spread};
+use crate::report::{Case, Options};
 use cess_proofs::curve::{self, G1, G1Affine, Scalar};
 use cess_proofs::{Backend, CpuBackend, FragmentId, GpuBackend, SecretKey, tag_fragment};
 use rand::{RngCore, SeedableRng};
@@ -126,22 +126,10 @@ fn msm_case(
             return Err(format!("{name}: the GPU and CPU results differ"));
         }
     }
-    let goal = (n == 1 << 20 && !software).then_some(10.0);
-    Ok(Case {
-        name,
-        metric: "time",
-        unit: "ms",
-        spread: spread(&ours),
-        runs: ours.len(),
-        value: median(&mut ours),
-        baseline: format!("blst MSM on {} cores", cores()),
-        baseline_value: median(&mut theirs),
-        lower_is_better: true,
-        goal,
-        latency: Latency::default(),
-        baseline_latency: None,
-        note: format!("{n} points, 255-bit scalars; results agree"),
-    })
+    let mut case = Case::from_times(name, ours, theirs, format!("blst MSM on {} cores", cores()));
+    case.goal = (n == 1 << 20 && !software).then_some(10.0);
+    case.note = format!("{n} points, 255-bit scalars; results agree");
+    Ok(case)
 }
 
 fn tag_case(

@@ -2,7 +2,7 @@
 //! against reading the same blocks, verification cost against store size, and blst against
 //! arkworks on the primitives.
 
-use crate::report::{Case, Latency, Options, median, spread};
+use crate::report::{Case, Options, median};
 use ark_ec::pairing::Pairing;
 use ark_ec::{CurveGroup, VariableBaseMSM};
 use ark_serialize::CanonicalDeserialize;
@@ -72,24 +72,6 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
 
 fn key() -> SecretKey {
     SecretKey::from_seed(&[0x42; 32], SECTORS_PER_BLOCK_DEFAULT).expect("bench key")
-}
-
-fn time_case(name: String, mut ours: Vec<f64>, mut theirs: Vec<f64>, baseline: String) -> Case {
-    Case {
-        name,
-        metric: "time",
-        unit: "ms",
-        spread: spread(&ours),
-        runs: ours.len(),
-        value: median(&mut ours),
-        baseline,
-        baseline_value: median(&mut theirs),
-        lower_is_better: true,
-        goal: None,
-        latency: Latency::default(),
-        baseline_latency: None,
-        note: String::new(),
-    }
 }
 
 fn ms(f: impl FnOnce()) -> f64 {
@@ -339,7 +321,7 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
                 }
             }));
         }
-        let mut case = time_case(
+        let mut case = Case::from_times(
             format!("prove-{count}"),
             ours,
             theirs,
@@ -450,7 +432,7 @@ fn verify_case(key: &SecretKey, sizes: &Sizes) -> Result<Case, String> {
             }
         }
     }
-    let mut case = time_case(
+    let mut case = Case::from_times(
         "verify-10000-vs-1".into(),
         t_many,
         t_one,
@@ -504,7 +486,7 @@ fn msm_case(sizes: &Sizes) -> Case {
         let ours_affine = ours_point.expect("ran").to_affine();
         agree &= ark_g1(&ours_affine) == theirs_point.expect("ran").into_affine();
     }
-    let mut case = time_case(
+    let mut case = Case::from_times(
         "msm-blst-vs-arkworks".into(),
         ours,
         theirs,
@@ -537,7 +519,7 @@ fn pairing_case(sizes: &Sizes) -> Case {
             }) / sizes.pairings as f64,
         );
     }
-    let mut case = time_case(
+    let mut case = Case::from_times(
         "pairing-blst-vs-arkworks".into(),
         ours,
         theirs,

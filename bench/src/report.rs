@@ -91,6 +91,32 @@ impl Case {
     }
 }
 
+impl Case {
+    /// A lower-is-better time case (ms) from per-run times, ours and the baseline's.
+    pub fn from_times(
+        name: String,
+        mut ours: Vec<f64>,
+        mut theirs: Vec<f64>,
+        baseline: String,
+    ) -> Case {
+        Case {
+            name,
+            metric: "time",
+            unit: "ms",
+            spread: spread(&ours),
+            runs: ours.len(),
+            value: median(&mut ours),
+            baseline,
+            baseline_value: median(&mut theirs),
+            lower_is_better: true,
+            goal: None,
+            latency: Latency::default(),
+            baseline_latency: None,
+            note: String::new(),
+        }
+    }
+}
+
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]

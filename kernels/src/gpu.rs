@@ -268,23 +268,14 @@ impl Device {
         Ok(ModulePipelines { layout, entries })
     }
 
-    /// A storage buffer holding `words` (at least 4 bytes: empty bindings are not allowed).
+    /// A storage buffer holding `words`.
     pub fn buffer_from(&self, label: &str, words: &[u32]) -> wgpu::Buffer {
-        let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        if bytes.is_empty() {
-            bytes.extend_from_slice(&[0; 4]);
-        }
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &bytes,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.buffer_from_bytes(label, &bytes)
     }
 
-    /// A storage buffer of `bytes` raw bytes, padded with zeros to a whole word.
+    /// A storage buffer of `bytes` raw bytes, padded with zeros to a whole word (at least one:
+    /// empty bindings are not allowed).
     pub fn buffer_from_bytes(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
         let mut padded = bytes.to_vec();
         padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);

@@ -59,7 +59,7 @@ impl Module {
             Module::Ops => 2,
             Module::Msm => 7,
             Module::ScalarMul => 4,
-            Module::LinComb => 4,
+            Module::LinComb => 3,
         }
     }
 

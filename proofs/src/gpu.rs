@@ -107,15 +107,13 @@ impl Backend for GpuBackend {
             .sector_combine_columns(&scalars_le(coeffs), blocks, acc.len())
             .map_err(|e| e.to_string())
             .and_then(scalars_back);
-        match gpu {
-            Ok(sums) => {
-                for (slot, sum) in acc.iter_mut().zip(&sums) {
-                    *slot = slot.add(sum);
-                }
-            }
-            Err(reason) => self.or_cpu(Err(reason), || {
-                CpuBackend.sector_combine(acc, coeffs, blocks)
-            }),
+        // On the CPU path acc is updated in place; the GPU gives sums to add.
+        let sums = self.or_cpu(gpu.map(Some), || {
+            CpuBackend.sector_combine(acc, coeffs, blocks);
+            None
+        });
+        for (slot, sum) in acc.iter_mut().zip(sums.iter().flatten()) {
+            *slot = slot.add(sum);
         }
     }
 

@@ -21,9 +21,8 @@ fn FIELD_one() -> FIELD_t {
     return FIELD_ONE;
 }
 
-// `if_true` when `cond`, else `if_false`, limb by limb: no divergent branch or early return.
-// (Mesa's lavapipe 22.3 was seen to mix lanes' results when these functions returned early
-// under divergent control flow.)
+// `if_true` when `cond`, else `if_false`, limb by limb: no divergent branch or early return,
+// so every lane of a SIMD group runs the same instructions whatever its data.
 fn FIELD_select(if_false: FIELD_t, if_true: FIELD_t, cond: bool) -> FIELD_t {
     var f = if_false;
     var t = if_true;
@@ -110,10 +109,6 @@ fn FIELD_sub(a: FIELD_t, b: FIELD_t) -> FIELD_t {
 
 fn FIELD_neg(a: FIELD_t) -> FIELD_t {
     return FIELD_sub(FIELD_t(), a);
-}
-
-fn FIELD_double(a: FIELD_t) -> FIELD_t {
-    return FIELD_add(a, a);
 }
 
 // Montgomery product a*b/2^(32*NLIMBS) mod m (CIOS), for a, b < m.

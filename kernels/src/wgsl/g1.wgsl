@@ -94,10 +94,6 @@ fn g1_select(if_false: G1, if_true: G1, cond: bool) -> G1 {
     );
 }
 
-fn g1_neg(p: G1) -> G1 {
-    return G1(p.x, fp_neg(p.y), p.z);
-}
-
 // k * p for a small k (bucket weights), double-and-add from the top bit.
 fn g1_mul_small(p: G1, k: u32) -> G1 {
     var acc = g1_identity();

@@ -1,7 +1,8 @@
 // Linear combinations over Fr of 31-byte sectors (each sector read as a little-endian integer
 // below 2^248 < r, so it is already a canonical scalar):
 //
-//   premul        coeffs[j] (canonical) -> coeffs[j]·R² mod r, so one Montgomery product with a
+//   premul        coeffs[j] (canonical, checked by the host) -> coeffs[j]·R² mod r, so one
+//                 Montgomery product with a
 //                 raw sector gives the Montgomery form of coeff·sector
 //   dot_rows      out[i] = Σ_j coeffs[j]·m_ij     (tagging: one output per block)
 //   combine_cols  out[j] = Σ_i coeffs[i]·m_ij     (proving: one output per sector column)
@@ -25,9 +26,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> coeffs: array<u32>;
 // outputs: 8 words each, canonical.
 @group(0) @binding(2) var<storage, read_write> outputs: array<u32>;
-// flags: [non-canonical coefficient seen].
-@group(0) @binding(3) var<storage, read_write> flags: array<atomic<u32>>;
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(3) var<uniform> params: Params;
 
 const SECTOR_BYTES: u32 = 31u;
 
@@ -67,11 +66,7 @@ fn premul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (j >= params.coeffs) {
         return;
     }
-    let c = load_coeff(j);
-    if (!fr_is_canonical(c)) {
-        atomicOr(&flags[0], 1u);
-    }
-    let premultiplied = fr_to_mont(fr_to_mont(c));
+    let premultiplied = fr_to_mont(fr_to_mont(load_coeff(j)));
     for (var l = 0u; l < 8u; l++) {
         coeffs[j * 8u + l] = premultiplied[l];
     }

@@ -107,17 +107,22 @@ fn load(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// Thread t of count and scatter handles point t % n in window t / n: (point, window, digit).
+fn pair_digit(t: u32) -> vec3<u32> {
+    let i = t % params.n;
+    let w = t / params.n;
+    return vec3<u32>(i, w, digit(i, w));
+}
+
 @compute @workgroup_size(64)
 fn count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let t = thread_index(gid, groups);
     if (t >= params.n * params.windows) {
         return;
     }
-    let i = t % params.n;
-    let w = t / params.n;
-    let d = digit(i, w);
-    if (d != 0u) {
-        atomicAdd(&counters[w * buckets_per_window() + d], 1u);
+    let p = pair_digit(t);
+    if (p.z != 0u) {
+        atomicAdd(&counters[p.y * buckets_per_window() + p.z], 1u);
     }
 }
 
@@ -160,13 +165,11 @@ fn scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (t >= params.n * params.windows) {
         return;
     }
-    let i = t % params.n;
-    let w = t / params.n;
-    let d = digit(i, w);
-    if (d != 0u) {
+    let p = pair_digit(t);
+    if (p.z != 0u) {
         let total = params.windows * buckets_per_window();
-        let pos = atomicAdd(&counters[total + w * buckets_per_window() + d], 1u);
-        sorted[pos] = i;
+        let pos = atomicAdd(&counters[total + p.y * buckets_per_window() + p.z], 1u);
+        sorted[pos] = p.x;
     }
 }
 
