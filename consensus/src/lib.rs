@@ -1,5 +1,14 @@
-//! The ledger state machine, audits, R²S validator rotation and BFT finality.
+//! The ledger state machine, audits, R²S validator rotation, the BLS VRF and BFT finality.
 //!
-//! Not implemented yet: issue 7 fills this crate. It exports nothing, so nothing can
-//! mistake it for a working ledger.
+//! Everything here is a state machine: time, randomness and messages come in as arguments,
+//! nothing does I/O. The validator program (`cess validator run`) drives it over QUIC.
 #![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod keys;
+pub mod ledger;
+pub mod tx;
+
+pub use keys::{AccountId, AccountKey, ValidatorKey, ValidatorPublicKey, ValidatorSignature};
+pub use ledger::{BlockInfo, BlockOutcome, Event, Genesis, Ledger, LedgerParams, TxError};
+pub use tx::{Call, Transaction};

@@ -1,0 +1,276 @@
+//! Audits: each round, a challenge derived from the ledger's randomness for a sample of the
+//! miners holding data; a deadline that grows with the data challenged; proofs verified with
+//! `cess-proofs` (all of a block's proofs in one batch); rewards and penalties.
+//!
+//! A proof transaction that does not decode is refused (the miner may send a correct one
+//! before the deadline). One that decodes but does not verify is applied: the audit closes
+//! with the invalid-proof penalty, which is the point of auditing.
+
+use super::{Event, GIB, Ledger, TxError};
+use crate::codec::{Writer, hash};
+use crate::keys::AccountId;
+use crate::tx::{Call, Hash32, Transaction};
+use cess_proofs::{
+    Backend, BatchItem, Challenge, ChallengeInputs, FragmentSet, Proof, Verdict, batch_verify,
+    verify,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const REPUTATION_MAX: u32 = 1000;
+
+/// One open challenge: a miner must prove it holds the sampled fragments of `set`.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// The fragments the miner held for this tagger when the round opened.
+    pub set: Arc<FragmentSet>,
+    pub randomness: Hash32,
+    pub opened_at: u64,
+    /// The last height whose block may carry the proof.
+    pub deadline: u64,
+    pub total_bytes: u64,
+}
+
+impl Audit {
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.fixed(&self.set.commitment())
+            .fixed(&self.randomness)
+            .u64(self.opened_at)
+            .u64(self.deadline)
+            .u64(self.total_bytes);
+    }
+}
+
+impl Ledger {
+    /// Open audits of the signer-miner pairs: (round, miner, tagger) → audit.
+    pub fn audits(&self) -> impl Iterator<Item = (&(u64, AccountId, Hash32), &Audit)> {
+        self.audits.iter()
+    }
+
+    /// The challenge a miner must answer for an open audit (what the node proves, and what
+    /// the ledger verifies against).
+    pub fn challenge(&self, round: u64, miner: &AccountId, tagger: &Hash32) -> Option<Challenge> {
+        let audit = self.audits.get(&(round, *miner, *tagger))?;
+        self.derive_challenge(round, miner, tagger, audit)
+    }
+
+    fn derive_challenge(
+        &self,
+        round: u64,
+        miner: &AccountId,
+        tagger: &Hash32,
+        audit: &Audit,
+    ) -> Option<Challenge> {
+        let key = self.taggers.get(tagger)?;
+        Challenge::derive(&ChallengeInputs {
+            epoch_randomness: audit.randomness,
+            miner: &miner.0,
+            round,
+            tagger: &key.key,
+            set: &audit.set,
+            params: self.params.challenge,
+        })
+        .ok()
+    }
+
+    /// At the first block of each audit period: sample miners and open their audits.
+    pub(super) fn open_audit_round(&mut self) {
+        if !self.height.is_multiple_of(self.params.audit_period_blocks) {
+            return;
+        }
+        let round = self.height / self.params.audit_period_blocks;
+        let randomness = hash(
+            b"cess-ledger/1 audit round\0",
+            &[&self.randomness, &round.to_le_bytes()],
+        );
+        let mut opened = Vec::new();
+        for (miner_id, miner) in &self.miners {
+            if miner.held.is_empty() {
+                continue;
+            }
+            let draw = hash(b"cess-ledger/1 audit draw\0", &[&randomness, &miner_id.0]);
+            let draw = u64::from_le_bytes(draw[..8].try_into().expect("8 bytes")) % 1000;
+            if draw >= u64::from(self.params.audit_miners_permille) {
+                continue;
+            }
+            for (tagger, held) in &miner.held {
+                let entries: Vec<(Hash32, u64)> =
+                    held.iter().map(|(id, len)| (*id, *len)).collect();
+                let total_bytes = entries.iter().map(|(_, len)| len).sum();
+                let set =
+                    FragmentSet::new(entries).expect("held sets hold distinct, sized fragments");
+                let challenged =
+                    (set.len() as u64).min(u64::from(self.params.challenge.fragments_max));
+                let deadline = self.height
+                    + self.params.audit_deadline_base_blocks
+                    + challenged.div_ceil(self.params.audit_fragments_per_extra_block);
+                opened.push((
+                    (round, *miner_id, *tagger),
+                    Audit {
+                        set: Arc::new(set),
+                        randomness,
+                        opened_at: self.height,
+                        deadline,
+                        total_bytes,
+                    },
+                ));
+            }
+        }
+        for (key, audit) in opened {
+            self.events.push(Event::AuditOpened {
+                round: key.0,
+                miner: key.1,
+                tagger: key.2,
+                deadline: audit.deadline,
+            });
+            self.audits.insert(key, audit);
+        }
+    }
+
+    /// Verify every well-signed proof transaction of a block that answers an open audit, as
+    /// one batch. The batch weights come from a hash of all the proofs, so no prover can know
+    /// its weight before every proof is fixed. Returns verdicts by transaction index.
+    pub(super) fn verify_block_proofs(
+        &self,
+        txs: &[Transaction],
+        backend: &dyn Backend,
+    ) -> HashMap<usize, Verdict> {
+        let mut items = Vec::new();
+        for (index, tx) in txs.iter().enumerate() {
+            let Call::SubmitProof {
+                round,
+                tagger,
+                proof,
+            } = &tx.call
+            else {
+                continue;
+            };
+            let Some(audit) = self.audits.get(&(*round, tx.signer, *tagger)) else {
+                continue;
+            };
+            if !tx.signature_is_valid(&self.chain_id) {
+                continue;
+            }
+            let (Ok(proof), Some(challenge)) = (
+                Proof::decode(proof),
+                self.derive_challenge(*round, &tx.signer, tagger, audit),
+            ) else {
+                continue;
+            };
+            items.push((index, tx.id(), tagger, challenge, proof));
+        }
+        if items.is_empty() {
+            return HashMap::new();
+        }
+        let mut w = Writer::new();
+        for (_, id, ..) in &items {
+            w.fixed(id);
+        }
+        let weights_seed = hash(b"cess-ledger/1 batch weights\0", &[w.as_bytes()]);
+        let batch: Vec<BatchItem<'_>> = items
+            .iter()
+            .map(|(_, _, tagger, challenge, proof)| BatchItem {
+                key: &self.taggers[*tagger].key,
+                challenge,
+                proof,
+            })
+            .collect();
+        let verdicts = batch_verify(&batch, &weights_seed, backend);
+        items
+            .iter()
+            .zip(verdicts)
+            .map(|((index, ..), verdict)| (*index, verdict))
+            .collect()
+    }
+
+    pub(super) fn submit_proof(
+        &mut self,
+        signer: AccountId,
+        round: u64,
+        tagger: &Hash32,
+        proof_bytes: &[u8],
+        verdict: Option<Verdict>,
+    ) -> Result<(), TxError> {
+        let key = (round, signer, *tagger);
+        let audit = self.audits.get(&key).ok_or(TxError::NoAudit)?;
+        let proof = Proof::decode(proof_bytes).map_err(|e| TxError::BadProof(e.to_string()))?;
+        let verdict = match verdict {
+            Some(verdict) => verdict,
+            None => {
+                let challenge = self
+                    .derive_challenge(round, &signer, tagger, audit)
+                    .ok_or(TxError::NoAudit)?;
+                verify(
+                    &self.taggers[tagger].key,
+                    &challenge,
+                    &proof,
+                    &cess_proofs::CpuBackend,
+                )
+            }
+        };
+        let audit = self.audits.remove(&key).expect("checked above");
+        match verdict {
+            Verdict::Valid => {
+                let earned = self.params.reward_per_proof.saturating_add(
+                    self.params
+                        .reward_per_gib
+                        .saturating_mul(u128::from(audit.total_bytes.div_ceil(GIB))),
+                );
+                let reward = earned.min(self.reward_pool);
+                self.reward_pool -= reward;
+                self.credit(signer, reward);
+                let miner = self
+                    .miners
+                    .get_mut(&signer)
+                    .expect("audited miners are registered");
+                miner.reputation = (miner.reputation + 10).min(REPUTATION_MAX);
+                self.events.push(Event::ProofValid {
+                    round,
+                    miner: signer,
+                    reward,
+                });
+            }
+            Verdict::Invalid(reason) => {
+                let penalty = self.slash(signer, self.params.penalty_invalid, 100);
+                self.events.push(Event::ProofInvalid {
+                    round,
+                    miner: signer,
+                    penalty,
+                    reason: reason.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Collateral into the reward pool, at most what there is; reputation down.
+    fn slash(&mut self, miner_id: AccountId, amount: u128, reputation_loss: u32) -> u128 {
+        let Some(miner) = self.miners.get_mut(&miner_id) else {
+            return 0;
+        };
+        let penalty = amount.min(miner.collateral);
+        miner.collateral -= penalty;
+        miner.reputation = miner.reputation.saturating_sub(reputation_loss);
+        self.reward_pool += penalty;
+        penalty
+    }
+
+    /// Audits whose deadline is this block close unanswered, with the missing-proof penalty.
+    pub(super) fn close_missed_audits(&mut self) {
+        let missed: Vec<(u64, AccountId, Hash32)> = self
+            .audits
+            .iter()
+            .filter(|(_, audit)| audit.deadline <= self.height)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in missed {
+            self.audits.remove(&key);
+            let penalty = self.slash(key.1, self.params.penalty_missing, 50);
+            self.events.push(Event::ProofMissing {
+                round: key.0,
+                miner: key.1,
+                penalty,
+            });
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! The ledger: a deterministic state machine. It does no I/O; time, randomness (the block's
+//! VRF output) and the previous commit's signers come in with each block.
+//!
+//! Rules every transaction keeps: it is checked completely before anything changes, so a
+//! refused transaction (with its [`TxError`]) changes nothing, not even the nonce; a valid one
+//! moves the signer's nonce by one. Money is conserved: balances, the reward pool, collateral
+//! and stake always add up to the genesis total ([`Ledger::total_money`]).
+
+mod audit;
+mod params;
+mod storage;
+mod validators;
+
+pub use audit::Audit;
+pub use params::{GIB, Genesis, GenesisValidator, LedgerParams, TOKEN};
+pub use storage::{
+    FileInfo, FileState, FragmentInfo, Miner, MinerState, RestoralOrder, SegmentInfo,
+};
+pub use validators::{Candidate, ValidatorEntry};
+
+use crate::codec::{Writer, hash};
+use crate::keys::AccountId;
+use crate::tx::{Call, Hash32, Transaction};
+use cess_proofs::Backend;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Why a transaction was refused. It changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TxError {
+    #[error("bad signature")]
+    BadSignature,
+    #[error("nonce {got}, expected {expected}")]
+    BadNonce { expected: u64, got: u64 },
+    #[error("balance {available} is less than {needed}")]
+    InsufficientBalance { needed: u128, available: u128 },
+    #[error("amount must be positive")]
+    ZeroAmount,
+    #[error("arithmetic overflow")]
+    Overflow,
+    #[error("not a registered miner")]
+    NotMiner,
+    #[error("already registered")]
+    AlreadyRegistered,
+    #[error("miner is exiting")]
+    MinerExiting,
+    #[error("miner must exit first")]
+    MinerNotExiting,
+    #[error("cooling-off ends at height {until}")]
+    CoolingOff { until: u64 },
+    #[error("collateral {got} is below the minimum {min}")]
+    CollateralTooLow { min: u128, got: u128 },
+    #[error("declared space {declared} is below the {used} bytes in use")]
+    DeclaredBelowUsed { declared: u64, used: u64 },
+    #[error("miner {miner:?} lacks {needed} free bytes ({free} free)")]
+    NoSpace {
+        miner: AccountId,
+        needed: u64,
+        free: u64,
+    },
+    #[error("peer id is not the signer's key")]
+    PeerIdMismatch,
+    #[error("endpoint is not a multiaddr")]
+    BadEndpoint,
+    #[error("peer id already registered to another miner")]
+    PeerIdTaken,
+    #[error("tagger key does not decode: {0}")]
+    BadTaggerKey(String),
+    #[error("unknown tagger")]
+    UnknownTagger,
+    #[error("storage order is malformed: {0}")]
+    BadOrder(&'static str),
+    #[error("fragment already placed on the ledger")]
+    FragmentTaken,
+    #[error("unknown file")]
+    UnknownFile,
+    #[error("not an owner of this file")]
+    NotOwner,
+    #[error("already an owner of this file")]
+    AlreadyOwner,
+    #[error("nothing to report in this column for the signer")]
+    NothingToReport,
+    #[error("no open audit for this round, miner and tagger")]
+    NoAudit,
+    #[error("proof does not decode: {0}")]
+    BadProof(String),
+    #[error("unknown fragment")]
+    UnknownFragment,
+    #[error("the signer does not hold this fragment")]
+    NotHolder,
+    #[error("no restoral order for this fragment")]
+    NoRestoral,
+    #[error("restoral order already claimed until height {until}")]
+    AlreadyClaimed { until: u64 },
+    #[error("the signer already holds a fragment of this segment")]
+    HoldsSegment,
+    #[error("restoral not claimed by the signer")]
+    NotClaimer,
+    #[error("validator key: {0}")]
+    BadValidatorKey(&'static str),
+    #[error("stake {got} is below the minimum {min}")]
+    StakeTooLow { min: u128, got: u128 },
+    #[error("not a validator candidate")]
+    NotCandidate,
+    #[error("an elected validator cannot unbond below the minimum until its era ends")]
+    ValidatorBonded,
+}
+
+/// An account's money and transaction counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    pub balance: u128,
+    pub nonce: u64,
+}
+
+/// What the block's consensus layer tells the ledger about the block being applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    pub height: u64,
+    pub time_ms: u64,
+    /// The proposer's VRF output for this slot (checked by the consensus layer).
+    pub vrf_output: Hash32,
+    /// Validators whose precommits are in the commit certificate of the previous height.
+    pub last_commit: Vec<AccountId>,
+}
+
+/// Something that happened while applying a block, for operators and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    FileActive {
+        file_id: Hash32,
+    },
+    FileDeleted {
+        file_id: Hash32,
+    },
+    AuditOpened {
+        round: u64,
+        miner: AccountId,
+        tagger: Hash32,
+        deadline: u64,
+    },
+    ProofValid {
+        round: u64,
+        miner: AccountId,
+        reward: u128,
+    },
+    ProofInvalid {
+        round: u64,
+        miner: AccountId,
+        penalty: u128,
+        reason: String,
+    },
+    ProofMissing {
+        round: u64,
+        miner: AccountId,
+        penalty: u128,
+    },
+    RestoralOpened {
+        fragment_id: Hash32,
+    },
+    RestoralClaimExpired {
+        fragment_id: Hash32,
+        claimer: AccountId,
+    },
+    RestoralDone {
+        fragment_id: Hash32,
+        miner: AccountId,
+    },
+    ValidatorsElected {
+        era: u64,
+        validators: Vec<AccountId>,
+    },
+}
+
+/// The outcome of one block.
+#[derive(Debug, Clone)]
+pub struct BlockOutcome {
+    /// One per transaction, in order.
+    pub receipts: Vec<Result<(), TxError>>,
+    pub events: Vec<Event>,
+    /// The state root after the block.
+    pub root: Hash32,
+}
+
+/// The ledger's state.
+#[derive(Clone)]
+pub struct Ledger {
+    chain_id: Hash32,
+    params: LedgerParams,
+    height: u64,
+    time_ms: u64,
+    accounts: BTreeMap<AccountId, Account>,
+    reward_pool: u128,
+    total_money: u128,
+    taggers: BTreeMap<Hash32, storage::TaggerRecord>,
+    miners: BTreeMap<AccountId, Miner>,
+    peer_ids: BTreeMap<Vec<u8>, AccountId>,
+    files: BTreeMap<Hash32, FileInfo>,
+    fragments: BTreeMap<Hash32, storage::FragmentPlace>,
+    restorals: BTreeMap<Hash32, RestoralOrder>,
+    audits: BTreeMap<(u64, AccountId, Hash32), Audit>,
+    candidates: BTreeMap<AccountId, Candidate>,
+    validator_keys: BTreeSet<[u8; 48]>,
+    validators: Vec<ValidatorEntry>,
+    previous_validators: Vec<ValidatorEntry>,
+    elected_at: u64,
+    era: u64,
+    /// Hash chain of every block's VRF output.
+    randomness: Hash32,
+    /// The chain's randomness at the end of each of the last epochs (epoch, value).
+    epoch_seeds: Vec<(u64, Hash32)>,
+    events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("height", &self.height)
+            .field("accounts", &self.accounts.len())
+            .field("miners", &self.miners.len())
+            .field("files", &self.files.len())
+            .field("validators", &self.validators.len())
+            .finish()
+    }
+}
+
+/// Why a genesis was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GenesisError {
+    #[error("parameters: {0}")]
+    Params(&'static str),
+    #[error("an account is listed twice")]
+    DuplicateAccount,
+    #[error("validator {index}: {reason}")]
+    Validator { index: usize, reason: String },
+    #[error("no validators")]
+    NoValidators,
+    #[error("total money overflows")]
+    Overflow,
+}
+
+impl Ledger {
+    pub fn genesis(genesis: &Genesis) -> Result<Ledger, GenesisError> {
+        genesis.params.check().map_err(GenesisError::Params)?;
+        let mut ledger = Ledger {
+            chain_id: genesis.chain_id(),
+            params: genesis.params.clone(),
+            height: 0,
+            time_ms: genesis.time_ms,
+            accounts: BTreeMap::new(),
+            reward_pool: genesis.reward_pool,
+            total_money: 0,
+            taggers: BTreeMap::new(),
+            miners: BTreeMap::new(),
+            peer_ids: BTreeMap::new(),
+            files: BTreeMap::new(),
+            fragments: BTreeMap::new(),
+            restorals: BTreeMap::new(),
+            audits: BTreeMap::new(),
+            candidates: BTreeMap::new(),
+            validator_keys: BTreeSet::new(),
+            validators: Vec::new(),
+            previous_validators: Vec::new(),
+            elected_at: 0,
+            era: 0,
+            randomness: hash(
+                b"cess-ledger/1 genesis randomness\0",
+                &[&genesis.chain_id()],
+            ),
+            epoch_seeds: Vec::new(),
+            events: Vec::new(),
+        };
+        let mut total = genesis.reward_pool;
+        for (account, balance) in &genesis.accounts {
+            if ledger.accounts.contains_key(account) {
+                return Err(GenesisError::DuplicateAccount);
+            }
+            ledger.accounts.insert(
+                *account,
+                Account {
+                    balance: *balance,
+                    nonce: 0,
+                },
+            );
+            total = total.checked_add(*balance).ok_or(GenesisError::Overflow)?;
+        }
+        if genesis.validators.is_empty() {
+            return Err(GenesisError::NoValidators);
+        }
+        for (index, v) in genesis.validators.iter().enumerate() {
+            let key = validators::check_candidate_key(&v.key, &v.possession).map_err(|e| {
+                GenesisError::Validator {
+                    index,
+                    reason: e.to_string(),
+                }
+            })?;
+            if ledger.candidates.contains_key(&v.account) || !ledger.validator_keys.insert(v.key) {
+                return Err(GenesisError::Validator {
+                    index,
+                    reason: "listed twice".into(),
+                });
+            }
+            ledger.candidates.insert(
+                v.account,
+                Candidate {
+                    key,
+                    stake: v.stake,
+                    reputation: validators::REPUTATION_START,
+                },
+            );
+            total = total.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
+        }
+        ledger.total_money = total;
+        ledger.validators = ledger.elect(&ledger.randomness.clone());
+        ledger.epoch_seeds = vec![(0, ledger.randomness), (1, ledger.randomness)];
+        Ok(ledger)
+    }
+
+    pub fn chain_id(&self) -> Hash32 {
+        self.chain_id
+    }
+
+    pub fn params(&self) -> &LedgerParams {
+        &self.params
+    }
+
+    /// Height of the last applied block (0: genesis).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+
+    pub fn account(&self, id: &AccountId) -> Account {
+        self.accounts.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn reward_pool(&self) -> u128 {
+        self.reward_pool
+    }
+
+    /// The genesis total, which every block conserves.
+    pub fn total_money(&self) -> u128 {
+        self.total_money
+    }
+
+    /// Recounts every unit of money on the ledger (tests and audits of the ledger itself).
+    pub fn count_money(&self) -> u128 {
+        let balances: u128 = self.accounts.values().map(|a| a.balance).sum();
+        let collateral: u128 = self.miners.values().map(|m| m.collateral).sum();
+        let stake: u128 = self.candidates.values().map(|c| c.stake).sum();
+        balances + collateral + stake + self.reward_pool
+    }
+
+    /// A transaction's checks that need no state change: signature (chain id included) and
+    /// nonce. Mempools call this before admitting a transaction.
+    pub fn check_signature_and_nonce(&self, tx: &Transaction) -> Result<(), TxError> {
+        if !tx.signature_is_valid(&self.chain_id) {
+            return Err(TxError::BadSignature);
+        }
+        let expected = self.account(&tx.signer).nonce;
+        if tx.nonce != expected {
+            return Err(TxError::BadNonce {
+                expected,
+                got: tx.nonce,
+            });
+        }
+        Ok(())
+    }
+
+    /// Apply the next block. Proofs in the block are verified together first (one batch),
+    /// then the transactions are applied in order, then the end-of-block rules run (missed
+    /// deadlines, expired claims, epoch and era changes).
+    pub fn apply_block(
+        &mut self,
+        info: &BlockInfo,
+        txs: &[Transaction],
+        verifier: &dyn Backend,
+    ) -> BlockOutcome {
+        assert_eq!(
+            info.height,
+            self.height + 1,
+            "blocks are applied in height order"
+        );
+        self.height = info.height;
+        self.time_ms = self.time_ms.max(info.time_ms);
+        self.randomness = hash(
+            b"cess-ledger/1 randomness\0",
+            &[&self.randomness, &info.vrf_output],
+        );
+        self.credit_commit_signers(&info.last_commit);
+        self.open_audit_round();
+
+        let verdicts = self.verify_block_proofs(txs, verifier);
+        let mut receipts = Vec::with_capacity(txs.len());
+        for (index, tx) in txs.iter().enumerate() {
+            let result = self.apply_tx(tx, verdicts.get(&index).copied());
+            receipts.push(result);
+        }
+
+        self.close_missed_audits();
+        self.expire_restoral_claims();
+        self.end_epoch_and_era();
+        BlockOutcome {
+            receipts,
+            events: std::mem::take(&mut self.events),
+            root: self.root(),
+        }
+    }
+
+    /// Apply one transaction (checked in full first; on error nothing changed). `verdict`
+    /// is a precomputed proof verdict for `SubmitProof`; without one it is verified here.
+    fn apply_tx(
+        &mut self,
+        tx: &Transaction,
+        verdict: Option<cess_proofs::Verdict>,
+    ) -> Result<(), TxError> {
+        self.check_signature_and_nonce(tx)?;
+        let signer = tx.signer;
+        match &tx.call {
+            Call::Transfer { to, amount } => self.transfer(signer, *to, *amount)?,
+            Call::RegisterMiner {
+                peer_id,
+                endpoint,
+                declared_bytes,
+                collateral,
+            } => self.register_miner(signer, peer_id, endpoint, *declared_bytes, *collateral)?,
+            Call::UpdateMiner {
+                endpoint,
+                declared_bytes,
+            } => self.update_miner(signer, endpoint, *declared_bytes)?,
+            Call::ExitMiner => self.exit_miner(signer)?,
+            Call::WithdrawMiner => self.withdraw_miner(signer)?,
+            Call::RegisterTagger { key } => self.register_tagger(signer, key)?,
+            Call::DeclareFile { .. } => self.declare_file(signer, &tx.call)?,
+            Call::ReportStored { file_id, column } => {
+                self.report_stored(signer, file_id, *column)?
+            }
+            Call::DeleteFile { file_id } => self.delete_file(signer, file_id)?,
+            Call::SubmitProof {
+                round,
+                tagger,
+                proof,
+            } => self.submit_proof(signer, *round, tagger, proof, verdict)?,
+            Call::ReportLost { fragment_id } => self.report_lost(signer, fragment_id)?,
+            Call::ClaimRestoral { fragment_id } => self.claim_restoral(signer, fragment_id)?,
+            Call::CompleteRestoral { fragment_id } => {
+                self.complete_restoral(signer, fragment_id)?
+            }
+            Call::RegisterCandidate {
+                key,
+                possession,
+                stake,
+            } => self.register_candidate(signer, key, possession, *stake)?,
+            Call::Bond { amount } => self.bond(signer, *amount)?,
+            Call::Unbond { amount } => self.unbond(signer, *amount)?,
+        }
+        // The call succeeded: only now does the nonce move.
+        self.accounts.entry(signer).or_default().nonce += 1;
+        debug_assert_eq!(self.count_money(), self.total_money);
+        Ok(())
+    }
+
+    fn transfer(&mut self, from: AccountId, to: AccountId, amount: u128) -> Result<(), TxError> {
+        if amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        let available = self.account(&from).balance;
+        if available < amount {
+            return Err(TxError::InsufficientBalance {
+                needed: amount,
+                available,
+            });
+        }
+        if from != to {
+            self.account(&to)
+                .balance
+                .checked_add(amount)
+                .ok_or(TxError::Overflow)?;
+        }
+        self.debit(from, amount);
+        self.credit(to, amount);
+        Ok(())
+    }
+
+    /// Checks that `account` can pay `amount`.
+    fn can_pay(&self, account: &AccountId, amount: u128) -> Result<(), TxError> {
+        let available = self.account(account).balance;
+        if available < amount {
+            return Err(TxError::InsufficientBalance {
+                needed: amount,
+                available,
+            });
+        }
+        Ok(())
+    }
+
+    fn debit(&mut self, account: AccountId, amount: u128) {
+        let entry = self.accounts.entry(account).or_default();
+        entry.balance = entry
+            .balance
+            .checked_sub(amount)
+            .expect("debits are checked before they are made");
+    }
+
+    fn credit(&mut self, account: AccountId, amount: u128) {
+        let entry = self.accounts.entry(account).or_default();
+        entry.balance = entry
+            .balance
+            .checked_add(amount)
+            .expect("money is conserved, so no balance can exceed the total");
+    }
+
+    /// The state root: SHA-256 over the canonical encoding of the whole state. Validators
+    /// compare it after every block. It costs time linear in the state (a Merkle tree with
+    /// dirty tracking would make it incremental; at devnet sizes it is microseconds).
+    pub fn root(&self) -> Hash32 {
+        let mut w = Writer::new();
+        w.fixed(&self.chain_id)
+            .u64(self.height)
+            .u64(self.time_ms)
+            .u128(self.reward_pool)
+            .fixed(&self.randomness)
+            .u64(self.era);
+        w.count(self.accounts.len());
+        for (id, account) in &self.accounts {
+            w.fixed(&id.0).u128(account.balance).u64(account.nonce);
+        }
+        w.count(self.taggers.len());
+        for (id, tagger) in &self.taggers {
+            w.fixed(id).fixed(&tagger.owner.0);
+        }
+        w.count(self.miners.len());
+        for (id, miner) in &self.miners {
+            w.fixed(&id.0);
+            miner.encode(&mut w);
+        }
+        w.count(self.files.len());
+        for (id, file) in &self.files {
+            w.fixed(id);
+            file.encode(&mut w);
+        }
+        w.count(self.restorals.len());
+        for (id, order) in &self.restorals {
+            w.fixed(id);
+            order.encode(&mut w);
+        }
+        w.count(self.audits.len());
+        for ((round, miner, tagger), audit) in &self.audits {
+            w.u64(*round).fixed(&miner.0).fixed(tagger);
+            audit.encode(&mut w);
+        }
+        w.count(self.candidates.len());
+        for (id, candidate) in &self.candidates {
+            w.fixed(&id.0)
+                .fixed(&candidate.key.to_bytes())
+                .u128(candidate.stake)
+                .u32(candidate.reputation);
+        }
+        w.count(self.validators.len());
+        for v in &self.validators {
+            w.fixed(&v.account.0);
+        }
+        w.count(self.epoch_seeds.len());
+        for (epoch, seed) in &self.epoch_seeds {
+            w.u64(*epoch).fixed(seed);
+        }
+        hash(b"cess-ledger/1 state root\0", &[w.as_bytes()])
+    }
+}
+
+/// Shared handle to a tagger's key (the key of s = 1024 is 49 KiB; audits refer to it).
+pub(crate) type TaggerKey = Arc<cess_proofs::PublicKey>;

@@ -1,0 +1,181 @@
+//! Ledger parameters and genesis.
+
+use crate::codec::{Writer, hash};
+use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, VALIDATOR_SIGNATURE_BYTES};
+use crate::tx::Hash32;
+use cess_proofs::ChallengeParams;
+
+/// One unit of account is 10⁻¹² token (a "pico"), as CESS counts.
+pub const TOKEN: u128 = 1_000_000_000_000;
+pub const GIB: u64 = 1 << 30;
+
+/// Everything the ledger's rules depend on. The defaults are documented per field; a network
+/// fixes its parameters in its genesis, so every validator runs the same rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerParams {
+    /// Reed-Solomon data fragments per segment (any this many rebuild it): 4.
+    pub data_fragments: u16,
+    /// Fragments per segment, one per miner column: 12 (4 data + 8 parity).
+    pub fragments_per_segment: u16,
+    /// Largest fragment a storage order may declare: 64 MiB.
+    pub fragment_bytes_max: u64,
+    /// Least collateral a miner registers with: 100 tokens.
+    pub miner_collateral_min: u128,
+    /// Blocks between `ExitMiner` and `WithdrawMiner`: 600 (an hour at 6 s blocks).
+    pub miner_cooling_off_blocks: u64,
+    /// An audit round opens every this many blocks: 100.
+    pub audit_period_blocks: u64,
+    /// Share of the miners holding data that each round challenges, per mille: 500.
+    pub audit_miners_permille: u32,
+    /// A challenge's deadline is this many blocks after it opens…: 20.
+    pub audit_deadline_base_blocks: u64,
+    /// …plus one block per this many challenged fragments (more data, more time): 8.
+    pub audit_fragments_per_extra_block: u64,
+    /// How much one challenge samples (46 fragments, 460 blocks: ≥ 99 % detection of 1 %
+    /// corruption per round).
+    pub challenge: ChallengeParams,
+    /// Paid from the reward pool for each valid proof: 1 token…
+    pub reward_per_proof: u128,
+    /// …plus this much per GiB in the challenged set: 1 token.
+    pub reward_per_gib: u128,
+    /// Taken from collateral into the pool when a challenge's deadline passes unanswered:
+    /// 10 tokens.
+    pub penalty_missing: u128,
+    /// Taken when the proof does not verify: 20 tokens (a wrong proof is worse than none).
+    pub penalty_invalid: u128,
+    /// A claimed restoral order must be completed within this many blocks: 300.
+    pub restoral_claim_blocks: u64,
+    /// Blocks per epoch (VRF randomness): 50.
+    pub epoch_blocks: u64,
+    /// Blocks per era (validator election): 200.
+    pub era_blocks: u64,
+    /// Validators elected per era: 11.
+    pub validators_per_era: u32,
+    /// Least stake of a validator candidate: 1000 tokens.
+    pub candidate_stake_min: u128,
+}
+
+impl Default for LedgerParams {
+    fn default() -> LedgerParams {
+        LedgerParams {
+            data_fragments: 4,
+            fragments_per_segment: 12,
+            fragment_bytes_max: 64 << 20,
+            miner_collateral_min: 100 * TOKEN,
+            miner_cooling_off_blocks: 600,
+            audit_period_blocks: 100,
+            audit_miners_permille: 500,
+            audit_deadline_base_blocks: 20,
+            audit_fragments_per_extra_block: 8,
+            challenge: ChallengeParams::default(),
+            reward_per_proof: TOKEN,
+            reward_per_gib: TOKEN,
+            penalty_missing: 10 * TOKEN,
+            penalty_invalid: 20 * TOKEN,
+            restoral_claim_blocks: 300,
+            epoch_blocks: 50,
+            era_blocks: 200,
+            validators_per_era: 11,
+            candidate_stake_min: 1000 * TOKEN,
+        }
+    }
+}
+
+impl LedgerParams {
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.u16(self.data_fragments)
+            .u16(self.fragments_per_segment)
+            .u64(self.fragment_bytes_max)
+            .u128(self.miner_collateral_min)
+            .u64(self.miner_cooling_off_blocks)
+            .u64(self.audit_period_blocks)
+            .u32(self.audit_miners_permille)
+            .u64(self.audit_deadline_base_blocks)
+            .u64(self.audit_fragments_per_extra_block)
+            .u32(self.challenge.fragments_max)
+            .u32(self.challenge.blocks_max)
+            .u128(self.reward_per_proof)
+            .u128(self.reward_per_gib)
+            .u128(self.penalty_missing)
+            .u128(self.penalty_invalid)
+            .u64(self.restoral_claim_blocks)
+            .u64(self.epoch_blocks)
+            .u64(self.era_blocks)
+            .u32(self.validators_per_era)
+            .u128(self.candidate_stake_min);
+    }
+
+    /// Refuses parameters the rules cannot run with.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.data_fragments == 0 || self.data_fragments > self.fragments_per_segment {
+            return Err("data_fragments must be in 1..=fragments_per_segment");
+        }
+        if usize::from(self.fragments_per_segment) > crate::tx::FRAGMENTS_PER_SEGMENT_MAX {
+            return Err("fragments_per_segment above 64");
+        }
+        if self.audit_period_blocks == 0
+            || self.epoch_blocks == 0
+            || self.era_blocks == 0
+            || self.audit_fragments_per_extra_block == 0
+        {
+            return Err("periods must be at least one block");
+        }
+        if self.audit_miners_permille > 1000 {
+            return Err("audit_miners_permille above 1000");
+        }
+        if self.validators_per_era == 0 {
+            return Err("validators_per_era must be at least 1");
+        }
+        if self.fragment_bytes_max == 0 || self.fragment_bytes_max > cess_proofs::FRAGMENT_BYTES_MAX
+        {
+            return Err("fragment_bytes_max outside 1..=64 MiB");
+        }
+        if self.challenge.fragments_max == 0
+            || self.challenge.blocks_max < self.challenge.fragments_max
+        {
+            return Err("challenge parameters");
+        }
+        Ok(())
+    }
+}
+
+/// A validator present from the first block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenesisValidator {
+    pub account: AccountId,
+    pub key: [u8; VALIDATOR_KEY_BYTES],
+    pub possession: [u8; VALIDATOR_SIGNATURE_BYTES],
+    pub stake: u128,
+}
+
+/// The first state. Its hash is the chain id every transaction signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Genesis {
+    pub chain_name: String,
+    pub time_ms: u64,
+    pub accounts: Vec<(AccountId, u128)>,
+    pub reward_pool: u128,
+    pub validators: Vec<GenesisValidator>,
+    pub params: LedgerParams,
+}
+
+impl Genesis {
+    pub fn chain_id(&self) -> Hash32 {
+        let mut w = Writer::new();
+        w.str(&self.chain_name)
+            .u64(self.time_ms)
+            .count(self.accounts.len());
+        for (account, balance) in &self.accounts {
+            w.fixed(&account.0).u128(*balance);
+        }
+        w.u128(self.reward_pool).count(self.validators.len());
+        for v in &self.validators {
+            w.fixed(&v.account.0)
+                .fixed(&v.key)
+                .fixed(&v.possession)
+                .u128(v.stake);
+        }
+        self.params.encode(&mut w);
+        hash(b"cess-ledger/1 chain id\0", &[w.as_bytes()])
+    }
+}

@@ -1,0 +1,846 @@
+//! Miners, taggers, files and restoral orders.
+//!
+//! Space: a miner's `locked_bytes` (fragments assigned, not yet reported stored) plus
+//! `active_bytes` (fragments reported stored) never exceed `declared_bytes`, and neither goes
+//! negative; idle space is what remains. Placement: fragment j of every segment of a file goes
+//! to the order's miner j; the miners of one segment are distinct, and a fragment id names
+//! exactly one place on the ledger (a file whose fragments collide byte for byte with another
+//! file's is refused; deduplication works on whole files, by file id).
+
+use super::{Event, Ledger, TaggerKey, TxError};
+use crate::codec::Writer;
+use crate::keys::AccountId;
+use crate::tx::{Call, Hash32};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinerState {
+    Active,
+    /// Leaving since this height; withdrawable after the cooling-off period.
+    Exiting {
+        since: u64,
+    },
+}
+
+/// A storage miner in the registry (anyone reads it to find peers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miner {
+    pub peer_id: Vec<u8>,
+    pub endpoint: String,
+    pub declared_bytes: u64,
+    pub locked_bytes: u64,
+    pub active_bytes: u64,
+    pub collateral: u128,
+    pub state: MinerState,
+    /// 0..=1000: up with valid proofs, down with missing or invalid ones.
+    pub reputation: u32,
+    /// Fragments reported stored, per tagger: id → length. Audits sample these.
+    pub(crate) held: BTreeMap<Hash32, BTreeMap<Hash32, u64>>,
+}
+
+impl Miner {
+    pub fn idle_bytes(&self) -> u64 {
+        self.declared_bytes - self.locked_bytes - self.active_bytes
+    }
+
+    pub fn held_fragments(&self) -> usize {
+        self.held.values().map(BTreeMap::len).sum()
+    }
+
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.peer_id)
+            .str(&self.endpoint)
+            .u64(self.declared_bytes)
+            .u64(self.locked_bytes)
+            .u64(self.active_bytes)
+            .u128(self.collateral);
+        match self.state {
+            MinerState::Active => w.u8(0),
+            MinerState::Exiting { since } => w.u8(1).u64(since),
+        };
+        w.u32(self.reputation).count(self.held.len());
+        for (tagger, set) in &self.held {
+            w.fixed(tagger).count(set.len());
+            for (id, len) in set {
+                w.fixed(id).u64(*len);
+            }
+        }
+    }
+
+    fn assert_space(&self) {
+        assert!(
+            self.locked_bytes
+                .checked_add(self.active_bytes)
+                .is_some_and(|used| used <= self.declared_bytes),
+            "miner space: locked {} + active {} > declared {}",
+            self.locked_bytes,
+            self.active_bytes,
+            self.declared_bytes
+        );
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TaggerRecord {
+    pub key: TaggerKey,
+    pub owner: AccountId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentInfo {
+    pub id: Hash32,
+    /// The miner responsible for it; `None` while a restoral order is open for it.
+    pub miner: Option<AccountId>,
+    pub stored: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub segment_id: Hash32,
+    pub fragments: Vec<FragmentInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// Declared; waiting for every column to be reported.
+    Pending,
+    /// Every fragment of every segment reported stored.
+    Active,
+}
+
+/// A file on the ledger (the seed's FileInfo, with its owners' UserBriefs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub size_bytes: u64,
+    pub fragment_bytes: u64,
+    pub tagger: Hash32,
+    /// Owner → the name the owner gave the file.
+    pub owners: BTreeMap<AccountId, String>,
+    pub segments: Vec<SegmentInfo>,
+    pub state: FileState,
+    pub declared_at: u64,
+}
+
+impl FileInfo {
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.u64(self.size_bytes)
+            .u64(self.fragment_bytes)
+            .fixed(&self.tagger)
+            .count(self.owners.len());
+        for (owner, name) in &self.owners {
+            w.fixed(&owner.0).str(name);
+        }
+        w.count(self.segments.len());
+        for segment in &self.segments {
+            w.fixed(&segment.segment_id).count(segment.fragments.len());
+            for fragment in &segment.fragments {
+                w.fixed(&fragment.id);
+                match fragment.miner {
+                    Some(miner) => w.u8(1).fixed(&miner.0),
+                    None => w.u8(0),
+                };
+                w.bool(fragment.stored);
+            }
+        }
+        w.u8(match self.state {
+            FileState::Pending => 0,
+            FileState::Active => 1,
+        })
+        .u64(self.declared_at);
+    }
+
+    fn all_stored(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| s.fragments.iter().all(|f| f.stored))
+    }
+}
+
+/// Where a fragment id lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FragmentPlace {
+    pub file_id: Hash32,
+    pub segment: u32,
+    pub column: u16,
+}
+
+/// A fragment to rebuild from any `data_fragments` others of its segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoralOrder {
+    pub file_id: Hash32,
+    pub segment: u32,
+    pub column: u16,
+    pub lost_by: AccountId,
+    pub opened_at: u64,
+    /// The miner rebuilding it and the height its claim expires.
+    pub claim: Option<(AccountId, u64)>,
+}
+
+impl RestoralOrder {
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.fixed(&self.file_id)
+            .u32(self.segment)
+            .u16(self.column)
+            .fixed(&self.lost_by.0)
+            .u64(self.opened_at);
+        match self.claim {
+            Some((miner, until)) => w.u8(1).fixed(&miner.0).u64(until),
+            None => w.u8(0),
+        };
+    }
+}
+
+impl Ledger {
+    pub fn miner(&self, id: &AccountId) -> Option<&Miner> {
+        self.miners.get(id)
+    }
+
+    /// The registry: every miner's account, PeerId bytes and endpoint (node discovery).
+    pub fn miners(&self) -> impl Iterator<Item = (&AccountId, &Miner)> {
+        self.miners.iter()
+    }
+
+    pub fn file(&self, id: &Hash32) -> Option<&FileInfo> {
+        self.files.get(id)
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = (&Hash32, &FileInfo)> {
+        self.files.iter()
+    }
+
+    pub fn restoral(&self, fragment_id: &Hash32) -> Option<&RestoralOrder> {
+        self.restorals.get(fragment_id)
+    }
+
+    pub fn restorals(&self) -> impl Iterator<Item = (&Hash32, &RestoralOrder)> {
+        self.restorals.iter()
+    }
+
+    pub fn tagger_key(&self, id: &Hash32) -> Option<&cess_proofs::PublicKey> {
+        self.taggers.get(id).map(|t| &*t.key)
+    }
+
+    /// Checks every invariant of the storage tables; panics with the broken one. Tests and
+    /// simulations call it after every block.
+    pub fn assert_storage_invariants(&self) {
+        let mut locked: BTreeMap<AccountId, u64> = BTreeMap::new();
+        let mut active: BTreeMap<AccountId, u64> = BTreeMap::new();
+        let mut places = 0usize;
+        for (file_id, file) in &self.files {
+            assert!(!file.owners.is_empty(), "a file without owners is deleted");
+            for (s, segment) in file.segments.iter().enumerate() {
+                let mut holders = BTreeSet::new();
+                for (c, fragment) in segment.fragments.iter().enumerate() {
+                    places += 1;
+                    let place = self.fragments.get(&fragment.id).expect("fragment indexed");
+                    assert_eq!(
+                        (place.file_id, place.segment as usize, place.column as usize),
+                        (*file_id, s, c),
+                        "fragment index points at its place"
+                    );
+                    match fragment.miner {
+                        Some(miner) => {
+                            assert!(
+                                holders.insert(miner),
+                                "a miner holds two fragments of a segment"
+                            );
+                            let m = self.miners.get(&miner).expect("holder registered");
+                            if fragment.stored {
+                                *active.entry(miner).or_default() += file.fragment_bytes;
+                                assert_eq!(
+                                    m.held
+                                        .get(&file.tagger)
+                                        .and_then(|set| set.get(&fragment.id)),
+                                    Some(&file.fragment_bytes),
+                                    "stored fragment in its miner's audited set"
+                                );
+                            } else {
+                                *locked.entry(miner).or_default() += file.fragment_bytes;
+                            }
+                        }
+                        None => assert!(
+                            self.restorals.contains_key(&fragment.id),
+                            "an unheld fragment has a restoral order"
+                        ),
+                    }
+                }
+            }
+            if file.state == FileState::Pending {
+                assert!(!file.all_stored(), "a fully stored file is active");
+            }
+        }
+        assert_eq!(
+            places,
+            self.fragments.len(),
+            "no stale fragment index entries"
+        );
+        for (fragment_id, order) in &self.restorals {
+            let place = self
+                .fragments
+                .get(fragment_id)
+                .expect("restoral of a live fragment");
+            assert_eq!(place.file_id, order.file_id);
+            if let Some((claimer, _)) = order.claim {
+                *locked.entry(claimer).or_default() += self.files[&order.file_id].fragment_bytes;
+            }
+        }
+        for (id, miner) in &self.miners {
+            miner.assert_space();
+            assert_eq!(
+                miner.locked_bytes,
+                locked.get(id).copied().unwrap_or(0),
+                "locked bytes of {id:?}"
+            );
+            assert_eq!(
+                miner.active_bytes,
+                active.get(id).copied().unwrap_or(0),
+                "active bytes of {id:?}"
+            );
+            let held: usize = miner.held_fragments();
+            let stored_by_miner = self
+                .files
+                .values()
+                .flat_map(|f| f.segments.iter().flat_map(|s| s.fragments.iter()))
+                .filter(|f| f.stored && f.miner == Some(*id))
+                .count();
+            assert_eq!(held, stored_by_miner, "audited set of {id:?}");
+        }
+    }
+
+    pub(super) fn register_miner(
+        &mut self,
+        signer: AccountId,
+        peer_id: &[u8],
+        endpoint: &str,
+        declared_bytes: u64,
+        collateral: u128,
+    ) -> Result<(), TxError> {
+        if self.miners.contains_key(&signer) {
+            return Err(TxError::AlreadyRegistered);
+        }
+        let own = signer.peer_id().ok_or(TxError::PeerIdMismatch)?;
+        if own.to_bytes() != peer_id {
+            return Err(TxError::PeerIdMismatch);
+        }
+        if self.peer_ids.contains_key(peer_id) {
+            return Err(TxError::PeerIdTaken);
+        }
+        check_endpoint(endpoint)?;
+        if collateral < self.params.miner_collateral_min {
+            return Err(TxError::CollateralTooLow {
+                min: self.params.miner_collateral_min,
+                got: collateral,
+            });
+        }
+        self.can_pay(&signer, collateral)?;
+        self.debit(signer, collateral);
+        self.peer_ids.insert(peer_id.to_vec(), signer);
+        self.miners.insert(
+            signer,
+            Miner {
+                peer_id: peer_id.to_vec(),
+                endpoint: endpoint.to_owned(),
+                declared_bytes,
+                locked_bytes: 0,
+                active_bytes: 0,
+                collateral,
+                state: MinerState::Active,
+                reputation: 500,
+                held: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn update_miner(
+        &mut self,
+        signer: AccountId,
+        endpoint: &str,
+        declared_bytes: u64,
+    ) -> Result<(), TxError> {
+        let miner = self.miners.get(&signer).ok_or(TxError::NotMiner)?;
+        check_endpoint(endpoint)?;
+        let used = miner.locked_bytes + miner.active_bytes;
+        if declared_bytes < used {
+            return Err(TxError::DeclaredBelowUsed {
+                declared: declared_bytes,
+                used,
+            });
+        }
+        let miner = self.miners.get_mut(&signer).expect("checked above");
+        miner.endpoint = endpoint.to_owned();
+        miner.declared_bytes = declared_bytes;
+        Ok(())
+    }
+
+    /// Leaving: every fragment the miner is responsible for becomes a restoral order, its
+    /// claims on others' restorals are released, and no new data is placed on it.
+    pub(super) fn exit_miner(&mut self, signer: AccountId) -> Result<(), TxError> {
+        let miner = self.miners.get(&signer).ok_or(TxError::NotMiner)?;
+        if miner.state != MinerState::Active {
+            return Err(TxError::MinerExiting);
+        }
+        let mut responsible = Vec::new();
+        for (fragment_id, place) in &self.fragments {
+            let fragment = &self.files[&place.file_id].segments[place.segment as usize].fragments
+                [place.column as usize];
+            if fragment.miner == Some(signer) {
+                responsible.push(*fragment_id);
+            }
+        }
+        for fragment_id in responsible {
+            self.release_fragment(signer, &fragment_id);
+        }
+        let claimed: Vec<Hash32> = self
+            .restorals
+            .iter()
+            .filter(|(_, o)| o.claim.is_some_and(|(m, _)| m == signer))
+            .map(|(id, _)| *id)
+            .collect();
+        for fragment_id in claimed {
+            self.release_claim(&fragment_id);
+        }
+        let height = self.height;
+        let miner = self.miners.get_mut(&signer).expect("checked above");
+        assert_eq!(miner.locked_bytes + miner.active_bytes, 0);
+        miner.state = MinerState::Exiting { since: height };
+        Ok(())
+    }
+
+    pub(super) fn withdraw_miner(&mut self, signer: AccountId) -> Result<(), TxError> {
+        let miner = self.miners.get(&signer).ok_or(TxError::NotMiner)?;
+        let MinerState::Exiting { since } = miner.state else {
+            return Err(TxError::MinerNotExiting);
+        };
+        let until = since.saturating_add(self.params.miner_cooling_off_blocks);
+        if self.height < until {
+            return Err(TxError::CoolingOff { until });
+        }
+        let miner = self.miners.remove(&signer).expect("checked above");
+        self.peer_ids.remove(&miner.peer_id);
+        self.credit(signer, miner.collateral);
+        Ok(())
+    }
+
+    pub(super) fn register_tagger(&mut self, signer: AccountId, key: &[u8]) -> Result<(), TxError> {
+        let key = cess_proofs::PublicKey::decode(key)
+            .map_err(|e| TxError::BadTaggerKey(e.to_string()))?;
+        let id = key.id().0;
+        if self.taggers.contains_key(&id) {
+            return Err(TxError::AlreadyRegistered);
+        }
+        self.taggers.insert(
+            id,
+            TaggerRecord {
+                key: Arc::new(key),
+                owner: signer,
+            },
+        );
+        Ok(())
+    }
+
+    /// A storage order, or (same file id) one more owner of an existing file.
+    pub(super) fn declare_file(&mut self, signer: AccountId, call: &Call) -> Result<(), TxError> {
+        let Call::DeclareFile {
+            file_id,
+            file_name,
+            size_bytes,
+            fragment_bytes,
+            tagger,
+            miners,
+            segments,
+        } = call
+        else {
+            unreachable!("dispatched on the call kind")
+        };
+        if let Some(file) = self.files.get(file_id) {
+            if file.owners.contains_key(&signer) {
+                return Err(TxError::AlreadyOwner);
+            }
+            self.files
+                .get_mut(file_id)
+                .expect("checked above")
+                .owners
+                .insert(signer, file_name.clone());
+            return Ok(());
+        }
+        let columns = usize::from(self.params.fragments_per_segment);
+        if miners.len() != columns {
+            return Err(TxError::BadOrder("one miner per fragment column"));
+        }
+        if segments.is_empty() {
+            return Err(TxError::BadOrder("no segments"));
+        }
+        if *fragment_bytes == 0 || *fragment_bytes > self.params.fragment_bytes_max {
+            return Err(TxError::BadOrder(
+                "fragment size outside 1..=fragment_bytes_max",
+            ));
+        }
+        let capacity = (segments.len() as u64)
+            .checked_mul(*fragment_bytes)
+            .and_then(|b| b.checked_mul(u64::from(self.params.data_fragments)))
+            .ok_or(TxError::Overflow)?;
+        if *size_bytes == 0 || *size_bytes > capacity {
+            return Err(TxError::BadOrder("file size does not fit its segments"));
+        }
+        if !self.taggers.contains_key(tagger) {
+            return Err(TxError::UnknownTagger);
+        }
+        let distinct: BTreeSet<&AccountId> = miners.iter().collect();
+        if distinct.len() != columns {
+            return Err(TxError::BadOrder("the miners of a file must be distinct"));
+        }
+        let per_miner = (segments.len() as u64)
+            .checked_mul(*fragment_bytes)
+            .ok_or(TxError::Overflow)?;
+        for miner_id in miners {
+            let miner = self.miners.get(miner_id).ok_or(TxError::NotMiner)?;
+            if miner.state != MinerState::Active {
+                return Err(TxError::MinerExiting);
+            }
+            if miner.idle_bytes() < per_miner {
+                return Err(TxError::NoSpace {
+                    miner: *miner_id,
+                    needed: per_miner,
+                    free: miner.idle_bytes(),
+                });
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for segment in segments {
+            if segment.fragments.len() != columns {
+                return Err(TxError::BadOrder(
+                    "a segment must list every fragment column",
+                ));
+            }
+            for fragment in &segment.fragments {
+                if !ids.insert(*fragment) {
+                    return Err(TxError::BadOrder(
+                        "a fragment id appears twice in the order",
+                    ));
+                }
+                if self.fragments.contains_key(fragment) {
+                    return Err(TxError::FragmentTaken);
+                }
+            }
+        }
+
+        // Checked: place it.
+        for miner_id in miners {
+            let miner = self.miners.get_mut(miner_id).expect("checked above");
+            miner.locked_bytes += per_miner;
+            miner.assert_space();
+        }
+        let mut infos = Vec::with_capacity(segments.len());
+        for (s, segment) in segments.iter().enumerate() {
+            let mut fragments = Vec::with_capacity(columns);
+            for (c, fragment) in segment.fragments.iter().enumerate() {
+                self.fragments.insert(
+                    *fragment,
+                    FragmentPlace {
+                        file_id: *file_id,
+                        segment: s as u32,
+                        column: c as u16,
+                    },
+                );
+                fragments.push(FragmentInfo {
+                    id: *fragment,
+                    miner: Some(miners[c]),
+                    stored: false,
+                });
+            }
+            infos.push(SegmentInfo {
+                segment_id: segment.segment_id,
+                fragments,
+            });
+        }
+        self.files.insert(
+            *file_id,
+            FileInfo {
+                size_bytes: *size_bytes,
+                fragment_bytes: *fragment_bytes,
+                tagger: *tagger,
+                owners: BTreeMap::from([(signer, file_name.clone())]),
+                segments: infos,
+                state: FileState::Pending,
+                declared_at: self.height,
+            },
+        );
+        Ok(())
+    }
+
+    /// The signer stores every fragment of `column` it is responsible for.
+    pub(super) fn report_stored(
+        &mut self,
+        signer: AccountId,
+        file_id: &Hash32,
+        column: u16,
+    ) -> Result<(), TxError> {
+        let file = self.files.get(file_id).ok_or(TxError::UnknownFile)?;
+        if !self.miners.contains_key(&signer) {
+            return Err(TxError::NotMiner);
+        }
+        let targets: Vec<usize> = file
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.fragments
+                    .get(usize::from(column))
+                    .is_some_and(|f| f.miner == Some(signer) && !f.stored)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if targets.is_empty() {
+            return Err(TxError::NothingToReport);
+        }
+        let fragment_bytes = file.fragment_bytes;
+        let tagger = file.tagger;
+        let file = self.files.get_mut(file_id).expect("checked above");
+        let miner = self.miners.get_mut(&signer).expect("checked above");
+        for s in targets {
+            let fragment = &mut file.segments[s].fragments[usize::from(column)];
+            fragment.stored = true;
+            miner.locked_bytes -= fragment_bytes;
+            miner.active_bytes += fragment_bytes;
+            miner
+                .held
+                .entry(tagger)
+                .or_default()
+                .insert(fragment.id, fragment_bytes);
+        }
+        miner.assert_space();
+        if file.state == FileState::Pending && file.all_stored() {
+            file.state = FileState::Active;
+            self.events.push(Event::FileActive { file_id: *file_id });
+        }
+        Ok(())
+    }
+
+    pub(super) fn delete_file(
+        &mut self,
+        signer: AccountId,
+        file_id: &Hash32,
+    ) -> Result<(), TxError> {
+        let file = self.files.get_mut(file_id).ok_or(TxError::UnknownFile)?;
+        if file.owners.remove(&signer).is_none() {
+            return Err(TxError::NotOwner);
+        }
+        if !file.owners.is_empty() {
+            return Ok(());
+        }
+        let file = self.files.remove(file_id).expect("checked above");
+        for segment in &file.segments {
+            for fragment in &segment.fragments {
+                self.fragments.remove(&fragment.id);
+                if let Some(miner_id) = fragment.miner {
+                    let miner = self
+                        .miners
+                        .get_mut(&miner_id)
+                        .expect("holders are registered");
+                    if fragment.stored {
+                        miner.active_bytes -= file.fragment_bytes;
+                        remove_held(miner, &file.tagger, &fragment.id);
+                    } else {
+                        miner.locked_bytes -= file.fragment_bytes;
+                    }
+                }
+                if let Some(order) = self.restorals.remove(&fragment.id)
+                    && let Some((claimer, _)) = order.claim
+                {
+                    let miner = self
+                        .miners
+                        .get_mut(&claimer)
+                        .expect("claimers are registered");
+                    miner.locked_bytes -= file.fragment_bytes;
+                }
+            }
+        }
+        self.events.push(Event::FileDeleted { file_id: *file_id });
+        Ok(())
+    }
+
+    pub(super) fn report_lost(
+        &mut self,
+        signer: AccountId,
+        fragment_id: &Hash32,
+    ) -> Result<(), TxError> {
+        let place = *self
+            .fragments
+            .get(fragment_id)
+            .ok_or(TxError::UnknownFragment)?;
+        let file = &self.files[&place.file_id];
+        let fragment = &file.segments[place.segment as usize].fragments[place.column as usize];
+        if fragment.miner != Some(signer) {
+            return Err(TxError::NotHolder);
+        }
+        self.release_fragment(signer, fragment_id);
+        Ok(())
+    }
+
+    /// `holder` stops being responsible for the fragment; a restoral order opens.
+    fn release_fragment(&mut self, holder: AccountId, fragment_id: &Hash32) {
+        let place = self.fragments[fragment_id];
+        let file = self.files.get_mut(&place.file_id).expect("indexed");
+        let fragment_bytes = file.fragment_bytes;
+        let tagger = file.tagger;
+        let fragment = &mut file.segments[place.segment as usize].fragments[place.column as usize];
+        assert_eq!(fragment.miner, Some(holder));
+        let miner = self
+            .miners
+            .get_mut(&holder)
+            .expect("holders are registered");
+        if fragment.stored {
+            miner.active_bytes -= fragment_bytes;
+            remove_held(miner, &tagger, fragment_id);
+        } else {
+            miner.locked_bytes -= fragment_bytes;
+        }
+        fragment.miner = None;
+        fragment.stored = false;
+        self.restorals.insert(
+            *fragment_id,
+            RestoralOrder {
+                file_id: place.file_id,
+                segment: place.segment,
+                column: place.column,
+                lost_by: holder,
+                opened_at: self.height,
+                claim: None,
+            },
+        );
+        self.events.push(Event::RestoralOpened {
+            fragment_id: *fragment_id,
+        });
+    }
+
+    pub(super) fn claim_restoral(
+        &mut self,
+        signer: AccountId,
+        fragment_id: &Hash32,
+    ) -> Result<(), TxError> {
+        let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
+        if let Some((_, until)) = order.claim {
+            return Err(TxError::AlreadyClaimed { until });
+        }
+        let miner = self.miners.get(&signer).ok_or(TxError::NotMiner)?;
+        if miner.state != MinerState::Active {
+            return Err(TxError::MinerExiting);
+        }
+        let file = &self.files[&order.file_id];
+        if file.segments[order.segment as usize]
+            .fragments
+            .iter()
+            .any(|f| f.miner == Some(signer))
+        {
+            return Err(TxError::HoldsSegment);
+        }
+        if miner.idle_bytes() < file.fragment_bytes {
+            return Err(TxError::NoSpace {
+                miner: signer,
+                needed: file.fragment_bytes,
+                free: miner.idle_bytes(),
+            });
+        }
+        let fragment_bytes = file.fragment_bytes;
+        let until = self.height + self.params.restoral_claim_blocks;
+        self.miners.get_mut(&signer).expect("checked").locked_bytes += fragment_bytes;
+        self.restorals.get_mut(fragment_id).expect("checked").claim = Some((signer, until));
+        Ok(())
+    }
+
+    pub(super) fn complete_restoral(
+        &mut self,
+        signer: AccountId,
+        fragment_id: &Hash32,
+    ) -> Result<(), TxError> {
+        let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
+        if order.claim.map(|(m, _)| m) != Some(signer) {
+            return Err(TxError::NotClaimer);
+        }
+        let order = self.restorals.remove(fragment_id).expect("checked");
+        let file = self
+            .files
+            .get_mut(&order.file_id)
+            .expect("orders name live files");
+        let fragment_bytes = file.fragment_bytes;
+        let tagger = file.tagger;
+        let fragment = &mut file.segments[order.segment as usize].fragments[order.column as usize];
+        fragment.miner = Some(signer);
+        fragment.stored = true;
+        let miner = self
+            .miners
+            .get_mut(&signer)
+            .expect("claimers are registered");
+        miner.locked_bytes -= fragment_bytes;
+        miner.active_bytes += fragment_bytes;
+        miner
+            .held
+            .entry(tagger)
+            .or_default()
+            .insert(*fragment_id, fragment_bytes);
+        miner.assert_space();
+        if file.state == FileState::Pending && file.all_stored() {
+            file.state = FileState::Active;
+            self.events.push(Event::FileActive {
+                file_id: order.file_id,
+            });
+        }
+        self.events.push(Event::RestoralDone {
+            fragment_id: *fragment_id,
+            miner: signer,
+        });
+        Ok(())
+    }
+
+    fn release_claim(&mut self, fragment_id: &Hash32) {
+        let order = self
+            .restorals
+            .get_mut(fragment_id)
+            .expect("claims are on open orders");
+        let (claimer, _) = order.claim.take().expect("released claims exist");
+        let fragment_bytes = self.files[&order.file_id].fragment_bytes;
+        self.miners
+            .get_mut(&claimer)
+            .expect("claimers are registered")
+            .locked_bytes -= fragment_bytes;
+    }
+
+    pub(super) fn expire_restoral_claims(&mut self) {
+        let expired: Vec<(Hash32, AccountId)> = self
+            .restorals
+            .iter()
+            .filter_map(|(id, o)| match o.claim {
+                Some((claimer, until)) if until <= self.height => Some((*id, claimer)),
+                _ => None,
+            })
+            .collect();
+        for (fragment_id, claimer) in expired {
+            self.release_claim(&fragment_id);
+            self.events.push(Event::RestoralClaimExpired {
+                fragment_id,
+                claimer,
+            });
+        }
+    }
+}
+
+fn remove_held(miner: &mut Miner, tagger: &Hash32, fragment_id: &Hash32) {
+    let set = miner
+        .held
+        .get_mut(tagger)
+        .expect("stored fragments are held");
+    set.remove(fragment_id).expect("stored fragments are held");
+    if set.is_empty() {
+        miner.held.remove(tagger);
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), TxError> {
+    // A multiaddr in its canonical text form, so every node reads the same address.
+    match endpoint.parse::<multiaddr::Multiaddr>() {
+        Ok(addr) if addr.to_string() == endpoint => Ok(()),
+        _ => Err(TxError::BadEndpoint),
+    }
+}

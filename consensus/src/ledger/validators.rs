@@ -1,0 +1,257 @@
+//! Validator candidates, R²S elections, commit participation and epoch randomness.
+//!
+//! **R²S credit.** Each era the ledger elects the `validators_per_era` candidates with the
+//! highest credit = 50 % reputation + 30 % stake + 20 % randomness, each first brought to the
+//! same scale 0..=1 000 000:
+//! - reputation: `reputation × 1 000 000 / 1000` (reputation is 0..=1000, starts at 500, +1 for
+//!   each commit the validator signs, −5 for each it misses);
+//! - stake: `stake × 1 000 000 / (largest stake among the candidates)`;
+//! - randomness: `SHA-256(epoch randomness ‖ account) mod 1 000 001`.
+//!
+//! So credit = 5·rep + 3·stake + 2·rand (times 10 of the weights), ties broken by account id.
+//! CESS scores stake on 0..=100 against 0..=1000 for the other two, so its 30 % stake weighs
+//! about 4 %; here each part weighs what it says. Candidates below the minimum stake are not
+//! eligible; with no eligible candidate the current set stays.
+
+use super::{Event, Ledger, TxError};
+use crate::codec::hash;
+use crate::keys::{
+    AccountId, VALIDATOR_KEY_BYTES, VALIDATOR_SIGNATURE_BYTES, ValidatorPublicKey,
+    ValidatorSignature,
+};
+use crate::tx::Hash32;
+
+pub(crate) const REPUTATION_START: u32 = 500;
+const REPUTATION_MAX: u32 = 1000;
+const CREDIT_SCALE: u128 = 1_000_000;
+/// Epoch seeds kept: the current epoch needs the seed of two epochs back.
+const EPOCH_SEEDS_KEPT: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub key: ValidatorPublicKey,
+    pub stake: u128,
+    pub reputation: u32,
+}
+
+/// A member of the current validator set (equal voting power: BFT counts validators).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorEntry {
+    pub account: AccountId,
+    pub key: ValidatorPublicKey,
+}
+
+pub(crate) fn check_candidate_key(
+    key: &[u8; VALIDATOR_KEY_BYTES],
+    possession: &[u8; VALIDATOR_SIGNATURE_BYTES],
+) -> Result<ValidatorPublicKey, TxError> {
+    let key = ValidatorPublicKey::decode(key)
+        .map_err(|_| TxError::BadValidatorKey("not a valid BLS key"))?;
+    let pop = ValidatorSignature::decode(possession)
+        .map_err(|_| TxError::BadValidatorKey("possession proof is not a signature"))?;
+    if !key.verify_possession(&pop) {
+        return Err(TxError::BadValidatorKey("possession proof does not verify"));
+    }
+    Ok(key)
+}
+
+/// R²S credit on the common scale (see the module documentation).
+pub fn credit(candidate: &Candidate, account: &AccountId, stake_max: u128, seed: &Hash32) -> u128 {
+    let reputation = u128::from(candidate.reputation.min(REPUTATION_MAX)) * CREDIT_SCALE
+        / u128::from(REPUTATION_MAX);
+    // stake ≤ stake_max, so this is at most CREDIT_SCALE; u128 holds stake × 10⁶ for any
+    // stake below 3·10³² (the total money is far smaller).
+    let stake = candidate
+        .stake
+        .saturating_mul(CREDIT_SCALE)
+        .checked_div(stake_max)
+        .unwrap_or(0);
+    let draw = hash(b"cess-ledger/1 r2s draw\0", &[seed, &account.0]);
+    let random = u128::from_le_bytes(draw[..16].try_into().expect("16 bytes")) % (CREDIT_SCALE + 1);
+    5 * reputation + 3 * stake + 2 * random
+}
+
+impl Ledger {
+    /// The validator set for the next block.
+    pub fn validators(&self) -> &[ValidatorEntry] {
+        &self.validators
+    }
+
+    pub fn era(&self) -> u64 {
+        self.era
+    }
+
+    pub fn candidate(&self, account: &AccountId) -> Option<&Candidate> {
+        self.candidates.get(account)
+    }
+
+    pub fn candidates(&self) -> impl Iterator<Item = (&AccountId, &Candidate)> {
+        self.candidates.iter()
+    }
+
+    /// The epoch a height belongs to (heights 1..=epoch_blocks are epoch 0).
+    pub fn epoch_of(&self, height: u64) -> u64 {
+        height.saturating_sub(1) / self.params.epoch_blocks
+    }
+
+    /// The randomness of `epoch`: the chain's randomness at the end of epoch − 2 (the genesis
+    /// randomness for epochs 0 and 1), so it is fixed before the epoch before it starts.
+    /// `None` for epochs too far back or ahead.
+    pub fn epoch_randomness(&self, epoch: u64) -> Option<Hash32> {
+        self.epoch_seeds
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, seed)| *seed)
+    }
+
+    /// The latest randomness (hash chain of every block's VRF output).
+    pub fn randomness(&self) -> Hash32 {
+        self.randomness
+    }
+
+    /// Elect the next set by R²S credit.
+    pub(super) fn elect(&self, seed: &Hash32) -> Vec<super::ValidatorEntry> {
+        let eligible: Vec<(&AccountId, &Candidate)> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.stake >= self.params.candidate_stake_min || self.height == 0)
+            .collect();
+        if eligible.is_empty() {
+            return self.validators.clone();
+        }
+        let stake_max = eligible.iter().map(|(_, c)| c.stake).max().unwrap_or(0);
+        let mut ranked: Vec<(u128, AccountId, &Candidate)> = eligible
+            .into_iter()
+            .map(|(account, c)| (credit(c, account, stake_max, seed), *account, c))
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        ranked.truncate(self.params.validators_per_era as usize);
+        // The set is ordered by account so every validator indexes it the same way.
+        ranked.sort_by_key(|(_, account, _)| *account);
+        ranked
+            .into_iter()
+            .map(|(_, account, c)| ValidatorEntry {
+                account,
+                key: c.key.clone(),
+            })
+            .collect()
+    }
+
+    pub(super) fn register_candidate(
+        &mut self,
+        signer: AccountId,
+        key: &[u8; VALIDATOR_KEY_BYTES],
+        possession: &[u8; VALIDATOR_SIGNATURE_BYTES],
+        stake: u128,
+    ) -> Result<(), TxError> {
+        if self.candidates.contains_key(&signer) || self.validator_keys.contains(key) {
+            return Err(TxError::AlreadyRegistered);
+        }
+        if stake < self.params.candidate_stake_min {
+            return Err(TxError::StakeTooLow {
+                min: self.params.candidate_stake_min,
+                got: stake,
+            });
+        }
+        let key = check_candidate_key(key, possession)?;
+        self.can_pay(&signer, stake)?;
+        self.debit(signer, stake);
+        self.validator_keys.insert(key.to_bytes());
+        self.candidates.insert(
+            signer,
+            Candidate {
+                key,
+                stake,
+                reputation: REPUTATION_START,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn bond(&mut self, signer: AccountId, amount: u128) -> Result<(), TxError> {
+        if amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        let candidate = self.candidates.get(&signer).ok_or(TxError::NotCandidate)?;
+        candidate
+            .stake
+            .checked_add(amount)
+            .ok_or(TxError::Overflow)?;
+        self.can_pay(&signer, amount)?;
+        self.debit(signer, amount);
+        self.candidates.get_mut(&signer).expect("checked").stake += amount;
+        Ok(())
+    }
+
+    pub(super) fn unbond(&mut self, signer: AccountId, amount: u128) -> Result<(), TxError> {
+        if amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        let candidate = self.candidates.get(&signer).ok_or(TxError::NotCandidate)?;
+        if candidate.stake < amount {
+            return Err(TxError::InsufficientBalance {
+                needed: amount,
+                available: candidate.stake,
+            });
+        }
+        let left = candidate.stake - amount;
+        let elected = self.validators.iter().any(|v| v.account == signer);
+        if elected && left < self.params.candidate_stake_min {
+            return Err(TxError::ValidatorBonded);
+        }
+        self.candidates.get_mut(&signer).expect("checked").stake = left;
+        if left == 0 {
+            let candidate = self.candidates.remove(&signer).expect("checked");
+            self.validator_keys.remove(&candidate.key.to_bytes());
+        }
+        self.credit(signer, amount);
+        Ok(())
+    }
+
+    /// Reputation from the previous height's commit: +1 for each member of the set that
+    /// signed it, −5 for each that did not.
+    pub(super) fn credit_commit_signers(&mut self, signers: &[AccountId]) {
+        if self.height <= 1 {
+            return;
+        }
+        let set = if self.elected_at + 1 == self.height {
+            &self.previous_validators
+        } else {
+            &self.validators
+        };
+        let members: Vec<AccountId> = set.iter().map(|v| v.account).collect();
+        for member in members {
+            let Some(candidate) = self.candidates.get_mut(&member) else {
+                continue;
+            };
+            candidate.reputation = if signers.contains(&member) {
+                (candidate.reputation + 1).min(REPUTATION_MAX)
+            } else {
+                candidate.reputation.saturating_sub(5)
+            };
+        }
+    }
+
+    pub(super) fn end_epoch_and_era(&mut self) {
+        if self.height.is_multiple_of(self.params.epoch_blocks) {
+            let ended = self.height / self.params.epoch_blocks - 1;
+            self.epoch_seeds.push((ended + 2, self.randomness));
+            if self.epoch_seeds.len() > EPOCH_SEEDS_KEPT {
+                self.epoch_seeds.remove(0);
+            }
+        }
+        if self.height.is_multiple_of(self.params.era_blocks) {
+            let seed = self
+                .epoch_randomness(self.epoch_of(self.height + 1))
+                .unwrap_or(self.randomness);
+            let next = self.elect(&seed);
+            self.era += 1;
+            self.events.push(Event::ValidatorsElected {
+                era: self.era,
+                validators: next.iter().map(|v| v.account).collect(),
+            });
+            self.previous_validators = std::mem::replace(&mut self.validators, next);
+            self.elected_at = self.height;
+        }
+    }
+}

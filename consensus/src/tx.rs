@@ -1,0 +1,485 @@
+//! Transactions: what an account asks the ledger to do, signed by the account.
+//!
+//! The signature covers a domain tag, the chain id (so a transaction cannot be replayed on
+//! another network), the signer, its nonce and the call, in the canonical encoding.
+
+use crate::codec::{DecodeError, Reader, Writer, hash};
+use crate::keys::{
+    ACCOUNT_SIGNATURE_BYTES, AccountId, AccountKey, VALIDATOR_KEY_BYTES, VALIDATOR_SIGNATURE_BYTES,
+};
+
+const TX_DOMAIN: &[u8] = b"cess-ledger/1 transaction\0";
+
+/// Largest encoded transaction: a storage order of 2 GiB of file at 32 MiB segments (64
+/// segments of 12 fragment ids) fits with room; a proof of s = 8192 sectors is 262 KiB.
+pub const TX_BYTES_MAX: usize = 512 << 10;
+pub const NAME_BYTES_MAX: usize = 256;
+pub const ENDPOINT_BYTES_MAX: usize = 256;
+pub const PEER_ID_BYTES_MAX: usize = 64;
+pub const SEGMENTS_PER_ORDER_MAX: usize = 1024;
+pub const FRAGMENTS_PER_SEGMENT_MAX: usize = 64;
+/// A tagger key of s = 8192 sectors (the most `cess-proofs` allows) is 393 KiB.
+pub const TAGGER_KEY_BYTES_MAX: usize = 400 << 10;
+pub const PROOF_BYTES_MAX: usize = 300 << 10;
+
+pub type Hash32 = [u8; 32];
+
+/// One segment of a storage order: its id and its fragments' ids, fragment j for miner j.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentDecl {
+    pub segment_id: Hash32,
+    pub fragments: Vec<Hash32>,
+}
+
+/// What a transaction does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Transfer {
+        to: AccountId,
+        amount: u128,
+    },
+    /// Register the signer as a storage miner. `peer_id` is the transport PeerId (bytes) and
+    /// must be the signer's own key; `collateral` moves from balance.
+    RegisterMiner {
+        peer_id: Vec<u8>,
+        endpoint: String,
+        declared_bytes: u64,
+        collateral: u128,
+    },
+    UpdateMiner {
+        endpoint: String,
+        declared_bytes: u64,
+    },
+    /// Start leaving: no new data; held fragments become restoral orders.
+    ExitMiner,
+    /// After the cooling-off period: collateral returns, the miner is removed.
+    WithdrawMiner,
+    /// Register a tagger's public key (the `cess-proofs` encoding).
+    RegisterTagger {
+        key: Vec<u8>,
+    },
+    /// A storage order: the file, its segments and fragments, and the miners of the columns.
+    /// An existing file id adds the signer as another owner (deduplication).
+    DeclareFile {
+        file_id: Hash32,
+        file_name: String,
+        size_bytes: u64,
+        fragment_bytes: u64,
+        tagger: Hash32,
+        miners: Vec<AccountId>,
+        segments: Vec<SegmentDecl>,
+    },
+    /// Miner of `column` reports it stores that column's fragment of every segment.
+    ReportStored {
+        file_id: Hash32,
+        column: u16,
+    },
+    /// The signer stops owning the file; the last owner's deletion frees the content.
+    DeleteFile {
+        file_id: Hash32,
+    },
+    /// The answer to the signer's audit of `round` for `tagger`.
+    SubmitProof {
+        round: u64,
+        tagger: Hash32,
+        proof: Vec<u8>,
+    },
+    /// The holder reports a fragment lost: a restoral order is opened.
+    ReportLost {
+        fragment_id: Hash32,
+    },
+    ClaimRestoral {
+        fragment_id: Hash32,
+    },
+    CompleteRestoral {
+        fragment_id: Hash32,
+    },
+    /// Become a validator candidate with `stake` moved from balance.
+    RegisterCandidate {
+        key: [u8; VALIDATOR_KEY_BYTES],
+        possession: [u8; VALIDATOR_SIGNATURE_BYTES],
+        stake: u128,
+    },
+    Bond {
+        amount: u128,
+    },
+    Unbond {
+        amount: u128,
+    },
+}
+
+impl Call {
+    fn tag(&self) -> u8 {
+        match self {
+            Call::Transfer { .. } => 1,
+            Call::RegisterMiner { .. } => 2,
+            Call::UpdateMiner { .. } => 3,
+            Call::ExitMiner => 4,
+            Call::WithdrawMiner => 5,
+            Call::RegisterTagger { .. } => 6,
+            Call::DeclareFile { .. } => 7,
+            Call::ReportStored { .. } => 8,
+            Call::DeleteFile { .. } => 9,
+            Call::SubmitProof { .. } => 10,
+            Call::ReportLost { .. } => 11,
+            Call::ClaimRestoral { .. } => 12,
+            Call::CompleteRestoral { .. } => 13,
+            Call::RegisterCandidate { .. } => 14,
+            Call::Bond { .. } => 15,
+            Call::Unbond { .. } => 16,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Transfer { .. } => "transfer",
+            Call::RegisterMiner { .. } => "register_miner",
+            Call::UpdateMiner { .. } => "update_miner",
+            Call::ExitMiner => "exit_miner",
+            Call::WithdrawMiner => "withdraw_miner",
+            Call::RegisterTagger { .. } => "register_tagger",
+            Call::DeclareFile { .. } => "declare_file",
+            Call::ReportStored { .. } => "report_stored",
+            Call::DeleteFile { .. } => "delete_file",
+            Call::SubmitProof { .. } => "submit_proof",
+            Call::ReportLost { .. } => "report_lost",
+            Call::ClaimRestoral { .. } => "claim_restoral",
+            Call::CompleteRestoral { .. } => "complete_restoral",
+            Call::RegisterCandidate { .. } => "register_candidate",
+            Call::Bond { .. } => "bond",
+            Call::Unbond { .. } => "unbond",
+        }
+    }
+
+    pub fn encode(&self, w: &mut Writer) {
+        w.u8(self.tag());
+        match self {
+            Call::Transfer { to, amount } => {
+                w.fixed(&to.0).u128(*amount);
+            }
+            Call::RegisterMiner {
+                peer_id,
+                endpoint,
+                declared_bytes,
+                collateral,
+            } => {
+                w.bytes(peer_id)
+                    .str(endpoint)
+                    .u64(*declared_bytes)
+                    .u128(*collateral);
+            }
+            Call::UpdateMiner {
+                endpoint,
+                declared_bytes,
+            } => {
+                w.str(endpoint).u64(*declared_bytes);
+            }
+            Call::ExitMiner | Call::WithdrawMiner => {}
+            Call::RegisterTagger { key } => {
+                w.bytes(key);
+            }
+            Call::DeclareFile {
+                file_id,
+                file_name,
+                size_bytes,
+                fragment_bytes,
+                tagger,
+                miners,
+                segments,
+            } => {
+                w.fixed(file_id)
+                    .str(file_name)
+                    .u64(*size_bytes)
+                    .u64(*fragment_bytes)
+                    .fixed(tagger)
+                    .count(miners.len());
+                for miner in miners {
+                    w.fixed(&miner.0);
+                }
+                w.count(segments.len());
+                for segment in segments {
+                    w.fixed(&segment.segment_id).count(segment.fragments.len());
+                    for fragment in &segment.fragments {
+                        w.fixed(fragment);
+                    }
+                }
+            }
+            Call::ReportStored { file_id, column } => {
+                w.fixed(file_id).u16(*column);
+            }
+            Call::DeleteFile { file_id } => {
+                w.fixed(file_id);
+            }
+            Call::SubmitProof {
+                round,
+                tagger,
+                proof,
+            } => {
+                w.u64(*round).fixed(tagger).bytes(proof);
+            }
+            Call::ReportLost { fragment_id }
+            | Call::ClaimRestoral { fragment_id }
+            | Call::CompleteRestoral { fragment_id } => {
+                w.fixed(fragment_id);
+            }
+            Call::RegisterCandidate {
+                key,
+                possession,
+                stake,
+            } => {
+                w.fixed(key).fixed(possession).u128(*stake);
+            }
+            Call::Bond { amount } | Call::Unbond { amount } => {
+                w.u128(*amount);
+            }
+        }
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<Call, DecodeError> {
+        let call = match r.u8("call kind")? {
+            1 => Call::Transfer {
+                to: AccountId(r.array("to")?),
+                amount: r.u128("amount")?,
+            },
+            2 => Call::RegisterMiner {
+                peer_id: r.bytes(PEER_ID_BYTES_MAX, "peer id")?.to_vec(),
+                endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
+                declared_bytes: r.u64("declared bytes")?,
+                collateral: r.u128("collateral")?,
+            },
+            3 => Call::UpdateMiner {
+                endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
+                declared_bytes: r.u64("declared bytes")?,
+            },
+            4 => Call::ExitMiner,
+            5 => Call::WithdrawMiner,
+            6 => Call::RegisterTagger {
+                key: r.bytes(TAGGER_KEY_BYTES_MAX, "tagger key")?.to_vec(),
+            },
+            7 => {
+                let file_id = r.array("file id")?;
+                let file_name = r.string(NAME_BYTES_MAX, "file name")?;
+                let size_bytes = r.u64("size")?;
+                let fragment_bytes = r.u64("fragment bytes")?;
+                let tagger = r.array("tagger")?;
+                let miner_count = r.count(FRAGMENTS_PER_SEGMENT_MAX, 32, "miners")?;
+                let mut miners = Vec::with_capacity(miner_count);
+                for _ in 0..miner_count {
+                    miners.push(AccountId(r.array("miner")?));
+                }
+                let segment_count = r.count(SEGMENTS_PER_ORDER_MAX, 36, "segments")?;
+                let mut segments = Vec::with_capacity(segment_count);
+                for _ in 0..segment_count {
+                    let segment_id = r.array("segment id")?;
+                    let fragment_count = r.count(FRAGMENTS_PER_SEGMENT_MAX, 32, "fragments")?;
+                    let mut fragments = Vec::with_capacity(fragment_count);
+                    for _ in 0..fragment_count {
+                        fragments.push(r.array("fragment id")?);
+                    }
+                    segments.push(SegmentDecl {
+                        segment_id,
+                        fragments,
+                    });
+                }
+                Call::DeclareFile {
+                    file_id,
+                    file_name,
+                    size_bytes,
+                    fragment_bytes,
+                    tagger,
+                    miners,
+                    segments,
+                }
+            }
+            8 => Call::ReportStored {
+                file_id: r.array("file id")?,
+                column: r.u16("column")?,
+            },
+            9 => Call::DeleteFile {
+                file_id: r.array("file id")?,
+            },
+            10 => Call::SubmitProof {
+                round: r.u64("round")?,
+                tagger: r.array("tagger")?,
+                proof: r.bytes(PROOF_BYTES_MAX, "proof")?.to_vec(),
+            },
+            11 => Call::ReportLost {
+                fragment_id: r.array("fragment id")?,
+            },
+            12 => Call::ClaimRestoral {
+                fragment_id: r.array("fragment id")?,
+            },
+            13 => Call::CompleteRestoral {
+                fragment_id: r.array("fragment id")?,
+            },
+            14 => Call::RegisterCandidate {
+                key: r.array("validator key")?,
+                possession: r.array("proof of possession")?,
+                stake: r.u128("stake")?,
+            },
+            15 => Call::Bond {
+                amount: r.u128("amount")?,
+            },
+            16 => Call::Unbond {
+                amount: r.u128("amount")?,
+            },
+            _ => return Err(DecodeError::Invalid("call kind")),
+        };
+        Ok(call)
+    }
+}
+
+/// A signed transaction. Decoding checks the encoding and bounds, not the signature: the
+/// ledger checks that (`Ledger::check`) against the chain id it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub signer: AccountId,
+    pub nonce: u64,
+    pub call: Call,
+    pub signature: [u8; ACCOUNT_SIGNATURE_BYTES],
+}
+
+impl Transaction {
+    /// Build and sign.
+    pub fn sign(key: &AccountKey, chain_id: &Hash32, nonce: u64, call: Call) -> Transaction {
+        let signer = key.id();
+        let message = signing_bytes(chain_id, &signer, nonce, &call);
+        Transaction {
+            signature: key.sign(&message),
+            signer,
+            nonce,
+            call,
+        }
+    }
+
+    pub fn signature_is_valid(&self, chain_id: &Hash32) -> bool {
+        let message = signing_bytes(chain_id, &self.signer, self.nonce, &self.call);
+        self.signer.verify(&message, &self.signature)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode_into(&mut w);
+        w.into_bytes()
+    }
+
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.fixed(&self.signer.0).u64(self.nonce);
+        self.call.encode(w);
+        w.fixed(&self.signature);
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Transaction, DecodeError> {
+        if bytes.len() > TX_BYTES_MAX {
+            return Err(DecodeError::TooLong {
+                what: "transaction",
+                len: bytes.len() as u64,
+                max: TX_BYTES_MAX as u64,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let tx = Transaction::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(tx)
+    }
+
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Transaction, DecodeError> {
+        Ok(Transaction {
+            signer: AccountId(r.array("signer")?),
+            nonce: r.u64("nonce")?,
+            call: Call::decode(r)?,
+            signature: r.array("signature")?,
+        })
+    }
+
+    /// The transaction's id: SHA-256 of its encoding.
+    pub fn id(&self) -> Hash32 {
+        hash(b"cess-ledger/1 tx id\0", &[&self.encode()])
+    }
+}
+
+fn signing_bytes(chain_id: &Hash32, signer: &AccountId, nonce: u64, call: &Call) -> Vec<u8> {
+    let mut w = Writer::with_domain(TX_DOMAIN);
+    w.fixed(chain_id).fixed(&signer.0).u64(nonce);
+    call.encode(&mut w);
+    w.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_calls() -> Vec<Call> {
+        vec![
+            Call::Transfer {
+                to: AccountId([9; 32]),
+                amount: 77,
+            },
+            Call::RegisterMiner {
+                peer_id: vec![1, 2, 3],
+                endpoint: "/ip4/127.0.0.1/udp/1/quic-v1".into(),
+                declared_bytes: 1 << 30,
+                collateral: 5,
+            },
+            Call::ExitMiner,
+            Call::DeclareFile {
+                file_id: [1; 32],
+                file_name: "a.txt".into(),
+                size_bytes: 10,
+                fragment_bytes: 8 << 20,
+                tagger: [2; 32],
+                miners: vec![AccountId([3; 32]); 12],
+                segments: vec![SegmentDecl {
+                    segment_id: [4; 32],
+                    fragments: vec![[5; 32]; 12],
+                }],
+            },
+            Call::SubmitProof {
+                round: 3,
+                tagger: [6; 32],
+                proof: vec![7; 100],
+            },
+            Call::RegisterCandidate {
+                key: [8; 48],
+                possession: [9; 96],
+                stake: 1000,
+            },
+        ]
+    }
+
+    #[test]
+    fn transactions_round_trip_and_signatures_bind_everything() {
+        let key = AccountKey::from_seed([1; 32]);
+        let chain = [7u8; 32];
+        for (nonce, call) in sample_calls().into_iter().enumerate() {
+            let tx = Transaction::sign(&key, &chain, nonce as u64, call);
+            let bytes = tx.encode();
+            let back = Transaction::decode(&bytes).unwrap();
+            assert_eq!(back, tx);
+            assert_eq!(back.encode(), bytes);
+            assert!(back.signature_is_valid(&chain));
+            assert!(!back.signature_is_valid(&[8u8; 32]), "another chain");
+            let mut bumped = back.clone();
+            bumped.nonce += 1;
+            assert!(!bumped.signature_is_valid(&chain));
+            // Every truncation is refused, and so is a trailing byte.
+            for len in 0..bytes.len() {
+                assert!(Transaction::decode(&bytes[..len]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Transaction::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_call_kind_is_refused() {
+        let mut bytes = vec![0u8; 32 + 8];
+        bytes.push(99);
+        bytes.extend_from_slice(&[0; 64]);
+        assert_eq!(
+            Transaction::decode(&bytes),
+            Err(DecodeError::Invalid("call kind"))
+        );
+    }
+}
