@@ -30,8 +30,8 @@ pub use curve::PointError;
 pub use gpu::GpuBackend;
 pub use keys::{PublicKey, SecretKey, TaggerId};
 pub use proof::{
-    BatchItem, InvalidReason, Proof, ProofSource, ProveError, ProveStats, Verdict, batch_verify,
-    prove, verify,
+    BatchItem, InvalidReason, MemorySource, NotHeld, Proof, ProofSource, ProveError, ProveStats,
+    Verdict, batch_verify, prove, verify,
 };
 pub use tag::{Tags, tag_fragment};
 

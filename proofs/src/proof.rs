@@ -102,6 +102,42 @@ pub trait ProofSource {
     }
 }
 
+/// Fragments and their tag blobs held in memory (simulations, tests, benchmarks).
+#[derive(Debug, Default, Clone)]
+pub struct MemorySource {
+    pub data: std::collections::HashMap<FragmentId, Vec<u8>>,
+    pub tags: std::collections::HashMap<FragmentId, Vec<u8>>,
+}
+
+/// A [`MemorySource`] read of a fragment it does not hold, or past its end.
+#[derive(Debug, thiserror::Error)]
+#[error("fragment {0} is not held in memory (or the read passes its end)")]
+pub struct NotHeld(String);
+
+impl ProofSource for MemorySource {
+    type Error = NotHeld;
+
+    fn tags(&mut self, id: &FragmentId) -> Result<Vec<u8>, NotHeld> {
+        self.tags
+            .get(id)
+            .cloned()
+            .ok_or_else(|| NotHeld(crate::hex(id)))
+    }
+
+    fn read(&mut self, id: &FragmentId, offset_bytes: u64, buf: &mut [u8]) -> Result<(), NotHeld> {
+        let bytes = self
+            .data
+            .get(id)
+            .and_then(|data| {
+                let start = usize::try_from(offset_bytes).ok()?;
+                data.get(start..start.checked_add(buf.len())?)
+            })
+            .ok_or_else(|| NotHeld(crate::hex(id)))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// Why no proof could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ProveError {

@@ -1,0 +1,200 @@
+//! A ledger driven block by block, with keys for every actor.
+#![allow(dead_code)]
+
+use cess_consensus::ledger::{GenesisValidator, TOKEN};
+use cess_consensus::tx::{Hash32, SegmentDecl};
+use cess_consensus::{
+    AccountId, AccountKey, BlockInfo, BlockOutcome, Call, Genesis, Ledger, LedgerParams,
+    Transaction, ValidatorKey,
+};
+use cess_proofs::{CpuBackend, MemorySource, SecretKey, tag_fragment};
+use sha2::{Digest, Sha256};
+
+pub const START_BALANCE: u128 = 1_000_000 * TOKEN;
+
+pub struct Chain {
+    pub ledger: Ledger,
+    pub accounts: Vec<AccountKey>,
+    pub validator_keys: Vec<ValidatorKey>,
+}
+
+/// Short periods so tests see audits, epochs and eras within a few dozen blocks.
+pub fn test_params() -> LedgerParams {
+    LedgerParams {
+        audit_period_blocks: 5,
+        audit_miners_permille: 1000,
+        audit_deadline_base_blocks: 3,
+        miner_cooling_off_blocks: 4,
+        restoral_claim_blocks: 4,
+        epoch_blocks: 4,
+        era_blocks: 8,
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    }
+}
+
+pub fn account(i: usize) -> AccountKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    AccountKey::from_seed(seed)
+}
+
+pub fn validator_key(i: usize) -> ValidatorKey {
+    let mut seed = [0x55u8; 32];
+    seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    ValidatorKey::from_seed(&seed)
+}
+
+pub fn sha(bytes: &[u8]) -> Hash32 {
+    Sha256::digest(bytes).into()
+}
+
+impl Chain {
+    /// `accounts` funded accounts; the first `validators` of them are genesis validators.
+    pub fn new(accounts: usize, validators: usize, params: LedgerParams) -> Chain {
+        let keys: Vec<AccountKey> = (0..accounts).map(account).collect();
+        let vkeys: Vec<ValidatorKey> = (0..validators).map(validator_key).collect();
+        let genesis = Genesis {
+            chain_name: "test".into(),
+            time_ms: 0,
+            accounts: keys.iter().map(|k| (k.id(), START_BALANCE)).collect(),
+            reward_pool: 1_000 * TOKEN,
+            validators: vkeys
+                .iter()
+                .zip(&keys)
+                .map(|(v, a)| GenesisValidator {
+                    account: a.id(),
+                    key: v.public().to_bytes(),
+                    possession: v.proof_of_possession().to_bytes(),
+                    stake: params.candidate_stake_min,
+                })
+                .collect(),
+            params,
+        };
+        Chain {
+            ledger: Ledger::genesis(&genesis).expect("genesis"),
+            accounts: keys,
+            validator_keys: vkeys,
+        }
+    }
+
+    pub fn id(&self, i: usize) -> AccountId {
+        self.accounts[i].id()
+    }
+
+    pub fn tx(&self, i: usize, call: Call) -> Transaction {
+        let key = &self.accounts[i];
+        let nonce = self.ledger.account(&key.id()).nonce;
+        Transaction::sign(key, &self.ledger.chain_id(), nonce, call)
+    }
+
+    pub fn next_info(&self) -> BlockInfo {
+        let height = self.ledger.height() + 1;
+        BlockInfo {
+            height,
+            time_ms: height * 1000,
+            vrf_output: sha(&height.to_le_bytes()),
+            last_commit: self.ledger.validators().iter().map(|v| v.account).collect(),
+        }
+    }
+
+    pub fn block(&mut self, txs: &[Transaction]) -> BlockOutcome {
+        let info = self.next_info();
+        let outcome = self.ledger.apply_block(&info, txs, &CpuBackend);
+        self.ledger.assert_storage_invariants();
+        assert_eq!(
+            self.ledger.count_money(),
+            self.ledger.total_money(),
+            "money conserved"
+        );
+        outcome
+    }
+
+    /// Apply one transaction alone in a block; its receipt.
+    pub fn run(&mut self, i: usize, call: Call) -> Result<(), cess_consensus::TxError> {
+        let tx = self.tx(i, call);
+        self.block(&[tx]).receipts.remove(0)
+    }
+
+    pub fn register_miner(&mut self, i: usize, declared_bytes: u64) {
+        let id = self.id(i);
+        let peer_id = id.peer_id().unwrap().to_bytes();
+        self.run(
+            i,
+            Call::RegisterMiner {
+                peer_id,
+                endpoint: format!("/ip4/127.0.0.1/udp/{}/quic-v1", 4000 + i),
+                declared_bytes,
+                collateral: 100 * TOKEN,
+            },
+        )
+        .expect("register miner");
+    }
+}
+
+/// A tagger with a small s, and fragments it tagged, held in memory.
+pub struct Storage {
+    pub tagger: SecretKey,
+    pub source: MemorySource,
+}
+
+pub const SECTORS: u32 = 16;
+
+impl Storage {
+    pub fn new(seed: u8) -> Storage {
+        Storage {
+            tagger: SecretKey::from_seed(&[seed; 32], SECTORS).unwrap(),
+            source: MemorySource::default(),
+        }
+    }
+
+    pub fn tagger_id(&self) -> Hash32 {
+        self.tagger.public().id().0
+    }
+
+    /// A fragment of `len` bytes derived from `seed`, tagged and kept.
+    pub fn fragment(&mut self, seed: u64, len: usize) -> Hash32 {
+        let mut data = vec![0u8; len];
+        for (counter, chunk) in data.chunks_mut(32).enumerate() {
+            let h = sha(&[seed.to_le_bytes(), (counter as u64).to_le_bytes()].concat());
+            chunk.copy_from_slice(&h[..chunk.len()]);
+        }
+        let id = sha(&data);
+        let tags = tag_fragment(&self.tagger, &CpuBackend, &id, &data).unwrap();
+        self.source.data.insert(id, data);
+        self.source.tags.insert(id, tags.encode());
+        id
+    }
+
+    /// A storage order of `segments` segments whose fragments are tagged and kept here.
+    pub fn order(
+        &mut self,
+        seed: u64,
+        segments: usize,
+        fragment_bytes: usize,
+        miners: Vec<AccountId>,
+    ) -> (Hash32, Call) {
+        let columns = miners.len();
+        let mut decls = Vec::new();
+        for s in 0..segments {
+            let fragments: Vec<Hash32> = (0..columns)
+                .map(|c| self.fragment(seed * 1000 + (s * columns + c) as u64, fragment_bytes))
+                .collect();
+            decls.push(SegmentDecl {
+                segment_id: sha(&[seed.to_le_bytes(), (s as u64).to_le_bytes()].concat()),
+                fragments,
+            });
+        }
+        let file_id = sha(&seed.to_le_bytes());
+        let call = Call::DeclareFile {
+            file_id,
+            file_name: format!("file-{seed}"),
+            size_bytes: (segments * fragment_bytes * 4) as u64,
+            fragment_bytes: fragment_bytes as u64,
+            tagger: self.tagger_id(),
+            miners,
+            segments: decls,
+        };
+        (file_id, call)
+    }
+}

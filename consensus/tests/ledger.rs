@@ -1,0 +1,595 @@
+//! The ledger's rules, one by one, on real keys, real tags and real proofs.
+
+mod common;
+
+use cess_consensus::ledger::{Event, FileState, MinerState, TOKEN};
+use cess_consensus::tx::SegmentDecl;
+use cess_consensus::{Call, TxError};
+use cess_proofs::{CpuBackend, Proof};
+use common::{Chain, Storage, test_params};
+
+const FRAGMENT: usize = 2048;
+
+/// 13 miners (accounts 4..17) with 1 MiB each and a registered tagger (account 3).
+fn storage_chain() -> (Chain, Storage) {
+    let mut chain = Chain::new(20, 4, test_params());
+    for i in 4..17 {
+        chain.register_miner(i, 1 << 20);
+    }
+    let storage = Storage::new(9);
+    chain
+        .run(
+            3,
+            Call::RegisterTagger {
+                key: storage.tagger.public().encode(),
+            },
+        )
+        .unwrap();
+    (chain, storage)
+}
+
+fn miners(chain: &Chain, first: usize) -> Vec<cess_consensus::AccountId> {
+    (first..first + 12).map(|i| chain.id(i)).collect()
+}
+
+#[test]
+fn a_file_becomes_active_when_every_column_is_reported_and_is_freed_by_its_last_owner() {
+    let (mut chain, mut storage) = storage_chain();
+    let (file_id, order) = storage.order(1, 2, FRAGMENT, miners(&chain, 4));
+    chain.run(0, order.clone()).unwrap();
+    let m4 = chain.id(4);
+    assert_eq!(
+        chain.ledger.miner(&m4).unwrap().locked_bytes,
+        2 * FRAGMENT as u64
+    );
+    assert_eq!(
+        chain.ledger.file(&file_id).unwrap().state,
+        FileState::Pending
+    );
+
+    for column in 0..12u16 {
+        // Only the column's miner can report it, and only once.
+        let wrong = 4 + ((column as usize + 1) % 12);
+        assert_eq!(
+            chain.run(wrong, Call::ReportStored { file_id, column }),
+            Err(TxError::NothingToReport)
+        );
+        let outcome = {
+            let tx = chain.tx(4 + column as usize, Call::ReportStored { file_id, column });
+            chain.block(&[tx])
+        };
+        assert_eq!(outcome.receipts, vec![Ok(())]);
+        let active = outcome.events.contains(&Event::FileActive { file_id });
+        assert_eq!(
+            active,
+            column == 11,
+            "active exactly when the last column arrives"
+        );
+    }
+    assert_eq!(
+        chain.ledger.file(&file_id).unwrap().state,
+        FileState::Active
+    );
+    let miner = chain.ledger.miner(&m4).unwrap();
+    assert_eq!(
+        (miner.locked_bytes, miner.active_bytes),
+        (0, 2 * FRAGMENT as u64)
+    );
+
+    // Deduplication: a second owner declares the same file; nothing more is stored.
+    chain.run(1, order.clone()).unwrap();
+    assert_eq!(chain.run(1, order), Err(TxError::AlreadyOwner));
+    assert_eq!(chain.ledger.file(&file_id).unwrap().owners.len(), 2);
+    assert_eq!(
+        chain.ledger.miner(&m4).unwrap().active_bytes,
+        2 * FRAGMENT as u64
+    );
+
+    assert_eq!(
+        chain.run(2, Call::DeleteFile { file_id }),
+        Err(TxError::NotOwner)
+    );
+    chain.run(0, Call::DeleteFile { file_id }).unwrap();
+    assert!(chain.ledger.file(&file_id).is_some(), "one owner left");
+    chain.run(1, Call::DeleteFile { file_id }).unwrap();
+    assert!(chain.ledger.file(&file_id).is_none());
+    let miner = chain.ledger.miner(&m4).unwrap();
+    assert_eq!((miner.locked_bytes, miner.active_bytes), (0, 0));
+    assert_eq!(miner.held_fragments(), 0);
+}
+
+#[test]
+fn refused_transactions_change_nothing() {
+    let (mut chain, mut storage) = storage_chain();
+    let (file_id, good_order) = storage.order(2, 1, FRAGMENT, miners(&chain, 4));
+    let Call::DeclareFile {
+        file_name,
+        size_bytes,
+        fragment_bytes,
+        tagger,
+        miners: order_miners,
+        segments,
+        ..
+    } = good_order.clone()
+    else {
+        unreachable!()
+    };
+    let with =
+        |edit: &dyn Fn(&mut Vec<cess_consensus::AccountId>, &mut Vec<SegmentDecl>, &mut u64)| {
+            let mut m = order_miners.clone();
+            let mut s = segments.clone();
+            let mut size = size_bytes;
+            edit(&mut m, &mut s, &mut size);
+            Call::DeclareFile {
+                file_id,
+                file_name: file_name.clone(),
+                size_bytes: size,
+                fragment_bytes,
+                tagger,
+                miners: m,
+                segments: s,
+            }
+        };
+    let huge = chain.id(17);
+    let cases: Vec<(usize, Call, &str)> = vec![
+        (
+            0,
+            Call::Transfer {
+                to: huge,
+                amount: 0,
+            },
+            "zero",
+        ),
+        (
+            0,
+            Call::Transfer {
+                to: huge,
+                amount: u128::MAX,
+            },
+            "overdraft",
+        ),
+        (
+            0,
+            with(&|m, _, _| {
+                m.pop();
+            }),
+            "11 miners",
+        ),
+        (0, with(&|m, _, _| m[1] = m[0]), "same miner twice"),
+        (
+            0,
+            with(&|m, _, _| m[0] = cess_consensus::AccountId([7; 32])),
+            "not a miner",
+        ),
+        (
+            0,
+            with(&|_, s, _| s[0].fragments[1] = s[0].fragments[0]),
+            "fragment twice",
+        ),
+        (
+            0,
+            with(&|_, s, _| {
+                s[0].fragments.pop();
+            }),
+            "short segment",
+        ),
+        (0, with(&|_, _, size| *size = 0), "empty file"),
+        (
+            0,
+            with(&|_, _, size| *size = u64::MAX),
+            "file larger than its segments",
+        ),
+        (0, with(&|_, s, _| s.clear()), "no segments"),
+        (1, Call::ReportStored { file_id, column: 0 }, "unknown file"),
+        (1, Call::DeleteFile { file_id }, "unknown file"),
+        (
+            4,
+            Call::SubmitProof {
+                round: 1,
+                tagger,
+                proof: vec![1, 2, 3],
+            },
+            "no audit",
+        ),
+        (
+            4,
+            Call::ReportLost {
+                fragment_id: [1; 32],
+            },
+            "unknown fragment",
+        ),
+        (
+            4,
+            Call::ClaimRestoral {
+                fragment_id: [1; 32],
+            },
+            "no order",
+        ),
+        (4, Call::ExitMiner, "exit ok is not here"),
+        (18, Call::ExitMiner, "not a miner"),
+        (
+            18,
+            Call::RegisterMiner {
+                peer_id: chain.id(17).peer_id().unwrap().to_bytes(),
+                endpoint: "/ip4/1.2.3.4/udp/1/quic-v1".into(),
+                declared_bytes: 1,
+                collateral: 100 * TOKEN,
+            },
+            "someone else's peer id",
+        ),
+        (
+            18,
+            Call::RegisterMiner {
+                peer_id: chain.id(18).peer_id().unwrap().to_bytes(),
+                endpoint: "not a multiaddr".into(),
+                declared_bytes: 1,
+                collateral: 100 * TOKEN,
+            },
+            "bad endpoint",
+        ),
+        (
+            18,
+            Call::RegisterMiner {
+                peer_id: chain.id(18).peer_id().unwrap().to_bytes(),
+                endpoint: "/ip4/1.2.3.4/udp/1/quic-v1".into(),
+                declared_bytes: 1,
+                collateral: TOKEN,
+            },
+            "low collateral",
+        ),
+        (
+            18,
+            Call::RegisterTagger { key: vec![0; 100] },
+            "bad tagger key",
+        ),
+        (
+            18,
+            Call::RegisterCandidate {
+                key: common::validator_key(50).public().to_bytes(),
+                possession: common::validator_key(51).proof_of_possession().to_bytes(),
+                stake: 2000 * TOKEN,
+            },
+            "possession by another key",
+        ),
+        (
+            18,
+            Call::RegisterCandidate {
+                key: common::validator_key(50).public().to_bytes(),
+                possession: common::validator_key(50).proof_of_possession().to_bytes(),
+                stake: TOKEN,
+            },
+            "stake below minimum",
+        ),
+        (18, Call::Unbond { amount: 1 }, "not a candidate"),
+        (0, Call::Unbond { amount: 1 }, "elected validator"),
+    ];
+    for (who, call, what) in cases {
+        if what == "exit ok is not here" {
+            continue;
+        }
+        let name = call.name();
+        let before = chain.ledger.clone();
+        let tx = chain.tx(who, call);
+        let outcome = chain.block(std::slice::from_ref(&tx));
+        assert!(outcome.receipts[0].is_err(), "{what} ({name}) was accepted");
+        // The same block without the transaction gives the same state.
+        let mut without = before;
+        let info = cess_consensus::BlockInfo {
+            height: chain.ledger.height(),
+            time_ms: chain.ledger.height() * 1000,
+            vrf_output: common::sha(&chain.ledger.height().to_le_bytes()),
+            last_commit: without.validators().iter().map(|v| v.account).collect(),
+        };
+        let root = without.apply_block(&info, &[], &CpuBackend).root;
+        assert_eq!(root, outcome.root, "{what} ({name}) changed the state");
+    }
+
+    // Signature and nonce.
+    let mut tx = chain.tx(
+        0,
+        Call::Transfer {
+            to: huge,
+            amount: 1,
+        },
+    );
+    tx.signature[0] ^= 1;
+    assert_eq!(chain.block(&[tx]).receipts[0], Err(TxError::BadSignature));
+    let mut tx = chain.tx(
+        0,
+        Call::Transfer {
+            to: huge,
+            amount: 1,
+        },
+    );
+    tx.nonce += 1;
+    let tx = cess_consensus::Transaction::sign(
+        &chain.accounts[0],
+        &chain.ledger.chain_id(),
+        tx.nonce,
+        tx.call,
+    );
+    assert!(matches!(
+        chain.block(&[tx]).receipts[0],
+        Err(TxError::BadNonce { .. })
+    ));
+    // A replayed transaction is refused by its nonce.
+    let tx = chain.tx(
+        0,
+        Call::Transfer {
+            to: huge,
+            amount: 1,
+        },
+    );
+    assert_eq!(chain.block(std::slice::from_ref(&tx)).receipts[0], Ok(()));
+    assert!(matches!(
+        chain.block(&[tx]).receipts[0],
+        Err(TxError::BadNonce { .. })
+    ));
+}
+
+#[test]
+fn space_is_never_overcommitted() {
+    let mut chain = Chain::new(20, 4, test_params());
+    for i in 4..16 {
+        chain.register_miner(i, 3 * FRAGMENT as u64);
+    }
+    let mut storage = Storage::new(3);
+    chain
+        .run(
+            3,
+            Call::RegisterTagger {
+                key: storage.tagger.public().encode(),
+            },
+        )
+        .unwrap();
+    let (_, two) = storage.order(1, 2, FRAGMENT, miners(&chain, 4));
+    chain.run(0, two).unwrap();
+    let (_, again) = storage.order(2, 2, FRAGMENT, miners(&chain, 4));
+    assert!(matches!(chain.run(0, again), Err(TxError::NoSpace { .. })));
+    let (_, one) = storage.order(3, 1, FRAGMENT, miners(&chain, 4));
+    chain.run(0, one).unwrap();
+    let m = chain.ledger.miner(&chain.id(4)).unwrap();
+    assert_eq!(m.idle_bytes(), 0);
+    // Declared space cannot shrink below what is in use.
+    assert!(matches!(
+        chain.run(
+            4,
+            Call::UpdateMiner {
+                endpoint: "/ip4/127.0.0.1/udp/9/quic-v1".into(),
+                declared_bytes: FRAGMENT as u64
+            }
+        ),
+        Err(TxError::DeclaredBelowUsed { .. })
+    ));
+}
+
+/// Audits: valid proofs are rewarded, invalid ones and missing ones penalised.
+#[test]
+fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
+    let (mut chain, mut storage) = storage_chain();
+    let (file_id, order) = storage.order(7, 3, FRAGMENT, miners(&chain, 4));
+    chain.run(0, order).unwrap();
+    for column in 0..12u16 {
+        chain
+            .run(4 + column as usize, Call::ReportStored { file_id, column })
+            .unwrap();
+    }
+    // Run to the next audit round.
+    let mut opened = Vec::new();
+    while opened.is_empty() {
+        let outcome = chain.block(&[]);
+        opened = outcome
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AuditOpened {
+                    round,
+                    miner,
+                    tagger,
+                    deadline,
+                } => Some((*round, *miner, *tagger, *deadline)),
+                _ => None,
+            })
+            .collect();
+    }
+    assert_eq!(
+        opened.len(),
+        12,
+        "every miner holding data is challenged (permille 1000)"
+    );
+    let ids: Vec<cess_consensus::AccountId> = (0..20).map(|i| chain.id(i)).collect();
+    let index_of = |id: &cess_consensus::AccountId| (4..16).find(|&i| ids[i] == *id).unwrap();
+
+    // Miners 0..10 answer correctly, miner 10 sends a proof for the wrong data, miner 11 is
+    // silent. All proofs go in one block (one batch verification).
+    let mut txs = Vec::new();
+    let mut wrong = None;
+    let mut silent = None;
+    for (k, (round, miner, tagger, _)) in opened.iter().enumerate() {
+        let challenge = chain.ledger.challenge(*round, miner, tagger).unwrap();
+        let i = index_of(miner);
+        if k == 11 {
+            silent = Some(*miner);
+            continue;
+        }
+        let mut source = storage.source.clone();
+        if k == 10 {
+            wrong = Some(*miner);
+            for data in source.data.values_mut() {
+                data[0] ^= 1;
+            }
+        }
+        let (proof, _) = cess_proofs::prove(
+            storage.tagger.public(),
+            &challenge,
+            &mut source,
+            &CpuBackend,
+        )
+        .unwrap();
+        txs.push(chain.tx(
+            i,
+            Call::SubmitProof {
+                round: *round,
+                tagger: *tagger,
+                proof: proof.encode(),
+            },
+        ));
+    }
+    let wrong = wrong.unwrap();
+    let silent = silent.unwrap();
+    let balance_before = chain.ledger.account(&chain.id(4)).balance;
+    let collateral_wrong = chain.ledger.miner(&wrong).unwrap().collateral;
+    let outcome = chain.block(&txs);
+    assert!(
+        outcome.receipts.iter().all(|r| r.is_ok()),
+        "{:?}",
+        outcome.receipts
+    );
+    let valid = outcome
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::ProofValid { .. }))
+        .count();
+    assert_eq!(valid, 10);
+    assert!(
+        outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ProofInvalid { miner, .. } if *miner == wrong))
+    );
+    let p = test_params();
+    assert_eq!(
+        chain.ledger.miner(&wrong).unwrap().collateral,
+        collateral_wrong - p.penalty_invalid
+    );
+    if wrong != chain.id(4) && silent != chain.id(4) {
+        assert!(
+            chain.ledger.account(&chain.id(4)).balance > balance_before,
+            "rewarded"
+        );
+    }
+    // A second answer to a closed audit is refused.
+    let (round, miner, tagger, deadline) = opened[0];
+    let tx = chain.tx(
+        index_of(&miner),
+        Call::SubmitProof {
+            round,
+            tagger,
+            proof: vec![0; 10],
+        },
+    );
+    assert_eq!(chain.block(&[tx]).receipts[0], Err(TxError::NoAudit));
+
+    // The silent miner is penalised when its deadline passes, not before.
+    let collateral_silent = chain.ledger.miner(&silent).unwrap().collateral;
+    let mut missed = false;
+    while chain.ledger.height() < deadline {
+        let outcome = chain.block(&[]);
+        missed |= outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ProofMissing { miner, .. } if *miner == silent));
+    }
+    assert!(missed);
+    assert_eq!(
+        chain.ledger.miner(&silent).unwrap().collateral,
+        collateral_silent - p.penalty_missing
+    );
+    // A proof that does not decode is refused (the audit stays open for a real one).
+    assert!(Proof::decode(&[0; 10]).is_err());
+}
+
+#[test]
+fn restoral_orders_move_a_lost_fragment_to_another_miner() {
+    let (mut chain, mut storage) = storage_chain();
+    let (file_id, order) = storage.order(5, 1, FRAGMENT, miners(&chain, 4));
+    chain.run(0, order).unwrap();
+    for column in 0..12u16 {
+        chain
+            .run(4 + column as usize, Call::ReportStored { file_id, column })
+            .unwrap();
+    }
+    let fragment_id = chain.ledger.file(&file_id).unwrap().segments[0].fragments[3].id;
+    assert_eq!(
+        chain.run(5, Call::ReportLost { fragment_id }),
+        Err(TxError::NotHolder)
+    );
+    chain.run(7, Call::ReportLost { fragment_id }).unwrap();
+    assert!(chain.ledger.restoral(&fragment_id).is_some());
+    assert_eq!(chain.ledger.miner(&chain.id(7)).unwrap().active_bytes, 0);
+
+    // A miner already holding a fragment of the segment cannot take it.
+    assert_eq!(
+        chain.run(5, Call::ClaimRestoral { fragment_id }),
+        Err(TxError::HoldsSegment)
+    );
+    chain.run(16, Call::ClaimRestoral { fragment_id }).unwrap();
+    assert!(matches!(
+        chain.run(7, Call::ClaimRestoral { fragment_id }),
+        Err(TxError::AlreadyClaimed { .. })
+    ));
+    // The claim expires if not completed in time, and another miner can take it.
+    let mut expired = false;
+    for _ in 0..test_params().restoral_claim_blocks {
+        expired |= chain
+            .block(&[])
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RestoralClaimExpired { .. }));
+    }
+    assert!(expired);
+    assert_eq!(chain.ledger.miner(&chain.id(16)).unwrap().locked_bytes, 0);
+    assert_eq!(
+        chain.run(16, Call::CompleteRestoral { fragment_id }),
+        Err(TxError::NotClaimer)
+    );
+    chain.run(16, Call::ClaimRestoral { fragment_id }).unwrap();
+    chain
+        .run(16, Call::CompleteRestoral { fragment_id })
+        .unwrap();
+    assert!(chain.ledger.restoral(&fragment_id).is_none());
+    let fragment = &chain.ledger.file(&file_id).unwrap().segments[0].fragments[3];
+    assert_eq!(
+        (fragment.miner, fragment.stored),
+        (Some(chain.id(16)), true)
+    );
+    assert_eq!(
+        chain.ledger.miner(&chain.id(16)).unwrap().active_bytes,
+        FRAGMENT as u64
+    );
+}
+
+#[test]
+fn an_exiting_miner_hands_its_fragments_to_restoral_and_withdraws_after_cooling_off() {
+    let (mut chain, mut storage) = storage_chain();
+    let (file_id, order) = storage.order(6, 2, FRAGMENT, miners(&chain, 4));
+    chain.run(0, order).unwrap();
+    chain
+        .run(4, Call::ReportStored { file_id, column: 0 })
+        .unwrap();
+    let me = chain.id(4);
+    let balance = chain.ledger.account(&me).balance;
+    assert_eq!(
+        chain.run(4, Call::WithdrawMiner),
+        Err(TxError::MinerNotExiting)
+    );
+    chain.run(4, Call::ExitMiner).unwrap();
+    assert!(matches!(
+        chain.ledger.miner(&me).unwrap().state,
+        MinerState::Exiting { .. }
+    ));
+    assert_eq!(chain.ledger.restorals().count(), 2, "both of its fragments");
+    // No new data on an exiting miner.
+    let (_, order) = storage.order(8, 1, FRAGMENT, miners(&chain, 4));
+    assert_eq!(chain.run(0, order), Err(TxError::MinerExiting));
+    assert!(matches!(
+        chain.run(4, Call::WithdrawMiner),
+        Err(TxError::CoolingOff { .. })
+    ));
+    for _ in 0..test_params().miner_cooling_off_blocks {
+        chain.block(&[]);
+    }
+    chain.run(4, Call::WithdrawMiner).unwrap();
+    assert!(chain.ledger.miner(&me).is_none());
+    assert_eq!(chain.ledger.account(&me).balance, balance + 100 * TOKEN);
+}

@@ -1,0 +1,238 @@
+//! Random transaction sequences (seeded, replayable): after every block the storage
+//! invariants hold (space never negative nor above what was declared, every fragment in
+//! exactly one place, no miner holding two fragments of a segment), money is conserved, and
+//! every refused transaction changed nothing (the same block without it gives the same root).
+//!
+//! `CESS_LEDGER_SEEDS=n` runs more seeds; a failure names its seed.
+
+mod common;
+
+use cess_consensus::ledger::TOKEN;
+use cess_consensus::{AccountId, Call, Transaction};
+use cess_proofs::CpuBackend;
+use common::{Chain, Storage, test_params};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const ACCOUNTS: usize = 24;
+
+fn random_call(
+    rng: &mut ChaCha8Rng,
+    chain: &Chain,
+    storage: &mut Storage,
+    who: usize,
+    serial: &mut u64,
+) -> Call {
+    let pick_account = |rng: &mut ChaCha8Rng| chain.id(rng.random_range(0..ACCOUNTS));
+    let files: Vec<[u8; 32]> = chain.ledger.files().map(|(id, _)| *id).collect();
+    let fragments: Vec<[u8; 32]> = chain
+        .ledger
+        .files()
+        .flat_map(|(_, f)| {
+            f.segments
+                .iter()
+                .flat_map(|s| s.fragments.iter().map(|x| x.id))
+        })
+        .collect();
+    let restorals: Vec<[u8; 32]> = chain.ledger.restorals().map(|(id, _)| *id).collect();
+    let miners: Vec<AccountId> = chain.ledger.miners().map(|(id, _)| *id).collect();
+    match rng.random_range(0..16) {
+        0 => Call::Transfer {
+            to: pick_account(rng),
+            amount: match rng.random_range(0..3) {
+                0 => 0,
+                1 => rng.random_range(1..1000) * TOKEN,
+                _ => 10_000_000 * TOKEN,
+            },
+        },
+        1 | 2 => Call::RegisterMiner {
+            peer_id: if rng.random_bool(0.9) {
+                chain.id(who).peer_id().unwrap().to_bytes()
+            } else {
+                pick_account(rng).peer_id().unwrap().to_bytes()
+            },
+            endpoint: format!("/ip4/10.0.0.{}/udp/4001/quic-v1", who),
+            declared_bytes: rng.random_range(0..64) * 1024,
+            collateral: rng.random_range(50..200) * TOKEN,
+        },
+        3 => Call::UpdateMiner {
+            endpoint: "/ip4/10.0.0.1/udp/4002/quic-v1".into(),
+            declared_bytes: rng.random_range(0..64) * 1024,
+        },
+        4 | 5 => {
+            // Often a new file on random miners; sometimes a duplicate of a known one.
+            if !files.is_empty() && rng.random_bool(0.2) {
+                let file_id = files[rng.random_range(0..files.len())];
+                let f = chain.ledger.file(&file_id).unwrap();
+                Call::DeclareFile {
+                    file_id,
+                    file_name: "dup".into(),
+                    size_bytes: f.size_bytes,
+                    fragment_bytes: f.fragment_bytes,
+                    tagger: f.tagger,
+                    miners: vec![],
+                    segments: vec![],
+                }
+            } else {
+                let mut chosen = miners.clone();
+                while chosen.len() < 12 {
+                    chosen.push(pick_account(rng));
+                }
+                for k in (1..chosen.len()).rev() {
+                    chosen.swap(k, rng.random_range(0..=k));
+                }
+                chosen.truncate(12);
+                *serial += 1;
+                let (_, call) = storage.order(*serial, rng.random_range(1..3), 1024, chosen);
+                call
+            }
+        }
+        6 | 7 if !files.is_empty() => Call::ReportStored {
+            file_id: files[rng.random_range(0..files.len())],
+            column: rng.random_range(0..13),
+        },
+        8 if !files.is_empty() => Call::DeleteFile {
+            file_id: files[rng.random_range(0..files.len())],
+        },
+        9 if !fragments.is_empty() => Call::ReportLost {
+            fragment_id: fragments[rng.random_range(0..fragments.len())],
+        },
+        10 if !restorals.is_empty() => Call::ClaimRestoral {
+            fragment_id: restorals[rng.random_range(0..restorals.len())],
+        },
+        11 if !restorals.is_empty() => Call::CompleteRestoral {
+            fragment_id: restorals[rng.random_range(0..restorals.len())],
+        },
+        12 => {
+            if rng.random_bool(0.5) {
+                Call::ExitMiner
+            } else {
+                Call::WithdrawMiner
+            }
+        }
+        13 => {
+            let key = common::validator_key(100 + rng.random_range(0..8));
+            Call::RegisterCandidate {
+                key: key.public().to_bytes(),
+                possession: key.proof_of_possession().to_bytes(),
+                stake: rng.random_range(500..3000) * TOKEN,
+            }
+        }
+        14 => Call::Bond {
+            amount: rng.random_range(0..100) * TOKEN,
+        },
+        15 => Call::Unbond {
+            amount: rng.random_range(0..3000) * TOKEN,
+        },
+        _ => Call::SubmitProof {
+            round: rng.random_range(0..4),
+            tagger: storage.tagger_id(),
+            proof: vec![0; rng.random_range(0..64)],
+        },
+    }
+}
+
+fn run_seed(seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut chain = Chain::new(ACCOUNTS, 4, test_params());
+    let mut storage = Storage::new(1);
+    let tagger_key = storage.tagger.public().encode();
+    chain
+        .run(0, Call::RegisterTagger { key: tagger_key })
+        .unwrap();
+    for i in 4..18 {
+        chain.register_miner(i, 64 * 1024);
+    }
+    let mut serial = seed * 1_000_000;
+    let mut accepted = 0usize;
+    let mut refused = 0usize;
+    for _ in 0..60 {
+        let count = rng.random_range(0..8);
+        let mut txs = Vec::new();
+        let mut nonces = std::collections::HashMap::new();
+        let mut signers: Vec<usize> = (0..ACCOUNTS).collect();
+        for k in (1..ACCOUNTS).rev() {
+            signers.swap(k, rng.random_range(0..=k));
+        }
+        for &who in &signers[..count] {
+            let call = random_call(&mut rng, &chain, &mut storage, who, &mut serial);
+            let key = &chain.accounts[who];
+            let nonce = nonces
+                .entry(who)
+                .or_insert(chain.ledger.account(&key.id()).nonce);
+            let mut tx = Transaction::sign(key, &chain.ledger.chain_id(), *nonce, call);
+            *nonce += 1;
+            match rng.random_range(0..40) {
+                0 => tx.signature[5] ^= 0x10,
+                1 => tx.nonce += 3,
+                _ => {}
+            }
+            txs.push(tx);
+        }
+        let before = chain.ledger.clone();
+        let info = chain.next_info();
+        let outcome = chain.block(&txs);
+        let kept: Vec<Transaction> = txs
+            .iter()
+            .zip(&outcome.receipts)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(tx, _)| tx.clone())
+            .collect();
+        accepted += kept.len();
+        refused += txs.len() - kept.len();
+        if kept.len() != txs.len() {
+            let mut replay = before;
+            let root = replay.apply_block(&info, &kept, &CpuBackend).root;
+            assert_eq!(
+                root, outcome.root,
+                "seed {seed}: a refused transaction changed the state ({:?})",
+                outcome.receipts
+            );
+        }
+        // Occasionally report real storage for pending fragments so files become active.
+        let reports: Vec<Transaction> = chain
+            .ledger
+            .files()
+            .flat_map(|(file_id, f)| {
+                f.segments[0]
+                    .fragments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| !x.stored && x.miner.is_some())
+                    .map(move |(c, x)| (*file_id, c as u16, x.miner.unwrap()))
+            })
+            .filter(|_| rng.random_bool(0.3))
+            .filter_map(|(file_id, column, miner)| {
+                let i = (0..ACCOUNTS).find(|&i| chain.id(i) == miner)?;
+                Some((i, file_id, column))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|(i, file_id, column)| chain.tx(i, Call::ReportStored { file_id, column }))
+            .take(1)
+            .collect();
+        if !reports.is_empty() {
+            chain.block(&reports);
+        }
+    }
+    eprintln!(
+        "seed {seed}: {accepted} accepted, {refused} refused, {} files, {} restorals",
+        chain.ledger.files().count(),
+        chain.ledger.restorals().count()
+    );
+    assert!(
+        accepted > 20 && refused > 20,
+        "seed {seed}: the generator exercises both ({accepted} accepted, {refused} refused)"
+    );
+}
+
+#[test]
+fn random_transaction_sequences_keep_the_invariants() {
+    let seeds: u64 = std::env::var("CESS_LEDGER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    for seed in 0..seeds {
+        run_seed(seed);
+    }
+}
