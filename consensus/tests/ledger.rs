@@ -10,6 +10,9 @@ use common::{Chain, Storage, test_params};
 
 const FRAGMENT: usize = 2048;
 
+/// Edits a storage order's miners, segments and size.
+type OrderEdit = dyn Fn(&mut Vec<cess_consensus::AccountId>, &mut Vec<SegmentDecl>, &mut u64);
+
 /// 13 miners (accounts 4..17) with 1 MiB each and a registered tagger (account 3).
 fn storage_chain() -> (Chain, Storage) {
     let mut chain = Chain::new(20, 4, test_params());
@@ -114,22 +117,21 @@ fn refused_transactions_change_nothing() {
     else {
         unreachable!()
     };
-    let with =
-        |edit: &dyn Fn(&mut Vec<cess_consensus::AccountId>, &mut Vec<SegmentDecl>, &mut u64)| {
-            let mut m = order_miners.clone();
-            let mut s = segments.clone();
-            let mut size = size_bytes;
-            edit(&mut m, &mut s, &mut size);
-            Call::DeclareFile {
-                file_id,
-                file_name: file_name.clone(),
-                size_bytes: size,
-                fragment_bytes,
-                tagger,
-                miners: m,
-                segments: s,
-            }
-        };
+    let with = |edit: &OrderEdit| {
+        let mut m = order_miners.clone();
+        let mut s = segments.clone();
+        let mut size = size_bytes;
+        edit(&mut m, &mut s, &mut size);
+        Call::DeclareFile {
+            file_id,
+            file_name: file_name.clone(),
+            size_bytes: size,
+            fragment_bytes,
+            tagger,
+            miners: m,
+            segments: s,
+        }
+    };
     let huge = chain.id(17);
     let cases: Vec<(usize, Call, &str)> = vec![
         (
