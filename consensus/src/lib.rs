@@ -8,6 +8,7 @@ pub mod codec;
 pub mod keys;
 pub mod ledger;
 pub mod tx;
+pub mod vrf;
 
 pub use keys::{AccountId, AccountKey, ValidatorKey, ValidatorPublicKey, ValidatorSignature};
 pub use ledger::{BlockInfo, BlockOutcome, Event, Genesis, Ledger, LedgerParams, TxError};
