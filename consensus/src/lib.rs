@@ -4,9 +4,11 @@
 //! nothing does I/O. The validator program (`cess validator run`) drives it over QUIC.
 #![forbid(unsafe_code)]
 
+pub mod bft;
 pub mod codec;
 pub mod keys;
 pub mod ledger;
+pub mod sim;
 pub mod tx;
 pub mod vrf;
 

@@ -1,0 +1,981 @@
+//! The validator's consensus core: Malachite's Tendermint state machine, the ledger, the
+//! mempool and block sync, as one sans-IO state machine. Messages, timeouts and the clock come
+//! in through [`Core::on_message`], [`Core::on_timeout`] and [`Core::submit`]; everything it
+//! wants done comes out as [`Output`]s (send, broadcast, schedule a timeout, a block
+//! committed). The simulator and the QUIC driver are thin loops around it.
+
+use super::types::{
+    Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Validator, ValidatorSet,
+};
+use super::wire::NetMsg;
+use crate::keys::{AccountId, ValidatorKey};
+use crate::ledger::{BlockInfo, BlockOutcome, Ledger};
+use crate::tx::{Hash32, Transaction};
+use crate::vrf;
+use arc_malachitebft_core_consensus::{
+    Effect, Input, LivenessMsg, LocallyProposedValue, Params, ProposedValue, Resumable,
+    SignedConsensusMsg, State, ThresholdParams, ValuePayload,
+};
+use arc_malachitebft_core_types::{
+    CertificateError, CommitCertificate, LinearTimeouts, NilOrVal, Round, SignedMessage,
+    SignedProposal, SignedVote, Timeout, Validity, ValueOrigin, Vote as _, VoteExtensionPolicy,
+    VoteType,
+};
+use cess_proofs::CpuBackend;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a validator core runs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub timeouts: LinearTimeouts,
+    /// Most transactions a proposed block carries.
+    pub block_txs_max: usize,
+    /// Most transactions waiting in the mempool; more are refused.
+    pub mempool_max: usize,
+    /// Decided blocks kept to answer sync requests.
+    pub history_max: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> CoreConfig {
+        CoreConfig {
+            timeouts: LinearTimeouts {
+                propose: Duration::from_millis(1000),
+                propose_delta: Duration::from_millis(250),
+                prevote: Duration::from_millis(500),
+                prevote_delta: Duration::from_millis(250),
+                precommit: Duration::from_millis(500),
+                precommit_delta: Duration::from_millis(250),
+                rebroadcast: Duration::from_millis(2000),
+                max_timeout: Duration::from_secs(30),
+            },
+            block_txs_max: 5000,
+            mempool_max: 100_000,
+            history_max: 10_000,
+        }
+    }
+}
+
+/// A block the core committed (applied to its ledger).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub height: u64,
+    pub hash: BlockHash,
+    pub block: Arc<Block>,
+    pub commit: CommitRecord,
+    pub outcome: BlockOutcome,
+    /// Committed through sync (decided by others while this validator was behind).
+    pub synced: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Output {
+    Broadcast(NetMsg),
+    Send(AccountId, NetMsg),
+    ScheduleTimeout(Timeout, Duration),
+    CancelTimeout(Timeout),
+    CancelAllTimeouts,
+    Committed(Box<Committed>),
+}
+
+/// Counters for operators and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub proposals_invalid: u64,
+    pub messages_dropped: u64,
+    pub equivocations_seen: u64,
+    pub synced_blocks: u64,
+    pub txs_refused: u64,
+}
+
+/// Proposals buffered for future heights, and how far ahead they may be.
+const FUTURE_HEIGHTS: u64 = 2;
+const FUTURE_PER_HEIGHT: usize = 64;
+/// Transactions a single account may have waiting beyond its ledger nonce.
+const NONCE_WINDOW: u64 = 256;
+/// A sync request is repeated at most this often per height.
+const SYNC_RETRY_MS: u64 = 500;
+
+pub struct Core {
+    ctx: Cess,
+    key: ValidatorKey,
+    me: AccountId,
+    config: CoreConfig,
+    consensus: State<Cess>,
+    ledger: Ledger,
+    /// Hash of the block at `ledger.height()` (the chain id before the first block).
+    last_hash: Hash32,
+    last_commit: Option<CommitRecord>,
+    validators: ValidatorSet,
+    previous_validators: Option<ValidatorSet>,
+    /// Blocks proposed at the current height, with their validity.
+    blocks: BTreeMap<BlockHash, (Arc<Block>, Validity)>,
+    /// Signed proposals seen at the current height, to restream.
+    proposals: BTreeMap<(u32, BlockHash), SignedProposal<Cess>>,
+    future: BTreeMap<u64, Vec<(AccountId, SignedProposal<Cess>)>>,
+    history: BTreeMap<u64, (Arc<Block>, CommitRecord)>,
+    mempool: VecDeque<Transaction>,
+    mempool_ids: HashSet<Hash32>,
+    pending: VecDeque<Input<Cess>>,
+    outputs: Vec<Output>,
+    now_ms: u64,
+    sync_asked: Option<(u64, u64)>,
+    stats: CoreStats,
+    started: bool,
+    /// Proposals buffered for the height just started, handled once it has started.
+    replay_future: Vec<(AccountId, SignedProposal<Cess>)>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("me", &self.me)
+            .field("height", &self.ledger.height())
+            .field("mempool", &self.mempool.len())
+            .finish()
+    }
+}
+
+fn validator_set(ledger: &Ledger) -> ValidatorSet {
+    let validators = ledger
+        .validators()
+        .iter()
+        .map(|v| Validator {
+            account: v.account,
+            key: v.key.clone(),
+        })
+        .collect();
+    ValidatorSet::new(validators, ledger.randomness())
+}
+
+impl Core {
+    /// A core for the validator `account` with BLS `key`, on a ledger (genesis or restored).
+    pub fn new(
+        ledger: Ledger,
+        key: ValidatorKey,
+        account: AccountId,
+        config: CoreConfig,
+        now_ms: u64,
+    ) -> Core {
+        let ctx = Cess {
+            chain_id: ledger.chain_id(),
+        };
+        let validators = validator_set(&ledger);
+        let height = Height(ledger.height() + 1);
+        let params = Params {
+            address: account,
+            threshold_params: ThresholdParams::default(),
+            value_payload: ValuePayload::ProposalAndParts,
+            enabled: true,
+        };
+        let consensus = State::new(ctx.clone(), height, validators.clone(), params, 1024, 256);
+        Core {
+            last_hash: ledger.chain_id(),
+            ctx,
+            key,
+            me: account,
+            config,
+            consensus,
+            ledger,
+            last_commit: None,
+            validators,
+            previous_validators: None,
+            blocks: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            future: BTreeMap::new(),
+            history: BTreeMap::new(),
+            mempool: VecDeque::new(),
+            mempool_ids: HashSet::new(),
+            pending: VecDeque::new(),
+            outputs: Vec::new(),
+            now_ms,
+            sync_asked: None,
+            stats: CoreStats::default(),
+            started: false,
+            replay_future: Vec::new(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn account(&self) -> AccountId {
+        self.me
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// The height being decided.
+    pub fn height(&self) -> u64 {
+        self.ledger.height() + 1
+    }
+
+    /// The decided block at `height` and its commit, while kept.
+    pub fn decided(&self, height: u64) -> Option<&(Arc<Block>, CommitRecord)> {
+        self.history.get(&height)
+    }
+
+    /// Start the first height.
+    pub fn start(&mut self, now_ms: u64) -> Vec<Output> {
+        assert!(!self.started, "a core starts once");
+        self.started = true;
+        self.now_ms = now_ms;
+        self.pending.push_back(self.start_height_input());
+        self.run()
+    }
+
+    pub fn on_timeout(&mut self, timeout: Timeout, now_ms: u64) -> Vec<Output> {
+        self.now_ms = now_ms.max(self.now_ms);
+        self.pending.push_back(Input::TimeoutElapsed(timeout));
+        self.run()
+    }
+
+    /// A transaction from a client of this validator: admitted and relayed, or refused.
+    pub fn submit(&mut self, tx: Transaction, now_ms: u64) -> Result<Vec<Output>, crate::TxError> {
+        self.now_ms = now_ms.max(self.now_ms);
+        self.admit(&tx)?;
+        self.outputs.push(Output::Broadcast(NetMsg::Tx(tx)));
+        Ok(self.run())
+    }
+
+    pub fn on_message(&mut self, from: AccountId, msg: NetMsg, now_ms: u64) -> Vec<Output> {
+        self.now_ms = now_ms.max(self.now_ms);
+        let height = self.height();
+        match msg {
+            NetMsg::Proposal(signed) => {
+                let h = signed.message.height.0;
+                if h < height {
+                    self.stats.messages_dropped += 1;
+                } else if h == height {
+                    self.on_proposal(signed);
+                } else {
+                    self.ask_sync(from);
+                    let buffered = self.future.entry(h).or_default();
+                    if h <= height + FUTURE_HEIGHTS && buffered.len() < FUTURE_PER_HEIGHT {
+                        buffered.push((from, signed));
+                    } else {
+                        self.stats.messages_dropped += 1;
+                    }
+                }
+            }
+            NetMsg::Vote(signed) => {
+                let h = signed.message.height.0;
+                if h < height {
+                    self.stats.messages_dropped += 1;
+                } else {
+                    if h > height {
+                        self.ask_sync(from);
+                    }
+                    // Malachite checks the signature and buffers near-future heights.
+                    self.pending.push_back(Input::Vote(signed));
+                }
+            }
+            NetMsg::Tx(tx) => {
+                if self.admit(&tx).is_ok() {
+                    self.outputs.push(Output::Broadcast(NetMsg::Tx(tx)));
+                }
+            }
+            NetMsg::SyncRequest { height: wanted } => {
+                if let Some((block, commit)) = self.history.get(&wanted) {
+                    self.outputs.push(Output::Send(
+                        from,
+                        NetMsg::SyncResponse {
+                            block: Box::new((**block).clone()),
+                            commit: commit.clone(),
+                        },
+                    ));
+                }
+            }
+            NetMsg::SyncResponse { block, commit } => self.on_sync_response(from, *block, commit),
+        }
+        self.run()
+    }
+
+    fn start_height_input(&self) -> Input<Cess> {
+        Input::StartHeight(
+            Height(self.height()),
+            self.validators.clone(),
+            false,
+            None,
+            VoteExtensionPolicy::Disabled,
+        )
+    }
+
+    fn ask_sync(&mut self, from: AccountId) {
+        let height = self.height();
+        if let Some((asked, at)) = self.sync_asked
+            && asked == height
+            && self.now_ms < at + SYNC_RETRY_MS
+        {
+            return;
+        }
+        self.sync_asked = Some((height, self.now_ms));
+        self.outputs
+            .push(Output::Send(from, NetMsg::SyncRequest { height }));
+    }
+
+    /// Mempool admission: a valid signature and a nonce in the signer's window.
+    fn admit(&mut self, tx: &Transaction) -> Result<(), crate::TxError> {
+        if self.mempool.len() >= self.config.mempool_max {
+            self.stats.txs_refused += 1;
+            return Err(crate::TxError::Overflow);
+        }
+        if !tx.signature_is_valid(&self.ctx.chain_id) {
+            self.stats.txs_refused += 1;
+            return Err(crate::TxError::BadSignature);
+        }
+        let expected = self.ledger.account(&tx.signer).nonce;
+        if tx.nonce < expected || tx.nonce >= expected + NONCE_WINDOW {
+            self.stats.txs_refused += 1;
+            return Err(crate::TxError::BadNonce {
+                expected,
+                got: tx.nonce,
+            });
+        }
+        let id = tx.id();
+        if !self.mempool_ids.insert(id) {
+            return Err(crate::TxError::AlreadyRegistered);
+        }
+        self.mempool.push_back(tx.clone());
+        Ok(())
+    }
+
+    /// Everything a block must be, whoever proposed it and in whichever round.
+    fn check_block(&self, block: &Block) -> Result<(), &'static str> {
+        if block.height != self.height() {
+            return Err("wrong height");
+        }
+        if block.parent != self.last_hash {
+            return Err("wrong parent");
+        }
+        if block.time_ms < self.ledger.time_ms() {
+            return Err("time goes backwards");
+        }
+        let proposer = self
+            .validators
+            .get(&block.proposer)
+            .ok_or("proposer is not a validator")?;
+        let epoch = self.ledger.epoch_of(block.height);
+        let randomness = self
+            .ledger
+            .epoch_randomness(epoch)
+            .ok_or("no randomness for the epoch")?;
+        if vrf::vrf_verify(&proposer.key, &randomness, block.height, &block.vrf_proof).is_none() {
+            return Err("bad VRF proof");
+        }
+        match (&block.last_commit, &self.previous_validators) {
+            (None, _) if block.height == 1 => {}
+            (Some(commit), Some(previous)) => {
+                if !commit.verify(
+                    &self.ctx.chain_id,
+                    block.height - 1,
+                    &BlockHash(block.parent),
+                    previous,
+                ) {
+                    return Err("last commit does not verify");
+                }
+            }
+            // A core restored at a height it did not see decided cannot check the record.
+            (Some(_), None) => {}
+            (None, _) => return Err("missing last commit"),
+        }
+        Ok(())
+    }
+
+    fn on_proposal(&mut self, signed: SignedProposal<Cess>) {
+        let proposal = &signed.message;
+        let Some(round) = proposal.round.as_u32() else {
+            self.stats.messages_dropped += 1;
+            return;
+        };
+        let expected = self.validators.proposer(proposal.height.0, round);
+        if expected.account != proposal.proposer
+            || !self
+                .ctx
+                .verify_proposal(&expected.key, proposal, &signed.signature)
+        {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let value = proposal.value.clone();
+        let hash = arc_malachitebft_core_types::Value::id(&value);
+        let validity = match self.blocks.get(&hash) {
+            Some((_, validity)) => *validity,
+            None => {
+                let validity = match self.check_block(value.block()) {
+                    Ok(()) => Validity::Valid,
+                    Err(reason) => {
+                        tracing::warn!(height = proposal.height.0, round, %hash, reason, "invalid block proposed");
+                        self.stats.proposals_invalid += 1;
+                        Validity::Invalid
+                    }
+                };
+                self.blocks.insert(hash, (value.block().clone(), validity));
+                validity
+            }
+        };
+        self.proposals.insert((round, hash), signed.clone());
+        let proposed = ProposedValue {
+            height: proposal.height,
+            round: proposal.round,
+            valid_round: proposal.pol_round,
+            proposer: proposal.proposer,
+            value,
+            validity,
+        };
+        self.pending.push_back(Input::Proposal(signed));
+        self.pending
+            .push_back(Input::ProposedValue(proposed, ValueOrigin::Consensus));
+    }
+
+    fn on_sync_response(&mut self, from: AccountId, block: Block, commit: CommitRecord) {
+        if block.height != self.height() {
+            return;
+        }
+        let hash = block.hash();
+        if let Err(reason) = self.check_block(&block) {
+            tracing::warn!(height = block.height, %hash, reason, "sync response refused");
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if !commit.verify(&self.ctx.chain_id, block.height, &hash, &self.validators) {
+            tracing::warn!(height = block.height, %hash, "sync response commit does not verify");
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        self.commit_block(Arc::new(block), hash, commit, true);
+        self.stats.synced_blocks += 1;
+        self.advance_height();
+        // The peer is ahead: ask for the next one right away.
+        self.sync_asked = None;
+        self.ask_sync(from);
+    }
+
+    /// Apply a decided block to the ledger.
+    fn commit_block(
+        &mut self,
+        block: Arc<Block>,
+        hash: BlockHash,
+        commit: CommitRecord,
+        synced: bool,
+    ) {
+        assert_eq!(block.height, self.height(), "blocks commit in height order");
+        let info = BlockInfo {
+            height: block.height,
+            time_ms: block.time_ms,
+            vrf_output: block.vrf_output(),
+            last_commit: block
+                .last_commit
+                .as_ref()
+                .map(|c| c.signatures.iter().map(|(a, _)| *a).collect())
+                .unwrap_or_default(),
+        };
+        let outcome = self.ledger.apply_block(&info, &block.txs, &CpuBackend);
+        for tx in &block.txs {
+            self.mempool_ids.remove(&tx.id());
+        }
+        let ledger = &self.ledger;
+        let ids = &mut self.mempool_ids;
+        self.mempool.retain(|tx| {
+            let keep = tx.nonce >= ledger.account(&tx.signer).nonce;
+            if !keep {
+                ids.remove(&tx.id());
+            }
+            keep
+        });
+        self.last_hash = hash.0;
+        self.last_commit = Some(commit.clone());
+        self.history
+            .insert(block.height, (block.clone(), commit.clone()));
+        while self.history.len() > self.config.history_max {
+            self.history.pop_first();
+        }
+        self.outputs.push(Output::Committed(Box::new(Committed {
+            height: block.height,
+            hash,
+            block,
+            commit,
+            outcome,
+            synced,
+        })));
+    }
+
+    /// Move to the next height: new validator set, fresh per-height state, buffered proposals.
+    fn advance_height(&mut self) {
+        let next = validator_set(&self.ledger);
+        self.previous_validators = Some(std::mem::replace(&mut self.validators, next));
+        self.blocks.clear();
+        self.proposals.clear();
+        self.pending.push_back(self.start_height_input());
+        let height = self.height();
+        let stale: Vec<u64> = self.future.range(..height).map(|(h, _)| *h).collect();
+        for h in stale {
+            self.future.remove(&h);
+        }
+        // Buffered proposals are handled once the height has started (they queue behind it).
+        self.replay_future = self.future.remove(&height).unwrap_or_default();
+    }
+
+    fn build_block(&mut self, height: u64) -> Block {
+        let epoch = self.ledger.epoch_of(height);
+        let randomness = self
+            .ledger
+            .epoch_randomness(epoch)
+            .expect("the current epoch's randomness is always known");
+        let (vrf_proof, _) = vrf::vrf_prove(&self.key, &randomness, height);
+        let mut next_nonce: BTreeMap<AccountId, u64> = BTreeMap::new();
+        let mut txs = Vec::new();
+        for tx in &self.mempool {
+            if txs.len() >= self.config.block_txs_max {
+                break;
+            }
+            let nonce = next_nonce
+                .entry(tx.signer)
+                .or_insert_with(|| self.ledger.account(&tx.signer).nonce);
+            if tx.nonce == *nonce {
+                *nonce += 1;
+                txs.push(tx.clone());
+            }
+        }
+        Block {
+            height,
+            parent: self.last_hash,
+            time_ms: self.now_ms.max(self.ledger.time_ms()),
+            proposer: self.me,
+            vrf_proof,
+            last_commit: self.last_commit.clone(),
+            txs,
+        }
+    }
+}
+
+/// Work an effect asks for that needs the whole core; done once the effect's input is through.
+enum Deferred {
+    Decide(CommitCertificate<Cess>),
+    Finalize { evidence: bool },
+    GetValue { height: u64, round: Round },
+    Restream { value: BlockHash },
+}
+
+/// What the effect handler may touch while Malachite holds its state.
+struct Env<'a> {
+    ctx: &'a Cess,
+    key: &'a ValidatorKey,
+    timeouts: &'a LinearTimeouts,
+    outputs: &'a mut Vec<Output>,
+    deferred: &'a mut Vec<Deferred>,
+}
+
+type ConsensusResume = arc_malachitebft_core_consensus::Resume<Cess>;
+
+impl Env<'_> {
+    fn broadcast_vote(&mut self, vote: SignedVote<Cess>) {
+        self.outputs.push(Output::Broadcast(NetMsg::Vote(vote)));
+    }
+
+    fn handle(&mut self, effect: Effect<Cess>) -> Result<ConsensusResume, String> {
+        Ok(match effect {
+            Effect::CancelAllTimeouts(r) => {
+                self.outputs.push(Output::CancelAllTimeouts);
+                r.resume_with(())
+            }
+            Effect::CancelTimeout(timeout, r) => {
+                self.outputs.push(Output::CancelTimeout(timeout));
+                r.resume_with(())
+            }
+            Effect::ScheduleTimeout(timeout, r) => {
+                let duration = self.timeouts.duration_for(timeout);
+                self.outputs
+                    .push(Output::ScheduleTimeout(timeout, duration));
+                r.resume_with(())
+            }
+            Effect::StartRound(height, round, proposer, role, r) => {
+                tracing::debug!(%height, %round, %proposer, ?role, "round");
+                r.resume_with(())
+            }
+            Effect::PublishConsensusMsg(msg, r) => {
+                let msg = match msg {
+                    SignedConsensusMsg::Vote(vote) => NetMsg::Vote(vote),
+                    SignedConsensusMsg::Proposal(proposal) => NetMsg::Proposal(proposal),
+                };
+                self.outputs.push(Output::Broadcast(msg));
+                r.resume_with(())
+            }
+            // Certificates travel as the signed votes they are made of.
+            Effect::PublishLivenessMsg(msg, r) => {
+                match msg {
+                    LivenessMsg::Vote(vote) => self.broadcast_vote(vote),
+                    LivenessMsg::PolkaCertificate(cert) => {
+                        for s in cert.polka_signatures {
+                            let vote = super::types::Vote {
+                                height: cert.height,
+                                round: cert.round,
+                                value: NilOrVal::Val(cert.value_id),
+                                kind: VoteType::Prevote,
+                                validator: s.address,
+                            };
+                            self.broadcast_vote(SignedMessage::new(vote, s.signature));
+                        }
+                    }
+                    LivenessMsg::SkipRoundCertificate(cert) => {
+                        self.broadcast_round_certificate(cert)
+                    }
+                }
+                r.resume_with(())
+            }
+            Effect::RepublishVote(vote, r) => {
+                self.broadcast_vote(vote);
+                r.resume_with(())
+            }
+            Effect::RepublishRoundCertificate(cert, r) => {
+                self.broadcast_round_certificate(cert);
+                r.resume_with(())
+            }
+            Effect::GetValue(height, round, _timeout, r) => {
+                self.deferred.push(Deferred::GetValue {
+                    height: height.0,
+                    round,
+                });
+                r.resume_with(())
+            }
+            Effect::RestreamProposal(_height, _round, _valid_round, _proposer, value, r) => {
+                self.deferred.push(Deferred::Restream { value });
+                r.resume_with(())
+            }
+            Effect::CertVerifiedSyncValue(_, _, r) | Effect::CertRejectedSyncValue(_, _, _, r) => {
+                r.resume_with(())
+            }
+            Effect::Decide(cert, _extensions, r) => {
+                self.deferred.push(Deferred::Decide(cert));
+                r.resume_with(())
+            }
+            Effect::SignVote(vote, r) => {
+                let signature = self.ctx.sign_vote(self.key, &vote);
+                r.resume_with(SignedMessage::new(vote, signature))
+            }
+            Effect::SignProposal(proposal, r) => {
+                let signature = self.ctx.sign_proposal(self.key, &proposal);
+                r.resume_with(SignedMessage::new(proposal, signature))
+            }
+            Effect::VerifySignature(signed, key, r) => {
+                let valid = match &signed.message {
+                    arc_malachitebft_core_consensus::ConsensusMsg::Vote(vote) => {
+                        self.ctx.verify_vote(&key, vote, &signed.signature)
+                    }
+                    arc_malachitebft_core_consensus::ConsensusMsg::Proposal(proposal) => {
+                        self.ctx.verify_proposal(&key, proposal, &signed.signature)
+                    }
+                };
+                r.resume_with(valid)
+            }
+            Effect::VerifyCommitCertificate(cert, validators, thresholds, r) => {
+                let votes = cert.commit_signatures.iter().map(|s| {
+                    (
+                        precommit(cert.height, cert.round, cert.value_id, s.address),
+                        &s.signature,
+                    )
+                });
+                let result =
+                    verify_votes(self.ctx, &validators, votes, thresholds.quorum).map_err(|e| {
+                        e.into_error(|i| {
+                            CertificateError::InvalidCommitSignature(
+                                cert.commit_signatures[i].clone(),
+                            )
+                        })
+                    });
+                r.resume_with(result)
+            }
+            Effect::VerifyExtendedCommitCertificate(cert, validators, thresholds, _policy, r) => {
+                let result = match cert
+                    .commit_signatures
+                    .iter()
+                    .find(|s| s.extension.is_some())
+                {
+                    // Extensions are disabled on this network.
+                    Some(s) => Err(CertificateError::UnexpectedVoteExtension(s.address)),
+                    None => {
+                        let votes = cert.commit_signatures.iter().map(|s| {
+                            (
+                                precommit(cert.height, cert.round, cert.value_id, s.address),
+                                &s.signature,
+                            )
+                        });
+                        verify_votes(self.ctx, &validators, votes, thresholds.quorum).map_err(|e| {
+                            e.into_error(|i| {
+                                let s = &cert.commit_signatures[i];
+                                CertificateError::InvalidCommitSignature(
+                                    arc_malachitebft_core_types::CommitSignature::new(
+                                        s.address,
+                                        s.signature.clone(),
+                                    ),
+                                )
+                            })
+                        })
+                    }
+                };
+                r.resume_with(result)
+            }
+            Effect::VerifyPolkaCertificate(cert, validators, thresholds, r) => {
+                let votes = cert.polka_signatures.iter().map(|s| {
+                    let vote = super::types::Vote {
+                        height: cert.height,
+                        round: cert.round,
+                        value: NilOrVal::Val(cert.value_id),
+                        kind: VoteType::Prevote,
+                        validator: s.address,
+                    };
+                    (vote, &s.signature)
+                });
+                let result =
+                    verify_votes(self.ctx, &validators, votes, thresholds.quorum).map_err(|e| {
+                        e.into_error(|i| {
+                            CertificateError::InvalidPolkaSignature(
+                                cert.polka_signatures[i].clone(),
+                            )
+                        })
+                    });
+                r.resume_with(result)
+            }
+            Effect::VerifyRoundCertificate(cert, validators, thresholds, r) => {
+                let threshold = match cert.cert_type {
+                    arc_malachitebft_core_types::RoundCertificateType::Skip => thresholds.honest,
+                    arc_malachitebft_core_types::RoundCertificateType::Precommit => {
+                        thresholds.quorum
+                    }
+                };
+                let votes = cert.round_signatures.iter().map(|s| {
+                    let vote = super::types::Vote {
+                        height: cert.height,
+                        round: cert.round,
+                        value: s.value_id,
+                        kind: s.vote_type,
+                        validator: s.address,
+                    };
+                    (vote, &s.signature)
+                });
+                let result = verify_votes(self.ctx, &validators, votes, threshold).map_err(|e| {
+                    e.into_error(|i| {
+                        CertificateError::InvalidRoundSignature(cert.round_signatures[i].clone())
+                    })
+                });
+                r.resume_with(result)
+            }
+            // No write-ahead log: see ARCHITECTURE.md (a restarted validator rejoins by sync).
+            Effect::WalAppend(_, _, r) => r.resume_with(()),
+            Effect::ExtendVote(_, _, _, _, r) => r.resume_with(None),
+            Effect::VerifyVoteExtension(_, _, _, _, _, _, r) => r.resume_with(Ok(())),
+            Effect::Finalize(_cert, _extensions, evidence, r) => {
+                self.deferred.push(Deferred::Finalize {
+                    evidence: !evidence.is_empty(),
+                });
+                r.resume_with(())
+            }
+        })
+    }
+
+    fn broadcast_round_certificate(
+        &mut self,
+        cert: arc_malachitebft_core_types::RoundCertificate<Cess>,
+    ) {
+        for s in cert.round_signatures {
+            let vote = super::types::Vote {
+                height: cert.height,
+                round: cert.round,
+                value: s.value_id,
+                kind: s.vote_type,
+                validator: s.address,
+            };
+            self.broadcast_vote(SignedMessage::new(vote, s.signature));
+        }
+    }
+}
+
+fn precommit(
+    height: Height,
+    round: Round,
+    value: BlockHash,
+    validator: AccountId,
+) -> super::types::Vote {
+    super::types::Vote {
+        height,
+        round,
+        value: NilOrVal::Val(value),
+        kind: VoteType::Precommit,
+        validator,
+    }
+}
+
+/// Why a set of signed votes is not a certificate.
+enum VotesFailure {
+    Unknown(AccountId),
+    Duplicate(AccountId),
+    BadSignature(usize),
+    Short {
+        signed: u64,
+        total: u64,
+        expected: u64,
+    },
+}
+
+impl VotesFailure {
+    fn into_error(
+        self,
+        bad_signature: impl FnOnce(usize) -> CertificateError<Cess>,
+    ) -> CertificateError<Cess> {
+        match self {
+            VotesFailure::Unknown(address) => CertificateError::UnknownValidator(address),
+            VotesFailure::Duplicate(address) => CertificateError::DuplicateVote(address),
+            VotesFailure::BadSignature(index) => bad_signature(index),
+            VotesFailure::Short {
+                signed,
+                total,
+                expected,
+            } => CertificateError::NotEnoughVotingPower {
+                signed,
+                total,
+                expected,
+            },
+        }
+    }
+}
+
+fn verify_votes<'s>(
+    ctx: &Cess,
+    validators: &ValidatorSet,
+    votes: impl Iterator<Item = (super::types::Vote, &'s crate::keys::ValidatorSignature)>,
+    threshold: arc_malachitebft_core_types::ThresholdParam,
+) -> Result<(), VotesFailure> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, (vote, signature)) in votes.enumerate() {
+        let address = *vote.validator_address();
+        let validator = validators
+            .get(&address)
+            .ok_or(VotesFailure::Unknown(address))?;
+        if !seen.insert(address) {
+            return Err(VotesFailure::Duplicate(address));
+        }
+        if !ctx.verify_vote(&validator.key, &vote, signature) {
+            return Err(VotesFailure::BadSignature(index));
+        }
+    }
+    let total = validators.len() as u64;
+    let signed = seen.len() as u64;
+    if threshold.is_met(signed, total) {
+        Ok(())
+    } else {
+        Err(VotesFailure::Short {
+            signed,
+            total,
+            expected: threshold.min_expected(total),
+        })
+    }
+}
+
+impl Core {
+    /// Feed pending inputs to Malachite until none are left; return what is to be done.
+    fn run(&mut self) -> Vec<Output> {
+        loop {
+            while let Some(input) = self.pending.pop_front() {
+                let mut deferred = Vec::new();
+                {
+                    let mut env = Env {
+                        ctx: &self.ctx,
+                        key: &self.key,
+                        timeouts: &self.config.timeouts,
+                        outputs: &mut self.outputs,
+                        deferred: &mut deferred,
+                    };
+                    let result: Result<(), arc_malachitebft_core_consensus::Error<Cess>> = arc_malachitebft_core_consensus::process!(
+                        input: input,
+                        state: &mut self.consensus,
+                        metrics: &(),
+                        with: effect => env.handle(effect)
+                    );
+                    if let Err(error) = result {
+                        tracing::warn!(me = ?self.me, %error, "consensus input failed");
+                    }
+                }
+                for work in deferred {
+                    self.do_deferred(work);
+                }
+            }
+            if self.replay_future.is_empty() {
+                break;
+            }
+            for (_, signed) in std::mem::take(&mut self.replay_future) {
+                self.on_proposal(signed);
+            }
+        }
+        std::mem::take(&mut self.outputs)
+    }
+
+    fn do_deferred(&mut self, work: Deferred) {
+        match work {
+            Deferred::Decide(cert) => {
+                if cert.height.0 != self.height() {
+                    // Already committed through sync.
+                    return;
+                }
+                let Some((block, _)) = self.blocks.get(&cert.value_id).cloned() else {
+                    tracing::error!(height = cert.height.0, value = %cert.value_id, "decided a block this validator does not have");
+                    return;
+                };
+                let commit = CommitRecord {
+                    round: cert.round.as_u32().unwrap_or(0),
+                    signatures: cert
+                        .commit_signatures
+                        .iter()
+                        .map(|s| (s.address, s.signature.clone()))
+                        .collect(),
+                };
+                self.commit_block(block, cert.value_id, commit, false);
+            }
+            Deferred::Finalize { evidence } => {
+                if evidence {
+                    self.stats.equivocations_seen += 1;
+                    tracing::warn!(me = ?self.me, height = self.ledger.height(), "misbehaviour evidence at this height");
+                }
+                if self.consensus.height().0 == self.ledger.height() {
+                    self.advance_height();
+                }
+            }
+            Deferred::GetValue { height, round } => {
+                if height != self.height() {
+                    return;
+                }
+                let block = self.build_block(height);
+                let value = BlockValue::new(block);
+                let hash = arc_malachitebft_core_types::Value::id(&value);
+                self.blocks
+                    .insert(hash, (value.block().clone(), Validity::Valid));
+                self.pending
+                    .push_back(Input::Propose(LocallyProposedValue::new(
+                        Height(height),
+                        round,
+                        value,
+                    )));
+            }
+            Deferred::Restream { value } => {
+                let proposals: Vec<SignedProposal<Cess>> = self
+                    .proposals
+                    .iter()
+                    .filter(|((_, hash), _)| *hash == value)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                for proposal in proposals {
+                    self.outputs
+                        .push(Output::Broadcast(NetMsg::Proposal(proposal)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! The Malachite `Context` of this ledger: heights, blocks as values, votes and proposals
+//! signed with validator BLS keys, validator sets carrying the slot lottery's seed.
+
+use crate::codec::{DecodeError, Reader, Writer, hash, hex};
+use crate::keys::{
+    AccountId, VALIDATOR_SIGNATURE_BYTES, ValidatorKey, ValidatorPublicKey, ValidatorSignature,
+};
+use crate::tx::{Hash32, Transaction};
+use crate::vrf;
+use arc_malachitebft_core_types as mt;
+use mt::{NilOrVal, Round, VoteType};
+use std::sync::Arc;
+
+const VOTE_DOMAIN: &[u8] = b"cess-bft/1 vote\0";
+const PROPOSAL_DOMAIN: &[u8] = b"cess-bft/1 proposal\0";
+
+/// Largest encoded block and most transactions in one.
+pub const BLOCK_BYTES_MAX: usize = 16 << 20;
+pub const BLOCK_TXS_MAX: usize = 20_000;
+/// Most signatures a commit record carries (a validator set is at most this large).
+pub const VALIDATORS_MAX: usize = 256;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Height(pub u64);
+
+impl std::fmt::Display for Height {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl mt::Height for Height {
+    const ZERO: Height = Height(0);
+    const INITIAL: Height = Height(1);
+
+    fn increment_by(&self, n: u64) -> Height {
+        Height(self.0 + n)
+    }
+
+    fn decrement_by(&self, n: u64) -> Option<Height> {
+        self.0.checked_sub(n).map(Height)
+    }
+
+    fn as_u64(&self) -> u64 {
+        self.0
+    }
+}
+
+impl mt::Address for AccountId {}
+
+/// A block's hash: what validators vote on.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockHash(pub Hash32);
+
+impl std::fmt::Debug for BlockHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blk:{}", hex(&self.0[..6]))
+    }
+}
+
+impl std::fmt::Display for BlockHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex(&self.0[..8]))
+    }
+}
+
+/// The precommits that finalized a height: enough of its validator set, each signature a
+/// precommit for (height, round, block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    pub round: u32,
+    pub signatures: Vec<(AccountId, ValidatorSignature)>,
+}
+
+impl CommitRecord {
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.u32(self.round).count(self.signatures.len());
+        for (account, signature) in &self.signatures {
+            w.fixed(&account.0).fixed(&signature.to_bytes());
+        }
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<CommitRecord, DecodeError> {
+        let round = r.u32("commit round")?;
+        let count = r.count(
+            VALIDATORS_MAX,
+            32 + VALIDATOR_SIGNATURE_BYTES,
+            "commit signatures",
+        )?;
+        let mut signatures = Vec::with_capacity(count);
+        for _ in 0..count {
+            let account = AccountId(r.array("commit signer")?);
+            let signature = ValidatorSignature::decode(&r.array("commit signature")?)?;
+            signatures.push((account, signature));
+        }
+        Ok(CommitRecord { round, signatures })
+    }
+
+    /// Whether these are valid precommits for `block` at `height` by more than two thirds of
+    /// `validators`, each signer once.
+    pub fn verify(
+        &self,
+        chain_id: &Hash32,
+        height: u64,
+        block: &BlockHash,
+        validators: &ValidatorSet,
+    ) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        for (account, signature) in &self.signatures {
+            let Some(validator) = validators.get(account) else {
+                return false;
+            };
+            if !seen.insert(*account) {
+                return false;
+            }
+            let vote = Vote {
+                height: Height(height),
+                round: Round::new(self.round),
+                value: NilOrVal::Val(*block),
+                kind: VoteType::Precommit,
+                validator: *account,
+            };
+            if !validator
+                .key
+                .verify(VOTE_DOMAIN, &vote.sign_bytes(chain_id), signature)
+            {
+                return false;
+            }
+        }
+        3 * seen.len() > 2 * validators.len()
+    }
+}
+
+/// A block: the transactions the ledger applies at `height`, with what proves who made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub height: u64,
+    /// Hash of the block at `height − 1` (the chain id for the first block).
+    pub parent: Hash32,
+    pub time_ms: u64,
+    pub proposer: AccountId,
+    /// The proposer's VRF proof for this slot; its output seeds the next slot's lottery.
+    pub vrf_proof: ValidatorSignature,
+    /// The commit of `height − 1` (none for the first block).
+    pub last_commit: Option<CommitRecord>,
+    pub txs: Vec<Transaction>,
+}
+
+impl Block {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u64(self.height)
+            .fixed(&self.parent)
+            .u64(self.time_ms)
+            .fixed(&self.proposer.0)
+            .fixed(&self.vrf_proof.to_bytes());
+        match &self.last_commit {
+            Some(commit) => {
+                w.u8(1);
+                commit.encode(&mut w);
+            }
+            None => {
+                w.u8(0);
+            }
+        }
+        w.count(self.txs.len());
+        for tx in &self.txs {
+            let mut inner = Writer::new();
+            tx.encode_into(&mut inner);
+            w.bytes(inner.as_bytes());
+        }
+        w.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Block, DecodeError> {
+        if bytes.len() > BLOCK_BYTES_MAX {
+            return Err(DecodeError::TooLong {
+                what: "block",
+                len: bytes.len() as u64,
+                max: BLOCK_BYTES_MAX as u64,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let height = r.u64("height")?;
+        let parent = r.array("parent")?;
+        let time_ms = r.u64("time")?;
+        let proposer = AccountId(r.array("proposer")?);
+        let vrf_proof = ValidatorSignature::decode(&r.array("vrf proof")?)?;
+        let last_commit = match r.u8("commit flag")? {
+            0 => None,
+            1 => Some(CommitRecord::decode(&mut r)?),
+            _ => return Err(DecodeError::Invalid("commit flag")),
+        };
+        let count = r.count(BLOCK_TXS_MAX, 4 + 32 + 8 + 1 + 64, "transactions")?;
+        let mut txs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let tx_bytes = r.bytes(crate::tx::TX_BYTES_MAX, "transaction")?;
+            txs.push(Transaction::decode(tx_bytes)?);
+        }
+        r.finish()?;
+        Ok(Block {
+            height,
+            parent,
+            time_ms,
+            proposer,
+            vrf_proof,
+            last_commit,
+            txs,
+        })
+    }
+
+    pub fn hash(&self) -> BlockHash {
+        BlockHash(hash(b"cess-bft/1 block\0", &[&self.encode()]))
+    }
+
+    pub fn vrf_output(&self) -> Hash32 {
+        vrf::vrf_output(&self.vrf_proof)
+    }
+}
+
+/// A block as a consensus value: compared and identified by its hash.
+#[derive(Clone, Debug)]
+pub struct BlockValue {
+    hash: BlockHash,
+    block: Arc<Block>,
+}
+
+impl BlockValue {
+    pub fn new(block: Block) -> BlockValue {
+        BlockValue {
+            hash: block.hash(),
+            block: Arc::new(block),
+        }
+    }
+
+    pub fn block(&self) -> &Arc<Block> {
+        &self.block
+    }
+}
+
+impl PartialEq for BlockValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+    }
+}
+
+impl Eq for BlockValue {}
+
+impl PartialOrd for BlockValue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for BlockValue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.hash.cmp(&other.hash)
+    }
+}
+
+impl mt::Value for BlockValue {
+    type Id = BlockHash;
+
+    fn id(&self) -> BlockHash {
+        self.hash
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub height: Height,
+    pub round: Round,
+    pub pol_round: Round,
+    pub value: BlockValue,
+    pub proposer: AccountId,
+}
+
+impl Proposal {
+    pub fn sign_bytes(&self, chain_id: &Hash32) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed(chain_id)
+            .u64(self.height.0)
+            .fixed(&round_bytes(self.round))
+            .fixed(&round_bytes(self.pol_round))
+            .fixed(&self.value.hash.0)
+            .fixed(&self.proposer.0);
+        w.into_bytes()
+    }
+}
+
+/// A round as 8 bytes: −1 (nil) or the round number.
+pub(crate) fn round_bytes(round: Round) -> [u8; 8] {
+    round.as_i64().to_le_bytes()
+}
+
+impl mt::Proposal<Cess> for Proposal {
+    fn height(&self) -> Height {
+        self.height
+    }
+
+    fn round(&self) -> Round {
+        self.round
+    }
+
+    fn value(&self) -> &BlockValue {
+        &self.value
+    }
+
+    fn take_value(self) -> BlockValue {
+        self.value
+    }
+
+    fn pol_round(&self) -> Round {
+        self.pol_round
+    }
+
+    fn validator_address(&self) -> &AccountId {
+        &self.proposer
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vote {
+    pub height: Height,
+    pub round: Round,
+    pub value: NilOrVal<BlockHash>,
+    pub kind: VoteType,
+    pub validator: AccountId,
+}
+
+impl Vote {
+    pub fn sign_bytes(&self, chain_id: &Hash32) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed(chain_id)
+            .u8(match self.kind {
+                VoteType::Prevote => 1,
+                VoteType::Precommit => 2,
+            })
+            .u64(self.height.0)
+            .fixed(&round_bytes(self.round));
+        match &self.value {
+            NilOrVal::Nil => w.u8(0),
+            NilOrVal::Val(hash) => w.u8(1).fixed(&hash.0),
+        };
+        w.fixed(&self.validator.0);
+        w.into_bytes()
+    }
+}
+
+impl mt::Vote<Cess> for Vote {
+    fn height(&self) -> Height {
+        self.height
+    }
+
+    fn round(&self) -> Round {
+        self.round
+    }
+
+    fn value(&self) -> &NilOrVal<BlockHash> {
+        &self.value
+    }
+
+    fn take_value(self) -> NilOrVal<BlockHash> {
+        self.value
+    }
+
+    fn vote_type(&self) -> VoteType {
+        self.kind
+    }
+
+    fn validator_address(&self) -> &AccountId {
+        &self.validator
+    }
+
+    fn extension(&self) -> Option<&mt::SignedExtension<Cess>> {
+        None
+    }
+
+    fn take_extension(&mut self) -> Option<mt::SignedExtension<Cess>> {
+        None
+    }
+
+    /// Vote extensions are disabled in this network.
+    fn extend(self, _extension: mt::SignedExtension<Cess>) -> Vote {
+        self
+    }
+}
+
+/// Blocks travel whole inside their proposal; there are no parts. This type has no values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoParts {}
+
+impl mt::ProposalPart<Cess> for NoParts {
+    fn is_first(&self) -> bool {
+        match *self {}
+    }
+
+    fn is_last(&self) -> bool {
+        match *self {}
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validator {
+    pub account: AccountId,
+    pub key: ValidatorPublicKey,
+}
+
+impl mt::Validator<Cess> for Validator {
+    fn address(&self) -> &AccountId {
+        &self.account
+    }
+
+    fn public_key(&self) -> &ValidatorPublicKey {
+        &self.key
+    }
+
+    /// Every elected validator weighs the same: BFT counts validators (n ≥ 3f + 1).
+    fn voting_power(&self) -> mt::VotingPower {
+        1
+    }
+}
+
+/// The validators of one height, ordered by account, and the slot lottery's seed for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorSet {
+    validators: Arc<Vec<Validator>>,
+    accounts: Arc<Vec<AccountId>>,
+    pub seed: Hash32,
+}
+
+impl ValidatorSet {
+    pub fn new(mut validators: Vec<Validator>, seed: Hash32) -> ValidatorSet {
+        assert!(!validators.is_empty() && validators.len() <= VALIDATORS_MAX);
+        validators.sort_by_key(|v| v.account);
+        validators.dedup_by_key(|v| v.account);
+        let accounts = validators.iter().map(|v| v.account).collect();
+        ValidatorSet {
+            validators: Arc::new(validators),
+            accounts: Arc::new(accounts),
+            seed,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.validators.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.validators.is_empty()
+    }
+
+    pub fn get(&self, account: &AccountId) -> Option<&Validator> {
+        self.accounts
+            .binary_search(account)
+            .ok()
+            .map(|i| &self.validators[i])
+    }
+
+    pub fn accounts(&self) -> &[AccountId] {
+        &self.accounts
+    }
+
+    pub fn proposer(&self, height: u64, round: u32) -> &Validator {
+        &self.validators[vrf::proposer_index(&self.seed, height, round, &self.accounts)]
+    }
+}
+
+impl mt::ValidatorSet<Cess> for ValidatorSet {
+    fn count(&self) -> usize {
+        self.validators.len()
+    }
+
+    fn total_voting_power(&self) -> mt::VotingPower {
+        self.validators.len() as u64
+    }
+
+    fn get_by_address(&self, address: &AccountId) -> Option<&Validator> {
+        self.get(address)
+    }
+
+    fn get_by_index(&self, index: usize) -> Option<&Validator> {
+        self.validators.get(index)
+    }
+}
+
+/// BLS signatures on validator keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bls;
+
+impl mt::SigningScheme for Bls {
+    type DecodingError = DecodeError;
+    type Signature = ValidatorSignature;
+    type PublicKey = ValidatorPublicKey;
+    type PrivateKey = ValidatorKey;
+
+    fn decode_signature(bytes: &[u8]) -> Result<ValidatorSignature, DecodeError> {
+        let bytes = bytes
+            .try_into()
+            .map_err(|_| DecodeError::Invalid("signature length"))?;
+        ValidatorSignature::decode(bytes)
+    }
+
+    fn encode_signature(signature: &ValidatorSignature) -> Vec<u8> {
+        signature.to_bytes().to_vec()
+    }
+
+    fn decode_public_key(bytes: &[u8]) -> Result<ValidatorPublicKey, DecodeError> {
+        let bytes = bytes
+            .try_into()
+            .map_err(|_| DecodeError::Invalid("public key length"))?;
+        ValidatorPublicKey::decode(bytes)
+    }
+
+    fn encode_public_key(key: &ValidatorPublicKey) -> Vec<u8> {
+        key.to_bytes().to_vec()
+    }
+}
+
+/// The consensus context: which chain votes and proposals are signed for.
+#[derive(Clone, Debug)]
+pub struct Cess {
+    pub chain_id: Hash32,
+}
+
+impl mt::Context for Cess {
+    type Address = AccountId;
+    type Height = Height;
+    type ProposalPart = NoParts;
+    type Proposal = Proposal;
+    type Validator = Validator;
+    type ValidatorSet = ValidatorSet;
+    type Timeouts = mt::LinearTimeouts;
+    type Value = BlockValue;
+    type Vote = Vote;
+    type Extension = ();
+    type SigningScheme = Bls;
+
+    fn select_proposer<'a>(
+        &self,
+        validators: &'a ValidatorSet,
+        height: Height,
+        round: Round,
+    ) -> &'a Validator {
+        validators.proposer(height.0, round.as_u32().unwrap_or(0))
+    }
+
+    fn new_proposal(
+        &self,
+        height: Height,
+        round: Round,
+        value: BlockValue,
+        pol_round: Round,
+        address: AccountId,
+    ) -> Proposal {
+        Proposal {
+            height,
+            round,
+            pol_round,
+            value,
+            proposer: address,
+        }
+    }
+
+    fn new_prevote(
+        &self,
+        height: Height,
+        round: Round,
+        value: NilOrVal<BlockHash>,
+        address: AccountId,
+    ) -> Vote {
+        Vote {
+            height,
+            round,
+            value,
+            kind: VoteType::Prevote,
+            validator: address,
+        }
+    }
+
+    fn new_precommit(
+        &self,
+        height: Height,
+        round: Round,
+        value: NilOrVal<BlockHash>,
+        address: AccountId,
+    ) -> Vote {
+        Vote {
+            height,
+            round,
+            value,
+            kind: VoteType::Precommit,
+            validator: address,
+        }
+    }
+}
+
+impl Cess {
+    pub fn sign_vote(&self, key: &ValidatorKey, vote: &Vote) -> ValidatorSignature {
+        key.sign(VOTE_DOMAIN, &vote.sign_bytes(&self.chain_id))
+    }
+
+    pub fn verify_vote(
+        &self,
+        key: &ValidatorPublicKey,
+        vote: &Vote,
+        signature: &ValidatorSignature,
+    ) -> bool {
+        key.verify(VOTE_DOMAIN, &vote.sign_bytes(&self.chain_id), signature)
+    }
+
+    pub fn sign_proposal(&self, key: &ValidatorKey, proposal: &Proposal) -> ValidatorSignature {
+        key.sign(PROPOSAL_DOMAIN, &proposal.sign_bytes(&self.chain_id))
+    }
+
+    pub fn verify_proposal(
+        &self,
+        key: &ValidatorPublicKey,
+        proposal: &Proposal,
+        signature: &ValidatorSignature,
+    ) -> bool {
+        key.verify(
+            PROPOSAL_DOMAIN,
+            &proposal.sign_bytes(&self.chain_id),
+            signature,
+        )
+    }
+}

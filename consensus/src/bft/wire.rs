@@ -1,0 +1,188 @@
+//! Messages between validators, in the ledger's canonical encoding. Every field is bounded
+//! and checked when decoded (signatures and keys on the curve and in the subgroup, rounds in
+//! range, blocks within their limits); signatures are verified by the consensus core.
+
+use super::types::{
+    Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Proposal, Vote, round_bytes,
+};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::keys::{AccountId, ValidatorSignature};
+use crate::tx::Transaction;
+use arc_malachitebft_core_types::{NilOrVal, Round, SignedProposal, SignedVote, VoteType};
+
+/// Largest message: a full block plus its proposal header.
+pub const MESSAGE_BYTES_MAX: usize = super::types::BLOCK_BYTES_MAX + 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetMsg {
+    /// A signed proposal carrying its whole block.
+    Proposal(SignedProposal<Cess>),
+    Vote(SignedVote<Cess>),
+    /// A transaction for the mempools.
+    Tx(Transaction),
+    /// "Send me the block decided at this height."
+    SyncRequest {
+        height: u64,
+    },
+    /// A decided block and the precommits that decided it.
+    SyncResponse {
+        block: Box<Block>,
+        commit: CommitRecord,
+    },
+}
+
+impl NetMsg {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NetMsg::Proposal(_) => "proposal",
+            NetMsg::Vote(_) => "vote",
+            NetMsg::Tx(_) => "tx",
+            NetMsg::SyncRequest { .. } => "sync_request",
+            NetMsg::SyncResponse { .. } => "sync_response",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            NetMsg::Proposal(signed) => {
+                let p = &signed.message;
+                w.u8(1)
+                    .u64(p.height.0)
+                    .fixed(&round_bytes(p.round))
+                    .fixed(&round_bytes(p.pol_round))
+                    .fixed(&p.proposer.0)
+                    .bytes(&p.value.block().encode())
+                    .fixed(&signed.signature.to_bytes());
+            }
+            NetMsg::Vote(signed) => {
+                let v = &signed.message;
+                w.u8(2)
+                    .u8(match v.kind {
+                        VoteType::Prevote => 1,
+                        VoteType::Precommit => 2,
+                    })
+                    .u64(v.height.0)
+                    .fixed(&round_bytes(v.round));
+                match &v.value {
+                    NilOrVal::Nil => w.u8(0),
+                    NilOrVal::Val(hash) => w.u8(1).fixed(&hash.0),
+                };
+                w.fixed(&v.validator.0).fixed(&signed.signature.to_bytes());
+            }
+            NetMsg::Tx(tx) => {
+                w.u8(3);
+                let mut inner = Writer::new();
+                tx.encode_into(&mut inner);
+                w.bytes(inner.as_bytes());
+            }
+            NetMsg::SyncRequest { height } => {
+                w.u8(4).u64(*height);
+            }
+            NetMsg::SyncResponse { block, commit } => {
+                w.u8(5).bytes(&block.encode());
+                let mut inner = Writer::new();
+                commit.encode(&mut inner);
+                w.bytes(inner.as_bytes());
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<NetMsg, DecodeError> {
+        if bytes.len() > MESSAGE_BYTES_MAX {
+            return Err(DecodeError::TooLong {
+                what: "message",
+                len: bytes.len() as u64,
+                max: MESSAGE_BYTES_MAX as u64,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let msg = match r.u8("message kind")? {
+            1 => {
+                let height = Height(r.u64("height")?);
+                let round = decode_round(&mut r, "round")?;
+                let pol_round = decode_round(&mut r, "pol round")?;
+                if round.is_nil() {
+                    return Err(DecodeError::Invalid("proposal round is nil"));
+                }
+                let proposer = AccountId(r.array("proposer")?);
+                let block = Block::decode(r.bytes(super::types::BLOCK_BYTES_MAX, "block")?)?;
+                if block.height != height.0 {
+                    return Err(DecodeError::Invalid(
+                        "block height differs from the proposal's",
+                    ));
+                }
+                let signature = ValidatorSignature::decode(&r.array("signature")?)?;
+                NetMsg::Proposal(SignedProposal::new(
+                    Proposal {
+                        height,
+                        round,
+                        pol_round,
+                        value: BlockValue::new(block),
+                        proposer,
+                    },
+                    signature,
+                ))
+            }
+            2 => {
+                let kind = match r.u8("vote type")? {
+                    1 => VoteType::Prevote,
+                    2 => VoteType::Precommit,
+                    _ => return Err(DecodeError::Invalid("vote type")),
+                };
+                let height = Height(r.u64("height")?);
+                let round = decode_round(&mut r, "round")?;
+                if round.is_nil() {
+                    return Err(DecodeError::Invalid("vote round is nil"));
+                }
+                let value = match r.u8("vote value flag")? {
+                    0 => NilOrVal::Nil,
+                    1 => NilOrVal::Val(BlockHash(r.array("vote value")?)),
+                    _ => return Err(DecodeError::Invalid("vote value flag")),
+                };
+                let validator = AccountId(r.array("validator")?);
+                let signature = ValidatorSignature::decode(&r.array("signature")?)?;
+                NetMsg::Vote(SignedVote::new(
+                    Vote {
+                        height,
+                        round,
+                        value,
+                        kind,
+                        validator,
+                    },
+                    signature,
+                ))
+            }
+            3 => NetMsg::Tx(Transaction::decode(
+                r.bytes(crate::tx::TX_BYTES_MAX, "transaction")?,
+            )?),
+            4 => NetMsg::SyncRequest {
+                height: r.u64("height")?,
+            },
+            5 => {
+                let block = Block::decode(r.bytes(super::types::BLOCK_BYTES_MAX, "block")?)?;
+                let commit_bytes = r.bytes(64 << 10, "commit")?;
+                let mut inner = Reader::new(commit_bytes);
+                let commit = CommitRecord::decode(&mut inner)?;
+                inner.finish()?;
+                NetMsg::SyncResponse {
+                    block: Box::new(block),
+                    commit,
+                }
+            }
+            _ => return Err(DecodeError::Invalid("message kind")),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+fn decode_round(r: &mut Reader<'_>, what: &'static str) -> Result<Round, DecodeError> {
+    let value = i64::from_le_bytes(r.array(what)?);
+    match value {
+        -1 => Ok(Round::Nil),
+        0..=0xFFFF_FFFF => Ok(Round::new(value as u32)),
+        _ => Err(DecodeError::Invalid(what)),
+    }
+}

@@ -1,0 +1,474 @@
+//! A deterministic simulation of a validator network in one process: every validator is a
+//! real [`Core`] (Malachite, the ledger, real BLS signatures); the network between them is
+//! simulated with a seeded RNG: delays, drops, partitions that heal, and Byzantine validators
+//! that equivocate proposals, double-vote or withhold votes. The same seed replays the same
+//! run. After every commit the simulator checks that no two validators finalized different
+//! blocks at one height and that equal heights have equal state roots.
+
+use crate::bft::{Block, BlockHash, BlockValue, Cess, Core, CoreConfig, NetMsg, Output, Proposal};
+use crate::keys::{AccountId, AccountKey, ValidatorKey};
+use crate::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
+use crate::tx::{Call, Hash32, Transaction};
+use arc_malachitebft_core_types::{LinearTimeouts, NilOrVal, SignedMessage, Timeout};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+/// How a Byzantine validator misbehaves (its core runs the protocol; the simulator tampers
+/// with what it sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Byzantine {
+    /// When it proposes, half of the validators get one block and half another.
+    EquivocateProposals,
+    /// Every vote it casts, it also casts the opposite way, each to half of the validators.
+    DoubleVote,
+    /// It never sends its votes.
+    WithholdVotes,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub validators: usize,
+    /// Validator index → behaviour.
+    pub byzantine: Vec<(usize, Byzantine)>,
+    pub seed: u64,
+    /// One-way delay, uniform in this range.
+    pub delay_ms: (u64, u64),
+    /// Share of messages lost, per mille.
+    pub drop_permille: u32,
+    /// A transfer is submitted to a random validator this often (0: none).
+    pub tx_every_ms: u64,
+    pub params: LedgerParams,
+}
+
+impl SimConfig {
+    pub fn new(validators: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            validators,
+            byzantine: Vec::new(),
+            seed,
+            delay_ms: (5, 40),
+            drop_permille: 0,
+            tx_every_ms: 50,
+            params: LedgerParams {
+                validators_per_era: validators as u32,
+                ..LedgerParams::default()
+            },
+        }
+    }
+}
+
+enum Event {
+    Deliver {
+        to: usize,
+        from: usize,
+        msg: Box<NetMsg>,
+    },
+    Timeout {
+        node: usize,
+        timeout: Timeout,
+        generation: u64,
+    },
+    SubmitTx,
+}
+
+struct SimNode {
+    core: Core,
+    key: ValidatorKey,
+    account: AccountId,
+    timers: Vec<(Timeout, u64)>,
+    byzantine: Option<Byzantine>,
+}
+
+/// What a run produced, for assertions.
+#[derive(Debug, Default, Clone)]
+pub struct SimReport {
+    /// Height → the block every validator that committed it committed.
+    pub decided: BTreeMap<u64, BlockHash>,
+    /// Height → the state root after it.
+    pub roots: BTreeMap<u64, Hash32>,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub txs_committed: u64,
+    pub synced_blocks: u64,
+    pub equivocations_seen: u64,
+}
+
+pub struct Sim {
+    nodes: Vec<SimNode>,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Event>,
+    next_seq: u64,
+    generation: u64,
+    now_ms: u64,
+    rng: ChaCha8Rng,
+    config: SimConfig,
+    /// Partition group per validator; messages cross only within a group.
+    groups: Option<Vec<u8>>,
+    users: Vec<AccountKey>,
+    user_nonces: Vec<u64>,
+    chain_id: Hash32,
+    pub report: SimReport,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("now_ms", &self.now_ms)
+            .field("validators", &self.nodes.len())
+            .finish()
+    }
+}
+
+/// Fast timeouts for simulated networks (tens of ms of delay).
+pub fn sim_timeouts() -> LinearTimeouts {
+    LinearTimeouts {
+        propose: Duration::from_millis(300),
+        propose_delta: Duration::from_millis(100),
+        prevote: Duration::from_millis(150),
+        prevote_delta: Duration::from_millis(50),
+        precommit: Duration::from_millis(150),
+        precommit_delta: Duration::from_millis(50),
+        rebroadcast: Duration::from_millis(600),
+        max_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A genesis with `validators` validators (keys from `seed`) and `users` funded accounts.
+pub fn genesis(
+    validators: usize,
+    users: usize,
+    seed: u64,
+    params: LedgerParams,
+) -> (Genesis, Vec<(AccountKey, ValidatorKey)>, Vec<AccountKey>) {
+    let derive = |kind: u8, i: usize| {
+        let mut bytes = [kind; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        bytes[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+        bytes
+    };
+    let validator_keys: Vec<(AccountKey, ValidatorKey)> = (0..validators)
+        .map(|i| {
+            (
+                AccountKey::from_seed(derive(1, i)),
+                ValidatorKey::from_seed(&derive(2, i)),
+            )
+        })
+        .collect();
+    let user_keys: Vec<AccountKey> = (0..users)
+        .map(|i| AccountKey::from_seed(derive(3, i)))
+        .collect();
+    let genesis = Genesis {
+        chain_name: format!("sim-{seed}"),
+        time_ms: 0,
+        accounts: validator_keys
+            .iter()
+            .map(|(a, _)| (a.id(), 10_000 * TOKEN))
+            .chain(user_keys.iter().map(|u| (u.id(), 1_000_000 * TOKEN)))
+            .collect(),
+        reward_pool: 1_000_000 * TOKEN,
+        validators: validator_keys
+            .iter()
+            .map(|(a, v)| GenesisValidator {
+                account: a.id(),
+                key: v.public().to_bytes(),
+                possession: v.proof_of_possession().to_bytes(),
+                stake: params.candidate_stake_min,
+            })
+            .collect(),
+        params,
+    };
+    (genesis, validator_keys, user_keys)
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Sim {
+        let (genesis, keys, users) =
+            genesis(config.validators, 8, config.seed, config.params.clone());
+        let ledger = Ledger::genesis(&genesis).expect("simulation genesis");
+        let core_config = CoreConfig {
+            timeouts: sim_timeouts(),
+            ..CoreConfig::default()
+        };
+        let nodes = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, (account, key))| SimNode {
+                core: Core::new(
+                    ledger.clone(),
+                    key.clone(),
+                    account.id(),
+                    core_config.clone(),
+                    0,
+                ),
+                key,
+                account: account.id(),
+                timers: Vec::new(),
+                byzantine: config
+                    .byzantine
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, b)| *b),
+            })
+            .collect();
+        let mut sim = Sim {
+            nodes,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_seq: 0,
+            generation: 0,
+            now_ms: 0,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            user_nonces: vec![0; users.len()],
+            users,
+            chain_id: ledger.chain_id(),
+            config,
+            groups: None,
+            report: SimReport::default(),
+        };
+        for i in 0..sim.nodes.len() {
+            let outputs = sim.nodes[i].core.start(0);
+            sim.handle_outputs(i, outputs);
+        }
+        if sim.config.tx_every_ms > 0 {
+            sim.schedule(sim.config.tx_every_ms, Event::SubmitTx);
+        }
+        sim
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub fn core(&self, i: usize) -> &Core {
+        &self.nodes[i].core
+    }
+
+    /// Split the validators into groups (index → group); `None` heals the network.
+    pub fn partition(&mut self, groups: Option<Vec<u8>>) {
+        self.groups = groups;
+    }
+
+    /// Lowest height every honest validator has committed.
+    pub fn honest_height(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .map(|n| n.core.ledger().height())
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn schedule(&mut self, delay_ms: u64, event: Event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Reverse((self.now_ms + delay_ms, seq)));
+        self.events.insert(seq, event);
+    }
+
+    /// Run until the simulated clock reaches `until_ms`.
+    pub fn run_until(&mut self, until_ms: u64) {
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > until_ms {
+                break;
+            }
+            self.queue.pop();
+            self.now_ms = at;
+            let event = self
+                .events
+                .remove(&seq)
+                .expect("every queued event is stored");
+            match event {
+                Event::Deliver { to, from, msg } => {
+                    let from_account = self.nodes[from].account;
+                    let outputs = self.nodes[to].core.on_message(from_account, *msg, at);
+                    self.handle_outputs(to, outputs);
+                }
+                Event::Timeout {
+                    node,
+                    timeout,
+                    generation,
+                } => {
+                    let timers = &mut self.nodes[node].timers;
+                    let Some(k) = timers
+                        .iter()
+                        .position(|(t, g)| *t == timeout && *g == generation)
+                    else {
+                        continue;
+                    };
+                    timers.swap_remove(k);
+                    let outputs = self.nodes[node].core.on_timeout(timeout, at);
+                    self.handle_outputs(node, outputs);
+                }
+                Event::SubmitTx => {
+                    self.submit_random_tx();
+                    self.schedule(self.config.tx_every_ms, Event::SubmitTx);
+                }
+            }
+        }
+        self.now_ms = self.now_ms.max(until_ms);
+    }
+
+    fn submit_random_tx(&mut self) {
+        let user = self.rng.random_range(0..self.users.len());
+        let to = self.users[self.rng.random_range(0..self.users.len())].id();
+        let node = self.rng.random_range(0..self.nodes.len());
+        let nonce = self.user_nonces[user];
+        let tx = Transaction::sign(
+            &self.users[user],
+            &self.chain_id,
+            nonce,
+            Call::Transfer { to, amount: TOKEN },
+        );
+        if let Ok(outputs) = self.nodes[node].core.submit(tx, self.now_ms) {
+            self.user_nonces[user] += 1;
+            self.handle_outputs(node, outputs);
+        }
+    }
+
+    fn handle_outputs(&mut self, from: usize, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Broadcast(msg) => self.broadcast(from, msg),
+                Output::Send(to, msg) => {
+                    if let Some(to) = self.nodes.iter().position(|n| n.account == to) {
+                        self.send(from, to, msg);
+                    }
+                }
+                Output::ScheduleTimeout(timeout, duration) => {
+                    self.generation += 1;
+                    let generation = self.generation;
+                    let timers = &mut self.nodes[from].timers;
+                    timers.retain(|(t, _)| *t != timeout);
+                    timers.push((timeout, generation));
+                    self.schedule(
+                        duration.as_millis() as u64,
+                        Event::Timeout {
+                            node: from,
+                            timeout,
+                            generation,
+                        },
+                    );
+                }
+                Output::CancelTimeout(timeout) => {
+                    self.nodes[from].timers.retain(|(t, _)| *t != timeout)
+                }
+                Output::CancelAllTimeouts => self.nodes[from].timers.clear(),
+                Output::Committed(committed) => {
+                    let height = committed.height;
+                    match self.report.decided.get(&height) {
+                        Some(hash) => assert_eq!(
+                            *hash, committed.hash,
+                            "SAFETY: validator {from} finalized another block at height {height} (seed {})",
+                            self.config.seed
+                        ),
+                        None => {
+                            self.report.decided.insert(height, committed.hash);
+                            self.report.txs_committed += committed.block.txs.len() as u64;
+                        }
+                    }
+                    match self.report.roots.get(&height) {
+                        Some(root) => assert_eq!(
+                            *root, committed.outcome.root,
+                            "validator {from} has another state root at height {height} (seed {})",
+                            self.config.seed
+                        ),
+                        None => {
+                            self.report.roots.insert(height, committed.outcome.root);
+                        }
+                    }
+                    self.report.synced_blocks += u64::from(committed.synced);
+                }
+            }
+        }
+    }
+
+    fn broadcast(&mut self, from: usize, msg: NetMsg) {
+        let peers: Vec<usize> = (0..self.nodes.len()).filter(|&i| i != from).collect();
+        match (self.nodes[from].byzantine, &msg) {
+            (Some(Byzantine::WithholdVotes), NetMsg::Vote(_)) => {}
+            (Some(Byzantine::DoubleVote), NetMsg::Vote(vote)) => {
+                let mut other = vote.message.clone();
+                other.value = match other.value {
+                    NilOrVal::Nil => NilOrVal::Val(BlockHash(self.rng.random())),
+                    NilOrVal::Val(_) => NilOrVal::Nil,
+                };
+                let ctx = Cess {
+                    chain_id: self.chain_id,
+                };
+                let signature = ctx.sign_vote(&self.nodes[from].key, &other);
+                let other = NetMsg::Vote(SignedMessage::new(other, signature));
+                self.split_send(from, &peers, msg, other);
+            }
+            (Some(Byzantine::EquivocateProposals), NetMsg::Proposal(proposal)) => {
+                let mut block: Block = (**proposal.message.value.block()).clone();
+                block.time_ms += 1;
+                let twin = Proposal {
+                    value: BlockValue::new(block),
+                    ..proposal.message.clone()
+                };
+                let ctx = Cess {
+                    chain_id: self.chain_id,
+                };
+                let signature = ctx.sign_proposal(&self.nodes[from].key, &twin);
+                let twin = NetMsg::Proposal(SignedMessage::new(twin, signature));
+                self.split_send(from, &peers, msg, twin);
+            }
+            _ => {
+                for to in peers {
+                    self.send(from, to, msg.clone());
+                }
+            }
+        }
+    }
+
+    /// The first half of the peers (in a random order) get `a`, the rest `b`.
+    fn split_send(&mut self, from: usize, peers: &[usize], a: NetMsg, b: NetMsg) {
+        let mut order = peers.to_vec();
+        for k in (1..order.len()).rev() {
+            order.swap(k, self.rng.random_range(0..=k));
+        }
+        let half = order.len() / 2;
+        for (k, to) in order.into_iter().enumerate() {
+            self.send(from, to, if k < half { a.clone() } else { b.clone() });
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: NetMsg) {
+        self.report.messages_sent += 1;
+        if let Some(groups) = &self.groups
+            && groups[from] != groups[to]
+        {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        if self.rng.random_range(0..1000) < self.config.drop_permille {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        // Every message crosses the wire encoding, so the simulator tests it too.
+        let msg = NetMsg::decode(&msg.encode()).expect("a message decodes after encoding");
+        let (low, high) = self.config.delay_ms;
+        let delay = self.rng.random_range(low..=high);
+        self.schedule(
+            delay,
+            Event::Deliver {
+                to,
+                from,
+                msg: Box::new(msg),
+            },
+        );
+    }
+
+    /// Collect the validators' counters into the report.
+    pub fn finish(&mut self) -> SimReport {
+        self.report.equivocations_seen = self
+            .nodes
+            .iter()
+            .map(|n| n.core.stats().equivocations_seen)
+            .sum();
+        self.report.clone()
+    }
+}
