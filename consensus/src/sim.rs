@@ -5,16 +5,17 @@
 //! run. After every commit the simulator checks that no two validators finalized different
 //! blocks at one height and that equal heights have equal state roots.
 
-use crate::bft::{Block, BlockHash, BlockValue, Cess, Core, CoreConfig, NetMsg, Output, Proposal};
+use crate::bft::{
+    Block, BlockHash, BlockValue, Cess, Core, CoreConfig, NetMsg, Output, Proposal, StepTimeouts,
+};
 use crate::keys::{AccountId, AccountKey, ValidatorKey};
 use crate::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
 use crate::tx::{Call, Hash32, Transaction};
-use arc_malachitebft_core_types::{LinearTimeouts, NilOrVal, SignedMessage, Timeout};
+use arc_malachitebft_core_types::{NilOrVal, SignedMessage, Timeout};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::time::Duration;
 
 /// How a Byzantine validator misbehaves (its core runs the protocol; the simulator tampers
 /// with what it sends).
@@ -123,16 +124,14 @@ impl std::fmt::Debug for Sim {
 }
 
 /// Fast timeouts for simulated networks (tens of ms of delay).
-pub fn sim_timeouts() -> LinearTimeouts {
-    LinearTimeouts {
-        propose: Duration::from_millis(300),
-        propose_delta: Duration::from_millis(100),
-        prevote: Duration::from_millis(150),
-        prevote_delta: Duration::from_millis(50),
-        precommit: Duration::from_millis(150),
-        precommit_delta: Duration::from_millis(50),
-        rebroadcast: Duration::from_millis(600),
-        max_timeout: Duration::from_secs(5),
+pub fn sim_timeouts() -> StepTimeouts {
+    StepTimeouts {
+        propose_ms: 300,
+        prevote_ms: 150,
+        precommit_ms: 150,
+        delta_ms: 100,
+        rebroadcast_ms: 200,
+        max_ms: 5_000,
     }
 }
 
@@ -261,6 +260,15 @@ impl Sim {
             .unwrap_or(0)
     }
 
+    /// Highest height any validator has committed.
+    pub fn max_height(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.core.ledger().height())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn schedule(&mut self, delay_ms: u64, event: Event) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -283,6 +291,7 @@ impl Sim {
             match event {
                 Event::Deliver { to, from, msg } => {
                     let from_account = self.nodes[from].account;
+                    let _span = tracing::info_span!("v", n = to).entered();
                     let outputs = self.nodes[to].core.on_message(from_account, *msg, at);
                     self.handle_outputs(to, outputs);
                 }
@@ -299,6 +308,7 @@ impl Sim {
                         continue;
                     };
                     timers.swap_remove(k);
+                    let _span = tracing::info_span!("v", n = node).entered();
                     let outputs = self.nodes[node].core.on_timeout(timeout, at);
                     self.handle_outputs(node, outputs);
                 }

@@ -41,7 +41,7 @@ fn four_validators_with_each_kind_of_byzantine_validator() {
         config.byzantine = vec![(3, kind)];
         config.drop_permille = 20;
         let mut sim = Sim::new(config);
-        sim.run_until(4_000);
+        sim.run_until(6_000);
         let height = sim.honest_height();
         eprintln!(
             "{kind:?}: height {height}, {:?}",
@@ -60,12 +60,17 @@ fn seven_validators_stop_in_a_partition_without_quorum_and_resume_when_it_heals(
     ];
     let mut sim = Sim::new(config);
     sim.run_until(2_000);
-    let before = sim.honest_height();
-    assert!(before >= 5, "height {before} before the partition");
-    // 3 | 4: neither side holds 5 of 7.
+    assert!(
+        sim.honest_height() >= 5,
+        "height {} before the partition",
+        sim.honest_height()
+    );
+    let before = sim.max_height();
+    // 3 | 4: neither side holds 5 of 7. Laggards may catch up within their side (sync) and a
+    // height whose votes were already in flight may finish, but nothing more.
     sim.partition(Some(vec![0, 0, 0, 1, 1, 1, 1]));
     sim.run_until(5_000);
-    let during = sim.honest_height();
+    let during = sim.max_height();
     assert!(
         during <= before + 1,
         "finalized without a quorum: {before} → {during}"
@@ -92,13 +97,13 @@ fn ten_validators_with_three_byzantine_and_lossy_links() {
     config.delay_ms = (5, 80);
     let mut sim = Sim::new(config);
     sim.run_until(3_000);
-    let before = sim.honest_height();
+    let before = sim.max_height();
     // 5 | 5: no side has 7 of 10.
     sim.partition(Some(vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1]));
     sim.run_until(5_000);
-    let during = sim.honest_height();
+    let during = sim.max_height();
     sim.partition(None);
-    sim.run_until(9_000);
+    sim.run_until(11_000);
     let after = sim.honest_height();
     eprintln!("10 validators: {before} → {during} → {after}");
     assert!(before >= 3, "height {before}");

@@ -17,9 +17,8 @@ use arc_malachitebft_core_consensus::{
     SignedConsensusMsg, State, ThresholdParams, ValuePayload,
 };
 use arc_malachitebft_core_types::{
-    CertificateError, CommitCertificate, LinearTimeouts, NilOrVal, Round, SignedMessage,
-    SignedProposal, SignedVote, Timeout, Validity, ValueOrigin, Vote as _, VoteExtensionPolicy,
-    VoteType,
+    CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, SignedProposal, Timeout,
+    Validity, ValueOrigin, Vote as _, VoteExtensionPolicy, VoteType,
 };
 use cess_proofs::CpuBackend;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -29,7 +28,7 @@ use std::time::Duration;
 /// How a validator core runs.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    pub timeouts: LinearTimeouts,
+    pub timeouts: super::types::StepTimeouts,
     /// Most transactions a proposed block carries.
     pub block_txs_max: usize,
     /// Most transactions waiting in the mempool; more are refused.
@@ -41,16 +40,7 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> CoreConfig {
         CoreConfig {
-            timeouts: LinearTimeouts {
-                propose: Duration::from_millis(1000),
-                propose_delta: Duration::from_millis(250),
-                prevote: Duration::from_millis(500),
-                prevote_delta: Duration::from_millis(250),
-                precommit: Duration::from_millis(500),
-                precommit_delta: Duration::from_millis(250),
-                rebroadcast: Duration::from_millis(2000),
-                max_timeout: Duration::from_secs(30),
-            },
+            timeouts: super::types::StepTimeouts::default(),
             block_txs_max: 5000,
             mempool_max: 100_000,
             history_max: 10_000,
@@ -214,6 +204,11 @@ impl Core {
         self.mempool.len()
     }
 
+    /// The round of the height being decided (−1 before it starts).
+    pub fn round(&self) -> i64 {
+        self.consensus.round().as_i64()
+    }
+
     /// The height being decided.
     pub fn height(&self) -> u64 {
         self.ledger.height() + 1
@@ -296,6 +291,26 @@ impl Core {
                 }
             }
             NetMsg::SyncResponse { block, commit } => self.on_sync_response(from, *block, commit),
+            NetMsg::Polka(cert) => {
+                let h = cert.height.0;
+                if h == height {
+                    self.pending.push_back(Input::PolkaCertificate(cert));
+                } else if h > height {
+                    self.ask_sync(from);
+                } else {
+                    self.stats.messages_dropped += 1;
+                }
+            }
+            NetMsg::RoundCertificate(cert) => {
+                let h = cert.height.0;
+                if h == height {
+                    self.pending.push_back(Input::RoundCertificate(cert));
+                } else if h > height {
+                    self.ask_sync(from);
+                } else {
+                    self.stats.messages_dropped += 1;
+                }
+            }
         }
         self.run()
     }
@@ -570,7 +585,7 @@ enum Deferred {
 struct Env<'a> {
     ctx: &'a Cess,
     key: &'a ValidatorKey,
-    timeouts: &'a LinearTimeouts,
+    timeouts: &'a super::types::StepTimeouts,
     outputs: &'a mut Vec<Output>,
     deferred: &'a mut Vec<Deferred>,
 }
@@ -578,10 +593,6 @@ struct Env<'a> {
 type ConsensusResume = arc_malachitebft_core_consensus::Resume<Cess>;
 
 impl Env<'_> {
-    fn broadcast_vote(&mut self, vote: SignedVote<Cess>) {
-        self.outputs.push(Output::Broadcast(NetMsg::Vote(vote)));
-    }
-
     fn handle(&mut self, effect: Effect<Cess>) -> Result<ConsensusResume, String> {
         Ok(match effect {
             Effect::CancelAllTimeouts(r) => {
@@ -610,34 +621,23 @@ impl Env<'_> {
                 self.outputs.push(Output::Broadcast(msg));
                 r.resume_with(())
             }
-            // Certificates travel as the signed votes they are made of.
+            // Certificates travel whole: a validator gets all of a polka's votes or none.
             Effect::PublishLivenessMsg(msg, r) => {
-                match msg {
-                    LivenessMsg::Vote(vote) => self.broadcast_vote(vote),
-                    LivenessMsg::PolkaCertificate(cert) => {
-                        for s in cert.polka_signatures {
-                            let vote = super::types::Vote {
-                                height: cert.height,
-                                round: cert.round,
-                                value: NilOrVal::Val(cert.value_id),
-                                kind: VoteType::Prevote,
-                                validator: s.address,
-                            };
-                            self.broadcast_vote(SignedMessage::new(vote, s.signature));
-                        }
-                    }
-                    LivenessMsg::SkipRoundCertificate(cert) => {
-                        self.broadcast_round_certificate(cert)
-                    }
-                }
+                let msg = match msg {
+                    LivenessMsg::Vote(vote) => NetMsg::Vote(vote),
+                    LivenessMsg::PolkaCertificate(cert) => NetMsg::Polka(cert),
+                    LivenessMsg::SkipRoundCertificate(cert) => NetMsg::RoundCertificate(cert),
+                };
+                self.outputs.push(Output::Broadcast(msg));
                 r.resume_with(())
             }
             Effect::RepublishVote(vote, r) => {
-                self.broadcast_vote(vote);
+                self.outputs.push(Output::Broadcast(NetMsg::Vote(vote)));
                 r.resume_with(())
             }
             Effect::RepublishRoundCertificate(cert, r) => {
-                self.broadcast_round_certificate(cert);
+                self.outputs
+                    .push(Output::Broadcast(NetMsg::RoundCertificate(cert)));
                 r.resume_with(())
             }
             Effect::GetValue(height, round, _timeout, r) => {
@@ -780,22 +780,6 @@ impl Env<'_> {
                 r.resume_with(())
             }
         })
-    }
-
-    fn broadcast_round_certificate(
-        &mut self,
-        cert: arc_malachitebft_core_types::RoundCertificate<Cess>,
-    ) {
-        for s in cert.round_signatures {
-            let vote = super::types::Vote {
-                height: cert.height,
-                round: cert.round,
-                value: s.value_id,
-                kind: s.vote_type,
-                validator: s.address,
-            };
-            self.broadcast_vote(SignedMessage::new(vote, s.signature));
-        }
     }
 }
 

@@ -10,5 +10,5 @@ pub use wire::{MESSAGE_BYTES_MAX, NetMsg};
 
 pub use types::{
     BLOCK_BYTES_MAX, BLOCK_TXS_MAX, Block, BlockHash, BlockValue, Bls, Cess, CommitRecord, Height,
-    NoParts, Proposal, VALIDATORS_MAX, Validator, ValidatorSet, Vote,
+    NoParts, Proposal, StepTimeouts, VALIDATORS_MAX, Validator, ValidatorSet, Vote,
 };

@@ -530,7 +530,7 @@ impl mt::Context for Cess {
     type Proposal = Proposal;
     type Validator = Validator;
     type ValidatorSet = ValidatorSet;
-    type Timeouts = mt::LinearTimeouts;
+    type Timeouts = StepTimeouts;
     type Value = BlockValue;
     type Vote = Vote;
     type Extension = ();
@@ -624,5 +624,59 @@ impl Cess {
             &proposal.sign_bytes(&self.chain_id),
             signature,
         )
+    }
+}
+
+/// Step timeouts that grow with the round, and a rebroadcast period that does not.
+///
+/// Votes are republished every `rebroadcast_ms` while a validator waits; because step timeouts
+/// grow by their delta each round and the period stays fixed, from some round on a lost vote
+/// is re-sent before the step times out, so rounds eventually succeed even when messages are
+/// lost (Malachite's `LinearTimeouts` grows the rebroadcast period too, which assumes a
+/// gossip layer that never loses a vote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTimeouts {
+    pub propose_ms: u64,
+    pub prevote_ms: u64,
+    pub precommit_ms: u64,
+    /// Added to each step timeout per round.
+    pub delta_ms: u64,
+    pub rebroadcast_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for StepTimeouts {
+    /// For validators on a LAN or a region: a 1 s propose step, 0.5 s vote steps, +0.25 s
+    /// per round, votes republished every second while waiting.
+    fn default() -> StepTimeouts {
+        StepTimeouts {
+            propose_ms: 1000,
+            prevote_ms: 500,
+            precommit_ms: 500,
+            delta_ms: 250,
+            rebroadcast_ms: 1000,
+            max_ms: 30_000,
+        }
+    }
+}
+
+impl StepTimeouts {
+    pub fn duration_for(&self, timeout: mt::Timeout) -> std::time::Duration {
+        let round = u64::from(timeout.round.as_u32().unwrap_or(0));
+        let grow = |base: u64| base.saturating_add(self.delta_ms.saturating_mul(round));
+        let ms = match timeout.kind {
+            mt::TimeoutKind::Propose => grow(self.propose_ms),
+            mt::TimeoutKind::Prevote => grow(self.prevote_ms),
+            mt::TimeoutKind::Precommit => grow(self.precommit_ms),
+            mt::TimeoutKind::Rebroadcast => self.rebroadcast_ms,
+            mt::TimeoutKind::FinalizeHeight(duration) => return duration,
+        };
+        std::time::Duration::from_millis(ms.min(self.max_ms))
+    }
+}
+
+impl mt::Timeouts<Cess> for StepTimeouts {
+    fn duration_for(&self, timeout: mt::Timeout) -> std::time::Duration {
+        StepTimeouts::duration_for(self, timeout)
     }
 }

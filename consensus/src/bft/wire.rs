@@ -3,12 +3,16 @@
 //! range, blocks within their limits); signatures are verified by the consensus core.
 
 use super::types::{
-    Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Proposal, Vote, round_bytes,
+    Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Proposal, VALIDATORS_MAX, Vote,
+    round_bytes,
 };
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::keys::{AccountId, ValidatorSignature};
 use crate::tx::Transaction;
-use arc_malachitebft_core_types::{NilOrVal, Round, SignedProposal, SignedVote, VoteType};
+use arc_malachitebft_core_types::{
+    NilOrVal, PolkaCertificate, PolkaSignature, Round, RoundCertificate, RoundCertificateType,
+    RoundSignature, SignedProposal, SignedVote, VoteType,
+};
 
 /// Largest message: a full block plus its proposal header.
 pub const MESSAGE_BYTES_MAX: usize = super::types::BLOCK_BYTES_MAX + 4096;
@@ -29,6 +33,11 @@ pub enum NetMsg {
         block: Box<Block>,
         commit: CommitRecord,
     },
+    /// 2f+1 prevotes for one block in one round, delivered together so a validator that
+    /// missed some of them can still follow a re-proposal of a locked block.
+    Polka(PolkaCertificate<Cess>),
+    /// The votes that justify moving to a round (f+1 of a higher round, or 2f+1 precommits).
+    RoundCertificate(RoundCertificate<Cess>),
 }
 
 impl NetMsg {
@@ -39,6 +48,8 @@ impl NetMsg {
             NetMsg::Tx(_) => "tx",
             NetMsg::SyncRequest { .. } => "sync_request",
             NetMsg::SyncResponse { .. } => "sync_response",
+            NetMsg::Polka(_) => "polka_certificate",
+            NetMsg::RoundCertificate(_) => "round_certificate",
         }
     }
 
@@ -58,16 +69,10 @@ impl NetMsg {
             NetMsg::Vote(signed) => {
                 let v = &signed.message;
                 w.u8(2)
-                    .u8(match v.kind {
-                        VoteType::Prevote => 1,
-                        VoteType::Precommit => 2,
-                    })
+                    .u8(vote_type_byte(v.kind))
                     .u64(v.height.0)
                     .fixed(&round_bytes(v.round));
-                match &v.value {
-                    NilOrVal::Nil => w.u8(0),
-                    NilOrVal::Val(hash) => w.u8(1).fixed(&hash.0),
-                };
+                encode_nil_or_val(&mut w, &v.value);
                 w.fixed(&v.validator.0).fixed(&signed.signature.to_bytes());
             }
             NetMsg::Tx(tx) => {
@@ -84,6 +89,31 @@ impl NetMsg {
                 let mut inner = Writer::new();
                 commit.encode(&mut inner);
                 w.bytes(inner.as_bytes());
+            }
+            NetMsg::Polka(cert) => {
+                w.u8(6)
+                    .u64(cert.height.0)
+                    .fixed(&round_bytes(cert.round))
+                    .fixed(&cert.value_id.0)
+                    .count(cert.polka_signatures.len());
+                for s in &cert.polka_signatures {
+                    w.fixed(&s.address.0).fixed(&s.signature.to_bytes());
+                }
+            }
+            NetMsg::RoundCertificate(cert) => {
+                w.u8(7)
+                    .u64(cert.height.0)
+                    .fixed(&round_bytes(cert.round))
+                    .u8(match cert.cert_type {
+                        RoundCertificateType::Skip => 1,
+                        RoundCertificateType::Precommit => 2,
+                    })
+                    .count(cert.round_signatures.len());
+                for s in &cert.round_signatures {
+                    w.u8(vote_type_byte(s.vote_type));
+                    encode_nil_or_val(&mut w, &s.value_id);
+                    w.fixed(&s.address.0).fixed(&s.signature.to_bytes());
+                }
             }
         }
         w.into_bytes()
@@ -126,21 +156,10 @@ impl NetMsg {
                 ))
             }
             2 => {
-                let kind = match r.u8("vote type")? {
-                    1 => VoteType::Prevote,
-                    2 => VoteType::Precommit,
-                    _ => return Err(DecodeError::Invalid("vote type")),
-                };
+                let kind = decode_vote_type(&mut r)?;
                 let height = Height(r.u64("height")?);
-                let round = decode_round(&mut r, "round")?;
-                if round.is_nil() {
-                    return Err(DecodeError::Invalid("vote round is nil"));
-                }
-                let value = match r.u8("vote value flag")? {
-                    0 => NilOrVal::Nil,
-                    1 => NilOrVal::Val(BlockHash(r.array("vote value")?)),
-                    _ => return Err(DecodeError::Invalid("vote value flag")),
-                };
+                let round = decode_defined_round(&mut r)?;
+                let value = decode_nil_or_val(&mut r)?;
                 let validator = AccountId(r.array("validator")?);
                 let signature = ValidatorSignature::decode(&r.array("signature")?)?;
                 NetMsg::Vote(SignedVote::new(
@@ -171,11 +190,95 @@ impl NetMsg {
                     commit,
                 }
             }
+            6 => {
+                let height = Height(r.u64("height")?);
+                let round = decode_defined_round(&mut r)?;
+                let value_id = BlockHash(r.array("polka value")?);
+                let count = r.count(VALIDATORS_MAX, 32 + 96, "polka signatures")?;
+                let mut polka_signatures = Vec::with_capacity(count);
+                for _ in 0..count {
+                    polka_signatures.push(PolkaSignature::new(
+                        AccountId(r.array("polka signer")?),
+                        ValidatorSignature::decode(&r.array("polka signature")?)?,
+                    ));
+                }
+                NetMsg::Polka(PolkaCertificate {
+                    height,
+                    round,
+                    value_id,
+                    polka_signatures,
+                })
+            }
+            7 => {
+                let height = Height(r.u64("height")?);
+                let round = decode_defined_round(&mut r)?;
+                let cert_type = match r.u8("certificate type")? {
+                    1 => RoundCertificateType::Skip,
+                    2 => RoundCertificateType::Precommit,
+                    _ => return Err(DecodeError::Invalid("certificate type")),
+                };
+                let count = r.count(VALIDATORS_MAX, 1 + 1 + 32 + 96, "round signatures")?;
+                let mut round_signatures = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let vote_type = decode_vote_type(&mut r)?;
+                    let value_id = decode_nil_or_val(&mut r)?;
+                    round_signatures.push(RoundSignature::new(
+                        vote_type,
+                        value_id,
+                        AccountId(r.array("round signer")?),
+                        ValidatorSignature::decode(&r.array("round signature")?)?,
+                    ));
+                }
+                NetMsg::RoundCertificate(RoundCertificate {
+                    height,
+                    round,
+                    cert_type,
+                    round_signatures,
+                })
+            }
             _ => return Err(DecodeError::Invalid("message kind")),
         };
         r.finish()?;
         Ok(msg)
     }
+}
+
+fn vote_type_byte(kind: VoteType) -> u8 {
+    match kind {
+        VoteType::Prevote => 1,
+        VoteType::Precommit => 2,
+    }
+}
+
+fn decode_vote_type(r: &mut Reader<'_>) -> Result<VoteType, DecodeError> {
+    match r.u8("vote type")? {
+        1 => Ok(VoteType::Prevote),
+        2 => Ok(VoteType::Precommit),
+        _ => Err(DecodeError::Invalid("vote type")),
+    }
+}
+
+fn encode_nil_or_val(w: &mut Writer, value: &NilOrVal<BlockHash>) {
+    match value {
+        NilOrVal::Nil => w.u8(0),
+        NilOrVal::Val(hash) => w.u8(1).fixed(&hash.0),
+    };
+}
+
+fn decode_nil_or_val(r: &mut Reader<'_>) -> Result<NilOrVal<BlockHash>, DecodeError> {
+    match r.u8("vote value flag")? {
+        0 => Ok(NilOrVal::Nil),
+        1 => Ok(NilOrVal::Val(BlockHash(r.array("vote value")?))),
+        _ => Err(DecodeError::Invalid("vote value flag")),
+    }
+}
+
+fn decode_defined_round(r: &mut Reader<'_>) -> Result<Round, DecodeError> {
+    let round = decode_round(r, "round")?;
+    if round.is_nil() {
+        return Err(DecodeError::Invalid("round is nil"));
+    }
+    Ok(round)
 }
 
 fn decode_round(r: &mut Reader<'_>, what: &'static str) -> Result<Round, DecodeError> {
