@@ -94,6 +94,11 @@ impl AccountKey {
         AccountId(self.keypair.public().to_bytes())
     }
 
+    /// The Ed25519 keypair (a storage node or validator uses it as its transport key).
+    pub fn ed25519(&self) -> &ed25519::Keypair {
+        &self.keypair
+    }
+
     pub fn sign(&self, message: &[u8]) -> [u8; ACCOUNT_SIGNATURE_BYTES] {
         self.keypair
             .sign(message)

@@ -8,6 +8,8 @@ pub mod bft;
 pub mod codec;
 pub mod keys;
 pub mod ledger;
+#[cfg(feature = "quic")]
+pub mod net;
 pub mod sim;
 pub mod tx;
 pub mod vrf;

@@ -56,6 +56,13 @@ impl NodeKey {
         }
     }
 
+    /// A node key from an Ed25519 keypair (a ledger account's key is its node key).
+    pub fn from_ed25519(keypair: libp2p_identity::ed25519::Keypair) -> NodeKey {
+        NodeKey {
+            keypair: Keypair::from(keypair),
+        }
+    }
+
     /// Reads the key at `path`, refusing a file that group or others can read.
     pub fn load(path: &Path) -> Result<NodeKey, IdentityError> {
         let shown = path.display().to_string();

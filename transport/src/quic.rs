@@ -84,19 +84,24 @@ fn client_config(
     key: &NodeKey,
     expected: PeerId,
     limits: &Limits,
+    protocol: &str,
 ) -> Result<quinn::ClientConfig, QuicError> {
     let mut tls =
         libp2p_tls::make_client_config(key.keypair(), Some(expected)).map_err(tls_error)?;
-    tls.alpn_protocols = vec![PROTOCOL.as_bytes().to_vec()];
+    tls.alpn_protocols = vec![protocol.as_bytes().to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(limits.transport_config());
     Ok(config)
 }
 
-fn server_config(key: &NodeKey, limits: &Limits) -> Result<quinn::ServerConfig, QuicError> {
+fn server_config(
+    key: &NodeKey,
+    limits: &Limits,
+    protocol: &str,
+) -> Result<quinn::ServerConfig, QuicError> {
     let mut tls = libp2p_tls::make_server_config(key.keypair()).map_err(tls_error)?;
-    tls.alpn_protocols = vec![PROTOCOL.as_bytes().to_vec()];
+    tls.alpn_protocols = vec![protocol.as_bytes().to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(limits.transport_config());
@@ -109,6 +114,9 @@ pub struct Endpoint {
     endpoint: quinn::Endpoint,
     key: Arc<NodeKey>,
     limits: Limits,
+    /// ALPN: the protocol and version this endpoint speaks (the fragment protocol unless
+    /// built with [`Endpoint::server_for`] / [`Endpoint::client_for`]).
+    protocol: &'static str,
 }
 
 impl Endpoint {
@@ -118,17 +126,39 @@ impl Endpoint {
         addr: SocketAddr,
         limits: Limits,
     ) -> Result<Endpoint, QuicError> {
-        let endpoint = quinn::Endpoint::server(server_config(&key, &limits)?, addr)
+        Endpoint::server_for(PROTOCOL, key, addr, limits)
+    }
+
+    /// A server endpoint for another protocol on the same identity and TLS rules (the
+    /// validators' consensus protocol); peers must offer the same ALPN.
+    pub fn server_for(
+        protocol: &'static str,
+        key: Arc<NodeKey>,
+        addr: SocketAddr,
+        limits: Limits,
+    ) -> Result<Endpoint, QuicError> {
+        let endpoint = quinn::Endpoint::server(server_config(&key, &limits, protocol)?, addr)
             .map_err(|source| QuicError::Bind { addr, source })?;
         Ok(Endpoint {
             endpoint,
             key,
             limits,
+            protocol,
         })
     }
 
     /// Binds an ephemeral loopback-or-any port that only dials (a client).
     pub fn client(
+        key: Arc<NodeKey>,
+        bind: SocketAddr,
+        limits: Limits,
+    ) -> Result<Endpoint, QuicError> {
+        Endpoint::client_for(PROTOCOL, key, bind, limits)
+    }
+
+    /// A dial-only endpoint for another protocol.
+    pub fn client_for(
+        protocol: &'static str,
         key: Arc<NodeKey>,
         bind: SocketAddr,
         limits: Limits,
@@ -139,6 +169,7 @@ impl Endpoint {
             endpoint,
             key,
             limits,
+            protocol,
         })
     }
 
@@ -164,7 +195,7 @@ impl Endpoint {
             addr: addr.to_string(),
             reason,
         };
-        let config = client_config(&self.key, addr.peer, &self.limits)?;
+        let config = client_config(&self.key, addr.peer, &self.limits, self.protocol)?;
         // The server name is not checked (the certificate binds the PeerId instead), but rustls
         // wants a syntactically valid one.
         let connecting = self

@@ -1,6 +1,6 @@
 //! Ledger parameters and genesis.
 
-use crate::codec::{Writer, hash};
+use crate::codec::{DecodeError, Reader, Writer, hash};
 use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, VALIDATOR_SIGNATURE_BYTES};
 use crate::tx::Hash32;
 use cess_proofs::ChallengeParams;
@@ -159,8 +159,77 @@ pub struct Genesis {
     pub params: LedgerParams,
 }
 
+/// Most accounts and validators a genesis lists (it is read whole before anything runs).
+pub const GENESIS_ACCOUNTS_MAX: usize = 100_000;
+
+impl LedgerParams {
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<LedgerParams, DecodeError> {
+        Ok(LedgerParams {
+            data_fragments: r.u16("data fragments")?,
+            fragments_per_segment: r.u16("fragments per segment")?,
+            fragment_bytes_max: r.u64("fragment bytes max")?,
+            miner_collateral_min: r.u128("collateral min")?,
+            miner_cooling_off_blocks: r.u64("cooling off")?,
+            audit_period_blocks: r.u64("audit period")?,
+            audit_miners_permille: r.u32("audit share")?,
+            audit_deadline_base_blocks: r.u64("audit deadline")?,
+            audit_fragments_per_extra_block: r.u64("audit fragments per block")?,
+            challenge: ChallengeParams {
+                fragments_max: r.u32("challenge fragments")?,
+                blocks_max: r.u32("challenge blocks")?,
+            },
+            reward_per_proof: r.u128("reward per proof")?,
+            reward_per_gib: r.u128("reward per GiB")?,
+            penalty_missing: r.u128("penalty missing")?,
+            penalty_invalid: r.u128("penalty invalid")?,
+            restoral_claim_blocks: r.u64("restoral claim")?,
+            epoch_blocks: r.u64("epoch")?,
+            era_blocks: r.u64("era")?,
+            validators_per_era: r.u32("validators per era")?,
+            candidate_stake_min: r.u128("stake min")?,
+        })
+    }
+}
+
 impl Genesis {
     pub fn chain_id(&self) -> Hash32 {
+        hash(b"cess-ledger/1 chain id\0", &[&self.encode()])
+    }
+
+    /// The genesis file: the canonical encoding (the chain id is its hash).
+    pub fn decode(bytes: &[u8]) -> Result<Genesis, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let chain_name = r.string(crate::tx::NAME_BYTES_MAX, "chain name")?;
+        let time_ms = r.u64("genesis time")?;
+        let count = r.count(GENESIS_ACCOUNTS_MAX, 48, "accounts")?;
+        let mut accounts = Vec::with_capacity(count);
+        for _ in 0..count {
+            accounts.push((AccountId(r.array("account")?), r.u128("balance")?));
+        }
+        let reward_pool = r.u128("reward pool")?;
+        let count = r.count(GENESIS_ACCOUNTS_MAX, 32 + 48 + 96 + 16, "validators")?;
+        let mut validators = Vec::with_capacity(count);
+        for _ in 0..count {
+            validators.push(GenesisValidator {
+                account: AccountId(r.array("validator account")?),
+                key: r.array("validator key")?,
+                possession: r.array("possession")?,
+                stake: r.u128("stake")?,
+            });
+        }
+        let params = LedgerParams::decode(&mut r)?;
+        r.finish()?;
+        Ok(Genesis {
+            chain_name,
+            time_ms,
+            accounts,
+            reward_pool,
+            validators,
+            params,
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.str(&self.chain_name)
             .u64(self.time_ms)
@@ -176,6 +245,6 @@ impl Genesis {
                 .u128(v.stake);
         }
         self.params.encode(&mut w);
-        hash(b"cess-ledger/1 chain id\0", &[w.as_bytes()])
+        w.into_bytes()
     }
 }

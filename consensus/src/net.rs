@@ -1,0 +1,394 @@
+//! The QUIC driver of a validator (feature `quic`): a thin loop that moves [`NetMsg`]s between
+//! a [`Core`] and its peers over `cess-transport` endpoints, turns timeouts into timers, and
+//! reports commits. All decisions stay in the core.
+//!
+//! The wire: ALPN `cess-consensus/1`, TLS bound to the node key (the validator's account key,
+//! so a connection's PeerId names its account). Each validator dials every peer and sends on
+//! one long-lived stream per connection: frames of `len u32 LE ‖ message`, each message at most
+//! [`MESSAGE_BYTES_MAX`]. A peer that sends a malformed frame is disconnected. Peers that are
+//! not validators may send transactions only. A sender whose queue is full drops messages (the
+//! core re-sends votes and certificates by itself); a broken connection is re-dialed.
+
+use crate::bft::{Committed, Core, MESSAGE_BYTES_MAX, NetMsg, Output};
+use crate::keys::AccountId;
+use crate::tx::Transaction;
+use arc_malachitebft_core_types::Timeout;
+use cess_transport::identity::{NodeAddr, NodeKey};
+use cess_transport::quic::{Connection, Endpoint, ErrorCode, Limits};
+use libp2p_identity::PeerId;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+
+/// ALPN of the validators' protocol.
+pub const CONSENSUS_PROTOCOL: &str = "cess-consensus/1";
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+
+/// The account a PeerId names, when its key is Ed25519 (the only kind accounts use).
+pub fn account_of(peer: &PeerId) -> Option<AccountId> {
+    // An Ed25519 PeerId is the identity multihash of the protobuf-encoded key:
+    // code 0x00, a one-byte length, the key.
+    let bytes = peer.to_bytes();
+    let (&[0x00, len], key) = bytes.split_first_chunk::<2>()? else {
+        return None;
+    };
+    if usize::from(len) != key.len() {
+        return None;
+    }
+    let key = libp2p_identity::PublicKey::try_decode_protobuf(key).ok()?;
+    Some(AccountId(key.try_into_ed25519().ok()?.to_bytes()))
+}
+
+enum Event {
+    Message(AccountId, NetMsg),
+    Timeout(Timeout, u64),
+    Submit(
+        Transaction,
+        tokio::sync::oneshot::Sender<Result<(), crate::TxError>>,
+    ),
+}
+
+/// A running validator: submit transactions, watch commits, stop it.
+#[derive(Debug, Clone)]
+pub struct ValidatorHandle {
+    events: mpsc::Sender<EventBox>,
+    commits: broadcast::Sender<Arc<Committed>>,
+    endpoint: Endpoint,
+}
+
+/// Events cross a channel boxed (a proposal carries a whole block).
+struct EventBox(Box<Event>);
+
+impl std::fmt::Debug for EventBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Event")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Quic(#[from] cess_transport::quic::QuicError),
+    #[error("the validator has stopped")]
+    Stopped,
+    #[error("refused: {0}")]
+    Refused(crate::TxError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl ValidatorHandle {
+    pub fn local_addr(&self) -> std::io::Result<NodeAddr> {
+        self.endpoint.node_addr()
+    }
+
+    /// Every commit from now on (a slow receiver misses some; see `broadcast` lagging).
+    pub fn commits(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.commits.subscribe()
+    }
+
+    /// Hand a transaction to this validator's mempool (it relays it to the others).
+    pub async fn submit(&self, tx: Transaction) -> Result<(), NetError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.events
+            .send(EventBox(Box::new(Event::Submit(tx, reply))))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| NetError::Stopped)?
+            .map_err(NetError::Refused)
+    }
+
+    /// Stop: close every connection.
+    pub fn shutdown(&self) {
+        self.endpoint.close();
+    }
+}
+
+/// Start a validator: listen on `listen`, dial `peers`, drive `core`. Must run inside a tokio
+/// runtime; the driver's tasks live as long as the endpoint.
+pub fn start(
+    core: Core,
+    node_key: Arc<NodeKey>,
+    listen: SocketAddr,
+    peers: Vec<NodeAddr>,
+) -> Result<ValidatorHandle, NetError> {
+    let endpoint = Endpoint::server_for(CONSENSUS_PROTOCOL, node_key, listen, Limits::default())?;
+    let (events_tx, events_rx) = mpsc::channel::<EventBox>(16 * 1024);
+    let (commits, _) = broadcast::channel(1024);
+    let validators: Vec<AccountId> = core
+        .ledger()
+        .validators()
+        .iter()
+        .map(|v| v.account)
+        .collect();
+
+    let mut senders = BTreeMap::new();
+    for peer in peers {
+        let Some(account) = account_of(&peer.peer) else {
+            tracing::warn!(%peer, "peer key is not Ed25519; skipped");
+            continue;
+        };
+        let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>(PEER_QUEUE);
+        tokio::spawn(peer_sender(endpoint.clone(), peer, rx));
+        senders.insert(account, tx);
+    }
+    tokio::spawn(accept_loop(endpoint.clone(), events_tx.clone(), validators));
+    tokio::spawn(core_loop(
+        core,
+        events_rx,
+        events_tx.clone(),
+        senders,
+        commits.clone(),
+    ));
+    Ok(ValidatorHandle {
+        events: events_tx,
+        commits,
+        endpoint,
+    })
+}
+
+fn now_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
+async fn core_loop(
+    mut core: Core,
+    mut events: mpsc::Receiver<EventBox>,
+    loopback: mpsc::Sender<EventBox>,
+    senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,
+    commits: broadcast::Sender<Arc<Committed>>,
+) {
+    let started = Instant::now();
+    let mut timers: HashMap<Timeout, u64> = HashMap::new();
+    let mut generation = 0u64;
+    let mut outputs = core.start(now_ms(started));
+    loop {
+        for output in outputs.drain(..) {
+            match output {
+                Output::Broadcast(msg) => {
+                    let frame = Arc::new(frame(&msg));
+                    for sender in senders.values() {
+                        let _ = sender.try_send(frame.clone());
+                    }
+                }
+                Output::Send(to, msg) => {
+                    if let Some(sender) = senders.get(&to) {
+                        let _ = sender.try_send(Arc::new(frame(&msg)));
+                    }
+                }
+                Output::ScheduleTimeout(timeout, duration) => {
+                    generation += 1;
+                    timers.insert(timeout, generation);
+                    let loopback = loopback.clone();
+                    let this = generation;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(duration).await;
+                        let _ = loopback
+                            .send(EventBox(Box::new(Event::Timeout(timeout, this))))
+                            .await;
+                    });
+                }
+                Output::CancelTimeout(timeout) => {
+                    timers.remove(&timeout);
+                }
+                Output::CancelAllTimeouts => timers.clear(),
+                Output::Committed(committed) => {
+                    tracing::info!(
+                        height = committed.height,
+                        block = %committed.hash,
+                        txs = committed.block.txs.len(),
+                        root = %crate::codec::hex(&committed.outcome.root[..8]),
+                        synced = committed.synced,
+                        "committed"
+                    );
+                    let _ = commits.send(Arc::from(committed));
+                }
+            }
+        }
+        let Some(EventBox(event)) = events.recv().await else {
+            return;
+        };
+        let now = now_ms(started);
+        outputs = match *event {
+            Event::Message(from, msg) => core.on_message(from, msg, now),
+            Event::Timeout(timeout, this) => {
+                if timers.get(&timeout) != Some(&this) {
+                    continue;
+                }
+                timers.remove(&timeout);
+                core.on_timeout(timeout, now)
+            }
+            Event::Submit(tx, reply) => match core.submit(tx, now) {
+                Ok(outputs) => {
+                    let _ = reply.send(Ok(()));
+                    outputs
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Vec::new()
+                }
+            },
+        };
+    }
+}
+
+fn frame(msg: &NetMsg) -> Vec<u8> {
+    let body = msg.encode();
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Dial `peer` (again whenever the connection breaks) and write its queue's frames in order.
+async fn peer_sender(endpoint: Endpoint, peer: NodeAddr, mut queue: mpsc::Receiver<Arc<Vec<u8>>>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connection = match endpoint.dial(&peer).await {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "dial failed; retrying");
+                // Drop what queued while the peer was away: the core re-sends what matters.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let Ok((mut send, _recv)) = connection.inner.open_bi().await else {
+            continue;
+        };
+        loop {
+            let Some(frame) = queue.recv().await else {
+                connection.close(ErrorCode::Done, "stopping");
+                return;
+            };
+            if send.write_all(&frame).await.is_err() {
+                tracing::debug!(%peer, "connection lost; re-dialing");
+                break;
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: Endpoint,
+    events: mpsc::Sender<EventBox>,
+    validators: Vec<AccountId>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        match incoming {
+            Ok(connection) => {
+                tokio::spawn(serve_connection(
+                    connection,
+                    events.clone(),
+                    validators.clone(),
+                ));
+            }
+            Err(e) => tracing::debug!(error = %e, "handshake failed"),
+        }
+    }
+}
+
+/// Read frames from every stream a peer opens and hand them to the core.
+async fn serve_connection(
+    connection: Connection,
+    events: mpsc::Sender<EventBox>,
+    validators: Vec<AccountId>,
+) {
+    let Some(from) = account_of(&connection.peer_id) else {
+        connection.close(ErrorCode::Protocol, "peer key is not Ed25519");
+        return;
+    };
+    // Validators of the genesis set; others (clients) may only send transactions. Validators
+    // elected later are admitted by the core itself, which checks every signature.
+    let is_validator = validators.contains(&from);
+    while let Ok((_send, mut recv)) = connection.inner.accept_bi().await {
+        let events = events.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut prefix = [0u8; 4];
+                if recv.read_exact(&mut prefix).await.is_err() {
+                    return;
+                }
+                let len = u32::from_le_bytes(prefix) as usize;
+                if len > MESSAGE_BYTES_MAX {
+                    connection.close(ErrorCode::Protocol, "frame too long");
+                    return;
+                }
+                let mut body = vec![0u8; len];
+                if recv.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let msg = match NetMsg::decode(&body) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        tracing::warn!(peer = ?from, error = %e, "malformed message; disconnecting");
+                        connection.close(ErrorCode::Protocol, "malformed message");
+                        return;
+                    }
+                };
+                if !is_validator && !matches!(msg, NetMsg::Tx(_)) {
+                    connection.close(ErrorCode::Protocol, "not a validator");
+                    return;
+                }
+                if events
+                    .send(EventBox(Box::new(Event::Message(from, msg))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A client's connection to a validator, for submitting transactions.
+#[derive(Debug)]
+pub struct TxClient {
+    _endpoint: Endpoint,
+    send: quinn::SendStream,
+    connection: Connection,
+}
+
+impl TxClient {
+    pub async fn connect(key: Arc<NodeKey>, validator: &NodeAddr) -> Result<TxClient, NetError> {
+        let bind: SocketAddr = if validator.socket.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal")
+        } else {
+            "[::]:0".parse().expect("literal")
+        };
+        let endpoint = Endpoint::client_for(CONSENSUS_PROTOCOL, key, bind, Limits::default())?;
+        let connection = endpoint.dial(validator).await?;
+        let (send, _recv) = connection
+            .inner
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Io(e.to_string()))?;
+        Ok(TxClient {
+            _endpoint: endpoint,
+            send,
+            connection,
+        })
+    }
+
+    /// Send a transaction (the validator admits or drops it; watch the ledger for the result).
+    pub async fn send(&mut self, tx: &Transaction) -> Result<(), NetError> {
+        self.send
+            .write_all(&frame(&NetMsg::Tx(tx.clone())))
+            .await
+            .map_err(|e| NetError::Io(e.to_string()))
+    }
+
+    pub fn close(self) {
+        self.connection.close(ErrorCode::Done, "done");
+    }
+}

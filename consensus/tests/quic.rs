@@ -1,0 +1,132 @@
+//! Four validators in one process over real QUIC on loopback: they finalize blocks carrying
+//! transactions submitted to one of them, keep finalizing with one stopped, and agree on every
+//! block and state root.
+
+use cess_consensus::bft::{Core, CoreConfig};
+use cess_consensus::ledger::{Ledger, LedgerParams, TOKEN};
+use cess_consensus::net::{self, ValidatorHandle};
+use cess_consensus::sim::genesis;
+use cess_consensus::{AccountKey, Call, Transaction};
+use cess_transport::identity::{NodeAddr, NodeKey};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per validator: height → (block hash, state root, transactions).
+type Seen = BTreeMap<u64, ([u8; 32], [u8; 32], usize)>;
+
+fn node_key(account: &AccountKey) -> Arc<NodeKey> {
+    Arc::new(NodeKey::from_ed25519(account.ed25519().clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_over_quic_finalize_and_survive_one_stopping() {
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let (genesis, keys, users) = genesis(4, 2, 77, params);
+    let ledger = Ledger::genesis(&genesis).unwrap();
+    let sockets: Vec<std::net::UdpSocket> = (0..4)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<NodeAddr> = sockets
+        .iter()
+        .zip(&keys)
+        .map(|(s, (account, _))| NodeAddr {
+            socket: s.local_addr().unwrap(),
+            peer: account.id().peer_id().unwrap(),
+        })
+        .collect();
+    drop(sockets);
+    let mut handles: Vec<ValidatorHandle> = Vec::new();
+    let mut commits = Vec::new();
+    for (i, (account, vkey)) in keys.iter().enumerate() {
+        let core = Core::new(
+            ledger.clone(),
+            vkey.clone(),
+            account.id(),
+            CoreConfig::default(),
+            0,
+        );
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let handle = net::start(core, node_key(account), addrs[i].socket, peers).unwrap();
+        commits.push(handle.commits());
+        handles.push(handle);
+    }
+    let chain_id = ledger.chain_id();
+    for nonce in 0..20 {
+        let tx = Transaction::sign(
+            &users[0],
+            &chain_id,
+            nonce,
+            Call::Transfer {
+                to: users[1].id(),
+                amount: TOKEN,
+            },
+        );
+        handles[1].submit(tx).await.unwrap();
+    }
+
+    // Collect commits: height → (hash, root) per validator.
+    let mut seen: Vec<Seen> = vec![BTreeMap::new(); 4];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let collect = |seen: &mut Vec<Seen>,
+                   commits: &mut Vec<
+        tokio::sync::broadcast::Receiver<Arc<cess_consensus::bft::Committed>>,
+    >,
+                   live: &[usize]| {
+        for &i in live {
+            while let Ok(c) = commits[i].try_recv() {
+                seen[i].insert(c.height, (c.hash.0, c.outcome.root, c.block.txs.len()));
+            }
+        }
+    };
+    while seen.iter().any(|s| s.len() < 5) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress: {:?}",
+            seen.iter().map(|s| s.len()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        collect(&mut seen, &mut commits, &[0, 1, 2, 3]);
+    }
+    let txs: usize = seen[0].values().map(|(_, _, n)| n).sum();
+
+    // Stop validator 3: the other three are a quorum and keep going.
+    handles[3].shutdown();
+    let reached = seen[0].keys().max().copied().unwrap();
+    while [0, 1, 2]
+        .iter()
+        .any(|&i| seen[i].keys().max().copied().unwrap_or(0) < reached + 5)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress with one validator down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        collect(&mut seen, &mut commits, &[0, 1, 2]);
+    }
+    for i in 1..4 {
+        for (height, value) in &seen[i] {
+            if let Some(other) = seen[0].get(height) {
+                assert_eq!(
+                    other, value,
+                    "validators 0 and {i} differ at height {height}"
+                );
+            }
+        }
+    }
+    assert!(
+        txs + seen[0].values().map(|(_, _, n)| n).sum::<usize>() > 0,
+        "transactions were finalized"
+    );
+    for h in &handles {
+        h.shutdown();
+    }
+}
