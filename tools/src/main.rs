@@ -8,6 +8,7 @@ mod devnet;
 mod net;
 mod node;
 mod proof_cmd;
+mod validator;
 
 use anyhow::{Context, Result, bail};
 use cess_engine::codec::CodecParams;
@@ -166,6 +167,33 @@ enum Command {
     /// PoDR² storage proofs: tagger keys, tags, challenges, proofs and their verification.
     #[command(subcommand)]
     Proof(ProofCommand),
+    /// Validators: a local validator network, one validator, transaction load.
+    #[command(subcommand)]
+    Validator(ValidatorCommand),
+}
+
+#[derive(Subcommand)]
+enum ValidatorCommand {
+    /// Creates a local network of validators: keys, genesis, one directory per validator.
+    Testnet {
+        #[arg(long, default_value = "cess-validators")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// First UDP port; validator i listens on base + i (loopback).
+        #[arg(long, default_value_t = 5100)]
+        base_port: u16,
+    },
+    /// Runs one validator (a directory made by `testnet`) until SIGINT or SIGTERM; appends
+    /// every commit to commits.log.
+    Run { dir: PathBuf },
+    /// Sends signed transfers from the testnet's faucet to its first validator.
+    Load {
+        #[arg(long, default_value = "cess-validators")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -443,6 +471,13 @@ fn run(cli: Cli) -> Result<()> {
             println!("node {peer} set up in {}", dir.display());
             Ok(())
         }
+        Command::Validator(ValidatorCommand::Testnet {
+            dir,
+            validators,
+            base_port,
+        }) => validator::testnet(&dir, validators, base_port),
+        Command::Validator(ValidatorCommand::Run { dir }) => validator::run(&dir),
+        Command::Validator(ValidatorCommand::Load { dir, count }) => validator::load(&dir, count),
         Command::Node(NodeCommand::Run { path }) => {
             let config = if path.is_dir() {
                 path.join(node::CONFIG_FILE)

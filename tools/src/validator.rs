@@ -1,0 +1,284 @@
+//! `cess validator`: a local validator network (`testnet`), one validator (`run`), and a load
+//! generator (`load`) that sends signed transfers from the network's faucet account.
+//!
+//! Layout of a testnet directory:
+//! - `genesis.bin`: the genesis (canonical encoding; its hash is the chain id);
+//! - `faucet.key`: a funded account's key (libp2p protobuf keypair, mode 0600);
+//! - `v<i>/node.key`: the validator's account and transport key (0600);
+//! - `v<i>/validator.key`: its BLS key (hex of the 32-byte secret, 0600);
+//! - `v<i>/validator.toml`: listen address and peers;
+//! - `v<i>/commits.log`, written by `run`: `height block-hash state-root txs` per commit.
+
+use anyhow::{Context, Result, bail};
+use cess_consensus::bft::{Core, CoreConfig};
+use cess_consensus::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
+use cess_consensus::net::{self, TxClient};
+use cess_consensus::{AccountKey, Call, Transaction, ValidatorKey};
+use cess_transport::identity::{NodeAddr, NodeKey};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const CONFIG_FILE: &str = "validator.toml";
+const GENESIS_FILE: &str = "genesis.bin";
+const FAUCET_KEY: &str = "faucet.key";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ValidatorConfig {
+    pub listen: SocketAddr,
+    pub genesis: PathBuf,
+    pub node_key: PathBuf,
+    pub validator_key: PathBuf,
+    /// The other validators, `/ip4/…/udp/…/quic-v1/p2p/<peer id>`.
+    pub peers: Vec<String>,
+}
+
+fn account_key(node_key: &NodeKey) -> Result<AccountKey> {
+    AccountKey::from_libp2p(node_key.keypair()).context("the node key is not Ed25519")
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn load_validator_key(path: &Path) -> Result<ValidatorKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is readable by group or others (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)?;
+    let bytes =
+        hex_32(text.trim()).with_context(|| format!("{}: not 64 hex digits", path.display()))?;
+    ValidatorKey::from_secret_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn hex_32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates a network of `count` validators listening on consecutive UDP ports from
+/// `base_port` on loopback.
+pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
+    if count == 0 {
+        bail!("a network needs at least one validator");
+    }
+    std::fs::create_dir(dir)
+        .with_context(|| format!("creating {} (it must not exist)", dir.display()))?;
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let vdir = dir.join(format!("v{i}"));
+        std::fs::create_dir(&vdir)?;
+        let node_key = NodeKey::create(&vdir.join("node.key"))?;
+        let validator_key = ValidatorKey::generate();
+        write_secret(
+            &vdir.join("validator.key"),
+            &format!("{}\n", to_hex(&*validator_key.secret_bytes())),
+        )?;
+        let listen: SocketAddr = format!("127.0.0.1:{}", base_port as usize + i).parse()?;
+        nodes.push((vdir, node_key, validator_key, listen));
+    }
+    let faucet = NodeKey::create(&dir.join(FAUCET_KEY))?;
+    let params = LedgerParams {
+        validators_per_era: count as u32,
+        ..LedgerParams::default()
+    };
+    let genesis = Genesis {
+        chain_name: format!("cess-testnet-{}", std::process::id()),
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64,
+        accounts: std::iter::once(&faucet)
+            .chain(nodes.iter().map(|(_, key, _, _)| key))
+            .map(|key| Ok((account_key(key)?.id(), 1_000_000_000 * TOKEN)))
+            .collect::<Result<_>>()?,
+        reward_pool: 1_000_000 * TOKEN,
+        validators: nodes
+            .iter()
+            .map(|(_, key, vkey, _)| {
+                Ok(GenesisValidator {
+                    account: account_key(key)?.id(),
+                    key: vkey.public().to_bytes(),
+                    possession: vkey.proof_of_possession().to_bytes(),
+                    stake: params.candidate_stake_min,
+                })
+            })
+            .collect::<Result<_>>()?,
+        params,
+    };
+    std::fs::write(dir.join(GENESIS_FILE), genesis.encode())?;
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|(_, key, _, listen)| {
+            NodeAddr {
+                socket: *listen,
+                peer: key.peer_id(),
+            }
+            .to_string()
+        })
+        .collect();
+    for (i, (vdir, _, _, listen)) in nodes.iter().enumerate() {
+        let config = ValidatorConfig {
+            listen: *listen,
+            genesis: std::path::absolute(dir.join(GENESIS_FILE))?,
+            node_key: std::path::absolute(vdir.join("node.key"))?,
+            validator_key: std::path::absolute(vdir.join("validator.key"))?,
+            peers: addrs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, a)| a.clone())
+                .collect(),
+        };
+        std::fs::write(vdir.join(CONFIG_FILE), toml::to_string(&config)?)?;
+    }
+    std::fs::write(dir.join("validators.txt"), addrs.join("\n") + "\n")?;
+    println!(
+        "testnet of {count} validators in {} (chain {})",
+        dir.display(),
+        to_hex(&genesis.chain_id()[..8])
+    );
+    Ok(())
+}
+
+/// Runs the validator configured in `dir` until SIGINT or SIGTERM.
+pub fn run(dir: &Path) -> Result<()> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config: ValidatorConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let genesis_bytes = std::fs::read(&config.genesis)
+        .with_context(|| format!("reading {}", config.genesis.display()))?;
+    let genesis = Genesis::decode(&genesis_bytes)
+        .with_context(|| format!("decoding {}", config.genesis.display()))?;
+    let ledger = Ledger::genesis(&genesis).context("the genesis is invalid")?;
+    let node_key = Arc::new(NodeKey::load(&config.node_key)?);
+    let account = account_key(&node_key)?.id();
+    let validator_key = load_validator_key(&config.validator_key)?;
+    let peers = config
+        .peers
+        .iter()
+        .map(|p| p.parse::<NodeAddr>().with_context(|| format!("peer {p}")))
+        .collect::<Result<Vec<_>>>()?;
+    if !ledger
+        .validators()
+        .iter()
+        .any(|v| v.account == account && v.key == *validator_key.public())
+    {
+        bail!("this node's keys are not a validator in the genesis");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let log_path = dir.join("commits.log");
+    runtime.block_on(async move {
+        let core = Core::new(ledger, validator_key, account, CoreConfig::default(), 0);
+        let handle = net::start(core, node_key, config.listen, peers)?;
+        println!("validator {account} listening {}", handle.local_addr()?);
+        let mut commits = handle.commits();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let writer = tokio::spawn(async move {
+            loop {
+                match commits.recv().await {
+                    Ok(c) => {
+                        let line = format!(
+                            "{} {} {} {}\n",
+                            c.height,
+                            to_hex(&c.hash.0),
+                            to_hex(&c.outcome.root),
+                            c.block.txs.len()
+                        );
+                        if log.write_all(line.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("commit log skipped {n} commits (slow disk)");
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        crate::node::shutdown_signal().await;
+        println!("shutting down");
+        handle.shutdown();
+        writer.abort();
+        Ok(())
+    })
+}
+
+/// Sends `count` transfers from the faucet through the first validator, then waits until the
+/// faucet's transfers show in that validator's commit log (or `wait_s` passes).
+pub fn load(dir: &Path, count: u64) -> Result<()> {
+    let genesis = Genesis::decode(&std::fs::read(dir.join(GENESIS_FILE))?)?;
+    let chain_id = genesis.chain_id();
+    let faucet_node = Arc::new(NodeKey::load(&dir.join(FAUCET_KEY))?);
+    let faucet = account_key(&faucet_node)?;
+    let first: NodeAddr = std::fs::read_to_string(dir.join("validators.txt"))?
+        .lines()
+        .next()
+        .context("validators.txt is empty")?
+        .parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut client = TxClient::connect(faucet_node, &first).await?;
+        let to = AccountKey::generate().id();
+        for nonce in 0..count {
+            let tx = Transaction::sign(
+                &faucet,
+                &chain_id,
+                nonce,
+                Call::Transfer { to, amount: TOKEN },
+            );
+            client.send(&tx).await?;
+        }
+        // Let the last frames leave before closing.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client.close();
+        anyhow::Ok(())
+    })?;
+    println!(
+        "sent {count} transfers in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

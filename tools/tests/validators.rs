@@ -1,0 +1,133 @@
+//! Four validator processes over QUIC on loopback (`cess validator testnet`, `run`, `load`):
+//! they finalize blocks with transactions, keep finalizing with one killed, and every block and
+//! state root is the same at every height on every validator.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn cess(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cess"));
+    command.current_dir(dir);
+    command
+}
+
+/// Kills the validators even when the test fails.
+struct Validators(Vec<Child>);
+
+impl Drop for Validators {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// height → (block, root, txs) from a validator's commit log.
+fn commits(dir: &Path, i: usize) -> BTreeMap<u64, (String, String, u64)> {
+    let text =
+        std::fs::read_to_string(dir.join(format!("net/v{i}/commits.log"))).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let height = parts.next()?.parse().ok()?;
+            let block = parts.next()?.to_string();
+            let root = parts.next()?.to_string();
+            let txs = parts.next()?.parse().ok()?;
+            Some((height, (block, root, txs)))
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn four_validator_processes_finalize_survive_a_kill_and_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A port range unlikely to collide with other tests running at the same time.
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let out = cess(dir)
+        .args([
+            "validator",
+            "testnet",
+            "--dir",
+            "net",
+            "--validators",
+            "4",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut validators = Validators(Vec::new());
+    for i in 0..4 {
+        let log = std::fs::File::create(dir.join(format!("v{i}.out"))).unwrap();
+        let child = cess(dir)
+            .args(["validator", "run", &format!("net/v{i}")])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        validators.0.push(child);
+    }
+    let height = |i: usize| commits(dir, i).keys().max().copied().unwrap_or(0);
+    wait_for(
+        "3 blocks on every validator",
+        Duration::from_secs(60),
+        || (0..4).all(|i| height(i) >= 3),
+    );
+
+    let out = cess(dir)
+        .args(["validator", "load", "--dir", "net", "--count", "200"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let txs = |i: usize| commits(dir, i).values().map(|(_, _, n)| n).sum::<u64>();
+    wait_for(
+        "the 200 transfers to be finalized",
+        Duration::from_secs(60),
+        || txs(0) >= 200,
+    );
+
+    // Kill validator 3 outright; three of four are a quorum.
+    validators.0[3].kill().unwrap();
+    validators.0[3].wait().unwrap();
+    let reached = height(0);
+    wait_for(
+        "5 more blocks without validator 3",
+        Duration::from_secs(60),
+        || (0..3).all(|i| height(i) >= reached + 5),
+    );
+
+    let logs: Vec<_> = (0..4).map(|i| commits(dir, i)).collect();
+    for (i, log) in logs.iter().enumerate().skip(1) {
+        let mut common = 0;
+        for (h, commit) in log {
+            if let Some(first) = logs[0].get(h) {
+                assert_eq!(first, commit, "validators 0 and {i} differ at height {h}");
+                common += 1;
+            }
+        }
+        assert!(common >= 3, "validator {i} shares only {common} heights");
+    }
+    assert_eq!(txs(0), 200, "every transfer finalized exactly once");
+}
