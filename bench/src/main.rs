@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod consensus;
 mod engine;
 mod kernels;
 mod proofs;
@@ -42,7 +43,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let suites: &[&str] = match suite.as_str() {
-        "all" => &["engine", "codec", "transport", "proofs", "kernels"],
+        "all" => &[
+            "engine",
+            "codec",
+            "transport",
+            "proofs",
+            "kernels",
+            "consensus",
+        ],
+        "consensus" => &["consensus"],
         "proofs" => &["proofs"],
         "kernels" => &["kernels"],
         "transport" => &["transport"],
@@ -50,8 +59,8 @@ fn main() -> ExitCode {
         "codec" => &["codec"],
         other => {
             eprintln!(
-                "unknown suite {other}: this build has `engine`, `codec`, `transport`, `proofs` and `kernels` (the \
-                 other suites arrive with their crates)"
+                "unknown suite {other}: this build has `engine`, `codec`, `transport`, `proofs`, `kernels` \
+                 and `consensus`"
             );
             return ExitCode::from(2);
         }
@@ -62,6 +71,7 @@ fn main() -> ExitCode {
             "transport" => transport::run(&options),
             "proofs" => proofs::run(&options),
             "kernels" => kernels::run(&options),
+            "consensus" => consensus::run(&options),
             _ => codec::run(&options),
         };
         if let Err(e) = result.and_then(|cases| report::emit(name, &cases, &options, i > 0)) {

@@ -344,14 +344,21 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
 /// Fragments whose bytes are a function of their id: the verifier never sees data, so only the
 /// challenged ones are ever materialised and tagged.
 #[derive(Default)]
-struct LazySource {
-    fragment_bytes: usize,
+pub(crate) struct LazySource {
+    pub(crate) fragment_bytes: usize,
     data: HashMap<FragmentId, Vec<u8>>,
     tags: HashMap<FragmentId, Vec<u8>>,
 }
 
 impl LazySource {
-    fn materialise(&mut self, key: &SecretKey, challenge: &Challenge) {
+    pub(crate) fn new(fragment_bytes: usize) -> LazySource {
+        LazySource {
+            fragment_bytes,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn materialise(&mut self, key: &SecretKey, challenge: &Challenge) {
         for f in challenge.fragments() {
             if !self.data.contains_key(&f.id) {
                 let mut data = vec![0u8; self.fragment_bytes];
@@ -366,7 +373,7 @@ impl LazySource {
 
 #[derive(Debug, thiserror::Error)]
 #[error("fragment not materialised")]
-struct NotMaterialised;
+pub(crate) struct NotMaterialised;
 
 impl ProofSource for LazySource {
     type Error = NotMaterialised;

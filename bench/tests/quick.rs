@@ -93,3 +93,11 @@ fn proofs_suite_runs_quick() {
 
 // The kernels suite is not run here: on lavapipe (CI's adapter) even its quick mode takes
 // minutes. Its correctness is covered by kernels/tests and proofs/tests/gpu_backend.rs.
+
+#[test]
+fn consensus_suite_runs_quick() {
+    run_quick(
+        "consensus",
+        &["finality-4-validators", "batch-verify-vs-single"],
+    );
+}

@@ -193,7 +193,7 @@ impl PublicKey {
         &self.pk
     }
 
-    pub(crate) fn bases(&self) -> &[G1Affine] {
+    pub fn bases(&self) -> &[G1Affine] {
         &self.bases
     }
 

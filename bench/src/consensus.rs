@@ -1,0 +1,502 @@
+//! Suite `consensus`: finality of transfers on four validators over QUIC on loopback, against
+//! one ledger applying the same transactions with no consensus; and storage proofs verified
+//! inside block application (one batch per block) against verifying each proof alone.
+
+use crate::proofs::LazySource;
+use crate::report::{Case, Latency, Options, median};
+use cess_consensus::bft::{Core, CoreConfig};
+use cess_consensus::ledger::{BlockInfo, Event, Ledger, LedgerParams, TOKEN};
+use cess_consensus::net::{self, ValidatorHandle};
+use cess_consensus::sim::genesis;
+use cess_consensus::tx::{Hash32, SegmentDecl};
+use cess_consensus::{AccountKey, Call, Transaction};
+use cess_proofs::curve::{self, G1, G1Affine, G2Affine, Scalar};
+use cess_proofs::{CpuBackend, HASH_DST, SECTORS_PER_BLOCK_DEFAULT, SecretKey, prove, verify};
+use cess_transport::identity::{NodeAddr, NodeKey};
+use hdrhistogram::Histogram;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn run(options: &Options) -> Result<Vec<Case>, String> {
+    let mut cases = Vec::new();
+    if options.wants("finality-4-validators") {
+        cases.push(finality_case(options)?);
+    }
+    if options.wants("batch-verify-vs-single") {
+        cases.push(batch_verify_case(options)?);
+    }
+    Ok(cases)
+}
+
+const USERS: usize = 64;
+
+/// Signed transfers: `per_user` from each of the users, nonces in order.
+fn transfers(users: &[AccountKey], chain_id: &Hash32, per_user: u64) -> Vec<Transaction> {
+    let mut txs = Vec::new();
+    for nonce in 0..per_user {
+        for (i, user) in users.iter().enumerate() {
+            let to = users[(i + 1) % users.len()].id();
+            txs.push(Transaction::sign(
+                user,
+                chain_id,
+                nonce,
+                Call::Transfer { to, amount: TOKEN },
+            ));
+        }
+    }
+    txs
+}
+
+/// One run on a fresh network: (finalized tx/s, finality latencies in µs).
+fn finality_run(txs_total: usize, seed: u64) -> Result<(f64, Histogram<u64>), String> {
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let (genesis, keys, users) = genesis(4, USERS, seed, params);
+    let ledger = Ledger::genesis(&genesis).map_err(|e| e.to_string())?;
+    let txs = transfers(&users, &ledger.chain_id(), (txs_total / USERS) as u64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let sockets: Vec<std::net::UdpSocket> = (0..4)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let addrs: Vec<NodeAddr> = sockets
+            .iter()
+            .zip(&keys)
+            .map(|(s, (account, _))| NodeAddr {
+                socket: s.local_addr().expect("bound"),
+                peer: account.id().peer_id().expect("ed25519"),
+            })
+            .collect();
+        drop(sockets);
+        let mut handles: Vec<ValidatorHandle> = Vec::new();
+        for (i, (account, vkey)) in keys.iter().enumerate() {
+            let core = Core::new(
+                ledger.clone(),
+                vkey.clone(),
+                account.id(),
+                CoreConfig::default(),
+                0,
+            );
+            let peers = addrs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, a)| a.clone())
+                .collect();
+            let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
+            handles.push(
+                net::start(core, node_key, addrs[i].socket, peers).map_err(|e| e.to_string())?,
+            );
+        }
+        let mut commits = handles[0].commits();
+        let mut submitted: HashMap<Hash32, Instant> = HashMap::with_capacity(txs.len());
+        let started = Instant::now();
+        for (k, tx) in txs.iter().enumerate() {
+            submitted.insert(tx.id(), Instant::now());
+            handles[k % 4]
+                .submit(tx.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut latency = Histogram::<u64>::new(3).expect("histogram");
+        let mut finalized = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while finalized < txs.len() {
+            let commit = tokio::time::timeout(Duration::from_secs(30), commits.recv())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no commit for 30 s ({finalized} of {} finalized)",
+                        txs.len()
+                    )
+                })?
+                .map_err(|e| e.to_string())?;
+            let now = Instant::now();
+            for tx in &commit.block.txs {
+                if let Some(at) = submitted.remove(&tx.id()) {
+                    latency
+                        .record(now.duration_since(at).as_micros() as u64)
+                        .map_err(|e| e.to_string())?;
+                    finalized += 1;
+                }
+            }
+            if now > deadline {
+                return Err("finality run took over 300 s".into());
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        for h in &handles {
+            h.shutdown();
+        }
+        Ok((txs.len() as f64 / elapsed, latency))
+    })
+}
+
+/// The baseline: the same transfers applied by one ledger, in blocks of the core's size.
+fn apply_run(txs_total: usize, seed: u64) -> Result<f64, String> {
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let (genesis, keys, users) = genesis(4, USERS, seed, params);
+    let mut ledger = Ledger::genesis(&genesis).map_err(|e| e.to_string())?;
+    let txs = transfers(&users, &ledger.chain_id(), (txs_total / USERS) as u64);
+    let accounts: Vec<_> = keys.iter().map(|(a, _)| a.id()).collect();
+    let started = Instant::now();
+    for (k, block) in txs.chunks(CoreConfig::default().block_txs_max).enumerate() {
+        let info = BlockInfo {
+            height: k as u64 + 1,
+            time_ms: k as u64,
+            vrf_output: [k as u8; 32],
+            last_commit: accounts.clone(),
+        };
+        let outcome = ledger.apply_block(&info, block, &CpuBackend);
+        if outcome.receipts.iter().any(|r| r.is_err()) {
+            return Err("a baseline transfer was refused".into());
+        }
+    }
+    Ok(txs.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+fn finality_case(options: &Options) -> Result<Case, String> {
+    let (txs_total, runs) = if options.quick {
+        (USERS * 4, 1)
+    } else {
+        (USERS * 300, 3)
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    for run in 0..runs {
+        let (tps, h) = finality_run(txs_total, run as u64)?;
+        ours.push(tps);
+        latency.add(&h).map_err(|e| e.to_string())?;
+        theirs.push(apply_run(txs_total, run as u64)?);
+    }
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "finality-4-validators".into();
+    case.metric = "throughput";
+    case.unit = "tx/s";
+    case.baseline = "one ledger applying the same transfers, no consensus, no network".into();
+    case.latency = Latency::from_histogram(&latency);
+    case.note = format!(
+        "{txs_total} transfers from {USERS} accounts submitted round-robin to 4 validators over QUIC \
+         on loopback; latency = submit to commit on validator 0 (p50 {:.1} ms, p99 {:.1} ms)",
+        case.latency.p50_us as f64 / 1000.0,
+        case.latency.p99_us as f64 / 1000.0
+    );
+    Ok(case)
+}
+
+/// A ledger where `miners` miners each hold `per_miner` fragments (of `fragment_bytes`) and an
+/// audit round has just opened for all of them; with the miners' keys and the tagger.
+struct AuditSetup {
+    ledger: Ledger,
+    miners: Vec<AccountKey>,
+    proofs: Vec<Transaction>,
+}
+
+fn audit_setup(
+    miners_count: usize,
+    segments: usize,
+    fragment_bytes: usize,
+    key: &SecretKey,
+) -> Result<AuditSetup, String> {
+    let params = LedgerParams {
+        validators_per_era: 1,
+        audit_period_blocks: 4,
+        audit_miners_permille: 1000,
+        ..LedgerParams::default()
+    };
+    let (genesis, _validators, users) = genesis(1, miners_count + 1, 5, params);
+    let mut ledger = Ledger::genesis(&genesis).map_err(|e| e.to_string())?;
+    let chain_id = ledger.chain_id();
+    let owner = &users[0];
+    let miners: Vec<AccountKey> = users[1..].to_vec();
+    let mut height = 0u64;
+    let mut apply = |ledger: &mut Ledger, txs: &[Transaction]| -> Result<Vec<Event>, String> {
+        height += 1;
+        let info = BlockInfo {
+            height,
+            time_ms: height,
+            vrf_output: [height as u8; 32],
+            last_commit: Vec::new(),
+        };
+        let outcome = ledger.apply_block(&info, txs, &CpuBackend);
+        if let Some(e) = outcome.receipts.iter().find_map(|r| r.as_ref().err()) {
+            return Err(format!("setup transaction refused: {e}"));
+        }
+        Ok(outcome.events)
+    };
+    let mut txs = vec![Transaction::sign(
+        owner,
+        &chain_id,
+        0,
+        Call::RegisterTagger {
+            key: key.public().encode(),
+        },
+    )];
+    for m in &miners {
+        txs.push(Transaction::sign(
+            m,
+            &chain_id,
+            0,
+            Call::RegisterMiner {
+                peer_id: m.id().peer_id().expect("ed25519").to_bytes(),
+                endpoint: "/ip4/127.0.0.1/udp/1/quic-v1".into(),
+                declared_bytes: 1 << 40,
+                collateral: 1000 * TOKEN,
+            },
+        ));
+    }
+    apply(&mut ledger, &txs)?;
+    // File k on miners k..k+12 (mod n): every miner is in 12 files.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut reports = Vec::new();
+    let mut declares = Vec::new();
+    let n = miners.len();
+    for k in 0..n {
+        let column_miners: Vec<usize> = (0..12).map(|c| (k + c) % n).collect();
+        let file_id: Hash32 = rand::Rng::random(&mut rng);
+        let decls = (0..segments)
+            .map(|_| SegmentDecl {
+                segment_id: rand::Rng::random(&mut rng),
+                fragments: (0..12).map(|_| rand::Rng::random(&mut rng)).collect(),
+            })
+            .collect();
+        declares.push(Transaction::sign(
+            owner,
+            &chain_id,
+            1 + k as u64,
+            Call::DeclareFile {
+                file_id,
+                file_name: format!("f{k}"),
+                size_bytes: (segments * fragment_bytes * 4) as u64,
+                fragment_bytes: fragment_bytes as u64,
+                tagger: key.public().id().0,
+                miners: column_miners.iter().map(|&i| miners[i].id()).collect(),
+                segments: decls,
+            },
+        ));
+        for (column, &i) in column_miners.iter().enumerate() {
+            reports.push((i, file_id, column as u16));
+        }
+    }
+    apply(&mut ledger, &declares)?;
+    let mut nonces = vec![1u64; n];
+    let report_txs: Vec<Transaction> = reports
+        .into_iter()
+        .map(|(i, file_id, column)| {
+            let tx = Transaction::sign(
+                &miners[i],
+                &chain_id,
+                nonces[i],
+                Call::ReportStored { file_id, column },
+            );
+            nonces[i] += 1;
+            tx
+        })
+        .collect();
+    apply(&mut ledger, &report_txs)?;
+    // The next block opens the audit round (audits open at the start of a block).
+    let events = apply(&mut ledger, &[])?;
+    let audits: Vec<(u64, cess_consensus::AccountId, Hash32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AuditOpened {
+                round,
+                miner,
+                tagger,
+                ..
+            } => Some((*round, *miner, *tagger)),
+            _ => None,
+        })
+        .collect();
+    if audits.len() != n {
+        return Err(format!("{} audits opened for {n} miners", audits.len()));
+    }
+    let mut source = LazySource::new(fragment_bytes);
+    let mut proofs = Vec::new();
+    for (round, miner, tagger) in audits {
+        let challenge = ledger
+            .challenge(round, &miner, &tagger)
+            .ok_or("no challenge")?;
+        source.materialise(key, &challenge);
+        let (proof, _) =
+            prove(key.public(), &challenge, &mut source, &CpuBackend).map_err(|e| e.to_string())?;
+        let i = miners
+            .iter()
+            .position(|m| m.id() == miner)
+            .expect("audited miners are ours");
+        proofs.push(Transaction::sign(
+            &miners[i],
+            &chain_id,
+            nonces[i],
+            Call::SubmitProof {
+                round,
+                tagger,
+                proof: proof.encode(),
+            },
+        ));
+    }
+    Ok(AuditSetup {
+        ledger,
+        miners,
+        proofs,
+    })
+}
+
+fn batch_verify_case(options: &Options) -> Result<Case, String> {
+    // 64 miners holding 48 fragments of 10 blocks each: a default challenge (46 fragments,
+    // 460 blocks) per proof. Quick: 12 miners, 1-block fragments.
+    let (miners, segments, blocks_per_fragment, runs) = if options.quick {
+        (12, 4, 1, 1)
+    } else {
+        (64, 4, 10, 5)
+    };
+    let key =
+        SecretKey::from_seed(&[0x42; 32], SECTORS_PER_BLOCK_DEFAULT).map_err(|e| e.to_string())?;
+    let fragment_bytes = key.public().block_bytes() as usize * blocks_per_fragment;
+    let setup = audit_setup(miners, segments, fragment_bytes, &key)?;
+    let info = BlockInfo {
+        height: setup.ledger.height() + 1,
+        time_ms: setup.ledger.time_ms() + 1,
+        vrf_output: [9; 32],
+        last_commit: Vec::new(),
+    };
+    let challenges: Vec<_> = setup
+        .proofs
+        .iter()
+        .map(|tx| match &tx.call {
+            Call::SubmitProof {
+                round,
+                tagger,
+                proof,
+            } => {
+                let challenge = setup
+                    .ledger
+                    .challenge(*round, &tx.signer, tagger)
+                    .expect("open audit");
+                (challenge, cess_proofs::Proof::decode(proof).expect("proof"))
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut ledger = setup.ledger.clone();
+        let started = Instant::now();
+        let outcome = ledger.apply_block(&info, &setup.proofs, &CpuBackend);
+        let apply_s = started.elapsed().as_secs_f64();
+        let valid = outcome
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::ProofValid { .. }))
+            .count();
+        if valid != setup.proofs.len() {
+            return Err(format!(
+                "{valid} of {} proofs valid in block application",
+                setup.proofs.len()
+            ));
+        }
+        ours.push(setup.proofs.len() as f64 / apply_s);
+        // Baseline: derive each challenge and verify each proof alone.
+        let started = Instant::now();
+        for tx in &setup.proofs {
+            let Call::SubmitProof {
+                round,
+                tagger,
+                proof,
+            } = &tx.call
+            else {
+                unreachable!()
+            };
+            let challenge = setup
+                .ledger
+                .challenge(*round, &tx.signer, tagger)
+                .expect("open audit");
+            let proof = cess_proofs::Proof::decode(proof).expect("proof");
+            if verify(key.public(), &challenge, &proof, &CpuBackend) != cess_proofs::Verdict::Valid
+            {
+                return Err("a proof failed alone".into());
+            }
+        }
+        theirs.push(setup.proofs.len() as f64 / started.elapsed().as_secs_f64());
+    }
+    // Where the time of a batch goes: hashing the challenged blocks to G1, the MSMs, the
+    // pairings (measured apart, on the same challenges).
+    let mut points = Vec::new();
+    let hash_s = {
+        let started = Instant::now();
+        for (challenge, _) in &challenges {
+            for f in challenge.fragments() {
+                for b in &f.blocks {
+                    let mut msg = [0u8; 36];
+                    msg[..32].copy_from_slice(&f.id);
+                    msg[32..].copy_from_slice(&b.index.to_le_bytes());
+                    points.push(G1::hash(&msg, HASH_DST));
+                }
+            }
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let affine = G1::batch_to_affine(&points);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let nus: Vec<Scalar> = (0..affine.len())
+        .map(|_| {
+            let mut bytes = [0u8; 16];
+            rng.fill_bytes(&mut bytes);
+            Scalar::from_short_le_bytes(&bytes)
+        })
+        .collect();
+    let mus: Vec<Scalar> = (0..key.public().bases().len())
+        .map(|i| Scalar::from_u64(i as u64 + 1))
+        .collect();
+    let msm_s = {
+        let started = Instant::now();
+        std::hint::black_box(curve::msm(&affine, &nus, 128));
+        std::hint::black_box(curve::msm(key.public().bases(), &mus, 255));
+        started.elapsed().as_secs_f64()
+    };
+    let pairing_s = {
+        let started = Instant::now();
+        std::hint::black_box(curve::pairing_product_is_one(&[
+            (G1Affine::generator(), G2Affine::generator()),
+            (G1Affine::generator(), G2Affine::generator()),
+        ]));
+        started.elapsed().as_secs_f64()
+    };
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "batch-verify-vs-single".into();
+    case.metric = "throughput";
+    case.unit = "proofs/s";
+    case.baseline = "the same proofs verified one by one (cess_proofs::verify)".into();
+    let apply_ms = setup.proofs.len() as f64 / case.value * 1000.0;
+    let parts = hash_s + msm_s + pairing_s;
+    case.note = format!(
+        "{} proofs in one block ({} challenged blocks in all), block application {:.1} ms on one core; \
+         of the batch's arithmetic: hashing to G1 {:.0} % ({:.1} ms), MSM {:.0} % ({:.1} ms), pairings {:.0} % \
+         ({:.2} ms); the rest of block application is signatures, decoding and challenge derivation; {} miners' keys",
+        setup.proofs.len(),
+        points.len(),
+        apply_ms,
+        100.0 * hash_s / parts,
+        hash_s * 1000.0,
+        100.0 * msm_s / parts,
+        msm_s * 1000.0,
+        100.0 * pairing_s / parts,
+        pairing_s * 1000.0,
+        setup.miners.len()
+    );
+    let _ = median;
+    Ok(case)
+}
