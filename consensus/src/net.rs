@@ -9,9 +9,10 @@
 //! not validators may send transactions only. A sender whose queue is full drops messages (the
 //! core re-sends votes and certificates by itself); a broken connection is re-dialed.
 
+use crate::bft::TXS_PER_MESSAGE_MAX;
 use crate::bft::{Committed, Core, MESSAGE_BYTES_MAX, NetMsg, Output};
 use crate::keys::AccountId;
-use crate::tx::Transaction;
+use crate::tx::{Transaction, VerifiedTx};
 use arc_malachitebft_core_types::Timeout;
 use cess_transport::identity::{NodeAddr, NodeKey};
 use cess_transport::quic::{Connection, Endpoint, ErrorCode, Limits};
@@ -42,18 +43,26 @@ pub fn account_of(peer: &PeerId) -> Option<AccountId> {
     Some(AccountId(key.try_into_ed25519().ok()?.to_bytes()))
 }
 
+// Events always cross the channel boxed (`EventBox`), so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Message(AccountId, NetMsg),
     Timeout(Timeout, u64),
+    /// Transactions from a peer: relayed by a validator, or sent by a client.
+    Txs {
+        txs: Vec<VerifiedTx>,
+        from_validator: bool,
+    },
     Submit(
-        Transaction,
-        tokio::sync::oneshot::Sender<Result<(), crate::TxError>>,
+        Vec<VerifiedTx>,
+        tokio::sync::oneshot::Sender<Vec<Result<(), crate::TxError>>>,
     ),
 }
 
 /// A running validator: submit transactions, watch commits, stop it.
 #[derive(Debug, Clone)]
 pub struct ValidatorHandle {
+    chain_id: crate::tx::Hash32,
     events: mpsc::Sender<EventBox>,
     commits: broadcast::Sender<Arc<Committed>>,
     endpoint: Endpoint,
@@ -90,17 +99,37 @@ impl ValidatorHandle {
         self.commits.subscribe()
     }
 
-    /// Hand a transaction to this validator's mempool (it relays it to the others).
-    pub async fn submit(&self, tx: Transaction) -> Result<(), NetError> {
+    /// Hand transactions to this validator's mempool (it relays them to the others). The
+    /// signatures are checked here, on the caller's task; the answers come in order.
+    pub async fn submit(
+        &self,
+        txs: Vec<Transaction>,
+    ) -> Result<Vec<Result<(), crate::TxError>>, NetError> {
+        let mut answers: Vec<Option<Result<(), crate::TxError>>> = vec![None; txs.len()];
+        let mut verified = Vec::with_capacity(txs.len());
+        let mut positions = Vec::with_capacity(txs.len());
+        for (k, tx) in txs.into_iter().enumerate() {
+            match VerifiedTx::check(tx, &self.chain_id) {
+                Some(tx) => {
+                    verified.push(tx);
+                    positions.push(k);
+                }
+                None => answers[k] = Some(Err(crate::TxError::BadSignature)),
+            }
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.events
-            .send(EventBox(Box::new(Event::Submit(tx, reply))))
+            .send(EventBox(Box::new(Event::Submit(verified, reply))))
             .await
             .map_err(|_| NetError::Stopped)?;
-        answer
-            .await
-            .map_err(|_| NetError::Stopped)?
-            .map_err(NetError::Refused)
+        let admitted = answer.await.map_err(|_| NetError::Stopped)?;
+        for (k, result) in positions.into_iter().zip(admitted) {
+            answers[k] = Some(result);
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every transaction answered"))
+            .collect())
     }
 
     /// Stop: close every connection.
@@ -126,6 +155,7 @@ pub fn start(
         .iter()
         .map(|v| v.account)
         .collect();
+    let chain_id = core.ledger().chain_id();
 
     let mut senders = BTreeMap::new();
     for peer in peers {
@@ -137,7 +167,12 @@ pub fn start(
         tokio::spawn(peer_sender(endpoint.clone(), peer, rx));
         senders.insert(account, tx);
     }
-    tokio::spawn(accept_loop(endpoint.clone(), events_tx.clone(), validators));
+    tokio::spawn(accept_loop(
+        endpoint.clone(),
+        events_tx.clone(),
+        validators,
+        chain_id,
+    ));
     tokio::spawn(core_loop(
         core,
         events_rx,
@@ -146,6 +181,7 @@ pub fn start(
         commits.clone(),
     ));
     Ok(ValidatorHandle {
+        chain_id,
         events: events_tx,
         commits,
         endpoint,
@@ -223,16 +259,19 @@ async fn core_loop(
                 timers.remove(&timeout);
                 core.on_timeout(timeout, now)
             }
-            Event::Submit(tx, reply) => match core.submit(tx, now) {
-                Ok(outputs) => {
-                    let _ = reply.send(Ok(()));
-                    outputs
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    Vec::new()
-                }
-            },
+            Event::Txs {
+                txs,
+                from_validator: true,
+            } => core.on_relayed_txs(txs, now),
+            Event::Txs {
+                txs,
+                from_validator: false,
+            } => core.submit(txs, now).1,
+            Event::Submit(txs, reply) => {
+                let (answers, outputs) = core.submit(txs, now);
+                let _ = reply.send(answers);
+                outputs
+            }
         };
     }
 }
@@ -281,6 +320,7 @@ async fn accept_loop(
     endpoint: Endpoint,
     events: mpsc::Sender<EventBox>,
     validators: Vec<AccountId>,
+    chain_id: crate::tx::Hash32,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         match incoming {
@@ -289,6 +329,7 @@ async fn accept_loop(
                     connection,
                     events.clone(),
                     validators.clone(),
+                    chain_id,
                 ));
             }
             Err(e) => tracing::debug!(error = %e, "handshake failed"),
@@ -301,6 +342,7 @@ async fn serve_connection(
     connection: Connection,
     events: mpsc::Sender<EventBox>,
     validators: Vec<AccountId>,
+    chain_id: crate::tx::Hash32,
 ) {
     let Some(from) = account_of(&connection.peer_id) else {
         connection.close(ErrorCode::Protocol, "peer key is not Ed25519");
@@ -335,15 +377,22 @@ async fn serve_connection(
                         return;
                     }
                 };
-                if !is_validator && !matches!(msg, NetMsg::Tx(_)) {
-                    connection.close(ErrorCode::Protocol, "not a validator");
-                    return;
-                }
-                if events
-                    .send(EventBox(Box::new(Event::Message(from, msg))))
-                    .await
-                    .is_err()
-                {
+                let event = match msg {
+                    // Signatures are checked here, on this connection's task, not in the core.
+                    NetMsg::Txs(txs) => Event::Txs {
+                        txs: txs
+                            .into_iter()
+                            .filter_map(|tx| VerifiedTx::check(tx, &chain_id))
+                            .collect(),
+                        from_validator: is_validator,
+                    },
+                    _ if !is_validator => {
+                        connection.close(ErrorCode::Protocol, "not a validator");
+                        return;
+                    }
+                    msg => Event::Message(from, msg),
+                };
+                if events.send(EventBox(Box::new(event))).await.is_err() {
                     return;
                 }
             }
@@ -380,12 +429,16 @@ impl TxClient {
         })
     }
 
-    /// Send a transaction (the validator admits or drops it; watch the ledger for the result).
-    pub async fn send(&mut self, tx: &Transaction) -> Result<(), NetError> {
-        self.send
-            .write_all(&frame(&NetMsg::Tx(tx.clone())))
-            .await
-            .map_err(|e| NetError::Io(e.to_string()))
+    /// Send transactions (the validator admits or drops each; watch the ledger for the
+    /// result), in messages of at most [`TXS_PER_MESSAGE_MAX`].
+    pub async fn send(&mut self, txs: &[Transaction]) -> Result<(), NetError> {
+        for chunk in txs.chunks(TXS_PER_MESSAGE_MAX) {
+            self.send
+                .write_all(&frame(&NetMsg::Txs(chunk.to_vec())))
+                .await
+                .map_err(|e| NetError::Io(e.to_string()))?;
+        }
+        Ok(())
     }
 
     pub fn close(self) {

@@ -10,7 +10,7 @@ use crate::bft::{
 };
 use crate::keys::{AccountId, AccountKey, ValidatorKey};
 use crate::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
-use crate::tx::{Call, Hash32, Transaction};
+use crate::tx::{Call, Hash32, Transaction, VerifiedTx};
 use arc_malachitebft_core_types::{NilOrVal, SignedMessage, Timeout};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -332,10 +332,12 @@ impl Sim {
             nonce,
             Call::Transfer { to, amount: TOKEN },
         );
-        if let Ok(outputs) = self.nodes[node].core.submit(tx, self.now_ms) {
+        let tx = VerifiedTx::check(tx, &self.chain_id).expect("signed for this chain");
+        let (answers, outputs) = self.nodes[node].core.submit(vec![tx], self.now_ms);
+        if answers[0].is_ok() {
             self.user_nonces[user] += 1;
-            self.handle_outputs(node, outputs);
         }
+        self.handle_outputs(node, outputs);
     }
 
     fn handle_outputs(&mut self, from: usize, outputs: Vec<Output>) {

@@ -398,6 +398,37 @@ impl Transaction {
     }
 }
 
+/// A transaction whose signature was checked for a chain. Drivers check signatures on their
+/// own threads and hand the core only these, so the core's loop spends no time on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedTx {
+    tx: Transaction,
+    chain_id: Hash32,
+}
+
+impl VerifiedTx {
+    /// `None` when the signature does not verify for `chain_id`.
+    pub fn check(tx: Transaction, chain_id: &Hash32) -> Option<VerifiedTx> {
+        let valid = tx.signature_is_valid(chain_id);
+        valid.then_some(VerifiedTx {
+            tx,
+            chain_id: *chain_id,
+        })
+    }
+
+    pub fn tx(&self) -> &Transaction {
+        &self.tx
+    }
+
+    pub fn chain_id(&self) -> &Hash32 {
+        &self.chain_id
+    }
+
+    pub fn into_tx(self) -> Transaction {
+        self.tx
+    }
+}
+
 fn signing_bytes(chain_id: &Hash32, signer: &AccountId, nonce: u64, call: &Call) -> Vec<u8> {
     let mut w = Writer::with_domain(TX_DOMAIN);
     w.fixed(chain_id).fixed(&signer.0).u64(nonce);

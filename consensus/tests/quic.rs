@@ -70,7 +70,8 @@ async fn four_validators_over_quic_finalize_and_survive_one_stopping() {
                 amount: TOKEN,
             },
         );
-        handles[1].submit(tx).await.unwrap();
+        let answers = handles[1].submit(vec![tx]).await.unwrap();
+        assert!(answers[0].is_ok(), "{answers:?}");
     }
 
     // Collect commits: height → (hash, root) per validator.

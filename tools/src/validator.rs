@@ -262,15 +262,17 @@ pub fn load(dir: &Path, count: u64) -> Result<()> {
     runtime.block_on(async {
         let mut client = TxClient::connect(faucet_node, &first).await?;
         let to = AccountKey::generate().id();
-        for nonce in 0..count {
-            let tx = Transaction::sign(
-                &faucet,
-                &chain_id,
-                nonce,
-                Call::Transfer { to, amount: TOKEN },
-            );
-            client.send(&tx).await?;
-        }
+        let txs: Vec<Transaction> = (0..count)
+            .map(|nonce| {
+                Transaction::sign(
+                    &faucet,
+                    &chain_id,
+                    nonce,
+                    Call::Transfer { to, amount: TOKEN },
+                )
+            })
+            .collect();
+        client.send(&txs).await?;
         // Let the last frames leave before closing.
         tokio::time::sleep(Duration::from_millis(200)).await;
         client.close();

@@ -10,7 +10,7 @@ use super::types::{
 use super::wire::NetMsg;
 use crate::keys::{AccountId, ValidatorKey};
 use crate::ledger::{BlockInfo, BlockOutcome, Ledger};
-use crate::tx::{Hash32, Transaction};
+use crate::tx::{Hash32, Transaction, VerifiedTx};
 use crate::vrf;
 use arc_malachitebft_core_consensus::{
     Effect, Input, LivenessMsg, LocallyProposedValue, Params, ProposedValue, Resumable,
@@ -21,7 +21,7 @@ use arc_malachitebft_core_types::{
     Validity, ValueOrigin, Vote as _, VoteExtensionPolicy, VoteType,
 };
 use cess_proofs::CpuBackend;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ pub struct CoreStats {
 const FUTURE_HEIGHTS: u64 = 2;
 const FUTURE_PER_HEIGHT: usize = 64;
 /// Transactions a single account may have waiting beyond its ledger nonce.
-const NONCE_WINDOW: u64 = 256;
+const NONCE_WINDOW: u64 = 1024;
 /// A sync request is repeated at most this often per height.
 const SYNC_RETRY_MS: u64 = 500;
 
@@ -106,8 +106,12 @@ pub struct Core {
     proposals: BTreeMap<(u32, BlockHash), SignedProposal<Cess>>,
     future: BTreeMap<u64, Vec<(AccountId, SignedProposal<Cess>)>>,
     history: BTreeMap<u64, (Arc<Block>, CommitRecord)>,
-    mempool: VecDeque<Transaction>,
-    mempool_ids: HashSet<Hash32>,
+    /// Waiting transactions by signer and nonce: a block takes each signer's run of
+    /// consecutive nonces from its ledger nonce on, whatever order they arrived in.
+    mempool: BTreeMap<AccountId, BTreeMap<u64, Transaction>>,
+    mempool_len: usize,
+    /// Where the next block starts taking signers, so no signer always comes last.
+    mempool_cursor: Option<AccountId>,
     pending: VecDeque<Input<Cess>>,
     outputs: Vec<Output>,
     now_ms: u64,
@@ -123,7 +127,7 @@ impl std::fmt::Debug for Core {
         f.debug_struct("Core")
             .field("me", &self.me)
             .field("height", &self.ledger.height())
-            .field("mempool", &self.mempool.len())
+            .field("mempool", &self.mempool_len)
             .finish()
     }
 }
@@ -176,8 +180,9 @@ impl Core {
             proposals: BTreeMap::new(),
             future: BTreeMap::new(),
             history: BTreeMap::new(),
-            mempool: VecDeque::new(),
-            mempool_ids: HashSet::new(),
+            mempool: BTreeMap::new(),
+            mempool_len: 0,
+            mempool_cursor: None,
             pending: VecDeque::new(),
             outputs: Vec::new(),
             now_ms,
@@ -201,7 +206,7 @@ impl Core {
     }
 
     pub fn mempool_len(&self) -> usize {
-        self.mempool.len()
+        self.mempool_len
     }
 
     /// The round of the height being decided (−1 before it starts).
@@ -234,12 +239,45 @@ impl Core {
         self.run()
     }
 
-    /// A transaction from a client of this validator: admitted and relayed, or refused.
-    pub fn submit(&mut self, tx: Transaction, now_ms: u64) -> Result<Vec<Output>, crate::TxError> {
+    /// Transactions from a client of this validator, signatures already checked: each
+    /// admitted to the mempool or refused (the answers, in order); the admitted ones are
+    /// relayed to the other validators in one message.
+    pub fn submit(
+        &mut self,
+        txs: Vec<VerifiedTx>,
+        now_ms: u64,
+    ) -> (Vec<Result<(), crate::TxError>>, Vec<Output>) {
+        let (answers, relay) = self.admit_all(txs, now_ms);
+        for chunk in relay.chunks(super::wire::TXS_PER_MESSAGE_MAX) {
+            self.outputs
+                .push(Output::Broadcast(NetMsg::Txs(chunk.to_vec())));
+        }
+        (answers, self.run())
+    }
+
+    /// Transactions a validator relayed, signatures already checked: admitted, not relayed
+    /// again (validators are all connected, so the first relay reached everyone).
+    pub fn on_relayed_txs(&mut self, txs: Vec<VerifiedTx>, now_ms: u64) -> Vec<Output> {
+        self.admit_all(txs, now_ms);
+        self.run()
+    }
+
+    fn admit_all(
+        &mut self,
+        txs: Vec<VerifiedTx>,
+        now_ms: u64,
+    ) -> (Vec<Result<(), crate::TxError>>, Vec<Transaction>) {
         self.now_ms = now_ms.max(self.now_ms);
-        self.admit(&tx)?;
-        self.outputs.push(Output::Broadcast(NetMsg::Tx(tx)));
-        Ok(self.run())
+        let mut answers = Vec::with_capacity(txs.len());
+        let mut admitted = Vec::new();
+        for tx in txs {
+            let answer = self.admit(&tx);
+            if answer.is_ok() {
+                admitted.push(tx.into_tx());
+            }
+            answers.push(answer);
+        }
+        (answers, admitted)
     }
 
     pub fn on_message(&mut self, from: AccountId, msg: NetMsg, now_ms: u64) -> Vec<Output> {
@@ -274,10 +312,14 @@ impl Core {
                     self.pending.push_back(Input::Vote(signed));
                 }
             }
-            NetMsg::Tx(tx) => {
-                if self.admit(&tx).is_ok() {
-                    self.outputs.push(Output::Broadcast(NetMsg::Tx(tx)));
-                }
+            NetMsg::Txs(txs) => {
+                // Drivers check signatures off this loop and call `submit`; this path checks
+                // them here.
+                let verified: Vec<VerifiedTx> = txs
+                    .into_iter()
+                    .filter_map(|tx| VerifiedTx::check(tx, &self.ctx.chain_id))
+                    .collect();
+                return self.on_relayed_txs(verified, now_ms);
             }
             NetMsg::SyncRequest { height: wanted } => {
                 if let Some((block, commit)) = self.history.get(&wanted) {
@@ -338,16 +380,18 @@ impl Core {
             .push(Output::Send(from, NetMsg::SyncRequest { height }));
     }
 
-    /// Mempool admission: a valid signature and a nonce in the signer's window.
-    fn admit(&mut self, tx: &Transaction) -> Result<(), crate::TxError> {
-        if self.mempool.len() >= self.config.mempool_max {
+    /// Mempool admission: signed for this chain, a nonce in the signer's window, not a
+    /// duplicate.
+    fn admit(&mut self, tx: &VerifiedTx) -> Result<(), crate::TxError> {
+        if self.mempool_len >= self.config.mempool_max {
             self.stats.txs_refused += 1;
             return Err(crate::TxError::Overflow);
         }
-        if !tx.signature_is_valid(&self.ctx.chain_id) {
+        if *tx.chain_id() != self.ctx.chain_id {
             self.stats.txs_refused += 1;
             return Err(crate::TxError::BadSignature);
         }
+        let tx = tx.tx();
         let expected = self.ledger.account(&tx.signer).nonce;
         if tx.nonce < expected || tx.nonce >= expected + NONCE_WINDOW {
             self.stats.txs_refused += 1;
@@ -356,11 +400,13 @@ impl Core {
                 got: tx.nonce,
             });
         }
-        let id = tx.id();
-        if !self.mempool_ids.insert(id) {
+        // The first transaction seen for a (signer, nonce) stays; replacements are refused.
+        let waiting = self.mempool.entry(tx.signer).or_default();
+        if waiting.contains_key(&tx.nonce) {
             return Err(crate::TxError::AlreadyRegistered);
         }
-        self.mempool.push_back(tx.clone());
+        waiting.insert(tx.nonce, tx.clone());
+        self.mempool_len += 1;
         Ok(())
     }
 
@@ -494,19 +540,34 @@ impl Core {
                 .map(|c| c.signatures.iter().map(|(a, _)| *a).collect())
                 .unwrap_or_default(),
         };
-        let outcome = self.ledger.apply_block(&info, &block.txs, &CpuBackend);
-        for tx in &block.txs {
-            self.mempool_ids.remove(&tx.id());
-        }
-        let ledger = &self.ledger;
-        let ids = &mut self.mempool_ids;
-        self.mempool.retain(|tx| {
-            let keep = tx.nonce >= ledger.account(&tx.signer).nonce;
-            if !keep {
-                ids.remove(&tx.id());
+        // Transactions this validator admitted were verified then; only the others are here.
+        let checked: Vec<bool> = block
+            .txs
+            .iter()
+            .map(|tx| {
+                self.mempool
+                    .get(&tx.signer)
+                    .and_then(|waiting| waiting.get(&tx.nonce))
+                    == Some(tx)
+            })
+            .collect();
+        let outcome = self
+            .ledger
+            .apply_block_checked(&info, &block.txs, &checked, &CpuBackend);
+        // Only the block's signers' nonces moved: drop what they can no longer use.
+        let signers: std::collections::BTreeSet<AccountId> =
+            block.txs.iter().map(|tx| tx.signer).collect();
+        for signer in signers {
+            if let Some(waiting) = self.mempool.get_mut(&signer) {
+                let nonce = self.ledger.account(&signer).nonce;
+                let keep = waiting.split_off(&nonce);
+                self.mempool_len -= waiting.len();
+                *waiting = keep;
+                if waiting.is_empty() {
+                    self.mempool.remove(&signer);
+                }
             }
-            keep
-        });
+        }
         self.last_hash = hash.0;
         self.last_commit = Some(commit.clone());
         self.history
@@ -547,20 +608,35 @@ impl Core {
             .epoch_randomness(epoch)
             .expect("the current epoch's randomness is always known");
         let (vrf_proof, _) = vrf::vrf_prove(&self.key, &randomness, height);
-        let mut next_nonce: BTreeMap<AccountId, u64> = BTreeMap::new();
+        // Each signer's consecutive run from its ledger nonce, signers in rotating order.
         let mut txs = Vec::new();
-        for tx in &self.mempool {
+        let start = self.mempool_cursor.unwrap_or(AccountId([0; 32]));
+        let order = self
+            .mempool
+            .range(start..)
+            .chain(self.mempool.range(..start));
+        let mut last = None;
+        for (signer, waiting) in order {
             if txs.len() >= self.config.block_txs_max {
                 break;
             }
-            let nonce = next_nonce
-                .entry(tx.signer)
-                .or_insert_with(|| self.ledger.account(&tx.signer).nonce);
-            if tx.nonce == *nonce {
-                *nonce += 1;
+            last = Some(*signer);
+            let mut nonce = self.ledger.account(signer).nonce;
+            while let Some(tx) = waiting.get(&nonce) {
+                if txs.len() >= self.config.block_txs_max {
+                    break;
+                }
                 txs.push(tx.clone());
+                nonce += 1;
             }
         }
+        // The next block starts after the last signer this one reached.
+        self.mempool_cursor = last.and_then(|l| {
+            self.mempool
+                .range((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))
+                .next()
+                .map(|(a, _)| *a)
+        });
         Block {
             height,
             parent: self.last_hash,

@@ -6,7 +6,7 @@ mod types;
 mod wire;
 
 pub use core::{Committed, Core, CoreConfig, CoreStats, Output};
-pub use wire::{MESSAGE_BYTES_MAX, NetMsg};
+pub use wire::{MESSAGE_BYTES_MAX, NetMsg, TXS_PER_MESSAGE_MAX};
 
 pub use types::{
     BLOCK_BYTES_MAX, BLOCK_TXS_MAX, Block, BlockHash, BlockValue, Bls, Cess, CommitRecord, Height,

@@ -14,6 +14,9 @@ use arc_malachitebft_core_types::{
     RoundSignature, SignedProposal, SignedVote, VoteType,
 };
 
+/// Most transactions one message relays.
+pub const TXS_PER_MESSAGE_MAX: usize = 4096;
+
 /// Largest message: a full block plus its proposal header.
 pub const MESSAGE_BYTES_MAX: usize = super::types::BLOCK_BYTES_MAX + 4096;
 
@@ -22,8 +25,8 @@ pub enum NetMsg {
     /// A signed proposal carrying its whole block.
     Proposal(SignedProposal<Cess>),
     Vote(SignedVote<Cess>),
-    /// A transaction for the mempools.
-    Tx(Transaction),
+    /// Transactions for the mempools (at most [`TXS_PER_MESSAGE_MAX`]).
+    Txs(Vec<Transaction>),
     /// "Send me the block decided at this height."
     SyncRequest {
         height: u64,
@@ -45,7 +48,7 @@ impl NetMsg {
         match self {
             NetMsg::Proposal(_) => "proposal",
             NetMsg::Vote(_) => "vote",
-            NetMsg::Tx(_) => "tx",
+            NetMsg::Txs(_) => "txs",
             NetMsg::SyncRequest { .. } => "sync_request",
             NetMsg::SyncResponse { .. } => "sync_response",
             NetMsg::Polka(_) => "polka_certificate",
@@ -75,11 +78,13 @@ impl NetMsg {
                 encode_nil_or_val(&mut w, &v.value);
                 w.fixed(&v.validator.0).fixed(&signed.signature.to_bytes());
             }
-            NetMsg::Tx(tx) => {
-                w.u8(3);
-                let mut inner = Writer::new();
-                tx.encode_into(&mut inner);
-                w.bytes(inner.as_bytes());
+            NetMsg::Txs(txs) => {
+                w.u8(3).count(txs.len());
+                for tx in txs {
+                    let mut inner = Writer::new();
+                    tx.encode_into(&mut inner);
+                    w.bytes(inner.as_bytes());
+                }
             }
             NetMsg::SyncRequest { height } => {
                 w.u8(4).u64(*height);
@@ -173,9 +178,16 @@ impl NetMsg {
                     signature,
                 ))
             }
-            3 => NetMsg::Tx(Transaction::decode(
-                r.bytes(crate::tx::TX_BYTES_MAX, "transaction")?,
-            )?),
+            3 => {
+                let count = r.count(TXS_PER_MESSAGE_MAX, 4 + 32 + 8 + 1 + 64, "transactions")?;
+                let mut txs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    txs.push(Transaction::decode(
+                        r.bytes(crate::tx::TX_BYTES_MAX, "transaction")?,
+                    )?);
+                }
+                NetMsg::Txs(txs)
+            }
             4 => NetMsg::SyncRequest {
                 height: r.u64("height")?,
             },

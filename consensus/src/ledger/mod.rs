@@ -361,6 +361,10 @@ impl Ledger {
         if !tx.signature_is_valid(&self.chain_id) {
             return Err(TxError::BadSignature);
         }
+        self.check_nonce(tx)
+    }
+
+    fn check_nonce(&self, tx: &Transaction) -> Result<(), TxError> {
         let expected = self.account(&tx.signer).nonce;
         if tx.nonce != expected {
             return Err(TxError::BadNonce {
@@ -380,6 +384,20 @@ impl Ledger {
         txs: &[Transaction],
         verifier: &dyn Backend,
     ) -> BlockOutcome {
+        self.apply_block_checked(info, txs, &[], verifier)
+    }
+
+    /// [`Ledger::apply_block`] where `signatures_checked[i]` says the caller already verified
+    /// transaction `i`'s signature for this chain (a validator did, when it admitted the
+    /// transaction to its mempool), so it is not verified twice. Missing entries are false.
+    /// The outcome is the same either way: signature validity is a function of the bytes.
+    pub fn apply_block_checked(
+        &mut self,
+        info: &BlockInfo,
+        txs: &[Transaction],
+        signatures_checked: &[bool],
+        verifier: &dyn Backend,
+    ) -> BlockOutcome {
         assert_eq!(
             info.height,
             self.height + 1,
@@ -394,10 +412,11 @@ impl Ledger {
         self.credit_commit_signers(&info.last_commit);
         self.open_audit_round();
 
-        let verdicts = self.verify_block_proofs(txs, verifier);
+        let checked = |index: usize| signatures_checked.get(index).copied().unwrap_or(false);
+        let verdicts = self.verify_block_proofs(txs, &checked, verifier);
         let mut receipts = Vec::with_capacity(txs.len());
         for (index, tx) in txs.iter().enumerate() {
-            let result = self.apply_tx(tx, verdicts.get(&index).copied());
+            let result = self.apply_tx(tx, checked(index), verdicts.get(&index).copied());
             receipts.push(result);
         }
 
@@ -416,9 +435,14 @@ impl Ledger {
     fn apply_tx(
         &mut self,
         tx: &Transaction,
+        signature_checked: bool,
         verdict: Option<cess_proofs::Verdict>,
     ) -> Result<(), TxError> {
-        self.check_signature_and_nonce(tx)?;
+        if signature_checked {
+            self.check_nonce(tx)?;
+        } else {
+            self.check_signature_and_nonce(tx)?;
+        }
         let signer = tx.signer;
         match &tx.call {
             Call::Transfer { to, amount } => self.transfer(signer, *to, *amount)?,
