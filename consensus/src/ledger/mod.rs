@@ -16,7 +16,7 @@ pub use params::{GIB, Genesis, GenesisValidator, LedgerParams, TOKEN};
 pub use storage::{
     FileInfo, FileState, FragmentInfo, Miner, MinerState, RestoralOrder, SegmentInfo,
 };
-pub use validators::{Candidate, ValidatorEntry};
+pub use validators::{Candidate, ValidatorEntry, credit};
 
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
