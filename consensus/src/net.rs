@@ -1,5 +1,5 @@
 //! The QUIC driver of a validator (feature `quic`): a thin loop that moves [`NetMsg`]s between
-//! a [`Core`] and its peers over `cess-transport` endpoints, turns timeouts into timers, and
+//! a validator's [`Engine`] and its peers over `cess-transport` endpoints, turns timeouts into timers, and
 //! reports commits. All decisions stay in the core.
 //!
 //! The wire: ALPN `cess-consensus/1`, TLS bound to the node key (the validator's account key,
@@ -10,7 +10,7 @@
 //! core re-sends votes and certificates by itself); a broken connection is re-dialed.
 
 use crate::bft::TXS_PER_MESSAGE_MAX;
-use crate::bft::{Committed, Core, MESSAGE_BYTES_MAX, NetMsg, Output};
+use crate::bft::{Committed, Engine, MESSAGE_BYTES_MAX, NetMsg, Output};
 use crate::keys::AccountId;
 use crate::tx::{Transaction, VerifiedTx};
 use arc_malachitebft_core_types::Timeout;
@@ -138,10 +138,10 @@ impl ValidatorHandle {
     }
 }
 
-/// Start a validator: listen on `listen`, dial `peers`, drive `core`. Must run inside a tokio
+/// Start a validator: listen on `listen`, dial `peers`, drive `core` (a [`crate::bft::Core`]). Must run inside a tokio
 /// runtime; the driver's tasks live as long as the endpoint.
-pub fn start(
-    core: Core,
+pub fn start<E: Engine + Send + 'static>(
+    core: E,
     node_key: Arc<NodeKey>,
     listen: SocketAddr,
     peers: Vec<NodeAddr>,
@@ -192,8 +192,8 @@ fn now_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
 
-async fn core_loop(
-    mut core: Core,
+async fn core_loop<E: Engine>(
+    mut core: E,
     mut events: mpsc::Receiver<EventBox>,
     loopback: mpsc::Sender<EventBox>,
     senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,

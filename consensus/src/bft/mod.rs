@@ -1,5 +1,6 @@
 //! BFT finality: Tendermint from Malachite's core crates, behind this module's sans-IO
-//! [`Core`], with the ledger's validator sets, VRF slot leaders and blocks of transactions.
+//! [`Core`] (and the [`Engine`] trait drivers use), with the ledger's validator sets, VRF slot
+//! leaders and blocks of transactions.
 
 mod core;
 mod types;
@@ -12,3 +13,60 @@ pub use types::{
     BLOCK_BYTES_MAX, BLOCK_TXS_MAX, Block, BlockHash, BlockValue, Bls, Cess, CommitRecord, Height,
     NoParts, Proposal, StepTimeouts, VALIDATORS_MAX, Validator, ValidatorSet, Vote,
 };
+
+use crate::keys::AccountId;
+use crate::ledger::Ledger;
+use crate::tx::VerifiedTx;
+pub use arc_malachitebft_core_types::Timeout;
+
+/// What a driver (the QUIC driver, a simulator) needs from a validator's consensus engine:
+/// messages, timeouts, transactions and the clock in; [`Output`]s out. Malachite stays behind
+/// it: [`Core`] is the implementation, and a driver written against this trait does not
+/// change if the BFT engine does.
+pub trait Engine {
+    /// Start the first height.
+    fn start(&mut self, now_ms: u64) -> Vec<Output>;
+    fn on_message(&mut self, from: AccountId, msg: NetMsg, now_ms: u64) -> Vec<Output>;
+    /// A timeout the engine scheduled has elapsed (drivers drop cancelled ones).
+    fn on_timeout(&mut self, timeout: Timeout, now_ms: u64) -> Vec<Output>;
+    /// Transactions from this validator's clients: answered in order, the admitted relayed.
+    fn submit(
+        &mut self,
+        txs: Vec<VerifiedTx>,
+        now_ms: u64,
+    ) -> (Vec<Result<(), crate::TxError>>, Vec<Output>);
+    /// Transactions relayed by another validator (not relayed again).
+    fn on_relayed_txs(&mut self, txs: Vec<VerifiedTx>, now_ms: u64) -> Vec<Output>;
+    /// The ledger after the last committed block.
+    fn ledger(&self) -> &Ledger;
+}
+
+impl Engine for Core {
+    fn start(&mut self, now_ms: u64) -> Vec<Output> {
+        Core::start(self, now_ms)
+    }
+
+    fn on_message(&mut self, from: AccountId, msg: NetMsg, now_ms: u64) -> Vec<Output> {
+        Core::on_message(self, from, msg, now_ms)
+    }
+
+    fn on_timeout(&mut self, timeout: Timeout, now_ms: u64) -> Vec<Output> {
+        Core::on_timeout(self, timeout, now_ms)
+    }
+
+    fn submit(
+        &mut self,
+        txs: Vec<VerifiedTx>,
+        now_ms: u64,
+    ) -> (Vec<Result<(), crate::TxError>>, Vec<Output>) {
+        Core::submit(self, txs, now_ms)
+    }
+
+    fn on_relayed_txs(&mut self, txs: Vec<VerifiedTx>, now_ms: u64) -> Vec<Output> {
+        Core::on_relayed_txs(self, txs, now_ms)
+    }
+
+    fn ledger(&self) -> &Ledger {
+        Core::ledger(self)
+    }
+}
