@@ -63,7 +63,7 @@ impl Sizes {
 pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     let fio = which_fio()?;
     let sizes = Sizes::new(options.quick);
-    let (target, _guard) = prepare_target(options, sizes.target_bytes)?;
+    let (target, _guard) = prepare_target(options, sizes.target_bytes, "engine-target.img")?;
     println!(
         "engine suite on {} ({} MiB), fio at {fio}",
         target.display(),
@@ -92,7 +92,7 @@ fn which_fio() -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-struct RemoveOnDrop(Option<PathBuf>);
+pub(crate) struct RemoveOnDrop(Option<PathBuf>);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         if let Some(p) = &self.0 {
@@ -101,13 +101,17 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn prepare_target(options: &Options, bytes: u64) -> Result<(PathBuf, RemoveOnDrop), String> {
+pub(crate) fn prepare_target(
+    options: &Options,
+    bytes: u64,
+    name: &str,
+) -> Result<(PathBuf, RemoveOnDrop), String> {
     if let Some(t) = &options.target {
         return Ok((t.clone(), RemoveOnDrop(None)));
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join("engine-target.img");
+    let path = dir.join(name);
     let file =
         std::fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
     file.set_len(bytes)
@@ -133,7 +137,7 @@ fn prepare_target(options: &Options, bytes: u64) -> Result<(PathBuf, RemoveOnDro
     Ok((path.clone(), RemoveOnDrop(Some(path))))
 }
 
-fn format_store(target: &Path) -> Result<Store, String> {
+pub(crate) fn format_store(target: &Path) -> Result<Store, String> {
     let t = Target::Path(target.to_path_buf());
     let mut options = FormatOptions::new(NODE);
     options.force = true;
@@ -141,7 +145,7 @@ fn format_store(target: &Path) -> Result<Store, String> {
     Store::open(&t, &OpenOptions::new(NODE)).map_err(|e| e.to_string())
 }
 
-fn fragments(count: usize, len: usize, seed: u64) -> Vec<(Key, AlignedBuf)> {
+pub(crate) fn fragments(count: usize, len: usize, seed: u64) -> Vec<(Key, AlignedBuf)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|_| {
@@ -153,7 +157,7 @@ fn fragments(count: usize, len: usize, seed: u64) -> Vec<(Key, AlignedBuf)> {
 }
 
 /// Puts every fragment with `queue_depth` in flight over two submitting threads.
-fn put_all(
+pub(crate) fn put_all(
     store: &Arc<Store>,
     frags: Vec<(Key, AlignedBuf)>,
     queue_depth: usize,

@@ -111,14 +111,160 @@ async fn tcp_reference(count: usize) -> f64 {
 }
 
 pub fn run(options: &Options) -> Result<Vec<Case>, String> {
-    if !options.wants("stream-8MiB-one-connection") {
-        return Ok(Vec::new());
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    Ok(vec![runtime.block_on(stream_case(options))?])
+    let mut cases = Vec::new();
+    if options.wants("stream-8MiB-one-connection") {
+        cases.push(runtime.block_on(stream_case(options))?);
+    }
+    if options.wants("many-fragments-into-engine") {
+        cases.push(many_into_engine_case(&runtime, options)?);
+    }
+    Ok(cases)
+}
+
+/// Connections writing at once into one node, and fragments in flight on each.
+const WRITERS: usize = 4;
+const WRITER_IN_FLIGHT: usize = 2;
+
+/// Several connections writing fragments into one node's engine store on a file, against the
+/// same number of fragments put straight into an engine store (no network, same total depth).
+fn many_into_engine_case(
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+) -> Result<Case, String> {
+    use cess_transport::engine_store::EngineStore;
+    let (runs, per_writer, fragment_bytes) = if options.quick {
+        (1, 2, 1 << 20)
+    } else {
+        (3, 8, 8 << 20)
+    };
+    let count = WRITERS * per_writer;
+    let run_bytes = (count * fragment_bytes) as u64;
+    // Room for every run of both sides, plus slack for metadata and shard rounding.
+    let store_bytes = (runs as u64 * run_bytes * 3 / 2).max(256 << 20);
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let (ours_target, _ours_guard) =
+        crate::engine::prepare_target(options, store_bytes, "transport-engine-ours.img")?;
+    let (base_target, _base_guard) = crate::engine::prepare_target(
+        &Options {
+            target: None,
+            ..options.clone()
+        },
+        store_bytes,
+        "transport-engine-baseline.img",
+    )?;
+    let node_store = Arc::new(crate::engine::format_store(&ours_target)?);
+    let base_store = Arc::new(crate::engine::format_store(&base_target)?);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut latency = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut base_latency = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let (clients, node_addr) = runtime.block_on(async {
+        let node_key = Arc::new(NodeKey::generate());
+        let node = Endpoint::server(node_key.clone(), loopback(), Limits::default())
+            .map_err(|e| err(&e))?;
+        let server = Server::new(
+            Arc::new(EngineStore(node_store.clone())),
+            node_key,
+            ServerConfig::default(),
+        );
+        tokio::spawn(server.serve(node.clone()));
+        let node_addr = node.node_addr().map_err(|e| err(&e))?;
+        let mut clients = Vec::new();
+        for _ in 0..WRITERS {
+            let endpoint =
+                Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default())
+                    .map_err(|e| err(&e))?;
+            let client = Arc::new(Client::new(endpoint, ClientConfig::default()));
+            client.connection(&node_addr).await.map_err(|e| err(&e))?;
+            clients.push(client);
+        }
+        Ok::<_, String>((clients, node_addr))
+    })?;
+    for run in 0..runs {
+        // Fresh bytes every run and side: the store would otherwise find them already held.
+        let frags = crate::engine::fragments(count, fragment_bytes, 1000 + run as u64);
+        let payloads: Vec<(Bytes, [u8; 32])> = frags
+            .iter()
+            .map(|(key, buf)| (Bytes::copy_from_slice(buf), key.0))
+            .collect();
+        drop(frags);
+        let started = Instant::now();
+        let per_fragment = runtime.block_on(async {
+            let mut writers = tokio::task::JoinSet::new();
+            for (w, client) in clients.iter().enumerate() {
+                let mine: Vec<(Bytes, [u8; 32])> =
+                    payloads.iter().skip(w).step_by(WRITERS).cloned().collect();
+                let (client, addr) = (client.clone(), node_addr.clone());
+                writers.spawn(async move {
+                    let mut times = Vec::new();
+                    let mut in_flight = tokio::task::JoinSet::new();
+                    for (data, id) in mine {
+                        if in_flight.len() >= WRITER_IN_FLIGHT {
+                            times.push(in_flight.join_next().await.expect("task").expect("write"));
+                        }
+                        let (client, addr) = (client.clone(), addr.clone());
+                        in_flight.spawn(async move {
+                            let t = Instant::now();
+                            client
+                                .write_fragment(&addr, [0; 32], id, data)
+                                .await
+                                .expect("write");
+                            t.elapsed()
+                        });
+                    }
+                    while let Some(done) = in_flight.join_next().await {
+                        times.push(done.expect("write"));
+                    }
+                    times
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(times) = writers.join_next().await {
+                all.extend(times.expect("writer"));
+            }
+            all
+        });
+        ours.push(run_bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64());
+        for t in per_fragment {
+            let _ = latency.record(t.as_micros() as u64);
+        }
+        let frags = crate::engine::fragments(count, fragment_bytes, 2000 + run as u64);
+        let started = Instant::now();
+        crate::engine::put_all(
+            &base_store,
+            frags,
+            WRITERS * WRITER_IN_FLIGHT,
+            &mut base_latency,
+        );
+        theirs.push(run_bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64());
+    }
+    let stats = node_store.stats().map_err(|e| err(&e))?;
+    if stats.active_count < (runs * count) as u64 {
+        return Err(format!(
+            "the node holds {} fragments, {} were written",
+            stats.active_count,
+            runs * count
+        ));
+    }
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "many-fragments-into-engine".into();
+    case.metric = "throughput";
+    case.unit = "MiB/s";
+    case.baseline = format!(
+        "the same count of fragments put straight into an engine store on a file, {} in flight",
+        WRITERS * WRITER_IN_FLIGHT
+    );
+    case.latency = crate::report::Latency::from_histogram(&latency);
+    case.baseline_latency = Some(crate::report::Latency::from_histogram(&base_latency));
+    case.note = format!(
+        "{WRITERS} connections × {WRITER_IN_FLIGHT} fragments of {} MiB in flight into one node \
+         (signed protocol, SHA-256 check, engine on a file with O_DIRECT); latency per fragment",
+        fragment_bytes >> 20
+    );
+    Ok(case)
 }
 
 async fn stream_case(options: &Options) -> Result<Case, String> {

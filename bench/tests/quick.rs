@@ -72,7 +72,10 @@ fn codec_suite_runs_quick() {
 
 #[test]
 fn transport_suite_runs_quick() {
-    run_quick("transport", &["stream-8MiB-one-connection"]);
+    run_quick(
+        "transport",
+        &["stream-8MiB-one-connection", "many-fragments-into-engine"],
+    );
 }
 
 #[test]

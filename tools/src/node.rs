@@ -2,11 +2,8 @@
 //! QUIC, and status and Prometheus metrics on loopback HTTP.
 
 use anyhow::{Context, Result, bail};
-use cess_engine::{
-    AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, ReadBuf, Store, StoreError, Target,
-    format,
-};
-use cess_transport::server::{FragmentStore, StoreFault};
+use cess_engine::{FormatOptions, Key, NodeId, OpenOptions, Store, Target, format};
+pub use cess_transport::engine_store::EngineStore;
 use cess_transport::{Endpoint, Limits, NodeKey, PeerId, Server, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -170,63 +167,6 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
     std::fs::write(&config_path, toml::to_string(&config)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
     Ok(key.peer_id())
-}
-
-/// The engine behind the fragment protocol.
-#[derive(Debug)]
-pub struct EngineStore(pub Arc<Store>);
-
-/// An engine read buffer as bytes to send.
-#[derive(Debug)]
-pub struct ReadBytes(ReadBuf);
-
-impl AsRef<[u8]> for ReadBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-fn fault(e: StoreError) -> StoreFault {
-    match e {
-        StoreError::NotFound(_) => StoreFault::NotFound,
-        StoreError::HashMismatch { .. } => StoreFault::Mismatch,
-        other => StoreFault::Failed(other.to_string()),
-    }
-}
-
-impl FragmentStore for EngineStore {
-    type WriteBuf = AlignedBuf;
-    type ReadBuf = ReadBytes;
-
-    fn alloc(&self, len_bytes: usize) -> AlignedBuf {
-        AlignedBuf::zeroed(len_bytes)
-    }
-
-    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
-        let info = self.0.contains(Key(id)).await.map_err(fault)?;
-        Ok(info.map(|i| i.len_bytes))
-    }
-
-    async fn put(&self, id: [u8; 32], data: AlignedBuf) -> Result<(), StoreFault> {
-        self.0
-            .put_buf(Key(id), Class::Active, data)
-            .await
-            .map(|_| ())
-            .map_err(fault)
-    }
-
-    async fn read(
-        &self,
-        id: [u8; 32],
-        offset: u64,
-        len_bytes: u64,
-    ) -> Result<ReadBytes, StoreFault> {
-        self.0
-            .read(Key(id), offset, len_bytes)
-            .await
-            .map(ReadBytes)
-            .map_err(fault)
-    }
 }
 
 /// Runs the node in `dir` (or with the config at `config`) until SIGINT or SIGTERM.

@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+#[cfg(feature = "engine")]
+pub mod engine_store;
 pub mod identity;
 pub mod message;
 pub mod protocol;
