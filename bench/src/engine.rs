@@ -137,6 +137,22 @@ pub(crate) fn prepare_target(
     Ok((path.clone(), RemoveOnDrop(Some(path))))
 }
 
+/// fio's sequential write throughput (MiB/s) of `bytes` to `file`: 8 MiB blocks, io_uring,
+/// O_DIRECT, queue depth 8.
+pub(crate) fn fio_write_mibs(file: &Path, bytes: u64) -> Result<f64, String> {
+    let json = fio(
+        file,
+        &[
+            "--name=e2e-write".into(),
+            "--rw=write".into(),
+            "--bs=8M".into(),
+            "--iodepth=8".into(),
+            format!("--size={bytes}"),
+        ],
+    )?;
+    Ok(fio_side(&json, "write").bytes_per_sec / (1u64 << 20) as f64)
+}
+
 pub(crate) fn format_store(target: &Path) -> Result<Store, String> {
     let t = Target::Path(target.to_path_buf());
     let mut options = FormatOptions::new(NODE);

@@ -6,6 +6,7 @@
 
 mod codec;
 mod consensus;
+mod e2e;
 mod engine;
 mod kernels;
 mod proofs;
@@ -50,8 +51,10 @@ fn main() -> ExitCode {
             "proofs",
             "kernels",
             "consensus",
+            "e2e",
         ],
         "consensus" => &["consensus"],
+        "e2e" => &["e2e"],
         "proofs" => &["proofs"],
         "kernels" => &["kernels"],
         "transport" => &["transport"],
@@ -59,8 +62,8 @@ fn main() -> ExitCode {
         "codec" => &["codec"],
         other => {
             eprintln!(
-                "unknown suite {other}: this build has `engine`, `codec`, `transport`, `proofs`, `kernels` \
-                 and `consensus`"
+                "unknown suite {other}: this build has `engine`, `codec`, `transport`, `proofs`, `kernels`, \
+                 `consensus` and `e2e`"
             );
             return ExitCode::from(2);
         }
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
             "proofs" => proofs::run(&options),
             "kernels" => kernels::run(&options),
             "consensus" => consensus::run(&options),
+            "e2e" => e2e::run(&options),
             _ => codec::run(&options),
         };
         if let Err(e) = result.and_then(|cases| report::emit(name, &cases, &options, i > 0)) {

@@ -104,3 +104,8 @@ fn consensus_suite_runs_quick() {
         &["finality-4-validators", "batch-verify-vs-single"],
     );
 }
+
+#[test]
+fn e2e_suite_runs_quick() {
+    run_quick("e2e", &["put-1GiB-12-nodes"]);
+}
