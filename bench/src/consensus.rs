@@ -3,8 +3,8 @@
 //! inside block application (one batch per block) against verifying each proof alone.
 
 use crate::proofs::LazySource;
-use crate::report::{Case, Latency, Options, median};
-use cess_consensus::bft::{Core, CoreConfig};
+use crate::report::{Case, Latency, Options};
+use cess_consensus::bft::CoreConfig;
 use cess_consensus::ledger::{BlockInfo, Event, Ledger, LedgerParams, TOKEN};
 use cess_consensus::net::{self, ValidatorHandle};
 use cess_consensus::sim::genesis;
@@ -12,7 +12,6 @@ use cess_consensus::tx::{Hash32, SegmentDecl};
 use cess_consensus::{AccountKey, Call, Transaction};
 use cess_proofs::curve::{self, G1, G1Affine, G2Affine, Scalar};
 use cess_proofs::{CpuBackend, HASH_DST, SECTORS_PER_BLOCK_DEFAULT, SecretKey, prove, verify};
-use cess_transport::identity::{NodeAddr, NodeKey};
 use hdrhistogram::Histogram;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -61,13 +60,15 @@ async fn submit_batches(
     handles: &[ValidatorHandle],
     txs: &[Transaction],
     pending: &mut HashMap<Hash32, Instant>,
+    next: &mut usize,
 ) -> Result<(), String> {
-    for (k, batch) in txs.chunks(SUBMIT_BATCH).enumerate() {
+    for batch in txs.chunks(SUBMIT_BATCH) {
         let at = Instant::now();
         for tx in batch {
             pending.insert(tx.id(), at);
         }
-        let answers = handles[(k + pending.len()) % handles.len()]
+        *next = (*next + 1) % handles.len();
+        let answers = handles[*next]
             .submit(batch.to_vec())
             .await
             .map_err(|e| e.to_string())?;
@@ -133,45 +134,15 @@ fn finality_run(
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
-        let sockets: Vec<std::net::UdpSocket> = (0..4)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()
+        let handles = net::start_loopback(&ledger, &keys, CoreConfig::default())
             .map_err(|e| e.to_string())?;
-        let addrs: Vec<NodeAddr> = sockets
-            .iter()
-            .zip(&keys)
-            .map(|(s, (account, _))| NodeAddr {
-                socket: s.local_addr().expect("bound"),
-                peer: account.id().peer_id().expect("ed25519"),
-            })
-            .collect();
-        drop(sockets);
-        let mut handles: Vec<ValidatorHandle> = Vec::new();
-        for (i, (account, vkey)) in keys.iter().enumerate() {
-            let core = Core::new(
-                ledger.clone(),
-                vkey.clone(),
-                account.id(),
-                CoreConfig::default(),
-                0,
-            );
-            let peers = addrs
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, a)| a.clone())
-                .collect();
-            let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
-            handles.push(
-                net::start(core, node_key, addrs[i].socket, peers).map_err(|e| e.to_string())?,
-            );
-        }
         let mut commits = handles[0].commits();
         // Saturation: every transfer submitted at once, in client batches spread over the
         // validators; throughput = transfers / time until the last is committed.
         let started = Instant::now();
         let mut pending: HashMap<Hash32, Instant> = HashMap::with_capacity(saturate.len());
-        submit_batches(&handles, saturate, &mut pending).await?;
+        let mut next = 0;
+        submit_batches(&handles, saturate, &mut pending, &mut next).await?;
         let mut ignored = Histogram::<u64>::new(3).expect("histogram");
         wait_committed(&mut commits, &mut pending, &mut ignored).await?;
         let tps = saturate.len() as f64 / started.elapsed().as_secs_f64();
@@ -179,7 +150,7 @@ fn finality_run(
         let mut latency = Histogram::<u64>::new(3).expect("histogram");
         let mut pending: HashMap<Hash32, Instant> = HashMap::new();
         for batch in paced.chunks(PACED_BATCH) {
-            submit_batches(&handles, batch, &mut pending).await?;
+            submit_batches(&handles, batch, &mut pending, &mut next).await?;
             let tick = tokio::time::sleep(Duration::from_millis(PACE_MS));
             tokio::pin!(tick);
             loop {
@@ -556,6 +527,5 @@ fn batch_verify_case(options: &Options) -> Result<Case, String> {
         pairing_s * 1000.0,
         setup.miners.len()
     );
-    let _ = median;
     Ok(case)
 }

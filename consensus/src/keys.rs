@@ -197,6 +197,13 @@ impl Ord for ValidatorSignature {
 }
 
 impl ValidatorSignature {
+    fn from_blst(sig: min_pk::Signature) -> ValidatorSignature {
+        ValidatorSignature {
+            bytes: sig.compress(),
+            sig,
+        }
+    }
+
     /// Compressed encoding only, canonical, in the subgroup and not the identity.
     pub fn decode(
         bytes: &[u8; VALIDATOR_SIGNATURE_BYTES],
@@ -232,6 +239,10 @@ impl ValidatorKey {
     pub fn from_seed(ikm: &[u8; 32]) -> ValidatorKey {
         let secret = min_pk::SecretKey::key_gen(ikm, b"cess-validator")
             .expect("32 bytes of key material are enough for KeyGen");
+        ValidatorKey::from_secret(secret)
+    }
+
+    fn from_secret(secret: min_pk::SecretKey) -> ValidatorKey {
         let key = secret.sk_to_pk();
         let public = ValidatorPublicKey {
             bytes: key.compress(),
@@ -254,14 +265,7 @@ impl ValidatorKey {
     pub fn from_secret_bytes(bytes: &[u8; 32]) -> Result<ValidatorKey, DecodeError> {
         let secret = min_pk::SecretKey::from_bytes(bytes)
             .map_err(|_| DecodeError::Invalid("validator secret key"))?;
-        let key = secret.sk_to_pk();
-        Ok(ValidatorKey {
-            public: ValidatorPublicKey {
-                bytes: key.compress(),
-                key,
-            },
-            secret,
-        })
+        Ok(ValidatorKey::from_secret(secret))
     }
 
     pub fn public(&self) -> &ValidatorPublicKey {
@@ -269,19 +273,11 @@ impl ValidatorKey {
     }
 
     pub fn sign(&self, domain: &[u8], message: &[u8]) -> ValidatorSignature {
-        let sig = self.secret.sign(message, DST_SIGN, domain);
-        ValidatorSignature {
-            bytes: sig.compress(),
-            sig,
-        }
+        ValidatorSignature::from_blst(self.secret.sign(message, DST_SIGN, domain))
     }
 
     pub fn proof_of_possession(&self) -> ValidatorSignature {
-        let sig = self.secret.sign(&self.public.bytes, DST_POP, &[]);
-        ValidatorSignature {
-            bytes: sig.compress(),
-            sig,
-        }
+        ValidatorSignature::from_blst(self.secret.sign(&self.public.bytes, DST_POP, &[]))
     }
 }
 

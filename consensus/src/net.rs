@@ -188,6 +188,50 @@ pub fn start<E: Engine + Send + 'static>(
     })
 }
 
+/// Starts one validator per `(account, BLS key)` on loopback ports, each dialing all the
+/// others, every one from `ledger` (tests, benchmarks). Must run inside a tokio runtime.
+pub fn start_loopback(
+    ledger: &crate::ledger::Ledger,
+    keys: &[(crate::keys::AccountKey, crate::keys::ValidatorKey)],
+    config: crate::bft::CoreConfig,
+) -> Result<Vec<ValidatorHandle>, NetError> {
+    // Ports the OS hands out now, released just before the endpoints bind them.
+    let sockets = keys
+        .iter()
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NetError::Io(e.to_string()))?;
+    let mut addrs = Vec::with_capacity(keys.len());
+    for (socket, (account, _)) in sockets.iter().zip(keys) {
+        addrs.push(NodeAddr {
+            socket: socket
+                .local_addr()
+                .map_err(|e| NetError::Io(e.to_string()))?,
+            peer: account.id().peer_id().expect("account keys are Ed25519"),
+        });
+    }
+    drop(sockets);
+    let mut handles = Vec::with_capacity(keys.len());
+    for (i, (account, validator_key)) in keys.iter().enumerate() {
+        let core = crate::bft::Core::new(
+            ledger.clone(),
+            validator_key.clone(),
+            account.id(),
+            config.clone(),
+            0,
+        );
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
+        handles.push(start(core, node_key, addrs[i].socket, peers)?);
+    }
+    Ok(handles)
+}
+
 fn now_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }

@@ -398,6 +398,27 @@ impl Transaction {
     }
 }
 
+/// Smallest encoded transaction (signer, nonce, call kind, signature) plus its length prefix.
+const TX_BYTES_MIN: usize = 4 + 32 + 8 + 1 + 64;
+
+/// A list of transactions (blocks, relays), each length-prefixed.
+pub fn encode_list(txs: &[Transaction], w: &mut Writer) {
+    w.count(txs.len());
+    for tx in txs {
+        w.bytes(&tx.encode());
+    }
+}
+
+/// Decodes [`encode_list`]'s output of at most `max` transactions.
+pub fn decode_list(r: &mut Reader<'_>, max: usize) -> Result<Vec<Transaction>, DecodeError> {
+    let count = r.count(max, TX_BYTES_MIN, "transactions")?;
+    let mut txs = Vec::with_capacity(count);
+    for _ in 0..count {
+        txs.push(Transaction::decode(r.bytes(TX_BYTES_MAX, "transaction")?)?);
+    }
+    Ok(txs)
+}
+
 /// A transaction whose signature was checked for a chain. Drivers check signatures on their
 /// own threads and hand the core only these, so the core's loop spends no time on them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,22 +2,17 @@
 //! transactions submitted to one of them, keep finalizing with one stopped, and agree on every
 //! block and state root.
 
-use cess_consensus::bft::{Core, CoreConfig};
+use cess_consensus::bft::CoreConfig;
 use cess_consensus::ledger::{Ledger, LedgerParams, TOKEN};
-use cess_consensus::net::{self, ValidatorHandle};
+use cess_consensus::net;
 use cess_consensus::sim::genesis;
-use cess_consensus::{AccountKey, Call, Transaction};
-use cess_transport::identity::{NodeAddr, NodeKey};
+use cess_consensus::{Call, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Per validator: height → (block hash, state root, transactions).
 type Seen = BTreeMap<u64, ([u8; 32], [u8; 32], usize)>;
-
-fn node_key(account: &AccountKey) -> Arc<NodeKey> {
-    Arc::new(NodeKey::from_ed25519(account.ed25519().clone()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_over_quic_finalize_and_survive_one_stopping() {
@@ -27,38 +22,8 @@ async fn four_validators_over_quic_finalize_and_survive_one_stopping() {
     };
     let (genesis, keys, users) = genesis(4, 2, 77, params);
     let ledger = Ledger::genesis(&genesis).unwrap();
-    let sockets: Vec<std::net::UdpSocket> = (0..4)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addrs: Vec<NodeAddr> = sockets
-        .iter()
-        .zip(&keys)
-        .map(|(s, (account, _))| NodeAddr {
-            socket: s.local_addr().unwrap(),
-            peer: account.id().peer_id().unwrap(),
-        })
-        .collect();
-    drop(sockets);
-    let mut handles: Vec<ValidatorHandle> = Vec::new();
-    let mut commits = Vec::new();
-    for (i, (account, vkey)) in keys.iter().enumerate() {
-        let core = Core::new(
-            ledger.clone(),
-            vkey.clone(),
-            account.id(),
-            CoreConfig::default(),
-            0,
-        );
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.clone())
-            .collect();
-        let handle = net::start(core, node_key(account), addrs[i].socket, peers).unwrap();
-        commits.push(handle.commits());
-        handles.push(handle);
-    }
+    let handles = net::start_loopback(&ledger, &keys, CoreConfig::default()).unwrap();
+    let mut commits: Vec<_> = handles.iter().map(|h| h.commits()).collect();
     let chain_id = ledger.chain_id();
     for nonce in 0..20 {
         let tx = Transaction::sign(

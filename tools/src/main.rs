@@ -8,6 +8,7 @@ mod devnet;
 mod net;
 mod node;
 mod proof_cmd;
+mod secret;
 mod validator;
 
 use anyhow::{Context, Result, bail};

@@ -2,8 +2,6 @@
 //! fragment files in a directory or on an engine store.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -40,14 +38,7 @@ pub fn keygen(out: &Path, sectors_per_block: u32) -> Result<()> {
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(&mut seed[..]);
     let key = SecretKey::from_seed(&seed[..], sectors_per_block)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?;
-    file.write_all(&key.encode())
-        .with_context(|| format!("writing {}", out.display()))?;
+    crate::secret::create(out, &key.encode())?;
     let public = public_path(out);
     std::fs::write(&public, key.public().encode())
         .with_context(|| format!("writing {}", public.display()))?;
@@ -68,14 +59,7 @@ fn public_path(secret: &Path) -> PathBuf {
 }
 
 pub fn read_secret(path: &Path) -> Result<SecretKey> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    ensure!(
-        mode & 0o077 == 0,
-        "tagger key {} has mode {mode:o}: readable by others; run chmod 600 on it",
-        path.display()
-    );
-    let bytes = zeroize::Zeroizing::new(std::fs::read(path)?);
+    let bytes = crate::secret::read(path, "tagger key")?;
     SecretKey::decode(&bytes)
         .with_context(|| format!("{} is not a tagger secret key", path.display()))
 }

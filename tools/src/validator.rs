@@ -11,6 +11,7 @@
 
 use anyhow::{Context, Result, bail};
 use cess_consensus::bft::{Core, CoreConfig};
+use cess_consensus::codec::hex;
 use cess_consensus::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
 use cess_consensus::net::{self, TxClient};
 use cess_consensus::{AccountKey, Call, Transaction, ValidatorKey};
@@ -40,52 +41,13 @@ fn account_key(node_key: &NodeKey) -> Result<AccountKey> {
     AccountKey::from_libp2p(node_key.keypair()).context("the node key is not Ed25519")
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
 fn load_validator_key(path: &Path) -> Result<ValidatorKey> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} is readable by group or others (mode {:o}); run: chmod 600 {}",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)?;
-    let bytes =
-        hex_32(text.trim()).with_context(|| format!("{}: not 64 hex digits", path.display()))?;
-    ValidatorKey::from_secret_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-fn hex_32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let bytes = crate::secret::read(path, "validator key")?;
+    let key = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(cess_engine::Key::from_hex)
+        .with_context(|| format!("{}: not 64 hex digits", path.display()))?;
+    ValidatorKey::from_secret_bytes(&key.0).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Creates a network of `count` validators listening on consecutive UDP ports from
@@ -102,10 +64,8 @@ pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
         std::fs::create_dir(&vdir)?;
         let node_key = NodeKey::create(&vdir.join("node.key"))?;
         let validator_key = ValidatorKey::generate();
-        write_secret(
-            &vdir.join("validator.key"),
-            &format!("{}\n", to_hex(&*validator_key.secret_bytes())),
-        )?;
+        let secret = zeroize::Zeroizing::new(format!("{}\n", hex(&*validator_key.secret_bytes())));
+        crate::secret::create(&vdir.join("validator.key"), secret.as_bytes())?;
         let listen: SocketAddr = format!("127.0.0.1:{}", base_port as usize + i).parse()?;
         nodes.push((vdir, node_key, validator_key, listen));
     }
@@ -167,7 +127,7 @@ pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
     println!(
         "testnet of {count} validators in {} (chain {})",
         dir.display(),
-        to_hex(&genesis.chain_id()[..8])
+        hex(&genesis.chain_id()[..8])
     );
     Ok(())
 }
@@ -220,8 +180,8 @@ pub fn run(dir: &Path) -> Result<()> {
                         let line = format!(
                             "{} {} {} {}\n",
                             c.height,
-                            to_hex(&c.hash.0),
-                            to_hex(&c.outcome.root),
+                            hex(&c.hash.0),
+                            hex(&c.outcome.root),
                             c.block.txs.len()
                         );
                         if log.write_all(line.as_bytes()).is_err() {

@@ -7,6 +7,17 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs `cess args…` in `dir` to completion; fails the test with its stderr if it fails.
+fn cess_ok(dir: &Path, args: &[&str]) {
+    let out = cess(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cess {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn cess(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cess"));
     command.current_dir(dir);
@@ -55,8 +66,10 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     let dir = tmp.path();
     // A port range unlikely to collide with other tests running at the same time.
     let base = 20_000 + (std::process::id() % 20_000) as u16;
-    let out = cess(dir)
-        .args([
+    let base = base.to_string();
+    cess_ok(
+        dir,
+        &[
             "validator",
             "testnet",
             "--dir",
@@ -64,14 +77,8 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
             "--validators",
             "4",
             "--base-port",
-            &base.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &base,
+        ],
     );
 
     let mut validators = Validators(Vec::new());
@@ -92,14 +99,9 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         || (0..4).all(|i| height(i) >= 3),
     );
 
-    let out = cess(dir)
-        .args(["validator", "load", "--dir", "net", "--count", "200"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cess_ok(
+        dir,
+        &["validator", "load", "--dir", "net", "--count", "200"],
     );
     let txs = |i: usize| commits(dir, i).values().map(|(_, _, n)| n).sum::<u64>();
     wait_for(

@@ -5,7 +5,8 @@
 //! committed). The simulator and the QUIC driver are thin loops around it.
 
 use super::types::{
-    Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Validator, ValidatorSet,
+    Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Validator, ValidatorSet, precommit,
+    verify_votes,
 };
 use super::wire::NetMsg;
 use crate::keys::{AccountId, ValidatorKey};
@@ -18,7 +19,7 @@ use arc_malachitebft_core_consensus::{
 };
 use arc_malachitebft_core_types::{
     CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, SignedProposal, Timeout,
-    Validity, ValueOrigin, Vote as _, VoteExtensionPolicy, VoteType,
+    Validity, ValueOrigin, VoteExtensionPolicy, VoteType,
 };
 use cess_proofs::CpuBackend;
 use std::collections::{BTreeMap, VecDeque};
@@ -334,27 +335,22 @@ impl Core {
             }
             NetMsg::SyncResponse { block, commit } => self.on_sync_response(from, *block, commit),
             NetMsg::Polka(cert) => {
-                let h = cert.height.0;
-                if h == height {
-                    self.pending.push_back(Input::PolkaCertificate(cert));
-                } else if h > height {
-                    self.ask_sync(from);
-                } else {
-                    self.stats.messages_dropped += 1;
-                }
+                self.certificate(from, cert.height.0, Input::PolkaCertificate(cert))
             }
             NetMsg::RoundCertificate(cert) => {
-                let h = cert.height.0;
-                if h == height {
-                    self.pending.push_back(Input::RoundCertificate(cert));
-                } else if h > height {
-                    self.ask_sync(from);
-                } else {
-                    self.stats.messages_dropped += 1;
-                }
+                self.certificate(from, cert.height.0, Input::RoundCertificate(cert))
             }
         }
         self.run()
+    }
+
+    /// A certificate is handled at its height; one from ahead means this validator is behind.
+    fn certificate(&mut self, from: AccountId, height: u64, input: Input<Cess>) {
+        match height.cmp(&self.height()) {
+            std::cmp::Ordering::Equal => self.pending.push_back(input),
+            std::cmp::Ordering::Greater => self.ask_sync(from),
+            std::cmp::Ordering::Less => self.stats.messages_dropped += 1,
+        }
     }
 
     fn start_height_input(&self) -> Input<Cess> {
@@ -855,87 +851,6 @@ impl Env<'_> {
                 });
                 r.resume_with(())
             }
-        })
-    }
-}
-
-fn precommit(
-    height: Height,
-    round: Round,
-    value: BlockHash,
-    validator: AccountId,
-) -> super::types::Vote {
-    super::types::Vote {
-        height,
-        round,
-        value: NilOrVal::Val(value),
-        kind: VoteType::Precommit,
-        validator,
-    }
-}
-
-/// Why a set of signed votes is not a certificate.
-enum VotesFailure {
-    Unknown(AccountId),
-    Duplicate(AccountId),
-    BadSignature(usize),
-    Short {
-        signed: u64,
-        total: u64,
-        expected: u64,
-    },
-}
-
-impl VotesFailure {
-    fn into_error(
-        self,
-        bad_signature: impl FnOnce(usize) -> CertificateError<Cess>,
-    ) -> CertificateError<Cess> {
-        match self {
-            VotesFailure::Unknown(address) => CertificateError::UnknownValidator(address),
-            VotesFailure::Duplicate(address) => CertificateError::DuplicateVote(address),
-            VotesFailure::BadSignature(index) => bad_signature(index),
-            VotesFailure::Short {
-                signed,
-                total,
-                expected,
-            } => CertificateError::NotEnoughVotingPower {
-                signed,
-                total,
-                expected,
-            },
-        }
-    }
-}
-
-fn verify_votes<'s>(
-    ctx: &Cess,
-    validators: &ValidatorSet,
-    votes: impl Iterator<Item = (super::types::Vote, &'s crate::keys::ValidatorSignature)>,
-    threshold: arc_malachitebft_core_types::ThresholdParam,
-) -> Result<(), VotesFailure> {
-    let mut seen = std::collections::BTreeSet::new();
-    for (index, (vote, signature)) in votes.enumerate() {
-        let address = *vote.validator_address();
-        let validator = validators
-            .get(&address)
-            .ok_or(VotesFailure::Unknown(address))?;
-        if !seen.insert(address) {
-            return Err(VotesFailure::Duplicate(address));
-        }
-        if !ctx.verify_vote(&validator.key, &vote, signature) {
-            return Err(VotesFailure::BadSignature(index));
-        }
-    }
-    let total = validators.len() as u64;
-    let signed = seen.len() as u64;
-    if threshold.is_met(signed, total) {
-        Ok(())
-    } else {
-        Err(VotesFailure::Short {
-            signed,
-            total,
-            expected: threshold.min_expected(total),
         })
     }
 }

@@ -105,29 +105,14 @@ impl CommitRecord {
         block: &BlockHash,
         validators: &ValidatorSet,
     ) -> bool {
-        let mut seen = std::collections::BTreeSet::new();
-        for (account, signature) in &self.signatures {
-            let Some(validator) = validators.get(account) else {
-                return false;
-            };
-            if !seen.insert(*account) {
-                return false;
-            }
-            let vote = Vote {
-                height: Height(height),
-                round: Round::new(self.round),
-                value: NilOrVal::Val(*block),
-                kind: VoteType::Precommit,
-                validator: *account,
-            };
-            if !validator
-                .key
-                .verify(VOTE_DOMAIN, &vote.sign_bytes(chain_id), signature)
-            {
-                return false;
-            }
-        }
-        3 * seen.len() > 2 * validators.len()
+        let ctx = Cess {
+            chain_id: *chain_id,
+        };
+        let votes = self.signatures.iter().map(|(account, signature)| {
+            let vote = precommit(Height(height), Round::new(self.round), *block, *account);
+            (vote, signature)
+        });
+        verify_votes(&ctx, validators, votes, mt::ThresholdParam::TWO_F_PLUS_ONE).is_ok()
     }
 }
 
@@ -163,12 +148,7 @@ impl Block {
                 w.u8(0);
             }
         }
-        w.count(self.txs.len());
-        for tx in &self.txs {
-            let mut inner = Writer::new();
-            tx.encode_into(&mut inner);
-            w.bytes(inner.as_bytes());
-        }
+        crate::tx::encode_list(&self.txs, &mut w);
         w.into_bytes()
     }
 
@@ -191,12 +171,7 @@ impl Block {
             1 => Some(CommitRecord::decode(&mut r)?),
             _ => return Err(DecodeError::Invalid("commit flag")),
         };
-        let count = r.count(BLOCK_TXS_MAX, 4 + 32 + 8 + 1 + 64, "transactions")?;
-        let mut txs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let tx_bytes = r.bytes(crate::tx::TX_BYTES_MAX, "transaction")?;
-            txs.push(Transaction::decode(tx_bytes)?);
-        }
+        let txs = crate::tx::decode_list(&mut r, BLOCK_TXS_MAX)?;
         r.finish()?;
         Ok(Block {
             height,
@@ -210,12 +185,16 @@ impl Block {
     }
 
     pub fn hash(&self) -> BlockHash {
-        BlockHash(hash(b"cess-bft/1 block\0", &[&self.encode()]))
+        block_hash(&self.encode())
     }
 
     pub fn vrf_output(&self) -> Hash32 {
         vrf::vrf_output(&self.vrf_proof)
     }
+}
+
+fn block_hash(encoded: &[u8]) -> BlockHash {
+    BlockHash(hash(b"cess-bft/1 block\0", &[encoded]))
 }
 
 /// A block as a consensus value: compared and identified by its hash.
@@ -231,6 +210,17 @@ impl BlockValue {
             hash: block.hash(),
             block: Arc::new(block),
         }
+    }
+
+    /// A received block: its hash is taken over the bytes it came in (the encoding is
+    /// canonical, so they are the block's encoding), not over an encoding made again.
+    pub fn decode(bytes: &[u8]) -> Result<BlockValue, DecodeError> {
+        let block = Block::decode(bytes)?;
+        debug_assert_eq!(block.encode(), bytes, "the block encoding is canonical");
+        Ok(BlockValue {
+            hash: block_hash(bytes),
+            block: Arc::new(block),
+        })
     }
 
     pub fn block(&self) -> &Arc<Block> {
@@ -678,5 +668,86 @@ impl StepTimeouts {
 impl mt::Timeouts<Cess> for StepTimeouts {
     fn duration_for(&self, timeout: mt::Timeout) -> std::time::Duration {
         StepTimeouts::duration_for(self, timeout)
+    }
+}
+
+pub(crate) fn precommit(
+    height: Height,
+    round: Round,
+    value: BlockHash,
+    validator: AccountId,
+) -> Vote {
+    Vote {
+        height,
+        round,
+        value: NilOrVal::Val(value),
+        kind: VoteType::Precommit,
+        validator,
+    }
+}
+
+/// Why a set of signed votes is not a certificate.
+pub(crate) enum VotesFailure {
+    Unknown(AccountId),
+    Duplicate(AccountId),
+    BadSignature(usize),
+    Short {
+        signed: u64,
+        total: u64,
+        expected: u64,
+    },
+}
+
+impl VotesFailure {
+    pub(crate) fn into_error(
+        self,
+        bad_signature: impl FnOnce(usize) -> mt::CertificateError<Cess>,
+    ) -> mt::CertificateError<Cess> {
+        match self {
+            VotesFailure::Unknown(address) => mt::CertificateError::UnknownValidator(address),
+            VotesFailure::Duplicate(address) => mt::CertificateError::DuplicateVote(address),
+            VotesFailure::BadSignature(index) => bad_signature(index),
+            VotesFailure::Short {
+                signed,
+                total,
+                expected,
+            } => mt::CertificateError::NotEnoughVotingPower {
+                signed,
+                total,
+                expected,
+            },
+        }
+    }
+}
+
+pub(crate) fn verify_votes<'s>(
+    ctx: &Cess,
+    validators: &ValidatorSet,
+    votes: impl Iterator<Item = (Vote, &'s ValidatorSignature)>,
+    threshold: mt::ThresholdParam,
+) -> Result<(), VotesFailure> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, (vote, signature)) in votes.enumerate() {
+        let address = vote.validator;
+        let validator = validators
+            .get(&address)
+            .ok_or(VotesFailure::Unknown(address))?;
+        if !seen.insert(address) {
+            return Err(VotesFailure::Duplicate(address));
+        }
+        if !ctx.verify_vote(&validator.key, &vote, signature) {
+            return Err(VotesFailure::BadSignature(index));
+        }
+    }
+    let total = validators.len() as u64;
+    let signed = seen.len() as u64;
+    if threshold.is_met(signed, total) {
+        Ok(())
+    } else {
+        Err(VotesFailure::Short {
+            signed,
+            total,
+            expected: threshold.min_expected(total),
+        })
     }
 }

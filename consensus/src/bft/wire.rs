@@ -79,21 +79,15 @@ impl NetMsg {
                 w.fixed(&v.validator.0).fixed(&signed.signature.to_bytes());
             }
             NetMsg::Txs(txs) => {
-                w.u8(3).count(txs.len());
-                for tx in txs {
-                    let mut inner = Writer::new();
-                    tx.encode_into(&mut inner);
-                    w.bytes(inner.as_bytes());
-                }
+                w.u8(3);
+                crate::tx::encode_list(txs, &mut w);
             }
             NetMsg::SyncRequest { height } => {
                 w.u8(4).u64(*height);
             }
             NetMsg::SyncResponse { block, commit } => {
                 w.u8(5).bytes(&block.encode());
-                let mut inner = Writer::new();
-                commit.encode(&mut inner);
-                w.bytes(inner.as_bytes());
+                commit.encode(&mut w);
             }
             NetMsg::Polka(cert) => {
                 w.u8(6)
@@ -142,8 +136,8 @@ impl NetMsg {
                     return Err(DecodeError::Invalid("proposal round is nil"));
                 }
                 let proposer = AccountId(r.array("proposer")?);
-                let block = Block::decode(r.bytes(super::types::BLOCK_BYTES_MAX, "block")?)?;
-                if block.height != height.0 {
+                let value = BlockValue::decode(r.bytes(super::types::BLOCK_BYTES_MAX, "block")?)?;
+                if value.block().height != height.0 {
                     return Err(DecodeError::Invalid(
                         "block height differs from the proposal's",
                     ));
@@ -154,7 +148,7 @@ impl NetMsg {
                         height,
                         round,
                         pol_round,
-                        value: BlockValue::new(block),
+                        value,
                         proposer,
                     },
                     signature,
@@ -178,25 +172,13 @@ impl NetMsg {
                     signature,
                 ))
             }
-            3 => {
-                let count = r.count(TXS_PER_MESSAGE_MAX, 4 + 32 + 8 + 1 + 64, "transactions")?;
-                let mut txs = Vec::with_capacity(count);
-                for _ in 0..count {
-                    txs.push(Transaction::decode(
-                        r.bytes(crate::tx::TX_BYTES_MAX, "transaction")?,
-                    )?);
-                }
-                NetMsg::Txs(txs)
-            }
+            3 => NetMsg::Txs(crate::tx::decode_list(&mut r, TXS_PER_MESSAGE_MAX)?),
             4 => NetMsg::SyncRequest {
                 height: r.u64("height")?,
             },
             5 => {
                 let block = Block::decode(r.bytes(super::types::BLOCK_BYTES_MAX, "block")?)?;
-                let commit_bytes = r.bytes(64 << 10, "commit")?;
-                let mut inner = Reader::new(commit_bytes);
-                let commit = CommitRecord::decode(&mut inner)?;
-                inner.finish()?;
+                let commit = CommitRecord::decode(&mut r)?;
                 NetMsg::SyncResponse {
                     block: Box::new(block),
                     commit,

@@ -431,7 +431,7 @@ impl Ledger {
     }
 
     /// Apply one transaction (checked in full first; on error nothing changed). `verdict`
-    /// is a precomputed proof verdict for `SubmitProof`; without one it is verified here.
+    /// is the block pre-pass's verdict for a `SubmitProof` (none: its proof failed to decode).
     fn apply_tx(
         &mut self,
         tx: &Transaction,
@@ -492,13 +492,7 @@ impl Ledger {
         if amount == 0 {
             return Err(TxError::ZeroAmount);
         }
-        let available = self.account(&from).balance;
-        if available < amount {
-            return Err(TxError::InsufficientBalance {
-                needed: amount,
-                available,
-            });
-        }
+        self.can_pay(&from, amount)?;
         if from != to {
             self.account(&to)
                 .balance

@@ -68,6 +68,39 @@ impl Miner {
         }
     }
 
+    /// A fragment it was assigned (locked) is now stored (active, and audited).
+    fn store_fragment(&mut self, tagger: Hash32, fragment_id: Hash32, fragment_bytes: u64) {
+        self.locked_bytes -= fragment_bytes;
+        self.active_bytes += fragment_bytes;
+        self.held
+            .entry(tagger)
+            .or_default()
+            .insert(fragment_id, fragment_bytes);
+    }
+
+    /// It is no longer responsible for a fragment, stored or only assigned.
+    fn drop_fragment(
+        &mut self,
+        tagger: &Hash32,
+        fragment_id: &Hash32,
+        fragment_bytes: u64,
+        stored: bool,
+    ) {
+        if stored {
+            self.active_bytes -= fragment_bytes;
+            let set = self
+                .held
+                .get_mut(tagger)
+                .expect("stored fragments are held");
+            set.remove(fragment_id).expect("stored fragments are held");
+            if set.is_empty() {
+                self.held.remove(tagger);
+            }
+        } else {
+            self.locked_bytes -= fragment_bytes;
+        }
+    }
+
     fn assert_space(&self) {
         assert!(
             self.locked_bytes
@@ -602,13 +635,7 @@ impl Ledger {
         for s in targets {
             let fragment = &mut file.segments[s].fragments[usize::from(column)];
             fragment.stored = true;
-            miner.locked_bytes -= fragment_bytes;
-            miner.active_bytes += fragment_bytes;
-            miner
-                .held
-                .entry(tagger)
-                .or_default()
-                .insert(fragment.id, fragment_bytes);
+            miner.store_fragment(tagger, fragment.id, fragment_bytes);
         }
         miner.assert_space();
         if file.state == FileState::Pending && file.all_stored() {
@@ -639,12 +666,12 @@ impl Ledger {
                         .miners
                         .get_mut(&miner_id)
                         .expect("holders are registered");
-                    if fragment.stored {
-                        miner.active_bytes -= file.fragment_bytes;
-                        remove_held(miner, &file.tagger, &fragment.id);
-                    } else {
-                        miner.locked_bytes -= file.fragment_bytes;
-                    }
+                    miner.drop_fragment(
+                        &file.tagger,
+                        &fragment.id,
+                        file.fragment_bytes,
+                        fragment.stored,
+                    );
                 }
                 if let Some(order) = self.restorals.remove(&fragment.id)
                     && let Some((claimer, _)) = order.claim
@@ -691,12 +718,7 @@ impl Ledger {
             .miners
             .get_mut(&holder)
             .expect("holders are registered");
-        if fragment.stored {
-            miner.active_bytes -= fragment_bytes;
-            remove_held(miner, &tagger, fragment_id);
-        } else {
-            miner.locked_bytes -= fragment_bytes;
-        }
+        miner.drop_fragment(&tagger, fragment_id, fragment_bytes, fragment.stored);
         fragment.miner = None;
         fragment.stored = false;
         self.restorals.insert(
@@ -773,13 +795,7 @@ impl Ledger {
             .miners
             .get_mut(&signer)
             .expect("claimers are registered");
-        miner.locked_bytes -= fragment_bytes;
-        miner.active_bytes += fragment_bytes;
-        miner
-            .held
-            .entry(tagger)
-            .or_default()
-            .insert(*fragment_id, fragment_bytes);
+        miner.store_fragment(tagger, *fragment_id, fragment_bytes);
         miner.assert_space();
         if file.state == FileState::Pending && file.all_stored() {
             file.state = FileState::Active;
@@ -823,17 +839,6 @@ impl Ledger {
                 claimer,
             });
         }
-    }
-}
-
-fn remove_held(miner: &mut Miner, tagger: &Hash32, fragment_id: &Hash32) {
-    let set = miner
-        .held
-        .get_mut(tagger)
-        .expect("stored fragments are held");
-    set.remove(fragment_id).expect("stored fragments are held");
-    if set.is_empty() {
-        miner.held.remove(tagger);
     }
 }
 
