@@ -153,7 +153,9 @@ fn put_and_get_across_twelve_nodes_with_nodes_down() {
     );
     let message = text(&failed);
     assert!(!failed.status.success(), "{message}");
-    assert!(message.contains("segment 0"), "{message}");
+    // The first segment to fail is named; segments are fetched in parallel, so which one
+    // that is depends on timing.
+    assert!(message.contains("cannot be rebuilt"), "{message}");
     assert!(
         message.contains("needed 4") || message.contains("4 needed"),
         "{message}"
