@@ -1,5 +1,6 @@
 //! `cess devnet up | down` and `cess demo`: storage nodes on loopback, each its own process
-//! with its own store file, and a client allowed to write to all of them.
+//! with its own store file, and a client allowed to write to all of them by an upload grant
+//! from the network's owner key, which every node trusts.
 
 use crate::node;
 use anyhow::{Context, Result, bail};
@@ -11,6 +12,10 @@ use std::time::{Duration, Instant};
 
 pub const NODES_FILE: &str = "nodes.txt";
 pub const CLIENT_KEY: &str = "client.key";
+pub const OWNER_KEY: &str = "owner.key";
+/// The owner's grant for the client, renewed by every `up`.
+pub const CLIENT_GRANT: &str = "client.grant";
+const GRANT_VALID: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MANIFESTS: &str = "manifests";
 
 fn node_dir(dir: &Path, i: usize) -> PathBuf {
@@ -36,6 +41,13 @@ pub fn up(dir: &Path, count: usize, store_mib: u64) -> Result<Devnet> {
         );
     }
     let client = NodeKey::load_or_create(&dir.join(CLIENT_KEY))?;
+    let owner = crate::owner::init(&dir.join(OWNER_KEY))?;
+    crate::owner::issue(
+        &dir.join(OWNER_KEY),
+        client.peer_id(),
+        GRANT_VALID,
+        &dir.join(CLIENT_GRANT),
+    )?;
     let exe = std::env::current_exe().context("finding the cess binary")?;
     let mut children = Vec::with_capacity(count);
     for i in 0..count {
@@ -46,8 +58,10 @@ pub fn up(dir: &Path, count: usize, store_mib: u64) -> Result<Devnet> {
                 store: None,
                 store_mib,
                 metrics: Some("127.0.0.1:0".parse().expect("valid")),
-                writers: vec![client.peer_id().to_base58()],
+                // No allow list: the client writes by the owner's grant.
+                writers: Vec::new(),
                 allow_any_writer: false,
+                trusted_owners: vec![owner.to_base58()],
                 shards: Some(1),
                 force: false,
             };
@@ -271,7 +285,7 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             options.file_mib,
             t0.elapsed().as_secs_f64()
         );
-        let (runtime, client) = crate::net::devnet_client(&options.dir)?;
+        let (runtime, client) = crate::net::devnet_client(&options.dir, None)?;
         let no_key = KeyChoice {
             key_file: None,
             passphrase: false,

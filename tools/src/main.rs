@@ -7,6 +7,7 @@ mod codec_cmd;
 mod devnet;
 mod net;
 mod node;
+mod owner;
 mod proof_cmd;
 mod secret;
 mod validator;
@@ -69,6 +70,10 @@ enum Command {
         passphrase: bool,
         #[arg(long, default_value_t = 32)]
         segment_mib: u32,
+        /// An owner's upload grant to send with every write (default: the network's
+        /// client.grant, when present).
+        #[arg(long)]
+        grant: Option<PathBuf>,
     },
     /// Fetches a file back by its id from any 4 fragments of each segment.
     Get {
@@ -165,6 +170,9 @@ enum Command {
     /// A storage node: set one up, run it.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// An owner's key and the upload grants it signs.
+    #[command(subcommand)]
+    Owner(OwnerCommand),
     /// PoDR² storage proofs: tagger keys, tags, challenges, proofs and their verification.
     #[command(subcommand)]
     Proof(ProofCommand),
@@ -323,6 +331,27 @@ enum DevnetCommand {
 }
 
 #[derive(Subcommand)]
+enum OwnerCommand {
+    /// Creates an owner key (mode 0600) unless it exists; prints the owner's PeerId, which
+    /// nodes list in `trusted_owners`.
+    Init { key: PathBuf },
+    /// Signs a grant letting UPLOADER (a PeerId) write to the nodes that trust this owner.
+    Grant {
+        #[arg(long)]
+        owner_key: PathBuf,
+        #[arg(long)]
+        uploader: String,
+        /// How long the grant holds, in hours.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Checks a grant file's signature and says who may upload until when.
+    Show { grant: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum NodeCommand {
     /// Creates a node directory: key (0600), formatted store, node.toml.
     Init {
@@ -345,6 +374,9 @@ enum NodeCommand {
         /// Let any authenticated peer write (test networks only).
         #[arg(long)]
         allow_any_writer: bool,
+        /// PeerId of an owner whose upload grants this node honours (repeatable).
+        #[arg(long = "trusted-owner")]
+        trusted_owners: Vec<String>,
         #[arg(long)]
         shards: Option<u32>,
         /// Start over: overwrite an existing node.toml and store.
@@ -455,6 +487,7 @@ fn run(cli: Cli) -> Result<()> {
             metrics,
             writers,
             allow_any_writer,
+            trusted_owners,
             shards,
             force,
         }) => {
@@ -465,6 +498,7 @@ fn run(cli: Cli) -> Result<()> {
                 metrics,
                 writers,
                 allow_any_writer,
+                trusted_owners,
                 shards,
                 force,
             };
@@ -479,6 +513,28 @@ fn run(cli: Cli) -> Result<()> {
         }) => validator::testnet(&dir, validators, base_port),
         Command::Validator(ValidatorCommand::Run { dir }) => validator::run(&dir),
         Command::Validator(ValidatorCommand::Load { dir, count }) => validator::load(&dir, count),
+        Command::Owner(OwnerCommand::Init { key }) => {
+            println!("owner {}", owner::init(&key)?);
+            Ok(())
+        }
+        Command::Owner(OwnerCommand::Grant {
+            owner_key,
+            uploader,
+            valid_hours,
+            out,
+        }) => {
+            let uploader: cess_transport::PeerId = uploader
+                .parse()
+                .with_context(|| format!("uploader {uploader:?} is not a PeerId"))?;
+            let valid_for = std::time::Duration::from_secs(valid_hours.saturating_mul(3600));
+            let grant = owner::issue(&owner_key, uploader, valid_for, &out)?;
+            println!("wrote {}: {}", out.display(), owner::describe(&grant));
+            Ok(())
+        }
+        Command::Owner(OwnerCommand::Show { grant }) => {
+            println!("{}", owner::describe(&owner::load(&grant)?));
+            Ok(())
+        }
         Command::Node(NodeCommand::Run { path }) => {
             let config = if path.is_dir() {
                 path.join(node::CONFIG_FILE)
@@ -508,13 +564,14 @@ fn run(cli: Cli) -> Result<()> {
             key,
             passphrase,
             segment_mib,
+            grant,
         } => {
             let params = CodecParams {
                 segment_bytes: segment_mib << 20,
                 ..CodecParams::default()
             };
             let nodes = net::read_nodes(&devnet.join(devnet::NODES_FILE))?;
-            let (runtime, client) = net::devnet_client(&devnet)?;
+            let (runtime, client) = net::devnet_client(&devnet, grant.as_deref())?;
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
@@ -546,7 +603,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             key,
             passphrase,
         } => {
-            let (runtime, client) = net::devnet_client(&devnet)?;
+            let (runtime, client) = net::devnet_client(&devnet, None)?;
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,

@@ -13,7 +13,7 @@ use cess_engine::Key;
 use cess_engine::codec::{
     self, CodecError, CodecParams, FragmentSink, FragmentSource, Id, Manifest, hex,
 };
-use cess_transport::{Client, ClientConfig, Endpoint, Limits, NodeAddr, NodeKey};
+use cess_transport::{Client, ClientConfig, Endpoint, Limits, NodeAddr, NodeKey, pb};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,23 +44,41 @@ fn placement_path(dir: &Path, file_id: &Id) -> PathBuf {
 }
 
 /// A client endpoint on an ephemeral port, inside the current runtime.
-pub fn client(key: Arc<NodeKey>, config: ClientConfig) -> Result<Arc<Client>> {
+pub fn client(
+    key: Arc<NodeKey>,
+    config: ClientConfig,
+    grant: Option<pb::UploadGrant>,
+) -> Result<Arc<Client>> {
     let bind = "0.0.0.0:0".parse().expect("valid address");
     let endpoint = Endpoint::client(key, bind, Limits::default())?;
-    Ok(Arc::new(Client::new(endpoint, config)))
+    let client = Client::new(endpoint, config);
+    Ok(Arc::new(match grant {
+        Some(grant) => client.with_grant(grant),
+        None => client,
+    }))
 }
 
-/// A runtime and a client holding the local network's client key (`<devnet>/client.key`).
-pub fn devnet_client(devnet: &Path) -> Result<(tokio::runtime::Runtime, Arc<Client>)> {
+/// A runtime and a client holding the local network's client key (`<devnet>/client.key`),
+/// sending `grant` (default: `<devnet>/client.grant` when present) with its writes.
+pub fn devnet_client(
+    devnet: &Path,
+    grant: Option<&Path>,
+) -> Result<(tokio::runtime::Runtime, Arc<Client>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let key_path = devnet.join(crate::devnet::CLIENT_KEY);
     let key = NodeKey::load(&key_path)
         .with_context(|| format!("loading the client key {}", key_path.display()))?;
+    let default_grant = devnet.join(crate::devnet::CLIENT_GRANT);
+    let grant = match grant {
+        Some(path) => Some(crate::owner::load(path)?),
+        None if default_grant.exists() => Some(crate::owner::load(&default_grant)?),
+        None => None,
+    };
     let client = {
         let _guard = runtime.enter();
-        client(Arc::new(key), ClientConfig::default())?
+        client(Arc::new(key), ClientConfig::default(), grant)?
     };
     Ok((runtime, client))
 }

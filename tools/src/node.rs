@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// Let any authenticated peer write (a test network); `writers` is then ignored.
     #[serde(default)]
     pub allow_any_writer: bool,
+    /// PeerIds of owners whose upload grants let a peer that is not in `writers` write.
+    #[serde(default)]
+    pub trusted_owners: Vec<String>,
     /// How long shutdown waits for requests in flight.
     #[serde(default = "default_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -67,7 +70,7 @@ impl NodeConfig {
     }
 
     /// Environment overrides: `CESS_NODE_LISTEN`, `CESS_NODE_STORE`, `CESS_NODE_METRICS`,
-    /// `CESS_NODE_WRITERS` (comma-separated PeerIds).
+    /// `CESS_NODE_WRITERS` and `CESS_NODE_TRUSTED_OWNERS` (comma-separated PeerIds).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(v) = var("CESS_NODE_LISTEN") {
             self.listen = v.parse().with_context(|| format!("CESS_NODE_LISTEN={v}"))?;
@@ -81,30 +84,41 @@ impl NodeConfig {
                     .with_context(|| format!("CESS_NODE_METRICS={v}"))?,
             );
         }
-        if let Some(v) = var("CESS_NODE_WRITERS") {
-            self.writers = v
-                .split(',')
+        let peer_list = |v: String| {
+            v.split(',')
                 .filter(|s| !s.is_empty())
                 .map(String::from)
-                .collect();
+                .collect()
+        };
+        if let Some(v) = var("CESS_NODE_WRITERS") {
+            self.writers = peer_list(v);
+        }
+        if let Some(v) = var("CESS_NODE_TRUSTED_OWNERS") {
+            self.trusted_owners = peer_list(v);
         }
         Ok(())
+    }
+
+    fn trusted_owners(&self) -> Result<HashSet<PeerId>> {
+        parse_peers(&self.trusted_owners, "trusted owner")
     }
 
     fn writers(&self) -> Result<Option<HashSet<PeerId>>> {
         if self.allow_any_writer {
             return Ok(None);
         }
-        let writers = self
-            .writers
-            .iter()
-            .map(|w| {
-                w.parse::<PeerId>()
-                    .with_context(|| format!("writer {w:?} is not a PeerId"))
-            })
-            .collect::<Result<HashSet<_>>>()?;
-        Ok(Some(writers))
+        Ok(Some(parse_peers(&self.writers, "writer")?))
     }
+}
+
+fn parse_peers(peers: &[String], what: &str) -> Result<HashSet<PeerId>> {
+    peers
+        .iter()
+        .map(|p| {
+            p.parse::<PeerId>()
+                .with_context(|| format!("{what} {p:?} is not a PeerId"))
+        })
+        .collect()
 }
 
 /// The engine identity of a node: SHA-256 of its PeerId, so a store opens only for its node.
@@ -121,6 +135,7 @@ pub struct InitOptions {
     pub metrics: Option<SocketAddr>,
     pub writers: Vec<String>,
     pub allow_any_writer: bool,
+    pub trusted_owners: Vec<String>,
     pub shards: Option<u32>,
     pub force: bool,
 }
@@ -161,6 +176,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
         metrics: options.metrics,
         writers: options.writers.clone(),
         allow_any_writer: options.allow_any_writer,
+        trusted_owners: options.trusted_owners.clone(),
         shutdown_grace_ms: default_grace_ms(),
         partial_mib_max: default_partial_mib(),
     };
@@ -198,6 +214,7 @@ async fn serve(
     let endpoint = Endpoint::server(key.clone(), config.listen, Limits::default())?;
     let server_config = ServerConfig {
         writers: config.writers()?,
+        trusted_owners: config.trusted_owners()?,
         partial_bytes_max: config.partial_mib_max << 20,
         ..ServerConfig::default()
     };

@@ -128,6 +128,44 @@ fn put_and_get_across_twelve_nodes_with_nodes_down() {
     let status = http_get(metrics_addr, "/status");
     assert!(status.contains("\"active_fragments\": 3"), "{status}");
 
+    // The client wrote by the owner's grant (the nodes have no allow list). A grant from an
+    // owner the nodes do not trust is refused, and says so.
+    let shown = ok(cess(&["owner", "show", "net/client.grant"], dir));
+    assert!(shown.contains("lets"), "{shown}");
+    let stranger = ok(cess(&["owner", "init", "stranger.key"], dir));
+    let client_id = ok(cess(&["owner", "init", "net/client.key"], dir));
+    let client_id = client_id.trim().strip_prefix("owner ").unwrap();
+    ok(cess(
+        &[
+            "owner",
+            "grant",
+            "--owner-key",
+            "stranger.key",
+            "--uploader",
+            client_id,
+            "--out",
+            "stranger.grant",
+        ],
+        dir,
+    ));
+    assert!(stranger.starts_with("owner 12D3"), "{stranger}");
+    let refused = cess(
+        &[
+            "put",
+            "in.bin",
+            "--devnet",
+            "net",
+            "--segment-mib",
+            "4",
+            "--grant",
+            "stranger.grant",
+        ],
+        dir,
+    );
+    let message = text(&refused);
+    assert!(!refused.status.success(), "{message}");
+    assert!(message.contains("is not trusted"), "{message}");
+
     // All up, then with 8 of 12 up (two data nodes among the four stopped): identical bytes.
     ok(cess(
         &["get", &file_id, "--devnet", "net", "--out", "all.bin"],

@@ -60,6 +60,8 @@ pub struct Client {
     connections: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
     /// Peers whose last dial failed, with when to try again and why.
     down: Mutex<HashMap<PeerId, (Instant, String)>>,
+    /// Sent with every write, for nodes that do not list this client as a writer.
+    grant: Option<pb::UploadGrant>,
 }
 
 impl Client {
@@ -70,7 +72,14 @@ impl Client {
             config,
             connections: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
+            grant: None,
         }
+    }
+
+    /// Sends `grant` (an owner's permission for this client's PeerId) with every write.
+    pub fn with_grant(mut self, grant: pb::UploadGrant) -> Client {
+        self.grant = Some(grant);
+        self
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -443,6 +452,7 @@ pub async fn open_write(
         data: Vec::new(),
         fragment_bytes,
         payload_bytes,
+        grant: client.grant.clone(),
     };
     message::sign(
         &mut request,

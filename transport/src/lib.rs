@@ -1,6 +1,8 @@
 //! Node identity, QUIC endpoints and the signed fragment protocol.
 //!
 //! - [`identity`]: Ed25519 node keys in owner-only files, PeerIds, QUIC multiaddrs.
+//! - [`grant`]: owner-signed upload grants, the second way (beside a node's allow list) to be
+//!   allowed to write.
 //! - [`message`]: the protobuf messages, their signatures, bounded decoding and the replay
 //!   window, as a sans-IO verifier.
 //! - [`quic`]: quinn endpoints whose TLS certificates are bound to the node key (libp2p TLS),
@@ -13,6 +15,7 @@
 pub mod client;
 #[cfg(feature = "engine")]
 pub mod engine_store;
+pub mod grant;
 pub mod identity;
 pub mod message;
 pub mod protocol;
@@ -20,6 +23,7 @@ pub mod quic;
 pub mod server;
 
 pub use client::{Client, ClientConfig, WriteProgress};
+pub use grant::GrantError;
 pub use identity::{IdentityError, NodeAddr, NodeKey};
 pub use libp2p_identity::PeerId;
 pub use message::{MessageError, Signed, Verifier, pb};

@@ -25,6 +25,17 @@ pub const CHUNK_BYTES_MAX: usize = 1 << 20;
 pub const FRAME_BYTES_MAX: usize = CHUNK_BYTES_MAX + 4096;
 /// Longest `detail` text in a response.
 pub const DETAIL_BYTES_MAX: u64 = 256;
+/// `detail` cut to [`DETAIL_BYTES_MAX`] at a character boundary, so an answer never breaks the
+/// bound its reader enforces.
+pub fn clip_detail(mut detail: String) -> String {
+    let mut end = (DETAIL_BYTES_MAX as usize).min(detail.len());
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    detail.truncate(end);
+    detail
+}
+
 /// Largest fragment a request may name.
 pub const FRAGMENT_BYTES_MAX: u64 = 64 << 20;
 
@@ -75,6 +86,27 @@ pub mod pb {
         /// fragment's SHA-256 before the write is acknowledged.
         #[prost(uint64, tag = "8")]
         pub payload_bytes: u64,
+        /// An owner's permission for the sender to write here (see [`crate::grant`]); not
+        /// needed by a sender on the node's allow list.
+        #[prost(message, optional, tag = "9")]
+        pub grant: Option<UploadGrant>,
+    }
+
+    /// An owner's signed permission for one uploader to write until a deadline.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct UploadGrant {
+        /// The owner's Ed25519 public key, libp2p protobuf encoding.
+        #[prost(bytes = "vec", tag = "1")]
+        pub owner_pub_key: Vec<u8>,
+        /// The PeerId allowed to write.
+        #[prost(bytes = "vec", tag = "2")]
+        pub uploader: Vec<u8>,
+        /// Unix time in milliseconds after which the grant is refused.
+        #[prost(int64, tag = "3")]
+        pub not_after_ms: i64,
+        /// The owner's signature over the domain and the grant with this field empty.
+        #[prost(bytes = "vec", tag = "4")]
+        pub signature: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -230,6 +262,12 @@ macro_rules! signed {
 signed!(pb::WritefileRequest, 1, |m| {
     id32(&m.file_id, "file_id")?;
     id32(&m.fragment_id, "fragment_id")?;
+    if let Some(grant) = &m.grant {
+        crate::grant::check_bounds(grant).map_err(|e| MessageError::Field {
+            field: "grant",
+            reason: e.to_string(),
+        })?;
+    }
     check_chunk(m.offset, &m.data, m.payload_bytes, m.fragment_bytes)
 });
 signed!(pb::WritefileResponse, 2, |m| {

@@ -222,6 +222,8 @@ pub struct Metrics {
     pub protocol_violations: AtomicU64,
     /// Streams that ended in a transport error or timeout before an answer.
     pub stream_errors: AtomicU64,
+    /// Writes refused because their upload grant did not hold.
+    pub grants_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -267,6 +269,12 @@ impl Metrics {
             "cess_stream_errors_total",
             "Requests cut by a transport error or timeout.",
             self.stream_errors.load(Relaxed),
+        );
+        counter(
+            out,
+            "cess_grants_refused_total",
+            "Writes refused because their upload grant did not hold.",
+            self.grants_refused.load(Relaxed),
         );
         let _ = writeln!(
             out,

@@ -3,6 +3,7 @@
 //!
 //! The store is behind [`FragmentStore`] so this crate needs no engine; the node binds it.
 
+use crate::grant;
 use crate::identity::NodeKey;
 use crate::message::{self, MessageError, Signed, Verifier, pb};
 use crate::protocol::{Code, Metrics, ProtocolError, now_ms, read_frame};
@@ -56,6 +57,8 @@ pub trait FragmentStore: Send + Sync + 'static {
 pub struct ServerConfig {
     /// PeerIds allowed to write; `None` lets any authenticated peer write.
     pub writers: Option<HashSet<PeerId>>,
+    /// Owners whose upload grants let a peer off `writers` write (see [`crate::grant`]).
+    pub trusted_owners: HashSet<PeerId>,
     /// Accepted clock difference for request timestamps.
     pub window_ms: i64,
     /// Message ids remembered against replay.
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             writers: None,
+            trusted_owners: HashSet::new(),
             window_ms: 60_000,
             replay_capacity: 1 << 20,
             stream_timeout_ms: 20_000,
@@ -258,7 +262,7 @@ impl<S: FragmentStore> Server<S> {
                     message_data: None,
                     code: code as u32,
                     offset,
-                    detail,
+                    detail: message::clip_detail(detail),
                 };
                 self.respond(&mut send, &mut response).await?;
                 let _ = send.finish();
@@ -273,7 +277,7 @@ impl<S: FragmentStore> Server<S> {
                     Some((code, _, detail)) => {
                         let mut response = pb::ReadfileResponse {
                             code: code as u32,
-                            detail,
+                            detail: message::clip_detail(detail),
                             ..Default::default()
                         };
                         self.respond(&mut send, &mut response).await?;
@@ -332,6 +336,27 @@ impl<S: FragmentStore> Server<S> {
             .map_err(|e| Abort::Stream(e.into()))
     }
 
+    /// Whether `writer` may write: on the allow list, or holding a grant from a trusted owner.
+    /// Says why not.
+    fn authorize(&self, writer: PeerId, request: &pb::WritefileRequest) -> Option<String> {
+        let writers = self.config.writers.as_ref()?;
+        if writers.contains(&writer) {
+            return None;
+        }
+        let Some(grant) = &request.grant else {
+            return Some(format!(
+                "{writer} may not write here: not on the allow list and no upload grant"
+            ));
+        };
+        match grant::verify(grant, &writer, &self.config.trusted_owners, now_ms()) {
+            Ok(_) => None,
+            Err(e) => {
+                self.metrics.grants_refused.fetch_add(1, Ordering::Relaxed);
+                Some(format!("upload grant refused: {e}"))
+            }
+        }
+    }
+
     /// Receives a write; answers (code, offset the writer should go on from, detail).
     async fn write(
         &self,
@@ -339,14 +364,8 @@ impl<S: FragmentStore> Server<S> {
         request: &pb::WritefileRequest,
         recv: &mut quinn::RecvStream,
     ) -> Result<(Code, u64, String), Abort> {
-        if let Some(writers) = &self.config.writers
-            && !writers.contains(&writer)
-        {
-            return Ok((
-                Code::Unauthorized,
-                0,
-                format!("{writer} may not write here"),
-            ));
+        if let Some(refusal) = self.authorize(writer, request) {
+            return Ok((Code::Unauthorized, 0, refusal));
         }
         let id: [u8; 32] = request
             .fragment_id

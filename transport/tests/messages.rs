@@ -19,6 +19,7 @@ fn write_request(key: &NodeKey, id: u8, data: &[u8]) -> pb::WritefileRequest {
         data: data.to_vec(),
         fragment_bytes: 8 << 20,
         payload_bytes: 0,
+        grant: None,
     };
     sign(&mut m, key, NOW, [id; 16]);
     m

@@ -5,7 +5,7 @@ use cess_transport::client::open_write;
 use cess_transport::server::{FragmentStore, StoreFault};
 use cess_transport::{
     Client, ClientConfig, Code, Endpoint, Limits, NodeAddr, NodeKey, ProtocolError, Server,
-    ServerConfig, WriteProgress,
+    ServerConfig, WriteProgress, grant,
 };
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -180,6 +180,81 @@ async fn a_writer_off_the_allow_list_is_refused() {
         .write_fragment(&node.addr, FILE, id, data)
         .await
         .unwrap();
+    assert_eq!(node.store.fragments.lock().unwrap().len(), 1);
+}
+
+/// Writes `data` and returns the refusal's detail, or None when it was stored.
+async fn refusal(client: &Client, node: &Node, seed: u64) -> Option<String> {
+    let (data, id) = fragment(seed, 4096);
+    match client.write_fragment(&node.addr, FILE, id, data).await {
+        Ok(()) => {
+            assert!(node.store.fragments.lock().unwrap().contains_key(&id));
+            None
+        }
+        Err(ProtocolError::Refused {
+            code: Code::Unauthorized,
+            detail,
+        }) => {
+            assert!(!node.store.fragments.lock().unwrap().contains_key(&id));
+            Some(detail)
+        }
+        Err(e) => panic!("expected stored or unauthorized, got {e}"),
+    }
+}
+
+#[tokio::test]
+async fn an_owner_grant_lets_a_peer_off_the_allow_list_write() {
+    let owner = NodeKey::generate();
+    let node = start_node(ServerConfig {
+        writers: Some(HashSet::new()),
+        trusted_owners: HashSet::from([owner.peer_id()]),
+        ..ServerConfig::default()
+    });
+    let uploader = Arc::new(NodeKey::generate());
+    let now = cess_transport::protocol::now_ms();
+    let hour_ms = 3_600_000;
+
+    let without = client_with(uploader.clone());
+    let why = refusal(&without, &node, 10).await.expect("refused");
+    assert!(why.contains("no upload grant"), "{why}");
+
+    let granted = grant::issue(&owner, uploader.peer_id(), now + hour_ms);
+    let with = client_with(uploader.clone()).with_grant(granted.clone());
+    assert_eq!(refusal(&with, &node, 11).await, None);
+
+    let expired = grant::issue(&owner, uploader.peer_id(), now - 1);
+    let why = refusal(
+        &client_with(uploader.clone()).with_grant(expired),
+        &node,
+        12,
+    )
+    .await
+    .expect("refused");
+    assert!(why.contains("expired"), "{why}");
+
+    // Someone else's grant, sent by a peer it does not name.
+    let thief = client_with(NodeKey::generate()).with_grant(granted);
+    let why = refusal(&thief, &node, 13).await.expect("refused");
+    assert!(why.contains("for uploader"), "{why}");
+
+    let stranger_owner = NodeKey::generate();
+    let untrusted = grant::issue(&stranger_owner, uploader.peer_id(), now + hour_ms);
+    let why = refusal(
+        &client_with(uploader.clone()).with_grant(untrusted),
+        &node,
+        14,
+    )
+    .await
+    .expect("refused");
+    assert!(why.contains("not trusted"), "{why}");
+
+    let metrics = node.server.metrics();
+    assert_eq!(
+        metrics
+            .grants_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
     assert_eq!(node.store.fragments.lock().unwrap().len(), 1);
 }
 
