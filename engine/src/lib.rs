@@ -20,7 +20,7 @@ mod store;
 mod types;
 mod wire;
 
-pub use aligned::{AlignedBuf, BLOCK_BYTES};
+pub use aligned::{AlignedBuf, BLOCK_BYTES, BufPool};
 pub use device::{SimDisk, SimFaults};
 pub use error::{CorruptKind, FormatError, OpenError, StoreError};
 pub use layout::{FORMAT_VERSION, Geometry, NodeId, Superblock};

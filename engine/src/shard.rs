@@ -22,7 +22,7 @@
 //! durable. So after any crash, every acknowledged fragment is in the index with intact data,
 //! and the index never points at bytes that were not fully written.
 
-use crate::aligned::{AlignedBuf, BLOCK_BYTES};
+use crate::aligned::{AlignedBuf, BLOCK_BYTES, BufPool};
 use crate::alloc::Allocator;
 use crate::device::{Device, IoOp, ReadDone, execute_one};
 use crate::error::StoreError;
@@ -33,6 +33,7 @@ use crate::record::{
 use crate::types::{Class, FragmentInfo, Key, PutOutcome, Stats};
 use crate::wire::{Reader, Writer};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 const BLOCK: u64 = BLOCK_BYTES as u64;
@@ -228,6 +229,10 @@ pub(crate) struct Shard {
     /// Reused buffers for reaped reads: as the device hands them back, then ready to answer.
     reaped: Vec<ReadDone>,
     reaped_reads: Vec<PendingRead>,
+    /// Where written put buffers go back for reuse (see [`Store::buffer`]).
+    ///
+    /// [`Store::buffer`]: crate::Store::buffer
+    pool: Arc<BufPool>,
 }
 
 /// What a streamed read needs back when its bytes arrive (the device holds the buffer).
@@ -474,6 +479,7 @@ impl Shard {
             next_stream_tag: 0,
             reaped: Vec::new(),
             reaped_reads: Vec::new(),
+            pool: Arc::new(BufPool::new(0)),
         })
     }
 
@@ -750,6 +756,9 @@ impl Shard {
         }
 
         self.execute_data(&mut writes, &mut reads);
+        for (_, buf) in writes {
+            self.pool.give(buf);
+        }
         self.finish_reads(reads);
         self.commit(mutations, scrub_advanced);
 
@@ -905,6 +914,11 @@ impl Shard {
         self.reaped = done;
         self.finish_reads(finished.drain(..));
         self.reaped_reads = finished;
+    }
+
+    /// Gives written put buffers back to `pool` from now on.
+    pub(crate) fn recycle_into(&mut self, pool: Arc<BufPool>) {
+        self.pool = pool;
     }
 
     pub(crate) fn reads_in_flight(&self) -> bool {

@@ -5,7 +5,7 @@
 //! Every call returns a [`Pending`] that a blocking caller `.wait()`s and an async caller
 //! `.await`s.
 
-use crate::aligned::{AlignedBuf, BLOCK_BYTES, round_up};
+use crate::aligned::{AlignedBuf, BLOCK_BYTES, BufPool, round_up};
 use crate::device::{Device, IoOp, SimDisk, execute_one, open_target};
 use crate::error::{FormatError, OpenError, StoreError};
 use crate::layout::{
@@ -111,6 +111,8 @@ pub struct OpenOptions {
     pub node_id: NodeId,
     /// Requests waiting per shard before senders block.
     pub queue_depth: usize,
+    /// Idle put buffers kept for [`Store::buffer`], in bytes (8 fragments of 8 MiB by default).
+    pub buffer_pool_bytes: usize,
 }
 
 impl OpenOptions {
@@ -118,6 +120,7 @@ impl OpenOptions {
         OpenOptions {
             node_id,
             queue_depth: 1024,
+            buffer_pool_bytes: 64 << 20,
         }
     }
 }
@@ -333,6 +336,7 @@ pub struct Store {
     superblock: Superblock,
     target: String,
     scrubber: Mutex<Option<Scrubber>>,
+    pool: Arc<BufPool>,
 }
 
 fn shard_loop(mut shard: Shard, rx: Receiver<Request>) {
@@ -384,6 +388,7 @@ impl Store {
         let g = &superblock.geometry;
         let mut pending_opens = Vec::new();
         let mut shards = Vec::new();
+        let pool = Arc::new(BufPool::new(options.buffer_pool_bytes));
         for (id, regions) in g.shards().into_iter().enumerate() {
             let id = id as u32;
             let shard_dev = dev.try_clone().map_err(|source| OpenError::Io {
@@ -395,11 +400,13 @@ impl Store {
             let (opened_tx, opened_rx) = std::sync::mpsc::channel();
             let (store_id, max_object, max_meta) =
                 (superblock.store_id, g.max_object_bytes, g.max_meta_bytes);
+            let shard_pool = pool.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("cess-shard-{id}"))
                 .spawn(move || {
                     match Shard::open(id, shard_dev, regions, store_id, max_object, max_meta) {
-                        Ok(shard) => {
+                        Ok(mut shard) => {
+                            shard.recycle_into(shard_pool);
                             let _ = opened_tx.send(Ok(()));
                             shard_loop(shard, rx);
                         }
@@ -422,6 +429,7 @@ impl Store {
             superblock,
             target: name.clone(),
             scrubber: Mutex::new(None),
+            pool,
         };
         for (id, opened) in pending_opens {
             let result = opened
@@ -500,6 +508,13 @@ impl Store {
             crcs,
             reply,
         })
+    }
+
+    /// A buffer for `len` bytes to fill and hand to [`Store::put_buf`]: one a put left behind
+    /// when there is one (its bytes are stale, so fill all `len` of them), else a new one.
+    /// Reusing buffers spares the page faults and page clearing of fresh memory.
+    pub fn buffer(&self, len: usize) -> AlignedBuf {
+        self.pool.take(len)
     }
 
     /// Like [`Store::put`] for data already in an aligned buffer (no copy).

@@ -33,7 +33,7 @@ impl FragmentStore for EngineStore {
     type ReadBuf = ReadBytes;
 
     fn alloc(&self, len_bytes: usize) -> AlignedBuf {
-        AlignedBuf::zeroed(len_bytes)
+        self.0.buffer(len_bytes)
     }
 
     async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {

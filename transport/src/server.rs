@@ -29,7 +29,8 @@ pub enum StoreFault {
 
 /// The fragment store a server writes into and reads from.
 pub trait FragmentStore: Send + Sync + 'static {
-    /// A buffer received bytes land in, handed whole to [`FragmentStore::put`].
+    /// A buffer received bytes land in, handed whole to [`FragmentStore::put`]. Its bytes
+    /// need not be zero: the server writes every one before handing it over.
     type WriteBuf: DerefMut<Target = [u8]> + Send + 'static;
     /// Bytes read from the store, sent without a copy.
     type ReadBuf: AsRef<[u8]> + Send + 'static;
