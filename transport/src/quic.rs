@@ -44,6 +44,11 @@ pub struct Limits {
     pub connection_window_bytes: u32,
     /// Bytes this side keeps unacknowledged in flight.
     pub send_window_bytes: u64,
+    /// Largest UDP payload path MTU discovery probes for. Datacenter links often carry jumbo
+    /// frames (9000 bytes) and loopback far more; quinn's default, 1452, stays within plain
+    /// Ethernet. A path that drops larger packets is found by the probes (and black-hole
+    /// detection), so a high bound costs a few probes, never the connection.
+    pub mtu_upper_bound_bytes: u16,
 }
 
 impl Default for Limits {
@@ -55,6 +60,7 @@ impl Default for Limits {
             stream_window_bytes: 16 << 20,
             connection_window_bytes: 128 << 20,
             send_window_bytes: 128 << 20,
+            mtu_upper_bound_bytes: 8952,
         }
     }
 }
@@ -72,6 +78,9 @@ impl Limits {
             .stream_receive_window(quinn::VarInt::from_u32(self.stream_window_bytes))
             .receive_window(quinn::VarInt::from_u32(self.connection_window_bytes))
             .send_window(self.send_window_bytes);
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.mtu_upper_bound_bytes);
+        config.mtu_discovery_config(Some(mtu));
         Arc::new(config)
     }
 }
