@@ -92,8 +92,55 @@ pub struct PutReport {
     pub elapsed: Duration,
 }
 
+/// Buffers for the fragment copies handed to the transport, back in the pool once the
+/// transport drops them (the node has acknowledged): a fresh 8 MiB allocation per fragment
+/// would fault in and clear 2048 pages each time, a tenth of the client's CPU in a put.
+#[derive(Debug, Clone, Default)]
+struct CopyPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// A fragment copy that goes back to its pool when the last `Bytes` on it is dropped.
+struct Pooled {
+    bytes: Vec<u8>,
+    pool: CopyPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // The in-flight budget bounds how many copies live at once; this bounds the pool too.
+        const KEPT_MAX: usize = 128;
+        let mut free = self.pool.0.lock().expect("copy pool lock");
+        if free.len() < KEPT_MAX {
+            free.push(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+impl CopyPool {
+    fn copy(&self, bytes: &[u8]) -> Bytes {
+        let mut copy = self
+            .0
+            .lock()
+            .expect("copy pool lock")
+            .pop()
+            .unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(bytes);
+        Bytes::from_owner(Pooled {
+            bytes: copy,
+            pool: self.clone(),
+        })
+    }
+}
+
 /// Sends each fragment to its node as the encoder hands it over.
 struct NetSink {
+    copies: CopyPool,
     handle: Handle,
     client: Arc<Client>,
     nodes: Arc<Vec<NodeAddr>>,
@@ -127,7 +174,7 @@ impl FragmentSink for NetSink {
             .handle
             .block_on(self.budget.clone().acquire_many_owned(mib))
             .map_err(|e| sink_error(e.to_string()))?;
-        let data = Bytes::copy_from_slice(bytes);
+        let data = self.copies.copy(bytes);
         let (client, nodes, failure, sent) = (
             self.client.clone(),
             self.nodes.clone(),
@@ -202,6 +249,7 @@ pub fn put(
     let mut upload_id = [0u8; 32];
     rand::fill(&mut upload_id);
     let mut sink = NetSink {
+        copies: CopyPool::default(),
         handle: handle.clone(),
         client,
         nodes: Arc::new(nodes.to_vec()),
