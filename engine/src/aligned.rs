@@ -6,6 +6,7 @@
 //! to use `unsafe`.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -132,9 +133,10 @@ impl fmt::Debug for AlignedBuf {
     }
 }
 
-/// Write buffers kept for reuse. A store taking a steady stream of puts would otherwise fault
-/// in and clear fresh pages for every fragment: in a node receiving 8 MiB fragments the
-/// kernel's page clearing alone was a tenth of its CPU.
+/// I/O buffers kept for reuse. A store taking a steady stream of puts would otherwise fault
+/// in and clear fresh pages for every fragment (in a node receiving 8 MiB fragments the
+/// kernel's page clearing alone was a tenth of its CPU), and every range read would allocate,
+/// zero and free its own small buffer.
 #[derive(Debug)]
 pub struct BufPool {
     inner: Mutex<PoolInner>,
@@ -143,7 +145,8 @@ pub struct BufPool {
 
 #[derive(Debug, Default)]
 struct PoolInner {
-    free: Vec<AlignedBuf>,
+    /// Idle buffers by capacity.
+    free: HashMap<usize, Vec<AlignedBuf>>,
     held_bytes: usize,
 }
 
@@ -163,11 +166,11 @@ impl BufPool {
         let capacity = round_up(len.max(1), BLOCK_BYTES);
         let kept = {
             let mut inner = self.inner.lock().expect("buffer pool lock");
-            let found = inner.free.iter().position(|b| b.capacity() == capacity);
-            found.map(|i| {
+            let kept = inner.free.get_mut(&capacity).and_then(Vec::pop);
+            if kept.is_some() {
                 inner.held_bytes -= capacity;
-                inner.free.swap_remove(i)
-            })
+            }
+            kept
         };
         match kept {
             Some(mut buf) => {
@@ -184,7 +187,7 @@ impl BufPool {
         let mut inner = self.inner.lock().expect("buffer pool lock");
         if inner.held_bytes + buf.capacity() <= self.bytes_max {
             inner.held_bytes += buf.capacity();
-            inner.free.push(buf);
+            inner.free.entry(buf.capacity()).or_default().push(buf);
         }
     }
 

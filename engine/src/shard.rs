@@ -44,25 +44,38 @@ const CURSOR_BYTES: u64 = 1 + 32 + 8;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// Bytes read from a fragment: the requested range inside a block-aligned buffer.
+/// Bytes read from a fragment: the requested range inside a block-aligned buffer, which goes
+/// back to the store's read pool when this is dropped.
 #[derive(Debug)]
 pub struct ReadBuf {
-    buf: AlignedBuf,
+    /// Always `Some` until dropped or taken apart.
+    buf: Option<AlignedBuf>,
     start: usize,
     len: usize,
+    pool: Arc<BufPool>,
 }
 
 impl ReadBuf {
     /// The underlying aligned buffer and the range of it holding the requested bytes.
-    pub fn into_parts(self) -> (AlignedBuf, std::ops::Range<usize>) {
-        (self.buf, self.start..self.start + self.len)
+    pub fn into_parts(mut self) -> (AlignedBuf, std::ops::Range<usize>) {
+        let buf = self.buf.take().expect("a live read buffer");
+        (buf, self.start..self.start + self.len)
     }
 }
 
 impl std::ops::Deref for ReadBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf.as_blocks()[self.start..self.start + self.len]
+        let buf = self.buf.as_ref().expect("a live read buffer");
+        &buf.as_blocks()[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
+        }
     }
 }
 
@@ -233,6 +246,8 @@ pub(crate) struct Shard {
     ///
     /// [`Store::buffer`]: crate::Store::buffer
     pool: Arc<BufPool>,
+    /// Where read buffers come from and go back to (a [`ReadBuf`] returns its own on drop).
+    read_pool: Arc<BufPool>,
 }
 
 /// What a streamed read needs back when its bytes arrive (the device holds the buffer).
@@ -480,6 +495,7 @@ impl Shard {
             reaped: Vec::new(),
             reaped_reads: Vec::new(),
             pool: Arc::new(BufPool::new(0)),
+            read_pool: Arc::new(BufPool::new(0)),
         })
     }
 
@@ -802,7 +818,7 @@ impl Shard {
             return Some(PendingRead {
                 key,
                 first_block: 0,
-                buf: AlignedBuf::zeroed(len),
+                buf: self.read_pool.take(len),
                 start: 0,
                 len,
                 target: ReadTarget::Reply(reply),
@@ -822,7 +838,8 @@ impl Shard {
         let first_block = offset / BLOCK;
         let last_block = (offset + len_bytes).div_ceil(BLOCK).max(first_block + 1);
         let span = ((last_block - first_block) * BLOCK) as usize;
-        let mut buf = AlignedBuf::zeroed(span);
+        // Every byte of it is read from the device before it is returned.
+        let mut buf = self.read_pool.take(span);
         // A zero-length read at the very end touches no block.
         if first_block >= entry.blocks() {
             buf.set_len(0);
@@ -916,9 +933,11 @@ impl Shard {
         self.reaped_reads = finished;
     }
 
-    /// Gives written put buffers back to `pool` from now on.
-    pub(crate) fn recycle_into(&mut self, pool: Arc<BufPool>) {
+    /// Gives written put buffers back to `pool`, and takes read buffers from `read_pool`, from
+    /// now on.
+    pub(crate) fn recycle_into(&mut self, pool: Arc<BufPool>, read_pool: Arc<BufPool>) {
         self.pool = pool;
+        self.read_pool = read_pool;
     }
 
     pub(crate) fn reads_in_flight(&self) -> bool {
@@ -1118,9 +1137,10 @@ impl Shard {
                 }
                 ReadTarget::Reply(reply) => {
                     let answer = outcome.map(|()| ReadBuf {
-                        buf: read.buf,
+                        buf: Some(read.buf),
                         start: read.start,
                         len: read.len,
+                        pool: self.read_pool.clone(),
                     });
                     let _ = reply.send(answer);
                 }

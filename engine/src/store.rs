@@ -113,6 +113,8 @@ pub struct OpenOptions {
     pub queue_depth: usize,
     /// Idle put buffers kept for [`Store::buffer`], in bytes (8 fragments of 8 MiB by default).
     pub buffer_pool_bytes: usize,
+    /// Idle read buffers kept for reuse, in bytes (512 reads of 8 KiB by default).
+    pub read_pool_bytes: usize,
 }
 
 impl OpenOptions {
@@ -121,6 +123,7 @@ impl OpenOptions {
             node_id,
             queue_depth: 1024,
             buffer_pool_bytes: 64 << 20,
+            read_pool_bytes: 4 << 20,
         }
     }
 }
@@ -389,6 +392,7 @@ impl Store {
         let mut pending_opens = Vec::new();
         let mut shards = Vec::new();
         let pool = Arc::new(BufPool::new(options.buffer_pool_bytes));
+        let read_pool = Arc::new(BufPool::new(options.read_pool_bytes));
         for (id, regions) in g.shards().into_iter().enumerate() {
             let id = id as u32;
             let shard_dev = dev.try_clone().map_err(|source| OpenError::Io {
@@ -400,13 +404,13 @@ impl Store {
             let (opened_tx, opened_rx) = std::sync::mpsc::channel();
             let (store_id, max_object, max_meta) =
                 (superblock.store_id, g.max_object_bytes, g.max_meta_bytes);
-            let shard_pool = pool.clone();
+            let (shard_pool, shard_read_pool) = (pool.clone(), read_pool.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("cess-shard-{id}"))
                 .spawn(move || {
                     match Shard::open(id, shard_dev, regions, store_id, max_object, max_meta) {
                         Ok(mut shard) => {
-                            shard.recycle_into(shard_pool);
+                            shard.recycle_into(shard_pool, shard_read_pool);
                             let _ = opened_tx.send(Ok(()));
                             shard_loop(shard, rx);
                         }

@@ -347,3 +347,28 @@ fn put_buffers_are_reused_and_stale_bytes_never_reach_the_disk() {
         "stale bytes after the fragment"
     );
 }
+
+#[test]
+fn read_buffers_are_reused_and_only_ever_hold_the_bytes_asked_for() {
+    let (_disk, store) = sim_store(16 << 20, 43);
+    let mut rng = ChaCha8Rng::seed_from_u64(43);
+    let (k1, d1) = fragment(&mut rng, 5 * 4096);
+    let (k2, d2) = fragment(&mut rng, 5 * 4096);
+    store.put(k1, Class::Active, &d1).wait().unwrap();
+    store.put(k2, Class::Active, &d2).wait().unwrap();
+    let first = store.read(k1, 4096 + 10, 6000).wait().unwrap();
+    assert_eq!(&first[..], &d1[4096 + 10..4096 + 6010]);
+    let first_ptr = first.as_ptr();
+    drop(first);
+    // The same span of another fragment lands in the same buffer, filled with its own bytes.
+    let second = store.read(k2, 4096 + 10, 6000).wait().unwrap();
+    assert_eq!(
+        second.as_ptr(),
+        first_ptr,
+        "the dropped read's buffer was reused"
+    );
+    assert_eq!(&second[..], &d2[4096 + 10..4096 + 6010]);
+    // Taken apart, a buffer leaves the pool's hands; the bytes are still the right ones.
+    let (buf, range) = second.into_parts();
+    assert_eq!(&buf[range], &d2[4096 + 10..4096 + 6010]);
+}
