@@ -133,6 +133,14 @@ static CIPHER_SUITES: &[rustls::SupportedCipherSuite] = &[
     rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
 ];
 
+/// A libp2p certificate, its self-signature and node-key signature checked.
+fn parse_certificate<'a>(
+    der: &'a rustls::pki_types::CertificateDer<'a>,
+) -> Result<libp2p_tls::certificate::P2pCertificate<'a>, rustls::Error> {
+    libp2p_tls::certificate::parse(der)
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))
+}
+
 /// Presents this node's certificate whatever the server asks for.
 #[derive(Debug)]
 struct OwnCertificate(Arc<rustls::sign::CertifiedKey>);
@@ -174,9 +182,7 @@ impl rustls::client::danger::ServerCertVerifier for NodeCertVerifier {
                 "a node presents exactly one certificate".into(),
             ));
         }
-        let certificate = libp2p_tls::certificate::parse(end_entity).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
+        let certificate = parse_certificate(end_entity)?;
         if certificate.peer_id() != self.expected {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
@@ -202,9 +208,7 @@ impl rustls::client::danger::ServerCertVerifier for NodeCertVerifier {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let certificate = libp2p_tls::certificate::parse(cert).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
+        let certificate = parse_certificate(cert)?;
         certificate
             .verify_signature(dss.scheme, message, dss.signature())
             .map_err(|_| {

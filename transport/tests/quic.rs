@@ -222,31 +222,23 @@ async fn an_owner_grant_lets_a_peer_off_the_allow_list_write() {
     let with = client_with(uploader.clone()).with_grant(granted.clone());
     assert_eq!(refusal(&with, &node, 11).await, None);
 
-    let expired = grant::issue(&owner, uploader.peer_id(), now - 1);
-    let why = refusal(
-        &client_with(uploader.clone()).with_grant(expired),
-        &node,
-        12,
-    )
-    .await
-    .expect("refused");
+    // The uploader itself, holding a grant that does not hold: refused, saying why.
+    let refused_with = |grant, seed| {
+        let client = client_with(uploader.clone()).with_grant(grant);
+        let node = &node;
+        async move { refusal(&client, node, seed).await.expect("refused") }
+    };
+    let why = refused_with(grant::issue(&owner, uploader.peer_id(), now - 1), 12).await;
     assert!(why.contains("expired"), "{why}");
+    let stranger_owner = NodeKey::generate();
+    let untrusted = grant::issue(&stranger_owner, uploader.peer_id(), now + hour_ms);
+    let why = refused_with(untrusted, 14).await;
+    assert!(why.contains("not trusted"), "{why}");
 
     // Someone else's grant, sent by a peer it does not name.
     let thief = client_with(NodeKey::generate()).with_grant(granted);
     let why = refusal(&thief, &node, 13).await.expect("refused");
     assert!(why.contains("for uploader"), "{why}");
-
-    let stranger_owner = NodeKey::generate();
-    let untrusted = grant::issue(&stranger_owner, uploader.peer_id(), now + hour_ms);
-    let why = refusal(
-        &client_with(uploader.clone()).with_grant(untrusted),
-        &node,
-        14,
-    )
-    .await
-    .expect("refused");
-    assert!(why.contains("not trusted"), "{why}");
 
     let metrics = node.server.metrics();
     assert_eq!(
