@@ -285,7 +285,8 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             options.file_mib,
             t0.elapsed().as_secs_f64()
         );
-        let (runtime, client) = crate::net::devnet_client(&options.dir, None)?;
+        let (runtime, client) =
+            crate::net::devnet_client(&options.dir, crate::net::devnet_grant(&options.dir, None)?)?;
         let no_key = KeyChoice {
             key_file: None,
             passphrase: false,

@@ -571,7 +571,8 @@ fn run(cli: Cli) -> Result<()> {
                 ..CodecParams::default()
             };
             let nodes = net::read_nodes(&devnet.join(devnet::NODES_FILE))?;
-            let (runtime, client) = net::devnet_client(&devnet, grant.as_deref())?;
+            let (runtime, client) =
+                net::devnet_client(&devnet, net::devnet_grant(&devnet, grant.as_deref())?)?;
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,

@@ -58,11 +58,22 @@ pub fn client(
     }))
 }
 
+/// The grant a writer to the local network sends: the file named, else `<devnet>/client.grant`
+/// when present. Checked here, so an expired one is refused before anything is sent.
+pub fn devnet_grant(devnet: &Path, named: Option<&Path>) -> Result<Option<pb::UploadGrant>> {
+    let default_grant = devnet.join(crate::devnet::CLIENT_GRANT);
+    match named {
+        Some(path) => Ok(Some(crate::owner::load(path)?)),
+        None if default_grant.exists() => Ok(Some(crate::owner::load(&default_grant)?)),
+        None => Ok(None),
+    }
+}
+
 /// A runtime and a client holding the local network's client key (`<devnet>/client.key`),
-/// sending `grant` (default: `<devnet>/client.grant` when present) with its writes.
+/// sending `grant` with its writes (reads need none).
 pub fn devnet_client(
     devnet: &Path,
-    grant: Option<&Path>,
+    grant: Option<pb::UploadGrant>,
 ) -> Result<(tokio::runtime::Runtime, Arc<Client>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,12 +81,6 @@ pub fn devnet_client(
     let key_path = devnet.join(crate::devnet::CLIENT_KEY);
     let key = NodeKey::load(&key_path)
         .with_context(|| format!("loading the client key {}", key_path.display()))?;
-    let default_grant = devnet.join(crate::devnet::CLIENT_GRANT);
-    let grant = match grant {
-        Some(path) => Some(crate::owner::load(path)?),
-        None if default_grant.exists() => Some(crate::owner::load(&default_grant)?),
-        None => None,
-    };
     let client = {
         let _guard = runtime.enter();
         client(Arc::new(key), ClientConfig::default(), grant)?

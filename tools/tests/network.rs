@@ -165,6 +165,30 @@ fn put_and_get_across_twelve_nodes_with_nodes_down() {
     let message = text(&refused);
     assert!(!refused.status.success(), "{message}");
     assert!(message.contains("is not trusted"), "{message}");
+    // An expired grant is refused before anything is sent; reads (below) need no grant.
+    ok(cess(
+        &[
+            "owner",
+            "grant",
+            "--owner-key",
+            "net/owner.key",
+            "--uploader",
+            client_id,
+            "--valid-hours",
+            "0",
+            "--out",
+            "net/client.grant",
+        ],
+        dir,
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let expired = cess(
+        &["put", "in.bin", "--devnet", "net", "--segment-mib", "4"],
+        dir,
+    );
+    let message = text(&expired);
+    assert!(!expired.status.success(), "{message}");
+    assert!(message.contains("expired"), "{message}");
 
     // All up, then with 8 of 12 up (two data nodes among the four stopped): identical bytes.
     ok(cess(
