@@ -9,10 +9,10 @@
 use crate::codec_cmd::{self, KeyChoice, Meter};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use cess_engine::Key;
 use cess_engine::codec::{
     self, CodecError, CodecParams, FragmentSink, FragmentSource, Id, Manifest, hex,
 };
+use cess_engine::{AlignedBuf, BufPool, Key};
 use cess_transport::{Client, ClientConfig, Endpoint, Limits, NodeAddr, NodeKey, pb};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -100,45 +100,42 @@ pub struct PutReport {
 /// Buffers for the fragment copies handed to the transport, back in the pool once the
 /// transport drops them (the node has acknowledged): a fresh 8 MiB allocation per fragment
 /// would fault in and clear 2048 pages each time, a tenth of the client's CPU in a put.
-#[derive(Debug, Clone, Default)]
-struct CopyPool(Arc<Mutex<Vec<Vec<u8>>>>);
+#[derive(Debug, Clone)]
+struct CopyPool(Arc<BufPool>);
 
 /// A fragment copy that goes back to its pool when the last `Bytes` on it is dropped.
 struct Pooled {
-    bytes: Vec<u8>,
-    pool: CopyPool,
+    /// Always `Some` until dropped.
+    buf: Option<AlignedBuf>,
+    pool: Arc<BufPool>,
 }
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes
+        self.buf.as_deref().expect("a live copy")
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        // The in-flight budget bounds how many copies live at once; this bounds the pool too.
-        const KEPT_MAX: usize = 128;
-        let mut free = self.pool.0.lock().expect("copy pool lock");
-        if free.len() < KEPT_MAX {
-            free.push(std::mem::take(&mut self.bytes));
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
         }
     }
 }
 
 impl CopyPool {
+    /// Keeps up to `bytes_max` of idle copies (the in-flight budget bounds the live ones).
+    fn new(bytes_max: usize) -> CopyPool {
+        CopyPool(Arc::new(BufPool::new(bytes_max)))
+    }
+
     fn copy(&self, bytes: &[u8]) -> Bytes {
-        let mut copy = self
-            .0
-            .lock()
-            .expect("copy pool lock")
-            .pop()
-            .unwrap_or_default();
-        copy.clear();
-        copy.extend_from_slice(bytes);
+        let mut buf = self.0.take(bytes.len());
+        buf.copy_from_slice(bytes);
         Bytes::from_owner(Pooled {
-            bytes: copy,
-            pool: self.clone(),
+            buf: Some(buf),
+            pool: self.0.clone(),
         })
     }
 }
@@ -254,7 +251,7 @@ pub fn put(
     let mut upload_id = [0u8; 32];
     rand::fill(&mut upload_id);
     let mut sink = NetSink {
-        copies: CopyPool::default(),
+        copies: CopyPool::new(IN_FLIGHT_MIB << 20),
         handle: handle.clone(),
         client,
         nodes: Arc::new(nodes.to_vec()),

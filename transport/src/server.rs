@@ -53,6 +53,23 @@ pub trait FragmentStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::ReadBuf, StoreFault>> + Send;
 }
 
+/// A response: a signed message with a free-text detail.
+trait Answer: Signed {
+    fn detail_mut(&mut self) -> &mut String;
+}
+
+impl Answer for pb::WritefileResponse {
+    fn detail_mut(&mut self) -> &mut String {
+        &mut self.detail
+    }
+}
+
+impl Answer for pb::ReadfileResponse {
+    fn detail_mut(&mut self) -> &mut String {
+        &mut self.detail
+    }
+}
+
 /// Who may write, and the protocol's bounds.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -263,7 +280,7 @@ impl<S: FragmentStore> Server<S> {
                     message_data: None,
                     code: code as u32,
                     offset,
-                    detail: message::clip_detail(detail),
+                    detail,
                 };
                 self.respond(&mut send, &mut response).await?;
                 let _ = send.finish();
@@ -278,7 +295,7 @@ impl<S: FragmentStore> Server<S> {
                     Some((code, _, detail)) => {
                         let mut response = pb::ReadfileResponse {
                             code: code as u32,
-                            detail: message::clip_detail(detail),
+                            detail,
                             ..Default::default()
                         };
                         self.respond(&mut send, &mut response).await?;
@@ -326,11 +343,14 @@ impl<S: FragmentStore> Server<S> {
         }
     }
 
-    async fn respond<M: Signed>(
+    /// Signs and sends an answer, its detail clipped to the bound its reader enforces.
+    async fn respond<M: Answer>(
         &self,
         send: &mut quinn::SendStream,
         response: &mut M,
     ) -> Result<(), Abort> {
+        let detail = response.detail_mut();
+        *detail = message::clip_detail(std::mem::take(detail));
         message::sign(response, &self.key, now_ms(), rand::random());
         send.write_all(&message::encode_frame(response))
             .await
