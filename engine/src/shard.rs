@@ -88,6 +88,16 @@ pub(crate) struct ShardScrub {
     pub corrupt: Vec<Key>,
 }
 
+/// One range read of a [`Request::ReadBatch`]: key, offset, length and where its answer goes.
+pub(crate) type BatchedRead = (Key, u64, u64, Reply<ReadBuf>);
+
+/// The reads of a batch not yet started.
+#[derive(Debug)]
+struct QueuedBatch {
+    reads: std::collections::VecDeque<BatchedRead>,
+    depth: usize,
+}
+
 /// A request to a shard. Each carries the channel its answer goes back on.
 #[derive(Debug)]
 pub(crate) enum Request {
@@ -114,6 +124,11 @@ pub(crate) enum Request {
         offset: u64,
         len_bytes: u64,
         reply: Reply<ReadBuf>,
+    },
+    /// Range reads the shard itself keeps `depth` of in flight (see [`Shard::stream_read`]).
+    ReadBatch {
+        reads: Vec<BatchedRead>,
+        depth: usize,
     },
     Delete {
         key: Key,
@@ -239,6 +254,8 @@ pub(crate) struct Shard {
     /// Reads started by [`Shard::stream_read`], by device tag.
     streaming: HashMap<u64, StreamedRead>,
     next_stream_tag: u64,
+    /// Batched reads waiting for room under their batch's depth, oldest batch first.
+    batches: std::collections::VecDeque<QueuedBatch>,
     /// Reused buffers for reaped reads: as the device hands them back, then ready to answer.
     reaped: Vec<ReadDone>,
     reaped_reads: Vec<PendingRead>,
@@ -492,6 +509,7 @@ impl Shard {
             reserve_blocks: max_object_bytes.div_ceil(BLOCK),
             streaming: HashMap::new(),
             next_stream_tag: 0,
+            batches: std::collections::VecDeque::new(),
             reaped: Vec::new(),
             reaped_reads: Vec::new(),
             pool: Arc::new(BufPool::new(0)),
@@ -730,7 +748,9 @@ impl Shard {
                 }
                 // Gets and reads normally bypass rounds (see `stream_read`); one that reaches a
                 // round starts streaming once the round is done with the device.
-                read @ (Request::Get { .. } | Request::Read { .. }) => reads_after.push(read),
+                read @ (Request::Get { .. } | Request::Read { .. } | Request::ReadBatch { .. }) => {
+                    reads_after.push(read)
+                }
                 Request::Contains { key, reply } => {
                     let _ = reply.send(Ok(self.index.get(&key).map(|e| Self::info(&key, e))));
                 }
@@ -859,6 +879,11 @@ impl Shard {
     /// queue full; hands back any other request. Streamed reads are answered by
     /// [`Shard::reap_reads`], and every one finishes before the next round runs (a round may
     /// free and reuse the extents they read).
+    ///
+    /// A batch's reads are started by [`Shard::start_batched_reads`] as earlier ones finish,
+    /// so the device queue stays at the batch's depth without a round trip to the caller per
+    /// read. Each is planned when it starts: a batched read sees the rounds before it, like a
+    /// read sent at that moment.
     pub(crate) fn stream_read(&mut self, request: Request) -> Option<Request> {
         match request {
             Request::Get { key, reply } => self.start_read(key, None, reply),
@@ -868,9 +893,37 @@ impl Shard {
                 len_bytes,
                 reply,
             } => self.start_read(key, Some((offset, len_bytes)), reply),
+            Request::ReadBatch { reads, depth } => {
+                if !reads.is_empty() {
+                    self.batches.push_back(QueuedBatch {
+                        reads: reads.into(),
+                        depth: depth.max(1),
+                    });
+                }
+            }
             other => return Some(other),
         }
         None
+    }
+
+    /// Starts queued batched reads while fewer than the oldest batch's depth are streaming.
+    /// Afterwards no batch waits unless a read is streaming (a read that fails at once frees
+    /// its place at once), so a shard with batches always has a completion to wait for.
+    pub(crate) fn start_batched_reads(&mut self) {
+        while let Some(front) = self.batches.front_mut() {
+            if self.streaming.len() >= front.depth {
+                break;
+            }
+            match front.reads.pop_front() {
+                Some((key, offset, len_bytes, reply)) => {
+                    self.start_read(key, Some((offset, len_bytes)), reply)
+                }
+                None => {
+                    self.batches.pop_front();
+                }
+            }
+        }
+        debug_assert!(self.batches.is_empty() || !self.streaming.is_empty());
     }
 
     /// Plans a get (`range` None) or range read and starts it on the device.
@@ -909,7 +962,13 @@ impl Shard {
     }
 
     /// Answers the streamed reads that have finished; with `wait`, waits for at least one.
+    /// Batched reads take the places of finished ones on the device before any answer is
+    /// sent: waking a caller can cost this thread its core for a while.
     pub(crate) fn reap_reads(&mut self, wait: bool) {
+        self.reap(wait, true);
+    }
+
+    fn reap(&mut self, wait: bool, refill: bool) {
         let mut done = std::mem::take(&mut self.reaped);
         self.dev.reap_reads(wait, &mut done);
         let mut finished = std::mem::take(&mut self.reaped_reads);
@@ -929,6 +988,10 @@ impl Shard {
             });
         }
         self.reaped = done;
+        if refill && !self.batches.is_empty() {
+            self.start_batched_reads();
+            self.dev.submit_reads();
+        }
         self.finish_reads(finished.drain(..));
         self.reaped_reads = finished;
     }
@@ -940,14 +1003,16 @@ impl Shard {
         self.read_pool = read_pool;
     }
 
+    /// Streamed reads on the device or batched reads waiting to start.
     pub(crate) fn reads_in_flight(&self) -> bool {
-        !self.streaming.is_empty()
+        !self.streaming.is_empty() || !self.batches.is_empty()
     }
 
-    /// Waits for every streamed read and answers it.
+    /// Waits for every streamed read and answers it. Batched reads not yet started stay
+    /// queued (they are planned when they start).
     pub(crate) fn finish_streamed_reads(&mut self) {
-        while self.reads_in_flight() {
-            self.reap_reads(true);
+        while !self.streaming.is_empty() {
+            self.reap(true, false);
         }
     }
 

@@ -6,7 +6,7 @@
 //! `.await`s.
 
 use crate::aligned::{AlignedBuf, BLOCK_BYTES, BufPool, round_up};
-use crate::device::{Device, IoOp, SimDisk, execute_one, open_target};
+use crate::device::{Bell, Device, IoOp, SimDisk, execute_one, open_target};
 use crate::error::{FormatError, OpenError, StoreError};
 use crate::layout::{
     self, FORMAT_VERSION, Geometry, NodeId, SIGNATURE_PROBE_BYTES, Superblock, SuperblockFault,
@@ -320,9 +320,31 @@ impl<T> Future for Pending<T> {
     }
 }
 
+/// The sending side of a shard's queue: a sender rings the shard's bell after queueing.
+#[derive(Debug, Clone)]
+struct ShardSender {
+    tx: SyncSender<Request>,
+    bell: Arc<Bell>,
+}
+
+impl ShardSender {
+    /// Queues `request`, waiting for room when the queue is full (backpressure); fails only
+    /// when the shard has stopped.
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        let sent = match self.tx.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(request)) => self.tx.send(request).map_err(|_| ()),
+            Err(TrySendError::Disconnected(_)) => Err(()),
+        };
+        sent.map_err(|()| StoreError::Closed)?;
+        self.bell.ring();
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct ShardHandle {
-    tx: Option<SyncSender<Request>>,
+    tx: Option<ShardSender>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -342,7 +364,7 @@ pub struct Store {
     pool: Arc<BufPool>,
 }
 
-fn shard_loop(mut shard: Shard, rx: Receiver<Request>) {
+fn shard_loop(mut shard: Shard, rx: Receiver<Request>, bell: &Bell) {
     const ROUND_REQUESTS_MAX: usize = 256;
     let mut carry: VecDeque<Request> = VecDeque::new();
     let mut batch: Vec<Request> = Vec::new();
@@ -367,8 +389,16 @@ fn shard_loop(mut shard: Shard, rx: Receiver<Request>) {
             .drain(..)
             .filter_map(|request| shard.stream_read(request))
             .collect();
+        shard.start_batched_reads();
         if round.is_empty() {
-            shard.reap_reads(true);
+            // Sleep on the device until a read finishes or a request rings the bell; a
+            // request queued before the bell was armed is seen by this last look.
+            bell.arm();
+            match rx.try_recv() {
+                Ok(request) => carry.push_back(request),
+                Err(_) => shard.reap_reads(true),
+            }
+            bell.disarm();
             continue;
         }
         // A round may free extents that a streamed read is still reading.
@@ -401,6 +431,15 @@ impl Store {
                 source,
             })?;
             let (tx, rx) = sync_channel(options.queue_depth.max(1));
+            let (bell, bell_reader) = Bell::new().map_err(|source| OpenError::Io {
+                action: "create a shard's wake-up pipe for",
+                target: name.clone(),
+                source,
+            })?;
+            let bell = Arc::new(bell);
+            let mut shard_dev = shard_dev;
+            shard_dev.attach_bell(bell_reader);
+            let shard_bell = bell.clone();
             let (opened_tx, opened_rx) = std::sync::mpsc::channel();
             let (store_id, max_object, max_meta) =
                 (superblock.store_id, g.max_object_bytes, g.max_meta_bytes);
@@ -412,7 +451,7 @@ impl Store {
                         Ok(mut shard) => {
                             shard.recycle_into(shard_pool, shard_read_pool);
                             let _ = opened_tx.send(Ok(()));
-                            shard_loop(shard, rx);
+                            shard_loop(shard, rx, &shard_bell);
                         }
                         Err(detail) => drop(opened_tx.send(Err(detail))),
                     }
@@ -424,7 +463,7 @@ impl Store {
                 })?;
             pending_opens.push((id, opened_rx));
             shards.push(ShardHandle {
-                tx: Some(tx),
+                tx: Some(ShardSender { tx, bell }),
                 thread: Some(thread),
             });
         }
@@ -467,16 +506,9 @@ impl Store {
         let Some(tx) = self.shards[shard as usize].tx.as_ref() else {
             return Pending::failed(StoreError::Closed);
         };
-        let request = make(reply);
-        let sent = match tx.try_send(request) {
-            Ok(()) => Ok(()),
-            // Backpressure: the shard's queue is full, so wait for room.
-            Err(TrySendError::Full(request)) => tx.send(request).map_err(|_| ()),
-            Err(TrySendError::Disconnected(_)) => Err(()),
-        };
-        match sent {
+        match tx.send(make(reply)) {
             Ok(()) => Pending { rx: Ok(rx) },
-            Err(()) => Pending::failed(StoreError::Closed),
+            Err(e) => Pending::failed(e),
         }
     }
 
@@ -595,24 +627,48 @@ impl Store {
         })
     }
 
-    /// Many range reads (key, offset, length) issued together, at most `in_flight` waiting at a
-    /// time, so the shards overlap them; results come back in request order.
+    /// Many range reads (key, offset, length) issued together, with `in_flight` of them on
+    /// the device at a time (split between the shards by their share of the reads); the
+    /// answers come back in request order, one [`Pending`] each. A bad read fails alone.
+    ///
+    /// Each shard starts its next read as soon as one of its reads finishes, without waiting
+    /// for the caller, so the device queue stays full however slowly the caller collects the
+    /// answers; their buffers are held until the caller takes them.
+    pub fn read_batch(&self, reads: &[(Key, u64, u64)], in_flight: usize) -> Vec<Pending<ReadBuf>> {
+        let mut per_shard: Vec<Vec<crate::shard::BatchedRead>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut answers = Vec::with_capacity(reads.len());
+        for &(key, offset, len_bytes) in reads {
+            let (reply, rx) = oneshot::channel();
+            per_shard[self.shard_of(&key) as usize].push((key, offset, len_bytes, reply));
+            answers.push(Pending { rx: Ok(rx) });
+        }
+        let depths = split_depth(
+            in_flight.max(1),
+            &per_shard.iter().map(Vec::len).collect::<Vec<_>>(),
+        );
+        for ((shard, reads), depth) in per_shard.into_iter().enumerate().zip(depths) {
+            if reads.is_empty() {
+                continue;
+            }
+            // A shard that has stopped drops the replies, so its answers read `Closed`.
+            if let Some(tx) = self.shards[shard].tx.as_ref() {
+                let _ = tx.send(Request::ReadBatch { reads, depth });
+            }
+        }
+        answers
+    }
+
+    /// [`Store::read_batch`] for a blocking caller: every answer, in request order.
     pub fn read_many(
         &self,
         reads: &[(Key, u64, u64)],
         in_flight: usize,
     ) -> Vec<Result<ReadBuf, StoreError>> {
-        let mut out = Vec::with_capacity(reads.len());
-        let mut waiting = VecDeque::with_capacity(in_flight.max(1));
-        for &(key, offset, len_bytes) in reads {
-            if waiting.len() >= in_flight.max(1) {
-                let oldest: Pending<ReadBuf> = waiting.pop_front().expect("the queue is full");
-                out.push(oldest.wait());
-            }
-            waiting.push_back(self.read(key, offset, len_bytes));
-        }
-        out.extend(waiting.into_iter().map(Pending::wait));
-        out
+        self.read_batch(reads, in_flight)
+            .into_iter()
+            .map(Pending::wait)
+            .collect()
     }
 
     /// Deletes a fragment; `Ok(false)` if it was not there.
@@ -688,7 +744,7 @@ impl Store {
         self.scrub_step(0)
     }
 
-    fn senders(&self) -> Vec<SyncSender<Request>> {
+    fn senders(&self) -> Vec<ShardSender> {
         self.shards.iter().filter_map(|s| s.tx.clone()).collect()
     }
 
@@ -744,15 +800,33 @@ impl Store {
     }
 }
 
-fn scrub_step(
-    senders: &[SyncSender<Request>],
-    max_bytes: u64,
-) -> Result<ScrubProgress, StoreError> {
+/// Splits a depth of `total` between shards holding `counts` reads: in proportion, at least
+/// one and at most its reads for each shard with reads, adding up to `total` where those
+/// bounds allow.
+fn split_depth(total: usize, counts: &[usize]) -> Vec<usize> {
+    let reads: usize = counts.iter().sum();
+    let mut depths: Vec<usize> = counts
+        .iter()
+        .map(|&n| (total * n / reads).clamp(n.min(1), n))
+        .collect();
+    let mut given: usize = depths.iter().sum();
+    // Floors leave a remainder: hand it out one by one to shards with reads left to run.
+    let mut shard = 0;
+    while given < total && depths.iter().zip(counts).any(|(d, &n)| *d < n) {
+        if depths[shard] < counts[shard] {
+            depths[shard] += 1;
+            given += 1;
+        }
+        shard = (shard + 1) % counts.len();
+    }
+    depths
+}
+
+fn scrub_step(senders: &[ShardSender], max_bytes: u64) -> Result<ScrubProgress, StoreError> {
     let mut receivers = Vec::new();
     for tx in senders {
         let (reply, rx) = oneshot::channel();
-        tx.send(Request::Scrub { max_bytes, reply })
-            .map_err(|_| StoreError::Closed)?;
+        tx.send(Request::Scrub { max_bytes, reply })?;
         receivers.push(rx);
     }
     let mut shards = Vec::with_capacity(receivers.len());
@@ -882,3 +956,34 @@ fn prepare(key: Key, data: &[u8], copy: bool) -> Result<(AlignedBuf, Box<[u32]>)
 }
 
 static ZEROS: [u8; BLOCK_BYTES] = [0; BLOCK_BYTES];
+
+#[cfg(test)]
+mod tests {
+    use super::split_depth;
+
+    #[test]
+    fn a_batch_depth_is_split_by_share_and_adds_up() {
+        assert_eq!(split_depth(32, &[500, 500]), vec![16, 16]);
+        assert_eq!(split_depth(32, &[300, 100]), vec![24, 8]);
+        // Floors leave 2 over; they go to shards with reads to spare.
+        assert_eq!(split_depth(32, &[1, 1, 1]), vec![1, 1, 1]);
+        assert_eq!(split_depth(8, &[10, 10, 10]), vec![3, 3, 2]);
+        // A shard with no reads gets no depth; one with few gets at least one.
+        assert_eq!(split_depth(4, &[0, 1000, 1]), vec![0, 3, 1]);
+        // Fewer places than shards with reads: one each all the same.
+        assert_eq!(split_depth(1, &[5, 5]), vec![1, 1]);
+        for total in 1..40 {
+            for counts in [[7, 0, 90], [1, 1, 1], [40, 40, 1]] {
+                let depths = split_depth(total, &counts);
+                let shards_with_reads = counts.iter().filter(|&&n| n > 0).count();
+                let sum: usize = depths.iter().sum();
+                let runnable: usize = counts.iter().sum();
+                assert_eq!(
+                    sum,
+                    total.max(shards_with_reads).min(runnable),
+                    "{total} {counts:?}"
+                );
+            }
+        }
+    }
+}

@@ -267,6 +267,40 @@ fn run_seed(seed: u64) -> u64 {
                     })
                 }
             }
+        } else if op < 70 {
+            // A batch of range reads over several fragments, an absent one among them.
+            let mut reads = Vec::new();
+            let mut expected = Vec::new();
+            for _ in 0..run.rng.random_range(1..=6) {
+                let Some(key) = run.pick_key() else { break };
+                let data = &run.model[&key].data;
+                let offset = run.rng.random_range(0..=data.len());
+                let len = run.rng.random_range(0..=data.len() - offset);
+                reads.push((key, offset as u64, len as u64));
+                expected.push(Some(data[offset..offset + len].to_vec()));
+            }
+            let (absent, _) = fragment(&mut run.rng, 10);
+            let at = run.rng.random_range(0..=reads.len());
+            reads.insert(at, (absent, 0, 1));
+            expected.insert(at, None);
+            let depth = run.rng.random_range(1..=4);
+            let answers = store.read_batch(&reads, depth);
+            assert_eq!(answers.len(), reads.len());
+            let mut outcome = Ok(());
+            for (i, (answer, want)) in answers.into_iter().zip(&expected).enumerate() {
+                match (answer.wait(), want) {
+                    (Ok(bytes), Some(want)) => assert!(
+                        *bytes == want[..],
+                        "seed {seed} {when}: batched read {i} wrong"
+                    ),
+                    (Err(StoreError::NotFound(_)), None) => {}
+                    (other, None) => {
+                        panic!("seed {seed} {when}: batched read of an absent key gave {other:?}")
+                    }
+                    (Err(e), Some(_)) => outcome = Err(e),
+                }
+            }
+            outcome
         } else if op < 90 {
             match run.pick_key() {
                 None => Ok(()),

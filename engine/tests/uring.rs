@@ -34,6 +34,32 @@ fn exercise(path: &Path) {
         &*store.read(*key, 8191, 8194).wait().unwrap(),
         &data[8191..16385]
     );
+    // A batch across fragments and shards, deeper than some shards' share, with a read past
+    // the end and one of an absent key failing alone.
+    let mut reads: Vec<_> = frags
+        .iter()
+        .map(|(k, d)| (*k, (d.len() / 3) as u64, (d.len() / 2) as u64))
+        .collect();
+    reads.push((*key, data.len() as u64, 1));
+    reads.push((fragment(&mut rng, 3).0, 0, 1));
+    for depth in [1, 3, 64] {
+        let answers: Vec<_> = store
+            .read_batch(&reads, depth)
+            .into_iter()
+            .map(|p| p.wait())
+            .collect();
+        for ((_, d), got) in frags.iter().zip(&answers) {
+            assert!(**got.as_ref().expect("batched read") == d[d.len() / 3..][..d.len() / 2]);
+        }
+        assert!(matches!(
+            answers[frags.len()],
+            Err(cess_engine::StoreError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            answers[frags.len() + 1],
+            Err(cess_engine::StoreError::NotFound(_))
+        ));
+    }
     let stats = store.stats().unwrap();
     drop(store);
     let store = Store::open(&target, &OpenOptions::new(NODE)).expect("reopen");
@@ -89,13 +115,21 @@ fn uring_streamed_reads_race_deletes_and_puts() {
         })
     };
     let mut checked = 0;
-    while !churn.is_finished() || checked == 0 {
-        let pendings: Vec<_> = frags
+    let mut sweep = 0;
+    while !churn.is_finished() || checked < 2 * frags.len() {
+        // Single reads and batches (whose reads start as earlier ones finish) take turns.
+        let reads: Vec<_> = frags
             .iter()
             .enumerate()
-            .map(|(i, (k, _))| (i, store.read(*k, (i as u64 % 60) * 4096, 8192)))
+            .map(|(i, (k, _))| (*k, (i as u64 % 60) * 4096, 8192))
             .collect();
-        for (i, p) in pendings {
+        let pendings: Vec<_> = if sweep % 2 == 0 {
+            reads.iter().map(|&(k, o, l)| store.read(k, o, l)).collect()
+        } else {
+            store.read_batch(&reads, 1 + sweep % 7)
+        };
+        sweep += 1;
+        for (i, p) in pendings.into_iter().enumerate() {
             let at = (i % 60) * 4096;
             match p.wait() {
                 Ok(bytes) => assert!(*bytes == frags[i].1[at..at + 8192], "fragment {i}"),

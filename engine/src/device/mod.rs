@@ -4,9 +4,11 @@
 //! [`SimDisk`] (in memory, deterministic, with the faults of eco-reliability §B5). The shard
 //! logic above sees only [`Device`], so every crash and fault path runs against both.
 
+mod bell;
 mod sim;
 mod uring;
 
+pub use bell::Bell;
 pub use sim::{SimDisk, SimFaults};
 pub use uring::{UringDevice, open_target};
 
@@ -88,8 +90,16 @@ pub trait Device: Send + std::fmt::Debug {
     /// owns until the read comes back from `reap_reads` with the same `tag`.
     fn start_read(&mut self, tag: u64, offset: u64, buf: AlignedBuf);
     /// Moves finished streamed reads into `done`. With `wait`, blocks until at least one has
-    /// finished, unless none is in flight.
+    /// finished or the attached bell rings, unless none is in flight.
     fn reap_reads(&mut self, wait: bool, done: &mut Vec<ReadDone>);
+    /// Hands started reads to the device now rather than at the next `reap_reads`. A device
+    /// that starts reads in `start_read` has nothing to do.
+    fn submit_reads(&mut self) {}
+    /// From now on a wait in `reap_reads` also ends when `bell` becomes readable (see
+    /// [`Bell`]). A device whose waits do not block may ignore it.
+    fn attach_bell(&mut self, bell: std::io::PipeReader) {
+        drop(bell);
+    }
     /// Streamed reads started and not yet handed back.
     fn reads_in_flight(&self) -> usize;
     /// A second handle on the same device (for another shard's thread).

@@ -10,7 +10,7 @@ use crate::aligned::AlignedBuf;
 use io_uring::{IoUring, opcode, types};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, PipeReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ use std::sync::Arc;
 const RING_ENTRIES: u32 = 128;
 /// Set in the user data of a streamed read's entries; the rest of the bits name its slot.
 const STREAM_BIT: u64 = 1 << 63;
+/// The user data of the bell's poll entry (the stream bit and a slot no read ever gets).
+const BELL_DATA: u64 = u64::MAX;
 
 /// A streamed read the device owns until it is reaped.
 struct Streamed {
@@ -48,6 +50,13 @@ pub struct UringDevice {
     // Streamed entries submitted to the kernel and not yet completed.
     streams_in_kernel: usize,
     streams_out: usize,
+    // The read end of the shard's bell (see `super::Bell`), polled while a reap waits.
+    bell: Option<PipeReader>,
+    // A poll entry for the bell is in the kernel.
+    bell_polled: bool,
+    // The bell rang since the current reap began.
+    bell_rang: bool,
+    enabled: bool,
 }
 
 /// Opens `path` for O_DIRECT I/O. A block device is opened with O_EXCL, which the kernel
@@ -70,6 +79,26 @@ pub fn open_target(path: &Path) -> io::Result<UringDevice> {
     UringDevice::new(Arc::new(file), path.to_path_buf(), len_bytes)
 }
 
+/// A ring set up as fio sets up its own: one thread submits, and completions are posted when
+/// that thread asks for them instead of interrupting it as they arrive (single issuer,
+/// deferred task work). It starts disabled so that the shard's thread, not the thread opening
+/// the store, becomes the submitter: the second value says the first use must enable it.
+/// Kernels before 6.1 lack these flags and get a plain ring.
+fn new_ring() -> io::Result<(IoUring, bool)> {
+    let built = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_r_disabled()
+        .build(RING_ENTRIES);
+    match built {
+        Ok(ring) => Ok((ring, false)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            IoUring::new(RING_ENTRIES).map(|ring| (ring, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl std::fmt::Debug for UringDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringDevice")
@@ -81,7 +110,7 @@ impl std::fmt::Debug for UringDevice {
 
 impl UringDevice {
     fn new(file: Arc<File>, path: PathBuf, len_bytes: u64) -> io::Result<UringDevice> {
-        let ring = IoUring::new(RING_ENTRIES).map_err(|e| {
+        let (ring, enabled) = new_ring().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("io_uring_setup failed (is io_uring disabled?): {e}"),
@@ -100,21 +129,67 @@ impl UringDevice {
             queued: VecDeque::new(),
             streams_in_kernel: 0,
             streams_out: 0,
+            bell: None,
+            bell_polled: false,
+            bell_rang: false,
+            enabled,
         })
+    }
+
+    /// Makes the calling thread the ring's only submitter (see [`new_ring`]); a no-op after
+    /// the first call.
+    fn enable(&mut self) -> io::Result<()> {
+        if !self.enabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
+        Ok(())
     }
 
     /// Drains every waiting completion as (user data, result) into the reused buffer, which
     /// the caller puts back in `self.completed`: the completion queue borrows the ring, and
     /// handling completions needs `self` for resubmissions.
+    /// The bell's completion is handled here and left out.
     fn take_completions(&mut self) -> Vec<(usize, i32)> {
         let mut completed = std::mem::take(&mut self.completed);
         completed.clear();
-        completed.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data() as usize, c.result())),
-        );
+        let mut bell_result = None;
+        for c in self.ring.completion() {
+            if c.user_data() == BELL_DATA {
+                bell_result = Some(c.result());
+            } else {
+                completed.push((c.user_data() as usize, c.result()));
+            }
+        }
+        if let Some(result) = bell_result {
+            self.bell_polled = false;
+            self.bell_rang = true;
+            if result > 0 && result & i32::from(libc::POLLIN) != 0 {
+                // Readable, and this thread is the only reader, so this does not block.
+                let mut bytes = [0u8; 64];
+                if let Some(mut reader) = self.bell.as_ref() {
+                    let _ = reader.read(&mut bytes);
+                }
+            }
+        }
         completed
+    }
+
+    /// Puts a poll for the bell in the submission queue unless one is in the kernel already.
+    fn poll_bell(&mut self) {
+        let Some(reader) = self.bell.as_ref() else {
+            return;
+        };
+        if self.bell_polled || self.ring.submission().is_full() {
+            return;
+        }
+        let entry = opcode::PollAdd::new(types::Fd(reader.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(BELL_DATA);
+        // SAFETY: a poll entry points at no memory; the fd stays open as long as the ring
+        // (both are fields of `self`, and the ring cancels its entries when dropped).
+        unsafe { self.ring.submission().push(&entry) }.expect("queue checked not full");
+        self.bell_polled = true;
     }
 
     /// Pushes queued streamed reads while the submission queue has room.
@@ -270,6 +345,12 @@ impl Device for UringDevice {
 
     fn execute(&mut self, ops: &mut [IoOp<'_>]) {
         assert_eq!(self.streams_out, 0, "batch while streamed reads are out");
+        if let Err(e) = self.enable() {
+            for op in ops.iter_mut() {
+                op.result = Some(Err(io::Error::new(e.kind(), format!("io_uring: {e}"))));
+            }
+            return;
+        }
         self.progress.clear();
         self.progress.resize(ops.len(), 0);
         self.resubmit.clear();
@@ -325,7 +406,9 @@ impl Device for UringDevice {
                     if self.ring.submit_and_wait(1).is_err() {
                         std::process::abort();
                     }
-                    in_flight -= self.ring.completion().count();
+                    let completed = self.take_completions();
+                    in_flight -= completed.len();
+                    self.completed = completed;
                 }
                 return;
             }
@@ -383,15 +466,45 @@ impl Device for UringDevice {
     }
 
     fn reap_reads(&mut self, wait: bool, done: &mut Vec<ReadDone>) {
+        if let Err(e) = self.enable() {
+            // Nothing was submitted yet, so nothing is in the kernel's hands: fail the reads.
+            for slot in self.queued.drain(..) {
+                let read = self.streams[slot].take().expect("queued slot holds a read");
+                self.free_slots.push(slot);
+                self.streams_out -= 1;
+                done.push(ReadDone {
+                    tag: read.tag,
+                    buf: read.buf,
+                    result: Err(io::Error::new(e.kind(), format!("io_uring: {e}"))),
+                });
+            }
+            return;
+        }
+        self.bell_rang = false;
         loop {
+            if wait {
+                self.poll_bell();
+            }
             self.push_streams();
             let wait_one = wait && self.streams_out > 0;
             self.submit_streams(wait_one);
             let finished = self.drain_streams(done);
-            if !wait_one || finished > 0 {
+            if !wait_one || finished > 0 || self.bell_rang {
                 return;
             }
         }
+    }
+
+    fn submit_reads(&mut self) {
+        // A ring not yet enabled fails its reads in `reap_reads` instead.
+        if self.enabled {
+            self.push_streams();
+            self.submit_streams(false);
+        }
+    }
+
+    fn attach_bell(&mut self, bell: PipeReader) {
+        self.bell = Some(bell);
     }
 
     fn reads_in_flight(&self) -> usize {
