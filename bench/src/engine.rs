@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
+use std::io::Seek;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -107,6 +108,26 @@ pub(crate) fn prepare_target(
     name: &str,
 ) -> Result<(PathBuf, RemoveOnDrop), String> {
     if let Some(t) = &options.target {
+        // Blocks never written (or trimmed) read back without touching the medium, which
+        // would flatter fio's reads over the whole target against ours over written data.
+        let target_bytes = std::fs::File::open(t)
+            .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+            .map_err(|e| format!("sizing {}: {e}", t.display()))?;
+        if target_bytes <= PREFILL_NAMED_BYTES_MAX {
+            println!(
+                "writing all of {} once ({} MiB) so that every read touches written blocks",
+                t.display(),
+                target_bytes >> 20
+            );
+            prefill(t, target_bytes)?;
+        } else {
+            println!(
+                "{} is over {} GiB and is not written through first: fio's reads of blocks \
+                 never written may be faster than the medium",
+                t.display(),
+                PREFILL_NAMED_BYTES_MAX >> 30
+            );
+        }
         return Ok((t.clone(), RemoveOnDrop(None)));
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
@@ -117,6 +138,15 @@ pub(crate) fn prepare_target(
     file.set_len(bytes)
         .map_err(|e| format!("sizing {}: {e}", path.display()))?;
     // Write it once so neither side pays for allocating file blocks during its runs.
+    prefill(&path, bytes)?;
+    Ok((path.clone(), RemoveOnDrop(Some(path))))
+}
+
+/// A named target up to this size is written through once before the suite.
+const PREFILL_NAMED_BYTES_MAX: u64 = 64 << 30;
+
+/// Writes `bytes` of `path` once, sequentially, with fio.
+fn prefill(path: &Path, bytes: u64) -> Result<(), String> {
     let status = Command::new("fio")
         .args([
             "--name=prefill",
@@ -134,7 +164,7 @@ pub(crate) fn prepare_target(
     if !status.success() {
         return Err("fio prefill failed".into());
     }
-    Ok((path.clone(), RemoveOnDrop(Some(path))))
+    Ok(())
 }
 
 /// fio's sequential write throughput (MiB/s) of `bytes` to `file`: 8 MiB blocks, io_uring,
