@@ -51,7 +51,7 @@ impl Sizes {
                 fragment_bytes: 8 << 20,
                 write_fragments: 256,
                 read_fill_fragments: 256,
-                read_ops: 60_000,
+                read_ops: 120_000,
                 queue_depth: 32,
                 open_small_bytes: 256 << 10,
                 open_count: 400,
