@@ -467,7 +467,9 @@ async fn a_read_cut_at_random_points_resumes_where_it_stopped() {
                 .map(|(_, o)| *o)
                 .collect::<Vec<_>>()
         };
-        while reads_of(&node).is_empty() {
+        // A reader that fails before the node reads (a dial refused, say) ends the wait, and
+        // its error fails the test below instead of this loop spinning forever.
+        while reads_of(&node).is_empty() && !reader.is_finished() {
             tokio::time::sleep(std::time::Duration::from_micros(200)).await;
         }
         tokio::time::sleep(std::time::Duration::from_micros(rng.random_range(0..8000))).await;
