@@ -501,8 +501,9 @@ fn read_cases(target: &Path, sizes: &Sizes) -> Result<Vec<Case>, String> {
             latency: Latency::from_histogram(&hist),
             baseline_latency: Some(fio_latency),
             note: format!(
-                "the same reads as {} single requests from {} async tasks: every read is a \
-                 round trip between the caller's thread and a shard's",
+                "{} random 8 KiB reads (drawn as the batch's are) as single requests from {} \
+                 async tasks: every read is a round trip between the caller's thread and a \
+                 shard's",
                 sizes.read_ops, sizes.queue_depth
             ),
             ..Case::from_runs(single, theirs)

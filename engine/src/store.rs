@@ -425,7 +425,7 @@ impl Store {
         let read_pool = Arc::new(BufPool::new(options.read_pool_bytes));
         for (id, regions) in g.shards().into_iter().enumerate() {
             let id = id as u32;
-            let shard_dev = dev.try_clone().map_err(|source| OpenError::Io {
+            let mut shard_dev = dev.try_clone().map_err(|source| OpenError::Io {
                 action: "open a device handle for",
                 target: name.clone(),
                 source,
@@ -437,7 +437,6 @@ impl Store {
                 source,
             })?;
             let bell = Arc::new(bell);
-            let mut shard_dev = shard_dev;
             shard_dev.attach_bell(bell_reader);
             let shard_bell = bell.clone();
             let (opened_tx, opened_rx) = std::sync::mpsc::channel();
@@ -805,6 +804,9 @@ impl Store {
 /// bounds allow.
 fn split_depth(total: usize, counts: &[usize]) -> Vec<usize> {
     let reads: usize = counts.iter().sum();
+    if reads == 0 {
+        return vec![0; counts.len()];
+    }
     let mut depths: Vec<usize> = counts
         .iter()
         .map(|&n| (total * n / reads).clamp(n.min(1), n))
@@ -972,6 +974,8 @@ mod tests {
         assert_eq!(split_depth(4, &[0, 1000, 1]), vec![0, 3, 1]);
         // Fewer places than shards with reads: one each all the same.
         assert_eq!(split_depth(1, &[5, 5]), vec![1, 1]);
+        // An empty batch gives every shard nothing (and divides by nothing).
+        assert_eq!(split_depth(32, &[0, 0]), vec![0, 0]);
         for total in 1..40 {
             for counts in [[7, 0, 90], [1, 1, 1], [40, 40, 1]] {
                 let depths = split_depth(total, &counts);

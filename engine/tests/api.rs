@@ -103,6 +103,10 @@ fn ranges_meta_list_and_exact_stats() {
         .map(|(k, d)| (*k, (d.len() / 3) as u64, (d.len() / 2) as u64))
         .collect();
     requests.push((*key, data.len() as u64 + 1, 1));
+    assert!(
+        store.read_many(&[], 4).is_empty(),
+        "an empty batch is answered empty"
+    );
     for in_flight in [1, 4, 64] {
         let results = store.read_many(&requests, in_flight);
         assert_eq!(results.len(), requests.len());

@@ -56,6 +56,8 @@ pub struct UringDevice {
     bell_polled: bool,
     // The bell rang since the current reap began.
     bell_rang: bool,
+    // The ring accepts submissions: false until the first use from the shard's thread (see
+    // `new_ring`).
     enabled: bool,
 }
 
@@ -79,7 +81,7 @@ pub fn open_target(path: &Path) -> io::Result<UringDevice> {
     UringDevice::new(Arc::new(file), path.to_path_buf(), len_bytes)
 }
 
-/// A ring set up as fio sets up its own: one thread submits, and completions are posted when
+/// A ring set up as fio's io_uring engine sets up its own: one thread submits, and completions are posted when
 /// that thread asks for them instead of interrupting it as they arrive (single issuer,
 /// deferred task work). It starts disabled so that the shard's thread, not the thread opening
 /// the store, becomes the submitter: the second value says the first use must enable it.
