@@ -465,6 +465,11 @@ impl Device for UringDevice {
         };
         self.queued.push_back(slot);
         self.streams_out += 1;
+        // Each read goes to the kernel on its own, as fio submits by default
+        // (iodepth_batch_submit=1). Submitting the replacements of a burst of completions
+        // together was slower on a virtio disk: 517 against 466 us from submission to
+        // completion at depth 32, with the same reads.
+        self.submit_reads();
     }
 
     fn reap_reads(&mut self, wait: bool, done: &mut Vec<ReadDone>) {
@@ -498,8 +503,9 @@ impl Device for UringDevice {
     }
 
     fn submit_reads(&mut self) {
-        // A ring not yet enabled fails its reads in `reap_reads` instead.
-        if self.enabled {
+        // A ring not yet enabled fails its reads in `reap_reads` instead. Reads are queued
+        // here only while the submission queue is full.
+        if self.enabled && !self.queued.is_empty() {
             self.push_streams();
             self.submit_streams(false);
         }
