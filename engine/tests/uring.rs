@@ -60,6 +60,15 @@ fn exercise(path: &Path) {
             Err(cess_engine::StoreError::NotFound(_))
         ));
     }
+    // Far deeper than the ring (128 submissions, 256 completions): reads wait for room in
+    // the submission queue and completions for room in the completion queue, none is lost.
+    let deep: Vec<_> = (0..1500u64)
+        .map(|i| (*key, (i * 7919 * 512) % (data.len() as u64 - 4096), 4096))
+        .collect();
+    for (got, &(_, offset, len)) in store.read_batch(&deep, 1000).into_iter().zip(&deep) {
+        let got = got.wait().expect("deep batched read");
+        assert!(*got == data[offset as usize..][..len as usize]);
+    }
     let stats = store.stats().unwrap();
     drop(store);
     let store = Store::open(&target, &OpenOptions::new(NODE)).expect("reopen");
