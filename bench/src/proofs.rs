@@ -330,7 +330,7 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
         case.note = format!(
             "{count} fragments stored, {blocks} blocks challenged; share of time in MSM {:.0} %, \
              in reading {:.0} %, in loading and checking tags {:.0} %, in combining sectors \
-             (μ) {:.0} %",
+             (μ) {:.0} % (reading runs beside tag decoding, so the shares overlap)",
             100.0 * median(&mut msm_share),
             100.0 * median(&mut read_share),
             100.0 * median(&mut tags_share),

@@ -455,3 +455,66 @@ fn default_challenge_detects_one_percent_corruption_with_99_percent_probability(
     // Expected 1 − 0.99^460 ≈ 0.990; four standard deviations below is 0.981.
     assert!(rate >= 0.98, "detection rate {rate}");
 }
+
+/// With enough challenged blocks the prover decodes tags on two threads while the blocks are
+/// read: a bad tag in either half is refused and the first in challenge order is named, and a
+/// failed read is still reported before any bad tag.
+#[test]
+fn bad_tags_are_refused_in_challenge_order_while_reads_overlap() {
+    let key = key(8, 4);
+    let pk = key.public();
+    let (source, set) = store(&key, 12, &[3000], 8);
+    let ch = challenge(pk, &set, 3, 1, ChallengeParams::default());
+    let wanted: Vec<(usize, u32)> = ch
+        .fragments()
+        .iter()
+        .enumerate()
+        .flat_map(|(f, fragment)| fragment.blocks.iter().map(move |b| (f, b.index)))
+        .collect();
+    assert!(
+        wanted.len() >= 32,
+        "only {} blocks challenged",
+        wanted.len()
+    );
+    let (early, late) = (wanted[1], wanted[wanted.len() - 1]);
+    assert_ne!(
+        early.0, late.0,
+        "the two bad tags lie in different fragments"
+    );
+    let header = 8 + 4 + 8 + 32 + 32;
+    let name = |f: usize| -> String {
+        ch.fragments()[f]
+            .id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    // 48 zero bytes lack the compressed-point flag: no point decodes from them.
+    let break_tag = |source: &mut MemSource, (f, index): (usize, u32)| {
+        let blob = source.tags.get_mut(&ch.fragments()[f].id).unwrap();
+        blob[header + index as usize * 48..][..48].fill(0);
+    };
+
+    let mut both = source.clone();
+    break_tag(&mut both, early);
+    break_tag(&mut both, late);
+    match prove(pk, &ch, &mut both, &CpuBackend) {
+        Err(ProveError::Tags { fragment, .. }) => assert_eq!(fragment, name(early.0)),
+        other => panic!("expected the early bad tag, got {other:?}"),
+    }
+
+    let mut late_only = source.clone();
+    break_tag(&mut late_only, late);
+    match prove(pk, &ch, &mut late_only, &CpuBackend) {
+        Err(ProveError::Tags { fragment, .. }) => assert_eq!(fragment, name(late.0)),
+        other => panic!("expected the late bad tag, got {other:?}"),
+    }
+
+    let mut unreadable = late_only.clone();
+    unreadable.data.remove(&ch.fragments()[early.0].id);
+    match prove(pk, &ch, &mut unreadable, &CpuBackend) {
+        Err(ProveError::Source { fragment, .. }) => assert_eq!(fragment, name(early.0)),
+        other => panic!("expected the failed read, got {other:?}"),
+    }
+    assert!(prove(pk, &ch, &mut source.clone(), &CpuBackend).is_ok());
+}
