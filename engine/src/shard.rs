@@ -990,7 +990,6 @@ impl Shard {
         self.reaped = done;
         if refill && !self.batches.is_empty() {
             self.start_batched_reads();
-            self.dev.submit_reads();
         }
         self.finish_reads(finished.drain(..));
         self.reaped_reads = finished;

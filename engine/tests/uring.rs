@@ -60,8 +60,8 @@ fn exercise(path: &Path) {
             Err(cess_engine::StoreError::NotFound(_))
         ));
     }
-    // Far deeper than the ring (128 submissions, 256 completions): reads wait for room in
-    // the submission queue and completions for room in the completion queue, none is lost.
+    // Far deeper than the ring (128 submissions, 256 completions): more reads are in the
+    // kernel than the completion queue holds, and none is lost.
     let deep: Vec<_> = (0..1500u64)
         .map(|i| (*key, (i * 7919 * 512) % (data.len() as u64 - 4096), 4096))
         .collect();

@@ -15,7 +15,9 @@ use crate::{
 
 const PROOF_MAGIC: &[u8; 8] = b"CESSPRF1";
 
-/// Challenges with at least this many blocks have their tags decoded on two threads.
+/// Challenges with at least this many blocks have their tags decoded on two threads; below
+/// it, starting a thread (tens of microseconds) is a fair share of the decoding it would save
+/// (about 90 µs a tag on the 2-core development machine).
 const DECODE_SPLIT_BLOCKS_MIN: usize = 16;
 
 /// One aggregated proof: μ_1..μ_s and σ. Its size depends on s only, never on how many
@@ -200,7 +202,10 @@ pub fn prove<S: ProofSource + Send>(
     let mut reads = Vec::with_capacity(challenge.block_total());
     let mut bufs = Vec::with_capacity(challenge.block_total());
     let mut all_tags = Vec::with_capacity(challenge.fragments().len());
-    for fragment in challenge.fragments() {
+    // Each challenged block as (fragment's place in the challenge, block index), and its ν.
+    let mut wanted = Vec::with_capacity(challenge.block_total());
+    let mut nus = Vec::with_capacity(challenge.block_total());
+    for (f, fragment) in challenge.fragments().iter().enumerate() {
         let name = hex(&fragment.id);
         let started = Instant::now();
         let blob = source.tags(&fragment.id).map_err(|e| ProveError::Source {
@@ -230,6 +235,8 @@ pub fn prove<S: ProofSource + Send>(
             let len = block_len.min(fragment.len_bytes - offset) as usize;
             reads.push((fragment.id, offset));
             bufs.push(vec![0u8; len]);
+            wanted.push((f, block.index));
+            nus.push(block.nu);
             stats.bytes_read += len as u64;
         }
         all_tags.push(tags);
@@ -239,12 +246,6 @@ pub fn prove<S: ProofSource + Send>(
     // The challenged blocks are read on another thread while this one and a helper decode the
     // challenged tags (a square root and a subgroup check each, tens of microseconds): the
     // reads wait on the device, the decoding on the CPU, and the two overlap.
-    let wanted: Vec<(usize, u32)> = challenge
-        .fragments()
-        .iter()
-        .enumerate()
-        .flat_map(|(f, fragment)| fragment.blocks.iter().map(move |block| (f, block.index)))
-        .collect();
     let decode = |part: &[(usize, u32)]| -> Result<Vec<G1Affine>, ProveError> {
         part.iter()
             .map(|&(f, index)| {
@@ -264,11 +265,12 @@ pub fn prove<S: ProofSource + Send>(
             (result, started.elapsed().as_nanos() as u64)
         });
         let started = Instant::now();
-        let (first, second) = wanted.split_at(if wanted.len() >= DECODE_SPLIT_BLOCKS_MIN {
+        let split = if wanted.len() >= DECODE_SPLIT_BLOCKS_MIN {
             wanted.len() / 2
         } else {
             0
-        });
+        };
+        let (first, second) = wanted.split_at(split);
         let helper = (!first.is_empty()).then(|| scope.spawn(|| decode(first)));
         let second = decode(second);
         let first = helper.map_or(Ok(Vec::new()), |h| h.join().expect("tag decoding thread"));
@@ -290,11 +292,6 @@ pub fn prove<S: ProofSource + Send>(
     stats.tags_ns += decode_ns;
 
     let started = Instant::now();
-    let nus: Vec<Scalar> = challenge
-        .fragments()
-        .iter()
-        .flat_map(|fragment| fragment.blocks.iter().map(|block| block.nu))
-        .collect();
     let block_bufs: Vec<&[u8]> = bufs.iter().map(|b| b.as_slice()).collect();
     backend.sector_combine(&mut mu, &nus, &block_bufs);
     stats.combine_ns += started.elapsed().as_nanos() as u64;

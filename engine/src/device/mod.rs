@@ -92,9 +92,6 @@ pub trait Device: Send + std::fmt::Debug {
     /// Moves finished streamed reads into `done`. With `wait`, blocks until at least one has
     /// finished or the attached bell rings, unless none is in flight.
     fn reap_reads(&mut self, wait: bool, done: &mut Vec<ReadDone>);
-    /// Hands started reads that are still queued to the device now rather than at the next
-    /// `reap_reads`. A device that always starts reads in `start_read` has nothing to do.
-    fn submit_reads(&mut self) {}
     /// From now on a wait in `reap_reads` also ends when `bell` becomes readable (see
     /// [`Bell`]). A device whose waits do not block may ignore it.
     fn attach_bell(&mut self, bell: std::io::PipeReader) {

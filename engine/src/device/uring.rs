@@ -81,9 +81,9 @@ pub fn open_target(path: &Path) -> io::Result<UringDevice> {
     UringDevice::new(Arc::new(file), path.to_path_buf(), len_bytes)
 }
 
-/// A ring set up as fio's io_uring engine sets up its own: one thread submits, and completions are posted when
-/// that thread asks for them instead of interrupting it as they arrive (single issuer,
-/// deferred task work). It starts disabled so that the shard's thread, not the thread opening
+/// A ring set up as fio's io_uring engine sets up its own: one thread submits, and
+/// completions are posted when that thread asks for them instead of interrupting it as they
+/// arrive (single issuer, deferred task work). It starts disabled so that the shard's thread, not the thread opening
 /// the store, becomes the submitter: the second value says the first use must enable it.
 /// Kernels before 6.1 lack these flags and get a plain ring.
 fn new_ring() -> io::Result<(IoUring, bool)> {
@@ -466,10 +466,13 @@ impl Device for UringDevice {
         self.queued.push_back(slot);
         self.streams_out += 1;
         // Each read goes to the kernel on its own, as fio submits by default
-        // (iodepth_batch_submit=1). Submitting the replacements of a burst of completions
-        // together was slower on a virtio disk: 517 against 466 us from submission to
-        // completion at depth 32, with the same reads.
-        self.submit_reads();
+        // (iodepth_batch_submit=1): submitting the replacements of a burst of completions
+        // together cost `cess-bench engine`'s read-8KiB-random about a tenth of its IOPS on a
+        // virtio disk. A ring not yet enabled fails its reads in `reap_reads` instead.
+        if self.enabled {
+            self.push_streams();
+            self.submit_streams(false);
+        }
     }
 
     fn reap_reads(&mut self, wait: bool, done: &mut Vec<ReadDone>) {
@@ -499,15 +502,6 @@ impl Device for UringDevice {
             if !wait_one || finished > 0 || self.bell_rang {
                 return;
             }
-        }
-    }
-
-    fn submit_reads(&mut self) {
-        // A ring not yet enabled fails its reads in `reap_reads` instead. Reads are queued
-        // here only while the submission queue is full.
-        if self.enabled && !self.queued.is_empty() {
-            self.push_streams();
-            self.submit_streams(false);
         }
     }
 
