@@ -35,14 +35,13 @@ const USERS: usize = 64;
 const SUBMIT_BATCH: usize = 64;
 
 /// Signed transfers: `per_user` from each of the users, nonces in order.
-fn transfers(users: &[AccountKey], chain_id: &Hash32, per_user: u64) -> Vec<Transaction> {
+fn transfers(users: &[AccountKey], ledger: &Ledger, per_user: u64) -> Vec<Transaction> {
     let mut txs = Vec::new();
     for nonce in 0..per_user {
         for (i, user) in users.iter().enumerate() {
             let to = users[(i + 1) % users.len()].id();
-            txs.push(Transaction::sign(
+            txs.push(ledger.transaction_with_nonce(
                 user,
-                chain_id,
                 nonce,
                 Call::Transfer { to, amount: TOKEN },
             ));
@@ -126,7 +125,7 @@ fn finality_run(
     let (genesis, keys, users) = genesis(4, USERS, seed, params);
     let ledger = Ledger::genesis(&genesis).map_err(|e| e.to_string())?;
     let per_user = (txs_total / USERS) as u64;
-    let all = transfers(&users, &ledger.chain_id(), per_user + paced_per_user);
+    let all = transfers(&users, &ledger, per_user + paced_per_user);
     let (saturate, paced) = all.split_at(txs_total);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -179,7 +178,7 @@ fn apply_run(txs_total: usize, seed: u64) -> Result<f64, String> {
     };
     let (genesis, keys, users) = genesis(4, USERS, seed, params);
     let mut ledger = Ledger::genesis(&genesis).map_err(|e| e.to_string())?;
-    let txs = transfers(&users, &ledger.chain_id(), (txs_total / USERS) as u64);
+    let txs = transfers(&users, &ledger, (txs_total / USERS) as u64);
     let accounts: Vec<_> = keys.iter().map(|(a, _)| a.id()).collect();
     let started = Instant::now();
     for (k, block) in txs.chunks(CoreConfig::default().block_txs_max).enumerate() {
@@ -249,7 +248,6 @@ fn audit_setup(
     };
     let (genesis, _validators, users) = genesis(1, miners_count + 1, 5, params);
     let mut ledger = Ledger::genesis(&genesis).map_err(|e| e.to_string())?;
-    let chain_id = ledger.chain_id();
     let owner = &users[0];
     let miners: Vec<AccountKey> = users[1..].to_vec();
     let mut height = 0u64;
@@ -267,18 +265,16 @@ fn audit_setup(
         }
         Ok(outcome.events)
     };
-    let mut txs = vec![Transaction::sign(
+    let mut txs = vec![ledger.transaction_with_nonce(
         owner,
-        &chain_id,
         0,
         Call::RegisterTagger {
             key: key.public().encode(),
         },
     )];
     for m in &miners {
-        txs.push(Transaction::sign(
+        txs.push(ledger.transaction_with_nonce(
             m,
-            &chain_id,
             0,
             Call::RegisterMiner {
                 peer_id: m.id().peer_id().expect("ed25519").to_bytes(),
@@ -303,9 +299,8 @@ fn audit_setup(
                 fragments: (0..12).map(|_| rand::Rng::random(&mut rng)).collect(),
             })
             .collect();
-        declares.push(Transaction::sign(
+        declares.push(ledger.transaction_with_nonce(
             owner,
-            &chain_id,
             1 + k as u64,
             Call::DeclareFile {
                 file_id,
@@ -326,9 +321,8 @@ fn audit_setup(
     let report_txs: Vec<Transaction> = reports
         .into_iter()
         .map(|(i, file_id, column)| {
-            let tx = Transaction::sign(
+            let tx = ledger.transaction_with_nonce(
                 &miners[i],
-                &chain_id,
                 nonces[i],
                 Call::ReportStored { file_id, column },
             );
@@ -367,9 +361,8 @@ fn audit_setup(
             .iter()
             .position(|m| m.id() == miner)
             .expect("audited miners are ours");
-        proofs.push(Transaction::sign(
+        proofs.push(ledger.transaction_with_nonce(
             &miners[i],
-            &chain_id,
             nonces[i],
             Call::SubmitProof {
                 round,

@@ -9,7 +9,6 @@
 //! not validators may send transactions only. A sender whose queue is full drops messages (the
 //! core re-sends votes and certificates by itself); a broken connection is re-dialed.
 
-use crate::bft::TXS_PER_MESSAGE_MAX;
 use crate::bft::{Committed, Engine, MESSAGE_BYTES_MAX, NetMsg, Output};
 use crate::keys::AccountId;
 use crate::tx::{Transaction, VerifiedTx};
@@ -474,11 +473,12 @@ impl TxClient {
     }
 
     /// Send transactions (the validator admits or drops each; watch the ledger for the
-    /// result), in messages of at most [`TXS_PER_MESSAGE_MAX`].
+    /// result), in messages within [`TXS_PER_MESSAGE_MAX`] transactions and
+    /// [`crate::bft::RELAY_TX_BYTES_MAX`] bytes.
     pub async fn send(&mut self, txs: &[Transaction]) -> Result<(), NetError> {
-        for chunk in txs.chunks(TXS_PER_MESSAGE_MAX) {
+        for chunk in crate::bft::split_txs(txs.to_vec()) {
             self.send
-                .write_all(&frame(&NetMsg::Txs(chunk.to_vec())))
+                .write_all(&frame(&NetMsg::Txs(chunk)))
                 .await
                 .map_err(|e| NetError::Io(e.to_string()))?;
         }

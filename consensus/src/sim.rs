@@ -10,7 +10,7 @@ use crate::bft::{
 };
 use crate::keys::{AccountId, AccountKey, ValidatorKey};
 use crate::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
-use crate::tx::{Call, Hash32, Transaction, VerifiedTx};
+use crate::tx::{Call, Hash32, VerifiedTx};
 use arc_malachitebft_core_types::{NilOrVal, SignedMessage, Timeout};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,8 +41,30 @@ pub struct SimConfig {
     pub drop_permille: u32,
     /// A transfer is submitted to a random validator this often (0: none).
     pub tx_every_ms: u64,
+    /// An adversarial client acts this often (0: none): see [`Adversary`].
+    pub adversary_every_ms: u64,
     pub params: LedgerParams,
 }
+
+/// What the adversarial client does, in turn, to every validator at once:
+/// - `Refused`: a funded account sends a proof for an audit that does not exist (the ledger
+///   refuses its call), then a transfer with the next nonce, which must commit;
+/// - `Large`: bursts of the largest transactions there are (300 KiB proofs), more in one burst
+///   than a peer accepts in one block;
+/// - `Broke`: fresh keys with no balance send transfers, which no validator admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adversary {
+    Refused,
+    Large,
+    Broke,
+}
+
+/// Funded accounts the adversarial client signs with: the first for `Refused`, the rest for
+/// `Large`.
+const ADVERSARY_ACCOUNTS: usize = 24;
+const REFUSING_ACCOUNTS: usize = 8;
+/// Honest users of the simulation.
+const HONEST_USERS: usize = 8;
 
 impl SimConfig {
     pub fn new(validators: usize, seed: u64) -> SimConfig {
@@ -53,6 +75,7 @@ impl SimConfig {
             delay_ms: (5, 40),
             drop_permille: 0,
             tx_every_ms: 50,
+            adversary_every_ms: 0,
             params: LedgerParams {
                 validators_per_era: validators as u32,
                 ..LedgerParams::default()
@@ -73,6 +96,7 @@ enum Event {
         generation: u64,
     },
     SubmitTx,
+    Adversary,
 }
 
 struct SimNode {
@@ -95,6 +119,15 @@ pub struct SimReport {
     pub txs_committed: u64,
     pub synced_blocks: u64,
     pub equivocations_seen: u64,
+    /// Transactions of honest users committed.
+    pub honest_txs_committed: u64,
+    /// The adversary's transfers sent right after a refused call, and how many committed.
+    pub followups_sent: u64,
+    pub followups_committed: u64,
+    /// Transactions from keys with no balance that reached a committed block (must be 0).
+    pub broke_txs_committed: u64,
+    /// Largest block proposed, in encoded bytes.
+    pub block_bytes_max: usize,
 }
 
 pub struct Sim {
@@ -111,6 +144,10 @@ pub struct Sim {
     users: Vec<AccountKey>,
     user_nonces: Vec<u64>,
     chain_id: Hash32,
+    adversary_step: u64,
+    /// (signer, nonce) of the adversary's follow-up transfers.
+    followups: std::collections::BTreeSet<(AccountId, u64)>,
+    broke: std::collections::BTreeSet<AccountId>,
     pub report: SimReport,
 }
 
@@ -184,8 +221,12 @@ pub fn genesis(
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
-        let (genesis, keys, users) =
-            genesis(config.validators, 8, config.seed, config.params.clone());
+        let (genesis, keys, users) = genesis(
+            config.validators,
+            HONEST_USERS + ADVERSARY_ACCOUNTS,
+            config.seed,
+            config.params.clone(),
+        );
         let ledger = Ledger::genesis(&genesis).expect("simulation genesis");
         let core_config = CoreConfig {
             timeouts: sim_timeouts(),
@@ -223,6 +264,9 @@ impl Sim {
             user_nonces: vec![0; users.len()],
             users,
             chain_id: ledger.chain_id(),
+            adversary_step: 0,
+            followups: Default::default(),
+            broke: Default::default(),
             config,
             groups: None,
             report: SimReport::default(),
@@ -233,6 +277,9 @@ impl Sim {
         }
         if sim.config.tx_every_ms > 0 {
             sim.schedule(sim.config.tx_every_ms, Event::SubmitTx);
+        }
+        if sim.config.adversary_every_ms > 0 {
+            sim.schedule(sim.config.adversary_every_ms, Event::Adversary);
         }
         sim
     }
@@ -316,19 +363,22 @@ impl Sim {
                     self.submit_random_tx();
                     self.schedule(self.config.tx_every_ms, Event::SubmitTx);
                 }
+                Event::Adversary => {
+                    self.adversary_acts();
+                    self.schedule(self.config.adversary_every_ms, Event::Adversary);
+                }
             }
         }
         self.now_ms = self.now_ms.max(until_ms);
     }
 
     fn submit_random_tx(&mut self) {
-        let user = self.rng.random_range(0..self.users.len());
-        let to = self.users[self.rng.random_range(0..self.users.len())].id();
+        let user = self.rng.random_range(0..HONEST_USERS);
+        let to = self.users[self.rng.random_range(0..HONEST_USERS)].id();
         let node = self.rng.random_range(0..self.nodes.len());
         let nonce = self.user_nonces[user];
-        let tx = Transaction::sign(
+        let tx = self.nodes[node].core.ledger().transaction_with_nonce(
             &self.users[user],
-            &self.chain_id,
             nonce,
             Call::Transfer { to, amount: TOKEN },
         );
@@ -338,6 +388,89 @@ impl Sim {
             self.user_nonces[user] += 1;
         }
         self.handle_outputs(node, outputs);
+    }
+
+    /// The adversarial client's next move (see [`Adversary`]), sent to every validator.
+    fn adversary_acts(&mut self) {
+        let kinds = [Adversary::Refused, Adversary::Large, Adversary::Broke];
+        let kind = kinds[(self.adversary_step % 3) as usize];
+        self.adversary_step += 1;
+        // The least-advanced validator's view, so that every validator admits the nonces.
+        let view = (0..self.nodes.len())
+            .min_by_key(|&i| self.nodes[i].core.ledger().height())
+            .expect("validators");
+        let ledger = self.nodes[view].core.ledger().clone();
+        let mut txs = Vec::new();
+        match kind {
+            Adversary::Refused => {
+                let k = HONEST_USERS + (self.adversary_step as usize % REFUSING_ACCOUNTS);
+                let key = &self.users[k];
+                let nonce = ledger.account(&key.id()).nonce;
+                txs.push(ledger.transaction_with_nonce(
+                    key,
+                    nonce,
+                    Call::SubmitProof {
+                        round: 1 << 40,
+                        tagger: [0xAA; 32],
+                        proof: vec![1; 64],
+                    },
+                ));
+                let to = self.users[0].id();
+                txs.push(ledger.transaction_with_nonce(
+                    key,
+                    nonce + 1,
+                    Call::Transfer { to, amount: 1 },
+                ));
+                if self.followups.insert((key.id(), nonce + 1)) {
+                    self.report.followups_sent += 1;
+                }
+            }
+            Adversary::Large => {
+                // 48 × 300 KiB = 14 MiB: far more than the 4 MiB a block carries here.
+                for a in REFUSING_ACCOUNTS..ADVERSARY_ACCOUNTS {
+                    let key = &self.users[HONEST_USERS + a];
+                    let nonce = ledger.account(&key.id()).nonce;
+                    for n in 0..3 {
+                        txs.push(ledger.transaction_with_nonce(
+                            key,
+                            nonce + n,
+                            Call::SubmitProof {
+                                round: 1 << 40,
+                                tagger: [0xBB; 32],
+                                proof: vec![2; crate::tx::PROOF_BYTES_MAX - 64],
+                            },
+                        ));
+                    }
+                }
+            }
+            Adversary::Broke => {
+                for _ in 0..16 {
+                    let key = AccountKey::from_seed(self.rng.random());
+                    self.broke.insert(key.id());
+                    txs.push(ledger.transaction_with_nonce(
+                        &key,
+                        0,
+                        Call::Transfer {
+                            to: self.users[0].id(),
+                            amount: 1,
+                        },
+                    ));
+                }
+            }
+        }
+        let verified: Vec<VerifiedTx> = txs
+            .into_iter()
+            .map(|tx| VerifiedTx::check(tx, &self.chain_id).expect("signed for this chain"))
+            .collect();
+        for node in 0..self.nodes.len() {
+            let (_, outputs) = self.nodes[node].core.submit(verified.clone(), self.now_ms);
+            // Each validator got them from the client itself: no relay needed.
+            let outputs = outputs
+                .into_iter()
+                .filter(|o| !matches!(o, Output::Broadcast(NetMsg::Txs(_))))
+                .collect();
+            self.handle_outputs(node, outputs);
+        }
     }
 
     fn handle_outputs(&mut self, from: usize, outputs: Vec<Output>) {
@@ -379,6 +512,27 @@ impl Sim {
                         None => {
                             self.report.decided.insert(height, committed.hash);
                             self.report.txs_committed += committed.block.txs.len() as u64;
+                            self.report.block_bytes_max = self
+                                .report
+                                .block_bytes_max
+                                .max(committed.block.encode().len());
+                            let honest: Vec<AccountId> =
+                                self.users[..HONEST_USERS].iter().map(|u| u.id()).collect();
+                            for (tx, receipt) in
+                                committed.block.txs.iter().zip(&committed.outcome.receipts)
+                            {
+                                if honest.contains(&tx.signer) && receipt.is_ok() {
+                                    self.report.honest_txs_committed += 1;
+                                }
+                                if self.followups.contains(&(tx.signer, tx.nonce))
+                                    && receipt.is_ok()
+                                {
+                                    self.report.followups_committed += 1;
+                                }
+                                if self.broke.contains(&tx.signer) {
+                                    self.report.broke_txs_committed += 1;
+                                }
+                            }
                         }
                     }
                     match self.report.roots.get(&height) {

@@ -329,32 +329,64 @@ impl Call {
     }
 }
 
+/// What a signer commits to besides the call: its nonce, the fee it pays whether or not the
+/// call succeeds, and the last height at which the transaction may be included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxTerms {
+    pub nonce: u64,
+    /// Paid from the signer's balance to the reward pool once the transaction is included,
+    /// even when its call is refused (at least [`crate::LedgerParams::min_fee`]).
+    pub fee: u128,
+    /// The last block height that may include the transaction; after it, every mempool
+    /// drops it and the ledger refuses it.
+    pub valid_until: u64,
+}
+
 /// A signed transaction. Decoding checks the encoding and bounds, not the signature: the
 /// ledger checks that (`Ledger::check`) against the chain id it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     pub signer: AccountId,
     pub nonce: u64,
+    pub fee: u128,
+    pub valid_until: u64,
     pub call: Call,
     pub signature: [u8; ACCOUNT_SIGNATURE_BYTES],
 }
 
 impl Transaction {
     /// Build and sign.
-    pub fn sign(key: &AccountKey, chain_id: &Hash32, nonce: u64, call: Call) -> Transaction {
+    pub fn sign(key: &AccountKey, chain_id: &Hash32, terms: TxTerms, call: Call) -> Transaction {
         let signer = key.id();
-        let message = signing_bytes(chain_id, &signer, nonce, &call);
+        let message = signing_bytes(chain_id, &signer, &terms, &call);
         Transaction {
             signature: key.sign(&message),
             signer,
-            nonce,
+            nonce: terms.nonce,
+            fee: terms.fee,
+            valid_until: terms.valid_until,
             call,
         }
     }
 
+    pub fn terms(&self) -> TxTerms {
+        TxTerms {
+            nonce: self.nonce,
+            fee: self.fee,
+            valid_until: self.valid_until,
+        }
+    }
+
     pub fn signature_is_valid(&self, chain_id: &Hash32) -> bool {
-        let message = signing_bytes(chain_id, &self.signer, self.nonce, &self.call);
+        let message = signing_bytes(chain_id, &self.signer, &self.terms(), &self.call);
         self.signer.verify(&message, &self.signature)
+    }
+
+    /// Length of [`Transaction::encode`]'s output (what fees and byte bounds count).
+    pub fn encoded_len(&self) -> usize {
+        let mut w = Writer::new();
+        self.encode_into(&mut w);
+        w.as_bytes().len()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -364,7 +396,10 @@ impl Transaction {
     }
 
     pub fn encode_into(&self, w: &mut Writer) {
-        w.fixed(&self.signer.0).u64(self.nonce);
+        w.fixed(&self.signer.0)
+            .u64(self.nonce)
+            .u128(self.fee)
+            .u64(self.valid_until);
         self.call.encode(w);
         w.fixed(&self.signature);
     }
@@ -387,6 +422,8 @@ impl Transaction {
         Ok(Transaction {
             signer: AccountId(r.array("signer")?),
             nonce: r.u64("nonce")?,
+            fee: r.u128("fee")?,
+            valid_until: r.u64("valid until")?,
             call: Call::decode(r)?,
             signature: r.array("signature")?,
         })
@@ -398,8 +435,9 @@ impl Transaction {
     }
 }
 
-/// Smallest encoded transaction (signer, nonce, call kind, signature) plus its length prefix.
-const TX_BYTES_MIN: usize = 4 + 32 + 8 + 1 + 64;
+/// Smallest encoded transaction (signer, nonce, fee, validity, call kind, signature) plus its
+/// length prefix.
+const TX_BYTES_MIN: usize = 4 + 32 + 8 + 16 + 8 + 1 + 64;
 
 /// A list of transactions (blocks, relays), each length-prefixed.
 pub fn encode_list(txs: &[Transaction], w: &mut Writer) {
@@ -450,9 +488,13 @@ impl VerifiedTx {
     }
 }
 
-fn signing_bytes(chain_id: &Hash32, signer: &AccountId, nonce: u64, call: &Call) -> Vec<u8> {
+fn signing_bytes(chain_id: &Hash32, signer: &AccountId, terms: &TxTerms, call: &Call) -> Vec<u8> {
     let mut w = Writer::with_domain(TX_DOMAIN);
-    w.fixed(chain_id).fixed(&signer.0).u64(nonce);
+    w.fixed(chain_id)
+        .fixed(&signer.0)
+        .u64(terms.nonce)
+        .u128(terms.fee)
+        .u64(terms.valid_until);
     call.encode(&mut w);
     w.into_bytes()
 }
@@ -504,16 +546,31 @@ mod tests {
         let key = AccountKey::from_seed([1; 32]);
         let chain = [7u8; 32];
         for (nonce, call) in sample_calls().into_iter().enumerate() {
-            let tx = Transaction::sign(&key, &chain, nonce as u64, call);
+            let terms = TxTerms {
+                nonce: nonce as u64,
+                fee: 1000 + nonce as u128,
+                valid_until: 50,
+            };
+            let tx = Transaction::sign(&key, &chain, terms, call);
             let bytes = tx.encode();
             let back = Transaction::decode(&bytes).unwrap();
             assert_eq!(back, tx);
             assert_eq!(back.encode(), bytes);
             assert!(back.signature_is_valid(&chain));
             assert!(!back.signature_is_valid(&[8u8; 32]), "another chain");
+            assert_eq!(back.encoded_len(), bytes.len());
             let mut bumped = back.clone();
             bumped.nonce += 1;
             assert!(!bumped.signature_is_valid(&chain));
+            let mut cheaper = back.clone();
+            cheaper.fee -= 1;
+            assert!(!cheaper.signature_is_valid(&chain), "the fee is signed");
+            let mut longer_lived = back.clone();
+            longer_lived.valid_until += 1;
+            assert!(
+                !longer_lived.signature_is_valid(&chain),
+                "the validity is signed"
+            );
             // Every truncation is refused, and so is a trailing byte.
             for len in 0..bytes.len() {
                 assert!(Transaction::decode(&bytes[..len]).is_err());
@@ -526,7 +583,7 @@ mod tests {
 
     #[test]
     fn unknown_call_kind_is_refused() {
-        let mut bytes = vec![0u8; 32 + 8];
+        let mut bytes = vec![0u8; 32 + 8 + 16 + 8];
         bytes.push(99);
         bytes.extend_from_slice(&[0; 64]);
         assert_eq!(

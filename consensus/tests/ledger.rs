@@ -3,7 +3,7 @@
 mod common;
 
 use cess_consensus::ledger::{Event, FileState, MinerState, TOKEN};
-use cess_consensus::tx::SegmentDecl;
+use cess_consensus::tx::{SegmentDecl, TxTerms};
 use cess_consensus::{Call, TxError};
 use cess_proofs::{CpuBackend, Proof};
 use common::{Chain, Storage, test_params};
@@ -102,7 +102,7 @@ fn a_file_becomes_active_when_every_column_is_reported_and_is_freed_by_its_last_
 }
 
 #[test]
-fn refused_transactions_change_nothing() {
+fn refused_calls_change_only_the_fee_and_the_nonce() {
     let (mut chain, mut storage) = storage_chain();
     let (file_id, good_order) = storage.order(2, 1, FRAGMENT, miners(&chain, 4));
     let Call::DeclareFile {
@@ -271,19 +271,38 @@ fn refused_transactions_change_nothing() {
         }
         let name = call.name();
         let before = chain.ledger.clone();
-        let tx = chain.tx(who, call);
+        let terms = TxTerms {
+            nonce: chain.ledger.account(&chain.id(who)).nonce,
+            fee: TOKEN,
+            valid_until: chain.ledger.height() + 1,
+        };
+        let tx = chain.tx_with(who, terms, call);
         let outcome = chain.block(std::slice::from_ref(&tx));
-        assert!(outcome.receipts[0].is_err(), "{what} ({name}) was accepted");
-        // The same block without the transaction gives the same state.
-        let mut without = before;
+        let refusal = outcome.receipts[0].clone().unwrap_err();
+        assert!(refusal.charged(), "{what} ({name}): {refusal}");
+        // The same block with a transfer of 1 to the signer itself on the same terms (which
+        // changes only the fee and the nonce) gives the same state.
+        let mut replay = before;
         let info = cess_consensus::BlockInfo {
             height: chain.ledger.height(),
             time_ms: chain.ledger.height() * 1000,
             vrf_output: common::sha(&chain.ledger.height().to_le_bytes()),
-            last_commit: without.validators().iter().map(|v| v.account).collect(),
+            last_commit: replay.validators().iter().map(|v| v.account).collect(),
         };
-        let root = without.apply_block(&info, &[], &CpuBackend).root;
-        assert_eq!(root, outcome.root, "{what} ({name}) changed the state");
+        let noop = chain.tx_with(
+            who,
+            terms,
+            Call::Transfer {
+                to: chain.id(who),
+                amount: 1,
+            },
+        );
+        let replayed = replay.apply_block(&info, &[noop], &CpuBackend);
+        assert_eq!(replayed.receipts[0], Ok(()));
+        assert_eq!(
+            replayed.root, outcome.root,
+            "{what} ({name}) changed more than its fee and nonce"
+        );
     }
 
     // Signature and nonce.
@@ -295,19 +314,23 @@ fn refused_transactions_change_nothing() {
         },
     );
     tx.signature[0] ^= 1;
-    assert_eq!(chain.block(&[tx]).receipts[0], Err(TxError::BadSignature));
-    let mut tx = chain.tx(
+    let before = chain.ledger.clone();
+    let outcome = chain.block(&[tx]);
+    assert_eq!(outcome.receipts[0], Err(TxError::BadSignature));
+    assert_eq!(outcome.root, empty_block_root(&chain, &before));
+    let tx = chain.tx(
         0,
         Call::Transfer {
             to: huge,
             amount: 1,
         },
     );
-    tx.nonce += 1;
-    let tx = cess_consensus::Transaction::sign(
-        &chain.accounts[0],
-        &chain.ledger.chain_id(),
-        tx.nonce,
+    let tx = chain.tx_with(
+        0,
+        TxTerms {
+            nonce: tx.nonce + 1,
+            ..tx.terms()
+        },
         tx.call,
     );
     assert!(matches!(
@@ -571,6 +594,7 @@ fn an_exiting_miner_hands_its_fragments_to_restoral_and_withdraws_after_cooling_
         .unwrap();
     let me = chain.id(4);
     let balance = chain.ledger.account(&me).balance;
+    let fees = chain.fees_paid(4);
     assert_eq!(
         chain.run(4, Call::WithdrawMiner),
         Err(TxError::MinerNotExiting)
@@ -593,5 +617,263 @@ fn an_exiting_miner_hands_its_fragments_to_restoral_and_withdraws_after_cooling_
     }
     chain.run(4, Call::WithdrawMiner).unwrap();
     assert!(chain.ledger.miner(&me).is_none());
-    assert_eq!(chain.ledger.account(&me).balance, balance + 100 * TOKEN);
+    assert_eq!(
+        chain.ledger.account(&me).balance,
+        balance + 100 * TOKEN - (chain.fees_paid(4) - fees)
+    );
+}
+
+/// The ledger after one block without transactions from `before` (what a block of
+/// transactions that were not included must equal).
+fn empty_block_root(chain: &Chain, before: &cess_consensus::Ledger) -> [u8; 32] {
+    let mut without = before.clone();
+    let info = cess_consensus::BlockInfo {
+        height: chain.ledger.height(),
+        time_ms: chain.ledger.height() * 1000,
+        vrf_output: common::sha(&chain.ledger.height().to_le_bytes()),
+        last_commit: without.validators().iter().map(|v| v.account).collect(),
+    };
+    without.apply_block(&info, &[], &CpuBackend).root
+}
+
+/// Scenario: a late proof (its audit closed) was refused and kept its nonce, so every later
+/// transaction of that miner failed for good and it was slashed at every audit. Now the
+/// refused call pays its fee, the nonce moves, and the miner's next transaction goes in.
+#[test]
+fn a_refused_proof_pays_its_fee_and_never_blocks_the_miners_next_transaction() {
+    let (mut chain, _) = storage_chain();
+    let miner = chain.id(4);
+    let before = chain.ledger.account(&miner);
+    let pool_before = chain.ledger.reward_pool();
+    let late = chain.tx(
+        4,
+        Call::SubmitProof {
+            round: 1,
+            tagger: [3; 32],
+            proof: vec![0; 1000],
+        },
+    );
+    let fee = late.fee;
+    assert_eq!(fee, chain.ledger.params().min_fee(&late));
+    assert!(
+        fee > chain.ledger.params().fee_proof,
+        "a proof pays for its verification"
+    );
+    let outcome = chain.block(&[late]);
+    assert_eq!(outcome.receipts[0], Err(TxError::NoAudit));
+    let after = chain.ledger.account(&miner);
+    assert_eq!(after.nonce, before.nonce + 1, "the nonce moved");
+    assert_eq!(after.balance, before.balance - fee, "the fee was paid");
+    assert_eq!(
+        chain.ledger.reward_pool(),
+        pool_before + fee,
+        "into the pool"
+    );
+    let next = chain.tx(
+        4,
+        Call::Transfer {
+            to: chain.id(0),
+            amount: TOKEN,
+        },
+    );
+    assert_eq!(chain.block(&[next]).receipts[0], Ok(()));
+}
+
+/// Scenario: a transfer refused for want of money executed weeks later, once the signer's
+/// balance allowed it. Now the refusal uses up its nonce: it can never execute.
+#[test]
+fn a_refused_transfer_never_executes_later() {
+    let mut chain = Chain::new(6, 4, test_params());
+    let rich = chain.ledger.account(&chain.id(4)).balance;
+    let tx = chain.tx(
+        4,
+        Call::Transfer {
+            to: chain.id(5),
+            amount: rich + TOKEN,
+        },
+    );
+    assert!(matches!(
+        chain.block(std::slice::from_ref(&tx)).receipts[0],
+        Err(TxError::InsufficientBalance { .. })
+    ));
+    chain
+        .run(
+            0,
+            Call::Transfer {
+                to: chain.id(4),
+                amount: 10 * TOKEN,
+            },
+        )
+        .unwrap();
+    let balance = chain.ledger.account(&chain.id(5)).balance;
+    assert!(matches!(
+        chain.block(&[tx]).receipts[0],
+        Err(TxError::BadNonce { .. })
+    ));
+    assert_eq!(chain.ledger.account(&chain.id(5)).balance, balance);
+}
+
+/// What cannot be included (a fee below the least, a validity passed, a fee the signer
+/// cannot pay, a bad signature or nonce) changes nothing: no fee, no nonce.
+#[test]
+fn transactions_that_cannot_be_included_change_nothing() {
+    let mut chain = Chain::new(6, 4, test_params());
+    // Account 5 is left with less than any fee.
+    let keep = chain.ledger.params().fee_base / 2;
+    let all = chain.ledger.account(&chain.id(5)).balance;
+    let drain = chain.tx(
+        5,
+        Call::Transfer {
+            to: chain.id(0),
+            amount: 1,
+        },
+    );
+    let amount = all - drain.fee - keep;
+    chain
+        .run(
+            5,
+            Call::Transfer {
+                to: chain.id(0),
+                amount,
+            },
+        )
+        .unwrap();
+    assert_eq!(chain.ledger.account(&chain.id(5)).balance, keep);
+    let call = || Call::Transfer {
+        to: chain.id(1),
+        amount: 1,
+    };
+    let good = chain.tx(4, call());
+    let cases = vec![
+        (
+            chain.tx_with(
+                4,
+                TxTerms {
+                    fee: good.fee - 1,
+                    ..good.terms()
+                },
+                call(),
+            ),
+            "fee below the least",
+        ),
+        (
+            chain.tx_with(
+                4,
+                TxTerms {
+                    valid_until: chain.ledger.height(),
+                    ..good.terms()
+                },
+                call(),
+            ),
+            "validity passed",
+        ),
+        (chain.tx(5, call()), "cannot pay the fee"),
+        (
+            chain.tx_with(
+                4,
+                TxTerms {
+                    nonce: good.nonce + 1,
+                    ..good.terms()
+                },
+                call(),
+            ),
+            "nonce ahead",
+        ),
+    ];
+    for (tx, what) in cases {
+        let before = chain.ledger.clone();
+        let outcome = chain.block(&[tx]);
+        let refusal = outcome.receipts[0].clone().unwrap_err();
+        assert!(!refusal.charged(), "{what}: {refusal}");
+        assert_eq!(outcome.root, empty_block_root(&chain, &before), "{what}");
+    }
+    assert_eq!(chain.block(&[good]).receipts[0], Ok(()));
+}
+
+/// Every parameter value that would panic a validator or make audits unanswerable is
+/// refused at genesis, one test case per refusal.
+#[test]
+fn parameters_that_would_panic_or_make_audits_unanswerable_are_refused() {
+    use cess_consensus::LedgerParams;
+    type Edit = fn(&mut LedgerParams);
+    let cases: Vec<(Edit, &str)> = vec![
+        (|p| p.data_fragments = 0, "data_fragments"),
+        (|p| p.data_fragments = 13, "data_fragments"),
+        (|p| p.fragments_per_segment = 65, "fragments_per_segment"),
+        (|p| p.audit_period_blocks = 0, "periods"),
+        (|p| p.epoch_blocks = 0, "periods"),
+        (|p| p.era_blocks = 0, "periods"),
+        (|p| p.audit_fragments_per_extra_block = 0, "periods"),
+        (|p| p.audit_miners_permille = 1001, "audit_miners_permille"),
+        (|p| p.validators_per_era = 0, "validators_per_era"),
+        (|p| p.validators_per_era = 257, "validators_per_era"),
+        (|p| p.fragment_bytes_max = 0, "fragment_bytes_max"),
+        (
+            |p| p.fragment_bytes_max = (64 << 20) + 1,
+            "fragment_bytes_max",
+        ),
+        (|p| p.challenge.fragments_max = 0, "challenge"),
+        (|p| p.challenge.fragments_max = 1025, "challenge"),
+        (
+            |p| {
+                p.challenge.fragments_max = 1024;
+                p.challenge.blocks_max = 8193;
+            },
+            "challenge",
+        ),
+        (|p| p.challenge.blocks_max = 10, "challenge"),
+        (
+            |p| p.audit_deadline_base_blocks = 0,
+            "audit_deadline_base_blocks",
+        ),
+        (
+            |p| p.miner_cooling_off_blocks = p.audit_window_blocks_max(),
+            "miner_cooling_off_blocks",
+        ),
+        (|p| p.restoral_claim_blocks = 0, "restoral_claim_blocks"),
+        (|p| p.fee_base = 0, "fee_base"),
+        (|p| p.fee_per_byte = 0, "fee_base"),
+        (|p| p.tx_validity_blocks_max = 0, "tx_validity_blocks_max"),
+    ];
+    assert_eq!(LedgerParams::default().check(), Ok(()));
+    assert_eq!(test_params().check(), Ok(()));
+    for (edit, what) in cases {
+        let mut params = LedgerParams::default();
+        edit(&mut params);
+        let refusal = params.check().expect_err(what);
+        assert!(refusal.contains(what), "{what}: {refusal}");
+    }
+}
+
+/// Scenario: a withdrawn miner's late proof hit `expect("audited miners are registered")`
+/// and panicked every validator. An exiting miner cannot withdraw while it has an open
+/// audit, so the audit always closes (answered or penalised) first.
+#[test]
+fn an_audited_miner_cannot_withdraw_before_its_audit_closes() {
+    let (mut chain, mut storage) = storage_chain();
+    let (file_id, order) = storage.order(11, 1, FRAGMENT, miners(&chain, 4));
+    chain.run(0, order).unwrap();
+    for column in 0..12u16 {
+        chain
+            .run(4 + column as usize, Call::ReportStored { file_id, column })
+            .unwrap();
+    }
+    let miner = chain.id(4);
+    let mut deadline = None;
+    while deadline.is_none() {
+        let outcome = chain.block(&[]);
+        deadline = outcome.events.iter().find_map(|e| match e {
+            Event::AuditOpened {
+                miner: m, deadline, ..
+            } if *m == miner => Some(*deadline),
+            _ => None,
+        });
+    }
+    let deadline = deadline.unwrap();
+    chain.run(4, Call::ExitMiner).unwrap();
+    while chain.ledger.height() < deadline {
+        let refusal = chain.run(4, Call::WithdrawMiner).unwrap_err();
+        assert!(matches!(refusal, TxError::CoolingOff { .. }), "{refusal}");
+    }
+    assert!(chain.ledger.audits().all(|((_, m, _), _)| *m != miner));
 }

@@ -1,13 +1,15 @@
 //! Random transaction sequences (seeded, replayable): after every block the storage
 //! invariants hold (space never negative nor above what was declared, every fragment in
-//! exactly one place, no miner holding two fragments of a segment), money is conserved, and
-//! every refused transaction changed nothing (the same block without it gives the same root).
+//! exactly one place, no miner holding two fragments of a segment), money is conserved, a
+//! transaction that was not included changed nothing (the same block without it gives the
+//! same root), and one whose call was refused changed only its fee and nonce.
 //!
 //! `CESS_LEDGER_SEEDS=n` runs more seeds; a failure names its seed.
 
 mod common;
 
 use cess_consensus::ledger::TOKEN;
+use cess_consensus::tx::TxTerms;
 use cess_consensus::{AccountId, Call, Transaction};
 use cess_proofs::CpuBackend;
 use common::{Chain, Storage, test_params};
@@ -15,6 +17,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const ACCOUNTS: usize = 24;
+/// Above the least fee of every call the generator makes.
+const FEE: u128 = TOKEN;
 
 fn random_call(
     rng: &mut ChaCha8Rng,
@@ -160,7 +164,13 @@ fn run_seed(seed: u64) {
             let nonce = nonces
                 .entry(who)
                 .or_insert(chain.ledger.account(&key.id()).nonce);
-            let mut tx = Transaction::sign(key, &chain.ledger.chain_id(), *nonce, call);
+            // A fee above every call's least, so a self-transfer with the same terms is valid.
+            let terms = TxTerms {
+                nonce: *nonce,
+                fee: FEE,
+                valid_until: chain.ledger.height() + 10,
+            };
+            let mut tx = Transaction::sign(key, &chain.ledger.chain_id(), terms, call);
             *nonce += 1;
             match rng.random_range(0..40) {
                 0 => tx.signature[5] ^= 0x10,
@@ -172,21 +182,43 @@ fn run_seed(seed: u64) {
         let before = chain.ledger.clone();
         let info = chain.next_info();
         let outcome = chain.block(&txs);
-        let kept: Vec<Transaction> = txs
-            .iter()
-            .zip(&outcome.receipts)
-            .filter(|(_, r)| r.is_ok())
-            .map(|(tx, _)| tx.clone())
-            .collect();
-        accepted += kept.len();
-        refused += txs.len() - kept.len();
-        if kept.len() != txs.len() {
+        // A transaction that was not included changed nothing (replayed without it); one
+        // whose call was refused changed only its fee and nonce (replayed as a transfer of 1
+        // to itself with the same terms, which changes exactly those).
+        let mut replayed = Vec::new();
+        for (tx, receipt) in txs.iter().zip(&outcome.receipts) {
+            match receipt {
+                Ok(()) => {
+                    accepted += 1;
+                    replayed.push(tx.clone());
+                }
+                Err(e) if e.charged() => {
+                    refused += 1;
+                    let key = chain
+                        .accounts
+                        .iter()
+                        .find(|k| k.id() == tx.signer)
+                        .expect("our signer");
+                    replayed.push(Transaction::sign(
+                        key,
+                        &chain.ledger.chain_id(),
+                        tx.terms(),
+                        Call::Transfer {
+                            to: tx.signer,
+                            amount: 1,
+                        },
+                    ));
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        if replayed != txs {
             let mut replay = before;
-            let root = replay.apply_block(&info, &kept, &CpuBackend).root;
+            let replay_outcome = replay.apply_block(&info, &replayed, &CpuBackend);
             assert_eq!(
-                root, outcome.root,
-                "seed {seed}: a refused transaction changed the state ({:?})",
-                outcome.receipts
+                replay_outcome.root, outcome.root,
+                "seed {seed}: a refused transaction changed more than its fee and nonce ({:?}, replayed {:?})",
+                outcome.receipts, replay_outcome.receipts
             );
         }
         // Occasionally report real storage for pending fragments so files become active.

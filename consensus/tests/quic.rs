@@ -2,11 +2,11 @@
 //! transactions submitted to one of them, keep finalizing with one stopped, and agree on every
 //! block and state root.
 
+use cess_consensus::Call;
 use cess_consensus::bft::CoreConfig;
 use cess_consensus::ledger::{Ledger, LedgerParams, TOKEN};
 use cess_consensus::net;
 use cess_consensus::sim::genesis;
-use cess_consensus::{Call, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,11 +24,9 @@ async fn four_validators_over_quic_finalize_and_survive_one_stopping() {
     let ledger = Ledger::genesis(&genesis).unwrap();
     let handles = net::start_loopback(&ledger, &keys, CoreConfig::default()).unwrap();
     let mut commits: Vec<_> = handles.iter().map(|h| h.commits()).collect();
-    let chain_id = ledger.chain_id();
     for nonce in 0..20 {
-        let tx = Transaction::sign(
+        let tx = ledger.transaction_with_nonce(
             &users[0],
-            &chain_id,
             nonce,
             Call::Transfer {
                 to: users[1].id(),

@@ -132,3 +132,48 @@ fn a_seed_replays_the_same_run() {
     assert_eq!(a.messages_sent, b.messages_sent);
     assert_ne!(run(8).decided, a.decided, "another seed, another run");
 }
+
+/// The chain under an adversarial client: proofs for audits that do not exist (then the same
+/// signer's next transaction), bursts of 300 KiB transactions bigger in all than a block, and
+/// keys with no money. Blocks stay within what peers accept, commits keep flowing, every
+/// follow-up of a refused call commits, and nothing unpaid is ever included.
+#[test]
+fn four_validators_under_an_adversarial_client() {
+    let mut config = SimConfig::new(4, seed(40));
+    config.adversary_every_ms = 100;
+    config.drop_permille = 10;
+    let mut sim = Sim::new(config);
+    sim.run_until(8_000);
+    let report = sim.finish();
+    eprintln!(
+        "height {}, honest txs {}, follow-ups {}/{}, largest block {} bytes",
+        sim.honest_height(),
+        report.honest_txs_committed,
+        report.followups_committed,
+        report.followups_sent,
+        report.block_bytes_max
+    );
+    assert!(sim.honest_height() >= 15, "height {}", sim.honest_height());
+    assert!(
+        report.honest_txs_committed > 60,
+        "{} honest transactions",
+        report.honest_txs_committed
+    );
+    assert!(report.followups_sent >= 10);
+    assert!(
+        report.followups_committed + 2 >= report.followups_sent,
+        "a refused call blocked its signer: {} of {} follow-ups committed",
+        report.followups_committed,
+        report.followups_sent
+    );
+    assert_eq!(
+        report.broke_txs_committed, 0,
+        "unpaid transactions included"
+    );
+    assert!(
+        report.block_bytes_max > 2 << 20,
+        "the large transactions made it into blocks ({} bytes)",
+        report.block_bytes_max
+    );
+    assert!(report.block_bytes_max <= cess_consensus::bft::BLOCK_BYTES_MAX);
+}

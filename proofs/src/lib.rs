@@ -24,7 +24,10 @@ pub mod proof;
 pub mod tag;
 
 pub use backend::{Backend, CpuBackend};
-pub use challenge::{Challenge, ChallengeInputs, ChallengeParams, FragmentSet};
+pub use challenge::{
+    BLOCKS_PER_CHALLENGE_MAX, Challenge, ChallengeInputs, ChallengeParams,
+    FRAGMENTS_PER_CHALLENGE_MAX, FragmentSet,
+};
 pub use curve::PointError;
 #[cfg(feature = "gpu")]
 pub use gpu::GpuBackend;

@@ -207,7 +207,6 @@ pub fn run(dir: &Path) -> Result<()> {
 /// faucet's transfers show in that validator's commit log (or `wait_s` passes).
 pub fn load(dir: &Path, count: u64) -> Result<()> {
     let genesis = Genesis::decode(&std::fs::read(dir.join(GENESIS_FILE))?)?;
-    let chain_id = genesis.chain_id();
     let faucet_node = Arc::new(NodeKey::load(&dir.join(FAUCET_KEY))?);
     let faucet = account_key(&faucet_node)?;
     let first: NodeAddr = std::fs::read_to_string(dir.join("validators.txt"))?
@@ -222,14 +221,11 @@ pub fn load(dir: &Path, count: u64) -> Result<()> {
     runtime.block_on(async {
         let mut client = TxClient::connect(faucet_node, &first).await?;
         let to = AccountKey::generate().id();
+        // A fresh testnet: the faucet's nonces from 0, fees and validity as at genesis.
+        let ledger = Ledger::genesis(&genesis)?;
         let txs: Vec<Transaction> = (0..count)
             .map(|nonce| {
-                Transaction::sign(
-                    &faucet,
-                    &chain_id,
-                    nonce,
-                    Call::Transfer { to, amount: TOKEN },
-                )
+                ledger.transaction_with_nonce(&faucet, nonce, Call::Transfer { to, amount: TOKEN })
             })
             .collect();
         client.send(&txs).await?;

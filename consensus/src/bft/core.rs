@@ -4,6 +4,7 @@
 //! wants done comes out as [`Output`]s (send, broadcast, schedule a timeout, a block
 //! committed). The simulator and the QUIC driver are thin loops around it.
 
+use super::mempool::{Mempool, MempoolLimits};
 use super::types::{
     Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Validator, ValidatorSet, precommit,
     verify_votes,
@@ -32,8 +33,11 @@ pub struct CoreConfig {
     pub timeouts: super::types::StepTimeouts,
     /// Most transactions a proposed block carries.
     pub block_txs_max: usize,
-    /// Most transactions waiting in the mempool; more are refused.
-    pub mempool_max: usize,
+    /// Most encoded transaction bytes a proposed block carries: at most
+    /// [`BLOCK_TX_BYTES_MAX`], so every block fits what peers accept.
+    pub block_tx_bytes_max: usize,
+    /// How much the mempool holds, in transactions and bytes.
+    pub mempool: MempoolLimits,
     /// Decided blocks kept to answer sync requests.
     pub history_max: usize,
 }
@@ -43,7 +47,8 @@ impl Default for CoreConfig {
         CoreConfig {
             timeouts: super::types::StepTimeouts::default(),
             block_txs_max: 5000,
-            mempool_max: 100_000,
+            block_tx_bytes_max: 4 << 20,
+            mempool: MempoolLimits::default(),
             history_max: 10_000,
         }
     }
@@ -81,11 +86,20 @@ pub struct CoreStats {
     pub txs_refused: u64,
 }
 
+/// The most transaction bytes a block may carry: what a peer accepts
+/// ([`super::types::BLOCK_BYTES_MAX`]) less the rest of a block (header, VRF proof, a commit
+/// record of up to 256 signatures, the list's length prefixes), with a margin. Every proposal
+/// is checked against the bound it must meet before it is sent.
+pub const BLOCK_TX_BYTES_MAX: usize =
+    super::types::BLOCK_BYTES_MAX - BLOCK_OVERHEAD_BYTES_MAX - 4 * super::types::BLOCK_TXS_MAX;
+/// A block's bytes besides its transactions: height, parent, time, proposer, VRF proof
+/// (under 1 KiB) and a commit record (256 × (32 + 96) bytes + its header, 33 KiB), rounded up
+/// to 64 KiB.
+const BLOCK_OVERHEAD_BYTES_MAX: usize = 64 << 10;
+
 /// Proposals buffered for future heights, and how far ahead they may be.
 const FUTURE_HEIGHTS: u64 = 2;
 const FUTURE_PER_HEIGHT: usize = 64;
-/// Transactions a single account may have waiting beyond its ledger nonce.
-const NONCE_WINDOW: u64 = 1024;
 /// A sync request is repeated at most this often per height.
 const SYNC_RETRY_MS: u64 = 500;
 
@@ -107,12 +121,9 @@ pub struct Core {
     proposals: BTreeMap<(u32, BlockHash), SignedProposal<Cess>>,
     future: BTreeMap<u64, Vec<(AccountId, SignedProposal<Cess>)>>,
     history: BTreeMap<u64, (Arc<Block>, CommitRecord)>,
-    /// Waiting transactions by signer and nonce: a block takes each signer's run of
-    /// consecutive nonces from its ledger nonce on, whatever order they arrived in.
-    mempool: BTreeMap<AccountId, BTreeMap<u64, Transaction>>,
-    mempool_len: usize,
-    /// Where the next block starts taking signers, so no signer always comes last.
-    mempool_cursor: Option<AccountId>,
+    /// Waiting transactions: a block takes each signer's run of consecutive nonces from its
+    /// ledger nonce on, whatever order they arrived in.
+    mempool: Mempool,
     pending: VecDeque<Input<Cess>>,
     outputs: Vec<Output>,
     now_ms: u64,
@@ -128,7 +139,7 @@ impl std::fmt::Debug for Core {
         f.debug_struct("Core")
             .field("me", &self.me)
             .field("height", &self.ledger.height())
-            .field("mempool", &self.mempool_len)
+            .field("mempool", &self.mempool.len())
             .finish()
     }
 }
@@ -181,9 +192,7 @@ impl Core {
             proposals: BTreeMap::new(),
             future: BTreeMap::new(),
             history: BTreeMap::new(),
-            mempool: BTreeMap::new(),
-            mempool_len: 0,
-            mempool_cursor: None,
+            mempool: Mempool::default(),
             pending: VecDeque::new(),
             outputs: Vec::new(),
             now_ms,
@@ -207,7 +216,16 @@ impl Core {
     }
 
     pub fn mempool_len(&self) -> usize {
-        self.mempool_len
+        self.mempool.len()
+    }
+
+    pub fn mempool_bytes(&self) -> usize {
+        self.mempool.bytes()
+    }
+
+    /// A waiting transaction (tests, operators).
+    pub fn pending_tx(&self, signer: &AccountId, nonce: u64) -> Option<&Transaction> {
+        self.mempool.get(signer, nonce)
     }
 
     /// The round of the height being decided (−1 before it starts).
@@ -249,9 +267,8 @@ impl Core {
         now_ms: u64,
     ) -> (Vec<Result<(), crate::TxError>>, Vec<Output>) {
         let (answers, relay) = self.admit_all(txs, now_ms);
-        for chunk in relay.chunks(super::wire::TXS_PER_MESSAGE_MAX) {
-            self.outputs
-                .push(Output::Broadcast(NetMsg::Txs(chunk.to_vec())));
+        for chunk in super::wire::split_txs(relay) {
+            self.outputs.push(Output::Broadcast(NetMsg::Txs(chunk)));
         }
         (answers, self.run())
     }
@@ -315,9 +332,17 @@ impl Core {
             }
             NetMsg::Txs(txs) => {
                 // Drivers check signatures off this loop and call `submit`; this path checks
-                // them here.
+                // them here, after the cheap checks (a transaction nobody pays for costs one
+                // lookup, not a signature verification).
                 let verified: Vec<VerifiedTx> = txs
                     .into_iter()
+                    .filter(|tx| {
+                        let cheap = self.mempool.precheck(tx, &self.ledger);
+                        if cheap.is_err() {
+                            self.stats.txs_refused += 1;
+                        }
+                        cheap.is_ok()
+                    })
                     .filter_map(|tx| VerifiedTx::check(tx, &self.ctx.chain_id))
                     .collect();
                 return self.on_relayed_txs(verified, now_ms);
@@ -376,34 +401,19 @@ impl Core {
             .push(Output::Send(from, NetMsg::SyncRequest { height }));
     }
 
-    /// Mempool admission: signed for this chain, a nonce in the signer's window, not a
-    /// duplicate.
+    /// Mempool admission: signed for this chain, then the mempool's rules (validity, fee,
+    /// nonce window, the signer's balance, replacement, bounds: [`Mempool::admit`]).
     fn admit(&mut self, tx: &VerifiedTx) -> Result<(), crate::TxError> {
-        if self.mempool_len >= self.config.mempool_max {
+        let answer = if *tx.chain_id() != self.ctx.chain_id {
+            Err(crate::TxError::BadSignature)
+        } else {
+            self.mempool
+                .admit(tx.tx().clone(), &self.ledger, &self.config.mempool)
+        };
+        if answer.is_err() {
             self.stats.txs_refused += 1;
-            return Err(crate::TxError::Overflow);
         }
-        if *tx.chain_id() != self.ctx.chain_id {
-            self.stats.txs_refused += 1;
-            return Err(crate::TxError::BadSignature);
-        }
-        let tx = tx.tx();
-        let expected = self.ledger.account(&tx.signer).nonce;
-        if tx.nonce < expected || tx.nonce >= expected + NONCE_WINDOW {
-            self.stats.txs_refused += 1;
-            return Err(crate::TxError::BadNonce {
-                expected,
-                got: tx.nonce,
-            });
-        }
-        // The first transaction seen for a (signer, nonce) stays; replacements are refused.
-        let waiting = self.mempool.entry(tx.signer).or_default();
-        if waiting.contains_key(&tx.nonce) {
-            return Err(crate::TxError::AlreadyRegistered);
-        }
-        waiting.insert(tx.nonce, tx.clone());
-        self.mempool_len += 1;
-        Ok(())
+        answer
     }
 
     /// Everything a block must be, whoever proposed it and in whichever round.
@@ -540,30 +550,13 @@ impl Core {
         let checked: Vec<bool> = block
             .txs
             .iter()
-            .map(|tx| {
-                self.mempool
-                    .get(&tx.signer)
-                    .and_then(|waiting| waiting.get(&tx.nonce))
-                    == Some(tx)
-            })
+            .map(|tx| self.mempool.get(&tx.signer, tx.nonce) == Some(tx))
             .collect();
         let outcome = self
             .ledger
             .apply_block_checked(&info, &block.txs, &checked, &CpuBackend);
-        // Only the block's signers' nonces moved: drop what they can no longer use.
-        let signers: std::collections::BTreeSet<AccountId> =
-            block.txs.iter().map(|tx| tx.signer).collect();
-        for signer in signers {
-            if let Some(waiting) = self.mempool.get_mut(&signer) {
-                let nonce = self.ledger.account(&signer).nonce;
-                let keep = waiting.split_off(&nonce);
-                self.mempool_len -= waiting.len();
-                *waiting = keep;
-                if waiting.is_empty() {
-                    self.mempool.remove(&signer);
-                }
-            }
-        }
+        self.mempool
+            .after_block(&self.ledger, &block.txs, &outcome.receipts);
         self.last_hash = hash.0;
         self.last_commit = Some(commit.clone());
         self.history
@@ -604,36 +597,10 @@ impl Core {
             .epoch_randomness(epoch)
             .expect("the current epoch's randomness is always known");
         let (vrf_proof, _) = vrf::vrf_prove(&self.key, &randomness, height);
-        // Each signer's consecutive run from its ledger nonce, signers in rotating order.
-        let mut txs = Vec::new();
-        let start = self.mempool_cursor.unwrap_or(AccountId([0; 32]));
-        let order = self
-            .mempool
-            .range(start..)
-            .chain(self.mempool.range(..start));
-        let mut last = None;
-        for (signer, waiting) in order {
-            if txs.len() >= self.config.block_txs_max {
-                break;
-            }
-            last = Some(*signer);
-            let mut nonce = self.ledger.account(signer).nonce;
-            while let Some(tx) = waiting.get(&nonce) {
-                if txs.len() >= self.config.block_txs_max {
-                    break;
-                }
-                txs.push(tx.clone());
-                nonce += 1;
-            }
-        }
-        // The next block starts after the last signer this one reached.
-        self.mempool_cursor = last.and_then(|l| {
-            self.mempool
-                .range((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))
-                .next()
-                .map(|(a, _)| *a)
-        });
-        Block {
+        let tx_bytes_max = self.config.block_tx_bytes_max.min(BLOCK_TX_BYTES_MAX);
+        let txs_max = self.config.block_txs_max.min(super::types::BLOCK_TXS_MAX);
+        let txs = self.mempool.take_block(&self.ledger, txs_max, tx_bytes_max);
+        let block = Block {
             height,
             parent: self.last_hash,
             time_ms: self.now_ms.max(self.ledger.time_ms()),
@@ -641,7 +608,14 @@ impl Core {
             vrf_proof,
             last_commit: self.last_commit.clone(),
             txs,
-        }
+        };
+        // A block over what peers decode would fail every round it is proposed in.
+        let len_bytes = block.encode().len();
+        assert!(
+            len_bytes <= super::types::BLOCK_BYTES_MAX,
+            "proposal of {len_bytes} bytes exceeds the block bound"
+        );
+        block
     }
 }
 

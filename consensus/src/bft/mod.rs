@@ -3,11 +3,13 @@
 //! leaders and blocks of transactions.
 
 mod core;
+mod mempool;
 mod types;
 mod wire;
 
-pub use core::{Committed, Core, CoreConfig, CoreStats, Output};
-pub use wire::{MESSAGE_BYTES_MAX, NetMsg, TXS_PER_MESSAGE_MAX};
+pub use core::{BLOCK_TX_BYTES_MAX, Committed, Core, CoreConfig, CoreStats, Output};
+pub use mempool::{Mempool, MempoolLimits, NONCE_WINDOW};
+pub use wire::{MESSAGE_BYTES_MAX, NetMsg, RELAY_TX_BYTES_MAX, TXS_PER_MESSAGE_MAX, split_txs};
 
 pub use types::{
     BLOCK_BYTES_MAX, BLOCK_TXS_MAX, Block, BlockHash, BlockValue, Bls, Cess, CommitRecord, Height,

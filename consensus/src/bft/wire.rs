@@ -20,6 +20,38 @@ pub const TXS_PER_MESSAGE_MAX: usize = 4096;
 /// Largest message: a full block plus its proposal header.
 pub const MESSAGE_BYTES_MAX: usize = super::types::BLOCK_BYTES_MAX + 4096;
 
+/// Most encoded transaction bytes one relay carries (with their length prefixes and the
+/// message header, well within [`MESSAGE_BYTES_MAX`]).
+pub const RELAY_TX_BYTES_MAX: usize = 8 << 20;
+
+/// Transactions in relay messages, each within [`TXS_PER_MESSAGE_MAX`] transactions and
+/// [`RELAY_TX_BYTES_MAX`] bytes, in order.
+pub fn split_txs(txs: Vec<Transaction>) -> Vec<Vec<Transaction>> {
+    const _: () = assert!(crate::tx::TX_BYTES_MAX <= RELAY_TX_BYTES_MAX);
+    const _: () = assert!(
+        RELAY_TX_BYTES_MAX + 4 * TXS_PER_MESSAGE_MAX + 64 <= MESSAGE_BYTES_MAX,
+        "a full relay fits a message"
+    );
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<Transaction> = Vec::new();
+    let mut bytes = 0;
+    for tx in txs {
+        let len = tx.encoded_len();
+        if !chunk.is_empty()
+            && (chunk.len() == TXS_PER_MESSAGE_MAX || bytes + len > RELAY_TX_BYTES_MAX)
+        {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += len;
+        chunk.push(tx);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetMsg {
     /// A signed proposal carrying its whole block.

@@ -214,11 +214,10 @@ impl Ledger {
                 let reward = earned.min(self.reward_pool);
                 self.reward_pool -= reward;
                 self.credit(signer, reward);
-                let miner = self
-                    .miners
-                    .get_mut(&signer)
-                    .expect("audited miners are registered");
-                miner.reputation = (miner.reputation + 10).min(REPUTATION_MAX);
+                // A miner cannot withdraw while audited (`withdraw_miner`), so it is here.
+                if let Some(miner) = self.miners.get_mut(&signer) {
+                    miner.reputation = (miner.reputation + 10).min(REPUTATION_MAX);
+                }
                 self.events.push(Event::ProofValid {
                     round,
                     miner: signer,

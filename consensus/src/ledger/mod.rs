@@ -1,9 +1,12 @@
 //! The ledger: a deterministic state machine. It does no I/O; time, randomness (the block's
 //! VRF output) and the previous commit's signers come in with each block.
 //!
-//! Rules every transaction keeps: it is checked completely before anything changes, so a
-//! refused transaction (with its [`TxError`]) changes nothing, not even the nonce; a valid one
-//! moves the signer's nonce by one. Money is conserved: balances, the reward pool, collateral
+//! Rules every transaction keeps: it is included only when its nonce is the signer's next,
+//! its validity has not passed and the signer can pay its fee, at least
+//! [`LedgerParams::min_fee`] (else it changes nothing). An included transaction pays its fee
+//! into the reward pool and moves the nonce by one whatever its call does; the call is
+//! checked completely before it changes anything, so a refused call (with its [`TxError`])
+//! costs the fee and nothing else. Money is conserved: balances, the reward pool, collateral
 //! and stake always add up to the genesis total ([`Ledger::total_money`]).
 
 mod audit;
@@ -20,19 +23,33 @@ pub use validators::{Candidate, ValidatorEntry, credit};
 
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
-use crate::tx::{Call, Hash32, Transaction};
+use crate::tx::{Call, Hash32, Transaction, TxTerms};
 use cess_proofs::Backend;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use thiserror::Error;
 
-/// Why a transaction was refused. It changed nothing.
+/// Why a transaction was refused. When [`TxError::charged`] is false it was not included and
+/// changed nothing; otherwise its call was refused after inclusion and only its fee was paid
+/// and its nonce moved.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TxError {
     #[error("bad signature")]
     BadSignature,
     #[error("nonce {got}, expected {expected}")]
     BadNonce { expected: u64, got: u64 },
+    #[error("valid until height {valid_until}, now {height}")]
+    Expired { valid_until: u64, height: u64 },
+    #[error("fee {got} is below the minimum {min} for this transaction")]
+    FeeTooLow { min: u128, got: u128 },
+    #[error("balance {available} cannot pay the fee {fee}")]
+    CannotPayFee { fee: u128, available: u128 },
+    #[error("validity ends at height {valid_until}, more than {max_blocks} blocks ahead")]
+    ValidityTooLong { valid_until: u64, max_blocks: u64 },
+    #[error("a pending transaction has this nonce; a replacement must pay at least {min_fee}")]
+    ReplacementUnderpriced { min_fee: u128 },
+    #[error("mempool full: {reason}")]
+    MempoolFull { reason: &'static str },
     #[error("balance {available} is less than {needed}")]
     InsufficientBalance { needed: u128, available: u128 },
     #[error("amount must be positive")]
@@ -105,6 +122,24 @@ pub enum TxError {
     NotCandidate,
     #[error("an elected validator cannot unbond below the minimum until its era ends")]
     ValidatorBonded,
+}
+
+impl TxError {
+    /// Whether the transaction was included (its fee paid, its nonce moved) although its
+    /// call was refused. The others were refused before inclusion and changed nothing.
+    pub fn charged(&self) -> bool {
+        !matches!(
+            self,
+            TxError::BadSignature
+                | TxError::BadNonce { .. }
+                | TxError::Expired { .. }
+                | TxError::FeeTooLow { .. }
+                | TxError::CannotPayFee { .. }
+                | TxError::ValidityTooLong { .. }
+                | TxError::ReplacementUnderpriced { .. }
+                | TxError::MempoolFull { .. }
+        )
+    }
 }
 
 /// An account's money and transaction counter.
@@ -355,24 +390,80 @@ impl Ledger {
         balances + collateral + stake + self.reward_pool
     }
 
-    /// A transaction's checks that need no state change: signature (chain id included) and
-    /// nonce. Mempools call this before admitting a transaction.
-    pub fn check_signature_and_nonce(&self, tx: &Transaction) -> Result<(), TxError> {
-        if !tx.signature_is_valid(&self.chain_id) {
-            return Err(TxError::BadSignature);
-        }
-        self.check_nonce(tx)
+    /// Whether a transaction can be included at the next height: the checks that need no
+    /// state change and no signature verification (nonce, validity, fee), cheapest first.
+    /// A transaction that fails one is not included: it pays nothing and changes nothing.
+    /// Mempools call this (with the signature check) before admitting a transaction.
+    pub fn check_inclusion(&self, tx: &Transaction) -> Result<(), TxError> {
+        self.check_inclusion_at(tx, self.height + 1)
     }
 
-    fn check_nonce(&self, tx: &Transaction) -> Result<(), TxError> {
-        let expected = self.account(&tx.signer).nonce;
-        if tx.nonce != expected {
+    /// [`Ledger::check_inclusion`] in the block at `height`.
+    fn check_inclusion_at(&self, tx: &Transaction, height: u64) -> Result<(), TxError> {
+        if tx.valid_until < height {
+            return Err(TxError::Expired {
+                valid_until: tx.valid_until,
+                height,
+            });
+        }
+        let account = self.account(&tx.signer);
+        if tx.nonce != account.nonce {
             return Err(TxError::BadNonce {
-                expected,
+                expected: account.nonce,
                 got: tx.nonce,
             });
         }
+        let min = self.params.min_fee(tx);
+        if tx.fee < min {
+            return Err(TxError::FeeTooLow { min, got: tx.fee });
+        }
+        if account.balance < tx.fee {
+            return Err(TxError::CannotPayFee {
+                fee: tx.fee,
+                available: account.balance,
+            });
+        }
         Ok(())
+    }
+
+    /// Signs `call` for `key` with its next nonce, the least fee the call needs and the
+    /// longest validity a mempool admits: what a client with a replica of the ledger sends.
+    pub fn transaction(&self, key: &crate::AccountKey, call: Call) -> Transaction {
+        let nonce = self.account(&key.id()).nonce;
+        self.transaction_with_nonce(key, nonce, call)
+    }
+
+    /// [`Ledger::transaction`] with a nonce chosen by the caller (several in flight).
+    pub fn transaction_with_nonce(
+        &self,
+        key: &crate::AccountKey,
+        nonce: u64,
+        call: Call,
+    ) -> Transaction {
+        let valid_until = self.height + self.params.tx_validity_blocks_max;
+        // The fee is part of the encoding but of fixed width, so the length (and the least
+        // fee) does not depend on its value.
+        let probe = Transaction::sign(
+            key,
+            &self.chain_id,
+            TxTerms {
+                nonce,
+                fee: 0,
+                valid_until,
+            },
+            call,
+        );
+        let fee = self.params.min_fee(&probe);
+        Transaction::sign(
+            key,
+            &self.chain_id,
+            TxTerms {
+                nonce,
+                fee,
+                valid_until,
+            },
+            probe.call,
+        )
     }
 
     /// Apply the next block. Proofs in the block are verified together first (one batch),
@@ -438,11 +529,29 @@ impl Ledger {
         signature_checked: bool,
         verdict: Option<cess_proofs::Verdict>,
     ) -> Result<(), TxError> {
-        if signature_checked {
-            self.check_nonce(tx)?;
-        } else {
-            self.check_signature_and_nonce(tx)?;
+        // `self.height` is already this block's.
+        self.check_inclusion_at(tx, self.height)?;
+        if !signature_checked && !tx.signature_is_valid(&self.chain_id) {
+            return Err(TxError::BadSignature);
         }
+        // Included: the fee is paid and the nonce moves whatever the call does, so a refused
+        // call costs its signer and never blocks the signer's next transaction.
+        let signer = tx.signer;
+        self.debit(signer, tx.fee);
+        self.reward_pool += tx.fee;
+        self.accounts.entry(signer).or_default().nonce += 1;
+        let result = self.apply_call(tx, verdict);
+        debug_assert_eq!(self.count_money(), self.total_money);
+        result
+    }
+
+    /// The call of an included transaction (checked in full first; on error nothing changed
+    /// beyond the fee and the nonce).
+    fn apply_call(
+        &mut self,
+        tx: &Transaction,
+        verdict: Option<cess_proofs::Verdict>,
+    ) -> Result<(), TxError> {
         let signer = tx.signer;
         match &tx.call {
             Call::Transfer { to, amount } => self.transfer(signer, *to, *amount)?,
@@ -482,9 +591,6 @@ impl Ledger {
             Call::Bond { amount } => self.bond(signer, *amount)?,
             Call::Unbond { amount } => self.unbond(signer, *amount)?,
         }
-        // The call succeeded: only now does the nonce move.
-        self.accounts.entry(signer).or_default().nonce += 1;
-        debug_assert_eq!(self.count_money(), self.total_money);
         Ok(())
     }
 

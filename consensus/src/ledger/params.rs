@@ -2,7 +2,7 @@
 
 use crate::codec::{DecodeError, Reader, Writer, hash};
 use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, VALIDATOR_SIGNATURE_BYTES};
-use crate::tx::Hash32;
+use crate::tx::{Call, Hash32, Transaction};
 use cess_proofs::ChallengeParams;
 
 /// One unit of account is 10⁻¹² token (a "pico"), as CESS counts.
@@ -53,6 +53,21 @@ pub struct LedgerParams {
     pub validators_per_era: u32,
     /// Least stake of a validator candidate: 1000 tokens.
     pub candidate_stake_min: u128,
+    /// Every included transaction pays at least this (its signature check and its receipt):
+    /// 0.001 token…
+    pub fee_base: u128,
+    /// …plus this per encoded byte (blocks, relays and every replica carry the bytes):
+    /// 10⁻⁶ token, so a 400 KiB transaction pays about 0.4 token…
+    pub fee_per_byte: u128,
+    /// …plus this per state entry the call may create (a file, a fragment, a miner, a
+    /// tagger point, a restoral claim), which every replica keeps: 0.001 token…
+    pub fee_per_entry: u128,
+    /// …plus this for a proof the block must verify (two pairings, about 40 signature
+    /// checks): 0.01 token.
+    pub fee_proof: u128,
+    /// A mempool admits a transaction only when its `valid_until` is at most this many
+    /// blocks ahead, so nothing waits longer: 1200 (two hours at 6 s blocks).
+    pub tx_validity_blocks_max: u64,
 }
 
 impl Default for LedgerParams {
@@ -77,6 +92,11 @@ impl Default for LedgerParams {
             era_blocks: 200,
             validators_per_era: 11,
             candidate_stake_min: 1000 * TOKEN,
+            fee_base: TOKEN / 1000,
+            fee_per_byte: TOKEN / 1_000_000,
+            fee_per_entry: TOKEN / 1000,
+            fee_proof: TOKEN / 100,
+            tx_validity_blocks_max: 1200,
         }
     }
 }
@@ -102,7 +122,47 @@ impl LedgerParams {
             .u64(self.epoch_blocks)
             .u64(self.era_blocks)
             .u32(self.validators_per_era)
-            .u128(self.candidate_stake_min);
+            .u128(self.candidate_stake_min)
+            .u128(self.fee_base)
+            .u128(self.fee_per_byte)
+            .u128(self.fee_per_entry)
+            .u128(self.fee_proof)
+            .u64(self.tx_validity_blocks_max);
+    }
+
+    /// The least fee `tx` must carry: a base, its bytes, the state entries its call may
+    /// create, and a proof's verification. Computed from the transaction alone (never the
+    /// state), so a mempool can check it before anything else.
+    pub fn min_fee(&self, tx: &Transaction) -> u128 {
+        let entries: u128 = match &tx.call {
+            Call::RegisterMiner { .. } | Call::RegisterCandidate { .. } => 1,
+            // A key of s sectors is s + 1 points of 48 bytes.
+            Call::RegisterTagger { key, .. } => 1 + (key.len() / 48) as u128,
+            Call::DeclareFile { segments, .. } => {
+                1 + segments
+                    .iter()
+                    .map(|s| 1 + s.fragments.len() as u128)
+                    .sum::<u128>()
+            }
+            Call::ReportLost { .. } | Call::ClaimRestoral { .. } => 1,
+            _ => 0,
+        };
+        let proof = match tx.call {
+            Call::SubmitProof { .. } => self.fee_proof,
+            _ => 0,
+        };
+        self.fee_base
+            .saturating_add(self.fee_per_byte.saturating_mul(tx.encoded_len() as u128))
+            .saturating_add(self.fee_per_entry.saturating_mul(entries))
+            .saturating_add(proof)
+    }
+
+    /// The longest an audit stays open: from the round's block to its deadline.
+    pub fn audit_window_blocks_max(&self) -> u64 {
+        self.audit_deadline_base_blocks.saturating_add(
+            u64::from(self.challenge.fragments_max)
+                .div_ceil(self.audit_fragments_per_extra_block.max(1)),
+        )
     }
 
     /// Refuses parameters the rules cannot run with.
@@ -123,17 +183,40 @@ impl LedgerParams {
         if self.audit_miners_permille > 1000 {
             return Err("audit_miners_permille above 1000");
         }
-        if self.validators_per_era == 0 {
-            return Err("validators_per_era must be at least 1");
+        if self.validators_per_era == 0
+            || self.validators_per_era as usize > crate::bft::VALIDATORS_MAX
+        {
+            return Err("validators_per_era outside 1..=256");
         }
         if self.fragment_bytes_max == 0 || self.fragment_bytes_max > cess_proofs::FRAGMENT_BYTES_MAX
         {
             return Err("fragment_bytes_max outside 1..=64 MiB");
         }
         if self.challenge.fragments_max == 0
+            || self.challenge.fragments_max > cess_proofs::FRAGMENTS_PER_CHALLENGE_MAX
             || self.challenge.blocks_max < self.challenge.fragments_max
+            || self.challenge.blocks_max > cess_proofs::BLOCKS_PER_CHALLENGE_MAX
         {
-            return Err("challenge parameters");
+            return Err("challenge: fragments_max in 1..=1024, blocks_max in fragments_max..=8192");
+        }
+        // An audit must close before its miner can withdraw (else a proof arrives for a
+        // removed miner, or an audit no one can answer).
+        if self.audit_deadline_base_blocks == 0 {
+            return Err("audit_deadline_base_blocks must be at least 1");
+        }
+        if self.miner_cooling_off_blocks <= self.audit_window_blocks_max() {
+            return Err("miner_cooling_off_blocks must exceed the longest audit window");
+        }
+        if self.restoral_claim_blocks == 0 {
+            return Err("restoral_claim_blocks must be at least 1");
+        }
+        if self.fee_base == 0 || self.fee_per_byte == 0 {
+            return Err(
+                "fee_base and fee_per_byte must be positive (free transactions halt the chain)",
+            );
+        }
+        if self.tx_validity_blocks_max == 0 {
+            return Err("tx_validity_blocks_max must be at least 1");
         }
         Ok(())
     }
@@ -187,6 +270,11 @@ impl LedgerParams {
             era_blocks: r.u64("era")?,
             validators_per_era: r.u32("validators per era")?,
             candidate_stake_min: r.u128("stake min")?,
+            fee_base: r.u128("fee base")?,
+            fee_per_byte: r.u128("fee per byte")?,
+            fee_per_entry: r.u128("fee per entry")?,
+            fee_proof: r.u128("fee proof")?,
+            tx_validity_blocks_max: r.u64("tx validity")?,
         })
     }
 }

@@ -450,6 +450,17 @@ impl Ledger {
         if self.height < until {
             return Err(TxError::CoolingOff { until });
         }
+        // An open audit must close (answered or missed, and so penalized) first: exiting is
+        // no escape from an audit.
+        if let Some(until) = self
+            .audits
+            .iter()
+            .filter(|((_, miner, _), _)| *miner == signer)
+            .map(|(_, audit)| audit.deadline + 1)
+            .max()
+        {
+            return Err(TxError::CoolingOff { until });
+        }
         let miner = self.miners.remove(&signer).expect("checked above");
         self.peer_ids.remove(&miner.peer_id);
         self.credit(signer, miner.collateral);

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use cess_consensus::ledger::{GenesisValidator, TOKEN};
-use cess_consensus::tx::{Hash32, SegmentDecl};
+use cess_consensus::tx::{Hash32, SegmentDecl, TxTerms};
 use cess_consensus::{
     AccountId, AccountKey, BlockInfo, BlockOutcome, Call, Genesis, Ledger, LedgerParams,
     Transaction, ValidatorKey,
@@ -16,6 +16,8 @@ pub struct Chain {
     pub ledger: Ledger,
     pub accounts: Vec<AccountKey>,
     pub validator_keys: Vec<ValidatorKey>,
+    /// Fees each account paid in the blocks applied through [`Chain::block`].
+    pub fees_paid: std::collections::BTreeMap<AccountId, u128>,
 }
 
 /// Short periods so tests see audits, epochs and eras within a few dozen blocks.
@@ -24,7 +26,7 @@ pub fn test_params() -> LedgerParams {
         audit_period_blocks: 5,
         audit_miners_permille: 1000,
         audit_deadline_base_blocks: 3,
-        miner_cooling_off_blocks: 4,
+        miner_cooling_off_blocks: 10,
         restoral_claim_blocks: 4,
         epoch_blocks: 4,
         era_blocks: 8,
@@ -75,17 +77,26 @@ impl Chain {
             ledger: Ledger::genesis(&genesis).expect("genesis"),
             accounts: keys,
             validator_keys: vkeys,
+            fees_paid: Default::default(),
         }
+    }
+
+    pub fn fees_paid(&self, i: usize) -> u128 {
+        self.fees_paid.get(&self.id(i)).copied().unwrap_or(0)
     }
 
     pub fn id(&self, i: usize) -> AccountId {
         self.accounts[i].id()
     }
 
+    /// Account `i`'s next transaction, with the least fee it needs.
     pub fn tx(&self, i: usize, call: Call) -> Transaction {
-        let key = &self.accounts[i];
-        let nonce = self.ledger.account(&key.id()).nonce;
-        Transaction::sign(key, &self.ledger.chain_id(), nonce, call)
+        self.ledger.transaction(&self.accounts[i], call)
+    }
+
+    /// A transaction signed with chosen terms.
+    pub fn tx_with(&self, i: usize, terms: TxTerms, call: Call) -> Transaction {
+        Transaction::sign(&self.accounts[i], &self.ledger.chain_id(), terms, call)
     }
 
     pub fn next_info(&self) -> BlockInfo {
@@ -101,6 +112,11 @@ impl Chain {
     pub fn block(&mut self, txs: &[Transaction]) -> BlockOutcome {
         let info = self.next_info();
         let outcome = self.ledger.apply_block(&info, txs, &CpuBackend);
+        for (tx, receipt) in txs.iter().zip(&outcome.receipts) {
+            if receipt.as_ref().map_or_else(|e| e.charged(), |_| true) {
+                *self.fees_paid.entry(tx.signer).or_default() += tx.fee;
+            }
+        }
         self.ledger.assert_storage_invariants();
         assert_eq!(
             self.ledger.count_money(),
