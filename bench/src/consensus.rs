@@ -5,7 +5,7 @@
 use crate::proofs::LazySource;
 use crate::report::{Case, Latency, Options};
 use cess_consensus::bft::CoreConfig;
-use cess_consensus::ledger::{BlockInfo, Event, Ledger, LedgerParams, TOKEN};
+use cess_consensus::ledger::{BlockInfo, Event, GenesisTagger, Ledger, LedgerParams, TOKEN};
 use cess_consensus::net::{self, ValidatorHandle};
 use cess_consensus::sim::genesis;
 use cess_consensus::tx::{Hash32, SegmentDecl};
@@ -246,7 +246,12 @@ fn audit_setup(
         audit_miners_permille: 1000,
         ..LedgerParams::default()
     };
-    let (genesis, _validators, users) = genesis(1, miners_count + 1, 5, params);
+    let (mut genesis, _validators, users) = genesis(1, miners_count + 1, 5, params);
+    // A trusted tagger, as a network admits one: in its genesis.
+    genesis.taggers.push(GenesisTagger {
+        owner: users[0].id(),
+        key: key.public().encode(),
+    });
     let mut ledger = Ledger::genesis(&genesis).map_err(|e| e.to_string())?;
     let owner = &users[0];
     let miners: Vec<AccountKey> = users[1..].to_vec();
@@ -265,13 +270,7 @@ fn audit_setup(
         }
         Ok(outcome.events)
     };
-    let mut txs = vec![ledger.transaction_with_nonce(
-        owner,
-        0,
-        Call::RegisterTagger {
-            key: key.public().encode(),
-        },
-    )];
+    let mut txs = Vec::new();
     for m in &miners {
         txs.push(ledger.transaction_with_nonce(
             m,
@@ -301,7 +300,7 @@ fn audit_setup(
             .collect();
         declares.push(ledger.transaction_with_nonce(
             owner,
-            1 + k as u64,
+            k as u64,
             Call::DeclareFile {
                 file_id,
                 file_name: format!("f{k}"),

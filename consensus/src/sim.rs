@@ -214,6 +214,7 @@ pub fn genesis(
                 stake: params.candidate_stake_min,
             })
             .collect(),
+        taggers: Vec::new(),
         params,
     };
     (genesis, validator_keys, user_keys)

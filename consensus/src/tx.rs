@@ -6,6 +6,7 @@
 use crate::codec::{DecodeError, Reader, Writer, hash};
 use crate::keys::{
     ACCOUNT_SIGNATURE_BYTES, AccountId, AccountKey, VALIDATOR_KEY_BYTES, VALIDATOR_SIGNATURE_BYTES,
+    ValidatorKey, ValidatorPublicKey, ValidatorSignature,
 };
 
 const TX_DOMAIN: &[u8] = b"cess-ledger/1 transaction\0";
@@ -54,9 +55,12 @@ pub enum Call {
     ExitMiner,
     /// After the cooling-off period: collateral returns, the miner is removed.
     WithdrawMiner,
-    /// Register a tagger's public key (the `cess-proofs` encoding).
+    /// Register a tagger's public key (the `cess-proofs` encoding), owned by the signer.
+    /// Whoever holds a tagger's secret can forge proofs for what it tagged, so a tagger is
+    /// trusted: it needs the approvals of more than two thirds of the current validators.
     RegisterTagger {
         key: Vec<u8>,
+        approvals: Vec<TaggerApproval>,
     },
     /// A storage order: the file, its segments and fragments, and the miners of the columns.
     /// An existing file id adds the signer as another owner (deduplication).
@@ -175,8 +179,11 @@ impl Call {
                 w.str(endpoint).u64(*declared_bytes);
             }
             Call::ExitMiner | Call::WithdrawMiner => {}
-            Call::RegisterTagger { key } => {
-                w.bytes(key);
+            Call::RegisterTagger { key, approvals } => {
+                w.bytes(key).count(approvals.len());
+                for approval in approvals {
+                    w.fixed(&approval.validator.0).fixed(&approval.signature);
+                }
             }
             Call::DeclareFile {
                 file_id,
@@ -253,9 +260,22 @@ impl Call {
             },
             4 => Call::ExitMiner,
             5 => Call::WithdrawMiner,
-            6 => Call::RegisterTagger {
-                key: r.bytes(TAGGER_KEY_BYTES_MAX, "tagger key")?.to_vec(),
-            },
+            6 => {
+                let key = r.bytes(TAGGER_KEY_BYTES_MAX, "tagger key")?.to_vec();
+                let count = r.count(
+                    crate::bft::VALIDATORS_MAX,
+                    32 + VALIDATOR_SIGNATURE_BYTES,
+                    "tagger approvals",
+                )?;
+                let mut approvals = Vec::with_capacity(count);
+                for _ in 0..count {
+                    approvals.push(TaggerApproval {
+                        validator: AccountId(r.array("approving validator")?),
+                        signature: r.array("approval signature")?,
+                    });
+                }
+                Call::RegisterTagger { key, approvals }
+            }
             7 => {
                 let file_id = r.array("file id")?;
                 let file_name = r.string(NAME_BYTES_MAX, "file name")?;
@@ -326,6 +346,55 @@ impl Call {
             _ => return Err(DecodeError::Invalid("call kind")),
         };
         Ok(call)
+    }
+}
+
+const TAGGER_APPROVAL_DOMAIN: &[u8] = b"cess-ledger/1 tagger approval\0";
+
+/// A validator's approval of a tagger: its BLS signature of
+/// [`TaggerApproval::message`] for this chain, tagger and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggerApproval {
+    pub validator: AccountId,
+    pub signature: [u8; VALIDATOR_SIGNATURE_BYTES],
+}
+
+impl TaggerApproval {
+    /// What an approving validator signs: the chain, the tagger's id (SHA-256 of its
+    /// encoded public key) and the account that will own it.
+    pub fn message(chain_id: &Hash32, tagger_id: &Hash32, owner: &AccountId) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed(chain_id).fixed(tagger_id).fixed(&owner.0);
+        w.into_bytes()
+    }
+
+    pub fn sign(
+        key: &ValidatorKey,
+        validator: AccountId,
+        chain_id: &Hash32,
+        tagger_id: &Hash32,
+        owner: &AccountId,
+    ) -> TaggerApproval {
+        let message = TaggerApproval::message(chain_id, tagger_id, owner);
+        TaggerApproval {
+            validator,
+            signature: key.sign(TAGGER_APPROVAL_DOMAIN, &message).to_bytes(),
+        }
+    }
+
+    /// Whether this is `validator_key`'s approval of the tagger for `owner`.
+    pub fn verify(
+        &self,
+        validator_key: &ValidatorPublicKey,
+        chain_id: &Hash32,
+        tagger_id: &Hash32,
+        owner: &AccountId,
+    ) -> bool {
+        let Ok(signature) = ValidatorSignature::decode(&self.signature) else {
+            return false;
+        };
+        let message = TaggerApproval::message(chain_id, tagger_id, owner);
+        validator_key.verify(TAGGER_APPROVAL_DOMAIN, &message, &signature)
     }
 }
 

@@ -120,6 +120,7 @@ fn genesis_round_trips_and_refuses_corruption() {
             possession: validator_key(1).proof_of_possession().to_bytes(),
             stake: 3,
         }],
+        taggers: Vec::new(),
         params: LedgerParams::default(),
     };
     let bytes = genesis.encode();

@@ -20,14 +20,7 @@ fn storage_chain() -> (Chain, Storage) {
         chain.register_miner(i, 1 << 20);
     }
     let storage = Storage::new(9);
-    chain
-        .run(
-            3,
-            Call::RegisterTagger {
-                key: storage.tagger.public().encode(),
-            },
-        )
-        .unwrap();
+    chain.register_tagger(3, storage.tagger.public().encode());
     (chain, storage)
 }
 
@@ -241,7 +234,7 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
         ),
         (
             18,
-            Call::RegisterTagger { key: vec![0; 100] },
+            chain.tagger_call(18, vec![0; 100], &[0, 1, 2, 3]),
             "bad tagger key",
         ),
         (
@@ -359,14 +352,7 @@ fn space_is_never_overcommitted() {
         chain.register_miner(i, 3 * FRAGMENT as u64);
     }
     let mut storage = Storage::new(3);
-    chain
-        .run(
-            3,
-            Call::RegisterTagger {
-                key: storage.tagger.public().encode(),
-            },
-        )
-        .unwrap();
+    chain.register_tagger(3, storage.tagger.public().encode());
     let (_, two) = storage.order(1, 2, FRAGMENT, miners(&chain, 4));
     chain.run(0, two).unwrap();
     let (_, again) = storage.order(2, 2, FRAGMENT, miners(&chain, 4));
@@ -876,4 +862,254 @@ fn an_audited_miner_cannot_withdraw_before_its_audit_closes() {
         assert!(matches!(refusal, TxError::CoolingOff { .. }), "{refusal}");
     }
     assert!(chain.ledger.audits().all(|((_, m, _), _)| *m != miner));
+}
+
+/// Scenario: a miner registered its own tagger key and, holding the tagging secret, forged
+/// proofs (σ = x·Σ ν·H(id‖i), μ = 0) for files it never stored. A tagger is now admitted only
+/// with the approvals of more than two thirds of the current validators (or by genesis), and
+/// its key is decoded only after the cheap checks.
+#[test]
+fn a_tagger_is_admitted_only_by_more_than_two_thirds_of_the_validators() {
+    let mut chain = Chain::new(20, 4, test_params());
+    let storage = Storage::new(21);
+    let key = storage.tagger.public().encode();
+    let tagger_id = storage.tagger_id();
+    let refusals = [
+        (chain.tagger_call(5, key.clone(), &[]), "by itself"),
+        (chain.tagger_call(5, key.clone(), &[0, 1]), "two of four"),
+        (
+            chain.tagger_call(5, key.clone(), &[0, 1, 1]),
+            "one validator twice",
+        ),
+    ];
+    for (call, what) in refusals {
+        let refusal = chain.run(5, call).unwrap_err();
+        assert!(
+            matches!(refusal, TxError::TaggerNotApproved(_)),
+            "{what}: {refusal}"
+        );
+        assert!(chain.ledger.tagger_key(&tagger_id).is_none(), "{what}");
+    }
+    // An approval signed for another owner does not carry over.
+    let mut stolen = chain.tagger_call(6, key.clone(), &[0, 1, 2]);
+    if let Call::RegisterTagger { approvals, .. } = &mut stolen {
+        approvals.truncate(3);
+    }
+    let refusal = chain.run(5, stolen).unwrap_err();
+    assert_eq!(
+        refusal,
+        TxError::TaggerNotApproved("an approval does not verify")
+    );
+    // A non-validator's approval.
+    let mut outsider = chain.tagger_call(5, key.clone(), &[0, 1, 2]);
+    if let Call::RegisterTagger { approvals, .. } = &mut outsider {
+        approvals[2].validator = chain.id(9);
+    }
+    assert_eq!(
+        chain.run(5, outsider).unwrap_err(),
+        TxError::TaggerNotApproved("an approval is not from a validator")
+    );
+    // 400 KiB of garbage that claims to be a key is refused before it is decoded.
+    let garbage = chain.tagger_call(5, vec![0xEE; 400 << 10], &[]);
+    assert!(matches!(
+        chain.run(5, garbage).unwrap_err(),
+        TxError::TaggerNotApproved(_)
+    ));
+    // Three of four is more than two thirds.
+    chain
+        .run(5, chain.tagger_call(5, key.clone(), &[0, 2, 3]))
+        .unwrap();
+    assert!(chain.ledger.tagger_key(&tagger_id).is_some());
+    assert_eq!(
+        chain
+            .run(5, chain.tagger_call(5, key, &[0, 1, 2, 3]))
+            .unwrap_err(),
+        TxError::AlreadyRegistered
+    );
+}
+
+#[test]
+fn genesis_admits_its_taggers_and_refuses_a_bad_one() {
+    use cess_consensus::ledger::GenesisTagger;
+    let chain = Chain::new(6, 4, test_params());
+    let storage = Storage::new(22);
+    let mut genesis = chain.genesis.clone();
+    genesis.taggers.push(GenesisTagger {
+        owner: chain.id(5),
+        key: storage.tagger.public().encode(),
+    });
+    let ledger = cess_consensus::Ledger::genesis(&genesis).unwrap();
+    assert!(ledger.tagger_key(&storage.tagger_id()).is_some());
+    let decoded = cess_consensus::Genesis::decode(&genesis.encode()).unwrap();
+    assert_eq!(decoded, genesis);
+    genesis.taggers.push(GenesisTagger {
+        owner: chain.id(5),
+        key: vec![1; 60],
+    });
+    assert!(matches!(
+        cess_consensus::Ledger::genesis(&genesis),
+        Err(cess_consensus::ledger::GenesisError::Tagger { index: 1, .. })
+    ));
+}
+
+/// Runs blocks until an audit round opens; its audits (round, miner, tagger).
+fn next_audits(chain: &mut Chain) -> Vec<(u64, cess_consensus::AccountId, [u8; 32])> {
+    loop {
+        let outcome = chain.block(&[]);
+        let opened: Vec<_> = outcome
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AuditOpened {
+                    round,
+                    miner,
+                    tagger,
+                    ..
+                } => Some((*round, *miner, *tagger)),
+                _ => None,
+            })
+            .collect();
+        if !opened.is_empty() {
+            return opened;
+        }
+    }
+}
+
+fn store_file(chain: &mut Chain, storage: &mut Storage, seed: u64, segments: usize) -> [u8; 32] {
+    let (file_id, order) = storage.order(seed, segments, FRAGMENT, miners(chain, 4));
+    chain.run(0, order).unwrap();
+    for column in 0..12u16 {
+        chain
+            .run(4 + column as usize, Call::ReportStored { file_id, column })
+            .unwrap();
+    }
+    file_id
+}
+
+/// Scenario: many copies of one proof in a block were all verified (and re-verified one by
+/// one when the batch failed). One proof per audit is verified; the copies are refused
+/// without a pairing, and pay their fees.
+#[test]
+fn one_proof_per_audit_is_verified_per_block() {
+    let (mut chain, mut storage) = storage_chain();
+    store_file(&mut chain, &mut storage, 31, 1);
+    let audits = next_audits(&mut chain);
+    let (round, miner, tagger) = audits[0];
+    let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
+    let challenge = chain.ledger.challenge(round, &miner, &tagger).unwrap();
+    let (proof, _) = cess_proofs::prove(
+        storage.tagger.public(),
+        &challenge,
+        &mut storage.source.clone(),
+        &CpuBackend,
+    )
+    .unwrap();
+    let nonce = chain.ledger.account(&miner).nonce;
+    let sign = |k: u64| {
+        chain.ledger.transaction_with_nonce(
+            &chain.accounts[i],
+            nonce + k,
+            Call::SubmitProof {
+                round,
+                tagger,
+                proof: proof.encode(),
+            },
+        )
+    };
+    // Ten copies of one transaction, then ten more at the following nonces.
+    let mut txs: Vec<_> = (0..10).map(|_| sign(0)).collect();
+    txs.extend((1..=10).map(sign));
+    // The first and the ten later ones pay; the copies were never included.
+    let fees: u128 = txs[0].fee + txs[10..].iter().map(|t| t.fee).sum::<u128>();
+    let balance = chain.ledger.account(&miner).balance;
+    let outcome = chain.block(&txs);
+    assert_eq!(outcome.proofs_verified, 1);
+    assert_eq!(outcome.receipts[0], Ok(()));
+    assert!(
+        outcome.receipts[1..10]
+            .iter()
+            .all(|r| matches!(r, Err(TxError::BadNonce { .. })))
+    );
+    assert!(
+        outcome.receipts[10..]
+            .iter()
+            .all(|r| *r == Err(TxError::NoAudit))
+    );
+    let reward = outcome
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::ProofValid { reward, .. } => Some(*reward),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        chain.ledger.account(&miner).balance,
+        balance + reward - fees,
+        "one reward, every fee"
+    );
+}
+
+/// Scenario: the audit's fragment set kept fragments deleted after the round opened, so an
+/// honest miner that dropped them was slashed. Fragments deleted or reported lost leave the
+/// open audits: a proof over what the miner still holds verifies.
+#[test]
+fn fragments_deleted_or_reported_lost_leave_open_audits() {
+    let (mut chain, mut storage) = storage_chain();
+    let kept = store_file(&mut chain, &mut storage, 41, 1);
+    let deleted = store_file(&mut chain, &mut storage, 42, 1);
+    let audits = next_audits(&mut chain);
+    let (round, miner, tagger) = audits[0];
+    let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
+    let column = i - 4;
+    let before = chain.ledger.challenge(round, &miner, &tagger).unwrap();
+    assert_eq!(before.fragments().len(), 2);
+    chain.run(0, Call::DeleteFile { file_id: deleted }).unwrap();
+    let after = chain.ledger.challenge(round, &miner, &tagger).unwrap();
+    assert_eq!(
+        after.fragments().len(),
+        1,
+        "the deleted fragment left the audit"
+    );
+    let kept_fragment = chain.ledger.file(&kept).unwrap().segments[0].fragments[column].id;
+    assert_eq!(after.fragments()[0].id, kept_fragment);
+    // The miner drops the deleted file's data, proves what it holds, and is paid.
+    let mut source = storage.source.clone();
+    let deleted_fragment = before
+        .fragments()
+        .iter()
+        .find(|f| f.id != kept_fragment)
+        .unwrap()
+        .id;
+    source.data.remove(&deleted_fragment);
+    source.tags.remove(&deleted_fragment);
+    let (proof, _) =
+        cess_proofs::prove(storage.tagger.public(), &after, &mut source, &CpuBackend).unwrap();
+    let outcome = chain.block(&[chain.tx(
+        i,
+        Call::SubmitProof {
+            round,
+            tagger,
+            proof: proof.encode(),
+        },
+    )]);
+    assert_eq!(outcome.receipts[0], Ok(()));
+    assert!(
+        outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ProofValid { miner: m, .. } if *m == miner))
+    );
+    // Another miner reports its only fragment lost: its audit has nothing left and closes
+    // with neither reward nor penalty.
+    let (round2, other, _) = *audits.iter().find(|(_, m, _)| *m != miner).unwrap();
+    let j = (4..16).find(|&j| chain.id(j) == other).unwrap();
+    let fragment_id = chain.ledger.file(&kept).unwrap().segments[0].fragments[j - 4].id;
+    let collateral = chain.ledger.miner(&other).unwrap().collateral;
+    chain.run(j, Call::ReportLost { fragment_id }).unwrap();
+    assert!(chain.ledger.challenge(round2, &other, &tagger).is_none());
+    for _ in 0..test_params().audit_window_blocks_max() {
+        chain.block(&[]);
+    }
+    assert_eq!(chain.ledger.miner(&other).unwrap().collateral, collateral);
 }

@@ -141,9 +141,7 @@ fn run_seed(seed: u64) {
     let mut chain = Chain::new(ACCOUNTS, 4, test_params());
     let mut storage = Storage::new(1);
     let tagger_key = storage.tagger.public().encode();
-    chain
-        .run(0, Call::RegisterTagger { key: tagger_key })
-        .unwrap();
+    chain.register_tagger(0, tagger_key);
     for i in 4..18 {
         chain.register_miner(i, 64 * 1024);
     }

@@ -180,6 +180,13 @@ impl PublicKey {
         self.id
     }
 
+    /// The id a key with this encoding has ([`PublicKey::id`] of [`PublicKey::decode`]'s
+    /// result when it decodes), without decoding a point: what a ledger checks before it
+    /// spends time on the points.
+    pub fn id_of_encoding(bytes: &[u8]) -> TaggerId {
+        TaggerId(Sha256::digest(bytes).into())
+    }
+
     pub fn sectors_per_block(&self) -> u32 {
         self.bases.len() as u32
     }
@@ -233,4 +240,21 @@ fn check_sectors(s: u32) -> Result<(), DecodeError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_of_an_encoding_is_the_id_of_the_key_it_decodes_to() {
+        let secret = SecretKey::from_seed(&[3; 32], 4).unwrap();
+        let bytes = secret.public().encode();
+        let decoded = PublicKey::decode(&bytes).unwrap();
+        assert_eq!(PublicKey::id_of_encoding(&bytes), decoded.id());
+        assert_eq!(decoded.id(), secret.public().id());
+        let mut other = bytes.clone();
+        other[20] ^= 1;
+        assert_ne!(PublicKey::id_of_encoding(&other), decoded.id());
+    }
 }

@@ -95,6 +95,7 @@ pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
                 })
             })
             .collect::<Result<_>>()?,
+        taggers: Vec::new(),
         params,
     };
     std::fs::write(dir.join(GENESIS_FILE), genesis.encode())?;

@@ -390,6 +390,7 @@ mod tests {
                 possession: v.proof_of_possession().to_bytes(),
                 stake: params.candidate_stake_min,
             }],
+            taggers: Vec::new(),
             params,
         })
         .unwrap()

@@ -136,6 +136,9 @@ impl Ledger {
         backend: &dyn Backend,
     ) -> HashMap<usize, Verdict> {
         let mut items = Vec::new();
+        // One proof per audit is verified: the first well-signed one that decodes. Later
+        // ones for the same audit are refused (`NoAudit`) without a pairing.
+        let mut answered = std::collections::HashSet::new();
         for (index, tx) in txs.iter().enumerate() {
             let Call::SubmitProof {
                 round,
@@ -145,9 +148,13 @@ impl Ledger {
             else {
                 continue;
             };
-            let Some(audit) = self.audits.get(&(*round, tx.signer, *tagger)) else {
+            let key = (*round, tx.signer, *tagger);
+            let Some(audit) = self.audits.get(&key) else {
                 continue;
             };
+            if answered.contains(&key) || self.check_inclusion_at(tx, self.height).is_err() {
+                continue;
+            }
             if !signature_checked(index) && !tx.signature_is_valid(&self.chain_id) {
                 continue;
             }
@@ -157,6 +164,7 @@ impl Ledger {
             ) else {
                 continue;
             };
+            answered.insert(key);
             items.push((index, tx.id(), tagger, challenge, proof));
         }
         if items.is_empty() {
@@ -200,6 +208,7 @@ impl Ledger {
         let Some(verdict) = verdict else {
             return Err(match Proof::decode(proof_bytes) {
                 Err(e) => TxError::BadProof(e.to_string()),
+                // Another proof for this audit was verified first in this block.
                 Ok(_) => TxError::NoAudit,
             });
         };
@@ -247,6 +256,50 @@ impl Ledger {
         miner.reputation = miner.reputation.saturating_sub(reputation_loss);
         self.reward_pool += penalty;
         penalty
+    }
+
+    /// Fragments their miners no longer hold (deleted, reported lost, released) leave the
+    /// miners' open audits, so the challenged set is always what a miner must hold; the
+    /// challenge is re-derived from the smaller set. An audit left with nothing to challenge
+    /// closes with neither reward nor penalty. One pass over the open audits per call.
+    pub(super) fn forget_in_audits(&mut self, dropped: &[(AccountId, Hash32, Hash32)]) {
+        if dropped.is_empty() || self.audits.is_empty() {
+            return;
+        }
+        let mut by_holder: HashMap<(AccountId, Hash32), std::collections::HashSet<Hash32>> =
+            HashMap::new();
+        for (miner, tagger, fragment) in dropped {
+            by_holder
+                .entry((*miner, *tagger))
+                .or_default()
+                .insert(*fragment);
+        }
+        let mut emptied = Vec::new();
+        for (key, audit) in self.audits.iter_mut() {
+            let Some(gone) = by_holder.get(&(key.1, key.2)) else {
+                continue;
+            };
+            if !audit.set.entries().iter().any(|(id, _)| gone.contains(id)) {
+                continue;
+            }
+            let entries: Vec<(Hash32, u64)> = audit
+                .set
+                .entries()
+                .iter()
+                .filter(|(id, _)| !gone.contains(id))
+                .copied()
+                .collect();
+            if entries.is_empty() {
+                emptied.push(*key);
+                continue;
+            }
+            audit.total_bytes = entries.iter().map(|(_, len)| len).sum();
+            audit.set =
+                Arc::new(FragmentSet::new(entries).expect("a subset of a valid set is valid"));
+        }
+        for key in emptied {
+            self.audits.remove(&key);
+        }
     }
 
     /// Audits whose deadline is this block close unanswered, with the missing-proof penalty.

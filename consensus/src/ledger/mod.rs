@@ -15,7 +15,7 @@ mod storage;
 mod validators;
 
 pub use audit::Audit;
-pub use params::{GIB, Genesis, GenesisValidator, LedgerParams, TOKEN};
+pub use params::{GIB, Genesis, GenesisTagger, GenesisValidator, LedgerParams, TOKEN};
 pub use storage::{
     FileInfo, FileState, FragmentInfo, Miner, MinerState, RestoralOrder, SegmentInfo,
 };
@@ -86,6 +86,8 @@ pub enum TxError {
     BadTaggerKey(String),
     #[error("unknown tagger")]
     UnknownTagger,
+    #[error("tagger not approved: {0}")]
+    TaggerNotApproved(&'static str),
     #[error("storage order is malformed: {0}")]
     BadOrder(&'static str),
     #[error("fragment already placed on the ledger")]
@@ -216,6 +218,8 @@ pub struct BlockOutcome {
     pub events: Vec<Event>,
     /// The state root after the block.
     pub root: Hash32,
+    /// Storage proofs the block verified (at most one per open audit).
+    pub proofs_verified: usize,
 }
 
 /// The ledger's state.
@@ -271,6 +275,8 @@ pub enum GenesisError {
     Validator { index: usize, reason: String },
     #[error("no validators")]
     NoValidators,
+    #[error("tagger {index}: {reason}")]
+    Tagger { index: usize, reason: String },
     #[error("total money overflows")]
     Overflow,
 }
@@ -345,6 +351,14 @@ impl Ledger {
                 },
             );
             total = total.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
+        }
+        for (index, tagger) in genesis.taggers.iter().enumerate() {
+            ledger
+                .insert_tagger(tagger.owner, &tagger.key)
+                .map_err(|e| GenesisError::Tagger {
+                    index,
+                    reason: e.to_string(),
+                })?;
         }
         ledger.total_money = total;
         ledger.validators = ledger.elect(&ledger.randomness.clone());
@@ -518,6 +532,7 @@ impl Ledger {
             receipts,
             events: std::mem::take(&mut self.events),
             root: self.root(),
+            proofs_verified: verdicts.len(),
         }
     }
 
@@ -567,7 +582,9 @@ impl Ledger {
             } => self.update_miner(signer, endpoint, *declared_bytes)?,
             Call::ExitMiner => self.exit_miner(signer)?,
             Call::WithdrawMiner => self.withdraw_miner(signer)?,
-            Call::RegisterTagger { key } => self.register_tagger(signer, key)?,
+            Call::RegisterTagger { key, approvals } => {
+                self.register_tagger(signer, key, approvals)?
+            }
             Call::DeclareFile { .. } => self.declare_file(signer, &tx.call)?,
             Call::ReportStored { file_id, column } => {
                 self.report_stored(signer, file_id, *column)?

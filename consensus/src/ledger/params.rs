@@ -147,8 +147,12 @@ impl LedgerParams {
             Call::ReportLost { .. } | Call::ClaimRestoral { .. } => 1,
             _ => 0,
         };
-        let proof = match tx.call {
+        // A proof's check and a BLS approval's check each cost two pairings.
+        let proof = match &tx.call {
             Call::SubmitProof { .. } => self.fee_proof,
+            Call::RegisterTagger { approvals, .. } => {
+                self.fee_proof.saturating_mul(approvals.len() as u128)
+            }
             _ => 0,
         };
         self.fee_base
@@ -231,6 +235,18 @@ pub struct GenesisValidator {
     pub stake: u128,
 }
 
+/// A tagger trusted from the first block (a tagger's secret can forge proofs for what it
+/// tagged, so it is admitted by genesis or by the validators, never by itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenesisTagger {
+    pub owner: AccountId,
+    /// The `cess-proofs` encoding of its public key.
+    pub key: Vec<u8>,
+}
+
+/// Most taggers a genesis lists.
+pub const GENESIS_TAGGERS_MAX: usize = 64;
+
 /// The first state. Its hash is the chain id every transaction signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Genesis {
@@ -239,6 +255,7 @@ pub struct Genesis {
     pub accounts: Vec<(AccountId, u128)>,
     pub reward_pool: u128,
     pub validators: Vec<GenesisValidator>,
+    pub taggers: Vec<GenesisTagger>,
     pub params: LedgerParams,
 }
 
@@ -305,6 +322,16 @@ impl Genesis {
                 stake: r.u128("stake")?,
             });
         }
+        let count = r.count(GENESIS_TAGGERS_MAX, 32 + 4, "taggers")?;
+        let mut taggers = Vec::with_capacity(count);
+        for _ in 0..count {
+            taggers.push(GenesisTagger {
+                owner: AccountId(r.array("tagger owner")?),
+                key: r
+                    .bytes(crate::tx::TAGGER_KEY_BYTES_MAX, "tagger key")?
+                    .to_vec(),
+            });
+        }
         let params = LedgerParams::decode(&mut r)?;
         r.finish()?;
         Ok(Genesis {
@@ -313,6 +340,7 @@ impl Genesis {
             accounts,
             reward_pool,
             validators,
+            taggers,
             params,
         })
     }
@@ -331,6 +359,10 @@ impl Genesis {
                 .fixed(&v.key)
                 .fixed(&v.possession)
                 .u128(v.stake);
+        }
+        w.count(self.taggers.len());
+        for t in &self.taggers {
+            w.fixed(&t.owner.0).bytes(&t.key);
         }
         self.params.encode(&mut w);
         w.into_bytes()

@@ -10,7 +10,7 @@
 use super::{Event, Ledger, TaggerKey, TxError};
 use crate::codec::Writer;
 use crate::keys::AccountId;
-use crate::tx::{Call, Hash32};
+use crate::tx::{Call, Hash32, TaggerApproval};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -422,6 +422,8 @@ impl Ledger {
                 responsible.push(*fragment_id);
             }
         }
+        // Its open audits stay as they are: it still has the data, and answers for it (or
+        // is penalised) before it can withdraw.
         for fragment_id in responsible {
             self.release_fragment(signer, &fragment_id);
         }
@@ -467,10 +469,66 @@ impl Ledger {
         Ok(())
     }
 
-    pub(super) fn register_tagger(&mut self, signer: AccountId, key: &[u8]) -> Result<(), TxError> {
-        let key = cess_proofs::PublicKey::decode(key)
+    /// A tagger approved by more than two thirds of the current validators. The checks run
+    /// cheapest first: the id (a hash of the bytes) is not taken, the approvals name distinct
+    /// current validators and are enough, each signature verifies, and only then is the key
+    /// (up to 8193 points) decoded.
+    pub(super) fn register_tagger(
+        &mut self,
+        signer: AccountId,
+        key_bytes: &[u8],
+        approvals: &[TaggerApproval],
+    ) -> Result<(), TxError> {
+        let id = cess_proofs::PublicKey::id_of_encoding(key_bytes).0;
+        if self.taggers.contains_key(&id) {
+            return Err(TxError::AlreadyRegistered);
+        }
+        let need = self.validators.len() * 2 / 3 + 1;
+        let mut approvers = BTreeSet::new();
+        for approval in approvals {
+            if !self
+                .validators
+                .iter()
+                .any(|v| v.account == approval.validator)
+            {
+                return Err(TxError::TaggerNotApproved(
+                    "an approval is not from a validator",
+                ));
+            }
+            if !approvers.insert(approval.validator) {
+                return Err(TxError::TaggerNotApproved("a validator approves twice"));
+            }
+        }
+        if approvers.len() < need {
+            return Err(TxError::TaggerNotApproved(
+                "fewer than two thirds of the validators approve",
+            ));
+        }
+        for approval in approvals {
+            let validator = self
+                .validators
+                .iter()
+                .find(|v| v.account == approval.validator)
+                .expect("checked above");
+            if !approval.verify(&validator.key, &self.chain_id, &id, &signer) {
+                return Err(TxError::TaggerNotApproved("an approval does not verify"));
+            }
+        }
+        self.insert_tagger(signer, key_bytes)
+    }
+
+    /// Decode and register (genesis taggers come here directly).
+    pub(super) fn insert_tagger(
+        &mut self,
+        owner: AccountId,
+        key_bytes: &[u8],
+    ) -> Result<(), TxError> {
+        let key = cess_proofs::PublicKey::decode(key_bytes)
             .map_err(|e| TxError::BadTaggerKey(e.to_string()))?;
         let id = key.id().0;
+        if id != cess_proofs::PublicKey::id_of_encoding(key_bytes).0 {
+            return Err(TxError::BadTaggerKey("not the canonical encoding".into()));
+        }
         if self.taggers.contains_key(&id) {
             return Err(TxError::AlreadyRegistered);
         }
@@ -478,7 +536,7 @@ impl Ledger {
             id,
             TaggerRecord {
                 key: Arc::new(key),
-                owner: signer,
+                owner,
             },
         );
         Ok(())
@@ -669,10 +727,14 @@ impl Ledger {
             return Ok(());
         }
         let file = self.files.remove(file_id).expect("checked above");
+        let mut dropped = Vec::new();
         for segment in &file.segments {
             for fragment in &segment.fragments {
                 self.fragments.remove(&fragment.id);
                 if let Some(miner_id) = fragment.miner {
+                    if fragment.stored {
+                        dropped.push((miner_id, file.tagger, fragment.id));
+                    }
                     let miner = self
                         .miners
                         .get_mut(&miner_id)
@@ -695,6 +757,7 @@ impl Ledger {
                 }
             }
         }
+        self.forget_in_audits(&dropped);
         self.events.push(Event::FileDeleted { file_id: *file_id });
         Ok(())
     }
@@ -713,12 +776,19 @@ impl Ledger {
         if fragment.miner != Some(signer) {
             return Err(TxError::NotHolder);
         }
-        self.release_fragment(signer, fragment_id);
+        let dropped = self.release_fragment(signer, fragment_id);
+        self.forget_in_audits(dropped.as_slice());
         Ok(())
     }
 
-    /// `holder` stops being responsible for the fragment; a restoral order opens.
-    fn release_fragment(&mut self, holder: AccountId, fragment_id: &Hash32) {
+    /// `holder` stops being responsible for the fragment; a restoral order opens. Returns
+    /// (holder, tagger, fragment) when the holder had it stored, for
+    /// [`Ledger::forget_in_audits`].
+    fn release_fragment(
+        &mut self,
+        holder: AccountId,
+        fragment_id: &Hash32,
+    ) -> Option<(AccountId, Hash32, Hash32)> {
         let place = self.fragments[fragment_id];
         let file = self.files.get_mut(&place.file_id).expect("indexed");
         let fragment_bytes = file.fragment_bytes;
@@ -730,6 +800,7 @@ impl Ledger {
             .get_mut(&holder)
             .expect("holders are registered");
         miner.drop_fragment(&tagger, fragment_id, fragment_bytes, fragment.stored);
+        let dropped = fragment.stored.then_some((holder, tagger, *fragment_id));
         fragment.miner = None;
         fragment.stored = false;
         self.restorals.insert(
@@ -746,6 +817,7 @@ impl Ledger {
         self.events.push(Event::RestoralOpened {
             fragment_id: *fragment_id,
         });
+        dropped
     }
 
     pub(super) fn claim_restoral(

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use cess_consensus::ledger::{GenesisValidator, TOKEN};
-use cess_consensus::tx::{Hash32, SegmentDecl, TxTerms};
+use cess_consensus::tx::{Hash32, SegmentDecl, TaggerApproval, TxTerms};
 use cess_consensus::{
     AccountId, AccountKey, BlockInfo, BlockOutcome, Call, Genesis, Ledger, LedgerParams,
     Transaction, ValidatorKey,
@@ -18,6 +18,7 @@ pub struct Chain {
     pub validator_keys: Vec<ValidatorKey>,
     /// Fees each account paid in the blocks applied through [`Chain::block`].
     pub fees_paid: std::collections::BTreeMap<AccountId, u128>,
+    pub genesis: Genesis,
 }
 
 /// Short periods so tests see audits, epochs and eras within a few dozen blocks.
@@ -71,10 +72,12 @@ impl Chain {
                     stake: params.candidate_stake_min,
                 })
                 .collect(),
+            taggers: Vec::new(),
             params,
         };
         Chain {
             ledger: Ledger::genesis(&genesis).expect("genesis"),
+            genesis,
             accounts: keys,
             validator_keys: vkeys,
             fees_paid: Default::default(),
@@ -130,6 +133,32 @@ impl Chain {
     pub fn run(&mut self, i: usize, call: Call) -> Result<(), cess_consensus::TxError> {
         let tx = self.tx(i, call);
         self.block(&[tx]).receipts.remove(0)
+    }
+
+    /// A tagger registration by account `owner`, approved by the validators named in
+    /// `approving` (indexes into `validator_keys`).
+    pub fn tagger_call(&self, owner: usize, key: Vec<u8>, approving: &[usize]) -> Call {
+        let tagger_id = cess_proofs::PublicKey::id_of_encoding(&key).0;
+        let approvals = approving
+            .iter()
+            .map(|&v| {
+                TaggerApproval::sign(
+                    &self.validator_keys[v],
+                    self.id(v),
+                    &self.ledger.chain_id(),
+                    &tagger_id,
+                    &self.id(owner),
+                )
+            })
+            .collect();
+        Call::RegisterTagger { key, approvals }
+    }
+
+    /// Registers a tagger owned by `owner`, approved by every genesis validator.
+    pub fn register_tagger(&mut self, owner: usize, key: Vec<u8>) {
+        let every: Vec<usize> = (0..self.validator_keys.len()).collect();
+        let call = self.tagger_call(owner, key, &every);
+        self.run(owner, call).expect("register tagger");
     }
 
     pub fn register_miner(&mut self, i: usize, declared_bytes: u64) {
