@@ -231,8 +231,17 @@ pub fn start_loopback(
     Ok(handles)
 }
 
-fn now_ms(started: Instant) -> u64 {
-    started.elapsed().as_millis() as u64
+/// The validator's clock: Unix time in milliseconds, as genesis and block times are (so a
+/// proposer's block time advances, and peers can bound it against their own clocks).
+/// `started` keeps the loop's time monotonic if the wall clock steps back.
+fn now_ms(started: (Instant, u64)) -> u64 {
+    started.1 + started.0.elapsed().as_millis() as u64
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn core_loop<E: Engine>(
@@ -242,7 +251,7 @@ async fn core_loop<E: Engine>(
     senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,
     commits: broadcast::Sender<Arc<Committed>>,
 ) {
-    let started = Instant::now();
+    let started = (Instant::now(), unix_ms());
     let mut timers: HashMap<Timeout, u64> = HashMap::new();
     let mut generation = 0u64;
     let mut outputs = core.start(now_ms(started));

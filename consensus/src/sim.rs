@@ -27,6 +27,11 @@ pub enum Byzantine {
     DoubleVote,
     /// It never sends its votes.
     WithholdVotes,
+    /// Its blocks claim a time an hour ahead of the clock.
+    FutureTime,
+    /// When it proposes, it sends (as a fresh proposal) a block another validator made for
+    /// this height in an earlier round, with that validator's VRF output, if it has seen one.
+    ForeignBlock,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +133,12 @@ pub struct SimReport {
     pub broke_txs_committed: u64,
     /// Largest block proposed, in encoded bytes.
     pub block_bytes_max: usize,
+    /// Tampered proposals a Byzantine validator sent (future time, another's block).
+    pub tampered_proposals: u64,
+    /// Proposals the honest validators refused as invalid.
+    pub proposals_invalid: u64,
+    /// Largest lead of a committed block's time over the simulated clock when committed.
+    pub block_time_lead_ms_max: u64,
 }
 
 pub struct Sim {
@@ -148,6 +159,8 @@ pub struct Sim {
     /// (signer, nonce) of the adversary's follow-up transfers.
     followups: std::collections::BTreeSet<(AccountId, u64)>,
     broke: std::collections::BTreeSet<AccountId>,
+    /// Blocks Byzantine validators have seen proposed, by height (for `ForeignBlock`).
+    seen_blocks: BTreeMap<u64, Vec<Block>>,
     pub report: SimReport,
 }
 
@@ -268,6 +281,7 @@ impl Sim {
             adversary_step: 0,
             followups: Default::default(),
             broke: Default::default(),
+            seen_blocks: BTreeMap::new(),
             config,
             groups: None,
             report: SimReport::default(),
@@ -338,6 +352,16 @@ impl Sim {
                 .expect("every queued event is stored");
             match event {
                 Event::Deliver { to, from, msg } => {
+                    if self.nodes[to].byzantine == Some(Byzantine::ForeignBlock)
+                        && let NetMsg::Proposal(p) = &*msg
+                    {
+                        let block = (**p.message.value.block()).clone();
+                        self.seen_blocks.retain(|h, _| *h + 2 >= block.height);
+                        self.seen_blocks
+                            .entry(block.height)
+                            .or_default()
+                            .push(block);
+                    }
                     let from_account = self.nodes[from].account;
                     let _span = tracing::info_span!("v", n = to).entered();
                     let outputs = self.nodes[to].core.on_message(from_account, *msg, at);
@@ -513,6 +537,10 @@ impl Sim {
                         None => {
                             self.report.decided.insert(height, committed.hash);
                             self.report.txs_committed += committed.block.txs.len() as u64;
+                            self.report.block_time_lead_ms_max = self
+                                .report
+                                .block_time_lead_ms_max
+                                .max(committed.block.time_ms.saturating_sub(self.now_ms));
                             self.report.block_bytes_max = self
                                 .report
                                 .block_bytes_max
@@ -569,6 +597,38 @@ impl Sim {
                 let other = NetMsg::Vote(SignedMessage::new(other, signature));
                 self.split_send(from, &peers, msg, other);
             }
+            (Some(Byzantine::FutureTime), NetMsg::Proposal(proposal))
+                if proposal.message.pol_round == arc_malachitebft_core_types::Round::Nil =>
+            {
+                let mut block: Block = (**proposal.message.value.block()).clone();
+                block.time_ms += 3_600_000;
+                self.report.tampered_proposals += 1;
+                let msg = self.resign(from, &proposal.message, block);
+                for to in peers {
+                    self.send(from, to, msg.clone());
+                }
+            }
+            (Some(Byzantine::ForeignBlock), NetMsg::Proposal(proposal))
+                if proposal.message.pol_round == arc_malachitebft_core_types::Round::Nil =>
+            {
+                let height = proposal.message.height.0;
+                let me = self.nodes[from].account;
+                let foreign = self
+                    .seen_blocks
+                    .get(&height)
+                    .and_then(|blocks| blocks.iter().find(|b| b.proposer != me))
+                    .cloned();
+                let msg = match foreign {
+                    Some(block) => {
+                        self.report.tampered_proposals += 1;
+                        self.resign(from, &proposal.message, block)
+                    }
+                    None => msg,
+                };
+                for to in peers {
+                    self.send(from, to, msg.clone());
+                }
+            }
             (Some(Byzantine::EquivocateProposals), NetMsg::Proposal(proposal)) => {
                 let mut block: Block = (**proposal.message.value.block()).clone();
                 block.time_ms += 1;
@@ -589,6 +649,19 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// `proposal` with another block, signed by validator `from`.
+    fn resign(&self, from: usize, proposal: &Proposal, block: Block) -> NetMsg {
+        let tampered = Proposal {
+            value: BlockValue::new(block),
+            ..proposal.clone()
+        };
+        let ctx = Cess {
+            chain_id: self.chain_id,
+        };
+        let signature = ctx.sign_proposal(&self.nodes[from].key, &tampered);
+        NetMsg::Proposal(SignedMessage::new(tampered, signature))
     }
 
     /// The first half of the peers (in a random order) get `a`, the rest `b`.
@@ -635,6 +708,12 @@ impl Sim {
             .nodes
             .iter()
             .map(|n| n.core.stats().equivocations_seen)
+            .sum();
+        self.report.proposals_invalid = self
+            .nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .map(|n| n.core.stats().proposals_invalid)
             .sum();
         self.report.clone()
     }

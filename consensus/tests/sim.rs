@@ -177,3 +177,45 @@ fn four_validators_under_an_adversarial_client() {
     );
     assert!(report.block_bytes_max <= cess_consensus::bft::BLOCK_BYTES_MAX);
 }
+
+/// Scenario: a block's time had no upper bound, and a fresh proposal could carry another
+/// proposer's block (and so its VRF output, letting a proposer pick the randomness). Honest
+/// validators refuse both; the chain keeps committing and no committed block's time runs
+/// ahead of the clock.
+#[test]
+fn proposals_with_future_times_or_foreign_blocks_are_refused() {
+    for (k, kind) in [Byzantine::FutureTime, Byzantine::ForeignBlock]
+        .into_iter()
+        .enumerate()
+    {
+        let mut config = SimConfig::new(4, seed(50 + k as u64));
+        config.byzantine = vec![(3, kind)];
+        // Lost messages make rounds fail, so earlier rounds' blocks exist to steal.
+        config.drop_permille = 80;
+        let mut sim = Sim::new(config);
+        sim.run_until(8_000);
+        let report = sim.finish();
+        eprintln!(
+            "{kind:?}: height {}, tampered {}, refused {}, time lead {} ms",
+            sim.honest_height(),
+            report.tampered_proposals,
+            report.proposals_invalid,
+            report.block_time_lead_ms_max
+        );
+        assert!(
+            sim.honest_height() >= 8,
+            "{kind:?}: height {}",
+            sim.honest_height()
+        );
+        assert!(report.tampered_proposals > 0, "{kind:?}: never tampered");
+        assert!(
+            report.proposals_invalid >= report.tampered_proposals,
+            "{kind:?}: a tampered proposal was accepted by someone"
+        );
+        assert!(
+            report.block_time_lead_ms_max <= cess_consensus::bft::TIME_AHEAD_MS_MAX,
+            "{kind:?}: a block {} ms ahead was committed",
+            report.block_time_lead_ms_max
+        );
+    }
+}

@@ -97,6 +97,11 @@ pub const BLOCK_TX_BYTES_MAX: usize =
 /// to 64 KiB.
 const BLOCK_OVERHEAD_BYTES_MAX: usize = 64 << 10;
 
+/// How far a proposed block's time may run ahead of a validator's clock (clocks are kept by
+/// NTP to well under this; a proposer cannot push the ledger's time, which audit deadlines
+/// and claims do not use but operators and clients read, into the future).
+pub const TIME_AHEAD_MS_MAX: u64 = 5_000;
+
 /// Proposals buffered for future heights, and how far ahead they may be.
 const FUTURE_HEIGHTS: u64 = 2;
 const FUTURE_PER_HEIGHT: usize = 64;
@@ -416,6 +421,22 @@ impl Core {
         answer
     }
 
+    /// What a proposal must be besides its block being valid. A fresh proposal (no proof-of-
+    /// lock round) carries a block made by its own proposer, so no proposer can choose
+    /// among other validators' VRF outputs; a re-proposal carries the block that got the
+    /// polka, whoever made it. A block's time may be at most [`TIME_AHEAD_MS_MAX`] past this
+    /// validator's clock (and never before the previous block's: `check_block`).
+    fn check_proposal(&self, proposal: &super::types::Proposal) -> Result<(), &'static str> {
+        let block = proposal.value.block();
+        if proposal.pol_round == Round::Nil && block.proposer != proposal.proposer {
+            return Err("a fresh proposal carries another proposer's block");
+        }
+        if block.time_ms > self.now_ms.saturating_add(TIME_AHEAD_MS_MAX) {
+            return Err("block time too far ahead of this validator's clock");
+        }
+        Ok(())
+    }
+
     /// Everything a block must be, whoever proposed it and in whichever round.
     fn check_block(&self, block: &Block) -> Result<(), &'static str> {
         if block.height != self.height() {
@@ -475,20 +496,28 @@ impl Core {
         }
         let value = proposal.value.clone();
         let hash = arc_malachitebft_core_types::Value::id(&value);
-        let validity = match self.blocks.get(&hash) {
-            Some((_, validity)) => *validity,
-            None => {
-                let validity = match self.check_block(value.block()) {
-                    Ok(()) => Validity::Valid,
-                    Err(reason) => {
-                        tracing::warn!(height = proposal.height.0, round, %hash, reason, "invalid block proposed");
-                        self.stats.proposals_invalid += 1;
-                        Validity::Invalid
-                    }
-                };
-                self.blocks.insert(hash, (value.block().clone(), validity));
-                validity
+        let validity = match self.check_proposal(proposal) {
+            Err(reason) => {
+                // A property of this proposal, not of the block: not cached.
+                tracing::warn!(height = proposal.height.0, round, %hash, reason, "invalid proposal");
+                self.stats.proposals_invalid += 1;
+                Validity::Invalid
             }
+            Ok(()) => match self.blocks.get(&hash) {
+                Some((_, validity)) => *validity,
+                None => {
+                    let validity = match self.check_block(value.block()) {
+                        Ok(()) => Validity::Valid,
+                        Err(reason) => {
+                            tracing::warn!(height = proposal.height.0, round, %hash, reason, "invalid block proposed");
+                            self.stats.proposals_invalid += 1;
+                            Validity::Invalid
+                        }
+                    };
+                    self.blocks.insert(hash, (value.block().clone(), validity));
+                    validity
+                }
+            },
         };
         self.proposals.insert((round, hash), signed.clone());
         let proposed = ProposedValue {

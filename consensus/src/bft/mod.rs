@@ -7,7 +7,9 @@ mod mempool;
 mod types;
 mod wire;
 
-pub use core::{BLOCK_TX_BYTES_MAX, Committed, Core, CoreConfig, CoreStats, Output};
+pub use core::{
+    BLOCK_TX_BYTES_MAX, Committed, Core, CoreConfig, CoreStats, Output, TIME_AHEAD_MS_MAX,
+};
 pub use mempool::{Mempool, MempoolLimits, NONCE_WINDOW};
 pub use wire::{MESSAGE_BYTES_MAX, NetMsg, RELAY_TX_BYTES_MAX, TXS_PER_MESSAGE_MAX, split_txs};
 
