@@ -107,6 +107,10 @@ pub enum Call {
     Bond {
         amount: u128,
     },
+    /// A miner adds collateral from its balance.
+    AddCollateral {
+        amount: u128,
+    },
     Unbond {
         amount: u128,
     },
@@ -131,6 +135,7 @@ impl Call {
             Call::RegisterCandidate { .. } => 14,
             Call::Bond { .. } => 15,
             Call::Unbond { .. } => 16,
+            Call::AddCollateral { .. } => 17,
         }
     }
 
@@ -152,6 +157,7 @@ impl Call {
             Call::RegisterCandidate { .. } => "register_candidate",
             Call::Bond { .. } => "bond",
             Call::Unbond { .. } => "unbond",
+            Call::AddCollateral { .. } => "add_collateral",
         }
     }
 
@@ -236,7 +242,7 @@ impl Call {
             } => {
                 w.fixed(key).fixed(possession).u128(*stake);
             }
-            Call::Bond { amount } | Call::Unbond { amount } => {
+            Call::Bond { amount } | Call::Unbond { amount } | Call::AddCollateral { amount } => {
                 w.u128(*amount);
             }
         }
@@ -341,6 +347,9 @@ impl Call {
                 amount: r.u128("amount")?,
             },
             16 => Call::Unbond {
+                amount: r.u128("amount")?,
+            },
+            17 => Call::AddCollateral {
                 amount: r.u128("amount")?,
             },
             _ => return Err(DecodeError::Invalid("call kind")),

@@ -15,7 +15,11 @@ type OrderEdit = dyn Fn(&mut Vec<cess_consensus::AccountId>, &mut Vec<SegmentDec
 
 /// 13 miners (accounts 4..17) with 1 MiB each and a registered tagger (account 3).
 fn storage_chain() -> (Chain, Storage) {
-    let mut chain = Chain::new(20, 4, test_params());
+    storage_chain_with(test_params())
+}
+
+fn storage_chain_with(params: cess_consensus::LedgerParams) -> (Chain, Storage) {
+    let mut chain = Chain::new(20, 4, params);
     for i in 4..17 {
         chain.register_miner(i, 1 << 20);
     }
@@ -580,6 +584,7 @@ fn an_exiting_miner_hands_its_fragments_to_restoral_and_withdraws_after_cooling_
         .unwrap();
     let me = chain.id(4);
     let balance = chain.ledger.account(&me).balance;
+    let collateral = chain.ledger.miner(&me).unwrap().collateral;
     let fees = chain.fees_paid(4);
     assert_eq!(
         chain.run(4, Call::WithdrawMiner),
@@ -605,7 +610,7 @@ fn an_exiting_miner_hands_its_fragments_to_restoral_and_withdraws_after_cooling_
     assert!(chain.ledger.miner(&me).is_none());
     assert_eq!(
         chain.ledger.account(&me).balance,
-        balance + 100 * TOKEN - (chain.fees_paid(4) - fees)
+        balance + collateral - (chain.fees_paid(4) - fees)
     );
 }
 
@@ -954,7 +959,7 @@ fn genesis_admits_its_taggers_and_refuses_a_bad_one() {
 
 /// Runs blocks until an audit round opens; its audits (round, miner, tagger).
 fn next_audits(chain: &mut Chain) -> Vec<(u64, cess_consensus::AccountId, [u8; 32])> {
-    loop {
+    for _ in 0..2 * chain.ledger.params().audit_period_blocks {
         let outcome = chain.block(&[]);
         let opened: Vec<_> = outcome
             .events
@@ -973,6 +978,7 @@ fn next_audits(chain: &mut Chain) -> Vec<(u64, cess_consensus::AccountId, [u8; 3
             return opened;
         }
     }
+    panic!("no audit round opened");
 }
 
 fn store_file(chain: &mut Chain, storage: &mut Storage, seed: u64, segments: usize) -> [u8; 32] {
@@ -1112,4 +1118,264 @@ fn fragments_deleted_or_reported_lost_leave_open_audits() {
         chain.block(&[]);
     }
     assert_eq!(chain.ledger.miner(&other).unwrap().collateral, collateral);
+}
+
+/// Scenario: a storage order locked its miners' space for ever, for nothing. A pending order
+/// not completed within `order_validity_blocks` is released: the fragments leave their
+/// miners and the space returns.
+#[test]
+fn a_pending_order_expires_and_its_space_returns() {
+    let (mut chain, mut storage) = storage_chain_with(cess_consensus::LedgerParams {
+        order_validity_blocks: 20,
+        ..test_params()
+    });
+    let (file_id, order) = storage.order(61, 2, FRAGMENT, miners(&chain, 4));
+    chain.run(0, order).unwrap();
+    let declared_at = chain.ledger.height();
+    for column in 0..11u16 {
+        chain
+            .run(4 + column as usize, Call::ReportStored { file_id, column })
+            .unwrap();
+    }
+    let mut expired_at = None;
+    while expired_at.is_none() {
+        let outcome = chain.block(&[]);
+        if outcome.events.contains(&Event::OrderExpired { file_id }) {
+            expired_at = Some(chain.ledger.height());
+        }
+        assert!(chain.ledger.height() < declared_at + 30, "never expired");
+    }
+    assert_eq!(expired_at, Some(declared_at + 20));
+    assert!(chain.ledger.file(&file_id).is_none());
+    for i in 4..16 {
+        let miner = chain.ledger.miner(&chain.id(i)).unwrap();
+        assert_eq!(
+            (miner.locked_bytes, miner.active_bytes),
+            (0, 0),
+            "miner {i}"
+        );
+        assert_eq!(miner.held_fragments(), 0);
+    }
+    // The last column's miner can no longer report: nothing is pending.
+    assert_eq!(
+        chain.run(
+            15,
+            Call::ReportStored {
+                file_id,
+                column: 11
+            }
+        ),
+        Err(TxError::UnknownFile)
+    );
+}
+
+/// Scenario: a miner that missed audit after audit kept its data assignments and nothing was
+/// ever repaired. After `audit_misses_max` missed or failed audits in a row its fragments are
+/// handed to restoral orders; a valid proof in between resets the count.
+#[test]
+fn a_miner_that_misses_audits_in_a_row_has_its_fragments_handed_to_restoral() {
+    let (mut chain, mut storage) = storage_chain_with(cess_consensus::LedgerParams {
+        audit_misses_max: 2,
+        ..test_params()
+    });
+    let file_id = store_file(&mut chain, &mut storage, 62, 2);
+    let silent = chain.id(4);
+    let mut released = None;
+    let released_in = |outcome: &cess_consensus::BlockOutcome| {
+        outcome.events.iter().find_map(|e| match e {
+            Event::MinerDataReleased { miner, fragments } if *miner == silent => Some(*fragments),
+            _ => None,
+        })
+    };
+    for _ in 0..40 {
+        // Everyone but the silent miner (column 0) answers.
+        released = released.or(released_in(&chain.block(&[])));
+        if released.is_some() {
+            break;
+        }
+        let answers: Vec<_> = chain
+            .ledger
+            .audits()
+            .filter(|((_, m, _), _)| *m != silent)
+            .map(|((round, m, tagger), _)| (*round, *m, *tagger))
+            .collect();
+        let mut txs = Vec::new();
+        for (round, miner, tagger) in answers {
+            let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
+            let challenge = chain.ledger.challenge(round, &miner, &tagger).unwrap();
+            let (proof, _) = cess_proofs::prove(
+                storage.tagger.public(),
+                &challenge,
+                &mut storage.source.clone(),
+                &CpuBackend,
+            )
+            .unwrap();
+            txs.push(chain.tx(
+                i,
+                Call::SubmitProof {
+                    round,
+                    tagger,
+                    proof: proof.encode(),
+                },
+            ));
+        }
+        if !txs.is_empty() {
+            let outcome = chain.block(&txs);
+            assert!(
+                outcome.receipts.iter().all(|r| r.is_ok()),
+                "{:?}",
+                outcome.receipts
+            );
+            released = released.or(released_in(&outcome));
+            if released.is_some() {
+                break;
+            }
+        }
+    }
+    assert_eq!(released, Some(2), "both of its fragments");
+    let file = chain.ledger.file(&file_id).unwrap();
+    for segment in &file.segments {
+        let fragment = &segment.fragments[0];
+        assert_eq!(fragment.miner, None);
+        assert!(chain.ledger.restoral(&fragment.id).is_some());
+    }
+    for i in 5..16 {
+        let miner = chain.ledger.miner(&chain.id(i)).unwrap();
+        assert_eq!(miner.audits_failed_in_a_row, 0, "answering miners reset");
+        assert_eq!(miner.held_fragments(), 2);
+    }
+}
+
+/// Scenario: a miner whose collateral was slashed away kept receiving files. Under the
+/// collateral floor a miner receives no new data (orders and restoral claims) until it tops
+/// up with `AddCollateral`.
+#[test]
+fn a_miner_under_the_collateral_floor_receives_no_new_data_until_it_tops_up() {
+    // Miner 4 registers with exactly the floor; the others with more.
+    let mut chain = Chain::new(20, 4, test_params());
+    let floor = chain.ledger.params().miner_collateral_min;
+    let m4 = chain.id(4);
+    chain
+        .run(
+            4,
+            Call::RegisterMiner {
+                peer_id: m4.peer_id().unwrap().to_bytes(),
+                endpoint: "/ip4/127.0.0.1/udp/4004/quic-v1".into(),
+                declared_bytes: 1 << 20,
+                collateral: floor,
+            },
+        )
+        .unwrap();
+    for i in 5..17 {
+        chain.register_miner(i, 1 << 20);
+    }
+    let mut storage = Storage::new(9);
+    chain.register_tagger(3, storage.tagger.public().encode());
+    store_file(&mut chain, &mut storage, 63, 1);
+    // Nobody answers: miner 4's first missed audit takes it under the floor.
+    while chain.ledger.miner(&m4).unwrap().collateral >= floor {
+        chain.block(&[]);
+    }
+    let collateral = chain.ledger.miner(&m4).unwrap().collateral;
+    let (_, order) = storage.order(64, 1, FRAGMENT, miners(&chain, 4));
+    assert_eq!(
+        chain.run(0, order.clone()),
+        Err(TxError::CollateralTooLow {
+            min: floor,
+            got: collateral
+        })
+    );
+    // Restoral claims too.
+    let (lost_file, lost_order) = storage.order(65, 1, FRAGMENT, miners(&chain, 5));
+    chain.run(0, lost_order).unwrap();
+    let fragment_id = chain.ledger.file(&lost_file).unwrap().segments[0].fragments[0].id;
+    chain.run(5, Call::ReportLost { fragment_id }).unwrap();
+    assert!(matches!(
+        chain.run(4, Call::ClaimRestoral { fragment_id }),
+        Err(TxError::CollateralTooLow { .. })
+    ));
+    chain.run(4, Call::AddCollateral { amount: floor }).unwrap();
+    // (It keeps missing audits meanwhile, 10 tokens each.)
+    assert!(chain.ledger.miner(&m4).unwrap().collateral >= floor);
+    chain.run(4, Call::ClaimRestoral { fragment_id }).unwrap();
+    chain.run(0, order).unwrap();
+    assert_eq!(
+        chain.run(18, Call::AddCollateral { amount: TOKEN }),
+        Err(TxError::NotMiner)
+    );
+}
+
+/// Scenario: restoral claims had no limit, so one miner could claim every open order and
+/// let each claim expire. A miner holds at most `restoral_claims_per_miner_max` claims.
+#[test]
+fn restoral_claims_are_limited_per_miner() {
+    let (mut chain, mut storage) = storage_chain_with(cess_consensus::LedgerParams {
+        restoral_claims_per_miner_max: 2,
+        ..test_params()
+    });
+    let file_id = store_file(&mut chain, &mut storage, 66, 3);
+    // Miner 5 loses its three fragments.
+    let lost: Vec<_> = chain
+        .ledger
+        .file(&file_id)
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| s.fragments[1].id)
+        .collect();
+    for fragment_id in &lost {
+        chain
+            .run(
+                5,
+                Call::ReportLost {
+                    fragment_id: *fragment_id,
+                },
+            )
+            .unwrap();
+    }
+    chain
+        .run(
+            16,
+            Call::ClaimRestoral {
+                fragment_id: lost[0],
+            },
+        )
+        .unwrap();
+    chain
+        .run(
+            16,
+            Call::ClaimRestoral {
+                fragment_id: lost[1],
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        chain.run(
+            16,
+            Call::ClaimRestoral {
+                fragment_id: lost[2]
+            }
+        ),
+        Err(TxError::TooManyClaims { max: 2 })
+    );
+    chain
+        .run(
+            16,
+            Call::CompleteRestoral {
+                fragment_id: lost[0],
+            },
+        )
+        .unwrap();
+    chain
+        .run(
+            16,
+            Call::ClaimRestoral {
+                fragment_id: lost[2],
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        chain.ledger.miner(&chain.id(16)).unwrap().restoral_claims,
+        2
+    );
 }

@@ -188,34 +188,42 @@ fn proposals_with_future_times_or_foreign_blocks_are_refused() {
         .into_iter()
         .enumerate()
     {
-        let mut config = SimConfig::new(4, seed(50 + k as u64));
-        config.byzantine = vec![(3, kind)];
-        // Lost messages make rounds fail, so earlier rounds' blocks exist to steal.
-        config.drop_permille = 80;
-        let mut sim = Sim::new(config);
-        sim.run_until(8_000);
-        let report = sim.finish();
-        eprintln!(
-            "{kind:?}: height {}, tampered {}, refused {}, time lead {} ms",
-            sim.honest_height(),
-            report.tampered_proposals,
-            report.proposals_invalid,
-            report.block_time_lead_ms_max
-        );
-        assert!(
-            sim.honest_height() >= 8,
-            "{kind:?}: height {}",
-            sim.honest_height()
-        );
-        assert!(report.tampered_proposals > 0, "{kind:?}: never tampered");
-        assert!(
-            report.proposals_invalid >= report.tampered_proposals,
-            "{kind:?}: a tampered proposal was accepted by someone"
-        );
-        assert!(
-            report.block_time_lead_ms_max <= cess_consensus::bft::TIME_AHEAD_MS_MAX,
-            "{kind:?}: a block {} ms ahead was committed",
-            report.block_time_lead_ms_max
-        );
+        // A foreign block exists to steal only after a failed round; lost messages make
+        // rounds fail, and a few seeds make sure one does.
+        let mut tampered = 0;
+        for attempt in 0..4 {
+            let mut config = SimConfig::new(4, seed(50 + 10 * k as u64 + attempt));
+            config.byzantine = vec![(3, kind)];
+            config.drop_permille = 120;
+            let mut sim = Sim::new(config);
+            sim.run_until(8_000);
+            let report = sim.finish();
+            eprintln!(
+                "{kind:?}: height {}, tampered {}, refused {}, time lead {} ms",
+                sim.honest_height(),
+                report.tampered_proposals,
+                report.proposals_invalid,
+                report.block_time_lead_ms_max
+            );
+            assert!(
+                sim.honest_height() >= 5,
+                "{kind:?}: height {}",
+                sim.honest_height()
+            );
+            assert!(
+                report.proposals_invalid >= report.tampered_proposals,
+                "{kind:?}: a tampered proposal was accepted by someone"
+            );
+            assert!(
+                report.block_time_lead_ms_max <= cess_consensus::bft::TIME_AHEAD_MS_MAX,
+                "{kind:?}: a block {} ms ahead was committed",
+                report.block_time_lead_ms_max
+            );
+            tampered += report.tampered_proposals;
+            if tampered > 0 {
+                break;
+            }
+        }
+        assert!(tampered > 0, "{kind:?}: never tampered");
     }
 }

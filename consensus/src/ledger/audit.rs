@@ -226,6 +226,7 @@ impl Ledger {
                 // A miner cannot withdraw while audited (`withdraw_miner`), so it is here.
                 if let Some(miner) = self.miners.get_mut(&signer) {
                     miner.reputation = (miner.reputation + 10).min(REPUTATION_MAX);
+                    miner.audits_failed_in_a_row = 0;
                 }
                 self.events.push(Event::ProofValid {
                     round,
@@ -241,6 +242,7 @@ impl Ledger {
                     penalty,
                     reason: reason.to_string(),
                 });
+                self.audit_failed(signer);
             }
         }
         Ok(())
@@ -318,6 +320,25 @@ impl Ledger {
                 miner: key.1,
                 penalty,
             });
+            self.audit_failed(key.1);
         }
+    }
+
+    /// One more missed or failed audit in a row; at `audit_misses_max` the miner's data is
+    /// handed to restoral orders (other miners rebuild it) and the count starts again.
+    fn audit_failed(&mut self, miner_id: AccountId) {
+        let Some(miner) = self.miners.get_mut(&miner_id) else {
+            return;
+        };
+        miner.audits_failed_in_a_row += 1;
+        if miner.audits_failed_in_a_row < self.params.audit_misses_max {
+            return;
+        }
+        miner.audits_failed_in_a_row = 0;
+        let fragments = self.release_all(miner_id);
+        self.events.push(Event::MinerDataReleased {
+            miner: miner_id,
+            fragments,
+        });
     }
 }

@@ -116,6 +116,8 @@ pub enum TxError {
     HoldsSegment,
     #[error("restoral not claimed by the signer")]
     NotClaimer,
+    #[error("the signer already holds {max} restoral claims")]
+    TooManyClaims { max: u32 },
     #[error("validator key: {0}")]
     BadValidatorKey(&'static str),
     #[error("stake {got} is below the minimum {min}")]
@@ -196,6 +198,15 @@ pub enum Event {
     RestoralOpened {
         fragment_id: Hash32,
     },
+    /// A pending storage order was not completed in time: released, its space returned.
+    OrderExpired {
+        file_id: Hash32,
+    },
+    /// A miner failed `audit_misses_max` audits in a row: its fragments went to restoral.
+    MinerDataReleased {
+        miner: AccountId,
+        fragments: usize,
+    },
     RestoralClaimExpired {
         fragment_id: Hash32,
         claimer: AccountId,
@@ -237,6 +248,7 @@ pub struct Ledger {
     peer_ids: BTreeMap<Vec<u8>, AccountId>,
     files: BTreeMap<Hash32, FileInfo>,
     fragments: BTreeMap<Hash32, storage::FragmentPlace>,
+    indexes: storage::Indexes,
     restorals: BTreeMap<Hash32, RestoralOrder>,
     audits: BTreeMap<(u64, AccountId, Hash32), Audit>,
     candidates: BTreeMap<AccountId, Candidate>,
@@ -297,6 +309,7 @@ impl Ledger {
             peer_ids: BTreeMap::new(),
             files: BTreeMap::new(),
             fragments: BTreeMap::new(),
+            indexes: storage::Indexes::default(),
             restorals: BTreeMap::new(),
             audits: BTreeMap::new(),
             candidates: BTreeMap::new(),
@@ -527,6 +540,7 @@ impl Ledger {
 
         self.close_missed_audits();
         self.expire_restoral_claims();
+        self.expire_pending_orders();
         self.end_epoch_and_era();
         BlockOutcome {
             receipts,
@@ -605,6 +619,7 @@ impl Ledger {
                 possession,
                 stake,
             } => self.register_candidate(signer, key, possession, *stake)?,
+            Call::AddCollateral { amount } => self.add_collateral(signer, *amount)?,
             Call::Bond { amount } => self.bond(signer, *amount)?,
             Call::Unbond { amount } => self.unbond(signer, *amount)?,
         }

@@ -68,6 +68,14 @@ pub struct LedgerParams {
     /// A mempool admits a transaction only when its `valid_until` is at most this many
     /// blocks ahead, so nothing waits longer: 1200 (two hours at 6 s blocks).
     pub tx_validity_blocks_max: u64,
+    /// A storage order not completed (every column reported) within this many blocks is
+    /// released and its locked space returns: 600.
+    pub order_validity_blocks: u64,
+    /// A miner that misses or fails this many audits in a row has its fragments handed to
+    /// restoral orders: 3.
+    pub audit_misses_max: u32,
+    /// Restoral orders one miner may hold claimed at once: 16.
+    pub restoral_claims_per_miner_max: u32,
 }
 
 impl Default for LedgerParams {
@@ -97,6 +105,9 @@ impl Default for LedgerParams {
             fee_per_entry: TOKEN / 1000,
             fee_proof: TOKEN / 100,
             tx_validity_blocks_max: 1200,
+            order_validity_blocks: 600,
+            audit_misses_max: 3,
+            restoral_claims_per_miner_max: 16,
         }
     }
 }
@@ -127,7 +138,10 @@ impl LedgerParams {
             .u128(self.fee_per_byte)
             .u128(self.fee_per_entry)
             .u128(self.fee_proof)
-            .u64(self.tx_validity_blocks_max);
+            .u64(self.tx_validity_blocks_max)
+            .u64(self.order_validity_blocks)
+            .u32(self.audit_misses_max)
+            .u32(self.restoral_claims_per_miner_max);
     }
 
     /// The least fee `tx` must carry: a base, its bytes, the state entries its call may
@@ -222,6 +236,15 @@ impl LedgerParams {
         if self.tx_validity_blocks_max == 0 {
             return Err("tx_validity_blocks_max must be at least 1");
         }
+        if self.order_validity_blocks == 0 {
+            return Err("order_validity_blocks must be at least 1");
+        }
+        if self.audit_misses_max == 0 {
+            return Err("audit_misses_max must be at least 1");
+        }
+        if self.restoral_claims_per_miner_max == 0 {
+            return Err("restoral_claims_per_miner_max must be at least 1");
+        }
         Ok(())
     }
 }
@@ -292,6 +315,9 @@ impl LedgerParams {
             fee_per_entry: r.u128("fee per entry")?,
             fee_proof: r.u128("fee proof")?,
             tx_validity_blocks_max: r.u64("tx validity")?,
+            order_validity_blocks: r.u64("order validity")?,
+            audit_misses_max: r.u32("audit misses")?,
+            restoral_claims_per_miner_max: r.u32("claims per miner")?,
         })
     }
 }

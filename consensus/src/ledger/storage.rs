@@ -35,6 +35,12 @@ pub struct Miner {
     pub state: MinerState,
     /// 0..=1000: up with valid proofs, down with missing or invalid ones.
     pub reputation: u32,
+    /// Audits in a row it missed or failed; at `audit_misses_max` its data is handed to
+    /// restoral orders. A valid proof resets it.
+    pub audits_failed_in_a_row: u32,
+    /// Restoral orders it has claimed and not completed (at most
+    /// `restoral_claims_per_miner_max`).
+    pub restoral_claims: u32,
     /// Fragments reported stored, per tagger: id → length. Audits sample these.
     pub(crate) held: BTreeMap<Hash32, BTreeMap<Hash32, u64>>,
 }
@@ -59,7 +65,10 @@ impl Miner {
             MinerState::Active => w.u8(0),
             MinerState::Exiting { since } => w.u8(1).u64(since),
         };
-        w.u32(self.reputation).count(self.held.len());
+        w.u32(self.reputation)
+            .u32(self.audits_failed_in_a_row)
+            .u32(self.restoral_claims)
+            .count(self.held.len());
         for (tagger, set) in &self.held {
             w.fixed(tagger).count(set.len());
             for (id, len) in set {
@@ -111,6 +120,35 @@ impl Miner {
             self.active_bytes,
             self.declared_bytes
         );
+    }
+}
+
+/// Indexes derived from the tables (not hashed into the state root, checked by
+/// [`Ledger::assert_storage_invariants`]), so that no rule scans a whole table.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Indexes {
+    /// Miner → the fragments it is responsible for (assigned or stored).
+    pub assigned: BTreeMap<AccountId, BTreeSet<Hash32>>,
+    /// (height at which it expires, file) for every pending file.
+    pub pending_until: BTreeSet<(u64, Hash32)>,
+    /// (height at which it expires, fragment) for every claimed restoral order.
+    pub claims_until: BTreeSet<(u64, Hash32)>,
+}
+
+impl Indexes {
+    fn assign(&mut self, miner: AccountId, fragment: Hash32) {
+        self.assigned.entry(miner).or_default().insert(fragment);
+    }
+
+    fn unassign(&mut self, miner: &AccountId, fragment: &Hash32) {
+        let set = self
+            .assigned
+            .get_mut(miner)
+            .expect("assigned fragments are indexed");
+        assert!(set.remove(fragment), "assigned fragments are indexed");
+        if set.is_empty() {
+            self.assigned.remove(miner);
+        }
     }
 }
 
@@ -338,7 +376,42 @@ impl Ledger {
                 .filter(|f| f.stored && f.miner == Some(*id))
                 .count();
             assert_eq!(held, stored_by_miner, "audited set of {id:?}");
+            let claims = self
+                .restorals
+                .values()
+                .filter(|o| o.claim.is_some_and(|(m, _)| m == *id))
+                .count();
+            assert_eq!(miner.restoral_claims as usize, claims, "claims of {id:?}");
         }
+        let mut assigned: BTreeMap<AccountId, BTreeSet<Hash32>> = BTreeMap::new();
+        let mut pending = BTreeSet::new();
+        for (file_id, file) in &self.files {
+            for fragment in file.segments.iter().flat_map(|s| &s.fragments) {
+                if let Some(miner) = fragment.miner {
+                    assigned.entry(miner).or_default().insert(fragment.id);
+                }
+            }
+            if file.state == FileState::Pending {
+                pending.insert((
+                    file.declared_at + self.params.order_validity_blocks,
+                    *file_id,
+                ));
+            }
+        }
+        assert_eq!(
+            assigned, self.indexes.assigned,
+            "index of assigned fragments"
+        );
+        assert_eq!(
+            pending, self.indexes.pending_until,
+            "index of pending files"
+        );
+        let claims: BTreeSet<(u64, Hash32)> = self
+            .restorals
+            .iter()
+            .filter_map(|(id, o)| o.claim.map(|(_, until)| (until, *id)))
+            .collect();
+        assert_eq!(claims, self.indexes.claims_until, "index of claims");
     }
 
     pub(super) fn register_miner(
@@ -380,6 +453,8 @@ impl Ledger {
                 collateral,
                 state: MinerState::Active,
                 reputation: 500,
+                audits_failed_in_a_row: 0,
+                restoral_claims: 0,
                 held: BTreeMap::new(),
             },
         );
@@ -414,19 +489,9 @@ impl Ledger {
         if miner.state != MinerState::Active {
             return Err(TxError::MinerExiting);
         }
-        let mut responsible = Vec::new();
-        for (fragment_id, place) in &self.fragments {
-            let fragment = &self.files[&place.file_id].segments[place.segment as usize].fragments
-                [place.column as usize];
-            if fragment.miner == Some(signer) {
-                responsible.push(*fragment_id);
-            }
-        }
         // Its open audits stay as they are: it still has the data, and answers for it (or
         // is penalised) before it can withdraw.
-        for fragment_id in responsible {
-            self.release_fragment(signer, &fragment_id);
-        }
+        self.release_all(signer);
         let claimed: Vec<Hash32> = self
             .restorals
             .iter()
@@ -440,6 +505,41 @@ impl Ledger {
         let miner = self.miners.get_mut(&signer).expect("checked above");
         assert_eq!(miner.locked_bytes + miner.active_bytes, 0);
         miner.state = MinerState::Exiting { since: height };
+        Ok(())
+    }
+
+    /// Every fragment `miner` is responsible for becomes a restoral order (by the index: the
+    /// cost is the miner's fragments, not the ledger's). Returns how many.
+    pub(super) fn release_all(&mut self, miner: AccountId) -> usize {
+        let responsible: Vec<Hash32> = self
+            .indexes
+            .assigned
+            .get(&miner)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        for fragment_id in &responsible {
+            self.release_fragment(miner, fragment_id);
+        }
+        responsible.len()
+    }
+
+    /// Adds collateral from the signer's balance (a miner under the floor receives no new
+    /// data until it tops up).
+    pub(super) fn add_collateral(
+        &mut self,
+        signer: AccountId,
+        amount: u128,
+    ) -> Result<(), TxError> {
+        if amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        if !self.miners.contains_key(&signer) {
+            return Err(TxError::NotMiner);
+        }
+        self.can_pay(&signer, amount)?;
+        self.debit(signer, amount);
+        let miner = self.miners.get_mut(&signer).expect("checked above");
+        miner.collateral += amount;
         Ok(())
     }
 
@@ -601,6 +701,12 @@ impl Ledger {
             if miner.state != MinerState::Active {
                 return Err(TxError::MinerExiting);
             }
+            if miner.collateral < self.params.miner_collateral_min {
+                return Err(TxError::CollateralTooLow {
+                    min: self.params.miner_collateral_min,
+                    got: miner.collateral,
+                });
+            }
             if miner.idle_bytes() < per_miner {
                 return Err(TxError::NoSpace {
                     miner: *miner_id,
@@ -651,6 +757,7 @@ impl Ledger {
                     miner: Some(miners[c]),
                     stored: false,
                 });
+                self.indexes.assign(miners[c], *fragment);
             }
             infos.push(SegmentInfo {
                 segment_id: segment.segment_id,
@@ -669,6 +776,9 @@ impl Ledger {
                 declared_at: self.height,
             },
         );
+        self.indexes
+            .pending_until
+            .insert((self.height + self.params.order_validity_blocks, *file_id));
         Ok(())
     }
 
@@ -709,6 +819,8 @@ impl Ledger {
         miner.assert_space();
         if file.state == FileState::Pending && file.all_stored() {
             file.state = FileState::Active;
+            let expiry = file.declared_at + self.params.order_validity_blocks;
+            assert!(self.indexes.pending_until.remove(&(expiry, *file_id)));
             self.events.push(Event::FileActive { file_id: *file_id });
         }
         Ok(())
@@ -726,7 +838,19 @@ impl Ledger {
         if !file.owners.is_empty() {
             return Ok(());
         }
-        let file = self.files.remove(file_id).expect("checked above");
+        self.remove_file(file_id);
+        self.events.push(Event::FileDeleted { file_id: *file_id });
+        Ok(())
+    }
+
+    /// The file leaves the ledger: its fragments leave their miners (and their open audits)
+    /// and its restoral orders close, so the space returns.
+    fn remove_file(&mut self, file_id: &Hash32) {
+        let file = self.files.remove(file_id).expect("removed files exist");
+        if file.state == FileState::Pending {
+            let expiry = file.declared_at + self.params.order_validity_blocks;
+            assert!(self.indexes.pending_until.remove(&(expiry, *file_id)));
+        }
         let mut dropped = Vec::new();
         for segment in &file.segments {
             for fragment in &segment.fragments {
@@ -735,6 +859,7 @@ impl Ledger {
                     if fragment.stored {
                         dropped.push((miner_id, file.tagger, fragment.id));
                     }
+                    self.indexes.unassign(&miner_id, &fragment.id);
                     let miner = self
                         .miners
                         .get_mut(&miner_id)
@@ -747,19 +872,34 @@ impl Ledger {
                     );
                 }
                 if let Some(order) = self.restorals.remove(&fragment.id)
-                    && let Some((claimer, _)) = order.claim
+                    && let Some((claimer, until)) = order.claim
                 {
+                    assert!(self.indexes.claims_until.remove(&(until, fragment.id)));
                     let miner = self
                         .miners
                         .get_mut(&claimer)
                         .expect("claimers are registered");
                     miner.locked_bytes -= file.fragment_bytes;
+                    miner.restoral_claims -= 1;
                 }
             }
         }
         self.forget_in_audits(&dropped);
-        self.events.push(Event::FileDeleted { file_id: *file_id });
-        Ok(())
+    }
+
+    /// Pending orders not completed within `order_validity_blocks` are released: the
+    /// fragments leave their miners and the locked space returns.
+    pub(super) fn expire_pending_orders(&mut self) {
+        let expired: Vec<Hash32> = self
+            .indexes
+            .pending_until
+            .range(..=(self.height, [0xFF; 32]))
+            .map(|(_, id)| *id)
+            .collect();
+        for file_id in expired {
+            self.remove_file(&file_id);
+            self.events.push(Event::OrderExpired { file_id });
+        }
     }
 
     pub(super) fn report_lost(
@@ -801,6 +941,7 @@ impl Ledger {
             .expect("holders are registered");
         miner.drop_fragment(&tagger, fragment_id, fragment_bytes, fragment.stored);
         let dropped = fragment.stored.then_some((holder, tagger, *fragment_id));
+        self.indexes.unassign(&holder, fragment_id);
         fragment.miner = None;
         fragment.stored = false;
         self.restorals.insert(
@@ -833,6 +974,17 @@ impl Ledger {
         if miner.state != MinerState::Active {
             return Err(TxError::MinerExiting);
         }
+        if miner.collateral < self.params.miner_collateral_min {
+            return Err(TxError::CollateralTooLow {
+                min: self.params.miner_collateral_min,
+                got: miner.collateral,
+            });
+        }
+        if miner.restoral_claims >= self.params.restoral_claims_per_miner_max {
+            return Err(TxError::TooManyClaims {
+                max: self.params.restoral_claims_per_miner_max,
+            });
+        }
         let file = &self.files[&order.file_id];
         if file.segments[order.segment as usize]
             .fragments
@@ -850,8 +1002,11 @@ impl Ledger {
         }
         let fragment_bytes = file.fragment_bytes;
         let until = self.height + self.params.restoral_claim_blocks;
-        self.miners.get_mut(&signer).expect("checked").locked_bytes += fragment_bytes;
+        let miner = self.miners.get_mut(&signer).expect("checked");
+        miner.locked_bytes += fragment_bytes;
+        miner.restoral_claims += 1;
         self.restorals.get_mut(fragment_id).expect("checked").claim = Some((signer, until));
+        self.indexes.claims_until.insert((until, *fragment_id));
         Ok(())
     }
 
@@ -865,6 +1020,13 @@ impl Ledger {
             return Err(TxError::NotClaimer);
         }
         let order = self.restorals.remove(fragment_id).expect("checked");
+        let (_, until) = order.claim.expect("checked above");
+        assert!(self.indexes.claims_until.remove(&(until, *fragment_id)));
+        self.indexes.assign(signer, *fragment_id);
+        self.miners
+            .get_mut(&signer)
+            .expect("claimers are registered")
+            .restoral_claims -= 1;
         let file = self
             .files
             .get_mut(&order.file_id)
@@ -882,6 +1044,8 @@ impl Ledger {
         miner.assert_space();
         if file.state == FileState::Pending && file.all_stored() {
             file.state = FileState::Active;
+            let expiry = file.declared_at + self.params.order_validity_blocks;
+            assert!(self.indexes.pending_until.remove(&(expiry, order.file_id)));
             self.events.push(Event::FileActive {
                 file_id: order.file_id,
             });
@@ -898,21 +1062,25 @@ impl Ledger {
             .restorals
             .get_mut(fragment_id)
             .expect("claims are on open orders");
-        let (claimer, _) = order.claim.take().expect("released claims exist");
+        let (claimer, until) = order.claim.take().expect("released claims exist");
+        assert!(self.indexes.claims_until.remove(&(until, *fragment_id)));
         let fragment_bytes = self.files[&order.file_id].fragment_bytes;
-        self.miners
+        let miner = self
+            .miners
             .get_mut(&claimer)
-            .expect("claimers are registered")
-            .locked_bytes -= fragment_bytes;
+            .expect("claimers are registered");
+        miner.locked_bytes -= fragment_bytes;
+        miner.restoral_claims -= 1;
     }
 
     pub(super) fn expire_restoral_claims(&mut self) {
         let expired: Vec<(Hash32, AccountId)> = self
-            .restorals
-            .iter()
-            .filter_map(|(id, o)| match o.claim {
-                Some((claimer, until)) if until <= self.height => Some((*id, claimer)),
-                _ => None,
+            .indexes
+            .claims_until
+            .range(..=(self.height, [0xFF; 32]))
+            .map(|(_, id)| {
+                let (claimer, _) = self.restorals[id].claim.expect("indexed claims exist");
+                (*id, claimer)
             })
             .collect();
         for (fragment_id, claimer) in expired {

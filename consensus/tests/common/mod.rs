@@ -32,6 +32,8 @@ pub fn test_params() -> LedgerParams {
         epoch_blocks: 4,
         era_blocks: 8,
         validators_per_era: 4,
+        // Tests run many audit rounds without answering them; the rule has its own test.
+        audit_misses_max: 1000,
         ..LedgerParams::default()
     }
 }
@@ -170,7 +172,7 @@ impl Chain {
                 peer_id,
                 endpoint: format!("/ip4/127.0.0.1/udp/{}/quic-v1", 4000 + i),
                 declared_bytes,
-                collateral: 100 * TOKEN,
+                collateral: 1000 * TOKEN,
             },
         )
         .expect("register miner");
