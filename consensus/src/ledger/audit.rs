@@ -92,7 +92,7 @@ impl Ledger {
             if draw >= u64::from(self.params.audit_miners_permille) {
                 continue;
             }
-            for (tagger, held) in &miner.held {
+            for (tagger, held) in miner.held.iter() {
                 let entries: Vec<(Hash32, u64)> =
                     held.iter().map(|(id, len)| (*id, *len)).collect();
                 let total_bytes = entries.iter().map(|(_, len)| len).sum();
@@ -276,14 +276,20 @@ impl Ledger {
                 .or_default()
                 .insert(*fragment);
         }
+        let affected: Vec<(u64, AccountId, Hash32)> = self
+            .audits
+            .iter()
+            .filter(|(key, audit)| {
+                by_holder
+                    .get(&(key.1, key.2))
+                    .is_some_and(|gone| audit.set.entries().iter().any(|(id, _)| gone.contains(id)))
+            })
+            .map(|(key, _)| *key)
+            .collect();
         let mut emptied = Vec::new();
-        for (key, audit) in self.audits.iter_mut() {
-            let Some(gone) = by_holder.get(&(key.1, key.2)) else {
-                continue;
-            };
-            if !audit.set.entries().iter().any(|(id, _)| gone.contains(id)) {
-                continue;
-            }
+        for key in affected {
+            let gone = &by_holder[&(key.1, key.2)];
+            let audit = self.audits.get_mut(&key).expect("listed above");
             let entries: Vec<(Hash32, u64)> = audit
                 .set
                 .entries()
@@ -292,7 +298,7 @@ impl Ledger {
                 .copied()
                 .collect();
             if entries.is_empty() {
-                emptied.push(*key);
+                emptied.push(key);
                 continue;
             }
             audit.total_bytes = entries.iter().map(|(_, len)| len).sum();

@@ -12,6 +12,7 @@
 mod audit;
 mod params;
 mod storage;
+mod tracked;
 mod validators;
 
 pub use audit::Audit;
@@ -25,9 +26,11 @@ use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
 use crate::tx::{Call, Hash32, Transaction, TxTerms};
 use cess_proofs::Backend;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use thiserror::Error;
+use tracked::{Hashed, Tracked};
 
 /// Why a transaction was refused. When [`TxError::charged`] is false it was not included and
 /// changed nothing; otherwise its call was refused after inclusion and only its fee was paid
@@ -240,18 +243,18 @@ pub struct Ledger {
     params: LedgerParams,
     height: u64,
     time_ms: u64,
-    accounts: BTreeMap<AccountId, Account>,
+    accounts: Tracked<AccountId, Account>,
     reward_pool: u128,
     total_money: u128,
-    taggers: BTreeMap<Hash32, storage::TaggerRecord>,
-    miners: BTreeMap<AccountId, Miner>,
+    taggers: Tracked<Hash32, storage::TaggerRecord>,
+    miners: Tracked<AccountId, Miner>,
     peer_ids: BTreeMap<Vec<u8>, AccountId>,
-    files: BTreeMap<Hash32, FileInfo>,
+    files: Tracked<Hash32, FileInfo>,
     fragments: BTreeMap<Hash32, storage::FragmentPlace>,
     indexes: storage::Indexes,
-    restorals: BTreeMap<Hash32, RestoralOrder>,
-    audits: BTreeMap<(u64, AccountId, Hash32), Audit>,
-    candidates: BTreeMap<AccountId, Candidate>,
+    restorals: Tracked<Hash32, RestoralOrder>,
+    audits: Tracked<(u64, AccountId, Hash32), Audit>,
+    candidates: Tracked<AccountId, Candidate>,
     validator_keys: BTreeSet<[u8; 48]>,
     validators: Vec<ValidatorEntry>,
     previous_validators: Vec<ValidatorEntry>,
@@ -262,6 +265,8 @@ pub struct Ledger {
     /// The chain's randomness at the end of each of the last epochs (epoch, value).
     epoch_seeds: Vec<(u64, Hash32)>,
     events: Vec<Event>,
+    /// The state root after the last block (or genesis).
+    root: Hash32,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -301,18 +306,18 @@ impl Ledger {
             params: genesis.params.clone(),
             height: 0,
             time_ms: genesis.time_ms,
-            accounts: BTreeMap::new(),
+            accounts: Tracked::new(b"accounts"),
             reward_pool: genesis.reward_pool,
             total_money: 0,
-            taggers: BTreeMap::new(),
-            miners: BTreeMap::new(),
+            taggers: Tracked::new(b"taggers"),
+            miners: Tracked::new(b"miners"),
             peer_ids: BTreeMap::new(),
-            files: BTreeMap::new(),
+            files: Tracked::new(b"files"),
             fragments: BTreeMap::new(),
             indexes: storage::Indexes::default(),
-            restorals: BTreeMap::new(),
-            audits: BTreeMap::new(),
-            candidates: BTreeMap::new(),
+            restorals: Tracked::new(b"restorals"),
+            audits: Tracked::new(b"audits"),
+            candidates: Tracked::new(b"candidates"),
             validator_keys: BTreeSet::new(),
             validators: Vec::new(),
             previous_validators: Vec::new(),
@@ -324,6 +329,7 @@ impl Ledger {
             ),
             epoch_seeds: Vec::new(),
             events: Vec::new(),
+            root: [0; 32],
         };
         let mut total = genesis.reward_pool;
         for (account, balance) in &genesis.accounts {
@@ -376,6 +382,7 @@ impl Ledger {
         ledger.total_money = total;
         ledger.validators = ledger.elect(&ledger.randomness.clone());
         ledger.epoch_seeds = vec![(0, ledger.randomness), (1, ledger.randomness)];
+        ledger.root = ledger.compute_root();
         Ok(ledger)
     }
 
@@ -545,7 +552,10 @@ impl Ledger {
         BlockOutcome {
             receipts,
             events: std::mem::take(&mut self.events),
-            root: self.root(),
+            root: {
+                self.root = self.compute_root();
+                self.root
+            },
             proofs_verified: verdicts.len(),
         }
     }
@@ -568,7 +578,7 @@ impl Ledger {
         let signer = tx.signer;
         self.debit(signer, tx.fee);
         self.reward_pool += tx.fee;
-        self.accounts.entry(signer).or_default().nonce += 1;
+        self.accounts.or_default(signer).nonce += 1;
         let result = self.apply_call(tx, verdict);
         debug_assert_eq!(self.count_money(), self.total_money);
         result
@@ -655,7 +665,7 @@ impl Ledger {
     }
 
     fn debit(&mut self, account: AccountId, amount: u128) {
-        let entry = self.accounts.entry(account).or_default();
+        let entry = self.accounts.or_default(account);
         entry.balance = entry
             .balance
             .checked_sub(amount)
@@ -663,17 +673,51 @@ impl Ledger {
     }
 
     fn credit(&mut self, account: AccountId, amount: u128) {
-        let entry = self.accounts.entry(account).or_default();
+        let entry = self.accounts.or_default(account);
         entry.balance = entry
             .balance
             .checked_add(amount)
             .expect("money is conserved, so no balance can exceed the total");
     }
 
-    /// The state root: SHA-256 over the canonical encoding of the whole state. Validators
-    /// compare it after every block. It costs time linear in the state (a Merkle tree with
-    /// dirty tracking would make it incremental; at devnet sizes it is microseconds).
+    /// The state root after the last applied block: SHA-256 over the header fields, the
+    /// validator set and epoch seeds (bounded), and each table's lattice hash (`tracked.rs`),
+    /// which the ledger keeps up to date at the cost of the entries a block touches, so a
+    /// block's cost does not grow with the state. Validators compare it after every block.
     pub fn root(&self) -> Hash32 {
+        self.root
+    }
+
+    /// The root of the current state with every table's hash kept up to date.
+    fn compute_root(&mut self) -> Hash32 {
+        let tables = [
+            self.accounts.digest().checksum(),
+            self.taggers.digest().checksum(),
+            self.miners.digest().checksum(),
+            self.files.digest().checksum(),
+            self.restorals.digest().checksum(),
+            self.audits.digest().checksum(),
+            self.candidates.digest().checksum(),
+        ];
+        self.root_over(&tables)
+    }
+
+    /// The same root with every table hashed from scratch: the reference the tests compare
+    /// [`Ledger::root`] with after every block.
+    pub fn root_from_scratch(&self) -> Hash32 {
+        let tables = [
+            self.accounts.digest_from_scratch().checksum(),
+            self.taggers.digest_from_scratch().checksum(),
+            self.miners.digest_from_scratch().checksum(),
+            self.files.digest_from_scratch().checksum(),
+            self.restorals.digest_from_scratch().checksum(),
+            self.audits.digest_from_scratch().checksum(),
+            self.candidates.digest_from_scratch().checksum(),
+        ];
+        self.root_over(&tables)
+    }
+
+    fn root_over(&self, tables: &[[u8; 32]; 7]) -> Hash32 {
         let mut w = Writer::new();
         w.fixed(&self.chain_id)
             .u64(self.height)
@@ -681,40 +725,8 @@ impl Ledger {
             .u128(self.reward_pool)
             .fixed(&self.randomness)
             .u64(self.era);
-        w.count(self.accounts.len());
-        for (id, account) in &self.accounts {
-            w.fixed(&id.0).u128(account.balance).u64(account.nonce);
-        }
-        w.count(self.taggers.len());
-        for (id, tagger) in &self.taggers {
-            w.fixed(id).fixed(&tagger.owner.0);
-        }
-        w.count(self.miners.len());
-        for (id, miner) in &self.miners {
-            w.fixed(&id.0);
-            miner.encode(&mut w);
-        }
-        w.count(self.files.len());
-        for (id, file) in &self.files {
-            w.fixed(id);
-            file.encode(&mut w);
-        }
-        w.count(self.restorals.len());
-        for (id, order) in &self.restorals {
-            w.fixed(id);
-            order.encode(&mut w);
-        }
-        w.count(self.audits.len());
-        for ((round, miner, tagger), audit) in &self.audits {
-            w.u64(*round).fixed(&miner.0).fixed(tagger);
-            audit.encode(&mut w);
-        }
-        w.count(self.candidates.len());
-        for (id, candidate) in &self.candidates {
-            w.fixed(&id.0)
-                .fixed(&candidate.key.to_bytes())
-                .u128(candidate.stake)
-                .u32(candidate.reputation);
+        for table in tables {
+            w.fixed(table);
         }
         w.count(self.validators.len());
         for v in &self.validators {
@@ -724,7 +736,45 @@ impl Ledger {
         for (epoch, seed) in &self.epoch_seeds {
             w.u64(*epoch).fixed(seed);
         }
-        hash(b"cess-ledger/1 state root\0", &[w.as_bytes()])
+        hash(b"cess-ledger/2 state root\0", &[w.as_bytes()])
+    }
+}
+
+impl Hashed for AccountId {
+    fn encode_hashed(&self, w: &mut Writer) {
+        w.fixed(&self.0);
+    }
+}
+
+impl Hashed for Hash32 {
+    fn encode_hashed(&self, w: &mut Writer) {
+        w.fixed(self);
+    }
+}
+
+impl Hashed for (u64, AccountId, Hash32) {
+    fn encode_hashed(&self, w: &mut Writer) {
+        w.u64(self.0).fixed(&self.1.0).fixed(&self.2);
+    }
+}
+
+impl Hashed for Account {
+    fn encode_hashed(&self, w: &mut Writer) {
+        w.u128(self.balance).u64(self.nonce);
+    }
+}
+
+impl Hashed for Candidate {
+    fn encode_hashed(&self, w: &mut Writer) {
+        w.fixed(&self.key.to_bytes())
+            .u128(self.stake)
+            .u32(self.reputation);
+    }
+}
+
+impl Hashed for Audit {
+    fn encode_hashed(&self, w: &mut Writer) {
+        self.encode(w);
     }
 }
 

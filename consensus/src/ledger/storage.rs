@@ -7,6 +7,7 @@
 //! exactly one place on the ledger (a file whose fragments collide byte for byte with another
 //! file's is refused; deduplication works on whole files, by file id).
 
+use super::tracked::{Hashed, LtHash};
 use super::{Event, Ledger, TaggerKey, TxError};
 use crate::codec::Writer;
 use crate::keys::AccountId;
@@ -42,7 +43,74 @@ pub struct Miner {
     /// `restoral_claims_per_miner_max`).
     pub restoral_claims: u32,
     /// Fragments reported stored, per tagger: id → length. Audits sample these.
-    pub(crate) held: BTreeMap<Hash32, BTreeMap<Hash32, u64>>,
+    pub(crate) held: HeldSets,
+}
+
+/// A miner's stored fragments per tagger, with their lattice hash kept as they change, so
+/// a miner's entry in the state root costs the same whatever it stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HeldSets {
+    sets: BTreeMap<Hash32, BTreeMap<Hash32, u64>>,
+    sum: LtHash,
+}
+
+impl HeldSets {
+    fn element(tagger: &Hash32, fragment: &Hash32, len_bytes: u64) -> LtHash {
+        let mut w = Writer::new();
+        w.fixed(tagger).fixed(fragment).u64(len_bytes);
+        LtHash::of(w.as_bytes())
+    }
+
+    fn insert(&mut self, tagger: Hash32, fragment: Hash32, len_bytes: u64) {
+        let previous = self
+            .sets
+            .entry(tagger)
+            .or_default()
+            .insert(fragment, len_bytes);
+        assert!(previous.is_none(), "a fragment is stored once");
+        self.sum
+            .add(&HeldSets::element(&tagger, &fragment, len_bytes));
+    }
+
+    fn remove(&mut self, tagger: &Hash32, fragment: &Hash32) {
+        let set = self
+            .sets
+            .get_mut(tagger)
+            .expect("stored fragments are held");
+        let len_bytes = set.remove(fragment).expect("stored fragments are held");
+        if set.is_empty() {
+            self.sets.remove(tagger);
+        }
+        self.sum
+            .sub(&HeldSets::element(tagger, fragment, len_bytes));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    pub fn get(&self, tagger: &Hash32) -> Option<&BTreeMap<Hash32, u64>> {
+        self.sets.get(tagger)
+    }
+
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, Hash32, BTreeMap<Hash32, u64>> {
+        self.sets.iter()
+    }
+
+    pub fn fragments(&self) -> usize {
+        self.sets.values().map(BTreeMap::len).sum()
+    }
+
+    /// The sum from every element again (the invariants compare it with the kept one).
+    fn sum_from_scratch(&self) -> LtHash {
+        let mut sum = LtHash::default();
+        for (tagger, set) in &self.sets {
+            for (fragment, len) in set {
+                sum.add(&HeldSets::element(tagger, fragment, *len));
+            }
+        }
+        sum
+    }
 }
 
 impl Miner {
@@ -51,7 +119,7 @@ impl Miner {
     }
 
     pub fn held_fragments(&self) -> usize {
-        self.held.values().map(BTreeMap::len).sum()
+        self.held.fragments()
     }
 
     pub(crate) fn encode(&self, w: &mut Writer) {
@@ -68,23 +136,14 @@ impl Miner {
         w.u32(self.reputation)
             .u32(self.audits_failed_in_a_row)
             .u32(self.restoral_claims)
-            .count(self.held.len());
-        for (tagger, set) in &self.held {
-            w.fixed(tagger).count(set.len());
-            for (id, len) in set {
-                w.fixed(id).u64(*len);
-            }
-        }
+            .fixed(&self.held.sum.checksum());
     }
 
     /// A fragment it was assigned (locked) is now stored (active, and audited).
     fn store_fragment(&mut self, tagger: Hash32, fragment_id: Hash32, fragment_bytes: u64) {
         self.locked_bytes -= fragment_bytes;
         self.active_bytes += fragment_bytes;
-        self.held
-            .entry(tagger)
-            .or_default()
-            .insert(fragment_id, fragment_bytes);
+        self.held.insert(tagger, fragment_id, fragment_bytes);
     }
 
     /// It is no longer responsible for a fragment, stored or only assigned.
@@ -97,14 +156,7 @@ impl Miner {
     ) {
         if stored {
             self.active_bytes -= fragment_bytes;
-            let set = self
-                .held
-                .get_mut(tagger)
-                .expect("stored fragments are held");
-            set.remove(fragment_id).expect("stored fragments are held");
-            if set.is_empty() {
-                self.held.remove(tagger);
-            }
+            self.held.remove(tagger, fragment_id);
         } else {
             self.locked_bytes -= fragment_bytes;
         }
@@ -368,6 +420,11 @@ impl Ledger {
                 active.get(id).copied().unwrap_or(0),
                 "active bytes of {id:?}"
             );
+            assert_eq!(
+                miner.held.sum,
+                miner.held.sum_from_scratch(),
+                "held hash of {id:?}"
+            );
             let held: usize = miner.held_fragments();
             let stored_by_miner = self
                 .files
@@ -455,7 +512,7 @@ impl Ledger {
                 reputation: 500,
                 audits_failed_in_a_row: 0,
                 restoral_claims: 0,
-                held: BTreeMap::new(),
+                held: HeldSets::default(),
             },
         );
         Ok(())
@@ -1098,5 +1155,29 @@ fn check_endpoint(endpoint: &str) -> Result<(), TxError> {
     match endpoint.parse::<multiaddr::Multiaddr>() {
         Ok(addr) if addr.to_string() == endpoint => Ok(()),
         _ => Err(TxError::BadEndpoint),
+    }
+}
+
+impl Hashed for Miner {
+    fn encode_hashed(&self, w: &mut Writer) {
+        self.encode(w);
+    }
+}
+
+impl Hashed for FileInfo {
+    fn encode_hashed(&self, w: &mut Writer) {
+        self.encode(w);
+    }
+}
+
+impl Hashed for RestoralOrder {
+    fn encode_hashed(&self, w: &mut Writer) {
+        self.encode(w);
+    }
+}
+
+impl Hashed for TaggerRecord {
+    fn encode_hashed(&self, w: &mut Writer) {
+        w.fixed(&self.owner.0);
     }
 }

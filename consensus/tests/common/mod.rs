@@ -123,6 +123,12 @@ impl Chain {
             }
         }
         self.ledger.assert_storage_invariants();
+        assert_eq!(outcome.root, self.ledger.root());
+        assert_eq!(
+            self.ledger.root(),
+            self.ledger.root_from_scratch(),
+            "the kept state hash equals the one from scratch"
+        );
         assert_eq!(
             self.ledger.count_money(),
             self.ledger.total_money(),
