@@ -705,6 +705,8 @@ impl StoredLedger {
         ));
         if let Some(previous) = previous.take() {
             txs.extend(self.reports(&[previous]));
+            // Deleted by a later block, once the populated files are gone.
+            self.files.insert(0, previous);
         }
         *previous = Some(file_id);
         let started = Instant::now();
