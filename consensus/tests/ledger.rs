@@ -1379,3 +1379,49 @@ fn restoral_claims_are_limited_per_miner() {
         2
     );
 }
+
+/// A miner that sends another transaction before its proof in the same block still has its
+/// proof verified: the block's pre-pass follows each signer's nonces through the block.
+#[test]
+fn a_proof_after_another_transaction_of_its_miner_in_the_same_block_is_verified() {
+    let (mut chain, mut storage) = storage_chain();
+    store_file(&mut chain, &mut storage, 71, 1);
+    let audits = next_audits(&mut chain);
+    let (round, miner, tagger) = audits[0];
+    let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
+    let challenge = chain.ledger.challenge(round, &miner, &tagger).unwrap();
+    let (proof, _) = cess_proofs::prove(
+        storage.tagger.public(),
+        &challenge,
+        &mut storage.source.clone(),
+        &CpuBackend,
+    )
+    .unwrap();
+    let nonce = chain.ledger.account(&miner).nonce;
+    let transfer = chain.ledger.transaction_with_nonce(
+        &chain.accounts[i],
+        nonce,
+        Call::Transfer {
+            to: chain.id(0),
+            amount: 1,
+        },
+    );
+    let submit = chain.ledger.transaction_with_nonce(
+        &chain.accounts[i],
+        nonce + 1,
+        Call::SubmitProof {
+            round,
+            tagger,
+            proof: proof.encode(),
+        },
+    );
+    let outcome = chain.block(&[transfer, submit]);
+    assert_eq!(outcome.receipts, vec![Ok(()), Ok(())]);
+    assert_eq!(outcome.proofs_verified, 1);
+    assert!(
+        outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ProofValid { miner: m, .. } if *m == miner))
+    );
+}

@@ -101,23 +101,14 @@ impl Mempool {
     /// The checks that need neither the signature nor a change: what a validator runs before
     /// it spends time verifying a signature. Returns the transaction's encoded length.
     pub fn precheck(&self, tx: &Transaction, ledger: &Ledger) -> Result<usize, TxError> {
-        let height = ledger.height() + 1;
-        let params = ledger.params();
-        if tx.valid_until < height {
-            return Err(TxError::Expired {
-                valid_until: tx.valid_until,
-                height,
-            });
-        }
-        if tx.valid_until - ledger.height() > params.tx_validity_blocks_max {
+        let len_bytes = tx.encoded_len();
+        ledger.check_terms(tx, ledger.height() + 1, len_bytes)?;
+        let max_blocks = ledger.params().tx_validity_blocks_max;
+        if tx.valid_until - ledger.height() > max_blocks {
             return Err(TxError::ValidityTooLong {
                 valid_until: tx.valid_until,
-                max_blocks: params.tx_validity_blocks_max,
+                max_blocks,
             });
-        }
-        let min = params.min_fee(tx);
-        if tx.fee < min {
-            return Err(TxError::FeeTooLow { min, got: tx.fee });
         }
         let account = ledger.account(&tx.signer);
         if tx.nonce < account.nonce || tx.nonce >= account.nonce + NONCE_WINDOW {
@@ -140,7 +131,7 @@ impl Mempool {
                 available: account.balance,
             });
         }
-        Ok(tx.encoded_len())
+        Ok(len_bytes)
     }
 
     /// Admit a transaction whose signature was checked for this chain.
@@ -396,6 +387,16 @@ mod tests {
         .unwrap()
     }
 
+    /// The next block's consensus inputs (no commit signers, fixed randomness).
+    fn block_info(height: u64) -> crate::BlockInfo {
+        crate::BlockInfo {
+            height,
+            time_ms: height,
+            vrf_output: [0; 32],
+            last_commit: vec![],
+        }
+    }
+
     fn transfer(ledger: &Ledger, from: u8, nonce: u64, fee_extra: u128) -> Transaction {
         let tx = ledger.transaction_with_nonce(
             &key(from),
@@ -495,12 +496,7 @@ mod tests {
                 amount: 2 * fee - ledger.account(&key(9).id()).balance,
             },
         );
-        let info = crate::BlockInfo {
-            height: 1,
-            time_ms: 1,
-            vrf_output: [0; 32],
-            last_commit: vec![],
-        };
+        let info = block_info(1);
         let outcome = ledger.apply_block(&info, &[funding], &cess_proofs::CpuBackend);
         assert_eq!(outcome.receipts[0], Ok(()));
         let limits = MempoolLimits::default();
@@ -610,12 +606,7 @@ mod tests {
             "signer 1's run stops at the byte bound"
         );
         assert_eq!(txs.len(), 4, "the small ones of others still fit");
-        let info = crate::BlockInfo {
-            height: 1,
-            time_ms: 1,
-            vrf_output: [0; 32],
-            last_commit: vec![],
-        };
+        let info = block_info(1);
         let outcome = ledger.apply_block(&info, &txs, &cess_proofs::CpuBackend);
         assert!(
             outcome
@@ -643,12 +634,7 @@ mod tests {
             },
         );
         pool2.admit(short, &ledger, &limits).unwrap();
-        let info = crate::BlockInfo {
-            height: 2,
-            time_ms: 2,
-            vrf_output: [0; 32],
-            last_commit: vec![],
-        };
+        let info = block_info(2);
         ledger.apply_block(&info, &[], &cess_proofs::CpuBackend);
         pool2.after_block(&ledger, &[], &[]);
         assert!(pool2.is_empty(), "expired");
@@ -664,12 +650,7 @@ mod tests {
         pool.admit(tx.clone(), &ledger, &limits).unwrap();
         pool.admit(second.clone(), &ledger, &limits).unwrap();
         // A block carries a twin with a bad signature (a proposer's choice).
-        let info = crate::BlockInfo {
-            height: 1,
-            time_ms: 1,
-            vrf_output: [0; 32],
-            last_commit: vec![],
-        };
+        let info = block_info(1);
         let mut bad = tx.clone();
         bad.signature[0] ^= 1;
         let outcome =
@@ -678,7 +659,7 @@ mod tests {
         // Not the same bytes: the pool keeps its own (valid) one.
         pool.after_block(&ledger, &[bad], &outcome.receipts);
         assert_eq!(pool.len(), 2);
-        let info = crate::BlockInfo { height: 2, ..info };
+        let info = block_info(2);
         // The next block carries nonce 1 before nonce 0: not included, so it leaves.
         let block = [second];
         let outcome = ledger.apply_block(&info, &block, &cess_proofs::CpuBackend);

@@ -139,7 +139,20 @@ impl Ledger {
         // One proof per audit is verified: the first well-signed one that decodes. Later
         // ones for the same audit are refused (`NoAudit`) without a pairing.
         let mut answered = std::collections::HashSet::new();
+        // Each signer's nonce as the block will reach it, so a proof after another of its
+        // signer's transactions is verified; a transaction whose nonce is not the next never
+        // moves it. (Balances and other transactions' fees are not followed: a signer's own
+        // transactions can at worst cost one wasted verification per open audit, or leave
+        // its proof unverified when it put two transactions with one nonce in a block.)
+        let mut next_nonce: HashMap<AccountId, u64> = HashMap::new();
         for (index, tx) in txs.iter().enumerate() {
+            let expected = next_nonce
+                .entry(tx.signer)
+                .or_insert_with(|| self.account(&tx.signer).nonce);
+            let in_turn = tx.nonce == *expected && tx.valid_until >= self.height;
+            if in_turn {
+                *expected += 1;
+            }
             let Call::SubmitProof {
                 round,
                 tagger,
@@ -152,7 +165,10 @@ impl Ledger {
             let Some(audit) = self.audits.get(&key) else {
                 continue;
             };
-            if answered.contains(&key) || self.check_inclusion_at(tx, self.height).is_err() {
+            if !in_turn
+                || answered.contains(&key)
+                || self.check_terms(tx, self.height, tx.encoded_len()).is_err()
+            {
                 continue;
             }
             if !signature_checked(index) && !tx.signature_is_valid(&self.chain_id) {

@@ -432,24 +432,37 @@ impl Ledger {
         self.check_inclusion_at(tx, self.height + 1)
     }
 
-    /// [`Ledger::check_inclusion`] in the block at `height`.
-    fn check_inclusion_at(&self, tx: &Transaction, height: u64) -> Result<(), TxError> {
+    /// The checks of a transaction's own terms, whatever the state: its validity has not
+    /// passed at `height` and its fee is at least the least for its `len_bytes` encoded
+    /// bytes. Shared by inclusion and by mempool admission.
+    pub fn check_terms(
+        &self,
+        tx: &Transaction,
+        height: u64,
+        len_bytes: usize,
+    ) -> Result<(), TxError> {
         if tx.valid_until < height {
             return Err(TxError::Expired {
                 valid_until: tx.valid_until,
                 height,
             });
         }
+        let min = self.params.min_fee_for_len(tx, len_bytes);
+        if tx.fee < min {
+            return Err(TxError::FeeTooLow { min, got: tx.fee });
+        }
+        Ok(())
+    }
+
+    /// [`Ledger::check_inclusion`] in the block at `height`.
+    fn check_inclusion_at(&self, tx: &Transaction, height: u64) -> Result<(), TxError> {
+        self.check_terms(tx, height, tx.encoded_len())?;
         let account = self.account(&tx.signer);
         if tx.nonce != account.nonce {
             return Err(TxError::BadNonce {
                 expected: account.nonce,
                 got: tx.nonce,
             });
-        }
-        let min = self.params.min_fee(tx);
-        if tx.fee < min {
-            return Err(TxError::FeeTooLow { min, got: tx.fee });
         }
         if account.balance < tx.fee {
             return Err(TxError::CannotPayFee {
@@ -475,18 +488,16 @@ impl Ledger {
         call: Call,
     ) -> Transaction {
         let valid_until = self.height + self.params.tx_validity_blocks_max;
-        // The fee is part of the encoding but of fixed width, so the length (and the least
-        // fee) does not depend on its value.
-        let probe = Transaction::sign(
-            key,
-            &self.chain_id,
-            TxTerms {
-                nonce,
-                fee: 0,
-                valid_until,
-            },
+        // The fee and the signature are of fixed width, so the length (and the least fee)
+        // does not depend on their values: an unsigned probe prices the transaction.
+        let probe = Transaction {
+            signer: key.id(),
+            nonce,
+            fee: 0,
+            valid_until,
             call,
-        );
+            signature: [0; crate::keys::ACCOUNT_SIGNATURE_BYTES],
+        };
         let fee = self.params.min_fee(&probe);
         Transaction::sign(
             key,

@@ -148,6 +148,11 @@ impl LedgerParams {
     /// create, and a proof's verification. Computed from the transaction alone (never the
     /// state), so a mempool can check it before anything else.
     pub fn min_fee(&self, tx: &Transaction) -> u128 {
+        self.min_fee_for_len(tx, tx.encoded_len())
+    }
+
+    /// [`LedgerParams::min_fee`] for a caller that has the encoded length already.
+    pub fn min_fee_for_len(&self, tx: &Transaction, len_bytes: usize) -> u128 {
         let entries: u128 = match &tx.call {
             Call::RegisterMiner { .. } | Call::RegisterCandidate { .. } => 1,
             // A key of s sectors is s + 1 points of 48 bytes.
@@ -170,7 +175,7 @@ impl LedgerParams {
             _ => 0,
         };
         self.fee_base
-            .saturating_add(self.fee_per_byte.saturating_mul(tx.encoded_len() as u128))
+            .saturating_add(self.fee_per_byte.saturating_mul(len_bytes as u128))
             .saturating_add(self.fee_per_entry.saturating_mul(entries))
             .saturating_add(proof)
     }
