@@ -289,13 +289,20 @@ fn audit_setup(
         ));
     }
     apply(&mut ledger, &txs)?;
-    // File k on miners k..k+12 (mod n): every miner is in 12 files.
+    // n files, each placed by the ledger on 12 of the n miners (12 files per miner on
+    // average), in space the owner rents first.
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut reports = Vec::new();
-    let mut declares = Vec::new();
+    let mut declares = vec![ledger.transaction_with_nonce(
+        owner,
+        0,
+        Call::RentSpace {
+            add_gib: 1 << 12,
+            add_blocks: 1000,
+        },
+    )];
+    let mut file_ids = Vec::new();
     let n = miners.len();
     for k in 0..n {
-        let column_miners: Vec<usize> = (0..12).map(|c| (k + c) % n).collect();
         let file_id: Hash32 = rand::Rng::random(&mut rng);
         let decls = (0..segments)
             .map(|_| SegmentDecl {
@@ -305,22 +312,32 @@ fn audit_setup(
             .collect();
         declares.push(ledger.transaction_with_nonce(
             owner,
-            k as u64,
+            k as u64 + 1,
             Call::DeclareFile {
                 file_id,
                 file_name: format!("f{k}"),
                 size_bytes: (segments * fragment_bytes * 4) as u64,
                 fragment_bytes: fragment_bytes as u64,
                 tagger: key.public().id().0,
-                miners: column_miners.iter().map(|&i| miners[i].id()).collect(),
                 segments: decls,
             },
         ));
-        for (column, &i) in column_miners.iter().enumerate() {
-            reports.push((i, file_id, column as u16));
-        }
+        file_ids.push(file_id);
     }
     apply(&mut ledger, &declares)?;
+    let index: std::collections::HashMap<cess_consensus::AccountId, usize> = miners
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id(), i))
+        .collect();
+    let mut reports = Vec::new();
+    for file_id in &file_ids {
+        let file = ledger.file(file_id).ok_or("declared file missing")?;
+        for (column, fragment) in file.segments[0].fragments.iter().enumerate() {
+            let miner = fragment.miner.ok_or("unplaced column")?;
+            reports.push((index[&miner], *file_id, column as u16));
+        }
+    }
     let mut nonces = vec![1u64; n];
     let report_txs: Vec<Transaction> = reports
         .into_iter()
@@ -589,6 +606,14 @@ impl StoredLedger {
             })
             .collect();
         this.apply(&registrations, true)?;
+        let rent = this.ledger.transaction(
+            &this.owner,
+            Call::RentSpace {
+                add_gib: 1024,
+                add_blocks: 1 << 20,
+            },
+        );
+        this.apply(&[rent], true)?;
         let files = fragments.div_ceil(12 * BLOCK_SEGMENTS);
         for chunk in (0..files).collect::<Vec<_>>().chunks(64) {
             let nonce = this.ledger.account(&this.owner.id()).nonce;
@@ -635,25 +660,37 @@ impl StoredLedger {
             size_bytes: segments.len() as u64 * BLOCK_FRAGMENT_BYTES * 4,
             fragment_bytes: BLOCK_FRAGMENT_BYTES,
             tagger: self.tagger,
-            miners: self.miners.iter().map(|m| m.id()).collect(),
             segments,
         }
     }
 
-    /// Every column of each file reported by its miner.
+    /// Every column of each file reported by the miner the ledger placed it on.
     fn reports(&self, files: &[Hash32]) -> Vec<Transaction> {
+        let mut nonces: std::collections::HashMap<cess_consensus::AccountId, u64> = self
+            .miners
+            .iter()
+            .map(|m| (m.id(), self.ledger.account(&m.id()).nonce))
+            .collect();
         let mut txs = Vec::new();
-        for (column, miner) in self.miners.iter().enumerate() {
-            let nonce = self.ledger.account(&miner.id()).nonce;
-            for (k, file_id) in files.iter().enumerate() {
+        for file_id in files {
+            let file = self.ledger.file(file_id).expect("declared files exist");
+            for (column, fragment) in file.segments[0].fragments.iter().enumerate() {
+                let id = fragment.miner.expect("placed");
+                let miner = self
+                    .miners
+                    .iter()
+                    .find(|m| m.id() == id)
+                    .expect("one of the 12");
+                let nonce = nonces.get_mut(&id).expect("one of the 12");
                 txs.push(self.ledger.transaction_with_nonce(
                     miner,
-                    nonce + k as u64,
+                    *nonce,
                     Call::ReportStored {
                         file_id: *file_id,
                         column: column as u16,
                     },
                 ));
+                *nonce += 1;
             }
         }
         txs

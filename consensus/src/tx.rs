@@ -62,16 +62,24 @@ pub enum Call {
         key: Vec<u8>,
         approvals: Vec<TaggerApproval>,
     },
-    /// A storage order: the file, its segments and fragments, and the miners of the columns.
-    /// An existing file id adds the signer as another owner (deduplication).
+    /// A storage order: the file, its segments and fragments. The ledger places the columns
+    /// on miners it draws with its randomness (never the uploader's choice), and the order
+    /// uses that many bytes of the signer's rented space. An existing file id adds the
+    /// signer as another owner (deduplication), which uses the signer's space too.
     DeclareFile {
         file_id: Hash32,
         file_name: String,
         size_bytes: u64,
         fragment_bytes: u64,
         tagger: Hash32,
-        miners: Vec<AccountId>,
         segments: Vec<SegmentDecl>,
+    },
+    /// Rent space, or extend the signer's lease: `add_gib` more GiB until the lease ends,
+    /// and the end `add_blocks` later. Paid now, for every GiB-block added (a new lease
+    /// also pays for its grace blocks).
+    RentSpace {
+        add_gib: u32,
+        add_blocks: u64,
     },
     /// Miner of `column` reports it stores that column's fragment of every segment.
     ReportStored {
@@ -136,6 +144,7 @@ impl Call {
             Call::Bond { .. } => 15,
             Call::Unbond { .. } => 16,
             Call::AddCollateral { .. } => 17,
+            Call::RentSpace { .. } => 18,
         }
     }
 
@@ -158,6 +167,7 @@ impl Call {
             Call::Bond { .. } => "bond",
             Call::Unbond { .. } => "unbond",
             Call::AddCollateral { .. } => "add_collateral",
+            Call::RentSpace { .. } => "rent_space",
         }
     }
 
@@ -197,7 +207,6 @@ impl Call {
                 size_bytes,
                 fragment_bytes,
                 tagger,
-                miners,
                 segments,
             } => {
                 w.fixed(file_id)
@@ -205,11 +214,7 @@ impl Call {
                     .u64(*size_bytes)
                     .u64(*fragment_bytes)
                     .fixed(tagger)
-                    .count(miners.len());
-                for miner in miners {
-                    w.fixed(&miner.0);
-                }
-                w.count(segments.len());
+                    .count(segments.len());
                 for segment in segments {
                     w.fixed(&segment.segment_id).count(segment.fragments.len());
                     for fragment in &segment.fragments {
@@ -244,6 +249,12 @@ impl Call {
             }
             Call::Bond { amount } | Call::Unbond { amount } | Call::AddCollateral { amount } => {
                 w.u128(*amount);
+            }
+            Call::RentSpace {
+                add_gib,
+                add_blocks,
+            } => {
+                w.u32(*add_gib).u64(*add_blocks);
             }
         }
     }
@@ -288,11 +299,6 @@ impl Call {
                 let size_bytes = r.u64("size")?;
                 let fragment_bytes = r.u64("fragment bytes")?;
                 let tagger = r.array("tagger")?;
-                let miner_count = r.count(FRAGMENTS_PER_SEGMENT_MAX, 32, "miners")?;
-                let mut miners = Vec::with_capacity(miner_count);
-                for _ in 0..miner_count {
-                    miners.push(AccountId(r.array("miner")?));
-                }
                 let segment_count = r.count(SEGMENTS_PER_ORDER_MAX, 36, "segments")?;
                 let mut segments = Vec::with_capacity(segment_count);
                 for _ in 0..segment_count {
@@ -313,7 +319,6 @@ impl Call {
                     size_bytes,
                     fragment_bytes,
                     tagger,
-                    miners,
                     segments,
                 }
             }
@@ -351,6 +356,10 @@ impl Call {
             },
             17 => Call::AddCollateral {
                 amount: r.u128("amount")?,
+            },
+            18 => Call::RentSpace {
+                add_gib: r.u32("GiB")?,
+                add_blocks: r.u64("blocks")?,
             },
             _ => return Err(DecodeError::Invalid("call kind")),
         };
@@ -600,7 +609,6 @@ mod tests {
                 size_bytes: 10,
                 fragment_bytes: 8 << 20,
                 tagger: [2; 32],
-                miners: vec![AccountId([3; 32]); 12],
                 segments: vec![SegmentDecl {
                     segment_id: [4; 32],
                     fragments: vec![[5; 32]; 12],
@@ -610,6 +618,10 @@ mod tests {
                 round: 3,
                 tagger: [6; 32],
                 proof: vec![7; 100],
+            },
+            Call::RentSpace {
+                add_gib: 3,
+                add_blocks: 400,
             },
             Call::RegisterCandidate {
                 key: [8; 48],

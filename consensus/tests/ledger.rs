@@ -10,10 +10,11 @@ use common::{Chain, Storage, test_params};
 
 const FRAGMENT: usize = 2048;
 
-/// Edits a storage order's miners, segments and size.
-type OrderEdit = dyn Fn(&mut Vec<cess_consensus::AccountId>, &mut Vec<SegmentDecl>, &mut u64);
+/// Edits a storage order's segments and size.
+type OrderEdit = dyn Fn(&mut Vec<SegmentDecl>, &mut u64);
 
-/// 13 miners (accounts 4..17) with 1 MiB each and a registered tagger (account 3).
+/// 13 miners (accounts 4..17) with 1 MiB each, a registered tagger (account 3), and 1 GiB
+/// of rented space for accounts 0, 1 and 2.
 fn storage_chain() -> (Chain, Storage) {
     storage_chain_with(test_params())
 }
@@ -25,19 +26,19 @@ fn storage_chain_with(params: cess_consensus::LedgerParams) -> (Chain, Storage) 
     }
     let storage = Storage::new(9);
     chain.register_tagger(3, storage.tagger.public().encode());
+    for owner in 0..3 {
+        chain.rent(owner, 1, 100_000);
+    }
     (chain, storage)
-}
-
-fn miners(chain: &Chain, first: usize) -> Vec<cess_consensus::AccountId> {
-    (first..first + 12).map(|i| chain.id(i)).collect()
 }
 
 #[test]
 fn a_file_becomes_active_when_every_column_is_reported_and_is_freed_by_its_last_owner() {
     let (mut chain, mut storage) = storage_chain();
-    let (file_id, order) = storage.order(1, 2, FRAGMENT, miners(&chain, 4));
+    let (file_id, order) = storage.order(1, 2, FRAGMENT);
     chain.run(0, order.clone()).unwrap();
-    let m4 = chain.id(4);
+    let holders = chain.holders(&file_id);
+    let m4 = chain.id(holders[0]);
     assert_eq!(
         chain.ledger.miner(&m4).unwrap().locked_bytes,
         2 * FRAGMENT as u64
@@ -49,13 +50,16 @@ fn a_file_becomes_active_when_every_column_is_reported_and_is_freed_by_its_last_
 
     for column in 0..12u16 {
         // Only the column's miner can report it, and only once.
-        let wrong = 4 + ((column as usize + 1) % 12);
+        let wrong = holders[(column as usize + 1) % 12];
         assert_eq!(
             chain.run(wrong, Call::ReportStored { file_id, column }),
             Err(TxError::NothingToReport)
         );
         let outcome = {
-            let tx = chain.tx(4 + column as usize, Call::ReportStored { file_id, column });
+            let tx = chain.tx(
+                holders[column as usize],
+                Call::ReportStored { file_id, column },
+            );
             chain.block(&[tx])
         };
         assert_eq!(outcome.receipts, vec![Ok(())]);
@@ -101,13 +105,12 @@ fn a_file_becomes_active_when_every_column_is_reported_and_is_freed_by_its_last_
 #[test]
 fn refused_calls_change_only_the_fee_and_the_nonce() {
     let (mut chain, mut storage) = storage_chain();
-    let (file_id, good_order) = storage.order(2, 1, FRAGMENT, miners(&chain, 4));
+    let (file_id, good_order) = storage.order(2, 1, FRAGMENT);
     let Call::DeclareFile {
         file_name,
         size_bytes,
         fragment_bytes,
         tagger,
-        miners: order_miners,
         segments,
         ..
     } = good_order.clone()
@@ -115,17 +118,15 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
         unreachable!()
     };
     let with = |edit: &OrderEdit| {
-        let mut m = order_miners.clone();
         let mut s = segments.clone();
         let mut size = size_bytes;
-        edit(&mut m, &mut s, &mut size);
+        edit(&mut s, &mut size);
         Call::DeclareFile {
             file_id,
             file_name: file_name.clone(),
             size_bytes: size,
             fragment_bytes,
             tagger,
-            miners: m,
             segments: s,
         }
     };
@@ -149,36 +150,56 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
         ),
         (
             0,
-            with(&|m, _, _| {
-                m.pop();
-            }),
-            "11 miners",
-        ),
-        (0, with(&|m, _, _| m[1] = m[0]), "same miner twice"),
-        (
-            0,
-            with(&|m, _, _| m[0] = cess_consensus::AccountId([7; 32])),
-            "not a miner",
-        ),
-        (
-            0,
-            with(&|_, s, _| s[0].fragments[1] = s[0].fragments[0]),
+            with(&|s, _| s[0].fragments[1] = s[0].fragments[0]),
             "fragment twice",
         ),
         (
             0,
-            with(&|_, s, _| {
+            with(&|s, _| {
                 s[0].fragments.pop();
             }),
             "short segment",
         ),
-        (0, with(&|_, _, size| *size = 0), "empty file"),
+        (0, with(&|_, size| *size = 0), "empty file"),
         (
             0,
-            with(&|_, _, size| *size = u64::MAX),
+            with(&|_, size| *size = u64::MAX),
             "file larger than its segments",
         ),
-        (0, with(&|_, s, _| s.clear()), "no segments"),
+        (0, with(&|s, _| s.clear()), "no segments"),
+        (5, good_order.clone(), "no lease"),
+        (
+            0,
+            Call::RentSpace {
+                add_gib: 0,
+                add_blocks: 0,
+            },
+            "empty rent",
+        ),
+        (
+            5,
+            Call::RentSpace {
+                add_gib: 1,
+                add_blocks: 0,
+            },
+            "a new lease of no blocks",
+        ),
+        (
+            5,
+            Call::RentSpace {
+                add_gib: u32::MAX,
+                add_blocks: u64::MAX,
+            },
+            "a lease that overflows",
+        ),
+        (
+            5,
+            Call::RentSpace {
+                add_gib: u32::MAX,
+                add_blocks: 1_000_000_000,
+            },
+            "a lease the signer cannot pay",
+        ),
         (1, Call::ReportStored { file_id, column: 0 }, "unknown file"),
         (1, Call::DeleteFile { file_id }, "unknown file"),
         (
@@ -357,11 +378,19 @@ fn space_is_never_overcommitted() {
     }
     let mut storage = Storage::new(3);
     chain.register_tagger(3, storage.tagger.public().encode());
-    let (_, two) = storage.order(1, 2, FRAGMENT, miners(&chain, 4));
+    chain.rent(0, 1, 100_000);
+    let (_, two) = storage.order(1, 2, FRAGMENT);
     chain.run(0, two).unwrap();
-    let (_, again) = storage.order(2, 2, FRAGMENT, miners(&chain, 4));
-    assert!(matches!(chain.run(0, again), Err(TxError::NoSpace { .. })));
-    let (_, one) = storage.order(3, 1, FRAGMENT, miners(&chain, 4));
+    // Every miner has one fragment's room left: no 12 of them can take two.
+    let (_, again) = storage.order(2, 2, FRAGMENT);
+    assert_eq!(
+        chain.run(0, again),
+        Err(TxError::NotEnoughMiners {
+            needed: 12,
+            able: 0
+        })
+    );
+    let (_, one) = storage.order(3, 1, FRAGMENT);
     chain.run(0, one).unwrap();
     let m = chain.ledger.miner(&chain.id(4)).unwrap();
     assert_eq!(m.idle_bytes(), 0);
@@ -378,17 +407,271 @@ fn space_is_never_overcommitted() {
     ));
 }
 
+/// A declaration with fragment ids that were never tagged: what the ledger checks before
+/// any miner sees a byte.
+fn bare_order(seed: u8, segments: usize, fragment_bytes: u64, tagger: [u8; 32]) -> Call {
+    Call::DeclareFile {
+        file_id: [seed; 32],
+        file_name: format!("bare-{seed}"),
+        size_bytes: fragment_bytes,
+        fragment_bytes,
+        tagger,
+        segments: (0..segments)
+            .map(|s| SegmentDecl {
+                segment_id: common::sha(&[seed, s as u8, 0xAA]),
+                fragments: (0..12).map(|c| common::sha(&[seed, s as u8, c])).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Scenario: the uploader named the miners of its order, so it could put every column of a
+/// file on miners it controls (or on one it wants to burden). The ledger now draws the
+/// columns itself, with its randomness, from the miners able to take them; an order with
+/// more columns than able miners is refused and changes nothing.
+#[test]
+fn the_ledger_places_every_order_on_distinct_miners_it_draws() {
+    let mut chain = Chain::new(40, 4, test_params());
+    for i in 4..34 {
+        chain.register_miner(i, 1 << 20);
+    }
+    let mut storage = Storage::new(5);
+    chain.register_tagger(3, storage.tagger.public().encode());
+    chain.rent(0, 1, 100_000);
+    let mut placements = std::collections::BTreeSet::new();
+    let mut times_chosen = [0usize; 40];
+    for seed in 0..12 {
+        let (file_id, order) = storage.order(100 + seed, 1, 512);
+        chain.run(0, order).unwrap();
+        let holders = chain.holders(&file_id);
+        let distinct: std::collections::BTreeSet<usize> = holders.iter().copied().collect();
+        assert_eq!(distinct.len(), 12, "one column per distinct miner");
+        assert!(holders.iter().all(|i| (4..34).contains(i)));
+        for &i in &holders {
+            times_chosen[i] += 1;
+        }
+        placements.insert(distinct);
+    }
+    assert!(
+        placements.len() >= 10,
+        "30 miners, 12 columns: the draws differ from order to order ({} distinct)",
+        placements.len()
+    );
+    assert!(
+        times_chosen[4..34].iter().filter(|&&n| n > 0).count() >= 25,
+        "the draws reach most of the registry: {times_chosen:?}"
+    );
+
+    // Fewer able miners than columns: refused with the count, nothing placed.
+    let mut small = Chain::new(20, 4, test_params());
+    for i in 4..15 {
+        small.register_miner(i, 1 << 20);
+    }
+    let mut storage = Storage::new(6);
+    small.register_tagger(3, storage.tagger.public().encode());
+    small.rent(0, 1, 100_000);
+    let (file_id, order) = storage.order(1, 1, 512);
+    assert_eq!(
+        small.run(0, order.clone()),
+        Err(TxError::NotEnoughMiners {
+            needed: 12,
+            able: 11
+        })
+    );
+    assert!(small.ledger.file(&file_id).is_none());
+    assert_eq!(small.ledger.lease(&small.id(0)).unwrap().used_bytes, 0);
+    small.register_miner(15, 1 << 20);
+    small.run(0, order).unwrap();
+}
+
+/// Scenario: orders were free, so anyone could lock every miner's space. An order now uses
+/// its owner's rented space (every fragment it stores), paid up front for every GiB-block;
+/// an order larger than the lease, or after the lease ended, is refused; the owner's files
+/// are released after the lease's grace blocks and the space returns to the miners.
+#[test]
+fn orders_use_rented_space_and_the_files_of_an_ended_lease_are_released() {
+    let params = cess_consensus::LedgerParams {
+        lease_grace_blocks: 6,
+        lease_releases_per_block_max: 1,
+        ..test_params()
+    };
+    let mut chain = Chain::new(20, 4, params.clone());
+    for i in 4..16 {
+        chain.register_miner(i, 256 << 20);
+    }
+    let mut storage = Storage::new(7);
+    chain.register_tagger(3, storage.tagger.public().encode());
+    let tagger = storage.tagger_id();
+    let (_, order) = storage.order(1, 1, FRAGMENT);
+    assert_eq!(chain.run(0, order.clone()), Err(TxError::NoLease));
+
+    // The price: every GiB-block added, the grace blocks included for a new lease.
+    let owner = chain.id(0);
+    let balance = chain.ledger.account(&owner).balance;
+    let fees = chain.fees_paid(0);
+    chain.rent(0, 1, 20);
+    let price = (20 + 6) * params.rent_per_gib_block;
+    assert_eq!(
+        chain.ledger.account(&owner).balance,
+        balance - price - (chain.fees_paid(0) - fees)
+    );
+    let lease = *chain.ledger.lease(&owner).unwrap();
+    assert_eq!((lease.gib, lease.used_bytes), (1, 0));
+    // Adding a GiB pays for the blocks left (and the grace); adding blocks pays for every GiB.
+    let balance = chain.ledger.account(&owner).balance;
+    let fees = chain.fees_paid(0);
+    chain.rent(0, 1, 10);
+    let left = lease.until + 6 - chain.ledger.height();
+    let price = (u128::from(left) + 2 * 10) * params.rent_per_gib_block;
+    assert_eq!(
+        chain.ledger.account(&owner).balance,
+        balance - price - (chain.fees_paid(0) - fees)
+    );
+    let extended = *chain.ledger.lease(&owner).unwrap();
+    assert_eq!(
+        (extended.gib, extended.until),
+        (2, lease.until + 10),
+        "more GiB and a later end"
+    );
+
+    // 2 GiB: an order of 2 segments × 12 × 64 MiB = 1.5 GiB fits, another does not.
+    let big = bare_order(1, 2, 64 << 20, tagger);
+    chain.run(0, big).unwrap();
+    assert_eq!(
+        chain.ledger.lease(&owner).unwrap().used_bytes,
+        3 << 29,
+        "every fragment"
+    );
+    assert_eq!(
+        chain.run(0, bare_order(2, 2, 64 << 20, tagger)),
+        Err(TxError::SpaceExceeded {
+            needed: 3 << 29,
+            free: 1 << 29
+        })
+    );
+    // Deleting returns the space.
+    chain.run(0, Call::DeleteFile { file_id: [1; 32] }).unwrap();
+    assert_eq!(chain.ledger.lease(&owner).unwrap().used_bytes, 0);
+
+    // Two stored files, then the lease ends: no new orders; after the grace blocks the
+    // files are released, one per block, and the lease is gone.
+    let (first, order) = storage.order(2, 1, FRAGMENT);
+    chain.run(0, order).unwrap();
+    chain.report_all(&first);
+    let (second, order) = storage.order(3, 1, FRAGMENT);
+    chain.run(0, order).unwrap();
+    let until = chain.ledger.lease(&owner).unwrap().until;
+    while chain.ledger.height() < until {
+        chain.block(&[]);
+    }
+    let (_, late) = storage.order(4, 1, FRAGMENT);
+    assert_eq!(chain.run(0, late), Err(TxError::LeaseEnded { until }));
+    let mut released = Vec::new();
+    let mut ended = false;
+    while !ended {
+        let outcome = chain.block(&[]);
+        for event in outcome.events {
+            match event {
+                Event::LeaseReleasedFile { owner: o, file_id } => {
+                    assert_eq!(o, owner);
+                    assert!(
+                        chain.ledger.height() > until + 6,
+                        "not before the grace ends"
+                    );
+                    released.push((chain.ledger.height(), file_id));
+                }
+                Event::LeaseEnded { owner: o } => ended = o == owner,
+                _ => {}
+            }
+        }
+        assert!(chain.ledger.height() < until + 20, "the lease never ended");
+    }
+    assert_eq!(released.len(), 2);
+    assert_ne!(released[0].0, released[1].0, "one release per block");
+    assert!(chain.ledger.file(&first).is_none() && chain.ledger.file(&second).is_none());
+    assert!(chain.ledger.lease(&owner).is_none());
+    for i in 4..16 {
+        let miner = chain.ledger.miner(&chain.id(i)).unwrap();
+        assert_eq!((miner.locked_bytes, miner.active_bytes), (0, 0));
+    }
+}
+
+/// Scenario (issue 20): every valid proof paid 1 token plus 1 token per GiB from the pool,
+/// so a miner that uploaded to itself was paid for its own data at everyone else's expense.
+/// Now a valid proof earns its least fee back and the rent its miner accrued, which owners
+/// paid before: an owner that runs every miner of its file loses money, round after round.
+#[test]
+fn self_dealing_earns_nothing() {
+    // Account 0 uploads and runs all 13 miners (accounts 4..17).
+    let mut chain = Chain::new(20, 4, test_params());
+    for i in 4..17 {
+        chain.register_miner(i, 1 << 20);
+    }
+    let mut storage = Storage::new(9);
+    chain.register_tagger(3, storage.tagger.public().encode());
+    let dealer: Vec<usize> = std::iter::once(0).chain(4..17).collect();
+    let wealth = |chain: &Chain| -> u128 {
+        dealer
+            .iter()
+            .map(|&i| {
+                let id = chain.id(i);
+                chain.ledger.account(&id).balance
+                    + chain.ledger.miner(&id).map_or(0, |m| m.collateral)
+            })
+            .sum()
+    };
+    let start = wealth(&chain);
+    // The least lease that covers the rounds.
+    chain.rent(0, 1, 40);
+    let file_id = store_file(&mut chain, &mut storage, 81, 2);
+    let mut proofs = 0;
+    for _ in 0..4 {
+        let audits = next_audits(&mut chain);
+        let txs: Vec<_> = audits
+            .iter()
+            .map(|(round, miner, tagger)| {
+                let challenge = chain.ledger.challenge(*round, miner, tagger).unwrap();
+                let (proof, _) = cess_proofs::prove(
+                    storage.tagger.public(),
+                    &challenge,
+                    &mut storage.source.clone(),
+                    &CpuBackend,
+                )
+                .unwrap();
+                chain.tx(
+                    chain.index_of(miner),
+                    Call::SubmitProof {
+                        round: *round,
+                        tagger: *tagger,
+                        proof: proof.encode(),
+                    },
+                )
+            })
+            .collect();
+        let outcome = chain.block(&txs);
+        proofs += outcome
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::ProofValid { .. }))
+            .count();
+    }
+    assert_eq!(proofs, 48, "every audit answered validly");
+    assert!(chain.ledger.file(&file_id).is_some());
+    let end = wealth(&chain);
+    assert!(
+        end < start,
+        "self-dealing must not pay: {start} before, {end} after"
+    );
+}
+
 /// Audits: valid proofs are rewarded, invalid ones and missing ones penalised.
 #[test]
 fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
     let (mut chain, mut storage) = storage_chain();
-    let (file_id, order) = storage.order(7, 3, FRAGMENT, miners(&chain, 4));
+    let (file_id, order) = storage.order(7, 3, FRAGMENT);
     chain.run(0, order).unwrap();
-    for column in 0..12u16 {
-        chain
-            .run(4 + column as usize, Call::ReportStored { file_id, column })
-            .unwrap();
-    }
+    chain.report_all(&file_id);
+    let holders = chain.holders(&file_id);
     // Run to the next audit round.
     let mut opened = Vec::new();
     while opened.is_empty() {
@@ -412,8 +695,7 @@ fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
         12,
         "every miner holding data is challenged (permille 1000)"
     );
-    let ids: Vec<cess_consensus::AccountId> = (0..20).map(|i| chain.id(i)).collect();
-    let index_of = |id: &cess_consensus::AccountId| (4..16).find(|&i| ids[i] == *id).unwrap();
+    let _ = holders;
 
     // Miners 0..10 answer correctly, miner 10 sends a proof for the wrong data, miner 11 is
     // silent. All proofs go in one block (one batch verification).
@@ -422,7 +704,7 @@ fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
     let mut silent = None;
     for (k, (round, miner, tagger, _)) in opened.iter().enumerate() {
         let challenge = chain.ledger.challenge(*round, miner, tagger).unwrap();
-        let i = index_of(miner);
+        let i = chain.index_of(miner);
         if k == 11 {
             silent = Some(*miner);
             continue;
@@ -452,7 +734,22 @@ fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
     }
     let wrong = wrong.unwrap();
     let silent = silent.unwrap();
-    let balance_before = chain.ledger.account(&chain.id(4)).balance;
+    // What each valid proof earns: its least fee back and the rent its miner accrued for the
+    // bytes it held, up to this block.
+    let p = chain.ledger.params().clone();
+    let height = chain.ledger.height() + 1;
+    let expected: std::collections::BTreeMap<_, u128> = txs
+        .iter()
+        .map(|tx| {
+            let m = chain.ledger.miner(&tx.signer).unwrap();
+            let rent = u128::from(m.active_bytes)
+                * p.rent_per_gib_block
+                * u128::from(height - m.rent_since)
+                / u128::from(cess_consensus::ledger::GIB);
+            assert!(rent > 0, "a miner holding data earns rent");
+            (tx.signer, p.min_fee(tx) + m.rent_accrued + rent)
+        })
+        .collect();
     let collateral_wrong = chain.ledger.miner(&wrong).unwrap().collateral;
     let outcome = chain.block(&txs);
     assert!(
@@ -460,11 +757,13 @@ fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
         "{:?}",
         outcome.receipts
     );
-    let valid = outcome
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::ProofValid { .. }))
-        .count();
+    let mut valid = 0;
+    for event in &outcome.events {
+        if let Event::ProofValid { miner, reward, .. } = event {
+            valid += 1;
+            assert_eq!(*reward, expected[miner], "least fee back and rent");
+        }
+    }
     assert_eq!(valid, 10);
     assert!(
         outcome
@@ -477,16 +776,10 @@ fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
         chain.ledger.miner(&wrong).unwrap().collateral,
         collateral_wrong - p.penalty_invalid
     );
-    if wrong != chain.id(4) && silent != chain.id(4) {
-        assert!(
-            chain.ledger.account(&chain.id(4)).balance > balance_before,
-            "rewarded"
-        );
-    }
     // A second answer to a closed audit is refused.
     let (round, miner, tagger, deadline) = opened[0];
     let tx = chain.tx(
-        index_of(&miner),
+        chain.index_of(&miner),
         Call::SubmitProof {
             round,
             tagger,
@@ -517,30 +810,37 @@ fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
 #[test]
 fn restoral_orders_move_a_lost_fragment_to_another_miner() {
     let (mut chain, mut storage) = storage_chain();
-    let (file_id, order) = storage.order(5, 1, FRAGMENT, miners(&chain, 4));
+    let (file_id, order) = storage.order(5, 1, FRAGMENT);
     chain.run(0, order).unwrap();
-    for column in 0..12u16 {
-        chain
-            .run(4 + column as usize, Call::ReportStored { file_id, column })
-            .unwrap();
-    }
+    chain.report_all(&file_id);
+    let holders = chain.holders(&file_id);
     let fragment_id = chain.ledger.file(&file_id).unwrap().segments[0].fragments[3].id;
+    // 13 miners, 12 columns: one holds nothing of the file.
+    let (other, lost_by) = (holders[1], holders[3]);
+    let spare = (4..17).find(|i| !holders.contains(i)).unwrap();
     assert_eq!(
-        chain.run(5, Call::ReportLost { fragment_id }),
+        chain.run(other, Call::ReportLost { fragment_id }),
         Err(TxError::NotHolder)
     );
-    chain.run(7, Call::ReportLost { fragment_id }).unwrap();
+    chain
+        .run(lost_by, Call::ReportLost { fragment_id })
+        .unwrap();
     assert!(chain.ledger.restoral(&fragment_id).is_some());
-    assert_eq!(chain.ledger.miner(&chain.id(7)).unwrap().active_bytes, 0);
+    assert_eq!(
+        chain.ledger.miner(&chain.id(lost_by)).unwrap().active_bytes,
+        0
+    );
 
     // A miner already holding a fragment of the segment cannot take it.
     assert_eq!(
-        chain.run(5, Call::ClaimRestoral { fragment_id }),
+        chain.run(other, Call::ClaimRestoral { fragment_id }),
         Err(TxError::HoldsSegment)
     );
-    chain.run(16, Call::ClaimRestoral { fragment_id }).unwrap();
+    chain
+        .run(spare, Call::ClaimRestoral { fragment_id })
+        .unwrap();
     assert!(matches!(
-        chain.run(7, Call::ClaimRestoral { fragment_id }),
+        chain.run(lost_by, Call::ClaimRestoral { fragment_id }),
         Err(TxError::AlreadyClaimed { .. })
     ));
     // The claim expires if not completed in time, and another miner can take it.
@@ -553,23 +853,28 @@ fn restoral_orders_move_a_lost_fragment_to_another_miner() {
             .any(|e| matches!(e, Event::RestoralClaimExpired { .. }));
     }
     assert!(expired);
-    assert_eq!(chain.ledger.miner(&chain.id(16)).unwrap().locked_bytes, 0);
     assert_eq!(
-        chain.run(16, Call::CompleteRestoral { fragment_id }),
+        chain.ledger.miner(&chain.id(spare)).unwrap().locked_bytes,
+        0
+    );
+    assert_eq!(
+        chain.run(spare, Call::CompleteRestoral { fragment_id }),
         Err(TxError::NotClaimer)
     );
-    chain.run(16, Call::ClaimRestoral { fragment_id }).unwrap();
     chain
-        .run(16, Call::CompleteRestoral { fragment_id })
+        .run(spare, Call::ClaimRestoral { fragment_id })
+        .unwrap();
+    chain
+        .run(spare, Call::CompleteRestoral { fragment_id })
         .unwrap();
     assert!(chain.ledger.restoral(&fragment_id).is_none());
     let fragment = &chain.ledger.file(&file_id).unwrap().segments[0].fragments[3];
     assert_eq!(
         (fragment.miner, fragment.stored),
-        (Some(chain.id(16)), true)
+        (Some(chain.id(spare)), true)
     );
     assert_eq!(
-        chain.ledger.miner(&chain.id(16)).unwrap().active_bytes,
+        chain.ledger.miner(&chain.id(spare)).unwrap().active_bytes,
         FRAGMENT as u64
     );
 }
@@ -577,40 +882,43 @@ fn restoral_orders_move_a_lost_fragment_to_another_miner() {
 #[test]
 fn an_exiting_miner_hands_its_fragments_to_restoral_and_withdraws_after_cooling_off() {
     let (mut chain, mut storage) = storage_chain();
-    let (file_id, order) = storage.order(6, 2, FRAGMENT, miners(&chain, 4));
+    let (file_id, order) = storage.order(6, 2, FRAGMENT);
     chain.run(0, order).unwrap();
+    let mine = chain.holder(&file_id, 0);
     chain
-        .run(4, Call::ReportStored { file_id, column: 0 })
+        .run(mine, Call::ReportStored { file_id, column: 0 })
         .unwrap();
-    let me = chain.id(4);
+    let me = chain.id(mine);
     let balance = chain.ledger.account(&me).balance;
-    let collateral = chain.ledger.miner(&me).unwrap().collateral;
-    let fees = chain.fees_paid(4);
+    let fees = chain.fees_paid(mine);
     assert_eq!(
-        chain.run(4, Call::WithdrawMiner),
+        chain.run(mine, Call::WithdrawMiner),
         Err(TxError::MinerNotExiting)
     );
-    chain.run(4, Call::ExitMiner).unwrap();
+    chain.run(mine, Call::ExitMiner).unwrap();
     assert!(matches!(
         chain.ledger.miner(&me).unwrap().state,
         MinerState::Exiting { .. }
     ));
     assert_eq!(chain.ledger.restorals().count(), 2, "both of its fragments");
-    // No new data on an exiting miner.
-    let (_, order) = storage.order(8, 1, FRAGMENT, miners(&chain, 4));
-    assert_eq!(chain.run(0, order), Err(TxError::MinerExiting));
+    // No new data on an exiting miner: the 12 others take the next order.
+    let (next, order) = storage.order(8, 1, FRAGMENT);
+    chain.run(0, order).unwrap();
+    assert!(!chain.holders(&next).contains(&mine));
     assert!(matches!(
-        chain.run(4, Call::WithdrawMiner),
+        chain.run(mine, Call::WithdrawMiner),
         Err(TxError::CoolingOff { .. })
     ));
     for _ in 0..test_params().miner_cooling_off_blocks {
         chain.block(&[]);
     }
-    chain.run(4, Call::WithdrawMiner).unwrap();
+    // Its collateral returns (less what missed audits took meanwhile).
+    let collateral = chain.ledger.miner(&me).unwrap().collateral;
+    chain.run(mine, Call::WithdrawMiner).unwrap();
     assert!(chain.ledger.miner(&me).is_none());
     assert_eq!(
         chain.ledger.account(&me).balance,
-        balance + collateral - (chain.fees_paid(4) - fees)
+        balance + collateral - (chain.fees_paid(mine) - fees)
     );
 }
 
@@ -842,14 +1150,11 @@ fn parameters_that_would_panic_or_make_audits_unanswerable_are_refused() {
 #[test]
 fn an_audited_miner_cannot_withdraw_before_its_audit_closes() {
     let (mut chain, mut storage) = storage_chain();
-    let (file_id, order) = storage.order(11, 1, FRAGMENT, miners(&chain, 4));
+    let (file_id, order) = storage.order(11, 1, FRAGMENT);
     chain.run(0, order).unwrap();
-    for column in 0..12u16 {
-        chain
-            .run(4 + column as usize, Call::ReportStored { file_id, column })
-            .unwrap();
-    }
-    let miner = chain.id(4);
+    chain.report_all(&file_id);
+    let first = chain.holder(&file_id, 0);
+    let miner = chain.id(first);
     let mut deadline = None;
     while deadline.is_none() {
         let outcome = chain.block(&[]);
@@ -861,9 +1166,9 @@ fn an_audited_miner_cannot_withdraw_before_its_audit_closes() {
         });
     }
     let deadline = deadline.unwrap();
-    chain.run(4, Call::ExitMiner).unwrap();
+    chain.run(first, Call::ExitMiner).unwrap();
     while chain.ledger.height() < deadline {
-        let refusal = chain.run(4, Call::WithdrawMiner).unwrap_err();
+        let refusal = chain.run(first, Call::WithdrawMiner).unwrap_err();
         assert!(matches!(refusal, TxError::CoolingOff { .. }), "{refusal}");
     }
     assert!(chain.ledger.audits().all(|((_, m, _), _)| *m != miner));
@@ -982,13 +1287,9 @@ fn next_audits(chain: &mut Chain) -> Vec<(u64, cess_consensus::AccountId, [u8; 3
 }
 
 fn store_file(chain: &mut Chain, storage: &mut Storage, seed: u64, segments: usize) -> [u8; 32] {
-    let (file_id, order) = storage.order(seed, segments, FRAGMENT, miners(chain, 4));
+    let (file_id, order) = storage.order(seed, segments, FRAGMENT);
     chain.run(0, order).unwrap();
-    for column in 0..12u16 {
-        chain
-            .run(4 + column as usize, Call::ReportStored { file_id, column })
-            .unwrap();
-    }
+    chain.report_all(&file_id);
     file_id
 }
 
@@ -1001,7 +1302,7 @@ fn one_proof_per_audit_is_verified_per_block() {
     store_file(&mut chain, &mut storage, 31, 1);
     let audits = next_audits(&mut chain);
     let (round, miner, tagger) = audits[0];
-    let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
+    let i = chain.index_of(&miner);
     let challenge = chain.ledger.challenge(round, &miner, &tagger).unwrap();
     let (proof, _) = cess_proofs::prove(
         storage.tagger.public(),
@@ -1066,8 +1367,8 @@ fn fragments_deleted_or_reported_lost_leave_open_audits() {
     let deleted = store_file(&mut chain, &mut storage, 42, 1);
     let audits = next_audits(&mut chain);
     let (round, miner, tagger) = audits[0];
-    let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
-    let column = i - 4;
+    let i = chain.index_of(&miner);
+    let column = chain.holders(&kept).iter().position(|&h| h == i).unwrap();
     let before = chain.ledger.challenge(round, &miner, &tagger).unwrap();
     assert_eq!(before.fragments().len(), 2);
     chain.run(0, Call::DeleteFile { file_id: deleted }).unwrap();
@@ -1109,8 +1410,9 @@ fn fragments_deleted_or_reported_lost_leave_open_audits() {
     // Another miner reports its only fragment lost: its audit has nothing left and closes
     // with neither reward nor penalty.
     let (round2, other, _) = *audits.iter().find(|(_, m, _)| *m != miner).unwrap();
-    let j = (4..16).find(|&j| chain.id(j) == other).unwrap();
-    let fragment_id = chain.ledger.file(&kept).unwrap().segments[0].fragments[j - 4].id;
+    let j = chain.index_of(&other);
+    let column = chain.holders(&kept).iter().position(|&h| h == j).unwrap();
+    let fragment_id = chain.ledger.file(&kept).unwrap().segments[0].fragments[column].id;
     let collateral = chain.ledger.miner(&other).unwrap().collateral;
     chain.run(j, Call::ReportLost { fragment_id }).unwrap();
     assert!(chain.ledger.challenge(round2, &other, &tagger).is_none());
@@ -1129,12 +1431,16 @@ fn a_pending_order_expires_and_its_space_returns() {
         order_validity_blocks: 20,
         ..test_params()
     });
-    let (file_id, order) = storage.order(61, 2, FRAGMENT, miners(&chain, 4));
+    let (file_id, order) = storage.order(61, 2, FRAGMENT);
     chain.run(0, order).unwrap();
     let declared_at = chain.ledger.height();
+    let holders = chain.holders(&file_id);
     for column in 0..11u16 {
         chain
-            .run(4 + column as usize, Call::ReportStored { file_id, column })
+            .run(
+                holders[column as usize],
+                Call::ReportStored { file_id, column },
+            )
             .unwrap();
     }
     let mut expired_at = None;
@@ -1147,7 +1453,7 @@ fn a_pending_order_expires_and_its_space_returns() {
     }
     assert_eq!(expired_at, Some(declared_at + 20));
     assert!(chain.ledger.file(&file_id).is_none());
-    for i in 4..16 {
+    for i in 4..17 {
         let miner = chain.ledger.miner(&chain.id(i)).unwrap();
         assert_eq!(
             (miner.locked_bytes, miner.active_bytes),
@@ -1159,7 +1465,7 @@ fn a_pending_order_expires_and_its_space_returns() {
     // The last column's miner can no longer report: nothing is pending.
     assert_eq!(
         chain.run(
-            15,
+            holders[11],
             Call::ReportStored {
                 file_id,
                 column: 11
@@ -1179,7 +1485,8 @@ fn a_miner_that_misses_audits_in_a_row_has_its_fragments_handed_to_restoral() {
         ..test_params()
     });
     let file_id = store_file(&mut chain, &mut storage, 62, 2);
-    let silent = chain.id(4);
+    let holders = chain.holders(&file_id);
+    let silent = chain.id(holders[0]);
     let mut released = None;
     let released_in = |outcome: &cess_consensus::BlockOutcome| {
         outcome.events.iter().find_map(|e| match e {
@@ -1201,7 +1508,7 @@ fn a_miner_that_misses_audits_in_a_row_has_its_fragments_handed_to_restoral() {
             .collect();
         let mut txs = Vec::new();
         for (round, miner, tagger) in answers {
-            let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
+            let i = chain.index_of(&miner);
             let challenge = chain.ledger.challenge(round, &miner, &tagger).unwrap();
             let (proof, _) = cess_proofs::prove(
                 storage.tagger.public(),
@@ -1239,7 +1546,7 @@ fn a_miner_that_misses_audits_in_a_row_has_its_fragments_handed_to_restoral() {
         assert_eq!(fragment.miner, None);
         assert!(chain.ledger.restoral(&fragment.id).is_some());
     }
-    for i in 5..16 {
+    for &i in &holders[1..] {
         let miner = chain.ledger.miner(&chain.id(i)).unwrap();
         assert_eq!(miner.audits_failed_in_a_row, 0, "answering miners reset");
         assert_eq!(miner.held_fragments(), 2);
@@ -1271,25 +1578,28 @@ fn a_miner_under_the_collateral_floor_receives_no_new_data_until_it_tops_up() {
     }
     let mut storage = Storage::new(9);
     chain.register_tagger(3, storage.tagger.public().encode());
-    store_file(&mut chain, &mut storage, 63, 1);
+    chain.rent(0, 1, 100_000);
+    // 13 miners, 12 columns: store until miner 4 holds a fragment.
+    let mut seed = 63;
+    loop {
+        let file_id = store_file(&mut chain, &mut storage, seed, 1);
+        if chain.holders(&file_id).contains(&4) {
+            break;
+        }
+        seed += 100;
+    }
     // Nobody answers: miner 4's first missed audit takes it under the floor.
     while chain.ledger.miner(&m4).unwrap().collateral >= floor {
         chain.block(&[]);
     }
-    let collateral = chain.ledger.miner(&m4).unwrap().collateral;
-    let (_, order) = storage.order(64, 1, FRAGMENT, miners(&chain, 4));
-    assert_eq!(
-        chain.run(0, order.clone()),
-        Err(TxError::CollateralTooLow {
-            min: floor,
-            got: collateral
-        })
-    );
-    // Restoral claims too.
-    let (lost_file, lost_order) = storage.order(65, 1, FRAGMENT, miners(&chain, 5));
+    // The next order goes to the 12 others.
+    let (lost_file, lost_order) = storage.order(65, 1, FRAGMENT);
     chain.run(0, lost_order).unwrap();
+    assert!(!chain.holders(&lost_file).contains(&4));
+    // Restoral claims too.
     let fragment_id = chain.ledger.file(&lost_file).unwrap().segments[0].fragments[0].id;
-    chain.run(5, Call::ReportLost { fragment_id }).unwrap();
+    let loser = chain.holder(&lost_file, 0);
+    chain.run(loser, Call::ReportLost { fragment_id }).unwrap();
     assert!(matches!(
         chain.run(4, Call::ClaimRestoral { fragment_id }),
         Err(TxError::CollateralTooLow { .. })
@@ -1298,7 +1608,6 @@ fn a_miner_under_the_collateral_floor_receives_no_new_data_until_it_tops_up() {
     // (It keeps missing audits meanwhile, 10 tokens each.)
     assert!(chain.ledger.miner(&m4).unwrap().collateral >= floor);
     chain.run(4, Call::ClaimRestoral { fragment_id }).unwrap();
-    chain.run(0, order).unwrap();
     assert_eq!(
         chain.run(18, Call::AddCollateral { amount: TOKEN }),
         Err(TxError::NotMiner)
@@ -1314,7 +1623,9 @@ fn restoral_claims_are_limited_per_miner() {
         ..test_params()
     });
     let file_id = store_file(&mut chain, &mut storage, 66, 3);
-    // Miner 5 loses its three fragments.
+    let holders = chain.holders(&file_id);
+    let spare = (4..17).find(|i| !holders.contains(i)).unwrap();
+    // The miner of column 1 loses its three fragments.
     let lost: Vec<_> = chain
         .ledger
         .file(&file_id)
@@ -1326,7 +1637,7 @@ fn restoral_claims_are_limited_per_miner() {
     for fragment_id in &lost {
         chain
             .run(
-                5,
+                holders[1],
                 Call::ReportLost {
                     fragment_id: *fragment_id,
                 },
@@ -1335,7 +1646,7 @@ fn restoral_claims_are_limited_per_miner() {
     }
     chain
         .run(
-            16,
+            spare,
             Call::ClaimRestoral {
                 fragment_id: lost[0],
             },
@@ -1343,7 +1654,7 @@ fn restoral_claims_are_limited_per_miner() {
         .unwrap();
     chain
         .run(
-            16,
+            spare,
             Call::ClaimRestoral {
                 fragment_id: lost[1],
             },
@@ -1351,7 +1662,7 @@ fn restoral_claims_are_limited_per_miner() {
         .unwrap();
     assert_eq!(
         chain.run(
-            16,
+            spare,
             Call::ClaimRestoral {
                 fragment_id: lost[2]
             }
@@ -1360,7 +1671,7 @@ fn restoral_claims_are_limited_per_miner() {
     );
     chain
         .run(
-            16,
+            spare,
             Call::CompleteRestoral {
                 fragment_id: lost[0],
             },
@@ -1368,14 +1679,18 @@ fn restoral_claims_are_limited_per_miner() {
         .unwrap();
     chain
         .run(
-            16,
+            spare,
             Call::ClaimRestoral {
                 fragment_id: lost[2],
             },
         )
         .unwrap();
     assert_eq!(
-        chain.ledger.miner(&chain.id(16)).unwrap().restoral_claims,
+        chain
+            .ledger
+            .miner(&chain.id(spare))
+            .unwrap()
+            .restoral_claims,
         2
     );
 }
@@ -1388,7 +1703,7 @@ fn a_proof_after_another_transaction_of_its_miner_in_the_same_block_is_verified(
     store_file(&mut chain, &mut storage, 71, 1);
     let audits = next_audits(&mut chain);
     let (round, miner, tagger) = audits[0];
-    let i = (4..16).find(|&i| chain.id(i) == miner).unwrap();
+    let i = chain.index_of(&miner);
     let challenge = chain.ledger.challenge(round, &miner, &tagger).unwrap();
     let (proof, _) = cess_proofs::prove(
         storage.tagger.public(),

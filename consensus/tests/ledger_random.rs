@@ -10,7 +10,7 @@ mod common;
 
 use cess_consensus::ledger::TOKEN;
 use cess_consensus::tx::TxTerms;
-use cess_consensus::{AccountId, Call, Transaction};
+use cess_consensus::{Call, Transaction};
 use cess_proofs::CpuBackend;
 use common::{Chain, Storage, test_params};
 use rand::{Rng, SeedableRng};
@@ -39,8 +39,7 @@ fn random_call(
         })
         .collect();
     let restorals: Vec<[u8; 32]> = chain.ledger.restorals().map(|(id, _)| *id).collect();
-    let miners: Vec<AccountId> = chain.ledger.miners().map(|(id, _)| *id).collect();
-    match rng.random_range(0..16) {
+    match rng.random_range(0..18) {
         0 => Call::Transfer {
             to: pick_account(rng),
             amount: match rng.random_range(0..3) {
@@ -74,20 +73,11 @@ fn random_call(
                     size_bytes: f.size_bytes,
                     fragment_bytes: f.fragment_bytes,
                     tagger: f.tagger,
-                    miners: vec![],
                     segments: vec![],
                 }
             } else {
-                let mut chosen = miners.clone();
-                while chosen.len() < 12 {
-                    chosen.push(pick_account(rng));
-                }
-                for k in (1..chosen.len()).rev() {
-                    chosen.swap(k, rng.random_range(0..=k));
-                }
-                chosen.truncate(12);
                 *serial += 1;
-                let (_, call) = storage.order(*serial, rng.random_range(1..3), 1024, chosen);
+                let (_, call) = storage.order(*serial, rng.random_range(1..3), 1024);
                 call
             }
         }
@@ -128,6 +118,10 @@ fn random_call(
         15 => Call::Unbond {
             amount: rng.random_range(0..3000) * TOKEN,
         },
+        16 => Call::RentSpace {
+            add_gib: rng.random_range(0..3),
+            add_blocks: rng.random_range(0..30),
+        },
         _ => Call::SubmitProof {
             round: rng.random_range(0..4),
             tagger: storage.tagger_id(),
@@ -144,6 +138,10 @@ fn run_seed(seed: u64) {
     chain.register_tagger(0, tagger_key);
     for i in 4..18 {
         chain.register_miner(i, 64 * 1024);
+    }
+    // Short leases, so that some end (and release their files) within the run.
+    for i in 0..6 {
+        chain.rent(i, 1, 20 + 5 * i as u64);
     }
     let mut serial = seed * 1_000_000;
     let mut accepted = 0usize;

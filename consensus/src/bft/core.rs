@@ -133,6 +133,9 @@ pub struct Core {
     outputs: Vec<Output>,
     now_ms: u64,
     sync_asked: Option<(u64, u64)>,
+    /// Peer → (height, time) of the last block sent to it unasked because it was voting at
+    /// a height this validator has decided: at most one per peer per `SYNC_RETRY_MS`.
+    helped: BTreeMap<AccountId, (u64, u64)>,
     stats: CoreStats,
     started: bool,
     /// Proposals buffered for the height just started, handled once it has started.
@@ -202,6 +205,7 @@ impl Core {
             outputs: Vec::new(),
             now_ms,
             sync_asked: None,
+            helped: BTreeMap::new(),
             stats: CoreStats::default(),
             started: false,
             replay_future: Vec::new(),
@@ -311,6 +315,7 @@ impl Core {
                 let h = signed.message.height.0;
                 if h < height {
                     self.stats.messages_dropped += 1;
+                    self.help_behind(from, h);
                 } else if h == height {
                     self.on_proposal(signed);
                 } else {
@@ -327,6 +332,7 @@ impl Core {
                 let h = signed.message.height.0;
                 if h < height {
                     self.stats.messages_dropped += 1;
+                    self.help_behind(from, h);
                 } else {
                     if h > height {
                         self.ask_sync(from);
@@ -391,6 +397,42 @@ impl Core {
             None,
             VoteExtensionPolicy::Disabled,
         )
+    }
+
+    /// A validator still voting at a height this one decided missed the decision (its
+    /// precommits were lost): send it that block with its commit, so it need not wait for
+    /// rounds that cannot gather a quorum without it. Once per peer per `SYNC_RETRY_MS`, and
+    /// only to validators, so a vote cannot make this validator send more than one block
+    /// per half second to anyone.
+    fn help_behind(&mut self, peer: AccountId, height: u64) {
+        let known = self.validators.get(&peer).is_some()
+            || self
+                .previous_validators
+                .as_ref()
+                .is_some_and(|v| v.get(&peer).is_some());
+        if !known {
+            return;
+        }
+        if let Some((_, at)) = self.helped.get(&peer)
+            && self.now_ms < at + SYNC_RETRY_MS
+        {
+            return;
+        }
+        let Some((block, commit)) = self.history.get(&height) else {
+            return;
+        };
+        if self.helped.len() >= 2 * super::VALIDATORS_MAX {
+            // Only validators of two sets are ever here; past eras' leave this way.
+            self.helped.clear();
+        }
+        self.helped.insert(peer, (height, self.now_ms));
+        self.outputs.push(Output::Send(
+            peer,
+            NetMsg::SyncResponse {
+                block: Box::new((**block).clone()),
+                commit: commit.clone(),
+            },
+        ));
     }
 
     fn ask_sync(&mut self, from: AccountId) {

@@ -6,7 +6,7 @@
 //! before the deadline). One that decodes but does not verify is applied: the audit closes
 //! with the invalid-proof penalty, which is the point of auditing.
 
-use super::{Event, GIB, Ledger, TxError};
+use super::{Event, Ledger, TxError};
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
 use crate::tx::{Call, Hash32, Transaction};
@@ -214,6 +214,7 @@ impl Ledger {
         tagger: &Hash32,
         proof_bytes: &[u8],
         verdict: Option<Verdict>,
+        refund: u128,
     ) -> Result<(), TxError> {
         let key = (round, signer, *tagger);
         if !self.audits.contains_key(&key) {
@@ -228,15 +229,20 @@ impl Ledger {
                 Ok(_) => TxError::NoAudit,
             });
         };
-        let audit = self.audits.remove(&key).expect("checked above");
+        self.audits.remove(&key).expect("checked above");
         match verdict {
             Verdict::Valid => {
-                let earned = self.params.reward_per_proof.saturating_add(
-                    self.params
-                        .reward_per_gib
-                        .saturating_mul(u128::from(audit.total_bytes.div_ceil(GIB))),
-                );
-                let reward = earned.min(self.reward_pool);
+                // Its least fee back and the rent it accrued since its last valid proof,
+                // at most what the pool holds.
+                let clock = self.rent_clock();
+                let rent = match self.miners.get_mut(&signer) {
+                    Some(miner) => {
+                        miner.accrue_rent(clock);
+                        std::mem::take(&mut miner.rent_accrued)
+                    }
+                    None => 0,
+                };
+                let reward = refund.saturating_add(rent).min(self.reward_pool);
                 self.reward_pool -= reward;
                 self.credit(signer, reward);
                 // A miner cannot withdraw while audited (`withdraw_miner`), so it is here.
@@ -349,9 +355,13 @@ impl Ledger {
     /// One more missed or failed audit in a row; at `audit_misses_max` the miner's data is
     /// handed to restoral orders (other miners rebuild it) and the count starts again.
     fn audit_failed(&mut self, miner_id: AccountId) {
+        let clock = self.rent_clock();
         let Some(miner) = self.miners.get_mut(&miner_id) else {
             return;
         };
+        // The rent it accrued since its last valid proof is forfeited (it stays in the pool).
+        miner.accrue_rent(clock);
+        miner.rent_accrued = 0;
         miner.audits_failed_in_a_row += 1;
         if miner.audits_failed_in_a_row < self.params.audit_misses_max {
             return;

@@ -11,12 +11,14 @@
 
 mod audit;
 mod params;
+mod space;
 mod storage;
 mod tracked;
 mod validators;
 
 pub use audit::Audit;
 pub use params::{GIB, Genesis, GenesisTagger, GenesisValidator, LedgerParams, TOKEN};
+pub use space::Lease;
 pub use storage::{
     FileInfo, FileState, FragmentInfo, Miner, MinerState, RestoralOrder, SegmentInfo,
 };
@@ -79,6 +81,16 @@ pub enum TxError {
         needed: u64,
         free: u64,
     },
+    #[error("only {able} miners can take the order's columns; it needs {needed} distinct ones")]
+    NotEnoughMiners { needed: usize, able: usize },
+    #[error("the signer has no lease: rent space first")]
+    NoLease,
+    #[error("the signer's lease ended at height {until}: extend it first")]
+    LeaseEnded { until: u64 },
+    #[error("the order needs {needed} bytes of space; the lease has {free} free")]
+    SpaceExceeded { needed: u64, free: u64 },
+    #[error("lease: {0}")]
+    BadLease(&'static str),
     #[error("peer id is not the signer's key")]
     PeerIdMismatch,
     #[error("endpoint is not a multiaddr")]
@@ -222,6 +234,15 @@ pub enum Event {
         era: u64,
         validators: Vec<AccountId>,
     },
+    /// A lease past its grace blocks: its owner no longer owns the file.
+    LeaseReleasedFile {
+        owner: AccountId,
+        file_id: Hash32,
+    },
+    /// A lease with nothing left was removed.
+    LeaseEnded {
+        owner: AccountId,
+    },
 }
 
 /// The outcome of one block.
@@ -255,6 +276,7 @@ pub struct Ledger {
     restorals: Tracked<Hash32, RestoralOrder>,
     audits: Tracked<(u64, AccountId, Hash32), Audit>,
     candidates: Tracked<AccountId, Candidate>,
+    leases: Tracked<AccountId, Lease>,
     validator_keys: BTreeSet<[u8; 48]>,
     validators: Vec<ValidatorEntry>,
     previous_validators: Vec<ValidatorEntry>,
@@ -318,6 +340,7 @@ impl Ledger {
             restorals: Tracked::new(b"restorals"),
             audits: Tracked::new(b"audits"),
             candidates: Tracked::new(b"candidates"),
+            leases: Tracked::new(b"leases"),
             validator_keys: BTreeSet::new(),
             validators: Vec::new(),
             previous_validators: Vec::new(),
@@ -559,6 +582,7 @@ impl Ledger {
         self.close_missed_audits();
         self.expire_restoral_claims();
         self.expire_pending_orders();
+        self.end_leases();
         self.end_epoch_and_era();
         BlockOutcome {
             receipts,
@@ -629,7 +653,12 @@ impl Ledger {
                 round,
                 tagger,
                 proof,
-            } => self.submit_proof(signer, *round, tagger, proof, verdict)?,
+            } => {
+                // A valid proof gets its least fee back (`submit_proof`): proving costs an
+                // honest miner nothing, and earns nothing but rent.
+                let refund = self.params.min_fee(tx).min(tx.fee);
+                self.submit_proof(signer, *round, tagger, proof, verdict, refund)?
+            }
             Call::ReportLost { fragment_id } => self.report_lost(signer, fragment_id)?,
             Call::ClaimRestoral { fragment_id } => self.claim_restoral(signer, fragment_id)?,
             Call::CompleteRestoral { fragment_id } => {
@@ -643,6 +672,10 @@ impl Ledger {
             Call::AddCollateral { amount } => self.add_collateral(signer, *amount)?,
             Call::Bond { amount } => self.bond(signer, *amount)?,
             Call::Unbond { amount } => self.unbond(signer, *amount)?,
+            Call::RentSpace {
+                add_gib,
+                add_blocks,
+            } => self.rent_space(signer, *add_gib, *add_blocks)?,
         }
         Ok(())
     }
@@ -709,6 +742,7 @@ impl Ledger {
             self.restorals.digest().checksum(),
             self.audits.digest().checksum(),
             self.candidates.digest().checksum(),
+            self.leases.digest().checksum(),
         ];
         self.root_over(&tables)
     }
@@ -724,11 +758,12 @@ impl Ledger {
             self.restorals.digest_from_scratch().checksum(),
             self.audits.digest_from_scratch().checksum(),
             self.candidates.digest_from_scratch().checksum(),
+            self.leases.digest_from_scratch().checksum(),
         ];
         self.root_over(&tables)
     }
 
-    fn root_over(&self, tables: &[[u8; 32]; 7]) -> Hash32 {
+    fn root_over(&self, tables: &[[u8; 32]; 8]) -> Hash32 {
         let mut w = Writer::new();
         w.fixed(&self.chain_id)
             .u64(self.height)

@@ -34,10 +34,16 @@ pub struct LedgerParams {
     /// How much one challenge samples (46 fragments, 460 blocks: ≥ 99 % detection of 1 %
     /// corruption per round).
     pub challenge: ChallengeParams,
-    /// Paid from the reward pool for each valid proof: 1 token…
-    pub reward_per_proof: u128,
-    /// …plus this much per GiB in the challenged set: 1 token.
-    pub reward_per_gib: u128,
+    /// Rent of one GiB of space for one block, paid by owners for the space they rent and
+    /// earned by miners for the bytes they hold: 2.5·10⁻⁶ token (about 1 token per GiB per
+    /// 30 days at 6 s blocks). Space counts the bytes miners store, every fragment: a
+    /// 1 GiB file at 4 + 8 uses 3 GiB.
+    pub rent_per_gib_block: u128,
+    /// A lease's files are kept this many blocks after it ends (no new orders meanwhile),
+    /// then released; a new lease pays for these blocks up front: 1200.
+    pub lease_grace_blocks: u64,
+    /// Files released per block when leases end (the rest wait for the next blocks): 64.
+    pub lease_releases_per_block_max: u32,
     /// Taken from collateral into the pool when a challenge's deadline passes unanswered:
     /// 10 tokens.
     pub penalty_missing: u128,
@@ -91,8 +97,9 @@ impl Default for LedgerParams {
             audit_deadline_base_blocks: 20,
             audit_fragments_per_extra_block: 8,
             challenge: ChallengeParams::default(),
-            reward_per_proof: TOKEN,
-            reward_per_gib: TOKEN,
+            rent_per_gib_block: TOKEN / 400_000,
+            lease_grace_blocks: 1200,
+            lease_releases_per_block_max: 64,
             penalty_missing: 10 * TOKEN,
             penalty_invalid: 20 * TOKEN,
             restoral_claim_blocks: 300,
@@ -125,8 +132,9 @@ impl LedgerParams {
             .u64(self.audit_fragments_per_extra_block)
             .u32(self.challenge.fragments_max)
             .u32(self.challenge.blocks_max)
-            .u128(self.reward_per_proof)
-            .u128(self.reward_per_gib)
+            .u128(self.rent_per_gib_block)
+            .u64(self.lease_grace_blocks)
+            .u32(self.lease_releases_per_block_max)
             .u128(self.penalty_missing)
             .u128(self.penalty_invalid)
             .u64(self.restoral_claim_blocks)
@@ -163,7 +171,7 @@ impl LedgerParams {
                     .map(|s| 1 + s.fragments.len() as u128)
                     .sum::<u128>()
             }
-            Call::ReportLost { .. } | Call::ClaimRestoral { .. } => 1,
+            Call::ReportLost { .. } | Call::ClaimRestoral { .. } | Call::RentSpace { .. } => 1,
             _ => 0,
         };
         // A proof's check and a BLS approval's check each cost two pairings.
@@ -250,6 +258,9 @@ impl LedgerParams {
         if self.restoral_claims_per_miner_max == 0 {
             return Err("restoral_claims_per_miner_max must be at least 1");
         }
+        if self.lease_releases_per_block_max == 0 {
+            return Err("lease_releases_per_block_max must be at least 1");
+        }
         Ok(())
     }
 }
@@ -306,8 +317,9 @@ impl LedgerParams {
                 fragments_max: r.u32("challenge fragments")?,
                 blocks_max: r.u32("challenge blocks")?,
             },
-            reward_per_proof: r.u128("reward per proof")?,
-            reward_per_gib: r.u128("reward per GiB")?,
+            rent_per_gib_block: r.u128("rent per GiB-block")?,
+            lease_grace_blocks: r.u64("lease grace")?,
+            lease_releases_per_block_max: r.u32("lease releases per block")?,
             penalty_missing: r.u128("penalty missing")?,
             penalty_invalid: r.u128("penalty invalid")?,
             restoral_claim_blocks: r.u64("restoral claim")?,

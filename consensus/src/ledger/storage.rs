@@ -7,9 +7,10 @@
 //! exactly one place on the ledger (a file whose fragments collide byte for byte with another
 //! file's is refused; deduplication works on whole files, by file id).
 
+use super::space::RentClock;
 use super::tracked::{Hashed, LtHash};
 use super::{Event, Ledger, TaggerKey, TxError};
-use crate::codec::Writer;
+use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
 use crate::tx::{Call, Hash32, TaggerApproval};
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +43,10 @@ pub struct Miner {
     /// Restoral orders it has claimed and not completed (at most
     /// `restoral_claims_per_miner_max`).
     pub restoral_claims: u32,
+    /// Rent earned for the bytes it held up to `rent_since`, paid at its next valid proof
+    /// (forfeited by a missed or invalid one). See `space.rs`.
+    pub rent_accrued: u128,
+    pub rent_since: u64,
     /// Fragments reported stored, per tagger: id → length. Audits sample these.
     pub(crate) held: HeldSets,
 }
@@ -136,11 +141,29 @@ impl Miner {
         w.u32(self.reputation)
             .u32(self.audits_failed_in_a_row)
             .u32(self.restoral_claims)
+            .u128(self.rent_accrued)
+            .u64(self.rent_since)
             .fixed(&self.held.sum.checksum());
     }
 
+    /// Brings the rent it earned up to `clock` (before its stored bytes change).
+    pub(crate) fn accrue_rent(&mut self, clock: RentClock) {
+        let blocks = clock.height.saturating_sub(self.rent_since);
+        self.rent_accrued = self
+            .rent_accrued
+            .saturating_add(clock.rent(self.active_bytes, blocks));
+        self.rent_since = clock.height;
+    }
+
     /// A fragment it was assigned (locked) is now stored (active, and audited).
-    fn store_fragment(&mut self, tagger: Hash32, fragment_id: Hash32, fragment_bytes: u64) {
+    fn store_fragment(
+        &mut self,
+        clock: RentClock,
+        tagger: Hash32,
+        fragment_id: Hash32,
+        fragment_bytes: u64,
+    ) {
+        self.accrue_rent(clock);
         self.locked_bytes -= fragment_bytes;
         self.active_bytes += fragment_bytes;
         self.held.insert(tagger, fragment_id, fragment_bytes);
@@ -149,12 +172,14 @@ impl Miner {
     /// It is no longer responsible for a fragment, stored or only assigned.
     fn drop_fragment(
         &mut self,
+        clock: RentClock,
         tagger: &Hash32,
         fragment_id: &Hash32,
         fragment_bytes: u64,
         stored: bool,
     ) {
         if stored {
+            self.accrue_rent(clock);
             self.active_bytes -= fragment_bytes;
             self.held.remove(tagger, fragment_id);
         } else {
@@ -185,6 +210,12 @@ pub(crate) struct Indexes {
     pub pending_until: BTreeSet<(u64, Hash32)>,
     /// (height at which it expires, fragment) for every claimed restoral order.
     pub claims_until: BTreeSet<(u64, Hash32)>,
+    /// Every registered miner, in id order: placement draws from it by index.
+    pub miner_ids: Vec<AccountId>,
+    /// Owner → the files it owns (their bytes use its lease).
+    pub owned: BTreeMap<AccountId, BTreeSet<Hash32>>,
+    /// (last height its files are kept, owner) for every lease.
+    pub lease_ends: BTreeSet<(u64, AccountId)>,
 }
 
 impl Indexes {
@@ -271,6 +302,13 @@ impl FileInfo {
             FileState::Active => 1,
         })
         .u64(self.declared_at);
+    }
+
+    /// The bytes its miners store: every fragment of every segment (what an owner's lease
+    /// pays for).
+    pub fn stored_bytes(&self) -> u64 {
+        let fragments: usize = self.segments.iter().map(|s| s.fragments.len()).sum();
+        fragments as u64 * self.fragment_bytes
     }
 
     fn all_stored(&self) -> bool {
@@ -469,6 +507,32 @@ impl Ledger {
             .filter_map(|(id, o)| o.claim.map(|(_, until)| (until, *id)))
             .collect();
         assert_eq!(claims, self.indexes.claims_until, "index of claims");
+        let ids: Vec<AccountId> = self.miners.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, self.indexes.miner_ids, "index of miners");
+        let mut owned: BTreeMap<AccountId, BTreeSet<Hash32>> = BTreeMap::new();
+        let mut used: BTreeMap<AccountId, u64> = BTreeMap::new();
+        for (file_id, file) in &self.files {
+            for owner in file.owners.keys() {
+                owned.entry(*owner).or_default().insert(*file_id);
+                *used.entry(*owner).or_default() += file.stored_bytes();
+            }
+        }
+        assert_eq!(owned, self.indexes.owned, "index of owned files");
+        let grace = self.params.lease_grace_blocks;
+        let mut ends = BTreeSet::new();
+        for (owner, lease) in &self.leases {
+            assert_eq!(
+                lease.used_bytes,
+                used.get(owner).copied().unwrap_or(0),
+                "space used by {owner:?}"
+            );
+            assert!(lease.used_bytes <= lease.capacity_bytes(), "lease overused");
+            ends.insert((lease.until + grace, *owner));
+        }
+        for owner in used.keys() {
+            assert!(self.leases.contains_key(owner), "every owner holds a lease");
+        }
+        assert_eq!(ends, self.indexes.lease_ends, "index of lease ends");
     }
 
     pub(super) fn register_miner(
@@ -512,9 +576,17 @@ impl Ledger {
                 reputation: 500,
                 audits_failed_in_a_row: 0,
                 restoral_claims: 0,
+                rent_accrued: 0,
+                rent_since: self.height,
                 held: HeldSets::default(),
             },
         );
+        let at = self
+            .indexes
+            .miner_ids
+            .binary_search(&signer)
+            .expect_err("a new miner is not indexed");
+        self.indexes.miner_ids.insert(at, signer);
         Ok(())
     }
 
@@ -622,6 +694,12 @@ impl Ledger {
         }
         let miner = self.miners.remove(&signer).expect("checked above");
         self.peer_ids.remove(&miner.peer_id);
+        let at = self
+            .indexes
+            .miner_ids
+            .binary_search(&signer)
+            .expect("miners are indexed");
+        self.indexes.miner_ids.remove(at);
         self.credit(signer, miner.collateral);
         Ok(())
     }
@@ -699,7 +777,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// A storage order, or (same file id) one more owner of an existing file.
+    /// A storage order, or (same file id) one more owner of an existing file. The shape is
+    /// checked first, then the signer's space, and last the placement (the one check that
+    /// reads the registry).
     pub(super) fn declare_file(&mut self, signer: AccountId, call: &Call) -> Result<(), TxError> {
         let Call::DeclareFile {
             file_id,
@@ -707,7 +787,6 @@ impl Ledger {
             size_bytes,
             fragment_bytes,
             tagger,
-            miners,
             segments,
         } = call
         else {
@@ -717,17 +796,17 @@ impl Ledger {
             if file.owners.contains_key(&signer) {
                 return Err(TxError::AlreadyOwner);
             }
+            let bytes = file.stored_bytes();
+            self.check_space(&signer, bytes)?;
             self.files
                 .get_mut(file_id)
                 .expect("checked above")
                 .owners
                 .insert(signer, file_name.clone());
+            self.use_space(signer, *file_id, bytes);
             return Ok(());
         }
         let columns = usize::from(self.params.fragments_per_segment);
-        if miners.len() != columns {
-            return Err(TxError::BadOrder("one miner per fragment column"));
-        }
         if segments.is_empty() {
             return Err(TxError::BadOrder("no segments"));
         }
@@ -745,32 +824,6 @@ impl Ledger {
         }
         if !self.taggers.contains_key(tagger) {
             return Err(TxError::UnknownTagger);
-        }
-        let distinct: BTreeSet<&AccountId> = miners.iter().collect();
-        if distinct.len() != columns {
-            return Err(TxError::BadOrder("the miners of a file must be distinct"));
-        }
-        let per_miner = (segments.len() as u64)
-            .checked_mul(*fragment_bytes)
-            .ok_or(TxError::Overflow)?;
-        for miner_id in miners {
-            let miner = self.miners.get(miner_id).ok_or(TxError::NotMiner)?;
-            if miner.state != MinerState::Active {
-                return Err(TxError::MinerExiting);
-            }
-            if miner.collateral < self.params.miner_collateral_min {
-                return Err(TxError::CollateralTooLow {
-                    min: self.params.miner_collateral_min,
-                    got: miner.collateral,
-                });
-            }
-            if miner.idle_bytes() < per_miner {
-                return Err(TxError::NoSpace {
-                    miner: *miner_id,
-                    needed: per_miner,
-                    free: miner.idle_bytes(),
-                });
-            }
         }
         let mut ids = BTreeSet::new();
         for segment in segments {
@@ -790,9 +843,17 @@ impl Ledger {
                 }
             }
         }
+        let per_miner = (segments.len() as u64)
+            .checked_mul(*fragment_bytes)
+            .ok_or(TxError::Overflow)?;
+        let stored_bytes = per_miner
+            .checked_mul(columns as u64)
+            .ok_or(TxError::Overflow)?;
+        self.check_space(&signer, stored_bytes)?;
+        let miners = self.place_columns(file_id, per_miner)?;
 
         // Checked: place it.
-        for miner_id in miners {
+        for miner_id in &miners {
             let miner = self.miners.get_mut(miner_id).expect("checked above");
             miner.locked_bytes += per_miner;
             miner.assert_space();
@@ -836,7 +897,66 @@ impl Ledger {
         self.indexes
             .pending_until
             .insert((self.height + self.params.order_validity_blocks, *file_id));
+        self.use_space(signer, *file_id, stored_bytes);
         Ok(())
+    }
+
+    /// Draws the order's miners: `fragments_per_segment` distinct active miners above the
+    /// collateral floor with `per_miner` idle bytes, uniformly from those able, with the
+    /// ledger's randomness (this block's, so no uploader knows it when it signs). Draws by
+    /// index from the registry and skips the unable; when too few are able for that to
+    /// finish within a bounded number of draws, one pass over the registry picks the rest
+    /// (the pass costs the registry's size, and happens only when space is scarce).
+    fn place_columns(&self, file_id: &Hash32, per_miner: u64) -> Result<Vec<AccountId>, TxError> {
+        const DRAWS_PER_COLUMN: u64 = 8;
+        let columns = usize::from(self.params.fragments_per_segment);
+        let ids = &self.indexes.miner_ids;
+        let able = |id: &AccountId| {
+            let miner = &self.miners[id];
+            miner.state == MinerState::Active
+                && miner.collateral >= self.params.miner_collateral_min
+                && miner.idle_bytes() >= per_miner
+        };
+        let seed = hash(b"cess-ledger/1 placement\0", &[&self.randomness, file_id]);
+        let mut chosen: Vec<AccountId> = Vec::with_capacity(columns);
+        if !ids.is_empty() {
+            for draw in 0..columns as u64 * DRAWS_PER_COLUMN {
+                if chosen.len() == columns {
+                    break;
+                }
+                let h = hash(
+                    b"cess-ledger/1 placement draw\0",
+                    &[&seed, &draw.to_le_bytes()],
+                );
+                let wide = u128::from_le_bytes(h[..16].try_into().expect("16 bytes"));
+                let id = ids[(wide % ids.len() as u128) as usize];
+                if !chosen.contains(&id) && able(&id) {
+                    chosen.push(id);
+                }
+            }
+        }
+        if chosen.len() < columns {
+            let mut rest: Vec<(Hash32, AccountId)> = ids
+                .iter()
+                .filter(|id| !chosen.contains(id) && able(id))
+                .map(|id| {
+                    (
+                        hash(b"cess-ledger/1 placement rest\0", &[&seed, &id.0]),
+                        *id,
+                    )
+                })
+                .collect();
+            let missing = columns - chosen.len();
+            if rest.len() < missing {
+                return Err(TxError::NotEnoughMiners {
+                    needed: columns,
+                    able: chosen.len() + rest.len(),
+                });
+            }
+            rest.sort_unstable();
+            chosen.extend(rest.into_iter().take(missing).map(|(_, id)| id));
+        }
+        Ok(chosen)
     }
 
     /// The signer stores every fragment of `column` it is responsible for.
@@ -846,6 +966,7 @@ impl Ledger {
         file_id: &Hash32,
         column: u16,
     ) -> Result<(), TxError> {
+        let clock = self.rent_clock();
         let file = self.files.get(file_id).ok_or(TxError::UnknownFile)?;
         if !self.miners.contains_key(&signer) {
             return Err(TxError::NotMiner);
@@ -871,7 +992,7 @@ impl Ledger {
         for s in targets {
             let fragment = &mut file.segments[s].fragments[usize::from(column)];
             fragment.stored = true;
-            miner.store_fragment(tagger, fragment.id, fragment_bytes);
+            miner.store_fragment(clock, tagger, fragment.id, fragment_bytes);
         }
         miner.assert_space();
         if file.state == FileState::Pending && file.all_stored() {
@@ -888,22 +1009,37 @@ impl Ledger {
         signer: AccountId,
         file_id: &Hash32,
     ) -> Result<(), TxError> {
-        let file = self.files.get_mut(file_id).ok_or(TxError::UnknownFile)?;
-        if file.owners.remove(&signer).is_none() {
+        let file = self.files.get(file_id).ok_or(TxError::UnknownFile)?;
+        if !file.owners.contains_key(&signer) {
             return Err(TxError::NotOwner);
         }
-        if !file.owners.is_empty() {
-            return Ok(());
-        }
-        self.remove_file(file_id);
-        self.events.push(Event::FileDeleted { file_id: *file_id });
+        self.leave_file(signer, file_id);
         Ok(())
+    }
+
+    /// `owner` stops owning the file and its lease gets the bytes back; the last owner's
+    /// leaving deletes it.
+    pub(super) fn leave_file(&mut self, owner: AccountId, file_id: &Hash32) {
+        let file = self.files.get_mut(file_id).expect("owned files exist");
+        assert!(file.owners.remove(&owner).is_some(), "left by an owner");
+        let bytes = file.stored_bytes();
+        let last = file.owners.is_empty();
+        self.free_space(&owner, file_id, bytes);
+        if last {
+            self.remove_file(file_id);
+            self.events.push(Event::FileDeleted { file_id: *file_id });
+        }
     }
 
     /// The file leaves the ledger: its fragments leave their miners (and their open audits)
     /// and its restoral orders close, so the space returns.
     fn remove_file(&mut self, file_id: &Hash32) {
         let file = self.files.remove(file_id).expect("removed files exist");
+        let stored_bytes = file.stored_bytes();
+        for owner in file.owners.keys() {
+            self.free_space(owner, file_id, stored_bytes);
+        }
+        let clock = self.rent_clock();
         if file.state == FileState::Pending {
             let expiry = file.declared_at + self.params.order_validity_blocks;
             assert!(self.indexes.pending_until.remove(&(expiry, *file_id)));
@@ -922,6 +1058,7 @@ impl Ledger {
                         .get_mut(&miner_id)
                         .expect("holders are registered");
                     miner.drop_fragment(
+                        clock,
                         &file.tagger,
                         &fragment.id,
                         file.fragment_bytes,
@@ -986,6 +1123,7 @@ impl Ledger {
         holder: AccountId,
         fragment_id: &Hash32,
     ) -> Option<(AccountId, Hash32, Hash32)> {
+        let clock = self.rent_clock();
         let place = self.fragments[fragment_id];
         let file = self.files.get_mut(&place.file_id).expect("indexed");
         let fragment_bytes = file.fragment_bytes;
@@ -996,7 +1134,7 @@ impl Ledger {
             .miners
             .get_mut(&holder)
             .expect("holders are registered");
-        miner.drop_fragment(&tagger, fragment_id, fragment_bytes, fragment.stored);
+        miner.drop_fragment(clock, &tagger, fragment_id, fragment_bytes, fragment.stored);
         let dropped = fragment.stored.then_some((holder, tagger, *fragment_id));
         self.indexes.unassign(&holder, fragment_id);
         fragment.miner = None;
@@ -1072,6 +1210,7 @@ impl Ledger {
         signer: AccountId,
         fragment_id: &Hash32,
     ) -> Result<(), TxError> {
+        let clock = self.rent_clock();
         let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
         if order.claim.map(|(m, _)| m) != Some(signer) {
             return Err(TxError::NotClaimer);
@@ -1097,7 +1236,7 @@ impl Ledger {
             .miners
             .get_mut(&signer)
             .expect("claimers are registered");
-        miner.store_fragment(tagger, *fragment_id, fragment_bytes);
+        miner.store_fragment(clock, tagger, *fragment_id, fragment_bytes);
         miner.assert_space();
         if file.state == FileState::Pending && file.all_stored() {
             file.state = FileState::Active;

@@ -34,6 +34,7 @@ pub fn test_params() -> LedgerParams {
         validators_per_era: 4,
         // Tests run many audit rounds without answering them; the rule has its own test.
         audit_misses_max: 1000,
+        lease_grace_blocks: 5,
         ..LedgerParams::default()
     }
 }
@@ -169,6 +170,67 @@ impl Chain {
         self.run(owner, call).expect("register tagger");
     }
 
+    /// The index of the account with this id.
+    pub fn index_of(&self, id: &AccountId) -> usize {
+        self.accounts
+            .iter()
+            .position(|k| k.id() == *id)
+            .expect("a test account")
+    }
+
+    /// The account (index) the ledger placed column `column` of `file_id` on.
+    pub fn holder(&self, file_id: &Hash32, column: u16) -> usize {
+        let file = self.ledger.file(file_id).expect("declared file");
+        let miner = file.segments[0].fragments[usize::from(column)]
+            .miner
+            .expect("placed");
+        self.index_of(&miner)
+    }
+
+    /// The accounts holding each column of `file_id`, in column order.
+    pub fn holders(&self, file_id: &Hash32) -> Vec<usize> {
+        let columns = self.ledger.file(file_id).expect("declared").segments[0]
+            .fragments
+            .len();
+        (0..columns as u16)
+            .map(|c| self.holder(file_id, c))
+            .collect()
+    }
+
+    /// Every column's miner reports it, all in one block.
+    pub fn report_all(&mut self, file_id: &Hash32) {
+        let txs: Vec<Transaction> = self
+            .holders(file_id)
+            .into_iter()
+            .enumerate()
+            .map(|(column, holder)| {
+                let call = Call::ReportStored {
+                    file_id: *file_id,
+                    column: column as u16,
+                };
+                self.tx(holder, call)
+            })
+            .collect();
+        let outcome = self.block(&txs);
+        assert!(
+            outcome.receipts.iter().all(|r| r.is_ok()),
+            "report stored: {:?}",
+            outcome.receipts
+        );
+    }
+
+    /// Account `i` rents `gib` GiB for `blocks` blocks.
+    pub fn rent(&mut self, i: usize, gib: u32, blocks: u64) {
+        self.run(
+            i,
+            Call::RentSpace {
+                add_gib: gib,
+                add_blocks: blocks,
+            },
+        )
+        .expect("rent space");
+    }
+
     pub fn register_miner(&mut self, i: usize, declared_bytes: u64) {
         let id = self.id(i);
         let peer_id = id.peer_id().unwrap().to_bytes();
@@ -219,15 +281,9 @@ impl Storage {
         id
     }
 
-    /// A storage order of `segments` segments whose fragments are tagged and kept here.
-    pub fn order(
-        &mut self,
-        seed: u64,
-        segments: usize,
-        fragment_bytes: usize,
-        miners: Vec<AccountId>,
-    ) -> (Hash32, Call) {
-        let columns = miners.len();
+    /// A storage order of `segments` segments of 12 fragments, tagged and kept here.
+    pub fn order(&mut self, seed: u64, segments: usize, fragment_bytes: usize) -> (Hash32, Call) {
+        let columns = 12;
         let mut decls = Vec::new();
         for s in 0..segments {
             let fragments: Vec<Hash32> = (0..columns)
@@ -245,7 +301,6 @@ impl Storage {
             size_bytes: (segments * fragment_bytes * 4) as u64,
             fragment_bytes: fragment_bytes as u64,
             tagger: self.tagger_id(),
-            miners,
             segments: decls,
         };
         (file_id, call)
