@@ -6,6 +6,7 @@
 
 pub mod bft;
 pub mod codec;
+pub mod follow;
 pub mod keys;
 pub mod ledger;
 #[cfg(feature = "quic")]

@@ -155,6 +155,8 @@ pub struct Sim {
     users: Vec<AccountKey>,
     user_nonces: Vec<u64>,
     chain_id: Hash32,
+    /// The ledger every validator started from (what a follower starts from too).
+    genesis_ledger: Ledger,
     adversary_step: u64,
     /// (signer, nonce) of the adversary's follow-up transfers.
     followups: std::collections::BTreeSet<(AccountId, u64)>,
@@ -242,6 +244,7 @@ impl Sim {
             config.params.clone(),
         );
         let ledger = Ledger::genesis(&genesis).expect("simulation genesis");
+        let genesis_ledger = ledger.clone();
         let core_config = CoreConfig {
             timeouts: sim_timeouts(),
             ..CoreConfig::default()
@@ -278,6 +281,7 @@ impl Sim {
             user_nonces: vec![0; users.len()],
             users,
             chain_id: ledger.chain_id(),
+            genesis_ledger,
             adversary_step: 0,
             followups: Default::default(),
             broke: Default::default(),
@@ -301,6 +305,10 @@ impl Sim {
 
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    pub fn genesis_ledger(&self) -> &Ledger {
+        &self.genesis_ledger
     }
 
     pub fn core(&self, i: usize) -> &Core {

@@ -152,7 +152,8 @@ impl std::fmt::Debug for Core {
     }
 }
 
-fn validator_set(ledger: &Ledger) -> ValidatorSet {
+/// The validator set a ledger at height h − 1 gives height h (its proposers and its voters).
+pub fn validator_set(ledger: &Ledger) -> ValidatorSet {
     let validators = ledger
         .validators()
         .iter()
@@ -367,8 +368,17 @@ impl Core {
                             commit: commit.clone(),
                         },
                     ));
+                } else if wanted > self.ledger.height() {
+                    self.outputs.push(Output::Send(
+                        from,
+                        NetMsg::Tip {
+                            height: self.ledger.height(),
+                        },
+                    ));
                 }
             }
+            // Validators learn each other's progress from votes; a tip is for followers.
+            NetMsg::Tip { .. } => {}
             NetMsg::SyncResponse { block, commit } => self.on_sync_response(from, *block, commit),
             NetMsg::Polka(cert) => {
                 self.certificate(from, cert.height.0, Input::PolkaCertificate(cert))
@@ -486,6 +496,9 @@ impl Core {
         }
         if block.parent != self.last_hash {
             return Err("wrong parent");
+        }
+        if block.parent_root != self.ledger.root() {
+            return Err("wrong parent state root");
         }
         if block.time_ms < self.ledger.time_ms() {
             return Err("time goes backwards");
@@ -607,16 +620,7 @@ impl Core {
         synced: bool,
     ) {
         assert_eq!(block.height, self.height(), "blocks commit in height order");
-        let info = BlockInfo {
-            height: block.height,
-            time_ms: block.time_ms,
-            vrf_output: block.vrf_output(),
-            last_commit: block
-                .last_commit
-                .as_ref()
-                .map(|c| c.signatures.iter().map(|(a, _)| *a).collect())
-                .unwrap_or_default(),
-        };
+        let info = block_info(&block);
         // Transactions this validator admitted were verified then; only the others are here.
         let checked: Vec<bool> = block
             .txs
@@ -674,6 +678,7 @@ impl Core {
         let block = Block {
             height,
             parent: self.last_hash,
+            parent_root: self.ledger.root(),
             time_ms: self.now_ms.max(self.ledger.time_ms()),
             proposer: self.me,
             vrf_proof,
@@ -687,6 +692,20 @@ impl Core {
             "proposal of {len_bytes} bytes exceeds the block bound"
         );
         block
+    }
+}
+
+/// What the ledger is told about a decided block (validators and followers apply it alike).
+pub fn block_info(block: &Block) -> BlockInfo {
+    BlockInfo {
+        height: block.height,
+        time_ms: block.time_ms,
+        vrf_output: block.vrf_output(),
+        last_commit: block
+            .last_commit
+            .as_ref()
+            .map(|c| c.signatures.iter().map(|(a, _)| *a).collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -9,6 +9,7 @@ mod wire;
 
 pub use core::{
     BLOCK_TX_BYTES_MAX, Committed, Core, CoreConfig, CoreStats, Output, TIME_AHEAD_MS_MAX,
+    block_info, validator_set,
 };
 pub use mempool::{Mempool, MempoolLimits, NONCE_WINDOW};
 pub use wire::{MESSAGE_BYTES_MAX, NetMsg, RELAY_TX_BYTES_MAX, TXS_PER_MESSAGE_MAX, split_txs};

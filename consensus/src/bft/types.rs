@@ -122,6 +122,9 @@ pub struct Block {
     pub height: u64,
     /// Hash of the block at `height − 1` (the chain id for the first block).
     pub parent: Hash32,
+    /// The ledger's state root after `height − 1` (genesis for the first block): the commit
+    /// of this block certifies it, so a follower checks its replica against 2f + 1 validators.
+    pub parent_root: Hash32,
     pub time_ms: u64,
     pub proposer: AccountId,
     /// The proposer's VRF proof for this slot; its output seeds the next slot's lottery.
@@ -136,6 +139,7 @@ impl Block {
         let mut w = Writer::new();
         w.u64(self.height)
             .fixed(&self.parent)
+            .fixed(&self.parent_root)
             .u64(self.time_ms)
             .fixed(&self.proposer.0)
             .fixed(&self.vrf_proof.to_bytes());
@@ -163,6 +167,7 @@ impl Block {
         let mut r = Reader::new(bytes);
         let height = r.u64("height")?;
         let parent = r.array("parent")?;
+        let parent_root = r.array("parent root")?;
         let time_ms = r.u64("time")?;
         let proposer = AccountId(r.array("proposer")?);
         let vrf_proof = ValidatorSignature::decode(&r.array("vrf proof")?)?;
@@ -176,6 +181,7 @@ impl Block {
         Ok(Block {
             height,
             parent,
+            parent_root,
             time_ms,
             proposer,
             vrf_proof,

@@ -68,6 +68,12 @@ pub enum NetMsg {
         block: Box<Block>,
         commit: CommitRecord,
     },
+    /// The answer to a `SyncRequest` above what the validator has decided: its height. A
+    /// follower learns it is at the tip without waiting for a timeout (and how far behind it
+    /// is, as far as that validator says).
+    Tip {
+        height: u64,
+    },
     /// 2f+1 prevotes for one block in one round, delivered together so a validator that
     /// missed some of them can still follow a re-proposal of a locked block.
     Polka(PolkaCertificate<Cess>),
@@ -83,6 +89,7 @@ impl NetMsg {
             NetMsg::Txs(_) => "txs",
             NetMsg::SyncRequest { .. } => "sync_request",
             NetMsg::SyncResponse { .. } => "sync_response",
+            NetMsg::Tip { .. } => "tip",
             NetMsg::Polka(_) => "polka_certificate",
             NetMsg::RoundCertificate(_) => "round_certificate",
         }
@@ -120,6 +127,9 @@ impl NetMsg {
             NetMsg::SyncResponse { block, commit } => {
                 w.u8(5).bytes(&block.encode());
                 commit.encode(&mut w);
+            }
+            NetMsg::Tip { height } => {
+                w.u8(8).u64(*height);
             }
             NetMsg::Polka(cert) => {
                 w.u8(6)
@@ -262,6 +272,9 @@ impl NetMsg {
                     round_signatures,
                 })
             }
+            8 => NetMsg::Tip {
+                height: r.u64("tip height")?,
+            },
             _ => return Err(DecodeError::Invalid("message kind")),
         };
         r.finish()?;
