@@ -56,6 +56,8 @@ enum Event {
         Vec<VerifiedTx>,
         tokio::sync::oneshot::Sender<Vec<Result<(), crate::TxError>>>,
     ),
+    /// A follower's sync request: answered with the block or the tip, on its own stream.
+    Sync(u64, tokio::sync::oneshot::Sender<NetMsg>),
 }
 
 /// A running validator: submit transactions, watch commits, stop it.
@@ -324,6 +326,19 @@ async fn core_loop<E: Engine>(
                 let _ = reply.send(answers);
                 outputs
             }
+            Event::Sync(height, reply) => {
+                let answer = match core.decided(height) {
+                    Some((block, commit)) => NetMsg::SyncResponse {
+                        block: Box::new((*block).clone()),
+                        commit,
+                    },
+                    None => NetMsg::Tip {
+                        height: core.ledger().height(),
+                    },
+                };
+                let _ = reply.send(answer);
+                continue;
+            }
         };
     }
 }
@@ -403,7 +418,7 @@ async fn serve_connection(
     // Validators of the genesis set; others (clients) may only send transactions. Validators
     // elected later are admitted by the core itself, which checks every signature.
     let is_validator = validators.contains(&from);
-    while let Ok((_send, mut recv)) = connection.inner.accept_bi().await {
+    while let Ok((mut send, mut recv)) = connection.inner.accept_bi().await {
         let events = events.clone();
         let connection = connection.clone();
         tokio::spawn(async move {
@@ -438,6 +453,25 @@ async fn serve_connection(
                             .collect(),
                         from_validator: is_validator,
                     },
+                    // A follower's request, answered on this stream before the next frame is
+                    // read: one block in flight per stream, paced by what the follower reads.
+                    NetMsg::SyncRequest { height } if !is_validator => {
+                        let (reply, answer) = tokio::sync::oneshot::channel();
+                        if events
+                            .send(EventBox(Box::new(Event::Sync(height, reply))))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        let Ok(answer) = answer.await else {
+                            return;
+                        };
+                        if send.write_all(&frame(&answer)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     _ if !is_validator => {
                         connection.close(ErrorCode::Protocol, "not a validator");
                         return;
@@ -496,5 +530,295 @@ impl TxClient {
 
     pub fn close(self) {
         self.connection.close(ErrorCode::Done, "done");
+    }
+}
+
+/// What a follower shows: how far it is, and whether it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub height: u64,
+    pub root: crate::tx::Hash32,
+    /// Blocks behind the highest tip a validator claimed.
+    pub behind: u64,
+    /// Set when the replica diverged from a certified state root (it follows no further).
+    pub diverged: Option<String>,
+}
+
+/// How a submitted transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InclusionError {
+    #[error("included at height {height} but refused: {reason}")]
+    Refused { height: u64, reason: crate::TxError },
+    #[error("another transaction with this nonce was included at height {height}")]
+    Replaced { height: u64 },
+    #[error("not included within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    #[error("the follower stopped")]
+    Stopped,
+}
+
+/// A running follower: a ledger replica kept over QUIC from any of a list of validators.
+#[derive(Debug, Clone)]
+pub struct FollowerHandle {
+    follower: Arc<std::sync::Mutex<crate::follow::Follower>>,
+    status: tokio::sync::watch::Receiver<FollowerStatus>,
+    applied: broadcast::Sender<Arc<crate::follow::Applied>>,
+    endpoint: Endpoint,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FollowerHandle {
+    pub fn status(&self) -> FollowerStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the replica reaches `height` (or `timeout` passes); the status then.
+    pub async fn wait_for_height(
+        &self,
+        height: u64,
+        timeout: Duration,
+    ) -> Result<FollowerStatus, InclusionError> {
+        let mut status = self.status.clone();
+        let reached = tokio::time::timeout(timeout, status.wait_for(|s| s.height >= height)).await;
+        match reached {
+            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Err(_)) => Err(InclusionError::Stopped),
+            Err(_) => Err(InclusionError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Reads the replica (briefly locked: do not hold it across an await).
+    pub fn with_ledger<T>(&self, read: impl FnOnce(&crate::ledger::Ledger) -> T) -> T {
+        let follower = self.follower.lock().expect("follower lock");
+        read(follower.ledger())
+    }
+
+    /// Every block applied from now on.
+    pub fn applied(&self) -> broadcast::Receiver<Arc<crate::follow::Applied>> {
+        self.applied.subscribe()
+    }
+
+    /// Waits for `tx` in the blocks applied through `blocks` (subscribe before sending it,
+    /// one receiver per transaction waited for: they may share a block): the height that
+    /// included it, or why it never came.
+    pub async fn wait_for_inclusion(
+        blocks: &mut broadcast::Receiver<Arc<crate::follow::Applied>>,
+        tx: &Transaction,
+        timeout: Duration,
+    ) -> Result<u64, InclusionError> {
+        let timeout_ms = timeout.as_millis() as u64;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = match tokio::time::timeout_at(deadline, blocks.recv()).await {
+                Err(_) => return Err(InclusionError::Timeout { timeout_ms }),
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err(InclusionError::Stopped);
+                }
+                // Missed some blocks: keep reading (a miss shows as a timeout at worst).
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Ok(applied)) => applied,
+            };
+            let height = applied.block.height;
+            for (included, receipt) in applied.block.txs.iter().zip(&applied.outcome.receipts) {
+                if included.signer != tx.signer || included.nonce != tx.nonce {
+                    continue;
+                }
+                if included != tx {
+                    // Only included ones move the nonce; an uncharged refusal did not take it.
+                    if receipt.as_ref().map_or_else(|e| e.charged(), |_| true) {
+                        return Err(InclusionError::Replaced { height });
+                    }
+                    continue;
+                }
+                return match receipt {
+                    Ok(()) => Ok(height),
+                    Err(reason) if reason.charged() => Err(InclusionError::Refused {
+                        height,
+                        reason: reason.clone(),
+                    }),
+                    // Not included in this block (its proposer took it, the ledger did not):
+                    // it may still be in a later one until its validity passes.
+                    Err(_) => continue,
+                };
+            }
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.endpoint.close();
+    }
+}
+
+/// Start a follower of `validators` from `ledger` (genesis: `last_hash` is its chain id).
+/// Must run inside a tokio runtime.
+pub fn follow(
+    ledger: crate::ledger::Ledger,
+    key: Arc<NodeKey>,
+    validators: Vec<NodeAddr>,
+    config: crate::follow::FollowerConfig,
+) -> Result<FollowerHandle, NetError> {
+    if validators.is_empty() {
+        return Err(NetError::Io(
+            "a follower needs at least one validator".into(),
+        ));
+    }
+    let bind: SocketAddr = if validators[0].socket.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let endpoint = Endpoint::client_for(CONSENSUS_PROTOCOL, key, bind, Limits::default())?;
+    let last_hash = if ledger.height() == 0 {
+        ledger.chain_id()
+    } else {
+        return Err(NetError::Io(
+            "a follower starts from genesis (a block store comes later)".into(),
+        ));
+    };
+    let follower = crate::follow::Follower::new(ledger, last_hash, validators.len(), config);
+    let status = FollowerStatus {
+        height: follower.height(),
+        root: follower.ledger().root(),
+        ..FollowerStatus::default()
+    };
+    let follower = Arc::new(std::sync::Mutex::new(follower));
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (status_tx, status_rx) = tokio::sync::watch::channel(status);
+    let (applied, _) = broadcast::channel(1024);
+    tokio::spawn(follow_loop(
+        follower.clone(),
+        endpoint.clone(),
+        validators,
+        config,
+        applied.clone(),
+        status_tx,
+        stopped.clone(),
+    ));
+    Ok(FollowerHandle {
+        follower,
+        status: status_rx,
+        applied,
+        endpoint,
+        stopped,
+    })
+}
+
+/// One stream per validator, opened when first needed and again after an error.
+type SyncStream = Option<(quinn::SendStream, quinn::RecvStream, Connection)>;
+
+async fn sync_request(
+    endpoint: &Endpoint,
+    validator: &NodeAddr,
+    stream: &mut SyncStream,
+    height: u64,
+) -> Result<NetMsg, NetError> {
+    if stream.is_none() {
+        let connection = endpoint.dial(validator).await?;
+        let (send, recv) = connection
+            .inner
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Io(e.to_string()))?;
+        *stream = Some((send, recv, connection));
+    }
+    let (send, recv, _) = stream.as_mut().expect("opened above");
+    send.write_all(&frame(&NetMsg::SyncRequest { height }))
+        .await
+        .map_err(|e| NetError::Io(e.to_string()))?;
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| NetError::Io(e.to_string()))?;
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MESSAGE_BYTES_MAX {
+        return Err(NetError::Io(format!("answer of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| NetError::Io(e.to_string()))?;
+    NetMsg::decode(&body).map_err(|e| NetError::Io(e.to_string()))
+}
+
+async fn follow_loop(
+    follower: Arc<std::sync::Mutex<crate::follow::Follower>>,
+    endpoint: Endpoint,
+    validators: Vec<NodeAddr>,
+    config: crate::follow::FollowerConfig,
+    applied: broadcast::Sender<Arc<crate::follow::Applied>>,
+    status: tokio::sync::watch::Sender<FollowerStatus>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use crate::follow::FollowerOutput;
+    let started = Instant::now();
+    let now = || started.elapsed().as_millis() as u64;
+    let mut streams: Vec<SyncStream> = (0..validators.len()).map(|_| None).collect();
+    let mut queue: Vec<FollowerOutput> = follower.lock().expect("follower lock").poll(now());
+    loop {
+        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if queue.is_empty() {
+            let deadline = follower.lock().expect("follower lock").next_deadline_ms();
+            let wait = deadline.saturating_sub(now()).max(10);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            queue = follower.lock().expect("follower lock").poll(now());
+            continue;
+        }
+        for output in std::mem::take(&mut queue) {
+            match output {
+                FollowerOutput::Request { peer, height } => {
+                    let answer = tokio::time::timeout(
+                        Duration::from_millis(config.request_timeout_ms),
+                        sync_request(&endpoint, &validators[peer], &mut streams[peer], height),
+                    )
+                    .await;
+                    let mut f = follower.lock().expect("follower lock");
+                    match answer {
+                        Ok(Ok(NetMsg::SyncResponse { block, commit })) => {
+                            queue.extend(f.on_block(peer, *block, commit, now()));
+                        }
+                        Ok(Ok(NetMsg::Tip { height })) => {
+                            queue.extend(f.on_tip(peer, height, now()));
+                        }
+                        Ok(Ok(other)) => {
+                            tracing::debug!(validator = %validators[peer], kind = other.kind(), "unexpected answer");
+                            streams[peer] = None;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(validator = %validators[peer], error = %e, "sync request failed");
+                            streams[peer] = None;
+                        }
+                        Err(_) => streams[peer] = None,
+                    }
+                    // A failed request stays in flight until its timeout, then the next
+                    // validator is asked.
+                    let s = FollowerStatus {
+                        height: f.height(),
+                        root: f.ledger().root(),
+                        behind: f.behind(),
+                        diverged: f.diverged().map(|e| e.to_string()),
+                    };
+                    status.send_if_modified(|old| {
+                        let changed = *old != s;
+                        *old = s;
+                        changed
+                    });
+                }
+                FollowerOutput::Applied(block) => {
+                    let _ = applied.send(Arc::from(block));
+                }
+                FollowerOutput::Dropped { peer, reason } => {
+                    tracing::warn!(validator = %validators[peer], %reason, "validator dropped");
+                }
+                FollowerOutput::Skipped { peer, reason } => {
+                    tracing::debug!(validator = %validators[peer], %reason, "validator skipped");
+                }
+            }
+        }
     }
 }

@@ -44,6 +44,9 @@ pub trait Engine {
     fn on_relayed_txs(&mut self, txs: Vec<VerifiedTx>, now_ms: u64) -> Vec<Output>;
     /// The ledger after the last committed block.
     fn ledger(&self) -> &Ledger;
+    /// A decided block this engine keeps, with its commit (what a sync request is answered
+    /// with).
+    fn decided(&self, height: u64) -> Option<(std::sync::Arc<Block>, CommitRecord)>;
 }
 
 impl Engine for Core {
@@ -73,5 +76,9 @@ impl Engine for Core {
 
     fn ledger(&self) -> &Ledger {
         Core::ledger(self)
+    }
+
+    fn decided(&self, height: u64) -> Option<(std::sync::Arc<Block>, CommitRecord)> {
+        Core::decided(self, height).cloned()
     }
 }
