@@ -272,8 +272,6 @@ impl Follower {
                     .ledger
                     .apply_block(&block_info(&block), &block.txs, &CpuBackend);
                 self.last_hash = hash.0;
-                let tip = &mut self.peers[peer].tip;
-                *tip = Some(tip.unwrap_or(0).max(block.height));
                 // The peer had this one: ask it for the next at once.
                 self.next_peer = peer;
                 self.quiet_until_ms = 0;

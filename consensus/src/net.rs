@@ -540,6 +540,9 @@ pub struct FollowerStatus {
     pub root: crate::tx::Hash32,
     /// Blocks behind the highest tip a validator claimed.
     pub behind: u64,
+    /// The highest tip a validator claimed (none yet: the follower does not know where the
+    /// chain is).
+    pub tip: Option<u64>,
     /// Set when the replica diverged from a certified state root (it follows no further).
     pub diverged: Option<String>,
 }
@@ -581,6 +584,23 @@ impl FollowerHandle {
         let mut status = self.status.clone();
         let reached = tokio::time::timeout(timeout, status.wait_for(|s| s.height >= height)).await;
         match reached {
+            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Err(_)) => Err(InclusionError::Stopped),
+            Err(_) => Err(InclusionError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Waits until a validator has said where its tip is and the replica has reached it.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<FollowerStatus, InclusionError> {
+        let mut status = self.status.clone();
+        let synced = tokio::time::timeout(
+            timeout,
+            status.wait_for(|s| s.tip.is_some() && s.behind == 0 || s.diverged.is_some()),
+        )
+        .await;
+        match synced {
             Ok(Ok(s)) => Ok(s.clone()),
             Ok(Err(_)) => Err(InclusionError::Stopped),
             Err(_) => Err(InclusionError::Timeout {
@@ -801,6 +821,7 @@ async fn follow_loop(
                         height: f.height(),
                         root: f.ledger().root(),
                         behind: f.behind(),
+                        tip: f.tip_claimed(),
                         diverged: f.diverged().map(|e| e.to_string()),
                     };
                     status.send_if_modified(|old| {

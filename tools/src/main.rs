@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod chain;
 mod codec_cmd;
 mod devnet;
 mod net;
@@ -179,6 +180,39 @@ enum Command {
     /// Validators: a local validator network, one validator, transaction load.
     #[command(subcommand)]
     Validator(ValidatorCommand),
+    /// What the chain holds, from a replica checked block by block against the validators'
+    /// commits (no validator is trusted).
+    Chain {
+        #[command(subcommand)]
+        query: ChainCommand,
+        /// A directory made by `cess validator testnet` (genesis.bin, validators.txt).
+        #[arg(long, global = true, default_value = "cess-validators")]
+        dir: PathBuf,
+        /// The genesis file (instead of DIR/genesis.bin).
+        #[arg(long, global = true)]
+        genesis: Option<PathBuf>,
+        /// A validator's address, /ip4/…/udp/…/quic-v1/p2p/… (repeatable; instead of
+        /// DIR/validators.txt).
+        #[arg(long = "validator", global = true)]
+        validators: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Height, tip, state root, counts.
+    Status,
+    /// The miner registry.
+    Miners,
+    /// Every file on the chain.
+    Files,
+    /// One file: owners, state, placement, fragments.
+    File { file_id: String },
+    /// An account's balance, nonce and lease (default: the testnet's faucet).
+    Account { id: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -512,6 +546,26 @@ fn run(cli: Cli) -> Result<()> {
             base_port,
         }) => validator::testnet(&dir, validators, base_port),
         Command::Validator(ValidatorCommand::Run { dir }) => validator::run(&dir),
+        Command::Chain {
+            query,
+            dir,
+            genesis,
+            validators,
+            json,
+        } => {
+            let source = chain::ChainSource::resolve(&dir, genesis, &validators)?;
+            let query = match query {
+                ChainCommand::Status => chain::Query::Status,
+                ChainCommand::Miners => chain::Query::Miners,
+                ChainCommand::Files => chain::Query::Files,
+                ChainCommand::File { file_id } => chain::Query::File(file_id),
+                ChainCommand::Account { id } => chain::Query::Account(match id {
+                    Some(id) => id,
+                    None => validator::faucet_account(&dir)?,
+                }),
+            };
+            chain::run(&source, query, json)
+        }
         Command::Validator(ValidatorCommand::Load { dir, count }) => validator::load(&dir, count),
         Command::Owner(OwnerCommand::Init { key }) => {
             println!("owner {}", owner::init(&key)?);

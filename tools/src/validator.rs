@@ -41,6 +41,13 @@ fn account_key(node_key: &NodeKey) -> Result<AccountKey> {
     AccountKey::from_libp2p(node_key.keypair()).context("the node key is not Ed25519")
 }
 
+/// The testnet faucet's account id (hex) in `dir`.
+pub fn faucet_account(dir: &Path) -> Result<String> {
+    let path = dir.join(FAUCET_KEY);
+    let key = NodeKey::load(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex(&account_key(&key)?.id().0))
+}
+
 fn load_validator_key(path: &Path) -> Result<ValidatorKey> {
     let bytes = crate::secret::read(path, "validator key")?;
     let key = std::str::from_utf8(&bytes)

@@ -110,6 +110,48 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         || txs(0) >= 200,
     );
 
+    // A follower (not a validator) reads the chain, each block checked against its commit.
+    let out = cess(dir)
+        .args(["chain", "account", "--dir", "net", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cess chain account: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let account: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        account["nonce"], 200,
+        "the faucet's 200 transfers: {account}"
+    );
+    let out = cess(dir)
+        .args(["chain", "status", "--dir", "net", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chain_height = status["height"].as_u64().unwrap();
+    assert!(chain_height >= 3, "{status}");
+    let logged = commits(dir, 0);
+    if let Some((_, root, _)) = logged.get(&chain_height) {
+        assert_eq!(
+            status["state_root"].as_str().unwrap(),
+            root,
+            "the follower's root is the validators'"
+        );
+    }
+    let out = cess(dir)
+        .args(["chain", "status", "--dir", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("validators.txt"),
+        "says what is missing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Kill validator 3 outright; three of four are a quorum.
     validators.0[3].kill().unwrap();
     validators.0[3].wait().unwrap();

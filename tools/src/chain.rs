@@ -1,0 +1,292 @@
+//! `cess chain …`: what the chain holds, read from a follower's replica (every block checked
+//! against its commit, no validator trusted) and printed as tables or `--json`.
+
+use anyhow::{Context, Result, bail};
+use cess_consensus::codec::hex;
+use cess_consensus::follow::FollowerConfig;
+use cess_consensus::ledger::{FileState, Genesis, Ledger, MinerState, TOKEN};
+use cess_consensus::net::{self, FollowerHandle};
+use cess_consensus::{AccountId, AccountKey};
+use cess_transport::identity::{NodeAddr, NodeKey};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the chain is: a genesis file and validators' addresses.
+#[derive(Debug, Clone)]
+pub struct ChainSource {
+    pub genesis: PathBuf,
+    pub validators: Vec<NodeAddr>,
+}
+
+impl ChainSource {
+    /// A directory made by `cess validator testnet` (genesis.bin, validators.txt), or an
+    /// explicit genesis file and validator list (which win).
+    pub fn resolve(
+        dir: &Path,
+        genesis: Option<PathBuf>,
+        validators: &[String],
+    ) -> Result<ChainSource> {
+        let genesis = genesis.unwrap_or_else(|| dir.join("genesis.bin"));
+        let listed: Vec<String> = if validators.is_empty() {
+            let path = dir.join("validators.txt");
+            std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!(
+                        "reading {} (or name validators with --validator)",
+                        path.display()
+                    )
+                })?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        } else {
+            validators.to_vec()
+        };
+        let validators = listed
+            .iter()
+            .map(|a| {
+                a.parse::<NodeAddr>()
+                    .with_context(|| format!("validator address {a}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if validators.is_empty() {
+            bail!("no validators to follow");
+        }
+        Ok(ChainSource {
+            genesis,
+            validators,
+        })
+    }
+}
+
+/// Follows the chain until the replica is at the tip a validator claims; the follower.
+pub async fn synced_follower(source: &ChainSource, timeout: Duration) -> Result<FollowerHandle> {
+    let bytes = std::fs::read(&source.genesis)
+        .with_context(|| format!("reading {}", source.genesis.display()))?;
+    let genesis = Genesis::decode(&bytes)
+        .with_context(|| format!("decoding {}", source.genesis.display()))?;
+    let ledger = Ledger::genesis(&genesis).context("the genesis is invalid")?;
+    // A throwaway identity: a follower proves nothing about itself.
+    let key = Arc::new(NodeKey::from_ed25519(
+        AccountKey::generate().ed25519().clone(),
+    ));
+    let follower = net::follow(
+        ledger,
+        key,
+        source.validators.clone(),
+        FollowerConfig::default(),
+    )?;
+    let status = follower.wait_synced(timeout).await.with_context(|| {
+        let s = follower.status();
+        format!(
+            "no validator of {} brought the replica to its tip (at height {}, tip {:?})",
+            source.validators.len(),
+            s.height,
+            s.tip
+        )
+    })?;
+    if let Some(reason) = status.diverged {
+        bail!("{reason}");
+    }
+    Ok(follower)
+}
+
+fn tokens(pico: u128) -> String {
+    format!("{}.{:06}", pico / TOKEN, (pico % TOKEN) / 1_000_000)
+}
+
+fn parse_account(text: &str) -> Result<AccountId> {
+    let bytes = cess_engine::Key::from_hex(text)
+        .context("an account id is 64 hex digits")?
+        .0;
+    Ok(AccountId(bytes))
+}
+
+#[derive(Debug, Clone)]
+pub enum Query {
+    Status,
+    Miners,
+    Files,
+    File(String),
+    Account(String),
+}
+
+/// Runs one query and prints its answer.
+pub fn run(source: &ChainSource, query: Query, json_out: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let follower = synced_follower(source, Duration::from_secs(30)).await?;
+        let status = follower.status();
+        let out = follower.with_ledger(|l| render(l, &query, json_out, status.tip))?;
+        follower.shutdown();
+        print!("{out}");
+        Ok(())
+    })
+}
+
+fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result<String> {
+    let mut out = String::new();
+    match query {
+        Query::Status => {
+            let value = json!({
+                "chain_id": hex(&l.chain_id()),
+                "height": l.height(),
+                "tip_claimed": tip,
+                "time_ms": l.time_ms(),
+                "state_root": hex(&l.root()),
+                "validators": l.validators().iter().map(|v| hex(&v.account.0)).collect::<Vec<_>>(),
+                "miners": l.miners().count(),
+                "files": l.files().count(),
+                "reward_pool": l.reward_pool().to_string(),
+            });
+            if json_out {
+                out = format!("{value:#}\n");
+            } else {
+                out += &format!("chain       {}\n", hex(&l.chain_id()[..8]));
+                out += &format!("height      {} (tip claimed {:?})\n", l.height(), tip);
+                out += &format!("state root  {}\n", hex(&l.root()));
+                out += &format!("validators  {}\n", l.validators().len());
+                out += &format!("miners      {}\n", l.miners().count());
+                out += &format!("files       {}\n", l.files().count());
+                out += &format!("reward pool {} tokens\n", tokens(l.reward_pool()));
+            }
+        }
+        Query::Miners => {
+            let rows: Vec<_> = l
+                .miners()
+                .map(|(id, m)| {
+                    json!({
+                        "account": hex(&id.0),
+                        "endpoint": m.endpoint,
+                        "declared_bytes": m.declared_bytes,
+                        "active_bytes": m.active_bytes,
+                        "locked_bytes": m.locked_bytes,
+                        "collateral": m.collateral.to_string(),
+                        "state": match m.state { MinerState::Active => "active".to_string(), MinerState::Exiting { since } => format!("exiting since {since}") },
+                        "reputation": m.reputation,
+                    })
+                })
+                .collect();
+            if json_out {
+                out = format!("{:#}\n", json!(rows));
+            } else {
+                out += &format!(
+                    "{:<16} {:>14} {:>14} {:>12} {:<8} endpoint\n",
+                    "miner", "declared", "stored", "collateral", "state"
+                );
+                for (id, m) in l.miners() {
+                    out += &format!(
+                        "{:<16} {:>14} {:>14} {:>12} {:<8} {}\n",
+                        hex(&id.0[..8]),
+                        m.declared_bytes,
+                        m.active_bytes,
+                        tokens(m.collateral),
+                        if m.state == MinerState::Active {
+                            "active"
+                        } else {
+                            "exiting"
+                        },
+                        m.endpoint
+                    );
+                }
+            }
+        }
+        Query::Files => {
+            let rows: Vec<_> = l
+                .files()
+                .map(|(id, f)| {
+                    json!({
+                        "file_id": hex(id),
+                        "size_bytes": f.size_bytes,
+                        "segments": f.segments.len(),
+                        "owners": f.owners.len(),
+                        "state": if f.state == FileState::Active { "active" } else { "pending" },
+                    })
+                })
+                .collect();
+            if json_out {
+                out = format!("{:#}\n", json!(rows));
+            } else {
+                out += &format!(
+                    "{:<64} {:>14} {:>8} {:>6} state\n",
+                    "file", "bytes", "segments", "owners"
+                );
+                for (id, f) in l.files() {
+                    out += &format!(
+                        "{:<64} {:>14} {:>8} {:>6} {}\n",
+                        hex(id),
+                        f.size_bytes,
+                        f.segments.len(),
+                        f.owners.len(),
+                        if f.state == FileState::Active {
+                            "active"
+                        } else {
+                            "pending"
+                        }
+                    );
+                }
+            }
+        }
+        Query::File(id_hex) => {
+            let id = cess_engine::Key::from_hex(id_hex)
+                .context("a file id is 64 hex digits")?
+                .0;
+            let f = l
+                .file(&id)
+                .with_context(|| format!("no file {id_hex} on the chain"))?;
+            let columns: Vec<_> = f.segments[0]
+                .fragments
+                .iter()
+                .map(|x| x.miner.map(|m| hex(&m.0)))
+                .collect();
+            let value = json!({
+                "file_id": id_hex,
+                "size_bytes": f.size_bytes,
+                "fragment_bytes": f.fragment_bytes,
+                "tagger": hex(&f.tagger),
+                "state": if f.state == FileState::Active { "active" } else { "pending" },
+                "declared_at": f.declared_at,
+                "owners": f.owners.iter().map(|(o, name)| json!({"account": hex(&o.0), "name": name})).collect::<Vec<_>>(),
+                "column_miners": columns,
+                "segments": f.segments.iter().map(|s| json!({
+                    "segment_id": hex(&s.segment_id),
+                    "fragments": s.fragments.iter().map(|x| json!({"id": hex(&x.id), "stored": x.stored})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            out = format!("{value:#}\n");
+        }
+        Query::Account(id_hex) => {
+            let id = parse_account(id_hex)?;
+            let a = l.account(&id);
+            let lease = l.lease(&id);
+            let value = json!({
+                "account": id_hex,
+                "balance": a.balance.to_string(),
+                "nonce": a.nonce,
+                "miner": l.miner(&id).is_some(),
+                "lease": lease.map(|x| json!({"gib": x.gib, "used_bytes": x.used_bytes, "until": x.until})),
+            });
+            if json_out {
+                out = format!("{value:#}\n");
+            } else {
+                out += &format!("account {id_hex}\n");
+                out += &format!("balance {} tokens\n", tokens(a.balance));
+                out += &format!("nonce   {}\n", a.nonce);
+                if let Some(x) = lease {
+                    out += &format!(
+                        "lease   {} GiB until height {}, {} bytes used\n",
+                        x.gib, x.until, x.used_bytes
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
