@@ -26,6 +26,11 @@ use tokio::sync::{broadcast, mpsc};
 pub const CONSENSUS_PROTOCOL: &str = "cess-consensus/1";
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
+/// Followers' sync requests answered at once (each holds a block of up to 16 MiB until the
+/// follower has read it), whatever the number of followers, connections and streams.
+const SYNC_ANSWERS_MAX: usize = 8;
+/// A sync answer not taken by its follower within this closes the connection.
+const SYNC_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The account a PeerId names, when its key is Ed25519 (the only kind accounts use).
 pub fn account_of(peer: &PeerId) -> Option<AccountId> {
@@ -57,8 +62,11 @@ enum Event {
         tokio::sync::oneshot::Sender<Vec<Result<(), crate::TxError>>>,
     ),
     /// A follower's sync request: answered with the block or the tip, on its own stream.
-    Sync(u64, tokio::sync::oneshot::Sender<NetMsg>),
+    Sync(u64, tokio::sync::oneshot::Sender<SyncAnswer>),
 }
+
+/// The core loop's answer to a follower: the block (shared, not copied on the loop) or the tip.
+type SyncAnswer = Result<(Arc<crate::bft::Block>, crate::bft::CommitRecord), u64>;
 
 /// A running validator: submit transactions, watch commits, stop it.
 #[derive(Debug, Clone)]
@@ -327,15 +335,7 @@ async fn core_loop<E: Engine>(
                 outputs
             }
             Event::Sync(height, reply) => {
-                let answer = match core.decided(height) {
-                    Some((block, commit)) => NetMsg::SyncResponse {
-                        block: Box::new((*block).clone()),
-                        commit,
-                    },
-                    None => NetMsg::Tip {
-                        height: core.ledger().height(),
-                    },
-                };
+                let answer = core.decided(height).ok_or(core.ledger().height());
                 let _ = reply.send(answer);
                 continue;
             }
@@ -389,6 +389,7 @@ async fn accept_loop(
     validators: Vec<AccountId>,
     chain_id: crate::tx::Hash32,
 ) {
+    let sync_answers = Arc::new(tokio::sync::Semaphore::new(SYNC_ANSWERS_MAX));
     while let Some(incoming) = endpoint.accept().await {
         match incoming {
             Ok(connection) => {
@@ -397,6 +398,7 @@ async fn accept_loop(
                     events.clone(),
                     validators.clone(),
                     chain_id,
+                    sync_answers.clone(),
                 ));
             }
             Err(e) => tracing::debug!(error = %e, "handshake failed"),
@@ -410,6 +412,7 @@ async fn serve_connection(
     events: mpsc::Sender<EventBox>,
     validators: Vec<AccountId>,
     chain_id: crate::tx::Hash32,
+    sync_answers: Arc<tokio::sync::Semaphore>,
 ) {
     let Some(from) = account_of(&connection.peer_id) else {
         connection.close(ErrorCode::Protocol, "peer key is not Ed25519");
@@ -421,6 +424,7 @@ async fn serve_connection(
     while let Ok((mut send, mut recv)) = connection.inner.accept_bi().await {
         let events = events.clone();
         let connection = connection.clone();
+        let sync_answers = sync_answers.clone();
         tokio::spawn(async move {
             loop {
                 let mut prefix = [0u8; 4];
@@ -456,6 +460,10 @@ async fn serve_connection(
                     // A follower's request, answered on this stream before the next frame is
                     // read: one block in flight per stream, paced by what the follower reads.
                     NetMsg::SyncRequest { height } if !is_validator => {
+                        // Held until the answer is written (flow control paces a slow reader).
+                        let Ok(_permit) = sync_answers.acquire().await else {
+                            return;
+                        };
                         let (reply, answer) = tokio::sync::oneshot::channel();
                         if events
                             .send(EventBox(Box::new(Event::Sync(height, reply))))
@@ -464,10 +472,22 @@ async fn serve_connection(
                         {
                             return;
                         }
-                        let Ok(answer) = answer.await else {
-                            return;
+                        let answer = match answer.await {
+                            Ok(Ok((block, commit))) => NetMsg::SyncResponse {
+                                block: Box::new((*block).clone()),
+                                commit,
+                            },
+                            Ok(Err(tip)) => NetMsg::Tip { height: tip },
+                            Err(_) => return,
                         };
-                        if send.write_all(&frame(&answer)).await.is_err() {
+                        // A follower that does not read within this gives its permit back.
+                        let written = tokio::time::timeout(
+                            SYNC_WRITE_TIMEOUT,
+                            send.write_all(&frame(&answer)),
+                        )
+                        .await;
+                        if !matches!(written, Ok(Ok(()))) {
+                            connection.close(ErrorCode::Timeout, "sync answer not read in time");
                             return;
                         }
                         continue;

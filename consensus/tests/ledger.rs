@@ -1740,3 +1740,90 @@ fn a_proof_after_another_transaction_of_its_miner_in_the_same_block_is_verified(
             .any(|e| matches!(e, Event::ProofValid { miner: m, .. } if *m == miner))
     );
 }
+
+/// Scenario (review): a miner holding a small set under one tagger and a large one under
+/// another proved the small set every round and dropped the large one. Each valid proof paid
+/// the rent of everything it held and reset its count of failures, so it was paid for data it
+/// did not keep and the data was never repaired. Now rent is paid only once every audit of a
+/// round has passed, and only such a round resets the count.
+#[test]
+fn a_miner_that_proves_one_set_and_drops_another_is_not_paid_and_loses_the_data() {
+    let (mut chain, mut kept) = storage_chain_with(cess_consensus::LedgerParams {
+        audit_misses_max: 2,
+        ..test_params()
+    });
+    let mut dropped = Storage::new(10);
+    chain.register_tagger(3, dropped.tagger.public().encode());
+    let small = store_file(&mut chain, &mut kept, 91, 1);
+    let (big, order) = dropped.order(92, 3, FRAGMENT);
+    chain.run(0, order).unwrap();
+    chain.report_all(&big);
+    let both = chain
+        .holders(&small)
+        .into_iter()
+        .find(|i| chain.holders(&big).contains(i))
+        .unwrap();
+    let cheat = chain.id(both);
+    let small_tagger = kept.tagger_id();
+    let mut answered = std::collections::BTreeSet::new();
+    let mut proofs_valid = 0;
+    let mut released = None;
+    for _ in 0..80 {
+        let open: Vec<(u64, [u8; 32])> = chain
+            .ledger
+            .audits()
+            .filter(|((round, m, t), _)| {
+                *m == cheat && *t == small_tagger && !answered.contains(round)
+            })
+            .map(|((round, _, t), _)| (*round, *t))
+            .collect();
+        let mut txs = Vec::new();
+        for (round, tagger) in open {
+            answered.insert(round);
+            let challenge = chain.ledger.challenge(round, &cheat, &tagger).unwrap();
+            let (proof, _) = cess_proofs::prove(
+                kept.tagger.public(),
+                &challenge,
+                &mut kept.source.clone(),
+                &CpuBackend,
+            )
+            .unwrap();
+            txs.push(chain.tx(
+                both,
+                Call::SubmitProof {
+                    round,
+                    tagger,
+                    proof: proof.encode(),
+                },
+            ));
+        }
+        let fees: Vec<u128> = txs
+            .iter()
+            .map(|tx| chain.ledger.params().min_fee(tx))
+            .collect();
+        let outcome = chain.block(&txs);
+        for event in &outcome.events {
+            match event {
+                Event::ProofValid { miner, reward, .. } if *miner == cheat => {
+                    proofs_valid += 1;
+                    assert!(
+                        fees.contains(reward),
+                        "only its fee back, no rent: {reward} against fees {fees:?}"
+                    );
+                }
+                Event::MinerDataReleased { miner, fragments } if *miner == cheat => {
+                    released = Some(*fragments)
+                }
+                _ => {}
+            }
+        }
+        if released.is_some() {
+            break;
+        }
+    }
+    assert!(
+        proofs_valid >= 2,
+        "it proved the small set ({proofs_valid})"
+    );
+    assert_eq!(released, Some(4), "its 1 + 3 fragments go to restoral");
+}

@@ -107,6 +107,9 @@ const FUTURE_HEIGHTS: u64 = 2;
 const FUTURE_PER_HEIGHT: usize = 64;
 /// A sync request is repeated at most this often per height.
 const SYNC_RETRY_MS: u64 = 500;
+/// A validator still voting at a height this long after it was decided here is sent the
+/// decision.
+const HELP_AFTER_MS: u64 = 1_000;
 
 pub struct Core {
     ctx: Cess,
@@ -136,6 +139,9 @@ pub struct Core {
     /// Peer → (height, time) of the last block sent to it unasked because it was voting at
     /// a height this validator has decided: at most one per peer per `SYNC_RETRY_MS`.
     helped: BTreeMap<AccountId, (u64, u64)>,
+    /// When the last few heights were decided here (votes arriving just after a decision are
+    /// late, not a sign their sender is stuck).
+    decided_at_ms: BTreeMap<u64, u64>,
     stats: CoreStats,
     started: bool,
     /// Proposals buffered for the height just started, handled once it has started.
@@ -207,6 +213,7 @@ impl Core {
             now_ms,
             sync_asked: None,
             helped: BTreeMap::new(),
+            decided_at_ms: BTreeMap::new(),
             stats: CoreStats::default(),
             started: false,
             replay_future: Vec::new(),
@@ -428,6 +435,13 @@ impl Core {
         {
             return;
         }
+        // Votes for a height just decided arrive late from validators that decided too; only
+        // a validator still voting there a while later has missed the decision.
+        if let Some(at) = self.decided_at_ms.get(&height)
+            && self.now_ms < at + HELP_AFTER_MS
+        {
+            return;
+        }
         let Some((block, commit)) = self.history.get(&height) else {
             return;
         };
@@ -634,6 +648,10 @@ impl Core {
             .after_block(&self.ledger, &block.txs, &outcome.receipts);
         self.last_hash = hash.0;
         self.last_commit = Some(commit.clone());
+        self.decided_at_ms.insert(block.height, self.now_ms);
+        while self.decided_at_ms.len() > 16 {
+            self.decided_at_ms.pop_first();
+        }
         self.history
             .insert(block.height, (block.clone(), commit.clone()));
         while self.history.len() > self.config.history_max {

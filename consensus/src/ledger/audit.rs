@@ -232,24 +232,33 @@ impl Ledger {
         self.audits.remove(&key).expect("checked above");
         match verdict {
             Verdict::Valid => {
-                // Its least fee back and the rent it accrued since its last valid proof,
-                // at most what the pool holds.
+                // Its least fee back; and, once every audit of its round has passed, the
+                // rent it accrued for everything it holds (a round with any failed audit
+                // forfeits it: a miner proving a small set cannot be paid for a large one it
+                // dropped). At most what the pool holds.
+                let round_open = self
+                    .audits
+                    .range((round, signer, [0; 32])..=(round, signer, [0xFF; 32]))
+                    .next()
+                    .is_some();
                 let clock = self.rent_clock();
-                let rent = match self.miners.get_mut(&signer) {
-                    Some(miner) => {
-                        miner.accrue_rent(clock);
-                        std::mem::take(&mut miner.rent_accrued)
-                    }
-                    None => 0,
+                // A miner cannot withdraw while audited (`withdraw_miner`), so it is here.
+                let miner = self.miners.get_mut(&signer).expect("audited miners exist");
+                miner.accrue_rent(clock);
+                miner.reputation = (miner.reputation + 10).min(REPUTATION_MAX);
+                let rent = if miner.failed_round == Some(round) {
+                    miner.rent_accrued = 0;
+                    0
+                } else if round_open {
+                    0
+                } else {
+                    // The whole round passed: only that resets the count of failures.
+                    miner.audits_failed_in_a_row = 0;
+                    std::mem::take(&mut miner.rent_accrued)
                 };
                 let reward = refund.saturating_add(rent).min(self.reward_pool);
                 self.reward_pool -= reward;
                 self.credit(signer, reward);
-                // A miner cannot withdraw while audited (`withdraw_miner`), so it is here.
-                if let Some(miner) = self.miners.get_mut(&signer) {
-                    miner.reputation = (miner.reputation + 10).min(REPUTATION_MAX);
-                    miner.audits_failed_in_a_row = 0;
-                }
                 self.events.push(Event::ProofValid {
                     round,
                     miner: signer,
@@ -264,7 +273,7 @@ impl Ledger {
                     penalty,
                     reason: reason.to_string(),
                 });
-                self.audit_failed(signer);
+                self.audit_failed(signer, round);
             }
         }
         Ok(())
@@ -348,13 +357,13 @@ impl Ledger {
                 miner: key.1,
                 penalty,
             });
-            self.audit_failed(key.1);
+            self.audit_failed(key.1, key.0);
         }
     }
 
     /// One more missed or failed audit in a row; at `audit_misses_max` the miner's data is
     /// handed to restoral orders (other miners rebuild it) and the count starts again.
-    fn audit_failed(&mut self, miner_id: AccountId) {
+    fn audit_failed(&mut self, miner_id: AccountId, round: u64) {
         let clock = self.rent_clock();
         let Some(miner) = self.miners.get_mut(&miner_id) else {
             return;
@@ -362,6 +371,7 @@ impl Ledger {
         // The rent it accrued since its last valid proof is forfeited (it stays in the pool).
         miner.accrue_rent(clock);
         miner.rent_accrued = 0;
+        miner.failed_round = Some(round);
         miner.audits_failed_in_a_row += 1;
         if miner.audits_failed_in_a_row < self.params.audit_misses_max {
             return;

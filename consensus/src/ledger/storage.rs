@@ -47,6 +47,9 @@ pub struct Miner {
     /// (forfeited by a missed or invalid one). See `space.rs`.
     pub rent_accrued: u128,
     pub rent_since: u64,
+    /// The last audit round in which one of its audits failed (its rent for that round is
+    /// forfeited, and the round does not reset `audits_failed_in_a_row`).
+    pub failed_round: Option<u64>,
     /// Fragments reported stored, per tagger: id → length. Audits sample these.
     pub(crate) held: HeldSets,
 }
@@ -142,8 +145,12 @@ impl Miner {
             .u32(self.audits_failed_in_a_row)
             .u32(self.restoral_claims)
             .u128(self.rent_accrued)
-            .u64(self.rent_since)
-            .fixed(&self.held.sum.checksum());
+            .u64(self.rent_since);
+        match self.failed_round {
+            Some(round) => w.u8(1).u64(round),
+            None => w.u8(0),
+        };
+        w.fixed(&self.held.sum.checksum());
     }
 
     /// Brings the rent it earned up to `clock` (before its stored bytes change).
@@ -362,6 +369,18 @@ impl Ledger {
         self.miners.iter()
     }
 
+    /// Where a fragment lives on the ledger: its file, segment index and column.
+    pub fn fragment_place(&self, id: &Hash32) -> Option<(Hash32, u32, u16)> {
+        self.fragments
+            .get(id)
+            .map(|p| (p.file_id, p.segment, p.column))
+    }
+
+    /// The fragments `miner` is responsible for (assigned or stored), in id order.
+    pub fn assigned_to(&self, miner: &AccountId) -> impl Iterator<Item = &Hash32> {
+        self.indexes.assigned.get(miner).into_iter().flatten()
+    }
+
     pub fn file(&self, id: &Hash32) -> Option<&FileInfo> {
         self.files.get(id)
     }
@@ -578,6 +597,7 @@ impl Ledger {
                 restoral_claims: 0,
                 rent_accrued: 0,
                 rent_since: self.height,
+                failed_round: None,
                 held: HeldSets::default(),
             },
         );

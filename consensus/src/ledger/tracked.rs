@@ -126,6 +126,13 @@ impl<K: Ord + Clone + Hashed, V: Hashed> Tracked<K, V> {
         self.map.iter()
     }
 
+    pub fn range<R: std::ops::RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> std::collections::btree_map::Range<'_, K, V> {
+        self.map.range(range)
+    }
+
     pub fn values(&self) -> std::collections::btree_map::Values<'_, K, V> {
         self.map.values()
     }

@@ -1,0 +1,288 @@
+//! The storage node's decisions, as a sans-IO core (in the manner of the validator core):
+//! the ledger replica after each block, write requests, the store's durable results and
+//! restarts come in; what to allow, which transactions to submit and which fragments to delete
+//! come out. Drivers do the I/O (the follower keeps the replica, the engine stores, QUIC
+//! carries the fragments).
+//!
+//! The chain rule: a node stores a fragment only when its own replica has that fragment
+//! assigned to it (placed by the ledger in an order, or a restoral it claimed); it reports a
+//! column with `ReportStored` only once every fragment of that column is durable in its store;
+//! and it deletes, on its own, every fragment the ledger no longer assigns to it (a deleted
+//! file, an expired order, a lease that ended, a fragment handed to restoral). Nothing the
+//! ledger assigns is ever deleted, and nothing is reported before it is durable.
+#![forbid(unsafe_code)]
+
+use cess_consensus::ledger::{Ledger, MinerState};
+use cess_consensus::tx::Hash32;
+use cess_consensus::{AccountId, Call};
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+
+/// Who the node is and what it offers the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub account: AccountId,
+    /// Its transport PeerId bytes (the ledger checks they are the account's key).
+    pub peer_id: Vec<u8>,
+    /// The multiaddr clients dial (`--announce` when it listens on 0.0.0.0).
+    pub endpoint: String,
+    /// Space declared: the store's capacity.
+    pub capacity_bytes: u64,
+    /// Collateral it registers with.
+    pub collateral: u128,
+}
+
+/// Why a fragment write is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WriteRefused {
+    #[error("this node is not registered on the chain yet")]
+    NotRegistered,
+    #[error("no file on the chain has this fragment")]
+    UnknownFragment,
+    #[error("the chain assigns this fragment to another miner")]
+    NotAssigned,
+    #[error("the fragment is {got} bytes; its order declares {expected}")]
+    WrongLength { expected: u64, got: u64 },
+}
+
+/// What the driver does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Sign and submit this call (the driver waits for its inclusion).
+    Submit(Call),
+    /// Remove this fragment from the store (the ledger no longer assigns it here).
+    Delete(Hash32),
+}
+
+/// A report is submitted again if the ledger has not taken it within this many blocks (the
+/// transaction was lost, or expired in a mempool).
+pub const RESUBMIT_BLOCKS: u64 = 20;
+
+#[derive(Debug, Clone)]
+pub struct NodeCore {
+    identity: NodeIdentity,
+    /// Durable fragments in the store: id → length.
+    stored: BTreeMap<Hash32, u64>,
+    /// (file, column) → height at which its report was submitted.
+    reported: BTreeMap<(Hash32, u16), u64>,
+    /// Height at which a registration or endpoint update was submitted.
+    registration_sent: Option<u64>,
+    /// Deletions asked for and not yet confirmed by the store.
+    deleting: BTreeSet<Hash32>,
+}
+
+impl NodeCore {
+    /// A node whose store holds `stored` (id, length), durable: at start, after a restart.
+    pub fn new(identity: NodeIdentity, stored: impl IntoIterator<Item = (Hash32, u64)>) -> Self {
+        NodeCore {
+            identity,
+            stored: stored.into_iter().collect(),
+            reported: BTreeMap::new(),
+            registration_sent: None,
+            deleting: BTreeSet::new(),
+        }
+    }
+
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// Fragments durable in the store, as the core knows them.
+    pub fn stored(&self) -> &BTreeMap<Hash32, u64> {
+        &self.stored
+    }
+
+    /// Whether the chain lets this node store `fragment_id` of `len_bytes` now: assigned to
+    /// it in `ledger` (its own replica), of the order's fragment size. A fragment already
+    /// stored may be written again (a resumed upload).
+    pub fn check_write(
+        &self,
+        ledger: &Ledger,
+        fragment_id: &Hash32,
+        len_bytes: u64,
+    ) -> Result<(), WriteRefused> {
+        let me = &self.identity.account;
+        if ledger.miner(me).is_none() {
+            return Err(WriteRefused::NotRegistered);
+        }
+        let (file_id, segment, column) = ledger
+            .fragment_place(fragment_id)
+            .ok_or(WriteRefused::UnknownFragment)?;
+        let file = ledger.file(&file_id).expect("placed fragments have files");
+        let fragment = &file.segments[segment as usize].fragments[usize::from(column)];
+        let restoral_claimed = ledger
+            .restoral(fragment_id)
+            .and_then(|o| o.claim)
+            .is_some_and(|(claimer, _)| claimer == *me);
+        if fragment.miner != Some(*me) && !restoral_claimed {
+            return Err(WriteRefused::NotAssigned);
+        }
+        if len_bytes != file.fragment_bytes {
+            return Err(WriteRefused::WrongLength {
+                expected: file.fragment_bytes,
+                got: len_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The store made `fragment_id` durable (after `check_write` allowed it). What to do now,
+    /// against the replica: a report when its column is complete.
+    pub fn on_stored(
+        &mut self,
+        ledger: &Ledger,
+        fragment_id: Hash32,
+        len_bytes: u64,
+    ) -> Vec<Action> {
+        self.stored.insert(fragment_id, len_bytes);
+        self.deleting.remove(&fragment_id);
+        let mut actions = Vec::new();
+        let me = self.identity.account;
+        let claimed = ledger
+            .restoral(&fragment_id)
+            .and_then(|o| o.claim)
+            .is_some_and(|(claimer, _)| claimer == me);
+        if claimed {
+            // A restoral this node rebuilt: it takes the fragment over.
+            actions.push(Action::Submit(Call::CompleteRestoral { fragment_id }));
+        } else if let Some((file_id, _, column)) = ledger.fragment_place(&fragment_id) {
+            self.report_if_complete(ledger, file_id, column, &mut actions);
+        }
+        actions
+    }
+
+    /// The store removed `fragment_id`.
+    pub fn on_deleted(&mut self, fragment_id: &Hash32) {
+        self.stored.remove(fragment_id);
+        self.deleting.remove(fragment_id);
+    }
+
+    /// After every block the replica applied (and once at start): registration, the reports
+    /// due, and the deletions the ledger implies. Costs the node's own fragments, not the
+    /// ledger's size.
+    pub fn on_block(&mut self, ledger: &Ledger) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.register(ledger, &mut actions);
+        let me = self.identity.account;
+        if ledger.miner(&me).is_none() {
+            return actions;
+        }
+        // Columns assigned here whose fragments are all durable and not yet reported.
+        let mut columns: BTreeSet<(Hash32, u16)> = BTreeSet::new();
+        for fragment_id in ledger.assigned_to(&me) {
+            if let Some((file_id, _, column)) = ledger.fragment_place(fragment_id) {
+                columns.insert((file_id, column));
+            }
+        }
+        for (file_id, column) in &columns {
+            self.report_if_complete(ledger, *file_id, *column, &mut actions);
+        }
+        self.reported
+            .retain(|(file_id, column), _| columns.contains(&(*file_id, *column)));
+        // Everything stored here that the ledger does not assign here goes (unless it is a
+        // restoral this node claimed and is rebuilding).
+        let assigned: BTreeSet<&Hash32> = ledger.assigned_to(&me).collect();
+        for fragment_id in self.stored.keys() {
+            if assigned.contains(fragment_id) || self.deleting.contains(fragment_id) {
+                continue;
+            }
+            let claimed = ledger
+                .restoral(fragment_id)
+                .and_then(|o| o.claim)
+                .is_some_and(|(claimer, _)| claimer == me);
+            if claimed {
+                continue;
+            }
+            actions.push(Action::Delete(*fragment_id));
+        }
+        for action in &actions {
+            if let Action::Delete(id) = action {
+                self.deleting.insert(*id);
+            }
+        }
+        actions
+    }
+
+    fn register(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {
+        let due = self
+            .registration_sent
+            .is_none_or(|at| ledger.height() >= at + RESUBMIT_BLOCKS);
+        let call = match ledger.miner(&self.identity.account) {
+            None => Some(Call::RegisterMiner {
+                peer_id: self.identity.peer_id.clone(),
+                endpoint: self.identity.endpoint.clone(),
+                declared_bytes: self.identity.capacity_bytes,
+                collateral: self.identity.collateral,
+            }),
+            Some(m)
+                if m.state == MinerState::Active
+                    && (m.endpoint != self.identity.endpoint
+                        || m.declared_bytes != self.identity.capacity_bytes) =>
+            {
+                // Never declare less than is in use (the ledger would refuse it).
+                let used = m.locked_bytes + m.active_bytes;
+                Some(Call::UpdateMiner {
+                    endpoint: self.identity.endpoint.clone(),
+                    declared_bytes: self.identity.capacity_bytes.max(used),
+                })
+            }
+            Some(_) => {
+                self.registration_sent = None;
+                None
+            }
+        };
+        if let Some(call) = call {
+            // An update to what is already declared is not needed.
+            let needed = match (&call, ledger.miner(&self.identity.account)) {
+                (Call::UpdateMiner { declared_bytes, .. }, Some(m)) => {
+                    m.endpoint != self.identity.endpoint || m.declared_bytes != *declared_bytes
+                }
+                _ => true,
+            };
+            if needed && due {
+                self.registration_sent = Some(ledger.height());
+                actions.push(Action::Submit(call));
+            }
+        }
+    }
+
+    /// `ReportStored` for (file, column) when every fragment of it assigned here is durable,
+    /// some is not yet reported on the ledger, and no report is in flight.
+    fn report_if_complete(
+        &mut self,
+        ledger: &Ledger,
+        file_id: Hash32,
+        column: u16,
+        actions: &mut Vec<Action>,
+    ) {
+        let me = self.identity.account;
+        let Some(file) = ledger.file(&file_id) else {
+            return;
+        };
+        let mut unreported = false;
+        for segment in &file.segments {
+            let Some(fragment) = segment.fragments.get(usize::from(column)) else {
+                return;
+            };
+            if fragment.miner != Some(me) {
+                continue;
+            }
+            if !self.stored.contains_key(&fragment.id) {
+                return;
+            }
+            unreported |= !fragment.stored;
+        }
+        if !unreported {
+            self.reported.remove(&(file_id, column));
+            return;
+        }
+        let height = ledger.height();
+        if let Some(at) = self.reported.get(&(file_id, column))
+            && height < at + RESUBMIT_BLOCKS
+        {
+            return;
+        }
+        self.reported.insert((file_id, column), height);
+        actions.push(Action::Submit(Call::ReportStored { file_id, column }));
+    }
+}

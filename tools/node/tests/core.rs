@@ -1,0 +1,344 @@
+//! The node core under a seeded in-process run: a real ledger applied block by block, nodes
+//! whose stores are maps, an owner that rents space and places orders. Writes are allowed only
+//! for fragments the ledger assigned to the node; a column is reported only when all of it is
+//! durable; fragments leave the stores when the ledger lets go of them; a restarted node
+//! reconciles its store with the ledger.
+
+use cess_consensus::ledger::{BlockInfo, FileState, GenesisTagger, Ledger, LedgerParams, TOKEN};
+use cess_consensus::sim::genesis;
+use cess_consensus::tx::{Hash32, SegmentDecl};
+use cess_consensus::{AccountKey, Call, Transaction};
+use cess_node::{Action, NodeCore, NodeIdentity, WriteRefused};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+const COLUMNS: usize = 3;
+const FRAGMENT: u64 = 1024;
+
+struct Net {
+    ledger: Ledger,
+    validators: Vec<cess_consensus::AccountId>,
+    owner: AccountKey,
+    miners: Vec<AccountKey>,
+    nodes: Vec<NodeCore>,
+    /// Each node's store: fragment id → length.
+    stores: Vec<BTreeMap<Hash32, u64>>,
+    tagger: Hash32,
+    /// Calls the nodes asked for, to go in the next block.
+    queued: Vec<(usize, Call)>,
+    rng: ChaCha8Rng,
+}
+
+fn params() -> LedgerParams {
+    LedgerParams {
+        data_fragments: 1,
+        fragments_per_segment: COLUMNS as u16,
+        validators_per_era: 1,
+        order_validity_blocks: 30,
+        lease_grace_blocks: 2,
+        ..LedgerParams::default()
+    }
+}
+
+impl Net {
+    fn new(nodes: usize, seed: u64) -> Net {
+        let (mut genesis, validators, users) = genesis(1, nodes + 1, seed, params());
+        let tagger_key = cess_proofs::SecretKey::from_seed(&[7; 32], 4).unwrap();
+        genesis.taggers.push(GenesisTagger {
+            owner: users[0].id(),
+            key: tagger_key.public().encode(),
+        });
+        let ledger = Ledger::genesis(&genesis).unwrap();
+        let miners: Vec<AccountKey> = users[1..].to_vec();
+        let node_cores = miners
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                NodeCore::new(
+                    NodeIdentity {
+                        account: m.id(),
+                        peer_id: m.id().peer_id().unwrap().to_bytes(),
+                        endpoint: format!("/ip4/127.0.0.1/udp/{}/quic-v1", 7000 + i),
+                        capacity_bytes: 1 << 20,
+                        collateral: 1000 * TOKEN,
+                    },
+                    [],
+                )
+            })
+            .collect();
+        Net {
+            ledger,
+            validators: validators.iter().map(|(a, _)| a.id()).collect(),
+            owner: users[0].clone(),
+            stores: vec![BTreeMap::new(); nodes],
+            nodes: node_cores,
+            miners,
+            tagger: tagger_key.public().id().0,
+            queued: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Applies a block with `txs` and the nodes' queued calls; every node then sees it, and
+    /// its deletions run against its store at once.
+    fn block(&mut self, mut txs: Vec<Transaction>) -> cess_consensus::BlockOutcome {
+        let mut nonces: BTreeMap<cess_consensus::AccountId, u64> = BTreeMap::new();
+        for (i, call) in std::mem::take(&mut self.queued) {
+            let key = &self.miners[i];
+            let nonce = nonces
+                .entry(key.id())
+                .or_insert(self.ledger.account(&key.id()).nonce);
+            txs.push(self.ledger.transaction_with_nonce(key, *nonce, call));
+            *nonce += 1;
+        }
+        let height = self.ledger.height() + 1;
+        let info = BlockInfo {
+            height,
+            time_ms: height * 1000,
+            vrf_output: self.rng.random(),
+            last_commit: self.validators.clone(),
+        };
+        let outcome = self
+            .ledger
+            .apply_block(&info, &txs, &cess_proofs::CpuBackend);
+        self.ledger.assert_storage_invariants();
+        for i in 0..self.nodes.len() {
+            let actions = self.nodes[i].on_block(&self.ledger);
+            self.act(i, actions);
+        }
+        outcome
+    }
+
+    fn act(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Submit(call) => self.queued.push((i, call)),
+                Action::Delete(id) => {
+                    assert!(
+                        self.stores[i].remove(&id).is_some(),
+                        "deletes what it holds"
+                    );
+                    self.nodes[i].on_deleted(&id);
+                }
+            }
+        }
+    }
+
+    fn owner_tx(&self, call: Call) -> Transaction {
+        self.ledger.transaction(&self.owner, call)
+    }
+
+    /// An order of `segments` segments, declared in one block; its file id.
+    fn declare(&mut self, seed: u8, segments: usize) -> Hash32 {
+        let file_id = [seed; 32];
+        let call = Call::DeclareFile {
+            file_id,
+            file_name: format!("f{seed}"),
+            size_bytes: FRAGMENT,
+            fragment_bytes: FRAGMENT,
+            tagger: self.tagger,
+            segments: (0..segments)
+                .map(|s| SegmentDecl {
+                    segment_id: {
+                        let mut id = [0u8; 32];
+                        id[0] = seed;
+                        id[1] = s as u8;
+                        id[3] = 0xEE;
+                        id
+                    },
+                    fragments: (0..COLUMNS)
+                        .map(|c| {
+                            let mut id = [0u8; 32];
+                            id[0] = seed;
+                            id[1] = s as u8;
+                            id[2] = c as u8;
+                            id[3] = 0xF5;
+                            id
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        let tx = self.owner_tx(call);
+        let outcome = self.block(vec![tx]);
+        assert_eq!(outcome.receipts, vec![Ok(())]);
+        file_id
+    }
+
+    /// Node `i` receives fragment `id`: checked, stored, reported to the core.
+    fn write(&mut self, i: usize, id: Hash32, len: u64) -> Result<(), WriteRefused> {
+        self.nodes[i].check_write(&self.ledger, &id, len)?;
+        self.stores[i].insert(id, len);
+        let actions = self.nodes[i].on_stored(&self.ledger, id, len);
+        self.act(i, actions);
+        Ok(())
+    }
+
+    fn node_of(&self, miner: &cess_consensus::AccountId) -> usize {
+        self.miners.iter().position(|m| m.id() == *miner).unwrap()
+    }
+
+    /// (node, fragment id) for every fragment of `file_id`.
+    fn placement(&self, file_id: &Hash32) -> Vec<(usize, Hash32)> {
+        let file = self.ledger.file(file_id).unwrap();
+        file.segments
+            .iter()
+            .flat_map(|s| s.fragments.iter())
+            .map(|f| (self.node_of(&f.miner.unwrap()), f.id))
+            .collect()
+    }
+}
+
+/// Nodes register themselves, then the owner rents space.
+fn started(nodes: usize, seed: u64) -> Net {
+    let mut net = Net::new(nodes, seed);
+    net.block(Vec::new());
+    let outcome = net.block(Vec::new());
+    assert!(
+        outcome.receipts.iter().all(|r| r.is_ok()),
+        "{:?}",
+        outcome.receipts
+    );
+    for m in &net.miners {
+        assert!(net.ledger.miner(&m.id()).is_some(), "registered itself");
+    }
+    let rent = net.owner_tx(Call::RentSpace {
+        add_gib: 1,
+        add_blocks: 1000,
+    });
+    net.block(vec![rent]);
+    net
+}
+
+#[test]
+fn nodes_register_store_only_what_is_assigned_and_report_complete_columns() {
+    let mut net = started(5, 1);
+    // Registration is not repeated once it is on the ledger.
+    let again = net.block(Vec::new());
+    assert!(again.receipts.is_empty(), "{:?}", again.receipts);
+
+    let file_id = net.declare(1, 2);
+    let placement = net.placement(&file_id);
+    let (first, fragment) = placement[0];
+    let stranger = (0..5)
+        .find(|i| placement.iter().all(|(n, _)| n != i))
+        .unwrap();
+    assert_eq!(
+        net.write(stranger, fragment, FRAGMENT),
+        Err(WriteRefused::NotAssigned),
+        "a fragment of another miner's column"
+    );
+    assert_eq!(
+        net.write(first, [9; 32], FRAGMENT),
+        Err(WriteRefused::UnknownFragment)
+    );
+    assert_eq!(
+        net.write(first, fragment, FRAGMENT - 1),
+        Err(WriteRefused::WrongLength {
+            expected: FRAGMENT,
+            got: FRAGMENT - 1
+        })
+    );
+
+    // Column 0 has two segments: the report waits for both.
+    net.write(first, fragment, FRAGMENT).unwrap();
+    assert!(net.queued.is_empty(), "half a column is not reported");
+    let (n, second_half) = placement[COLUMNS];
+    assert_eq!(n, first, "a column is one miner");
+    net.write(first, second_half, FRAGMENT).unwrap();
+    assert_eq!(
+        net.queued,
+        vec![(first, Call::ReportStored { file_id, column: 0 })]
+    );
+    // Every other fragment, then the reports go in.
+    for &(i, id) in &placement {
+        if i != first {
+            net.write(i, id, FRAGMENT).unwrap();
+        }
+    }
+    let outcome = net.block(Vec::new());
+    assert_eq!(outcome.receipts.len(), COLUMNS);
+    assert!(outcome.receipts.iter().all(|r| r.is_ok()));
+    assert_eq!(net.ledger.file(&file_id).unwrap().state, FileState::Active);
+    // Nothing more to report, nothing to delete.
+    net.block(Vec::new());
+    assert!(net.queued.is_empty());
+    for (i, id) in &placement {
+        assert!(net.stores[*i].contains_key(id));
+    }
+}
+
+#[test]
+fn fragments_leave_the_stores_when_the_last_owner_deletes_or_the_order_expires() {
+    let mut net = started(4, 2);
+    let file_id = net.declare(2, 1);
+    let placement = net.placement(&file_id);
+    for &(i, id) in &placement {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    net.block(Vec::new());
+    assert_eq!(net.ledger.file(&file_id).unwrap().state, FileState::Active);
+    let delete = net.owner_tx(Call::DeleteFile { file_id });
+    net.block(vec![delete]);
+    for (i, id) in &placement {
+        assert!(!net.stores[*i].contains_key(id), "deleted on node {i}");
+    }
+    let space: u64 = net
+        .miners
+        .iter()
+        .map(|m| net.ledger.miner(&m.id()).unwrap().active_bytes)
+        .sum();
+    assert_eq!(space, 0, "the space returned on the ledger");
+
+    // An order never completed: what was stored of it goes when it expires.
+    let pending = net.declare(3, 1);
+    let placement = net.placement(&pending);
+    let (i, id) = placement[0];
+    net.write(i, id, FRAGMENT).unwrap();
+    for _ in 0..params().order_validity_blocks {
+        net.block(Vec::new());
+    }
+    assert!(net.ledger.file(&pending).is_none(), "expired");
+    assert!(
+        !net.stores[i].contains_key(&id),
+        "its fragment left the store"
+    );
+}
+
+#[test]
+fn a_restarted_node_reconciles_its_store_with_the_ledger() {
+    let mut net = started(4, 3);
+    let kept = net.declare(4, 1);
+    let dropped = net.declare(5, 1);
+    // Every node stores both files' fragments, but crashes before reporting (its calls are
+    // lost with it).
+    for file_id in [kept, dropped] {
+        for (i, id) in net.placement(&file_id) {
+            net.write(i, id, FRAGMENT).unwrap();
+        }
+    }
+    net.queued.clear();
+    // While down, the owner deletes one file.
+    let delete = net.owner_tx(Call::DeleteFile { file_id: dropped });
+    // Restart: new cores from what the stores hold; the next block reconciles.
+    for i in 0..net.nodes.len() {
+        let identity = net.nodes[i].identity().clone();
+        let stored = net.stores[i].clone();
+        net.nodes[i] = NodeCore::new(identity, stored);
+    }
+    net.block(vec![delete]);
+    for (i, id) in net.placement(&kept) {
+        assert!(net.stores[i].contains_key(&id), "kept on node {i}");
+    }
+    assert!(net.ledger.file(&dropped).is_none());
+    for store in &net.stores {
+        for id in store.keys() {
+            assert_ne!(id[0], 5, "the deleted file's fragments are gone");
+        }
+    }
+    // The reports lost in the crash are submitted again, and the kept file becomes active.
+    assert_eq!(net.queued.len(), COLUMNS, "{:?}", net.queued);
+    net.block(Vec::new());
+    assert_eq!(net.ledger.file(&kept).unwrap().state, FileState::Active);
+}
