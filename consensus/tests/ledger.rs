@@ -1827,3 +1827,42 @@ fn a_miner_that_proves_one_set_and_drops_another_is_not_paid_and_loses_the_data(
     );
     assert_eq!(released, Some(4), "its 1 + 3 fragments go to restoral");
 }
+
+/// Scenario (review): a million leases timed to end at one height made one block remove them
+/// all. Ended leases are worked through within a per-block budget, oldest first.
+#[test]
+fn ended_leases_are_removed_within_a_budget_per_block() {
+    let params = cess_consensus::LedgerParams {
+        lease_grace_blocks: 1,
+        lease_releases_per_block_max: 2,
+        ..test_params()
+    };
+    let mut chain = Chain::new(12, 4, params);
+    let rents: Vec<_> = (4..9)
+        .map(|i| {
+            chain.tx(
+                i,
+                Call::RentSpace {
+                    add_gib: 1,
+                    add_blocks: 3,
+                },
+            )
+        })
+        .collect();
+    let outcome = chain.block(&rents);
+    assert!(outcome.receipts.iter().all(|r| r.is_ok()));
+    let mut per_block = Vec::new();
+    while per_block.iter().sum::<usize>() < 5 {
+        let outcome = chain.block(&[]);
+        per_block.push(
+            outcome
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::LeaseEnded { .. }))
+                .count(),
+        );
+        assert!(per_block.len() < 20, "leases never ended: {per_block:?}");
+    }
+    assert!(per_block.iter().all(|&n| n <= 2), "{per_block:?}");
+    assert!((4..9).all(|i| chain.ledger.lease(&chain.id(i)).is_none()));
+}

@@ -42,7 +42,8 @@ pub struct LedgerParams {
     /// A lease's files are kept this many blocks after it ends (no new orders meanwhile),
     /// then released; a new lease pays for these blocks up front: 1200.
     pub lease_grace_blocks: u64,
-    /// Files released per block when leases end (the rest wait for the next blocks): 64.
+    /// Work per block for ended leases, in fragments released (each lease removed counts
+    /// one; at least one file per block whatever its size; the rest wait): 4096.
     pub lease_releases_per_block_max: u32,
     /// Taken from collateral into the pool when a challenge's deadline passes unanswered:
     /// 10 tokens.
@@ -99,7 +100,7 @@ impl Default for LedgerParams {
             challenge: ChallengeParams::default(),
             rent_per_gib_block: TOKEN / 400_000,
             lease_grace_blocks: 1200,
-            lease_releases_per_block_max: 64,
+            lease_releases_per_block_max: 4096,
             penalty_missing: 10 * TOKEN,
             penalty_invalid: 20 * TOKEN,
             restoral_claim_blocks: 300,

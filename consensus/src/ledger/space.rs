@@ -184,42 +184,50 @@ impl Ledger {
         }
     }
 
-    /// Leases past their grace blocks release their files, at most
-    /// `lease_releases_per_block_max` per block (the rest in the next blocks); a lease with
-    /// nothing left is removed.
+    /// Leases past their grace blocks release their files, oldest end first, within
+    /// `lease_releases_per_block_max` fragments per block (a lease removed counts one, at least
+    /// one file goes per block; the rest wait for the next blocks); a lease with nothing left is
+    /// removed. The work is what the budget allows, however many leases have ended.
     pub(super) fn end_leases(&mut self) {
-        let mut budget = self.params.lease_releases_per_block_max as usize;
-        let ended: Vec<(u64, AccountId)> = self
-            .indexes
-            .lease_ends
-            .range(..(self.height, AccountId([0; 32])))
-            .copied()
-            .collect();
-        for (end, owner) in ended {
-            let files: Vec<Hash32> = self
+        let mut budget = u64::from(self.params.lease_releases_per_block_max);
+        let mut released_one = false;
+        while budget > 0 {
+            let Some(&(end, owner)) = self
+                .indexes
+                .lease_ends
+                .range(..(self.height, AccountId([0; 32])))
+                .next()
+            else {
+                return;
+            };
+            while let Some(file_id) = self
                 .indexes
                 .owned
                 .get(&owner)
-                .map(|set| set.iter().take(budget).copied().collect())
-                .unwrap_or_default();
-            for file_id in &files {
-                self.leave_file(owner, file_id);
-                self.events.push(super::Event::LeaseReleasedFile {
-                    owner,
-                    file_id: *file_id,
-                });
-            }
-            budget -= files.len();
-            if self.indexes.owned.contains_key(&owner) {
-                return;
+                .and_then(|set| set.iter().next().copied())
+            {
+                let fragments = self.files[&file_id]
+                    .segments
+                    .iter()
+                    .map(|s| s.fragments.len() as u64)
+                    .sum::<u64>();
+                if fragments > budget && released_one {
+                    return;
+                }
+                self.leave_file(owner, &file_id);
+                self.events
+                    .push(super::Event::LeaseReleasedFile { owner, file_id });
+                released_one = true;
+                budget = budget.saturating_sub(fragments);
+                if budget == 0 {
+                    return;
+                }
             }
             assert!(self.indexes.lease_ends.remove(&(end, owner)));
             let lease = self.leases.remove(&owner).expect("indexed leases exist");
             assert_eq!(lease.used_bytes, 0, "an empty lease uses nothing");
             self.events.push(super::Event::LeaseEnded { owner });
-            if budget == 0 {
-                return;
-            }
+            budget -= 1;
         }
     }
 }
