@@ -161,6 +161,20 @@ impl Follower {
         self.peers.iter().filter_map(|p| p.tip).max()
     }
 
+    /// Whether more than a third of the validators (f + 1, so at least one honest; all of them
+    /// when fewer are listed) said the replica is at their tip: one stale or lying validator
+    /// cannot make the follower call an old state current.
+    pub fn synced(&self) -> bool {
+        let n = self.ledger.validators().len();
+        let need = (n.saturating_sub(1) / 3 + 1).min(self.peers.len());
+        let height = self.ledger.height();
+        self.peers
+            .iter()
+            .filter(|p| p.tip.is_some_and(|tip| tip <= height))
+            .count()
+            >= need
+    }
+
     /// Blocks between the replica and the highest claimed tip.
     pub fn behind(&self) -> u64 {
         self.tip_claimed()

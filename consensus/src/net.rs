@@ -563,6 +563,8 @@ pub struct FollowerStatus {
     /// The highest tip a validator claimed (none yet: the follower does not know where the
     /// chain is).
     pub tip: Option<u64>,
+    /// More than a third of the validators said the replica is at their tip.
+    pub synced: bool,
     /// Set when the replica diverged from a certified state root (it follows no further).
     pub diverged: Option<String>,
 }
@@ -612,12 +614,12 @@ impl FollowerHandle {
         }
     }
 
-    /// Waits until a validator has said where its tip is and the replica has reached it.
+    /// Waits until more than a third of the validators said the replica is at their tip.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<FollowerStatus, InclusionError> {
         let mut status = self.status.clone();
         let synced = tokio::time::timeout(
             timeout,
-            status.wait_for(|s| s.tip.is_some() && s.behind == 0 || s.diverged.is_some()),
+            status.wait_for(|s| s.synced || s.diverged.is_some()),
         )
         .await;
         match synced {
@@ -842,6 +844,7 @@ async fn follow_loop(
                         root: f.ledger().root(),
                         behind: f.behind(),
                         tip: f.tip_claimed(),
+                        synced: f.synced(),
                         diverged: f.diverged().map(|e| e.to_string()),
                     };
                     status.send_if_modified(|old| {

@@ -259,3 +259,22 @@ fn a_replica_that_diverged_stops() {
     );
     assert!(dropped(&log).is_empty(), "no validator is blamed");
 }
+
+/// Scenario (review): the first validator asked said "tip 0" (stale or lying) and the follower
+/// called genesis current. Now f + 1 validators must say the replica is at their tip.
+#[test]
+fn one_validator_claiming_the_tip_is_not_enough_to_be_synced() {
+    let chain = decided_chain();
+    let mut f = follower(&chain, 3);
+    f.poll(0);
+    f.on_tip(0, 0, 0);
+    assert!(!f.synced(), "one claim of four validators' f + 1 = 2");
+    let serve = |peer: usize, h: u64| match peer {
+        0 => Answer::Tip(0),
+        _ => honest(&chain, h),
+    };
+    let log = drive(&mut f, &serve, 300);
+    assert!(applied(&log) > 0);
+    assert_eq!(f.height(), chain.tip);
+    assert!(f.synced(), "two validators at the tip");
+}
