@@ -32,6 +32,9 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     if options.wants("block-apply-stored-fragments") {
         cases.push(block_apply_case(options)?);
     }
+    if options.wants("follower-catch-up") {
+        cases.push(follower_case(options)?);
+    }
     Ok(cases)
 }
 
@@ -810,6 +813,100 @@ fn block_apply_case(options: &Options) -> Result<Case, String> {
          incrementally); audit rounds (every audit_period_blocks) still snapshot each held set \
          and are not in this figure",
         1000.0 / case.value
+    );
+    Ok(case)
+}
+
+/// A follower catching up on decided blocks (each checked: parent, the commit's 2f + 1 BLS
+/// precommits against the validator set, the certified parent root), against the work it must
+/// do: the same blocks applied to a ledger, each block hashed and its commit verified, in the
+/// same run. The same blocks applied with no check at all are timed too (the note).
+fn follower_case(options: &Options) -> Result<Case, String> {
+    use cess_consensus::bft::{Block, CommitRecord, block_info};
+    use cess_consensus::follow::{Follower, FollowerConfig, FollowerOutput};
+    use cess_consensus::sim::{Sim, SimConfig};
+    let mut config = SimConfig::new(4, 91);
+    // About 500 transfers a second: blocks of a few hundred.
+    config.tx_every_ms = 2;
+    let mut sim = Sim::new(config);
+    sim.run_until(if options.quick { 3_000 } else { 8_000 });
+    let core = sim.core(0);
+    let tip = core.ledger().height();
+    if tip < 5 {
+        return Err(format!("the simulated chain decided only {tip} blocks"));
+    }
+    let blocks: Vec<(Block, CommitRecord)> = (1..=tip)
+        .map(|h| {
+            let (block, commit) = core.decided(h).expect("decided blocks are kept");
+            ((**block).clone(), commit.clone())
+        })
+        .collect();
+    let txs: usize = blocks.iter().map(|(b, _)| b.txs.len()).sum();
+    let root = core.ledger().root();
+    let genesis = sim.genesis_ledger().clone();
+    let runs = if options.quick { 3 } else { 7 };
+    let (mut ours, mut theirs, mut unchecked) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut plain = genesis.clone();
+        let started = Instant::now();
+        for (block, _) in &blocks {
+            plain.apply_block(&block_info(block), &block.txs, &CpuBackend);
+        }
+        unchecked.push(blocks.len() as f64 / started.elapsed().as_secs_f64());
+        if plain.root() != root {
+            return Err("the plain replay's root differs from the validators'".into());
+        }
+
+        let mut required = genesis.clone();
+        let started = Instant::now();
+        for (block, commit) in &blocks {
+            let validators = cess_consensus::bft::validator_set(&required);
+            if !commit.verify(
+                &required.chain_id(),
+                block.height,
+                &block.hash(),
+                &validators,
+            ) {
+                return Err("a decided block's commit does not verify".into());
+            }
+            required.apply_block(&block_info(block), &block.txs, &CpuBackend);
+        }
+        theirs.push(blocks.len() as f64 / started.elapsed().as_secs_f64());
+
+        let served = blocks.clone();
+        let mut follower = Follower::from_genesis(genesis.clone(), 1, FollowerConfig::default());
+        let started = Instant::now();
+        follower.poll(0);
+        for (block, commit) in served {
+            let outputs = follower.on_block(0, block, commit, 0);
+            if !outputs
+                .iter()
+                .any(|o| matches!(o, FollowerOutput::Applied(_)))
+            {
+                return Err(format!("the follower refused a decided block: {outputs:?}"));
+            }
+        }
+        ours.push(blocks.len() as f64 / started.elapsed().as_secs_f64());
+        if follower.ledger().root() != root {
+            return Err("the follower's root differs from the validators'".into());
+        }
+    }
+    unchecked.sort_by(f64::total_cmp);
+    let unchecked_median = unchecked[unchecked.len() / 2];
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "follower-catch-up".into();
+    case.metric = "throughput";
+    case.unit = "blocks/s";
+    case.goal = Some(0.9);
+    case.baseline =
+        "the work a check needs: the same blocks hashed, their commits verified and applied".into();
+    case.note = format!(
+        "{} blocks, {txs} transfers (4 validators); every transaction's signature is verified in \
+         both; the commit check (3 of 4 BLS precommits, one by one) is most of a small block's \
+         cost: with no check at all the same blocks apply at {unchecked_median:.0} blocks/s \
+         ({:.2} of that); batching the precommits' pairings is the next step",
+        blocks.len(),
+        case.value / unchecked_median
     );
     Ok(case)
 }
