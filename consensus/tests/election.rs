@@ -89,6 +89,7 @@ fn credit_weighs_each_part_as_documented() {
         key,
         stake: 1000 * TOKEN,
         reputation: 0,
+        commits_missed_in_a_row: 0,
     };
     let random_part = credit(&base, &account, u128::MAX, &seed);
     // Full reputation adds 5 × 10⁶; full stake adds 3 × 10⁶.

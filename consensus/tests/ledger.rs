@@ -1866,3 +1866,49 @@ fn ended_leases_are_removed_within_a_budget_per_block() {
     assert!(per_block.iter().all(|&n| n <= 2), "{per_block:?}");
     assert!((4..9).all(|i| chain.ledger.lease(&chain.id(i)).is_none()));
 }
+
+/// Scenario (issue 20, steering): each block's proposer chooses which precommits of the last
+/// height it includes, and every validator left out lost reputation, so a few proposers could
+/// push honest validators out of the next era. Now leaving a validator out of up to
+/// `COMMIT_MISSES_FORGIVEN` commits in a row costs it nothing; only a validator missing from
+/// more (offline, or every proposer in a row colluding) loses reputation.
+#[test]
+fn a_proposer_leaving_a_validator_out_of_its_commits_costs_it_nothing() {
+    use cess_consensus::ledger::COMMIT_MISSES_FORGIVEN;
+    let params = cess_consensus::LedgerParams {
+        era_blocks: 1000,
+        ..test_params()
+    };
+    let mut chain = Chain::new(6, 4, params);
+    chain.block(&[]);
+    chain.block(&[]);
+    let victim = chain.id(3);
+    let reputation = |chain: &Chain| chain.ledger.candidate(&victim).unwrap().reputation;
+    let steered_block = |chain: &mut Chain| {
+        let mut info = chain.next_info();
+        info.last_commit.retain(|a| *a != victim);
+        let outcome = chain.ledger.apply_block(&info, &[], &CpuBackend);
+        assert!(outcome.receipts.is_empty());
+    };
+    let before = reputation(&chain);
+    for _ in 0..COMMIT_MISSES_FORGIVEN {
+        steered_block(&mut chain);
+    }
+    assert_eq!(
+        reputation(&chain),
+        before,
+        "left out 8 times in a row: no loss"
+    );
+    // Included once: the count starts again.
+    chain.block(&[]);
+    for _ in 0..COMMIT_MISSES_FORGIVEN {
+        steered_block(&mut chain);
+    }
+    assert_eq!(reputation(&chain), before + 1);
+    // One more in a row: a validator missing this long is penalised.
+    steered_block(&mut chain);
+    assert!(
+        reputation(&chain) < before + 1,
+        "past the forgiven misses it loses"
+    );
+}

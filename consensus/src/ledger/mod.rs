@@ -22,7 +22,7 @@ pub use space::Lease;
 pub use storage::{
     FileInfo, FileState, FragmentInfo, Miner, MinerState, RestoralOrder, SegmentInfo,
 };
-pub use validators::{Candidate, ValidatorEntry, credit};
+pub use validators::{COMMIT_MISSES_FORGIVEN, Candidate, ValidatorEntry, credit};
 
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
@@ -390,6 +390,7 @@ impl Ledger {
                     key,
                     stake: v.stake,
                     reputation: validators::REPUTATION_START,
+                    commits_missed_in_a_row: 0,
                 },
             );
             total = total.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
@@ -814,7 +815,8 @@ impl Hashed for Candidate {
     fn encode_hashed(&self, w: &mut Writer) {
         w.fixed(&self.key.to_bytes())
             .u128(self.stake)
-            .u32(self.reputation);
+            .u32(self.reputation)
+            .u32(self.commits_missed_in_a_row);
     }
 }
 
