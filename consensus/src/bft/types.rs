@@ -733,7 +733,8 @@ pub(crate) fn verify_votes<'s>(
     threshold: mt::ThresholdParam,
 ) -> Result<(), VotesFailure> {
     let mut seen = std::collections::BTreeSet::new();
-    for (index, (vote, signature)) in votes.enumerate() {
+    let mut checks = Vec::new();
+    for (vote, signature) in votes {
         let address = vote.validator;
         let validator = validators
             .get(&address)
@@ -741,19 +742,35 @@ pub(crate) fn verify_votes<'s>(
         if !seen.insert(address) {
             return Err(VotesFailure::Duplicate(address));
         }
-        if !ctx.verify_vote(&validator.key, &vote, signature) {
-            return Err(VotesFailure::BadSignature(index));
-        }
+        checks.push((validator, vote, signature));
     }
+    // Counted before any pairing: a short certificate costs nothing to refuse.
     let total = validators.len() as u64;
     let signed = seen.len() as u64;
-    if threshold.is_met(signed, total) {
-        Ok(())
-    } else {
-        Err(VotesFailure::Short {
+    if !threshold.is_met(signed, total) {
+        return Err(VotesFailure::Short {
             signed,
             total,
             expected: threshold.min_expected(total),
-        })
+        });
     }
+    // All signatures at once (n + 1 pairings); only a failed batch pays for finding which.
+    let batch: Vec<_> = checks
+        .iter()
+        .map(|(validator, vote, signature)| {
+            let message = [VOTE_DOMAIN, vote.sign_bytes(&ctx.chain_id).as_slice()].concat();
+            (&validator.key, message, *signature)
+        })
+        .collect();
+    if crate::keys::verify_batch(&batch) {
+        return Ok(());
+    }
+    for (index, (validator, vote, signature)) in checks.iter().enumerate() {
+        if !ctx.verify_vote(&validator.key, vote, signature) {
+            return Err(VotesFailure::BadSignature(index));
+        }
+    }
+    // Never expected (valid signatures satisfy the weighted equation): the reference decides.
+    tracing::error!("a batch of votes failed although each signature verifies");
+    Ok(())
 }
