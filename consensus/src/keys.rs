@@ -39,13 +39,19 @@ impl std::fmt::Display for AccountId {
 }
 
 impl AccountId {
-    /// Whether `signature` is this account's Ed25519 signature of `message`. A key that is not
-    /// a valid Ed25519 point verifies nothing.
+    /// Whether `signature` is this account's Ed25519 signature of `message`, verified
+    /// strictly: a key that is not a valid point, or of small order, verifies nothing (the
+    /// identity point with R = identity and s = 0 "verifies" any message under lax checking,
+    /// so anyone could sign for that account), nor does a small-order R or a non-canonical s.
     pub fn verify(&self, message: &[u8], signature: &[u8; ACCOUNT_SIGNATURE_BYTES]) -> bool {
-        match ed25519::PublicKey::try_from_bytes(&self.0) {
-            Ok(key) => key.verify(message, signature),
-            Err(_) => false,
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        if key.is_weak() {
+            return false;
         }
+        let signature = ed25519_dalek::Signature::from_bytes(signature);
+        key.verify_strict(message, &signature).is_ok()
     }
 
     /// The libp2p PeerId of this key: how the transport names the same node.
@@ -327,6 +333,23 @@ impl ValidatorKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scenario (issue 28): the small-order key 01 00…00 with the "signature" 01 00…00
+    /// verified any message, so anyone could act as that account.
+    #[test]
+    fn a_small_order_key_verifies_nothing() {
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let mut signature = [0u8; 64];
+        signature[0] = 1;
+        let lax = ed25519::PublicKey::try_from_bytes(&weak).unwrap();
+        assert!(
+            lax.verify(b"anything", &signature),
+            "lax checking accepts it"
+        );
+        assert!(!AccountId(weak).verify(b"anything", &signature));
+        assert!(!AccountId(weak).verify(b"", &signature));
+    }
 
     #[test]
     fn account_signatures() {

@@ -113,7 +113,7 @@ pub fn owner_of(grant: &pb::UploadGrant) -> Result<PeerId, GrantError> {
     if key.clone().try_into_ed25519().is_err() {
         return Err(GrantError::BadOwnerKey);
     }
-    if !key.verify(&signed_bytes(grant), &grant.signature) {
+    if !crate::identity::verify_strict(&key, &signed_bytes(grant), &grant.signature) {
         return Err(GrantError::BadSignature);
     }
     Ok(key.to_peer_id())

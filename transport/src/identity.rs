@@ -196,3 +196,43 @@ impl std::str::FromStr for NodeAddr {
         })
     }
 }
+
+/// Whether `signature` is `key`'s Ed25519 signature of `message`, verified strictly: a
+/// small-order key, a small-order R or a non-canonical s verifies nothing. (libp2p's own check
+/// accepts the identity key 01 00…00 with the signature 01 00…00 for any message, so anyone
+/// could act as that PeerId.) Keys that are not Ed25519 verify nothing.
+pub fn verify_strict(key: &libp2p_identity::PublicKey, message: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = key.clone().try_into_ed25519() else {
+        return false;
+    };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()) else {
+        return false;
+    };
+    if key.is_weak() {
+        return false;
+    }
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(message, &signature).is_ok()
+}
+
+/// Whether a peer's identity key is one a node accepts: Ed25519 and not of small order.
+pub fn is_strong_peer(peer: &libp2p_identity::PeerId) -> bool {
+    let bytes = peer.to_bytes();
+    // An Ed25519 PeerId is the identity multihash (code 0, one-byte length) of the protobuf
+    // encoding of the key.
+    let Some((&[0x00, len], encoded)) = bytes.split_first_chunk::<2>().map(|(h, r)| (h, r)) else {
+        return false;
+    };
+    if usize::from(len) != encoded.len() {
+        return false;
+    }
+    let Ok(key) = libp2p_identity::PublicKey::try_decode_protobuf(encoded) else {
+        return false;
+    };
+    let Ok(key) = key.try_into_ed25519() else {
+        return false;
+    };
+    ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()).is_ok_and(|k| !k.is_weak())
+}

@@ -436,7 +436,7 @@ impl Verifier {
                 actual: author.to_base58(),
             });
         }
-        if !key.verify(&signed_bytes(message), &h.sign) {
+        if !crate::identity::verify_strict(&key, &signed_bytes(message), &h.sign) {
             return Err(MessageError::BadSignature);
         }
         let skew_ms = h.timestamp_ms.saturating_sub(now_ms);

@@ -417,10 +417,14 @@ impl Connection {
         };
         let parsed =
             libp2p_tls::certificate::parse(certificate).map_err(|e| refuse(e.to_string()))?;
-        Ok(Connection {
-            peer_id: parsed.peer_id(),
-            inner,
-        })
+        let peer_id = parsed.peer_id();
+        // libp2p-tls checks the certificate's signature laxly: a small-order identity key
+        // passes without any private key behind it.
+        if !crate::identity::is_strong_peer(&peer_id) {
+            inner.close(ErrorCode::Protocol.into(), b"weak identity key");
+            return Err(refuse("a small-order or non-Ed25519 identity key".into()));
+        }
+        Ok(Connection { peer_id, inner })
     }
 
     pub fn remote_address(&self) -> SocketAddr {

@@ -341,3 +341,33 @@ fn mutated_frames_of_every_kind_never_panic() {
         "no mutation decoded: the harness is not reaching the decoders"
     );
 }
+
+/// Scenario (issue 28): the small-order identity key 01 00…00 with the "signature" 01 00…00
+/// passed libp2p's check for any message, so anyone could write as that PeerId. Strict
+/// verification refuses it (here in a request header; `is_strong_peer` refuses it as a TLS
+/// identity).
+#[test]
+fn a_small_order_identity_key_signs_nothing() {
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let key = libp2p_identity::PublicKey::from(
+        libp2p_identity::ed25519::PublicKey::try_from_bytes(&weak).unwrap(),
+    );
+    let mut forged = vec![0u8; 64];
+    forged[0] = 1;
+    let mut m = write_request(&NodeKey::generate(), 9, b"x");
+    let h = m.message_data.as_mut().unwrap();
+    h.node_pub_key = key.encode_protobuf();
+    h.node_id = key.to_peer_id().to_base58();
+    h.sign = forged.clone();
+    assert!(
+        key.verify(b"anything at all", &forged),
+        "libp2p's check is lax"
+    );
+    let mut v = Verifier::new(WINDOW, 1000);
+    assert_eq!(v.verify(&m, NOW), Err(MessageError::BadSignature));
+    assert!(!cess_transport::identity::is_strong_peer(&key.to_peer_id()));
+    assert!(cess_transport::identity::is_strong_peer(
+        &NodeKey::generate().peer_id()
+    ));
+}
