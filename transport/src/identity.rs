@@ -222,7 +222,7 @@ pub fn is_strong_peer(peer: &libp2p_identity::PeerId) -> bool {
     let bytes = peer.to_bytes();
     // An Ed25519 PeerId is the identity multihash (code 0, one-byte length) of the protobuf
     // encoding of the key.
-    let Some((&[0x00, len], encoded)) = bytes.split_first_chunk::<2>().map(|(h, r)| (h, r)) else {
+    let Some((&[0x00, len], encoded)) = bytes.split_first_chunk::<2>() else {
         return false;
     };
     if usize::from(len) != encoded.len() {
