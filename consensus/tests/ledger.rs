@@ -170,6 +170,29 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
         (5, good_order.clone(), "no lease"),
         (
             0,
+            bare_order(0xB1, 2, 64 << 20, tagger),
+            "an order larger than the owner's space",
+        ),
+        (
+            4,
+            Call::RegisterMiner {
+                peer_id: chain.id(4).peer_id().unwrap().to_bytes(),
+                endpoint: "/ip4/1.2.3.4/udp/1/quic-v1".into(),
+                declared_bytes: 1,
+                collateral: 100 * TOKEN,
+            },
+            "a second registration",
+        ),
+        (
+            4,
+            Call::UpdateMiner {
+                endpoint: "/ip4/1.2.3.4/tcp/notaport".into(),
+                declared_bytes: 1 << 20,
+            },
+            "an endpoint that does not parse",
+        ),
+        (
+            0,
             Call::RentSpace {
                 add_gib: 0,
                 add_blocks: 0,
