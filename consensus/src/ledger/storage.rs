@@ -3,7 +3,8 @@
 //! Space: a miner's `locked_bytes` (fragments assigned, not yet reported stored) plus
 //! `active_bytes` (fragments reported stored) never exceed `declared_bytes`, and neither goes
 //! negative; idle space is what remains. Placement: fragment j of every segment of a file goes
-//! to the order's miner j; the miners of one segment are distinct, and a fragment id names
+//! to the miner the ledger drew for column j (`place_columns`, never the uploader's choice); the
+//! miners of one segment are distinct, and a fragment id names
 //! exactly one place on the ledger (a file whose fragments collide byte for byte with another
 //! file's is refused; deduplication works on whole files, by file id).
 
