@@ -343,6 +343,30 @@ async fn core_loop<E: Engine>(
     }
 }
 
+enum FrameError {
+    /// The stream ended or broke.
+    Closed,
+    /// A length prefix over [`MESSAGE_BYTES_MAX`] (refused before the body is read).
+    TooLong(usize),
+}
+
+/// One frame's body (`len u32 LE ‖ message`), bounded before anything is allocated.
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, FrameError> {
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|_| FrameError::Closed)?;
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MESSAGE_BYTES_MAX {
+        return Err(FrameError::TooLong(len));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|_| FrameError::Closed)?;
+    Ok(body)
+}
+
 fn frame(msg: &NetMsg) -> Vec<u8> {
     let body = msg.encode();
     let mut out = Vec::with_capacity(4 + body.len());
@@ -427,19 +451,14 @@ async fn serve_connection(
         let sync_answers = sync_answers.clone();
         tokio::spawn(async move {
             loop {
-                let mut prefix = [0u8; 4];
-                if recv.read_exact(&mut prefix).await.is_err() {
-                    return;
-                }
-                let len = u32::from_le_bytes(prefix) as usize;
-                if len > MESSAGE_BYTES_MAX {
-                    connection.close(ErrorCode::Protocol, "frame too long");
-                    return;
-                }
-                let mut body = vec![0u8; len];
-                if recv.read_exact(&mut body).await.is_err() {
-                    return;
-                }
+                let body = match read_frame(&mut recv).await {
+                    Ok(body) => body,
+                    Err(FrameError::TooLong(_)) => {
+                        connection.close(ErrorCode::Protocol, "frame too long");
+                        return;
+                    }
+                    Err(FrameError::Closed) => return,
+                };
                 let msg = match NetMsg::decode(&body) {
                     Ok(msg) => msg,
                     Err(e) => {
@@ -771,18 +790,10 @@ async fn sync_request(
     send.write_all(&frame(&NetMsg::SyncRequest { height }))
         .await
         .map_err(|e| NetError::Io(e.to_string()))?;
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(|e| NetError::Io(e.to_string()))?;
-    let len = u32::from_le_bytes(prefix) as usize;
-    if len > MESSAGE_BYTES_MAX {
-        return Err(NetError::Io(format!("answer of {len} bytes")));
-    }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| NetError::Io(e.to_string()))?;
+    let body = read_frame(recv).await.map_err(|e| match e {
+        FrameError::TooLong(len) => NetError::Io(format!("answer of {len} bytes")),
+        FrameError::Closed => NetError::Io("stream closed".into()),
+    })?;
     NetMsg::decode(&body).map_err(|e| NetError::Io(e.to_string()))
 }
 

@@ -99,6 +99,13 @@ fn tokens(pico: u128) -> String {
     format!("{}.{:06}", pico / TOKEN, (pico % TOKEN) / 1_000_000)
 }
 
+fn file_state(state: FileState) -> &'static str {
+    match state {
+        FileState::Active => "active",
+        FileState::Pending => "pending",
+    }
+}
+
 fn parse_account(text: &str) -> Result<AccountId> {
     let bytes = cess_engine::Key::from_hex(text)
         .context("an account id is 64 hex digits")?
@@ -207,7 +214,7 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                         "size_bytes": f.size_bytes,
                         "segments": f.segments.len(),
                         "owners": f.owners.len(),
-                        "state": if f.state == FileState::Active { "active" } else { "pending" },
+                        "state": file_state(f.state),
                     })
                 })
                 .collect();
@@ -225,11 +232,7 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                         f.size_bytes,
                         f.segments.len(),
                         f.owners.len(),
-                        if f.state == FileState::Active {
-                            "active"
-                        } else {
-                            "pending"
-                        }
+                        file_state(f.state)
                     );
                 }
             }
@@ -251,7 +254,7 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                 "size_bytes": f.size_bytes,
                 "fragment_bytes": f.fragment_bytes,
                 "tagger": hex(&f.tagger),
-                "state": if f.state == FileState::Active { "active" } else { "pending" },
+                "state": file_state(f.state),
                 "declared_at": f.declared_at,
                 "owners": f.owners.iter().map(|(o, name)| json!({"account": hex(&o.0), "name": name})).collect::<Vec<_>>(),
                 "column_miners": columns,

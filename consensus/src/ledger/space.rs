@@ -206,11 +206,7 @@ impl Ledger {
                 .get(&owner)
                 .and_then(|set| set.iter().next().copied())
             {
-                let fragments = self.files[&file_id]
-                    .segments
-                    .iter()
-                    .map(|s| s.fragments.len() as u64)
-                    .sum::<u64>();
+                let fragments = self.files[&file_id].fragment_count();
                 if fragments > budget && released_one {
                     return;
                 }

@@ -315,8 +315,12 @@ impl FileInfo {
     /// The bytes its miners store: every fragment of every segment (what an owner's lease
     /// pays for).
     pub fn stored_bytes(&self) -> u64 {
-        let fragments: usize = self.segments.iter().map(|s| s.fragments.len()).sum();
-        fragments as u64 * self.fragment_bytes
+        self.fragment_count() * self.fragment_bytes
+    }
+
+    /// Fragments over all its segments.
+    pub fn fragment_count(&self) -> u64 {
+        self.segments.iter().map(|s| s.fragments.len() as u64).sum()
     }
 
     fn all_stored(&self) -> bool {

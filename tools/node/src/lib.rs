@@ -110,11 +110,7 @@ impl NodeCore {
             .ok_or(WriteRefused::UnknownFragment)?;
         let file = ledger.file(&file_id).expect("placed fragments have files");
         let fragment = &file.segments[segment as usize].fragments[usize::from(column)];
-        let restoral_claimed = ledger
-            .restoral(fragment_id)
-            .and_then(|o| o.claim)
-            .is_some_and(|(claimer, _)| claimer == *me);
-        if fragment.miner != Some(*me) && !restoral_claimed {
+        if fragment.miner != Some(*me) && !claimed_by(ledger, fragment_id, me) {
             return Err(WriteRefused::NotAssigned);
         }
         if len_bytes != file.fragment_bytes {
@@ -137,12 +133,7 @@ impl NodeCore {
         self.stored.insert(fragment_id, len_bytes);
         self.deleting.remove(&fragment_id);
         let mut actions = Vec::new();
-        let me = self.identity.account;
-        let claimed = ledger
-            .restoral(&fragment_id)
-            .and_then(|o| o.claim)
-            .is_some_and(|(claimer, _)| claimer == me);
-        if claimed {
+        if claimed_by(ledger, &fragment_id, &self.identity.account) {
             // A restoral this node rebuilt: it takes the fragment over.
             actions.push(Action::Submit(Call::CompleteRestoral { fragment_id }));
         } else if let Some((file_id, _, column)) = ledger.fragment_place(&fragment_id) {
@@ -168,12 +159,12 @@ impl NodeCore {
             return actions;
         }
         // Columns assigned here whose fragments are all durable and not yet reported.
-        let mut columns: BTreeSet<(Hash32, u16)> = BTreeSet::new();
-        for fragment_id in ledger.assigned_to(&me) {
-            if let Some((file_id, _, column)) = ledger.fragment_place(fragment_id) {
-                columns.insert((file_id, column));
-            }
-        }
+        let assigned: BTreeSet<&Hash32> = ledger.assigned_to(&me).collect();
+        let columns: BTreeSet<(Hash32, u16)> = assigned
+            .iter()
+            .filter_map(|id| ledger.fragment_place(id))
+            .map(|(file_id, _, column)| (file_id, column))
+            .collect();
         for (file_id, column) in &columns {
             self.report_if_complete(ledger, *file_id, *column, &mut actions);
         }
@@ -181,16 +172,11 @@ impl NodeCore {
             .retain(|(file_id, column), _| columns.contains(&(*file_id, *column)));
         // Everything stored here that the ledger does not assign here goes (unless it is a
         // restoral this node claimed and is rebuilding).
-        let assigned: BTreeSet<&Hash32> = ledger.assigned_to(&me).collect();
         for fragment_id in self.stored.keys() {
             if assigned.contains(fragment_id) || self.deleting.contains(fragment_id) {
                 continue;
             }
-            let claimed = ledger
-                .restoral(fragment_id)
-                .and_then(|o| o.claim)
-                .is_some_and(|(claimer, _)| claimer == me);
-            if claimed {
+            if claimed_by(ledger, fragment_id, &me) {
                 continue;
             }
             actions.push(Action::Delete(*fragment_id));
@@ -204,45 +190,39 @@ impl NodeCore {
     }
 
     fn register(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {
-        let due = self
-            .registration_sent
-            .is_none_or(|at| ledger.height() >= at + RESUBMIT_BLOCKS);
         let call = match ledger.miner(&self.identity.account) {
-            None => Some(Call::RegisterMiner {
+            None => Call::RegisterMiner {
                 peer_id: self.identity.peer_id.clone(),
                 endpoint: self.identity.endpoint.clone(),
                 declared_bytes: self.identity.capacity_bytes,
                 collateral: self.identity.collateral,
-            }),
-            Some(m)
-                if m.state == MinerState::Active
-                    && (m.endpoint != self.identity.endpoint
-                        || m.declared_bytes != self.identity.capacity_bytes) =>
-            {
+            },
+            Some(m) if m.state == MinerState::Active => {
                 // Never declare less than is in use (the ledger would refuse it).
-                let used = m.locked_bytes + m.active_bytes;
-                Some(Call::UpdateMiner {
+                let declared_bytes = self
+                    .identity
+                    .capacity_bytes
+                    .max(m.locked_bytes + m.active_bytes);
+                if m.endpoint == self.identity.endpoint && m.declared_bytes == declared_bytes {
+                    self.registration_sent = None;
+                    return;
+                }
+                Call::UpdateMiner {
                     endpoint: self.identity.endpoint.clone(),
-                    declared_bytes: self.identity.capacity_bytes.max(used),
-                })
+                    declared_bytes,
+                }
             }
             Some(_) => {
                 self.registration_sent = None;
-                None
+                return;
             }
         };
-        if let Some(call) = call {
-            // An update to what is already declared is not needed.
-            let needed = match (&call, ledger.miner(&self.identity.account)) {
-                (Call::UpdateMiner { declared_bytes, .. }, Some(m)) => {
-                    m.endpoint != self.identity.endpoint || m.declared_bytes != *declared_bytes
-                }
-                _ => true,
-            };
-            if needed && due {
-                self.registration_sent = Some(ledger.height());
-                actions.push(Action::Submit(call));
-            }
+        let due = self
+            .registration_sent
+            .is_none_or(|at| ledger.height() >= at + RESUBMIT_BLOCKS);
+        if due {
+            self.registration_sent = Some(ledger.height());
+            actions.push(Action::Submit(call));
         }
     }
 
@@ -285,4 +265,13 @@ impl NodeCore {
         self.reported.insert((file_id, column), height);
         actions.push(Action::Submit(Call::ReportStored { file_id, column }));
     }
+}
+
+/// Whether `me` holds the claim of the restoral order open for `fragment_id` (it rebuilds the
+/// fragment and may store it before the ledger names it the holder).
+fn claimed_by(ledger: &Ledger, fragment_id: &Hash32, me: &AccountId) -> bool {
+    ledger
+        .restoral(fragment_id)
+        .and_then(|o| o.claim)
+        .is_some_and(|(claimer, _)| claimer == *me)
 }
