@@ -323,6 +323,7 @@ fn audit_setup(
                 fragment_bytes: fragment_bytes as u64,
                 tagger: key.public().id().0,
                 segments: decls,
+                meta: Vec::new(),
             },
         ));
         file_ids.push(file_id);
@@ -664,6 +665,7 @@ impl StoredLedger {
             fragment_bytes: BLOCK_FRAGMENT_BYTES,
             tagger: self.tagger,
             segments,
+            meta: Vec::new(),
         }
     }
 

@@ -15,6 +15,9 @@ const TX_DOMAIN: &[u8] = b"cess-ledger/1 transaction\0";
 /// segments of 12 fragment ids) fits with room; a proof of s = 8192 sectors is 262 KiB.
 pub const TX_BYTES_MAX: usize = 512 << 10;
 pub const NAME_BYTES_MAX: usize = 256;
+/// Most bytes of the client's header a storage order carries (the codec's encryption header:
+/// key check, KDF salt and cost, manifest MAC; about 90 bytes today).
+pub const FILE_META_BYTES_MAX: usize = 256;
 pub const ENDPOINT_BYTES_MAX: usize = 256;
 pub const PEER_ID_BYTES_MAX: usize = 64;
 pub const SEGMENTS_PER_ORDER_MAX: usize = 1024;
@@ -73,6 +76,9 @@ pub enum Call {
         fragment_bytes: u64,
         tagger: Hash32,
         segments: Vec<SegmentDecl>,
+        /// What the uploader's client needs to read the file back with only its key, kept
+        /// and never interpreted by the ledger (see [`FILE_META_BYTES_MAX`]).
+        meta: Vec<u8>,
     },
     /// Rent space, or extend the signer's lease: `add_gib` more GiB until the lease ends,
     /// and the end `add_blocks` later. Paid now, for every GiB-block added (a new lease
@@ -208,6 +214,7 @@ impl Call {
                 fragment_bytes,
                 tagger,
                 segments,
+                meta,
             } => {
                 w.fixed(file_id)
                     .str(file_name)
@@ -221,6 +228,7 @@ impl Call {
                         w.fixed(fragment);
                     }
                 }
+                w.bytes(meta);
             }
             Call::ReportStored { file_id, column } => {
                 w.fixed(file_id).u16(*column);
@@ -313,6 +321,7 @@ impl Call {
                         fragments,
                     });
                 }
+                let meta = r.bytes(FILE_META_BYTES_MAX, "file meta")?.to_vec();
                 Call::DeclareFile {
                     file_id,
                     file_name,
@@ -320,6 +329,7 @@ impl Call {
                     fragment_bytes,
                     tagger,
                     segments,
+                    meta,
                 }
             }
             8 => Call::ReportStored {
@@ -613,6 +623,7 @@ mod tests {
                     segment_id: [4; 32],
                     fragments: vec![[5; 32]; 12],
                 }],
+                meta: vec![9; 40],
             },
             Call::SubmitProof {
                 round: 3,

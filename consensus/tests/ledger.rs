@@ -128,6 +128,7 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
             fragment_bytes,
             tagger,
             segments: s,
+            meta: Vec::new(),
         }
     };
     let huge = chain.id(17);

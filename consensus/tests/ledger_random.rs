@@ -74,6 +74,7 @@ fn random_call(
                     fragment_bytes: f.fragment_bytes,
                     tagger: f.tagger,
                     segments: vec![],
+                    meta: Vec::new(),
                 }
             } else {
                 *serial += 1;

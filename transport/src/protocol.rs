@@ -224,6 +224,8 @@ pub struct Metrics {
     pub stream_errors: AtomicU64,
     /// Writes refused because their upload grant did not hold.
     pub grants_refused: AtomicU64,
+    /// Writes the store refused before any byte was buffered (not assigned to this node).
+    pub writes_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -275,6 +277,12 @@ impl Metrics {
             "cess_grants_refused_total",
             "Writes refused because their upload grant did not hold.",
             self.grants_refused.load(Relaxed),
+        );
+        counter(
+            out,
+            "cess_writes_refused_total",
+            "Writes refused before any byte was buffered (the chain assigns them elsewhere).",
+            self.writes_refused.load(Relaxed),
         );
         let _ = writeln!(
             out,

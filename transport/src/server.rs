@@ -36,6 +36,13 @@ pub trait FragmentStore: Send + Sync + 'static {
     type ReadBuf: AsRef<[u8]> + Send + 'static;
 
     fn alloc(&self, len_bytes: usize) -> Self::WriteBuf;
+    /// Whether `writer` may store fragment `id` of `fragment_bytes` here, asked before any of
+    /// its bytes is buffered (a storage node's chain rule: only what the ledger assigned to
+    /// it). `Err` says why not; the writer is answered `Unauthorized` with it.
+    fn admit(&self, writer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), String> {
+        let _ = (writer, id, fragment_bytes);
+        Ok(())
+    }
     /// The stored length of a fragment, if present.
     fn len_of(&self, id: [u8; 32]) -> impl Future<Output = Result<Option<u64>, StoreFault>> + Send;
     /// Stores a complete fragment; must refuse data that does not hash to `id`.
@@ -394,6 +401,10 @@ impl<S: FragmentStore> Server<S> {
             .try_into()
             .expect("checked at decode");
         let fragment_bytes = request.fragment_bytes;
+        if let Err(refusal) = self.store.admit(&writer, &id, fragment_bytes) {
+            self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed);
+            return Ok((Code::Unauthorized, 0, refusal));
+        }
         match self.store.len_of(id).await {
             Ok(Some(len)) if len == fragment_bytes => return Ok((Code::Ok, len, String::new())),
             Ok(Some(len)) => {

@@ -17,6 +17,8 @@ struct MemStore {
     fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
     /// (fragment, offset) of every store read the server made.
     reads: Mutex<Vec<([u8; 32], u64)>>,
+    /// When set, the only fragments the store admits (a storage node's chain rule).
+    admitted: Mutex<Option<HashSet<[u8; 32]>>>,
 }
 
 impl FragmentStore for MemStore {
@@ -24,6 +26,12 @@ impl FragmentStore for MemStore {
     type ReadBuf = Vec<u8>;
     fn alloc(&self, len_bytes: usize) -> Vec<u8> {
         vec![0; len_bytes]
+    }
+    fn admit(&self, _: &cess_transport::PeerId, id: &[u8; 32], _: u64) -> Result<(), String> {
+        match &*self.admitted.lock().unwrap() {
+            Some(ids) if !ids.contains(id) => Err("not assigned to this node".into()),
+            _ => Ok(()),
+        }
     }
     async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
         Ok(self
@@ -178,6 +186,44 @@ async fn a_writer_off_the_allow_list_is_refused() {
     assert!(node.store.fragments.lock().unwrap().is_empty());
     client_with(allowed)
         .write_fragment(&node.addr, FILE, id, data)
+        .await
+        .unwrap();
+    assert_eq!(node.store.fragments.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_fragment_the_store_does_not_admit_is_refused_before_its_bytes_are_buffered() {
+    let node = start_node(ServerConfig::default());
+    let (assigned, assigned_id) = fragment(3, 3 << 20);
+    let (other, other_id) = fragment(4, 3 << 20);
+    *node.store.admitted.lock().unwrap() = Some(HashSet::from([assigned_id]));
+    let client = client_with(NodeKey::generate());
+    let e = client
+        .write_fragment(&node.addr, FILE, other_id, other)
+        .await
+        .unwrap_err();
+    match &e {
+        ProtocolError::Refused {
+            code: Code::Unauthorized,
+            detail,
+        } => assert!(detail.contains("not assigned"), "{detail}"),
+        other => panic!("expected unauthorized, got {other}"),
+    }
+    assert_eq!(node.server.partial_bytes(), 0);
+    let metrics = node.server.metrics();
+    assert_eq!(
+        metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no byte past the request was read"
+    );
+    assert_eq!(
+        metrics
+            .writes_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    client
+        .write_fragment(&node.addr, FILE, assigned_id, assigned)
         .await
         .unwrap();
     assert_eq!(node.store.fragments.lock().unwrap().len(), 1);

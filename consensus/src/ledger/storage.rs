@@ -282,6 +282,8 @@ pub struct FileInfo {
     pub segments: Vec<SegmentInfo>,
     pub state: FileState,
     pub declared_at: u64,
+    /// The uploader's client header, as declared (see `Call::DeclareFile`).
+    pub meta: Vec<u8>,
 }
 
 impl FileInfo {
@@ -309,7 +311,8 @@ impl FileInfo {
             FileState::Pending => 0,
             FileState::Active => 1,
         })
-        .u64(self.declared_at);
+        .u64(self.declared_at)
+        .bytes(&self.meta);
     }
 
     /// The bytes its miners store: every fragment of every segment (what an owner's lease
@@ -813,6 +816,7 @@ impl Ledger {
             fragment_bytes,
             tagger,
             segments,
+            meta,
         } = call
         else {
             unreachable!("dispatched on the call kind")
@@ -917,6 +921,7 @@ impl Ledger {
                 segments: infos,
                 state: FileState::Pending,
                 declared_at: self.height,
+                meta: meta.clone(),
             },
         );
         self.indexes

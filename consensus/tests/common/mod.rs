@@ -302,6 +302,7 @@ impl Storage {
             fragment_bytes: fragment_bytes as u64,
             tagger: self.tagger_id(),
             segments: decls,
+            meta: Vec::new(),
         };
         (file_id, call)
     }

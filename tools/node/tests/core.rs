@@ -159,6 +159,7 @@ impl Net {
                         .collect(),
                 })
                 .collect(),
+            meta: Vec::new(),
         };
         let tx = self.owner_tx(call);
         let outcome = self.block(vec![tx]);
