@@ -141,47 +141,6 @@ fn tag_case(key: &SecretKey, sizes: &Sizes) -> Result<Case, String> {
     Ok(case)
 }
 
-/// Reads challenged blocks and tags from the engine: range reads and the metadata blob.
-struct EngineSource<'a> {
-    store: &'a Store,
-}
-
-impl ProofSource for EngineSource<'_> {
-    type Error = cess_engine::StoreError;
-
-    fn tags(&mut self, id: &FragmentId) -> Result<Vec<u8>, Self::Error> {
-        self.store.meta(Key(*id)).wait()
-    }
-
-    fn read(&mut self, id: &FragmentId, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
-        let got = self.store.read(Key(*id), offset, buf.len() as u64).wait()?;
-        buf.copy_from_slice(&got);
-        Ok(())
-    }
-
-    fn read_many(
-        &mut self,
-        reads: &[(FragmentId, u64)],
-        bufs: &mut [Vec<u8>],
-    ) -> Result<(), (usize, Self::Error)> {
-        let requests: Vec<_> = reads
-            .iter()
-            .zip(bufs.iter())
-            .map(|((id, offset), buf)| (Key(*id), *offset, buf.len() as u64))
-            .collect();
-        for (k, (got, buf)) in self
-            .store
-            .read_many(&requests, 64)
-            .into_iter()
-            .zip(bufs.iter_mut())
-            .enumerate()
-        {
-            buf.copy_from_slice(&got.map_err(|e| (k, e))?);
-        }
-        Ok(())
-    }
-}
-
 struct TargetFile(PathBuf);
 impl Drop for TargetFile {
     fn drop(&mut self) {
@@ -289,7 +248,7 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
         let (mut tags_share, mut combine_share) = (Vec::new(), Vec::new());
         for round in 0..sizes.runs.max(3) as u64 {
             let challenge = derive(key, &set, round)?;
-            let mut source = EngineSource { store: &store };
+            let mut source = cess_node::StoreSource(&store);
             let t = Instant::now();
             let (proof, stats) = prove(key.public(), &challenge, &mut source, &CpuBackend)
                 .map_err(|e| e.to_string())?;

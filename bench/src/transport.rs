@@ -135,7 +135,7 @@ fn many_into_engine_case(
     runtime: &tokio::runtime::Runtime,
     options: &Options,
 ) -> Result<Case, String> {
-    use cess_transport::engine_store::EngineStore;
+    use cess_node::EngineStore;
     let (runs, per_writer, fragment_bytes) = if options.quick {
         (1, 2, 1 << 20)
     } else {

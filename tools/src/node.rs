@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use cess_engine::{FormatOptions, Key, NodeId, OpenOptions, Store, Target, format};
-pub use cess_transport::engine_store::EngineStore;
+pub use cess_node::EngineStore;
 use cess_transport::{Endpoint, Limits, NodeKey, PeerId, Server, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;

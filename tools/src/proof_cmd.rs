@@ -264,44 +264,6 @@ impl DirSource {
     }
 }
 
-/// Engine range reads and the metadata blob.
-pub struct StoreSource<'a>(pub &'a Store);
-
-impl ProofSource for StoreSource<'_> {
-    type Error = cess_engine::StoreError;
-
-    fn tags(&mut self, id: &FragmentId) -> Result<Vec<u8>, Self::Error> {
-        self.0.meta(Key(*id)).wait()
-    }
-
-    fn read(&mut self, id: &FragmentId, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
-        buf.copy_from_slice(&self.0.read(Key(*id), offset, buf.len() as u64).wait()?);
-        Ok(())
-    }
-
-    fn read_many(
-        &mut self,
-        reads: &[(FragmentId, u64)],
-        bufs: &mut [Vec<u8>],
-    ) -> Result<(), (usize, Self::Error)> {
-        let requests: Vec<_> = reads
-            .iter()
-            .zip(bufs.iter())
-            .map(|((id, offset), buf)| (Key(*id), *offset, buf.len() as u64))
-            .collect();
-        for (k, (got, buf)) in self
-            .0
-            .read_many(&requests, 64)
-            .into_iter()
-            .zip(bufs.iter_mut())
-            .enumerate()
-        {
-            buf.copy_from_slice(&got.map_err(|e| (k, e))?);
-        }
-        Ok(())
-    }
-}
-
 pub fn prove_cmd(
     public_path: &Path,
     challenge_path: &Path,
@@ -325,7 +287,12 @@ pub fn prove_cmd(
         )?,
         Holding::Store { target, node_id } => {
             let store = open_store(target, *node_id)?;
-            prove(&public, &challenge, &mut StoreSource(&store), &CpuBackend)?
+            prove(
+                &public,
+                &challenge,
+                &mut cess_node::StoreSource(&store),
+                &CpuBackend,
+            )?
         }
     };
     std::fs::write(out, proof.encode()).with_context(|| format!("writing {}", out.display()))?;

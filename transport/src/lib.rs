@@ -13,8 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
-#[cfg(feature = "engine")]
-pub mod engine_store;
 pub mod grant;
 pub mod identity;
 pub mod message;

@@ -10,7 +10,17 @@
 //! and it deletes, on its own, every fragment the ledger no longer assigns to it (a deleted
 //! file, an expired order, a lease that ended, a fragment handed to restoral). Nothing the
 //! ledger assigns is ever deleted, and nothing is reported before it is durable.
+//!
+//! Beside the core: [`engine_store`], the engine behind the fragment protocol, and
+//! [`proof_source`], the one `ProofSource` over an engine store (the prover reads challenged
+//! blocks and tags through it).
 #![forbid(unsafe_code)]
+
+pub mod engine_store;
+pub mod proof_source;
+
+pub use engine_store::EngineStore;
+pub use proof_source::StoreSource;
 
 use cess_consensus::ledger::{Ledger, MinerState};
 use cess_consensus::tx::Hash32;

@@ -1,9 +1,9 @@
-//! The fragment protocol served from an engine store (feature `engine`): writes land in the
+//! The fragment protocol served from an engine store: writes land in the
 //! engine's aligned buffers, reads come back as the engine's buffers, and the engine's errors
 //! map to the protocol's faults (a hash mismatch is `Mismatch`, a missing fragment `NotFound`).
 
-use crate::server::{FragmentStore, StoreFault};
 use cess_engine::{AlignedBuf, Class, Key, ReadBuf, Store, StoreError};
+use cess_transport::server::{FragmentStore, StoreFault};
 use std::sync::Arc;
 
 /// The engine behind the fragment protocol.
