@@ -16,6 +16,7 @@
 //! blocks and tags through it).
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod engine_store;
 pub mod proof_source;
 
