@@ -64,6 +64,8 @@ pub fn up(dir: &Path, count: usize, store_mib: u64) -> Result<Devnet> {
                 trusted_owners: vec![owner.to_base58()],
                 shards: Some(1),
                 force: false,
+                announce: None,
+                chain: None,
             };
             node::init(&nd, &options)?;
         }

@@ -416,6 +416,19 @@ enum NodeCommand {
         /// Start over: overwrite an existing node.toml and store.
         #[arg(long)]
         force: bool,
+        /// The address registered on the chain for clients to dial, when it is not the
+        /// listen address (needed with --listen 0.0.0.0:…).
+        #[arg(long)]
+        announce: Option<String>,
+        /// The chain's genesis file: the node stores only what this chain assigns to it.
+        #[arg(long, requires = "validators")]
+        genesis: Option<PathBuf>,
+        /// A validator of that chain, /ip4/…/udp/…/quic-v1/p2p/… (repeatable).
+        #[arg(long = "validator", requires = "genesis")]
+        validators: Vec<String>,
+        /// Collateral to register with, in tokens (default: the chain's minimum).
+        #[arg(long)]
+        collateral_tokens: Option<u64>,
     },
     /// Runs the node until SIGINT or SIGTERM.
     Run {
@@ -524,7 +537,19 @@ fn run(cli: Cli) -> Result<()> {
             trusted_owners,
             shards,
             force,
+            announce,
+            genesis,
+            validators,
+            collateral_tokens,
         }) => {
+            let chain = match genesis {
+                Some(genesis) => Some(node::ChainSettings {
+                    genesis: std::path::absolute(genesis)?,
+                    validators,
+                    collateral_tokens,
+                }),
+                None => None,
+            };
             let options = node::InitOptions {
                 listen,
                 store,
@@ -535,6 +560,8 @@ fn run(cli: Cli) -> Result<()> {
                 trusted_owners,
                 shards,
                 force,
+                announce,
+                chain,
             };
             let peer = node::init(&dir, &options)?;
             println!("node {peer} set up in {}", dir.display());

@@ -2,15 +2,23 @@
 //! QUIC, and status and Prometheus metrics on loopback HTTP.
 
 use anyhow::{Context, Result, bail};
+use cess_consensus::AccountKey;
+use cess_consensus::ledger::{Genesis, Ledger, TOKEN};
+use cess_engine::Class;
 use cess_engine::{FormatOptions, Key, NodeId, OpenOptions, Store, Target, format};
 pub use cess_node::EngineStore;
-use cess_transport::{Endpoint, Limits, NodeKey, PeerId, Server, ServerConfig};
+use cess_node::chain::{ChainLink, ChainStore, LinkStatus};
+use cess_node::{NodeCore, NodeIdentity};
+use cess_transport::{
+    Endpoint, FragmentStore, Limits, NodeAddr, NodeKey, PeerId, Server, ServerConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -46,6 +54,30 @@ pub struct NodeConfig {
     /// Memory that unfinished incoming writes may hold.
     #[serde(default = "default_partial_mib")]
     pub partial_mib_max: u64,
+    /// The address registered on the chain for clients to dial (a multiaddr, with or without
+    /// `/p2p/…`); needed when `listen` is 0.0.0.0. Default: the listen address.
+    #[serde(default)]
+    pub announce: Option<String>,
+    /// The chain this node stores for. With it, a write is accepted only when the node's own
+    /// ledger replica assigns the fragment to it (the allow list and grants are then unused);
+    /// without it the node takes writes from `writers` (a network without a chain, for
+    /// benchmarks).
+    #[serde(default)]
+    pub chain: Option<ChainSettings>,
+}
+
+/// Where the chain is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSettings {
+    /// The genesis file (its hash is the chain id).
+    pub genesis: PathBuf,
+    /// Validators' addresses, `/ip4/…/udp/…/quic-v1/p2p/…`; any of them serves the chain,
+    /// none is trusted.
+    pub validators: Vec<String>,
+    /// Collateral to register with, in whole tokens (default: the chain's minimum).
+    #[serde(default)]
+    pub collateral_tokens: Option<u64>,
 }
 
 fn default_grace_ms() -> u64 {
@@ -65,12 +97,17 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.key_file = base.join(&config.key_file);
         config.store = base.join(&config.store);
+        if let Some(chain) = &mut config.chain {
+            chain.genesis = base.join(&chain.genesis);
+        }
         config.apply_env(|name| std::env::var(name).ok())?;
         Ok(config)
     }
 
     /// Environment overrides: `CESS_NODE_LISTEN`, `CESS_NODE_STORE`, `CESS_NODE_METRICS`,
-    /// `CESS_NODE_WRITERS` and `CESS_NODE_TRUSTED_OWNERS` (comma-separated PeerIds).
+    /// `CESS_NODE_ANNOUNCE`, `CESS_NODE_WRITERS` and `CESS_NODE_TRUSTED_OWNERS`
+    /// (comma-separated PeerIds), `CESS_NODE_GENESIS` and `CESS_NODE_VALIDATORS`
+    /// (comma-separated multiaddrs; both set a chain when the file has none).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(v) = var("CESS_NODE_LISTEN") {
             self.listen = v.parse().with_context(|| format!("CESS_NODE_LISTEN={v}"))?;
@@ -90,6 +127,32 @@ impl NodeConfig {
                 .map(String::from)
                 .collect()
         };
+        if let Some(v) = var("CESS_NODE_ANNOUNCE") {
+            self.announce = Some(v);
+        }
+        let genesis = var("CESS_NODE_GENESIS");
+        let validators = var("CESS_NODE_VALIDATORS").map(peer_list);
+        match (&mut self.chain, genesis, validators) {
+            (Some(chain), genesis, validators) => {
+                if let Some(g) = genesis {
+                    chain.genesis = g.into();
+                }
+                if let Some(v) = validators {
+                    chain.validators = v;
+                }
+            }
+            (None, Some(genesis), Some(validators)) => {
+                self.chain = Some(ChainSettings {
+                    genesis: genesis.into(),
+                    validators,
+                    collateral_tokens: None,
+                });
+            }
+            (None, None, None) => {}
+            (None, _, _) => {
+                bail!("CESS_NODE_GENESIS and CESS_NODE_VALIDATORS set a chain together")
+            }
+        }
         if let Some(v) = var("CESS_NODE_WRITERS") {
             self.writers = peer_list(v);
         }
@@ -138,6 +201,8 @@ pub struct InitOptions {
     pub trusted_owners: Vec<String>,
     pub shards: Option<u32>,
     pub force: bool,
+    pub announce: Option<String>,
+    pub chain: Option<ChainSettings>,
 }
 
 /// Creates `dir` with a node key, a formatted store and `node.toml`. Refuses to overwrite an
@@ -179,6 +244,8 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
         trusted_owners: options.trusted_owners.clone(),
         shutdown_grace_ms: default_grace_ms(),
         partial_mib_max: default_partial_mib(),
+        announce: options.announce.clone(),
+        chain: options.chain.clone(),
     };
     std::fs::write(&config_path, toml::to_string(&config)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -212,17 +279,145 @@ async fn serve(
     store: Arc<Store>,
 ) -> Result<()> {
     let endpoint = Endpoint::server(key.clone(), config.listen, Limits::default())?;
+    let addr = endpoint.node_addr()?;
+    let partial_bytes_max = config.partial_mib_max << 20;
+    let Some(chain) = config.chain.clone() else {
+        let server_config = ServerConfig {
+            writers: config.writers()?,
+            trusted_owners: config.trusted_owners()?,
+            partial_bytes_max,
+            ..ServerConfig::default()
+        };
+        let server = Server::new(
+            Arc::new(EngineStore(store.clone())),
+            key.clone(),
+            server_config,
+        );
+        return serve_with(server, endpoint, &config, config_path, store, None).await;
+    };
+    let link = start_chain(&config, &chain, &key, &store, &addr)?;
+    // The chain decides what is written here: any authenticated peer may ask.
     let server_config = ServerConfig {
-        writers: config.writers()?,
-        trusted_owners: config.trusted_owners()?,
-        partial_bytes_max: config.partial_mib_max << 20,
+        writers: None,
+        partial_bytes_max,
         ..ServerConfig::default()
     };
-    let server = Server::new(
-        Arc::new(EngineStore(store.clone())),
-        key.clone(),
-        server_config,
+    let chain_store = ChainStore {
+        engine: EngineStore(store.clone()),
+        link: link.0.clone(),
+    };
+    let server = Server::new(Arc::new(chain_store), key.clone(), server_config);
+    serve_with(server, endpoint, &config, config_path, store, Some(link)).await
+}
+
+/// The chain side of a node: its link and what the driver reports.
+type ChainView = (Arc<ChainLink>, Arc<Mutex<LinkStatus>>);
+
+/// Follows the chain, and starts the node's driver on it.
+fn start_chain(
+    config: &NodeConfig,
+    chain: &ChainSettings,
+    key: &Arc<NodeKey>,
+    store: &Arc<Store>,
+    addr: &NodeAddr,
+) -> Result<ChainView> {
+    let genesis_bytes = std::fs::read(&chain.genesis)
+        .with_context(|| format!("reading the genesis {}", chain.genesis.display()))?;
+    let genesis = Genesis::decode(&genesis_bytes)
+        .with_context(|| format!("decoding {}", chain.genesis.display()))?;
+    let ledger = Ledger::genesis(&genesis).context("the genesis is invalid")?;
+    let validators = chain
+        .validators
+        .iter()
+        .map(|v| {
+            v.parse::<NodeAddr>()
+                .with_context(|| format!("validator {v:?} is not /ip4/…/udp/…/quic-v1/p2p/…"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if validators.is_empty() {
+        bail!("the chain settings name no validator");
+    }
+    let endpoint = announced(config, addr)?;
+    let collateral = match chain.collateral_tokens {
+        Some(tokens) => u128::from(tokens) * TOKEN,
+        None => ledger.params().miner_collateral_min,
+    };
+    let account = AccountKey::from_libp2p(key.keypair())
+        .context("the node key is not Ed25519")?
+        .id();
+    let stats = store.stats()?;
+    let stored = store
+        .list()
+        .filter_map(|info| info.ok())
+        .filter(|info| info.class == Class::Active)
+        .map(|info| (info.key.0, info.len_bytes))
+        .collect::<Vec<_>>();
+    println!(
+        "miner {account} on chain {}: announcing {endpoint}, {} bytes, {} fragments in the store",
+        cess_consensus::codec::hex(&ledger.chain_id()[..8]),
+        stats.total_bytes,
+        stored.len()
     );
+    let identity = NodeIdentity {
+        account,
+        peer_id: key.peer_id().to_bytes(),
+        endpoint,
+        capacity_bytes: stats.total_bytes,
+        collateral,
+    };
+    let follower = cess_consensus::net::follow(
+        ledger,
+        key.clone(),
+        validators.clone(),
+        cess_node::chain::follower_config(),
+    )?;
+    let status = Arc::new(Mutex::new(LinkStatus::default()));
+    let link = cess_node::chain::start(
+        follower,
+        NodeCore::new(identity, stored),
+        EngineStore(store.clone()),
+        key.clone(),
+        validators,
+        status.clone(),
+    );
+    Ok((link, status))
+}
+
+/// The address registered on the chain: `announce` (its PeerId added when missing), else
+/// the listen address, which must then be one a client can dial.
+fn announced(config: &NodeConfig, addr: &NodeAddr) -> Result<String> {
+    let Some(announce) = &config.announce else {
+        if addr.socket.ip().is_unspecified() {
+            bail!(
+                "the node listens on {} and announces nothing; set `announce` in node.toml \
+                 (or CESS_NODE_ANNOUNCE, or --announce) to the address clients dial",
+                addr.socket
+            );
+        }
+        return Ok(addr.to_string());
+    };
+    let full = if announce.contains("/p2p/") {
+        announce.clone()
+    } else {
+        format!("{}/p2p/{}", announce.trim_end_matches('/'), addr.peer)
+    };
+    let parsed: NodeAddr = full
+        .parse()
+        .with_context(|| format!("announce {announce:?} is not /ip4/…/udp/…/quic-v1"))?;
+    if parsed.peer != addr.peer {
+        bail!("announce {announce:?} names another node's PeerId");
+    }
+    Ok(parsed.to_string())
+}
+
+async fn serve_with<S: FragmentStore>(
+    server: Arc<Server<S>>,
+    endpoint: Endpoint,
+    config: &NodeConfig,
+    config_path: &Path,
+    store: Arc<Store>,
+    chain: Option<ChainView>,
+) -> Result<()> {
     let addr = endpoint.node_addr()?;
     let started = Instant::now();
     if let Some(metrics_addr) = config.metrics {
@@ -241,6 +436,7 @@ async fn serve(
             store.clone(),
             addr.to_string(),
             started,
+            chain.clone(),
         ));
     }
     if let Some(dir) = config_path.parent() {
@@ -258,6 +454,9 @@ async fn serve(
         .shutdown(&endpoint, Duration::from_millis(config.shutdown_grace_ms))
         .await;
     let _ = serving.await;
+    if let Some((link, _)) = &chain {
+        link.follower().shutdown();
+    }
     drop(server);
     let stats = tokio::task::block_in_place(|| store.stats())?;
     println!("stopped; {stats}");
@@ -281,7 +480,7 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// Renders the node's Prometheus metrics: store gauges and protocol counters.
-fn render_metrics(server: &Server<EngineStore>, store: &Store) -> String {
+fn render_metrics<S: FragmentStore>(server: &Server<S>, store: &Store) -> String {
     let mut out = String::new();
     if let Ok(stats) = store.stats() {
         let mut gauge = |name: &str, help: &str, value: u64| {
@@ -331,11 +530,12 @@ fn render_metrics(server: &Server<EngineStore>, store: &Store) -> String {
     out
 }
 
-fn render_status(
-    server: &Server<EngineStore>,
+fn render_status<S: FragmentStore>(
+    server: &Server<S>,
     store: &Store,
     addr: &str,
     started: Instant,
+    chain: Option<&ChainView>,
 ) -> String {
     let stats = store.stats();
     let value = serde_json::json!({
@@ -355,17 +555,37 @@ fn render_status(
             }),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         },
+        "chain": chain.map(|(link, status)| {
+            let follower = link.follower().status();
+            let (registered, assigned, stored) = link.summary();
+            let driver = status.lock().expect("status lock").clone();
+            serde_json::json!({
+                "height": follower.height,
+                "tip": follower.tip,
+                "behind": follower.behind,
+                "synced": follower.synced,
+                "diverged": follower.diverged,
+                "registered": registered,
+                "assigned_fragments": assigned,
+                "stored_fragments": stored,
+                "transactions_submitted": driver.submitted,
+                "transactions_included": driver.included,
+                "transactions_not_included": driver.refused,
+                "last_error": driver.last_error,
+            })
+        }),
     });
     format!("{value:#}\n")
 }
 
 /// A minimal HTTP/1.0 responder for GET /metrics and GET /status on loopback.
-async fn serve_http(
+async fn serve_http<S: FragmentStore>(
     listener: tokio::net::TcpListener,
-    server: Arc<Server<EngineStore>>,
+    server: Arc<Server<S>>,
     store: Arc<Store>,
     addr: String,
     started: Instant,
+    chain: Option<ChainView>,
 ) {
     const HEAD_BYTES_MAX: usize = 8 << 10;
     loop {
@@ -375,6 +595,7 @@ async fn serve_http(
         let server = server.clone();
         let store = store.clone();
         let addr = addr.clone();
+        let chain = chain.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
             let mut chunk = [0u8; 1024];
@@ -402,7 +623,9 @@ async fn serve_http(
                 l if l.starts_with(b"GET /status ") => (
                     "200 OK",
                     "application/json",
-                    tokio::task::block_in_place(|| render_status(&server, &store, &addr, started)),
+                    tokio::task::block_in_place(|| {
+                        render_status(&server, &store, &addr, started, chain.as_ref())
+                    }),
                 ),
                 _ => (
                     "404 Not Found",

@@ -16,6 +16,15 @@ use tokio::sync::mpsc;
 /// How long a submitted transaction is waited for before the core may send it again.
 pub const INCLUSION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How a node or a client follows: at the tip it asks for the next block every 250 ms (a
+/// put waits on several blocks; a request costs a validator one read of its block store).
+pub fn follower_config() -> cess_consensus::follow::FollowerConfig {
+    cess_consensus::follow::FollowerConfig {
+        poll_ms: 250,
+        ..cess_consensus::follow::FollowerConfig::default()
+    }
+}
+
 /// The replica, the core and the queue of what the core asked for, shared by the store and
 /// the driver tasks.
 #[derive(Debug)]
@@ -46,7 +55,9 @@ impl ChainLink {
     pub fn check_write(&self, fragment_id: &[u8; 32], len_bytes: u64) -> Result<(), String> {
         let status = self.follower.status();
         if let Some(e) = status.diverged {
-            return Err(format!("this node's ledger replica diverged ({e}); it stores nothing"));
+            return Err(format!(
+                "this node's ledger replica diverged ({e}); it stores nothing"
+            ));
         }
         if !status.synced {
             return Err(format!(
@@ -75,9 +86,9 @@ impl ChainLink {
     }
 
     fn on_block(&self) {
-        let actions = self.follower.with_ledger(|ledger| {
-            self.core.lock().expect("core lock").on_block(ledger)
-        });
+        let actions = self
+            .follower
+            .with_ledger(|ledger| self.core.lock().expect("core lock").on_block(ledger));
         self.queue(actions);
     }
 
@@ -159,7 +170,10 @@ pub fn start(
     validators: Vec<NodeAddr>,
     status: Arc<Mutex<LinkStatus>>,
 ) -> Arc<ChainLink> {
-    assert!(!validators.is_empty(), "a node follows at least one validator");
+    assert!(
+        !validators.is_empty(),
+        "a node follows at least one validator"
+    );
     let (actions_tx, mut actions_rx) = mpsc::unbounded_channel();
     let link = Arc::new(ChainLink {
         follower,
@@ -172,7 +186,12 @@ pub fn start(
         let link = link.clone();
         let mut applied = link.follower.applied();
         tokio::spawn(async move {
-            if link.follower.wait_synced(Duration::from_secs(3600 * 24 * 365)).await.is_err() {
+            if link
+                .follower
+                .wait_synced(Duration::from_secs(3600 * 24 * 365))
+                .await
+                .is_err()
+            {
                 return;
             }
             link.on_block();
