@@ -683,6 +683,29 @@ mod tests {
     }
 
     #[test]
+    fn a_file_header_over_its_bound_is_refused_at_decode() {
+        let key = AccountKey::from_seed([1; 32]);
+        let terms = TxTerms {
+            nonce: 0,
+            fee: 1,
+            valid_until: 5,
+        };
+        let order = |meta_len: usize| Call::DeclareFile {
+            file_id: [1; 32],
+            file_name: "a".into(),
+            size_bytes: 1,
+            fragment_bytes: 1,
+            tagger: [2; 32],
+            segments: Vec::new(),
+            meta: vec![3; meta_len],
+        };
+        let at_bound = Transaction::sign(&key, &[7; 32], terms, order(FILE_META_BYTES_MAX));
+        assert_eq!(Transaction::decode(&at_bound.encode()), Ok(at_bound));
+        let over = Transaction::sign(&key, &[7; 32], terms, order(FILE_META_BYTES_MAX + 1));
+        assert!(Transaction::decode(&over.encode()).is_err());
+    }
+
+    #[test]
     fn unknown_call_kind_is_refused() {
         let mut bytes = vec![0u8; 32 + 8 + 16 + 8];
         bytes.push(99);

@@ -641,3 +641,76 @@ async fn serve_http<S: FragmentStore>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        toml::from_str(
+            "listen = \"0.0.0.0:4001\"\nkey_file = \"node.key\"\nstore = \"store.img\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_on_0_0_0_0_must_announce_and_gets_its_peer_id_added() {
+        let key = NodeKey::generate();
+        let addr = NodeAddr {
+            socket: "0.0.0.0:4001".parse().unwrap(),
+            peer: key.peer_id(),
+        };
+        let mut config = config();
+        let e = announced(&config, &addr).unwrap_err().to_string();
+        assert!(e.contains("announce"), "{e}");
+        config.announce = Some("/ip4/10.0.0.7/udp/4001/quic-v1".into());
+        let full = announced(&config, &addr).unwrap();
+        assert_eq!(
+            full,
+            format!("/ip4/10.0.0.7/udp/4001/quic-v1/p2p/{}", key.peer_id())
+        );
+        config.announce = Some(format!(
+            "/ip4/10.0.0.7/udp/4001/quic-v1/p2p/{}",
+            NodeKey::generate().peer_id()
+        ));
+        assert!(announced(&config, &addr).is_err(), "another node's PeerId");
+        config.announce = Some("not an address".into());
+        assert!(announced(&config, &addr).is_err());
+    }
+
+    #[test]
+    fn the_environment_sets_the_chain_only_with_both_genesis_and_validators() {
+        let mut config = config();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(
+            config
+                .apply_env(env(&[("CESS_NODE_GENESIS", "/g.bin")]))
+                .is_err()
+        );
+        config
+            .apply_env(env(&[
+                ("CESS_NODE_GENESIS", "/g.bin"),
+                ("CESS_NODE_VALIDATORS", "/a,/b"),
+                ("CESS_NODE_ANNOUNCE", "/ip4/1.2.3.4/udp/1/quic-v1"),
+            ]))
+            .unwrap();
+        let chain = config.chain.clone().unwrap();
+        assert_eq!(chain.genesis, PathBuf::from("/g.bin"));
+        assert_eq!(chain.validators, vec!["/a".to_string(), "/b".to_string()]);
+        assert_eq!(
+            config.announce.as_deref(),
+            Some("/ip4/1.2.3.4/udp/1/quic-v1")
+        );
+        config
+            .apply_env(env(&[("CESS_NODE_VALIDATORS", "/c")]))
+            .unwrap();
+        assert_eq!(config.chain.unwrap().validators, vec!["/c".to_string()]);
+    }
+}
