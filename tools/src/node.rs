@@ -295,7 +295,8 @@ async fn serve(
         );
         return serve_with(server, endpoint, &config, config_path, store, None).await;
     };
-    let link = start_chain(&config, &chain, &key, &store, &addr)?;
+    // Reading the store's contents is a blocking call to its shards.
+    let link = tokio::task::block_in_place(|| start_chain(&config, &chain, &key, &store, &addr))?;
     // The chain decides what is written here: any authenticated peer may ask.
     let server_config = ServerConfig {
         writers: None,
