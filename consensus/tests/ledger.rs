@@ -446,6 +446,7 @@ fn bare_order(seed: u8, segments: usize, fragment_bytes: u64, tagger: [u8; 32]) 
                 fragments: (0..12).map(|c| common::sha(&[seed, s as u8, c])).collect(),
             })
             .collect(),
+        meta: Vec::new(),
     }
 }
 
