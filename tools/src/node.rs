@@ -346,6 +346,13 @@ fn start_chain(
     let account = AccountKey::from_libp2p(key.keypair())
         .context("the node key is not Ed25519")?
         .id();
+    if ledger.validators().iter().any(|v| v.account == account) {
+        // Validators would take its connections for their peer's, and it would never sync.
+        bail!(
+            "this node's key is validator {account}'s; a storage node needs a key of its own \
+             (`cess node init` makes one)"
+        );
+    }
     let stats = store.stats()?;
     let stored = store
         .list()

@@ -181,4 +181,30 @@ fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
         metrics_text.contains("cess_writes_refused_total 1"),
         "{metrics_text}"
     );
+
+    // A storage node with a validator's key would never sync: refused at start, saying why.
+    std::fs::create_dir(dir.join("n1")).unwrap();
+    std::fs::copy(dir.join("net/v0/node.key"), dir.join("n1/node.key")).unwrap();
+    let listen = format!("127.0.0.1:{}", base + 102);
+    let mut init = vec![
+        "node",
+        "init",
+        "n1",
+        "--listen",
+        &listen,
+        "--store-mib",
+        "64",
+        "--shards",
+        "1",
+        "--genesis",
+        "net/genesis.bin",
+    ];
+    for v in &validators {
+        init.extend(["--validator", v.as_str()]);
+    }
+    cess_ok(dir, &init);
+    let out = cess(dir).args(["node", "run", "n1"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a key of its own"), "{stderr}");
 }
