@@ -46,30 +46,39 @@ impl ChainSource {
         } else {
             validators.to_vec()
         };
-        let validators = listed
-            .iter()
-            .map(|a| {
-                a.parse::<NodeAddr>()
-                    .with_context(|| format!("validator address {a}"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if validators.is_empty() {
-            bail!("no validators to follow");
-        }
         Ok(ChainSource {
             genesis,
-            validators,
+            validators: parse_validators(&listed)?,
         })
     }
 }
 
+/// The ledger at genesis, from a genesis file (its hash is the chain id).
+pub fn genesis_ledger(path: &Path) -> Result<Ledger> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let genesis =
+        Genesis::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
+    Ledger::genesis(&genesis).context("the genesis is invalid")
+}
+
+/// Validators' multiaddrs (`/ip4/…/udp/…/quic-v1/p2p/…`), at least one.
+pub fn parse_validators(listed: &[String]) -> Result<Vec<NodeAddr>> {
+    let validators = listed
+        .iter()
+        .map(|a| {
+            a.parse::<NodeAddr>()
+                .with_context(|| format!("validator {a:?} is not /ip4/…/udp/…/quic-v1/p2p/…"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if validators.is_empty() {
+        bail!("no validators to follow");
+    }
+    Ok(validators)
+}
+
 /// Follows the chain until the replica is at the tip a validator claims; the follower.
 pub async fn synced_follower(source: &ChainSource, timeout: Duration) -> Result<FollowerHandle> {
-    let bytes = std::fs::read(&source.genesis)
-        .with_context(|| format!("reading {}", source.genesis.display()))?;
-    let genesis = Genesis::decode(&bytes)
-        .with_context(|| format!("decoding {}", source.genesis.display()))?;
-    let ledger = Ledger::genesis(&genesis).context("the genesis is invalid")?;
+    let ledger = genesis_ledger(&source.genesis)?;
     // A throwaway identity: a follower proves nothing about itself.
     let key = Arc::new(NodeKey::from_ed25519(
         AccountKey::generate().ed25519().clone(),

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use cess_consensus::AccountKey;
-use cess_consensus::ledger::{Genesis, Ledger, TOKEN};
+use cess_consensus::ledger::TOKEN;
 use cess_engine::Class;
 use cess_engine::{FormatOptions, Key, NodeId, OpenOptions, Store, Target, format};
 pub use cess_node::EngineStore;
@@ -322,22 +322,8 @@ fn start_chain(
     store: &Arc<Store>,
     addr: &NodeAddr,
 ) -> Result<ChainView> {
-    let genesis_bytes = std::fs::read(&chain.genesis)
-        .with_context(|| format!("reading the genesis {}", chain.genesis.display()))?;
-    let genesis = Genesis::decode(&genesis_bytes)
-        .with_context(|| format!("decoding {}", chain.genesis.display()))?;
-    let ledger = Ledger::genesis(&genesis).context("the genesis is invalid")?;
-    let validators = chain
-        .validators
-        .iter()
-        .map(|v| {
-            v.parse::<NodeAddr>()
-                .with_context(|| format!("validator {v:?} is not /ip4/…/udp/…/quic-v1/p2p/…"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if validators.is_empty() {
-        bail!("the chain settings name no validator");
-    }
+    let ledger = crate::chain::genesis_ledger(&chain.genesis)?;
+    let validators = crate::chain::parse_validators(&chain.validators)?;
     let endpoint = announced(config, addr)?;
     let collateral = match chain.collateral_tokens {
         Some(tokens) => u128::from(tokens) * TOKEN,

@@ -147,11 +147,7 @@ pub fn run(dir: &Path) -> Result<()> {
         .with_context(|| format!("reading {}", config_path.display()))?;
     let config: ValidatorConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
-    let genesis_bytes = std::fs::read(&config.genesis)
-        .with_context(|| format!("reading {}", config.genesis.display()))?;
-    let genesis = Genesis::decode(&genesis_bytes)
-        .with_context(|| format!("decoding {}", config.genesis.display()))?;
-    let ledger = Ledger::genesis(&genesis).context("the genesis is invalid")?;
+    let ledger = crate::chain::genesis_ledger(&config.genesis)?;
     let node_key = Arc::new(NodeKey::load(&config.node_key)?);
     let account = account_key(&node_key)?.id();
     let validator_key = load_validator_key(&config.validator_key)?;

@@ -55,6 +55,28 @@ fn status(metrics: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&http_get(metrics, "/status")?).ok()
 }
 
+/// `cess node init NAME` on the testnet in `dir/net`, with a small store.
+fn init_node(dir: &Path, name: &str, listen: &str, extra: &[&str], validators: &[String]) {
+    let mut init = vec![
+        "node",
+        "init",
+        name,
+        "--listen",
+        listen,
+        "--store-mib",
+        "64",
+        "--shards",
+        "1",
+        "--genesis",
+        "net/genesis.bin",
+    ];
+    init.extend_from_slice(extra);
+    for v in validators {
+        init.extend(["--validator", v.as_str()]);
+    }
+    cess_ok(dir, &init);
+}
+
 #[test]
 fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
     let tmp = tempfile::tempdir().unwrap();
@@ -97,25 +119,7 @@ fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
         .collect();
     let listen = format!("127.0.0.1:{}", base + 100);
     let metrics = format!("127.0.0.1:{}", base + 101);
-    let mut init = vec![
-        "node",
-        "init",
-        "n0",
-        "--listen",
-        &listen,
-        "--metrics",
-        &metrics,
-        "--store-mib",
-        "64",
-        "--shards",
-        "1",
-        "--genesis",
-        "net/genesis.bin",
-    ];
-    for v in &validators {
-        init.extend(["--validator", v.as_str()]);
-    }
-    cess_ok(dir, &init);
+    init_node(dir, "n0", &listen, &["--metrics", &metrics], &validators);
     let log = std::fs::File::create(dir.join("n0.log")).unwrap();
     processes.0.push(
         cess(dir)
@@ -186,23 +190,7 @@ fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
     std::fs::create_dir(dir.join("n1")).unwrap();
     std::fs::copy(dir.join("net/v0/node.key"), dir.join("n1/node.key")).unwrap();
     let listen = format!("127.0.0.1:{}", base + 102);
-    let mut init = vec![
-        "node",
-        "init",
-        "n1",
-        "--listen",
-        &listen,
-        "--store-mib",
-        "64",
-        "--shards",
-        "1",
-        "--genesis",
-        "net/genesis.bin",
-    ];
-    for v in &validators {
-        init.extend(["--validator", v.as_str()]);
-    }
-    cess_ok(dir, &init);
+    init_node(dir, "n1", &listen, &[], &validators);
     let out = cess(dir).args(["node", "run", "n1"]).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
