@@ -4,6 +4,7 @@
 //! before any byte of a write is buffered, and tells the core when a fragment is durable.
 
 use crate::{Action, EngineStore, NodeCore, WriteRefused};
+use cess_consensus::codec::hex;
 use cess_consensus::net::{FollowerHandle, TxClient};
 use cess_consensus::{AccountKey, Call, Transaction};
 use cess_engine::Key;
@@ -34,12 +35,10 @@ pub struct ChainLink {
     actions: mpsc::UnboundedSender<Action>,
 }
 
-/// What the driver reports, for `/status` and the log.
+/// What the submitter did, for `/status` (the rest of the chain side is read from the
+/// replica: [`ChainLink::summary`]).
 #[derive(Debug, Clone, Default)]
 pub struct LinkStatus {
-    pub registered: bool,
-    pub assigned_fragments: u64,
-    pub stored_fragments: u64,
     pub submitted: u64,
     pub included: u64,
     pub refused: u64,
@@ -229,10 +228,6 @@ pub fn start(
     }
     tokio::spawn(submit_loop(link.clone(), key, validators, calls_rx, status));
     link
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Sends the core's calls, as many as are queued at once with consecutive nonces from the
