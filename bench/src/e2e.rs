@@ -112,6 +112,7 @@ fn put_case(options: &Options) -> Result<Case, String> {
             "12",
             "--store-mib",
             &store_mib,
+            "--no-chain",
         ],
     )?;
     let input = dir.join("input.bin");

@@ -468,3 +468,33 @@ fn fragments_in_a_directory_round_trip() {
     codec::decode(&manifest, None, &source, &mut out, 2, &mut |_| {}).unwrap();
     assert!(out == data);
 }
+
+#[test]
+fn a_manifest_rebuilt_from_its_header_and_segments_is_the_same_and_checks_its_key() {
+    let data = random_bytes(small().segment_bytes as usize * 2 + 5, 15);
+    let (manifest, _) = encode_with(&data, &options(small(), Some(test_key())));
+    let header = manifest.header();
+    // Small enough for a ledger to keep beside the ids it holds anyway.
+    assert!(header.len() < 256, "header of {} bytes", header.len());
+    let rebuilt = Manifest::from_header(&header, &manifest.segments).unwrap();
+    assert_eq!(rebuilt, manifest);
+    rebuilt.check_key(Some(&test_key())).unwrap();
+    // Segments swapped by whoever served them: the key holder's MAC refuses them.
+    let mut swapped = manifest.segments.clone();
+    swapped[0].fragments.swap(0, 1);
+    let forged = Manifest::from_header(&header, &swapped).unwrap();
+    assert!(matches!(
+        forged.check_key(Some(&test_key())),
+        Err(CodecError::ManifestTampered)
+    ));
+    // A segment left out does not make a manifest at all.
+    assert!(matches!(
+        Manifest::from_header(&header, &manifest.segments[1..]),
+        Err(CodecError::BadManifest(_))
+    ));
+    // A full manifest is not a header.
+    assert!(matches!(
+        Manifest::from_header(&manifest.encode(), &manifest.segments),
+        Err(CodecError::BadManifest(_))
+    ));
+}

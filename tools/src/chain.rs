@@ -6,7 +6,7 @@ use cess_consensus::codec::hex;
 use cess_consensus::follow::FollowerConfig;
 use cess_consensus::ledger::{FileState, Genesis, Ledger, MinerState, TOKEN};
 use cess_consensus::net::{self, FollowerHandle};
-use cess_consensus::{AccountId, AccountKey};
+use cess_consensus::{AccountId, AccountKey, Call};
 use cess_transport::identity::{NodeAddr, NodeKey};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -301,4 +301,141 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
         }
     }
     Ok(out)
+}
+
+/// A client on the chain: its own replica (every block checked), an account to sign with,
+/// and validators to send to (the next one when one fails).
+pub struct ChainClient {
+    pub follower: FollowerHandle,
+    pub node_key: Arc<NodeKey>,
+    pub account: AccountKey,
+    validators: Vec<NodeAddr>,
+    sender: tokio::sync::Mutex<(usize, Option<net::TxClient>)>,
+}
+
+/// How long a transaction is waited for before a client gives up on it.
+pub const INCLUSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ChainClient {
+    /// Follows the chain of `source` until at its tip, signing as `node_key`'s account.
+    pub async fn connect(
+        source: &ChainSource,
+        node_key: Arc<NodeKey>,
+        timeout: Duration,
+    ) -> Result<ChainClient> {
+        let account =
+            AccountKey::from_libp2p(node_key.keypair()).context("the client key is not Ed25519")?;
+        let ledger = genesis_ledger(&source.genesis)?;
+        let follower = net::follow(
+            ledger,
+            node_key.clone(),
+            source.validators.clone(),
+            cess_node::chain::follower_config(),
+        )?;
+        let status = follower.wait_synced(timeout).await.with_context(|| {
+            let s = follower.status();
+            format!(
+                "no validator of {} brought this client's replica to its tip (at height {}, \
+                 tip {:?}); is the chain running?",
+                source.validators.len(),
+                s.height,
+                s.tip
+            )
+        })?;
+        if let Some(reason) = status.diverged {
+            bail!("{reason}");
+        }
+        Ok(ChainClient {
+            follower,
+            node_key,
+            account,
+            validators: source.validators.clone(),
+            sender: tokio::sync::Mutex::new((0, None)),
+        })
+    }
+
+    pub fn ledger<T>(&self, read: impl FnOnce(&Ledger) -> T) -> T {
+        self.follower.with_ledger(read)
+    }
+
+    /// Signs `call` with the next nonce, sends it and waits until a block includes it: the
+    /// height, or why not (the ledger's reason when it refused the call).
+    pub async fn submit(&self, call: Call) -> Result<u64> {
+        let what = call.name();
+        let tx = self.ledger(|l| l.transaction(&self.account, call));
+        let mut blocks = self.follower.applied();
+        let mut sender = self.sender.lock().await;
+        let mut errors = Vec::new();
+        let mut sent = false;
+        for _ in 0..self.validators.len() {
+            let validator = &self.validators[sender.0 % self.validators.len()];
+            if sender.1.is_none() {
+                match net::TxClient::connect(self.node_key.clone(), validator).await {
+                    Ok(c) => sender.1 = Some(c),
+                    Err(e) => {
+                        errors.push(format!("{validator}: {e}"));
+                        sender.0 += 1;
+                        continue;
+                    }
+                }
+            }
+            match sender
+                .1
+                .as_mut()
+                .expect("connected")
+                .send(std::slice::from_ref(&tx))
+                .await
+            {
+                Ok(()) => {
+                    sent = true;
+                    break;
+                }
+                Err(e) => {
+                    errors.push(format!("{validator}: {e}"));
+                    sender.1 = None;
+                    sender.0 += 1;
+                }
+            }
+        }
+        drop(sender);
+        if !sent {
+            bail!(
+                "{what}: no validator took the transaction:\n  {}",
+                errors.join("\n  ")
+            );
+        }
+        FollowerHandle::wait_for_inclusion(&mut blocks, &tx, INCLUSION_TIMEOUT)
+            .await
+            .with_context(|| what.to_string())
+    }
+
+    /// Waits until `test` finds what it looks for in the replica (checked after every block),
+    /// or `timeout` passes (then the error says what was waited for).
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut test: impl FnMut(&Ledger) -> Option<T>,
+    ) -> Result<T> {
+        let mut blocks = self.follower.applied();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.ledger(&mut test) {
+                return Ok(found);
+            }
+            match tokio::time::timeout_at(deadline, blocks.recv()).await {
+                Err(_) => bail!("{what}: not within {} s", timeout.as_secs()),
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    bail!("{what}: the follower stopped")
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+impl Drop for ChainClient {
+    fn drop(&mut self) {
+        self.follower.shutdown();
+    }
 }

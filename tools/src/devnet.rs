@@ -1,25 +1,65 @@
-//! `cess devnet up | down` and `cess demo`: storage nodes on loopback, each its own process
-//! with its own store file, and a client allowed to write to all of them by an upload grant
-//! from the network's owner key, which every node trusts.
+//! `cess devnet up | down` and `cess demo`: a local network on loopback, each part its own
+//! process. By default a chain: validators (`chain/`, made by `cess validator testnet`) and
+//! storage nodes that follow it, register as miners and store only what the chain assigns
+//! them; a client account (`client.key`) funded in the genesis, which rents space and places
+//! orders; and a tagger registered in the genesis (`tagger.key`). `--no-chain` starts the
+//! nodes alone instead, writing by an owner's upload grant (the baseline that measures what
+//! the chain costs a put).
 
 use crate::node;
 use anyhow::{Context, Result, bail};
+use cess_consensus::AccountKey;
+use cess_consensus::ledger::{GenesisTagger, TOKEN};
 use cess_transport::{NodeAddr, NodeKey};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The node list of a network without a chain (a network on a chain finds its miners in
+/// the ledger).
 pub const NODES_FILE: &str = "nodes.txt";
 pub const CLIENT_KEY: &str = "client.key";
 pub const OWNER_KEY: &str = "owner.key";
-/// The owner's grant for the client, renewed by every `up`.
+/// The owner's grant for the client, renewed by every `up` (a network without a chain).
 pub const CLIENT_GRANT: &str = "client.grant";
 const GRANT_VALID: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MANIFESTS: &str = "manifests";
+/// The validators' testnet directory.
+pub const CHAIN_DIR: &str = "chain";
+pub const TAGGER_KEY: &str = "tagger.key";
+/// What every devnet account (client, miners) holds at genesis.
+const ACCOUNT_TOKENS: u128 = 1_000_000;
+/// Audits wait for the tagger and the miners' provers (the next step of the lifecycle): until
+/// then a devnet's genesis sets a period no devnet reaches, so nothing is penalized for proofs
+/// nobody can make yet.
+const DEVNET_AUDIT_PERIOD_BLOCKS: u64 = 1 << 40;
 
 fn node_dir(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("node-{i:02}"))
+}
+
+fn validator_dir(dir: &Path, i: usize) -> PathBuf {
+    dir.join(CHAIN_DIR).join(format!("v{i}"))
+}
+
+/// Whether the network in `dir` runs on a chain.
+pub fn on_chain(dir: &Path) -> bool {
+    dir.join(CHAIN_DIR).join("genesis.bin").exists()
+}
+
+/// Where the chain of the network in `dir` is.
+pub fn chain_source(dir: &Path) -> Result<crate::chain::ChainSource> {
+    crate::chain::ChainSource::resolve(&dir.join(CHAIN_DIR), None, &[])
+}
+
+/// What `up` starts.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub nodes: usize,
+    pub store_mib: u64,
+    /// Validators; 0 starts the nodes without a chain.
+    pub validators: usize,
 }
 
 /// A running local network.
@@ -29,73 +69,183 @@ pub struct Devnet {
     pub addrs: Vec<NodeAddr>,
     /// Children when this process started them (`cess demo`); `devnet up` leaves them running.
     children: Vec<Option<Child>>,
+    validators: Vec<Option<Child>>,
 }
 
-/// Sets up (once) and starts `count` nodes under `dir`; writes `nodes.txt`.
-pub fn up(dir: &Path, count: usize, store_mib: u64) -> Result<Devnet> {
+/// Starts `exe args…` in its own process group, logging to `log`, its pid in `pid_file`.
+fn spawn(exe: &Path, args: &[&std::ffi::OsStr], log: &Path, pid_file: &Path) -> Result<Child> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        // Its own process group: a Ctrl-C at the terminal does not reach it.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    std::fs::write(pid_file, format!("{}\n", child.id()))?;
+    Ok(child)
+}
+
+/// `count` consecutive free UDP ports on loopback (free when asked: the validators bind them
+/// moments later).
+fn free_udp_ports(count: usize) -> Result<u16> {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 40_000);
+        let all_free = (0..count).all(|i| {
+            base.checked_add(i as u16)
+                .is_some_and(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+        });
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("found no {count} consecutive free UDP ports on loopback")
+}
+
+/// The first `up` of a network on a chain: node keys, the client's and a tagger's, and a
+/// genesis funding them.
+fn create_chain(dir: &Path, options: &UpOptions, client: &NodeKey) -> Result<()> {
+    let account = |key: &NodeKey| {
+        AccountKey::from_libp2p(key.keypair())
+            .map(|a| a.id())
+            .context("a devnet key is not Ed25519")
+    };
+    let mut accounts = vec![(account(client)?, ACCOUNT_TOKENS * TOKEN)];
+    for i in 0..options.nodes {
+        let nd = node_dir(dir, i);
+        std::fs::create_dir_all(&nd).with_context(|| format!("creating {}", nd.display()))?;
+        let key = NodeKey::load_or_create(&nd.join("node.key"))?;
+        accounts.push((account(&key)?, ACCOUNT_TOKENS * TOKEN));
+    }
+    let tagger = crate::proof_cmd::create_tagger_key(
+        &dir.join(TAGGER_KEY),
+        cess_proofs::SECTORS_PER_BLOCK_DEFAULT,
+    )?;
+    let extras = crate::validator::TestnetExtras {
+        accounts,
+        taggers: vec![GenesisTagger {
+            owner: account(client)?,
+            key: tagger.encode(),
+        }],
+        audit_period_blocks: Some(DEVNET_AUDIT_PERIOD_BLOCKS),
+    };
+    let base = free_udp_ports(options.validators)?;
+    crate::validator::testnet_with(&dir.join(CHAIN_DIR), options.validators, base, extras)
+}
+
+/// Sets up (once) and starts the network under `dir`.
+pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    if running_pids(dir, count).next().is_some() {
+    if running_pids(dir).next().is_some() {
         bail!(
             "a network is already running in {} (stop it with `cess devnet down`)",
             dir.display()
         );
     }
+    let count = options.nodes;
     let client = NodeKey::load_or_create(&dir.join(CLIENT_KEY))?;
-    let owner = crate::owner::init(&dir.join(OWNER_KEY))?;
-    crate::owner::issue(
-        &dir.join(OWNER_KEY),
-        client.peer_id(),
-        GRANT_VALID,
-        &dir.join(CLIENT_GRANT),
-    )?;
+    let chain = options.validators > 0;
     let exe = std::env::current_exe().context("finding the cess binary")?;
-    let mut children = Vec::with_capacity(count);
+    let mut validators = Vec::new();
+    let mut chain_settings = None;
+    let mut trusted_owners = Vec::new();
+    if chain {
+        if !on_chain(dir) {
+            if dir.join(NODES_FILE).exists() {
+                bail!(
+                    "{} holds a network without a chain; use another --dir for one on a chain",
+                    dir.display()
+                );
+            }
+            create_chain(dir, options, &client)?;
+        } else {
+            eprintln!(
+                "note: validators keep no state across restarts yet: the chain starts again \
+                 from its genesis, and files put before are not on it"
+            );
+        }
+        let listed = std::fs::read_dir(dir.join(CHAIN_DIR))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('v') && e.path().is_dir())
+            .count();
+        for i in 0..listed {
+            let vd = validator_dir(dir, i);
+            validators.push(Some(spawn(
+                &exe,
+                &["validator".as_ref(), "run".as_ref(), vd.as_os_str()],
+                &vd.join("validator.log"),
+                &vd.join("pid"),
+            )?));
+        }
+        let source = chain_source(dir)?;
+        chain_settings = Some(node::ChainSettings {
+            genesis: std::path::absolute(&source.genesis)?,
+            validators: source.validators.iter().map(ToString::to_string).collect(),
+            collateral_tokens: None,
+        });
+    } else {
+        if on_chain(dir) {
+            bail!(
+                "{} holds a network on a chain; use another --dir for one without",
+                dir.display()
+            );
+        }
+        let owner = crate::owner::init(&dir.join(OWNER_KEY))?;
+        crate::owner::issue(
+            &dir.join(OWNER_KEY),
+            client.peer_id(),
+            GRANT_VALID,
+            &dir.join(CLIENT_GRANT),
+        )?;
+        trusted_owners.push(owner.to_base58());
+    }
+    let mut net = Devnet {
+        dir: dir.to_path_buf(),
+        addrs: Vec::with_capacity(count),
+        children: Vec::with_capacity(count),
+        validators,
+    };
     for i in 0..count {
         let nd = node_dir(dir, i);
         if !nd.join(node::CONFIG_FILE).exists() {
-            let options = node::InitOptions {
+            let init = node::InitOptions {
                 listen: "127.0.0.1:0".parse().expect("valid"),
                 store: None,
-                store_mib,
+                store_mib: options.store_mib,
                 metrics: Some("127.0.0.1:0".parse().expect("valid")),
-                // No allow list: the client writes by the owner's grant.
+                // No allow list: the chain's orders (or the owner's grant) decide.
                 writers: Vec::new(),
                 allow_any_writer: false,
-                trusted_owners: vec![owner.to_base58()],
+                trusted_owners: trusted_owners.clone(),
                 shards: Some(1),
                 force: false,
                 announce: None,
-                chain: None,
+                chain: chain_settings.clone(),
             };
-            node::init(&nd, &options)?;
+            node::init(&nd, &init)?;
         }
         let _ = std::fs::remove_file(nd.join(node::ADDR_FILE));
-        let log = std::fs::File::create(nd.join("node.log")).context("creating node.log")?;
-        let child = Command::new(&exe)
-            .args(["node", "run"])
-            .arg(&nd)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C at the terminal does not reach it.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting node {i}"))?;
-        std::fs::write(nd.join("pid"), format!("{}\n", child.id()))?;
-        children.push(Some(child));
+        net.children.push(Some(spawn(
+            &exe,
+            &["node".as_ref(), "run".as_ref(), nd.as_os_str()],
+            &nd.join("node.log"),
+            &nd.join("pid"),
+        )?));
     }
-    let mut addrs = Vec::with_capacity(count);
     let deadline = Instant::now() + Duration::from_secs(30);
-    for (i, child) in children.iter_mut().enumerate() {
+    for i in 0..count {
         let nd = node_dir(dir, i);
         loop {
             if let Ok(text) = std::fs::read_to_string(nd.join(node::ADDR_FILE))
                 && let Ok(addr) = text.trim().parse::<NodeAddr>()
             {
-                addrs.push(addr);
+                net.addrs.push(addr);
                 break;
             }
-            let child = child.as_mut().expect("just started");
+            let child = net.children[i].as_mut().expect("just started");
             if let Some(status) = child.try_wait()? {
                 let log = std::fs::read_to_string(nd.join("node.log")).unwrap_or_default();
                 bail!("node {i} exited with {status} at start:\n{log}");
@@ -109,53 +259,99 @@ pub fn up(dir: &Path, count: usize, store_mib: u64) -> Result<Devnet> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let list: String = addrs.iter().map(|a| format!("{a}\n")).collect();
-    std::fs::write(dir.join(NODES_FILE), list).context("writing nodes.txt")?;
-    Ok(Devnet {
-        dir: dir.to_path_buf(),
-        addrs,
-        children,
+    if chain {
+        wait_registered(dir, count)?;
+    } else {
+        let list: String = net.addrs.iter().map(|a| format!("{a}\n")).collect();
+        std::fs::write(dir.join(NODES_FILE), list).context("writing nodes.txt")?;
+    }
+    Ok(net)
+}
+
+/// Waits until `count` miners are registered on the chain of `dir`.
+fn wait_registered(dir: &Path, count: usize) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let source = chain_source(dir)?;
+    let key = std::sync::Arc::new(NodeKey::load(&dir.join(CLIENT_KEY))?);
+    runtime.block_on(async {
+        let chain =
+            crate::chain::ChainClient::connect(&source, key, Duration::from_secs(60)).await?;
+        chain
+            .wait_for(
+                &format!("{count} miners registering on the chain"),
+                Duration::from_secs(90),
+                |l| (l.miners().count() >= count).then_some(()),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "see the nodes' logs, {}",
+                    node_dir(dir, 0).join("node.log").display()
+                )
+            })
     })
 }
 
 impl Devnet {
-    /// Leaves the nodes running after this process exits (`cess devnet up`).
+    /// Leaves the processes running after this process exits (`cess devnet up`).
     pub fn detach(mut self) {
         self.children.clear();
+        self.validators.clear();
+    }
+
+    /// The metrics address of node `i` (its `/status`), once it is running.
+    pub fn metrics_addr(&self, i: usize) -> Option<String> {
+        node::metrics_addr(&node_dir(&self.dir, i))
     }
 
     /// Stops node `i` (SIGTERM, then SIGKILL after 10 s).
     pub fn stop(&mut self, i: usize) -> Result<()> {
-        if let Some(mut child) = self.children.get_mut(i).and_then(Option::take) {
-            terminate(child.id())?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    child.kill()?;
-                    child.wait()?;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.children.get_mut(i).and_then(Option::take) {
+            stop_child(child)?;
             let _ = std::fs::remove_file(node_dir(&self.dir, i).join("pid"));
         }
         Ok(())
     }
 
     pub fn down(mut self) -> Result<()> {
+        self.stop_all()
+    }
+
+    fn stop_all(&mut self) -> Result<()> {
         for i in 0..self.children.len() {
             self.stop(i)?;
+        }
+        for i in 0..self.validators.len() {
+            if let Some(child) = self.validators[i].take() {
+                stop_child(child)?;
+                let _ = std::fs::remove_file(validator_dir(&self.dir, i).join("pid"));
+            }
         }
         Ok(())
     }
 }
 
+fn stop_child(mut child: Child) -> Result<()> {
+    terminate(child.id())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 impl Drop for Devnet {
     fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            if let Err(e) = self.stop(i) {
-                eprintln!("stopping node {i}: {e:#}");
-            }
+        if let Err(e) = self.stop_all() {
+            eprintln!("stopping the network: {e:#}");
         }
     }
 }
@@ -188,36 +384,33 @@ fn alive(pid: u32) -> bool {
         })
 }
 
-/// (node index, pid) of the nodes under `dir` whose recorded process is alive.
-fn running_pids(dir: &Path, count: usize) -> impl Iterator<Item = (usize, u32)> {
-    (0..count.max(64)).filter_map(move |i| {
-        let pid: u32 = std::fs::read_to_string(node_dir(dir, i).join("pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        alive(pid).then_some((i, pid))
+/// (pid file, pid) of the processes under `dir` whose recorded process is alive: nodes
+/// first, then validators.
+fn running_pids(dir: &Path) -> impl Iterator<Item = (PathBuf, u32)> {
+    let nodes = (0..64).map(|i| node_dir(dir, i).join("pid"));
+    let validators = (0..64).map(|i| validator_dir(dir, i).join("pid"));
+    nodes.chain(validators).filter_map(|path| {
+        let pid: u32 = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+        alive(pid).then_some((path, pid))
     })
 }
 
-/// Stops every node started by `cess devnet up` in `dir`.
+/// Stops every process started by `cess devnet up` in `dir`: how many.
 pub fn down(dir: &Path) -> Result<usize> {
-    let running: Vec<_> = running_pids(dir, 64).collect();
-    for &(_, pid) in &running {
-        terminate(pid)?;
+    let running: Vec<_> = running_pids(dir).collect();
+    for (_, pid) in &running {
+        terminate(*pid)?;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    for &(i, pid) in &running {
-        while alive(pid) {
+    for (path, pid) in &running {
+        while alive(*pid) {
             if Instant::now() > deadline {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
+                let _ = signal(*pid, rustix::process::Signal::KILL);
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_file(node_dir(dir, i).join("pid"));
+        let _ = std::fs::remove_file(path);
     }
     Ok(running.len())
 }
@@ -234,41 +427,81 @@ pub struct DemoOptions {
     pub keep: bool,
 }
 
-/// Brings up a network, puts a generated file, stops some nodes, gets the file back
-/// byte-identical from the rest, prints the throughputs and tears everything down.
+/// A runtime, this network's client on its chain (the client key's account), and a
+/// transport client with the same key.
+pub fn chain_client(
+    dir: &Path,
+) -> Result<(
+    tokio::runtime::Runtime,
+    crate::chain::ChainClient,
+    std::sync::Arc<cess_transport::Client>,
+)> {
+    let (runtime, client) = crate::net::devnet_client(dir, None)?;
+    let source = chain_source(dir)?;
+    let key = std::sync::Arc::new(NodeKey::load(&dir.join(CLIENT_KEY))?);
+    let chain = runtime.block_on(crate::chain::ChainClient::connect(
+        &source,
+        key,
+        Duration::from_secs(60),
+    ))?;
+    Ok((runtime, chain, client))
+}
+
+/// Brings up a network on a chain, puts a generated file (the chain places it), stops some
+/// miners, gets the file back byte-identical from the rest, deletes it and watches the miners
+/// drop its fragments, prints what each stage took, and tears everything down.
 pub fn demo(options: &DemoOptions) -> Result<()> {
     use crate::codec_cmd::{KeyChoice, rate};
     use cess_engine::codec::{CodecParams, hex};
     use rand::{RngCore, SeedableRng};
     use std::io::Write;
 
-    let data_shards = 4u16;
-    let parity_shards = (options.nodes as u16).saturating_sub(data_shards);
+    // The chain stores 4 + 8 fragments per segment, one column per distinct miner.
     let params = CodecParams {
         segment_bytes: options.segment_mib << 20,
-        data_shards,
-        parity_shards,
+        data_shards: 4,
+        parity_shards: 8,
     };
     params.validate()?;
+    if options.nodes < params.shard_count() {
+        bail!(
+            "the chain places {} columns on distinct miners; --nodes {} is too few",
+            params.shard_count(),
+            options.nodes
+        );
+    }
     if options.dir.exists() {
         bail!(
             "{} exists; remove it or pass another --dir (the demo starts from nothing)",
             options.dir.display()
         );
     }
-    // Each node keeps one fragment of every segment; room for that and some slack.
+    // A miner keeps at most one fragment of every segment; room for that and some slack.
     let segments = (options.file_mib << 20)
         .div_ceil(params.segment_bytes as u64)
         .max(1);
     let share_mib = (segments * params.fragment_bytes() as u64) >> 20;
     let store_mib = (share_mib * 3 / 2 + 128).max(256);
     println!(
-        "starting {} nodes in {} ({} MiB store file each)",
+        "starting 4 validators and {} storage nodes in {} ({} MiB store file each)",
         options.nodes,
         options.dir.display(),
         store_mib
     );
-    let mut net = up(&options.dir, options.nodes, store_mib)?;
+    let t0 = Instant::now();
+    let mut net = up(
+        &options.dir,
+        &UpOptions {
+            nodes: options.nodes,
+            store_mib,
+            validators: 4,
+        },
+    )?;
+    println!(
+        "the chain runs and {} miners registered in {:.1} s",
+        options.nodes,
+        t0.elapsed().as_secs_f64()
+    );
     let result = (|| -> Result<()> {
         let input = options.dir.join("input.bin");
         let t0 = Instant::now();
@@ -287,37 +520,51 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             options.file_mib,
             t0.elapsed().as_secs_f64()
         );
-        let (runtime, client) =
-            crate::net::devnet_client(&options.dir, crate::net::devnet_grant(&options.dir, None)?)?;
+        let (runtime, chain, client) = chain_client(&options.dir)?;
         let no_key = KeyChoice {
             key_file: None,
             passphrase: false,
         };
-        let manifests = options.dir.join(MANIFESTS);
-        let put = crate::net::put(
+        let put = crate::files::put(
             runtime.handle(),
+            &chain,
             client.clone(),
             &input,
-            &net.addrs,
             &no_key,
             params,
-            &manifests,
+            &crate::files::spool_dir(&options.dir),
         )?;
         println!(
-            "put: file {} ({} MiB) as {} MiB of fragments on {} nodes: {:.0} MiB/s of input, {:.0} MiB/s stored",
+            "put: file {} ({} MiB) Active on {} miners the chain chose, {:.0} MiB/s of input \
+             (encode {:.1} s, order {:.1} s, send {:.1} s, until Active {:.1} s)",
             hex(&put.file_id),
             put.file_bytes >> 20,
-            put.stored_bytes >> 20,
-            options.nodes,
-            rate(put.file_bytes, put.elapsed),
-            rate(put.stored_bytes, put.elapsed),
+            put.miners,
+            rate(put.file_bytes, put.elapsed()),
+            put.encode.as_secs_f64(),
+            put.order.as_secs_f64(),
+            put.send.as_secs_f64(),
+            put.active.as_secs_f64(),
         );
-        // Stop a data node first, then parity nodes from the end.
+        // Stop miners holding columns: a data column first, then parity columns.
+        let holders: Vec<usize> = chain.ledger(|l| {
+            let file = l.file(&put.file_id).expect("active");
+            file.segments[0]
+                .fragments
+                .iter()
+                .filter_map(|f| {
+                    let miner = l.miner(f.miner.as_ref()?)?;
+                    net.addrs
+                        .iter()
+                        .position(|a| a.to_string() == miner.endpoint)
+                })
+                .collect()
+        });
         let mut stopped = Vec::new();
-        for j in 0..options.stop.min(options.nodes) {
-            let i = if j == 0 { 0 } else { options.nodes - j };
-            net.stop(i)?;
-            stopped.push(i);
+        for j in 0..options.stop.min(holders.len()) {
+            let column = if j == 0 { 0 } else { holders.len() - j };
+            net.stop(holders[column])?;
+            stopped.push(holders[column]);
         }
         println!(
             "stopped nodes {stopped:?}; {} of {} still up",
@@ -325,25 +572,50 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             options.nodes
         );
         let output = options.dir.join("output.bin");
-        let get = crate::net::get(
+        let get = crate::files::get(
             runtime.handle(),
+            &chain,
             client,
             &hex(&put.file_id),
-            &manifests,
             &no_key,
             &output,
         )?;
         println!(
-            "get: {} MiB at {:.0} MiB/s ({} fragment fetches fell back to another node)",
+            "get: {} MiB at {:.0} MiB/s, everything but the file id read from the chain ({} \
+             fragment fetches fell back to another miner)",
             get.file_bytes >> 20,
             rate(get.file_bytes, get.elapsed),
             get.fallbacks.len()
         );
-        let same = files_equal(&input, &output)?;
-        if !same {
+        if !files_equal(&input, &output)? {
             bail!("the file read back differs from the file put");
         }
         println!("the file read back is byte-identical to the file put");
+        let t0 = Instant::now();
+        let (height, gone) = crate::files::delete(runtime.handle(), &chain, &hex(&put.file_id))?;
+        if !gone {
+            bail!("the file is still on the chain after its only owner deleted it");
+        }
+        // The running miners drop the fragments on their own once their replicas apply it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let held = loop {
+            let held: u64 = (0..options.nodes)
+                .filter(|i| !stopped.contains(i))
+                .filter_map(|i| stored_fragments(&net, i))
+                .sum();
+            if held == 0 || Instant::now() > deadline {
+                break held;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if held != 0 {
+            bail!("{held} fragments still in the running miners' stores 60 s after the delete");
+        }
+        println!(
+            "delete: gone from the chain at height {height}, and from every running miner's \
+             store in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         Ok(())
     })();
     net.down()?;
@@ -352,6 +624,13 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             .with_context(|| format!("removing {}", options.dir.display()))?;
     }
     result
+}
+
+/// Fragments in node `i`'s store, from its `/status`.
+fn stored_fragments(net: &Devnet, i: usize) -> Option<u64> {
+    let body = node::http_get(&net.metrics_addr(i)?, "/status").ok()?;
+    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    status["store"]["active_fragments"].as_u64()
 }
 
 fn files_equal(a: &Path, b: &Path) -> Result<bool> {

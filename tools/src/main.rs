@@ -6,6 +6,7 @@
 mod chain;
 mod codec_cmd;
 mod devnet;
+mod files;
 mod net;
 mod node;
 mod owner;
@@ -59,10 +60,11 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Stores a file on the local network's nodes (fragment j of every segment on node j).
+    /// Stores a file on the network: encodes it, orders space on the chain, sends fragment j
+    /// of every segment to the miner the chain placed column j on, waits until it is Active.
     Put {
         file: PathBuf,
-        /// The network's directory (nodes.txt, client.key, manifests/).
+        /// The network's directory (chain/, client.key, spool/).
         #[arg(long, default_value = "cess-devnet")]
         devnet: PathBuf,
         #[arg(long, conflicts_with = "passphrase")]
@@ -71,12 +73,13 @@ enum Command {
         passphrase: bool,
         #[arg(long, default_value_t = 32)]
         segment_mib: u32,
-        /// An owner's upload grant to send with every write (default: the network's
-        /// client.grant, when present).
+        /// A network without a chain only: an owner's upload grant to send with every
+        /// write (default: the network's client.grant, when present).
         #[arg(long)]
         grant: Option<PathBuf>,
     },
-    /// Fetches a file back by its id from any 4 fragments of each segment.
+    /// Fetches a file back by its id and key from any 4 fragments of each segment; the rest
+    /// (length, ids, miners) comes from the chain.
     Get {
         file_id: String,
         #[arg(long)]
@@ -88,7 +91,13 @@ enum Command {
         #[arg(long)]
         passphrase: bool,
     },
-    /// A local network of storage nodes on loopback.
+    /// Stops owning a file; when the last owner is gone its miners delete the fragments.
+    Delete {
+        file_id: String,
+        #[arg(long, default_value = "cess-devnet")]
+        devnet: PathBuf,
+    },
+    /// A local network of validators and storage nodes on loopback.
     #[command(subcommand)]
     Devnet(DevnetCommand),
     /// Formats a store in a file, puts and gets fragments, prints throughput and latency.
@@ -347,15 +356,22 @@ impl RoundArgs {
 
 #[derive(Subcommand)]
 enum DevnetCommand {
-    /// Sets up (first time) and starts the nodes in the background; writes nodes.txt.
+    /// Sets up (first time) and starts validators and storage nodes in the background, and
+    /// waits until every node is registered on the chain.
     Up {
         #[arg(long, default_value = "cess-devnet")]
         dir: PathBuf,
         #[arg(long, default_value_t = 12)]
         nodes: usize,
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
         /// Store file size per node, MiB.
         #[arg(long, default_value_t = 2048)]
         store_mib: u64,
+        /// Nodes alone, writing by an owner's grant, with their list in nodes.txt: the
+        /// baseline that shows what the chain costs a put.
+        #[arg(long)]
+        no_chain: bool,
     },
     /// Stops the nodes (their stores stay for the next `up`).
     Down {
@@ -436,6 +452,11 @@ enum NodeCommand {
     Run {
         /// The node directory (with node.toml) or the config file itself.
         path: PathBuf,
+    },
+    /// Prints a running node's status: its store, and its view of the chain.
+    Status {
+        /// The node directory.
+        dir: PathBuf,
     },
 }
 
@@ -653,13 +674,53 @@ fn run(cli: Cli) -> Result<()> {
                 segment_bytes: segment_mib << 20,
                 ..CodecParams::default()
             };
-            let nodes = net::read_nodes(&devnet.join(devnet::NODES_FILE))?;
-            let (runtime, client) =
-                net::devnet_client(&devnet, net::devnet_grant(&devnet, grant.as_deref())?)?;
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
             };
+            if devnet::on_chain(&devnet) {
+                if grant.is_some() {
+                    bail!(
+                        "--grant is for a network without a chain; the chain's order is the permission"
+                    );
+                }
+                let (runtime, chain, client) = devnet::chain_client(&devnet)?;
+                let report = files::put(
+                    runtime.handle(),
+                    &chain,
+                    client,
+                    &file,
+                    &choice,
+                    params,
+                    &files::spool_dir(&devnet),
+                )?;
+                println!(
+                    "file id {}\nactive: {} bytes as {} bytes of fragments on {} miners ({} bytes sent now)\n\
+                     encode {:.2} s, order {:.2} s, send {:.2} s, until active {:.2} s: {:.0} MiB/s",
+                    cess_engine::codec::hex(&report.file_id),
+                    report.file_bytes,
+                    report.stored_bytes,
+                    report.miners,
+                    report.sent_bytes,
+                    report.encode.as_secs_f64(),
+                    report.order.as_secs_f64(),
+                    report.send.as_secs_f64(),
+                    report.active.as_secs_f64(),
+                    codec_cmd::rate(report.file_bytes, report.elapsed())
+                );
+                return Ok(());
+            }
+            let nodes_file = devnet.join(devnet::NODES_FILE);
+            if !nodes_file.exists() {
+                bail!(
+                    "{} holds no network: start one with `cess devnet up --dir {}`",
+                    devnet.display(),
+                    devnet.display()
+                );
+            }
+            let nodes = net::read_nodes(&nodes_file)?;
+            let (runtime, client) =
+                net::devnet_client(&devnet, net::devnet_grant(&devnet, grant.as_deref())?)?;
             let report = net::put(
                 runtime.handle(),
                 client,
@@ -687,19 +748,24 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             key,
             passphrase,
         } => {
-            let (runtime, client) = net::devnet_client(&devnet, None)?;
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
             };
-            let report = net::get(
-                runtime.handle(),
-                client,
-                &file_id,
-                &devnet.join(devnet::MANIFESTS),
-                &choice,
-                &out,
-            )?;
+            let report = if devnet::on_chain(&devnet) {
+                let (runtime, chain, client) = devnet::chain_client(&devnet)?;
+                files::get(runtime.handle(), &chain, client, &file_id, &choice, &out)?
+            } else {
+                let (runtime, client) = net::devnet_client(&devnet, None)?;
+                net::get(
+                    runtime.handle(),
+                    client,
+                    &file_id,
+                    &devnet.join(devnet::MANIFESTS),
+                    &choice,
+                    &out,
+                )?
+            };
             for f in &report.fallbacks {
                 eprintln!("fell back: {f}");
             }
@@ -711,27 +777,65 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             );
             Ok(())
         }
+        Command::Delete { file_id, devnet } => {
+            if !devnet::on_chain(&devnet) {
+                bail!(
+                    "{} is not a network on a chain; deletion goes through the chain",
+                    devnet.display()
+                );
+            }
+            let (runtime, chain, _client) = devnet::chain_client(&devnet)?;
+            let (height, gone) = files::delete(runtime.handle(), &chain, &file_id)?;
+            if gone {
+                println!(
+                    "deleted at height {height}: no owner is left, so its miners delete its fragments"
+                );
+            } else {
+                println!("no longer an owner at height {height}; other owners keep the file");
+            }
+            Ok(())
+        }
         Command::Devnet(DevnetCommand::Up {
             dir,
             nodes,
+            validators,
             store_mib,
+            no_chain,
         }) => {
-            let net = devnet::up(&dir, nodes, store_mib)?;
+            let options = devnet::UpOptions {
+                nodes,
+                store_mib,
+                validators: if no_chain { 0 } else { validators },
+            };
+            let net = devnet::up(&dir, &options)?;
             for (i, addr) in net.addrs.iter().enumerate() {
                 println!("node {i:2} {addr}");
             }
-            println!(
-                "{} nodes up; addresses in {}; stop with `cess devnet down --dir {}`",
-                nodes,
-                dir.join(devnet::NODES_FILE).display(),
-                dir.display()
-            );
+            if no_chain {
+                println!(
+                    "{nodes} nodes up without a chain; addresses in {}; stop with `cess devnet down --dir {}`",
+                    dir.join(devnet::NODES_FILE).display(),
+                    dir.display()
+                );
+            } else {
+                println!(
+                    "{} validators and {nodes} miners up, every miner registered on the chain; \
+                     `cess put FILE --devnet {}` stores a file; stop with `cess devnet down --dir {}`",
+                    validators,
+                    dir.display(),
+                    dir.display()
+                );
+            }
             net.detach();
             Ok(())
         }
         Command::Devnet(DevnetCommand::Down { dir }) => {
             let stopped = devnet::down(&dir)?;
-            println!("stopped {stopped} nodes");
+            println!("stopped {stopped} processes");
+            Ok(())
+        }
+        Command::Node(NodeCommand::Status { dir }) => {
+            print!("{}", node::status(&dir)?);
             Ok(())
         }
         Command::EngineDemo {

@@ -339,7 +339,7 @@ struct SegmentFetch {
 struct NetSource {
     handle: Handle,
     client: Arc<Client>,
-    nodes: Arc<Vec<NodeAddr>>,
+    placement: Arc<Placement>,
     manifest: Arc<Manifest>,
     segments: Mutex<HashMap<u64, Arc<SegmentFetch>>>,
     scores: Arc<NodeScores>,
@@ -360,7 +360,7 @@ impl NetSource {
             segments.insert(s, fetch.clone());
             self.handle.spawn(fetch_segment(
                 self.client.clone(),
-                self.nodes.clone(),
+                self.placement.clone(),
                 self.manifest.clone(),
                 s,
                 self.scores.clone(),
@@ -374,7 +374,7 @@ impl NetSource {
 
 async fn fetch_segment(
     client: Arc<Client>,
-    nodes: Arc<Vec<NodeAddr>>,
+    placement: Arc<Placement>,
     manifest: Arc<Manifest>,
     segment: u64,
     scores: Arc<NodeScores>,
@@ -392,10 +392,20 @@ async fn fetch_segment(
     let start = |running: &mut tokio::task::JoinSet<_>, next: &mut usize| {
         let index = order[*next];
         *next += 1;
-        let (client, node, id) = (client.clone(), nodes[index].clone(), ids[index]);
+        let (client, node, id) = (
+            client.clone(),
+            placement[segment as usize][index].clone(),
+            ids[index],
+        );
         running.spawn(async move {
             let t0 = Instant::now();
-            let result = client.read_fragment(&node, file_id, id).await;
+            let result = match &node {
+                Some(node) => client
+                    .read_fragment(node, file_id, id)
+                    .await
+                    .map_err(|e| format!("from {node}: {e}")),
+                None => Err("no miner holds it now (a restoral is open)".to_string()),
+            };
             (index, result, t0.elapsed())
         });
     };
@@ -416,10 +426,10 @@ async fn fetch_segment(
             }
             Err(e) => {
                 scores.record(index, Err(()));
-                failures.lock().expect("failures lock").push(format!(
-                    "segment {segment} fragment {index} from {}: {e}",
-                    nodes[index]
-                ));
+                failures
+                    .lock()
+                    .expect("failures lock")
+                    .push(format!("segment {segment} fragment {index} {e}"));
                 if next < order.len() {
                     start(&mut running, &mut next);
                 }
@@ -472,7 +482,12 @@ pub struct GetReport {
     pub fallbacks: Vec<String>,
 }
 
-/// Fetches the file `file_id` (its manifest and placement from `manifest_dir`) into `out`.
+/// Where each fragment of each segment is: `placement[segment][column]`, `None` when no node
+/// holds it now.
+pub type Placement = Vec<Vec<Option<NodeAddr>>>;
+
+/// Fetches the file `file_id` (its manifest and placement from `manifest_dir`: a network
+/// without a chain) into `out`.
 pub fn get(
     handle: &Handle,
     client: Arc<Client>,
@@ -500,23 +515,56 @@ pub fn get(
             manifest.params.shard_count()
         );
     }
+    let columns: Vec<Option<NodeAddr>> = nodes.into_iter().map(Some).collect();
+    let placement = vec![columns; manifest.segments.len()];
+    get_placed(handle, client, manifest, placement, key, out)
+}
+
+/// Fetches the file of `manifest` from the nodes of `placement` into `out`.
+pub fn get_placed(
+    handle: &Handle,
+    client: Arc<Client>,
+    manifest: Manifest,
+    placement: Placement,
+    key: &KeyChoice,
+    out: &Path,
+) -> Result<GetReport> {
+    assert_eq!(
+        placement.len(),
+        manifest.segments.len(),
+        "a placement per segment"
+    );
     let file_key = codec_cmd::decode_key(key, &manifest)?;
-    // Learn which nodes are down once, up front, and try them last.
-    let initial_scores: Vec<f64> = handle
-        .block_on(client.connect_all(&nodes))
+    // Learn which nodes are down once, up front, and try their columns last.
+    let mut distinct: Vec<NodeAddr> = placement.iter().flatten().flatten().cloned().collect();
+    distinct.sort_by_key(|a| a.to_string());
+    distinct.dedup();
+    let reachable: HashMap<String, bool> = distinct
         .iter()
-        .map(|r| {
-            if r.is_ok() {
-                0.0
-            } else {
-                NodeScores::FAILURE_PENALTY
-            }
-        })
+        .map(ToString::to_string)
+        .zip(
+            handle
+                .block_on(client.connect_all(&distinct))
+                .iter()
+                .map(Result::is_ok),
+        )
         .collect();
+    let initial_scores: Vec<f64> = placement
+        .first()
+        .map(|columns| {
+            columns
+                .iter()
+                .map(|node| match node {
+                    Some(n) if reachable.get(&n.to_string()) == Some(&true) => 0.0,
+                    _ => NodeScores::FAILURE_PENALTY,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let source = NetSource {
         handle: handle.clone(),
         client,
-        nodes: Arc::new(nodes),
+        placement: Arc::new(placement),
         manifest: Arc::new(manifest.clone()),
         segments: Mutex::new(HashMap::new()),
         scores: Arc::new(NodeScores {

@@ -25,6 +25,40 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const CONFIG_FILE: &str = "node.toml";
 /// Written at start: the node's multiaddr, for scripts and the local network.
 pub const ADDR_FILE: &str = "addr";
+/// Where a running node writes the address of its `/metrics` and `/status`.
+pub const METRICS_FILE: &str = "metrics-addr";
+
+/// The status address a node running in `dir` wrote, if any.
+pub fn metrics_addr(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(METRICS_FILE)).ok()?;
+    Some(text.trim().to_string())
+}
+
+/// `GET path` from a node's loopback status server: the body.
+pub fn http_get(addr: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr)
+        .with_context(|| format!("connecting to the node's status at {addr}"))?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    socket.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    socket.read_to_string(&mut text)?;
+    match text.split_once("\r\n\r\n") {
+        Some((_, body)) => Ok(body.to_string()),
+        None => bail!("the node at {addr} answered no HTTP body"),
+    }
+}
+
+/// `cess node status DIR`: the running node's `/status`.
+pub fn status(dir: &Path) -> Result<String> {
+    let Some(addr) = metrics_addr(dir) else {
+        bail!(
+            "{} has no {METRICS_FILE}: the node is not running, or runs without a metrics address",
+            dir.display()
+        );
+    };
+    http_get(&addr, "/status")
+}
 
 /// A node's configuration (`node.toml`); relative paths are relative to the file's directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -423,7 +457,12 @@ async fn serve_with<S: FragmentStore>(
         let listener = tokio::net::TcpListener::bind(metrics_addr)
             .await
             .with_context(|| format!("binding metrics on {metrics_addr}"))?;
-        println!("metrics http://{}/metrics", listener.local_addr()?);
+        let bound = listener.local_addr()?;
+        println!("metrics http://{bound}/metrics");
+        if let Some(dir) = config_path.parent() {
+            std::fs::write(dir.join(METRICS_FILE), format!("{bound}\n"))
+                .context("writing the metrics address file")?;
+        }
         tokio::spawn(serve_http(
             listener,
             server.clone(),

@@ -34,7 +34,8 @@ pub struct Round {
     pub params: ChallengeParams,
 }
 
-pub fn keygen(out: &Path, sectors_per_block: u32) -> Result<()> {
+/// Creates a tagger key at `out` (0600) and its public key beside it (`.pub`).
+pub fn create_tagger_key(out: &Path, sectors_per_block: u32) -> Result<PublicKey> {
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(&mut seed[..]);
     let key = SecretKey::from_seed(&seed[..], sectors_per_block)?;
@@ -42,10 +43,16 @@ pub fn keygen(out: &Path, sectors_per_block: u32) -> Result<()> {
     let public = public_path(out);
     std::fs::write(&public, key.public().encode())
         .with_context(|| format!("writing {}", public.display()))?;
+    Ok(key.public().clone())
+}
+
+pub fn keygen(out: &Path, sectors_per_block: u32) -> Result<()> {
+    let public = public_path(out);
+    let key = create_tagger_key(out, sectors_per_block)?;
     println!(
         "tagger {} (s = {sectors_per_block}): secret key {} (mode 0600, never give it to a \
          miner), public key {}",
-        key.public().id(),
+        key.id(),
         out.display(),
         public.display()
     );

@@ -57,9 +57,24 @@ fn load_validator_key(path: &Path) -> Result<ValidatorKey> {
     ValidatorKey::from_secret_bytes(&key.0).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// What a testnet's genesis holds beyond its validators and faucet.
+#[derive(Debug, Clone, Default)]
+pub struct TestnetExtras {
+    /// More funded accounts (a devnet's owner and miners).
+    pub accounts: Vec<(cess_consensus::AccountId, u128)>,
+    pub taggers: Vec<cess_consensus::ledger::GenesisTagger>,
+    /// Blocks between audit rounds, when not the default.
+    pub audit_period_blocks: Option<u64>,
+}
+
 /// Creates a network of `count` validators listening on consecutive UDP ports from
 /// `base_port` on loopback.
 pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
+    testnet_with(dir, count, base_port, TestnetExtras::default())
+}
+
+/// [`testnet`] with more in its genesis.
+pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExtras) -> Result<()> {
     if count == 0 {
         bail!("a network needs at least one validator");
     }
@@ -77,9 +92,13 @@ pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
         nodes.push((vdir, node_key, validator_key, listen));
     }
     let faucet = NodeKey::create(&dir.join(FAUCET_KEY))?;
+    let defaults = LedgerParams::default();
     let params = LedgerParams {
         validators_per_era: count as u32,
-        ..LedgerParams::default()
+        audit_period_blocks: extras
+            .audit_period_blocks
+            .unwrap_or(defaults.audit_period_blocks),
+        ..defaults
     };
     let genesis = Genesis {
         chain_name: format!("cess-testnet-{}", std::process::id()),
@@ -89,6 +108,7 @@ pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
         accounts: std::iter::once(&faucet)
             .chain(nodes.iter().map(|(_, key, _, _)| key))
             .map(|key| Ok((account_key(key)?.id(), 1_000_000_000 * TOKEN)))
+            .chain(extras.accounts.iter().map(|a| Ok(*a)))
             .collect::<Result<_>>()?,
         reward_pool: 1_000_000 * TOKEN,
         validators: nodes
@@ -102,7 +122,7 @@ pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
                 })
             })
             .collect::<Result<_>>()?,
-        taggers: Vec::new(),
+        taggers: extras.taggers,
         params,
     };
     std::fs::write(dir.join(GENESIS_FILE), genesis.encode())?;

@@ -405,6 +405,11 @@ impl Ledger {
         self.restorals.iter()
     }
 
+    /// Registered taggers' ids (a client names one in its order).
+    pub fn tagger_ids(&self) -> impl Iterator<Item = &Hash32> {
+        self.taggers.iter().map(|(id, _)| id)
+    }
+
     pub fn tagger_key(&self, id: &Hash32) -> Option<&cess_proofs::PublicKey> {
         self.taggers.get(id).map(|t| &*t.key)
     }

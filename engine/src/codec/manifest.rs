@@ -140,6 +140,40 @@ impl Manifest {
         self.to_wire(true).encode_to_vec()
     }
 
+    /// Everything but the segment list, encoded: what a ledger keeps beside the segment and
+    /// fragment ids it holds anyway, so a key holder can rebuild the manifest
+    /// ([`Manifest::from_header`]).
+    pub fn header(&self) -> Vec<u8> {
+        let mut wire = self.to_wire(true);
+        wire.segments.clear();
+        wire.encode_to_vec()
+    }
+
+    /// The manifest from its [`Manifest::header`] and its segments, checked as
+    /// [`Manifest::decode`] checks (and, under a key, [`Manifest::check_key`] then proves the
+    /// segments are the ones the key holder encoded).
+    pub fn from_header(header: &[u8], segments: &[SegmentEntry]) -> Result<Manifest, CodecError> {
+        if header.len() > MANIFEST_BYTES_MAX {
+            return Err(CodecError::BadManifest(format!(
+                "a header of {} bytes exceeds the {MANIFEST_BYTES_MAX}-byte limit",
+                header.len()
+            )));
+        }
+        let mut wire = wire::Manifest::decode(header)
+            .map_err(|e| CodecError::BadManifest(format!("not a manifest header: {e}")))?;
+        if !wire.segments.is_empty() {
+            return Err(CodecError::BadManifest("a header lists no segments".into()));
+        }
+        wire.segments = segments
+            .iter()
+            .map(|s| wire::Segment {
+                id: s.id.to_vec(),
+                fragments: s.fragments.iter().map(|f| f.to_vec()).collect(),
+            })
+            .collect();
+        Manifest::decode(&wire.encode_to_vec())
+    }
+
     /// Sets the MAC over everything else, under `key` (encode does this; a key holder who
     /// edits a manifest must do it again).
     pub fn authenticate(&mut self, key: &FileKey) {
