@@ -9,10 +9,10 @@
 //! not validators may send transactions only. A sender whose queue is full drops messages (the
 //! core re-sends votes and certificates by itself); a broken connection is re-dialed.
 
+use crate::bft::Timeout;
 use crate::bft::{Committed, Engine, MESSAGE_BYTES_MAX, NetMsg, Output};
 use crate::keys::AccountId;
 use crate::tx::{Transaction, VerifiedTx};
-use arc_malachitebft_core_types::Timeout;
 use cess_transport::identity::{NodeAddr, NodeKey};
 use cess_transport::quic::{Connection, Endpoint, ErrorCode, Limits};
 use libp2p_identity::PeerId;

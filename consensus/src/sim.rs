@@ -5,13 +5,14 @@
 //! run. After every commit the simulator checks that no two validators finalized different
 //! blocks at one height and that equal heights have equal state roots.
 
+use crate::bft::Timeout;
 use crate::bft::{
     Block, BlockHash, BlockValue, Cess, Core, CoreConfig, NetMsg, Output, Proposal, StepTimeouts,
 };
 use crate::keys::{AccountId, AccountKey, ValidatorKey};
 use crate::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
 use crate::tx::{Call, Hash32, VerifiedTx};
-use arc_malachitebft_core_types::{NilOrVal, SignedMessage, Timeout};
+use arc_malachitebft_core_types::{NilOrVal, SignedMessage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
@@ -48,6 +49,8 @@ pub struct SimConfig {
     pub tx_every_ms: u64,
     /// An adversarial client acts this often (0: none): see [`Adversary`].
     pub adversary_every_ms: u64,
+    /// [`CoreConfig::empty_block_interval_ms`] of every validator (0: none).
+    pub empty_block_interval_ms: u64,
     pub params: LedgerParams,
 }
 
@@ -81,6 +84,7 @@ impl SimConfig {
             drop_permille: 0,
             tx_every_ms: 50,
             adversary_every_ms: 0,
+            empty_block_interval_ms: 0,
             params: LedgerParams {
                 validators_per_era: validators as u32,
                 ..LedgerParams::default()
@@ -247,6 +251,7 @@ impl Sim {
         let genesis_ledger = ledger.clone();
         let core_config = CoreConfig {
             timeouts: sim_timeouts(),
+            empty_block_interval_ms: config.empty_block_interval_ms,
             ..CoreConfig::default()
         };
         let nodes = keys

@@ -27,6 +27,40 @@ fn four_honest_validators_finalize_blocks_with_transactions() {
     );
 }
 
+/// An idle chain makes one block per empty-block interval, not one as fast as the validators
+/// agree; transactions are still proposed at once (a held-back proposal goes out when one
+/// arrives), so a busy chain is as fast as without the interval.
+#[test]
+fn an_idle_chain_waits_the_empty_block_interval_and_a_busy_one_does_not() {
+    let height_after = |interval_ms: u64, tx_every_ms: u64| {
+        let mut config = SimConfig::new(4, seed(5));
+        config.empty_block_interval_ms = interval_ms;
+        config.tx_every_ms = tx_every_ms;
+        let mut sim = Sim::new(config);
+        sim.run_until(10_000);
+        let report = sim.finish();
+        (sim.honest_height(), report.txs_committed)
+    };
+    let (idle_fast, _) = height_after(0, 0);
+    let (idle, _) = height_after(150, 0);
+    let (busy, txs) = height_after(150, 20);
+    eprintln!(
+        "idle without interval {idle_fast}, idle with 150 ms {idle}, busy {busy} ({txs} txs)"
+    );
+    // 10 s at one block per 150 ms plus the time to agree (two delays of 5..40 ms at least).
+    assert!(idle <= 10_000 / 150, "idle height {idle}");
+    assert!(
+        idle >= 10_000 / (150 + 200),
+        "idle height {idle}: the chain stalled"
+    );
+    assert!(
+        idle_fast > 2 * idle,
+        "without the interval {idle_fast}, with {idle}"
+    );
+    assert!(busy > 2 * idle, "busy {busy}, idle {idle}");
+    assert!(txs > 200, "{txs} transactions");
+}
+
 #[test]
 fn four_validators_with_each_kind_of_byzantine_validator() {
     for (k, kind) in [

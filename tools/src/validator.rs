@@ -35,6 +35,14 @@ pub struct ValidatorConfig {
     pub validator_key: PathBuf,
     /// The other validators, `/ip4/…/udp/…/quic-v1/p2p/<peer id>`.
     pub peers: Vec<String>,
+    /// An idle chain makes one block per this many ms (a block with transactions is proposed
+    /// at once): 500 ms, at most half the propose timeout (1 s).
+    #[serde(default = "default_empty_block_interval_ms")]
+    pub empty_block_interval_ms: u64,
+}
+
+fn default_empty_block_interval_ms() -> u64 {
+    500
 }
 
 fn account_key(node_key: &NodeKey) -> Result<AccountKey> {
@@ -148,6 +156,7 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
                 .filter(|(j, _)| *j != i)
                 .map(|(_, a)| a.clone())
                 .collect(),
+            empty_block_interval_ms: default_empty_block_interval_ms(),
         };
         std::fs::write(vdir.join(CONFIG_FILE), toml::to_string(&config)?)?;
     }
@@ -176,6 +185,15 @@ pub fn run(dir: &Path) -> Result<()> {
         .iter()
         .map(|p| p.parse::<NodeAddr>().with_context(|| format!("peer {p}")))
         .collect::<Result<Vec<_>>>()?;
+    let propose_ms = CoreConfig::default().timeouts.propose_ms;
+    if config.empty_block_interval_ms > propose_ms / 2 {
+        bail!(
+            "{}: empty_block_interval_ms = {} is over half the propose timeout ({propose_ms} ms): \
+             the other validators would time the proposer out",
+            config_path.display(),
+            config.empty_block_interval_ms
+        );
+    }
     if !ledger
         .validators()
         .iter()
@@ -189,7 +207,11 @@ pub fn run(dir: &Path) -> Result<()> {
         .context("starting the runtime")?;
     let log_path = dir.join("commits.log");
     runtime.block_on(async move {
-        let core = Core::new(ledger, validator_key, account, CoreConfig::default(), 0);
+        let core_config = CoreConfig {
+            empty_block_interval_ms: config.empty_block_interval_ms,
+            ..CoreConfig::default()
+        };
+        let core = Core::new(ledger, validator_key, account, core_config, 0);
         let handle = net::start(core, node_key, config.listen, peers)?;
         println!("validator {account} listening {}", handle.local_addr()?);
         let mut commits = handle.commits();

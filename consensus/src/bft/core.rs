@@ -4,6 +4,7 @@
 //! wants done comes out as [`Output`]s (send, broadcast, schedule a timeout, a block
 //! committed). The simulator and the QUIC driver are thin loops around it.
 
+use super::Timeout;
 use super::mempool::{Mempool, MempoolLimits};
 use super::types::{
     Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Validator, ValidatorSet, precommit,
@@ -19,8 +20,8 @@ use arc_malachitebft_core_consensus::{
     SignedConsensusMsg, State, ThresholdParams, ValuePayload,
 };
 use arc_malachitebft_core_types::{
-    CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, SignedProposal, Timeout,
-    Validity, ValueOrigin, VoteExtensionPolicy, VoteType,
+    CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, SignedProposal, Validity,
+    ValueOrigin, VoteExtensionPolicy, VoteType,
 };
 use cess_proofs::CpuBackend;
 use std::collections::{BTreeMap, VecDeque};
@@ -40,6 +41,13 @@ pub struct CoreConfig {
     pub mempool: MempoolLimits,
     /// Decided blocks kept to answer sync requests.
     pub history_max: usize,
+    /// A proposer with no transaction to carry waits this long after the previous decision
+    /// before it proposes (an empty block), so an idle chain grows by a block per interval
+    /// instead of as fast as the validators can agree, which burns their CPU and makes every
+    /// follower's sync longer. A transaction that arrives while it waits is proposed at once.
+    /// At most half the propose timeout, so the others never time the proposer out. 0: no
+    /// wait.
+    pub empty_block_interval_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -50,6 +58,7 @@ impl Default for CoreConfig {
             block_tx_bytes_max: 4 << 20,
             mempool: MempoolLimits::default(),
             history_max: 10_000,
+            empty_block_interval_ms: 0,
         }
     }
 }
@@ -146,6 +155,25 @@ pub struct Core {
     started: bool,
     /// Proposals buffered for the height just started, handled once it has started.
     replay_future: Vec<(AccountId, SignedProposal<Cess>)>,
+    /// This validator proposes at this height and round, and waits (no transaction yet)
+    /// until the time in ms.
+    proposal_due: Option<ProposalDue>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProposalDue {
+    height: u64,
+    round: Round,
+    at_ms: u64,
+}
+
+impl ProposalDue {
+    fn timer(&self) -> Timeout {
+        Timeout::Propose {
+            height: self.height,
+            round: self.round.as_u32().unwrap_or(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -192,6 +220,12 @@ impl Core {
             enabled: true,
         };
         let consensus = State::new(ctx.clone(), height, validators.clone(), params, 1024, 256);
+        assert!(
+            config.empty_block_interval_ms <= config.timeouts.propose_ms / 2,
+            "an empty-block interval of {} ms would let the others time out a proposer (propose timeout {} ms)",
+            config.empty_block_interval_ms,
+            config.timeouts.propose_ms
+        );
         Core {
             last_hash: ledger.chain_id(),
             ctx,
@@ -217,6 +251,7 @@ impl Core {
             stats: CoreStats::default(),
             started: false,
             replay_future: Vec::new(),
+            proposal_due: None,
         }
     }
 
@@ -271,7 +306,14 @@ impl Core {
 
     pub fn on_timeout(&mut self, timeout: Timeout, now_ms: u64) -> Vec<Output> {
         self.now_ms = now_ms.max(self.now_ms);
-        self.pending.push_back(Input::TimeoutElapsed(timeout));
+        match timeout {
+            Timeout::Step(step) => self.pending.push_back(Input::TimeoutElapsed(step)),
+            Timeout::Propose { .. } => {
+                if self.proposal_due.is_some_and(|due| due.timer() == timeout) {
+                    self.propose_due();
+                }
+            }
+        }
         self.run()
     }
 
@@ -284,6 +326,7 @@ impl Core {
         now_ms: u64,
     ) -> (Vec<Result<(), crate::TxError>>, Vec<Output>) {
         let (answers, relay) = self.admit_all(txs, now_ms);
+        self.propose_if_ready(&relay);
         for chunk in super::wire::split_txs(relay) {
             self.outputs.push(Output::Broadcast(NetMsg::Txs(chunk)));
         }
@@ -293,8 +336,26 @@ impl Core {
     /// Transactions a validator relayed, signatures already checked: admitted, not relayed
     /// again (validators are all connected, so the first relay reached everyone).
     pub fn on_relayed_txs(&mut self, txs: Vec<VerifiedTx>, now_ms: u64) -> Vec<Output> {
-        self.admit_all(txs, now_ms);
+        let (_, admitted) = self.admit_all(txs, now_ms);
+        self.propose_if_ready(&admitted);
         self.run()
+    }
+
+    /// A held-back proposal goes out at once when one of the transactions just admitted can
+    /// be included (its signer's next nonce): only their signers are looked at, so a flood of
+    /// transactions that cannot be included (a nonce gap) neither speeds up an idle chain nor
+    /// costs more than its admission did.
+    fn propose_if_ready(&mut self, admitted: &[Transaction]) {
+        if self.proposal_due.is_none() {
+            return;
+        }
+        let height = self.height();
+        if admitted
+            .iter()
+            .any(|tx| self.mempool.ready(&tx.signer, &self.ledger, height))
+        {
+            self.propose_due();
+        }
     }
 
     fn admit_all(
@@ -683,6 +744,33 @@ impl Core {
         self.replay_future = self.future.remove(&height).unwrap_or_default();
     }
 
+    /// Hands Malachite this validator's block for `height` and `round`.
+    fn propose(&mut self, height: u64, round: Round, block: Block) {
+        let value = BlockValue::new(block);
+        let hash = arc_malachitebft_core_types::Value::id(&value);
+        self.blocks
+            .insert(hash, (value.block().clone(), Validity::Valid));
+        self.pending
+            .push_back(Input::Propose(LocallyProposedValue::new(
+                Height(height),
+                round,
+                value,
+            )));
+    }
+
+    /// Proposes the block held back for the empty-block interval (its time has come, or a
+    /// transaction arrived), with whatever the mempool now offers.
+    fn propose_due(&mut self) {
+        let Some(due) = self.proposal_due.take() else {
+            return;
+        };
+        if due.height != self.height() || self.consensus.round() != due.round {
+            return;
+        }
+        let block = self.build_block(due.height);
+        self.propose(due.height, due.round, block);
+    }
+
     fn build_block(&mut self, height: u64) -> Block {
         let epoch = self.ledger.epoch_of(height);
         let randomness = self
@@ -754,13 +842,14 @@ impl Env<'_> {
                 r.resume_with(())
             }
             Effect::CancelTimeout(timeout, r) => {
-                self.outputs.push(Output::CancelTimeout(timeout));
+                self.outputs
+                    .push(Output::CancelTimeout(Timeout::Step(timeout)));
                 r.resume_with(())
             }
             Effect::ScheduleTimeout(timeout, r) => {
                 let duration = self.timeouts.duration_for(timeout);
                 self.outputs
-                    .push(Output::ScheduleTimeout(timeout, duration));
+                    .push(Output::ScheduleTimeout(Timeout::Step(timeout), duration));
                 r.resume_with(())
             }
             Effect::StartRound(height, round, proposer, role, r) => {
@@ -972,6 +1061,24 @@ impl Core {
                 self.on_proposal(signed);
             }
         }
+        // Malachite cancels all its timeouts when a height or round starts; drivers then drop
+        // the held-back proposal's timer too, so it is scheduled again.
+        if let Some(due) = self.proposal_due {
+            let cancelled_at = self
+                .outputs
+                .iter()
+                .rposition(|o| matches!(o, Output::CancelAllTimeouts));
+            let scheduled_at = self
+                .outputs
+                .iter()
+                .rposition(|o| matches!(o, Output::ScheduleTimeout(t, _) if *t == due.timer()));
+            if cancelled_at.is_some() && cancelled_at > scheduled_at {
+                self.outputs.push(Output::ScheduleTimeout(
+                    due.timer(),
+                    Duration::from_millis(due.at_ms.saturating_sub(self.now_ms)),
+                ));
+            }
+        }
         std::mem::take(&mut self.outputs)
     }
 
@@ -1009,17 +1116,26 @@ impl Core {
                 if height != self.height() {
                     return;
                 }
+                self.proposal_due = None;
                 let block = self.build_block(height);
-                let value = BlockValue::new(block);
-                let hash = arc_malachitebft_core_types::Value::id(&value);
-                self.blocks
-                    .insert(hash, (value.block().clone(), Validity::Valid));
-                self.pending
-                    .push_back(Input::Propose(LocallyProposedValue::new(
-                        Height(height),
+                let due_ms = self
+                    .decided_at_ms
+                    .get(&(height - 1))
+                    .map_or(0, |at| at + self.config.empty_block_interval_ms);
+                if block.txs.is_empty() && self.now_ms < due_ms {
+                    let due = ProposalDue {
+                        height,
                         round,
-                        value,
-                    )));
+                        at_ms: due_ms,
+                    };
+                    self.proposal_due = Some(due);
+                    self.outputs.push(Output::ScheduleTimeout(
+                        due.timer(),
+                        Duration::from_millis(due_ms - self.now_ms),
+                    ));
+                    return;
+                }
+                self.propose(height, round, block);
             }
             Deferred::Restream { value } => {
                 let proposals: Vec<SignedProposal<Cess>> = self

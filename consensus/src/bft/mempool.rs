@@ -90,6 +90,16 @@ impl Mempool {
         self.bytes
     }
 
+    /// Whether a block at `height` on `ledger` would carry a transaction of `signer`: one
+    /// waits at its ledger nonce and is still valid.
+    pub fn ready(&self, signer: &AccountId, ledger: &Ledger, height: u64) -> bool {
+        let nonce = ledger.account(signer).nonce;
+        self.signers
+            .get(signer)
+            .and_then(|s| s.waiting.get(&nonce))
+            .is_some_and(|entry| entry.tx.valid_until >= height)
+    }
+
     pub fn get(&self, signer: &AccountId, nonce: u64) -> Option<&Transaction> {
         self.signers
             .get(signer)?

@@ -22,7 +22,17 @@ pub use types::{
 use crate::keys::AccountId;
 use crate::ledger::Ledger;
 use crate::tx::VerifiedTx;
-pub use arc_malachitebft_core_types::Timeout;
+
+/// A timer an engine asks its driver for; the driver hands it back through
+/// [`Engine::on_timeout`] when it elapses (unless cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timeout {
+    /// One of Malachite's step timeouts (propose, prevote, precommit, rebroadcast).
+    Step(arc_malachitebft_core_types::Timeout),
+    /// This validator is the proposer of `height` in `round` and holds back an empty block
+    /// until [`CoreConfig::empty_block_interval_ms`] has passed since the previous decision.
+    Propose { height: u64, round: u32 },
+}
 
 /// What a driver (the QUIC driver, a simulator) needs from a validator's consensus engine:
 /// messages, timeouts, transactions and the clock in; [`Output`]s out. Malachite stays behind

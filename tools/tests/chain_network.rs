@@ -1,0 +1,247 @@
+//! The data lifecycle on a chain, as a user runs it: `cess devnet up` (4 validator processes,
+//! 12 miner processes, each registered on the chain), `cess put` (space rented, the order
+//! placed by the ledger, fragments sent to the miners it named, Active), a put resumed after a
+//! miner was down, `cess get` with only the file id and the key (8 of 12 miners up; a clear
+//! error with 3), `cess delete` and the fragments leaving the miners' stores, `cess devnet down`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn cess(args: &[&str], dir: &Path) -> Output {
+    let t0 = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_cess"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run cess");
+    eprintln!(
+        "cess {} took {:.1} s",
+        args.join(" "),
+        t0.elapsed().as_secs_f64()
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: Output) -> String {
+    let text = text(&out);
+    assert!(out.status.success(), "cess failed:\n{text}");
+    text
+}
+
+/// Stops the network (and a miner this test restarted) even when the test fails.
+struct Network(PathBuf, Vec<Child>);
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for child in &mut self.1 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = cess(&["devnet", "down", "--dir", "net"], &self.0);
+    }
+}
+
+fn stop_miner(dir: &Path, i: usize) {
+    let pid = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/pid"))).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+    for _ in 0..500 {
+        let gone = std::fs::read_to_string(proc.join("stat")).map_or(true, |s| {
+            s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
+        });
+        if gone {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("miner {i} did not stop");
+}
+
+/// `cess node status net/node-XX`, parsed.
+fn miner_status(dir: &Path, i: usize) -> serde_json::Value {
+    let out = ok(cess(&["node", "status", &format!("net/node-{i:02}")], dir));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("node status: {e}: {out}"))
+}
+
+fn active_fragments(dir: &Path, i: usize) -> u64 {
+    miner_status(dir, i)["store"]["active_fragments"]
+        .as_u64()
+        .expect("status has store.active_fragments")
+}
+
+fn file_id_of(put: &str) -> String {
+    put.lines()
+        .find_map(|l| l.strip_prefix("file id "))
+        .expect("put prints the file id")
+        .trim()
+        .to_string()
+}
+
+/// The bytes `cess put` says it sent this time.
+fn sent_now(put: &str) -> u64 {
+    let line = put
+        .lines()
+        .find(|l| l.starts_with("active: "))
+        .unwrap_or_else(|| panic!("put prints the active line: {put}"));
+    let (_, rest) = line.split_once('(').expect("sent figure");
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path();
+    let up = ok(cess(
+        &["devnet", "up", "--dir", "net", "--store-mib", "48"],
+        dir,
+    ));
+    let mut network = Network(dir.to_path_buf(), Vec::new());
+    assert!(
+        up.contains("4 validators and 12 miners up, every miner registered"),
+        "{up}"
+    );
+    assert!(!dir.join("net/nodes.txt").exists(), "no local node list");
+    let miners = ok(cess(&["chain", "--dir", "net/chain", "miners", "--json"], dir));
+    let miners: serde_json::Value = serde_json::from_str(&miners).unwrap();
+    assert_eq!(miners.as_array().map(Vec::len), Some(12), "{miners}");
+
+    // 5 MB + a bit: three 2 MiB segments, the last one partial.
+    let mut data = vec![0u8; 5_200_000];
+    rand::RngCore::fill_bytes(
+        &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(18),
+        &mut data,
+    );
+    std::fs::write(dir.join("in.bin"), &data).unwrap();
+    ok(cess(&["keygen", "file.key"], dir));
+    let put_args = [
+        "put",
+        "in.bin",
+        "--devnet",
+        "net",
+        "--key",
+        "file.key",
+        "--segment-mib",
+        "2",
+    ];
+
+    // A miner the ledger will place a column on is down: the put fails at the send stage and
+    // says so; the order stays on the chain.
+    stop_miner(dir, 5);
+    let failed = cess(&put_args, dir);
+    let message = text(&failed);
+    assert!(!failed.status.success(), "{message}");
+    assert!(message.contains("put failed at the send stage"), "{message}");
+
+    // The miner comes back; the same put resumes: only its column is sent.
+    let log = std::fs::File::create(dir.join("net/node-05/node-restarted.log")).unwrap();
+    let restarted = Command::new(env!("CARGO_BIN_EXE_cess"))
+        .args(["node", "run", "net/node-05"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    network.1.push(restarted);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cess(&["node", "status", "net/node-05"], dir);
+        if out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|s| s["chain"]["synced"] == true)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "miner 5 did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let put = ok(cess(&put_args, dir));
+    let file_id = file_id_of(&put);
+    let stored_bytes = 3 * 12 * (2 << 20) / 4;
+    assert_eq!(sent_now(&put), stored_bytes / 12, "{put}");
+    // Once more: nothing is sent.
+    assert_eq!(sent_now(&ok(cess(&put_args, dir))), 0);
+
+    let file = ok(cess(
+        &["chain", "--dir", "net/chain", "file", &file_id, "--json"],
+        dir,
+    ));
+    assert!(file.contains("\"state\": \"active\""), "{file}");
+    for i in 0..12 {
+        assert_eq!(active_fragments(dir, i), 3, "miner {i}");
+    }
+
+    // Only the id and the key: all up, then 8 of 12 up.
+    ok(cess(
+        &[
+            "get", &file_id, "--devnet", "net", "--key", "file.key", "--out", "all.bin",
+        ],
+        dir,
+    ));
+    assert!(std::fs::read(dir.join("all.bin")).unwrap() == data);
+    for i in [0, 2, 7, 11] {
+        stop_miner(dir, i);
+    }
+    ok(cess(
+        &[
+            "get", &file_id, "--devnet", "net", "--key", "file.key", "--out", "eight.bin",
+        ],
+        dir,
+    ));
+    assert!(std::fs::read(dir.join("eight.bin")).unwrap() == data);
+    // The wrong key is refused, nothing written.
+    ok(cess(&["keygen", "other.key"], dir));
+    let wrong = cess(
+        &[
+            "get", &file_id, "--devnet", "net", "--key", "other.key", "--out", "wrong.bin",
+        ],
+        dir,
+    );
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+    assert!(!dir.join("wrong.bin").exists());
+
+    // With 3 up no segment can be rebuilt: a clear error and no output file.
+    for i in [1, 3, 4, 6, 8] {
+        stop_miner(dir, i);
+    }
+    let failed = cess(
+        &[
+            "get", &file_id, "--devnet", "net", "--key", "file.key", "--out", "three.bin",
+        ],
+        dir,
+    );
+    let message = text(&failed);
+    assert!(!failed.status.success(), "{message}");
+    assert!(message.contains("cannot be rebuilt"), "{message}");
+    assert!(message.contains("4 needed"), "{message}");
+    assert!(!dir.join("three.bin").exists());
+
+    // Delete: the last owner is gone, the running miners delete its fragments on their own.
+    let deleted = ok(cess(&["delete", &file_id, "--devnet", "net"], dir));
+    assert!(deleted.contains("no owner is left"), "{deleted}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in [5, 9, 10] {
+        while active_fragments(dir, i) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "miner {i} kept the fragments of a deleted file"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let files = ok(cess(&["chain", "--dir", "net/chain", "files", "--json"], dir));
+    assert!(!files.contains(&file_id), "{files}");
+}
