@@ -521,6 +521,9 @@ pub fn get(
 }
 
 /// Fetches the file of `manifest` from the nodes of `placement` into `out`.
+/// How long a get waits for its first dials before it ranks the nodes.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+
 pub fn get_placed(
     handle: &Handle,
     client: Arc<Client>,
@@ -535,18 +538,32 @@ pub fn get_placed(
         "a placement per segment"
     );
     let file_key = codec_cmd::decode_key(key, &manifest)?;
-    // Learn which nodes are down once, up front, and try their columns last.
+    // Dial every node up front and try the columns of those not connected within
+    // `PROBE_WAIT` last: a node that is down costs a get nothing unless it is needed (its
+    // dial runs on, and a request that needs it waits for that same dial).
     let mut distinct: Vec<NodeAddr> = placement.iter().flatten().flatten().cloned().collect();
     distinct.sort_by_key(|a| a.to_string());
     distinct.dedup();
+    let probes: Vec<tokio::task::JoinHandle<bool>> = distinct
+        .iter()
+        .map(|addr| {
+            let (client, addr) = (client.clone(), addr.clone());
+            handle.spawn(async move { client.connection(&addr).await.is_ok() })
+        })
+        .collect();
+    handle.block_on(async {
+        let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+        while !probes.iter().all(|p| p.is_finished()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
     let reachable: HashMap<String, bool> = distinct
         .iter()
         .map(ToString::to_string)
         .zip(
-            handle
-                .block_on(client.connect_all(&distinct))
-                .iter()
-                .map(Result::is_ok),
+            probes
+                .into_iter()
+                .map(|p| p.is_finished() && handle.block_on(p).unwrap_or(false)),
         )
         .collect();
     let initial_scores: Vec<f64> = placement

@@ -114,7 +114,10 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
         "{up}"
     );
     assert!(!dir.join("net/nodes.txt").exists(), "no local node list");
-    let miners = ok(cess(&["chain", "--dir", "net/chain", "miners", "--json"], dir));
+    let miners = ok(cess(
+        &["chain", "--dir", "net/chain", "miners", "--json"],
+        dir,
+    ));
     let miners: serde_json::Value = serde_json::from_str(&miners).unwrap();
     assert_eq!(miners.as_array().map(Vec::len), Some(12), "{miners}");
 
@@ -143,7 +146,10 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
     let failed = cess(&put_args, dir);
     let message = text(&failed);
     assert!(!failed.status.success(), "{message}");
-    assert!(message.contains("put failed at the send stage"), "{message}");
+    assert!(
+        message.contains("put failed at the send stage"),
+        "{message}"
+    );
 
     // The miner comes back; the same put resumes: only its column is sent.
     let log = std::fs::File::create(dir.join("net/node-05/node-restarted.log")).unwrap();
@@ -197,7 +203,14 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
     }
     ok(cess(
         &[
-            "get", &file_id, "--devnet", "net", "--key", "file.key", "--out", "eight.bin",
+            "get",
+            &file_id,
+            "--devnet",
+            "net",
+            "--key",
+            "file.key",
+            "--out",
+            "eight.bin",
         ],
         dir,
     ));
@@ -206,7 +219,14 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
     ok(cess(&["keygen", "other.key"], dir));
     let wrong = cess(
         &[
-            "get", &file_id, "--devnet", "net", "--key", "other.key", "--out", "wrong.bin",
+            "get",
+            &file_id,
+            "--devnet",
+            "net",
+            "--key",
+            "other.key",
+            "--out",
+            "wrong.bin",
         ],
         dir,
     );
@@ -219,7 +239,14 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
     }
     let failed = cess(
         &[
-            "get", &file_id, "--devnet", "net", "--key", "file.key", "--out", "three.bin",
+            "get",
+            &file_id,
+            "--devnet",
+            "net",
+            "--key",
+            "file.key",
+            "--out",
+            "three.bin",
         ],
         dir,
     );
@@ -242,6 +269,9 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let files = ok(cess(&["chain", "--dir", "net/chain", "files", "--json"], dir));
+    let files = ok(cess(
+        &["chain", "--dir", "net/chain", "files", "--json"],
+        dir,
+    ));
     assert!(!files.contains(&file_id), "{files}");
 }
