@@ -1,7 +1,13 @@
-//! Suite `e2e`: `cess put` of a generated file to 12 local node processes whose stores are
-//! files on this disk, against the bound set by the slower of the codec's encode on this
-//! machine (measured in the same run) and fio's sequential write throughput on the same disk
-//! divided by 3 (with 4 + 8 fragments every input byte is stored 3 times).
+//! Suite `e2e`, whole `cess put`s to local processes whose stores are files on this disk:
+//!
+//! - `put-1GiB-12-nodes`: a put to 12 node processes with no chain in the path, against the
+//!   bound set by the slower of the codec's encode on this machine (measured in the same run)
+//!   and fio's sequential write throughput on the same disk divided by 3 (with 4 + 8
+//!   fragments every input byte is stored 3 times).
+//! - `put-to-active-256MiB`: a put to the devnet on a chain (4 validator processes, 12 miners:
+//!   space rented, the order placed by the ledger, fragments sent where it placed them, every
+//!   column reported, Active in a committed block), against the same put to 12 miners with the
+//!   chain out of the path, in the same run: what the chain costs a put.
 
 use crate::report::{Case, Options};
 use cess_engine::codec::{self, CodecError, EncodeOptions, FragmentSink, Id};
@@ -15,10 +21,14 @@ use std::time::Instant;
 const NODES: usize = 12;
 
 pub fn run(options: &Options) -> Result<Vec<Case>, String> {
-    if !options.wants("put-1GiB-12-nodes") {
-        return Ok(Vec::new());
+    let mut cases = Vec::new();
+    if options.wants("put-1GiB-12-nodes") {
+        cases.push(put_case(options)?);
     }
-    Ok(vec![put_case(options)?])
+    if options.wants("put-to-active-256MiB") {
+        cases.push(chain_put_case(options)?);
+    }
+    Ok(cases)
 }
 
 /// The `cess` binary beside this one (the same build).
@@ -68,6 +78,76 @@ impl Drop for Network {
         );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `cess devnet up` in `net`, with or without a chain.
+fn devnet_up(binary: &Path, net: &Path, store_mib: usize, chain: bool) -> Result<(), String> {
+    let net_arg = net.to_string_lossy().to_string();
+    let store_arg = store_mib.to_string();
+    let nodes_arg = NODES.to_string();
+    let mut args = vec![
+        "devnet",
+        "up",
+        "--dir",
+        &net_arg,
+        "--nodes",
+        &nodes_arg,
+        "--store-mib",
+        &store_arg,
+    ];
+    if !chain {
+        args.push("--no-chain");
+    }
+    cess(binary, &args)
+}
+
+/// `put-to-active-256MiB`: the chain devnet's put until Active against the chain-less put to
+/// as many miners, alternating, new bytes every put.
+fn chain_put_case(options: &Options) -> Result<Case, String> {
+    let (file_mib, runs) = if options.quick { (48, 1) } else { (256, 3) };
+    let binary = cess_binary()?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/e2e-chain");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    // Both networks are stopped on drop (the chain-less one first: the chain's removes the
+    // whole directory).
+    let _chain = Network {
+        cess: binary.clone(),
+        dir: dir.clone(),
+    };
+    let _chainless = Network {
+        cess: binary.clone(),
+        dir: dir.join("chainless"),
+    };
+    let store_mib = file_mib * 3 / NODES * runs * 3 / 2 + 256;
+    let (chain_net, chainless_net) = (dir.join("net"), dir.join("chainless/net"));
+    devnet_up(&binary, &chain_net, store_mib, true)?;
+    devnet_up(&binary, &chainless_net, store_mib, false)?;
+    let input = dir.join("input.bin");
+    let input_arg = input.to_string_lossy().to_string();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        for (net, rates) in [(&chain_net, &mut ours), (&chainless_net, &mut theirs)] {
+            write_input(&input, file_mib, 900 + run as u64)?;
+            let net_arg = net.to_string_lossy().to_string();
+            let started = Instant::now();
+            cess(&binary, &["put", &input_arg, "--devnet", &net_arg])?;
+            rates.push(file_mib as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "put-to-active-256MiB".into();
+    case.metric = "throughput";
+    case.unit = "MiB/s";
+    case.goal = Some(0.85);
+    case.baseline = "the same put to 12 miners with no chain in the path".into();
+    case.note = format!(
+        "{file_mib} MiB file, segments of 32 MiB; on the chain: 4 validator processes (empty \
+         blocks every 500 ms), space rented, order declared and placed by the ledger, every \
+         column reported, Active in a committed block; each put is a new process that first \
+         syncs its replica of the chain"
+    );
+    Ok(case)
 }
 
 fn write_input(path: &Path, mib: usize, seed: u64) -> Result<Vec<u8>, String> {

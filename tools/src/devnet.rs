@@ -532,7 +532,6 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             &input,
             &no_key,
             params,
-            &crate::files::spool_dir(&options.dir),
         )?;
         println!(
             "put: file {} ({} MiB) Active on {} miners the chain chose, {:.0} MiB/s of input \

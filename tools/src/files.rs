@@ -1,11 +1,15 @@
 //! `cess put | get | delete` through the ledger: the chain decides where a file lives.
 //!
-//! A put encodes the file once into a local spool (the order must name every fragment id
-//! before any miner takes a byte), rents space when the owner's lease is short, declares the
-//! order, reads the columns the ledger placed from a committed block, sends fragment j of every
-//! segment to the miner of column j (many in flight, bytes in flight bounded), and waits until
-//! every miner has reported its column: the file is Active. Re-running the same put (same
-//! bytes, same key file) finds its order on the ledger and sends only what is missing.
+//! A put encodes the file twice. The first pass only computes the fragment ids (the order
+//! must name every one before any miner takes a byte); then it rents space when the owner's
+//! lease is short, declares the order and reads the columns the ledger placed from a
+//! committed block. The second pass encodes again and sends fragment j of every segment to the
+//! miner of column j as the encoder hands it over (many in flight, bytes in flight bounded),
+//! checking every id against the order; then it waits until every miner has reported its
+//! column: the file is Active. Nothing is spooled to disk (a spool is written and read once
+//! more, on the same disk as the miners' stores: measured slower than encoding twice), and
+//! the encoding is deterministic for a key file: re-running the same put finds its order on
+//! the ledger and sends only what is missing.
 //!
 //! A get needs only the file id and the key: the length, the segment and fragment ids, the
 //! client header (what the manifest held besides the ids, `Call::DeclareFile::meta`) and the
@@ -13,17 +17,18 @@
 
 use crate::chain::ChainClient;
 use crate::codec_cmd::{self, KeyChoice, Meter};
-use crate::net::{GetReport, Placement};
+use crate::net::{CopyPool, GetReport, Placement};
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use cess_consensus::ledger::{FileInfo, FileState, GIB, Ledger};
 use cess_consensus::tx::{NAME_BYTES_MAX, SegmentDecl};
 use cess_consensus::{Call, TxError};
 use cess_engine::Key;
-use cess_engine::codec::{self, CodecParams, DirFragments, Id, Manifest, SegmentEntry, hex};
+use cess_engine::codec::{
+    self, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, SegmentEntry, hex,
+};
 use cess_transport::{Client, Code, NodeAddr, ProtocolError};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -113,7 +118,6 @@ pub fn put(
     file: &Path,
     key: &KeyChoice,
     params: CodecParams,
-    spool: &Path,
 ) -> Result<PutReport> {
     let (expected_data, expected_columns) =
         chain.ledger(|l| (l.params().data_fragments, l.params().fragments_per_segment));
@@ -127,72 +131,64 @@ pub fn put(
             params.parity_shards
         );
     }
-    // Encode once into the spool: the order names every fragment id.
+    // One set of options for both passes: a passphrase's salt is drawn once.
+    let options = codec_cmd::encode_options(key, params)?;
     let started = Instant::now();
-    let (manifest, fragments) = stage("encode", encode_to_spool(file, key, params, spool))?;
+    let manifest = stage("encode", fragment_ids(file, &options))?;
     let encode = started.elapsed();
     let file_id = manifest.file_id;
-    let result = (|| {
-        let started = Instant::now();
-        stage("order", handle.block_on(order(chain, file, &manifest)))?;
-        let order_time = started.elapsed();
-        let started = Instant::now();
-        let (sent_bytes, miners) = stage(
-            "send",
-            handle.block_on(send(chain, client, &manifest, &fragments)),
-        )?;
-        let send_time = started.elapsed();
-        let started = Instant::now();
-        let stored_bytes = stage("active", handle.block_on(wait_active(chain, &file_id)))?;
-        Ok(PutReport {
-            file_id,
-            file_bytes: manifest.file_bytes,
-            sent_bytes,
-            stored_bytes,
-            miners,
-            encode,
-            order: order_time,
-            send: send_time,
-            active: started.elapsed(),
-        })
-    })();
-    if result.is_ok() {
-        // Every fragment is on its miner: the spool has done its job.
-        let _ = std::fs::remove_dir_all(&fragments.dir);
-    }
-    result
+    let started = Instant::now();
+    stage("order", handle.block_on(order(chain, file, &manifest)))?;
+    let order_time = started.elapsed();
+    let started = Instant::now();
+    let (sent_bytes, miners) = stage(
+        "send",
+        send(handle, chain, client, file, &options, &manifest),
+    )?;
+    let send_time = started.elapsed();
+    let started = Instant::now();
+    let stored_bytes = stage("active", handle.block_on(wait_active(chain, &file_id)))?;
+    Ok(PutReport {
+        file_id,
+        file_bytes: manifest.file_bytes,
+        sent_bytes,
+        stored_bytes,
+        miners,
+        encode,
+        order: order_time,
+        send: send_time,
+        active: started.elapsed(),
+    })
 }
 
-fn encode_to_spool(
-    file: &Path,
-    key: &KeyChoice,
-    params: CodecParams,
-    spool: &Path,
-) -> Result<(Manifest, DirFragments)> {
-    let options = codec_cmd::encode_options(key, params)?;
-    let mut input =
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+fn open_input(file: &Path) -> Result<(std::fs::File, u64)> {
+    let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let file_bytes = input
         .metadata()
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    let mut nonce = [0u8; 32];
-    rand::fill(&mut nonce);
-    let tmp = spool.join(format!(".encoding-{}", &hex(&nonce)[..16]));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut sink = DirFragments::new(&tmp);
+    Ok((input, file_bytes))
+}
+
+/// Throws the fragments away: the first pass wants only the manifest.
+struct IdsOnly;
+
+impl FragmentSink for IdsOnly {
+    fn fragment(&mut self, _: u64, _: usize, _: &Id, _: &[u8]) -> Result<(), CodecError> {
+        Ok(())
+    }
+}
+
+/// The first pass: the manifest (every fragment id), refusing a file whose fragment ids
+/// repeat.
+fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<Manifest> {
+    let (mut input, file_bytes) = open_input(file)?;
     let mut meter = Meter::new("encode", file_bytes);
-    let encoded = codec::encode(&mut input, file_bytes, &options, &mut sink, &mut |done| {
+    let encoded = codec::encode(&mut input, file_bytes, options, &mut IdsOnly, &mut |done| {
         meter.update(done)
     });
     meter.finish();
-    let manifest = match encoded {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.into());
-        }
-    };
+    let manifest = encoded?;
     let mut seen = HashSet::new();
     if !manifest
         .segments
@@ -200,18 +196,12 @@ fn encode_to_spool(
         .flat_map(|s| &s.fragments)
         .all(|f| seen.insert(*f))
     {
-        let _ = std::fs::remove_dir_all(&tmp);
         bail!(
             "the file repeats a whole segment's content, so two fragments share an id, which \
              an order cannot place twice; encrypt it (--key) to make every fragment distinct"
         );
     }
-    let dir = spool.join(hex(&manifest.file_id));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {}", tmp.display()))?;
-    Ok((manifest, DirFragments::new(dir)))
+    Ok(manifest)
 }
 
 /// Rents what the order needs and declares it, unless the signer already owns the file.
@@ -298,76 +288,81 @@ async fn order(chain: &ChainClient, file: &Path, manifest: &Manifest) -> Result<
     }
 }
 
-/// Sends every fragment not yet reported stored to the miner the ledger placed it on:
-/// (bytes sent, distinct miners).
-async fn send(
-    chain: &ChainClient,
+/// Where each fragment of the second pass goes.
+struct PlacedSink {
+    handle: Handle,
     client: Arc<Client>,
-    manifest: &Manifest,
-    fragments: &DirFragments,
-) -> Result<(u64, usize)> {
-    let (file, placement) = chain.ledger(|l| {
-        let file = l.file(&manifest.file_id).cloned();
-        let placement = file.as_ref().map(|f| placement(l, f));
-        (file, placement)
-    });
-    let (Some(file), Some(placement)) = (file, placement) else {
-        bail!("the order is not on the ledger");
-    };
-    let miners: HashSet<String> = placement
-        .iter()
-        .flatten()
-        .flatten()
-        .map(|a| a.to_string())
-        .collect();
-    let mut todo = Vec::new();
-    for (s, segment) in file.segments.iter().enumerate() {
-        for (j, fragment) in segment.fragments.iter().enumerate() {
-            if fragment.stored {
-                continue;
-            }
-            let Some(node) = placement[s][j].clone() else {
-                bail!(
-                    "segment {s} column {j}: its miner has no endpoint that parses on the ledger"
-                );
-            };
-            todo.push((s, j, fragment.id, node));
+    file_id: Id,
+    /// Segment → column → (the id the order names, its miner; `None`: already stored).
+    targets: Vec<Vec<(Id, Option<NodeAddr>)>>,
+    copies: CopyPool,
+    budget: Arc<tokio::sync::Semaphore>,
+    sent: Arc<AtomicU64>,
+    running: tokio::task::JoinSet<Result<(), String>>,
+    failures: Vec<String>,
+    /// The file no longer encodes to the ids its order names: stop.
+    changed: Option<String>,
+}
+
+impl PlacedSink {
+    fn reap(&mut self, joined: Result<Result<(), String>, tokio::task::JoinError>) {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.failures.push(e),
+            Err(e) => self.failures.push(format!("a send task failed: {e}")),
         }
     }
-    let total = todo.len() as u64 * file.fragment_bytes;
-    let budget = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MIB as usize));
-    let mib = ((file.fragment_bytes.div_ceil(1 << 20)) as u32).clamp(1, IN_FLIGHT_MIB);
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut running = tokio::task::JoinSet::new();
-    let mut meter = Meter::new("send", total);
-    let mut failures = Vec::new();
-    let mut pending = todo.into_iter();
-    loop {
-        // Start what the budget allows, then reap one.
-        while budget.available_permits() >= mib as usize {
-            let Some((s, j, id, node)) = pending.next() else {
+
+    fn stop(&mut self, message: String) -> CodecError {
+        self.changed = Some(message.clone());
+        CodecError::Io {
+            action: "sending fragments".into(),
+            source: std::io::Error::other(message),
+        }
+    }
+}
+
+impl FragmentSink for PlacedSink {
+    fn fragment(&mut self, s: u64, j: usize, id: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+        if let Some(e) = self.changed.clone() {
+            return Err(self.stop(e));
+        }
+        let Some((expected, node)) = self.targets.get(s as usize).and_then(|c| c.get(j)).cloned()
+        else {
+            return Err(self.stop(format!("segment {s} column {j} is not in the order")));
+        };
+        if expected != *id {
+            return Err(self.stop(format!(
+                "segment {s} column {j} encodes to {} now, the order names {}: the file \
+                 changed while it was put",
+                hex(id),
+                hex(&expected)
+            )));
+        }
+        let Some(node) = node else {
+            return Ok(());
+        };
+        let mib = (bytes.len().div_ceil(1 << 20) as u32).clamp(1, IN_FLIGHT_MIB);
+        // Reap what finished; while the budget is short the encoder waits here.
+        while let Some(joined) = self.running.try_join_next() {
+            self.reap(joined);
+        }
+        while self.budget.available_permits() < mib as usize {
+            let Some(joined) = self.handle.block_on(self.running.join_next()) else {
                 break;
             };
-            let permit = budget.clone().acquire_many_owned(mib).await.expect("open");
-            let path = fragments.path_of(&id);
-            let (client, sent, file_id) = (client.clone(), sent.clone(), manifest.file_id);
-            running.spawn(async move {
+            self.reap(joined);
+        }
+        let permit = self
+            .handle
+            .block_on(self.budget.clone().acquire_many_owned(mib))
+            .expect("the budget is never closed");
+        let data = self.copies.copy(bytes);
+        let (client, sent, file_id, id) =
+            (self.client.clone(), self.sent.clone(), self.file_id, *id);
+        self.running.spawn_on(
+            async move {
                 let _permit = permit;
-                let read = tokio::task::spawn_blocking({
-                    let path = path.clone();
-                    move || std::fs::read(path)
-                })
-                .await
-                .map_err(|e| format!("segment {s} column {j}: reading the spool: {e}"))?;
-                let data = match read {
-                    Ok(d) => Bytes::from(d),
-                    Err(e) => {
-                        return Err(format!(
-                            "segment {s} column {j}: reading {}: {e}",
-                            path.display()
-                        ));
-                    }
-                };
                 let len = data.len() as u64;
                 let deadline = Instant::now() + ASSIGNMENT_WAIT;
                 loop {
@@ -386,24 +381,89 @@ async fn send(
                         Err(e) => return Err(format!("segment {s} column {j} to {node}: {e}")),
                     }
                 }
-            });
+            },
+            &self.handle,
+        );
+        Ok(())
+    }
+}
+
+/// The second pass: encodes `file` again and sends every fragment not yet reported stored to
+/// the miner the ledger placed it on: (bytes sent, distinct miners).
+fn send(
+    handle: &Handle,
+    chain: &ChainClient,
+    client: Arc<Client>,
+    file: &Path,
+    options: &EncodeOptions,
+    manifest: &Manifest,
+) -> Result<(u64, usize)> {
+    let (info, placement) = chain.ledger(|l| {
+        let info = l.file(&manifest.file_id).cloned();
+        let placement = info.as_ref().map(|f| placement(l, f));
+        (info, placement)
+    });
+    let (Some(info), Some(placement)) = (info, placement) else {
+        bail!("the order is not on the ledger");
+    };
+    let miners: HashSet<String> = placement
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
+    let mut targets = Vec::with_capacity(info.segments.len());
+    let mut todo_fragments = 0u64;
+    for (s, segment) in info.segments.iter().enumerate() {
+        let mut columns = Vec::with_capacity(segment.fragments.len());
+        for (j, fragment) in segment.fragments.iter().enumerate() {
+            if fragment.stored {
+                columns.push((fragment.id, None));
+                continue;
+            }
+            let Some(node) = placement[s][j].clone() else {
+                bail!(
+                    "segment {s} column {j}: its miner has no endpoint that parses on the ledger"
+                );
+            };
+            todo_fragments += 1;
+            columns.push((fragment.id, Some(node)));
         }
-        let Some(joined) = running.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(e),
-            Err(e) => failures.push(format!("a send task failed: {e}")),
-        }
+        targets.push(columns);
+    }
+    let mut sink = PlacedSink {
+        handle: handle.clone(),
+        client,
+        file_id: manifest.file_id,
+        targets,
+        copies: CopyPool::new((IN_FLIGHT_MIB as usize) << 20),
+        budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MIB as usize)),
+        sent: Arc::new(AtomicU64::new(0)),
+        running: tokio::task::JoinSet::new(),
+        failures: Vec::new(),
+        changed: None,
+    };
+    let (mut input, file_bytes) = open_input(file)?;
+    let mut meter = Meter::new("send", todo_fragments * info.fragment_bytes);
+    let sent = sink.sent.clone();
+    let encoded = codec::encode(&mut input, file_bytes, options, &mut sink, &mut |_| {
+        meter.update(sent.load(Ordering::Relaxed))
+    });
+    // Wait for every fragment in flight, whatever happened.
+    while let Some(joined) = handle.block_on(sink.running.join_next()) {
+        sink.reap(joined);
         meter.update(sent.load(Ordering::Relaxed));
     }
     meter.finish();
-    if !failures.is_empty() {
+    if let Some(e) = sink.changed.take() {
+        bail!(e);
+    }
+    encoded?;
+    if !sink.failures.is_empty() {
         bail!(
             "{} of the fragments were not stored (re-run the put to send only those):\n  {}",
-            failures.len(),
-            failures
+            sink.failures.len(),
+            sink.failures
                 .iter()
                 .take(12)
                 .cloned()
@@ -477,9 +537,4 @@ pub fn delete(handle: &Handle, chain: &ChainClient, file_id: &str) -> Result<(u6
     let height = handle.block_on(chain.submit(Call::DeleteFile { file_id: id }))?;
     let gone = chain.ledger(|l| l.file(&id).is_none());
     Ok((height, gone))
-}
-
-/// The spool of a network directory.
-pub fn spool_dir(devnet: &Path) -> PathBuf {
-    devnet.join("spool")
 }

@@ -64,7 +64,7 @@ enum Command {
     /// of every segment to the miner the chain placed column j on, waits until it is Active.
     Put {
         file: PathBuf,
-        /// The network's directory (chain/, client.key, spool/).
+        /// The network's directory (chain/, client.key).
         #[arg(long, default_value = "cess-devnet")]
         devnet: PathBuf,
         #[arg(long, conflicts_with = "passphrase")]
@@ -685,15 +685,7 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 let (runtime, chain, client) = devnet::chain_client(&devnet)?;
-                let report = files::put(
-                    runtime.handle(),
-                    &chain,
-                    client,
-                    &file,
-                    &choice,
-                    params,
-                    &files::spool_dir(&devnet),
-                )?;
+                let report = files::put(runtime.handle(), &chain, client, &file, &choice, params)?;
                 println!(
                     "file id {}\nactive: {} bytes as {} bytes of fragments on {} miners ({} bytes sent now)\n\
                      encode {:.2} s, order {:.2} s, send {:.2} s, until active {:.2} s: {:.0} MiB/s",

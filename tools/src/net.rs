@@ -101,7 +101,7 @@ pub struct PutReport {
 /// transport drops them (the node has acknowledged): a fresh 8 MiB allocation per fragment
 /// would fault in and clear 2048 pages each time, a tenth of the client's CPU in a put.
 #[derive(Debug, Clone)]
-struct CopyPool(Arc<BufPool>);
+pub(crate) struct CopyPool(Arc<BufPool>);
 
 /// A fragment copy that goes back to its pool when the last `Bytes` on it is dropped.
 struct Pooled {
@@ -126,11 +126,11 @@ impl Drop for Pooled {
 
 impl CopyPool {
     /// Keeps up to `bytes_max` of idle copies (the in-flight budget bounds the live ones).
-    fn new(bytes_max: usize) -> CopyPool {
+    pub(crate) fn new(bytes_max: usize) -> CopyPool {
         CopyPool(Arc::new(BufPool::new(bytes_max)))
     }
 
-    fn copy(&self, bytes: &[u8]) -> Bytes {
+    pub(crate) fn copy(&self, bytes: &[u8]) -> Bytes {
         let mut buf = self.0.take(bytes.len());
         buf.copy_from_slice(bytes);
         Bytes::from_owner(Pooled {
