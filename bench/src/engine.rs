@@ -146,7 +146,7 @@ pub(crate) fn prepare_target(
 const PREFILL_NAMED_BYTES_MAX: u64 = 64 << 30;
 
 /// Writes `bytes` of `path` once, sequentially, with fio.
-fn prefill(path: &Path, bytes: u64) -> Result<(), String> {
+pub(crate) fn prefill(path: &Path, bytes: u64) -> Result<(), String> {
     let status = Command::new("fio")
         .args([
             "--name=prefill",
@@ -165,22 +165,6 @@ fn prefill(path: &Path, bytes: u64) -> Result<(), String> {
         return Err("fio prefill failed".into());
     }
     Ok(())
-}
-
-/// fio's sequential write throughput (MiB/s) of `bytes` to `file`: 8 MiB blocks, io_uring,
-/// O_DIRECT, queue depth 8.
-pub(crate) fn fio_write_mibs(file: &Path, bytes: u64) -> Result<f64, String> {
-    let json = fio(
-        file,
-        &[
-            "--name=e2e-write".into(),
-            "--rw=write".into(),
-            "--bs=8M".into(),
-            "--iodepth=8".into(),
-            format!("--size={bytes}"),
-        ],
-    )?;
-    Ok(fio_side(&json, "write").bytes_per_sec / (1u64 << 20) as f64)
 }
 
 pub(crate) fn format_store(target: &Path) -> Result<Store, String> {

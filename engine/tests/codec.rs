@@ -233,13 +233,28 @@ fn known_answers_for_fragment_segment_and_file_ids() {
     let params = CodecParams::default();
     let (manifest, mem) = encode_with(b"abc", &options(params, None));
     let segment = &manifest.segments[0];
-    // Data fragments 1..3 are 8 MiB of zeros: CESS's ZeroFileHash_8M.
+    // Data fragments 1..3 hold only pad. Zeros would make each CESS's ZeroFileHash_8M, one id
+    // for three places (and for every other small file's); the pad is a BLAKE3 stream keyed
+    // by the file length and its tail.
     let zero_8m = "2daeb1f36095b44b318410b3f4e8b5d989dcc7bb023d1426c492dab0a3053e74";
-    for i in 1..4 {
-        assert_eq!(hex(&segment.fragments[i]), zero_8m);
-    }
     let mut padded = vec![0u8; 32 << 20];
     padded[..3].copy_from_slice(b"abc");
+    let mut pad_key = blake3::Hasher::new_derive_key("cess codec pad v1");
+    pad_key.update(&3u64.to_le_bytes()).update(b"abc");
+    pad_key.finalize_xof().fill(&mut padded[3..]);
+    let ids: std::collections::HashSet<_> = segment.fragments.iter().collect();
+    assert_eq!(ids.len(), 12, "every fragment of the segment is distinct");
+    for i in 1..4 {
+        assert_ne!(hex(&segment.fragments[i]), zero_8m);
+    }
+    // Another small file's pad-only fragments are its own.
+    let (other, _) = encode_with(b"abd", &options(params, None));
+    for id in &other.segments[0].fragments {
+        assert!(
+            !ids.contains(id),
+            "fragment ids are not shared across files"
+        );
+    }
     assert_eq!(segment.id, sha256(&padded));
     assert_eq!(segment.fragments[0], sha256(&padded[..8 << 20]));
     let pair = sha256(&[segment.id, segment.id].concat());

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use cess_consensus::codec::hex;
 use cess_consensus::follow::FollowerConfig;
-use cess_consensus::ledger::{FileState, Genesis, Ledger, MinerState, TOKEN};
+use cess_consensus::ledger::{FileState, Ledger, MinerState, TOKEN};
 use cess_consensus::net::{self, FollowerHandle};
 use cess_consensus::{AccountId, AccountKey, Call};
 use cess_transport::identity::{NodeAddr, NodeKey};
@@ -55,44 +55,37 @@ impl ChainSource {
 
 /// The ledger at genesis, from a genesis file (its hash is the chain id).
 pub fn genesis_ledger(path: &Path) -> Result<Ledger> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let genesis =
-        Genesis::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
-    Ledger::genesis(&genesis).context("the genesis is invalid")
+    Ok(cess_node::config::genesis_ledger(path)?)
 }
 
 /// Validators' multiaddrs (`/ip4/…/udp/…/quic-v1/p2p/…`), at least one.
 pub fn parse_validators(listed: &[String]) -> Result<Vec<NodeAddr>> {
-    let validators = listed
-        .iter()
-        .map(|a| {
-            a.parse::<NodeAddr>()
-                .with_context(|| format!("validator {a:?} is not /ip4/…/udp/…/quic-v1/p2p/…"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if validators.is_empty() {
-        bail!("no validators to follow");
-    }
-    Ok(validators)
+    Ok(cess_node::config::parse_validators(listed)?)
 }
 
 /// Follows the chain until the replica is at the tip a validator claims; the follower.
 pub async fn synced_follower(source: &ChainSource, timeout: Duration) -> Result<FollowerHandle> {
-    let ledger = genesis_ledger(&source.genesis)?;
     // A throwaway identity: a follower proves nothing about itself.
     let key = Arc::new(NodeKey::from_ed25519(
         AccountKey::generate().ed25519().clone(),
     ));
-    let follower = net::follow(
-        ledger,
-        key,
-        source.validators.clone(),
-        FollowerConfig::default(),
-    )?;
+    follow_to_tip(source, key, FollowerConfig::default(), timeout).await
+}
+
+/// A replica of `source`'s chain from genesis, followed as `key` until at the tip.
+async fn follow_to_tip(
+    source: &ChainSource,
+    key: Arc<NodeKey>,
+    config: FollowerConfig,
+    timeout: Duration,
+) -> Result<FollowerHandle> {
+    let ledger = genesis_ledger(&source.genesis)?;
+    let follower = net::follow(ledger, key, source.validators.clone(), config)?;
     let status = follower.wait_synced(timeout).await.with_context(|| {
         let s = follower.status();
         format!(
-            "no validator of {} brought the replica to its tip (at height {}, tip {:?})",
+            "no validator of {} brought this replica to its tip (at height {}, tip {:?}); \
+             is the chain running?",
             source.validators.len(),
             s.height,
             s.tip
@@ -325,26 +318,13 @@ impl ChainClient {
     ) -> Result<ChainClient> {
         let account =
             AccountKey::from_libp2p(node_key.keypair()).context("the client key is not Ed25519")?;
-        let ledger = genesis_ledger(&source.genesis)?;
-        let follower = net::follow(
-            ledger,
+        let follower = follow_to_tip(
+            source,
             node_key.clone(),
-            source.validators.clone(),
             cess_node::chain::follower_config(),
-        )?;
-        let status = follower.wait_synced(timeout).await.with_context(|| {
-            let s = follower.status();
-            format!(
-                "no validator of {} brought this client's replica to its tip (at height {}, \
-                 tip {:?}); is the chain running?",
-                source.validators.len(),
-                s.height,
-                s.tip
-            )
-        })?;
-        if let Some(reason) = status.diverged {
-            bail!("{reason}");
-        }
+            timeout,
+        )
+        .await?;
         Ok(ChainClient {
             follower,
             node_key,

@@ -197,8 +197,10 @@ fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<Manifest> {
         .all(|f| seen.insert(*f))
     {
         bail!(
-            "the file repeats a whole segment's content, so two fragments share an id, which \
-             an order cannot place twice; encrypt it (--key) to make every fragment distinct"
+            "two of the file's fragments are byte-identical (its content repeats at a \
+             {} MiB boundary), and a fragment id names one place on the ledger; encrypt it \
+             (--key) to make every fragment distinct",
+            options.params.fragment_bytes() >> 20
         );
     }
     Ok(manifest)

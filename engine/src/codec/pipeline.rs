@@ -279,6 +279,22 @@ fn fill(input: &mut (dyn Read + Send), buf: &mut [u8]) -> Result<usize, CodecErr
     Ok(filled)
 }
 
+/// Fills the rest of a plain file's last segment after its `tail` bytes.
+///
+/// Zeros would give every pad-only fragment of every file one id (SHA-256 of 8 MiB of zeros,
+/// CESS's `ZeroFileHash_8M`), and a fragment id names exactly one place on the ledger: a plain
+/// file shorter than three quarters of a segment could then never be stored. The pad is a
+/// BLAKE3 keystream keyed by the tail's own bytes and the file length, so it is deterministic
+/// (identical files still share a file id and deduplicate) and differs across the fragments of
+/// one segment and across files whose tails differ. Decoding never reads it: the manifest
+/// records the file length.
+pub fn fill_pad(tail: &[u8], file_bytes: u64, pad: &mut [u8]) {
+    let mut hasher = blake3::Hasher::new_derive_key("cess codec pad v1");
+    hasher.update(&file_bytes.to_le_bytes());
+    hasher.update(tail);
+    hasher.finalize_xof().fill(pad);
+}
+
 /// Encodes `file_bytes` bytes from `input` (which must hold exactly that many) into fragments
 /// handed to `sink`, and returns the manifest.
 pub fn encode(
@@ -322,7 +338,13 @@ pub fn encode(
                     read_bytes,
                 });
             }
-            region[want..].fill(0);
+            if encrypted {
+                // Sealing makes every fragment distinct whatever the plaintext pad.
+                region[want..].fill(0);
+            } else {
+                let (tail, pad) = region.split_at_mut(want);
+                fill_pad(tail, file_bytes, pad);
+            }
             Ok(Some(()))
         },
         |coder, index, (), buf| {

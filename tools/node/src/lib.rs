@@ -11,14 +11,19 @@
 //! file, an expired order, a lease that ended, a fragment handed to restoral). Nothing the
 //! ledger assigns is ever deleted, and nothing is reported before it is durable.
 //!
-//! Beside the core: [`engine_store`], the engine behind the fragment protocol, and
-//! [`proof_source`], the one `ProofSource` over an engine store (the prover reads challenged
-//! blocks and tags through it).
+//! Beside the core: [`config`], the node's settings (`node.toml` and `CESS_NODE_*`);
+//! [`service`], the process that drives it all (QUIC server, chain driver, loopback HTTP
+//! status and metrics, shutdown); [`chain`], the driver on the chain; [`engine_store`], the
+//! engine behind the fragment protocol; and [`proof_source`], the one `ProofSource` over an
+//! engine store (the prover reads challenged blocks and tags through it). The `cess node`
+//! command is only its command line.
 #![forbid(unsafe_code)]
 
 pub mod chain;
+pub mod config;
 pub mod engine_store;
 pub mod proof_source;
+pub mod service;
 
 pub use engine_store::EngineStore;
 pub use proof_source::StoreSource;

@@ -1,0 +1,396 @@
+//! The node's settings: `node.toml` (relative paths relative to the file), overridden by
+//! `CESS_NODE_*` variables, and where the chain is. Everything a setting can get wrong is
+//! refused here, at start, with the setting named.
+
+use cess_consensus::codec::DecodeError;
+use cess_consensus::ledger::{Genesis, GenesisError, Ledger};
+use cess_engine::{Key, NodeId};
+use cess_transport::{NodeAddr, PeerId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The configuration file in a node's directory.
+pub const CONFIG_FILE: &str = "node.toml";
+/// Written at start: the node's multiaddr, for scripts and the local network.
+pub const ADDR_FILE: &str = "addr";
+/// Where a running node writes the address of its `/metrics` and `/status`.
+pub const METRICS_FILE: &str = "metrics-addr";
+
+/// Why a configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{name}={value} is not {expected}")]
+    Env {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("CESS_NODE_GENESIS and CESS_NODE_VALIDATORS set a chain together")]
+    ChainEnvAlone,
+    #[error("{what} {value:?} is not a PeerId")]
+    BadPeer { what: &'static str, value: String },
+    #[error(
+        "the node listens on {listen} and announces nothing; set `announce` in node.toml (or \
+         CESS_NODE_ANNOUNCE, or --announce) to the address clients dial"
+    )]
+    MustAnnounce { listen: SocketAddr },
+    #[error("announce {0:?} is not /ip4/…/udp/…/quic-v1")]
+    BadAnnounce(String),
+    #[error("announce {0:?} names another node's PeerId")]
+    ForeignAnnounce(String),
+    #[error("decoding the genesis {}", path.display())]
+    GenesisDecode {
+        path: PathBuf,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("the genesis {} is invalid", path.display())]
+    GenesisInvalid {
+        path: PathBuf,
+        #[source]
+        source: GenesisError,
+    },
+    #[error("validator {0:?} is not /ip4/…/udp/…/quic-v1/p2p/…")]
+    BadValidator(String),
+    #[error("no validators to follow")]
+    NoValidators,
+}
+
+/// A node's configuration (`node.toml`); relative paths are relative to the file's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// Ed25519 node key (mode 0600).
+    pub key_file: PathBuf,
+    /// The store: a block device or a preallocated file.
+    pub store: PathBuf,
+    /// Loopback HTTP address for /metrics and /status; none when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// PeerIds allowed to write fragments.
+    #[serde(default)]
+    pub writers: Vec<String>,
+    /// Let any authenticated peer write (a test network); `writers` is then ignored.
+    #[serde(default)]
+    pub allow_any_writer: bool,
+    /// PeerIds of owners whose upload grants let a peer that is not in `writers` write.
+    #[serde(default)]
+    pub trusted_owners: Vec<String>,
+    /// How long shutdown waits for requests in flight.
+    #[serde(default = "default_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Memory that unfinished incoming writes may hold.
+    #[serde(default = "default_partial_mib")]
+    pub partial_mib_max: u64,
+    /// The address registered on the chain for clients to dial (a multiaddr, with or without
+    /// `/p2p/…`); needed when `listen` is 0.0.0.0. Default: the listen address.
+    #[serde(default)]
+    pub announce: Option<String>,
+    /// The chain this node stores for. With it, a write is accepted only when the node's own
+    /// ledger replica assigns the fragment to it (the allow list and grants are then unused);
+    /// without it the node takes writes from `writers` (a network without a chain, for
+    /// benchmarks).
+    #[serde(default)]
+    pub chain: Option<ChainSettings>,
+}
+
+/// Where the chain is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSettings {
+    /// The genesis file (its hash is the chain id).
+    pub genesis: PathBuf,
+    /// Validators' addresses, `/ip4/…/udp/…/quic-v1/p2p/…`; any of them serves the chain,
+    /// none is trusted.
+    pub validators: Vec<String>,
+    /// Collateral to register with, in whole tokens (default: the chain's minimum).
+    #[serde(default)]
+    pub collateral_tokens: Option<u64>,
+}
+
+/// Five seconds for requests in flight at shutdown.
+pub fn default_grace_ms() -> u64 {
+    5_000
+}
+
+/// 1 GiB of unfinished incoming writes.
+pub fn default_partial_mib() -> u64 {
+    1024
+}
+
+impl NodeConfig {
+    /// Reads `path`, makes its paths absolute and applies the environment.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: NodeConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.key_file = base.join(&config.key_file);
+        config.store = base.join(&config.store);
+        if let Some(chain) = &mut config.chain {
+            chain.genesis = base.join(&chain.genesis);
+        }
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Environment overrides: `CESS_NODE_LISTEN`, `CESS_NODE_STORE`, `CESS_NODE_METRICS`,
+    /// `CESS_NODE_ANNOUNCE`, `CESS_NODE_WRITERS` and `CESS_NODE_TRUSTED_OWNERS`
+    /// (comma-separated PeerIds), `CESS_NODE_GENESIS` and `CESS_NODE_VALIDATORS`
+    /// (comma-separated multiaddrs; both set a chain when the file has none).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let socket = |name: &'static str, value: String| {
+            value.parse::<SocketAddr>().map_err(|_| ConfigError::Env {
+                name,
+                value,
+                expected: "a socket address (ip:port)",
+            })
+        };
+        if let Some(v) = var("CESS_NODE_LISTEN") {
+            self.listen = socket("CESS_NODE_LISTEN", v)?;
+        }
+        if let Some(v) = var("CESS_NODE_STORE") {
+            self.store = v.into();
+        }
+        if let Some(v) = var("CESS_NODE_METRICS") {
+            self.metrics = Some(socket("CESS_NODE_METRICS", v)?);
+        }
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        if let Some(v) = var("CESS_NODE_ANNOUNCE") {
+            self.announce = Some(v);
+        }
+        let genesis = var("CESS_NODE_GENESIS");
+        let validators = var("CESS_NODE_VALIDATORS").map(list);
+        match (&mut self.chain, genesis, validators) {
+            (Some(chain), genesis, validators) => {
+                if let Some(g) = genesis {
+                    chain.genesis = g.into();
+                }
+                if let Some(v) = validators {
+                    chain.validators = v;
+                }
+            }
+            (None, Some(genesis), Some(validators)) => {
+                self.chain = Some(ChainSettings {
+                    genesis: genesis.into(),
+                    validators,
+                    collateral_tokens: None,
+                });
+            }
+            (None, None, None) => {}
+            (None, _, _) => return Err(ConfigError::ChainEnvAlone),
+        }
+        if let Some(v) = var("CESS_NODE_WRITERS") {
+            self.writers = list(v);
+        }
+        if let Some(v) = var("CESS_NODE_TRUSTED_OWNERS") {
+            self.trusted_owners = list(v);
+        }
+        Ok(())
+    }
+
+    /// Owners whose grants are honoured.
+    pub fn trusted_owners(&self) -> Result<HashSet<PeerId>, ConfigError> {
+        parse_peers(&self.trusted_owners, "trusted owner")
+    }
+
+    /// The writers allowed, or `None` when any authenticated peer may write.
+    pub fn writers(&self) -> Result<Option<HashSet<PeerId>>, ConfigError> {
+        if self.allow_any_writer {
+            return Ok(None);
+        }
+        Ok(Some(parse_peers(&self.writers, "writer")?))
+    }
+
+    /// The address registered on the chain: `announce` (its PeerId added when missing), else
+    /// the listen address, which must then be one a client can dial.
+    pub fn announced(&self, addr: &NodeAddr) -> Result<String, ConfigError> {
+        let Some(announce) = &self.announce else {
+            if addr.socket.ip().is_unspecified() {
+                return Err(ConfigError::MustAnnounce {
+                    listen: addr.socket,
+                });
+            }
+            return Ok(addr.to_string());
+        };
+        let full = if announce.contains("/p2p/") {
+            announce.clone()
+        } else {
+            format!("{}/p2p/{}", announce.trim_end_matches('/'), addr.peer)
+        };
+        let parsed: NodeAddr = full
+            .parse()
+            .map_err(|_| ConfigError::BadAnnounce(announce.clone()))?;
+        if parsed.peer != addr.peer {
+            return Err(ConfigError::ForeignAnnounce(announce.clone()));
+        }
+        Ok(parsed.to_string())
+    }
+}
+
+fn parse_peers(peers: &[String], what: &'static str) -> Result<HashSet<PeerId>, ConfigError> {
+    peers
+        .iter()
+        .map(|p| {
+            p.parse::<PeerId>().map_err(|_| ConfigError::BadPeer {
+                what,
+                value: p.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The engine identity of a node: SHA-256 of its PeerId, so a store opens only for its node.
+pub fn engine_node_id(peer: &PeerId) -> NodeId {
+    NodeId(Key::of(&peer.to_bytes()).0)
+}
+
+/// The ledger at genesis, from a genesis file (its hash is the chain id).
+pub fn genesis_ledger(path: &Path) -> Result<Ledger, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let genesis = Genesis::decode(&bytes).map_err(|source| ConfigError::GenesisDecode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ledger::genesis(&genesis).map_err(|source| ConfigError::GenesisInvalid {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Validators' multiaddrs (`/ip4/…/udp/…/quic-v1/p2p/…`), at least one.
+pub fn parse_validators(listed: &[String]) -> Result<Vec<NodeAddr>, ConfigError> {
+    let validators = listed
+        .iter()
+        .map(|a| {
+            a.parse::<NodeAddr>()
+                .map_err(|_| ConfigError::BadValidator(a.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if validators.is_empty() {
+        return Err(ConfigError::NoValidators);
+    }
+    Ok(validators)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cess_transport::NodeKey;
+
+    fn config() -> NodeConfig {
+        toml::from_str(
+            "listen = \"0.0.0.0:4001\"\nkey_file = \"node.key\"\nstore = \"store.img\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_on_0_0_0_0_must_announce_and_gets_its_peer_id_added() {
+        let key = NodeKey::generate();
+        let addr = NodeAddr {
+            socket: "0.0.0.0:4001".parse().unwrap(),
+            peer: key.peer_id(),
+        };
+        let mut config = config();
+        assert!(matches!(
+            config.announced(&addr),
+            Err(ConfigError::MustAnnounce { .. })
+        ));
+        config.announce = Some("/ip4/10.0.0.7/udp/4001/quic-v1".into());
+        let full = config.announced(&addr).unwrap();
+        assert_eq!(
+            full,
+            format!("/ip4/10.0.0.7/udp/4001/quic-v1/p2p/{}", key.peer_id())
+        );
+        config.announce = Some(format!(
+            "/ip4/10.0.0.7/udp/4001/quic-v1/p2p/{}",
+            NodeKey::generate().peer_id()
+        ));
+        assert!(matches!(
+            config.announced(&addr),
+            Err(ConfigError::ForeignAnnounce(_))
+        ));
+        config.announce = Some("not an address".into());
+        assert!(matches!(
+            config.announced(&addr),
+            Err(ConfigError::BadAnnounce(_))
+        ));
+    }
+
+    #[test]
+    fn the_environment_sets_the_chain_only_with_both_genesis_and_validators() {
+        let mut config = config();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(matches!(
+            config.apply_env(env(&[("CESS_NODE_GENESIS", "/g.bin")])),
+            Err(ConfigError::ChainEnvAlone)
+        ));
+        config
+            .apply_env(env(&[
+                ("CESS_NODE_GENESIS", "/g.bin"),
+                ("CESS_NODE_VALIDATORS", "/a,/b"),
+                ("CESS_NODE_ANNOUNCE", "/ip4/1.2.3.4/udp/1/quic-v1"),
+            ]))
+            .unwrap();
+        let chain = config.chain.clone().unwrap();
+        assert_eq!(chain.genesis, PathBuf::from("/g.bin"));
+        assert_eq!(chain.validators, vec!["/a".to_string(), "/b".to_string()]);
+        assert_eq!(
+            config.announce.as_deref(),
+            Some("/ip4/1.2.3.4/udp/1/quic-v1")
+        );
+        config
+            .apply_env(env(&[("CESS_NODE_VALIDATORS", "/c")]))
+            .unwrap();
+        assert_eq!(
+            config.chain.as_ref().unwrap().validators,
+            vec!["/c".to_string()]
+        );
+        assert!(matches!(
+            config.apply_env(env(&[("CESS_NODE_LISTEN", "nowhere")])),
+            Err(ConfigError::Env {
+                name: "CESS_NODE_LISTEN",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,439 @@
+//! The node's process: opens the store, serves the fragment protocol on QUIC, follows the chain
+//! with [`crate::chain`]'s driver when `chain` is set, serves `/metrics` and `/status` on
+//! loopback HTTP, and stops cleanly on SIGINT or SIGTERM (requests in flight get
+//! `shutdown_grace_ms`). Every failure to start is a [`ServiceError`] naming what failed.
+
+use crate::chain::{ChainLink, ChainStore, LinkStatus};
+use crate::config::{
+    ADDR_FILE, ChainSettings, ConfigError, METRICS_FILE, NodeConfig, engine_node_id,
+    genesis_ledger, parse_validators,
+};
+use crate::{EngineStore, NodeCore, NodeIdentity};
+use cess_consensus::AccountKey;
+use cess_consensus::ledger::TOKEN;
+use cess_consensus::net::NetError;
+use cess_engine::{Class, OpenError, OpenOptions, Store, StoreError, Target};
+use cess_transport::{
+    Endpoint, FragmentStore, IdentityError, Limits, NodeAddr, NodeKey, QuicError, Server,
+    ServerConfig,
+};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Why a node could not start, or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("loading the node key")]
+    Key(#[source] IdentityError),
+    #[error("opening store {}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: OpenError,
+    },
+    #[error("reading the store")]
+    StoreRead(#[source] StoreError),
+    #[error("the node's endpoint")]
+    Endpoint(#[from] QuicError),
+    #[error("following the chain")]
+    Follow(#[source] NetError),
+    #[error("the node key is not Ed25519")]
+    NotEd25519,
+    #[error(
+        "this node's key is validator {account}'s; a storage node needs a key of its own (`cess \
+         node init` makes one)"
+    )]
+    ValidatorKey { account: String },
+    #[error("metrics address {0} is not loopback; status is served on loopback only")]
+    MetricsNotLoopback(SocketAddr),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
+    let what = what.into();
+    move |source| ServiceError::Io { what, source }
+}
+
+/// Runs the node configured at `config_path` until SIGINT or SIGTERM.
+pub fn run(config_path: &Path) -> Result<(), ServiceError> {
+    let config = NodeConfig::load(config_path)?;
+    let key = Arc::new(NodeKey::load(&config.key_file).map_err(ServiceError::Key)?);
+    println!("# effective configuration ({})", config_path.display());
+    print!(
+        "{}",
+        toml::to_string(&config).expect("a loaded configuration serializes")
+    );
+    let node_id = engine_node_id(&key.peer_id());
+    let store = Store::open(
+        &Target::Path(config.store.clone()),
+        &OpenOptions::new(node_id),
+    )
+    .map_err(|source| ServiceError::Store {
+        path: config.store.clone(),
+        source,
+    })?;
+    let store = Arc::new(store);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(io("starting the runtime"))?;
+    runtime.block_on(serve(config, config_path, key, store))
+}
+
+async fn serve(
+    config: NodeConfig,
+    config_path: &Path,
+    key: Arc<NodeKey>,
+    store: Arc<Store>,
+) -> Result<(), ServiceError> {
+    let endpoint = Endpoint::server(key.clone(), config.listen, Limits::default())?;
+    let addr = endpoint
+        .node_addr()
+        .map_err(io("reading the endpoint's address"))?;
+    let partial_bytes_max = config.partial_mib_max << 20;
+    let Some(chain) = config.chain.clone() else {
+        let server_config = ServerConfig {
+            writers: config.writers()?,
+            trusted_owners: config.trusted_owners()?,
+            partial_bytes_max,
+            ..ServerConfig::default()
+        };
+        let server = Server::new(
+            Arc::new(EngineStore(store.clone())),
+            key.clone(),
+            server_config,
+        );
+        return serve_with(server, endpoint, &config, config_path, store, None).await;
+    };
+    // Reading the store's contents is a blocking call to its shards.
+    let link = tokio::task::block_in_place(|| start_chain(&config, &chain, &key, &store, &addr))?;
+    // The chain decides what is written here: any authenticated peer may ask.
+    let server_config = ServerConfig {
+        writers: None,
+        partial_bytes_max,
+        ..ServerConfig::default()
+    };
+    let chain_store = ChainStore {
+        engine: EngineStore(store.clone()),
+        link: link.0.clone(),
+    };
+    let server = Server::new(Arc::new(chain_store), key.clone(), server_config);
+    serve_with(server, endpoint, &config, config_path, store, Some(link)).await
+}
+
+/// The chain side of a node: its link and what the driver reports.
+type ChainView = (Arc<ChainLink>, Arc<Mutex<LinkStatus>>);
+
+/// Follows the chain, and starts the node's driver on it.
+fn start_chain(
+    config: &NodeConfig,
+    chain: &ChainSettings,
+    key: &Arc<NodeKey>,
+    store: &Arc<Store>,
+    addr: &NodeAddr,
+) -> Result<ChainView, ServiceError> {
+    let ledger = genesis_ledger(&chain.genesis)?;
+    let validators = parse_validators(&chain.validators)?;
+    let endpoint = config.announced(addr)?;
+    let collateral = match chain.collateral_tokens {
+        Some(tokens) => u128::from(tokens) * TOKEN,
+        None => ledger.params().miner_collateral_min,
+    };
+    let account = AccountKey::from_libp2p(key.keypair())
+        .ok_or(ServiceError::NotEd25519)?
+        .id();
+    if ledger.validators().iter().any(|v| v.account == account) {
+        // Validators would take its connections for their peer's, and it would never sync.
+        return Err(ServiceError::ValidatorKey {
+            account: account.to_string(),
+        });
+    }
+    let stats = store.stats().map_err(ServiceError::StoreRead)?;
+    let stored = store
+        .list()
+        .filter_map(|info| info.ok())
+        .filter(|info| info.class == Class::Active)
+        .map(|info| (info.key.0, info.len_bytes))
+        .collect::<Vec<_>>();
+    println!(
+        "miner {account} on chain {}: announcing {endpoint}, {} bytes, {} fragments in the store",
+        cess_consensus::codec::hex(&ledger.chain_id()[..8]),
+        stats.total_bytes,
+        stored.len()
+    );
+    let identity = NodeIdentity {
+        account,
+        peer_id: key.peer_id().to_bytes(),
+        endpoint,
+        capacity_bytes: stats.total_bytes,
+        collateral,
+    };
+    let follower = cess_consensus::net::follow(
+        ledger,
+        key.clone(),
+        validators.clone(),
+        crate::chain::follower_config(),
+    )
+    .map_err(ServiceError::Follow)?;
+    let status = Arc::new(Mutex::new(LinkStatus::default()));
+    let link = crate::chain::start(
+        follower,
+        NodeCore::new(identity, stored),
+        EngineStore(store.clone()),
+        key.clone(),
+        validators,
+        status.clone(),
+    );
+    Ok((link, status))
+}
+
+async fn serve_with<S: FragmentStore>(
+    server: Arc<Server<S>>,
+    endpoint: Endpoint,
+    config: &NodeConfig,
+    config_path: &Path,
+    store: Arc<Store>,
+    chain: Option<ChainView>,
+) -> Result<(), ServiceError> {
+    let addr = endpoint
+        .node_addr()
+        .map_err(io("reading the endpoint's address"))?;
+    let started = Instant::now();
+    if let Some(metrics_addr) = config.metrics {
+        if !metrics_addr.ip().is_loopback() {
+            return Err(ServiceError::MetricsNotLoopback(metrics_addr));
+        }
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(io(format!("binding metrics on {metrics_addr}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(io("reading the metrics address"))?;
+        println!("metrics http://{bound}/metrics");
+        if let Some(dir) = config_path.parent() {
+            std::fs::write(dir.join(METRICS_FILE), format!("{bound}\n"))
+                .map_err(io("writing the metrics address file"))?;
+        }
+        tokio::spawn(serve_http(
+            listener,
+            server.clone(),
+            store.clone(),
+            addr.to_string(),
+            started,
+            chain.clone(),
+        ));
+    }
+    if let Some(dir) = config_path.parent() {
+        std::fs::write(dir.join(ADDR_FILE), format!("{addr}\n"))
+            .map_err(io("writing the addr file"))?;
+    }
+    println!("listening {addr}");
+    let serving = tokio::spawn(server.clone().serve(endpoint.clone()));
+    shutdown_signal().await;
+    println!(
+        "shutting down: finishing {} requests in flight",
+        server.in_flight()
+    );
+    server
+        .shutdown(&endpoint, Duration::from_millis(config.shutdown_grace_ms))
+        .await;
+    let _ = serving.await;
+    if let Some((link, _)) = &chain {
+        link.follower().shutdown();
+    }
+    drop(server);
+    let stats = tokio::task::block_in_place(|| store.stats()).map_err(ServiceError::StoreRead)?;
+    println!("stopped; {stats}");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM ({e}); stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+/// Renders the node's Prometheus metrics: store gauges and protocol counters.
+fn render_metrics<S: FragmentStore>(server: &Server<S>, store: &Store) -> String {
+    let mut out = String::new();
+    if let Ok(stats) = store.stats() {
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "cess_store_total_bytes",
+            "Store capacity.",
+            stats.total_bytes,
+        );
+        gauge("cess_store_free_bytes", "Free space.", stats.free_bytes);
+        gauge(
+            "cess_store_active_bytes",
+            "Space held by user fragments.",
+            stats.active_bytes,
+        );
+        gauge(
+            "cess_store_idle_bytes",
+            "Space held by space-proof fragments.",
+            stats.idle_bytes,
+        );
+        gauge(
+            "cess_store_active_fragments",
+            "User fragments stored.",
+            stats.active_count,
+        );
+        gauge(
+            "cess_store_idle_fragments",
+            "Space-proof fragments stored.",
+            stats.idle_count,
+        );
+        gauge(
+            "cess_store_read_verify_failures",
+            "Reads refused because stored bytes failed their checksums.",
+            stats.read_verify_failures,
+        );
+        gauge(
+            "cess_partial_write_bytes",
+            "Memory held by unfinished writes.",
+            server.partial_bytes(),
+        );
+    }
+    server.metrics().render(&mut out);
+    out
+}
+
+fn render_status<S: FragmentStore>(
+    server: &Server<S>,
+    store: &Store,
+    addr: &str,
+    started: Instant,
+    chain: Option<&ChainView>,
+) -> String {
+    let stats = store.stats();
+    let value = serde_json::json!({
+        "addr": addr,
+        "uptime_s": started.elapsed().as_secs(),
+        "in_flight": server.in_flight(),
+        "store": match stats {
+            Ok(s) => serde_json::json!({
+                "total_bytes": s.total_bytes,
+                "free_bytes": s.free_bytes,
+                "active_bytes": s.active_bytes,
+                "active_fragments": s.active_count,
+                "idle_bytes": s.idle_bytes,
+                "idle_fragments": s.idle_count,
+                "read_verify_failures": s.read_verify_failures,
+                "poisoned_shards": s.poisoned_shards,
+            }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        },
+        "chain": chain.map(|(link, status)| {
+            let follower = link.follower().status();
+            let (registered, assigned, stored) = link.summary();
+            let driver = status.lock().expect("status lock").clone();
+            serde_json::json!({
+                "height": follower.height,
+                "tip": follower.tip,
+                "behind": follower.behind,
+                "synced": follower.synced,
+                "diverged": follower.diverged,
+                "registered": registered,
+                "assigned_fragments": assigned,
+                "stored_fragments": stored,
+                "transactions_submitted": driver.submitted,
+                "transactions_included": driver.included,
+                "transactions_not_included": driver.refused,
+                "last_error": driver.last_error,
+            })
+        }),
+    });
+    format!("{value:#}\n")
+}
+
+/// A minimal HTTP/1.0 responder for GET /metrics and GET /status on loopback.
+async fn serve_http<S: FragmentStore>(
+    listener: tokio::net::TcpListener,
+    server: Arc<Server<S>>,
+    store: Arc<Store>,
+    addr: String,
+    started: Instant,
+    chain: Option<ChainView>,
+) {
+    const HEAD_BYTES_MAX: usize = 8 << 10;
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let server = server.clone();
+        let store = store.clone();
+        let addr = addr.clone();
+        let chain = chain.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_BYTES_MAX {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if read != Ok(true) {
+                return;
+            }
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            let (status, kind, body) = match line {
+                l if l.starts_with(b"GET /metrics ") => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    // Stats are a blocking call to the shards.
+                    tokio::task::block_in_place(|| render_metrics(&server, &store)),
+                ),
+                l if l.starts_with(b"GET /status ") => (
+                    "200 OK",
+                    "application/json",
+                    tokio::task::block_in_place(|| {
+                        render_status(&server, &store, &addr, started, chain.as_ref())
+                    }),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics or /status\n".into(),
+                ),
+            };
+            let response = format!(
+                "HTTP/1.0 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}
