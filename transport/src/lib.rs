@@ -16,6 +16,7 @@ pub mod client;
 pub mod grant;
 pub mod identity;
 pub mod message;
+mod partials;
 pub mod protocol;
 pub mod quic;
 pub mod server;

@@ -125,7 +125,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Reads one frame's body (`kind ‖ protobuf`), refusing an oversize one before reading it.
-pub(crate) async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, ProtocolError> {
+pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, ProtocolError> {
     let mut prefix = [0u8; 4];
     read_exact(recv, &mut prefix).await?;
     let len = frame_len(prefix)?;

@@ -8,9 +8,11 @@
 use crate::identity::{NodeAddr, NodeKey};
 use crate::message::PROTOCOL;
 use libp2p_identity::PeerId;
+use quinn::congestion::{Controller, ControllerFactory};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Why an endpoint could not be built or a peer not reached.
@@ -66,8 +68,12 @@ impl Default for Limits {
 }
 
 impl Limits {
-    fn transport_config(&self) -> Arc<quinn::TransportConfig> {
+    fn transport_config(&self, closing: Closing) -> Arc<quinn::TransportConfig> {
         let mut config = quinn::TransportConfig::default();
+        config.congestion_controller_factory(Arc::new(CloseAwareFactory {
+            inner: Arc::new(quinn::congestion::CubicConfig::default()),
+            closing,
+        }));
         config
             .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
                 self.idle_timeout_ms,
@@ -85,6 +91,126 @@ impl Limits {
     }
 }
 
+/// Whether a connection, or its whole endpoint, is closing.
+#[derive(Debug, Clone, Default)]
+struct Closing {
+    connection: Arc<AtomicBool>,
+    endpoint: Arc<AtomicBool>,
+}
+
+impl Closing {
+    /// A fresh connection's flags on `endpoint`'s.
+    fn for_connection(endpoint: &Arc<AtomicBool>) -> Closing {
+        Closing {
+            connection: Arc::default(),
+            endpoint: endpoint.clone(),
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.connection.load(Ordering::Acquire) || self.endpoint.load(Ordering::Acquire)
+    }
+}
+
+/// Quinn's default congestion controller (Cubic), whose window opens once its connection or
+/// endpoint is closing.
+///
+/// quinn-proto 0.11.19 (the latest release) gates a closing connection's packets by the
+/// congestion window as if they carried the stream data still queued, and a closed connection
+/// processes no more acknowledgements, so a CONNECTION_CLOSE queued while the window is full
+/// is never sent (quinn-rs/quinn#2785, fixed upstream by #2787): the peer learns nothing until
+/// its idle timeout, and a read in progress stalls. A closed connection sends nothing but its
+/// close, so opening its window floods no one.
+struct CloseAware {
+    inner: Box<dyn Controller>,
+    closing: Closing,
+}
+
+impl Controller for CloseAware {
+    fn on_sent(&mut self, now: std::time::Instant, bytes: u64, last_packet_number: u64) {
+        self.inner.on_sent(now, bytes, last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: std::time::Instant,
+        sent: std::time::Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &quinn_proto::RttEstimator,
+    ) {
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: std::time::Instant,
+        in_flight: u64,
+        app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.inner
+            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: std::time::Instant,
+        sent: std::time::Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.inner
+            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.inner.on_mtu_update(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        if self.closing.is_set() {
+            u64::MAX
+        } else {
+            self.inner.window()
+        }
+    }
+
+    fn metrics(&self) -> quinn::congestion::ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(CloseAware {
+            inner: self.inner.clone_box(),
+            closing: self.closing.clone(),
+        })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+/// Builds one connection's [`CloseAware`] controller.
+struct CloseAwareFactory {
+    inner: Arc<quinn::congestion::CubicConfig>,
+    closing: Closing,
+}
+
+impl ControllerFactory for CloseAwareFactory {
+    fn build(self: Arc<Self>, now: std::time::Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(CloseAware {
+            inner: self.inner.clone().build(now, current_mtu),
+            closing: self.closing.clone(),
+        })
+    }
+}
+
 fn tls_error(e: impl std::fmt::Display) -> QuicError {
     QuicError::Tls(e.to_string())
 }
@@ -94,6 +220,7 @@ fn client_config(
     expected: PeerId,
     limits: &Limits,
     protocol: &str,
+    closing: Closing,
 ) -> Result<quinn::ClientConfig, QuicError> {
     let (certificate, private_key) =
         libp2p_tls::certificate::generate(key.keypair()).map_err(tls_error)?;
@@ -118,7 +245,7 @@ fn client_config(
     tls.alpn_protocols = vec![protocol.as_bytes().to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(limits.transport_config());
+    config.transport_config(limits.transport_config(closing));
     Ok(config)
 }
 
@@ -236,7 +363,9 @@ fn server_config(
     tls.alpn_protocols = vec![protocol.as_bytes().to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(limits.transport_config());
+    // Each accepted connection gets its own transport configuration (`Endpoint::accept`);
+    // this one only answers what is refused before that.
+    config.transport_config(limits.transport_config(Closing::default()));
     Ok(config)
 }
 
@@ -249,6 +378,10 @@ pub struct Endpoint {
     /// ALPN: the protocol and version this endpoint speaks (the fragment protocol unless
     /// built with [`Endpoint::server_for`] / [`Endpoint::client_for`]).
     protocol: &'static str,
+    /// A server's configuration, copied for each connection it accepts.
+    server_config: Option<quinn::ServerConfig>,
+    /// Set when the endpoint closes: every connection's close then goes out at once.
+    closing: Arc<AtomicBool>,
 }
 
 impl Endpoint {
@@ -269,13 +402,16 @@ impl Endpoint {
         addr: SocketAddr,
         limits: Limits,
     ) -> Result<Endpoint, QuicError> {
-        let endpoint = quinn::Endpoint::server(server_config(&key, &limits, protocol)?, addr)
+        let config = server_config(&key, &limits, protocol)?;
+        let endpoint = quinn::Endpoint::server(config.clone(), addr)
             .map_err(|source| QuicError::Bind { addr, source })?;
         Ok(Endpoint {
             endpoint,
             key,
             limits,
             protocol,
+            server_config: Some(config),
+            closing: Arc::default(),
         })
     }
 
@@ -302,6 +438,8 @@ impl Endpoint {
             key,
             limits,
             protocol,
+            server_config: None,
+            closing: Arc::default(),
         })
     }
 
@@ -327,7 +465,14 @@ impl Endpoint {
             addr: addr.to_string(),
             reason,
         };
-        let config = client_config(&self.key, addr.peer, &self.limits, self.protocol)?;
+        let closing = Closing::for_connection(&self.closing);
+        let config = client_config(
+            &self.key,
+            addr.peer,
+            &self.limits,
+            self.protocol,
+            closing.clone(),
+        )?;
         // The server name is not checked (the certificate binds the PeerId instead), but rustls
         // wants a syntactically valid one.
         let connecting = self
@@ -335,7 +480,7 @@ impl Endpoint {
             .connect_with(config, addr.socket, "cess-node")
             .map_err(|e| dial_error(e.to_string()))?;
         let connection = connecting.await.map_err(|e| dial_error(e.to_string()))?;
-        let connection = Connection::new(connection)?;
+        let connection = Connection::new(connection, closing.connection)?;
         // The verifier already refused another PeerId; this is the belt to its braces.
         if connection.peer_id != addr.peer {
             connection.close(ErrorCode::Protocol, "peer id mismatch");
@@ -352,17 +497,29 @@ impl Endpoint {
     pub async fn accept(&self) -> Option<Result<Connection, QuicError>> {
         let incoming = self.endpoint.accept().await?;
         let addr = incoming.remote_address();
-        Some(match incoming.await {
-            Ok(connection) => Connection::new(connection),
-            Err(e) => Err(QuicError::PeerCertificate {
-                addr,
-                reason: e.to_string(),
-            }),
+        let refused = |e: quinn::ConnectionError| QuicError::PeerCertificate {
+            addr,
+            reason: e.to_string(),
+        };
+        let closing = Closing::for_connection(&self.closing);
+        let mut config = self
+            .server_config
+            .clone()
+            .expect("only server endpoints accept connections");
+        config.transport_config(self.limits.transport_config(closing.clone()));
+        let connecting = match incoming.accept_with(Arc::new(config)) {
+            Ok(connecting) => connecting,
+            Err(e) => return Some(Err(refused(e))),
+        };
+        Some(match connecting.await {
+            Ok(connection) => Connection::new(connection, closing.connection),
+            Err(e) => Err(refused(e)),
         })
     }
 
     /// Closes every connection and stops accepting.
     pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
         self.endpoint
             .close(ErrorCode::Shutdown.into(), b"shutting down");
     }
@@ -400,10 +557,12 @@ impl From<ErrorCode> for quinn::VarInt {
 pub struct Connection {
     pub inner: quinn::Connection,
     pub peer_id: PeerId,
+    /// Opens the congestion window for the close (see [`CloseAware`]).
+    closing: Arc<AtomicBool>,
 }
 
 impl Connection {
-    fn new(inner: quinn::Connection) -> Result<Connection, QuicError> {
+    fn new(inner: quinn::Connection, closing: Arc<AtomicBool>) -> Result<Connection, QuicError> {
         let addr = inner.remote_address();
         let refuse = |reason: String| QuicError::PeerCertificate { addr, reason };
         let identity = inner
@@ -421,17 +580,24 @@ impl Connection {
         // libp2p-tls checks the certificate's signature laxly: a small-order identity key
         // passes without any private key behind it.
         if !crate::identity::is_strong_peer(&peer_id) {
+            closing.store(true, Ordering::Release);
             inner.close(ErrorCode::Protocol.into(), b"weak identity key");
             return Err(refuse("a small-order or non-Ed25519 identity key".into()));
         }
-        Ok(Connection { peer_id, inner })
+        Ok(Connection {
+            peer_id,
+            inner,
+            closing,
+        })
     }
 
     pub fn remote_address(&self) -> SocketAddr {
         self.inner.remote_address()
     }
 
+    /// Closes the connection; the close goes out even when the congestion window is full.
     pub fn close(&self, code: ErrorCode, reason: &str) {
+        self.closing.store(true, Ordering::Release);
         self.inner.close(code.into(), reason.as_bytes());
     }
 }

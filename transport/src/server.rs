@@ -6,10 +6,11 @@
 use crate::grant;
 use crate::identity::NodeKey;
 use crate::message::{self, MessageError, Signed, Verifier, pb};
+use crate::partials::{Partial, PartialLimits, Partials};
 use crate::protocol::{Code, Metrics, ProtocolError, now_ms, read_frame};
 use crate::quic::{Connection, Endpoint, ErrorCode};
 use libp2p_identity::PeerId;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::ops::DerefMut;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +37,11 @@ pub trait FragmentStore: Send + Sync + 'static {
     type ReadBuf: AsRef<[u8]> + Send + 'static;
 
     fn alloc(&self, len_bytes: usize) -> Self::WriteBuf;
+    /// The largest fragment the store keeps: a write announcing more is refused before
+    /// anything is buffered.
+    fn fragment_bytes_max(&self) -> u64 {
+        crate::message::FRAGMENT_BYTES_MAX
+    }
     /// Whether `writer` may store fragment `id` of `fragment_bytes` here, asked before any of
     /// its bytes is buffered (a storage node's chain rule: only what the ledger assigned to
     /// it). `Err` says why not; the writer is answered `Unauthorized` with it.
@@ -92,6 +98,8 @@ pub struct ServerConfig {
     pub stream_timeout_ms: u64,
     /// Memory all unfinished writes may hold together.
     pub partial_bytes_max: u64,
+    /// Memory one writer's unfinished writes may hold.
+    pub partial_writer_bytes_max: u64,
     /// An unfinished write untouched this long is forgotten.
     pub partial_ttl_ms: u64,
 }
@@ -105,21 +113,10 @@ impl Default for ServerConfig {
             replay_capacity: 1 << 20,
             stream_timeout_ms: 20_000,
             partial_bytes_max: 1 << 30,
+            partial_writer_bytes_max: 256 << 20,
             partial_ttl_ms: 120_000,
         }
     }
-}
-
-struct Partial<B> {
-    buf: B,
-    filled: usize,
-    touched: Instant,
-}
-
-/// Unfinished writes by (writer, fragment id), with the memory they hold.
-struct Partials<B> {
-    map: HashMap<(PeerId, [u8; 32]), Partial<B>>,
-    reserved_bytes: u64,
 }
 
 /// A fragment protocol server over one store.
@@ -166,10 +163,11 @@ impl<S: FragmentStore> Server<S> {
             store,
             key,
             verifier: Mutex::new(Verifier::new(config.window_ms, config.replay_capacity)),
-            partials: Mutex::new(Partials {
-                map: HashMap::new(),
-                reserved_bytes: 0,
-            }),
+            partials: Mutex::new(Partials::new(PartialLimits {
+                bytes_max: config.partial_bytes_max,
+                writer_bytes_max: config.partial_writer_bytes_max,
+                ttl: Duration::from_millis(config.partial_ttl_ms),
+            })),
             config,
             metrics: Arc::new(Metrics::default()),
             closing: AtomicBool::new(false),
@@ -188,7 +186,11 @@ impl<S: FragmentStore> Server<S> {
 
     /// Bytes held by unfinished writes.
     pub fn partial_bytes(&self) -> u64 {
-        self.partials.lock().expect("partials lock").reserved_bytes
+        self.partials().held_bytes()
+    }
+
+    fn partials(&self) -> std::sync::MutexGuard<'_, Partials<S::WriteBuf>> {
+        self.partials.lock().expect("partials lock")
     }
 
     /// Accepts connections until the endpoint closes.
@@ -401,12 +403,26 @@ impl<S: FragmentStore> Server<S> {
             .try_into()
             .expect("checked at decode");
         let fragment_bytes = request.fragment_bytes;
+        let store_max = self.store.fragment_bytes_max();
+        if fragment_bytes > store_max {
+            return Ok((
+                Code::BadRequest,
+                0,
+                format!(
+                    "a fragment of {fragment_bytes} bytes is over this store's maximum of \
+                     {store_max}"
+                ),
+            ));
+        }
         if let Err(refusal) = self.store.admit(&writer, &id, fragment_bytes) {
             self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed);
             return Ok((Code::Unauthorized, 0, refusal));
         }
         match self.store.len_of(id).await {
-            Ok(Some(len)) if len == fragment_bytes => return Ok((Code::Ok, len, String::new())),
+            Ok(Some(len)) if len == fragment_bytes => {
+                self.partials().forget_fragment(&id);
+                return Ok((Code::Ok, len, String::new()));
+            }
             Ok(Some(len)) => {
                 return Ok((
                     Code::Mismatch,
@@ -417,23 +433,38 @@ impl<S: FragmentStore> Server<S> {
             Ok(None) => {}
             Err(e) => return Ok((Code::StoreFailed, 0, e.to_string())),
         }
-        let mut partial = match self.take_partial(writer, id, fragment_bytes) {
-            Ok(partial) => partial,
-            Err(refusal) => return Ok(refusal),
-        };
+        let mut partial = self
+            .partials()
+            .take(writer, id, fragment_bytes, Instant::now());
         if request.offset != partial.filled as u64 {
             let filled = partial.filled as u64;
             self.put_back(writer, id, partial);
             return Ok((Code::Continue, filled, String::new()));
         }
         let data_end = partial.filled + request.data.len();
-        partial.buf[partial.filled..data_end].copy_from_slice(&request.data);
-        partial.filled = data_end;
         let payload_end = data_end + request.payload_bytes as usize;
+        if payload_end > partial.filled {
+            // Bytes are coming: only now is memory committed to them.
+            let reserved = self.partials().reserve(&writer, &mut partial);
+            match reserved {
+                Ok(true) => partial.buf = Some(self.store.alloc(fragment_bytes as usize)),
+                Ok(false) => {}
+                Err(reason) => {
+                    let filled = partial.filled as u64;
+                    self.put_back(writer, id, partial);
+                    return Ok((Code::Busy, filled, reason));
+                }
+            }
+        }
+        if let Some(buf) = partial.buf.as_mut() {
+            buf[partial.filled..data_end].copy_from_slice(&request.data);
+            partial.filled = data_end;
+        }
         while partial.filled < payload_end {
+            let buf = partial.buf.as_mut().expect("reserved before the payload");
             let read = tokio::time::timeout(
                 self.timeout(),
-                recv.read(&mut partial.buf[partial.filled..payload_end]),
+                recv.read(&mut buf[partial.filled..payload_end]),
             )
             .await;
             match read {
@@ -460,8 +491,12 @@ impl<S: FragmentStore> Server<S> {
             self.put_back(writer, id, partial);
             return Ok((Code::Continue, filled, String::new()));
         }
-        let stored = self.store.put(id, partial.buf).await;
-        self.release(fragment_bytes);
+        let buf = partial
+            .buf
+            .take()
+            .expect("a complete fragment has its bytes");
+        let stored = self.store.put(id, buf).await;
+        self.partials().finish(writer, id, partial, stored.is_ok());
         Ok(match stored {
             Ok(()) => (Code::Ok, fragment_bytes, String::new()),
             Err(StoreFault::Mismatch) => (Code::Mismatch, 0, StoreFault::Mismatch.to_string()),
@@ -469,61 +504,9 @@ impl<S: FragmentStore> Server<S> {
         })
     }
 
-    /// The unfinished write of `id` by `writer`, or a fresh one when the memory budget allows.
-    fn take_partial(
-        &self,
-        writer: PeerId,
-        id: [u8; 32],
-        fragment_bytes: u64,
-    ) -> Result<Partial<S::WriteBuf>, (Code, u64, String)> {
-        let mut partials = self.partials.lock().expect("partials lock");
-        let ttl = Duration::from_millis(self.config.partial_ttl_ms);
-        let expired: Vec<_> = partials
-            .map
-            .iter()
-            .filter(|(_, p)| p.touched.elapsed() > ttl)
-            .map(|(k, p)| (*k, p.buf.len() as u64))
-            .collect();
-        for (k, len) in expired {
-            partials.map.remove(&k);
-            partials.reserved_bytes -= len;
-        }
-        if let Some(p) = partials.map.remove(&(writer, id)) {
-            if p.buf.len() as u64 == fragment_bytes {
-                return Ok(p);
-            }
-            // A different length for the same id: at most one is right; start over.
-            partials.reserved_bytes -= p.buf.len() as u64;
-        }
-        if partials.reserved_bytes + fragment_bytes > self.config.partial_bytes_max {
-            return Err((
-                Code::Busy,
-                0,
-                format!(
-                    "{} bytes of unfinished writes held",
-                    partials.reserved_bytes
-                ),
-            ));
-        }
-        partials.reserved_bytes += fragment_bytes;
-        drop(partials);
-        Ok(Partial {
-            buf: self.store.alloc(fragment_bytes as usize),
-            filled: 0,
-            touched: Instant::now(),
-        })
-    }
-
-    fn put_back(&self, writer: PeerId, id: [u8; 32], mut partial: Partial<S::WriteBuf>) {
-        partial.touched = Instant::now();
-        let mut partials = self.partials.lock().expect("partials lock");
-        if let Some(old) = partials.map.insert((writer, id), partial) {
-            partials.reserved_bytes -= old.buf.len() as u64;
-        }
-    }
-
-    fn release(&self, len_bytes: u64) {
-        self.partials.lock().expect("partials lock").reserved_bytes -= len_bytes;
+    fn put_back(&self, writer: PeerId, id: [u8; 32], partial: Partial<S::WriteBuf>) {
+        self.partials()
+            .put_back(writer, id, partial, Instant::now());
     }
 
     /// Serves a read: the answer, then the bytes. The first chunk is read before answering so

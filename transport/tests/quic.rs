@@ -19,14 +19,22 @@ struct MemStore {
     reads: Mutex<Vec<([u8; 32], u64)>>,
     /// When set, the only fragments the store admits (a storage node's chain rule).
     admitted: Mutex<Option<HashSet<[u8; 32]>>>,
+    /// Bytes of every write buffer the server asked for.
+    allocated_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl FragmentStore for MemStore {
     type WriteBuf = Vec<u8>;
     type ReadBuf = Vec<u8>;
     fn alloc(&self, len_bytes: usize) -> Vec<u8> {
+        self.allocated_bytes
+            .fetch_add(len_bytes as u64, std::sync::atomic::Ordering::Relaxed);
         vec![0; len_bytes]
     }
+    fn fragment_bytes_max(&self) -> u64 {
+        STORE_FRAGMENT_BYTES_MAX
+    }
+
     fn admit(&self, _: &cess_transport::PeerId, id: &[u8; 32], _: u64) -> Result<(), String> {
         match &*self.admitted.lock().unwrap() {
             Some(ids) if !ids.contains(id) => Err("not assigned to this node".into()),
@@ -95,6 +103,9 @@ fn fragment(seed: u64, len: usize) -> (Bytes, [u8; 32]) {
 }
 
 const FILE: [u8; 32] = [9; 32];
+
+/// The largest fragment the test store keeps (an engine store's default).
+const STORE_FRAGMENT_BYTES_MAX: u64 = 8 << 20;
 
 #[tokio::test]
 async fn write_then_read_round_trips_and_dedups() {
@@ -536,4 +547,249 @@ async fn a_read_cut_at_random_points_resumes_where_it_stopped() {
         }
     }
     assert!(resumed > 0, "no read was cut mid-way and resumed");
+}
+
+/// Starts four reads of a large fragment from `node` on `client`'s connection and returns
+/// once the node is sending (its first store reads happened): the congestion window is full.
+async fn read_in_progress(
+    node: &Node,
+    client: &Arc<Client>,
+    id: [u8; 32],
+) -> tokio::task::JoinSet<()> {
+    node.store.reads.lock().unwrap().clear();
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (client, addr) = (client.clone(), node.addr.clone());
+        readers.spawn(async move {
+            let _ = client.read_fragment(&addr, FILE, id).await;
+        });
+    }
+    while node.store.reads.lock().unwrap().len() < 4 {
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    readers
+}
+
+/// Issue 28, item 1: quinn withheld a CONNECTION_CLOSE while the congestion window was full
+/// (quinn-rs/quinn#2785), so a peer the node disconnected in the middle of a read never
+/// learned it and waited for its idle timeout (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_reaches_a_peer_in_the_middle_of_a_read() {
+    let node = start_node(ServerConfig::default());
+    let (data, id) = fragment(77, 8 << 20);
+    node.store
+        .fragments
+        .lock()
+        .unwrap()
+        .insert(id, data.to_vec());
+    for round in 0..8u64 {
+        let client = Arc::new(client_with(NodeKey::generate()));
+        let connection = client.connection(&node.addr).await.unwrap();
+        let mut readers = read_in_progress(&node, &client, id).await;
+        // A request signed by another key than the connection's: the node disconnects.
+        let other = client_with(NodeKey::generate());
+        let (forged, forged_id) = fragment(500 + round, 1000);
+        let (mut send, _recv) = open_write(
+            &other,
+            &connection,
+            FILE,
+            forged_id,
+            forged.len() as u64,
+            0,
+            forged.len() as u64,
+        )
+        .await
+        .unwrap();
+        let _ = send.write_all(&forged).await;
+        let _ = send.finish();
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(5), connection.inner.closed())
+                .await;
+        readers.abort_all();
+        let reason = closed.unwrap_or_else(|_| {
+            panic!("round {round}: the node's close did not reach the peer within 5 s")
+        });
+        assert!(reason.to_string().contains("signed by"), "{reason}");
+    }
+}
+
+/// Issue 28, item 1, at shutdown: the close of every connection reaches its peer even while
+/// the node is sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_reaches_a_peer_in_the_middle_of_a_read() {
+    for round in 0..4u64 {
+        let node = start_node(ServerConfig::default());
+        let (data, id) = fragment(90 + round, 8 << 20);
+        node.store
+            .fragments
+            .lock()
+            .unwrap()
+            .insert(id, data.to_vec());
+        let client = Arc::new(client_with(NodeKey::generate()));
+        let connection = client.connection(&node.addr).await.unwrap();
+        let mut readers = read_in_progress(&node, &client, id).await;
+        node.server
+            .shutdown(&node.endpoint, std::time::Duration::ZERO)
+            .await;
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(5), connection.inner.closed())
+                .await;
+        readers.abort_all();
+        let reason = closed.unwrap_or_else(|_| {
+            panic!("round {round}: the shutdown's close did not reach the peer within 5 s")
+        });
+        assert!(reason.to_string().contains("shutting down"), "{reason}");
+    }
+}
+
+/// Issue 28, item 3: a write dropped silently by the network and started over at once from
+/// offset 0 (as the client does) stores the fragment; the stalled first stream, when it times
+/// out, must not put its old buffer back (it held the partial budget until the expiry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_stream_never_puts_back_the_partial_of_a_stored_fragment() {
+    let node = start_node(ServerConfig {
+        stream_timeout_ms: 500,
+        ..ServerConfig::default()
+    });
+    let client = client_with(NodeKey::generate());
+    let connection = client.connection(&node.addr).await.unwrap();
+    let (data, id) = fragment(600, 1 << 20);
+    let len = data.len() as u64;
+    // The first stream sends half, then nothing: the network dropped it without a reset.
+    let (mut stalled, _stalled_recv) = open_write(&client, &connection, FILE, id, len, 0, len)
+        .await
+        .unwrap();
+    stalled.write_all(&data[..data.len() / 2]).await.unwrap();
+    while node.server.partial_bytes() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The same write over again from offset 0, on a new stream.
+    let (mut send, mut recv) = open_write(&client, &connection, FILE, id, len, 0, len)
+        .await
+        .unwrap();
+    send.write_all(&data).await.unwrap();
+    let _ = send.finish();
+    let response = cess_transport::protocol::read_frame(&mut recv)
+        .await
+        .unwrap();
+    let response: cess_transport::pb::WritefileResponse =
+        cess_transport::message::decode_body(&response).unwrap();
+    assert_eq!(response.code, Code::Ok as u32, "{}", response.detail);
+    assert!(node.store.fragments.lock().unwrap().contains_key(&id));
+    // The stalled stream times out after 500 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        node.server.partial_bytes(),
+        0,
+        "the stalled stream put its buffer back for a stored fragment"
+    );
+    drop(stalled);
+}
+
+/// Issue 28, item 4: a write larger than the store keeps is refused before anything is
+/// buffered, and write headers that announce bytes without sending them commit no memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_writes_commit_no_memory_before_their_bytes_arrive() {
+    let node = start_node(ServerConfig::default());
+    let client = client_with(NodeKey::generate());
+    let connection = client.connection(&node.addr).await.unwrap();
+    let answer = |recv: quinn::RecvStream| async move {
+        let mut recv = recv;
+        let body = cess_transport::protocol::read_frame(&mut recv)
+            .await
+            .unwrap();
+        let response: cess_transport::pb::WritefileResponse =
+            cess_transport::message::decode_body(&body).unwrap();
+        response
+    };
+    // Over the store's maximum: refused, nothing allocated.
+    let (mut send, recv) = open_write(&client, &connection, FILE, [1; 32], 64 << 20, 0, 0)
+        .await
+        .unwrap();
+    let _ = send.finish();
+    let response = answer(recv).await;
+    assert_eq!(
+        response.code,
+        Code::BadRequest as u32,
+        "{}",
+        response.detail
+    );
+    assert!(response.detail.contains("maximum"), "{}", response.detail);
+    // Fifteen headers of 8 MiB each, not one byte behind them.
+    for i in 0..15u8 {
+        let (mut send, recv) = open_write(
+            &client,
+            &connection,
+            FILE,
+            [i + 10; 32],
+            STORE_FRAGMENT_BYTES_MAX,
+            0,
+            0,
+        )
+        .await
+        .unwrap();
+        let _ = send.finish();
+        let response = answer(recv).await;
+        assert_eq!(response.code, Code::Continue as u32, "{}", response.detail);
+    }
+    assert_eq!(node.server.partial_bytes(), 0);
+    assert_eq!(
+        node.store
+            .allocated_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Another writer is not refused for them.
+    let other = client_with(NodeKey::generate());
+    let (data, id) = fragment(601, 1 << 20);
+    other
+        .write_fragment(&node.addr, FILE, id, data.clone())
+        .await
+        .unwrap();
+    assert!(node.store.fragments.lock().unwrap().contains_key(&id));
+}
+
+/// Issue 28, item 4: one writer's unfinished writes are held to its own budget, so it cannot
+/// take the whole node's and make every other writer `Busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_cannot_take_the_whole_partial_budget() {
+    let node = start_node(ServerConfig {
+        partial_bytes_max: 64 << 20,
+        partial_writer_bytes_max: 8 << 20,
+        ..ServerConfig::default()
+    });
+    let greedy = client_with(NodeKey::generate());
+    let connection = greedy.connection(&node.addr).await.unwrap();
+    let mut busy = 0;
+    for seed in 0..16u64 {
+        // Half a fragment each, then the stream ends: the half is kept for a resume.
+        let (data, id) = fragment(700 + seed, 1 << 20);
+        let len = data.len() as u64;
+        let (mut send, mut recv) = open_write(&greedy, &connection, FILE, id, len, 0, len / 2)
+            .await
+            .unwrap();
+        // A refused write is stopped by the node at its header.
+        let _ = send.write_all(&data[..data.len() / 2]).await;
+        let _ = send.finish();
+        let body = cess_transport::protocol::read_frame(&mut recv)
+            .await
+            .unwrap();
+        let response: cess_transport::pb::WritefileResponse =
+            cess_transport::message::decode_body(&body).unwrap();
+        if response.code == Code::Busy as u32 {
+            busy += 1;
+        } else {
+            assert_eq!(response.code, Code::Continue as u32, "{}", response.detail);
+        }
+    }
+    assert!(busy > 0, "the writer was never held to its budget");
+    assert!(node.server.partial_bytes() <= 8 << 20);
+    let other = client_with(NodeKey::generate());
+    let (data, id) = fragment(800, 1 << 20);
+    other
+        .write_fragment(&node.addr, FILE, id, data.clone())
+        .await
+        .unwrap();
+    assert!(node.store.fragments.lock().unwrap().contains_key(&id));
 }

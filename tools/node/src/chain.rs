@@ -131,6 +131,10 @@ impl FragmentStore for ChainStore {
         self.engine.alloc(len_bytes)
     }
 
+    fn fragment_bytes_max(&self) -> u64 {
+        self.engine.fragment_bytes_max()
+    }
+
     async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
         let len = self.engine.len_of(id).await?;
         if let Some(len_bytes) = len {

@@ -36,6 +36,10 @@ impl FragmentStore for EngineStore {
         self.0.buffer(len_bytes)
     }
 
+    fn fragment_bytes_max(&self) -> u64 {
+        self.0.superblock().geometry.max_object_bytes
+    }
+
     async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
         let info = self.0.contains(Key(id)).await.map_err(fault)?;
         Ok(info.map(|i| i.len_bytes))
