@@ -6,7 +6,10 @@
 //!   (Reed-Solomon, SHA-256 of every segment and fragment: the client's fragment ids), the
 //!   AEAD of QUIC on both ends (AES-128-GCM, the suite our client offers first, sealed by the
 //!   client and opened by the node, per packet), and the node's store write (its SHA-256 check,
-//!   CRC32C, io_uring O_DIRECT to a store file on this disk, the durable commit).
+//!   CRC32C, io_uring O_DIRECT to a store file on this disk, the durable commit). AEAD is not
+//!   all QUIC costs: `put-1GiB-12-nodes-quic-bound` sets the same runs against the bound that
+//!   counts instead the CPU time of a bare quinn transfer of the same bytes on loopback (both
+//!   ends: AEAD, packets, UDP system calls), measured in the same run.
 //! - `put-to-active-256MiB`: a put to the devnet on a chain (4 validator processes, 12 miners:
 //!   space rented, the order placed by the ledger, fragments sent where it placed them, every
 //!   column reported, Active in a committed block), against the same put to 12 miners with the
@@ -26,8 +29,8 @@ const NODES: usize = 12;
 
 pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
-    if options.wants("put-1GiB-12-nodes") {
-        cases.push(put_case(options)?);
+    if options.wants("put-1GiB-12-nodes") || options.wants("put-1GiB-12-nodes-quic-bound") {
+        cases.extend(put_cases(options)?);
     }
     if options.wants("put-to-active-256MiB") {
         cases.push(chain_put_case(options)?);
@@ -51,12 +54,17 @@ fn cess_binary() -> Result<PathBuf, String> {
 }
 
 fn cess(binary: &Path, args: &[&str]) -> Result<(), String> {
+    cess_output(binary, args).map(|_| ())
+}
+
+/// Runs `cess` and returns what it printed on stdout.
+fn cess_output(binary: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new(binary)
         .args(args)
         .output()
         .map_err(|e| format!("running cess: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
             "cess {} failed: {}{}",
@@ -130,15 +138,33 @@ fn chain_put_case(options: &Options) -> Result<Case, String> {
     let input = dir.join("input.bin");
     let input_arg = input.to_string_lossy().to_string();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    // The chain's own stages of each chain put: (order, until Active) seconds.
+    let mut chain_stages = Vec::new();
     for run in 0..runs {
-        for (net, rates) in [(&chain_net, &mut ours), (&chainless_net, &mut theirs)] {
+        for (chain, net, rates) in [
+            (true, &chain_net, &mut ours),
+            (false, &chainless_net, &mut theirs),
+        ] {
             write_input(&input, file_mib, 900 + run as u64)?;
             let net_arg = net.to_string_lossy().to_string();
             let started = Instant::now();
-            cess(&binary, &["put", &input_arg, "--devnet", &net_arg])?;
+            let printed = cess_output(&binary, &["put", &input_arg, "--devnet", &net_arg])?;
             rates.push(file_mib as f64 / started.elapsed().as_secs_f64());
+            if chain && let Some(stages) = chain_stage_seconds(&printed) {
+                chain_stages.push(stages);
+            }
         }
     }
+    let stage_median = |i: usize| {
+        let mut v: Vec<f64> = chain_stages.iter().map(|s: &[f64; 4]| s[i]).collect();
+        crate::report::median(&mut v)
+    };
+    let (encode_s, order_s, send_s, active_s) = (
+        stage_median(0),
+        stage_median(1),
+        stage_median(2),
+        stage_median(3),
+    );
     let mut case = Case::from_runs(ours, theirs);
     case.name = "put-to-active-256MiB".into();
     case.metric = "throughput";
@@ -149,9 +175,28 @@ fn chain_put_case(options: &Options) -> Result<Case, String> {
         "{file_mib} MiB file, segments of 32 MiB; on the chain: 4 validator processes (empty \
          blocks every 500 ms), space rented, order declared and placed by the ledger, every \
          column reported, Active in a committed block; each put is a new process that first \
-         syncs its replica of the chain"
+         syncs its replica of the chain; a chain put's stages (medians): encode {encode_s:.2} s \
+         (every id before the order: not overlapped with sending, as the chain-less put \
+         overlaps it), order {order_s:.2} s (rent and declare, until placed in a committed \
+         block), send {send_s:.2} s, until Active {active_s:.2} s"
     );
     Ok(case)
+}
+
+/// [encode, order, send, until Active] seconds from the last line `cess put` prints
+/// (`encode 0.94 s, order 0.43 s, send 3.91 s, until active 0.37 s: …`).
+fn chain_stage_seconds(printed: &str) -> Option<[f64; 4]> {
+    let line = printed.lines().rev().find(|l| l.contains("until active"))?;
+    let seconds_after = |label: &str| -> Option<f64> {
+        let rest = &line[line.find(label)? + label.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    Some([
+        seconds_after("encode ")?,
+        seconds_after("order ")?,
+        seconds_after("send ")?,
+        seconds_after("until active ")?,
+    ])
 }
 
 fn write_input(path: &Path, mib: usize, seed: u64) -> Result<Vec<u8>, String> {
@@ -171,6 +216,8 @@ const QUIC_PACKET_BYTES: usize = 8900;
 struct PutStages {
     encode_s: f64,
     aead_s: f64,
+    /// CPU seconds of a bare quinn transfer of the fragments (both ends).
+    quic_s: f64,
     store_s: f64,
 }
 
@@ -178,6 +225,60 @@ impl PutStages {
     fn total_s(&self) -> f64 {
         self.encode_s + self.aead_s + self.store_s
     }
+
+    fn total_with_quic_s(&self) -> f64 {
+        self.encode_s + self.quic_s + self.store_s
+    }
+}
+
+/// This process's CPU time (user + system) in seconds, from `/proc/self/stat` (clock ticks of
+/// 1/100 s, Linux's USER_HZ).
+fn process_cpu_s() -> Result<f64, String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let after = stat.rsplit_once(')').ok_or("unexpected /proc/self/stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| "unexpected /proc/self/stat".to_string())
+    };
+    // utime is field 14, stime field 15: indices 11 and 12 after the state (field 3).
+    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// CPU seconds (both ends, one process) of moving `fragments` fragments of 8 MiB over one
+/// bare quinn connection on loopback, 4 in flight, with the transport's TLS and limits.
+fn quic_transfer_cpu_s(fragments: usize) -> Result<f64, String> {
+    use crate::transport::{FRAGMENT_BYTES, bare_send, bare_server, loopback, throughput};
+    use cess_transport::{Endpoint, Limits, NodeKey};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let server = Endpoint::server(Arc::new(NodeKey::generate()), loopback(), Limits::default())
+            .map_err(|e| err(&e))?;
+        tokio::spawn(bare_server(server.clone()));
+        let client = Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default())
+            .map_err(|e| err(&e))?;
+        let connection = client
+            .dial(&server.node_addr().map_err(|e| err(&e))?)
+            .await
+            .map_err(|e| err(&e))?;
+        let data = bytes::Bytes::from(crate::codec::random(FRAGMENT_BYTES, 12));
+        let before = process_cpu_s()?;
+        throughput(fragments, move |_| {
+            bare_send(connection.clone(), data.clone())
+        })
+        .await;
+        let cpu_s = process_cpu_s()? - before;
+        server.close();
+        Ok(cpu_s)
+    })
 }
 
 /// Times each stage of a put of `data` alone: the encode on one thread, the AEAD of every
@@ -202,6 +303,7 @@ fn put_stages(data: &[u8], store_file: &Path) -> Result<PutStages, String> {
     let fragment_bytes = params.fragment_bytes();
     let fragment_count = manifest.segments.len() * params.shard_count();
     let aead_s = aead_seconds(fragment_count, fragment_bytes);
+    let quic_s = quic_transfer_cpu_s(fragment_count * fragment_bytes / (8 << 20))?;
 
     let stored_bytes = (fragment_count * fragment_bytes) as u64;
     crate::engine::prefill(store_file, stored_bytes + (256 << 20))?;
@@ -220,6 +322,7 @@ fn put_stages(data: &[u8], store_file: &Path) -> Result<PutStages, String> {
     Ok(PutStages {
         encode_s,
         aead_s,
+        quic_s,
         store_s,
     })
 }
@@ -273,7 +376,7 @@ impl FragmentSink for NullSink {
     }
 }
 
-fn put_case(options: &Options) -> Result<Case, String> {
+fn put_cases(options: &Options) -> Result<Vec<Case>, String> {
     let (file_mib, runs) = if options.quick { (48, 1) } else { (1024, 3) };
     let binary = cess_binary()?;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/e2e");
@@ -291,7 +394,7 @@ fn put_case(options: &Options) -> Result<Case, String> {
     let input = dir.join("input.bin");
     let input_arg = input.to_string_lossy().to_string();
     let store_file = dir.join("stage-store.img");
-    let (mut ours, mut bound) = (Vec::new(), Vec::new());
+    let (mut ours, mut bound, mut quic_bound) = (Vec::new(), Vec::new(), Vec::new());
     let mut stage_runs = Vec::new();
     for run in 0..runs {
         // New bytes every run: the nodes would otherwise already hold the fragments.
@@ -303,9 +406,11 @@ fn put_case(options: &Options) -> Result<Case, String> {
         let stages = put_stages(&data, &store_file)?;
         let _ = std::fs::remove_file(&store_file);
         bound.push(2.0 * file_mib as f64 / stages.total_s());
+        quic_bound.push(2.0 * file_mib as f64 / stages.total_with_quic_s());
         stage_runs.push(stages);
     }
     drop(network);
+    let mut quic_case = Case::from_runs(ours.clone(), quic_bound);
     let mut case = Case::from_runs(ours, bound);
     case.name = "put-1GiB-12-nodes".into();
     case.metric = "throughput";
@@ -331,5 +436,20 @@ fn put_case(options: &Options) -> Result<Case, String> {
         per_gib(|s| s.aead_s),
         per_gib(|s| s.store_s),
     );
-    Ok(case)
+    quic_case.name = "put-1GiB-12-nodes-quic-bound".into();
+    quic_case.metric = "throughput";
+    quic_case.unit = "MiB/s";
+    quic_case.goal = Some(0.60);
+    quic_case.baseline = "2 cores / sum of one-core stage times: encode, a bare quinn transfer \
+                          of the same bytes (CPU of both ends), the node's store write"
+        .into();
+    quic_case.note = format!(
+        "the same puts; one-core seconds per GiB of input: encode {:.2}, bare quinn transfer \
+         {:.2} (this process's CPU time moving 3 bytes per input byte over one loopback \
+         connection, 4 streams in flight), store write {:.2}",
+        per_gib(|s| s.encode_s),
+        per_gib(|s| s.quic_s),
+        per_gib(|s| s.store_s),
+    );
+    Ok(vec![case, quic_case])
 }

@@ -31,16 +31,16 @@ impl FragmentStore for DiscardStore {
     }
 }
 
-const FRAGMENT_BYTES: usize = 8 << 20;
+pub(crate) const FRAGMENT_BYTES: usize = 8 << 20;
 /// Fragments in flight at once on the one connection, ours and the baseline alike.
 const IN_FLIGHT: usize = 4;
 
-fn loopback() -> std::net::SocketAddr {
+pub(crate) fn loopback() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().expect("valid")
 }
 
 /// Bare quinn: each stream carries the bytes and is answered with one byte once read.
-async fn bare_server(endpoint: Endpoint) {
+pub(crate) async fn bare_server(endpoint: Endpoint) {
     while let Some(Ok(connection)) = endpoint.accept().await {
         tokio::spawn(async move {
             while let Ok((mut send, mut recv)) = connection.inner.accept_bi().await {
@@ -61,7 +61,7 @@ async fn bare_server(endpoint: Endpoint) {
     }
 }
 
-async fn bare_send(connection: Connection, data: Bytes) {
+pub(crate) async fn bare_send(connection: Connection, data: Bytes) {
     let (mut send, mut recv) = connection.inner.open_bi().await.expect("open stream");
     send.write_chunk(data).await.expect("send");
     let _ = send.finish();
@@ -70,7 +70,7 @@ async fn bare_send(connection: Connection, data: Bytes) {
 }
 
 /// MiB/s moving `count` fragments, `IN_FLIGHT` at a time, each through `send`.
-async fn throughput<F, Fut>(count: usize, send: F) -> f64
+pub(crate) async fn throughput<F, Fut>(count: usize, send: F) -> f64
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod challenge;
+pub mod check;
 pub mod curve;
 #[cfg(feature = "gpu")]
 pub mod gpu;
@@ -28,6 +29,7 @@ pub use challenge::{
     BLOCKS_PER_CHALLENGE_MAX, Challenge, ChallengeInputs, ChallengeParams,
     FRAGMENTS_PER_CHALLENGE_MAX, FragmentSet,
 };
+pub use check::{TagCheckError, check_tags};
 pub use curve::PointError;
 #[cfg(feature = "gpu")]
 pub use gpu::GpuBackend;

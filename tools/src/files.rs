@@ -1,15 +1,16 @@
 //! `cess put | get | delete` through the ledger: the chain decides where a file lives.
 //!
-//! A put encodes the file twice. The first pass only computes the fragment ids (the order
-//! must name every one before any miner takes a byte); then it rents space when the owner's
-//! lease is short, declares the order and reads the columns the ledger placed from a
-//! committed block. The second pass encodes again and sends fragment j of every segment to the
-//! miner of column j as the encoder hands it over (many in flight, bytes in flight bounded),
-//! checking every id against the order; then it waits until every miner has reported its
-//! column: the file is Active. Nothing is spooled to disk (a spool is written and read once
-//! more, on the same disk as the miners' stores: measured slower than encoding twice), and
-//! the encoding is deterministic for a key file: re-running the same put finds its order on
-//! the ledger and sends only what is missing.
+//! The first pass encodes the file to learn every fragment id (the order must name every one
+//! before any miner takes a byte); then the put rents space when the owner's lease is short,
+//! declares the order and reads the columns the ledger placed from a committed block. Then it
+//! sends fragment j of every segment to the miner of column j (many in flight, bytes in flight
+//! bounded), checking every id against the order, and waits until every miner has reported
+//! its column: the file is Active. The first pass keeps the fragments in memory when they fit
+//! [`SPOOL_BYTES_MAX`] (a quarter of the memory available, at most 2 GiB) and the send reads
+//! them from there; a larger file is encoded a second time as it is sent. Nothing is spooled
+//! to disk (a spool is written and read once more, on the same disk as the miners' stores:
+//! measured slower than encoding twice), and the encoding is deterministic for a key file:
+//! re-running the same put finds its order on the ledger and sends only what is missing.
 //!
 //! A get needs only the file id and the key: the length, the segment and fragment ids, the
 //! client header (what the manifest held besides the ids, `Call::DeclareFile::meta`) and the
@@ -45,6 +46,22 @@ const ASSIGNMENT_WAIT: Duration = Duration::from_secs(30);
 const ACTIVE_WAIT: Duration = Duration::from_secs(120);
 /// Fragment bytes in flight to the miners at once.
 const IN_FLIGHT_MIB: u32 = 512;
+/// The most fragment bytes a put keeps in memory between its passes.
+const SPOOL_BYTES_MAX: u64 = 2 << 30;
+
+/// Fragment bytes the first pass may keep in memory: a quarter of what the system says is
+/// available, at most [`SPOOL_BYTES_MAX`].
+fn spool_budget_bytes() -> u64 {
+    let available_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    (available_kib.saturating_mul(1024) / 4).min(SPOOL_BYTES_MAX)
+}
 
 /// What a put did, stage by stage.
 #[derive(Debug)]
@@ -134,7 +151,7 @@ pub fn put(
     // One set of options for both passes: a passphrase's salt is drawn once.
     let options = codec_cmd::encode_options(key, params)?;
     let started = Instant::now();
-    let manifest = stage("encode", fragment_ids(file, &options))?;
+    let (manifest, spool) = stage("encode", fragment_ids(file, &options))?;
     let encode = started.elapsed();
     let file_id = manifest.file_id;
     let started = Instant::now();
@@ -143,7 +160,7 @@ pub fn put(
     let started = Instant::now();
     let (sent_bytes, miners) = stage(
         "send",
-        send(handle, chain, client, file, &options, &manifest),
+        send(handle, chain, client, file, &options, &manifest, spool),
     )?;
     let send_time = started.elapsed();
     let started = Instant::now();
@@ -170,21 +187,45 @@ fn open_input(file: &Path) -> Result<(std::fs::File, u64)> {
     Ok((input, file_bytes))
 }
 
-/// Throws the fragments away: the first pass wants only the manifest.
-struct IdsOnly;
+/// The fragments of the first pass, by segment and column, when they fit in memory.
+type Spool = Vec<Vec<Vec<u8>>>;
 
-impl FragmentSink for IdsOnly {
-    fn fragment(&mut self, _: u64, _: usize, _: &Id, _: &[u8]) -> Result<(), CodecError> {
+/// Keeps every fragment (a spool), or none: the first pass then wants only the manifest.
+struct FirstPass {
+    spool: Option<Spool>,
+}
+
+impl FragmentSink for FirstPass {
+    fn fragment(&mut self, s: u64, j: usize, _: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+        if let Some(spool) = &mut self.spool {
+            let s = s as usize;
+            if spool.len() <= s {
+                spool.resize_with(s + 1, Vec::new);
+            }
+            let columns = &mut spool[s];
+            if columns.len() <= j {
+                columns.resize_with(j + 1, Vec::new);
+            }
+            columns[j] = bytes.to_vec();
+        }
         Ok(())
     }
 }
 
 /// The first pass: the manifest (every fragment id), refusing a file whose fragment ids
-/// repeat.
-fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<Manifest> {
+/// repeat, and the fragments themselves when they fit the spool budget.
+fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<(Manifest, Option<Spool>)> {
     let (mut input, file_bytes) = open_input(file)?;
+    let params = options.params;
+    let fragment_total_bytes = params
+        .segment_count(file_bytes, options.key.is_some())
+        .saturating_mul(params.shard_count() as u64)
+        .saturating_mul(params.fragment_bytes() as u64);
+    let mut sink = FirstPass {
+        spool: (fragment_total_bytes <= spool_budget_bytes()).then(Vec::new),
+    };
     let mut meter = Meter::new("encode", file_bytes);
-    let encoded = codec::encode(&mut input, file_bytes, options, &mut IdsOnly, &mut |done| {
+    let encoded = codec::encode(&mut input, file_bytes, options, &mut sink, &mut |done| {
         meter.update(done)
     });
     meter.finish();
@@ -203,7 +244,7 @@ fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<Manifest> {
             options.params.fragment_bytes() >> 20
         );
     }
-    Ok(manifest)
+    Ok((manifest, sink.spool))
 }
 
 /// Rents what the order needs and declares it, unless the signer already owns the file.
@@ -390,8 +431,9 @@ impl FragmentSink for PlacedSink {
     }
 }
 
-/// The second pass: encodes `file` again and sends every fragment not yet reported stored to
-/// the miner the ledger placed it on: (bytes sent, distinct miners).
+/// The second pass: sends every fragment not yet reported stored to the miner the ledger
+/// placed it on, from the spool when the first pass kept one, else encoding `file` again:
+/// (bytes sent, distinct miners).
 fn send(
     handle: &Handle,
     chain: &ChainClient,
@@ -399,6 +441,7 @@ fn send(
     file: &Path,
     options: &EncodeOptions,
     manifest: &Manifest,
+    spool: Option<Spool>,
 ) -> Result<(u64, usize)> {
     let (info, placement) = chain.ledger(|l| {
         let info = l.file(&manifest.file_id).cloned();
@@ -445,12 +488,27 @@ fn send(
         failures: Vec::new(),
         changed: None,
     };
-    let (mut input, file_bytes) = open_input(file)?;
     let mut meter = Meter::new("send", todo_fragments * info.fragment_bytes);
     let sent = sink.sent.clone();
-    let encoded = codec::encode(&mut input, file_bytes, options, &mut sink, &mut |_| {
-        meter.update(sent.load(Ordering::Relaxed))
-    });
+    let encoded = match spool {
+        Some(spool) => (|| {
+            for (s, columns) in spool.iter().enumerate() {
+                for (j, bytes) in columns.iter().enumerate() {
+                    let id = manifest.segments[s].fragments[j];
+                    sink.fragment(s as u64, j, &id, bytes)?;
+                    meter.update(sent.load(Ordering::Relaxed));
+                }
+            }
+            Ok(())
+        })(),
+        None => {
+            let (mut input, file_bytes) = open_input(file)?;
+            codec::encode(&mut input, file_bytes, options, &mut sink, &mut |_| {
+                meter.update(sent.load(Ordering::Relaxed))
+            })
+            .map(|_| ())
+        }
+    };
     // Wait for every fragment in flight, whatever happened.
     while let Some(joined) = handle.block_on(sink.running.join_next()) {
         sink.reap(joined);

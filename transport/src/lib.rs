@@ -20,6 +20,7 @@ mod partials;
 pub mod protocol;
 pub mod quic;
 pub mod server;
+pub mod tagging;
 
 pub use client::{Client, ClientConfig, WriteProgress};
 pub use grant::GrantError;

@@ -38,6 +38,9 @@ pub fn clip_detail(mut detail: String) -> String {
 
 /// Largest fragment a request may name.
 pub const FRAGMENT_BYTES_MAX: u64 = 64 << 20;
+/// Largest tag blob a tagger may answer (it travels in one frame): 21 000 blocks of 48 bytes,
+/// a 650 MiB fragment at the default 1024 sectors per block.
+pub const TAGS_BYTES_MAX: u64 = 1 << 20;
 
 pub mod pb {
     //! The wire messages (protobuf via prost).
@@ -133,6 +136,33 @@ pub mod pb {
         pub fragment_id: Vec<u8>,
         #[prost(uint64, tag = "4")]
         pub offset: u64,
+    }
+
+    /// A miner asks a tagger for the tags of a fragment it was assigned; the fragment's
+    /// `fragment_bytes` raw bytes follow the frame.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TagRequest {
+        #[prost(message, optional, tag = "1")]
+        pub message_data: Option<MessageData>,
+        /// The fragment's SHA-256 (32 bytes).
+        #[prost(bytes = "vec", tag = "2")]
+        pub fragment_id: Vec<u8>,
+        #[prost(uint64, tag = "3")]
+        pub fragment_bytes: u64,
+    }
+
+    /// The tagger's answer: the `cess-proofs` tag blob when the code is OK.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TagResponse {
+        #[prost(message, optional, tag = "1")]
+        pub message_data: Option<MessageData>,
+        #[prost(uint32, tag = "2")]
+        pub code: u32,
+        /// Why, when the code is not OK (at most 256 bytes).
+        #[prost(string, tag = "3")]
+        pub detail: String,
+        #[prost(bytes = "vec", tag = "4")]
+        pub tags: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -283,6 +313,14 @@ signed!(pb::ReadfileResponse, 4, |m| {
     bounded(m.detail.len() as u64, DETAIL_BYTES_MAX, "detail")?;
     check_chunk(m.offset, &m.data, m.payload_bytes, m.fragment_bytes)
 });
+signed!(pb::TagRequest, 5, |m| {
+    id32(&m.fragment_id, "fragment_id")?;
+    bounded(m.fragment_bytes, FRAGMENT_BYTES_MAX, "fragment_bytes")
+});
+signed!(pb::TagResponse, 6, |m| {
+    bounded(m.detail.len() as u64, DETAIL_BYTES_MAX, "detail")?;
+    bounded(m.tags.len() as u64, TAGS_BYTES_MAX, "tags")
+});
 
 /// The bytes a signature covers: domain, kind, and the message with an empty signature.
 fn signed_bytes<M: Signed>(message: &M) -> Vec<u8> {
@@ -373,7 +411,8 @@ pub fn decode_body<M: Signed>(body: &[u8]) -> Result<M, MessageError> {
             need_bytes: 1,
         });
     };
-    if !(1..=4).contains(&kind) {
+    // 1..=4: the fragment protocol; 5, 6: tagging (`crate::tagging`).
+    if !(1..=6).contains(&kind) {
         return Err(MessageError::UnknownKind(kind));
     }
     if kind != M::KIND {
