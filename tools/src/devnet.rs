@@ -30,10 +30,12 @@ pub const CHAIN_DIR: &str = "chain";
 pub const TAGGER_KEY: &str = "tagger.key";
 /// What every devnet account (client, miners) holds at genesis.
 const ACCOUNT_TOKENS: u128 = 1_000_000;
-/// Audits wait for the tagger and the miners' provers (the next step of the lifecycle): until
-/// then a devnet's genesis sets a period no devnet reaches, so nothing is penalized for proofs
-/// nobody can make yet.
-const DEVNET_AUDIT_PERIOD_BLOCKS: u64 = 1 << 40;
+/// An audit round every 30 blocks (about 15 s on an idle devnet, whose validators make an
+/// empty block every 500 ms), every miner holding data challenged in each.
+const DEVNET_AUDIT_PERIOD_BLOCKS: u64 = 30;
+const DEVNET_AUDIT_MINERS_PERMILLE: u32 = 1000;
+/// The tagger's directory (its QUIC identity, `tagger.toml`, its log and pid).
+pub const TAGGER_DIR: &str = "tagger";
 
 fn node_dir(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("node-{i:02}"))
@@ -70,6 +72,7 @@ pub struct Devnet {
     /// Children when this process started them (`cess demo`); `devnet up` leaves them running.
     children: Vec<Option<Child>>,
     validators: Vec<Option<Child>>,
+    tagger: Option<Child>,
 }
 
 /// Starts `exe args…` in its own process group, logging to `log`, its pid in `pid_file`.
@@ -131,6 +134,7 @@ fn create_chain(dir: &Path, options: &UpOptions, client: &NodeKey) -> Result<()>
             key: tagger.encode(),
         }],
         audit_period_blocks: Some(DEVNET_AUDIT_PERIOD_BLOCKS),
+        audit_miners_permille: Some(DEVNET_AUDIT_MINERS_PERMILLE),
     };
     let base = free_udp_ports(options.validators)?;
     crate::validator::testnet_with(&dir.join(CHAIN_DIR), options.validators, base, extras)
@@ -151,6 +155,7 @@ pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
     let exe = std::env::current_exe().context("finding the cess binary")?;
     let mut validators = Vec::new();
     let mut chain_settings = None;
+    let mut tagger_process = None;
     let mut trusted_owners = Vec::new();
     if chain {
         if !on_chain(dir) {
@@ -181,10 +186,15 @@ pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
             )?));
         }
         let source = chain_source(dir)?;
+        let validator_addrs: Vec<String> =
+            source.validators.iter().map(ToString::to_string).collect();
+        let (tagger, tagger_addr) = start_tagger(dir, &exe, &source.genesis, &validator_addrs)?;
+        tagger_process = Some(tagger);
         chain_settings = Some(node::ChainSettings {
             genesis: std::path::absolute(&source.genesis)?,
-            validators: source.validators.iter().map(ToString::to_string).collect(),
+            validators: validator_addrs,
             collateral_tokens: None,
+            taggers: vec![tagger_addr.to_string()],
         });
     } else {
         if on_chain(dir) {
@@ -207,6 +217,7 @@ pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
         addrs: Vec::with_capacity(count),
         children: Vec::with_capacity(count),
         validators,
+        tagger: tagger_process,
     };
     for i in 0..count {
         let nd = node_dir(dir, i);
@@ -268,6 +279,56 @@ pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
     Ok(net)
 }
 
+/// Sets up (once) and starts the devnet's tagger, with the genesis tagger's key, on a port
+/// chosen once so that the miners' configurations stay right across restarts; its address.
+fn start_tagger(
+    dir: &Path,
+    exe: &Path,
+    genesis: &Path,
+    validators: &[String],
+) -> Result<(Child, NodeAddr)> {
+    let td = dir.join(TAGGER_DIR);
+    if !td.join(crate::tagger::CONFIG_FILE).exists() {
+        let port = free_udp_ports(1)?;
+        crate::tagger::init(
+            &td,
+            &crate::tagger::InitOptions {
+                listen: format!("127.0.0.1:{port}").parse()?,
+                tagger_key: Some(dir.join(TAGGER_KEY)),
+                backend: "auto".into(),
+                genesis: genesis.to_path_buf(),
+                validators: validators.to_vec(),
+            },
+        )?;
+    }
+    let _ = std::fs::remove_file(td.join(crate::tagger::ADDR_FILE));
+    let mut child = spawn(
+        exe,
+        &["tagger".as_ref(), "run".as_ref(), td.as_os_str()],
+        &td.join("tagger.log"),
+        &td.join("pid"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(td.join(crate::tagger::ADDR_FILE))
+            && let Ok(addr) = text.trim().parse::<NodeAddr>()
+        {
+            return Ok((child, addr));
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(td.join("tagger.log")).unwrap_or_default();
+            bail!("the tagger exited with {status} at start:\n{log}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the tagger did not start within 60 s; see {}",
+                td.join("tagger.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until `count` miners are registered on the chain of `dir`.
 fn wait_registered(dir: &Path, count: usize) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -300,6 +361,7 @@ impl Devnet {
     pub fn detach(mut self) {
         self.children.clear();
         self.validators.clear();
+        self.tagger = None;
     }
 
     /// The metrics address of node `i` (its `/status`), once it is running.
@@ -323,6 +385,10 @@ impl Devnet {
     fn stop_all(&mut self) -> Result<()> {
         for i in 0..self.children.len() {
             self.stop(i)?;
+        }
+        if let Some(child) = self.tagger.take() {
+            stop_child(child)?;
+            let _ = std::fs::remove_file(self.dir.join(TAGGER_DIR).join("pid"));
         }
         for i in 0..self.validators.len() {
             if let Some(child) = self.validators[i].take() {
@@ -389,7 +455,8 @@ fn alive(pid: u32) -> bool {
 fn running_pids(dir: &Path) -> impl Iterator<Item = (PathBuf, u32)> {
     let nodes = (0..64).map(|i| node_dir(dir, i).join("pid"));
     let validators = (0..64).map(|i| validator_dir(dir, i).join("pid"));
-    nodes.chain(validators).filter_map(|path| {
+    let tagger = std::iter::once(dir.join(TAGGER_DIR).join("pid"));
+    nodes.chain(validators).chain(tagger).filter_map(|path| {
         let pid: u32 = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
         alive(pid).then_some((path, pid))
     })

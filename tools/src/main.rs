@@ -12,6 +12,7 @@ mod node;
 mod owner;
 mod proof_cmd;
 mod secret;
+mod tagger;
 mod validator;
 
 use anyhow::{Context, Result, bail};
@@ -189,6 +190,9 @@ enum Command {
     /// Validators: a local validator network, one validator, transaction load.
     #[command(subcommand)]
     Validator(ValidatorCommand),
+    /// The tagger service: tags the fragments the chain assigned to the miner that asks.
+    #[command(subcommand)]
+    Tagger(TaggerCommand),
     /// What the chain holds, from a replica checked block by block against the validators'
     /// commits (no validator is trusted).
     Chain {
@@ -402,6 +406,34 @@ enum OwnerCommand {
 }
 
 #[derive(Subcommand)]
+enum TaggerCommand {
+    /// Creates a tagger directory: QUIC identity, PoDR² secret key (0600), tagger.toml.
+    Init {
+        dir: PathBuf,
+        /// UDP address for QUIC.
+        #[arg(long, default_value = "127.0.0.1:4100")]
+        listen: std::net::SocketAddr,
+        /// Use this existing tagger secret key instead of making one.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// `auto` (a hardware GPU when found, else the CPU), `cpu` or `gpu`.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// A validator of that chain, /ip4/…/udp/…/quic-v1/p2p/… (repeatable).
+        #[arg(long = "validator", required = true)]
+        validators: Vec<String>,
+    },
+    /// Runs the tagger until SIGINT or SIGTERM.
+    Run {
+        /// The tagger directory (with tagger.toml).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 // Parsed once per run: the size of the larger variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum NodeCommand {
@@ -447,6 +479,10 @@ enum NodeCommand {
         /// Collateral to register with, in tokens (default: the chain's minimum).
         #[arg(long)]
         collateral_tokens: Option<u64>,
+        /// A tagger, /ip4/…/udp/…/quic-v1/p2p/…, asked for the tags of stored fragments
+        /// (repeatable; their tags are checked).
+        #[arg(long = "tagger", requires = "genesis")]
+        taggers: Vec<String>,
     },
     /// Runs the node until SIGINT or SIGTERM.
     Run {
@@ -564,12 +600,14 @@ fn run(cli: Cli) -> Result<()> {
             genesis,
             validators,
             collateral_tokens,
+            taggers,
         }) => {
             let chain = match genesis {
                 Some(genesis) => Some(node::ChainSettings {
                     genesis: std::path::absolute(genesis)?,
                     validators,
                     collateral_tokens,
+                    taggers,
                 }),
                 None => None,
             };
@@ -596,6 +634,28 @@ fn run(cli: Cli) -> Result<()> {
             base_port,
         }) => validator::testnet(&dir, validators, base_port),
         Command::Validator(ValidatorCommand::Run { dir }) => validator::run(&dir),
+        Command::Tagger(TaggerCommand::Init {
+            dir,
+            listen,
+            key,
+            backend,
+            genesis,
+            validators,
+        }) => {
+            let id = tagger::init(
+                &dir,
+                &tagger::InitOptions {
+                    listen,
+                    tagger_key: key,
+                    backend,
+                    genesis,
+                    validators,
+                },
+            )?;
+            println!("tagger {id} set up in {}", dir.display());
+            Ok(())
+        }
+        Command::Tagger(TaggerCommand::Run { dir }) => tagger::run(&dir),
         Command::Chain {
             query,
             dir,

@@ -73,6 +73,8 @@ pub struct TestnetExtras {
     pub taggers: Vec<cess_consensus::ledger::GenesisTagger>,
     /// Blocks between audit rounds, when not the default.
     pub audit_period_blocks: Option<u64>,
+    /// Miners sampled per audit round, per mille, when not the default.
+    pub audit_miners_permille: Option<u32>,
 }
 
 /// Creates a network of `count` validators listening on consecutive UDP ports from
@@ -106,6 +108,9 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
         audit_period_blocks: extras
             .audit_period_blocks
             .unwrap_or(defaults.audit_period_blocks),
+        audit_miners_permille: extras
+            .audit_miners_permille
+            .unwrap_or(defaults.audit_miners_permille),
         ..defaults
     };
     let genesis = Genesis {

@@ -1,18 +1,34 @@
 //! The node's driver on the chain: a follower keeps the ledger replica, the [`NodeCore`]
-//! decides, and this module does the I/O it asks for (submit transactions, delete fragments).
-//! [`ChainStore`] puts the chain rule in front of the engine: the fragment protocol asks it
-//! before any byte of a write is buffered, and tells the core when a fragment is durable.
+//! decides, and this module does the I/O it asks for: submit transactions, delete fragments,
+//! get a durable fragment's tags from a tagger and check them before keeping them, and prove
+//! the node's open audits from its store. [`ChainStore`] puts the chain rule in front of the
+//! engine: the fragment protocol asks it before any byte of a write is buffered, and tells the
+//! core when a fragment is durable.
 
-use crate::{Action, EngineStore, NodeCore, WriteRefused};
+use crate::{Action, EngineStore, NodeCore, StoreSource, WriteRefused};
 use cess_consensus::codec::hex;
+use cess_consensus::ledger::Event;
 use cess_consensus::net::{FollowerHandle, TxClient};
+use cess_consensus::tx::Hash32;
 use cess_consensus::{AccountKey, Call, Transaction};
 use cess_engine::Key;
+use cess_proofs::CpuBackend;
 use cess_transport::server::{FragmentStore, StoreFault};
-use cess_transport::{NodeAddr, NodeKey, PeerId};
+use cess_transport::tagging::{TAG_PROTOCOL, request_tags};
+use cess_transport::{Code, Endpoint, Limits, NodeAddr, NodeKey, PeerId, ProtocolError};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Audits kept for `/status`, the newest last.
+pub const AUDITS_SHOWN: usize = 16;
+/// Fragments being tagged at once (each holds its bytes in memory).
+const TAGGING_AT_ONCE: usize = 2;
+/// How long one tagger may take to answer.
+const TAG_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a tagger that has not seen the order yet is waited for.
+const TAGGER_CATCH_UP: Duration = Duration::from_secs(20);
 
 /// How long a submitted transaction is waited for before the core may send it again.
 pub const INCLUSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,14 +51,81 @@ pub struct ChainLink {
     actions: mpsc::UnboundedSender<Action>,
 }
 
-/// What the submitter did, for `/status` (the rest of the chain side is read from the
-/// replica: [`ChainLink::summary`]).
+/// What the driver did, for `/status` (the rest of the chain side is read from the replica:
+/// [`ChainLink::summary`]).
 #[derive(Debug, Clone, Default)]
 pub struct LinkStatus {
     pub submitted: u64,
     pub included: u64,
     pub refused: u64,
     pub last_error: Option<String>,
+    /// Fragments whose checked tags are kept.
+    pub tags_kept: u64,
+    /// Tag blobs refused by the check (a tagger that sent wrong tags).
+    pub tags_refused: u64,
+    /// The last audits, newest last.
+    pub audits: VecDeque<AuditRecord>,
+}
+
+/// One audit of this node: what was challenged, the proof, and what the chain decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub round: u64,
+    /// The tagger's id, first 8 bytes in hex.
+    pub tagger: String,
+    pub deadline: u64,
+    pub fragments: usize,
+    pub blocks: usize,
+    pub proof_bytes: usize,
+    pub prove_ms: u64,
+    /// Height of the replica when the proof was submitted.
+    pub submitted_at: Option<u64>,
+    /// `proving`, `submitted`, `valid`, `invalid: why`, `missed`, `failed: why`.
+    pub result: String,
+    /// Tokens (smallest unit) rewarded (positive) or taken (negative).
+    pub reward: i128,
+}
+
+impl LinkStatus {
+    fn audit(&mut self, round: u64, tagger: &Hash32) -> Option<&mut AuditRecord> {
+        let tagger = hex(&tagger[..8]);
+        self.audits
+            .iter_mut()
+            .rev()
+            .find(|a| a.round == round && a.tagger == tagger)
+    }
+
+    fn record_audit(&mut self, record: AuditRecord) {
+        if self.audits.len() >= AUDITS_SHOWN {
+            self.audits.pop_front();
+        }
+        self.audits.push_back(record);
+    }
+
+    /// The chain's verdict on this node's proof of `round` (every tagger of the round: a
+    /// verdict event names the miner and round).
+    fn verdict(&mut self, round: u64, result: &str, reward: i128) {
+        let mut found = false;
+        for audit in self.audits.iter_mut().filter(|a| a.round == round) {
+            audit.result = result.to_string();
+            audit.reward = reward;
+            found = true;
+        }
+        if !found {
+            self.record_audit(AuditRecord {
+                round,
+                tagger: String::new(),
+                deadline: 0,
+                fragments: 0,
+                blocks: 0,
+                proof_bytes: 0,
+                prove_ms: 0,
+                submitted_at: None,
+                result: result.to_string(),
+                reward,
+            });
+        }
+    }
 }
 
 impl ChainLink {
@@ -74,7 +157,19 @@ impl ChainLink {
             .map_err(|e: WriteRefused| e.to_string())
     }
 
-    fn stored(&self, fragment_id: [u8; 32], len_bytes: u64) {
+    /// The store holds `fragment_id` durably: its tags come next.
+    fn durable(&self, fragment_id: [u8; 32], len_bytes: u64) {
+        let actions = self.follower.with_ledger(|ledger| {
+            self.core
+                .lock()
+                .expect("core lock")
+                .on_durable(ledger, fragment_id, len_bytes)
+        });
+        self.queue(actions);
+    }
+
+    /// The fragment's checked tags are kept with it.
+    fn tagged(&self, fragment_id: [u8; 32], len_bytes: u64) {
         let actions = self.follower.with_ledger(|ledger| {
             self.core
                 .lock()
@@ -82,6 +177,11 @@ impl ChainLink {
                 .on_stored(ledger, fragment_id, len_bytes)
         });
         self.queue(actions);
+    }
+
+    /// This node's account.
+    fn me(&self) -> cess_consensus::AccountId {
+        self.core.lock().expect("core lock").identity().account
     }
 
     fn on_block(&self) {
@@ -98,8 +198,9 @@ impl ChainLink {
         }
     }
 
-    /// (registered, fragments assigned here, fragments the core knows stored).
-    pub fn summary(&self) -> (bool, u64, u64) {
+    /// (registered, fragments assigned here, fragments the core knows stored and tagged,
+    /// fragments durable and waiting for their tags).
+    pub fn summary(&self) -> (bool, u64, u64, u64) {
         self.follower.with_ledger(|ledger| {
             let core = self.core.lock().expect("core lock");
             let me = core.identity().account;
@@ -107,6 +208,7 @@ impl ChainLink {
                 ledger.miner(&me).is_some(),
                 ledger.assigned_to(&me).count() as u64,
                 core.stored().len() as u64,
+                core.untagged_count() as u64,
             )
         })
     }
@@ -140,7 +242,7 @@ impl FragmentStore for ChainStore {
         if let Some(len_bytes) = len {
             // A resumed upload of a fragment already here: the core learns (again) that it
             // is durable, so a report lost in a restart is made.
-            self.link.stored(id, len_bytes);
+            self.link.durable(id, len_bytes);
         }
         Ok(len)
     }
@@ -149,7 +251,7 @@ impl FragmentStore for ChainStore {
         let len_bytes = data.len() as u64;
         self.engine.put(id, data).await?;
         // Durable now (the engine acknowledges after its journal commit).
-        self.link.stored(id, len_bytes);
+        self.link.durable(id, len_bytes);
         Ok(())
     }
 
@@ -171,12 +273,31 @@ pub fn start(
     engine: EngineStore,
     key: Arc<NodeKey>,
     validators: Vec<NodeAddr>,
+    taggers: Vec<NodeAddr>,
     status: Arc<Mutex<LinkStatus>>,
 ) -> Arc<ChainLink> {
     assert!(
         !validators.is_empty(),
         "a node follows at least one validator"
     );
+    let bind: std::net::SocketAddr = if taggers.first().is_none_or(|t| t.socket.is_ipv4()) {
+        "0.0.0.0:0".parse().expect("valid")
+    } else {
+        "[::]:0".parse().expect("valid")
+    };
+    let tag_endpoint =
+        match Endpoint::client_for(TAG_PROTOCOL, key.clone(), bind, Limits::default()) {
+            Ok(endpoint) => Some(endpoint),
+            Err(e) => {
+                record_error(&status, format!("no endpoint to reach taggers: {e}"));
+                None
+            }
+        };
+    let tagging = Tagging {
+        endpoint: tag_endpoint,
+        taggers,
+        slots: Arc::new(Semaphore::new(TAGGING_AT_ONCE)),
+    };
     let (actions_tx, mut actions_rx) = mpsc::unbounded_channel();
     let link = Arc::new(ChainLink {
         follower,
@@ -187,6 +308,7 @@ pub fn start(
     // Decisions after every block, once the replica is at the tip.
     {
         let link = link.clone();
+        let status_for_blocks = status.clone();
         let mut applied = link.follower.applied();
         tokio::spawn(async move {
             if link
@@ -198,24 +320,58 @@ pub fn start(
                 return;
             }
             link.on_block();
+            let me = link.me();
             loop {
                 match applied.recv().await {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(block) => {
+                        record_verdicts(&status_for_blocks, &me, &block.outcome.events);
                         link.on_block()
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => link.on_block(),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
     }
-    // Actions: deletions here, calls to the submitter.
+    // Actions: deletions, tagging and proofs here, calls to the submitter.
     {
         let link = link.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             while let Some(action) = actions_rx.recv().await {
                 match action {
                     Action::Submit(call) => {
                         let _ = calls_tx.send(call);
+                    }
+                    Action::Tag {
+                        fragment_id,
+                        len_bytes,
+                        tagger,
+                    } => {
+                        tokio::spawn(tag_fragment(
+                            link.clone(),
+                            engine.clone(),
+                            tagging.clone(),
+                            status.clone(),
+                            fragment_id,
+                            len_bytes,
+                            tagger,
+                        ));
+                    }
+                    Action::Prove {
+                        round,
+                        tagger,
+                        deadline,
+                    } => {
+                        tokio::spawn(prove_audit(
+                            link.clone(),
+                            engine.clone(),
+                            calls_tx.clone(),
+                            status.clone(),
+                            round,
+                            tagger,
+                            deadline,
+                        ));
                     }
                     Action::Delete(id) => match engine.0.delete(Key(id)).await {
                         Ok(_) => {
@@ -232,6 +388,224 @@ pub fn start(
     }
     tokio::spawn(submit_loop(link.clone(), key, validators, calls_rx, status));
     link
+}
+
+/// How the node reaches taggers.
+#[derive(Debug, Clone)]
+struct Tagging {
+    endpoint: Option<Endpoint>,
+    taggers: Vec<NodeAddr>,
+    slots: Arc<Semaphore>,
+}
+
+/// Gets `fragment_id`'s tags from a tagger, checks them against the public key the ledger
+/// has for `tagger`, keeps them with the fragment and tells the core. A tagger that answers
+/// wrong tags is named and the next one is asked; when none gives good tags the core asks
+/// again later, and the column is never reported without them.
+async fn tag_fragment(
+    link: Arc<ChainLink>,
+    engine: EngineStore,
+    tagging: Tagging,
+    status: Arc<Mutex<LinkStatus>>,
+    fragment_id: Hash32,
+    len_bytes: u64,
+    tagger: Hash32,
+) {
+    let Ok(_slot) = tagging.slots.clone().acquire_owned().await else {
+        return;
+    };
+    let Some(endpoint) = &tagging.endpoint else {
+        return;
+    };
+    let name = hex(&fragment_id[..8]);
+    let Some(public) = link
+        .follower
+        .with_ledger(|l| l.tagger_key(&tagger).cloned())
+    else {
+        record_error(
+            &status,
+            format!("fragment {name}: its tagger is not on the chain"),
+        );
+        return;
+    };
+    let data = match engine.0.read(Key(fragment_id), 0, len_bytes).await {
+        Ok(data) => Arc::new(data.to_vec()),
+        Err(e) => {
+            record_error(&status, format!("fragment {name}: reading it to tag: {e}"));
+            return;
+        }
+    };
+    if tagging.taggers.is_empty() {
+        record_error(
+            &status,
+            format!("fragment {name}: no tagger addresses configured (`taggers` in node.toml)"),
+        );
+        return;
+    }
+    for addr in &tagging.taggers {
+        let started = Instant::now();
+        let blob = loop {
+            match request_tags(endpoint, addr, fragment_id, &data, TAG_TIMEOUT).await {
+                Ok(blob) => break Some(blob),
+                // The tagger's replica has not applied the order yet.
+                Err(ProtocolError::Refused {
+                    code: Code::Unauthorized,
+                    detail,
+                }) if started.elapsed() < TAGGER_CATCH_UP => {
+                    tracing::debug!("tagger {addr} refused fragment {name} for now: {detail}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    record_error(&status, format!("tagger {addr}, fragment {name}: {e}"));
+                    break None;
+                }
+            }
+        };
+        let Some(blob) = blob else {
+            continue;
+        };
+        let (data_ref, blob_ref, public_ref) = (data.clone(), blob.clone(), public.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            cess_proofs::check_tags(
+                &public_ref,
+                &fragment_id,
+                &data_ref,
+                &blob_ref,
+                rand::random(),
+                &CpuBackend,
+            )
+        })
+        .await;
+        match checked {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "tagger {addr} sent tags for fragment {name} that fail the check: {e}; asking another"
+                );
+                let mut s = status.lock().expect("status lock");
+                s.tags_refused += 1;
+                s.last_error = Some(format!("tagger {addr}: wrong tags for {name}: {e}"));
+                continue;
+            }
+            Err(e) => {
+                record_error(&status, format!("checking tags of {name}: {e}"));
+                continue;
+            }
+        }
+        if let Err(e) = engine.0.set_meta(Key(fragment_id), &blob).await {
+            record_error(&status, format!("keeping the tags of {name}: {e}"));
+            return;
+        }
+        status.lock().expect("status lock").tags_kept += 1;
+        link.tagged(fragment_id, len_bytes);
+        return;
+    }
+}
+
+/// Proves the audit of `round` for `tagger` from the store (the challenge derived from the
+/// node's own replica) and hands the proof to the submitter.
+async fn prove_audit(
+    link: Arc<ChainLink>,
+    engine: EngineStore,
+    calls: mpsc::UnboundedSender<Call>,
+    status: Arc<Mutex<LinkStatus>>,
+    round: u64,
+    tagger: Hash32,
+    deadline: u64,
+) {
+    let me = link.me();
+    let (challenge, public) = link.follower.with_ledger(|l| {
+        (
+            l.challenge(round, &me, &tagger),
+            l.tagger_key(&tagger).cloned(),
+        )
+    });
+    let (Some(challenge), Some(public)) = (challenge, public) else {
+        return;
+    };
+    {
+        let mut s = status.lock().expect("status lock");
+        if s.audit(round, &tagger).is_none() {
+            s.record_audit(AuditRecord {
+                round,
+                tagger: hex(&tagger[..8]),
+                deadline,
+                fragments: challenge.fragments().len(),
+                blocks: challenge.block_total(),
+                proof_bytes: 0,
+                prove_ms: 0,
+                submitted_at: None,
+                result: "proving".into(),
+                reward: 0,
+            });
+        }
+    }
+    let started = Instant::now();
+    let store = engine.0.clone();
+    let proved = tokio::task::spawn_blocking(move || {
+        cess_proofs::prove(&public, &challenge, &mut StoreSource(&store), &CpuBackend)
+    })
+    .await;
+    let prove_ms = started.elapsed().as_millis() as u64;
+    let mut s = status.lock().expect("status lock");
+    let height = link.follower.status().height;
+    let record = s.audit(round, &tagger).expect("recorded above");
+    record.prove_ms = prove_ms;
+    match proved {
+        Ok(Ok((proof, _))) => {
+            let proof = proof.encode();
+            record.proof_bytes = proof.len();
+            record.submitted_at = Some(height);
+            record.result = "submitted".into();
+            tracing::info!(
+                "audit round {round}: proved {} blocks in {prove_ms} ms, {} blocks before the deadline",
+                record.blocks,
+                deadline.saturating_sub(height)
+            );
+            let _ = calls.send(Call::SubmitProof {
+                round,
+                tagger,
+                proof,
+            });
+        }
+        Ok(Err(e)) => {
+            record.result = format!("failed: {e}");
+            tracing::warn!("audit round {round}: cannot prove: {e}");
+        }
+        Err(e) => {
+            record.result = format!("failed: {e}");
+        }
+    }
+}
+
+/// This node's audit verdicts in a block's events.
+fn record_verdicts(status: &Mutex<LinkStatus>, me: &cess_consensus::AccountId, events: &[Event]) {
+    for event in events {
+        let (round, result, reward) = match event {
+            Event::ProofValid {
+                round,
+                miner,
+                reward,
+            } if miner == me => (*round, "valid".to_string(), *reward as i128),
+            Event::ProofInvalid {
+                round,
+                miner,
+                penalty,
+                reason,
+            } if miner == me => (*round, format!("invalid: {reason}"), -(*penalty as i128)),
+            Event::ProofMissing {
+                round,
+                miner,
+                penalty,
+            } if miner == me => (*round, "missed".to_string(), -(*penalty as i128)),
+            _ => continue,
+        };
+        tracing::info!("audit round {round}: {result}");
+        status
+            .lock()
+            .expect("status lock")
+            .verdict(round, &result, reward);
+    }
 }
 
 /// Sends the core's calls, as many as are queued at once with consecutive nonces from the

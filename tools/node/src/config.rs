@@ -42,6 +42,10 @@ pub enum ConfigError {
     },
     #[error("CESS_NODE_GENESIS and CESS_NODE_VALIDATORS set a chain together")]
     ChainEnvAlone,
+    #[error("CESS_NODE_TAGGERS needs a chain (CESS_NODE_GENESIS and CESS_NODE_VALIDATORS)")]
+    TaggersWithoutChain,
+    #[error("tagger {0:?} is not /ip4/…/udp/…/quic-v1/p2p/…")]
+    BadTagger(String),
     #[error("{what} {value:?} is not a PeerId")]
     BadPeer { what: &'static str, value: String },
     #[error(
@@ -123,6 +127,10 @@ pub struct ChainSettings {
     /// Collateral to register with, in whole tokens (default: the chain's minimum).
     #[serde(default)]
     pub collateral_tokens: Option<u64>,
+    /// Taggers' addresses, `/ip4/…/udp/…/quic-v1/p2p/…`, asked in turn for the tags of the
+    /// fragments stored here (their tags are checked, so none is trusted).
+    #[serde(default)]
+    pub taggers: Vec<String>,
 }
 
 /// Five seconds for requests in flight at shutdown.
@@ -160,7 +168,8 @@ impl NodeConfig {
     /// Environment overrides: `CESS_NODE_LISTEN`, `CESS_NODE_STORE`, `CESS_NODE_METRICS`,
     /// `CESS_NODE_ANNOUNCE`, `CESS_NODE_WRITERS` and `CESS_NODE_TRUSTED_OWNERS`
     /// (comma-separated PeerIds), `CESS_NODE_GENESIS` and `CESS_NODE_VALIDATORS`
-    /// (comma-separated multiaddrs; both set a chain when the file has none).
+    /// (comma-separated multiaddrs; both set a chain when the file has none),
+    /// `CESS_NODE_TAGGERS` (comma-separated multiaddrs, with a chain).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let socket = |name: &'static str, value: String| {
             value.parse::<SocketAddr>().map_err(|_| ConfigError::Env {
@@ -203,10 +212,17 @@ impl NodeConfig {
                     genesis: genesis.into(),
                     validators,
                     collateral_tokens: None,
+                    taggers: Vec::new(),
                 });
             }
             (None, None, None) => {}
             (None, _, _) => return Err(ConfigError::ChainEnvAlone),
+        }
+        if let Some(v) = var("CESS_NODE_TAGGERS") {
+            match &mut self.chain {
+                Some(chain) => chain.taggers = list(v),
+                None => return Err(ConfigError::TaggersWithoutChain),
+            }
         }
         if let Some(v) = var("CESS_NODE_WRITERS") {
             self.writers = list(v);
@@ -287,6 +303,17 @@ pub fn genesis_ledger(path: &Path) -> Result<Ledger, ConfigError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Taggers' multiaddrs (`/ip4/…/udp/…/quic-v1/p2p/…`), possibly none.
+pub fn parse_taggers(listed: &[String]) -> Result<Vec<NodeAddr>, ConfigError> {
+    listed
+        .iter()
+        .map(|a| {
+            a.parse::<NodeAddr>()
+                .map_err(|_| ConfigError::BadTagger(a.clone()))
+        })
+        .collect()
 }
 
 /// Validators' multiaddrs (`/ip4/…/udp/…/quic-v1/p2p/…`), at least one.

@@ -68,6 +68,20 @@ pub enum Action {
     Submit(Call),
     /// Remove this fragment from the store (the ledger no longer assigns it here).
     Delete(Hash32),
+    /// Get this durable fragment's tags from a tagger of `tagger`, check them, keep them with
+    /// the fragment, then tell the core ([`NodeCore::on_stored`]).
+    Tag {
+        fragment_id: Hash32,
+        len_bytes: u64,
+        tagger: Hash32,
+    },
+    /// Prove the open audit of `round` for `tagger` from the store and submit the proof
+    /// before block `deadline`.
+    Prove {
+        round: u64,
+        tagger: Hash32,
+        deadline: u64,
+    },
 }
 
 /// A report is submitted again if the ledger has not taken it within this many blocks (the
@@ -85,10 +99,15 @@ pub struct NodeCore {
     registration_sent: Option<u64>,
     /// Deletions asked for and not yet confirmed by the store.
     deleting: BTreeSet<Hash32>,
+    /// Durable fragments without their tags yet: id → (length, height tags were asked at).
+    untagged: BTreeMap<Hash32, (u64, u64)>,
+    /// Open audits of this node answered: (round, tagger) → height the proof was asked at.
+    proving: BTreeMap<(u64, Hash32), u64>,
 }
 
 impl NodeCore {
-    /// A node whose store holds `stored` (id, length), durable: at start, after a restart.
+    /// A node whose store holds `stored` (id, length), durable and tagged: at start, after a
+    /// restart. Fragments durable without tags come in with [`NodeCore::untagged`].
     pub fn new(identity: NodeIdentity, stored: impl IntoIterator<Item = (Hash32, u64)>) -> Self {
         NodeCore {
             identity,
@@ -96,7 +115,18 @@ impl NodeCore {
             reported: BTreeMap::new(),
             registration_sent: None,
             deleting: BTreeSet::new(),
+            untagged: BTreeMap::new(),
+            proving: BTreeMap::new(),
         }
+    }
+
+    /// Adds fragments the store holds without tags (found at start): the next block asks
+    /// for their tags.
+    pub fn untagged(mut self, durable: impl IntoIterator<Item = (Hash32, u64)>) -> Self {
+        for (id, len) in durable {
+            self.untagged.insert(id, (len, 0));
+        }
+        self
     }
 
     pub fn identity(&self) -> &NodeIdentity {
@@ -138,8 +168,37 @@ impl NodeCore {
         Ok(())
     }
 
-    /// The store made `fragment_id` durable (after `check_write` allowed it). What to do now,
-    /// against the replica: a report when its column is complete.
+    /// The store made `fragment_id` durable (after `check_write` allowed it): its tags come
+    /// next. A fragment already tagged here needs nothing more.
+    pub fn on_durable(
+        &mut self,
+        ledger: &Ledger,
+        fragment_id: Hash32,
+        len_bytes: u64,
+    ) -> Vec<Action> {
+        if self.stored.contains_key(&fragment_id) {
+            return self.on_stored(ledger, fragment_id, len_bytes);
+        }
+        self.deleting.remove(&fragment_id);
+        self.untagged
+            .insert(fragment_id, (len_bytes, ledger.height().max(1)));
+        self.tag_action(ledger, fragment_id, len_bytes)
+            .into_iter()
+            .collect()
+    }
+
+    fn tag_action(&self, ledger: &Ledger, fragment_id: Hash32, len_bytes: u64) -> Option<Action> {
+        let (file_id, _, _) = ledger.fragment_place(&fragment_id)?;
+        let tagger = ledger.file(&file_id)?.tagger;
+        Some(Action::Tag {
+            fragment_id,
+            len_bytes,
+            tagger,
+        })
+    }
+
+    /// The fragment is durable and its checked tags are kept with it. What to do now, against
+    /// the replica: a report when its column is complete.
     pub fn on_stored(
         &mut self,
         ledger: &Ledger,
@@ -147,6 +206,7 @@ impl NodeCore {
         len_bytes: u64,
     ) -> Vec<Action> {
         self.stored.insert(fragment_id, len_bytes);
+        self.untagged.remove(&fragment_id);
         self.deleting.remove(&fragment_id);
         let mut actions = Vec::new();
         if claimed_by(ledger, &fragment_id, &self.identity.account) {
@@ -161,7 +221,13 @@ impl NodeCore {
     /// The store removed `fragment_id`.
     pub fn on_deleted(&mut self, fragment_id: &Hash32) {
         self.stored.remove(fragment_id);
+        self.untagged.remove(fragment_id);
         self.deleting.remove(fragment_id);
+    }
+
+    /// Fragments durable here whose tags have not arrived.
+    pub fn untagged_count(&self) -> usize {
+        self.untagged.len()
     }
 
     /// After every block the replica applied (and once at start): registration, the reports
@@ -186,9 +252,25 @@ impl NodeCore {
         }
         self.reported
             .retain(|(file_id, column), _| columns.contains(&(*file_id, *column)));
+        // Tags still missing are asked for again after a while (the tagger was down, behind,
+        // or sent tags that failed the check).
+        let height = ledger.height();
+        let due: Vec<(Hash32, u64)> = self
+            .untagged
+            .iter()
+            .filter(|(id, (_, asked))| {
+                assigned.contains(id) && (*asked == 0 || height >= asked + RESUBMIT_BLOCKS)
+            })
+            .map(|(id, (len, _))| (*id, *len))
+            .collect();
+        for (id, len) in due {
+            self.untagged.insert(id, (len, height.max(1)));
+            actions.extend(self.tag_action(ledger, id, len));
+        }
+        self.prove_audits(ledger, &mut actions);
         // Everything stored here that the ledger does not assign here goes (unless it is a
         // restoral this node claimed and is rebuilding).
-        for fragment_id in self.stored.keys() {
+        for fragment_id in self.stored.keys().chain(self.untagged.keys()) {
             if assigned.contains(fragment_id) || self.deleting.contains(fragment_id) {
                 continue;
             }
@@ -203,6 +285,36 @@ impl NodeCore {
             }
         }
         actions
+    }
+
+    /// A proof for every open audit of this node not answered yet, or answered and not
+    /// taken within [`RESUBMIT_BLOCKS`], while its deadline has not passed.
+    fn prove_audits(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {
+        let me = self.identity.account;
+        let height = ledger.height();
+        let open: BTreeMap<(u64, Hash32), u64> = ledger
+            .audits()
+            .filter(|((_, miner, _), _)| *miner == me)
+            .map(|((round, _, tagger), audit)| ((*round, *tagger), audit.deadline))
+            .collect();
+        self.proving.retain(|key, _| open.contains_key(key));
+        for ((round, tagger), deadline) in open {
+            if height > deadline {
+                continue;
+            }
+            let due = self
+                .proving
+                .get(&(round, tagger))
+                .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+            if due {
+                self.proving.insert((round, tagger), height);
+                actions.push(Action::Prove {
+                    round,
+                    tagger,
+                    deadline,
+                });
+            }
+        }
     }
 
     fn register(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {

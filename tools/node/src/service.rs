@@ -6,7 +6,7 @@
 use crate::chain::{ChainLink, ChainStore, LinkStatus};
 use crate::config::{
     ADDR_FILE, ChainSettings, ConfigError, METRICS_FILE, NodeConfig, engine_node_id,
-    genesis_ledger, parse_validators,
+    genesis_ledger, parse_taggers, parse_validators,
 };
 use crate::{EngineStore, NodeCore, NodeIdentity};
 use cess_consensus::AccountKey;
@@ -146,6 +146,7 @@ fn start_chain(
 ) -> Result<ChainView, ServiceError> {
     let ledger = genesis_ledger(&chain.genesis)?;
     let validators = parse_validators(&chain.validators)?;
+    let taggers = parse_taggers(&chain.taggers)?;
     let endpoint = config.announced(addr)?;
     let collateral = match chain.collateral_tokens {
         Some(tokens) => u128::from(tokens) * TOKEN,
@@ -161,17 +162,29 @@ fn start_chain(
         });
     }
     let stats = store.stats().map_err(ServiceError::StoreRead)?;
-    let stored = store
+    // What the store holds, told apart by whether its tags are kept with it.
+    let (stored, untagged): (Vec<_>, Vec<_>) = store
         .list()
         .filter_map(|info| info.ok())
         .filter(|info| info.class == Class::Active)
-        .map(|info| (info.key.0, info.len_bytes))
-        .collect::<Vec<_>>();
+        .map(|info| {
+            let tagged = store
+                .meta(info.key)
+                .wait()
+                .is_ok_and(|meta| cess_proofs::Tags::decode(&meta).is_ok());
+            ((info.key.0, info.len_bytes), tagged)
+        })
+        .partition(|(_, tagged)| *tagged);
+    let stored: Vec<_> = stored.into_iter().map(|(f, _)| f).collect();
+    let untagged: Vec<_> = untagged.into_iter().map(|(f, _)| f).collect();
     println!(
-        "miner {account} on chain {}: announcing {endpoint}, {} bytes, {} fragments in the store",
+        "miner {account} on chain {}: announcing {endpoint}, {} bytes, {} fragments in the \
+         store ({} waiting for their tags), {} taggers",
         cess_consensus::codec::hex(&ledger.chain_id()[..8]),
         stats.total_bytes,
-        stored.len()
+        stored.len() + untagged.len(),
+        untagged.len(),
+        taggers.len()
     );
     let identity = NodeIdentity {
         account,
@@ -190,10 +203,11 @@ fn start_chain(
     let status = Arc::new(Mutex::new(LinkStatus::default()));
     let link = crate::chain::start(
         follower,
-        NodeCore::new(identity, stored),
+        NodeCore::new(identity, stored).untagged(untagged),
         EngineStore(store.clone()),
         key.clone(),
         validators,
+        taggers,
         status.clone(),
     );
     Ok((link, status))
@@ -353,7 +367,7 @@ fn render_status<S: FragmentStore>(
         },
         "chain": chain.map(|(link, status)| {
             let follower = link.follower().status();
-            let (registered, assigned, stored) = link.summary();
+            let (registered, assigned, stored, untagged) = link.summary();
             let driver = status.lock().expect("status lock").clone();
             serde_json::json!({
                 "height": follower.height,
@@ -364,6 +378,22 @@ fn render_status<S: FragmentStore>(
                 "registered": registered,
                 "assigned_fragments": assigned,
                 "stored_fragments": stored,
+                "fragments_waiting_for_tags": untagged,
+                "tags_kept": driver.tags_kept,
+                "tags_refused": driver.tags_refused,
+                "audits": driver.audits.iter().map(|a| serde_json::json!({
+                    "round": a.round,
+                    "tagger": a.tagger,
+                    "deadline": a.deadline,
+                    "fragments": a.fragments,
+                    "blocks": a.blocks,
+                    "proof_bytes": a.proof_bytes,
+                    "prove_ms": a.prove_ms,
+                    "submitted_at": a.submitted_at,
+                    "margin_blocks": a.submitted_at.map(|at| a.deadline.saturating_sub(at)),
+                    "result": a.result,
+                    "reward": a.reward.to_string(),
+                })).collect::<Vec<_>>(),
                 "transactions_submitted": driver.submitted,
                 "transactions_included": driver.included,
                 "transactions_not_included": driver.refused,

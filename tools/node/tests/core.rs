@@ -27,6 +27,13 @@ struct Net {
     tagger: Hash32,
     /// Calls the nodes asked for, to go in the next block.
     queued: Vec<(usize, Call)>,
+    /// Whether the tagger answers: a node's `Tag` is then served at once (the driver's
+    /// fetch, check and keep), else it is only counted.
+    tagger_up: bool,
+    /// Tags asked for while the tagger was down: (node, fragment).
+    tags_unanswered: Vec<(usize, Hash32)>,
+    /// Proofs the nodes set out to make: (node, round, deadline, height asked at).
+    proofs_asked: Vec<(usize, u64, u64, u64)>,
     rng: ChaCha8Rng,
 }
 
@@ -43,7 +50,11 @@ fn params() -> LedgerParams {
 
 impl Net {
     fn new(nodes: usize, seed: u64) -> Net {
-        let (mut genesis, validators, users) = genesis(1, nodes + 1, seed, params());
+        Net::with_params(nodes, seed, params())
+    }
+
+    fn with_params(nodes: usize, seed: u64, params: LedgerParams) -> Net {
+        let (mut genesis, validators, users) = genesis(1, nodes + 1, seed, params);
         let tagger_key = cess_proofs::SecretKey::from_seed(&[7; 32], 4).unwrap();
         genesis.taggers.push(GenesisTagger {
             owner: users[0].id(),
@@ -76,6 +87,9 @@ impl Net {
             miners,
             tagger: tagger_key.public().id().0,
             queued: Vec::new(),
+            tagger_up: true,
+            tags_unanswered: Vec::new(),
+            proofs_asked: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
@@ -120,6 +134,29 @@ impl Net {
                         "deletes what it holds"
                     );
                     self.nodes[i].on_deleted(&id);
+                }
+                Action::Tag {
+                    fragment_id,
+                    len_bytes,
+                    tagger,
+                } => {
+                    assert_eq!(tagger, self.tagger, "the order's tagger");
+                    assert!(
+                        self.stores[i].contains_key(&fragment_id),
+                        "tags what it holds"
+                    );
+                    if self.tagger_up {
+                        let actions = self.nodes[i].on_stored(&self.ledger, fragment_id, len_bytes);
+                        self.act(i, actions);
+                    } else {
+                        self.tags_unanswered.push((i, fragment_id));
+                    }
+                }
+                Action::Prove {
+                    round, deadline, ..
+                } => {
+                    let height = self.ledger.height();
+                    self.proofs_asked.push((i, round, deadline, height));
                 }
             }
         }
@@ -171,7 +208,7 @@ impl Net {
     fn write(&mut self, i: usize, id: Hash32, len: u64) -> Result<(), WriteRefused> {
         self.nodes[i].check_write(&self.ledger, &id, len)?;
         self.stores[i].insert(id, len);
-        let actions = self.nodes[i].on_stored(&self.ledger, id, len);
+        let actions = self.nodes[i].on_durable(&self.ledger, id, len);
         self.act(i, actions);
         Ok(())
     }
@@ -342,4 +379,115 @@ fn a_restarted_node_reconciles_its_store_with_the_ledger() {
     assert_eq!(net.queued.len(), COLUMNS, "{:?}", net.queued);
     net.block(Vec::new());
     assert_eq!(net.ledger.file(&kept).unwrap().state, FileState::Active);
+}
+
+#[test]
+fn a_column_is_reported_only_once_its_tags_are_kept_and_tags_are_asked_again() {
+    // Long enough an order for two rounds of asking.
+    let mut net = Net::with_params(
+        4,
+        4,
+        LedgerParams {
+            order_validity_blocks: 100,
+            ..params()
+        },
+    );
+    net.block(Vec::new());
+    net.block(Vec::new());
+    let rent = net.owner_tx(Call::RentSpace {
+        add_gib: 1,
+        add_blocks: 1000,
+    });
+    net.block(vec![rent]);
+    net.tagger_up = false;
+    let file_id = net.declare(6, 1);
+    let placement = net.placement(&file_id);
+    for &(i, id) in &placement {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    assert_eq!(
+        net.tags_unanswered.len(),
+        placement.len(),
+        "each asked once"
+    );
+    assert!(net.queued.is_empty(), "nothing reported without tags");
+    // The tagger stays down: the tags are asked again after RESUBMIT_BLOCKS, not before.
+    for _ in 0..cess_node::RESUBMIT_BLOCKS - 1 {
+        net.block(Vec::new());
+    }
+    assert_eq!(net.tags_unanswered.len(), placement.len());
+    net.block(Vec::new());
+    assert_eq!(
+        net.tags_unanswered.len(),
+        2 * placement.len(),
+        "asked again"
+    );
+    assert_eq!(net.ledger.file(&file_id).unwrap().state, FileState::Pending);
+    // The tagger is back: the next ask is answered and the columns are reported.
+    net.tagger_up = true;
+    for _ in 0..cess_node::RESUBMIT_BLOCKS + 1 {
+        net.block(Vec::new());
+    }
+    assert_eq!(net.ledger.file(&file_id).unwrap().state, FileState::Active);
+}
+
+#[test]
+fn every_open_audit_is_proved_once_again_when_not_taken_and_never_past_its_deadline() {
+    let audit_params = LedgerParams {
+        audit_period_blocks: 10,
+        audit_miners_permille: 1000,
+        audit_deadline_base_blocks: 30,
+        ..params()
+    };
+    let mut net = Net::with_params(4, 5, audit_params);
+    net.block(Vec::new());
+    net.block(Vec::new());
+    let rent = net.owner_tx(Call::RentSpace {
+        add_gib: 1,
+        add_blocks: 1000,
+    });
+    net.block(vec![rent]);
+    let file_id = net.declare(7, 1);
+    for (i, id) in net.placement(&file_id) {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    net.block(Vec::new());
+    assert_eq!(net.ledger.file(&file_id).unwrap().state, FileState::Active);
+    let holders: std::collections::BTreeSet<usize> =
+        net.placement(&file_id).iter().map(|(i, _)| *i).collect();
+    // Up to the first round and a few blocks into it.
+    while net.ledger.height() < 14 {
+        net.block(Vec::new());
+    }
+    let round = net.ledger.height() / 10;
+    let asked: Vec<_> = net
+        .proofs_asked
+        .iter()
+        .filter(|(_, r, _, _)| *r == round)
+        .collect();
+    let askers: std::collections::BTreeSet<usize> = asked.iter().map(|(i, ..)| *i).collect();
+    assert_eq!(askers, holders, "every node holding data, and only those");
+    assert_eq!(asked.len(), holders.len(), "once each");
+    // Nobody submits (the sim has no bytes to prove from): asked again after
+    // RESUBMIT_BLOCKS while the deadline allows, never after it.
+    let deadline = asked[0].2;
+    while net.ledger.height() <= deadline + 5 {
+        net.block(Vec::new());
+    }
+    for &(i, r, d, at) in &net.proofs_asked {
+        assert!(
+            at <= d,
+            "node {i} asked to prove round {r} at {at}, past {d}"
+        );
+    }
+    let again = net
+        .proofs_asked
+        .iter()
+        .filter(|(_, r, _, _)| *r == round)
+        .count();
+    assert_eq!(
+        again,
+        2 * holders.len(),
+        "asked again once within the deadline"
+    );
 }
