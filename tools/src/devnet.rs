@@ -555,6 +555,9 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
         options.dir.display(),
         store_mib
     );
+    let demo_started = Instant::now();
+    let mut timeline: Vec<(String, Duration)> = Vec::new();
+    let mut mark = |what: &str| timeline.push((what.to_string(), demo_started.elapsed()));
     let t0 = Instant::now();
     let mut net = up(
         &options.dir,
@@ -569,6 +572,7 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
         options.nodes,
         t0.elapsed().as_secs_f64()
     );
+    mark("network up: 4 validators, a tagger, miners registered");
     let result = (|| -> Result<()> {
         let input = options.dir.join("input.bin");
         let t0 = Instant::now();
@@ -612,6 +616,20 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             put.send.as_secs_f64(),
             put.active.as_secs_f64(),
         );
+        mark("file Active: tagged, checked and reported by every miner");
+        let holding: Vec<usize> = (0..options.nodes)
+            .filter(|&i| stored_fragments(&net, i).unwrap_or(0) > 0)
+            .collect();
+        println!(
+            "waiting for audit rounds until each of the {} miners holding data has passed one \
+             (a round every {DEVNET_AUDIT_PERIOD_BLOCKS} blocks)",
+            holding.len()
+        );
+        let passed = wait_for_audits(&net, &holding, Duration::from_secs(180))?;
+        for (i, audit) in &passed {
+            println!("  node {i:02}: {}", describe_audit(audit));
+        }
+        mark("every miner holding data passed an audit");
         // Stop miners holding columns: a data column first, then parity columns.
         let holders: Vec<usize> = chain.ledger(|l| {
             let file = l.file(&put.file_id).expect("active");
@@ -637,6 +655,25 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             options.nodes - stopped.len(),
             options.nodes
         );
+        // Their accounts, and what the ledger says of them now.
+        let stopped_accounts: Vec<(usize, cess_consensus::AccountId)> = chain.ledger(|l| {
+            stopped
+                .iter()
+                .filter_map(|&i| {
+                    let addr = net.addrs[i].to_string();
+                    l.miners()
+                        .find(|(_, m)| m.endpoint == addr)
+                        .map(|(id, _)| (i, *id))
+                })
+                .collect()
+        });
+        let before: Vec<u128> = chain.ledger(|l| {
+            stopped_accounts
+                .iter()
+                .map(|(_, id)| l.miner(id).map_or(0, |m| m.collateral))
+                .collect()
+        });
+        mark("two miners stopped");
         let output = options.dir.join("output.bin");
         let get = crate::files::get(
             runtime.handle(),
@@ -657,6 +694,34 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             bail!("the file read back differs from the file put");
         }
         println!("the file read back is byte-identical to the file put");
+        mark("file read back byte-identical from the miners still up");
+        println!("waiting for the stopped miners' next audit deadline");
+        let penalised = runtime.block_on(chain.wait_for(
+            "the stopped miners penalised for missing an audit",
+            Duration::from_secs(180),
+            |l| {
+                let all = stopped_accounts
+                    .iter()
+                    .all(|(_, id)| l.miner(id).is_some_and(|m| m.audits_failed_in_a_row > 0));
+                all.then(|| {
+                    stopped_accounts
+                        .iter()
+                        .map(|(_, id)| l.miner(id).map(|m| (m.collateral, m.reputation)))
+                        .collect::<Vec<_>>()
+                })
+            },
+        ))?;
+        for (((i, _), now), was) in stopped_accounts.iter().zip(&penalised).zip(&before) {
+            if let Some((collateral, reputation)) = now {
+                println!(
+                    "  node {i:02} missed its audit: penalised {} tokens of collateral \
+                     ({} left), reputation {reputation}",
+                    tokens(was.saturating_sub(*collateral)),
+                    tokens(*collateral)
+                );
+            }
+        }
+        mark("the stopped miners penalised at their deadline");
         let t0 = Instant::now();
         let (height, gone) = crate::files::delete(runtime.handle(), &chain, &hex(&put.file_id))?;
         if !gone {
@@ -682,8 +747,22 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
              store in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
+        let ledger_bytes: u64 = chain.ledger(|l| {
+            l.miners()
+                .map(|(_, m)| m.active_bytes + m.locked_bytes)
+                .sum()
+        });
+        println!(
+            "space returned: {ledger_bytes} bytes in use by the miners on the ledger, 0 \
+             fragments in the running miners' stores"
+        );
+        mark("file deleted: off the chain and out of every running miner's store");
         Ok(())
     })();
+    println!("timeline:");
+    for (what, at) in &timeline {
+        println!("  {:>6.1} s  {what}", at.as_secs_f64());
+    }
     net.down()?;
     if !options.keep {
         std::fs::remove_dir_all(&options.dir)
@@ -693,6 +772,87 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
 }
 
 /// Fragments in node `i`'s store, from its `/status`.
+/// Whole tokens, with up to six decimals.
+fn tokens(amount: u128) -> String {
+    let whole = amount / TOKEN;
+    let micro = (amount % TOKEN) * 1_000_000 / TOKEN;
+    if micro == 0 {
+        format!("{whole}")
+    } else {
+        format!("{whole}.{micro:06}")
+    }
+}
+
+/// The audits node `i` lists in its `/status`.
+fn audits_of(net: &Devnet, i: usize) -> Vec<serde_json::Value> {
+    let Some(addr) = net.metrics_addr(i) else {
+        return Vec::new();
+    };
+    let Ok(body) = node::http_get(&addr, "/status") else {
+        return Vec::new();
+    };
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|s| s["chain"]["audits"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Waits until each of `nodes` lists a valid audit; each one's first.
+fn wait_for_audits(
+    net: &Devnet,
+    nodes: &[usize],
+    timeout: Duration,
+) -> Result<Vec<(usize, serde_json::Value)>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let passed: Vec<(usize, serde_json::Value)> = nodes
+            .iter()
+            .filter_map(|&i| {
+                audits_of(net, i)
+                    .into_iter()
+                    .find(|a| a["result"] == "valid")
+                    .map(|a| (i, a))
+            })
+            .collect();
+        if passed.len() == nodes.len() {
+            return Ok(passed);
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<usize> = nodes
+                .iter()
+                .filter(|i| passed.iter().all(|(p, _)| p != *i))
+                .copied()
+                .collect();
+            bail!(
+                "nodes {missing:?} passed no audit within {} s; see their logs and `cess node \
+                 status`",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// One line of an audit from a node's `/status`.
+fn describe_audit(audit: &serde_json::Value) -> String {
+    let reward: u128 = audit["reward"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    format!(
+        "round {}: {} blocks of {} fragments challenged, proof {} bytes in {} ms, submitted {} \
+         blocks before the deadline, {}, reward {} tokens",
+        audit["round"],
+        audit["blocks"],
+        audit["fragments"],
+        audit["proof_bytes"],
+        audit["prove_ms"],
+        audit["margin_blocks"],
+        audit["result"].as_str().unwrap_or("?"),
+        tokens(reward)
+    )
+}
+
 fn stored_fragments(net: &Devnet, i: usize) -> Option<u64> {
     let body = node::http_get(&net.metrics_addr(i)?, "/status").ok()?;
     let status: serde_json::Value = serde_json::from_str(&body).ok()?;
