@@ -250,7 +250,7 @@ fn process_cpu_s() -> Result<f64, String> {
 
 /// CPU seconds (both ends, one process) of moving `fragments` fragments of 8 MiB over one
 /// bare quinn connection on loopback, 4 in flight, with the transport's TLS and limits.
-fn quic_transfer_cpu_s(fragments: usize) -> Result<f64, String> {
+pub(crate) fn quic_transfer_cpu_s(fragments: usize) -> Result<f64, String> {
     use crate::transport::{FRAGMENT_BYTES, bare_send, bare_server, loopback, throughput};
     use cess_transport::{Endpoint, Limits, NodeKey};
     let runtime = tokio::runtime::Builder::new_multi_thread()

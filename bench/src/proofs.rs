@@ -105,7 +105,185 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     if options.wants("pairing-blst-vs-arkworks") {
         cases.push(pairing_case(&sizes));
     }
+    if options.wants("tag-at-tagger") || options.wants("tag-at-tagger-vs-required-work") {
+        cases.extend(tag_at_tagger_cases(options)?);
+    }
     Ok(cases)
+}
+
+/// The tagger's side for the bench: admits every peer, tags on a blocking thread as the
+/// `cess-tagger` service does (its admission reads a ledger replica; here there is none).
+struct BenchTagger(Arc<SecretKey>);
+
+impl cess_transport::tagging::TagService for BenchTagger {
+    fn admit(&self, _: &cess_transport::PeerId, _: &[u8; 32], _: u64) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn tag(&self, id: [u8; 32], data: Vec<u8>) -> Result<Vec<u8>, String> {
+        let key = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            tag_fragment(&key, &CpuBackend, &id, &data)
+                .map(|t| t.encode())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// Fragments sent to the tagger at once: enough to keep its two tagging threads busy while
+/// the next fragments cross the wire.
+const TAGS_IN_FLIGHT: usize = 4;
+
+/// `tag-at-tagger`: fragments tagged by a tagger over QUIC on loopback (the signed request,
+/// the bytes, the tagger's SHA-256 check, the tags back), [`TAGS_IN_FLIGHT`] at once, against
+/// `tag_fragment` called directly on the same fragments on two threads, in the same run;
+/// `tag-at-tagger-vs-required-work` against the same plus the work the service must add: the
+/// SHA-256 check (a tagger tags only bytes that hash to the id: tags of other bytes under a
+/// fragment's id would let a miner prove without the fragment) and the transfer, counted as
+/// the CPU time of a bare quinn transfer of the same bytes on loopback (both ends share these
+/// two cores here), all measured in the same run.
+fn tag_at_tagger_cases(options: &Options) -> Result<Vec<Case>, String> {
+    use cess_transport::tagging::{TAG_PROTOCOL, TagServer, TagServerConfig, request_tags};
+    use cess_transport::{Endpoint, Limits, NodeKey};
+    let (runs, count, fragment_bytes) = if options.quick {
+        (1, 2, 256 << 10)
+    } else {
+        (5, 16, 8 << 20)
+    };
+    let fragments: Arc<Vec<(FragmentId, Vec<u8>)>> = Arc::new(
+        (0..count)
+            .map(|i| {
+                let data = random(fragment_bytes, 500 + i as u64);
+                (cess_engine::Key::of(&data).0, data)
+            })
+            .collect(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    // The suite's key, one per side of the comparison's owner (SecretKey is not Clone).
+    let key = Arc::new(key());
+    let (server_endpoint, client) = runtime.block_on(async {
+        let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().expect("valid");
+        let tagger_key = Arc::new(NodeKey::generate());
+        let server_endpoint = Endpoint::server_for(
+            TAG_PROTOCOL,
+            tagger_key.clone(),
+            loopback,
+            Limits::default(),
+        )
+        .map_err(|e| err(&e))?;
+        let server = TagServer::new(
+            Arc::new(BenchTagger(key.clone())),
+            tagger_key,
+            TagServerConfig::default(),
+        );
+        tokio::spawn(server.serve(server_endpoint.clone()));
+        let client = Endpoint::client_for(
+            TAG_PROTOCOL,
+            Arc::new(NodeKey::generate()),
+            loopback,
+            Limits::default(),
+        )
+        .map_err(|e| err(&e))?;
+        Ok::<_, String>((server_endpoint, client))
+    })?;
+    let addr = server_endpoint.node_addr().map_err(|e| err(&e))?;
+    let total_mb = (count * fragment_bytes) as f64 / 1e6;
+    let (mut ours, mut theirs, mut required) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = ms(|| {
+            runtime.block_on(async {
+                let mut running: tokio::task::JoinSet<Result<(), String>> =
+                    tokio::task::JoinSet::new();
+                for i in 0..count {
+                    if running.len() >= TAGS_IN_FLIGHT {
+                        running
+                            .join_next()
+                            .await
+                            .expect("task")
+                            .expect("joined")
+                            .expect("tagged");
+                    }
+                    let (client, addr, fragments) =
+                        (client.clone(), addr.clone(), fragments.clone());
+                    running.spawn(async move {
+                        let (id, data) = &fragments[i];
+                        request_tags(
+                            &client,
+                            &addr,
+                            *id,
+                            data,
+                            std::time::Duration::from_secs(60),
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                    });
+                }
+                while let Some(done) = running.join_next().await {
+                    done.expect("task").expect("tagged");
+                }
+            })
+        });
+        ours.push(total_mb / (t / 1000.0));
+        for (with_hash, rates) in [(false, &mut theirs), (true, &mut required)] {
+            let t = ms(|| {
+                std::thread::scope(|scope| {
+                    for half in 0..2 {
+                        let (key, fragments) = (&key, &fragments);
+                        scope.spawn(move || {
+                            for (id, data) in fragments.iter().skip(half).step_by(2) {
+                                if with_hash {
+                                    std::hint::black_box(cess_engine::Key::of(data));
+                                }
+                                std::hint::black_box(
+                                    tag_fragment(key, &CpuBackend, id, data).expect("tag"),
+                                );
+                            }
+                        });
+                    }
+                })
+            });
+            let mut seconds = t / 1000.0;
+            if with_hash {
+                // The transfer's CPU on both ends, spread over the two cores.
+                let fragments_8mib = (count * fragment_bytes).div_ceil(8 << 20);
+                seconds += crate::e2e::quic_transfer_cpu_s(fragments_8mib)? / 2.0;
+            }
+            rates.push(total_mb / seconds);
+        }
+    }
+    server_endpoint.close();
+    let mut with_hash = Case::from_runs(ours.clone(), required);
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "tag-at-tagger".into();
+    case.metric = "throughput";
+    case.unit = "MB/s";
+    case.goal = Some(0.85);
+    case.baseline = "tag_fragment called directly on the same fragments, two threads".into();
+    case.note = format!(
+        "{count} fragments of {} KiB, {TAGS_IN_FLIGHT} in flight to a tagger over QUIC on \
+         loopback (signed request, the bytes, SHA-256 checked by the tagger, tags back), CPU \
+         backend",
+        fragment_bytes >> 10
+    );
+    with_hash.name = "tag-at-tagger-vs-required-work".into();
+    with_hash.metric = "throughput";
+    with_hash.unit = "MB/s";
+    with_hash.goal = Some(0.85);
+    with_hash.baseline = "SHA-256 then tag_fragment on two threads, plus a bare quinn transfer's \
+                          CPU of the same bytes over two cores"
+        .into();
+    with_hash.note = "the same tagger runs; the baseline adds the hash check and the transfer \
+                      the service must do"
+        .into();
+    Ok(vec![case, with_hash])
 }
 
 /// TagGen on one core against tagging the same blocks with an s-term MSM per block.
