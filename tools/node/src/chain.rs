@@ -435,14 +435,48 @@ async fn tag_fragment(
             return;
         }
     };
-    if tagging.taggers.is_empty() {
-        record_error(
-            &status,
-            format!("fragment {name}: no tagger addresses configured (`taggers` in node.toml)"),
-        );
+    let Some(blob) = fetch_checked_tags(
+        endpoint,
+        &tagging.taggers,
+        &public,
+        fragment_id,
+        data,
+        &status,
+    )
+    .await
+    else {
+        return;
+    };
+    if let Err(e) = engine.0.set_meta(Key(fragment_id), &blob).await {
+        record_error(&status, format!("keeping the tags of {name}: {e}"));
         return;
     }
-    for addr in &tagging.taggers {
+    status.lock().expect("status lock").tags_kept += 1;
+    link.tagged(fragment_id, len_bytes);
+}
+
+/// Asks `taggers` in turn for the tags of `fragment_id` (`data` its bytes) and returns the
+/// first blob that passes the check against `public`, the key the ledger has for the order's
+/// tagger. A tagger that refuses because it has not seen the order yet is asked again for a
+/// while; one that sends tags failing the check is named in the log and counted in
+/// `status.tags_refused`, and the next is asked. `None` when no tagger gave good tags.
+pub async fn fetch_checked_tags(
+    endpoint: &Endpoint,
+    taggers: &[NodeAddr],
+    public: &cess_proofs::PublicKey,
+    fragment_id: Hash32,
+    data: Arc<Vec<u8>>,
+    status: &Mutex<LinkStatus>,
+) -> Option<Vec<u8>> {
+    let name = hex(&fragment_id[..8]);
+    if taggers.is_empty() {
+        record_error(
+            status,
+            format!("fragment {name}: no tagger addresses configured (`taggers` in node.toml)"),
+        );
+        return None;
+    }
+    for addr in taggers {
         let started = Instant::now();
         let blob = loop {
             match request_tags(endpoint, addr, fragment_id, &data, TAG_TIMEOUT).await {
@@ -456,7 +490,7 @@ async fn tag_fragment(
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => {
-                    record_error(&status, format!("tagger {addr}, fragment {name}: {e}"));
+                    record_error(status, format!("tagger {addr}, fragment {name}: {e}"));
                     break None;
                 }
             }
@@ -477,29 +511,20 @@ async fn tag_fragment(
         })
         .await;
         match checked {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => return Some(blob),
             Ok(Err(e)) => {
                 tracing::warn!(
-                    "tagger {addr} sent tags for fragment {name} that fail the check: {e}; asking another"
+                    "tagger {addr} sent tags for fragment {name} that fail the check: {e}; \
+                     asking another"
                 );
                 let mut s = status.lock().expect("status lock");
                 s.tags_refused += 1;
                 s.last_error = Some(format!("tagger {addr}: wrong tags for {name}: {e}"));
-                continue;
             }
-            Err(e) => {
-                record_error(&status, format!("checking tags of {name}: {e}"));
-                continue;
-            }
+            Err(e) => record_error(status, format!("checking tags of {name}: {e}")),
         }
-        if let Err(e) = engine.0.set_meta(Key(fragment_id), &blob).await {
-            record_error(&status, format!("keeping the tags of {name}: {e}"));
-            return;
-        }
-        status.lock().expect("status lock").tags_kept += 1;
-        link.tagged(fragment_id, len_bytes);
-        return;
     }
+    None
 }
 
 /// Proves the audit of `round` for `tagger` from the store (the challenge derived from the
