@@ -10,6 +10,11 @@
 //!   all QUIC costs: `put-1GiB-12-nodes-quic-bound` sets the same runs against the bound that
 //!   counts instead the CPU time of a bare quinn transfer of the same bytes on loopback (both
 //!   ends: AEAD, packets, UDP system calls), measured in the same run.
+//! - `audit-round-12-miners`: on the devnet (audits every 30 blocks, every miner holding data
+//!   challenged), from the round's opening (the first miner starts proving) until every one
+//!   of the 12 miners' proofs is verified valid in a block, against the slowest miner's proving
+//!   time in that round (the round cannot be shorter); the rest is the chain's share (blocks,
+//!   transactions, verification) and the network's.
 //! - `put-to-active-256MiB`: a put to the devnet on a chain (4 validator processes, 12 miners:
 //!   space rented, the order placed by the ledger, fragments sent where it placed them, every
 //!   column reported, Active in a committed block), against the same put to 12 miners with the
@@ -34,6 +39,9 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     }
     if options.wants("put-to-active-256MiB") {
         cases.push(chain_put_case(options)?);
+    }
+    if options.wants("audit-round-12-miners") {
+        cases.push(audit_round_case(options)?);
     }
     Ok(cases)
 }
@@ -179,6 +187,126 @@ fn chain_put_case(options: &Options) -> Result<Case, String> {
          (every id before the order: not overlapped with sending, as the chain-less put \
          overlaps it), order {order_s:.2} s (rent and declare, until placed in a committed \
          block), send {send_s:.2} s, until Active {active_s:.2} s"
+    );
+    Ok(case)
+}
+
+/// The `/status` of the node in `node_dir` (its loopback HTTP), parsed.
+fn node_status(node_dir: &Path) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let addr = std::fs::read_to_string(node_dir.join("metrics-addr")).ok()?;
+    let mut socket = std::net::TcpStream::connect(addr.trim()).ok()?;
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    socket.write_all(b"GET /status HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    socket.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// `audit-round-12-miners`: one devnet, a file on every miner, then audit rounds timed from
+/// the outside by polling the miners' `/status` every 50 ms.
+fn audit_round_case(options: &Options) -> Result<Case, String> {
+    let (file_mib, rounds) = if options.quick { (16, 1) } else { (256, 3) };
+    let binary = cess_binary()?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/e2e-audit");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let _network = Network {
+        cess: binary.clone(),
+        dir: dir.clone(),
+    };
+    let net = dir.join("net");
+    devnet_up(&binary, &net, file_mib * 3 / NODES * 2 + 256, true)?;
+    let input = dir.join("input.bin");
+    write_input(&input, file_mib, 31)?;
+    cess(
+        &binary,
+        &[
+            "put",
+            &input.to_string_lossy(),
+            "--devnet",
+            &net.to_string_lossy(),
+        ],
+    )?;
+    let node_dirs: Vec<PathBuf> = (0..NODES).map(|i| net.join(format!("node-{i:02}"))).collect();
+    let audits_of = |d: &PathBuf| -> Vec<serde_json::Value> {
+        node_status(d)
+            .and_then(|s| s["chain"]["audits"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    // The first round that opens from now on, then the next ones.
+    let mut seen_round = node_dirs
+        .iter()
+        .flat_map(|d| audits_of(d))
+        .filter_map(|a| a["round"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut margins, mut proof_bytes) = (Vec::new(), 0u64);
+    let deadline = Instant::now() + std::time::Duration::from_secs(120 + 60 * rounds as u64);
+    while ours.len() < rounds {
+        if Instant::now() > deadline {
+            return Err(format!("audit rounds did not complete; see {}", net.display()));
+        }
+        let opened = node_dirs
+            .iter()
+            .flat_map(|d| audits_of(d))
+            .filter_map(|a| a["round"].as_u64())
+            .find(|r| *r > seen_round);
+        let Some(round) = opened else {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
+        let t_open = Instant::now();
+        seen_round = round;
+        let records = loop {
+            if Instant::now() > deadline {
+                return Err(format!("round {round} did not complete"));
+            }
+            let records: Option<Vec<serde_json::Value>> = node_dirs
+                .iter()
+                .map(|d| {
+                    audits_of(d)
+                        .into_iter()
+                        .find(|a| a["round"] == round && a["result"] == "valid")
+                })
+                .collect();
+            if let Some(records) = records {
+                break records;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let round_s = t_open.elapsed().as_secs_f64();
+        let slowest_prove_s = records
+            .iter()
+            .filter_map(|a| a["prove_ms"].as_u64())
+            .max()
+            .unwrap_or(0) as f64
+            / 1000.0;
+        margins.extend(records.iter().filter_map(|a| a["margin_blocks"].as_f64()));
+        proof_bytes = records
+            .iter()
+            .filter_map(|a| a["proof_bytes"].as_u64())
+            .max()
+            .unwrap_or(0);
+        ours.push(round_s * 1000.0);
+        theirs.push(slowest_prove_s * 1000.0);
+    }
+    let mut case = Case::from_times(
+        "audit-round-12-miners".into(),
+        ours,
+        theirs,
+        "the slowest miner's proving time in the round".into(),
+    );
+    case.note = format!(
+        "{file_mib} MiB file on 12 miners; a round from its opening (a miner starts proving, \
+         polled every 50 ms) until every miner's proof is verified valid in a block; proofs of \
+         {proof_bytes} bytes, submitted a median {:.0} blocks before the deadline; the \
+         difference from the baseline is the chain's share (blocks of 500 ms on an idle \
+         devnet, inclusion, batch verification) and the network's",
+        crate::report::median(&mut margins)
     );
     Ok(case)
 }
