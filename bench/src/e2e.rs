@@ -230,7 +230,9 @@ fn audit_round_case(options: &Options) -> Result<Case, String> {
             &net.to_string_lossy(),
         ],
     )?;
-    let node_dirs: Vec<PathBuf> = (0..NODES).map(|i| net.join(format!("node-{i:02}"))).collect();
+    let node_dirs: Vec<PathBuf> = (0..NODES)
+        .map(|i| net.join(format!("node-{i:02}")))
+        .collect();
     let audits_of = |d: &PathBuf| -> Vec<serde_json::Value> {
         node_status(d)
             .and_then(|s| s["chain"]["audits"].as_array().cloned())
@@ -239,7 +241,7 @@ fn audit_round_case(options: &Options) -> Result<Case, String> {
     // The first round that opens from now on, then the next ones.
     let mut seen_round = node_dirs
         .iter()
-        .flat_map(|d| audits_of(d))
+        .flat_map(&audits_of)
         .filter_map(|a| a["round"].as_u64())
         .max()
         .unwrap_or(0);
@@ -248,11 +250,14 @@ fn audit_round_case(options: &Options) -> Result<Case, String> {
     let deadline = Instant::now() + std::time::Duration::from_secs(120 + 60 * rounds as u64);
     while ours.len() < rounds {
         if Instant::now() > deadline {
-            return Err(format!("audit rounds did not complete; see {}", net.display()));
+            return Err(format!(
+                "audit rounds did not complete; see {}",
+                net.display()
+            ));
         }
         let opened = node_dirs
             .iter()
-            .flat_map(|d| audits_of(d))
+            .flat_map(&audits_of)
             .filter_map(|a| a["round"].as_u64())
             .find(|r| *r > seen_round);
         let Some(round) = opened else {

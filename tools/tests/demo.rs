@@ -8,7 +8,15 @@ use std::process::Command;
 fn the_demo_runs_the_whole_lifecycle() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cess"))
-        .args(["demo", "--dir", "net", "--file-mib", "8", "--segment-mib", "2"])
+        .args([
+            "demo",
+            "--dir",
+            "net",
+            "--file-mib",
+            "8",
+            "--segment-mib",
+            "2",
+        ])
         .current_dir(tmp.path())
         .output()
         .expect("run cess demo");
@@ -29,7 +37,13 @@ fn the_demo_runs_the_whole_lifecycle() {
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
-    let passed = text.lines().filter(|l| l.contains(", valid, reward")).count();
+    let passed = text
+        .lines()
+        .filter(|l| l.contains(", valid, reward"))
+        .count();
     assert_eq!(passed, 12, "a passed audit per miner:\n{text}");
-    assert!(!tmp.path().join("net").exists(), "the demo removes its directory");
+    assert!(
+        !tmp.path().join("net").exists(),
+        "the demo removes its directory"
+    );
 }

@@ -51,6 +51,10 @@ pub struct Limits {
     /// Ethernet. A path that drops larger packets is found by the probes (and black-hole
     /// detection), so a high bound costs a few probes, never the connection.
     pub mtu_upper_bound_bytes: u16,
+    /// A handshake not finished in this time is dropped.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes a server runs at once; more incoming connections are refused meanwhile.
+    pub handshakes_max: usize,
 }
 
 impl Default for Limits {
@@ -63,6 +67,8 @@ impl Default for Limits {
             connection_window_bytes: 128 << 20,
             send_window_bytes: 128 << 20,
             mtu_upper_bound_bytes: 8952,
+            handshake_timeout_ms: 10_000,
+            handshakes_max: 1024,
         }
     }
 }
@@ -88,6 +94,25 @@ impl Limits {
         mtu.upper_bound(self.mtu_upper_bound_bytes);
         config.mtu_discovery_config(Some(mtu));
         Arc::new(config)
+    }
+}
+
+/// A server's handshakes in progress and those finished, waiting for `accept`.
+#[derive(Debug)]
+struct Handshakes {
+    slots: Arc<tokio::sync::Semaphore>,
+    finished_tx: tokio::sync::mpsc::Sender<Result<Connection, QuicError>>,
+    finished_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Result<Connection, QuicError>>>,
+}
+
+impl Handshakes {
+    fn new(max: usize) -> Handshakes {
+        let (finished_tx, finished_rx) = tokio::sync::mpsc::channel(64);
+        Handshakes {
+            slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            finished_tx,
+            finished_rx: tokio::sync::Mutex::new(finished_rx),
+        }
     }
 }
 
@@ -380,6 +405,8 @@ pub struct Endpoint {
     protocol: &'static str,
     /// A server's configuration, copied for each connection it accepts.
     server_config: Option<quinn::ServerConfig>,
+    /// A server's handshakes in progress, each on its own task.
+    handshakes: Option<Arc<Handshakes>>,
     /// Set when the endpoint closes: every connection's close then goes out at once.
     closing: Arc<AtomicBool>,
 }
@@ -408,8 +435,9 @@ impl Endpoint {
         Ok(Endpoint {
             endpoint,
             key,
-            limits,
             protocol,
+            handshakes: Some(Arc::new(Handshakes::new(limits.handshakes_max))),
+            limits,
             server_config: Some(config),
             closing: Arc::default(),
         })
@@ -439,6 +467,7 @@ impl Endpoint {
             limits,
             protocol,
             server_config: None,
+            handshakes: None,
             closing: Arc::default(),
         })
     }
@@ -492,29 +521,68 @@ impl Endpoint {
         Ok(connection)
     }
 
-    /// Waits for the next incoming connection and completes its handshake. `None` once the
-    /// endpoint is closed. A failed handshake is returned as an error; keep accepting.
+    /// The next incoming connection whose handshake completed. `None` once the endpoint is
+    /// closed. A failed handshake is returned as an error; keep accepting.
+    ///
+    /// Handshakes run concurrently, each on its own task with `handshake_timeout_ms`, at most
+    /// `handshakes_max` at once (more are refused until one ends): a peer that starts a
+    /// handshake and goes silent holds one slot for a while, never the accept loop.
     pub async fn accept(&self) -> Option<Result<Connection, QuicError>> {
-        let incoming = self.endpoint.accept().await?;
-        let addr = incoming.remote_address();
-        let refused = |e: quinn::ConnectionError| QuicError::PeerCertificate {
-            addr,
-            reason: e.to_string(),
-        };
-        let closing = Closing::for_connection(&self.closing);
-        let mut config = self
-            .server_config
-            .clone()
+        let handshakes = self
+            .handshakes
+            .as_ref()
             .expect("only server endpoints accept connections");
-        config.transport_config(self.limits.transport_config(closing.clone()));
-        let connecting = match incoming.accept_with(Arc::new(config)) {
-            Ok(connecting) => connecting,
-            Err(e) => return Some(Err(refused(e))),
-        };
-        Some(match connecting.await {
-            Ok(connection) => Connection::new(connection, closing.connection),
-            Err(e) => Err(refused(e)),
-        })
+        let mut finished = handshakes.finished_rx.lock().await;
+        loop {
+            tokio::select! {
+                biased;
+                done = finished.recv() => {
+                    // The endpoint holds a sender: the channel never ends first.
+                    return done;
+                }
+                incoming = self.endpoint.accept() => {
+                    let incoming = incoming?;
+                    let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {
+                        tracing::debug!(
+                            "{} handshakes in progress; refusing {}",
+                            self.limits.handshakes_max,
+                            incoming.remote_address()
+                        );
+                        incoming.refuse();
+                        continue;
+                    };
+                    let closing = Closing::for_connection(&self.closing);
+                    let mut config = self
+                        .server_config
+                        .clone()
+                        .expect("only server endpoints accept connections");
+                    config.transport_config(self.limits.transport_config(closing.clone()));
+                    let timeout = Duration::from_millis(self.limits.handshake_timeout_ms);
+                    let tx = handshakes.finished_tx.clone();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let addr = incoming.remote_address();
+                        let refused = |reason: String| QuicError::PeerCertificate { addr, reason };
+                        let handshake = async {
+                            let connecting = incoming
+                                .accept_with(Arc::new(config))
+                                .map_err(|e| refused(e.to_string()))?;
+                            let connection = connecting.await.map_err(|e| refused(e.to_string()))?;
+                            Connection::new(connection, closing.connection)
+                        };
+                        let result = tokio::time::timeout(timeout, handshake)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(refused(format!(
+                                    "handshake not finished in {} ms",
+                                    timeout.as_millis()
+                                )))
+                            });
+                        let _ = tx.send(result).await;
+                    });
+                }
+            }
+        }
     }
 
     /// Closes every connection and stops accepting.
