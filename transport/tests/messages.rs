@@ -304,15 +304,30 @@ fn mutated_frames_of_every_kind_never_panic() {
         detail: String::new(),
     };
     sign(&mut read_response, &key, NOW, [23; 16]);
+    let mut tag_request = pb::TagRequest {
+        message_data: None,
+        fragment_id: vec![5; 32],
+        fragment_bytes: 8 << 20,
+    };
+    sign(&mut tag_request, &key, NOW, [24; 16]);
+    let mut tag_response = pb::TagResponse {
+        message_data: None,
+        code: 0,
+        detail: String::new(),
+        tags: vec![6; 300],
+    };
+    sign(&mut tag_response, &key, NOW, [25; 16]);
     let frames = [
         encode_frame(&write_request(&key, 20, b"fuzz me")),
         encode_frame(&write_response),
         encode_frame(&read_request),
         encode_frame(&read_response),
+        encode_frame(&tag_request),
+        encode_frame(&tag_response),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(77);
     let mut decoded = 0;
-    for round in 0..8000 {
+    for round in 0..12000 {
         let original = &frames[round % frames.len()];
         let f = mutate(&mut rng, original);
         let results = [
@@ -320,6 +335,8 @@ fn mutated_frames_of_every_kind_never_panic() {
             decode_and_verify::<pb::WritefileResponse>(&f),
             decode_and_verify::<pb::ReadfileRequest>(&f),
             decode_and_verify::<pb::ReadfileResponse>(&f),
+            decode_and_verify::<pb::TagRequest>(&f),
+            decode_and_verify::<pb::TagResponse>(&f),
         ];
         decoded += results.iter().filter(|r| r.0).count();
         if results.iter().any(|r| r.1) {
@@ -331,7 +348,9 @@ fn mutated_frames_of_every_kind_never_panic() {
                 0 => decode_frame::<pb::WritefileRequest>(&f).ok() == decode_frame(original).ok(),
                 1 => decode_frame::<pb::WritefileResponse>(&f).ok() == decode_frame(original).ok(),
                 2 => decode_frame::<pb::ReadfileRequest>(&f).ok() == decode_frame(original).ok(),
-                _ => decode_frame::<pb::ReadfileResponse>(&f).ok() == decode_frame(original).ok(),
+                3 => decode_frame::<pb::ReadfileResponse>(&f).ok() == decode_frame(original).ok(),
+                4 => decode_frame::<pb::TagRequest>(&f).ok() == decode_frame(original).ok(),
+                _ => decode_frame::<pb::TagResponse>(&f).ok() == decode_frame(original).ok(),
             };
             assert!(same, "round {round}: a changed message still verified");
         }

@@ -22,4 +22,6 @@ fuzz_target!(|data: &[u8]| {
     check::<pb::WritefileResponse>(data);
     check::<pb::ReadfileRequest>(data);
     check::<pb::ReadfileResponse>(data);
+    check::<pb::TagRequest>(data);
+    check::<pb::TagResponse>(data);
 });
