@@ -218,7 +218,7 @@ pub enum MessageError {
     Expired { skew_ms: i64, window_ms: i64 },
     #[error("message id already seen (replay)")]
     Replayed,
-    #[error("too many recent messages to remember; retry later")]
+    #[error("replay cache full: too many recent messages from this peer to remember; retry later")]
     ReplayCacheFull,
 }
 
@@ -462,53 +462,151 @@ impl Verifier {
 
     /// Verifies a decoded message at time `now_ms`; returns its author.
     pub fn verify<M: Signed>(&mut self, message: &M, now_ms: i64) -> Result<PeerId, MessageError> {
-        let h = message.header().ok_or(MessageError::MissingHeader)?;
-        let key = PublicKey::try_decode_protobuf(&h.node_pub_key)
-            .map_err(|_| MessageError::BadPublicKey)?;
-        if key.clone().try_into_ed25519().is_err() {
-            return Err(MessageError::BadPublicKey);
-        }
-        let author = key.to_peer_id();
-        if h.node_id != author.to_base58() {
-            return Err(MessageError::PeerMismatch {
-                claimed: h.node_id.clone(),
-                actual: author.to_base58(),
-            });
-        }
-        if !crate::identity::verify_strict(&key, &signed_bytes(message), &h.sign) {
-            return Err(MessageError::BadSignature);
-        }
-        let skew_ms = h.timestamp_ms.saturating_sub(now_ms);
-        if skew_ms.saturating_abs() > self.window_ms {
-            return Err(MessageError::Expired {
-                skew_ms,
-                window_ms: self.window_ms,
-            });
-        }
+        let (author, id, timestamp_ms) = check_signed(message, now_ms, self.window_ms)?;
+        self.remember(id, timestamp_ms, now_ms)?;
+        Ok(author)
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Remembers a checked message's id; refuses one seen within the window.
+    pub fn remember(
+        &mut self,
+        id: [u8; 16],
+        timestamp_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), MessageError> {
         // Forget ids whose messages would now be refused as expired anyway.
-        while let Some(&(at, id)) = self.expiry.front() {
+        while let Some(&(at, old)) = self.expiry.front() {
             if at > now_ms {
                 break;
             }
             self.expiry.pop_front();
-            self.seen.remove(&id);
+            self.seen.remove(&old);
         }
-        let id: [u8; 16] =
-            h.id.as_slice()
-                .try_into()
-                .map_err(|_| MessageError::Field {
-                    field: "id",
-                    reason: "not 16 bytes".into(),
-                })?;
         if self.seen.contains_key(&id) {
             return Err(MessageError::Replayed);
         }
         if self.seen.len() >= self.capacity {
             return Err(MessageError::ReplayCacheFull);
         }
-        let forget_at = h.timestamp_ms.saturating_add(self.window_ms);
+        let forget_at = timestamp_ms.saturating_add(self.window_ms);
         self.seen.insert(id, forget_at);
         self.expiry.push_back((forget_at.max(now_ms), id));
-        Ok(author)
+        Ok(())
+    }
+}
+
+/// The checks of a message that need no memory (header, key, author, signature, freshness):
+/// its author, id and timestamp. Cheap to run outside any lock.
+pub fn check_signed<M: Signed>(
+    message: &M,
+    now_ms: i64,
+    window_ms: i64,
+) -> Result<(PeerId, [u8; 16], i64), MessageError> {
+    let h = message.header().ok_or(MessageError::MissingHeader)?;
+    let key =
+        PublicKey::try_decode_protobuf(&h.node_pub_key).map_err(|_| MessageError::BadPublicKey)?;
+    if key.clone().try_into_ed25519().is_err() {
+        return Err(MessageError::BadPublicKey);
+    }
+    let author = key.to_peer_id();
+    if h.node_id != author.to_base58() {
+        return Err(MessageError::PeerMismatch {
+            claimed: h.node_id.clone(),
+            actual: author.to_base58(),
+        });
+    }
+    if !crate::identity::verify_strict(&key, &signed_bytes(message), &h.sign) {
+        return Err(MessageError::BadSignature);
+    }
+    let skew_ms = h.timestamp_ms.saturating_sub(now_ms);
+    if skew_ms.saturating_abs() > window_ms {
+        return Err(MessageError::Expired { skew_ms, window_ms });
+    }
+    let id: [u8; 16] =
+        h.id.as_slice()
+            .try_into()
+            .map_err(|_| MessageError::Field {
+                field: "id",
+                reason: "not 16 bytes".into(),
+            })?;
+    Ok((author, id, h.timestamp_ms))
+}
+
+/// Replay protection kept per author, so that one peer's messages fill only its own memory:
+/// each author has a [`Verifier`] of `per_peer` ids, and when all authors together hold
+/// `total_max` ids the least recently heard ones are forgotten, never refused. Forgetting a
+/// peer is safe: a request is served only on its author's own authenticated connection, so
+/// nobody else can replay it.
+#[derive(Debug)]
+pub struct PeerReplay {
+    window_ms: i64,
+    per_peer: usize,
+    total_max: usize,
+    peers: HashMap<PeerId, (Verifier, u64)>,
+    total: usize,
+    tick: u64,
+}
+
+impl PeerReplay {
+    pub fn new(window_ms: i64, per_peer: usize, total_max: usize) -> PeerReplay {
+        PeerReplay {
+            window_ms,
+            per_peer: per_peer.max(1),
+            total_max: total_max.max(1),
+            peers: HashMap::new(),
+            total: 0,
+            tick: 0,
+        }
+    }
+
+    /// Remembers `author`'s message `id`; refuses a replay, or an author over its own bound.
+    pub fn remember(
+        &mut self,
+        author: PeerId,
+        id: [u8; 16],
+        timestamp_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), MessageError> {
+        self.tick += 1;
+        while self.total >= self.total_max {
+            let oldest = self
+                .peers
+                .iter()
+                .filter(|(peer, _)| **peer != author)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(peer, _)| *peer);
+            let Some(oldest) = oldest else { break };
+            let (gone, _) = self.peers.remove(&oldest).expect("found above");
+            self.total -= gone.len();
+        }
+        let (window_ms, per_peer, tick) = (self.window_ms, self.per_peer, self.tick);
+        let (verifier, used) = self
+            .peers
+            .entry(author)
+            .or_insert_with(|| (Verifier::new(window_ms, per_peer), tick));
+        *used = tick;
+        let before = verifier.len();
+        let result = verifier.remember(id, timestamp_ms, now_ms);
+        let after = verifier.len();
+        self.total = self.total + after - before;
+        result
+    }
+
+    /// Ids remembered for every peer together.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::grant;
 use crate::identity::NodeKey;
-use crate::message::{self, MessageError, Signed, Verifier, pb};
+use crate::message::{self, MessageError, PeerReplay, Signed, pb};
 use crate::partials::{Partial, PartialLimits, Partials};
 use crate::protocol::{Code, Metrics, ProtocolError, now_ms, read_frame};
 use crate::quic::{Connection, Endpoint, ErrorCode};
@@ -92,8 +92,12 @@ pub struct ServerConfig {
     pub trusted_owners: HashSet<PeerId>,
     /// Accepted clock difference for request timestamps.
     pub window_ms: i64,
-    /// Message ids remembered against replay.
+    /// Message ids remembered against replay, per peer: a peer over it is refused until its
+    /// ids age out of the window; other peers are not.
     pub replay_capacity: usize,
+    /// Message ids remembered for all peers together; past it the least recently heard peers
+    /// are forgotten (never refused).
+    pub replay_total_max: usize,
     /// A stream idle this long (waiting for bytes) is cut and its partial write kept.
     pub stream_timeout_ms: u64,
     /// Memory all unfinished writes may hold together.
@@ -110,7 +114,8 @@ impl Default for ServerConfig {
             writers: None,
             trusted_owners: HashSet::new(),
             window_ms: 60_000,
-            replay_capacity: 1 << 20,
+            replay_capacity: 1 << 16,
+            replay_total_max: 1 << 20,
             stream_timeout_ms: 20_000,
             partial_bytes_max: 1 << 30,
             partial_writer_bytes_max: 256 << 20,
@@ -124,7 +129,7 @@ pub struct Server<S: FragmentStore> {
     store: Arc<S>,
     key: Arc<NodeKey>,
     config: ServerConfig,
-    verifier: Mutex<Verifier>,
+    replay: Mutex<PeerReplay>,
     partials: Mutex<Partials<S::WriteBuf>>,
     metrics: Arc<Metrics>,
     closing: AtomicBool,
@@ -162,7 +167,11 @@ impl<S: FragmentStore> Server<S> {
         Arc::new(Server {
             store,
             key,
-            verifier: Mutex::new(Verifier::new(config.window_ms, config.replay_capacity)),
+            replay: Mutex::new(PeerReplay::new(
+                config.window_ms,
+                config.replay_capacity,
+                config.replay_total_max,
+            )),
             partials: Mutex::new(Partials::new(PartialLimits {
                 bytes_max: config.partial_bytes_max,
                 writer_bytes_max: config.partial_writer_bytes_max,
@@ -332,11 +341,7 @@ impl<S: FragmentStore> Server<S> {
         connection: &Connection,
         request: &M,
     ) -> Result<Option<(Code, u64, String)>, Abort> {
-        let verified = self
-            .verifier
-            .lock()
-            .expect("verifier lock")
-            .verify(request, now_ms());
+        let verified = checked(&self.replay, self.config.window_ms, connection, request);
         match verified {
             Ok(author) if author == connection.peer_id => Ok(None),
             Ok(author) => Err(Abort::Violation(format!(
@@ -602,4 +607,25 @@ impl<B: AsRef<[u8]>> AsRef<[u8]> for ByteOwner<B> {
     fn as_ref(&self) -> &[u8] {
         self.0.as_ref()
     }
+}
+
+/// A request's author, checked without a lock (signature, freshness) and then remembered
+/// against replay under its author's own bound. A request signed by another peer than the
+/// connection's is not remembered: the caller disconnects that peer.
+pub(crate) fn checked<M: Signed>(
+    replay: &Mutex<PeerReplay>,
+    window_ms: i64,
+    connection: &Connection,
+    request: &M,
+) -> Result<PeerId, MessageError> {
+    let now = now_ms();
+    let (author, id, timestamp_ms) = message::check_signed(request, now, window_ms)?;
+    if author != connection.peer_id {
+        return Ok(author);
+    }
+    replay
+        .lock()
+        .expect("replay lock")
+        .remember(author, id, timestamp_ms, now)?;
+    Ok(author)
 }

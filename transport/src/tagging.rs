@@ -11,7 +11,7 @@
 //! them before it keeps them.
 
 use crate::identity::{NodeAddr, NodeKey};
-use crate::message::{self, MessageError, Signed, Verifier, pb};
+use crate::message::{self, MessageError, PeerReplay, Signed, Verifier, pb};
 use crate::protocol::{Code, ProtocolError, now_ms, read_exact, read_frame, read_message};
 use crate::quic::{Connection, Endpoint, ErrorCode};
 use libp2p_identity::PeerId;
@@ -43,8 +43,12 @@ pub trait TagService: Send + Sync + 'static {
 pub struct TagServerConfig {
     /// Accepted clock difference for request timestamps.
     pub window_ms: i64,
-    /// Message ids remembered against replay.
+    /// Message ids remembered against replay, per peer: a peer over it is refused until its
+    /// ids age out of the window; other peers are not.
     pub replay_capacity: usize,
+    /// Message ids remembered for all peers together; past it the least recently heard peers
+    /// are forgotten (never refused).
+    pub replay_total_max: usize,
     /// A request whose frame or bytes stall this long is cut.
     pub stream_timeout_ms: u64,
     /// Fragment bytes held at once by requests being received or tagged; a request waits
@@ -56,7 +60,8 @@ impl Default for TagServerConfig {
     fn default() -> TagServerConfig {
         TagServerConfig {
             window_ms: 60_000,
-            replay_capacity: 1 << 20,
+            replay_capacity: 1 << 16,
+            replay_total_max: 1 << 20,
             stream_timeout_ms: 20_000,
             buffered_bytes_max: 256 << 20,
         }
@@ -124,7 +129,7 @@ pub struct TagServer<T: TagService> {
     service: Arc<T>,
     key: Arc<NodeKey>,
     config: TagServerConfig,
-    verifier: Mutex<Verifier>,
+    replay: Mutex<PeerReplay>,
     /// One permit per MiB of fragment bytes held.
     room_mib: Arc<Semaphore>,
     room_total_mib: u64,
@@ -162,7 +167,11 @@ impl<T: TagService> TagServer<T> {
         Arc::new(TagServer {
             service,
             key,
-            verifier: Mutex::new(Verifier::new(config.window_ms, config.replay_capacity)),
+            replay: Mutex::new(PeerReplay::new(
+                config.window_ms,
+                config.replay_capacity,
+                config.replay_total_max,
+            )),
             config,
             room_mib: Arc::new(Semaphore::new(room_mib)),
             room_total_mib: room_mib as u64,
@@ -235,11 +244,8 @@ impl<T: TagService> TagServer<T> {
             None => return Err(Abort::Violation("empty frame".into())),
         }
         let request: pb::TagRequest = message::decode_body(&body).map_err(ProtocolError::from)?;
-        let verified = self
-            .verifier
-            .lock()
-            .expect("verifier lock")
-            .verify(&request, now_ms());
+        let verified =
+            crate::server::checked(&self.replay, self.config.window_ms, connection, &request);
         let (code, detail, tags) = match verified {
             Ok(author) if author == connection.peer_id => {
                 self.metrics.queued.fetch_add(1, Ordering::Relaxed);

@@ -390,3 +390,39 @@ fn a_small_order_identity_key_signs_nothing() {
         &NodeKey::generate().peer_id()
     ));
 }
+
+/// Replay memory per author: an author over its own bound is refused, others are not; all
+/// authors together stay under the total, the least recently heard forgotten first.
+#[test]
+fn replay_memory_is_bounded_per_peer_and_in_total() {
+    let mut replay = cess_transport::PeerReplay::new(WINDOW, 4, 8);
+    let (a, b, c) = (
+        NodeKey::generate().peer_id(),
+        NodeKey::generate().peer_id(),
+        NodeKey::generate().peer_id(),
+    );
+    for i in 0..4u8 {
+        replay.remember(a, [i; 16], NOW, NOW).unwrap();
+    }
+    assert_eq!(
+        replay.remember(a, [0; 16], NOW, NOW),
+        Err(MessageError::Replayed)
+    );
+    assert_eq!(
+        replay.remember(a, [9; 16], NOW, NOW),
+        Err(MessageError::ReplayCacheFull)
+    );
+    for i in 0..4u8 {
+        replay.remember(b, [i; 16], NOW, NOW).unwrap();
+    }
+    assert_eq!(replay.len(), 8);
+    // C is never refused for A's and B's ids: the least recently heard (A) is forgotten.
+    for i in 0..4u8 {
+        replay.remember(c, [i; 16], NOW, NOW).unwrap();
+    }
+    assert!(replay.len() <= 8, "{}", replay.len());
+    assert_eq!(
+        replay.remember(b, [0; 16], NOW, NOW),
+        Err(MessageError::Replayed)
+    );
+}

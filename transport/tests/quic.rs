@@ -845,3 +845,44 @@ async fn a_silent_handshake_does_not_hold_off_other_connections() {
         "an honest write behind a silent handshake: {written:?}"
     );
 }
+
+/// Issue 22, item 3: the replay cache was one for all peers and failed closed, so one peer
+/// sending fresh signed requests filled it and every request from everyone was then refused
+/// (`ReplayCacheFull`). Each peer now fills only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_filling_its_replay_cache_never_locks_out_another() {
+    let node = start_node(ServerConfig {
+        replay_capacity: 32,
+        ..ServerConfig::default()
+    });
+    let flooder = client_with(NodeKey::generate());
+    let missing = [0xEE; 32];
+    let mut refused = 0;
+    for _ in 0..40 {
+        match flooder.read_fragment(&node.addr, FILE, missing).await {
+            Err(ProtocolError::Refused {
+                code: Code::NotFound,
+                ..
+            }) => {}
+            Err(ProtocolError::Refused {
+                code: Code::BadRequest,
+                detail,
+            }) => {
+                assert!(detail.contains("replay"), "{detail}");
+                refused += 1;
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert!(refused > 0, "the flooder is held to its own bound");
+    let honest = client_with(NodeKey::generate());
+    let (data, id) = fragment(910, 10_000);
+    honest
+        .write_fragment(&node.addr, FILE, id, data.clone())
+        .await
+        .expect("an honest peer is not refused for another's flood");
+    assert_eq!(
+        honest.read_fragment(&node.addr, FILE, id).await.unwrap(),
+        data[..]
+    );
+}
