@@ -3,89 +3,12 @@
 //! deleted behind its back fails its next audit and is penalised while the others pass in the
 //! same round; a miner restarted between a challenge and its deadline still answers in time.
 
+mod common;
+
 use cess_engine::{Class, OpenOptions, Store, Target};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use common::{Network, cess, ok, start_miner, status, stop_miner};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn cess(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cess"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run cess")
-}
-
-fn ok(out: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "cess failed:\n{text}");
-    text
-}
-
-/// Stops the network (and the miners this test restarted) even when the test fails.
-struct Network(PathBuf, Vec<Child>);
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for child in &mut self.1 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = cess(&["devnet", "down", "--dir", "net"], &self.0);
-    }
-}
-
-fn stop_miner(dir: &Path, i: usize) {
-    let pid = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/pid"))).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
-    for _ in 0..500 {
-        let gone = std::fs::read_to_string(proc.join("stat")).map_or(true, |s| {
-            s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
-        });
-        if gone {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("miner {i} did not stop");
-}
-
-fn start_miner(dir: &Path, i: usize) -> Child {
-    let log =
-        std::fs::File::create(dir.join(format!("net/node-{i:02}/node-restarted.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_cess"))
-        .args(["node", "run", &format!("net/node-{i:02}")])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !status(dir, i).is_some_and(|s| s["chain"]["synced"] == true) {
-        assert!(Instant::now() < deadline, "miner {i} did not come back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child
-}
-
-/// `cess node status`, parsed; `None` while the node is down or starting.
-fn status(dir: &Path, i: usize) -> Option<serde_json::Value> {
-    let out = cess(&["node", "status", &format!("net/node-{i:02}")], dir);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
 
 fn audits(dir: &Path, i: usize) -> Vec<serde_json::Value> {
     status(dir, i)

@@ -4,71 +4,11 @@
 //! miner was down, `cess get` with only the file id and the key (8 of 12 miners up; a clear
 //! error with 3), `cess delete` and the fragments leaving the miners' stores, `cess devnet down`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{Network, cess, ok, start_miner, stop_miner, text};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn cess(args: &[&str], dir: &Path) -> Output {
-    let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_cess"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run cess");
-    eprintln!(
-        "cess {} took {:.1} s",
-        args.join(" "),
-        t0.elapsed().as_secs_f64()
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    let text = text(&out);
-    assert!(out.status.success(), "cess failed:\n{text}");
-    text
-}
-
-/// Stops the network (and a miner this test restarted) even when the test fails.
-struct Network(PathBuf, Vec<Child>);
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for child in &mut self.1 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = cess(&["devnet", "down", "--dir", "net"], &self.0);
-    }
-}
-
-fn stop_miner(dir: &Path, i: usize) {
-    let pid = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/pid"))).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
-    for _ in 0..500 {
-        let gone = std::fs::read_to_string(proc.join("stat")).map_or(true, |s| {
-            s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
-        });
-        if gone {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("miner {i} did not stop");
-}
 
 /// `cess node status net/node-XX`, parsed.
 fn miner_status(dir: &Path, i: usize) -> serde_json::Value {
@@ -152,28 +92,7 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
     );
 
     // The miner comes back; the same put resumes: only its column is sent.
-    let log = std::fs::File::create(dir.join("net/node-05/node-restarted.log")).unwrap();
-    let restarted = Command::new(env!("CARGO_BIN_EXE_cess"))
-        .args(["node", "run", "net/node-05"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    network.1.push(restarted);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = cess(&["node", "status", "net/node-05"], dir);
-        if out.status.success()
-            && serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                .is_ok_and(|s| s["chain"]["synced"] == true)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "miner 5 did not come back");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    network.1.push(start_miner(dir, 5));
     let put = ok(cess(&put_args, dir));
     let file_id = file_id_of(&put);
     let stored_bytes = 3 * 12 * (2 << 20) / 4;

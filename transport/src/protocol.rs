@@ -306,3 +306,20 @@ impl Metrics {
             .render("cess_request_seconds", "kind=\"read\"", out);
     }
 }
+
+/// Why a request ended without an answer, and whether to drop the peer.
+pub(crate) enum Abort {
+    /// The peer broke the protocol: disconnect it.
+    Violation(String),
+    /// The stream broke (peer gone, reset, timeout).
+    Stream(ProtocolError),
+}
+
+impl From<ProtocolError> for Abort {
+    fn from(e: ProtocolError) -> Abort {
+        match e {
+            ProtocolError::Message(m) => Abort::Violation(m.to_string()),
+            other => Abort::Stream(other),
+        }
+    }
+}

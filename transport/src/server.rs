@@ -7,7 +7,7 @@ use crate::grant;
 use crate::identity::NodeKey;
 use crate::message::{self, MessageError, PeerReplay, Signed, pb};
 use crate::partials::{Partial, PartialLimits, Partials};
-use crate::protocol::{Code, Metrics, ProtocolError, now_ms, read_frame};
+use crate::protocol::{Abort, Code, Metrics, ProtocolError, now_ms, read_frame};
 use crate::quic::{Connection, Endpoint, ErrorCode};
 use libp2p_identity::PeerId;
 use std::collections::HashSet;
@@ -142,23 +142,6 @@ impl<S: FragmentStore> std::fmt::Debug for Server<S> {
             .field("peer_id", &self.key.peer_id())
             .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a request ended without an answer, and whether to drop the peer.
-enum Abort {
-    /// The peer broke the protocol: disconnect it.
-    Violation(String),
-    /// The stream broke (peer gone, reset, timeout).
-    Stream(ProtocolError),
-}
-
-impl From<ProtocolError> for Abort {
-    fn from(e: ProtocolError) -> Abort {
-        match e {
-            ProtocolError::Message(m) => Abort::Violation(m.to_string()),
-            other => Abort::Stream(other),
-        }
     }
 }
 

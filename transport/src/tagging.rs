@@ -12,7 +12,7 @@
 
 use crate::identity::{NodeAddr, NodeKey};
 use crate::message::{self, MessageError, PeerReplay, Signed, Verifier, pb};
-use crate::protocol::{Code, ProtocolError, now_ms, read_exact, read_frame, read_message};
+use crate::protocol::{Abort, Code, ProtocolError, now_ms, read_exact, read_frame, read_message};
 use crate::quic::{Connection, Endpoint, ErrorCode};
 use libp2p_identity::PeerId;
 use sha2::{Digest, Sha256};
@@ -141,23 +141,6 @@ impl<T: TagService> std::fmt::Debug for TagServer<T> {
         f.debug_struct("TagServer")
             .field("peer_id", &self.key.peer_id())
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a request ended without an answer.
-enum Abort {
-    /// The peer broke the protocol: disconnect it.
-    Violation(String),
-    /// The stream broke.
-    Stream(ProtocolError),
-}
-
-impl From<ProtocolError> for Abort {
-    fn from(e: ProtocolError) -> Abort {
-        match e {
-            ProtocolError::Message(m) => Abort::Violation(m.to_string()),
-            other => Abort::Stream(other),
-        }
     }
 }
 
