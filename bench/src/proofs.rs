@@ -116,7 +116,12 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
 struct BenchTagger(Arc<SecretKey>);
 
 impl cess_transport::tagging::TagService for BenchTagger {
-    fn admit(&self, _: &cess_transport::PeerId, _: &[u8; 32], _: u64) -> Result<(), String> {
+    fn admit(
+        &self,
+        _: &cess_transport::PeerId,
+        _: &[u8; 32],
+        _: u64,
+    ) -> Result<(), cess_transport::tagging::TagRefusal> {
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use crate::protocol::{Abort, Code, ProtocolError, now_ms, read_exact, read_frame
 use crate::quic::{Connection, Endpoint, ErrorCode};
 use libp2p_identity::PeerId;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,17 +26,66 @@ use tokio::sync::Semaphore;
 /// The ALPN of the tagging protocol.
 pub const TAG_PROTOCOL: &str = "cess-tag/1";
 
+/// Why a tagger does not tag a fragment for a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagRefusal {
+    /// Not now (the tagger has not caught up with the order): answered `Busy`, ask again.
+    NotYet(String),
+    /// Never (not this peer's fragment, another tagger's order): answered `Unauthorized`.
+    Never(String),
+}
+
 /// What a tagger does, behind the protocol.
 pub trait TagService: Send + Sync + 'static {
     /// Whether `peer` may have fragment `id` of `fragment_bytes` tagged here, asked before
-    /// any of its bytes is read. `Err` says why not.
-    fn admit(&self, peer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), String>;
+    /// any of its bytes is read.
+    fn admit(&self, peer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), TagRefusal>;
     /// The tag blob of a fragment whose bytes hash to `id`.
     fn tag(
         &self,
         id: [u8; 32],
         data: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+}
+
+/// Requests one peer may have in flight at a tagger.
+pub const TAGS_IN_FLIGHT_PER_PEER: usize = 4;
+
+/// A peer's place among the requests in flight, given back on drop.
+struct PeerTurn {
+    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl PeerTurn {
+    fn take(
+        counts: &Arc<Mutex<HashMap<PeerId, usize>>>,
+        peer: PeerId,
+        max: usize,
+    ) -> Option<PeerTurn> {
+        let mut map = counts.lock().expect("per-peer lock");
+        let count = map.entry(peer).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerTurn {
+            counts: counts.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerTurn {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().expect("per-peer lock");
+        if let Some(count) = map.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// A tagger's bounds.
@@ -133,6 +183,8 @@ pub struct TagServer<T: TagService> {
     /// One permit per MiB of fragment bytes held.
     room_mib: Arc<Semaphore>,
     room_total_mib: u64,
+    /// Requests in flight per peer.
+    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
     metrics: Arc<TagMetrics>,
 }
 
@@ -158,6 +210,7 @@ impl<T: TagService> TagServer<T> {
             config,
             room_mib: Arc::new(Semaphore::new(room_mib)),
             room_total_mib: room_mib as u64,
+            per_peer: Arc::default(),
             metrics: Arc::new(TagMetrics::default()),
         })
     }
@@ -288,9 +341,19 @@ impl<T: TagService> TagServer<T> {
             .try_into()
             .expect("checked at decode");
         let fragment_bytes = request.fragment_bytes;
-        if let Err(refusal) = self.service.admit(&peer, &id, fragment_bytes) {
-            return Ok((Code::Unauthorized, refusal, Vec::new()));
+        match self.service.admit(&peer, &id, fragment_bytes) {
+            Ok(()) => {}
+            Err(TagRefusal::NotYet(why)) => return Ok((Code::Busy, why, Vec::new())),
+            Err(TagRefusal::Never(why)) => return Ok((Code::Unauthorized, why, Vec::new())),
         }
+        // A peer's requests in flight are bounded: one peer cannot fill the queue.
+        let Some(_turn) = PeerTurn::take(&self.per_peer, peer, TAGS_IN_FLIGHT_PER_PEER) else {
+            return Ok((
+                Code::Busy,
+                format!("{TAGS_IN_FLIGHT_PER_PEER} requests of this peer in flight already"),
+                Vec::new(),
+            ));
+        };
         // Room for the bytes before any of them is read: memory stays bounded whoever asks.
         let permits = fragment_bytes
             .div_ceil(1 << 20)

@@ -1,6 +1,8 @@
 //! The tagging protocol over real QUIC on loopback, against a tagger that "tags" by hashing.
 
-use cess_transport::tagging::{TAG_PROTOCOL, TagServer, TagServerConfig, TagService, request_tags};
+use cess_transport::tagging::{
+    TAG_PROTOCOL, TagRefusal, TagServer, TagServerConfig, TagService, request_tags,
+};
 use cess_transport::{Code, Endpoint, Limits, NodeKey, PeerId, ProtocolError};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -15,11 +17,11 @@ struct FakeTagger {
 }
 
 impl TagService for FakeTagger {
-    fn admit(&self, peer: &PeerId, _: &[u8; 32], _: u64) -> Result<(), String> {
+    fn admit(&self, peer: &PeerId, _: &[u8; 32], _: u64) -> Result<(), TagRefusal> {
         if self.admitted.lock().unwrap().contains(peer) {
             Ok(())
         } else {
-            Err("not a miner of this fragment".into())
+            Err(TagRefusal::Never("not a miner of this fragment".into()))
         }
     }
 

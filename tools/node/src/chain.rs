@@ -87,12 +87,23 @@ pub struct AuditRecord {
 }
 
 impl LinkStatus {
-    fn audit(&mut self, round: u64, tagger: &Hash32) -> Option<&mut AuditRecord> {
-        let tagger = hex(&tagger[..8]);
-        self.audits
+    /// Replaces the record of the same round and tagger, or adds it (a record pushed out of
+    /// the last [`AUDITS_SHOWN`] meanwhile comes back).
+    fn upsert_audit(&mut self, record: AuditRecord) {
+        match self
+            .audits
             .iter_mut()
-            .rev()
-            .find(|a| a.round == round && a.tagger == tagger)
+            .find(|a| a.round == record.round && a.tagger == record.tagger)
+        {
+            // A verdict that arrived while proving stays.
+            Some(existing) if existing.reward != 0 || existing.result == "valid" => {
+                existing.proof_bytes = record.proof_bytes;
+                existing.prove_ms = record.prove_ms;
+                existing.submitted_at = record.submitted_at;
+            }
+            Some(existing) => *existing = record,
+            None => self.record_audit(record),
+        }
     }
 
     fn record_audit(&mut self, record: AuditRecord) {
@@ -379,7 +390,8 @@ pub fn start(
                             tracing::info!(fragment = %hex(&id), "deleted: the chain no longer assigns it here");
                         }
                         Err(e) => {
-                            tracing::warn!(fragment = %hex(&id), "delete failed: {e}");
+                            link.core.lock().expect("core lock").on_delete_failed(&id);
+                            tracing::warn!(fragment = %hex(&id), "delete failed (asked again next block): {e}");
                         }
                     },
                 }
@@ -481,9 +493,9 @@ pub async fn fetch_checked_tags(
         let blob = loop {
             match request_tags(endpoint, addr, fragment_id, &data, TAG_TIMEOUT).await {
                 Ok(blob) => break Some(blob),
-                // The tagger's replica has not applied the order yet.
+                // The tagger has not applied the order yet, or has no room now.
                 Err(ProtocolError::Refused {
-                    code: Code::Unauthorized,
+                    code: Code::Busy,
                     detail,
                 }) if started.elapsed() < TAGGER_CATCH_UP => {
                     tracing::debug!("tagger {addr} refused fragment {name} for now: {detail}");
@@ -548,34 +560,30 @@ async fn prove_audit(
     let (Some(challenge), Some(public)) = (challenge, public) else {
         return;
     };
-    {
-        let mut s = status.lock().expect("status lock");
-        if s.audit(round, &tagger).is_none() {
-            s.record_audit(AuditRecord {
-                round,
-                tagger: hex(&tagger[..8]),
-                deadline,
-                fragments: challenge.fragments().len(),
-                blocks: challenge.block_total(),
-                proof_bytes: 0,
-                prove_ms: 0,
-                submitted_at: None,
-                result: "proving".into(),
-                reward: 0,
-            });
-        }
-    }
+    let mut record = AuditRecord {
+        round,
+        tagger: hex(&tagger[..8]),
+        deadline,
+        fragments: challenge.fragments().len(),
+        blocks: challenge.block_total(),
+        proof_bytes: 0,
+        prove_ms: 0,
+        submitted_at: None,
+        result: "proving".into(),
+        reward: 0,
+    };
+    status
+        .lock()
+        .expect("status lock")
+        .upsert_audit(record.clone());
     let started = Instant::now();
     let store = engine.0.clone();
     let proved = tokio::task::spawn_blocking(move || {
         cess_proofs::prove(&public, &challenge, &mut StoreSource(&store), &CpuBackend)
     })
     .await;
-    let prove_ms = started.elapsed().as_millis() as u64;
-    let mut s = status.lock().expect("status lock");
+    record.prove_ms = started.elapsed().as_millis() as u64;
     let height = link.follower.status().height;
-    let record = s.audit(round, &tagger).expect("recorded above");
-    record.prove_ms = prove_ms;
     match proved {
         Ok(Ok((proof, _))) => {
             let proof = proof.encode();
@@ -583,8 +591,9 @@ async fn prove_audit(
             record.submitted_at = Some(height);
             record.result = "submitted".into();
             tracing::info!(
-                "audit round {round}: proved {} blocks in {prove_ms} ms, {} blocks before the deadline",
+                "audit round {round}: proved {} blocks in {} ms, {} blocks before the deadline",
                 record.blocks,
+                record.prove_ms,
                 deadline.saturating_sub(height)
             );
             let _ = calls.send(Call::SubmitProof {
@@ -597,10 +606,9 @@ async fn prove_audit(
             record.result = format!("failed: {e}");
             tracing::warn!("audit round {round}: cannot prove: {e}");
         }
-        Err(e) => {
-            record.result = format!("failed: {e}");
-        }
+        Err(e) => record.result = format!("failed: {e}"),
     }
+    status.lock().expect("status lock").upsert_audit(record);
 }
 
 /// This node's audit verdicts in a block's events.

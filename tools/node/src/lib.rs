@@ -103,6 +103,8 @@ pub struct NodeCore {
     untagged: BTreeMap<Hash32, (u64, u64)>,
     /// Open audits of this node answered: (round, tagger) → height the proof was asked at.
     proving: BTreeMap<(u64, Hash32), u64>,
+    /// Restorals rebuilt here whose `CompleteRestoral` was submitted: id → height.
+    completing: BTreeMap<Hash32, u64>,
 }
 
 impl NodeCore {
@@ -117,6 +119,7 @@ impl NodeCore {
             deleting: BTreeSet::new(),
             untagged: BTreeMap::new(),
             proving: BTreeMap::new(),
+            completing: BTreeMap::new(),
         }
     }
 
@@ -179,6 +182,11 @@ impl NodeCore {
         if self.stored.contains_key(&fragment_id) {
             return self.on_stored(ledger, fragment_id, len_bytes);
         }
+        if self.untagged.contains_key(&fragment_id) {
+            // Its tags were asked for already (a peer's reads and resumed writes land here
+            // too): asked again by `on_block` when due, never once per request.
+            return Vec::new();
+        }
         self.deleting.remove(&fragment_id);
         self.untagged
             .insert(fragment_id, (len_bytes, ledger.height().max(1)));
@@ -210,8 +218,17 @@ impl NodeCore {
         self.deleting.remove(&fragment_id);
         let mut actions = Vec::new();
         if claimed_by(ledger, &fragment_id, &self.identity.account) {
-            // A restoral this node rebuilt: it takes the fragment over.
-            actions.push(Action::Submit(Call::CompleteRestoral { fragment_id }));
+            // A restoral this node rebuilt: it takes the fragment over (once, again only when
+            // the ledger has not taken it within RESUBMIT_BLOCKS).
+            let height = ledger.height();
+            let due = self
+                .completing
+                .get(&fragment_id)
+                .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+            if due {
+                self.completing.insert(fragment_id, height);
+                actions.push(Action::Submit(Call::CompleteRestoral { fragment_id }));
+            }
         } else if let Some((file_id, _, column)) = ledger.fragment_place(&fragment_id) {
             self.report_if_complete(ledger, file_id, column, &mut actions);
         }
@@ -222,6 +239,12 @@ impl NodeCore {
     pub fn on_deleted(&mut self, fragment_id: &Hash32) {
         self.stored.remove(fragment_id);
         self.untagged.remove(fragment_id);
+        self.deleting.remove(fragment_id);
+        self.completing.remove(fragment_id);
+    }
+
+    /// The store failed to remove `fragment_id`: the next block asks again.
+    pub fn on_delete_failed(&mut self, fragment_id: &Hash32) {
         self.deleting.remove(fragment_id);
     }
 
@@ -252,6 +275,8 @@ impl NodeCore {
         }
         self.reported
             .retain(|(file_id, column), _| columns.contains(&(*file_id, *column)));
+        self.completing
+            .retain(|id, _| ledger.restoral(id).is_some());
         // Tags still missing are asked for again after a while (the tagger was down, behind,
         // or sent tags that failed the check).
         let height = ledger.height();
@@ -259,7 +284,8 @@ impl NodeCore {
             .untagged
             .iter()
             .filter(|(id, (_, asked))| {
-                assigned.contains(id) && (*asked == 0 || height >= asked + RESUBMIT_BLOCKS)
+                (assigned.contains(id) || claimed_by(ledger, id, &me))
+                    && (*asked == 0 || height >= asked + RESUBMIT_BLOCKS)
             })
             .map(|(id, (len, _))| (*id, *len))
             .collect();

@@ -411,6 +411,13 @@ fn a_column_is_reported_only_once_its_tags_are_kept_and_tags_are_asked_again() {
         "each asked once"
     );
     assert!(net.queued.is_empty(), "nothing reported without tags");
+    // A peer's reads of a fragment waiting for its tags (each asks the store its length) ask
+    // for nothing more.
+    let (i, id) = placement[0];
+    for _ in 0..10 {
+        let actions = net.nodes[i].on_durable(&net.ledger, id, FRAGMENT);
+        assert!(actions.is_empty(), "{actions:?}");
+    }
     // The tagger stays down: the tags are asked again after RESUBMIT_BLOCKS, not before.
     for _ in 0..cess_node::RESUBMIT_BLOCKS - 1 {
         net.block(Vec::new());

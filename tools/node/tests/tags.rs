@@ -4,7 +4,7 @@
 
 use cess_node::chain::{LinkStatus, fetch_checked_tags};
 use cess_proofs::{CpuBackend, SecretKey, tag_fragment};
-use cess_transport::tagging::{TAG_PROTOCOL, TagServer, TagServerConfig, TagService};
+use cess_transport::tagging::{TAG_PROTOCOL, TagRefusal, TagServer, TagServerConfig, TagService};
 use cess_transport::{Endpoint, Limits, NodeAddr, NodeKey, PeerId};
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +16,7 @@ struct Tagger {
 }
 
 impl TagService for Tagger {
-    fn admit(&self, _: &PeerId, _: &[u8; 32], _: u64) -> Result<(), String> {
+    fn admit(&self, _: &PeerId, _: &[u8; 32], _: u64) -> Result<(), TagRefusal> {
         Ok(())
     }
 

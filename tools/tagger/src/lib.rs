@@ -16,7 +16,7 @@ use cess_consensus::ledger::Ledger;
 use cess_consensus::net::FollowerHandle;
 use cess_proofs::{Backend, CpuBackend, SecretKey, tag_fragment};
 use cess_transport::PeerId;
-use cess_transport::tagging::TagService;
+use cess_transport::tagging::{TagRefusal, TagService};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -187,14 +187,20 @@ impl Tagger {
 }
 
 impl TagService for Tagger {
-    fn admit(&self, peer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), String> {
+    fn admit(&self, peer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), TagRefusal> {
         if !self.follower.status().synced {
-            return Err(Refusal::Behind.to_string());
+            return Err(TagRefusal::NotYet(Refusal::Behind.to_string()));
         }
         let tagger = self.key.public().id().0;
         self.follower
             .with_ledger(|ledger| admit(ledger, &tagger, peer, id, fragment_bytes))
-            .map_err(|r| r.to_string())
+            .map_err(|refusal| match refusal {
+                // The order may be in a block this replica has not applied yet.
+                Refusal::UnknownFragment | Refusal::NotAssigned | Refusal::Behind => {
+                    TagRefusal::NotYet(refusal.to_string())
+                }
+                _ => TagRefusal::Never(refusal.to_string()),
+            })
     }
 
     async fn tag(&self, id: [u8; 32], data: Vec<u8>) -> Result<Vec<u8>, String> {
