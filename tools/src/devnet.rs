@@ -249,26 +249,15 @@ pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
     let deadline = Instant::now() + Duration::from_secs(30);
     for i in 0..count {
         let nd = node_dir(dir, i);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(nd.join(node::ADDR_FILE))
-                && let Ok(addr) = text.trim().parse::<NodeAddr>()
-            {
-                net.addrs.push(addr);
-                break;
-            }
-            let child = net.children[i].as_mut().expect("just started");
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(nd.join("node.log")).unwrap_or_default();
-                bail!("node {i} exited with {status} at start:\n{log}");
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "node {i} did not start within 30 s; see {}",
-                    nd.join("node.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = net.children[i].as_mut().expect("just started");
+        let addr = wait_for_addr(
+            child,
+            &nd.join(node::ADDR_FILE),
+            &nd.join("node.log"),
+            deadline,
+        )
+        .with_context(|| format!("node {i}"))?;
+        net.addrs.push(addr);
     }
     if chain {
         wait_registered(dir, count)?;
@@ -309,21 +298,36 @@ fn start_tagger(
         &td.join("pid"),
     )?;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = wait_for_addr(
+        &mut child,
+        &td.join(crate::tagger::ADDR_FILE),
+        &td.join("tagger.log"),
+        deadline,
+    )
+    .context("the tagger")?;
+    Ok((child, addr))
+}
+
+/// Waits until a process just started writes its multiaddr to `addr_file`; fails with its
+/// log when it exits first, or at `deadline`.
+fn wait_for_addr(
+    child: &mut Child,
+    addr_file: &Path,
+    log: &Path,
+    deadline: Instant,
+) -> Result<NodeAddr> {
     loop {
-        if let Ok(text) = std::fs::read_to_string(td.join(crate::tagger::ADDR_FILE))
+        if let Ok(text) = std::fs::read_to_string(addr_file)
             && let Ok(addr) = text.trim().parse::<NodeAddr>()
         {
-            return Ok((child, addr));
+            return Ok(addr);
         }
         if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(td.join("tagger.log")).unwrap_or_default();
-            bail!("the tagger exited with {status} at start:\n{log}");
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("exited with {status} at start:\n{text}");
         }
         if Instant::now() > deadline {
-            bail!(
-                "the tagger did not start within 60 s; see {}",
-                td.join("tagger.log").display()
-            );
+            bail!("did not start in time; see {}", log.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

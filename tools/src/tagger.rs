@@ -91,12 +91,8 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<String> {
     };
     std::fs::write(&config_path, toml::to_string(&config)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let key = load_secret(&dir.join(&config.tagger_key_file))?;
+    let key = crate::proof_cmd::read_secret(&dir.join(&config.tagger_key_file))?;
     Ok(cess_consensus::codec::hex(&key.public().id().0))
-}
-
-fn load_secret(path: &Path) -> Result<cess_proofs::SecretKey> {
-    crate::proof_cmd::read_secret(path)
 }
 
 /// Runs the tagger in `dir` until SIGINT or SIGTERM.
@@ -106,7 +102,7 @@ pub fn run(dir: &Path) -> Result<()> {
         .with_context(|| format!("reading {}", config_path.display()))?;
     let config: TaggerConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
-    let secret = load_secret(&dir.join(&config.tagger_key_file))?;
+    let secret = crate::proof_cmd::read_secret(&dir.join(&config.tagger_key_file))?;
     let node_key = Arc::new(NodeKey::load(&dir.join(&config.node_key_file))?);
     let (backend, fallback) = open_backend(parse_backend(&config.backend)?)?;
     println!(

@@ -3,7 +3,7 @@
 //! Encode, per segment of `segment_bytes` (32 MiB by default):
 //! 1. Fill the segment with the next payload bytes; the last one is padded (the manifest
 //!    records the true file length): with zeros before encryption, and for a plain file with a
-//!    keystream keyed by its tail ([`fill_pad`]), so that no two pad-only fragments share an id.
+//!    keystream keyed by its tail (`pipeline::fill_pad`), so that no two pad-only fragments share an id.
 //! 2. With a key, encrypt it with XChaCha20-Poly1305 (see [`crypt`]): the segment is then
 //!    `nonce (24) ‖ ciphertext ‖ tag (16)`, so its payload is 40 bytes short of a plain one.
 //! 3. Segment id = SHA-256 of the segment. Its `k` data fragments are the segment cut in `k`
@@ -25,7 +25,7 @@ mod stripes;
 pub use crypt::{FileKey, KdfParams, Sealer};
 pub use manifest::{Encryption, Manifest, SegmentEntry};
 pub use pipeline::{
-    DirFragments, EncodeOptions, FragmentSink, FragmentSource, Progress, decode, encode, fill_pad,
+    DirFragments, EncodeOptions, FragmentSink, FragmentSource, Progress, decode, encode,
     read_manifest, repair_segment,
 };
 pub use stripes::{STRIPE_BYTES, SegmentCoder};

@@ -288,7 +288,7 @@ fn fill(input: &mut (dyn Read + Send), buf: &mut [u8]) -> Result<usize, CodecErr
 /// (identical files still share a file id and deduplicate) and differs across the fragments of
 /// one segment and across files whose tails differ. Decoding never reads it: the manifest
 /// records the file length.
-pub fn fill_pad(tail: &[u8], file_bytes: u64, pad: &mut [u8]) {
+fn fill_pad(tail: &[u8], file_bytes: u64, pad: &mut [u8]) {
     let mut hasher = blake3::Hasher::new_derive_key("cess codec pad v1");
     hasher.update(&file_bytes.to_le_bytes());
     hasher.update(tail);

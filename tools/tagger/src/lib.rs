@@ -120,8 +120,9 @@ impl std::fmt::Debug for TagBackend {
 /// `--backend auto|cpu|gpu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendChoice {
-    /// A hardware GPU when one is found, else the CPU (a software adapter such as lavapipe is
-    /// slower than the CPU backend, so it is never chosen automatically).
+    /// A hardware GPU when one is found, else the CPU (a software adapter such as lavapipe
+    /// runs the kernels on the same cores, for correctness; it is never chosen automatically,
+    /// and its speed against the CPU backend is not measured here).
     Auto,
     Cpu,
     /// A GPU adapter or an error that says why there is none.
@@ -147,7 +148,7 @@ pub fn open_backend(choice: BackendChoice) -> Result<(TagBackend, Option<String>
             Ok(gpu) => Ok((
                 TagBackend::Cpu(CpuBackend),
                 Some(format!(
-                    "the only adapter is software ({}); the CPU backend is faster",
+                    "the only adapter is software ({}); tagging on the CPU backend",
                     gpu.gpu().adapter()
                 )),
             )),
