@@ -193,16 +193,14 @@ fn chain_put_case(options: &Options) -> Result<Case, String> {
 
 /// The `/status` of the node in `node_dir` (its loopback HTTP), parsed.
 fn node_status(node_dir: &Path) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
     let addr = std::fs::read_to_string(node_dir.join("metrics-addr")).ok()?;
-    let mut socket = std::net::TcpStream::connect(addr.trim()).ok()?;
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    socket.write_all(b"GET /status HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    socket.read_to_string(&mut text).ok()?;
-    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+    let body = cess_http::get_blocking(
+        addr.trim().parse().ok()?,
+        "/status",
+        std::time::Duration::from_secs(5),
+    )
+    .ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 /// `audit-round-12-miners`: one devnet, a file on every miner, then audit rounds timed from

@@ -68,13 +68,47 @@ enum Event {
 /// The core loop's answer to a follower: the block (shared, not copied on the loop) or the tip.
 type SyncAnswer = Result<(Arc<crate::bft::Block>, crate::bft::CommitRecord), u64>;
 
-/// A running validator: submit transactions, watch commits, stop it.
+/// A running validator: submit transactions, watch commits, read its loop's figures, stop it.
 #[derive(Debug, Clone)]
 pub struct ValidatorHandle {
     chain_id: crate::tx::Hash32,
     events: mpsc::Sender<EventBox>,
     commits: broadcast::Sender<Arc<Committed>>,
     endpoint: Endpoint,
+    stats: Arc<LoopStats>,
+}
+
+/// What a validator's loop reports for its metrics, updated after every event.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// The engine after its last event.
+    pub report: std::sync::Mutex<crate::bft::EngineReport>,
+    /// Peers with a live connection from this validator.
+    pub peers_connected: std::sync::atomic::AtomicU64,
+    /// Client transactions refused, by the error's name (`BadNonce`, `FeeTooLow`, …).
+    pub refused: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Duration of the engine step that committed a block: the block's execution, its
+    /// storage proofs' verification included.
+    pub commit_step: cess_transport::protocol::LatencyHistogram,
+    /// Storage proofs verified in committed blocks.
+    pub proofs_verified: std::sync::atomic::AtomicU64,
+}
+
+impl LoopStats {
+    fn count_refusals(&self, answers: &[Result<(), crate::TxError>]) {
+        let mut refused = None;
+        for e in answers.iter().filter_map(|a| a.as_ref().err()) {
+            let refused = refused.get_or_insert_with(|| self.refused.lock().expect("stats lock"));
+            // The variant's name: a fixed, small set of labels.
+            let name = format!("{e:?}");
+            let name = name
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            *refused.entry(name).or_default() += 1;
+        }
+    }
 }
 
 /// Events cross a channel boxed (a proposal carries a whole block).
@@ -141,6 +175,11 @@ impl ValidatorHandle {
             .collect())
     }
 
+    /// The loop's figures.
+    pub fn stats(&self) -> &Arc<LoopStats> {
+        &self.stats
+    }
+
     /// Stop: close every connection.
     pub fn shutdown(&self) {
         self.endpoint.close();
@@ -158,6 +197,7 @@ pub fn start<E: Engine + Send + 'static>(
     let endpoint = Endpoint::server_for(CONSENSUS_PROTOCOL, node_key, listen, Limits::default())?;
     let (events_tx, events_rx) = mpsc::channel::<EventBox>(16 * 1024);
     let (commits, _) = broadcast::channel(1024);
+    let stats = Arc::new(LoopStats::default());
     let validators: Vec<AccountId> = core
         .ledger()
         .validators()
@@ -173,7 +213,7 @@ pub fn start<E: Engine + Send + 'static>(
             continue;
         };
         let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>(PEER_QUEUE);
-        tokio::spawn(peer_sender(endpoint.clone(), peer, rx));
+        tokio::spawn(peer_sender(endpoint.clone(), peer, rx, stats.clone()));
         senders.insert(account, tx);
     }
     tokio::spawn(accept_loop(
@@ -188,12 +228,14 @@ pub fn start<E: Engine + Send + 'static>(
         events_tx.clone(),
         senders,
         commits.clone(),
+        stats.clone(),
     ));
     Ok(ValidatorHandle {
         chain_id,
         events: events_tx,
         commits,
         endpoint,
+        stats,
     })
 }
 
@@ -260,8 +302,10 @@ async fn core_loop<E: Engine>(
     loopback: mpsc::Sender<EventBox>,
     senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,
     commits: broadcast::Sender<Arc<Committed>>,
+    stats: Arc<LoopStats>,
 ) {
     let started = (Instant::now(), unix_ms());
+    let mut step_started = Instant::now();
     let mut timers: HashMap<Timeout, u64> = HashMap::new();
     let mut generation = 0u64;
     let mut outputs = core.start(now_ms(started));
@@ -296,6 +340,11 @@ async fn core_loop<E: Engine>(
                 }
                 Output::CancelAllTimeouts => timers.clear(),
                 Output::Committed(committed) => {
+                    stats.commit_step.record(step_started.elapsed());
+                    stats.proofs_verified.fetch_add(
+                        committed.outcome.proofs_verified as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     tracing::info!(
                         height = committed.height,
                         block = %committed.hash,
@@ -308,9 +357,11 @@ async fn core_loop<E: Engine>(
                 }
             }
         }
+        *stats.report.lock().expect("stats lock") = core.report();
         let Some(EventBox(event)) = events.recv().await else {
             return;
         };
+        step_started = Instant::now();
         let now = now_ms(started);
         outputs = match *event {
             Event::Message(from, msg) => core.on_message(from, msg, now),
@@ -328,9 +379,14 @@ async fn core_loop<E: Engine>(
             Event::Txs {
                 txs,
                 from_validator: false,
-            } => core.submit(txs, now).1,
+            } => {
+                let (answers, outputs) = core.submit(txs, now);
+                stats.count_refusals(&answers);
+                outputs
+            }
             Event::Submit(txs, reply) => {
                 let (answers, outputs) = core.submit(txs, now);
+                stats.count_refusals(&answers);
                 let _ = reply.send(answers);
                 outputs
             }
@@ -376,7 +432,13 @@ fn frame(msg: &NetMsg) -> Vec<u8> {
 }
 
 /// Dial `peer` (again whenever the connection breaks) and write its queue's frames in order.
-async fn peer_sender(endpoint: Endpoint, peer: NodeAddr, mut queue: mpsc::Receiver<Arc<Vec<u8>>>) {
+async fn peer_sender(
+    endpoint: Endpoint,
+    peer: NodeAddr,
+    mut queue: mpsc::Receiver<Arc<Vec<u8>>>,
+    stats: Arc<LoopStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut backoff = Duration::from_millis(100);
     loop {
         let connection = match endpoint.dial(&peer).await {
@@ -394,13 +456,16 @@ async fn peer_sender(endpoint: Endpoint, peer: NodeAddr, mut queue: mpsc::Receiv
         let Ok((mut send, _recv)) = connection.inner.open_bi().await else {
             continue;
         };
+        stats.peers_connected.fetch_add(1, Relaxed);
         loop {
             let Some(frame) = queue.recv().await else {
+                stats.peers_connected.fetch_sub(1, Relaxed);
                 connection.close(ErrorCode::Done, "stopping");
                 return;
             };
             if send.write_all(&frame).await.is_err() {
                 tracing::debug!(%peer, "connection lost; re-dialing");
+                stats.peers_connected.fetch_sub(1, Relaxed);
                 break;
             }
         }

@@ -287,6 +287,7 @@ fn start_tagger(
                 backend: "auto".into(),
                 genesis: genesis.to_path_buf(),
                 validators: validators.to_vec(),
+                metrics: Some("127.0.0.1:0".parse()?),
             },
         )?;
     }

@@ -425,6 +425,9 @@ enum TaggerCommand {
         /// A validator of that chain, /ip4/…/udp/…/quic-v1/p2p/… (repeatable).
         #[arg(long = "validator", required = true)]
         validators: Vec<String>,
+        /// Loopback HTTP address for /metrics (its port in DIR/metrics-addr once running).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        metrics: std::net::SocketAddr,
     },
     /// Runs the tagger until SIGINT or SIGTERM.
     Run {
@@ -641,6 +644,7 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             genesis,
             validators,
+            metrics,
         }) => {
             let id = tagger::init(
                 &dir,
@@ -650,6 +654,7 @@ fn run(cli: Cli) -> Result<()> {
                     backend,
                     genesis,
                     validators,
+                    metrics: Some(metrics),
                 },
             )?;
             println!("tagger {id} set up in {}", dir.display());

@@ -17,19 +17,16 @@ pub fn metrics_addr(dir: &Path) -> Option<String> {
     Some(text.trim().to_string())
 }
 
-/// `GET path` from a node's loopback status server: the body.
+/// `GET path` from a node's HTTP surface: the body.
 pub fn http_get(addr: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut socket = std::net::TcpStream::connect(addr)
-        .with_context(|| format!("connecting to the node's status at {addr}"))?;
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    socket.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
-    let mut text = String::new();
-    socket.read_to_string(&mut text)?;
-    match text.split_once("\r\n\r\n") {
-        Some((_, body)) => Ok(body.to_string()),
-        None => bail!("the node at {addr} answered no HTTP body"),
-    }
+    let socket: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("the node's HTTP address {addr:?}"))?;
+    Ok(cess_http::get_blocking(
+        socket,
+        path,
+        std::time::Duration::from_secs(10),
+    )?)
 }
 
 /// `cess node status DIR`: the running node's `/status`.
@@ -93,6 +90,8 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
         key_file: "node.key".into(),
         store,
         metrics: options.metrics,
+        http_public: false,
+        scrub_mib_per_s: cess_node::config::default_scrub_mib_per_s(),
         writers: options.writers.clone(),
         allow_any_writer: options.allow_any_writer,
         trusted_owners: options.trusted_owners.clone(),

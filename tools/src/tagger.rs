@@ -3,6 +3,7 @@
 //! names another, its PoDR² secret `tagger.key` (mode 0600, never given out).
 
 use anyhow::{Context, Result};
+use cess_http::metrics::{Registry, ScrapeFn, Unit};
 use cess_tagger::{BackendChoice, Tagger, open_backend};
 use cess_transport::tagging::{TAG_PROTOCOL, TagServer, TagServerConfig};
 use cess_transport::{Endpoint, Limits, NodeKey};
@@ -33,6 +34,11 @@ pub struct TaggerConfig {
     /// The chain whose orders say what to tag for whom.
     pub genesis: PathBuf,
     pub validators: Vec<String>,
+    /// HTTP address of `/metrics` (loopback unless `http_public`); none when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    #[serde(default)]
+    pub http_public: bool,
 }
 
 fn default_backend() -> String {
@@ -57,6 +63,7 @@ pub struct InitOptions {
     pub backend: String,
     pub genesis: PathBuf,
     pub validators: Vec<String>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Creates `dir` with a QUIC identity, a tagger secret key (unless one is named) and
@@ -88,6 +95,8 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<String> {
         backend: options.backend.clone(),
         genesis: std::path::absolute(&options.genesis)?,
         validators: options.validators.clone(),
+        metrics: options.metrics,
+        http_public: false,
     };
     std::fs::write(&config_path, toml::to_string(&config)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -140,6 +149,24 @@ pub fn run(dir: &Path) -> Result<()> {
         std::fs::write(dir.join(ADDR_FILE), format!("{addr}\n"))
             .context("writing the addr file")?;
         println!("listening {addr}");
+        if let Some(http_addr) = config.metrics {
+            let listener = cess_http::bind(http_addr, config.http_public).await?;
+            let bound = listener.local_addr()?;
+            println!("metrics http://{bound}/metrics");
+            std::fs::write(
+                dir.join(cess_node::config::METRICS_FILE),
+                format!("{bound}\n"),
+            )
+            .context("writing the metrics address file")?;
+            let http = Arc::new(cess_http::HttpStats::default());
+            let registry = Arc::new(registry(&tagger, server.metrics().clone(), http.clone()));
+            tokio::spawn(cess_http::serve(
+                listener,
+                cess_http::HttpLimits::default(),
+                cess_http::metrics_handler(registry),
+                http,
+            ));
+        }
         let metrics = server.metrics().clone();
         let report = tokio::spawn(async move {
             let mut last = 0;
@@ -148,14 +175,12 @@ pub fn run(dir: &Path) -> Result<()> {
                 let tagged = metrics.tagged.load(Ordering::Relaxed);
                 if tagged != last {
                     last = tagged;
-                    let mut text = String::new();
-                    metrics.render(&mut text);
                     println!(
-                        "{}",
-                        text.lines()
-                            .filter(|l| !l.starts_with('#'))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "tagged {tagged} fragments ({} bytes), {} refused, {} failed, {} queued",
+                        metrics.tagged_bytes.load(Ordering::Relaxed),
+                        metrics.refused.load(Ordering::Relaxed),
+                        metrics.failed.load(Ordering::Relaxed),
+                        metrics.queued.load(Ordering::Relaxed),
                     );
                 }
             }
@@ -171,4 +196,67 @@ pub fn run(dir: &Path) -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// The tagger's metrics: what it tagged (rate = throughput), its queue, its backend, the time
+/// per fragment, its replica's height.
+fn registry(
+    tagger: &Arc<Tagger>,
+    metrics: Arc<cess_transport::tagging::TagMetrics>,
+    http: Arc<cess_http::HttpStats>,
+) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_with_unit(
+        "cess_tagger_tag",
+        "Time to tag one fragment on the backend",
+        Unit::Seconds,
+        tagger.tag_seconds.clone(),
+    );
+    let tagger = tagger.clone();
+    registry.register_collector(ScrapeFn::boxed(move |scrape| {
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        scrape.counter(
+            "cess_tagger_fragments_tagged",
+            "Fragments tagged",
+            None,
+            load(&metrics.tagged),
+        );
+        scrape.counter(
+            "cess_tagger_tagged",
+            "Fragment bytes tagged (its rate is the tagger's throughput)",
+            Some(Unit::Bytes),
+            load(&metrics.tagged_bytes),
+        );
+        scrape.counters(
+            "cess_tagger_requests_unserved",
+            "Requests not served, by reason: refused (not admitted, bad bytes, busy) or failed",
+            None,
+            "reason",
+            &[
+                ("refused", load(&metrics.refused)),
+                ("failed", load(&metrics.failed)),
+            ],
+        );
+        scrape.gauge(
+            "cess_tagger_queue",
+            "Requests waiting for room or being tagged",
+            None,
+            load(&metrics.queued) as i64,
+        );
+        let (backend, adapter) = tagger.backend_labels();
+        scrape.info(
+            "cess_tagger_backend",
+            "The backend that tags",
+            &[("backend", backend), ("adapter", &adapter)],
+        );
+        let follower = tagger.follower().status();
+        scrape.gauge(
+            "cess_tagger_chain_height",
+            "Height of the tagger's ledger replica",
+            None,
+            follower.height as i64,
+        );
+        http.scrape(scrape);
+    }));
+    registry
 }

@@ -13,8 +13,10 @@ use anyhow::{Context, Result, bail};
 use cess_consensus::bft::{Core, CoreConfig};
 use cess_consensus::codec::hex;
 use cess_consensus::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
-use cess_consensus::net::{self, TxClient};
+use cess_consensus::net::{self, TxClient, ValidatorHandle};
 use cess_consensus::{AccountKey, Call, Transaction, ValidatorKey};
+use cess_http::metrics::prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use cess_http::metrics::{Registry, ScrapeFn, Unit};
 use cess_transport::identity::{NodeAddr, NodeKey};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -39,6 +41,12 @@ pub struct ValidatorConfig {
     /// at once): 500 ms, at most half the propose timeout (1 s).
     #[serde(default = "default_empty_block_interval_ms")]
     pub empty_block_interval_ms: u64,
+    /// HTTP address of `/metrics` (loopback unless `http_public`); none when absent. Its
+    /// port is written to `metrics-addr` beside the configuration.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    #[serde(default)]
+    pub http_public: bool,
 }
 
 fn default_empty_block_interval_ms() -> u64 {
@@ -162,6 +170,8 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
                 .map(|(_, a)| a.clone())
                 .collect(),
             empty_block_interval_ms: default_empty_block_interval_ms(),
+            metrics: Some("127.0.0.1:0".parse()?),
+            http_public: false,
         };
         std::fs::write(vdir.join(CONFIG_FILE), toml::to_string(&config)?)?;
     }
@@ -219,7 +229,26 @@ pub fn run(dir: &Path) -> Result<()> {
         let core = Core::new(ledger, validator_key, account, core_config, 0);
         let handle = net::start(core, node_key, config.listen, peers)?;
         println!("validator {account} listening {}", handle.local_addr()?);
+        let chain = Arc::new(ChainMetrics::default());
+        if let Some(http_addr) = config.metrics {
+            let listener = cess_http::bind(http_addr, config.http_public).await?;
+            let bound = listener.local_addr()?;
+            println!("metrics http://{bound}/metrics");
+            std::fs::write(
+                dir.join(cess_node::config::METRICS_FILE),
+                format!("{bound}\n"),
+            )?;
+            let http = Arc::new(cess_http::HttpStats::default());
+            let registry = Arc::new(registry(&handle, &chain, http.clone()));
+            tokio::spawn(cess_http::serve(
+                listener,
+                cess_http::HttpLimits::default(),
+                cess_http::metrics_handler(registry),
+                http,
+            ));
+        }
         let mut commits = handle.commits();
+        let mut last_commit = Instant::now();
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -228,6 +257,14 @@ pub fn run(dir: &Path) -> Result<()> {
             loop {
                 match commits.recv().await {
                     Ok(c) => {
+                        if !c.synced {
+                            chain
+                                .commit_interval
+                                .observe(last_commit.elapsed().as_secs_f64());
+                        }
+                        last_commit = Instant::now();
+                        chain.block_proofs.observe(c.outcome.proofs_verified as f64);
+                        chain.block_txs.observe(c.block.txs.len() as f64);
                         let line = format!(
                             "{} {} {} {}\n",
                             c.height,
@@ -252,6 +289,125 @@ pub fn run(dir: &Path) -> Result<()> {
         writer.abort();
         Ok(())
     })
+}
+
+/// What the driver measures from the commits it sees.
+#[derive(Debug)]
+struct ChainMetrics {
+    /// Time from one commit to the next (a height's whole life: proposal, votes, execution).
+    commit_interval: Histogram,
+    /// Storage proofs verified per block.
+    block_proofs: Histogram,
+    block_txs: Histogram,
+}
+
+impl Default for ChainMetrics {
+    fn default() -> ChainMetrics {
+        ChainMetrics {
+            commit_interval: cess_http::metrics::latency_histogram(),
+            block_proofs: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            block_txs: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+        }
+    }
+}
+
+/// The validator's metrics: height, round, peers, mempool, refusals by reason, commit
+/// latency, proofs verified per block and the time of the step that verified them.
+fn registry(
+    handle: &ValidatorHandle,
+    chain: &Arc<ChainMetrics>,
+    http: Arc<cess_http::HttpStats>,
+) -> Registry {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut registry = Registry::default();
+    registry.register_with_unit(
+        "cess_validator_commit_interval",
+        "Time from one commit to the next",
+        Unit::Seconds,
+        chain.commit_interval.clone(),
+    );
+    registry.register(
+        "cess_validator_block_proofs",
+        "Storage proofs verified per committed block",
+        chain.block_proofs.clone(),
+    );
+    registry.register(
+        "cess_validator_block_txs",
+        "Transactions per committed block",
+        chain.block_txs.clone(),
+    );
+    let stats = handle.stats().clone();
+    registry.register_collector(ScrapeFn::boxed(move |scrape| {
+        let report = stats.report.lock().expect("stats lock").clone();
+        scrape.gauge(
+            "cess_validator_height",
+            "Height of the last committed block",
+            None,
+            report.height.saturating_sub(1) as i64,
+        );
+        scrape.gauge(
+            "cess_validator_round",
+            "Consensus round at the current height",
+            None,
+            report.round,
+        );
+        scrape.gauge(
+            "cess_validator_peers_connected",
+            "Validators this one has a live connection to",
+            None,
+            stats.peers_connected.load(Relaxed) as i64,
+        );
+        scrape.gauge(
+            "cess_validator_mempool_txs",
+            "Transactions waiting in the mempool",
+            None,
+            report.mempool_txs as i64,
+        );
+        scrape.gauge(
+            "cess_validator_mempool",
+            "Bytes of the transactions in the mempool",
+            Some(Unit::Bytes),
+            report.mempool_bytes as i64,
+        );
+        let refused = stats.refused.lock().expect("stats lock").clone();
+        let refused: Vec<(&str, u64)> = refused.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        scrape.counters(
+            "cess_validator_txs_refused",
+            "Client transactions refused, by reason",
+            None,
+            "reason",
+            &refused,
+        );
+        scrape.counters(
+            "cess_validator_events",
+            "Consensus events: relayed transactions refused, messages dropped, invalid proposals, equivocations seen, blocks taken by sync",
+            None,
+            "kind",
+            &[
+                ("relayed_tx_refused", report.stats.txs_refused),
+                ("message_dropped", report.stats.messages_dropped),
+                ("proposal_invalid", report.stats.proposals_invalid),
+                ("equivocation", report.stats.equivocations_seen),
+                ("synced_block", report.stats.synced_blocks),
+            ],
+        );
+        scrape.counter(
+            "cess_validator_proofs_verified",
+            "Storage proofs verified in committed blocks",
+            None,
+            stats.proofs_verified.load(Relaxed),
+        );
+        let step = stats.commit_step.snapshot();
+        scrape.histograms(
+            "cess_validator_commit_step",
+            "Time of the engine step that committed a block: its execution, proof verification included",
+            Some(Unit::Seconds),
+            "step",
+            &[("commit", step.sum_s, step.count, &step.buckets)],
+        );
+        http.scrape(scrape);
+    }));
+    registry
 }
 
 /// Sends `count` transfers from the faucet through the first validator, then waits until the

@@ -41,14 +41,7 @@ impl Drop for Processes {
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut socket = std::net::TcpStream::connect(addr).ok()?;
-    socket
-        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut text = String::new();
-    socket.read_to_string(&mut text).ok()?;
-    Some(text.split("\r\n\r\n").nth(1)?.to_string())
+    cess_http::get_blocking(addr.parse().ok()?, path, Duration::from_secs(10)).ok()
 }
 
 fn status(metrics: &str) -> Option<serde_json::Value> {
@@ -182,7 +175,7 @@ fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
     assert_eq!(after["store"]["active_fragments"], 0, "{after}");
     let metrics_text = http_get(&metrics, "/metrics").unwrap();
     assert!(
-        metrics_text.contains("cess_writes_refused_total 1"),
+        metrics_text.contains("cess_node_refusals_total{reason=\"not_assigned\"} 1"),
         "{metrics_text}"
     );
 

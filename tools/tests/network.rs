@@ -1,7 +1,6 @@
 //! A local network of 12 node processes on loopback: `cess devnet up`, `cess put`, nodes
 //! stopped one by one, `cess get`, `cess devnet down`, as a user runs them.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -66,11 +65,12 @@ fn stop_node(dir: &Path, i: usize) {
 }
 
 fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    cess_http::get_blocking(
+        addr.parse().unwrap(),
+        path,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -121,16 +121,17 @@ fn put_and_get_across_twelve_nodes_with_nodes_down() {
     let log = std::fs::read_to_string(dir.join("net/node-03/node.log")).unwrap();
     let metrics_addr = log
         .lines()
-        .find_map(|l| l.strip_prefix("metrics http://"))
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .expect("the node prints its metrics address");
+        .find_map(|l| l.strip_prefix("dashboard http://"))
+        .and_then(|l| l.split_once('/'))
+        .map(|(addr, _)| addr)
+        .expect("the node prints its dashboard address");
     let metrics = http_get(metrics_addr, "/metrics");
     assert!(
-        metrics.contains("cess_store_active_fragments 3"),
+        metrics.contains("cess_node_store_fragments{class=\"active\"} 3"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("cess_responses_total{code=\"ok\"} 3"),
+        metrics.contains("cess_node_responses_total{code=\"ok\"} 3"),
         "{metrics}"
     );
     let status = http_get(metrics_addr, "/status");

@@ -27,6 +27,6 @@ pub use grant::GrantError;
 pub use identity::{IdentityError, NodeAddr, NodeKey};
 pub use libp2p_identity::PeerId;
 pub use message::{MessageError, PeerReplay, Signed, Verifier, pb};
-pub use protocol::{Code, Metrics, ProtocolError};
+pub use protocol::{Code, HistogramSnapshot, Metrics, ProtocolError};
 pub use quic::{Connection, Endpoint, ErrorCode, Limits, QuicError};
 pub use server::{FragmentStore, Server, ServerConfig, StoreFault};

@@ -166,7 +166,7 @@ pub const LATENCY_BUCKETS_MS: [f64; 14] = [
     0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
 
-/// A cumulative latency histogram with fixed buckets, lock-free.
+/// A latency histogram with fixed buckets, lock-free (each bucket counts its own range).
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
     buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
@@ -188,24 +188,31 @@ impl LatencyHistogram {
         self.count.load(Relaxed)
     }
 
-    /// Appends this histogram in the Prometheus text format (seconds).
-    pub fn render(&self, name: &str, labels: &str, out: &mut String) {
-        use std::fmt::Write;
-        let mut cumulative = 0;
-        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{}\"}} {cumulative}",
-                bound / 1e3
-            );
-        }
+    /// Sum (seconds), count, and the count in each bucket (upper bound in seconds, not
+    /// cumulative), the last bucket unbounded (`f64::MAX`): what a metrics encoder takes.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound_ms, bucket)| (bound_ms / 1e3, bucket.load(Relaxed)))
+            .collect();
         let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let sum_s = self.sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_s}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::MAX, count.saturating_sub(bounded)));
+        HistogramSnapshot {
+            sum_s: self.sum_us.load(Relaxed) as f64 / 1e6,
+            count,
+            buckets,
+        }
     }
+}
+
+/// A histogram read at one moment (see [`LatencyHistogram::snapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    pub sum_s: f64,
+    pub count: u64,
+    pub buckets: Vec<(f64, u64)>,
 }
 
 /// What a node's protocol server counts.
@@ -231,79 +238,6 @@ pub struct Metrics {
 impl Metrics {
     pub fn count_response(&self, code: Code) {
         self.responses[code as usize].fetch_add(1, Relaxed);
-    }
-
-    /// Appends these metrics in the Prometheus text format, names prefixed `cess_`.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter(
-            out,
-            "cess_connections_total",
-            "QUIC connections accepted.",
-            self.connections.load(Relaxed),
-        );
-        counter(
-            out,
-            "cess_bytes_in_total",
-            "Fragment bytes received.",
-            self.bytes_in.load(Relaxed),
-        );
-        counter(
-            out,
-            "cess_bytes_out_total",
-            "Fragment bytes sent.",
-            self.bytes_out.load(Relaxed),
-        );
-        counter(
-            out,
-            "cess_protocol_violations_total",
-            "Peers disconnected for breaking the protocol.",
-            self.protocol_violations.load(Relaxed),
-        );
-        counter(
-            out,
-            "cess_stream_errors_total",
-            "Requests cut by a transport error or timeout.",
-            self.stream_errors.load(Relaxed),
-        );
-        counter(
-            out,
-            "cess_grants_refused_total",
-            "Writes refused because their upload grant did not hold.",
-            self.grants_refused.load(Relaxed),
-        );
-        counter(
-            out,
-            "cess_writes_refused_total",
-            "Writes refused before any byte was buffered (the chain assigns them elsewhere).",
-            self.writes_refused.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cess_responses_total Responses by code.\n# TYPE cess_responses_total counter"
-        );
-        for code in Code::ALL {
-            let value = self.responses[code as usize].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "cess_responses_total{{code=\"{}\"}} {value}",
-                code.name()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP cess_request_seconds Request latency.\n# TYPE cess_request_seconds histogram"
-        );
-        self.write_latency
-            .render("cess_request_seconds", "kind=\"write\"", out);
-        self.read_latency
-            .render("cess_request_seconds", "kind=\"read\"", out);
     }
 }
 

@@ -129,51 +129,6 @@ pub struct TagMetrics {
     pub queued: AtomicU64,
 }
 
-impl TagMetrics {
-    /// Prometheus text for the tagger's counters.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        for (name, help, kind, value) in [
-            (
-                "cess_tagger_fragments_tagged_total",
-                "Fragments tagged.",
-                "counter",
-                &self.tagged,
-            ),
-            (
-                "cess_tagger_bytes_tagged_total",
-                "Fragment bytes tagged.",
-                "counter",
-                &self.tagged_bytes,
-            ),
-            (
-                "cess_tagger_requests_refused_total",
-                "Requests refused (not admitted, bad bytes, busy).",
-                "counter",
-                &self.refused,
-            ),
-            (
-                "cess_tagger_requests_failed_total",
-                "Requests the tagger failed to serve.",
-                "counter",
-                &self.failed,
-            ),
-            (
-                "cess_tagger_queue",
-                "Requests waiting or being tagged.",
-                "gauge",
-                &self.queued,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-    }
-}
-
 /// The tagger's side of the protocol.
 pub struct TagServer<T: TagService> {
     service: Arc<T>,

@@ -57,6 +57,18 @@ pub trait Engine {
     /// A decided block this engine keeps, with its commit (what a sync request is answered
     /// with).
     fn decided(&self, height: u64) -> Option<(std::sync::Arc<Block>, CommitRecord)>;
+    /// Where it stands, for its operator.
+    fn report(&self) -> EngineReport;
+}
+
+/// Where an engine stands: its height and round, its mempool, its counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineReport {
+    pub height: u64,
+    pub round: i64,
+    pub mempool_txs: usize,
+    pub mempool_bytes: usize,
+    pub stats: CoreStats,
 }
 
 impl Engine for Core {
@@ -90,5 +102,15 @@ impl Engine for Core {
 
     fn decided(&self, height: u64) -> Option<(std::sync::Arc<Block>, CommitRecord)> {
         Core::decided(self, height).cloned()
+    }
+
+    fn report(&self) -> EngineReport {
+        EngineReport {
+            height: self.height(),
+            round: self.round(),
+            mempool_txs: self.mempool_len(),
+            mempool_bytes: self.mempool_bytes(),
+            stats: self.stats().clone(),
+        }
     }
 }

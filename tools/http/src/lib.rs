@@ -16,6 +16,8 @@
 
 pub mod metrics;
 
+pub use hyper::Method;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -61,8 +63,8 @@ impl Default for HttpLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(
-        "{addr} is not a loopback address: this surface serves loopback unless started with \
-         its public flag (--http-public)"
+        "{addr} is not a loopback address: this surface serves loopback unless its \
+         configuration says `http_public = true`"
     )]
     NotLoopback { addr: SocketAddr },
     #[error("binding {addr}: {source}")]
@@ -158,6 +160,14 @@ impl Response {
 
 /// A surface's answers: a function of the request, run on the blocking pool.
 pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+/// A surface that serves only `/metrics` from `registry` (a validator's, a tagger's).
+pub fn metrics_handler(registry: Arc<metrics::Registry>) -> Handler {
+    Arc::new(move |request: &Request| match request.path.as_str() {
+        "/metrics" => Response::metrics(metrics::encode(&registry)),
+        _ => Response::not_found("/metrics"),
+    })
+}
 
 /// What a surface did, for its own metrics.
 #[derive(Debug, Default)]

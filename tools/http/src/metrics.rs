@@ -10,7 +10,7 @@ pub use prometheus_client;
 pub use prometheus_client::registry::{Registry, Unit};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -135,6 +135,35 @@ impl Scrape<'_, '_> {
         self.record(result);
     }
 
+    /// One histogram per value of one label, from counts kept elsewhere: each entry is the
+    /// label's value, the sum, the count and the buckets (upper bound, count in that bucket
+    /// alone; the last bound `f64::MAX`).
+    pub fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        label: &str,
+        values: &[LabelledHistogram<'_>],
+    ) {
+        let result = (|| {
+            let mut family = self.encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (value_label, sum, count, buckets) in values {
+                let labels = [(label, *value_label)];
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+            }
+            Ok(())
+        })();
+        self.record(result);
+    }
+
     /// An info metric: a constant 1 labelled with what it describes (a backend, a version).
     pub fn info(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) {
         let result = (|| {
@@ -149,6 +178,10 @@ impl Scrape<'_, '_> {
         self.record(result);
     }
 }
+
+/// A label's value, a histogram's sum and count, and its buckets (upper bound, count in that
+/// bucket alone; the last bound `f64::MAX`).
+pub type LabelledHistogram<'a> = (&'a str, f64, u64, &'a [(f64, u64)]);
 
 /// A collector that runs a function at each scrape.
 pub struct ScrapeFn<F>(F);

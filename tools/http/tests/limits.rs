@@ -163,7 +163,7 @@ async fn binding_beyond_loopback_needs_the_public_flag() {
         .await
         .unwrap_err();
     assert!(matches!(err, cess_http::HttpError::NotLoopback { .. }));
-    assert!(err.to_string().contains("--http-public"), "{err}");
+    assert!(err.to_string().contains("http_public = true"), "{err}");
     cess_http::bind("0.0.0.0:0".parse().unwrap(), true)
         .await
         .unwrap();

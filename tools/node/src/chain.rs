@@ -63,8 +63,66 @@ pub struct LinkStatus {
     pub tags_kept: u64,
     /// Tag blobs refused by the check (a tagger that sent wrong tags).
     pub tags_refused: u64,
+    /// Tag blob bytes received from taggers (checked or not).
+    pub tag_bytes_in: u64,
     /// The last audits, newest last.
     pub audits: VecDeque<AuditRecord>,
+    /// Every audit since start, counted.
+    pub audit_totals: AuditTotals,
+    /// Proof times and margins since start.
+    pub audit_times: AuditHistograms,
+}
+
+/// This miner's entry in the registry, the figures an operator reads (not its fragment sets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MinerFigures {
+    pub declared_bytes: u64,
+    /// Reserved by orders not yet stored.
+    pub locked_bytes: u64,
+    /// Reported stored.
+    pub active_bytes: u64,
+    pub collateral: u128,
+    /// 0..=1000.
+    pub reputation: u32,
+}
+
+/// Audits since the node started, by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditTotals {
+    /// Proofs made and handed to the submitter.
+    pub proved: u64,
+    /// Challenges the node could not prove (a fragment missing or damaged in its store).
+    pub failed: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub missed: u64,
+    pub fragments_challenged: u64,
+    pub blocks_challenged: u64,
+    /// Tokens (smallest unit) rewarded, and taken as penalties.
+    pub rewards: u128,
+    pub penalties: u128,
+}
+
+/// Distributions of this node's proof times and of how early it submitted (a copy shares
+/// the same histograms).
+#[derive(Debug, Clone)]
+pub struct AuditHistograms {
+    pub prove_seconds: cess_http::metrics::prometheus_client::metrics::histogram::Histogram,
+    /// Blocks between the proof's submission and its deadline.
+    pub margin_blocks: cess_http::metrics::prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for AuditHistograms {
+    fn default() -> AuditHistograms {
+        use cess_http::metrics::prometheus_client::metrics::histogram::{
+            Histogram, exponential_buckets,
+        };
+        AuditHistograms {
+            prove_seconds: cess_http::metrics::latency_histogram(),
+            // 1 to 512 blocks.
+            margin_blocks: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+        }
+    }
 }
 
 /// One audit of this node: what was challenged, the proof, and what the chain decided.
@@ -117,6 +175,16 @@ impl LinkStatus {
     /// verdict event names the miner and round).
     fn verdict(&mut self, round: u64, result: &str, reward: i128) {
         let mut found = false;
+        match result {
+            "valid" => self.audit_totals.valid += 1,
+            "missed" => self.audit_totals.missed += 1,
+            _ => self.audit_totals.invalid += 1,
+        }
+        if reward >= 0 {
+            self.audit_totals.rewards += reward as u128;
+        } else {
+            self.audit_totals.penalties += reward.unsigned_abs();
+        }
         for audit in self.audits.iter_mut().filter(|a| a.round == round) {
             audit.result = result.to_string();
             audit.reward = reward;
@@ -191,6 +259,24 @@ impl ChainLink {
     }
 
     /// This node's account.
+    /// This node's figures in the miner registry (none before it registers) and the chain's
+    /// collateral floor.
+    pub fn miner(&self) -> (Option<MinerFigures>, u128) {
+        let me = self.me();
+        self.follower.with_ledger(|ledger| {
+            (
+                ledger.miner(&me).map(|m| MinerFigures {
+                    declared_bytes: m.declared_bytes,
+                    locked_bytes: m.locked_bytes,
+                    active_bytes: m.active_bytes,
+                    collateral: m.collateral,
+                    reputation: m.reputation,
+                }),
+                ledger.params().miner_collateral_min,
+            )
+        })
+    }
+
     fn me(&self) -> cess_consensus::AccountId {
         self.core.lock().expect("core lock").identity().account
     }
@@ -510,6 +596,7 @@ pub async fn fetch_checked_tags(
         let Some(blob) = blob else {
             continue;
         };
+        status.lock().expect("status lock").tag_bytes_in += blob.len() as u64;
         let (data_ref, blob_ref, public_ref) = (data.clone(), blob.clone(), public.clone());
         let checked = tokio::task::spawn_blocking(move || {
             cess_proofs::check_tags(
@@ -608,7 +695,23 @@ async fn prove_audit(
         }
         Err(e) => record.result = format!("failed: {e}"),
     }
-    status.lock().expect("status lock").upsert_audit(record);
+    {
+        let mut s = status.lock().expect("status lock");
+        if record.result == "submitted" {
+            s.audit_totals.proved += 1;
+            s.audit_times
+                .prove_seconds
+                .observe(record.prove_ms as f64 / 1e3);
+            s.audit_times
+                .margin_blocks
+                .observe(deadline.saturating_sub(height) as f64);
+        } else {
+            s.audit_totals.failed += 1;
+        }
+        s.audit_totals.fragments_challenged += record.fragments as u64;
+        s.audit_totals.blocks_challenged += record.blocks as u64;
+        s.upsert_audit(record);
+    }
 }
 
 /// This node's audit verdicts in a block's events.

@@ -85,9 +85,17 @@ pub struct NodeConfig {
     pub key_file: PathBuf,
     /// The store: a block device or a preallocated file.
     pub store: PathBuf,
-    /// Loopback HTTP address for /metrics and /status; none when absent.
+    /// HTTP address of the dashboard (`/`), `/status` and `/metrics`; none when absent.
+    /// Loopback unless `http_public`.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// Let `metrics` be an address beyond loopback (logged as a warning at start).
+    #[serde(default)]
+    pub http_public: bool,
+    /// Rate of the background scrub that re-reads and verifies every stored byte, MiB/s
+    /// (0: off).
+    #[serde(default = "default_scrub_mib_per_s")]
+    pub scrub_mib_per_s: u64,
     /// PeerIds allowed to write fragments.
     #[serde(default)]
     pub writers: Vec<String>,
@@ -131,6 +139,12 @@ pub struct ChainSettings {
     /// fragments stored here (their tags are checked, so none is trusted).
     #[serde(default)]
     pub taggers: Vec<String>,
+}
+
+/// The scrub re-reads the store at 4 MiB/s: a pass over 1 TiB in about three days, a small
+/// share of a disk's bandwidth.
+pub fn default_scrub_mib_per_s() -> u64 {
+    4
 }
 
 /// Five seconds for requests in flight at shutdown.

@@ -12,8 +12,8 @@
 //! ledger assigns is ever deleted, and nothing is reported before it is durable.
 //!
 //! Beside the core: [`config`], the node's settings (`node.toml` and `CESS_NODE_*`);
-//! [`service`], the process that drives it all (QUIC server, chain driver, loopback HTTP
-//! status and metrics, shutdown); [`chain`], the driver on the chain; [`engine_store`], the
+//! [`service`], the process that drives it all (QUIC server, chain driver, HTTP surface,
+//! shutdown); [`http`], what the operator sees (dashboard, status, metrics, warnings); [`chain`], the driver on the chain; [`engine_store`], the
 //! engine behind the fragment protocol; and [`proof_source`], the one `ProofSource` over an
 //! engine store (the prover reads challenged blocks and tags through it). The `cess node`
 //! command is only its command line.
@@ -22,6 +22,7 @@
 pub mod chain;
 pub mod config;
 pub mod engine_store;
+pub mod http;
 pub mod proof_source;
 pub mod service;
 

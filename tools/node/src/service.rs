@@ -1,29 +1,28 @@
 //! The node's process: opens the store, serves the fragment protocol on QUIC, follows the chain
-//! with [`crate::chain`]'s driver when `chain` is set, serves `/metrics` and `/status` on
-//! loopback HTTP, and stops cleanly on SIGINT or SIGTERM (requests in flight get
+//! with [`crate::chain`]'s driver when `chain` is set, serves its dashboard, `/status` and
+//! `/metrics` ([`crate::http`]) on loopback HTTP, runs the background scrub, and stops cleanly on SIGINT or SIGTERM (requests in flight get
 //! `shutdown_grace_ms`). Every failure to start is a [`ServiceError`] naming what failed.
 
-use crate::chain::{ChainLink, ChainStore, LinkStatus};
+use crate::chain::{ChainStore, LinkStatus};
 use crate::config::{
     ADDR_FILE, ChainSettings, ConfigError, METRICS_FILE, NodeConfig, engine_node_id,
     genesis_ledger, parse_taggers, parse_validators,
 };
+use crate::http::Surface;
 use crate::{EngineStore, NodeCore, NodeIdentity};
 use cess_consensus::AccountKey;
 use cess_consensus::ledger::TOKEN;
 use cess_consensus::net::NetError;
 use cess_engine::{Class, OpenError, OpenOptions, Store, StoreError, Target};
+use cess_http::HttpLimits;
 use cess_transport::{
     Endpoint, FragmentStore, IdentityError, Limits, NodeAddr, NodeKey, QuicError, Server,
     ServerConfig,
 };
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Why a node could not start, or stopped with an error.
 #[derive(Debug, Error)]
@@ -51,8 +50,8 @@ pub enum ServiceError {
          node init` makes one)"
     )]
     ValidatorKey { account: String },
-    #[error("metrics address {0} is not loopback; status is served on loopback only")]
-    MetricsNotLoopback(SocketAddr),
+    #[error("the HTTP surface")]
+    Http(#[from] cess_http::HttpError),
     #[error("{what}")]
     Io {
         what: String,
@@ -134,7 +133,7 @@ async fn serve(
 }
 
 /// The chain side of a node: its link and what the driver reports.
-type ChainView = (Arc<ChainLink>, Arc<Mutex<LinkStatus>>);
+use crate::http::ChainView;
 
 /// Follows the chain, and starts the node's driver on it.
 fn start_chain(
@@ -224,30 +223,33 @@ async fn serve_with<S: FragmentStore>(
     let addr = endpoint
         .node_addr()
         .map_err(io("reading the endpoint's address"))?;
-    let started = Instant::now();
-    if let Some(metrics_addr) = config.metrics {
-        if !metrics_addr.ip().is_loopback() {
-            return Err(ServiceError::MetricsNotLoopback(metrics_addr));
-        }
-        let listener = tokio::net::TcpListener::bind(metrics_addr)
-            .await
-            .map_err(io(format!("binding metrics on {metrics_addr}")))?;
+    if config.scrub_mib_per_s > 0 {
+        store.start_scrub(config.scrub_mib_per_s << 20);
+    }
+    if let Some(http_addr) = config.metrics {
+        let listener = cess_http::bind(http_addr, config.http_public).await?;
         let bound = listener
             .local_addr()
-            .map_err(io("reading the metrics address"))?;
-        println!("metrics http://{bound}/metrics");
+            .map_err(io("reading the HTTP address"))?;
+        println!("dashboard http://{bound}/ (also /status, /metrics)");
         if let Some(dir) = config_path.parent() {
             std::fs::write(dir.join(METRICS_FILE), format!("{bound}\n"))
                 .map_err(io("writing the metrics address file"))?;
         }
-        tokio::spawn(serve_http(
-            listener,
+        let surface = Surface::new(
             server.clone(),
             store.clone(),
             addr.to_string(),
-            started,
             chain.clone(),
+            config.scrub_mib_per_s > 0,
+        );
+        tokio::spawn(cess_http::serve(
+            listener,
+            HttpLimits::default(),
+            surface.handler(),
+            surface.http.clone(),
         ));
+        tokio::spawn(crate::http::watch(surface));
     }
     if let Some(dir) = config_path.parent() {
         std::fs::write(dir.join(ADDR_FILE), format!("{addr}\n"))
@@ -287,183 +289,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-/// Renders the node's Prometheus metrics: store gauges and protocol counters.
-fn render_metrics<S: FragmentStore>(server: &Server<S>, store: &Store) -> String {
-    let mut out = String::new();
-    if let Ok(stats) = store.stats() {
-        let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        gauge(
-            "cess_store_total_bytes",
-            "Store capacity.",
-            stats.total_bytes,
-        );
-        gauge("cess_store_free_bytes", "Free space.", stats.free_bytes);
-        gauge(
-            "cess_store_active_bytes",
-            "Space held by user fragments.",
-            stats.active_bytes,
-        );
-        gauge(
-            "cess_store_idle_bytes",
-            "Space held by space-proof fragments.",
-            stats.idle_bytes,
-        );
-        gauge(
-            "cess_store_active_fragments",
-            "User fragments stored.",
-            stats.active_count,
-        );
-        gauge(
-            "cess_store_idle_fragments",
-            "Space-proof fragments stored.",
-            stats.idle_count,
-        );
-        gauge(
-            "cess_store_read_verify_failures",
-            "Reads refused because stored bytes failed their checksums.",
-            stats.read_verify_failures,
-        );
-        gauge(
-            "cess_partial_write_bytes",
-            "Memory held by unfinished writes.",
-            server.partial_bytes(),
-        );
-    }
-    server.metrics().render(&mut out);
-    out
-}
-
-fn render_status<S: FragmentStore>(
-    server: &Server<S>,
-    store: &Store,
-    addr: &str,
-    started: Instant,
-    chain: Option<&ChainView>,
-) -> String {
-    let stats = store.stats();
-    let value = serde_json::json!({
-        "addr": addr,
-        "uptime_s": started.elapsed().as_secs(),
-        "in_flight": server.in_flight(),
-        "store": match stats {
-            Ok(s) => serde_json::json!({
-                "total_bytes": s.total_bytes,
-                "free_bytes": s.free_bytes,
-                "active_bytes": s.active_bytes,
-                "active_fragments": s.active_count,
-                "idle_bytes": s.idle_bytes,
-                "idle_fragments": s.idle_count,
-                "read_verify_failures": s.read_verify_failures,
-                "poisoned_shards": s.poisoned_shards,
-            }),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
-        },
-        "chain": chain.map(|(link, status)| {
-            let follower = link.follower().status();
-            let (registered, assigned, stored, untagged) = link.summary();
-            let driver = status.lock().expect("status lock").clone();
-            serde_json::json!({
-                "height": follower.height,
-                "tip": follower.tip,
-                "behind": follower.behind,
-                "synced": follower.synced,
-                "diverged": follower.diverged,
-                "registered": registered,
-                "assigned_fragments": assigned,
-                "stored_fragments": stored,
-                "fragments_waiting_for_tags": untagged,
-                "tags_kept": driver.tags_kept,
-                "tags_refused": driver.tags_refused,
-                "audits": driver.audits.iter().map(|a| serde_json::json!({
-                    "round": a.round,
-                    "tagger": a.tagger,
-                    "deadline": a.deadline,
-                    "fragments": a.fragments,
-                    "blocks": a.blocks,
-                    "proof_bytes": a.proof_bytes,
-                    "prove_ms": a.prove_ms,
-                    "submitted_at": a.submitted_at,
-                    "margin_blocks": a.submitted_at.map(|at| a.deadline.saturating_sub(at)),
-                    "result": a.result,
-                    "reward": a.reward.to_string(),
-                })).collect::<Vec<_>>(),
-                "transactions_submitted": driver.submitted,
-                "transactions_included": driver.included,
-                "transactions_not_included": driver.refused,
-                "last_error": driver.last_error,
-            })
-        }),
-    });
-    format!("{value:#}\n")
-}
-
-/// A minimal HTTP/1.0 responder for GET /metrics and GET /status on loopback.
-async fn serve_http<S: FragmentStore>(
-    listener: tokio::net::TcpListener,
-    server: Arc<Server<S>>,
-    store: Arc<Store>,
-    addr: String,
-    started: Instant,
-    chain: Option<ChainView>,
-) {
-    const HEAD_BYTES_MAX: usize = 8 << 10;
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let server = server.clone();
-        let store = store.clone();
-        let addr = addr.clone();
-        let chain = chain.clone();
-        tokio::spawn(async move {
-            let mut head = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_BYTES_MAX {
-                    match socket.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            if read != Ok(true) {
-                return;
-            }
-            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-            let (status, kind, body) = match line {
-                l if l.starts_with(b"GET /metrics ") => (
-                    "200 OK",
-                    "text/plain; version=0.0.4",
-                    // Stats are a blocking call to the shards.
-                    tokio::task::block_in_place(|| render_metrics(&server, &store)),
-                ),
-                l if l.starts_with(b"GET /status ") => (
-                    "200 OK",
-                    "application/json",
-                    tokio::task::block_in_place(|| {
-                        render_status(&server, &store, &addr, started, chain.as_ref())
-                    }),
-                ),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics or /status\n".into(),
-                ),
-            };
-            let response = format!(
-                "HTTP/1.0 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
     }
 }

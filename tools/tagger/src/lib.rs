@@ -14,6 +14,7 @@
 use cess_consensus::AccountId;
 use cess_consensus::ledger::Ledger;
 use cess_consensus::net::FollowerHandle;
+use cess_http::metrics::prometheus_client::metrics::histogram::Histogram;
 use cess_proofs::{Backend, CpuBackend, SecretKey, tag_fragment};
 use cess_transport::PeerId;
 use cess_transport::tagging::{TagRefusal, TagService};
@@ -162,6 +163,8 @@ pub struct Tagger {
     key: Arc<SecretKey>,
     backend: Arc<TagBackend>,
     follower: FollowerHandle,
+    /// Time to tag one fragment (queueing excluded), for the tagger's metrics.
+    pub tag_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Tagger {
@@ -179,6 +182,15 @@ impl Tagger {
             key: Arc::new(key),
             backend: Arc::new(backend),
             follower,
+            tag_seconds: cess_http::metrics::latency_histogram(),
+        }
+    }
+
+    /// `cpu` or `gpu`, and the adapter's name for a GPU.
+    pub fn backend_labels(&self) -> (&'static str, String) {
+        match self.backend.as_ref() {
+            TagBackend::Cpu(_) => ("cpu", String::new()),
+            TagBackend::Gpu(gpu) => ("gpu", gpu.gpu().adapter().to_string()),
         }
     }
 
@@ -206,10 +218,14 @@ impl TagService for Tagger {
 
     async fn tag(&self, id: [u8; 32], data: Vec<u8>) -> Result<Vec<u8>, String> {
         let (key, backend) = (self.key.clone(), self.backend.clone());
+        let tag_seconds = self.tag_seconds.clone();
         tokio::task::spawn_blocking(move || {
-            tag_fragment(&key, backend.backend(), &id, &data)
+            let started = std::time::Instant::now();
+            let tagged = tag_fragment(&key, backend.backend(), &id, &data)
                 .map(|tags| tags.encode())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            tag_seconds.observe(started.elapsed().as_secs_f64());
+            tagged
         })
         .await
         .map_err(|e| format!("the tagging task failed: {e}"))?
