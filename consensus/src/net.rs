@@ -90,6 +90,9 @@ pub struct LoopStats {
     /// Duration of the engine step that committed a block: the block's execution, its
     /// storage proofs' verification included.
     pub commit_step: cess_transport::protocol::LatencyHistogram,
+    /// The same, for the blocks that verified at least one storage proof (their time is
+    /// mostly the proofs' verification).
+    pub proof_commit_step: cess_transport::protocol::LatencyHistogram,
     /// Storage proofs verified in committed blocks.
     pub proofs_verified: std::sync::atomic::AtomicU64,
 }
@@ -341,6 +344,9 @@ async fn core_loop<E: Engine>(
                 Output::CancelAllTimeouts => timers.clear(),
                 Output::Committed(committed) => {
                     stats.commit_step.record(step_started.elapsed());
+                    if committed.outcome.proofs_verified > 0 {
+                        stats.proof_commit_step.record(step_started.elapsed());
+                    }
                     stats.proofs_verified.fetch_add(
                         committed.outcome.proofs_verified as u64,
                         std::sync::atomic::Ordering::Relaxed,

@@ -397,13 +397,22 @@ fn registry(
             None,
             stats.proofs_verified.load(Relaxed),
         );
-        let step = stats.commit_step.snapshot();
+        let all = stats.commit_step.snapshot();
+        let with_proofs = stats.proof_commit_step.snapshot();
         scrape.histograms(
             "cess_validator_commit_step",
-            "Time of the engine step that committed a block: its execution, proof verification included",
+            "Time of the engine step that committed a block (its execution, proof verification included), for all blocks and for those with storage proofs",
             Some(Unit::Seconds),
-            "step",
-            &[("commit", step.sum_s, step.count, &step.buckets)],
+            "blocks",
+            &[
+                ("all", all.sum_s, all.count, &all.buckets),
+                (
+                    "with_proofs",
+                    with_proofs.sum_s,
+                    with_proofs.count,
+                    &with_proofs.buckets,
+                ),
+            ],
         );
         http.scrape(scrape);
     }));

@@ -184,12 +184,10 @@ fn every_role_shows_its_metrics_and_the_dashboard_shows_space_audits_and_warning
     assert!(get(&node_metrics, "cess_node_audit_prove_seconds") >= 1.0);
     assert!(get(&node_metrics, "cess_node_audit_margin_blocks") >= 1.0);
     assert!(get(&node_metrics, "cess_node_chain_height") > 0.0);
-    assert!(
-        get(
-            &node_metrics,
-            "cess_node_fragment_transfer_bytes_total{direction=\"in\"}"
-        ) > 0.0
-    );
+    for peer in ["clients", "taggers"] {
+        let series = format!("cess_node_transfer_bytes_total{{direction=\"in\",peer=\"{peer}\"}}");
+        assert!(get(&node_metrics, &series) > 0.0, "{series}");
+    }
 
     // The tagger and a validator.
     let tagger = metrics(&dir.join("net/tagger"));
@@ -208,12 +206,14 @@ fn every_role_shows_its_metrics_and_the_dashboard_shows_space_audits_and_warning
     assert_eq!(get(&validator, "cess_validator_peers_connected"), 3.0);
     assert!(get(&validator, "cess_validator_proofs_verified_total") >= 1.0);
     assert!(get(&validator, "cess_validator_commit_interval_seconds") > 10.0);
-    assert!(
+    let step = |blocks: &str| {
         get(
             &validator,
-            "cess_validator_commit_step_seconds{step=\"commit\"}"
-        ) > 10.0
-    );
+            &format!("cess_validator_commit_step_seconds{{blocks=\"{blocks}\"}}"),
+        )
+    };
+    assert!(step("all") > 10.0);
+    assert!(step("with_proofs") >= 1.0);
 
     // The dashboard in a browser: the space figures are /status's, an audit row is there,
     // the page's script ran (it stamps the refresh time), no warning.

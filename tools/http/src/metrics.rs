@@ -135,6 +135,29 @@ impl Scrape<'_, '_> {
         self.record(result);
     }
 
+    /// One counter per set of labels.
+    pub fn counters_by(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        values: &[(&[(&str, &str)], u64)],
+    ) {
+        let result = (|| {
+            let mut family = self.encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, value) in values {
+                ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+            }
+            Ok(())
+        })();
+        self.record(result);
+    }
+
     /// One histogram per value of one label, from counts kept elsewhere: each entry is the
     /// label's value, the sum, the count and the buckets (upper bound, count in that bucket
     /// alone; the last bound `f64::MAX`).

@@ -266,7 +266,8 @@ impl<S: FragmentStore> Surface<S> {
         registry.register_collector(ScrapeFn::boxed(move |scrape| {
             let snapshot = surface.snapshot();
             scrape_snapshot(&snapshot, scrape);
-            scrape_transport(surface.server.metrics(), scrape);
+            let tag_bytes_in = snapshot.chain.as_ref().map_or(0, |c| c.driver.tag_bytes_in);
+            scrape_transport(surface.server.metrics(), tag_bytes_in, scrape);
             surface.http.scrape(scrape);
         }));
         registry
@@ -767,21 +768,28 @@ fn scrape_snapshot(s: &Snapshot, scrape: &mut Scrape<'_, '_>) {
     }
 }
 
-fn scrape_transport(m: &cess_transport::Metrics, scrape: &mut Scrape<'_, '_>) {
+fn scrape_transport(m: &cess_transport::Metrics, tag_bytes_in: u64, scrape: &mut Scrape<'_, '_>) {
     scrape.counter(
         "cess_node_connections",
         "QUIC connections accepted",
         None,
         m.connections.load(Relaxed),
     );
-    scrape.counters(
-        "cess_node_fragment_transfer",
-        "Fragment bytes over the fragment protocol, by direction",
+    scrape.counters_by(
+        "cess_node_transfer",
+        "Bytes moved, by direction and peer class: clients (the fragment protocol: owners, \
+         readers, restoring miners) and taggers (tag blobs)",
         Some(Unit::Bytes),
-        "direction",
         &[
-            ("in", m.bytes_in.load(Relaxed)),
-            ("out", m.bytes_out.load(Relaxed)),
+            (
+                &[("direction", "in"), ("peer", "clients")],
+                m.bytes_in.load(Relaxed),
+            ),
+            (
+                &[("direction", "out"), ("peer", "clients")],
+                m.bytes_out.load(Relaxed),
+            ),
+            (&[("direction", "in"), ("peer", "taggers")], tag_bytes_in),
         ],
     );
     let codes: Vec<(&str, u64)> = Code::ALL
