@@ -31,6 +31,14 @@ const PEER_QUEUE: usize = 4096;
 const SYNC_ANSWERS_MAX: usize = 8;
 /// A sync answer not taken by its follower within this closes the connection.
 const SYNC_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Once a frame's length is in, its body must arrive within this (16 MiB at under 1 MB/s).
+const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest frame from a peer that is not a validator: transactions (a relay message's
+/// bound) or a sync request. Proposals, the only larger messages, come from validators.
+const CLIENT_FRAME_BYTES_MAX: usize = crate::bft::RELAY_TX_BYTES_MAX + 4096;
+/// Events from clients and followers (their transactions, their sync requests) queued for the
+/// core; the core takes them only when no validator's message waits.
+const CLIENT_EVENTS: usize = 1024;
 
 /// The account a PeerId names, when its key is Ed25519 (the only kind accounts use).
 pub fn account_of(peer: &PeerId) -> Option<AccountId> {
@@ -199,6 +207,7 @@ pub fn start<E: Engine + Send + 'static>(
 ) -> Result<ValidatorHandle, NetError> {
     let endpoint = Endpoint::server_for(CONSENSUS_PROTOCOL, node_key, listen, Limits::default())?;
     let (events_tx, events_rx) = mpsc::channel::<EventBox>(16 * 1024);
+    let (client_events_tx, client_events_rx) = mpsc::channel::<EventBox>(CLIENT_EVENTS);
     let (commits, _) = broadcast::channel(1024);
     let stats = Arc::new(LoopStats::default());
     let validators: Vec<AccountId> = core
@@ -221,13 +230,13 @@ pub fn start<E: Engine + Send + 'static>(
     }
     tokio::spawn(accept_loop(
         endpoint.clone(),
-        events_tx.clone(),
+        (events_tx.clone(), client_events_tx),
         validators,
         chain_id,
     ));
     tokio::spawn(core_loop(
         core,
-        events_rx,
+        (events_rx, client_events_rx),
         events_tx.clone(),
         senders,
         commits.clone(),
@@ -301,7 +310,7 @@ fn unix_ms() -> u64 {
 
 async fn core_loop<E: Engine>(
     mut core: E,
-    mut events: mpsc::Receiver<EventBox>,
+    (mut events, mut client_events): (mpsc::Receiver<EventBox>, mpsc::Receiver<EventBox>),
     loopback: mpsc::Sender<EventBox>,
     senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,
     commits: broadcast::Sender<Arc<Committed>>,
@@ -364,7 +373,13 @@ async fn core_loop<E: Engine>(
             }
         }
         *stats.report.lock().expect("stats lock") = core.report();
-        let Some(EventBox(event)) = events.recv().await else {
+        // Validators' messages and timeouts first: a flood from clients waits behind them.
+        let next = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            Some(event) = client_events.recv() => Some(event),
+        };
+        let Some(EventBox(event)) = next else {
             return;
         };
         step_started = Instant::now();
@@ -408,24 +423,38 @@ async fn core_loop<E: Engine>(
 enum FrameError {
     /// The stream ended or broke.
     Closed,
-    /// A length prefix over [`MESSAGE_BYTES_MAX`] (refused before the body is read).
+    /// A length prefix over the bound for this peer (refused before the body is read).
     TooLong(usize),
+    /// The body did not arrive within [`FRAME_BODY_TIMEOUT`].
+    Slow,
 }
 
-/// One frame's body (`len u32 LE ‖ message`), bounded before anything is allocated.
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, FrameError> {
+/// One frame's body (`len u32 LE ‖ message`), at most `len_max` bytes. A stream may idle
+/// between frames, but once a length prefix is in, its body must follow within
+/// [`FRAME_BODY_TIMEOUT`]; the body's memory grows with the bytes that arrived, never with
+/// what the prefix claims.
+async fn read_frame(recv: &mut quinn::RecvStream, len_max: usize) -> Result<Vec<u8>, FrameError> {
     let mut prefix = [0u8; 4];
     recv.read_exact(&mut prefix)
         .await
         .map_err(|_| FrameError::Closed)?;
     let len = u32::from_le_bytes(prefix) as usize;
-    if len > MESSAGE_BYTES_MAX {
+    if len > len_max {
         return Err(FrameError::TooLong(len));
     }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    let read = async {
+        while body.len() < len {
+            match recv.read_chunk(len - body.len(), true).await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+                _ => return Err(FrameError::Closed),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(FRAME_BODY_TIMEOUT, read)
         .await
-        .map_err(|_| FrameError::Closed)?;
+        .map_err(|_| FrameError::Slow)??;
     Ok(body)
 }
 
@@ -480,7 +509,7 @@ async fn peer_sender(
 
 async fn accept_loop(
     endpoint: Endpoint,
-    events: mpsc::Sender<EventBox>,
+    events: (mpsc::Sender<EventBox>, mpsc::Sender<EventBox>),
     validators: Vec<AccountId>,
     chain_id: crate::tx::Hash32,
 ) {
@@ -504,7 +533,7 @@ async fn accept_loop(
 /// Read frames from every stream a peer opens and hand them to the core.
 async fn serve_connection(
     connection: Connection,
-    events: mpsc::Sender<EventBox>,
+    (validator_events, client_events): (mpsc::Sender<EventBox>, mpsc::Sender<EventBox>),
     validators: Vec<AccountId>,
     chain_id: crate::tx::Hash32,
     sync_answers: Arc<tokio::sync::Semaphore>,
@@ -516,16 +545,27 @@ async fn serve_connection(
     // Validators of the genesis set; others (clients) may only send transactions. Validators
     // elected later are admitted by the core itself, which checks every signature.
     let is_validator = validators.contains(&from);
+    // A client's or follower's events queue apart from the validators', and its frames are
+    // bounded by what it may send.
+    let (events, frame_bytes_max) = if is_validator {
+        (validator_events, MESSAGE_BYTES_MAX)
+    } else {
+        (client_events, CLIENT_FRAME_BYTES_MAX)
+    };
     while let Ok((mut send, mut recv)) = connection.inner.accept_bi().await {
         let events = events.clone();
         let connection = connection.clone();
         let sync_answers = sync_answers.clone();
         tokio::spawn(async move {
             loop {
-                let body = match read_frame(&mut recv).await {
+                let body = match read_frame(&mut recv, frame_bytes_max).await {
                     Ok(body) => body,
                     Err(FrameError::TooLong(_)) => {
                         connection.close(ErrorCode::Protocol, "frame too long");
+                        return;
+                    }
+                    Err(FrameError::Slow) => {
+                        connection.close(ErrorCode::Timeout, "frame too slow");
                         return;
                     }
                     Err(FrameError::Closed) => return,
@@ -539,14 +579,21 @@ async fn serve_connection(
                     }
                 };
                 let event = match msg {
-                    // Signatures are checked here, on this connection's task, not in the core.
-                    NetMsg::Txs(txs) => Event::Txs {
-                        txs: txs
+                    // Signatures are checked here, on this connection's task, not in the core;
+                    // a message of badly signed transactions costs the core nothing.
+                    NetMsg::Txs(txs) => {
+                        let txs: Vec<VerifiedTx> = txs
                             .into_iter()
                             .filter_map(|tx| VerifiedTx::check(tx, &chain_id))
-                            .collect(),
-                        from_validator: is_validator,
-                    },
+                            .collect();
+                        if txs.is_empty() {
+                            continue;
+                        }
+                        Event::Txs {
+                            txs,
+                            from_validator: is_validator,
+                        }
+                    }
                     // A follower's request, answered on this stream before the next frame is
                     // read: one block in flight per stream, paced by what the follower reads.
                     NetMsg::SyncRequest { height } if !is_validator => {
@@ -861,10 +908,13 @@ async fn sync_request(
     send.write_all(&frame(&NetMsg::SyncRequest { height }))
         .await
         .map_err(|e| NetError::Io(e.to_string()))?;
-    let body = read_frame(recv).await.map_err(|e| match e {
-        FrameError::TooLong(len) => NetError::Io(format!("answer of {len} bytes")),
-        FrameError::Closed => NetError::Io("stream closed".into()),
-    })?;
+    let body = read_frame(recv, MESSAGE_BYTES_MAX)
+        .await
+        .map_err(|e| match e {
+            FrameError::TooLong(len) => NetError::Io(format!("answer of {len} bytes")),
+            FrameError::Closed => NetError::Io("stream closed".into()),
+            FrameError::Slow => NetError::Io("the answer did not arrive in time".into()),
+        })?;
     NetMsg::decode(&body).map_err(|e| NetError::Io(e.to_string()))
 }
 

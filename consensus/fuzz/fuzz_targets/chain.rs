@@ -1,0 +1,21 @@
+//! Untrusted bytes as a consensus message, a transaction and a genesis file. Nothing may panic;
+//! whatever decodes re-encodes to bytes that decode to the same encoding.
+#![no_main]
+
+use cess_consensus::bft::NetMsg;
+use cess_consensus::{Genesis, Transaction};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(message) = NetMsg::decode(data) {
+        let again = NetMsg::decode(&message.encode()).expect("a decoded message re-encodes");
+        assert_eq!(again.encode(), message.encode());
+    }
+    if let Ok(tx) = Transaction::decode(data) {
+        assert_eq!(Transaction::decode(&tx.encode()).expect("re-encodes"), tx);
+    }
+    if let Ok(genesis) = Genesis::decode(data) {
+        let again = Genesis::decode(&genesis.encode()).expect("re-encodes");
+        assert_eq!(again.encode(), genesis.encode());
+    }
+});
