@@ -432,6 +432,33 @@ impl Client {
     }
 }
 
+/// Opens a stream and sends a signed read request from `offset`; the caller reads the answer
+/// (or does not). Public so tests can play a reader that stalls.
+pub async fn open_read(
+    client: &Client,
+    connection: &Connection,
+    file_id: [u8; 32],
+    fragment_id: [u8; 32],
+    offset: u64,
+) -> Result<(quinn::SendStream, quinn::RecvStream), ProtocolError> {
+    let (mut send, recv) = connection.inner.open_bi().await?;
+    let mut request = pb::ReadfileRequest {
+        message_data: None,
+        file_id: file_id.to_vec(),
+        fragment_id: fragment_id.to_vec(),
+        offset,
+    };
+    message::sign(
+        &mut request,
+        client.endpoint.key(),
+        now_ms(),
+        rand::random(),
+    );
+    send.write_all(&message::encode_frame(&request)).await?;
+    let _ = send.finish();
+    Ok((send, recv))
+}
+
 /// Opens a stream and sends a signed write request announcing `payload_bytes` raw bytes from
 /// `offset`; the caller sends them. Public so tests can cut a transfer anywhere.
 pub async fn open_write(

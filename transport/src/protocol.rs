@@ -233,6 +233,8 @@ pub struct Metrics {
     pub grants_refused: AtomicU64,
     /// Writes the store refused before any byte was buffered (not assigned to this node).
     pub writes_refused: AtomicU64,
+    /// Reads answered `Busy`: the peer had all its read slots, or the read memory was taken.
+    pub reads_refused: AtomicU64,
 }
 
 impl Metrics {

@@ -10,7 +10,7 @@ use crate::partials::{Partial, PartialLimits, Partials};
 use crate::protocol::{Abort, Code, Metrics, ProtocolError, now_ms, read_frame};
 use crate::quic::{Connection, Endpoint, ErrorCode};
 use libp2p_identity::PeerId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::DerefMut;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,6 +106,12 @@ pub struct ServerConfig {
     pub partial_writer_bytes_max: u64,
     /// An unfinished write untouched this long is forgotten.
     pub partial_ttl_ms: u64,
+    /// Memory all reads in flight may hold together (each holds up to one 8 MiB chunk from
+    /// the store until the peer has taken it); a read waits for room up to the stream
+    /// timeout, then is answered `Busy`.
+    pub read_bytes_max: u64,
+    /// Reads one peer may have in flight; one more is answered `Busy` at once.
+    pub reads_per_peer_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +126,8 @@ impl Default for ServerConfig {
             partial_bytes_max: 1 << 30,
             partial_writer_bytes_max: 256 << 20,
             partial_ttl_ms: 120_000,
+            read_bytes_max: 256 << 20,
+            reads_per_peer_max: 8,
         }
     }
 }
@@ -134,6 +142,28 @@ pub struct Server<S: FragmentStore> {
     metrics: Arc<Metrics>,
     closing: AtomicBool,
     in_flight: AtomicU64,
+    /// Bytes of read chunks in flight, as permits (see [`ServerConfig::read_bytes_max`]).
+    read_budget: Arc<tokio::sync::Semaphore>,
+    /// Reads in flight per peer.
+    readers: Mutex<HashMap<PeerId, usize>>,
+}
+
+/// A peer's read slot, given back on drop.
+struct ReadSlot<'a> {
+    readers: &'a Mutex<HashMap<PeerId, usize>>,
+    peer: PeerId,
+}
+
+impl Drop for ReadSlot<'_> {
+    fn drop(&mut self) {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = readers.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                readers.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl<S: FragmentStore> std::fmt::Debug for Server<S> {
@@ -160,10 +190,16 @@ impl<S: FragmentStore> Server<S> {
                 writer_bytes_max: config.partial_writer_bytes_max,
                 ttl: Duration::from_millis(config.partial_ttl_ms),
             })),
-            config,
             metrics: Arc::new(Metrics::default()),
             closing: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
+            read_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.read_bytes_max)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            readers: Mutex::new(HashMap::new()),
+            config,
         })
     }
 
@@ -179,6 +215,40 @@ impl<S: FragmentStore> Server<S> {
     /// Bytes held by unfinished writes.
     pub fn partial_bytes(&self) -> u64 {
         self.partials().held_bytes()
+    }
+
+    /// Memory held by reads in flight.
+    pub fn read_bytes(&self) -> u64 {
+        let max = usize::try_from(self.config.read_bytes_max)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        (max - self.read_budget.available_permits()) as u64
+    }
+
+    /// Takes one of `peer`'s read slots, or none when it has all of them in flight.
+    fn read_slot(&self, peer: PeerId) -> Option<ReadSlot<'_>> {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = readers.entry(peer).or_insert(0);
+        if *n >= self.config.reads_per_peer_max {
+            return None;
+        }
+        *n += 1;
+        Some(ReadSlot {
+            readers: &self.readers,
+            peer,
+        })
+    }
+
+    /// Room for `len_bytes` of read chunk, waited for up to the stream timeout.
+    async fn read_room(&self, len_bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = u32::try_from(len_bytes).expect("a read chunk is 8 MiB at most");
+        tokio::time::timeout(
+            self.timeout(),
+            self.read_budget.clone().acquire_many_owned(permits),
+        )
+        .await
+        .ok()?
+        .ok()
     }
 
     fn partials(&self) -> std::sync::MutexGuard<'_, Partials<S::WriteBuf>> {
@@ -302,7 +372,22 @@ impl<S: FragmentStore> Server<S> {
                         self.respond(&mut send, &mut response).await?;
                         code
                     }
-                    None => self.read(&request, &mut send).await?,
+                    None => match self.read_slot(connection.peer_id) {
+                        Some(_slot) => self.read(&request, &mut send).await?,
+                        None => {
+                            self.metrics.reads_refused.fetch_add(1, Ordering::Relaxed);
+                            let mut response = pb::ReadfileResponse {
+                                code: Code::Busy as u32,
+                                detail: format!(
+                                    "{} reads in flight from this peer already",
+                                    self.config.reads_per_peer_max
+                                ),
+                                ..Default::default()
+                            };
+                            self.respond(&mut send, &mut response).await?;
+                            Code::Busy
+                        }
+                    },
                 };
                 let _ = send.finish();
                 self.metrics.count_response(code);
@@ -537,6 +622,13 @@ impl<S: FragmentStore> Server<S> {
         }
         let mut at = request.offset;
         let first_len = (len - at).min(READ_CHUNK_BYTES);
+        // Room for the chunk before the store reads it; held until the peer has taken it.
+        let Some(mut room) = self.read_room(first_len).await else {
+            self.metrics.reads_refused.fetch_add(1, Ordering::Relaxed);
+            let detail = "the node's read memory is taken; try again".to_string();
+            self.respond(send, &mut refuse(Code::Busy, detail)).await?;
+            return Ok(Code::Busy);
+        };
         let mut chunk = match self.store.read(id, at, first_len).await {
             Ok(chunk) => chunk,
             Err(e) => {
@@ -558,15 +650,33 @@ impl<S: FragmentStore> Server<S> {
         self.respond(send, &mut response).await?;
         loop {
             let sent = chunk.as_ref().len() as u64;
-            send.write_chunk(bytes::Bytes::from_owner(ByteOwner(chunk)))
-                .await
-                .map_err(|e| Abort::Stream(e.into()))?;
+            // A peer that does not take the chunk within the stream timeout loses the stream
+            // (and the memory it held); it resumes from what it got.
+            tokio::time::timeout(
+                self.timeout(),
+                send.write_chunk(bytes::Bytes::from_owner(ByteOwner(chunk))),
+            )
+            .await
+            .map_err(|_| Abort::Stream(ProtocolError::Timeout(self.config.stream_timeout_ms)))?
+            .map_err(|e| Abort::Stream(e.into()))?;
+            drop(room);
             self.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
             at += sent;
             if at >= len {
                 return Ok(Code::Ok);
             }
             let next_len = (len - at).min(READ_CHUNK_BYTES);
+            room = match self.read_room(next_len).await {
+                Some(room) => room,
+                None => {
+                    self.metrics.reads_refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = send.reset(ErrorCode::NotNeeded.into());
+                    return Err(Abort::Stream(ProtocolError::Refused {
+                        code: Code::Busy,
+                        detail: "the node's read memory is taken".into(),
+                    }));
+                }
+            };
             // The answer is out: a failure now can only cut the stream; the reader's hash
             // check and resume handle it.
             chunk = match self.store.read(id, at, next_len).await {

@@ -885,3 +885,81 @@ async fn one_peer_filling_its_replay_cache_never_locks_out_another() {
         data[..]
     );
 }
+
+/// Issue 22, item 2: 64 reads of an 8 MiB fragment that the peer never takes. Before, each
+/// held its 8 MiB chunk for as long as the peer kept the connection (64 streams: 512 MiB per
+/// connection). Now a peer has at most `reads_per_peer_max` reads in flight (the rest are
+/// answered `Busy` at once), all reads together hold at most `read_bytes_max`, a chunk not
+/// taken within the stream timeout loses its stream, and an honest reader is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_reads_pin_neither_memory_nor_the_node() {
+    let config = ServerConfig {
+        stream_timeout_ms: 1_500,
+        read_bytes_max: 48 << 20,
+        reads_per_peer_max: 4,
+        ..ServerConfig::default()
+    };
+    let node = start_node(config.clone());
+    let (big, big_id) = fragment(90, 8 << 20);
+    let (small, small_id) = fragment(91, 100_000);
+    {
+        let mut fragments = node.store.fragments.lock().unwrap();
+        fragments.insert(big_id, big.to_vec());
+        fragments.insert(small_id, small.to_vec());
+    }
+    let hostile = client_with(NodeKey::generate());
+    let connection = hostile.connection(&node.addr).await.unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        // Kept open and never read.
+        stalled.push(
+            cess_transport::client::open_read(&hostile, &connection, FILE, big_id, 0)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut held_max = 0;
+    for _ in 0..20 {
+        held_max = held_max.max(node.server.read_bytes());
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        held_max <= 4 * (8 << 20),
+        "one peer's stalled reads hold {held_max} bytes"
+    );
+    let refused = node
+        .server
+        .metrics()
+        .reads_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Some `Busy` answers wait behind the unread chunks on the peer's own connection.
+    assert!(refused > 0, "no read refused, held {held_max}");
+    // An honest reader is served while the hostile one stalls.
+    let honest = client_with(NodeKey::generate());
+    let started = std::time::Instant::now();
+    let got = honest
+        .read_fragment(&node.addr, FILE, small_id)
+        .await
+        .unwrap();
+    assert_eq!(got, small.to_vec());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // A stalled chunk loses its stream at the stream timeout (the peer's next read takes the
+    // slot, still within its bound); once the peer is gone, every byte comes back.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        config.stream_timeout_ms + 500,
+    ))
+    .await;
+    assert!(node.server.read_bytes() <= 4 * (8 << 20));
+    drop(stalled);
+    connection.inner.close(0u32.into(), b"done");
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_millis(config.stream_timeout_ms + 2_000);
+    while node.server.read_bytes() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} bytes still held after the peer left",
+            node.server.read_bytes()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -813,6 +813,7 @@ fn scrape_transport(m: &cess_transport::Metrics, tag_bytes_in: u64, scrape: &mut
             ("not_assigned", m.writes_refused.load(Relaxed)),
             ("protocol_violation", m.protocol_violations.load(Relaxed)),
             ("stream_error", m.stream_errors.load(Relaxed)),
+            ("read_busy", m.reads_refused.load(Relaxed)),
         ],
     );
     let (write, read): (HistogramSnapshot, HistogramSnapshot) =
