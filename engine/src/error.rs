@@ -97,6 +97,13 @@ pub enum StoreError {
     /// Larger than the store's maximum object size.
     #[error("fragment of {len_bytes} bytes exceeds the maximum of {max_bytes}")]
     TooLarge { len_bytes: u64, max_bytes: u64 },
+    /// A request whose journal record alone is more than one round may write (the store's
+    /// journal is too small for it); refused, nothing changed.
+    #[error(
+        "a journal record of {len_bytes} bytes exceeds the {max_bytes} bytes a round may \
+         write (the journal is too small for it)"
+    )]
+    RecordTooLarge { len_bytes: u64, max_bytes: u64 },
     /// Metadata blob larger than the configured maximum.
     #[error("metadata of {len_bytes} bytes exceeds the maximum of {max_bytes}")]
     MetaTooLarge { len_bytes: u64, max_bytes: u64 },

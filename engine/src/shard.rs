@@ -175,6 +175,36 @@ impl Request {
             _ => [None, None],
         }
     }
+
+    /// Answers a mutation with `error` instead of running it.
+    fn refuse(self, error: StoreError) {
+        match self {
+            Request::Put { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Request::Replace { reply, .. } | Request::SetMeta { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Request::Delete { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            _ => unreachable!("only mutations write journal records"),
+        }
+    }
+
+    /// At least the bytes the journal record of this request takes (see `Record::encode`:
+    /// tag, keys, an entry's fixed fields, its meta and a CRC per block), so a round can be
+    /// cut before its records outgrow the journal.
+    fn record_bytes_bound(&self) -> u64 {
+        const ENTRY_FIXED: u64 = 1 + 8 + 8 + 4;
+        match self {
+            Request::Put { crcs, .. } => 1 + 32 + ENTRY_FIXED + 4 * crcs.len() as u64,
+            Request::Replace { crcs, .. } => 1 + 64 + ENTRY_FIXED + 4 * crcs.len() as u64,
+            Request::Delete { .. } => 1 + 32,
+            Request::SetMeta { meta, .. } => 1 + 32 + 4 + meta.len() as u64,
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -605,6 +635,11 @@ impl Shard {
         let mut scrub_advanced = false;
         let mut checkpoint_replies: Vec<Reply<()>> = Vec::new();
         let mut reads_after: Vec<Request> = Vec::new();
+        // A round's records go to the journal as one frame, which must fit in half of it
+        // (`append`); the rest of the batch waits for the next round.
+        let record_bytes_max = (self.regions.journal_bytes / 2)
+            .saturating_sub((record::FRAME_HEADER_BYTES + BLOCK_BYTES) as u64);
+        let mut record_bytes = 0u64;
 
         for request in batch {
             let keys = request.mutated_keys();
@@ -612,6 +647,20 @@ impl Shard {
                 deferred.push(request);
                 continue;
             }
+            let request_record_bytes = request.record_bytes_bound();
+            if request_record_bytes > 0 && record_bytes + request_record_bytes > record_bytes_max {
+                if record_bytes > 0 {
+                    deferred.push(request);
+                    continue;
+                }
+                // Alone over the bound: no round could take it. Refused, the shard lives on.
+                request.refuse(StoreError::RecordTooLarge {
+                    len_bytes: request_record_bytes,
+                    max_bytes: record_bytes_max,
+                });
+                continue;
+            }
+            record_bytes += request_record_bytes;
             let write_len = match &request {
                 Request::Put { data, .. } | Request::Replace { data, .. } => {
                     data.as_blocks().len() as u64
