@@ -8,6 +8,7 @@ mod codec;
 mod consensus;
 mod e2e;
 mod engine;
+mod hostile;
 mod kernels;
 mod proofs;
 mod report;
