@@ -96,6 +96,22 @@ fn stale_future_and_replayed_messages_are_refused() {
         v.verify(&m, NOW - WINDOW - 1),
         Err(MessageError::Expired { .. })
     ));
+    // Dated ahead: a quarter of the window at most (an id is remembered until its timestamp
+    // leaves the window; a whole window ahead would be remembered for two).
+    assert!(matches!(
+        v.verify(&m, NOW - WINDOW / 4 - 1),
+        Err(MessageError::Expired { .. })
+    ));
+    let ahead = write_request(&key, 13, b"y");
+    let mut early = Verifier::new(WINDOW, 1000);
+    assert!(early.verify(&ahead, NOW - WINDOW / 4).is_ok());
+    assert_eq!(early.len(), 1);
+    // One window and a quarter after its arrival, a fresh message finds it forgotten.
+    let later = NOW - WINDOW / 4 + WINDOW + WINDOW / 4;
+    let mut fresh = write_request(&key, 14, b"z");
+    sign(&mut fresh, &key, later, [14; 16]);
+    assert!(early.verify(&fresh, later).is_ok());
+    assert_eq!(early.len(), 1, "the early id is forgotten by then");
     assert!(v.verify(&m, NOW).is_ok());
     assert_eq!(v.verify(&m, NOW + 1), Err(MessageError::Replayed));
     // Once the window has passed the id is forgotten, and the message is refused as expired.
