@@ -55,6 +55,11 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     /// Handshakes a server runs at once; more incoming connections are refused meanwhile.
     pub handshakes_max: usize,
+    /// Connections one peer may hold open to a server; one more is closed after its
+    /// handshake (each holds up to `send_window_bytes` of this side's memory).
+    pub connections_per_peer_max: usize,
+    /// Connections a server holds open in all; one more is closed after its handshake.
+    pub connections_max: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +74,8 @@ impl Default for Limits {
             mtu_upper_bound_bytes: 8952,
             handshake_timeout_ms: 10_000,
             handshakes_max: 1024,
+            connections_per_peer_max: 8,
+            connections_max: 4096,
         }
     }
 }
@@ -101,15 +108,46 @@ impl Limits {
 #[derive(Debug)]
 struct Handshakes {
     slots: Arc<tokio::sync::Semaphore>,
+    /// Connections open, per peer (its length is bounded by `connections_max`).
+    open: std::sync::Mutex<std::collections::HashMap<PeerId, usize>>,
     finished_tx: tokio::sync::mpsc::Sender<Result<Connection, QuicError>>,
     finished_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Result<Connection, QuicError>>>,
 }
 
 impl Handshakes {
+    /// Counts `peer`'s new connection, or says why it is one too many.
+    fn admit(&self, peer: PeerId, limits: &Limits) -> Result<(), String> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = open.values().sum();
+        if total >= limits.connections_max {
+            return Err(format!("{total} connections open: the server's limit"));
+        }
+        let mine = open.entry(peer).or_insert(0);
+        if *mine >= limits.connections_per_peer_max {
+            return Err(format!(
+                "{} connections from this peer already",
+                limits.connections_per_peer_max
+            ));
+        }
+        *mine += 1;
+        Ok(())
+    }
+
+    fn release(&self, peer: &PeerId) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(peer);
+            }
+        }
+    }
+
     fn new(max: usize) -> Handshakes {
         let (finished_tx, finished_rx) = tokio::sync::mpsc::channel(64);
         Handshakes {
             slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
             finished_tx,
             finished_rx: tokio::sync::Mutex::new(finished_rx),
         }
@@ -559,6 +597,8 @@ impl Endpoint {
                     config.transport_config(self.limits.transport_config(closing.clone()));
                     let timeout = Duration::from_millis(self.limits.handshake_timeout_ms);
                     let tx = handshakes.finished_tx.clone();
+                    let counts = handshakes.clone();
+                    let limits = self.limits.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
                         let addr = incoming.remote_address();
@@ -577,6 +617,20 @@ impl Endpoint {
                                     "handshake not finished in {} ms",
                                     timeout.as_millis()
                                 )))
+                            })
+                            .and_then(|connection| {
+                                let peer = connection.peer_id;
+                                if let Err(why) = counts.admit(peer, &limits) {
+                                    connection.close(ErrorCode::Protocol, &why);
+                                    return Err(refused(why));
+                                }
+                                // Counted until it closes, however it closes.
+                                let watched = connection.inner.clone();
+                                tokio::spawn(async move {
+                                    watched.closed().await;
+                                    counts.release(&peer);
+                                });
+                                Ok(connection)
                             });
                         let _ = tx.send(result).await;
                     });

@@ -963,3 +963,49 @@ async fn stalled_reads_pin_neither_memory_nor_the_node() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Issue 22: one peer may hold at most `connections_per_peer_max` connections to a server
+/// (each can hold up to the send window of the server's memory); one more is closed after its
+/// handshake, saying why, and another peer still connects. A closed connection gives its
+/// place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_open_connections_without_bound() {
+    let node = start_node(ServerConfig::default());
+    let per_peer = Limits::default().connections_per_peer_max;
+    let key = Arc::new(NodeKey::generate());
+    let endpoint = Endpoint::client(key, loopback(), Limits::default()).unwrap();
+    let mut open = Vec::new();
+    for _ in 0..per_peer {
+        open.push(endpoint.dial(&node.addr).await.unwrap());
+    }
+    let extra = endpoint.dial(&node.addr).await.unwrap();
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), extra.inner.closed())
+        .await
+        .expect("the extra connection is closed");
+    assert!(
+        reason.to_string().contains("connections from this peer"),
+        "{reason}"
+    );
+    // Another peer is not affected.
+    let other =
+        Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default()).unwrap();
+    let theirs = other.dial(&node.addr).await.unwrap();
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), theirs.inner.closed())
+            .await
+            .is_err(),
+        "another peer's connection was closed"
+    );
+    // One closed, one more fits.
+    open.pop()
+        .unwrap()
+        .close(cess_transport::quic::ErrorCode::Done, "done");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let again = endpoint.dial(&node.addr).await.unwrap();
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), again.inner.closed())
+            .await
+            .is_err(),
+        "a place given back was not reused"
+    );
+}
