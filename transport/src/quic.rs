@@ -104,12 +104,26 @@ impl Limits {
     }
 }
 
+/// Connections a server refused, by reason (for its metrics).
+#[derive(Debug, Default)]
+pub struct ConnectionRefusals {
+    /// The peer had `connections_per_peer_max` open.
+    pub per_peer: std::sync::atomic::AtomicU64,
+    /// The server had `connections_max` open.
+    pub total: std::sync::atomic::AtomicU64,
+    /// `handshakes_max` handshakes were in progress.
+    pub handshakes: std::sync::atomic::AtomicU64,
+    /// Handshakes not finished within `handshake_timeout_ms`, or failed.
+    pub handshake_failures: std::sync::atomic::AtomicU64,
+}
+
 /// A server's handshakes in progress and those finished, waiting for `accept`.
 #[derive(Debug)]
 struct Handshakes {
     slots: Arc<tokio::sync::Semaphore>,
     /// Connections open, per peer (its length is bounded by `connections_max`).
     open: std::sync::Mutex<std::collections::HashMap<PeerId, usize>>,
+    refusals: ConnectionRefusals,
     finished_tx: tokio::sync::mpsc::Sender<Result<Connection, QuicError>>,
     finished_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Result<Connection, QuicError>>>,
 }
@@ -120,10 +134,12 @@ impl Handshakes {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = open.values().sum();
         if total >= limits.connections_max {
+            self.refusals.total.fetch_add(1, Ordering::Relaxed);
             return Err(format!("{total} connections open: the server's limit"));
         }
         let mine = open.entry(peer).or_insert(0);
         if *mine >= limits.connections_per_peer_max {
+            self.refusals.per_peer.fetch_add(1, Ordering::Relaxed);
             return Err(format!(
                 "{} connections from this peer already",
                 limits.connections_per_peer_max
@@ -148,6 +164,7 @@ impl Handshakes {
         Handshakes {
             slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
             open: std::sync::Mutex::new(std::collections::HashMap::new()),
+            refusals: ConnectionRefusals::default(),
             finished_tx,
             finished_rx: tokio::sync::Mutex::new(finished_rx),
         }
@@ -581,6 +598,7 @@ impl Endpoint {
                 incoming = self.endpoint.accept() => {
                     let incoming = incoming?;
                     let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {
+                        handshakes.refusals.handshakes.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(
                             "{} handshakes in progress; refusing {}",
                             self.limits.handshakes_max,
@@ -618,6 +636,12 @@ impl Endpoint {
                                     timeout.as_millis()
                                 )))
                             })
+                            .inspect_err(|_| {
+                                counts
+                                    .refusals
+                                    .handshake_failures
+                                    .fetch_add(1, Ordering::Relaxed);
+                            })
                             .and_then(|connection| {
                                 let peer = connection.peer_id;
                                 if let Err(why) = counts.admit(peer, &limits) {
@@ -637,6 +661,11 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// The connections this server refused, by reason (none for a client endpoint).
+    pub fn refusals(&self) -> Option<&ConnectionRefusals> {
+        self.handshakes.as_ref().map(|h| &h.refusals)
     }
 
     /// Closes every connection and stops accepting.

@@ -986,6 +986,11 @@ async fn one_peer_cannot_open_connections_without_bound() {
         reason.to_string().contains("connections from this peer"),
         "{reason}"
     );
+    let refusals = node.endpoint.refusals().expect("a server endpoint");
+    assert_eq!(
+        refusals.per_peer.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // Another peer is not affected.
     let other =
         Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default()).unwrap();

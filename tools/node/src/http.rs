@@ -87,6 +87,8 @@ pub struct ChainSnapshot {
 /// The node's HTTP surface: what it reads from, and what it remembers between requests.
 pub struct Surface<S: FragmentStore> {
     server: Arc<Server<S>>,
+    /// The QUIC endpoint, for the connections it refused.
+    endpoint: cess_transport::Endpoint,
     store: Arc<Store>,
     addr: String,
     started: Instant,
@@ -123,6 +125,7 @@ fn unix_s() -> u64 {
 impl<S: FragmentStore> Surface<S> {
     pub fn new(
         server: Arc<Server<S>>,
+        endpoint: cess_transport::Endpoint,
         store: Arc<Store>,
         addr: String,
         chain: Option<ChainView>,
@@ -130,6 +133,7 @@ impl<S: FragmentStore> Surface<S> {
     ) -> Arc<Surface<S>> {
         let surface = Arc::new(Surface {
             server,
+            endpoint,
             store,
             addr,
             started: Instant::now(),
@@ -267,7 +271,12 @@ impl<S: FragmentStore> Surface<S> {
             let snapshot = surface.snapshot();
             scrape_snapshot(&snapshot, scrape);
             let tag_bytes_in = snapshot.chain.as_ref().map_or(0, |c| c.driver.tag_bytes_in);
-            scrape_transport(surface.server.metrics(), tag_bytes_in, scrape);
+            scrape_transport(
+                surface.server.metrics(),
+                surface.endpoint.refusals(),
+                tag_bytes_in,
+                scrape,
+            );
             surface.http.scrape(scrape);
         }));
         registry
@@ -768,7 +777,14 @@ fn scrape_snapshot(s: &Snapshot, scrape: &mut Scrape<'_, '_>) {
     }
 }
 
-fn scrape_transport(m: &cess_transport::Metrics, tag_bytes_in: u64, scrape: &mut Scrape<'_, '_>) {
+fn scrape_transport(
+    m: &cess_transport::Metrics,
+    connections: Option<&cess_transport::quic::ConnectionRefusals>,
+    tag_bytes_in: u64,
+    scrape: &mut Scrape<'_, '_>,
+) {
+    let refused =
+        |count: Option<&std::sync::atomic::AtomicU64>| count.map_or(0, |c| c.load(Relaxed));
     scrape.counter(
         "cess_node_connections",
         "QUIC connections accepted",
@@ -814,6 +830,19 @@ fn scrape_transport(m: &cess_transport::Metrics, tag_bytes_in: u64, scrape: &mut
             ("protocol_violation", m.protocol_violations.load(Relaxed)),
             ("stream_error", m.stream_errors.load(Relaxed)),
             ("read_busy", m.reads_refused.load(Relaxed)),
+            (
+                "connections_per_peer",
+                refused(connections.map(|c| &c.per_peer)),
+            ),
+            ("connections_total", refused(connections.map(|c| &c.total))),
+            (
+                "handshakes_busy",
+                refused(connections.map(|c| &c.handshakes)),
+            ),
+            (
+                "handshake_failed",
+                refused(connections.map(|c| &c.handshake_failures)),
+            ),
         ],
     );
     let (write, read): (HistogramSnapshot, HistogramSnapshot) =

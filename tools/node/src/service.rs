@@ -238,6 +238,7 @@ async fn serve_with<S: FragmentStore>(
         }
         let surface = Surface::new(
             server.clone(),
+            endpoint.clone(),
             store.clone(),
             addr.to_string(),
             chain.clone(),
