@@ -97,6 +97,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
         trusted_owners: options.trusted_owners.clone(),
         shutdown_grace_ms: default_grace_ms(),
         partial_mib_max: default_partial_mib(),
+        limits: cess_node::config::PeerLimits::default(),
         announce: options.announce.clone(),
         chain: options.chain.clone(),
     };

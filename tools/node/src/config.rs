@@ -111,6 +111,9 @@ pub struct NodeConfig {
     /// Memory that unfinished incoming writes may hold.
     #[serde(default = "default_partial_mib")]
     pub partial_mib_max: u64,
+    /// Bounds a peer cannot talk the node out of (defaults: the transport's).
+    #[serde(default)]
+    pub limits: PeerLimits,
     /// The address registered on the chain for clients to dial (a multiaddr, with or without
     /// `/p2p/…`); needed when `listen` is 0.0.0.0. Default: the listen address.
     #[serde(default)]
@@ -139,6 +142,44 @@ pub struct ChainSettings {
     /// fragments stored here (their tags are checked, so none is trusted).
     #[serde(default)]
     pub taggers: Vec<String>,
+}
+
+/// What one peer, and all peers together, may hold of the node (`[limits]` in `node.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerLimits {
+    /// Reads one peer may have in flight; one more is answered `Busy`.
+    pub reads_per_peer_max: usize,
+    /// Memory all reads in flight may hold, MiB.
+    pub read_mib_max: u64,
+    /// Connections one peer may hold open.
+    pub connections_per_peer_max: usize,
+    /// Connections the node holds open in all.
+    pub connections_max: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> PeerLimits {
+        let server = cess_transport::ServerConfig::default();
+        let quic = cess_transport::Limits::default();
+        PeerLimits {
+            reads_per_peer_max: server.reads_per_peer_max,
+            read_mib_max: server.read_bytes_max >> 20,
+            connections_per_peer_max: quic.connections_per_peer_max,
+            connections_max: quic.connections_max,
+        }
+    }
+}
+
+impl PeerLimits {
+    /// The QUIC limits with these bounds.
+    pub fn quic(&self) -> cess_transport::Limits {
+        cess_transport::Limits {
+            connections_per_peer_max: self.connections_per_peer_max.max(1),
+            connections_max: self.connections_max.max(1),
+            ..cess_transport::Limits::default()
+        }
+    }
 }
 
 /// The scrub re-reads the store at 4 MiB/s: a pass over 1 TiB in about three days, a small
@@ -355,6 +396,33 @@ mod tests {
             "listen = \"0.0.0.0:4001\"\nkey_file = \"node.key\"\nstore = \"store.img\"\n",
         )
         .unwrap()
+    }
+
+    /// `[limits]` is optional, each key too; the defaults are the transport's; a key the node
+    /// does not know is refused.
+    #[test]
+    fn limits_default_to_the_transports_and_each_can_be_set() {
+        let defaults = config().limits;
+        assert_eq!(defaults, PeerLimits::default());
+        assert_eq!(
+            defaults.reads_per_peer_max,
+            cess_transport::ServerConfig::default().reads_per_peer_max
+        );
+        let set: NodeConfig = toml::from_str(
+            "listen = \"0.0.0.0:4001\"\nkey_file = \"node.key\"\nstore = \"store.img\"\n\
+             [limits]\nreads_per_peer_max = 2\nconnections_per_peer_max = 3\n",
+        )
+        .unwrap();
+        assert_eq!(set.limits.reads_per_peer_max, 2);
+        assert_eq!(set.limits.quic().connections_per_peer_max, 3);
+        assert_eq!(set.limits.read_mib_max, defaults.read_mib_max);
+        assert!(
+            toml::from_str::<NodeConfig>(
+                "listen = \"0.0.0.0:4001\"\nkey_file = \"k\"\nstore = \"s\"\n\
+                 [limits]\nreads_max = 2\n",
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -16,8 +16,7 @@ use cess_consensus::net::NetError;
 use cess_engine::{Class, OpenError, OpenOptions, Store, StoreError, Target};
 use cess_http::HttpLimits;
 use cess_transport::{
-    Endpoint, FragmentStore, IdentityError, Limits, NodeAddr, NodeKey, QuicError, Server,
-    ServerConfig,
+    Endpoint, FragmentStore, IdentityError, NodeAddr, NodeKey, QuicError, Server, ServerConfig,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -97,16 +96,22 @@ async fn serve(
     key: Arc<NodeKey>,
     store: Arc<Store>,
 ) -> Result<(), ServiceError> {
-    let endpoint = Endpoint::server(key.clone(), config.listen, Limits::default())?;
+    let endpoint = Endpoint::server(key.clone(), config.listen, config.limits.quic())?;
     let addr = endpoint
         .node_addr()
         .map_err(io("reading the endpoint's address"))?;
     let partial_bytes_max = config.partial_mib_max << 20;
+    let (reads_per_peer_max, read_bytes_max) = (
+        config.limits.reads_per_peer_max.max(1),
+        (config.limits.read_mib_max << 20).max(8 << 20),
+    );
     let Some(chain) = config.chain.clone() else {
         let server_config = ServerConfig {
             writers: config.writers()?,
             trusted_owners: config.trusted_owners()?,
             partial_bytes_max,
+            reads_per_peer_max,
+            read_bytes_max,
             ..ServerConfig::default()
         };
         let server = Server::new(
@@ -122,6 +127,8 @@ async fn serve(
     let server_config = ServerConfig {
         writers: None,
         partial_bytes_max,
+        reads_per_peer_max,
+        read_bytes_max,
         ..ServerConfig::default()
     };
     let chain_store = ChainStore {
