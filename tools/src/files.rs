@@ -237,11 +237,16 @@ fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<(Manifest, Optio
         .flat_map(|s| &s.fragments)
         .all(|f| seen.insert(*f))
     {
+        let boundary = options.params.fragment_bytes();
+        let boundary = match boundary {
+            b if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+            b if b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+            b => format!("{b}-byte"),
+        };
         bail!(
             "two of the file's fragments are byte-identical (its content repeats at a \
-             {} MiB boundary), and a fragment id names one place on the ledger; encrypt it \
-             (--key) to make every fragment distinct",
-            options.params.fragment_bytes() >> 20
+             {boundary} boundary), and a fragment id names one place on the ledger; encrypt it \
+             (--key) to make every fragment distinct"
         );
     }
     Ok((manifest, sink.spool))
