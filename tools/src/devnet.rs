@@ -10,6 +10,7 @@ use crate::node;
 use anyhow::{Context, Result, bail};
 use cess_consensus::AccountKey;
 use cess_consensus::ledger::{GenesisTagger, TOKEN};
+use cess_node::http::tokens;
 use cess_transport::{NodeAddr, NodeKey};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -774,18 +775,6 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             .with_context(|| format!("removing {}", options.dir.display()))?;
     }
     result
-}
-
-/// Fragments in node `i`'s store, from its `/status`.
-/// Whole tokens, with up to six decimals.
-fn tokens(amount: u128) -> String {
-    let whole = amount / TOKEN;
-    let micro = (amount % TOKEN) * 1_000_000 / TOKEN;
-    if micro == 0 {
-        format!("{whole}")
-    } else {
-        format!("{whole}.{micro:06}")
-    }
 }
 
 /// The audits node `i` lists in its `/status`.

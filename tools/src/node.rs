@@ -10,6 +10,7 @@ pub use cess_node::config::{
 use cess_transport::{NodeKey, PeerId};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The status address a node running in `dir` wrote, if any.
 pub fn metrics_addr(dir: &Path) -> Option<String> {
@@ -112,3 +113,28 @@ pub fn run(config_path: &Path) -> Result<()> {
 }
 
 pub(crate) use cess_node::service::shutdown_signal;
+
+/// Serves `/metrics` from the registry `build` makes (given the surface's own HTTP counters) on
+/// `addr`, and writes the bound address to `dir/metrics-addr`: a validator's and a tagger's
+/// surface.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    public: bool,
+    dir: &Path,
+    build: impl FnOnce(Arc<cess_http::HttpStats>) -> cess_http::metrics::Registry,
+) -> Result<()> {
+    let listener = cess_http::bind(addr, public).await?;
+    let bound = listener.local_addr()?;
+    println!("metrics http://{bound}/metrics");
+    std::fs::write(dir.join(METRICS_FILE), format!("{bound}\n"))
+        .context("writing the metrics address file")?;
+    let http = Arc::new(cess_http::HttpStats::default());
+    let registry = Arc::new(build(http.clone()));
+    tokio::spawn(cess_http::serve(
+        listener,
+        cess_http::HttpLimits::default(),
+        cess_http::metrics_handler(registry),
+        http,
+    ));
+    Ok(())
+}

@@ -150,22 +150,11 @@ pub fn run(dir: &Path) -> Result<()> {
             .context("writing the addr file")?;
         println!("listening {addr}");
         if let Some(http_addr) = config.metrics {
-            let listener = cess_http::bind(http_addr, config.http_public).await?;
-            let bound = listener.local_addr()?;
-            println!("metrics http://{bound}/metrics");
-            std::fs::write(
-                dir.join(cess_node::config::METRICS_FILE),
-                format!("{bound}\n"),
-            )
-            .context("writing the metrics address file")?;
-            let http = Arc::new(cess_http::HttpStats::default());
-            let registry = Arc::new(registry(&tagger, server.metrics().clone(), http.clone()));
-            tokio::spawn(cess_http::serve(
-                listener,
-                cess_http::HttpLimits::default(),
-                cess_http::metrics_handler(registry),
-                http,
-            ));
+            let metrics = server.metrics().clone();
+            crate::node::serve_metrics(http_addr, config.http_public, dir, |http| {
+                registry(&tagger, metrics, http)
+            })
+            .await?;
         }
         let metrics = server.metrics().clone();
         let report = tokio::spawn(async move {

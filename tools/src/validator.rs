@@ -231,21 +231,10 @@ pub fn run(dir: &Path) -> Result<()> {
         println!("validator {account} listening {}", handle.local_addr()?);
         let chain = Arc::new(ChainMetrics::default());
         if let Some(http_addr) = config.metrics {
-            let listener = cess_http::bind(http_addr, config.http_public).await?;
-            let bound = listener.local_addr()?;
-            println!("metrics http://{bound}/metrics");
-            std::fs::write(
-                dir.join(cess_node::config::METRICS_FILE),
-                format!("{bound}\n"),
-            )?;
-            let http = Arc::new(cess_http::HttpStats::default());
-            let registry = Arc::new(registry(&handle, &chain, http.clone()));
-            tokio::spawn(cess_http::serve(
-                listener,
-                cess_http::HttpLimits::default(),
-                cess_http::metrics_handler(registry),
-                http,
-            ));
+            crate::node::serve_metrics(http_addr, config.http_public, dir, |http| {
+                registry(&handle, &chain, http)
+            })
+            .await?;
         }
         let mut commits = handle.commits();
         let mut last_commit = Instant::now();

@@ -372,16 +372,8 @@ impl Client {
         data: &mut Vec<u8>,
         fragment_bytes: &mut Option<u64>,
     ) -> Result<(), ProtocolError> {
-        let (mut send, mut recv) = connection.inner.open_bi().await?;
-        let mut request = pb::ReadfileRequest {
-            message_data: None,
-            file_id: file_id.to_vec(),
-            fragment_id: fragment_id.to_vec(),
-            offset: data.len() as u64,
-        };
-        message::sign(&mut request, self.endpoint.key(), now_ms(), rand::random());
-        send.write_all(&message::encode_frame(&request)).await?;
-        let _ = send.finish();
+        let (_send, mut recv) =
+            open_read(self, connection, file_id, fragment_id, data.len() as u64).await?;
         let response: pb::ReadfileResponse = self.response(connection, &mut recv).await?;
         match Code::from_u32(response.code) {
             Some(Code::Ok) => {}
@@ -433,7 +425,7 @@ impl Client {
 }
 
 /// Opens a stream and sends a signed read request from `offset`; the caller reads the answer
-/// (or does not). Public so tests can play a reader that stalls.
+/// (or does not: public so tests can play a reader that stalls).
 pub async fn open_read(
     client: &Client,
     connection: &Connection,

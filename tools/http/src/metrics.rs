@@ -11,6 +11,7 @@ pub use prometheus_client::registry::{Registry, Unit};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -85,6 +86,27 @@ impl Scrape<'_, '_> {
         self.record(result);
     }
 
+    /// A family of metrics of one type, one per label set.
+    fn family<'l, M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        metric_type: prometheus_client::metrics::MetricType,
+        members: impl IntoIterator<Item = (&'l [(&'l str, &'l str)], M)>,
+    ) {
+        let result = (|| {
+            let mut family =
+                self.encoder
+                    .encode_descriptor(name, help, unit.as_ref(), metric_type)?;
+            for (labels, metric) in members {
+                metric.encode(family.encode_family(&labels)?)?;
+            }
+            Ok(())
+        })();
+        self.record(result);
+    }
+
     /// One gauge per value of one label.
     pub fn gauges(
         &mut self,
@@ -94,20 +116,12 @@ impl Scrape<'_, '_> {
         label: &str,
         values: &[(&str, i64)],
     ) {
-        let result = (|| {
-            let mut family = self.encoder.encode_descriptor(
-                name,
-                help,
-                unit.as_ref(),
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for (value_label, value) in values {
-                let labels = [(label, *value_label)];
-                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
-            }
-            Ok(())
-        })();
-        self.record(result);
+        let labels: Vec<[(&str, &str); 1]> = values.iter().map(|(v, _)| [(label, *v)]).collect();
+        let members = labels
+            .iter()
+            .zip(values)
+            .map(|(l, (_, value))| (&l[..], ConstGauge::new(*value)));
+        self.family(name, help, unit, MetricType::Gauge, members);
     }
 
     /// One counter per value of one label.
@@ -119,20 +133,12 @@ impl Scrape<'_, '_> {
         label: &str,
         values: &[(&str, u64)],
     ) {
-        let result = (|| {
-            let mut family = self.encoder.encode_descriptor(
-                name,
-                help,
-                unit.as_ref(),
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (value_label, value) in values {
-                let labels = [(label, *value_label)];
-                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
-            }
-            Ok(())
-        })();
-        self.record(result);
+        let labels: Vec<[(&str, &str); 1]> = values.iter().map(|(v, _)| [(label, *v)]).collect();
+        let members = labels
+            .iter()
+            .zip(values)
+            .map(|(l, (_, value))| (&l[..], ConstCounter::new(*value)));
+        self.family(name, help, unit, MetricType::Counter, members);
     }
 
     /// One counter per set of labels.
@@ -143,19 +149,10 @@ impl Scrape<'_, '_> {
         unit: Option<Unit>,
         values: &[(&[(&str, &str)], u64)],
     ) {
-        let result = (|| {
-            let mut family = self.encoder.encode_descriptor(
-                name,
-                help,
-                unit.as_ref(),
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (labels, value) in values {
-                ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
-            }
-            Ok(())
-        })();
-        self.record(result);
+        let members = values
+            .iter()
+            .map(|(labels, value)| (*labels, ConstCounter::new(*value)));
+        self.family(name, help, unit, MetricType::Counter, members);
     }
 
     /// One histogram per value of one label, from counts kept elsewhere: each entry is the
@@ -170,12 +167,9 @@ impl Scrape<'_, '_> {
         values: &[LabelledHistogram<'_>],
     ) {
         let result = (|| {
-            let mut family = self.encoder.encode_descriptor(
-                name,
-                help,
-                unit.as_ref(),
-                prometheus_client::metrics::MetricType::Histogram,
-            )?;
+            let mut family =
+                self.encoder
+                    .encode_descriptor(name, help, unit.as_ref(), MetricType::Histogram)?;
             for (value_label, sum, count, buckets) in values {
                 let labels = [(label, *value_label)];
                 family
@@ -189,16 +183,8 @@ impl Scrape<'_, '_> {
 
     /// An info metric: a constant 1 labelled with what it describes (a backend, a version).
     pub fn info(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) {
-        let result = (|| {
-            let mut family = self.encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            ConstGauge::new(1i64).encode(family.encode_family(&labels)?)
-        })();
-        self.record(result);
+        let members = [(labels, ConstGauge::new(1i64))];
+        self.family(name, help, None, MetricType::Gauge, members);
     }
 }
 

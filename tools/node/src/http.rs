@@ -429,8 +429,8 @@ pub fn warnings(snapshot: &Snapshot) -> Vec<Warning> {
     out
 }
 
-/// Tokens in whole units with up to 6 decimals.
-fn tokens(amount: u128) -> String {
+/// Tokens in whole units with up to 6 decimals, trailing zeros dropped.
+pub fn tokens(amount: u128) -> String {
     let whole = amount / TOKEN;
     let micro = (amount % TOKEN) * 1_000_000 / TOKEN;
     if micro == 0 {
