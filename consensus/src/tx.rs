@@ -128,6 +128,15 @@ pub enum Call {
     Unbond {
         amount: u128,
     },
+    /// Let `delegate` act for the signer on its files: read them from the miners (a gateway,
+    /// a backup agent). At most [`crate::ledger::DELEGATES_PER_OWNER_MAX`] per owner.
+    Authorize {
+        delegate: AccountId,
+    },
+    /// Take back an [`Call::Authorize`].
+    Deauthorize {
+        delegate: AccountId,
+    },
 }
 
 impl Call {
@@ -151,6 +160,8 @@ impl Call {
             Call::Unbond { .. } => 16,
             Call::AddCollateral { .. } => 17,
             Call::RentSpace { .. } => 18,
+            Call::Authorize { .. } => 19,
+            Call::Deauthorize { .. } => 20,
         }
     }
 
@@ -174,6 +185,8 @@ impl Call {
             Call::Unbond { .. } => "unbond",
             Call::AddCollateral { .. } => "add_collateral",
             Call::RentSpace { .. } => "rent_space",
+            Call::Authorize { .. } => "authorize",
+            Call::Deauthorize { .. } => "deauthorize",
         }
     }
 
@@ -263,6 +276,9 @@ impl Call {
                 add_blocks,
             } => {
                 w.u32(*add_gib).u64(*add_blocks);
+            }
+            Call::Authorize { delegate } | Call::Deauthorize { delegate } => {
+                w.fixed(&delegate.0);
             }
         }
     }
@@ -370,6 +386,12 @@ impl Call {
             18 => Call::RentSpace {
                 add_gib: r.u32("GiB")?,
                 add_blocks: r.u64("blocks")?,
+            },
+            19 => Call::Authorize {
+                delegate: AccountId(r.array("delegate")?),
+            },
+            20 => Call::Deauthorize {
+                delegate: AccountId(r.array("delegate")?),
             },
             _ => return Err(DecodeError::Invalid("call kind")),
         };

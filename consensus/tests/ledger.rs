@@ -1937,3 +1937,53 @@ fn a_proposer_leaving_a_validator_out_of_its_commits_costs_it_nothing() {
         "past the forgiven misses it loses"
     );
 }
+
+#[test]
+fn an_owner_authorizes_delegates_within_a_bound_and_takes_them_back() {
+    use cess_consensus::ledger::DELEGATES_PER_OWNER_MAX;
+    let mut chain = Chain::new(20, 4, test_params());
+    let (owner, gateway) = (chain.id(0), chain.id(1));
+    assert!(!chain.ledger.is_delegate(&owner, &gateway));
+    chain.run(0, Call::Authorize { delegate: gateway }).unwrap();
+    assert!(chain.ledger.is_delegate(&owner, &gateway));
+    assert!(
+        !chain.ledger.is_delegate(&gateway, &owner),
+        "delegation is one way"
+    );
+    assert_eq!(
+        chain.run(0, Call::Authorize { delegate: gateway }),
+        Err(TxError::BadDelegate("already authorized"))
+    );
+    assert_eq!(
+        chain.run(0, Call::Authorize { delegate: owner }),
+        Err(TxError::BadDelegate("an account always acts for itself"))
+    );
+    for i in 2..1 + DELEGATES_PER_OWNER_MAX {
+        let delegate = chain.id(i);
+        chain.run(0, Call::Authorize { delegate }).unwrap();
+    }
+    assert_eq!(
+        chain.ledger.delegates(&owner).count(),
+        DELEGATES_PER_OWNER_MAX
+    );
+    let one_more = chain.id(1 + DELEGATES_PER_OWNER_MAX);
+    assert_eq!(
+        chain.run(0, Call::Authorize { delegate: one_more }),
+        Err(TxError::TooManyDelegates {
+            max: DELEGATES_PER_OWNER_MAX
+        })
+    );
+    chain
+        .run(0, Call::Deauthorize { delegate: gateway })
+        .unwrap();
+    assert!(!chain.ledger.is_delegate(&owner, &gateway));
+    assert_eq!(
+        chain.run(0, Call::Deauthorize { delegate: gateway }),
+        Err(TxError::BadDelegate("not authorized"))
+    );
+    assert_eq!(
+        chain.ledger.root(),
+        chain.ledger.root_from_scratch(),
+        "the delegates table is in the state root"
+    );
+}

@@ -39,7 +39,7 @@ fn random_call(
         })
         .collect();
     let restorals: Vec<[u8; 32]> = chain.ledger.restorals().map(|(id, _)| *id).collect();
-    match rng.random_range(0..18) {
+    match rng.random_range(0..19) {
         0 => Call::Transfer {
             to: pick_account(rng),
             amount: match rng.random_range(0..3) {
@@ -123,6 +123,14 @@ fn random_call(
             add_gib: rng.random_range(0..3),
             add_blocks: rng.random_range(0..30),
         },
+        17 => {
+            let delegate = pick_account(rng);
+            if rng.random_bool(0.6) {
+                Call::Authorize { delegate }
+            } else {
+                Call::Deauthorize { delegate }
+            }
+        }
         _ => Call::SubmitProof {
             round: rng.random_range(0..4),
             tagger: storage.tagger_id(),

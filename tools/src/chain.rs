@@ -308,6 +308,9 @@ pub struct ChainClient {
 
 /// How long a transaction is waited for before a client gives up on it.
 pub const INCLUSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a sent transaction is waited for before it is sent again, to another validator
+/// (a block comes every second or two; five of them missing it means it was lost).
+pub const RESEND_AFTER: Duration = Duration::from_secs(8);
 
 impl ChainClient {
     /// Follows the chain of `source` until at its tip, signing as `node_key`'s account.
@@ -339,14 +342,49 @@ impl ChainClient {
     }
 
     /// Signs `call` with the next nonce, sends it and waits until a block includes it: the
-    /// height, or why not (the ledger's reason when it refused the call).
+    /// height, or why not (the ledger's reason when it refused the call). A validator may
+    /// take the bytes and still lose them (it closed the connection after the handshake, it
+    /// restarted): not included within [`RESEND_AFTER`], the same transaction goes to the next
+    /// validator (a mempool keeps one copy), until [`INCLUSION_TIMEOUT`].
     pub async fn submit(&self, call: Call) -> Result<u64> {
         let what = call.name();
         let tx = self.ledger(|l| l.transaction(&self.account, call));
         let mut blocks = self.follower.applied();
+        let deadline = tokio::time::Instant::now() + INCLUSION_TIMEOUT;
+        let mut rotate = false;
+        loop {
+            self.send_once(what, &tx, rotate).await?;
+            rotate = true;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = left.min(RESEND_AFTER);
+            match FollowerHandle::wait_for_inclusion(&mut blocks, &tx, wait).await {
+                Err(net::InclusionError::Timeout { .. }) if wait < left => {
+                    tracing::debug!("{what}: not included within {wait:?}; sending it again");
+                }
+                Err(net::InclusionError::Timeout { .. }) => {
+                    bail!(
+                        "{what}: not included within {} ms",
+                        INCLUSION_TIMEOUT.as_millis()
+                    )
+                }
+                outcome => return outcome.with_context(|| what.to_string()),
+            }
+        }
+    }
+
+    /// Hands `tx` to one validator: the current one, or the next when `rotate`.
+    async fn send_once(
+        &self,
+        what: &str,
+        tx: &cess_consensus::Transaction,
+        rotate: bool,
+    ) -> Result<()> {
         let mut sender = self.sender.lock().await;
+        if rotate {
+            sender.1 = None;
+            sender.0 += 1;
+        }
         let mut errors = Vec::new();
-        let mut sent = false;
         for _ in 0..self.validators.len() {
             let validator = &self.validators[sender.0 % self.validators.len()];
             if sender.1.is_none() {
@@ -363,13 +401,10 @@ impl ChainClient {
                 .1
                 .as_mut()
                 .expect("connected")
-                .send(std::slice::from_ref(&tx))
+                .send(std::slice::from_ref(tx))
                 .await
             {
-                Ok(()) => {
-                    sent = true;
-                    break;
-                }
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     errors.push(format!("{validator}: {e}"));
                     sender.1 = None;
@@ -377,16 +412,10 @@ impl ChainClient {
                 }
             }
         }
-        drop(sender);
-        if !sent {
-            bail!(
-                "{what}: no validator took the transaction:\n  {}",
-                errors.join("\n  ")
-            );
-        }
-        FollowerHandle::wait_for_inclusion(&mut blocks, &tx, INCLUSION_TIMEOUT)
-            .await
-            .with_context(|| what.to_string())
+        bail!(
+            "{what}: no validator took the transaction:\n  {}",
+            errors.join("\n  ")
+        )
     }
 
     /// Waits until `test` finds what it looks for in the replica (checked after every block),

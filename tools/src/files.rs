@@ -589,6 +589,33 @@ pub fn get(
     crate::net::get_placed(handle, client, manifest, placement, key, out)
 }
 
+/// Authorizes (or with `revoke` deauthorizes) `delegate`, an account id in hex or a PeerId,
+/// to read the signer's files: the delegate's account and the height.
+pub fn authorize(
+    handle: &Handle,
+    chain: &ChainClient,
+    delegate: &str,
+    revoke: bool,
+) -> Result<(cess_consensus::AccountId, u64)> {
+    let account = match parse_file_id(delegate) {
+        Ok(bytes) => cess_consensus::AccountId(bytes),
+        Err(_) => {
+            let peer: cess_transport::PeerId = delegate.parse().with_context(|| {
+                format!("a delegate is an account id (64 hex digits) or a PeerId, got {delegate:?}")
+            })?;
+            cess_consensus::net::account_of(&peer)
+                .with_context(|| format!("{peer} is not an Ed25519 account key"))?
+        }
+    };
+    let call = if revoke {
+        Call::Deauthorize { delegate: account }
+    } else {
+        Call::Authorize { delegate: account }
+    };
+    let height = handle.block_on(chain.submit(call))?;
+    Ok((account, height))
+}
+
 /// Removes the signer as an owner of `file_id`: the height, and whether that was the last
 /// owner (the miners then delete the fragments on their own).
 pub fn delete(handle: &Handle, chain: &ChainClient, file_id: &str) -> Result<(u64, bool)> {

@@ -91,6 +91,21 @@ enum Command {
         key: Option<PathBuf>,
         #[arg(long)]
         passphrase: bool,
+        /// Reads with this account key (a delegate's, see `cess authorize`) instead of the
+        /// network's client key: miners serve a file only to its owners, their delegates, a
+        /// miner rebuilding it and the validators.
+        #[arg(long = "as", value_name = "ACCOUNT_KEY")]
+        as_key: Option<PathBuf>,
+    },
+    /// Lets another account read the client account's files from the miners (an S3 gateway,
+    /// a backup agent), or with `--revoke` takes that back.
+    Authorize {
+        /// The delegate: its account id (64 hex digits) or its PeerId.
+        delegate: String,
+        #[arg(long)]
+        revoke: bool,
+        #[arg(long, default_value = "cess-devnet")]
+        devnet: PathBuf,
     },
     /// Stops owning a file; when the last owner is gone its miners delete the fragments.
     Delete {
@@ -804,13 +819,24 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             devnet,
             key,
             passphrase,
+            as_key,
         } => {
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
             };
             let report = if devnet::on_chain(&devnet) {
-                let (runtime, chain, client) = devnet::chain_client(&devnet)?;
+                let (runtime, chain, mut client) = devnet::chain_client(&devnet)?;
+                if let Some(path) = &as_key {
+                    let reader = cess_transport::NodeKey::load(path)
+                        .with_context(|| format!("loading the account key {}", path.display()))?;
+                    let _guard = runtime.enter();
+                    client = net::client(
+                        std::sync::Arc::new(reader),
+                        cess_transport::ClientConfig::default(),
+                        None,
+                    )?;
+                }
                 files::get(runtime.handle(), &chain, client, &file_id, &choice, &out)?
             } else {
                 let (runtime, client) = net::devnet_client(&devnet, None)?;
@@ -832,6 +858,26 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
                 out.display(),
                 codec_cmd::rate(report.file_bytes, report.elapsed)
             );
+            Ok(())
+        }
+        Command::Authorize {
+            delegate,
+            revoke,
+            devnet,
+        } => {
+            if !devnet::on_chain(&devnet) {
+                bail!(
+                    "{} is not a network on a chain; delegates are kept on the chain",
+                    devnet.display()
+                );
+            }
+            let (runtime, chain, _client) = devnet::chain_client(&devnet)?;
+            let (delegate, height) = files::authorize(runtime.handle(), &chain, &delegate, revoke)?;
+            if revoke {
+                println!("{delegate} may no longer read this account's files (height {height})");
+            } else {
+                println!("{delegate} may read this account's files (height {height})");
+            }
             Ok(())
         }
         Command::Delete { file_id, devnet } => {

@@ -2,7 +2,8 @@
 //! 12 miner processes, each registered on the chain), `cess put` (space rented, the order
 //! placed by the ledger, fragments sent to the miners it named, Active), a put resumed after a
 //! miner was down, `cess get` with only the file id and the key (8 of 12 miners up; a clear
-//! error with 3), `cess delete` and the fragments leaving the miners' stores, `cess devnet down`.
+//! error with 3), reads refused to an account that is neither an owner nor a delegate (`cess
+//! authorize`), `cess delete` and the fragments leaving the miners' stores, `cess devnet down`.
 
 mod common;
 
@@ -151,6 +152,50 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
     );
     assert!(!wrong.status.success(), "{}", text(&wrong));
     assert!(!dir.join("wrong.bin").exists());
+
+    // Another account, even with the file key, reads nothing: the miners serve the file's
+    // owners, their delegates, restorers and validators only. Once the owner authorizes it
+    // (a gateway, say), it reads; revoked, it does not.
+    let reader = ok(cess(&["owner", "init", "reader.key"], dir));
+    let reader = reader
+        .trim()
+        .strip_prefix("owner ")
+        .unwrap_or_else(|| panic!("owner init prints the PeerId: {reader}"))
+        .to_string();
+    let get_as = |out: &str| {
+        cess(
+            &[
+                "get",
+                &file_id,
+                "--devnet",
+                "net",
+                "--key",
+                "file.key",
+                "--as",
+                "reader.key",
+                "--out",
+                out,
+            ],
+            dir,
+        )
+    };
+    let stranger = get_as("stranger.bin");
+    assert!(!stranger.status.success(), "{}", text(&stranger));
+    assert!(
+        text(&stranger).contains("may not read"),
+        "{}",
+        text(&stranger)
+    );
+    assert!(!dir.join("stranger.bin").exists());
+    ok(cess(&["authorize", &reader, "--devnet", "net"], dir));
+    let delegated = get_as("delegate.bin");
+    assert!(delegated.status.success(), "{}", text(&delegated));
+    assert!(std::fs::read(dir.join("delegate.bin")).unwrap() == data);
+    ok(cess(
+        &["authorize", &reader, "--revoke", "--devnet", "net"],
+        dir,
+    ));
+    assert!(!get_as("revoked.bin").status.success());
 
     // With 3 up no segment can be rebuilt: a clear error and no output file.
     for i in [1, 3, 4, 6, 8] {

@@ -235,6 +235,8 @@ pub struct Metrics {
     pub writes_refused: AtomicU64,
     /// Reads answered `Busy`: the peer had all its read slots, or the read memory was taken.
     pub reads_refused: AtomicU64,
+    /// Reads the store refused to this peer (not an owner, delegate, restorer or validator).
+    pub reads_unauthorized: AtomicU64,
 }
 
 impl Metrics {

@@ -49,6 +49,14 @@ pub trait FragmentStore: Send + Sync + 'static {
         let _ = (writer, id, fragment_bytes);
         Ok(())
     }
+    /// Whether `reader` may read fragment `id` here, asked before the store is touched (a
+    /// storage node's chain rule: the file's owners and their delegates, a miner rebuilding
+    /// a fragment of its segment, the validators). `Err` says why not; the reader is
+    /// answered `Unauthorized` with it.
+    fn may_read(&self, reader: &PeerId, id: &[u8; 32]) -> Result<(), String> {
+        let _ = (reader, id);
+        Ok(())
+    }
     /// The stored length of a fragment, if present.
     fn len_of(&self, id: [u8; 32]) -> impl Future<Output = Result<Option<u64>, StoreFault>> + Send;
     /// Stores a complete fragment; must refuse data that does not hash to `id`.
@@ -373,7 +381,7 @@ impl<S: FragmentStore> Server<S> {
                         code
                     }
                     None => match self.read_slot(connection.peer_id) {
-                        Some(_slot) => self.read(&request, &mut send).await?,
+                        Some(_slot) => self.read(connection.peer_id, &request, &mut send).await?,
                         None => {
                             self.metrics.reads_refused.fetch_add(1, Ordering::Relaxed);
                             let mut response = pb::ReadfileResponse {
@@ -586,6 +594,7 @@ impl<S: FragmentStore> Server<S> {
     /// a missing or corrupt fragment is answered with a code, not a cut stream.
     async fn read(
         &self,
+        reader: PeerId,
         request: &pb::ReadfileRequest,
         send: &mut quinn::SendStream,
     ) -> Result<Code, Abort> {
@@ -601,6 +610,14 @@ impl<S: FragmentStore> Server<S> {
             detail,
             ..Default::default()
         };
+        if let Err(refusal) = self.store.may_read(&reader, &id) {
+            self.metrics
+                .reads_unauthorized
+                .fetch_add(1, Ordering::Relaxed);
+            self.respond(send, &mut refuse(Code::Unauthorized, refusal))
+                .await?;
+            return Ok(Code::Unauthorized);
+        }
         let len = match self.store.len_of(id).await {
             Ok(Some(len)) => len,
             Ok(None) => {

@@ -10,6 +10,7 @@
 //! and stake always add up to the genesis total ([`Ledger::total_money`]).
 
 mod audit;
+mod delegates;
 mod params;
 mod space;
 mod storage;
@@ -17,6 +18,7 @@ mod tracked;
 mod validators;
 
 pub use audit::Audit;
+pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
 pub use params::{GIB, Genesis, GenesisTagger, GenesisValidator, LedgerParams, TOKEN};
 pub use space::Lease;
 pub use storage::{
@@ -141,6 +143,10 @@ pub enum TxError {
     NotCandidate,
     #[error("an elected validator cannot unbond below the minimum until its era ends")]
     ValidatorBonded,
+    #[error("delegate: {0}")]
+    BadDelegate(&'static str),
+    #[error("the signer already has {max} delegates")]
+    TooManyDelegates { max: usize },
 }
 
 impl TxError {
@@ -277,6 +283,7 @@ pub struct Ledger {
     audits: Tracked<(u64, AccountId, Hash32), Audit>,
     candidates: Tracked<AccountId, Candidate>,
     leases: Tracked<AccountId, Lease>,
+    delegates: Tracked<AccountId, Delegates>,
     validator_keys: BTreeSet<[u8; 48]>,
     validators: Vec<ValidatorEntry>,
     previous_validators: Vec<ValidatorEntry>,
@@ -341,6 +348,7 @@ impl Ledger {
             audits: Tracked::new(b"audits"),
             candidates: Tracked::new(b"candidates"),
             leases: Tracked::new(b"leases"),
+            delegates: Tracked::new(b"delegates"),
             validator_keys: BTreeSet::new(),
             validators: Vec::new(),
             previous_validators: Vec::new(),
@@ -677,6 +685,8 @@ impl Ledger {
                 add_gib,
                 add_blocks,
             } => self.rent_space(signer, *add_gib, *add_blocks)?,
+            Call::Authorize { delegate } => self.authorize(signer, *delegate)?,
+            Call::Deauthorize { delegate } => self.deauthorize(signer, *delegate)?,
         }
         Ok(())
     }
@@ -744,6 +754,7 @@ impl Ledger {
             self.audits.digest().checksum(),
             self.candidates.digest().checksum(),
             self.leases.digest().checksum(),
+            self.delegates.digest().checksum(),
         ];
         self.root_over(&tables)
     }
@@ -760,11 +771,12 @@ impl Ledger {
             self.audits.digest_from_scratch().checksum(),
             self.candidates.digest_from_scratch().checksum(),
             self.leases.digest_from_scratch().checksum(),
+            self.delegates.digest_from_scratch().checksum(),
         ];
         self.root_over(&tables)
     }
 
-    fn root_over(&self, tables: &[[u8; 32]; 8]) -> Hash32 {
+    fn root_over(&self, tables: &[[u8; 32]; 9]) -> Hash32 {
         let mut w = Writer::new();
         w.fixed(&self.chain_id)
             .u64(self.height)

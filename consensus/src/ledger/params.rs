@@ -172,7 +172,10 @@ impl LedgerParams {
                     .map(|s| 1 + s.fragments.len() as u128)
                     .sum::<u128>()
             }
-            Call::ReportLost { .. } | Call::ClaimRestoral { .. } | Call::RentSpace { .. } => 1,
+            Call::ReportLost { .. }
+            | Call::ClaimRestoral { .. }
+            | Call::RentSpace { .. }
+            | Call::Authorize { .. } => 1,
             _ => 0,
         };
         // A proof's check and a BLS approval's check each cost two pairings.

@@ -236,6 +236,29 @@ impl ChainLink {
             .map_err(|e: WriteRefused| e.to_string())
     }
 
+    /// Whether `reader` may read `fragment_id` from this node, by its replica ([`check_read`]).
+    /// A replica that diverged allows nothing; one that is behind answers by what it knows.
+    pub fn check_read(&self, reader: &PeerId, fragment_id: &[u8; 32]) -> Result<(), String> {
+        let status = self.follower.status();
+        if let Some(e) = status.diverged {
+            return Err(format!(
+                "this node's ledger replica diverged ({e}); it serves nothing"
+            ));
+        }
+        let account = cess_consensus::net::account_of(reader)
+            .ok_or_else(|| crate::ReadRefused::NotAnAccount.to_string())?;
+        self.follower
+            .with_ledger(|ledger| crate::check_read(ledger, &account, fragment_id))
+            .map(|_| ())
+            .map_err(|e| match e {
+                crate::ReadRefused::UnknownFragment if !status.synced => format!(
+                    "{e}; this node has not caught up with the chain yet (at {}, {} behind)",
+                    status.height, status.behind
+                ),
+                e => e.to_string(),
+            })
+    }
+
     /// The store holds `fragment_id` durably: its tags come next.
     fn durable(&self, fragment_id: [u8; 32], len_bytes: u64) {
         let actions = self.follower.with_ledger(|ledger| {
@@ -324,6 +347,10 @@ impl FragmentStore for ChainStore {
 
     fn admit(&self, _writer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), String> {
         self.link.check_write(id, fragment_bytes)
+    }
+
+    fn may_read(&self, reader: &PeerId, id: &[u8; 32]) -> Result<(), String> {
+        self.link.check_read(reader, id)
     }
 
     fn alloc(&self, len_bytes: usize) -> Self::WriteBuf {

@@ -830,6 +830,7 @@ fn scrape_transport(
             ("protocol_violation", m.protocol_violations.load(Relaxed)),
             ("stream_error", m.stream_errors.load(Relaxed)),
             ("read_busy", m.reads_refused.load(Relaxed)),
+            ("read_not_permitted", m.reads_unauthorized.load(Relaxed)),
             (
                 "connections_per_peer",
                 refused(connections.map(|c| &c.per_peer)),

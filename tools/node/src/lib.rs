@@ -62,6 +62,70 @@ pub enum WriteRefused {
     WrongLength { expected: u64, got: u64 },
 }
 
+/// Why a fragment read is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReadRefused {
+    #[error("no file on the chain has this fragment (as far as this node's replica knows)")]
+    UnknownFragment,
+    #[error(
+        "this peer may not read this fragment: it is not an owner of its file, an owner's \
+         delegate, a miner rebuilding its segment or a validator"
+    )]
+    NotPermitted,
+    #[error("the peer's key is not an account key")]
+    NotAnAccount,
+}
+
+/// Why a reader may read a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRight {
+    Owner,
+    /// Authorized by this owner (`Call::Authorize`).
+    Delegate(AccountId),
+    /// Holds the restoral claim of a fragment of the same segment: it rebuilds from siblings.
+    Restorer,
+    Validator,
+}
+
+/// Who may read `fragment_id` from the miner that holds it, by the chain: its file's owners
+/// and their delegates, a miner that holds a restoral claim on a fragment of its segment,
+/// and the current validators. Nobody else, so a miner that dropped its data cannot rebuild
+/// a challenged block from its siblings. Costs the file's owners and one segment's
+/// fragments, never the ledger's size.
+pub fn check_read(
+    ledger: &Ledger,
+    reader: &AccountId,
+    fragment_id: &Hash32,
+) -> Result<ReadRight, ReadRefused> {
+    let (file_id, segment, _) = ledger
+        .fragment_place(fragment_id)
+        .ok_or(ReadRefused::UnknownFragment)?;
+    let file = ledger.file(&file_id).expect("placed fragments have files");
+    if file.owners.contains_key(reader) {
+        return Ok(ReadRight::Owner);
+    }
+    if let Some(owner) = file
+        .owners
+        .keys()
+        .find(|owner| ledger.is_delegate(owner, reader))
+    {
+        return Ok(ReadRight::Delegate(*owner));
+    }
+    let restoring = file.segments[segment as usize].fragments.iter().any(|f| {
+        ledger
+            .restoral(&f.id)
+            .and_then(|order| order.claim)
+            .is_some_and(|(claimant, _)| claimant == *reader)
+    });
+    if restoring {
+        return Ok(ReadRight::Restorer);
+    }
+    if ledger.validators().iter().any(|v| v.account == *reader) {
+        return Ok(ReadRight::Validator);
+    }
+    Err(ReadRefused::NotPermitted)
+}
+
 /// What the driver does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

@@ -498,3 +498,72 @@ fn every_open_audit_is_proved_once_again_when_not_taken_and_never_past_its_deadl
         "asked again once within the deadline"
     );
 }
+
+#[test]
+fn a_fragment_is_read_only_by_owners_delegates_restorers_and_validators() {
+    use cess_node::{ReadRefused, ReadRight, check_read};
+    let mut net = started(5, 6);
+    let file_id = net.declare(6, 1);
+    let placement = net.placement(&file_id);
+    for &(i, id) in &placement {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    net.block(Vec::new());
+    let (holder, fragment) = placement[0];
+    let (sibling, _) = placement[1];
+    let stranger = (0..5)
+        .find(|i| placement.iter().all(|(n, _)| n != i))
+        .unwrap();
+    let owner = net.owner.id();
+    let read = |net: &Net, who: &cess_consensus::AccountId| check_read(&net.ledger, who, &fragment);
+
+    assert_eq!(read(&net, &owner), Ok(ReadRight::Owner));
+    assert_eq!(
+        read(&net, &net.validators[0].clone()),
+        Ok(ReadRight::Validator)
+    );
+    // The lazy miner's way out: rebuild a challenged fragment from its siblings. Refused.
+    let sibling_id = net.miners[sibling].id();
+    assert_eq!(read(&net, &sibling_id), Err(ReadRefused::NotPermitted));
+    assert_eq!(
+        check_read(&net.ledger, &owner, &[0xAB; 32]),
+        Err(ReadRefused::UnknownFragment)
+    );
+
+    // A delegate the owner authorized reads; once taken back, it does not.
+    let gateway = net.miners[stranger].id();
+    assert_eq!(read(&net, &gateway), Err(ReadRefused::NotPermitted));
+    let authorize = net.owner_tx(Call::Authorize { delegate: gateway });
+    assert_eq!(net.block(vec![authorize]).receipts, vec![Ok(())]);
+    assert_eq!(read(&net, &gateway), Ok(ReadRight::Delegate(owner)));
+    let revoke = net.owner_tx(Call::Deauthorize { delegate: gateway });
+    assert_eq!(net.block(vec![revoke]).receipts, vec![Ok(())]);
+    assert_eq!(read(&net, &gateway), Err(ReadRefused::NotPermitted));
+
+    // A miner that claimed the restoral of a lost fragment of the segment reads its siblings.
+    let lost = net.ledger.transaction(
+        &net.miners[holder],
+        Call::ReportLost {
+            fragment_id: fragment,
+        },
+    );
+    assert_eq!(net.block(vec![lost]).receipts, vec![Ok(())]);
+    let restorer = net.miners[stranger].clone();
+    let (_, sibling_fragment) = placement[1];
+    assert_eq!(
+        check_read(&net.ledger, &restorer.id(), &sibling_fragment),
+        Err(ReadRefused::NotPermitted),
+        "before the claim"
+    );
+    let claim = net.ledger.transaction(
+        &restorer,
+        Call::ClaimRestoral {
+            fragment_id: fragment,
+        },
+    );
+    assert_eq!(net.block(vec![claim]).receipts, vec![Ok(())]);
+    assert_eq!(
+        check_read(&net.ledger, &restorer.id(), &sibling_fragment),
+        Ok(ReadRight::Restorer)
+    );
+}
