@@ -7,11 +7,14 @@
 //!   window, as a sans-IO verifier.
 //! - [`quic`]: quinn endpoints whose TLS certificates are bound to the node key (libp2p TLS),
 //!   so every connection knows its peer's PeerId.
+//! - [`admission`]: who may write what, sans-IO (time as `now_ms`), with the unfinished
+//!   writes' budgets and TTL (`partials`).
 //! - [`protocol`], [`server`], [`client`]: one stream per request, raw fragment bytes after a
 //!   signed header, resumable writes and reads, SHA-256 checked before anything is acknowledged
 //!   or returned.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod client;
 pub mod grant;
 pub mod identity;

@@ -17,20 +17,19 @@
 
 use libp2p_identity::PeerId;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 /// The unit buffers are rounded up to (the store's O_DIRECT block).
 pub(crate) const BLOCK_BYTES: u64 = 4096;
 
 /// How often expired partials are looked for.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const SWEEP_INTERVAL_MS: i64 = 1000;
 
 /// What unfinished writes may hold.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PartialLimits {
     pub bytes_max: u64,
     pub writer_bytes_max: u64,
-    pub ttl: Duration,
+    pub ttl_ms: u64,
 }
 
 /// One stream's unfinished write: taken out of [`Partials`] while the stream receives, then
@@ -52,7 +51,7 @@ enum Slot<B> {
     /// Kept for a resume.
     Resting {
         partial: Partial<B>,
-        touched: Instant,
+        touched_ms: i64,
     },
     /// A stream holds it.
     Held { ticket: u64 },
@@ -65,7 +64,7 @@ pub(crate) struct Partials<B> {
     writers: HashMap<PeerId, u64>,
     held_bytes: u64,
     next_ticket: u64,
-    last_sweep: Option<Instant>,
+    last_sweep_ms: Option<i64>,
     limits: PartialLimits,
 }
 
@@ -76,7 +75,7 @@ impl<B> Partials<B> {
             writers: HashMap::new(),
             held_bytes: 0,
             next_ticket: 0,
-            last_sweep: None,
+            last_sweep_ms: None,
             limits,
         }
     }
@@ -99,9 +98,9 @@ impl<B> Partials<B> {
         writer: PeerId,
         id: [u8; 32],
         len_bytes: u64,
-        now: Instant,
+        now_ms: i64,
     ) -> Partial<B> {
-        self.sweep(now);
+        self.sweep(now_ms);
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let slots = self.fragments.entry(id).or_default();
@@ -152,7 +151,7 @@ impl<B> Partials<B> {
 
     /// A stream is done with `partial` without finishing it: kept for a resume if the stream
     /// still holds the pair and has bytes in it, dropped otherwise.
-    pub fn put_back(&mut self, writer: PeerId, id: [u8; 32], partial: Partial<B>, now: Instant) {
+    pub fn put_back(&mut self, writer: PeerId, id: [u8; 32], partial: Partial<B>, now_ms: i64) {
         let slots = self.fragments.get_mut(&id);
         let held = slots
             .as_ref()
@@ -176,7 +175,7 @@ impl<B> Partials<B> {
             writer,
             Slot::Resting {
                 partial,
-                touched: now,
+                touched_ms: now_ms,
             },
         );
     }
@@ -230,22 +229,25 @@ impl<B> Partials<B> {
         }
     }
 
-    /// Drops resting partials untouched for the TTL; at most once per [`SWEEP_INTERVAL`].
-    fn sweep(&mut self, now: Instant) {
+    /// Drops resting partials untouched for the TTL; at most once per [`SWEEP_INTERVAL_MS`].
+    /// Time is the caller's wall clock: a clock stepped back only delays expiry, and the
+    /// budgets bound the memory meanwhile.
+    fn sweep(&mut self, now_ms: i64) {
         if self
-            .last_sweep
-            .is_some_and(|last| now.saturating_duration_since(last) < SWEEP_INTERVAL)
+            .last_sweep_ms
+            .is_some_and(|last| (0..SWEEP_INTERVAL_MS).contains(&now_ms.saturating_sub(last)))
         {
             return;
         }
-        self.last_sweep = Some(now);
-        let ttl = self.limits.ttl;
+        self.last_sweep_ms = Some(now_ms);
+        let ttl_ms = i64::try_from(self.limits.ttl_ms).unwrap_or(i64::MAX);
         let mut released = Vec::new();
         self.fragments.retain(|_, slots| {
             slots.retain(|writer, slot| match slot {
-                Slot::Resting { partial, touched }
-                    if now.saturating_duration_since(*touched) > ttl =>
-                {
+                Slot::Resting {
+                    partial,
+                    touched_ms,
+                } if now_ms.saturating_sub(*touched_ms) > ttl_ms => {
                     released.push((*writer, partial.counted_bytes));
                     false
                 }
@@ -288,7 +290,7 @@ mod tests {
         Partials::new(PartialLimits {
             bytes_max: 64 * MIB,
             writer_bytes_max: 16 * MIB,
-            ttl: Duration::from_secs(120),
+            ttl_ms: 120_000,
         })
     }
 
@@ -313,7 +315,7 @@ mod tests {
     #[test]
     fn a_header_alone_commits_nothing_and_a_buffer_counts_rounded_up() {
         let mut p = partials();
-        let (w, now) = (peer(), Instant::now());
+        let (w, now) = (peer(), 1_000_000);
         let partial = p.take(w, [1; 32], 8 * MIB, now);
         assert_eq!(p.held_bytes(), 0);
         p.put_back(w, [1; 32], partial, now);
@@ -330,7 +332,7 @@ mod tests {
     #[test]
     fn a_writer_is_held_to_its_own_budget_and_the_node_to_its_total() {
         let mut p = partials();
-        let now = Instant::now();
+        let now = 1_000_000;
         let greedy = peer();
         let mut refused = 0;
         for i in 0..4u8 {
@@ -366,7 +368,7 @@ mod tests {
     #[test]
     fn a_superseded_stream_never_puts_its_buffer_back() {
         let mut p = partials();
-        let (w, id, now) = (peer(), [7; 32], Instant::now());
+        let (w, id, now) = (peer(), [7; 32], 1_000_000);
         let mut stalled = p.take(w, id, MIB, now);
         receive(&mut p, &w, &mut stalled, 1000).unwrap();
         // The network dropped it silently; the client starts over on a new stream.
@@ -377,7 +379,7 @@ mod tests {
         p.assert_consistent(&[(w, 2 * MIB)]);
         p.finish(w, id, fresh, true);
         // The stalled stream times out and comes back.
-        p.put_back(w, id, stalled, now + Duration::from_secs(20));
+        p.put_back(w, id, stalled, now + 20_000);
         assert_eq!(p.held_bytes(), 0);
         assert!(p.fragments.is_empty());
         p.assert_consistent(&[]);
@@ -386,7 +388,7 @@ mod tests {
     #[test]
     fn a_stored_fragment_drops_every_partial_of_it() {
         let mut p = partials();
-        let (a, b, id, now) = (peer(), peer(), [8; 32], Instant::now());
+        let (a, b, id, now) = (peer(), peer(), [8; 32], 1_000_000);
         let mut pa = p.take(a, id, MIB, now);
         receive(&mut p, &a, &mut pa, 100).unwrap();
         p.put_back(a, id, pa, now);
@@ -411,7 +413,7 @@ mod tests {
     #[test]
     fn a_resumed_write_continues_and_a_different_length_starts_over() {
         let mut p = partials();
-        let (w, id, now) = (peer(), [9; 32], Instant::now());
+        let (w, id, now) = (peer(), [9; 32], 1_000_000);
         let mut first = p.take(w, id, MIB, now);
         receive(&mut p, &w, &mut first, 4096).unwrap();
         p.put_back(w, id, first, now);
@@ -428,11 +430,11 @@ mod tests {
     #[test]
     fn untouched_partials_expire_in_sweeps_at_most_once_a_second() {
         let mut p = partials();
-        let (w, now) = (peer(), Instant::now());
+        let (w, now) = (peer(), 1_000_000);
         let mut old = p.take(w, [1; 32], MIB, now);
         receive(&mut p, &w, &mut old, 10).unwrap();
         p.put_back(w, [1; 32], old, now);
-        let later = now + Duration::from_secs(121);
+        let later = now + 121_000;
         let probe = p.take(peer(), [2; 32], MIB, later);
         assert_eq!(p.held_bytes(), 0, "the expired partial went");
         p.put_back(w, [2; 32], probe, later);
@@ -441,7 +443,7 @@ mod tests {
         let mut young = p.take(w, [3; 32], MIB, later);
         receive(&mut p, &w, &mut young, 10).unwrap();
         p.put_back(w, [3; 32], young, later);
-        let _ = p.take(peer(), [4; 32], MIB, later + Duration::from_millis(500));
+        let _ = p.take(peer(), [4; 32], MIB, later + 500);
         assert_eq!(p.held_bytes(), MIB);
     }
 }

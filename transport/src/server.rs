@@ -3,7 +3,7 @@
 //!
 //! The store is behind [`FragmentStore`] so this crate needs no engine; the node binds it.
 
-use crate::grant;
+use crate::admission::{WritePolicy, WriteRefusal};
 use crate::identity::NodeKey;
 use crate::message::{self, MessageError, PeerReplay, Signed, pb};
 use crate::partials::{Partial, PartialLimits, Partials};
@@ -145,6 +145,7 @@ pub struct Server<S: FragmentStore> {
     store: Arc<S>,
     key: Arc<NodeKey>,
     config: ServerConfig,
+    policy: WritePolicy,
     replay: Mutex<PeerReplay>,
     partials: Mutex<Partials<S::WriteBuf>>,
     metrics: Arc<Metrics>,
@@ -185,9 +186,15 @@ impl<S: FragmentStore> std::fmt::Debug for Server<S> {
 
 impl<S: FragmentStore> Server<S> {
     pub fn new(store: Arc<S>, key: Arc<NodeKey>, config: ServerConfig) -> Arc<Server<S>> {
+        let policy = WritePolicy {
+            writers: config.writers.clone(),
+            trusted_owners: config.trusted_owners.clone(),
+            fragment_bytes_max: store.fragment_bytes_max(),
+        };
         Arc::new(Server {
             store,
             key,
+            policy,
             replay: Mutex::new(PeerReplay::new(
                 config.window_ms,
                 config.replay_capacity,
@@ -196,7 +203,7 @@ impl<S: FragmentStore> Server<S> {
             partials: Mutex::new(Partials::new(PartialLimits {
                 bytes_max: config.partial_bytes_max,
                 writer_bytes_max: config.partial_writer_bytes_max,
-                ttl: Duration::from_millis(config.partial_ttl_ms),
+                ttl_ms: config.partial_ttl_ms,
             })),
             metrics: Arc::new(Metrics::default()),
             closing: AtomicBool::new(false),
@@ -447,27 +454,6 @@ impl<S: FragmentStore> Server<S> {
             .map_err(|e| Abort::Stream(e.into()))
     }
 
-    /// Whether `writer` may write: on the allow list, or holding a grant from a trusted owner.
-    /// Says why not.
-    fn authorize(&self, writer: PeerId, request: &pb::WritefileRequest) -> Option<String> {
-        let writers = self.config.writers.as_ref()?;
-        if writers.contains(&writer) {
-            return None;
-        }
-        let Some(grant) = &request.grant else {
-            return Some(format!(
-                "{writer} may not write here: not on the allow list and no upload grant"
-            ));
-        };
-        match grant::verify(grant, &writer, &self.config.trusted_owners, now_ms()) {
-            Ok(_) => None,
-            Err(e) => {
-                self.metrics.grants_refused.fetch_add(1, Ordering::Relaxed);
-                Some(format!("upload grant refused: {e}"))
-            }
-        }
-    }
-
     /// Receives a write; answers (code, offset the writer should go on from, detail).
     async fn write(
         &self,
@@ -475,25 +461,26 @@ impl<S: FragmentStore> Server<S> {
         request: &pb::WritefileRequest,
         recv: &mut quinn::RecvStream,
     ) -> Result<(Code, u64, String), Abort> {
-        if let Some(refusal) = self.authorize(writer, request) {
-            return Ok((Code::Unauthorized, 0, refusal));
-        }
         let id: [u8; 32] = request
             .fragment_id
             .as_slice()
             .try_into()
             .expect("checked at decode");
         let fragment_bytes = request.fragment_bytes;
-        let store_max = self.store.fragment_bytes_max();
-        if fragment_bytes > store_max {
-            return Ok((
-                Code::BadRequest,
-                0,
-                format!(
-                    "a fragment of {fragment_bytes} bytes is over this store's maximum of \
-                     {store_max}"
-                ),
-            ));
+        let authorized =
+            self.policy
+                .authorize(&writer, request.grant.as_ref(), fragment_bytes, now_ms());
+        match authorized {
+            Ok(()) => {}
+            Err(refusal @ WriteRefusal::TooLarge { .. }) => {
+                return Ok((Code::BadRequest, 0, refusal.to_string()));
+            }
+            Err(refusal) => {
+                if matches!(refusal, WriteRefusal::Grant(_)) {
+                    self.metrics.grants_refused.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok((Code::Unauthorized, 0, refusal.to_string()));
+            }
         }
         if let Err(refusal) = self.store.admit(&writer, &id, fragment_bytes) {
             self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed);
@@ -514,9 +501,7 @@ impl<S: FragmentStore> Server<S> {
             Ok(None) => {}
             Err(e) => return Ok((Code::StoreFailed, 0, e.to_string())),
         }
-        let mut partial = self
-            .partials()
-            .take(writer, id, fragment_bytes, Instant::now());
+        let mut partial = self.partials().take(writer, id, fragment_bytes, now_ms());
         if request.offset != partial.filled as u64 {
             let filled = partial.filled as u64;
             self.put_back(writer, id, partial);
@@ -586,8 +571,7 @@ impl<S: FragmentStore> Server<S> {
     }
 
     fn put_back(&self, writer: PeerId, id: [u8; 32], partial: Partial<S::WriteBuf>) {
-        self.partials()
-            .put_back(writer, id, partial, Instant::now());
+        self.partials().put_back(writer, id, partial, now_ms());
     }
 
     /// Serves a read: the answer, then the bytes. The first chunk is read before answering so

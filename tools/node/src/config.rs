@@ -156,6 +156,16 @@ pub struct PeerLimits {
     pub connections_per_peer_max: usize,
     /// Connections the node holds open in all.
     pub connections_max: usize,
+    /// Memory one writer's unfinished writes may hold, MiB (all writers together:
+    /// `partial_mib_max`).
+    pub partial_writer_mib_max: u64,
+    /// An unfinished write untouched this long is forgotten, seconds.
+    pub partial_ttl_s: u64,
+    /// Request ids remembered against replay per peer; a peer past it is refused until its
+    /// ids age out of the window, other peers are not.
+    pub replay_per_peer_max: usize,
+    /// A request stream idle this long is cut, seconds.
+    pub stream_timeout_s: u64,
 }
 
 impl Default for PeerLimits {
@@ -167,11 +177,32 @@ impl Default for PeerLimits {
             read_mib_max: server.read_bytes_max >> 20,
             connections_per_peer_max: quic.connections_per_peer_max,
             connections_max: quic.connections_max,
+            partial_writer_mib_max: server.partial_writer_bytes_max >> 20,
+            partial_ttl_s: server.partial_ttl_ms / 1000,
+            replay_per_peer_max: server.replay_capacity,
+            stream_timeout_s: server.stream_timeout_ms / 1000,
         }
     }
 }
 
 impl PeerLimits {
+    /// The fragment server's configuration with these bounds (and `partial_mib_max` for all
+    /// unfinished writes together), each at least what one request needs.
+    pub fn server(&self, partial_mib_max: u64) -> cess_transport::ServerConfig {
+        let partial_bytes_max = (partial_mib_max << 20).max(8 << 20);
+        cess_transport::ServerConfig {
+            partial_bytes_max,
+            partial_writer_bytes_max: (self.partial_writer_mib_max << 20)
+                .clamp(8 << 20, partial_bytes_max),
+            partial_ttl_ms: self.partial_ttl_s.max(1) * 1000,
+            replay_capacity: self.replay_per_peer_max.max(64),
+            stream_timeout_ms: self.stream_timeout_s.max(1) * 1000,
+            reads_per_peer_max: self.reads_per_peer_max.max(1),
+            read_bytes_max: (self.read_mib_max << 20).max(8 << 20),
+            ..cess_transport::ServerConfig::default()
+        }
+    }
+
     /// The QUIC limits with these bounds.
     pub fn quic(&self) -> cess_transport::Limits {
         cess_transport::Limits {
@@ -391,11 +422,12 @@ mod tests {
     use super::*;
     use cess_transport::NodeKey;
 
+    fn minimal_toml() -> &'static str {
+        "listen = \"0.0.0.0:4001\"\nkey_file = \"node.key\"\nstore = \"store.img\"\n"
+    }
+
     fn config() -> NodeConfig {
-        toml::from_str(
-            "listen = \"0.0.0.0:4001\"\nkey_file = \"node.key\"\nstore = \"store.img\"\n",
-        )
-        .unwrap()
+        toml::from_str(minimal_toml()).unwrap()
     }
 
     /// `[limits]` is optional, each key too; the defaults are the transport's; a key the node
@@ -416,6 +448,27 @@ mod tests {
         assert_eq!(set.limits.reads_per_peer_max, 2);
         assert_eq!(set.limits.quic().connections_per_peer_max, 3);
         assert_eq!(set.limits.read_mib_max, defaults.read_mib_max);
+        let server = set.limits.server(1024);
+        assert_eq!(server.reads_per_peer_max, 2);
+        assert_eq!(
+            server.partial_ttl_ms,
+            cess_transport::ServerConfig::default().partial_ttl_ms
+        );
+        let tight: NodeConfig = toml::from_str(&format!(
+            "{}\n[limits]\npartial_writer_mib_max = 0\npartial_ttl_s = 5\n\
+             replay_per_peer_max = 1000\nstream_timeout_s = 3\n",
+            minimal_toml()
+        ))
+        .unwrap();
+        let server = tight.limits.server(64);
+        assert_eq!(
+            server.partial_writer_bytes_max,
+            8 << 20,
+            "one request's worth at least"
+        );
+        assert_eq!(server.partial_ttl_ms, 5000);
+        assert_eq!(server.replay_capacity, 1000);
+        assert_eq!(server.stream_timeout_ms, 3000);
         assert!(
             toml::from_str::<NodeConfig>(
                 "listen = \"0.0.0.0:4001\"\nkey_file = \"k\"\nstore = \"s\"\n\

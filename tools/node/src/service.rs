@@ -100,19 +100,12 @@ async fn serve(
     let addr = endpoint
         .node_addr()
         .map_err(io("reading the endpoint's address"))?;
-    let partial_bytes_max = config.partial_mib_max << 20;
-    let (reads_per_peer_max, read_bytes_max) = (
-        config.limits.reads_per_peer_max.max(1),
-        (config.limits.read_mib_max << 20).max(8 << 20),
-    );
+    let limits = config.limits.server(config.partial_mib_max);
     let Some(chain) = config.chain.clone() else {
         let server_config = ServerConfig {
             writers: config.writers()?,
             trusted_owners: config.trusted_owners()?,
-            partial_bytes_max,
-            reads_per_peer_max,
-            read_bytes_max,
-            ..ServerConfig::default()
+            ..limits
         };
         let server = Server::new(
             Arc::new(EngineStore(store.clone())),
@@ -126,10 +119,7 @@ async fn serve(
     // The chain decides what is written here: any authenticated peer may ask.
     let server_config = ServerConfig {
         writers: None,
-        partial_bytes_max,
-        reads_per_peer_max,
-        read_bytes_max,
-        ..ServerConfig::default()
+        ..limits
     };
     let chain_store = ChainStore {
         engine: EngineStore(store.clone()),
