@@ -134,6 +134,9 @@ pub enum StoreError {
     /// An earlier write or flush failed; the shard refuses writes until reopened.
     #[error("shard {shard} refuses writes after an earlier failure: {reason}")]
     Poisoned { shard: u32, reason: String },
+    /// A helper thread could not be started (the process is out of threads or memory).
+    #[error("could not start a helper thread: {0}")]
+    Thread(String),
     /// Replace named a fragment that is not idle.
     #[error("fragment {0} is not an idle fragment")]
     NotIdle(Key),

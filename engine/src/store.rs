@@ -1,9 +1,12 @@
 //! The store: format and open a target, route requests to shard threads, scrub.
 //!
 //! Each shard runs on its own thread with its own device handle (its own io_uring ring) and
-//! receives requests through a bounded queue; a full queue blocks the sender (backpressure).
-//! Every call returns a [`Pending`] that a blocking caller `.wait()`s and an async caller
-//! `.await`s.
+//! receives requests through a bounded queue. Every call returns a [`Pending`] that a blocking
+//! caller `.wait()`s and an async caller `.await`s. A full queue is backpressure that never
+//! blocks an async runtime: the request then waits inside its `Pending`, which a `.wait()`
+//! sends blocking and a poll sends as soon as the shard has taken a request off the queue
+//! (the shard wakes the waiting tasks). Two calls are ordered only once the first is sent:
+//! await (or wait for) one before making a call that must follow it.
 
 use crate::aligned::{AlignedBuf, BLOCK_BYTES, BufPool, round_up};
 use crate::device::{Bell, Device, IoOp, SimDisk, execute_one, open_target};
@@ -21,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -289,20 +292,60 @@ fn read_superblock(
 }
 
 /// A call in flight: `.wait()` blocks, `.await` suspends.
-#[derive(Debug)]
 pub struct Pending<T> {
-    rx: Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>,
+    state: PendingState<T>,
+}
+
+enum PendingState<T> {
+    /// The shard's queue was full: the request waits here to be sent.
+    Queued {
+        sender: ShardSender,
+        request: Option<Request>,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    },
+    Sent(oneshot::Receiver<Result<T, StoreError>>),
+    Failed(StoreError),
+}
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            PendingState::Queued { .. } => "queued",
+            PendingState::Sent(_) => "sent",
+            PendingState::Failed(_) => "failed",
+        };
+        f.debug_struct("Pending").field("state", &state).finish()
+    }
 }
 
 impl<T> Pending<T> {
     fn failed(error: StoreError) -> Pending<T> {
-        Pending { rx: Err(error) }
+        Pending {
+            state: PendingState::Failed(error),
+        }
     }
-    /// Blocks until the answer arrives. Must not be called inside an async runtime.
+
+    fn sent(rx: oneshot::Receiver<Result<T, StoreError>>) -> Pending<T> {
+        Pending {
+            state: PendingState::Sent(rx),
+        }
+    }
+
+    /// Blocks until the answer arrives (and, when the shard's queue was full, until there is
+    /// room for the request). Must not be called inside an async runtime.
     pub fn wait(self) -> Result<T, StoreError> {
-        match self.rx {
-            Ok(rx) => rx.blocking_recv().unwrap_or(Err(StoreError::Closed)),
-            Err(e) => Err(e),
+        match self.state {
+            PendingState::Queued {
+                sender,
+                request,
+                rx,
+            } => {
+                let request = request.expect("a queued call holds its request until sent");
+                sender.send(request)?;
+                rx.blocking_recv().unwrap_or(Err(StoreError::Closed))
+            }
+            PendingState::Sent(rx) => rx.blocking_recv().unwrap_or(Err(StoreError::Closed)),
+            PendingState::Failed(e) => Err(e),
         }
     }
 }
@@ -311,11 +354,56 @@ impl<T> Future for Pending<T> {
     type Output = Result<T, StoreError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match &mut this.rx {
-            Ok(rx) => Pin::new(rx)
+        if let PendingState::Queued {
+            sender, request, ..
+        } = &mut this.state
+        {
+            let queued = request.take().expect("a queued call holds its request");
+            match sender.try_send_or_register(queued, cx.waker()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(back)) => {
+                    *request = Some(back);
+                    return Poll::Pending;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    this.state = PendingState::Failed(StoreError::Closed);
+                }
+            }
+            if let PendingState::Queued { .. } = this.state {
+                let PendingState::Queued { rx, .. } =
+                    std::mem::replace(&mut this.state, PendingState::Failed(StoreError::Closed))
+                else {
+                    unreachable!("matched above")
+                };
+                this.state = PendingState::Sent(rx);
+            }
+        }
+        match &mut this.state {
+            PendingState::Sent(rx) => Pin::new(rx)
                 .poll(cx)
                 .map(|r| r.unwrap_or(Err(StoreError::Closed))),
-            Err(e) => Poll::Ready(Err(e.clone())),
+            PendingState::Failed(e) => Poll::Ready(Err(e.clone())),
+            PendingState::Queued { .. } => unreachable!("sent or failed above"),
+        }
+    }
+}
+
+/// Tasks waiting for room in a shard's queue; the shard wakes them when it takes requests.
+#[derive(Debug, Default)]
+struct Room {
+    any: AtomicBool,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Room {
+    /// Called by the shard after it took requests off its queue.
+    fn wake(&self) {
+        if self.any.swap(false, Ordering::SeqCst) {
+            let wakers =
+                std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+            for waker in wakers {
+                waker.wake();
+            }
         }
     }
 }
@@ -325,11 +413,12 @@ impl<T> Future for Pending<T> {
 struct ShardSender {
     tx: SyncSender<Request>,
     bell: Arc<Bell>,
+    room: Arc<Room>,
 }
 
 impl ShardSender {
-    /// Queues `request`, waiting for room when the queue is full (backpressure); fails only
-    /// when the shard has stopped.
+    /// Queues `request`, waiting for room when the queue is full (backpressure, for blocking
+    /// callers); fails only when the shard has stopped.
     fn send(&self, request: Request) -> Result<(), StoreError> {
         let sent = match self.tx.try_send(request) {
             Ok(()) => Ok(()),
@@ -337,6 +426,33 @@ impl ShardSender {
             Err(TrySendError::Disconnected(_)) => Err(()),
         };
         sent.map_err(|()| StoreError::Closed)?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    /// Queues `request` if there is room; otherwise registers `waker` for the shard to wake
+    /// when there is, and gives the request back. Never blocks.
+    fn try_send_or_register(
+        &self,
+        request: Request,
+        waker: &Waker,
+    ) -> Result<(), TrySendError<Request>> {
+        let request = match self.tx.try_send(request) {
+            Ok(()) => {
+                self.bell.ring();
+                return Ok(());
+            }
+            Err(TrySendError::Full(request)) => request,
+            Err(e) => return Err(e),
+        };
+        {
+            let mut waiting = self.room.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            waiting.push(waker.clone());
+            self.room.any.store(true, Ordering::SeqCst);
+        }
+        // The shard may have made room between the first try and the registration: look once
+        // more, so that no wake-up is lost.
+        self.tx.try_send(request)?;
         self.bell.ring();
         Ok(())
     }
@@ -364,7 +480,7 @@ pub struct Store {
     pool: Arc<BufPool>,
 }
 
-fn shard_loop(mut shard: Shard, rx: Receiver<Request>, bell: &Bell) {
+fn shard_loop(mut shard: Shard, rx: Receiver<Request>, bell: &Bell, room: &Room) {
     const ROUND_REQUESTS_MAX: usize = 256;
     let mut carry: VecDeque<Request> = VecDeque::new();
     let mut batch: Vec<Request> = Vec::new();
@@ -384,6 +500,8 @@ fn shard_loop(mut shard: Shard, rx: Receiver<Request>, bell: &Bell) {
                 Err(_) => break,
             }
         }
+        // Requests left the queue: senders waiting for room may go on.
+        room.wake();
         // Reads start at once; everything else waits for a round.
         let round: Vec<Request> = batch
             .drain(..)
@@ -439,6 +557,8 @@ impl Store {
             let bell = Arc::new(bell);
             shard_dev.attach_bell(bell_reader);
             let shard_bell = bell.clone();
+            let room = Arc::new(Room::default());
+            let shard_room = room.clone();
             let (opened_tx, opened_rx) = std::sync::mpsc::channel();
             let (store_id, max_object, max_meta) =
                 (superblock.store_id, g.max_object_bytes, g.max_meta_bytes);
@@ -450,7 +570,7 @@ impl Store {
                         Ok(mut shard) => {
                             shard.recycle_into(shard_pool, shard_read_pool);
                             let _ = opened_tx.send(Ok(()));
-                            shard_loop(shard, rx, &shard_bell);
+                            shard_loop(shard, rx, &shard_bell, &shard_room);
                         }
                         Err(detail) => drop(opened_tx.send(Err(detail))),
                     }
@@ -462,7 +582,7 @@ impl Store {
                 })?;
             pending_opens.push((id, opened_rx));
             shards.push(ShardHandle {
-                tx: Some(ShardSender { tx, bell }),
+                tx: Some(ShardSender { tx, bell, room }),
                 thread: Some(thread),
             });
         }
@@ -502,12 +622,23 @@ impl Store {
         make: impl FnOnce(crate::shard::Reply<T>) -> Request,
     ) -> Pending<T> {
         let (reply, rx) = oneshot::channel();
-        let Some(tx) = self.shards[shard as usize].tx.as_ref() else {
+        let Some(sender) = self.shards[shard as usize].tx.as_ref() else {
             return Pending::failed(StoreError::Closed);
         };
-        match tx.send(make(reply)) {
-            Ok(()) => Pending { rx: Ok(rx) },
-            Err(e) => Pending::failed(e),
+        match sender.tx.try_send(make(reply)) {
+            Ok(()) => {
+                sender.bell.ring();
+                Pending::sent(rx)
+            }
+            // Full: the request waits in its Pending (see the module's comment).
+            Err(TrySendError::Full(request)) => Pending {
+                state: PendingState::Queued {
+                    sender: sender.clone(),
+                    request: Some(request),
+                    rx,
+                },
+            },
+            Err(TrySendError::Disconnected(_)) => Pending::failed(StoreError::Closed),
         }
     }
 
@@ -595,20 +726,60 @@ impl Store {
         })
     }
 
+    /// The three steps run on a helper thread that waits for each answer in turn, so the
+    /// caller never blocks (an async caller awaits the one answer at the end).
     fn replace_across_shards(&self, idle_key: Key, key: Key, data: &[u8]) -> Pending<()> {
-        let result = (|| {
-            match self.contains(idle_key).wait()? {
-                Some(info) if info.class == Class::Idle => {}
-                Some(_) => return Err(StoreError::NotIdle(idle_key)),
-                None => return Err(StoreError::NotFound(idle_key)),
-            }
-            self.put(key, Class::Active, data).wait()?;
-            self.delete(idle_key).wait()?;
-            Ok(())
-        })();
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(result);
-        Pending { rx: Ok(rx) }
+        let senders = (
+            self.shards[self.shard_of(&idle_key) as usize].tx.clone(),
+            self.shards[self.shard_of(&key) as usize].tx.clone(),
+        );
+        let (Some(idle_shard), Some(shard)) = senders else {
+            return Pending::failed(StoreError::Closed);
+        };
+        let (buf, crcs) = match prepare(key, data, true) {
+            Ok(prepared) => prepared,
+            Err(e) => return Pending::failed(e),
+        };
+        fn ask<T>(
+            sender: &ShardSender,
+            make: impl FnOnce(crate::shard::Reply<T>) -> Request,
+        ) -> Result<T, StoreError> {
+            let (reply, rx) = oneshot::channel();
+            sender.send(make(reply))?;
+            rx.blocking_recv().unwrap_or(Err(StoreError::Closed))
+        }
+        let (answer, rx) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("cess-replace".into())
+            .spawn(move || {
+                let result = (|| {
+                    match ask(&idle_shard, |reply| Request::Contains {
+                        key: idle_key,
+                        reply,
+                    })? {
+                        Some(info) if info.class == Class::Idle => {}
+                        Some(_) => return Err(StoreError::NotIdle(idle_key)),
+                        None => return Err(StoreError::NotFound(idle_key)),
+                    }
+                    ask(&shard, |reply| Request::Put {
+                        key,
+                        class: Class::Active,
+                        data: buf,
+                        crcs,
+                        reply,
+                    })?;
+                    ask(&idle_shard, |reply| Request::Delete {
+                        key: idle_key,
+                        reply,
+                    })?;
+                    Ok(())
+                })();
+                let _ = answer.send(result);
+            });
+        match spawned {
+            Ok(_) => Pending::sent(rx),
+            Err(e) => Pending::failed(StoreError::Thread(e.to_string())),
+        }
     }
 
     /// The whole fragment, verified.
@@ -640,7 +811,7 @@ impl Store {
         for &(key, offset, len_bytes) in reads {
             let (reply, rx) = oneshot::channel();
             per_shard[self.shard_of(&key) as usize].push((key, offset, len_bytes, reply));
-            answers.push(Pending { rx: Ok(rx) });
+            answers.push(Pending::sent(rx));
         }
         let depths = split_depth(
             in_flight.max(1),

@@ -414,3 +414,85 @@ fn a_burst_of_large_metadata_writes_never_kills_a_shard() {
         assert_eq!(&store.meta(*k).wait().unwrap()[..], &m[..]);
     }
 }
+
+/// A full shard queue is backpressure for blocking callers only: an async caller's call
+/// returns at once, its request waits inside its `Pending` and goes as soon as the shard takes
+/// requests again; nothing is lost or reordered per key.
+#[test]
+fn a_full_shard_queue_never_blocks_an_async_caller() {
+    let disk = SimDisk::new(DISK, 5);
+    let target = Target::Sim(disk.clone());
+    format(&target, &small_options()).unwrap();
+    let mut options = OpenOptions::new(NODE);
+    options.queue_depth = 2;
+    let store = std::sync::Arc::new(Store::open(&target, &options).unwrap());
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let fragments: Vec<(Key, Vec<u8>)> = (0..64).map(|_| fragment(&mut rng, 8192)).collect();
+    disk.hold();
+    let (made_tx, made_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let (store, fragments) = (store.clone(), fragments.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                // 64 calls to stalled shards with room for 2 each: made without waiting.
+                let pendings: Vec<_> = fragments
+                    .iter()
+                    .map(|(key, data)| store.put(*key, Class::Active, data))
+                    .collect();
+                made_tx.send(()).unwrap();
+                for pending in pendings {
+                    pending.await.unwrap();
+                }
+            });
+        })
+    };
+    let made = made_rx.recv_timeout(std::time::Duration::from_secs(10));
+    disk.release();
+    assert!(
+        made.is_ok(),
+        "an async caller blocked on a full shard queue"
+    );
+    worker.join().unwrap();
+    for (key, data) in &fragments {
+        assert_eq!(&store.get(*key).wait().unwrap()[..], &data[..]);
+    }
+}
+
+/// A replace whose two keys live in different shards is three steps; awaited on a runtime it
+/// neither blocks the runtime's thread nor panics.
+#[test]
+fn a_replace_across_shards_is_awaited_on_a_runtime() {
+    let (_disk, store) = sim_store(DISK, 6);
+    let shards = small_options().shard_count;
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (idle_key, idle) = fragment(&mut rng, 4096);
+    store.put(idle_key, Class::Idle, &idle).wait().unwrap();
+    let (key, data) = loop {
+        let (key, data) = fragment(&mut rng, 6000);
+        if key.shard(shards) != idle_key.shard(shards) {
+            break (key, data);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(async { store.replace_idle(idle_key, key, &data).await })
+        .unwrap();
+    assert_eq!(store.contains(idle_key).wait().unwrap(), None);
+    assert_eq!(&store.get(key).wait().unwrap()[..], &data[..]);
+    // And refused as before when the first key is not idle.
+    let (other_key, other) = loop {
+        let (k, d) = fragment(&mut rng, 5000);
+        if k.shard(shards) != key.shard(shards) {
+            break (k, d);
+        }
+    };
+    assert_eq!(
+        runtime.block_on(async { store.replace_idle(key, other_key, &other).await }),
+        Err(StoreError::NotIdle(key))
+    );
+}

@@ -64,6 +64,8 @@ struct SimState {
 #[derive(Debug, Clone)]
 pub struct SimDisk {
     state: Arc<Mutex<SimState>>,
+    /// While true, every batch waits before it runs (a disk that stalls).
+    hold: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl SimDisk {
@@ -83,6 +85,27 @@ impl SimDisk {
                 ops_executed: 0,
                 faults_injected: 0,
             })),
+            hold: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+        }
+    }
+
+    /// Stalls the disk: from now on a batch waits until [`SimDisk::release`] (a shard that
+    /// stops taking requests, so its queue fills).
+    pub fn hold(&self) {
+        *self.hold.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// Ends a [`SimDisk::hold`].
+    pub fn release(&self) {
+        *self.hold.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.hold.1.notify_all();
+    }
+
+    fn wait_while_held(&self) {
+        let (held, changed) = &*self.hold;
+        let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+        while *held {
+            held = changed.wait(held).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -327,6 +350,7 @@ impl Device for SimDevice {
             self.streamed.is_empty(),
             "batch while streamed reads are out"
         );
+        self.disk.wait_while_held();
         let mut state = self.disk.lock();
         for op in ops.iter_mut() {
             op.result = Some(state.run(op));
