@@ -360,12 +360,12 @@ impl<T> Future for Pending<T> {
         {
             let queued = request.take().expect("a queued call holds its request");
             match sender.try_send_or_register(queued, cx.waker()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(back)) => {
-                    *request = Some(back);
+                Attempt::Sent => {}
+                Attempt::Full(back) => {
+                    *request = Some(*back);
                     return Poll::Pending;
                 }
-                Err(TrySendError::Disconnected(_)) => {
+                Attempt::Closed => {
                     this.state = PendingState::Failed(StoreError::Closed);
                 }
             }
@@ -432,18 +432,14 @@ impl ShardSender {
 
     /// Queues `request` if there is room; otherwise registers `waker` for the shard to wake
     /// when there is, and gives the request back. Never blocks.
-    fn try_send_or_register(
-        &self,
-        request: Request,
-        waker: &Waker,
-    ) -> Result<(), TrySendError<Request>> {
+    fn try_send_or_register(&self, request: Request, waker: &Waker) -> Attempt {
         let request = match self.tx.try_send(request) {
             Ok(()) => {
                 self.bell.ring();
-                return Ok(());
+                return Attempt::Sent;
             }
             Err(TrySendError::Full(request)) => request,
-            Err(e) => return Err(e),
+            Err(TrySendError::Disconnected(_)) => return Attempt::Closed,
         };
         {
             let mut waiting = self.room.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -452,10 +448,23 @@ impl ShardSender {
         }
         // The shard may have made room between the first try and the registration: look once
         // more, so that no wake-up is lost.
-        self.tx.try_send(request)?;
-        self.bell.ring();
-        Ok(())
+        match self.tx.try_send(request) {
+            Ok(()) => {
+                self.bell.ring();
+                Attempt::Sent
+            }
+            Err(TrySendError::Full(request)) => Attempt::Full(Box::new(request)),
+            Err(TrySendError::Disconnected(_)) => Attempt::Closed,
+        }
     }
+}
+
+/// What one non-blocking send did.
+enum Attempt {
+    Sent,
+    /// No room: the request comes back, and the task is woken when there is.
+    Full(Box<Request>),
+    Closed,
 }
 
 #[derive(Debug)]
