@@ -9,12 +9,15 @@
 //!   so every connection knows its peer's PeerId.
 //! - [`admission`]: who may write what, sans-IO (time as `now_ms`), with the unfinished
 //!   writes' budgets and TTL (`partials`).
+//! - [`attacks`]: the hostile peers the hostile suite and the benchmark run beside an honest
+//!   client.
 //! - [`protocol`], [`server`], [`client`]: one stream per request, raw fragment bytes after a
 //!   signed header, resumable writes and reads, SHA-256 checked before anything is acknowledged
 //!   or returned.
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod attacks;
 pub mod client;
 pub mod grant;
 pub mod identity;

@@ -115,6 +115,9 @@ pub struct ConnectionRefusals {
     pub handshakes: std::sync::atomic::AtomicU64,
     /// Handshakes not finished within `handshake_timeout_ms`, or failed.
     pub handshake_failures: std::sync::atomic::AtomicU64,
+    /// Incoming connections sent a stateless Retry (address validation) because a quarter
+    /// of the handshake slots were taken.
+    pub retries: std::sync::atomic::AtomicU64,
 }
 
 /// A server's handshakes in progress and those finished, waiting for `accept`.
@@ -597,6 +600,22 @@ impl Endpoint {
                 }
                 incoming = self.endpoint.accept() => {
                     let incoming = incoming?;
+                    // Under load (a quarter of the handshake slots taken), a client must first
+                    // prove it receives at its address: a stateless Retry costs the server no
+                    // slot, and a peer that sends ClientHellos and never answers (or spoofs
+                    // its address) never gets one. Honest clients answer it in one round trip.
+                    let in_progress = self.limits.handshakes_max
+                        - handshakes.slots.available_permits();
+                    if in_progress >= (self.limits.handshakes_max / 4).max(1)
+                        && !incoming.remote_address_validated()
+                        && incoming.may_retry()
+                    {
+                        handshakes.refusals.retries.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = incoming.retry() {
+                            e.into_incoming().refuse();
+                        }
+                        continue;
+                    }
                     let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {
                         handshakes.refusals.handshakes.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(

@@ -844,6 +844,10 @@ fn scrape_transport(
                 "handshake_failed",
                 refused(connections.map(|c| &c.handshake_failures)),
             ),
+            (
+                "handshake_retried",
+                refused(connections.map(|c| &c.retries)),
+            ),
         ],
     );
     let (write, read): (HistogramSnapshot, HistogramSnapshot) =

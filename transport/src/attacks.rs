@@ -1,0 +1,221 @@
+//! Hostile peers, shared by the hostile suite (`tests/hostile.rs`) and the benchmark that
+//! measures an honest client beside them (`cess-bench`, suite `transport`). Each attack runs
+//! on its own tasks from [`start`] until its [`Attack`] is dropped, and counts what it sent.
+//! They break no cryptography: each is what any peer with a fresh key can do.
+
+use crate::client::{open_read, open_write};
+use crate::identity::{NodeAddr, NodeKey};
+use crate::protocol::ProtocolError;
+use crate::quic::{Endpoint, Limits};
+use crate::{Client, ClientConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What a hostile peer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Sends a QUIC ClientHello from a fresh UDP socket every 10 ms and never another
+    /// packet: each handshake would hold the node until its timeout.
+    SilentHandshakes,
+    /// Keeps 64 reads of a large fragment open on one connection and never takes their
+    /// bytes (every few seconds the streams are replaced by fresh ones).
+    StalledReads,
+    /// 32 fresh keys (on no allow list, owning nothing) each send signed requests as fast as
+    /// the node answers, 8 at a time: signature checks and replay-cache entries.
+    ReplayFlood,
+    /// Write requests announcing 1 MiB fragments under fresh ids, with no byte after the
+    /// header, 32 at a time: unfinished writes.
+    EmptyPartialWrites,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::SilentHandshakes,
+        Kind::StalledReads,
+        Kind::ReplayFlood,
+        Kind::EmptyPartialWrites,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::SilentHandshakes => "silent-handshakes",
+            Kind::StalledReads => "stalled-reads",
+            Kind::ReplayFlood => "replay-flood",
+            Kind::EmptyPartialWrites => "empty-partial-writes",
+        }
+    }
+}
+
+/// A running attack: stopped when dropped.
+#[derive(Debug)]
+pub struct Attack {
+    pub kind: Kind,
+    /// Requests (or handshakes) sent so far.
+    pub sent: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Attack {
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn loopback() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().expect("literal")
+}
+
+fn fresh_client() -> Result<Client, ProtocolError> {
+    let endpoint = Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default())?;
+    Ok(Client::new(endpoint, ClientConfig::default()))
+}
+
+/// Starts `kind` against the node at `addr`; `large_fragment` is a fragment the node holds
+/// (what stalled reads ask for). Must run inside a tokio runtime.
+pub async fn start(
+    kind: Kind,
+    addr: &NodeAddr,
+    large_fragment: [u8; 32],
+) -> Result<Attack, ProtocolError> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let tasks = match kind {
+        Kind::SilentHandshakes => vec![tokio::spawn(silent_handshakes(addr.socket, sent.clone()))],
+        Kind::StalledReads => {
+            let client = fresh_client()?;
+            let connection = client.connection(addr).await?;
+            vec![tokio::spawn(stalled_reads(
+                client,
+                connection,
+                large_fragment,
+                sent.clone(),
+            ))]
+        }
+        Kind::ReplayFlood => {
+            let mut tasks = Vec::new();
+            for _ in 0..32 {
+                let client = Arc::new(fresh_client()?);
+                let connection = client.connection(addr).await?;
+                for _ in 0..8 {
+                    let (client, connection, sent) =
+                        (client.clone(), connection.clone(), sent.clone());
+                    tasks.push(tokio::spawn(async move {
+                        // A fragment nobody has: each request costs the node a signature
+                        // check, a replay entry and a lookup.
+                        let missing = rand::random::<[u8; 32]>();
+                        loop {
+                            match open_read(&client, &connection, [0xA7; 32], missing, 0).await {
+                                Ok((_send, mut recv)) => {
+                                    let _ = recv.read_to_end(64 << 10).await;
+                                    sent.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                        }
+                    }));
+                }
+            }
+            tasks
+        }
+        Kind::EmptyPartialWrites => {
+            let client = Arc::new(fresh_client()?);
+            let connection = client.connection(addr).await?;
+            (0..32)
+                .map(|_| {
+                    let (client, connection, sent) =
+                        (client.clone(), connection.clone(), sent.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let id = rand::random::<[u8; 32]>();
+                            match open_write(&client, &connection, [0xA8; 32], id, 1 << 20, 0, 0)
+                                .await
+                            {
+                                Ok((mut send, mut recv)) => {
+                                    let _ = send.finish();
+                                    let _ = recv.read_to_end(64 << 10).await;
+                                    sent.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                        }
+                    })
+                })
+                .collect()
+        }
+    };
+    Ok(Attack { kind, sent, tasks })
+}
+
+/// One ClientHello from a fresh socket every 10 ms, made with quinn-proto's sans-IO endpoint;
+/// the last 256 sockets are kept open (their handshakes never go on).
+async fn silent_handshakes(node: std::net::SocketAddr, sent: Arc<AtomicU64>) {
+    let Ok(provider) = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13]) else {
+        return;
+    };
+    let mut tls = provider
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![crate::message::PROTOCOL.as_bytes().to_vec()];
+    let Ok(quic) = quinn::crypto::rustls::QuicClientConfig::try_from(tls) else {
+        return;
+    };
+    let client_config = quinn_proto::ClientConfig::new(Arc::new(quic));
+    let mut sockets = std::collections::VecDeque::new();
+    loop {
+        let mut silent = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            None,
+            false,
+            None,
+        );
+        let now = std::time::Instant::now();
+        if let Ok((_, mut connection)) = silent.connect(now, client_config.clone(), node, "cess") {
+            let mut datagram = Vec::new();
+            if let Some(transmit) = connection.poll_transmit(now, 1, &mut datagram)
+                && let Ok(socket) = tokio::net::UdpSocket::bind(loopback()).await
+                && socket
+                    .send_to(&datagram[..transmit.size], transmit.destination)
+                    .await
+                    .is_ok()
+            {
+                sent.fetch_add(1, Ordering::Relaxed);
+                sockets.push_back(socket);
+                if sockets.len() > 256 {
+                    sockets.pop_front();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// 64 reads never taken, replaced by 64 fresh ones every 3 s.
+async fn stalled_reads(
+    client: Client,
+    connection: crate::quic::Connection,
+    fragment: [u8; 32],
+    sent: Arc<AtomicU64>,
+) {
+    loop {
+        let mut held = Vec::with_capacity(64);
+        for _ in 0..64 {
+            if let Ok(streams) = open_read(&client, &connection, [0xA9; 32], fragment, 0).await {
+                held.push(streams);
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(held);
+    }
+}
