@@ -122,9 +122,7 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     if options.wants("many-fragments-into-engine") {
         cases.push(many_into_engine_case(&runtime, options)?);
     }
-    if options.wants("honest-read-under-stalled-reads") {
-        cases.push(crate::hostile::hostile_read_case(options)?);
-    }
+    cases.extend(crate::hostile::hostile_cases(options)?);
     Ok(cases)
 }
 

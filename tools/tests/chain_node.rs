@@ -152,18 +152,30 @@ fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
         .parse()
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let refusal = runtime.block_on(async {
-        let endpoint = Endpoint::client(
-            Arc::new(NodeKey::generate()),
-            "127.0.0.1:0".parse().unwrap(),
-            Limits::default(),
-        )
-        .unwrap();
-        let client = Client::new(endpoint, ClientConfig::default());
-        let data = Bytes::from(vec![7u8; 1 << 20]);
-        let id: [u8; 32] = Sha256::digest(&data).into();
-        client.write_fragment(&addr, [1; 32], id, data).await
-    });
+    let write_as = |key: NodeKey| {
+        runtime.block_on(async {
+            let endpoint = Endpoint::client(
+                Arc::new(key),
+                "127.0.0.1:0".parse().unwrap(),
+                Limits::default(),
+            )
+            .unwrap();
+            let client = Client::new(endpoint, ClientConfig::default());
+            let data = Bytes::from(vec![7u8; 1 << 20]);
+            let id: [u8; 32] = Sha256::digest(&data).into();
+            client.write_fragment(&addr, [1; 32], id, data).await
+        })
+    };
+    // A fresh key has no standing on the chain: closed after its handshake.
+    let stranger = write_as(NodeKey::generate());
+    assert!(
+        stranger
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("no standing")),
+        "{stranger:?}"
+    );
+    // The node's own account (a miner) has standing; the chain rule refuses the fragment.
+    let refusal = write_as(NodeKey::load(&dir.join("n0/node.key")).unwrap());
     match refusal {
         Err(cess_transport::ProtocolError::Refused {
             code: Code::Unauthorized,
@@ -176,6 +188,10 @@ fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
     let metrics_text = http_get(&metrics, "/metrics").unwrap();
     assert!(
         metrics_text.contains("cess_node_refusals_total{reason=\"not_assigned\"} 1"),
+        "{metrics_text}"
+    );
+    assert!(
+        metrics_text.contains("cess_node_refusals_total{reason=\"no_standing\"} 1"),
         "{metrics_text}"
     );
 

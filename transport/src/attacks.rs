@@ -103,15 +103,17 @@ pub async fn start(
             let mut tasks = Vec::new();
             for _ in 0..32 {
                 let client = Arc::new(fresh_client()?);
-                let connection = client.connection(addr).await?;
                 for _ in 0..8 {
-                    let (client, connection, sent) =
-                        (client.clone(), connection.clone(), sent.clone());
+                    let (client, addr, sent) = (client.clone(), addr.clone(), sent.clone());
                     tasks.push(tokio::spawn(async move {
                         // A fragment nobody has: each request costs the node a signature
                         // check, a replay entry and a lookup.
                         let missing = rand::random::<[u8; 32]>();
                         loop {
+                            let Ok(connection) = client.connection(&addr).await else {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            };
                             match open_read(&client, &connection, [0xA7; 32], missing, 0).await {
                                 Ok((_send, mut recv)) => {
                                     let _ = recv.read_to_end(64 << 10).await;

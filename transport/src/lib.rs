@@ -19,6 +19,7 @@
 pub mod admission;
 pub mod attacks;
 pub mod client;
+mod fair;
 pub mod grant;
 pub mod identity;
 pub mod message;

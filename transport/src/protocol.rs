@@ -74,9 +74,9 @@ pub enum ProtocolError {
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("stream write failed: {0}")]
-    Write(#[from] quinn::WriteError),
+    Write(quinn::WriteError),
     #[error("stream read failed: {0}")]
-    Read(#[from] quinn::ReadError),
+    Read(quinn::ReadError),
     #[error("stream ended after {have_bytes} of {need_bytes} bytes")]
     Ended { have_bytes: u64, need_bytes: u64 },
     #[error("bad message from the peer: {0}")]
@@ -104,6 +104,12 @@ impl ProtocolError {
     /// Whether trying again (on a fresh connection if need be) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
+            // Turned away for who it is: asking again changes nothing.
+            ProtocolError::Connection(quinn::ConnectionError::ApplicationClosed(close))
+                if close.error_code == crate::quic::ErrorCode::Refused.into() =>
+            {
+                false
+            }
             ProtocolError::Quic(_)
             | ProtocolError::Connection(_)
             | ProtocolError::Write(_)
@@ -237,11 +243,33 @@ pub struct Metrics {
     pub reads_refused: AtomicU64,
     /// Reads the store refused to this peer (not an owner, delegate, restorer or validator).
     pub reads_unauthorized: AtomicU64,
+    /// Connections closed after their handshake: the peer has no standing here.
+    pub peers_refused: AtomicU64,
 }
 
 impl Metrics {
     pub fn count_response(&self, code: Code) {
         self.responses[code as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// A stream that failed because its connection was lost says why the connection went (the
+/// peer's close reason: "no standing on the chain", "shutting down"), not only that it did.
+impl From<quinn::ReadError> for ProtocolError {
+    fn from(e: quinn::ReadError) -> ProtocolError {
+        match e {
+            quinn::ReadError::ConnectionLost(lost) => ProtocolError::Connection(lost),
+            other => ProtocolError::Read(other),
+        }
+    }
+}
+
+impl From<quinn::WriteError> for ProtocolError {
+    fn from(e: quinn::WriteError) -> ProtocolError {
+        match e {
+            quinn::WriteError::ConnectionLost(lost) => ProtocolError::Connection(lost),
+            other => ProtocolError::Write(other),
+        }
     }
 }
 

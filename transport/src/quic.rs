@@ -714,6 +714,8 @@ pub enum ErrorCode {
     Shutdown = 3,
     /// The receiver does not want the rest of this stream's bytes.
     NotNeeded = 4,
+    /// The peer may not connect here (no standing: see `FragmentStore::admit_peer`).
+    Refused = 5,
 }
 
 impl From<ErrorCode> for quinn::VarInt {

@@ -4,6 +4,7 @@
 //! The store is behind [`FragmentStore`] so this crate needs no engine; the node binds it.
 
 use crate::admission::{WritePolicy, WriteRefusal};
+use crate::fair::FairGate;
 use crate::identity::NodeKey;
 use crate::message::{self, MessageError, PeerReplay, Signed, pb};
 use crate::partials::{Partial, PartialLimits, Partials};
@@ -55,6 +56,15 @@ pub trait FragmentStore: Send + Sync + 'static {
     /// answered `Unauthorized` with it.
     fn may_read(&self, reader: &PeerId, id: &[u8; 32]) -> Result<(), String> {
         let _ = (reader, id);
+        Ok(())
+    }
+    /// Whether `peer` may hold a connection here at all, asked once per connection right
+    /// after its handshake, before any request is read (a storage node's chain rule: an
+    /// account with standing on the chain: a lease, a miner, a validator, a delegate). `Err`
+    /// says why not; the connection is closed with it. A crowd of fresh keys then costs the
+    /// node a handshake each, never a signature check per request.
+    fn admit_peer(&self, peer: &PeerId) -> Result<(), String> {
+        let _ = peer;
         Ok(())
     }
     /// The stored length of a fragment, if present.
@@ -120,6 +130,10 @@ pub struct ServerConfig {
     pub read_bytes_max: u64,
     /// Reads one peer may have in flight; one more is answered `Busy` at once.
     pub reads_per_peer_max: usize,
+    /// Requests whose signatures are checked at once; more wait their peer's turn
+    /// (round-robin between peers, so a flood delays another peer by one request per
+    /// flooding peer, not by its backlog). About the cores the node gives the protocol.
+    pub checks_at_once: usize,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +150,7 @@ impl Default for ServerConfig {
             partial_ttl_ms: 120_000,
             read_bytes_max: 256 << 20,
             reads_per_peer_max: 8,
+            checks_at_once: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -155,6 +170,8 @@ pub struct Server<S: FragmentStore> {
     read_budget: Arc<tokio::sync::Semaphore>,
     /// Reads in flight per peer.
     readers: Mutex<HashMap<PeerId, usize>>,
+    /// Signature checks, taken round-robin between peers.
+    checks: Arc<FairGate>,
 }
 
 /// A peer's read slot, given back on drop.
@@ -214,6 +231,7 @@ impl<S: FragmentStore> Server<S> {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             readers: Mutex::new(HashMap::new()),
+            checks: FairGate::new(config.checks_at_once),
             config,
         })
     }
@@ -275,6 +293,12 @@ impl<S: FragmentStore> Server<S> {
         while let Some(accepted) = endpoint.accept().await {
             match accepted {
                 Ok(connection) => {
+                    if let Err(reason) = self.store.admit_peer(&connection.peer_id) {
+                        self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %connection.peer_id, "connection refused: {reason}");
+                        connection.close(ErrorCode::Refused, &reason);
+                        continue;
+                    }
                     self.metrics.connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(self.clone().serve_connection(connection));
                 }
@@ -354,7 +378,11 @@ impl<S: FragmentStore> Server<S> {
             Some(&pb::WritefileRequest::KIND) => {
                 let request: pb::WritefileRequest =
                     message::decode_body(&body).map_err(ProtocolError::from)?;
-                let (code, offset, detail) = match self.check(connection, &request)? {
+                let checked = {
+                    let _turn = self.checks.enter(connection.peer_id).await;
+                    self.check(connection, &request)?
+                };
+                let (code, offset, detail) = match checked {
                     Some(refusal) => refusal,
                     None => self.write(connection.peer_id, &request, &mut recv).await?,
                 };
@@ -377,7 +405,11 @@ impl<S: FragmentStore> Server<S> {
             Some(&pb::ReadfileRequest::KIND) => {
                 let request: pb::ReadfileRequest =
                     message::decode_body(&body).map_err(ProtocolError::from)?;
-                let code = match self.check(connection, &request)? {
+                let checked = {
+                    let _turn = self.checks.enter(connection.peer_id).await;
+                    self.check(connection, &request)?
+                };
+                let code = match checked {
                     Some((code, _, detail)) => {
                         let mut response = pb::ReadfileResponse {
                             code: code as u32,

@@ -121,7 +121,19 @@ async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outco
     // Connected before the attack (a Retry under load costs a newcomer one round trip).
     honest.connection(&addr).await.unwrap();
     let rss_before = rss_bytes();
-    let attack = attacks::start(kind, &addr, large_id).await.unwrap();
+    // The attacker runs on its own threads, as another machine's would: it shares this
+    // machine's cores with the node but not the node's task queues.
+    let attacker = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let target = addr.clone();
+    let attack = attacker
+        .spawn(async move { attacks::start(kind, &target, large_id).await })
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut outcome = Outcome {
         sent: 0,
@@ -171,6 +183,7 @@ async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outco
     }
     outcome.sent = attack.sent();
     drop(attack);
+    attacker.shutdown_background();
     assert!(
         outcome.read_held_max <= READ_HOLD_MAX_BYTES,
         "{}: reads held {} bytes",

@@ -41,6 +41,11 @@ impl Ledger {
             .is_some_and(|d| d.0.contains(delegate))
     }
 
+    /// Whether any owner has authorized `account` (a gateway acting for someone).
+    pub fn is_delegate_of_anyone(&self, account: &AccountId) -> bool {
+        self.delegated.contains_key(account)
+    }
+
     pub(super) fn authorize(
         &mut self,
         owner: AccountId,
@@ -61,6 +66,7 @@ impl Ledger {
         let mut next = current;
         next.0.insert(delegate);
         self.delegates.insert(owner, next);
+        *self.delegated.entry(delegate).or_insert(0) += 1;
         Ok(())
     }
 
@@ -77,11 +83,39 @@ impl Ledger {
         }
         let mut next = current.clone();
         next.0.remove(&delegate);
+        let count = self
+            .delegated
+            .get_mut(&delegate)
+            .expect("every authorized delegate is counted");
+        *count -= 1;
+        if *count == 0 {
+            self.delegated.remove(&delegate);
+        }
         if next.0.is_empty() {
             self.delegates.remove(&owner);
         } else {
             self.delegates.insert(owner, next);
         }
         Ok(())
+    }
+
+    /// The derived count of owners per delegate agrees with the table (tests).
+    pub(super) fn assert_delegate_invariants(&self) {
+        let mut counted: std::collections::BTreeMap<AccountId, u32> = Default::default();
+        for (owner, delegates) in self.delegates.iter() {
+            assert!(
+                !delegates.0.is_empty(),
+                "an owner without delegates has no entry"
+            );
+            assert!(delegates.0.len() <= DELEGATES_PER_OWNER_MAX);
+            assert!(!delegates.0.contains(owner), "no owner is its own delegate");
+            for delegate in &delegates.0 {
+                *counted.entry(*delegate).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(
+            counted, self.delegated,
+            "delegate counts drifted from the table"
+        );
     }
 }

@@ -284,6 +284,8 @@ pub struct Ledger {
     candidates: Tracked<AccountId, Candidate>,
     leases: Tracked<AccountId, Lease>,
     delegates: Tracked<AccountId, Delegates>,
+    /// Delegate → how many owners authorized it (derived from `delegates`).
+    delegated: BTreeMap<AccountId, u32>,
     validator_keys: BTreeSet<[u8; 48]>,
     validators: Vec<ValidatorEntry>,
     previous_validators: Vec<ValidatorEntry>,
@@ -349,6 +351,7 @@ impl Ledger {
             candidates: Tracked::new(b"candidates"),
             leases: Tracked::new(b"leases"),
             delegates: Tracked::new(b"delegates"),
+            delegated: BTreeMap::new(),
             validator_keys: BTreeSet::new(),
             validators: Vec::new(),
             previous_validators: Vec::new(),

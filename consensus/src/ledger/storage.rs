@@ -417,6 +417,7 @@ impl Ledger {
     /// Checks every invariant of the storage tables; panics with the broken one. Tests and
     /// simulations call it after every block.
     pub fn assert_storage_invariants(&self) {
+        self.assert_delegate_invariants();
         let mut locked: BTreeMap<AccountId, u64> = BTreeMap::new();
         let mut active: BTreeMap<AccountId, u64> = BTreeMap::new();
         let mut places = 0usize;

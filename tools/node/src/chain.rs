@@ -236,6 +236,31 @@ impl ChainLink {
             .map_err(|e: WriteRefused| e.to_string())
     }
 
+    /// Whether `peer` may connect: an account with standing on the chain ([`check_peer`]).
+    pub fn check_peer(&self, peer: &PeerId) -> Result<(), String> {
+        let status = self.follower.status();
+        if let Some(e) = status.diverged {
+            return Err(format!("this node's ledger replica diverged ({e})"));
+        }
+        let account = cess_consensus::net::account_of(peer)
+            .ok_or_else(|| crate::ReadRefused::NotAnAccount.to_string())?;
+        match self
+            .follower
+            .with_ledger(|ledger| crate::check_peer(ledger, &account))
+        {
+            Some(_) => Ok(()),
+            None if !status.synced => Err(format!(
+                "this node has not caught up with the chain yet (at {}, {} behind)",
+                status.height, status.behind
+            )),
+            None => Err(
+                "no standing on the chain: rent space, register as a miner, or be authorized \
+                 by an owner"
+                    .into(),
+            ),
+        }
+    }
+
     /// Whether `reader` may read `fragment_id` from this node, by its replica ([`check_read`]).
     /// A replica that diverged allows nothing; one that is behind answers by what it knows.
     pub fn check_read(&self, reader: &PeerId, fragment_id: &[u8; 32]) -> Result<(), String> {
@@ -347,6 +372,10 @@ impl FragmentStore for ChainStore {
 
     fn admit(&self, _writer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), String> {
         self.link.check_write(id, fragment_bytes)
+    }
+
+    fn admit_peer(&self, peer: &PeerId) -> Result<(), String> {
+        self.link.check_peer(peer)
     }
 
     fn may_read(&self, reader: &PeerId, id: &[u8; 32]) -> Result<(), String> {

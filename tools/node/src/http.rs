@@ -831,6 +831,7 @@ fn scrape_transport(
             ("stream_error", m.stream_errors.load(Relaxed)),
             ("read_busy", m.reads_refused.load(Relaxed)),
             ("read_not_permitted", m.reads_unauthorized.load(Relaxed)),
+            ("no_standing", m.peers_refused.load(Relaxed)),
             (
                 "connections_per_peer",
                 refused(connections.map(|c| &c.per_peer)),

@@ -87,6 +87,35 @@ pub enum ReadRight {
     Validator,
 }
 
+/// Why an account may connect to a storage node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Rents space (an owner who puts and gets).
+    Lessee,
+    Miner,
+    Validator,
+    /// Authorized by some owner.
+    Delegate,
+}
+
+/// Whether `account` may hold a connection to a storage node at all: it has standing on the
+/// chain (it pays for space, it is a miner or a validator, or an owner authorized it). Keys
+/// with none are free to make, so they are turned away after the handshake, before any
+/// request costs a signature check; standing costs money. Costs a few lookups.
+pub fn check_peer(ledger: &Ledger, account: &AccountId) -> Option<Standing> {
+    if ledger.lease(account).is_some() {
+        Some(Standing::Lessee)
+    } else if ledger.miner(account).is_some() {
+        Some(Standing::Miner)
+    } else if ledger.validators().iter().any(|v| v.account == *account) {
+        Some(Standing::Validator)
+    } else if ledger.is_delegate_of_anyone(account) {
+        Some(Standing::Delegate)
+    } else {
+        None
+    }
+}
+
 /// Who may read `fragment_id` from the miner that holds it, by the chain: its file's owners
 /// and their delegates, a miner that holds a restoral claim on a fragment of its segment,
 /// and the current validators. Nobody else, so a miner that dropped its data cannot rebuild

@@ -567,3 +567,29 @@ fn a_fragment_is_read_only_by_owners_delegates_restorers_and_validators() {
         Ok(ReadRight::Restorer)
     );
 }
+
+#[test]
+fn only_accounts_with_standing_on_the_chain_may_connect() {
+    use cess_node::{Standing, check_peer};
+    let mut net = started(3, 7);
+    let owner = net.owner.id();
+    assert_eq!(check_peer(&net.ledger, &owner), Some(Standing::Lessee));
+    assert_eq!(
+        check_peer(&net.ledger, &net.miners[0].id()),
+        Some(Standing::Miner)
+    );
+    assert_eq!(
+        check_peer(&net.ledger, &net.validators[0].clone()),
+        Some(Standing::Validator)
+    );
+    // A fresh key costs nothing to make, so it has none.
+    let fresh = AccountKey::generate().id();
+    assert_eq!(check_peer(&net.ledger, &fresh), None);
+    // An owner's delegate has standing while it is one.
+    let authorize = net.owner_tx(Call::Authorize { delegate: fresh });
+    assert_eq!(net.block(vec![authorize]).receipts, vec![Ok(())]);
+    assert_eq!(check_peer(&net.ledger, &fresh), Some(Standing::Delegate));
+    let revoke = net.owner_tx(Call::Deauthorize { delegate: fresh });
+    assert_eq!(net.block(vec![revoke]).receipts, vec![Ok(())]);
+    assert_eq!(check_peer(&net.ledger, &fresh), None);
+}

@@ -1,0 +1,158 @@
+//! Request slots handed out round-robin between peers, so that no peer, and no crowd of
+//! fresh keys, can make another wait behind its backlog: with `slots` requests processed at
+//! once, a peer with one request waiting is served after at most one request of each other
+//! peer waiting. The server takes a slot for a request's CPU work (its signature check).
+
+use libp2p_identity::PeerId;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+#[derive(Debug)]
+pub(crate) struct FairGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    free: usize,
+    /// Peers with requests waiting, in turn order (each listed once).
+    turns: VecDeque<PeerId>,
+    waiting: HashMap<PeerId, VecDeque<oneshot::Sender<()>>>,
+}
+
+/// A slot, given back (to the next peer in turn) on drop.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    gate: Arc<FairGate>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.release();
+    }
+}
+
+impl FairGate {
+    pub fn new(slots: usize) -> Arc<FairGate> {
+        Arc::new(FairGate {
+            state: Mutex::new(GateState {
+                free: slots.max(1),
+                turns: VecDeque::new(),
+                waiting: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Waits for `peer`'s turn. Cancel-safe: a waiter dropped before its turn passes it on.
+    pub async fn enter(self: &Arc<Self>, peer: PeerId) -> Slot {
+        let rx = {
+            let mut state = self.lock();
+            if state.free > 0 && state.turns.is_empty() {
+                state.free -= 1;
+                return Slot { gate: self.clone() };
+            }
+            let (tx, rx) = oneshot::channel();
+            let queue = state.waiting.entry(peer).or_default();
+            if queue.is_empty() {
+                state.turns.push_back(peer);
+            }
+            state
+                .waiting
+                .get_mut(&peer)
+                .expect("just made")
+                .push_back(tx);
+            rx
+        };
+        // The sender is dropped only by `release` handing the slot on (an `Ok`) or by the
+        // gate going away with the server.
+        let _ = rx.await;
+        Slot { gate: self.clone() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot comes back: handed to the first waiter of the next peer in turn, or kept free.
+    fn release(&self) {
+        let mut state = self.lock();
+        while let Some(peer) = state.turns.pop_front() {
+            let queue = state
+                .waiting
+                .get_mut(&peer)
+                .expect("a peer in turn has waiters");
+            let waiter = queue.pop_front().expect("a peer in turn has a waiter");
+            if queue.is_empty() {
+                state.waiting.remove(&peer);
+            } else {
+                state.turns.push_back(peer);
+            }
+            if waiter.send(()).is_ok() {
+                return;
+            }
+            // That waiter gave up: the slot goes to the next.
+        }
+        state.free += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer with one request waiting goes before a peer's backlog.
+    #[tokio::test]
+    async fn slots_go_round_robin_between_peers() {
+        let gate = FairGate::new(1);
+        let (greedy, honest) = (PeerId::random(), PeerId::random());
+        let first = gate.enter(greedy).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let (gate, order) = (gate.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _slot = gate.enter(greedy).await;
+                order.lock().unwrap().push(format!("greedy{i}"));
+            }));
+            tokio::task::yield_now().await;
+        }
+        let (g, o) = (gate.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = g.enter(honest).await;
+            o.lock().unwrap().push("honest".to_string());
+        }));
+        tokio::task::yield_now().await;
+        drop(first);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        let honest_at = order.iter().position(|s| s == "honest").unwrap();
+        assert!(
+            honest_at <= 1,
+            "served after {honest_at} of the backlog: {order:?}"
+        );
+        assert_eq!(order.len(), 11);
+    }
+
+    /// A waiter that gives up passes its turn on; no slot is lost.
+    #[tokio::test]
+    async fn a_cancelled_waiter_loses_no_slot() {
+        let gate = FairGate::new(1);
+        let held = gate.enter(PeerId::random()).await;
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            gate.enter(PeerId::random()),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        drop(held);
+        let again = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            gate.enter(PeerId::random()),
+        )
+        .await;
+        assert!(again.is_ok(), "the slot was lost with the cancelled waiter");
+    }
+}
