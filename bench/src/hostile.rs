@@ -19,9 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Keeps fragments in memory: the case measures the protocol's bounds, not a disk.
+/// Admits only the peers with standing, as a node on a chain admits accounts that pay for
+/// space, mine or validate.
 #[derive(Default)]
 struct MemoryStore {
     fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    standing: Mutex<std::collections::HashSet<cess_transport::PeerId>>,
 }
 
 impl FragmentStore for MemoryStore {
@@ -29,6 +32,12 @@ impl FragmentStore for MemoryStore {
     type ReadBuf = Vec<u8>;
     fn alloc(&self, len_bytes: usize) -> Vec<u8> {
         vec![0; len_bytes]
+    }
+    fn admit_peer(&self, peer: &cess_transport::PeerId) -> Result<(), String> {
+        match self.standing.lock() {
+            Ok(standing) if standing.contains(peer) => Ok(()),
+            _ => Err("no standing".into()),
+        }
     }
     async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
         let fragments = self.fragments.lock().map_err(|_| StoreFault::NotFound)?;
@@ -54,9 +63,9 @@ fn random_fragment(len: usize, seed: u64) -> ([u8; 32], Vec<u8>) {
     (sha2::Sha256::digest(&data).into(), data)
 }
 
-fn client() -> Result<Client, String> {
-    let endpoint = Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default())
-        .map_err(|e| e.to_string())?;
+fn client(key: Arc<NodeKey>) -> Result<Client, String> {
+    let endpoint =
+        Endpoint::client(key, loopback(), Limits::default()).map_err(|e| e.to_string())?;
     Ok(Client::new(endpoint, ClientConfig::default()))
 }
 
@@ -135,7 +144,14 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
         let addr = endpoint.node_addr().map_err(|e| e.to_string())?;
         let server = Server::new(store.clone(), key, ServerConfig::default());
         tokio::spawn(server.clone().serve(endpoint.clone()));
-        let honest = client()?;
+        let (honest_key, attacker_key) =
+            (Arc::new(NodeKey::generate()), Arc::new(NodeKey::generate()));
+        store
+            .standing
+            .lock()
+            .map_err(|e| e.to_string())?
+            .extend([honest_key.peer_id(), attacker_key.peer_id()]);
+        let honest = client(honest_key)?;
         honest.connection(&addr).await.map_err(|e| e.to_string())?;
         let mut cases = Vec::new();
         for (k, kind) in kinds.into_iter().enumerate() {
@@ -146,9 +162,9 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
                 let (w, r) = honest_p99_ms(&honest, &addr, ops, seed).await?;
                 theirs.0.push(w);
                 theirs.1.push(r);
-                let target = addr.clone();
+                let (target, key) = (addr.clone(), attacker_key.clone());
                 let attack = attacker
-                    .spawn(async move { attacks::start(kind, &target, large_id).await })
+                    .spawn(async move { attacks::start(kind, &target, large_id, key).await })
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
@@ -175,7 +191,9 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
                     "p99 of {ops} {op}s of fresh 256 KiB fragments by an honest client (each \
                      written then read back) while the attack runs ({sent} requests or \
                      handshakes sent over {runs} run(s)), against the same with none; one \
-                     node with the default limits, in memory, so the bound is the protocol's"
+                     node with the default limits admitting only peers with standing (the \
+                     honest client and the attacker's own key, not fresh keys), in memory, so \
+                     the bound is the protocol's; the attacker shares the node's cores"
                 );
                 cases.push(case);
             }

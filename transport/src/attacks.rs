@@ -19,10 +19,11 @@ pub enum Kind {
     /// packet: each handshake would hold the node until its timeout.
     SilentHandshakes,
     /// Keeps 64 reads of a large fragment open on one connection and never takes their
-    /// bytes (every few seconds the streams are replaced by fresh ones).
+    /// bytes.
     StalledReads,
-    /// 32 fresh keys (on no allow list, owning nothing) each send signed requests as fast as
-    /// the node answers, 8 at a time: signature checks and replay-cache entries.
+    /// 32 fresh keys (owning nothing) each send signed requests as fast as the node answers,
+    /// on 8 connections: signature checks and replay-cache entries; turned away, each
+    /// connection is dialed again at once (a handshake flood).
     ReplayFlood,
     /// Write requests announcing 1 MiB fragments under fresh ids, with no byte after the
     /// header, 32 at a time: unfinished writes.
@@ -75,22 +76,29 @@ fn loopback() -> std::net::SocketAddr {
 }
 
 fn fresh_client() -> Result<Client, ProtocolError> {
-    let endpoint = Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default())?;
+    client_with(Arc::new(NodeKey::generate()))
+}
+
+fn client_with(key: Arc<NodeKey>) -> Result<Client, ProtocolError> {
+    let endpoint = Endpoint::client(key, loopback(), Limits::default())?;
     Ok(Client::new(endpoint, ClientConfig::default()))
 }
 
 /// Starts `kind` against the node at `addr`; `large_fragment` is a fragment the node holds
-/// (what stalled reads ask for). Must run inside a tokio runtime.
+/// (what stalled reads ask for); `standing` is a key the node admits (an owner's: the
+/// attacks that need a connection use it; the replay flood uses fresh keys, which a node on
+/// a chain turns away). Must run inside a tokio runtime.
 pub async fn start(
     kind: Kind,
     addr: &NodeAddr,
     large_fragment: [u8; 32],
+    standing: Arc<NodeKey>,
 ) -> Result<Attack, ProtocolError> {
     let sent = Arc::new(AtomicU64::new(0));
     let tasks = match kind {
         Kind::SilentHandshakes => vec![tokio::spawn(silent_handshakes(addr.socket, sent.clone()))],
         Kind::StalledReads => {
-            let client = fresh_client()?;
+            let client = client_with(standing)?;
             let connection = client.connection(addr).await?;
             vec![tokio::spawn(stalled_reads(
                 client,
@@ -107,19 +115,23 @@ pub async fn start(
                     let (client, addr, sent) = (client.clone(), addr.clone(), sent.clone());
                     tasks.push(tokio::spawn(async move {
                         // A fragment nobody has: each request costs the node a signature
-                        // check, a replay entry and a lookup.
+                        // check, a replay entry and a lookup. Turned away, the lane dials
+                        // again at once: a handshake flood.
                         let missing = rand::random::<[u8; 32]>();
                         loop {
-                            let Ok(connection) = client.connection(&addr).await else {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            let Ok(connection) = client.endpoint().dial(&addr).await else {
+                                sent.fetch_add(1, Ordering::Relaxed);
+                                tokio::task::yield_now().await;
                                 continue;
                             };
-                            match open_read(&client, &connection, [0xA7; 32], missing, 0).await {
-                                Ok((_send, mut recv)) => {
-                                    let _ = recv.read_to_end(64 << 10).await;
-                                    sent.fetch_add(1, Ordering::Relaxed);
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            while let Ok((_send, mut recv)) =
+                                open_read(&client, &connection, [0xA7; 32], missing, 0).await
+                            {
+                                if recv.read_to_end(64 << 10).await.is_err() {
+                                    break;
                                 }
-                                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                                sent.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }));
@@ -128,7 +140,7 @@ pub async fn start(
             tasks
         }
         Kind::EmptyPartialWrites => {
-            let client = Arc::new(fresh_client()?);
+            let client = Arc::new(client_with(standing)?);
             let connection = client.connection(addr).await?;
             (0..32)
                 .map(|_| {
@@ -202,22 +214,21 @@ async fn silent_handshakes(node: std::net::SocketAddr, sent: Arc<AtomicU64>) {
     }
 }
 
-/// 64 reads never taken, replaced by 64 fresh ones every 3 s.
+/// 64 reads never taken, held until the attack stops (the node cuts each at its stream
+/// timeout).
 async fn stalled_reads(
     client: Client,
     connection: crate::quic::Connection,
     fragment: [u8; 32],
     sent: Arc<AtomicU64>,
 ) {
-    loop {
-        let mut held = Vec::with_capacity(64);
-        for _ in 0..64 {
-            if let Ok(streams) = open_read(&client, &connection, [0xA9; 32], fragment, 0).await {
-                held.push(streams);
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
+    let mut held = Vec::with_capacity(64);
+    for _ in 0..64 {
+        if let Ok(streams) = open_read(&client, &connection, [0xA9; 32], fragment, 0).await {
+            held.push(streams);
+            sent.fetch_add(1, Ordering::Relaxed);
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        drop(held);
     }
+    std::future::pending::<()>().await;
+    drop(held);
 }

@@ -245,6 +245,8 @@ pub struct Metrics {
     pub reads_unauthorized: AtomicU64,
     /// Connections closed after their handshake: the peer has no standing here.
     pub peers_refused: AtomicU64,
+    /// Times a peer over its request rate was made to wait before its next stream was taken.
+    pub requests_paced: AtomicU64,
 }
 
 impl Metrics {

@@ -55,6 +55,12 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     /// Handshakes a server runs at once; more incoming connections are refused meanwhile.
     pub handshakes_max: usize,
+    /// Handshakes one IP address may start per second, after a burst of
+    /// `handshake_burst_per_ip`; more are refused at once (a stateless close, a few
+    /// microseconds), so a host dialing in a loop with fresh keys cannot spend the server's
+    /// CPU on handshakes. Connections already open are not touched.
+    pub handshakes_per_ip_per_s: u64,
+    pub handshake_burst_per_ip: u64,
     /// Connections one peer may hold open to a server; one more is closed after its
     /// handshake (each holds up to `send_window_bytes` of this side's memory).
     pub connections_per_peer_max: usize,
@@ -74,6 +80,8 @@ impl Default for Limits {
             mtu_upper_bound_bytes: 8952,
             handshake_timeout_ms: 10_000,
             handshakes_max: 1024,
+            handshakes_per_ip_per_s: 64,
+            handshake_burst_per_ip: 256,
             connections_per_peer_max: 8,
             connections_max: 4096,
         }
@@ -118,12 +126,17 @@ pub struct ConnectionRefusals {
     /// Incoming connections sent a stateless Retry (address validation) because a quarter
     /// of the handshake slots were taken.
     pub retries: std::sync::atomic::AtomicU64,
+    /// Handshakes refused: their address had started `handshakes_per_ip_per_s` already.
+    pub per_ip_rate: std::sync::atomic::AtomicU64,
 }
 
 /// A server's handshakes in progress and those finished, waiting for `accept`.
 #[derive(Debug)]
 struct Handshakes {
     slots: Arc<tokio::sync::Semaphore>,
+    /// Handshake budgets by source address, and the clock they run on.
+    per_ip: std::sync::Mutex<crate::fair::Rates<std::net::IpAddr>>,
+    started: std::time::Instant,
     /// Connections open, per peer (its length is bounded by `connections_max`).
     open: std::sync::Mutex<std::collections::HashMap<PeerId, usize>>,
     refusals: ConnectionRefusals,
@@ -162,10 +175,15 @@ impl Handshakes {
         }
     }
 
-    fn new(max: usize) -> Handshakes {
+    fn new(limits: &Limits) -> Handshakes {
         let (finished_tx, finished_rx) = tokio::sync::mpsc::channel(64);
         Handshakes {
-            slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.handshakes_max.max(1))),
+            per_ip: std::sync::Mutex::new(crate::fair::Rates::new(
+                limits.handshakes_per_ip_per_s,
+                limits.handshake_burst_per_ip,
+            )),
+            started: std::time::Instant::now(),
             open: std::sync::Mutex::new(std::collections::HashMap::new()),
             refusals: ConnectionRefusals::default(),
             finished_tx,
@@ -494,7 +512,7 @@ impl Endpoint {
             endpoint,
             key,
             protocol,
-            handshakes: Some(Arc::new(Handshakes::new(limits.handshakes_max))),
+            handshakes: Some(Arc::new(Handshakes::new(&limits))),
             limits,
             server_config: Some(config),
             closing: Arc::default(),
@@ -600,6 +618,18 @@ impl Endpoint {
                 }
                 incoming = self.endpoint.accept() => {
                     let incoming = incoming?;
+                    let now_ms = handshakes.started.elapsed().as_millis() as u64;
+                    let within_rate = handshakes
+                        .per_ip
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take(incoming.remote_address().ip(), now_ms)
+                        .is_ok();
+                    if !within_rate {
+                        handshakes.refusals.per_ip_rate.fetch_add(1, Ordering::Relaxed);
+                        incoming.refuse();
+                        continue;
+                    }
                     // Under load (a quarter of the handshake slots taken), a client must first
                     // prove it receives at its address: a stateless Retry costs the server no
                     // slot, and a peer that sends ClientHellos and never answers (or spoofs

@@ -4,7 +4,7 @@
 //! The store is behind [`FragmentStore`] so this crate needs no engine; the node binds it.
 
 use crate::admission::{WritePolicy, WriteRefusal};
-use crate::fair::FairGate;
+use crate::fair::{FairGate, PeerRates};
 use crate::identity::NodeKey;
 use crate::message::{self, MessageError, PeerReplay, Signed, pb};
 use crate::partials::{Partial, PartialLimits, Partials};
@@ -134,6 +134,11 @@ pub struct ServerConfig {
     /// (round-robin between peers, so a flood delays another peer by one request per
     /// flooding peer, not by its backlog). About the cores the node gives the protocol.
     pub checks_at_once: usize,
+    /// Requests one peer may make per second, over all its connections, after a burst of
+    /// `request_burst_per_peer`; past it the node stops taking the peer's streams until its
+    /// budget refills (QUIC's stream credit then holds the peer back).
+    pub requests_per_peer_per_s: u64,
+    pub request_burst_per_peer: u64,
 }
 
 impl Default for ServerConfig {
@@ -151,6 +156,8 @@ impl Default for ServerConfig {
             read_bytes_max: 256 << 20,
             reads_per_peer_max: 8,
             checks_at_once: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            requests_per_peer_per_s: 1000,
+            request_burst_per_peer: 256,
         }
     }
 }
@@ -172,6 +179,10 @@ pub struct Server<S: FragmentStore> {
     readers: Mutex<HashMap<PeerId, usize>>,
     /// Signature checks, taken round-robin between peers.
     checks: Arc<FairGate>,
+    /// Each peer's request budget.
+    rates: Mutex<PeerRates>,
+    /// The clock `rates` runs on.
+    started: Instant,
 }
 
 /// A peer's read slot, given back on drop.
@@ -232,6 +243,11 @@ impl<S: FragmentStore> Server<S> {
             )),
             readers: Mutex::new(HashMap::new()),
             checks: FairGate::new(config.checks_at_once),
+            rates: Mutex::new(PeerRates::new(
+                config.requests_per_peer_per_s,
+                config.request_burst_per_peer,
+            )),
+            started: Instant::now(),
             config,
         })
     }
@@ -334,6 +350,23 @@ impl<S: FragmentStore> Server<S> {
             if self.closing.load(Ordering::SeqCst) {
                 connection.close(ErrorCode::Shutdown, "shutting down");
                 return;
+            }
+            // The peer's budget first: over it, this connection takes no stream until it
+            // refills (the peer's other connections draw on the same budget).
+            loop {
+                let now_ms = self.started.elapsed().as_millis() as u64;
+                let taken = self
+                    .rates
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(connection.peer_id, now_ms);
+                match taken {
+                    Ok(()) => break,
+                    Err(wait_ms) => {
+                        self.metrics.requests_paced.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    }
+                }
             }
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let server = self.clone();

@@ -9,6 +9,7 @@
 //! `honest-*-under-*` cases (`cess-bench --suite transport`).
 
 use bytes::Bytes;
+use cess_transport::PeerId;
 use cess_transport::attacks::{self, Kind};
 use cess_transport::server::{FragmentStore, StoreFault};
 use cess_transport::{
@@ -16,7 +17,8 @@ use cess_transport::{
 };
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +34,12 @@ const PARTIAL_HOLD_MAX_BYTES: u64 = 1 << 20;
 const HONEST_BYTES: usize = 256 << 10;
 const FILE: [u8; 32] = [3; 32];
 
+/// A store whose node admits only the peers with standing (as a node on a chain admits
+/// accounts that pay for space, mine or validate).
 #[derive(Default)]
 struct MemStore {
     fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    standing: Mutex<HashSet<PeerId>>,
 }
 
 impl FragmentStore for MemStore {
@@ -42,6 +47,13 @@ impl FragmentStore for MemStore {
     type ReadBuf = Vec<u8>;
     fn alloc(&self, len_bytes: usize) -> Vec<u8> {
         vec![0; len_bytes]
+    }
+    fn admit_peer(&self, peer: &PeerId) -> Result<(), String> {
+        if self.standing.lock().unwrap().contains(peer) {
+            Ok(())
+        } else {
+            Err("no standing".into())
+        }
     }
     async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
         Ok(self
@@ -97,16 +109,30 @@ struct Outcome {
     read_held_max: u64,
     partial_held_max: u64,
     rss_growth: u64,
+    peers_refused: u64,
+    paced: u64,
 }
 
 /// Runs `kind` against a fresh node until `enough(sent)` and at least `rounds` honest
 /// write-then-read rounds are done, each op held to [`HONEST_OP_MAX`].
-async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outcome {
+async fn under(
+    kind: Kind,
+    config: ServerConfig,
+    rounds: usize,
+    enough: impl Fn(u64) -> bool,
+) -> Outcome {
     let key = Arc::new(NodeKey::generate());
     let endpoint = Endpoint::server(key.clone(), loopback(), Limits::default()).unwrap();
     let addr: NodeAddr = endpoint.node_addr().unwrap();
     let store = Arc::new(MemStore::default());
-    let server = Server::new(store.clone(), key, ServerConfig::default());
+    let server = Server::new(store.clone(), key, config);
+    // The honest client and the attacker's own key have standing; fresh keys do not.
+    let (honest_key, attacker_key) = (Arc::new(NodeKey::generate()), Arc::new(NodeKey::generate()));
+    store
+        .standing
+        .lock()
+        .unwrap()
+        .extend([honest_key.peer_id(), attacker_key.peer_id()]);
     tokio::spawn(server.clone().serve(endpoint.clone()));
     let (large, large_id) = fragment(1, 8 << 20);
     store
@@ -115,7 +141,7 @@ async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outco
         .unwrap()
         .insert(large_id, large.to_vec());
     let honest = Client::new(
-        Endpoint::client(Arc::new(NodeKey::generate()), loopback(), Limits::default()).unwrap(),
+        Endpoint::client(honest_key, loopback(), Limits::default()).unwrap(),
         ClientConfig::default(),
     );
     // Connected before the attack (a Retry under load costs a newcomer one round trip).
@@ -130,7 +156,7 @@ async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outco
         .unwrap();
     let target = addr.clone();
     let attack = attacker
-        .spawn(async move { attacks::start(kind, &target, large_id).await })
+        .spawn(async move { attacks::start(kind, &target, large_id, attacker_key).await })
         .await
         .unwrap()
         .unwrap();
@@ -142,6 +168,8 @@ async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outco
         read_held_max: 0,
         partial_held_max: 0,
         rss_growth: 0,
+        peers_refused: 0,
+        paced: 0,
     };
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut round = 0u64;
@@ -184,6 +212,8 @@ async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outco
     outcome.sent = attack.sent();
     drop(attack);
     attacker.shutdown_background();
+    outcome.peers_refused = server.metrics().peers_refused.load(Ordering::Relaxed);
+    outcome.paced = server.metrics().requests_paced.load(Ordering::Relaxed);
     assert!(
         outcome.read_held_max <= READ_HOLD_MAX_BYTES,
         "{}: reads held {} bytes",
@@ -202,30 +232,74 @@ async fn under(kind: Kind, rounds: usize, enough: impl Fn(u64) -> bool) -> Outco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_writes_and_reads_go_on_beside_silent_handshakes() {
-    let outcome = under(Kind::SilentHandshakes, 10, |sent| sent >= 200).await;
+    let outcome = under(
+        Kind::SilentHandshakes,
+        ServerConfig::default(),
+        10,
+        |sent| sent >= 200,
+    )
+    .await;
     assert!(outcome.partial_held_max <= PARTIAL_HOLD_MAX_BYTES);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_writes_and_reads_go_on_beside_64_stalled_reads() {
-    let outcome = under(Kind::StalledReads, 10, |sent| sent >= 64).await;
+    let outcome = under(Kind::StalledReads, ServerConfig::default(), 10, |sent| {
+        sent >= 64
+    })
+    .await;
     assert!(
         outcome.read_held_max > 0,
         "the attack held no read: {outcome:?}"
     );
 }
 
+/// Fresh keys have no standing: each connection is closed after its handshake, and redialed
+/// at once (a handshake flood), never costing a signature check per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn honest_writes_and_reads_go_on_beside_a_replay_cache_flood_from_unauthorized_keys() {
-    let outcome = under(Kind::ReplayFlood, 10, |sent| sent >= 5_000).await;
+async fn honest_writes_and_reads_go_on_beside_a_flood_from_fresh_keys() {
+    let outcome = under(Kind::ReplayFlood, ServerConfig::default(), 10, |sent| {
+        sent >= 1_000
+    })
+    .await;
+    assert!(outcome.peers_refused > 0, "{outcome:?}");
     assert!(outcome.partial_held_max <= PARTIAL_HOLD_MAX_BYTES);
 }
 
+/// A peer with standing flooding requests is paced to its rate (1000/s by default); here the
+/// rate is raised so that 100k empty writes arrive within the test, and they hold nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_empty_partial_writes_hold_no_memory() {
-    let outcome = under(Kind::EmptyPartialWrites, 10, |sent| sent >= 100_000).await;
+    let config = ServerConfig {
+        requests_per_peer_per_s: 1_000_000,
+        ..ServerConfig::default()
+    };
+    let outcome = under(Kind::EmptyPartialWrites, config, 10, |sent| sent >= 100_000).await;
     assert!(
         outcome.partial_held_max <= PARTIAL_HOLD_MAX_BYTES,
         "{outcome:?}"
+    );
+}
+
+/// The same flood at the default rate: the peer is made to wait, the honest client is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_requests_is_paced_to_its_rate() {
+    let started = Instant::now();
+    let outcome = under(
+        Kind::EmptyPartialWrites,
+        ServerConfig::default(),
+        10,
+        |sent| sent >= 3_000,
+    )
+    .await;
+    assert!(outcome.paced > 0, "{outcome:?}");
+    let limits = ServerConfig::default();
+    let allowed = limits.request_burst_per_peer as f64
+        + limits.requests_per_peer_per_s as f64 * started.elapsed().as_secs_f64();
+    assert!(
+        (outcome.sent as f64) <= allowed * 1.05 + 64.0,
+        "{} requests in {:?}: more than the rate allows",
+        outcome.sent,
+        started.elapsed()
     );
 }

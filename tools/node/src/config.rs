@@ -166,6 +166,10 @@ pub struct PeerLimits {
     pub replay_per_peer_max: usize,
     /// A request stream idle this long is cut, seconds.
     pub stream_timeout_s: u64,
+    /// Requests one peer may make per second (all its connections), after a burst of
+    /// `request_burst_per_peer`; past it its streams wait.
+    pub requests_per_peer_per_s: u64,
+    pub request_burst_per_peer: u64,
 }
 
 impl Default for PeerLimits {
@@ -181,6 +185,8 @@ impl Default for PeerLimits {
             partial_ttl_s: server.partial_ttl_ms / 1000,
             replay_per_peer_max: server.replay_capacity,
             stream_timeout_s: server.stream_timeout_ms / 1000,
+            requests_per_peer_per_s: server.requests_per_peer_per_s,
+            request_burst_per_peer: server.request_burst_per_peer,
         }
     }
 }
@@ -199,6 +205,8 @@ impl PeerLimits {
             stream_timeout_ms: self.stream_timeout_s.max(1) * 1000,
             reads_per_peer_max: self.reads_per_peer_max.max(1),
             read_bytes_max: (self.read_mib_max << 20).max(8 << 20),
+            requests_per_peer_per_s: self.requests_per_peer_per_s.max(1),
+            request_burst_per_peer: self.request_burst_per_peer.max(1),
             ..cess_transport::ServerConfig::default()
         }
     }

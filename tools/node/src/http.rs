@@ -832,6 +832,7 @@ fn scrape_transport(
             ("read_busy", m.reads_refused.load(Relaxed)),
             ("read_not_permitted", m.reads_unauthorized.load(Relaxed)),
             ("no_standing", m.peers_refused.load(Relaxed)),
+            ("paced", m.requests_paced.load(Relaxed)),
             (
                 "connections_per_peer",
                 refused(connections.map(|c| &c.per_peer)),
@@ -848,6 +849,10 @@ fn scrape_transport(
             (
                 "handshake_retried",
                 refused(connections.map(|c| &c.retries)),
+            ),
+            (
+                "handshake_rate",
+                refused(connections.map(|c| &c.per_ip_rate)),
             ),
         ],
     );
