@@ -20,7 +20,18 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cess-bench <engine|codec|transport|proofs|kernels|all> [--quick] [--json FILE] [--target PATH] [--case NAME]";
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("attack") {
+        // The hostile peer of the `honest-*-under-*` cases, run as a child process.
+        return match hostile::attack_main(&all[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("attack: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut args = all.into_iter();
     let mut suite = None;
     let mut options = report::Options::default();
     while let Some(arg) = args.next() {

@@ -56,9 +56,9 @@ pub struct Limits {
     /// Handshakes a server runs at once; more incoming connections are refused meanwhile.
     pub handshakes_max: usize,
     /// Handshakes one IP address may start per second, after a burst of
-    /// `handshake_burst_per_ip`; more are refused at once (a stateless close, a few
-    /// microseconds), so a host dialing in a loop with fresh keys cannot spend the server's
-    /// CPU on handshakes. Connections already open are not touched.
+    /// `handshake_burst_per_ip`; more are dropped unanswered (no state kept, nothing sent),
+    /// so a host dialing in a loop with fresh keys cannot spend the server's CPU on
+    /// handshakes. Connections already open are not touched.
     pub handshakes_per_ip_per_s: u64,
     pub handshake_burst_per_ip: u64,
     /// Connections one peer may hold open to a server; one more is closed after its
@@ -626,8 +626,10 @@ impl Endpoint {
                         .take(incoming.remote_address().ip(), now_ms)
                         .is_ok();
                     if !within_rate {
+                        // Dropped without an answer: a refusal would tell a dialing loop to
+                        // dial again at once; silence makes it wait for its own timeout.
                         handshakes.refusals.per_ip_rate.fetch_add(1, Ordering::Relaxed);
-                        incoming.refuse();
+                        incoming.ignore();
                         continue;
                     }
                     // Under load (a quarter of the handshake slots taken), a client must first

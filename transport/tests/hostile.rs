@@ -111,6 +111,7 @@ struct Outcome {
     rss_growth: u64,
     peers_refused: u64,
     paced: u64,
+    handshakes_dropped: u64,
 }
 
 /// Runs `kind` against a fresh node until `enough(sent)` and at least `rounds` honest
@@ -170,6 +171,7 @@ async fn under(
         rss_growth: 0,
         peers_refused: 0,
         paced: 0,
+        handshakes_dropped: 0,
     };
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut round = 0u64;
@@ -214,6 +216,11 @@ async fn under(
     attacker.shutdown_background();
     outcome.peers_refused = server.metrics().peers_refused.load(Ordering::Relaxed);
     outcome.paced = server.metrics().requests_paced.load(Ordering::Relaxed);
+    outcome.handshakes_dropped = endpoint
+        .refusals()
+        .expect("a server endpoint")
+        .per_ip_rate
+        .load(Ordering::Relaxed);
     assert!(
         outcome.read_held_max <= READ_HOLD_MAX_BYTES,
         "{}: reads held {} bytes",
@@ -255,7 +262,8 @@ async fn honest_writes_and_reads_go_on_beside_64_stalled_reads() {
 }
 
 /// Fresh keys have no standing: each connection is closed after its handshake, and redialed
-/// at once (a handshake flood), never costing a signature check per request.
+/// at once (a handshake flood), never costing a signature check per request; past the
+/// address's handshake rate the dials are dropped unanswered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_writes_and_reads_go_on_beside_a_flood_from_fresh_keys() {
     let outcome = under(Kind::ReplayFlood, ServerConfig::default(), 10, |sent| {
@@ -263,6 +271,7 @@ async fn honest_writes_and_reads_go_on_beside_a_flood_from_fresh_keys() {
     })
     .await;
     assert!(outcome.peers_refused > 0, "{outcome:?}");
+    assert!(outcome.handshakes_dropped > 0, "{outcome:?}");
     assert!(outcome.partial_held_max <= PARTIAL_HOLD_MAX_BYTES);
 }
 
