@@ -126,7 +126,7 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let (ops, runs) = if options.quick { (40, 1) } else { (200, 3) };
-    let cases = runtime.block_on(async {
+    runtime.block_on(async {
         let store = Arc::new(MemoryStore::default());
         let (large_id, large) = random_fragment(FRAGMENT_BYTES, 1);
         store
@@ -219,8 +219,7 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
             }
         }
         Ok::<_, String>(cases)
-    });
-    cases
+    })
 }
 
 /// Starts `kind` in a child process at the lowest CPU priority, once it has begun.

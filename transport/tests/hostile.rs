@@ -114,6 +114,10 @@ struct Outcome {
     handshakes_dropped: u64,
 }
 
+/// The attacks run one at a time: each measures the whole process's memory and holds two
+/// cores' worth of load.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `kind` against a fresh node until `enough(sent)` and at least `rounds` honest
 /// write-then-read rounds are done, each op held to [`HONEST_OP_MAX`].
 async fn under(
@@ -122,6 +126,7 @@ async fn under(
     rounds: usize,
     enough: impl Fn(u64) -> bool,
 ) -> Outcome {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let key = Arc::new(NodeKey::generate());
     let endpoint = Endpoint::server(key.clone(), loopback(), Limits::default()).unwrap();
     let addr: NodeAddr = endpoint.node_addr().unwrap();
