@@ -1,7 +1,9 @@
 //! Hostile peers against validators over real QUIC on loopback (issue 22, item 4): a client
 //! that claims a frame larger than a client may send, one that sends a frame's length and then
 //! stalls, and a flood of badly signed transactions while the validators commit. Each is cut
-//! or ignored, and the chain keeps committing.
+//! or ignored, and the chain keeps committing; and the process (four validators and the
+//! attacker) grows by less than [`RSS_GROWTH_MAX_BYTES`] meanwhile (from `/proc/self/status`).
+//! The storage nodes' half is `transport/tests/hostile.rs`.
 
 use cess_consensus::bft::{CoreConfig, NetMsg};
 use cess_consensus::ledger::{Ledger, LedgerParams, TOKEN};
@@ -13,6 +15,32 @@ use cess_transport::quic::{Endpoint, Limits};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Four validators and the attacker together grow by less than this during an attack.
+const RSS_GROWTH_MAX_BYTES: u64 = 256 << 20;
+
+/// The attacks run one at a time: each measures the whole process's memory.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Resident memory of this process.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib << 10
+}
+
+fn assert_grew_less_than_bound(before: u64, what: &str) {
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < RSS_GROWTH_MAX_BYTES,
+        "{what}: the process grew by {grown} bytes"
+    );
+}
 
 fn network() -> (
     Ledger,
@@ -73,7 +101,9 @@ async fn commits_within(handle: &ValidatorHandle, window: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_claiming_a_frame_over_its_bound_is_cut_at_once() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (_, handles, _) = network();
+    let before = rss_bytes();
     let (_endpoint, connection) = hostile(&handles[0]).await;
     let (mut send, _recv) = connection.inner.open_bi().await.unwrap();
     // 9 MiB: under a validator's bound (a proposal's), over what a client may send.
@@ -86,6 +116,7 @@ async fn a_client_claiming_a_frame_over_its_bound_is_cut_at_once() {
             .is_some_and(|r| r.contains("frame too long")),
         "not cut: {reason:?}"
     );
+    assert_grew_less_than_bound(before, "an oversized frame");
     for h in &handles {
         h.shutdown();
     }
@@ -93,7 +124,9 @@ async fn a_client_claiming_a_frame_over_its_bound_is_cut_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_that_stalls_after_its_length_is_cut() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (_, handles, _) = network();
+    let before = rss_bytes();
     let (_endpoint, connection) = hostile(&handles[0]).await;
     let (mut send, _recv) = connection.inner.open_bi().await.unwrap();
     send.write_all(&100_000u32.to_le_bytes()).await.unwrap();
@@ -109,6 +142,7 @@ async fn a_frame_that_stalls_after_its_length_is_cut() {
     assert!(started.elapsed() < Duration::from_secs(25));
     // The validators kept committing meanwhile.
     assert!(commits_within(&handles[1], Duration::from_secs(3)).await > 0);
+    assert_grew_less_than_bound(before, "a slow frame");
     for h in &handles {
         h.shutdown();
     }
@@ -116,6 +150,7 @@ async fn a_frame_that_stalls_after_its_length_is_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_badly_signed_transactions_does_not_stop_commits() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (ledger, handles, users) = network();
     let quiet = commits_within(&handles[0], Duration::from_secs(4)).await;
     assert!(quiet >= 4, "{quiet} commits in 4 s without a flood");
@@ -160,8 +195,10 @@ async fn a_flood_of_badly_signed_transactions_does_not_stop_commits() {
             sent
         }));
     }
+    let before = rss_bytes();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = commits_within(&handles[0], Duration::from_secs(4)).await;
+    assert_grew_less_than_bound(before, "a flood of badly signed transactions");
     let mut sent = 0;
     for f in floods {
         sent += f.await.unwrap();
