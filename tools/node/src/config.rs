@@ -156,6 +156,12 @@ pub struct PeerLimits {
     pub connections_per_peer_max: usize,
     /// Connections the node holds open in all.
     pub connections_max: usize,
+    /// Requests a peer may have open at once on one connection (QUIC streams).
+    pub streams_per_connection_max: u32,
+    /// Handshakes one IP address may start per second after a burst of
+    /// `handshake_burst_per_ip`; past it they are dropped unanswered.
+    pub handshakes_per_ip_per_s: u64,
+    pub handshake_burst_per_ip: u64,
     /// Memory one writer's unfinished writes may hold, MiB (all writers together:
     /// `partial_mib_max`).
     pub partial_writer_mib_max: u64,
@@ -181,6 +187,9 @@ impl Default for PeerLimits {
             read_mib_max: server.read_bytes_max >> 20,
             connections_per_peer_max: quic.connections_per_peer_max,
             connections_max: quic.connections_max,
+            streams_per_connection_max: quic.streams_max,
+            handshakes_per_ip_per_s: quic.handshakes_per_ip_per_s,
+            handshake_burst_per_ip: quic.handshake_burst_per_ip,
             partial_writer_mib_max: server.partial_writer_bytes_max >> 20,
             partial_ttl_s: server.partial_ttl_ms / 1000,
             replay_per_peer_max: server.replay_capacity,
@@ -216,6 +225,9 @@ impl PeerLimits {
         cess_transport::Limits {
             connections_per_peer_max: self.connections_per_peer_max.max(1),
             connections_max: self.connections_max.max(1),
+            streams_max: self.streams_per_connection_max.max(1),
+            handshakes_per_ip_per_s: self.handshakes_per_ip_per_s.max(1),
+            handshake_burst_per_ip: self.handshake_burst_per_ip.max(1),
             ..cess_transport::Limits::default()
         }
     }
