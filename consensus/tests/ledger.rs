@@ -1944,7 +1944,17 @@ fn an_owner_authorizes_delegates_within_a_bound_and_takes_them_back() {
     let mut chain = Chain::new(20, 4, test_params());
     let (owner, gateway) = (chain.id(0), chain.id(1));
     assert!(!chain.ledger.is_delegate(&owner, &gateway));
+    // Only an owner who pays for space hands out standing.
+    assert_eq!(
+        chain.run(0, Call::Authorize { delegate: gateway }),
+        Err(TxError::NoLease)
+    );
+    chain.rent(0, 1, 1000);
     chain.run(0, Call::Authorize { delegate: gateway }).unwrap();
+    assert_eq!(
+        chain.ledger.delegators(&gateway).collect::<Vec<_>>(),
+        [&owner]
+    );
     assert!(chain.ledger.is_delegate(&owner, &gateway));
     assert!(
         !chain.ledger.is_delegate(&gateway, &owner),
@@ -1986,4 +1996,27 @@ fn an_owner_authorizes_delegates_within_a_bound_and_takes_them_back() {
         chain.ledger.root_from_scratch(),
         "the delegates table is in the state root"
     );
+}
+
+#[test]
+fn a_miner_cannot_claim_the_restoral_of_what_it_reported_lost() {
+    let (mut chain, mut storage) = storage_chain();
+    let (file_id, order) = storage.order(21, 1, FRAGMENT);
+    chain.run(0, order).unwrap();
+    chain.report_all(&file_id);
+    let holders = chain.holders(&file_id);
+    let holder = holders[0];
+    let fragment_id = chain.ledger.file(&file_id).unwrap().segments[0].fragments[0].id;
+    chain.run(holder, Call::ReportLost { fragment_id }).unwrap();
+    // It would read the siblings and rebuild what it let go, escaping the audit.
+    assert_eq!(
+        chain.run(holder, Call::ClaimRestoral { fragment_id }),
+        Err(TxError::ClaimsOwnLoss)
+    );
+    let other = (4..17)
+        .find(|i| !holders.contains(i))
+        .expect("a miner outside the segment");
+    chain
+        .run(other, Call::ClaimRestoral { fragment_id })
+        .unwrap();
 }

@@ -291,7 +291,9 @@ fn read_superblock(
     Ok(superblock)
 }
 
-/// A call in flight: `.wait()` blocks, `.await` suspends.
+/// A call in flight: `.wait()` blocks, `.await` suspends. A call whose shard queue was full
+/// is sent only when waited for or polled, so a dropped `Pending` may never have been sent.
+#[must_use = "a call may not be sent until it is awaited or waited for"]
 pub struct Pending<T> {
     state: PendingState<T>,
 }
@@ -443,7 +445,10 @@ impl ShardSender {
         };
         {
             let mut waiting = self.room.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            waiting.push(waker.clone());
+            // A task polled again while the queue stays full is registered once.
+            if !waiting.iter().any(|w| w.will_wake(waker)) {
+                waiting.push(waker.clone());
+            }
             self.room.any.store(true, Ordering::SeqCst);
         }
         // The shard may have made room between the first try and the registration: look once
@@ -489,7 +494,22 @@ pub struct Store {
     pool: Arc<BufPool>,
 }
 
+/// Wakes every task waiting for room when the shard's loop ends (even by a panic): their
+/// next poll finds the queue closed and fails with `Closed` instead of waiting for ever.
+struct WakeOnExit<'a>(&'a Room);
+
+impl Drop for WakeOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.any.store(true, Ordering::SeqCst);
+        self.0.wake();
+    }
+}
+
 fn shard_loop(mut shard: Shard, rx: Receiver<Request>, bell: &Bell, room: &Room) {
+    let _wake_on_exit = WakeOnExit(room);
+    // Declared after the guard, so dropped before it: the queue is closed by the time the
+    // waiting tasks look again.
+    let rx = rx;
     const ROUND_REQUESTS_MAX: usize = 256;
     let mut carry: VecDeque<Request> = VecDeque::new();
     let mut batch: Vec<Request> = Vec::new();

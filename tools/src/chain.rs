@@ -258,7 +258,7 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                 "tagger": hex(&f.tagger),
                 "state": file_state(f.state),
                 "declared_at": f.declared_at,
-                "owners": f.owners.iter().map(|(o, name)| json!({"account": hex(&o.0), "name": name})).collect::<Vec<_>>(),
+                "owners": f.owners.iter().map(|(o, owner)| json!({"account": hex(&o.0), "name": owner.name, "since": owner.since})).collect::<Vec<_>>(),
                 "column_miners": columns,
                 "segments": f.segments.iter().map(|s| json!({
                     "segment_id": hex(&s.segment_id),

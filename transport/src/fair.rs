@@ -36,6 +36,24 @@ impl Drop for Slot {
     }
 }
 
+/// A turn being waited for; dropped before it became a [`Slot`], it gives back a slot that
+/// was handed to it meanwhile.
+struct Waiting {
+    rx: Option<oneshot::Receiver<()>>,
+    gate: Arc<FairGate>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.gate.release();
+            }
+        }
+    }
+}
+
 impl FairGate {
     pub fn new(slots: usize) -> Arc<FairGate> {
         Arc::new(FairGate {
@@ -47,7 +65,8 @@ impl FairGate {
         })
     }
 
-    /// Waits for `peer`'s turn. Cancel-safe: a waiter dropped before its turn passes it on.
+    /// Waits for `peer`'s turn. Cancel-safe: a waiter dropped before its turn passes it on,
+    /// and one dropped after the slot was handed to it gives the slot back.
     pub async fn enter(self: &Arc<Self>, peer: PeerId) -> Slot {
         let rx = {
             let mut state = self.lock();
@@ -67,9 +86,15 @@ impl FairGate {
                 .push_back(tx);
             rx
         };
+        let mut waiting = Waiting {
+            rx: Some(rx),
+            gate: self.clone(),
+        };
         // The sender is dropped only by `release` handing the slot on (an `Ok`) or by the
         // gate going away with the server.
+        let rx = waiting.rx.as_mut().expect("set above");
         let _ = rx.await;
+        waiting.rx = None;
         Slot { gate: self.clone() }
     }
 
@@ -129,10 +154,10 @@ impl<K: std::hash::Hash + Eq + Copy> Rates<K> {
 
     /// Takes one from `peer`'s budget, or says how many ms until one is there.
     pub fn take(&mut self, peer: K, now_ms: u64) -> Result<(), u64> {
-        let (per_s, full) = (self.per_s, self.burst * 1000);
+        let (per_s, full) = (self.per_s, self.burst.saturating_mul(1000));
         if self.buckets.len() >= RATE_PEERS_MAX && !self.buckets.contains_key(&peer) {
             self.buckets.retain(|_, (tokens, at)| {
-                tokens.saturating_add(now_ms.saturating_sub(*at) * per_s) < full
+                tokens.saturating_add(now_ms.saturating_sub(*at).saturating_mul(per_s)) < full
             });
             if self.buckets.len() >= RATE_PEERS_MAX {
                 // More peers spending their budgets than connections a server holds: the
@@ -142,7 +167,7 @@ impl<K: std::hash::Hash + Eq + Copy> Rates<K> {
         }
         let (tokens, at) = self.buckets.entry(peer).or_insert((full, now_ms));
         *tokens = tokens
-            .saturating_add(now_ms.saturating_sub(*at) * per_s)
+            .saturating_add(now_ms.saturating_sub(*at).saturating_mul(per_s))
             .min(full);
         *at = now_ms.max(*at);
         if *tokens >= 1000 {
@@ -228,6 +253,35 @@ mod tests {
             "served after {honest_at} of the backlog: {order:?}"
         );
         assert_eq!(order.len(), 11);
+    }
+
+    /// A waiter dropped after the slot was handed to it, before it ran, gives the slot back.
+    #[tokio::test]
+    async fn a_waiter_dropped_after_its_turn_came_gives_the_slot_back() {
+        let gate = FairGate::new(1);
+        let held = gate.enter(PeerId::random()).await;
+        let mut waiter = Box::pin(gate.enter(PeerId::random()));
+        // Polled once: it is queued.
+        assert!(futures_poll_once(waiter.as_mut()).await.is_none());
+        drop(held); // the slot goes to the waiter's channel
+        drop(waiter); // which never runs
+        let again = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            gate.enter(PeerId::random()),
+        )
+        .await;
+        assert!(again.is_ok(), "the slot was lost with the dropped waiter");
+    }
+
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     /// A waiter that gives up passes its turn on; no slot is lost.

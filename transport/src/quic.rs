@@ -55,10 +55,12 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     /// Handshakes a server runs at once; more incoming connections are refused meanwhile.
     pub handshakes_max: usize,
-    /// Handshakes one IP address may start per second, after a burst of
-    /// `handshake_burst_per_ip`; more are dropped unanswered (no state kept, nothing sent),
-    /// so a host dialing in a loop with fresh keys cannot spend the server's CPU on
-    /// handshakes. Connections already open are not touched.
+    /// Handshakes one IP address (an IPv6 /64) may start per second, after a burst of
+    /// `handshake_burst_per_ip`. Past it an Initial that has not proved its address gets a
+    /// stateless Retry (its address may be spoofed: the real owner answers, and is counted
+    /// apart), and one that has is dropped unanswered (no state kept, nothing sent), so a
+    /// host dialing in a loop with fresh keys cannot spend the server's CPU on handshakes.
+    /// Connections already open are not touched.
     pub handshakes_per_ip_per_s: u64,
     pub handshake_burst_per_ip: u64,
     /// Connections one peer may hold open to a server; one more is closed after its
@@ -130,12 +132,26 @@ pub struct ConnectionRefusals {
     pub per_ip_rate: std::sync::atomic::AtomicU64,
 }
 
+/// The address a handshake budget is kept for: an IPv4 address, or an IPv6 /64 (one host's
+/// share of a network; a host can use every address in its /64).
+fn rate_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !(u64::MAX as u128),
+        )),
+        v4 => v4,
+    }
+}
+
 /// A server's handshakes in progress and those finished, waiting for `accept`.
 #[derive(Debug)]
 struct Handshakes {
     slots: Arc<tokio::sync::Semaphore>,
-    /// Handshake budgets by source address, and the clock they run on.
+    /// Handshake budgets by source address (an IPv6 /64 counts as one): of Initials that
+    /// have not proved their address, and of those that have (after a Retry); and the clock
+    /// they run on.
     per_ip: std::sync::Mutex<crate::fair::Rates<std::net::IpAddr>>,
+    per_ip_validated: std::sync::Mutex<crate::fair::Rates<std::net::IpAddr>>,
     started: std::time::Instant,
     /// Connections open, per peer (its length is bounded by `connections_max`).
     open: std::sync::Mutex<std::collections::HashMap<PeerId, usize>>,
@@ -180,6 +196,10 @@ impl Handshakes {
         Handshakes {
             slots: Arc::new(tokio::sync::Semaphore::new(limits.handshakes_max.max(1))),
             per_ip: std::sync::Mutex::new(crate::fair::Rates::new(
+                limits.handshakes_per_ip_per_s,
+                limits.handshake_burst_per_ip,
+            )),
+            per_ip_validated: std::sync::Mutex::new(crate::fair::Rates::new(
                 limits.handshakes_per_ip_per_s,
                 limits.handshake_burst_per_ip,
             )),
@@ -619,33 +639,42 @@ impl Endpoint {
                 incoming = self.endpoint.accept() => {
                     let incoming = incoming?;
                     let now_ms = handshakes.started.elapsed().as_millis() as u64;
-                    let within_rate = handshakes
-                        .per_ip
+                    let key = rate_key(incoming.remote_address().ip());
+                    let validated = incoming.remote_address_validated();
+                    // Two budgets per address. An unvalidated Initial may carry a spoofed
+                    // address, so being over its budget only earns it a stateless Retry (the
+                    // real owner of the address answers it; a spoofer never sees it). A
+                    // validated one proved its address: over that budget it is dropped
+                    // unanswered, and a dialing loop waits for its own timeout.
+                    let budget = if validated {
+                        &handshakes.per_ip_validated
+                    } else {
+                        &handshakes.per_ip
+                    };
+                    let over_rate = budget
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .take(incoming.remote_address().ip(), now_ms)
-                        .is_ok();
-                    if !within_rate {
-                        // Dropped without an answer: a refusal would tell a dialing loop to
-                        // dial again at once; silence makes it wait for its own timeout.
-                        handshakes.refusals.per_ip_rate.fetch_add(1, Ordering::Relaxed);
-                        incoming.ignore();
-                        continue;
-                    }
-                    // Under load (a quarter of the handshake slots taken), a client must first
-                    // prove it receives at its address: a stateless Retry costs the server no
-                    // slot, and a peer that sends ClientHellos and never answers (or spoofs
-                    // its address) never gets one. Honest clients answer it in one round trip.
-                    let in_progress = self.limits.handshakes_max
-                        - handshakes.slots.available_permits();
-                    if in_progress >= (self.limits.handshakes_max / 4).max(1)
-                        && !incoming.remote_address_validated()
-                        && incoming.may_retry()
-                    {
+                        .take(key, now_ms)
+                        .is_err();
+                    // Under load (a quarter of the handshake slots taken) too, a client must
+                    // first prove it receives at its address: a Retry costs the server no slot,
+                    // and a peer that sends ClientHellos and never answers never gets one.
+                    let in_progress = self
+                        .limits
+                        .handshakes_max
+                        .max(1)
+                        .saturating_sub(handshakes.slots.available_permits());
+                    let under_load = in_progress >= (self.limits.handshakes_max / 4).max(1);
+                    if !validated && (over_rate || under_load) && incoming.may_retry() {
                         handshakes.refusals.retries.fetch_add(1, Ordering::Relaxed);
                         if let Err(e) = incoming.retry() {
                             e.into_incoming().refuse();
                         }
+                        continue;
+                    }
+                    if over_rate {
+                        handshakes.refusals.per_ip_rate.fetch_add(1, Ordering::Relaxed);
+                        incoming.ignore();
                         continue;
                     }
                     let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {

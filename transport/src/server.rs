@@ -38,6 +38,11 @@ pub trait FragmentStore: Send + Sync + 'static {
     type ReadBuf: AsRef<[u8]> + Send + 'static;
 
     fn alloc(&self, len_bytes: usize) -> Self::WriteBuf;
+    /// Whether [`FragmentStore::admit`], [`FragmentStore::may_read`] and
+    /// [`FragmentStore::admit_peer`] may wait (on a lock held for a long time, as a chain
+    /// replica's is while it applies a block): the server then runs them on the blocking pool,
+    /// never on a runtime thread.
+    const CHECKS_MAY_WAIT: bool = false;
     /// The largest fragment the store keeps: a write announcing more is refused before
     /// anything is buffered.
     fn fragment_bytes_max(&self) -> u64 {
@@ -309,13 +314,6 @@ impl<S: FragmentStore> Server<S> {
         while let Some(accepted) = endpoint.accept().await {
             match accepted {
                 Ok(connection) => {
-                    if let Err(reason) = self.store.admit_peer(&connection.peer_id) {
-                        self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(peer = %connection.peer_id, "connection refused: {reason}");
-                        connection.close(ErrorCode::Refused, &reason);
-                        continue;
-                    }
-                    self.metrics.connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(self.clone().serve_connection(connection));
                 }
                 Err(e) => tracing::debug!("handshake refused: {e}"),
@@ -338,7 +336,30 @@ impl<S: FragmentStore> Server<S> {
         endpoint.close();
     }
 
+    /// Runs one of the store's checks: inline, or on the blocking pool when they may wait.
+    async fn store_check<T: Send + 'static>(
+        &self,
+        check: impl FnOnce(&S) -> T + Send + 'static,
+    ) -> T {
+        if !S::CHECKS_MAY_WAIT {
+            return check(&self.store);
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || check(&store)).await {
+            Ok(answer) => answer,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     async fn serve_connection(self: Arc<Self>, connection: Connection) {
+        let peer = connection.peer_id;
+        if let Err(reason) = self.store_check(move |s| s.admit_peer(&peer)).await {
+            self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "connection refused: {reason}");
+            connection.close(ErrorCode::Refused, &reason);
+            return;
+        }
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
         loop {
             let (send, recv) = match connection.inner.accept_bi().await {
                 Ok(streams) => streams,
@@ -547,7 +568,10 @@ impl<S: FragmentStore> Server<S> {
                 return Ok((Code::Unauthorized, 0, refusal.to_string()));
             }
         }
-        if let Err(refusal) = self.store.admit(&writer, &id, fragment_bytes) {
+        if let Err(refusal) = self
+            .store_check(move |s| s.admit(&writer, &id, fragment_bytes))
+            .await
+        {
             self.metrics.writes_refused.fetch_add(1, Ordering::Relaxed);
             return Ok((Code::Unauthorized, 0, refusal));
         }
@@ -659,7 +683,7 @@ impl<S: FragmentStore> Server<S> {
             detail,
             ..Default::default()
         };
-        if let Err(refusal) = self.store.may_read(&reader, &id) {
+        if let Err(refusal) = self.store_check(move |s| s.may_read(&reader, &id)).await {
             self.metrics
                 .reads_unauthorized
                 .fetch_add(1, Ordering::Relaxed);

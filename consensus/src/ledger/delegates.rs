@@ -41,9 +41,14 @@ impl Ledger {
             .is_some_and(|d| d.0.contains(delegate))
     }
 
-    /// Whether any owner has authorized `account` (a gateway acting for someone).
-    pub fn is_delegate_of_anyone(&self, account: &AccountId) -> bool {
-        self.delegated.contains_key(account)
+    /// The owners that authorized `account` (a gateway acting for them), in order.
+    pub fn delegators(&self, account: &AccountId) -> impl Iterator<Item = &AccountId> {
+        self.delegated.get(account).into_iter().flatten()
+    }
+
+    /// How many owners authorized `account`.
+    pub fn delegator_count(&self, account: &AccountId) -> usize {
+        self.delegated.get(account).map_or(0, BTreeSet::len)
     }
 
     pub(super) fn authorize(
@@ -53,6 +58,11 @@ impl Ledger {
     ) -> Result<(), TxError> {
         if owner == delegate {
             return Err(TxError::BadDelegate("an account always acts for itself"));
+        }
+        // A delegate gets standing with the miners (it may connect): only an owner who pays
+        // for space may hand that out.
+        if self.leases.get(&owner).is_none() {
+            return Err(TxError::NoLease);
         }
         let current = self.delegates.get(&owner).cloned().unwrap_or_default();
         if current.0.contains(&delegate) {
@@ -66,7 +76,7 @@ impl Ledger {
         let mut next = current;
         next.0.insert(delegate);
         self.delegates.insert(owner, next);
-        *self.delegated.entry(delegate).or_insert(0) += 1;
+        self.delegated.entry(delegate).or_default().insert(owner);
         Ok(())
     }
 
@@ -83,12 +93,12 @@ impl Ledger {
         }
         let mut next = current.clone();
         next.0.remove(&delegate);
-        let count = self
+        let owners = self
             .delegated
             .get_mut(&delegate)
-            .expect("every authorized delegate is counted");
-        *count -= 1;
-        if *count == 0 {
+            .expect("every authorized delegate is indexed");
+        assert!(owners.remove(&owner), "indexed under its owner");
+        if owners.is_empty() {
             self.delegated.remove(&delegate);
         }
         if next.0.is_empty() {
@@ -99,9 +109,10 @@ impl Ledger {
         Ok(())
     }
 
-    /// The derived count of owners per delegate agrees with the table (tests).
+    /// The derived index of owners per delegate agrees with the table (tests).
     pub(super) fn assert_delegate_invariants(&self) {
-        let mut counted: std::collections::BTreeMap<AccountId, u32> = Default::default();
+        let mut index: std::collections::BTreeMap<AccountId, BTreeSet<AccountId>> =
+            Default::default();
         for (owner, delegates) in self.delegates.iter() {
             assert!(
                 !delegates.0.is_empty(),
@@ -110,12 +121,12 @@ impl Ledger {
             assert!(delegates.0.len() <= DELEGATES_PER_OWNER_MAX);
             assert!(!delegates.0.contains(owner), "no owner is its own delegate");
             for delegate in &delegates.0 {
-                *counted.entry(*delegate).or_insert(0) += 1;
+                index.entry(*delegate).or_default().insert(*owner);
             }
         }
         assert_eq!(
-            counted, self.delegated,
-            "delegate counts drifted from the table"
+            index, self.delegated,
+            "the delegate index drifted from the table"
         );
     }
 }

@@ -22,7 +22,7 @@ pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
 pub use params::{GIB, Genesis, GenesisTagger, GenesisValidator, LedgerParams, TOKEN};
 pub use space::Lease;
 pub use storage::{
-    FileInfo, FileState, FragmentInfo, Miner, MinerState, RestoralOrder, SegmentInfo,
+    FileInfo, FileState, FragmentInfo, Miner, MinerState, Owner, RestoralOrder, SegmentInfo,
 };
 pub use validators::{COMMIT_MISSES_FORGIVEN, Candidate, ValidatorEntry, credit};
 
@@ -143,6 +143,8 @@ pub enum TxError {
     NotCandidate,
     #[error("an elected validator cannot unbond below the minimum until its era ends")]
     ValidatorBonded,
+    #[error("a miner cannot claim the restoral of a fragment it reported lost")]
+    ClaimsOwnLoss,
     #[error("delegate: {0}")]
     BadDelegate(&'static str),
     #[error("the signer already has {max} delegates")]
@@ -284,8 +286,8 @@ pub struct Ledger {
     candidates: Tracked<AccountId, Candidate>,
     leases: Tracked<AccountId, Lease>,
     delegates: Tracked<AccountId, Delegates>,
-    /// Delegate → how many owners authorized it (derived from `delegates`).
-    delegated: BTreeMap<AccountId, u32>,
+    /// Delegate → the owners that authorized it (derived from `delegates`).
+    delegated: BTreeMap<AccountId, BTreeSet<AccountId>>,
     validator_keys: BTreeSet<[u8; 48]>,
     validators: Vec<ValidatorEntry>,
     previous_validators: Vec<ValidatorEntry>,

@@ -271,14 +271,22 @@ pub enum FileState {
     Active,
 }
 
+/// One owner of a file: the name it gave the file, and the height it became an owner (the
+/// declaring block for the first; a later block for an owner that joined an existing file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub since: u64,
+}
+
 /// A file on the ledger (the seed's FileInfo, with its owners' UserBriefs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
     pub size_bytes: u64,
     pub fragment_bytes: u64,
     pub tagger: Hash32,
-    /// Owner → the name the owner gave the file.
-    pub owners: BTreeMap<AccountId, String>,
+    /// Owner → the name it gave the file and since when it owns it.
+    pub owners: BTreeMap<AccountId, Owner>,
     pub segments: Vec<SegmentInfo>,
     pub state: FileState,
     pub declared_at: u64,
@@ -292,8 +300,8 @@ impl FileInfo {
             .u64(self.fragment_bytes)
             .fixed(&self.tagger)
             .count(self.owners.len());
-        for (owner, name) in &self.owners {
-            w.fixed(&owner.0).str(name);
+        for (account, owner) in &self.owners {
+            w.fixed(&account.0).str(&owner.name).u64(owner.since);
         }
         w.count(self.segments.len());
         for segment in &self.segments {
@@ -837,7 +845,13 @@ impl Ledger {
                 .get_mut(file_id)
                 .expect("checked above")
                 .owners
-                .insert(signer, file_name.clone());
+                .insert(
+                    signer,
+                    Owner {
+                        name: file_name.clone(),
+                        since: self.height,
+                    },
+                );
             self.use_space(signer, *file_id, bytes);
             return Ok(());
         }
@@ -923,7 +937,13 @@ impl Ledger {
                 size_bytes: *size_bytes,
                 fragment_bytes: *fragment_bytes,
                 tagger: *tagger,
-                owners: BTreeMap::from([(signer, file_name.clone())]),
+                owners: BTreeMap::from([(
+                    signer,
+                    Owner {
+                        name: file_name.clone(),
+                        since: self.height,
+                    },
+                )]),
                 segments: infos,
                 state: FileState::Pending,
                 declared_at: self.height,
@@ -1200,6 +1220,10 @@ impl Ledger {
         let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
         if let Some((_, until)) = order.claim {
             return Err(TxError::AlreadyClaimed { until });
+        }
+        if order.lost_by == signer {
+            // It would read the siblings and rebuild what it let go, escaping the audit.
+            return Err(TxError::ClaimsOwnLoss);
         }
         let miner = self.miners.get(&signer).ok_or(TxError::NotMiner)?;
         if miner.state != MinerState::Active {

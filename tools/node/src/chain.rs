@@ -374,6 +374,9 @@ impl FragmentStore for ChainStore {
         self.link.check_write(id, fragment_bytes)
     }
 
+    // The replica's lock is held while it checks and applies a block.
+    const CHECKS_MAY_WAIT: bool = true;
+
     fn admit_peer(&self, peer: &PeerId) -> Result<(), String> {
         self.link.check_peer(peer)
     }

@@ -109,7 +109,11 @@ pub fn check_peer(ledger: &Ledger, account: &AccountId) -> Option<Standing> {
         Some(Standing::Miner)
     } else if ledger.validators().iter().any(|v| v.account == *account) {
         Some(Standing::Validator)
-    } else if ledger.is_delegate_of_anyone(account) {
+    } else if ledger
+        .delegators(account)
+        .any(|owner| ledger.lease(owner).is_some())
+    {
+        // Only while an owner who authorized it still pays for space.
         Some(Standing::Delegate)
     } else {
         None
@@ -117,10 +121,12 @@ pub fn check_peer(ledger: &Ledger, account: &AccountId) -> Option<Standing> {
 }
 
 /// Who may read `fragment_id` from the miner that holds it, by the chain: its file's owners
-/// and their delegates, a miner that holds a restoral claim on a fragment of its segment,
-/// and the current validators. Nobody else, so a miner that dropped its data cannot rebuild
-/// a challenged block from its siblings. Costs the file's owners and one segment's
-/// fragments, never the ledger's size.
+/// (one that joined an existing file only once the audits open at its joining have closed)
+/// and their delegates, a miner that holds a restoral claim on a fragment of its segment (never
+/// the miner that reported it lost: the ledger refuses that claim), and the current
+/// validators. Nobody else, so a miner that dropped its data cannot rebuild a challenged block
+/// from its siblings. Costs a few lookups, one segment's fragments and the smaller of the
+/// file's owners and the reader's delegators, never the ledger's size.
 pub fn check_read(
     ledger: &Ledger,
     reader: &AccountId,
@@ -130,29 +136,47 @@ pub fn check_read(
         .fragment_place(fragment_id)
         .ok_or(ReadRefused::UnknownFragment)?;
     let file = ledger.file(&file_id).expect("placed fragments have files");
-    if file.owners.contains_key(reader) {
+    // An owner that joined an existing file (deduplication) reads it only once every audit
+    // open when it joined has closed: a miner that dropped a fragment cannot join the file
+    // when challenged, read the siblings and rebuild it in time. Staying an owner for longer
+    // costs rent for every fragment of the file, more than the one it saves storing.
+    let settled = |since: u64| {
+        since == file.declared_at
+            || ledger.height() > since + ledger.params().audit_window_blocks_max()
+    };
+    let owns = |account: &AccountId| {
+        file.owners
+            .get(account)
+            .is_some_and(|owner| settled(owner.since))
+    };
+    if owns(reader) {
         return Ok(ReadRight::Owner);
-    }
-    if let Some(owner) = file
-        .owners
-        .keys()
-        .find(|owner| ledger.is_delegate(owner, reader))
-    {
-        return Ok(ReadRight::Delegate(*owner));
-    }
-    let restoring = file.segments[segment as usize].fragments.iter().any(|f| {
-        ledger
-            .restoral(&f.id)
-            .and_then(|order| order.claim)
-            .is_some_and(|(claimant, _)| claimant == *reader)
-    });
-    if restoring {
-        return Ok(ReadRight::Restorer);
     }
     if ledger.validators().iter().any(|v| v.account == *reader) {
         return Ok(ReadRight::Validator);
     }
-    Err(ReadRefused::NotPermitted)
+    let restoring = file.segments[segment as usize].fragments.iter().any(|f| {
+        ledger
+            .restoral(&f.id)
+            .is_some_and(|order| order.claim.is_some_and(|(claimant, _)| claimant == *reader))
+    });
+    if restoring {
+        return Ok(ReadRight::Restorer);
+    }
+    // Delegation: walk the smaller side (the file's owners, or the owners that authorized
+    // the reader), so neither a crowd of co-owners nor of delegators makes a read costly.
+    let delegator = if ledger.delegator_count(reader) <= file.owners.len() {
+        ledger.delegators(reader).find(|owner| owns(owner)).copied()
+    } else {
+        file.owners
+            .keys()
+            .find(|owner| owns(owner) && ledger.is_delegate(owner, reader))
+            .copied()
+    };
+    match delegator {
+        Some(owner) => Ok(ReadRight::Delegate(owner)),
+        None => Err(ReadRefused::NotPermitted),
+    }
 }
 
 /// What the driver does.

@@ -168,42 +168,50 @@ impl Net {
 
     /// An order of `segments` segments, declared in one block; its file id.
     fn declare(&mut self, seed: u8, segments: usize) -> Hash32 {
-        let file_id = [seed; 32];
-        let call = Call::DeclareFile {
-            file_id,
-            file_name: format!("f{seed}"),
-            size_bytes: FRAGMENT,
-            fragment_bytes: FRAGMENT,
-            tagger: self.tagger,
-            segments: (0..segments)
-                .map(|s| SegmentDecl {
-                    segment_id: {
-                        let mut id = [0u8; 32];
-                        id[0] = seed;
-                        id[1] = s as u8;
-                        id[3] = 0xEE;
-                        id
-                    },
-                    fragments: (0..COLUMNS)
-                        .map(|c| {
-                            let mut id = [0u8; 32];
-                            id[0] = seed;
-                            id[1] = s as u8;
-                            id[2] = c as u8;
-                            id[3] = 0xF5;
-                            id
-                        })
-                        .collect(),
-                })
-                .collect(),
-            meta: Vec::new(),
-        };
+        let (file_id, call) = order_with_tagger(seed, segments, self.tagger);
         let tx = self.owner_tx(call);
         let outcome = self.block(vec![tx]);
         assert_eq!(outcome.receipts, vec![Ok(())]);
         file_id
     }
+}
 
+/// The storage order of file `[seed; 32]` with `segments` segments (its tagger: the net's).
+fn order_with_tagger(seed: u8, segments: usize, tagger: Hash32) -> (Hash32, Call) {
+    let file_id = [seed; 32];
+    let call = Call::DeclareFile {
+        file_id,
+        file_name: format!("f{seed}"),
+        size_bytes: FRAGMENT,
+        fragment_bytes: FRAGMENT,
+        tagger,
+        segments: (0..segments)
+            .map(|s| SegmentDecl {
+                segment_id: {
+                    let mut id = [0u8; 32];
+                    id[0] = seed;
+                    id[1] = s as u8;
+                    id[3] = 0xEE;
+                    id
+                },
+                fragments: (0..COLUMNS)
+                    .map(|c| {
+                        let mut id = [0u8; 32];
+                        id[0] = seed;
+                        id[1] = s as u8;
+                        id[2] = c as u8;
+                        id[3] = 0xF5;
+                        id
+                    })
+                    .collect(),
+            })
+            .collect(),
+        meta: Vec::new(),
+    };
+    (file_id, call)
+}
+
+impl Net {
     /// Node `i` receives fragment `id`: checked, stored, reported to the core.
     fn write(&mut self, i: usize, id: Hash32, len: u64) -> Result<(), WriteRefused> {
         self.nodes[i].check_write(&self.ledger, &id, len)?;
@@ -592,4 +600,64 @@ fn only_accounts_with_standing_on_the_chain_may_connect() {
     let revoke = net.owner_tx(Call::Deauthorize { delegate: fresh });
     assert_eq!(net.block(vec![revoke]).receipts, vec![Ok(())]);
     assert_eq!(check_peer(&net.ledger, &fresh), None);
+}
+
+/// Deduplication lets anyone with rented space become an owner of an existing file. A miner
+/// that dropped its fragment could join the file when challenged and read the siblings: an
+/// owner that joined reads only once every audit open at its joining has closed.
+#[test]
+fn an_owner_that_joins_an_existing_file_reads_only_after_the_audit_window() {
+    use cess_node::{ReadRefused, ReadRight, check_read};
+    let mut net = started(5, 8);
+    let file_id = net.declare(8, 1);
+    let placement = net.placement(&file_id);
+    for &(i, id) in &placement {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    net.block(Vec::new());
+    let (lazy, _) = placement[0];
+    let (_, sibling) = placement[1];
+    let miner = net.miners[lazy].clone();
+    let rent = net.ledger.transaction(
+        &miner,
+        Call::RentSpace {
+            add_gib: 1,
+            add_blocks: 1000,
+        },
+    );
+    assert_eq!(net.block(vec![rent]).receipts, vec![Ok(())]);
+    let (_, join) = order_with_tagger(8, 1, net.tagger);
+    let join = net.ledger.transaction(&miner, join);
+    assert_eq!(net.block(vec![join]).receipts, vec![Ok(())]);
+    assert!(
+        net.ledger
+            .file(&file_id)
+            .unwrap()
+            .owners
+            .contains_key(&miner.id())
+    );
+    assert_eq!(
+        check_read(&net.ledger, &miner.id(), &sibling),
+        Err(ReadRefused::NotPermitted),
+        "just joined"
+    );
+    let window = net.ledger.params().audit_window_blocks_max();
+    for _ in 0..window {
+        net.block(Vec::new());
+    }
+    assert!(
+        check_read(&net.ledger, &miner.id(), &sibling).is_err(),
+        "an audit opened as it joined may still be open"
+    );
+    net.block(Vec::new());
+    assert_eq!(
+        check_read(&net.ledger, &miner.id(), &sibling),
+        Ok(ReadRight::Owner),
+        "an owner for longer than any audit stays open"
+    );
+    // The declaring owner reads at once.
+    assert_eq!(
+        check_read(&net.ledger, &net.owner.id(), &sibling),
+        Ok(ReadRight::Owner)
+    );
 }
