@@ -1,7 +1,8 @@
 //! The ledger state machine, audits, R²S validator rotation, the BLS VRF and BFT finality.
 //!
 //! Everything here is a state machine: time, randomness and messages come in as arguments,
-//! nothing does I/O. The validator program (`cess validator run`) drives it over QUIC.
+//! nothing does I/O, except the drivers: [`store`] (committed blocks on disk) and `net` (QUIC,
+//! feature `quic`). The validator program (`cess validator run`) drives it.
 #![forbid(unsafe_code)]
 
 pub mod bft;
@@ -12,6 +13,7 @@ pub mod ledger;
 #[cfg(feature = "quic")]
 pub mod net;
 pub mod sim;
+pub mod store;
 pub mod tx;
 pub mod vrf;
 

@@ -205,6 +205,30 @@ pub fn start<E: Engine + Send + 'static>(
     listen: SocketAddr,
     peers: Vec<NodeAddr>,
 ) -> Result<ValidatorHandle, NetError> {
+    start_with_store(core, node_key, listen, peers, None)
+}
+
+/// [`start`], keeping every committed block in `store` (its height must be the core's): a
+/// writer thread appends each, durable before the next; sync requests for heights the core
+/// no longer keeps are answered from it.
+pub fn start_with_store<E: Engine + Send + 'static>(
+    core: E,
+    node_key: Arc<NodeKey>,
+    listen: SocketAddr,
+    peers: Vec<NodeAddr>,
+    store: Option<crate::store::BlockStore>,
+) -> Result<ValidatorHandle, NetError> {
+    let store = match store {
+        Some(store) => {
+            assert_eq!(
+                store.height(),
+                core.ledger().height(),
+                "the core resumes where its store ends"
+            );
+            Some(StoreWriter::start(store)?)
+        }
+        None => None,
+    };
     let endpoint = Endpoint::server_for(CONSENSUS_PROTOCOL, node_key, listen, Limits::default())?;
     let (events_tx, events_rx) = mpsc::channel::<EventBox>(16 * 1024);
     let (client_events_tx, client_events_rx) = mpsc::channel::<EventBox>(CLIENT_EVENTS);
@@ -241,6 +265,7 @@ pub fn start<E: Engine + Send + 'static>(
         senders,
         commits.clone(),
         stats.clone(),
+        store,
     ));
     Ok(ValidatorHandle {
         chain_id,
@@ -315,6 +340,7 @@ async fn core_loop<E: Engine>(
     senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,
     commits: broadcast::Sender<Arc<Committed>>,
     stats: Arc<LoopStats>,
+    store: Option<StoreWriter>,
 ) {
     let started = (Instant::now(), unix_ms());
     let mut step_started = Instant::now();
@@ -368,6 +394,9 @@ async fn core_loop<E: Engine>(
                         synced = committed.synced,
                         "committed"
                     );
+                    if let Some(store) = &store {
+                        store.append(&committed);
+                    }
                     let _ = commits.send(Arc::from(committed));
                 }
             }
@@ -412,11 +441,73 @@ async fn core_loop<E: Engine>(
                 outputs
             }
             Event::Sync(height, reply) => {
-                let answer = core.decided(height).ok_or(core.ledger().height());
+                let answer = core
+                    .decided(height)
+                    .or_else(|| store.as_ref().and_then(|s| s.read(height)))
+                    .ok_or(core.ledger().height());
                 let _ = reply.send(answer);
                 continue;
             }
         };
+    }
+}
+
+/// The block store behind a validator: appended by its own thread (an fsync per block never
+/// holds up the core loop), read under its lock for sync answers.
+struct StoreWriter {
+    store: Arc<std::sync::Mutex<crate::store::BlockStore>>,
+    blocks: std::sync::mpsc::SyncSender<(Arc<crate::bft::Block>, crate::bft::CommitRecord)>,
+}
+
+impl StoreWriter {
+    fn start(store: crate::store::BlockStore) -> Result<StoreWriter, NetError> {
+        let store = Arc::new(std::sync::Mutex::new(store));
+        // A thousand blocks behind, the core loop waits for the disk.
+        let (blocks, queued) = std::sync::mpsc::sync_channel::<(
+            Arc<crate::bft::Block>,
+            crate::bft::CommitRecord,
+        )>(1024);
+        let writer = store.clone();
+        std::thread::Builder::new()
+            .name("cess-block-store".into())
+            .spawn(move || {
+                for (block, commit) in queued {
+                    let appended = writer
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .append(&block, &commit);
+                    if let Err(e) = appended {
+                        // Later heights cannot follow a missing one: the store stops here, and
+                        // a restart syncs the rest from the peers.
+                        tracing::error!(
+                            height = block.height,
+                            "block store: {e}; no longer storing"
+                        );
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| NetError::Io(e.to_string()))?;
+        Ok(StoreWriter { store, blocks })
+    }
+
+    fn append(&self, committed: &Committed) {
+        // Blocks only if the disk is a thousand blocks behind; fails only once the writer
+        // stopped (its error is logged there).
+        let _ = self
+            .blocks
+            .send((committed.block.clone(), committed.commit.clone()));
+    }
+
+    fn read(&self, height: u64) -> Option<(Arc<crate::bft::Block>, crate::bft::CommitRecord)> {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        match store.read(height) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(height, "block store: {e}");
+                None
+            }
+        }
     }
 }
 

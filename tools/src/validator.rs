@@ -185,6 +185,11 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
 }
 
 /// Runs the validator configured in `dir` until SIGINT or SIGTERM.
+/// A validator's committed blocks, in its directory.
+pub const BLOCK_STORE_FILE: &str = "blocks";
+/// Blocks a restarted validator keeps in memory (older ones are read from its store).
+const RESTORED_BLOCKS_KEPT: usize = 256;
+
 pub fn run(dir: &Path) -> Result<()> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path)
@@ -221,13 +226,32 @@ pub fn run(dir: &Path) -> Result<()> {
         .build()
         .context("starting the runtime")?;
     let log_path = dir.join("commits.log");
+    // Every committed block is kept in `blocks`; a restart replays them, then syncs the rest.
+    let store_path = dir.join(BLOCK_STORE_FILE);
+    let (store, opened) = cess_consensus::store::BlockStore::open(&store_path, &ledger.chain_id())?;
+    if opened.torn_bytes > 0 {
+        eprintln!(
+            "block store: dropped a torn last record ({} bytes; its block is synced again)",
+            opened.torn_bytes
+        );
+    }
+    let replay_started = Instant::now();
+    let restored = cess_consensus::store::replay(&store, ledger, RESTORED_BLOCKS_KEPT)?;
+    if store.height() > 0 {
+        println!(
+            "resumed at height {} from {} in {} ms",
+            store.height(),
+            store_path.display(),
+            replay_started.elapsed().as_millis()
+        );
+    }
     runtime.block_on(async move {
         let core_config = CoreConfig {
             empty_block_interval_ms: config.empty_block_interval_ms,
             ..CoreConfig::default()
         };
-        let core = Core::new(ledger, validator_key, account, core_config, 0);
-        let handle = net::start(core, node_key, config.listen, peers)?;
+        let core = Core::restore(restored, validator_key, account, core_config, 0);
+        let handle = net::start_with_store(core, node_key, config.listen, peers, Some(store))?;
         println!("validator {account} listening {}", handle.local_addr()?);
         let chain = Arc::new(ChainMetrics::default());
         if let Some(http_addr) = config.metrics {

@@ -255,6 +255,42 @@ impl Core {
         }
     }
 
+    /// A core resumed from its block store ([`crate::store::replay`]): the ledger after the
+    /// last stored block, the validator set that decided that block, and the last blocks with
+    /// their commits (what it answers sync requests from before the store is asked).
+    pub fn restore(
+        restored: crate::store::Restored,
+        key: ValidatorKey,
+        account: AccountId,
+        config: CoreConfig,
+        now_ms: u64,
+    ) -> Core {
+        let crate::store::Restored {
+            ledger,
+            previous_validators,
+            recent,
+        } = restored;
+        let mut core = Core::new(ledger, key, account, config, now_ms);
+        if let Some((block, commit)) = recent.last() {
+            assert_eq!(
+                block.height,
+                core.ledger.height(),
+                "the last restored block is the ledger's"
+            );
+            core.last_hash = block.hash().0;
+            core.last_commit = Some(commit.clone());
+        }
+        core.previous_validators = previous_validators;
+        let keep = core.config.history_max;
+        let skip = recent.len().saturating_sub(keep);
+        core.history = recent
+            .into_iter()
+            .skip(skip)
+            .map(|(block, commit)| (block.height, (block, commit)))
+            .collect();
+        core
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }

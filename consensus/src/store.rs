@@ -1,0 +1,473 @@
+//! The block store: every committed block with the commit that decided it, appended to one
+//! file, so a validator that restarts resumes from its disk and answers sync requests for any
+//! height, not only the last few it keeps in memory.
+//!
+//! Format: a 48-byte header (magic, version, the chain id), then one record per height from
+//! 1 up, each `len: u32 LE | checksum: first 8 bytes of SHA-256(payload) | payload`, the
+//! payload a [`NetMsg::SyncResponse`] encoding of (block, commit) — the bounded decoder the
+//! network already uses.
+//!
+//! Crash argument: a record is written whole and then the file is `fdatasync`ed before
+//! [`BlockStore::append`] returns, so every block it acknowledged is on disk. A crash during an
+//! append leaves at most one incomplete record, at the end: on open, a bad record (cut short,
+//! failing its checksum or its decoding) within one record's maximum size of the end is that
+//! torn append and is dropped (the file is truncated to the last good record; the height it
+//! held is synced again from the peers). More than that after a bad record is damage to
+//! acknowledged data: opening refuses, saying where. Heights must follow each other (an
+//! append of another height is a bug: asserted).
+//!
+//! Opening reads every record once to index it (16 bytes of memory per block); replaying the
+//! ledger from it is the caller's (`Ledger::apply_block`, block by block).
+
+use crate::bft::{Block, CommitRecord, NetMsg};
+use crate::tx::Hash32;
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 12] = b"cess-blocks\0";
+const VERSION: u32 = 1;
+const HEADER_BYTES: u64 = 12 + 4 + 32;
+const RECORD_HEAD_BYTES: u64 = 4 + 8;
+/// A record's payload: a block (at most `BLOCK_BYTES_MAX`) and its commit, framed.
+const PAYLOAD_BYTES_MAX: u64 = crate::bft::MESSAGE_BYTES_MAX as u64;
+
+/// Why the store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: in use by another process (a validator already runs on this directory)")]
+    Locked { path: PathBuf },
+    #[error("{path}: not a block store (bad header)")]
+    NotAStore { path: PathBuf },
+    #[error("{path}: the block store of another chain")]
+    OtherChain { path: PathBuf },
+    #[error(
+        "{path}: record {height} at byte {offset} is damaged and good records follow it: \
+         acknowledged blocks were lost; move the file away to sync from the peers"
+    )]
+    Damaged {
+        path: PathBuf,
+        height: u64,
+        offset: u64,
+    },
+}
+
+/// Committed blocks on disk, and where each is.
+#[derive(Debug)]
+pub struct BlockStore {
+    path: PathBuf,
+    file: File,
+    /// Offset of the record of height `i + 1`.
+    offsets: Vec<u64>,
+    /// Where the next record goes.
+    end: u64,
+}
+
+/// What opening found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// Blocks on disk.
+    pub height: u64,
+    /// Bytes of an incomplete last record dropped (a crash during an append).
+    pub torn_bytes: u64,
+}
+
+fn checksum(payload: &[u8]) -> [u8; 8] {
+    let digest = Sha256::digest(payload);
+    digest[..8].try_into().expect("8 of 32 bytes")
+}
+
+fn encode_record(block: &Block, commit: &CommitRecord) -> Vec<u8> {
+    let payload = NetMsg::SyncResponse {
+        block: Box::new(block.clone()),
+        commit: commit.clone(),
+    }
+    .encode();
+    let mut record = Vec::with_capacity(RECORD_HEAD_BYTES as usize + payload.len());
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&checksum(&payload));
+    record.extend_from_slice(&payload);
+    record
+}
+
+/// A record read back: its block and commit, or why not.
+fn decode_payload(payload: &[u8]) -> Option<(Block, CommitRecord)> {
+    match NetMsg::decode(payload).ok()? {
+        NetMsg::SyncResponse { block, commit } => Some((*block, commit)),
+        _ => None,
+    }
+}
+
+impl BlockStore {
+    /// Opens (or creates) the store at `path` for the chain `chain_id`: indexes every record,
+    /// drops a torn tail, refuses damage before the tail.
+    pub fn open(path: &Path, chain_id: &Hash32) -> Result<(BlockStore, Opened), StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        // One writer: a second validator on the same directory would interleave records.
+        if let Err(e) = file.try_lock() {
+            return match e {
+                std::fs::TryLockError::WouldBlock => Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                }),
+                std::fs::TryLockError::Error(e) => Err(io(e)),
+            };
+        }
+        let len = file.metadata().map_err(io)?.len();
+        if len < HEADER_BYTES {
+            // New, or a crash before the header was durable: nothing was acknowledged yet.
+            let mut header = Vec::with_capacity(HEADER_BYTES as usize);
+            header.extend_from_slice(MAGIC);
+            header.extend_from_slice(&VERSION.to_le_bytes());
+            header.extend_from_slice(chain_id);
+            file.set_len(0).map_err(io)?;
+            file.write_all(&header).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            let store = BlockStore {
+                path: path.to_path_buf(),
+                file,
+                offsets: Vec::new(),
+                end: HEADER_BYTES,
+            };
+            return Ok((
+                store,
+                Opened {
+                    height: 0,
+                    torn_bytes: len,
+                },
+            ));
+        }
+        let mut header = [0u8; HEADER_BYTES as usize];
+        file.read_exact(&mut header).map_err(io)?;
+        if &header[..12] != MAGIC || header[12..16] != VERSION.to_le_bytes() {
+            return Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+            });
+        }
+        if header[16..] != chain_id[..] {
+            return Err(StoreError::OtherChain {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut offsets = Vec::new();
+        let mut at = HEADER_BYTES;
+        let mut reader = std::io::BufReader::new(&file);
+        let mut head = [0u8; RECORD_HEAD_BYTES as usize];
+        let mut payload = Vec::new();
+        // Scans records until the first that is not whole and good.
+        let good_end = loop {
+            if at + RECORD_HEAD_BYTES > len {
+                break at;
+            }
+            reader.read_exact(&mut head).map_err(io)?;
+            let payload_len = u64::from(u32::from_le_bytes(head[..4].try_into().expect("4")));
+            if payload_len > PAYLOAD_BYTES_MAX || at + RECORD_HEAD_BYTES + payload_len > len {
+                break at;
+            }
+            payload.resize(payload_len as usize, 0);
+            reader.read_exact(&mut payload).map_err(io)?;
+            let height = offsets.len() as u64 + 1;
+            let good = head[4..] == checksum(&payload)
+                && decode_payload(&payload).is_some_and(|(block, _)| block.height == height);
+            if !good {
+                break at;
+            }
+            offsets.push(at);
+            at += RECORD_HEAD_BYTES + payload_len;
+        };
+        drop(reader);
+        // A crash tears at most the one record being appended: more than a whole record's
+        // worth after the last good one is damage, not a tear.
+        if len - good_end > RECORD_HEAD_BYTES + PAYLOAD_BYTES_MAX {
+            return Err(StoreError::Damaged {
+                path: path.to_path_buf(),
+                height: offsets.len() as u64 + 1,
+                offset: good_end,
+            });
+        }
+        let torn_bytes = len - good_end;
+        if torn_bytes > 0 {
+            file.set_len(good_end).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let height = offsets.len() as u64;
+        Ok((
+            BlockStore {
+                path: path.to_path_buf(),
+                file,
+                offsets,
+                end: good_end,
+            },
+            Opened { height, torn_bytes },
+        ))
+    }
+
+    /// Blocks on disk: heights `1..=height()`.
+    pub fn height(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    /// Appends the block of the next height with its commit; durable when this returns.
+    pub fn append(&mut self, block: &Block, commit: &CommitRecord) -> Result<(), StoreError> {
+        assert_eq!(
+            block.height,
+            self.height() + 1,
+            "blocks are stored in height order"
+        );
+        let record = encode_record(block, commit);
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
+        self.file.write_all(&record).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.offsets.push(self.end);
+        self.end += record.len() as u64;
+        Ok(())
+    }
+
+    /// The block at `height` and its commit, read back and checked.
+    pub fn read(&self, height: u64) -> Result<Option<(Arc<Block>, CommitRecord)>, StoreError> {
+        let Some(&offset) = height
+            .checked_sub(1)
+            .and_then(|i| self.offsets.get(i as usize))
+        else {
+            return Ok(None);
+        };
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut head = [0u8; RECORD_HEAD_BYTES as usize];
+        read_exact_at(&self.file, &mut head, offset).map_err(io)?;
+        let payload_len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
+        let mut payload = vec![0u8; payload_len];
+        read_exact_at(&self.file, &mut payload, offset + RECORD_HEAD_BYTES).map_err(io)?;
+        let damaged = || StoreError::Damaged {
+            path: self.path.clone(),
+            height,
+            offset,
+        };
+        if head[4..] != checksum(&payload) {
+            return Err(damaged());
+        }
+        let (block, commit) = decode_payload(&payload).ok_or_else(damaged)?;
+        Ok(Some((Arc::new(block), commit)))
+    }
+}
+
+/// A ledger brought back from a block store.
+#[derive(Debug)]
+pub struct Restored {
+    /// After the last stored block.
+    pub ledger: crate::ledger::Ledger,
+    /// The set that decided the last stored block (none at genesis).
+    pub previous_validators: Option<crate::bft::ValidatorSet>,
+    /// The last blocks with their commits, oldest first (at most the `recent` asked for).
+    pub recent: Vec<(Arc<Block>, CommitRecord)>,
+}
+
+/// Why a stored chain could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "block {height} in the store does not follow the ledger (its parent {what} differs):          the store belongs to another history; move it away to sync from the peers"
+    )]
+    Diverged { height: u64, what: &'static str },
+}
+
+/// Applies every stored block to `genesis`, checking that each links to the one before (its
+/// parent hash, and the state root it certifies), and keeps the last `recent` of them.
+/// Signatures were verified when the blocks were committed and are not checked again.
+pub fn replay(
+    store: &BlockStore,
+    genesis: crate::ledger::Ledger,
+    recent: usize,
+) -> Result<Restored, ReplayError> {
+    let mut ledger = genesis;
+    let mut parent = ledger.chain_id();
+    let mut previous_validators = None;
+    let mut kept = std::collections::VecDeque::with_capacity(recent.min(4096));
+    for height in 1..=store.height() {
+        let (block, commit) = store.read(height)?.expect("indexed heights are readable");
+        if block.parent != parent {
+            return Err(ReplayError::Diverged {
+                height,
+                what: "hash",
+            });
+        }
+        if block.parent_root != ledger.root() {
+            return Err(ReplayError::Diverged {
+                height,
+                what: "state root",
+            });
+        }
+        previous_validators = Some(crate::bft::validator_set(&ledger));
+        let checked = vec![true; block.txs.len()];
+        ledger.apply_block_checked(
+            &crate::bft::block_info(&block),
+            &block.txs,
+            &checked,
+            &cess_proofs::CpuBackend,
+        );
+        parent = block.hash().0;
+        if recent > 0 {
+            if kept.len() == recent {
+                kept.pop_front();
+            }
+            kept.push_back((block, commit));
+        }
+    }
+    Ok(Restored {
+        ledger,
+        previous_validators,
+        recent: kept.into(),
+    })
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{AccountId, ValidatorKey};
+
+    const CHAIN: Hash32 = [7; 32];
+
+    fn block(height: u64) -> (Block, CommitRecord) {
+        let key = ValidatorKey::from_seed(&[height as u8; 32]);
+        let block = Block {
+            height,
+            parent: [height as u8; 32],
+            parent_root: [1; 32],
+            time_ms: height * 1000,
+            proposer: AccountId([2; 32]),
+            vrf_proof: key.sign(b"test", &height.to_le_bytes()),
+            last_commit: None,
+            txs: Vec::new(),
+        };
+        let commit = CommitRecord {
+            round: height as u32 % 3,
+            signatures: vec![(AccountId([3; 32]), key.sign(b"commit", &[1]))],
+        };
+        (block, commit)
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("cess-block-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn filled(path: &Path, blocks: u64) -> BlockStore {
+        let (mut store, opened) = BlockStore::open(path, &CHAIN).unwrap();
+        assert_eq!(opened.height, 0);
+        for h in 1..=blocks {
+            let (b, c) = block(h);
+            store.append(&b, &c).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn blocks_come_back_after_a_reopen_by_height() {
+        let path = dir("reopen").join("blocks");
+        drop(filled(&path, 5));
+        let (store, opened) = BlockStore::open(&path, &CHAIN).unwrap();
+        assert_eq!(
+            opened,
+            Opened {
+                height: 5,
+                torn_bytes: 0
+            }
+        );
+        for h in 1..=5 {
+            let (b, c) = store.read(h).unwrap().unwrap();
+            assert_eq!((b.as_ref(), &c), (&block(h).0, &block(h).1));
+        }
+        assert!(store.read(0).unwrap().is_none());
+        assert!(store.read(6).unwrap().is_none());
+        assert!(
+            matches!(
+                BlockStore::open(&path, &CHAIN),
+                Err(StoreError::Locked { .. })
+            ),
+            "one writer at a time"
+        );
+        drop(store);
+        assert!(matches!(
+            BlockStore::open(&path, &[8; 32]),
+            Err(StoreError::OtherChain { .. })
+        ));
+    }
+
+    /// A crash during an append, cut at every byte of the last record: that record is dropped,
+    /// the others stay, and the store takes the same height again.
+    #[test]
+    fn a_torn_last_record_is_dropped_at_every_cut() {
+        let dir = dir("torn");
+        let path = dir.join("blocks");
+        drop(filled(&path, 3));
+        let whole = std::fs::read(&path).unwrap();
+        let (store, _) = BlockStore::open(&path, &CHAIN).unwrap();
+        let last_at = store.offsets[2] as usize;
+        drop(store);
+        for cut in last_at..whole.len() {
+            let torn = dir.join(format!("cut-{cut}"));
+            std::fs::write(&torn, &whole[..cut]).unwrap();
+            let (mut store, opened) = BlockStore::open(&torn, &CHAIN).unwrap();
+            assert_eq!(opened.height, 2, "cut at {cut}");
+            assert_eq!(opened.torn_bytes as usize, cut - last_at);
+            let (b, c) = block(3);
+            store.append(&b, &c).unwrap();
+            drop(store);
+            assert_eq!(std::fs::read(&torn).unwrap(), whole, "cut at {cut}");
+            std::fs::remove_file(&torn).unwrap();
+        }
+        // A flipped bit in the last record is a torn tail too.
+        let mut flipped = whole.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(BlockStore::open(&path, &CHAIN).unwrap().1.height, 2);
+    }
+
+    /// Damage with more than a record's worth of data after it is not a torn append: the
+    /// store refuses to open rather than drop acknowledged blocks silently.
+    #[test]
+    fn damage_before_the_tail_refuses_to_open() {
+        let path = dir("damage").join("blocks");
+        drop(filled(&path, 3));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_BYTES as usize + 20] ^= 0xFF;
+        // Pad past one record's maximum so the damage cannot be a tear.
+        bytes.resize(bytes.len() + PAYLOAD_BYTES_MAX as usize + 64, 0xAB);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            BlockStore::open(&path, &CHAIN),
+            Err(StoreError::Damaged { height: 1, .. })
+        ));
+    }
+}
