@@ -80,6 +80,8 @@ pub enum FollowerOutput {
 pub struct Applied {
     pub block: Arc<Block>,
     pub hash: BlockHash,
+    /// The commit that decided it (what a block store keeps with it).
+    pub commit: CommitRecord,
     pub outcome: BlockOutcome,
 }
 
@@ -292,6 +294,7 @@ impl Follower {
                 outputs.push(FollowerOutput::Applied(Box::new(Applied {
                     block: Arc::new(block),
                     hash,
+                    commit,
                     outcome,
                 })));
             }

@@ -395,7 +395,7 @@ async fn core_loop<E: Engine>(
                         "committed"
                     );
                     if let Some(store) = &store {
-                        store.append(&committed);
+                        store.append(committed.block.clone(), committed.commit.clone());
                     }
                     let _ = commits.send(Arc::from(committed));
                 }
@@ -491,12 +491,10 @@ impl StoreWriter {
         Ok(StoreWriter { store, blocks })
     }
 
-    fn append(&self, committed: &Committed) {
+    fn append(&self, block: Arc<crate::bft::Block>, commit: crate::bft::CommitRecord) {
         // Blocks only if the disk is a thousand blocks behind; fails only once the writer
         // stopped (its error is logged there).
-        let _ = self
-            .blocks
-            .send((committed.block.clone(), committed.commit.clone()));
+        let _ = self.blocks.send((block, commit));
     }
 
     fn read(&self, height: u64) -> Option<(Arc<crate::bft::Block>, crate::bft::CommitRecord)> {
@@ -931,6 +929,19 @@ pub fn follow(
     validators: Vec<NodeAddr>,
     config: crate::follow::FollowerConfig,
 ) -> Result<FollowerHandle, NetError> {
+    follow_with_store(ledger, key, validators, config, None)
+}
+
+/// [`follow`] from the blocks in `store` (replayed onto the genesis `ledger` first), keeping
+/// every block it applies there: a restarted follower resumes where its disk ends. Must run
+/// inside a tokio runtime; the replay blocks the calling thread.
+pub fn follow_with_store(
+    ledger: crate::ledger::Ledger,
+    key: Arc<NodeKey>,
+    validators: Vec<NodeAddr>,
+    config: crate::follow::FollowerConfig,
+    store: Option<crate::store::BlockStore>,
+) -> Result<FollowerHandle, NetError> {
     if validators.is_empty() {
         return Err(NetError::Io(
             "a follower needs at least one validator".into(),
@@ -942,12 +953,25 @@ pub fn follow(
         "[::]:0".parse().expect("literal")
     };
     let endpoint = Endpoint::client_for(CONSENSUS_PROTOCOL, key, bind, Limits::default())?;
-    let last_hash = if ledger.height() == 0 {
-        ledger.chain_id()
-    } else {
+    if ledger.height() != 0 {
         return Err(NetError::Io(
-            "a follower starts from genesis (a block store comes later)".into(),
+            "a follower starts from genesis, or from genesis and its block store".into(),
         ));
+    }
+    let (ledger, last_hash, store) = match store {
+        Some(store) => {
+            let restored =
+                crate::store::replay(&store, ledger, 0).map_err(|e| NetError::Io(e.to_string()))?;
+            (
+                restored.ledger,
+                restored.last_hash,
+                Some(StoreWriter::start(store)?),
+            )
+        }
+        None => {
+            let chain_id = ledger.chain_id();
+            (ledger, chain_id, None)
+        }
     };
     let follower = crate::follow::Follower::new(ledger, last_hash, validators.len(), config);
     let status = FollowerStatus {
@@ -964,7 +988,7 @@ pub fn follow(
         endpoint.clone(),
         validators,
         config,
-        applied.clone(),
+        (applied.clone(), store),
         status_tx,
         stopped.clone(),
     ));
@@ -1014,7 +1038,11 @@ async fn follow_loop(
     endpoint: Endpoint,
     validators: Vec<NodeAddr>,
     config: crate::follow::FollowerConfig,
-    applied: broadcast::Sender<Arc<crate::follow::Applied>>,
+    // Where applied blocks go: to the handle's subscribers, and to the block store.
+    (applied, store): (
+        broadcast::Sender<Arc<crate::follow::Applied>>,
+        Option<StoreWriter>,
+    ),
     status: tokio::sync::watch::Sender<FollowerStatus>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -1077,6 +1105,9 @@ async fn follow_loop(
                     });
                 }
                 FollowerOutput::Applied(block) => {
+                    if let Some(store) = &store {
+                        store.append(block.block.clone(), block.commit.clone());
+                    }
                     let _ = applied.send(Arc::from(block));
                 }
                 FollowerOutput::Dropped { peer, reason } => {

@@ -282,6 +282,8 @@ pub struct Restored {
     pub previous_validators: Option<crate::bft::ValidatorSet>,
     /// The last blocks with their commits, oldest first (at most the `recent` asked for).
     pub recent: Vec<(Arc<Block>, CommitRecord)>,
+    /// Hash of the last stored block (the chain id when there is none).
+    pub last_hash: Hash32,
 }
 
 /// Why a stored chain could not be replayed.
@@ -341,6 +343,7 @@ pub fn replay(
         ledger,
         previous_validators,
         recent: kept.into(),
+        last_hash: parent,
     })
 }
 

@@ -3,7 +3,8 @@
 //! started again from its store at the same address. It resumes at the height its disk holds
 //! (not at genesis) before it hears from anyone, commits again with the others, and a
 //! follower that can ask only it syncs from block 1: heights it no longer keeps in memory
-//! come from its store.
+//! come from its store. The follower keeps what it applied in its own store and, restarted,
+//! resumes there.
 
 use cess_consensus::bft::{Core, CoreConfig};
 use cess_consensus::ledger::{Ledger, LedgerParams};
@@ -136,14 +137,19 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
     // It commits again with the others.
     wait_height(&rt0, &handle0, resumed + 3);
 
-    // A follower that may ask only validator 0 gets block 1 on: from its store.
+    // A follower that may ask only validator 0 gets block 1 on: from its store. It keeps
+    // what it applies in a store of its own.
+    let follower_blocks = dir.join("follower.blocks");
+    let follower_key = Arc::new(NodeKey::generate());
     let follower = rt0.block_on(async {
         let tip = handle0.stats().report.lock().unwrap().height;
-        let follower = net::follow(
+        let (blocks, _) = BlockStore::open(&follower_blocks, &ledger.chain_id()).unwrap();
+        let follower = net::follow_with_store(
             ledger.clone(),
-            Arc::new(NodeKey::generate()),
+            follower_key.clone(),
             vec![addrs[0].clone()],
             cess_consensus::follow::FollowerConfig::default(),
+            Some(blocks),
         )
         .unwrap();
         tokio::time::timeout(Duration::from_secs(60), async {
@@ -156,7 +162,32 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
         follower
     });
     assert!(follower.status().diverged.is_none());
+    let followed = follower.status().height;
     follower.shutdown();
+    drop(follower);
+    // Restarted, the follower is where its disk ends before it asks anyone.
+    let store = open_store(&follower_blocks, &ledger);
+    assert!(
+        store.height() + 1 >= followed,
+        "{} of {followed}",
+        store.height()
+    );
+    let again = rt0.block_on(async {
+        net::follow_with_store(
+            ledger.clone(),
+            follower_key.clone(),
+            vec![addrs[0].clone()],
+            cess_consensus::follow::FollowerConfig::default(),
+            Some(store),
+        )
+        .unwrap()
+    });
+    assert!(
+        again.status().height + 1 >= followed,
+        "resumed at {}",
+        again.status().height
+    );
+    again.shutdown();
     handle0.shutdown();
     for h in &handles {
         h.shutdown();

@@ -92,8 +92,15 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
         "{message}"
     );
 
-    // The miner comes back; the same put resumes: only its column is sent.
+    // The miner comes back (its replica replays the blocks it kept, then follows); the same
+    // put resumes: only its column is sent.
     network.1.push(start_miner(dir, 5));
+    let restarted =
+        std::fs::read_to_string(dir.join("net/node-05/node-restarted.log")).unwrap_or_default();
+    assert!(
+        restarted.contains("replica: replaying"),
+        "the restarted miner did not replay its blocks:\n{restarted}"
+    );
     let put = ok(cess(&put_args, dir));
     let file_id = file_id_of(&put);
     let stored_bytes = 3 * 12 * (2 << 20) / 4;

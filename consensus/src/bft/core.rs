@@ -269,6 +269,7 @@ impl Core {
             ledger,
             previous_validators,
             recent,
+            last_hash,
         } = restored;
         let mut core = Core::new(ledger, key, account, config, now_ms);
         if let Some((block, commit)) = recent.last() {
@@ -277,9 +278,9 @@ impl Core {
                 core.ledger.height(),
                 "the last restored block is the ledger's"
             );
-            core.last_hash = block.hash().0;
             core.last_commit = Some(commit.clone());
         }
+        core.last_hash = last_hash;
         core.previous_validators = previous_validators;
         let keep = core.config.history_max;
         let skip = recent.len().saturating_sub(keep);

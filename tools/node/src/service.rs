@@ -42,6 +42,8 @@ pub enum ServiceError {
     Endpoint(#[from] QuicError),
     #[error("following the chain")]
     Follow(#[source] NetError),
+    #[error("the replica's block store")]
+    ChainStore(#[source] cess_consensus::store::StoreError),
     #[error("the node key is not Ed25519")]
     NotEd25519,
     #[error(
@@ -115,7 +117,10 @@ async fn serve(
         return serve_with(server, endpoint, &config, config_path, store, None).await;
     };
     // Reading the store's contents is a blocking call to its shards.
-    let link = tokio::task::block_in_place(|| start_chain(&config, &chain, &key, &store, &addr))?;
+    let chain_dir = config_path.parent().unwrap_or(Path::new("."));
+    let link = tokio::task::block_in_place(|| {
+        start_chain(&config, &chain, &key, &store, &addr, chain_dir)
+    })?;
     // The chain decides what is written here: any authenticated peer may ask.
     let server_config = ServerConfig {
         writers: None,
@@ -133,12 +138,17 @@ async fn serve(
 use crate::http::ChainView;
 
 /// Follows the chain, and starts the node's driver on it.
+/// The blocks the node's replica applied, in its directory: a restart replays them instead of
+/// syncing the chain from block 1.
+pub const CHAIN_BLOCKS_FILE: &str = "chain.blocks";
+
 fn start_chain(
     config: &NodeConfig,
     chain: &ChainSettings,
     key: &Arc<NodeKey>,
     store: &Arc<Store>,
     addr: &NodeAddr,
+    dir: &Path,
 ) -> Result<ChainView, ServiceError> {
     let ledger = genesis_ledger(&chain.genesis)?;
     let validators = parse_validators(&chain.validators)?;
@@ -189,11 +199,30 @@ fn start_chain(
         capacity_bytes: stats.total_bytes,
         collateral,
     };
-    let follower = cess_consensus::net::follow(
+    let blocks_path = dir.join(CHAIN_BLOCKS_FILE);
+    let (blocks, opened) =
+        cess_consensus::store::BlockStore::open(&blocks_path, &ledger.chain_id())
+            .map_err(ServiceError::ChainStore)?;
+    if opened.torn_bytes > 0 {
+        tracing::warn!(
+            "{}: dropped a torn last record ({} bytes; its block is synced again)",
+            blocks_path.display(),
+            opened.torn_bytes
+        );
+    }
+    if opened.height > 0 {
+        println!(
+            "replica: replaying {} blocks from {}",
+            opened.height,
+            blocks_path.display()
+        );
+    }
+    let follower = cess_consensus::net::follow_with_store(
         ledger,
         key.clone(),
         validators.clone(),
         crate::chain::follower_config(),
+        Some(blocks),
     )
     .map_err(ServiceError::Follow)?;
     let status = Arc::new(Mutex::new(LinkStatus::default()));
