@@ -56,11 +56,12 @@ pub struct Limits {
     /// Handshakes a server runs at once; more incoming connections are refused meanwhile.
     pub handshakes_max: usize,
     /// Handshakes one IP address (an IPv6 /64) may start per second, after a burst of
-    /// `handshake_burst_per_ip`. Past it an Initial that has not proved its address gets a
-    /// stateless Retry (its address may be spoofed: the real owner answers, and is counted
-    /// apart), and one that has is dropped unanswered (no state kept, nothing sent), so a
-    /// host dialing in a loop with fresh keys cannot spend the server's CPU on handshakes.
-    /// Connections already open are not touched.
+    /// `handshake_burst_per_ip`, half of each for Initials that have not proved their address
+    /// and half for those that have (after a Retry). Past its half an unproven Initial gets a
+    /// stateless Retry (its address may be spoofed: the real owner answers, and is counted in
+    /// the other half), and a proven one is dropped unanswered (no state kept, nothing sent),
+    /// so a host dialing in a loop with fresh keys cannot spend the server's CPU on
+    /// handshakes. Connections already open are not touched.
     pub handshakes_per_ip_per_s: u64,
     pub handshake_burst_per_ip: u64,
     /// Connections one peer may hold open to a server; one more is closed after its
@@ -82,7 +83,7 @@ impl Default for Limits {
             mtu_upper_bound_bytes: 8952,
             handshake_timeout_ms: 10_000,
             handshakes_max: 1024,
-            handshakes_per_ip_per_s: 64,
+            handshakes_per_ip_per_s: 32,
             handshake_burst_per_ip: 256,
             connections_per_peer_max: 8,
             connections_max: 4096,
@@ -195,13 +196,14 @@ impl Handshakes {
         let (finished_tx, finished_rx) = tokio::sync::mpsc::channel(64);
         Handshakes {
             slots: Arc::new(tokio::sync::Semaphore::new(limits.handshakes_max.max(1))),
+            // Half the rate each, so that an address gets the configured rate in all.
             per_ip: std::sync::Mutex::new(crate::fair::Rates::new(
-                limits.handshakes_per_ip_per_s,
-                limits.handshake_burst_per_ip,
+                limits.handshakes_per_ip_per_s.div_ceil(2),
+                limits.handshake_burst_per_ip.div_ceil(2),
             )),
             per_ip_validated: std::sync::Mutex::new(crate::fair::Rates::new(
-                limits.handshakes_per_ip_per_s,
-                limits.handshake_burst_per_ip,
+                limits.handshakes_per_ip_per_s.div_ceil(2),
+                limits.handshake_burst_per_ip.div_ceil(2),
             )),
             started: std::time::Instant::now(),
             open: std::sync::Mutex::new(std::collections::HashMap::new()),
