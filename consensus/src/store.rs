@@ -9,15 +9,16 @@
 //!
 //! Crash argument: a record is written whole and then the file is `fdatasync`ed before
 //! [`BlockStore::append`] returns, so every block it acknowledged is on disk. A crash during an
-//! append leaves at most one incomplete record, at the end: on open, a bad record (cut short,
-//! failing its checksum or its decoding) within one record's maximum size of the end is that
+//! append leaves at most one incomplete record, at the end: on open, a bad record (cut short
+//! or failing its checksum) within one record's maximum size of the end is that
 //! torn append and is dropped (the file is truncated to the last good record; the height it
 //! held is synced again from the peers). More than that after a bad record is damage to
 //! acknowledged data: opening refuses, saying where. Heights must follow each other (an
 //! append of another height is a bug: asserted).
 //!
-//! Opening reads every record once to index it (16 bytes of memory per block); replaying the
-//! ledger from it is the caller's (`Ledger::apply_block`, block by block).
+//! Opening reads every record once to index it (checksums only; 8 bytes of memory per block);
+//! a block is decoded, and its height checked, when it is read. Replaying the ledger from it is
+//! [`replay`]'s.
 
 use crate::bft::{Block, CommitRecord, NetMsg};
 use crate::tx::Hash32;
@@ -182,10 +183,9 @@ impl BlockStore {
             }
             payload.resize(payload_len as usize, 0);
             reader.read_exact(&mut payload).map_err(io)?;
-            let height = offsets.len() as u64 + 1;
-            let good = head[4..] == checksum(&payload)
-                && decode_payload(&payload).is_some_and(|(block, _)| block.height == height);
-            if !good {
+            // The checksum tells a whole record from a torn one; blocks are decoded (and
+            // their heights checked) once, when read.
+            if head[4..] != checksum(&payload) {
                 break at;
             }
             offsets.push(at);
@@ -268,7 +268,9 @@ impl BlockStore {
         if head[4..] != checksum(&payload) {
             return Err(damaged());
         }
-        let (block, commit) = decode_payload(&payload).ok_or_else(damaged)?;
+        let (block, commit) = decode_payload(&payload)
+            .filter(|(block, _)| block.height == height)
+            .ok_or_else(damaged)?;
         Ok(Some((Arc::new(block), commit)))
     }
 }

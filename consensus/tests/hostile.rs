@@ -22,20 +22,10 @@ const RSS_GROWTH_MAX_BYTES: u64 = 256 << 20;
 /// The attacks run one at a time: each measures the whole process's memory.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Resident memory of this process.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib << 10
-}
-
 fn assert_grew_less_than_bound(before: u64, what: &str) {
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = cess_transport::attacks::resident_bytes()
+        .unwrap()
+        .saturating_sub(before);
     assert!(
         grown < RSS_GROWTH_MAX_BYTES,
         "{what}: the process grew by {grown} bytes"
@@ -103,7 +93,7 @@ async fn commits_within(handle: &ValidatorHandle, window: Duration) -> usize {
 async fn a_client_claiming_a_frame_over_its_bound_is_cut_at_once() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let (_, handles, _) = network();
-    let before = rss_bytes();
+    let before = cess_transport::attacks::resident_bytes().unwrap();
     let (_endpoint, connection) = hostile(&handles[0]).await;
     let (mut send, _recv) = connection.inner.open_bi().await.unwrap();
     // 9 MiB: under a validator's bound (a proposal's), over what a client may send.
@@ -126,7 +116,7 @@ async fn a_client_claiming_a_frame_over_its_bound_is_cut_at_once() {
 async fn a_frame_that_stalls_after_its_length_is_cut() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let (_, handles, _) = network();
-    let before = rss_bytes();
+    let before = cess_transport::attacks::resident_bytes().unwrap();
     let (_endpoint, connection) = hostile(&handles[0]).await;
     let (mut send, _recv) = connection.inner.open_bi().await.unwrap();
     send.write_all(&100_000u32.to_le_bytes()).await.unwrap();
@@ -195,7 +185,7 @@ async fn a_flood_of_badly_signed_transactions_does_not_stop_commits() {
             sent
         }));
     }
-    let before = rss_bytes();
+    let before = cess_transport::attacks::resident_bytes().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = commits_within(&handles[0], Duration::from_secs(4)).await;
     assert_grew_less_than_bound(before, "a flood of badly signed transactions");

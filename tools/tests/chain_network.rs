@@ -169,24 +169,15 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
         .strip_prefix("owner ")
         .unwrap_or_else(|| panic!("owner init prints the PeerId: {reader}"))
         .to_string();
-    let get_as = |out: &str| {
+    let get_as = |key: &str, out: &str| {
         cess(
             &[
-                "get",
-                &file_id,
-                "--devnet",
-                "net",
-                "--key",
-                "file.key",
-                "--as",
-                "reader.key",
-                "--out",
-                out,
+                "get", &file_id, "--devnet", "net", "--key", "file.key", "--as", key, "--out", out,
             ],
             dir,
         )
     };
-    let stranger = get_as("stranger.bin");
+    let stranger = get_as("reader.key", "stranger.bin");
     assert!(!stranger.status.success(), "{}", text(&stranger));
     assert!(
         text(&stranger).contains("no standing"),
@@ -196,32 +187,18 @@ fn a_file_put_through_the_chain_is_got_back_by_its_id_and_deleted() {
     assert!(!dir.join("stranger.bin").exists());
     // A miner has standing (it may connect), but not to this file: the lazy miner's way to
     // rebuild a challenged fragment from its siblings is closed.
-    let miner = cess(
-        &[
-            "get",
-            &file_id,
-            "--devnet",
-            "net",
-            "--key",
-            "file.key",
-            "--as",
-            "net/node-05/node.key",
-            "--out",
-            "miner.bin",
-        ],
-        dir,
-    );
+    let miner = get_as("net/node-05/node.key", "miner.bin");
     assert!(!miner.status.success(), "{}", text(&miner));
     assert!(text(&miner).contains("may not read"), "{}", text(&miner));
     ok(cess(&["authorize", &reader, "--devnet", "net"], dir));
-    let delegated = get_as("delegate.bin");
+    let delegated = get_as("reader.key", "delegate.bin");
     assert!(delegated.status.success(), "{}", text(&delegated));
     assert!(std::fs::read(dir.join("delegate.bin")).unwrap() == data);
     ok(cess(
         &["authorize", &reader, "--revoke", "--devnet", "net"],
         dir,
     ));
-    assert!(!get_as("revoked.bin").status.success());
+    assert!(!get_as("reader.key", "revoked.bin").status.success());
 
     // With 3 up no segment can be rebuilt: a clear error and no output file.
     for i in [1, 3, 4, 6, 8] {

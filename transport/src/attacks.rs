@@ -24,7 +24,7 @@ pub enum Kind {
     /// 32 fresh keys (owning nothing) each send signed requests as fast as the node answers,
     /// on 8 connections: signature checks and replay-cache entries; turned away, each
     /// connection is dialed again at once (a handshake flood).
-    ReplayFlood,
+    FreshKeyFlood,
     /// Write requests announcing 1 MiB fragments under fresh ids, with no byte after the
     /// header, 32 at a time: unfinished writes.
     EmptyPartialWrites,
@@ -34,7 +34,7 @@ impl Kind {
     pub const ALL: [Kind; 4] = [
         Kind::SilentHandshakes,
         Kind::StalledReads,
-        Kind::ReplayFlood,
+        Kind::FreshKeyFlood,
         Kind::EmptyPartialWrites,
     ];
 
@@ -42,7 +42,7 @@ impl Kind {
         match self {
             Kind::SilentHandshakes => "silent-handshakes",
             Kind::StalledReads => "stalled-reads",
-            Kind::ReplayFlood => "replay-flood",
+            Kind::FreshKeyFlood => "fresh-key-flood",
             Kind::EmptyPartialWrites => "empty-partial-writes",
         }
     }
@@ -107,7 +107,7 @@ pub async fn start(
                 sent.clone(),
             ))]
         }
-        Kind::ReplayFlood => {
+        Kind::FreshKeyFlood => {
             let mut tasks = Vec::new();
             for _ in 0..32 {
                 let client = Arc::new(fresh_client()?);
@@ -168,50 +168,75 @@ pub async fn start(
     Ok(Attack { kind, sent, tasks })
 }
 
-/// One ClientHello from a fresh socket every 10 ms, made with quinn-proto's sans-IO endpoint;
-/// the last 256 sockets are kept open (their handshakes never go on).
-async fn silent_handshakes(node: std::net::SocketAddr, sent: Arc<AtomicU64>) {
-    let Ok(provider) = rustls::ClientConfig::builder_with_provider(Arc::new(
+/// Sends one QUIC Initial (a ClientHello) to `node` from a fresh UDP socket, made with
+/// quinn-proto's sans-IO endpoint, and never another packet: the socket is returned so the
+/// handshake stays pending for as long as the caller keeps it.
+pub async fn send_silent_client_hello(
+    node: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::UdpSocket> {
+    let other = |e: String| std::io::Error::other(e);
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_protocol_versions(&[&rustls::version::TLS13]) else {
-        return;
-    };
-    let mut tls = provider
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| other(e.to_string()))?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
     tls.alpn_protocols = vec![crate::message::PROTOCOL.as_bytes().to_vec()];
-    let Ok(quic) = quinn::crypto::rustls::QuicClientConfig::try_from(tls) else {
-        return;
-    };
-    let client_config = quinn_proto::ClientConfig::new(Arc::new(quic));
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| other(e.to_string()))?;
+    let mut endpoint = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let now = std::time::Instant::now();
+    let (_, mut connection) = endpoint
+        .connect(
+            now,
+            quinn_proto::ClientConfig::new(Arc::new(quic)),
+            node,
+            "cess",
+        )
+        .map_err(|e| other(e.to_string()))?;
+    let mut datagram = Vec::new();
+    let transmit = connection
+        .poll_transmit(now, 1, &mut datagram)
+        .ok_or_else(|| other("no Initial to send".into()))?;
+    let socket = tokio::net::UdpSocket::bind(loopback()).await?;
+    socket
+        .send_to(&datagram[..transmit.size], transmit.destination)
+        .await?;
+    Ok(socket)
+}
+
+/// One silent ClientHello every 10 ms; the last 256 sockets are kept open.
+async fn silent_handshakes(node: std::net::SocketAddr, sent: Arc<AtomicU64>) {
     let mut sockets = std::collections::VecDeque::new();
     loop {
-        let mut silent = quinn_proto::Endpoint::new(
-            Arc::new(quinn_proto::EndpointConfig::default()),
-            None,
-            false,
-            None,
-        );
-        let now = std::time::Instant::now();
-        if let Ok((_, mut connection)) = silent.connect(now, client_config.clone(), node, "cess") {
-            let mut datagram = Vec::new();
-            if let Some(transmit) = connection.poll_transmit(now, 1, &mut datagram)
-                && let Ok(socket) = tokio::net::UdpSocket::bind(loopback()).await
-                && socket
-                    .send_to(&datagram[..transmit.size], transmit.destination)
-                    .await
-                    .is_ok()
-            {
-                sent.fetch_add(1, Ordering::Relaxed);
-                sockets.push_back(socket);
-                if sockets.len() > 256 {
-                    sockets.pop_front();
-                }
+        if let Ok(socket) = send_silent_client_hello(node).await {
+            sent.fetch_add(1, Ordering::Relaxed);
+            sockets.push_back(socket);
+            if sockets.len() > 256 {
+                sockets.pop_front();
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Resident memory of this process (`VmRSS` in `/proc/self/status`): what the hostile suites
+/// bound while an attack runs.
+pub fn resident_bytes() -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kib| kib << 10)
+        .ok_or_else(|| std::io::Error::other("no VmRSS in /proc/self/status"))
 }
 
 /// 64 reads never taken, held until the attack stops (the node cuts each at its stream

@@ -4,7 +4,7 @@
 //! The store is behind [`FragmentStore`] so this crate needs no engine; the node binds it.
 
 use crate::admission::{WritePolicy, WriteRefusal};
-use crate::fair::{FairGate, PeerRates};
+use crate::fair::PeerRates;
 use crate::identity::NodeKey;
 use crate::message::{self, MessageError, PeerReplay, Signed, pb};
 use crate::partials::{Partial, PartialLimits, Partials};
@@ -135,10 +135,6 @@ pub struct ServerConfig {
     pub read_bytes_max: u64,
     /// Reads one peer may have in flight; one more is answered `Busy` at once.
     pub reads_per_peer_max: usize,
-    /// Requests whose signatures are checked at once; more wait their peer's turn
-    /// (round-robin between peers, so a flood delays another peer by one request per
-    /// flooding peer, not by its backlog). About the cores the node gives the protocol.
-    pub checks_at_once: usize,
     /// Requests one peer may make per second, over all its connections, after a burst of
     /// `request_burst_per_peer`; past it the node stops taking the peer's streams until its
     /// budget refills (QUIC's stream credit then holds the peer back).
@@ -160,7 +156,6 @@ impl Default for ServerConfig {
             partial_ttl_ms: 120_000,
             read_bytes_max: 256 << 20,
             reads_per_peer_max: 8,
-            checks_at_once: std::thread::available_parallelism().map_or(2, |n| n.get()),
             requests_per_peer_per_s: 1000,
             request_burst_per_peer: 256,
         }
@@ -182,8 +177,6 @@ pub struct Server<S: FragmentStore> {
     read_budget: Arc<tokio::sync::Semaphore>,
     /// Reads in flight per peer.
     readers: Mutex<HashMap<PeerId, usize>>,
-    /// Signature checks, taken round-robin between peers.
-    checks: Arc<FairGate>,
     /// Each peer's request budget.
     rates: Mutex<PeerRates>,
     /// The clock `rates` runs on.
@@ -247,7 +240,6 @@ impl<S: FragmentStore> Server<S> {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             readers: Mutex::new(HashMap::new()),
-            checks: FairGate::new(config.checks_at_once),
             rates: Mutex::new(PeerRates::new(
                 config.requests_per_peer_per_s,
                 config.request_burst_per_peer,
@@ -432,11 +424,7 @@ impl<S: FragmentStore> Server<S> {
             Some(&pb::WritefileRequest::KIND) => {
                 let request: pb::WritefileRequest =
                     message::decode_body(&body).map_err(ProtocolError::from)?;
-                let checked = {
-                    let _turn = self.checks.enter(connection.peer_id).await;
-                    self.check(connection, &request)?
-                };
-                let (code, offset, detail) = match checked {
+                let (code, offset, detail) = match self.check(connection, &request)? {
                     Some(refusal) => refusal,
                     None => self.write(connection.peer_id, &request, &mut recv).await?,
                 };
@@ -459,11 +447,7 @@ impl<S: FragmentStore> Server<S> {
             Some(&pb::ReadfileRequest::KIND) => {
                 let request: pb::ReadfileRequest =
                     message::decode_body(&body).map_err(ProtocolError::from)?;
-                let checked = {
-                    let _turn = self.checks.enter(connection.peer_id).await;
-                    self.check(connection, &request)?
-                };
-                let code = match checked {
+                let code = match self.check(connection, &request)? {
                     Some((code, _, detail)) => {
                         let mut response = pb::ReadfileResponse {
                             code: code as u32,

@@ -88,18 +88,6 @@ fn fragment(seed: u64, len: usize) -> (Bytes, [u8; 32]) {
     (Bytes::from(data), id)
 }
 
-/// Resident memory of this process.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib << 10
-}
-
 /// What one attack left the node holding at most, and what the honest client saw.
 #[derive(Debug)]
 struct Outcome {
@@ -152,7 +140,7 @@ async fn under(
     );
     // Connected before the attack (a Retry under load costs a newcomer one round trip).
     honest.connection(&addr).await.unwrap();
-    let rss_before = rss_bytes();
+    let rss_before = cess_transport::attacks::resident_bytes().unwrap();
     // The attacker runs on its own threads, as another machine's would: it shares this
     // machine's cores with the node but not the node's task queues.
     let attacker = tokio::runtime::Builder::new_multi_thread()
@@ -211,9 +199,11 @@ async fn under(
         outcome.honest_ops += 2;
         outcome.read_held_max = outcome.read_held_max.max(server.read_bytes());
         outcome.partial_held_max = outcome.partial_held_max.max(server.partial_bytes());
-        outcome.rss_growth = outcome
-            .rss_growth
-            .max(rss_bytes().saturating_sub(rss_before));
+        outcome.rss_growth = outcome.rss_growth.max(
+            cess_transport::attacks::resident_bytes()
+                .unwrap()
+                .saturating_sub(rss_before),
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     outcome.sent = attack.sent();
@@ -271,7 +261,7 @@ async fn honest_writes_and_reads_go_on_beside_64_stalled_reads() {
 /// address's handshake rate the dials are dropped unanswered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_writes_and_reads_go_on_beside_a_flood_from_fresh_keys() {
-    let outcome = under(Kind::ReplayFlood, ServerConfig::default(), 10, |sent| {
+    let outcome = under(Kind::FreshKeyFlood, ServerConfig::default(), 10, |sent| {
         sent >= 1_000
     })
     .await;

@@ -798,37 +798,9 @@ async fn one_writer_cannot_take_the_whole_partial_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_handshake_does_not_hold_off_other_connections() {
     let node = start_node(ServerConfig::default());
-    // A client that sends its first Initial packet (a ClientHello) and then nothing: made
-    // with quinn-proto's sans-IO endpoint, its one datagram sent from a plain UDP socket.
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"cess-fragment/1".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut silent = quinn_proto::Endpoint::new(
-        Arc::new(quinn_proto::EndpointConfig::default()),
-        None,
-        false,
-        None,
-    );
-    let now = std::time::Instant::now();
-    let (_, mut connection) = silent
-        .connect(
-            now,
-            quinn_proto::ClientConfig::new(Arc::new(quic)),
-            node.addr.socket,
-            "cess-node",
-        )
-        .unwrap();
-    let mut datagram = Vec::new();
-    let transmit = connection.poll_transmit(now, 1, &mut datagram).unwrap();
-    let socket = std::net::UdpSocket::bind(loopback()).unwrap();
-    socket
-        .send_to(&datagram[..transmit.size], transmit.destination)
+    // A client that sends its first Initial packet (a ClientHello) and then nothing.
+    let _silent = cess_transport::attacks::send_silent_client_hello(node.addr.socket)
+        .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // An honest client connects and writes at once.
