@@ -16,6 +16,7 @@ pub mod sim;
 pub mod store;
 pub mod tx;
 pub mod vrf;
+pub mod wal;
 
 pub use keys::{AccountId, AccountKey, ValidatorKey, ValidatorPublicKey, ValidatorSignature};
 pub use ledger::{BlockInfo, BlockOutcome, Event, Genesis, Ledger, LedgerParams, TxError};

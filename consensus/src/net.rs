@@ -103,6 +103,10 @@ pub struct LoopStats {
     pub proof_commit_step: cess_transport::protocol::LatencyHistogram,
     /// Storage proofs verified in committed blocks.
     pub proofs_verified: std::sync::atomic::AtomicU64,
+    /// Write-ahead log syncs (each one `fdatasync` before a vote or proposal went out).
+    pub wal_syncs: std::sync::atomic::AtomicU64,
+    /// Time each such sync took.
+    pub wal_sync: cess_transport::protocol::LatencyHistogram,
 }
 
 impl LoopStats {
@@ -208,26 +212,39 @@ pub fn start<E: Engine + Send + 'static>(
     start_with_store(core, node_key, listen, peers, None)
 }
 
-/// [`start`], keeping every committed block in `store` (its height must be the core's): a
-/// writer thread appends each, durable before the next; sync requests for heights the core
-/// no longer keeps are answered from it.
+/// What a validator keeps on disk: its block store and its write-ahead log.
+#[derive(Debug)]
+pub struct Disk {
+    /// Its height must be the core's.
+    pub store: crate::store::BlockStore,
+    /// Opened at the store's height + 1, its entries already handed to the core
+    /// ([`crate::bft::Core::recover`]). `None` runs without one (tests, benchmarks: a crash
+    /// may then make this validator sign twice).
+    pub wal: Option<crate::wal::Wal<crate::wal::FileMedium>>,
+}
+
+/// [`start`], keeping every committed block in the disk's store and logging consensus inputs
+/// in its write-ahead log. With a log, each block is appended by the core loop itself, durable
+/// before the log is reset and the next height's entries are written; without one, a writer
+/// thread appends it. Sync requests for heights the core no longer keeps are answered from
+/// the store.
 pub fn start_with_store<E: Engine + Send + 'static>(
     core: E,
     node_key: Arc<NodeKey>,
     listen: SocketAddr,
     peers: Vec<NodeAddr>,
-    store: Option<crate::store::BlockStore>,
+    disk: Option<Disk>,
 ) -> Result<ValidatorHandle, NetError> {
-    let store = match store {
-        Some(store) => {
+    let (store, wal) = match disk {
+        Some(Disk { store, wal }) => {
             assert_eq!(
                 store.height(),
                 core.ledger().height(),
                 "the core resumes where its store ends"
             );
-            Some(StoreWriter::start(store)?)
+            (Some(StoreWriter::start(store)?), wal)
         }
-        None => None,
+        None => (None, None),
     };
     let endpoint = Endpoint::server_for(CONSENSUS_PROTOCOL, node_key, listen, Limits::default())?;
     let (events_tx, events_rx) = mpsc::channel::<EventBox>(16 * 1024);
@@ -265,7 +282,7 @@ pub fn start_with_store<E: Engine + Send + 'static>(
         senders,
         commits.clone(),
         stats.clone(),
-        store,
+        (store, wal),
     ));
     Ok(ValidatorHandle {
         chain_id,
@@ -340,7 +357,10 @@ async fn core_loop<E: Engine>(
     senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,
     commits: broadcast::Sender<Arc<Committed>>,
     stats: Arc<LoopStats>,
-    store: Option<StoreWriter>,
+    (store, mut wal): (
+        Option<StoreWriter>,
+        Option<crate::wal::Wal<crate::wal::FileMedium>>,
+    ),
 ) {
     let started = (Instant::now(), unix_ms());
     let mut step_started = Instant::now();
@@ -349,7 +369,27 @@ async fn core_loop<E: Engine>(
     let mut outputs = core.start(now_ms(started));
     loop {
         for output in outputs.drain(..) {
+            // Nothing goes out before the log entries ahead of it are durable.
+            if matches!(output, Output::Broadcast(_) | Output::Send(..))
+                && let Some(wal) = &mut wal
+                && wal.is_dirty()
+            {
+                let sync_started = Instant::now();
+                if let Err(e) = wal.sync() {
+                    tracing::error!("{e}; stopping this validator (it cannot vote safely)");
+                    return;
+                }
+                stats.wal_sync.record(sync_started.elapsed());
+                stats
+                    .wal_syncs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             match output {
+                Output::WalAppend { height, entry } => {
+                    if let Some(wal) = &mut wal {
+                        wal.append(height, &entry);
+                    }
+                }
                 Output::Broadcast(msg) => {
                     let frame = Arc::new(frame(&msg));
                     for sender in senders.values() {
@@ -394,8 +434,25 @@ async fn core_loop<E: Engine>(
                         synced = committed.synced,
                         "committed"
                     );
-                    if let Some(store) = &store {
-                        store.append(committed.block.clone(), committed.commit.clone());
+                    match (&store, &mut wal) {
+                        (Some(store), Some(wal)) => {
+                            // The block durable first, then the log of its height dropped.
+                            let stored = store
+                                .append_now(&committed.block, &committed.commit)
+                                .map_err(|e| e.to_string())
+                                .and_then(|()| wal.reset().map_err(|e| e.to_string()));
+                            if let Err(e) = stored {
+                                tracing::error!(
+                                    height = committed.height,
+                                    "{e}; stopping this validator"
+                                );
+                                return;
+                            }
+                        }
+                        (Some(store), None) => {
+                            store.append(committed.block.clone(), committed.commit.clone())
+                        }
+                        (None, _) => {}
                     }
                     let _ = commits.send(Arc::from(committed));
                 }
@@ -489,6 +546,18 @@ impl StoreWriter {
             })
             .map_err(|e| NetError::Io(e.to_string()))?;
         Ok(StoreWriter { store, blocks })
+    }
+
+    /// Appends in the caller's thread: durable when this returns.
+    fn append_now(
+        &self,
+        block: &crate::bft::Block,
+        commit: &crate::bft::CommitRecord,
+    ) -> Result<(), crate::store::StoreError> {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(block, commit)
     }
 
     fn append(&self, block: Arc<crate::bft::Block>, commit: crate::bft::CommitRecord) {

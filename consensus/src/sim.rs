@@ -1,9 +1,12 @@
 //! A deterministic simulation of a validator network in one process: every validator is a
 //! real [`Core`] (Malachite, the ledger, real BLS signatures); the network between them is
-//! simulated with a seeded RNG: delays, drops, partitions that heal, and Byzantine validators
-//! that equivocate proposals, double-vote or withhold votes. The same seed replays the same
-//! run. After every commit the simulator checks that no two validators finalized different
-//! blocks at one height and that equal heights have equal state roots.
+//! simulated with a seeded RNG: delays, drops, partitions that heal, Byzantine validators
+//! that equivocate proposals, double-vote or withhold votes, and honest validators that crash
+//! and restart from their disks: a block store (durable at commit, as the driver's) and a
+//! write-ahead log on a [`SimMedium`] that loses what was not synced. The same seed replays
+//! the same run. After every commit the simulator checks that no two validators finalized
+//! different blocks at one height and that equal heights have equal state roots; it counts
+//! every pair of conflicting votes or proposals an honest validator signed.
 
 use crate::bft::Timeout;
 use crate::bft::{
@@ -12,6 +15,7 @@ use crate::bft::{
 use crate::keys::{AccountId, AccountKey, ValidatorKey};
 use crate::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
 use crate::tx::{Call, Hash32, VerifiedTx};
+use crate::wal::{SimMedium, Wal};
 use arc_malachitebft_core_types::{NilOrVal, SignedMessage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -52,6 +56,14 @@ pub struct SimConfig {
     /// [`CoreConfig::empty_block_interval_ms`] of every validator (0: none).
     pub empty_block_interval_ms: u64,
     pub params: LedgerParams,
+    /// An honest validator crashes this often (0: never), while fewer than f validators
+    /// (Byzantine ones included) are down or Byzantine; it restarts after a time uniform in
+    /// `down_ms`, from its block store and, with `wal`, its write-ahead log.
+    pub crash_every_ms: u64,
+    pub down_ms: (u64, u64),
+    /// Validators keep a write-ahead log (off: a restart forgets its votes, which the
+    /// conflict count shows).
+    pub wal: bool,
 }
 
 /// What the adversarial client does, in turn, to every validator at once:
@@ -89,6 +101,9 @@ impl SimConfig {
                 validators_per_era: validators as u32,
                 ..LedgerParams::default()
             },
+            crash_every_ms: 0,
+            down_ms: (50, 1_000),
+            wal: true,
         }
     }
 }
@@ -106,6 +121,10 @@ enum Event {
     },
     SubmitTx,
     Adversary,
+    Crash,
+    Restart {
+        node: usize,
+    },
 }
 
 struct SimNode {
@@ -114,6 +133,11 @@ struct SimNode {
     account: AccountId,
     timers: Vec<(Timeout, u64)>,
     byzantine: Option<Byzantine>,
+    /// Its block store: every block it committed, durable at commit.
+    stored: Vec<(std::sync::Arc<Block>, crate::bft::CommitRecord)>,
+    wal: Option<Wal<SimMedium>>,
+    /// Crashed, not restarted yet: it receives nothing and its timers are gone.
+    down: bool,
 }
 
 /// What a run produced, for assertions.
@@ -143,6 +167,18 @@ pub struct SimReport {
     pub proposals_invalid: u64,
     /// Largest lead of a committed block's time over the simulated clock when committed.
     pub block_time_lead_ms_max: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    /// Write-ahead log entries replayed on restarts.
+    pub wal_replayed: u64,
+    /// Replayed votes or proposals that differed from the logged ones (not signed).
+    pub replay_divergences: u64,
+    /// Pairs of conflicting votes (same height, round and kind, another value) or proposals
+    /// (same height and round, another block) an honest validator sent: must be 0 with the
+    /// write-ahead log.
+    pub conflicting_signatures: u64,
+    /// The first of them, for the failure message.
+    pub first_conflict: Option<String>,
 }
 
 pub struct Sim {
@@ -167,6 +203,12 @@ pub struct Sim {
     broke: std::collections::BTreeSet<AccountId>,
     /// Blocks Byzantine validators have seen proposed, by height (for `ForeignBlock`).
     seen_blocks: BTreeMap<u64, Vec<Block>>,
+    core_config: CoreConfig,
+    /// What each honest validator signed and sent: (node, height, round, kind) → value
+    /// (kind 0 proposal, 1 prevote, 2 precommit; value `None` for nil).
+    signed: BTreeMap<(usize, u64, i64, u8), Option<BlockHash>>,
+    /// Replay divergences of cores that crashed since.
+    divergences_before: u64,
     pub report: SimReport,
 }
 
@@ -273,6 +315,13 @@ impl Sim {
                     .iter()
                     .find(|(j, _)| *j == i)
                     .map(|(_, b)| *b),
+                stored: Vec::new(),
+                wal: config.wal.then(|| {
+                    Wal::open(SimMedium::default(), &ledger.chain_id(), 1)
+                        .expect("a new simulated log opens")
+                        .0
+                }),
+                down: false,
             })
             .collect();
         let mut sim = Sim {
@@ -291,6 +340,9 @@ impl Sim {
             followups: Default::default(),
             broke: Default::default(),
             seen_blocks: BTreeMap::new(),
+            core_config,
+            signed: BTreeMap::new(),
+            divergences_before: 0,
             config,
             groups: None,
             report: SimReport::default(),
@@ -305,7 +357,91 @@ impl Sim {
         if sim.config.adversary_every_ms > 0 {
             sim.schedule(sim.config.adversary_every_ms, Event::Adversary);
         }
+        if sim.config.crash_every_ms > 0 {
+            sim.schedule(sim.config.crash_every_ms, Event::Crash);
+        }
         sim
+    }
+
+    /// Stop crashing validators (those down still restart), so a run can end with all up.
+    pub fn stop_crashing(&mut self) {
+        self.config.crash_every_ms = 0;
+    }
+
+    /// Validators down now.
+    pub fn down(&self) -> usize {
+        self.nodes.iter().filter(|n| n.down).count()
+    }
+
+    /// A random honest validator that is up crashes, if fewer than f are down or Byzantine:
+    /// its timers and the messages on their way to it are lost, and its log keeps the synced
+    /// bytes and a random part of the rest (the last write possibly torn).
+    fn crash_one(&mut self) {
+        let n = self.nodes.len();
+        let f = (n - 1) / 3;
+        let faulty = self
+            .nodes
+            .iter()
+            .filter(|n| n.down || n.byzantine.is_some())
+            .count();
+        if faulty >= f {
+            return;
+        }
+        let up: Vec<usize> = (0..n)
+            .filter(|&i| !self.nodes[i].down && self.nodes[i].byzantine.is_none())
+            .collect();
+        let node = up[self.rng.random_range(0..up.len())];
+        let kept_writes = self.rng.random_range(0..=8);
+        let torn_permille = self.rng.random_range(0..=1000);
+        let target = &mut self.nodes[node];
+        target.down = true;
+        target.timers.clear();
+        if let Some(wal) = &mut target.wal {
+            // Half the time it died between writing its buffered entries and syncing them.
+            if kept_writes % 2 == 1 {
+                wal.write_buffered()
+                    .expect("the simulated disk does not fail");
+            }
+            wal.medium_mut().crash(kept_writes, torn_permille);
+        }
+        self.divergences_before += target.core.stats().replay_divergences;
+        self.report.crashes += 1;
+        let (low, high) = self.config.down_ms;
+        let down_ms = self.rng.random_range(low..=high);
+        self.schedule(down_ms, Event::Restart { node });
+    }
+
+    /// The validator comes back from its disk alone: the ledger replayed from its stored
+    /// blocks, its log reopened (a torn tail dropped) and replayed by the new core.
+    fn restart(&mut self, node: usize) {
+        let chain_id = self.chain_id;
+        let restored = crate::store::replay_blocks(
+            self.nodes[node].stored.iter().cloned().map(Ok),
+            self.genesis_ledger.clone(),
+            self.core_config.history_max,
+        )
+        .expect("a simulated block store replays");
+        let target = &mut self.nodes[node];
+        let mut core = Core::restore(
+            restored,
+            target.key.clone(),
+            target.account,
+            self.core_config.clone(),
+            self.now_ms,
+        );
+        if let Some(wal) = target.wal.take() {
+            let (wal, recovered) = Wal::open(wal.into_medium(), &chain_id, core.height())
+                .expect("a simulated log reopens");
+            core.recover(recovered.entries);
+            target.wal = Some(wal);
+        }
+        target.core = core;
+        target.down = false;
+        self.report.restarts += 1;
+        let _span = tracing::info_span!("v", n = node).entered();
+        let outputs = self.nodes[node].core.start(self.now_ms);
+        self.report.wal_replayed += self.nodes[node].core.stats().wal_replayed;
+        self.handle_outputs(node, outputs);
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -365,6 +501,9 @@ impl Sim {
                 .expect("every queued event is stored");
             match event {
                 Event::Deliver { to, from, msg } => {
+                    if self.nodes[to].down {
+                        continue;
+                    }
                     if self.nodes[to].byzantine == Some(Byzantine::ForeignBlock)
                         && let NetMsg::Proposal(p) = &*msg
                     {
@@ -405,6 +544,13 @@ impl Sim {
                     self.adversary_acts();
                     self.schedule(self.config.adversary_every_ms, Event::Adversary);
                 }
+                Event::Crash => {
+                    if self.config.crash_every_ms > 0 {
+                        self.crash_one();
+                        self.schedule(self.config.crash_every_ms, Event::Crash);
+                    }
+                }
+                Event::Restart { node } => self.restart(node),
             }
         }
         self.now_ms = self.now_ms.max(until_ms);
@@ -414,6 +560,9 @@ impl Sim {
         let user = self.rng.random_range(0..HONEST_USERS);
         let to = self.users[self.rng.random_range(0..HONEST_USERS)].id();
         let node = self.rng.random_range(0..self.nodes.len());
+        if self.nodes[node].down {
+            return;
+        }
         let nonce = self.user_nonces[user];
         let tx = self.nodes[node].core.ledger().transaction_with_nonce(
             &self.users[user],
@@ -501,6 +650,9 @@ impl Sim {
             .map(|tx| VerifiedTx::check(tx, &self.chain_id).expect("signed for this chain"))
             .collect();
         for node in 0..self.nodes.len() {
+            if self.nodes[node].down {
+                continue;
+            }
             let (_, outputs) = self.nodes[node].core.submit(verified.clone(), self.now_ms);
             // Each validator got them from the client itself: no relay needed.
             let outputs = outputs
@@ -513,8 +665,22 @@ impl Sim {
 
     fn handle_outputs(&mut self, from: usize, outputs: Vec<Output>) {
         for output in outputs {
+            // As the driver: the log entries ahead of a message are durable before it leaves.
+            if matches!(output, Output::Broadcast(_) | Output::Send(..))
+                && let Some(wal) = &mut self.nodes[from].wal
+            {
+                wal.sync().expect("the simulated disk does not fail");
+            }
             match output {
-                Output::Broadcast(msg) => self.broadcast(from, msg),
+                Output::WalAppend { height, entry } => {
+                    if let Some(wal) = &mut self.nodes[from].wal {
+                        wal.append(height, &entry);
+                    }
+                }
+                Output::Broadcast(msg) => {
+                    self.check_signed(from, &msg);
+                    self.broadcast(from, msg)
+                }
                 Output::Send(to, msg) => {
                     if let Some(to) = self.nodes.iter().position(|n| n.account == to) {
                         self.send(from, to, msg);
@@ -541,6 +707,17 @@ impl Sim {
                 Output::CancelAllTimeouts => self.nodes[from].timers.clear(),
                 Output::Committed(committed) => {
                     let height = committed.height;
+                    let node = &mut self.nodes[from];
+                    assert_eq!(
+                        height,
+                        node.stored.len() as u64 + 1,
+                        "blocks are stored in height order"
+                    );
+                    node.stored
+                        .push((committed.block.clone(), committed.commit.clone()));
+                    if let Some(wal) = &mut node.wal {
+                        wal.reset().expect("the simulated disk does not fail");
+                    }
                     match self.report.decided.get(&height) {
                         Some(hash) => assert_eq!(
                             *hash, committed.hash,
@@ -664,6 +841,54 @@ impl Sim {
         }
     }
 
+    /// Records what an honest validator signs and sends, counting conflicts with what it signed
+    /// before (in this life or an earlier one).
+    fn check_signed(&mut self, from: usize, msg: &NetMsg) {
+        if self.nodes[from].byzantine.is_some() {
+            return;
+        }
+        let me = self.nodes[from].account;
+        let (key, value) = match msg {
+            NetMsg::Vote(v) if v.message.validator == me => {
+                let kind = match v.message.kind {
+                    arc_malachitebft_core_types::VoteType::Prevote => 1,
+                    arc_malachitebft_core_types::VoteType::Precommit => 2,
+                };
+                let value = match v.message.value {
+                    NilOrVal::Nil => None,
+                    NilOrVal::Val(hash) => Some(hash),
+                };
+                (
+                    (from, v.message.height.0, v.message.round.as_i64(), kind),
+                    value,
+                )
+            }
+            NetMsg::Proposal(p) if p.message.proposer == me => {
+                let hash = arc_malachitebft_core_types::Value::id(&p.message.value);
+                (
+                    (from, p.message.height.0, p.message.round.as_i64(), 0),
+                    Some(hash),
+                )
+            }
+            _ => return,
+        };
+        match self.signed.get(&key) {
+            None => {
+                self.signed.insert(key, value);
+            }
+            Some(first) if *first == value => {}
+            Some(first) => {
+                self.report.conflicting_signatures += 1;
+                if self.report.first_conflict.is_none() {
+                    self.report.first_conflict = Some(format!(
+                        "validator {from} at height {} round {} kind {}: {first:?} then {value:?} (seed {})",
+                        key.1, key.2, key.3, self.config.seed
+                    ));
+                }
+            }
+        }
+    }
+
     /// `proposal` with another block, signed by validator `from`.
     fn resign(&self, from: usize, proposal: &Proposal, block: Block) -> NetMsg {
         let tampered = Proposal {
@@ -717,6 +942,12 @@ impl Sim {
 
     /// Collect the validators' counters into the report.
     pub fn finish(&mut self) -> SimReport {
+        self.report.replay_divergences = self.divergences_before
+            + self
+                .nodes
+                .iter()
+                .map(|n| n.core.stats().replay_divergences)
+                .sum::<u64>();
         self.report.equivocations_seen = self
             .nodes
             .iter()

@@ -307,12 +307,33 @@ pub fn replay(
     genesis: crate::ledger::Ledger,
     recent: usize,
 ) -> Result<Restored, ReplayError> {
+    let blocks = (1..=store.height()).map(|height| {
+        store
+            .read(height)
+            .map(|found| found.expect("indexed heights are readable"))
+    });
+    replay_blocks(blocks, genesis, recent)
+}
+
+/// [`replay`] over blocks from anywhere (the simulator's disks), heights 1, 2, … in order.
+pub fn replay_blocks(
+    blocks: impl IntoIterator<Item = Result<(Arc<Block>, CommitRecord), StoreError>>,
+    genesis: crate::ledger::Ledger,
+    recent: usize,
+) -> Result<Restored, ReplayError> {
     let mut ledger = genesis;
     let mut parent = ledger.chain_id();
     let mut previous_validators = None;
     let mut kept = std::collections::VecDeque::with_capacity(recent.min(4096));
-    for height in 1..=store.height() {
-        let (block, commit) = store.read(height)?.expect("indexed heights are readable");
+    for (i, stored) in blocks.into_iter().enumerate() {
+        let height = i as u64 + 1;
+        let (block, commit) = stored?;
+        if block.height != height {
+            return Err(ReplayError::Diverged {
+                height,
+                what: "height",
+            });
+        }
         if block.parent != parent {
             return Err(ReplayError::Diverged {
                 height,

@@ -1,20 +1,21 @@
 //! The stable stand-in for the cargo-fuzz target in `consensus/fuzz/` (run by `.ci/fuzz`):
 //! mutations of valid encodings of every message kind a validator reads from a peer
-//! (`NetMsg`), of transactions and of a genesis file. Nothing panics, and whatever decodes
-//! re-encodes to bytes that decode to the same encoding.
+//! (`NetMsg`), of transactions, of a genesis file and of the write-ahead log's entries. Nothing
+//! panics, and whatever decodes re-encodes to bytes that decode to the same encoding.
 
 mod common;
 
 use cess_consensus::bft::{Core, CoreConfig, NetMsg, Output, Timeout};
 use cess_consensus::ledger::TOKEN;
+use cess_consensus::wal::WalEntry;
 use cess_consensus::{Call, Genesis, Transaction};
 use common::{Chain, test_params};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Valid messages of every kind: four validators in memory deciding two blocks, one with a
-/// transaction.
-fn messages() -> Vec<Vec<u8>> {
+/// Valid messages of every kind, and the write-ahead log entries the validators wrote: four
+/// validators in memory deciding two blocks, one with a transaction.
+fn messages() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let chain = Chain::new(5, 4, test_params());
     let tx = chain.tx(
         4,
@@ -36,6 +37,7 @@ fn messages() -> Vec<Vec<u8>> {
         .collect();
     let ids: Vec<_> = (0..4).map(|i| chain.id(i)).collect();
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut entries: Vec<Vec<u8>> = Vec::new();
     // (to, from, message) in flight, and each core's pending timeouts.
     let mut inbox = std::collections::VecDeque::new();
     let mut timeouts: Vec<Vec<Timeout>> = vec![Vec::new(); 4];
@@ -43,7 +45,7 @@ fn messages() -> Vec<Vec<u8>> {
                 outputs: Vec<Output>,
                 inbox: &mut std::collections::VecDeque<(usize, usize, NetMsg)>,
                 timeouts: &mut Vec<Vec<Timeout>>,
-                out: &mut Vec<Vec<u8>>| {
+                (out, entries): (&mut Vec<Vec<u8>>, &mut Vec<Vec<u8>>)| {
         for o in outputs {
             match o {
                 Output::Broadcast(m) => {
@@ -59,6 +61,7 @@ fn messages() -> Vec<Vec<u8>> {
                     }
                 }
                 Output::ScheduleTimeout(t, _) => timeouts[from].push(t),
+                Output::WalAppend { entry, .. } => entries.push(entry.encode()),
                 _ => {}
             }
         }
@@ -66,19 +69,37 @@ fn messages() -> Vec<Vec<u8>> {
     let mut now = 1_000;
     for (i, core) in cores.iter_mut().enumerate() {
         let outputs = core.start(now);
-        take(i, outputs, &mut inbox, &mut timeouts, &mut out);
+        take(
+            i,
+            outputs,
+            &mut inbox,
+            &mut timeouts,
+            (&mut out, &mut entries),
+        );
     }
     let verified = cess_consensus::tx::VerifiedTx::check(tx.clone(), &chain.ledger.chain_id())
         .expect("a signed transaction");
     let (_, outputs) = cores[0].submit(vec![verified], now);
-    take(0, outputs, &mut inbox, &mut timeouts, &mut out);
+    take(
+        0,
+        outputs,
+        &mut inbox,
+        &mut timeouts,
+        (&mut out, &mut entries),
+    );
     for _ in 0..20_000 {
         if cores.iter().all(|c| c.decided(2).is_some()) {
             break;
         }
         if let Some((to, from, m)) = inbox.pop_front() {
             let outputs = cores[to].on_message(ids[from], m, now);
-            take(to, outputs, &mut inbox, &mut timeouts, &mut out);
+            take(
+                to,
+                outputs,
+                &mut inbox,
+                &mut timeouts,
+                (&mut out, &mut entries),
+            );
             continue;
         }
         // Quiet: time passes and every core's timeouts fire.
@@ -86,7 +107,13 @@ fn messages() -> Vec<Vec<u8>> {
         for (i, core) in cores.iter_mut().enumerate() {
             for t in std::mem::take(&mut timeouts[i]) {
                 let outputs = core.on_timeout(t, now);
-                take(i, outputs, &mut inbox, &mut timeouts, &mut out);
+                take(
+                    i,
+                    outputs,
+                    &mut inbox,
+                    &mut timeouts,
+                    (&mut out, &mut entries),
+                );
             }
         }
     }
@@ -103,7 +130,7 @@ fn messages() -> Vec<Vec<u8>> {
     out.push(NetMsg::Txs(vec![tx]).encode());
     out.push(NetMsg::SyncRequest { height: 7 }.encode());
     out.push(NetMsg::Tip { height: 9 }.encode());
-    out
+    (out, entries)
 }
 
 fn mutate(rng: &mut ChaCha8Rng, valid: &[Vec<u8>]) -> Vec<u8> {
@@ -141,7 +168,17 @@ fn mutate(rng: &mut ChaCha8Rng, valid: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn mutated_messages_transactions_and_genesis_never_panic() {
-    let messages = messages();
+    let (messages, entries) = messages();
+    let entry_kinds: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .map(|e| WalEntry::decode(e).expect("valid").kind())
+        .collect();
+    for kind in ["proposal", "vote", "proposed_value"] {
+        assert!(
+            entry_kinds.contains(kind),
+            "no {kind} in the log entries: {entry_kinds:?}"
+        );
+    }
     let kinds: std::collections::BTreeSet<&str> = messages
         .iter()
         .map(|m| NetMsg::decode(m).expect("valid").kind())
@@ -173,7 +210,7 @@ fn mutated_messages_transactions_and_genesis_never_panic() {
     let genesis = vec![chain.genesis.encode()];
 
     let mut rng = ChaCha8Rng::seed_from_u64(22);
-    let mut decoded = [0usize; 3];
+    let mut decoded = [0usize; 4];
     for _ in 0..3000 {
         let bytes = mutate(&mut rng, &messages);
         if let Ok(m) = NetMsg::decode(&bytes) {
@@ -185,6 +222,12 @@ fn mutated_messages_transactions_and_genesis_never_panic() {
         if let Ok(tx) = Transaction::decode(&bytes) {
             assert_eq!(Transaction::decode(&tx.encode()).expect("re-encodes"), tx);
             decoded[1] += 1;
+        }
+        let bytes = mutate(&mut rng, &entries);
+        if let Ok(e) = WalEntry::decode(&bytes) {
+            let again = WalEntry::decode(&e.encode()).expect("a decoded entry re-encodes");
+            assert_eq!(again.encode(), e.encode());
+            decoded[3] += 1;
         }
     }
     for _ in 0..300 {

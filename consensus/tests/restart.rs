@@ -1,5 +1,5 @@
-//! Validators that restart (issue 21, the block store): four validators on loopback, each
-//! keeping its committed blocks on disk; one is killed (its runtime dropped mid-stride) and
+//! Validators that restart (issue 21, the block store and the write-ahead log): four
+//! validators on loopback, each keeping its committed blocks and its consensus log on disk; one is killed (its runtime dropped mid-stride) and
 //! started again from its store at the same address. It resumes at the height its disk holds
 //! (not at genesis) before it hears from anyone, commits again with the others, and a
 //! follower that can ask only it syncs from block 1: heights it no longer keeps in memory
@@ -11,6 +11,7 @@ use cess_consensus::ledger::{Ledger, LedgerParams};
 use cess_consensus::net::{self, ValidatorHandle};
 use cess_consensus::sim::genesis;
 use cess_consensus::store::{self, BlockStore, StoreError};
+use cess_consensus::wal::{self, FileMedium, Wal, WalError};
 use cess_transport::{NodeAddr, NodeKey};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,25 @@ fn open_store(path: &Path, ledger: &Ledger) -> BlockStore {
         match BlockStore::open(path, &ledger.chain_id()) {
             Ok((store, _)) => return store,
             Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Opens a validator's write-ahead log at `from_height`, waiting while a killed validator's
+/// loop still holds it.
+fn open_wal(
+    path: &Path,
+    ledger: &Ledger,
+    from_height: u64,
+) -> (Wal<FileMedium>, cess_consensus::wal::Recovered) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match wal::open_file(path, &ledger.chain_id(), from_height) {
+            Ok(opened) => return opened,
+            Err(WalError::Locked { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("{e}"),
@@ -103,17 +123,22 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
             "the ledger is the store's"
         );
         let (account, validator_key) = &keys[i];
-        let core = Core::restore(
+        let mut core = Core::restore(
             restored,
             validator_key.clone(),
             account.id(),
             config.clone(),
             0,
         );
+        let (wal, recovered) = open_wal(&paths[i].with_file_name("wal"), &ledger, height + 1);
+        core.recover(recovered.entries);
         let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
+        let disk = net::Disk {
+            store,
+            wal: Some(wal),
+        };
         let handle = rt.block_on(async {
-            net::start_with_store(core, node_key, addrs[i].socket, peers_of(i), Some(store))
-                .unwrap()
+            net::start_with_store(core, node_key, addrs[i].socket, peers_of(i), Some(disk)).unwrap()
         });
         (handle, height)
     };

@@ -184,12 +184,14 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
     Ok(())
 }
 
-/// Runs the validator configured in `dir` until SIGINT or SIGTERM.
 /// A validator's committed blocks, in its directory.
 pub const BLOCK_STORE_FILE: &str = "blocks";
+/// A validator's consensus write-ahead log, in its directory.
+pub const WAL_FILE: &str = "wal";
 /// Blocks a restarted validator keeps in memory (older ones are read from its store).
 const RESTORED_BLOCKS_KEPT: usize = 256;
 
+/// Runs the validator configured in `dir` until SIGINT or SIGTERM.
 pub fn run(dir: &Path) -> Result<()> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path)
@@ -236,6 +238,7 @@ pub fn run(dir: &Path) -> Result<()> {
         );
     }
     let replay_started = Instant::now();
+    let ledger_chain_id = ledger.chain_id();
     let restored = cess_consensus::store::replay(&store, ledger, RESTORED_BLOCKS_KEPT)?;
     if store.height() > 0 {
         println!(
@@ -245,13 +248,36 @@ pub fn run(dir: &Path) -> Result<()> {
             replay_started.elapsed().as_millis()
         );
     }
+    // The consensus log of the height after the store's: replayed, so this validator re-sends
+    // the votes it cast before it stopped and never signs other ones.
+    let wal_path = dir.join(WAL_FILE);
+    let (wal, recovered) =
+        cess_consensus::wal::open_file(&wal_path, &ledger_chain_id, store.height() + 1)?;
+    if recovered.torn_bytes > 0 {
+        eprintln!(
+            "write-ahead log: dropped a torn tail ({} bytes, never synced, so never sent)",
+            recovered.torn_bytes
+        );
+    }
+    if !recovered.entries.is_empty() {
+        println!(
+            "replaying {} write-ahead log entries of height {}",
+            recovered.entries.len(),
+            store.height() + 1
+        );
+    }
     runtime.block_on(async move {
         let core_config = CoreConfig {
             empty_block_interval_ms: config.empty_block_interval_ms,
             ..CoreConfig::default()
         };
-        let core = Core::restore(restored, validator_key, account, core_config, 0);
-        let handle = net::start_with_store(core, node_key, config.listen, peers, Some(store))?;
+        let mut core = Core::restore(restored, validator_key, account, core_config, 0);
+        core.recover(recovered.entries);
+        let disk = net::Disk {
+            store,
+            wal: Some(wal),
+        };
+        let handle = net::start_with_store(core, node_key, config.listen, peers, Some(disk))?;
         println!("validator {account} listening {}", handle.local_addr()?);
         let chain = Arc::new(ChainMetrics::default());
         if let Some(http_addr) = config.metrics {

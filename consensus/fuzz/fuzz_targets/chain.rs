@@ -1,8 +1,10 @@
-//! Untrusted bytes as a consensus message, a transaction and a genesis file. Nothing may panic;
+//! Untrusted bytes as a consensus message, a transaction, a genesis file and a write-ahead log
+//! entry. Nothing may panic;
 //! whatever decodes re-encodes to bytes that decode to the same encoding.
 #![no_main]
 
 use cess_consensus::bft::NetMsg;
+use cess_consensus::wal::WalEntry;
 use cess_consensus::{Genesis, Transaction};
 use libfuzzer_sys::fuzz_target;
 
@@ -17,5 +19,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(genesis) = Genesis::decode(data) {
         let again = Genesis::decode(&genesis.encode()).expect("re-encodes");
         assert_eq!(again.encode(), genesis.encode());
+    }
+    if let Ok(entry) = WalEntry::decode(data) {
+        let again = WalEntry::decode(&entry.encode()).expect("a decoded entry re-encodes");
+        assert_eq!(again.encode(), entry.encode());
     }
 });

@@ -15,6 +15,7 @@ use crate::keys::{AccountId, ValidatorKey};
 use crate::ledger::{BlockInfo, BlockOutcome, Ledger};
 use crate::tx::{Hash32, Transaction, VerifiedTx};
 use crate::vrf;
+use crate::wal::WalEntry;
 use arc_malachitebft_core_consensus::{
     Effect, Input, LivenessMsg, LocallyProposedValue, Params, ProposedValue, Resumable,
     SignedConsensusMsg, State, ThresholdParams, ValuePayload,
@@ -83,6 +84,13 @@ pub enum Output {
     CancelTimeout(Timeout),
     CancelAllTimeouts,
     Committed(Box<Committed>),
+    /// Log this input of `height` in the write-ahead log ([`crate::wal`]). A driver makes
+    /// every entry durable before it acts on any `Broadcast` or `Send` that follows it, and
+    /// resets the log when a block is committed, after the block is durable.
+    WalAppend {
+        height: u64,
+        entry: WalEntry,
+    },
 }
 
 /// Counters for operators and tests.
@@ -93,6 +101,11 @@ pub struct CoreStats {
     pub equivocations_seen: u64,
     pub synced_blocks: u64,
     pub txs_refused: u64,
+    /// Write-ahead log entries replayed on restart.
+    pub wal_replayed: u64,
+    /// A vote or proposal re-derived on replay differed from the one logged: not signed
+    /// (Malachite refuses; a non-determinism bug, never a double signature).
+    pub replay_divergences: u64,
 }
 
 /// The most transaction bytes a block may carry: what a peer accepts
@@ -158,6 +171,11 @@ pub struct Core {
     /// This validator proposes at this height and round, and waits (no transaction yet)
     /// until the time in ms.
     proposal_due: Option<ProposalDue>,
+    /// Write-ahead log entries of the height to start, replayed by [`Core::start`].
+    recovered: Vec<WalEntry>,
+    /// Blocks this validator proposed at the current height before it restarted, by round:
+    /// proposed again (the same block, so the same signed proposal) if asked for that round.
+    recovered_values: BTreeMap<u32, Arc<Block>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +270,8 @@ impl Core {
             started: false,
             replay_future: Vec::new(),
             proposal_due: None,
+            recovered: Vec::new(),
+            recovered_values: BTreeMap::new(),
         }
     }
 
@@ -332,13 +352,60 @@ impl Core {
         self.history.get(&height)
     }
 
-    /// Start the first height.
+    /// Hands a restored core the write-ahead log's entries (before [`Core::start`]): those of
+    /// the height it starts at are replayed when it starts; older ones are of blocks already
+    /// stored and are dropped.
+    pub fn recover(&mut self, entries: Vec<(u64, WalEntry)>) {
+        assert!(!self.started, "the log is replayed before the core starts");
+        let height = self.height();
+        self.recovered = entries
+            .into_iter()
+            .filter(|(h, _)| *h == height)
+            .map(|(_, entry)| entry)
+            .collect();
+    }
+
+    /// Start the first height, replaying the write-ahead log's entries for it if the core was
+    /// given any ([`Core::recover`]): Malachite re-derives the votes and proposal this
+    /// validator cast before it stopped and re-sends them with the signatures already given;
+    /// one that would differ is not signed.
     pub fn start(&mut self, now_ms: u64) -> Vec<Output> {
         assert!(!self.started, "a core starts once");
         self.started = true;
         self.now_ms = now_ms;
+        let replay = std::mem::take(&mut self.recovered);
+        if replay.is_empty() {
+            self.pending.push_back(self.start_height_input());
+            return self.run();
+        }
+        self.consensus
+            .index_wal_entries(replay.iter().map(WalEntry::input));
+        for entry in &replay {
+            if let Some((hash, value)) = entry.proposed_block() {
+                let block = value.value.block().clone();
+                if value.proposer == self.me
+                    && let Some(round) = value.round.as_u32()
+                {
+                    self.recovered_values.insert(round, block.clone());
+                }
+                self.blocks.entry(hash).or_insert((block, value.validity));
+            }
+            if let Input::Proposal(signed) = entry.input()
+                && let Some(round) = signed.message.round.as_u32()
+            {
+                let hash = arc_malachitebft_core_types::Value::id(&signed.message.value);
+                self.proposals.insert((round, hash), signed.clone());
+            }
+        }
+        self.stats.wal_replayed += replay.len() as u64;
         self.pending.push_back(self.start_height_input());
-        self.run()
+        let mut outputs = self.run();
+        for entry in replay {
+            self.pending.push_back(entry.into_input());
+        }
+        outputs.extend(self.run());
+        self.consensus.reset_entries_index();
+        outputs
     }
 
     pub fn on_timeout(&mut self, timeout: Timeout, now_ms: u64) -> Vec<Output> {
@@ -771,6 +838,7 @@ impl Core {
         self.previous_validators = Some(std::mem::replace(&mut self.validators, next));
         self.blocks.clear();
         self.proposals.clear();
+        self.recovered_values.clear();
         self.pending.push_back(self.start_height_input());
         let height = self.height();
         let stale: Vec<u64> = self.future.range(..height).map(|(h, _)| *h).collect();
@@ -1049,8 +1117,15 @@ impl Env<'_> {
                 });
                 r.resume_with(result)
             }
-            // No write-ahead log: see ARCHITECTURE.md (a restarted validator rejoins by sync).
-            Effect::WalAppend(_, _, r) => r.resume_with(()),
+            Effect::WalAppend(height, input, r) => {
+                if let Some(entry) = WalEntry::from_input(input) {
+                    self.outputs.push(Output::WalAppend {
+                        height: height.0,
+                        entry,
+                    });
+                }
+                r.resume_with(())
+            }
             Effect::ExtendVote(_, _, _, _, r) => r.resume_with(None),
             Effect::VerifyVoteExtension(_, _, _, _, _, _, r) => r.resume_with(Ok(())),
             Effect::Finalize(_cert, _extensions, evidence, r) => {
@@ -1083,8 +1158,17 @@ impl Core {
                         metrics: &(),
                         with: effect => env.handle(effect)
                     );
-                    if let Err(error) = result {
-                        tracing::warn!(me = ?self.me, %error, "consensus input failed");
+                    match result {
+                        Ok(()) => {}
+                        Err(
+                            error @ arc_malachitebft_core_consensus::Error::ReplayDivergence(..),
+                        ) => {
+                            self.stats.replay_divergences += 1;
+                            tracing::error!(me = ?self.me, %error, "replayed vote or proposal differs from the one logged: not signed");
+                        }
+                        Err(error) => {
+                            tracing::warn!(me = ?self.me, %error, "consensus input failed")
+                        }
                     }
                 }
                 for work in deferred {
@@ -1154,6 +1238,15 @@ impl Core {
                     return;
                 }
                 self.proposal_due = None;
+                if let Some(block) = round
+                    .as_u32()
+                    .and_then(|r| self.recovered_values.get(&r))
+                    .cloned()
+                {
+                    // Proposed before a restart: the same block again, never another.
+                    self.propose(height, round, (*block).clone());
+                    return;
+                }
                 let block = self.build_block(height);
                 let due_ms = self
                     .decided_at_ms

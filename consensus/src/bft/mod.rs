@@ -12,6 +12,8 @@ pub use core::{
     block_info, validator_set,
 };
 pub use mempool::{Mempool, MempoolLimits, NONCE_WINDOW};
+pub(crate) use types::round_bytes;
+pub(crate) use wire::decode_round;
 pub use wire::{MESSAGE_BYTES_MAX, NetMsg, RELAY_TX_BYTES_MAX, TXS_PER_MESSAGE_MAX, split_txs};
 
 pub use types::{

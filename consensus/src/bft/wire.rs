@@ -320,7 +320,7 @@ fn decode_defined_round(r: &mut Reader<'_>) -> Result<Round, DecodeError> {
     Ok(round)
 }
 
-fn decode_round(r: &mut Reader<'_>, what: &'static str) -> Result<Round, DecodeError> {
+pub(crate) fn decode_round(r: &mut Reader<'_>, what: &'static str) -> Result<Round, DecodeError> {
     let value = i64::from_le_bytes(r.array(what)?);
     match value {
         -1 => Ok(Round::Nil),
