@@ -35,6 +35,9 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     if options.wants("follower-catch-up") {
         cases.push(follower_case(options)?);
     }
+    if options.wants("finality-wal-on-vs-off") {
+        cases.push(wal_case(options)?);
+    }
     Ok(cases)
 }
 
@@ -126,6 +129,17 @@ fn finality_run(
     paced_per_user: u64,
     seed: u64,
 ) -> Result<(f64, Histogram<u64>), String> {
+    finality_run_on(txs_total, paced_per_user, seed, None)
+}
+
+/// [`finality_run`], each validator keeping its blocks (and, with `wal`, its write-ahead log)
+/// under `dir`.
+fn finality_run_on(
+    txs_total: usize,
+    paced_per_user: u64,
+    seed: u64,
+    disk: Option<(&std::path::Path, bool)>,
+) -> Result<(f64, Histogram<u64>), String> {
     let params = LedgerParams {
         validators_per_era: 4,
         ..LedgerParams::default()
@@ -141,8 +155,13 @@ fn finality_run(
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
-        let handles = net::start_loopback(&ledger, &keys, CoreConfig::default())
-            .map_err(|e| e.to_string())?;
+        let handles = match disk {
+            None => net::start_loopback(&ledger, &keys, CoreConfig::default()),
+            Some((dir, wal)) => {
+                net::start_loopback_on_disk(&ledger, &keys, CoreConfig::default(), dir, wal)
+            }
+        }
+        .map_err(|e| e.to_string())?;
         let mut commits = handles[0].commits();
         // Saturation: every transfer submitted at once, in client batches spread over the
         // validators; throughput = transfers / time until the last is committed.
@@ -230,6 +249,63 @@ fn finality_case(options: &Options) -> Result<Case, String> {
          validator 0 at a steady 500 tx/s (p50 {:.1} ms, p99 {:.1} ms)",
         case.latency.p50_us as f64 / 1000.0,
         case.latency.p99_us as f64 / 1000.0
+    );
+    Ok(case)
+}
+
+/// The write-ahead log's cost: the finality run with every validator keeping its blocks and
+/// its log on disk (each vote and proposal `fdatasync`ed before it is sent, each block stored
+/// before the next height's entries), against the same run keeping its blocks only (appended
+/// by a thread off the consensus loop), alternating, on one file system.
+fn wal_case(options: &Options) -> Result<Case, String> {
+    let (txs_total, paced_per_user, runs) = if options.quick {
+        (USERS * 4, 1, 1)
+    } else {
+        (USERS * 200, 12, 5)
+    };
+    let root = match &options.target {
+        Some(dir) if dir.is_dir() => dir.clone(),
+        _ => std::env::temp_dir(),
+    }
+    .join(format!("cess-bench-wal-{}", std::process::id()));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut on_latency = Histogram::<u64>::new(3).expect("histogram");
+    let mut off_latency = Histogram::<u64>::new(3).expect("histogram");
+    for run in 0..runs {
+        for wal in [true, false] {
+            let dir = root.join(format!("{run}-{wal}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let (tps, h) =
+                finality_run_on(txs_total, paced_per_user, run as u64, Some((&dir, wal)))?;
+            let _ = std::fs::remove_dir_all(&dir);
+            if wal {
+                ours.push(tps);
+                on_latency.add(&h).map_err(|e| e.to_string())?;
+            } else {
+                theirs.push(tps);
+                off_latency.add(&h).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "finality-wal-on-vs-off".into();
+    case.metric = "throughput";
+    case.unit = "tx/s";
+    case.goal = Some(0.8);
+    case.baseline = "the same four validators keeping their blocks only, no write-ahead log".into();
+    case.latency = Latency::from_histogram(&on_latency);
+    let off = Latency::from_histogram(&off_latency);
+    case.note = format!(
+        "{txs_total} transfers at once, then a steady 500 tx/s, on 4 validators over QUIC on \
+         loopback, disks under {}; latency at 500 tx/s with the log p50 {:.1} ms, p99 {:.1} ms, \
+         without p50 {:.1} ms, p99 {:.1} ms",
+        root.parent()
+            .map_or(String::new(), |p| p.display().to_string()),
+        case.latency.p50_us as f64 / 1000.0,
+        case.latency.p99_us as f64 / 1000.0,
+        off.p50_us as f64 / 1000.0,
+        off.p99_us as f64 / 1000.0
     );
     Ok(case)
 }

@@ -300,6 +300,27 @@ pub fn start_loopback(
     keys: &[(crate::keys::AccountKey, crate::keys::ValidatorKey)],
     config: crate::bft::CoreConfig,
 ) -> Result<Vec<ValidatorHandle>, NetError> {
+    start_loopback_on(ledger, keys, config, None)
+}
+
+/// [`start_loopback`] with validator `i`'s disk in `dir/v{i}/` (`blocks`, and `wal` when
+/// `wal`), each resumed from what it holds (benchmarks: the log's cost).
+pub fn start_loopback_on_disk(
+    ledger: &crate::ledger::Ledger,
+    keys: &[(crate::keys::AccountKey, crate::keys::ValidatorKey)],
+    config: crate::bft::CoreConfig,
+    dir: &std::path::Path,
+    wal: bool,
+) -> Result<Vec<ValidatorHandle>, NetError> {
+    start_loopback_on(ledger, keys, config, Some((dir, wal)))
+}
+
+fn start_loopback_on(
+    ledger: &crate::ledger::Ledger,
+    keys: &[(crate::keys::AccountKey, crate::keys::ValidatorKey)],
+    config: crate::bft::CoreConfig,
+    disk_dir: Option<(&std::path::Path, bool)>,
+) -> Result<Vec<ValidatorHandle>, NetError> {
     // Ports the OS hands out now, released just before the endpoints bind them.
     let sockets = keys
         .iter()
@@ -318,13 +339,45 @@ pub fn start_loopback(
     drop(sockets);
     let mut handles = Vec::with_capacity(keys.len());
     for (i, (account, validator_key)) in keys.iter().enumerate() {
-        let core = crate::bft::Core::new(
+        let mut core = crate::bft::Core::new(
             ledger.clone(),
             validator_key.clone(),
             account.id(),
             config.clone(),
             0,
         );
+        let disk = match disk_dir {
+            None => None,
+            Some((dir, wal)) => {
+                let dir = dir.join(format!("v{i}"));
+                std::fs::create_dir_all(&dir).map_err(|e| NetError::Io(e.to_string()))?;
+                let (store, _) =
+                    crate::store::BlockStore::open(&dir.join("blocks"), &ledger.chain_id())
+                        .map_err(|e| NetError::Io(e.to_string()))?;
+                let restored = crate::store::replay(&store, ledger.clone(), config.history_max)
+                    .map_err(|e| NetError::Io(e.to_string()))?;
+                core = crate::bft::Core::restore(
+                    restored,
+                    validator_key.clone(),
+                    account.id(),
+                    config.clone(),
+                    0,
+                );
+                let wal = if wal {
+                    let (wal, recovered) = crate::wal::open_file(
+                        &dir.join("wal"),
+                        &ledger.chain_id(),
+                        store.height() + 1,
+                    )
+                    .map_err(|e| NetError::Io(e.to_string()))?;
+                    core.recover(recovered.entries);
+                    Some(wal)
+                } else {
+                    None
+                };
+                Some(Disk { store, wal })
+            }
+        };
         let peers = addrs
             .iter()
             .enumerate()
@@ -332,7 +385,13 @@ pub fn start_loopback(
             .map(|(_, a)| a.clone())
             .collect();
         let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
-        handles.push(start(core, node_key, addrs[i].socket, peers)?);
+        handles.push(start_with_store(
+            core,
+            node_key,
+            addrs[i].socket,
+            peers,
+            disk,
+        )?);
     }
     Ok(handles)
 }
