@@ -1,7 +1,8 @@
 //! Four validator processes over QUIC on loopback (`cess validator testnet`, `run`, `load`):
 //! they finalize blocks with transactions, keep finalizing with one killed, the killed one
-//! resumes from its block store when started again, and every block and
-//! state root is the same at every height on every validator.
+//! resumes from its block store when started again; all four killed at once resume from their
+//! disks (not from genesis) and go on, voting again; and every block and state root is the
+//! same at every height on every validator.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -191,6 +192,53 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     assert!(
         resumed + 1 >= stored && resumed <= stored + 1,
         "resumed at {resumed}, its log said {stored}"
+    );
+
+    // All four killed at once (SIGKILL), mid-height: started again, each resumes from its own
+    // disk (its blocks, and its write-ahead log replayed), not from genesis, and the chain goes
+    // on from there.
+    for v in validators.0.iter_mut() {
+        v.kill().unwrap();
+        v.wait().unwrap();
+    }
+    let stored: Vec<u64> = (0..4).map(height).collect();
+    for i in 0..4 {
+        let log = std::fs::File::create(dir.join(format!("v{i}-all.out"))).unwrap();
+        validators.0[i] = cess(dir)
+            .args(["validator", "run", &format!("net/v{i}")])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+    }
+    let top = *stored.iter().max().unwrap();
+    wait_for(
+        "3 blocks past the height all four stopped at",
+        Duration::from_secs(60),
+        || (0..4).all(|i| height(i) >= top + 3),
+    );
+    for (i, &stored) in stored.iter().enumerate() {
+        let out = std::fs::read_to_string(dir.join(format!("v{i}-all.out"))).unwrap();
+        let resumed: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("resumed at height "))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|h| h.parse().ok())
+            .unwrap_or_else(|| panic!("validator {i} did not resume from its store:\n{out}"));
+        assert!(
+            resumed + 1 >= stored,
+            "validator {i} resumed at {resumed}, its log said {stored}"
+        );
+    }
+    // With validator 0 down, blocks need the votes of 1, 2 and 3: the restarted validators
+    // vote again.
+    validators.0[0].kill().unwrap();
+    validators.0[0].wait().unwrap();
+    let reached = (1..4).map(height).max().unwrap();
+    wait_for(
+        "3 more blocks from validators 1, 2 and 3 alone",
+        Duration::from_secs(60),
+        || (1..4).all(|i| height(i) >= reached + 3),
     );
 
     let logs: Vec<_> = (0..4).map(|i| commits(dir, i)).collect();
