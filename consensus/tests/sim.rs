@@ -349,3 +349,141 @@ fn without_the_log_restarted_validators_sign_conflicting_votes() {
         report.conflicting_signatures, report.first_conflict
     );
 }
+
+/// A Byzantine leader signs a hundred different proposals for its round and sends them all
+/// to one validator: the first stands; the other 99 are counted as equivocation and dropped
+/// before their blocks are checked or kept, so the leader cannot make its peers verify and
+/// hold a block per proposal it signs.
+#[test]
+fn a_leader_signing_many_proposals_for_one_round_gets_one_kept() {
+    use arc_malachitebft_core_types::{Round, SignedMessage};
+    use cess_consensus::bft::{
+        Block, BlockValue, Cess, Core, CoreConfig, Height, NetMsg, Proposal,
+    };
+    use cess_consensus::ledger::{Ledger, LedgerParams};
+
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let (genesis, keys, _) = cess_consensus::sim::genesis(4, 1, seed(31), params);
+    let ledger = Ledger::genesis(&genesis).unwrap();
+    let set = cess_consensus::bft::validator_set(&ledger);
+    let leader = set.proposer(1, 0).account;
+    let (leader_account, leader_key) = keys.iter().find(|(a, _)| a.id() == leader).unwrap();
+    let (victim_account, victim_key) = keys.iter().find(|(a, _)| a.id() != leader).unwrap();
+    let mut victim = Core::new(
+        ledger.clone(),
+        victim_key.clone(),
+        victim_account.id(),
+        CoreConfig::default(),
+        0,
+    );
+    victim.start(0);
+    let randomness = ledger.epoch_randomness(0).unwrap();
+    let (vrf_proof, _) = cess_consensus::vrf::vrf_prove(leader_key, &randomness, 1);
+    let ctx = Cess {
+        chain_id: ledger.chain_id(),
+    };
+    for k in 0..100u64 {
+        let block = Block {
+            height: 1,
+            parent: ledger.chain_id(),
+            parent_root: ledger.root(),
+            time_ms: k,
+            proposer: leader_account.id(),
+            vrf_proof: vrf_proof.clone(),
+            last_commit: None,
+            txs: Vec::new(),
+        };
+        let proposal = Proposal {
+            height: Height(1),
+            round: Round::new(0),
+            pol_round: Round::Nil,
+            value: BlockValue::new(block),
+            proposer: leader_account.id(),
+        };
+        let signature = ctx.sign_proposal(leader_key, &proposal);
+        victim.on_message(
+            leader_account.id(),
+            NetMsg::Proposal(SignedMessage::new(proposal, signature)),
+            10,
+        );
+    }
+    let stats = victim.stats();
+    assert_eq!(stats.proposals_equivocated, 99, "{stats:?}");
+    assert_eq!(stats.proposals_invalid, 0, "{stats:?}");
+}
+
+/// A validator asking for the same old block over and over gets at most its rate of answers
+/// per second (256 blocks): the rest are refused, not copied and sent.
+#[test]
+fn sync_answers_to_one_peer_are_rate_limited() {
+    use cess_consensus::bft::{Block, CommitRecord, Core, CoreConfig, NetMsg, Output, block_info};
+    use cess_consensus::ledger::{Ledger, LedgerParams};
+    use std::sync::Arc;
+
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let (genesis, keys, _) = cess_consensus::sim::genesis(4, 1, seed(32), params);
+    let genesis_ledger = Ledger::genesis(&genesis).unwrap();
+    let (account, key) = &keys[0];
+    let randomness = genesis_ledger.epoch_randomness(0).unwrap();
+    let block = Block {
+        height: 1,
+        parent: genesis_ledger.chain_id(),
+        parent_root: genesis_ledger.root(),
+        time_ms: 1,
+        proposer: account.id(),
+        vrf_proof: cess_consensus::vrf::vrf_prove(key, &randomness, 1).0,
+        last_commit: None,
+        txs: Vec::new(),
+    };
+    let mut ledger = genesis_ledger.clone();
+    ledger.apply_block(&block_info(&block), &[], &cess_proofs::CpuBackend);
+    let restored = cess_consensus::store::Restored {
+        ledger,
+        previous_validators: Some(cess_consensus::bft::validator_set(&genesis_ledger)),
+        last_hash: block.hash().0,
+        recent: vec![(
+            Arc::new(block),
+            CommitRecord {
+                round: 0,
+                signatures: Vec::new(),
+            },
+        )],
+    };
+    let mut core = Core::restore(
+        restored,
+        key.clone(),
+        account.id(),
+        CoreConfig::default(),
+        0,
+    );
+    core.start(0);
+    let peer = keys[1].0.id();
+    let answers = |outputs: Vec<Output>| {
+        outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Send(_, NetMsg::SyncResponse { .. })))
+            .count()
+    };
+    let mut answered = 0;
+    for _ in 0..1000 {
+        answered += answers(core.on_message(peer, NetMsg::SyncRequest { height: 1 }, 100));
+    }
+    assert_eq!(answered, 256);
+    assert_eq!(core.stats().sync_refused, 744);
+    // Another peer has its own budget; the next second, this one has a new one.
+    let other = keys[2].0.id();
+    assert_eq!(
+        answers(core.on_message(other, NetMsg::SyncRequest { height: 1 }, 100)),
+        1
+    );
+    assert_eq!(
+        answers(core.on_message(peer, NetMsg::SyncRequest { height: 1 }, 1_100)),
+        1
+    );
+}

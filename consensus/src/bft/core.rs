@@ -99,6 +99,12 @@ pub struct CoreStats {
     pub proposals_invalid: u64,
     pub messages_dropped: u64,
     pub equivocations_seen: u64,
+    /// A second, different proposal signed by a round's proposer (kept out: the first stands).
+    pub proposals_equivocated: u64,
+    /// Proposals for rounds past Malachite's lookahead, or over the future buffer's bound.
+    pub proposals_dropped: u64,
+    /// Sync requests over a peer's rate, not answered.
+    pub sync_refused: u64,
     pub synced_blocks: u64,
     pub txs_refused: u64,
     /// Write-ahead log entries replayed on restart.
@@ -124,9 +130,16 @@ const BLOCK_OVERHEAD_BYTES_MAX: usize = 64 << 10;
 /// and claims do not use but operators and clients read, into the future).
 pub const TIME_AHEAD_MS_MAX: u64 = 5_000;
 
-/// Proposals buffered for future heights, and how far ahead they may be.
+/// Proposals buffered for future heights, and how far ahead they may be, and their
+/// transactions' bytes in all (a Byzantine validator cannot make its peers hold more).
 const FUTURE_HEIGHTS: u64 = 2;
 const FUTURE_PER_HEIGHT: usize = 64;
+const FUTURE_TX_BYTES_MAX: usize = 64 << 20;
+/// Sync answers to one validator per second, in blocks and in their transactions' bytes: an
+/// honest validator catching up asks one block per round trip; more is a peer making this
+/// one copy and send blocks for nothing.
+const SYNC_ANSWERS_PER_PEER_PER_S: u32 = 256;
+const SYNC_TX_BYTES_PER_PEER_PER_S: usize = 64 << 20;
 /// A sync request is repeated at most this often per height.
 const SYNC_RETRY_MS: u64 = 500;
 /// A validator still voting at a height this long after it was decided here is sent the
@@ -150,6 +163,10 @@ pub struct Core {
     /// Signed proposals seen at the current height, to restream.
     proposals: BTreeMap<(u32, BlockHash), SignedProposal<Cess>>,
     future: BTreeMap<u64, Vec<(AccountId, SignedProposal<Cess>)>>,
+    /// Transaction bytes of the proposals in `future`.
+    future_tx_bytes: usize,
+    /// Peer → (start of its current one-second window in ms, answers, transaction bytes).
+    sync_served: BTreeMap<AccountId, (u64, u32, usize)>,
     history: BTreeMap<u64, (Arc<Block>, CommitRecord)>,
     /// Waiting transactions: a block takes each signer's run of consecutive nonces from its
     /// ledger nonce on, whatever order they arrived in.
@@ -258,6 +275,8 @@ impl Core {
             blocks: BTreeMap::new(),
             proposals: BTreeMap::new(),
             future: BTreeMap::new(),
+            future_tx_bytes: 0,
+            sync_served: BTreeMap::new(),
             history: BTreeMap::new(),
             mempool: Mempool::default(),
             pending: VecDeque::new(),
@@ -493,11 +512,17 @@ impl Core {
                     self.on_proposal(signed);
                 } else {
                     self.ask_sync(from);
+                    let tx_bytes = block_tx_bytes(signed.message.value.block());
                     let buffered = self.future.entry(h).or_default();
-                    if h <= height + FUTURE_HEIGHTS && buffered.len() < FUTURE_PER_HEIGHT {
+                    if h <= height + FUTURE_HEIGHTS
+                        && buffered.len() < FUTURE_PER_HEIGHT
+                        && self.future_tx_bytes + tx_bytes <= FUTURE_TX_BYTES_MAX
+                    {
                         buffered.push((from, signed));
+                        self.future_tx_bytes += tx_bytes;
                     } else {
                         self.stats.messages_dropped += 1;
+                        self.stats.proposals_dropped += 1;
                     }
                 }
             }
@@ -532,12 +557,16 @@ impl Core {
                 return self.on_relayed_txs(verified, now_ms);
             }
             NetMsg::SyncRequest { height: wanted } => {
-                if let Some((block, commit)) = self.history.get(&wanted) {
+                if let Some((block, commit)) = self.history.get(&wanted).cloned() {
+                    if !self.may_serve_sync(from, block_tx_bytes(&block)) {
+                        self.stats.sync_refused += 1;
+                        return self.run();
+                    }
                     self.outputs.push(Output::Send(
                         from,
                         NetMsg::SyncResponse {
-                            block: Box::new((**block).clone()),
-                            commit: commit.clone(),
+                            block: Box::new((*block).clone()),
+                            commit,
                         },
                     ));
                 } else if wanted > self.ledger.height() {
@@ -560,6 +589,30 @@ impl Core {
             }
         }
         self.run()
+    }
+
+    /// Whether one more sync answer to `peer` stays within its rate (and counts it).
+    fn may_serve_sync(&mut self, peer: AccountId, tx_bytes: usize) -> bool {
+        if self.sync_served.len() >= 2 * super::VALIDATORS_MAX
+            && !self.sync_served.contains_key(&peer)
+        {
+            // Only validators of two sets send requests; past eras' leave this way.
+            let now_ms = self.now_ms;
+            self.sync_served
+                .retain(|_, (start, _, _)| now_ms < *start + 1_000);
+        }
+        let window = self.sync_served.entry(peer).or_insert((self.now_ms, 0, 0));
+        if self.now_ms >= window.0 + 1_000 {
+            *window = (self.now_ms, 0, 0);
+        }
+        if window.1 >= SYNC_ANSWERS_PER_PEER_PER_S
+            || window.2 + tx_bytes > SYNC_TX_BYTES_PER_PEER_PER_S
+        {
+            return false;
+        }
+        window.1 += 1;
+        window.2 += tx_bytes;
+        true
     }
 
     /// A certificate is handled at its height; one from ahead means this validator is behind.
@@ -719,6 +772,15 @@ impl Core {
             self.stats.messages_dropped += 1;
             return;
         };
+        // Malachite drops these too, but only after this validator checked and kept the block.
+        if proposal.round.as_i64()
+            > self.consensus.round().as_i64()
+                + i64::from(arc_malachitebft_core_consensus::MAX_FUTURE_ROUND_LOOKAHEAD)
+        {
+            self.stats.messages_dropped += 1;
+            self.stats.proposals_dropped += 1;
+            return;
+        }
         let expected = self.validators.proposer(proposal.height.0, round);
         if expected.account != proposal.proposer
             || !self
@@ -730,6 +792,21 @@ impl Core {
         }
         let value = proposal.value.clone();
         let hash = arc_malachitebft_core_types::Value::id(&value);
+        // One proposal per round (its proposer is fixed): a second, different one signed by
+        // the same proposer is equivocation. The first stands and the second is neither
+        // checked nor kept, so a Byzantine leader cannot make its peers verify and hold a
+        // block for every proposal it signs.
+        if let Some(((_, first), _)) = self
+            .proposals
+            .range((round, BlockHash([0; 32]))..=(round, BlockHash([0xff; 32])))
+            .next()
+            && *first != hash
+        {
+            tracing::warn!(height = proposal.height.0, round, proposer = ?proposal.proposer, "a second proposal for the round: equivocation, dropped");
+            self.stats.proposals_equivocated += 1;
+            self.stats.messages_dropped += 1;
+            return;
+        }
         let validity = match self.check_proposal(proposal) {
             Err(reason) => {
                 // A property of this proposal, not of the block: not cached.
@@ -847,6 +924,12 @@ impl Core {
         }
         // Buffered proposals are handled once the height has started (they queue behind it).
         self.replay_future = self.future.remove(&height).unwrap_or_default();
+        self.future_tx_bytes = self
+            .future
+            .values()
+            .flatten()
+            .map(|(_, p)| block_tx_bytes(p.message.value.block()))
+            .sum();
     }
 
     /// Hands Malachite this validator's block for `height` and `round`.
@@ -904,6 +987,12 @@ impl Core {
         );
         block
     }
+}
+
+/// The encoded bytes of a block's transactions (what bounds its size; cheap, unlike encoding
+/// the block).
+fn block_tx_bytes(block: &Block) -> usize {
+    block.txs.iter().map(|tx| tx.encoded_len()).sum()
 }
 
 /// What the ledger is told about a decided block (validators and followers apply it alike).
