@@ -137,6 +137,109 @@ pub enum Call {
     Deauthorize {
         delegate: AccountId,
     },
+    /// Two conflicting messages signed by one validator candidate: it is slashed and left out
+    /// of every later election; the reporter gets a share of the slash.
+    ReportEquivocation {
+        evidence: Box<Equivocation>,
+    },
+}
+
+/// What a validator signed twice: two votes of one kind, or two proposals, for one height and
+/// round, with different contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    pub offender: AccountId,
+    pub height: u64,
+    pub round: u32,
+    pub kind: EquivocationKind,
+    pub first: SignedValue,
+    pub second: SignedValue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EquivocationKind {
+    Prevote,
+    Precommit,
+    Proposal,
+}
+
+/// One of the two messages: the block voted or proposed (`None`: a nil vote), the proposal's
+/// proof-of-lock round (−1 for none, and for votes), and the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedValue {
+    pub value: Option<Hash32>,
+    pub pol_round: i64,
+    pub signature: [u8; VALIDATOR_SIGNATURE_BYTES],
+}
+
+impl SignedValue {
+    fn encode(&self, w: &mut Writer) {
+        match &self.value {
+            None => w.u8(0),
+            Some(hash) => w.u8(1).fixed(hash),
+        };
+        w.u64(self.pol_round as u64).fixed(&self.signature);
+    }
+
+    fn decode(r: &mut Reader<'_>, kind: EquivocationKind) -> Result<SignedValue, DecodeError> {
+        let value = match r.u8("value tag")? {
+            0 => None,
+            1 => Some(r.array("value")?),
+            _ => return Err(DecodeError::Invalid("value tag")),
+        };
+        let pol_round = r.u64("pol round")? as i64;
+        let ok = match kind {
+            EquivocationKind::Proposal => {
+                value.is_some() && (-1..=i64::from(u32::MAX)).contains(&pol_round)
+            }
+            _ => pol_round == -1,
+        };
+        if !ok {
+            return Err(DecodeError::Invalid("signed value"));
+        }
+        Ok(SignedValue {
+            value,
+            pol_round,
+            signature: r.array("signature")?,
+        })
+    }
+}
+
+impl Equivocation {
+    fn encode(&self, w: &mut Writer) {
+        w.fixed(&self.offender.0)
+            .u64(self.height)
+            .u32(self.round)
+            .u8(match self.kind {
+                EquivocationKind::Prevote => 1,
+                EquivocationKind::Precommit => 2,
+                EquivocationKind::Proposal => 3,
+            });
+        self.first.encode(w);
+        self.second.encode(w);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Equivocation, DecodeError> {
+        let offender = AccountId(r.array("offender")?);
+        let height = r.u64("height")?;
+        let round = r.u32("round")?;
+        let kind = match r.u8("equivocation kind")? {
+            1 => EquivocationKind::Prevote,
+            2 => EquivocationKind::Precommit,
+            3 => EquivocationKind::Proposal,
+            _ => return Err(DecodeError::Invalid("equivocation kind")),
+        };
+        let first = SignedValue::decode(r, kind)?;
+        let second = SignedValue::decode(r, kind)?;
+        Ok(Equivocation {
+            offender,
+            height,
+            round,
+            kind,
+            first,
+            second,
+        })
+    }
 }
 
 impl Call {
@@ -162,6 +265,7 @@ impl Call {
             Call::RentSpace { .. } => 18,
             Call::Authorize { .. } => 19,
             Call::Deauthorize { .. } => 20,
+            Call::ReportEquivocation { .. } => 21,
         }
     }
 
@@ -187,6 +291,7 @@ impl Call {
             Call::RentSpace { .. } => "rent_space",
             Call::Authorize { .. } => "authorize",
             Call::Deauthorize { .. } => "deauthorize",
+            Call::ReportEquivocation { .. } => "report_equivocation",
         }
     }
 
@@ -280,6 +385,7 @@ impl Call {
             Call::Authorize { delegate } | Call::Deauthorize { delegate } => {
                 w.fixed(&delegate.0);
             }
+            Call::ReportEquivocation { evidence } => evidence.encode(w),
         }
     }
 
@@ -392,6 +498,9 @@ impl Call {
             },
             20 => Call::Deauthorize {
                 delegate: AccountId(r.array("delegate")?),
+            },
+            21 => Call::ReportEquivocation {
+                evidence: Box::new(Equivocation::decode(r)?),
             },
             _ => return Err(DecodeError::Invalid("call kind")),
         };

@@ -90,6 +90,7 @@ fn credit_weighs_each_part_as_documented() {
         stake: 1000 * TOKEN,
         reputation: 0,
         commits_missed_in_a_row: 0,
+        slashed: false,
     };
     let random_part = credit(&base, &account, u128::MAX, &seed);
     // Full reputation adds 5 × 10⁶; full stake adds 3 × 10⁶.
@@ -132,4 +133,134 @@ fn genesis_round_trips_and_refuses_corruption() {
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(Genesis::decode(&longer).is_err());
+}
+
+/// Two conflicting votes signed by one validator, put on the chain by anyone: the validator
+/// loses a tenth of its stake (a tenth of that to the reporter, the rest to the reward pool),
+/// is left out of the next election, and cannot be reported twice. Evidence that does not hold
+/// (the same vote twice, a signature of another key, another height's vote, a proposal pair
+/// signed by someone else) is refused and slashes no one.
+#[test]
+fn equivocation_evidence_slashes_the_validator_and_removes_it_at_the_next_era() {
+    use arc_malachitebft_core_types::{NilOrVal, Round, VoteType};
+    use cess_consensus::bft::{BlockHash, Cess, Height, Vote};
+    use cess_consensus::ledger::{EQUIVOCATION_SLASH_PERMILLE, REPORTER_SHARE_PERMILLE};
+    use cess_consensus::tx::{Equivocation, EquivocationKind, SignedValue};
+
+    let params = LedgerParams {
+        epoch_blocks: 4,
+        era_blocks: 8,
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let min = params.candidate_stake_min;
+    let mut chain = Chain::new(8, 4, params);
+    // A fifth candidate, so the set stays four when the offender leaves.
+    let key = validator_key(4);
+    chain
+        .run(
+            4,
+            Call::RegisterCandidate {
+                key: key.public().to_bytes(),
+                possession: key.proof_of_possession().to_bytes(),
+                stake: min,
+            },
+        )
+        .unwrap();
+    let ctx = Cess {
+        chain_id: chain.ledger.chain_id(),
+    };
+    let offender = 2;
+    let offender_id = chain.id(offender);
+    let keys = chain.validator_keys.clone();
+    let vote = |signer: usize, height: u64, value: Option<u8>| {
+        let vote = Vote {
+            height: Height(height),
+            round: Round::new(1),
+            value: value.map_or(NilOrVal::Nil, |b| NilOrVal::Val(BlockHash([b; 32]))),
+            kind: VoteType::Precommit,
+            validator: offender_id,
+        };
+        SignedValue {
+            value: value.map(|b| [b; 32]),
+            pol_round: -1,
+            signature: ctx.sign_vote(&keys[signer], &vote).to_bytes(),
+        }
+    };
+    let evidence = |first: SignedValue, second: SignedValue| Call::ReportEquivocation {
+        evidence: Box::new(Equivocation {
+            offender: offender_id,
+            height: 1,
+            round: 1,
+            kind: EquivocationKind::Precommit,
+            first,
+            second,
+        }),
+    };
+    let reporter = 6;
+    let balance = |chain: &Chain, i: usize| chain.ledger.account(&chain.id(i)).balance;
+
+    // Refused: the same vote twice; one signed by another validator; one of another height.
+    let refused = [
+        evidence(vote(offender, 1, Some(7)), vote(offender, 1, Some(7))),
+        evidence(vote(offender, 1, Some(7)), vote(0, 1, Some(8))),
+        evidence(vote(offender, 1, Some(7)), vote(offender, 2, None)),
+    ];
+    for call in refused {
+        assert!(matches!(
+            chain.run(reporter, call),
+            Err(cess_consensus::TxError::BadEvidence(_))
+        ));
+    }
+    assert!(!chain.ledger.candidate(&chain.id(offender)).unwrap().slashed);
+
+    let stake = chain.ledger.candidate(&chain.id(offender)).unwrap().stake;
+    let before = balance(&chain, reporter);
+    let tx = chain.tx(
+        reporter,
+        evidence(vote(offender, 1, Some(7)), vote(offender, 1, None)),
+    );
+    let fee = tx.fee;
+    let outcome = chain.block(&[tx]);
+    assert!(outcome.receipts[0].is_ok(), "{:?}", outcome.receipts[0]);
+    let slashed = stake * EQUIVOCATION_SLASH_PERMILLE / 1000;
+    let candidate = chain.ledger.candidate(&chain.id(offender)).unwrap();
+    assert!(candidate.slashed);
+    assert_eq!(candidate.stake, stake - slashed);
+    assert_eq!(
+        balance(&chain, reporter),
+        before - fee + slashed * REPORTER_SHARE_PERMILLE / 1000
+    );
+    assert!(outcome.events.iter().any(|e| matches!(
+        e,
+        Event::ValidatorSlashed { validator, .. } if *validator == chain.id(offender)
+    )));
+    // Once only.
+    assert!(matches!(
+        chain.run(
+            reporter,
+            evidence(vote(offender, 1, Some(7)), vote(offender, 1, Some(9)))
+        ),
+        Err(cess_consensus::TxError::AlreadySlashed)
+    ));
+    // Still in the set until the era ends; out of every election after it.
+    assert!(
+        chain
+            .ledger
+            .validators()
+            .iter()
+            .any(|v| v.account == chain.id(offender))
+    );
+    let era = chain.ledger.era();
+    while chain.ledger.era() == era {
+        chain.block(&[]);
+    }
+    let set: Vec<AccountId> = chain
+        .ledger
+        .validators()
+        .iter()
+        .map(|v| v.account)
+        .collect();
+    assert_eq!(set.len(), 4);
+    assert!(!set.contains(&chain.id(offender)), "{set:?}");
 }

@@ -273,15 +273,34 @@ pub struct Proposal {
 
 impl Proposal {
     pub fn sign_bytes(&self, chain_id: &Hash32) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.fixed(chain_id)
-            .u64(self.height.0)
-            .fixed(&round_bytes(self.round))
-            .fixed(&round_bytes(self.pol_round))
-            .fixed(&self.value.hash.0)
-            .fixed(&self.proposer.0);
-        w.into_bytes()
+        proposal_sign_bytes(
+            chain_id,
+            self.height.0,
+            self.round,
+            self.pol_round,
+            &self.value.hash.0,
+            &self.proposer,
+        )
     }
+}
+
+/// What a proposer signs: the proposal's header, the block by its hash.
+fn proposal_sign_bytes(
+    chain_id: &Hash32,
+    height: u64,
+    round: Round,
+    pol_round: Round,
+    block: &Hash32,
+    proposer: &AccountId,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.fixed(chain_id)
+        .u64(height)
+        .fixed(&round_bytes(round))
+        .fixed(&round_bytes(pol_round))
+        .fixed(block)
+        .fixed(&proposer.0);
+    w.into_bytes()
 }
 
 /// A round as 8 bytes: −1 (nil) or the round number.
@@ -603,6 +622,23 @@ impl Cess {
         signature: &ValidatorSignature,
     ) -> bool {
         key.verify(VOTE_DOMAIN, &vote.sign_bytes(&self.chain_id), signature)
+    }
+
+    /// Whether `key` signed a proposal of `block` with this header (what equivocation evidence
+    /// carries: the block by its hash only).
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify_proposal_of(
+        &self,
+        key: &ValidatorPublicKey,
+        height: u64,
+        round: Round,
+        pol_round: Round,
+        block: &Hash32,
+        proposer: &AccountId,
+        signature: &ValidatorSignature,
+    ) -> bool {
+        let bytes = proposal_sign_bytes(&self.chain_id, height, round, pol_round, block, proposer);
+        key.verify(PROPOSAL_DOMAIN, &bytes, signature)
     }
 
     pub fn sign_proposal(&self, key: &ValidatorKey, proposal: &Proposal) -> ValidatorSignature {

@@ -24,7 +24,10 @@ pub use space::Lease;
 pub use storage::{
     FileInfo, FileState, FragmentInfo, Miner, MinerState, Owner, RestoralOrder, SegmentInfo,
 };
-pub use validators::{COMMIT_MISSES_FORGIVEN, Candidate, ValidatorEntry, credit};
+pub use validators::{
+    COMMIT_MISSES_FORGIVEN, Candidate, EQUIVOCATION_SLASH_PERMILLE, REPORTER_SHARE_PERMILLE,
+    ValidatorEntry, credit,
+};
 
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
@@ -149,6 +152,10 @@ pub enum TxError {
     BadDelegate(&'static str),
     #[error("the signer already has {max} delegates")]
     TooManyDelegates { max: usize },
+    #[error("equivocation evidence: {0}")]
+    BadEvidence(&'static str),
+    #[error("the validator was already slashed for equivocation")]
+    AlreadySlashed,
 }
 
 impl TxError {
@@ -226,6 +233,13 @@ pub enum Event {
         file_id: Hash32,
     },
     /// A miner failed `audit_misses_max` audits in a row: its fragments went to restoral.
+    /// Evidence of equivocation was put on the chain: the validator lost `slashed` of its stake
+    /// (`reporter` got its share) and is left out of every later election.
+    ValidatorSlashed {
+        validator: AccountId,
+        reporter: AccountId,
+        slashed: u128,
+    },
     MinerDataReleased {
         miner: AccountId,
         fragments: usize,
@@ -404,6 +418,7 @@ impl Ledger {
                     stake: v.stake,
                     reputation: validators::REPUTATION_START,
                     commits_missed_in_a_row: 0,
+                    slashed: false,
                 },
             );
             total = total.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
@@ -692,6 +707,7 @@ impl Ledger {
             } => self.rent_space(signer, *add_gib, *add_blocks)?,
             Call::Authorize { delegate } => self.authorize(signer, *delegate)?,
             Call::Deauthorize { delegate } => self.deauthorize(signer, *delegate)?,
+            Call::ReportEquivocation { evidence } => self.report_equivocation(signer, evidence)?,
         }
         Ok(())
     }
@@ -833,7 +849,8 @@ impl Hashed for Candidate {
         w.fixed(&self.key.to_bytes())
             .u128(self.stake)
             .u32(self.reputation)
-            .u32(self.commits_missed_in_a_row);
+            .u32(self.commits_missed_in_a_row)
+            .bool(self.slashed);
     }
 }
 

@@ -42,7 +42,14 @@ pub struct Candidate {
     /// Commits in a row that did not carry its precommit (reputation falls only past
     /// [`COMMIT_MISSES_FORGIVEN`]).
     pub commits_missed_in_a_row: u32,
+    /// Slashed for equivocation: never elected again.
+    pub slashed: bool,
 }
+
+/// Share of its stake a validator loses when evidence of its equivocation is put on the chain,
+/// and the reporter's share of that (the rest goes to the reward pool).
+pub const EQUIVOCATION_SLASH_PERMILLE: u128 = 100;
+pub const REPORTER_SHARE_PERMILLE: u128 = 100;
 
 /// A member of the current validator set (equal voting power: BFT counts validators).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +131,9 @@ impl Ledger {
         let eligible: Vec<(&AccountId, &Candidate)> = self
             .candidates
             .iter()
-            .filter(|(_, c)| c.stake >= self.params.candidate_stake_min || self.height == 0)
+            .filter(|(_, c)| {
+                !c.slashed && (c.stake >= self.params.candidate_stake_min || self.height == 0)
+            })
             .collect();
         if eligible.is_empty() {
             return self.validators.clone();
@@ -174,8 +183,102 @@ impl Ledger {
                 stake,
                 reputation: REPUTATION_START,
                 commits_missed_in_a_row: 0,
+                slashed: false,
             },
         );
+        Ok(())
+    }
+
+    /// Checks equivocation evidence in full (two different messages of one kind, height and
+    /// round, both signed with the offender's key, recent enough), then slashes the offender:
+    /// [`EQUIVOCATION_SLASH_PERMILLE`] of its stake, [`REPORTER_SHARE_PERMILLE`] of that to the
+    /// reporter and the rest to the reward pool; it is never elected again (so it leaves the
+    /// set at the next era). Evidence older than two eras is refused, as is a second report.
+    pub(super) fn report_equivocation(
+        &mut self,
+        reporter: AccountId,
+        evidence: &crate::tx::Equivocation,
+    ) -> Result<(), TxError> {
+        use crate::tx::EquivocationKind;
+        use arc_malachitebft_core_types::{NilOrVal, Round, VoteType};
+        let candidate = self
+            .candidates
+            .get(&evidence.offender)
+            .ok_or(TxError::NotCandidate)?;
+        if candidate.slashed {
+            return Err(TxError::AlreadySlashed);
+        }
+        if evidence.height > self.height + 1
+            || evidence.height + 2 * self.params.era_blocks < self.height
+        {
+            return Err(TxError::BadEvidence("height not within the last two eras"));
+        }
+        let (first, second) = (&evidence.first, &evidence.second);
+        if first.value == second.value && first.pol_round == second.pol_round {
+            return Err(TxError::BadEvidence("the two messages are the same"));
+        }
+        let ctx = crate::bft::Cess {
+            chain_id: self.chain_id(),
+        };
+        let signed = |m: &crate::tx::SignedValue| -> bool {
+            let Ok(signature) = ValidatorSignature::decode(&m.signature) else {
+                return false;
+            };
+            let round = Round::new(evidence.round);
+            match evidence.kind {
+                EquivocationKind::Proposal => {
+                    // Decoding keeps pol_round in −1..=u32::MAX; −1 is no proof-of-lock round.
+                    let Some(block) = m.value else {
+                        return false;
+                    };
+                    let pol_round = u32::try_from(m.pol_round).map_or(Round::Nil, Round::new);
+                    ctx.verify_proposal_of(
+                        &candidate.key,
+                        evidence.height,
+                        round,
+                        pol_round,
+                        &block,
+                        &evidence.offender,
+                        &signature,
+                    )
+                }
+                EquivocationKind::Prevote | EquivocationKind::Precommit => {
+                    let vote = crate::bft::Vote {
+                        height: crate::bft::Height(evidence.height),
+                        round,
+                        value: match m.value {
+                            None => NilOrVal::Nil,
+                            Some(hash) => NilOrVal::Val(crate::bft::BlockHash(hash)),
+                        },
+                        kind: if evidence.kind == EquivocationKind::Prevote {
+                            VoteType::Prevote
+                        } else {
+                            VoteType::Precommit
+                        },
+                        validator: evidence.offender,
+                    };
+                    ctx.verify_vote(&candidate.key, &vote, &signature)
+                }
+            }
+        };
+        if !signed(first) || !signed(second) {
+            return Err(TxError::BadEvidence("a signature does not verify"));
+        }
+        let candidate = self
+            .candidates
+            .get_mut(&evidence.offender)
+            .expect("checked");
+        let slashed = candidate.stake * EQUIVOCATION_SLASH_PERMILLE / 1000;
+        candidate.stake -= slashed;
+        candidate.slashed = true;
+        let share = slashed * REPORTER_SHARE_PERMILLE / 1000;
+        self.credit(reporter, share);
+        self.reward_pool += slashed - share;
+        self.events.push(Event::ValidatorSlashed {
+            validator: evidence.offender,
+            reporter,
+            slashed,
+        });
         Ok(())
     }
 
