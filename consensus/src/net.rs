@@ -370,7 +370,8 @@ fn start_loopback_on(
                         store.height() + 1,
                     )
                     .map_err(|e| NetError::Io(e.to_string()))?;
-                    core.recover(recovered.entries);
+                    core.recover(recovered.entries)
+                        .map_err(|e| NetError::Io(e.to_string()))?;
                     Some(wal)
                 } else {
                     None

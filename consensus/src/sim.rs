@@ -432,7 +432,8 @@ impl Sim {
         if let Some(wal) = target.wal.take() {
             let (wal, recovered) = Wal::open(wal.into_medium(), &chain_id, core.height())
                 .expect("a simulated log reopens");
-            core.recover(recovered.entries);
+            core.recover(recovered.entries)
+                .expect("the simulated store is never behind its log");
             target.wal = Some(wal);
         }
         target.core = core;

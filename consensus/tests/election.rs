@@ -263,4 +263,27 @@ fn equivocation_evidence_slashes_the_validator_and_removes_it_at_the_next_era() 
         .collect();
     assert_eq!(set.len(), 4);
     assert!(!set.contains(&chain.id(offender)), "{set:?}");
+    // Out of the set, it may take its stake back, but its account and key stay marked: it
+    // cannot register again to be elected.
+    chain
+        .run(
+            offender,
+            Call::Unbond {
+                amount: stake - slashed,
+            },
+        )
+        .unwrap();
+    assert!(chain.ledger.candidate(&offender_id).unwrap().slashed);
+    let key = validator_key(offender);
+    assert!(matches!(
+        chain.run(
+            offender,
+            Call::RegisterCandidate {
+                key: key.public().to_bytes(),
+                possession: key.proof_of_possession().to_bytes(),
+                stake: min,
+            },
+        ),
+        Err(cess_consensus::TxError::AlreadyRegistered)
+    ));
 }

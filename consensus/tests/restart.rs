@@ -131,7 +131,7 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
             0,
         );
         let (wal, recovered) = open_wal(&paths[i].with_file_name("wal"), &ledger, height + 1);
-        core.recover(recovered.entries);
+        core.recover(recovered.entries).unwrap();
         let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
         let disk = net::Disk {
             store,

@@ -272,7 +272,7 @@ pub fn run(dir: &Path) -> Result<()> {
             ..CoreConfig::default()
         };
         let mut core = Core::restore(restored, validator_key, account, core_config, 0);
-        core.recover(recovered.entries);
+        core.recover(recovered.entries)?;
         let disk = net::Disk {
             store,
             wal: Some(wal),

@@ -93,6 +93,18 @@ pub enum Output {
     },
 }
 
+/// The write-ahead log holds votes of a height past the block store's next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the write-ahead log has entries of height {log_height} but the block store ends at \
+     {store_height}: blocks this validator committed are missing from its store; restore the \
+     store (or sync it as a follower) before starting, or it could sign twice"
+)]
+pub struct LogAhead {
+    pub store_height: u64,
+    pub log_height: u64,
+}
+
 /// Counters for operators and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CoreStats {
@@ -374,14 +386,25 @@ impl Core {
     /// Hands a restored core the write-ahead log's entries (before [`Core::start`]): those of
     /// the height it starts at are replayed when it starts; older ones are of blocks already
     /// stored and are dropped.
-    pub fn recover(&mut self, entries: Vec<(u64, WalEntry)>) {
+    ///
+    /// A log with entries of a later height means the block store lost blocks the log's
+    /// owner had committed (a damaged or restored store): replaying only this height would
+    /// drop the votes cast at the later ones, so that is refused and nothing is replayed.
+    pub fn recover(&mut self, entries: Vec<(u64, WalEntry)>) -> Result<(), LogAhead> {
         assert!(!self.started, "the log is replayed before the core starts");
         let height = self.height();
+        if let Some(&(ahead, _)) = entries.iter().find(|(h, _)| *h > height) {
+            return Err(LogAhead {
+                store_height: height - 1,
+                log_height: ahead,
+            });
+        }
         self.recovered = entries
             .into_iter()
             .filter(|(h, _)| *h == height)
             .map(|(_, entry)| entry)
             .collect();
+        Ok(())
     }
 
     /// Start the first height, replaying the write-ahead log's entries for it if the core was

@@ -8,8 +8,8 @@ mod types;
 mod wire;
 
 pub use core::{
-    BLOCK_TX_BYTES_MAX, Committed, Core, CoreConfig, CoreStats, Output, TIME_AHEAD_MS_MAX,
-    block_info, validator_set,
+    BLOCK_TX_BYTES_MAX, Committed, Core, CoreConfig, CoreStats, LogAhead, Output,
+    TIME_AHEAD_MS_MAX, block_info, validator_set,
 };
 pub use mempool::{Mempool, MempoolLimits, NONCE_WINDOW};
 pub(crate) use types::round_bytes;

@@ -314,7 +314,9 @@ impl Ledger {
             return Err(TxError::ValidatorBonded);
         }
         self.candidates.get_mut(&signer).expect("checked").stake = left;
-        if left == 0 {
+        // A slashed candidate's entry stays (with no stake): its account and key can never
+        // register again and be elected.
+        if left == 0 && !self.candidates[&signer].slashed {
             let candidate = self.candidates.remove(&signer).expect("checked");
             self.validator_keys.remove(&candidate.key.to_bytes());
         }
