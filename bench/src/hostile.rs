@@ -12,50 +12,11 @@
 use crate::report::{Case, Options};
 use crate::transport::{FRAGMENT_BYTES, loopback};
 use cess_transport::attacks::{self, Kind};
-use cess_transport::server::{FragmentStore, StoreFault};
+use cess_transport::memstore::MemStore;
 use cess_transport::{Client, ClientConfig, Endpoint, Limits, NodeKey, Server, ServerConfig};
 use sha2::Digest;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Keeps fragments in memory: the case measures the protocol's bounds, not a disk.
-/// Admits only the peers with standing, as a node on a chain admits accounts that pay for
-/// space, mine or validate.
-#[derive(Default)]
-struct MemoryStore {
-    fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
-    standing: Mutex<std::collections::HashSet<cess_transport::PeerId>>,
-}
-
-impl FragmentStore for MemoryStore {
-    type WriteBuf = Vec<u8>;
-    type ReadBuf = Vec<u8>;
-    fn alloc(&self, len_bytes: usize) -> Vec<u8> {
-        vec![0; len_bytes]
-    }
-    fn admit_peer(&self, peer: &cess_transport::PeerId) -> Result<(), String> {
-        match self.standing.lock() {
-            Ok(standing) if standing.contains(peer) => Ok(()),
-            _ => Err("no standing".into()),
-        }
-    }
-    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
-        let fragments = self.fragments.lock().map_err(|_| StoreFault::NotFound)?;
-        Ok(fragments.get(&id).map(|f| f.len() as u64))
-    }
-    async fn put(&self, id: [u8; 32], data: Vec<u8>) -> Result<(), StoreFault> {
-        if let Ok(mut fragments) = self.fragments.lock() {
-            fragments.insert(id, data);
-        }
-        Ok(())
-    }
-    async fn read(&self, id: [u8; 32], offset: u64, len_bytes: u64) -> Result<Vec<u8>, StoreFault> {
-        let fragments = self.fragments.lock().map_err(|_| StoreFault::NotFound)?;
-        let f = fragments.get(&id).ok_or(StoreFault::NotFound)?;
-        Ok(f[offset as usize..(offset + len_bytes) as usize].to_vec())
-    }
-}
 
 fn random_fragment(len: usize, seed: u64) -> ([u8; 32], Vec<u8>) {
     use rand::SeedableRng;
@@ -127,7 +88,8 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
         .map_err(|e| e.to_string())?;
     let (ops, runs) = if options.quick { (40, 1) } else { (200, 3) };
     runtime.block_on(async {
-        let store = Arc::new(MemoryStore::default());
+        // In memory: the case measures the protocol's bounds, not a disk.
+        let store = Arc::new(MemStore::only_peers_with_standing());
         let (large_id, large) = random_fragment(FRAGMENT_BYTES, 1);
         store
             .fragments
@@ -141,11 +103,7 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
         let server = Server::new(store.clone(), key, ServerConfig::default());
         tokio::spawn(server.clone().serve(endpoint.clone()));
         let honest_key = Arc::new(NodeKey::generate());
-        store
-            .standing
-            .lock()
-            .map_err(|e| e.to_string())?
-            .insert(honest_key.peer_id());
+        store.grant_standing(honest_key.peer_id());
         let honest = client(honest_key)?;
         let key_dir =
             std::env::temp_dir().join(format!("cess-bench-attack-{}", std::process::id()));
@@ -153,11 +111,7 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
         let key_path = key_dir.join("attacker.key");
         let _ = std::fs::remove_file(&key_path);
         let attacker_key = Arc::new(NodeKey::create(&key_path).map_err(|e| e.to_string())?);
-        store
-            .standing
-            .lock()
-            .map_err(|e| e.to_string())?
-            .insert(attacker_key.peer_id());
+        store.grant_standing(attacker_key.peer_id());
         honest.connection(&addr).await.map_err(|e| e.to_string())?;
         let mut cases = Vec::new();
         for (k, kind) in kinds.into_iter().enumerate() {

@@ -212,16 +212,7 @@ pub fn start<E: Engine + Send + 'static>(
     start_with_store(core, node_key, listen, peers, None)
 }
 
-/// What a validator keeps on disk: its block store and its write-ahead log.
-#[derive(Debug)]
-pub struct Disk {
-    /// Its height must be the core's.
-    pub store: crate::store::BlockStore,
-    /// Opened at the store's height + 1, its entries already handed to the core
-    /// ([`crate::bft::Core::recover`]). `None` runs without one (tests, benchmarks: a crash
-    /// may then make this validator sign twice).
-    pub wal: Option<crate::wal::Wal<crate::wal::FileMedium>>,
-}
+pub use crate::store::Disk;
 
 /// [`start`], keeping every committed block in the disk's store and logging consensus inputs
 /// in its write-ahead log. With a log, each block is appended by the core loop itself, durable
@@ -242,7 +233,13 @@ pub fn start_with_store<E: Engine + Send + 'static>(
                 core.ledger().height(),
                 "the core resumes where its store ends"
             );
-            (Some(StoreWriter::start(store)?), wal)
+            // With a log, the loop appends each block itself before it resets the log.
+            let writer = if wal.is_some() {
+                StoreWriter::inline(store)
+            } else {
+                StoreWriter::start(store)?
+            };
+            (Some(writer), wal)
         }
         None => (None, None),
     };
@@ -339,44 +336,27 @@ fn start_loopback_on(
     drop(sockets);
     let mut handles = Vec::with_capacity(keys.len());
     for (i, (account, validator_key)) in keys.iter().enumerate() {
-        let mut core = crate::bft::Core::new(
-            ledger.clone(),
-            validator_key.clone(),
-            account.id(),
-            config.clone(),
-            0,
-        );
-        let disk = match disk_dir {
-            None => None,
-            Some((dir, wal)) => {
-                let dir = dir.join(format!("v{i}"));
-                std::fs::create_dir_all(&dir).map_err(|e| NetError::Io(e.to_string()))?;
-                let (store, _) =
-                    crate::store::BlockStore::open(&dir.join("blocks"), &ledger.chain_id())
-                        .map_err(|e| NetError::Io(e.to_string()))?;
-                let restored = crate::store::replay(&store, ledger.clone(), config.history_max)
-                    .map_err(|e| NetError::Io(e.to_string()))?;
-                core = crate::bft::Core::restore(
-                    restored,
+        let (core, disk) = match disk_dir {
+            None => {
+                let core = crate::bft::Core::new(
+                    ledger.clone(),
                     validator_key.clone(),
                     account.id(),
                     config.clone(),
                     0,
                 );
-                let wal = if wal {
-                    let (wal, recovered) = crate::wal::open_file(
-                        &dir.join("wal"),
-                        &ledger.chain_id(),
-                        store.height() + 1,
-                    )
-                    .map_err(|e| NetError::Io(e.to_string()))?;
-                    core.recover(recovered.entries)
-                        .map_err(|e| NetError::Io(e.to_string()))?;
-                    Some(wal)
-                } else {
-                    None
-                };
-                Some(Disk { store, wal })
+                (core, None)
+            }
+            Some((dir, wal)) => {
+                let dir = dir.join(format!("v{i}"));
+                let io = |e: &dyn std::fmt::Display| NetError::Io(e.to_string());
+                std::fs::create_dir_all(&dir).map_err(|e| io(&e))?;
+                let (core, disk) =
+                    crate::store::open_disk(&dir, ledger.clone(), config.history_max, wal)
+                        .map_err(|e| io(&e))?
+                        .into_core(validator_key.clone(), account.id(), config.clone())
+                        .map_err(|e| io(&e))?;
+                (core, Some(disk))
             }
         };
         let peers = addrs
@@ -573,10 +553,19 @@ async fn core_loop<E: Engine>(
 /// holds up the core loop), read under its lock for sync answers.
 struct StoreWriter {
     store: Arc<std::sync::Mutex<crate::store::BlockStore>>,
-    blocks: std::sync::mpsc::SyncSender<(Arc<crate::bft::Block>, crate::bft::CommitRecord)>,
+    /// The writer thread's queue; none when the core loop appends itself ([`Self::append_now`]).
+    blocks: Option<std::sync::mpsc::SyncSender<(Arc<crate::bft::Block>, crate::bft::CommitRecord)>>,
 }
 
 impl StoreWriter {
+    /// Blocks appended by the caller ([`Self::append_now`]), not by a thread.
+    fn inline(store: crate::store::BlockStore) -> StoreWriter {
+        StoreWriter {
+            store: Arc::new(std::sync::Mutex::new(store)),
+            blocks: None,
+        }
+    }
+
     fn start(store: crate::store::BlockStore) -> Result<StoreWriter, NetError> {
         let store = Arc::new(std::sync::Mutex::new(store));
         // A thousand blocks behind, the core loop waits for the disk.
@@ -605,7 +594,10 @@ impl StoreWriter {
                 }
             })
             .map_err(|e| NetError::Io(e.to_string()))?;
-        Ok(StoreWriter { store, blocks })
+        Ok(StoreWriter {
+            store,
+            blocks: Some(blocks),
+        })
     }
 
     /// Appends in the caller's thread: durable when this returns.
@@ -623,7 +615,8 @@ impl StoreWriter {
     fn append(&self, block: Arc<crate::bft::Block>, commit: crate::bft::CommitRecord) {
         // Blocks only if the disk is a thousand blocks behind; fails only once the writer
         // stopped (its error is logged there).
-        let _ = self.blocks.send((block, commit));
+        let blocks = self.blocks.as_ref().expect("appended by the writer thread");
+        let _ = blocks.send((block, commit));
     }
 
     fn read(&self, height: u64) -> Option<(Arc<crate::bft::Block>, crate::bft::CommitRecord)> {

@@ -393,12 +393,13 @@ impl Sim {
         let node = up[self.rng.random_range(0..up.len())];
         let kept_writes = self.rng.random_range(0..=8);
         let torn_permille = self.rng.random_range(0..=1000);
+        let died_before_sync = self.rng.random_bool(0.5);
         let target = &mut self.nodes[node];
         target.down = true;
         target.timers.clear();
         if let Some(wal) = &mut target.wal {
             // Half the time it died between writing its buffered entries and syncing them.
-            if kept_writes % 2 == 1 {
+            if died_before_sync {
                 wal.write_buffered()
                     .expect("the simulated disk does not fail");
             }

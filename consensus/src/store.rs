@@ -114,22 +114,16 @@ impl BlockStore {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
         // One writer: a second validator on the same directory would interleave records.
-        if let Err(e) = file.try_lock() {
-            return match e {
-                std::fs::TryLockError::WouldBlock => Err(StoreError::Locked {
+        let mut file = match open_locked(path) {
+            Ok(file) => file,
+            Err(None) => {
+                return Err(StoreError::Locked {
                     path: path.to_path_buf(),
-                }),
-                std::fs::TryLockError::Error(e) => Err(io(e)),
-            };
-        }
+                });
+            }
+            Err(Some(e)) => return Err(io(e)),
+        };
         let len = file.metadata().map_err(io)?.len();
         if len < HEADER_BYTES {
             // New, or a crash before the header was durable: nothing was acknowledged yet.
@@ -299,6 +293,91 @@ pub enum ReplayError {
     Diverged { height: u64, what: &'static str },
 }
 
+/// What a validator keeps on disk: its block store and its write-ahead log.
+#[derive(Debug)]
+pub struct Disk {
+    /// Its height must be the core's.
+    pub store: BlockStore,
+    /// Opened at the store's height + 1, its entries already handed to the core
+    /// ([`crate::bft::Core::recover`]). `None` runs without one (benchmarks: a crash may then
+    /// make this validator sign twice).
+    pub wal: Option<crate::wal::Wal<crate::wal::FileMedium>>,
+}
+
+/// A validator's files in its directory: the block store and the write-ahead log.
+pub const BLOCKS_FILE: &str = "blocks";
+pub const WAL_FILE: &str = "wal";
+
+/// Why a validator's disk could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
+    #[error(transparent)]
+    LogAhead(#[from] crate::bft::LogAhead),
+}
+
+/// A validator's disk, opened and read back: the ledger replayed from its blocks and the
+/// write-ahead log's entries for the height after them.
+#[derive(Debug)]
+pub struct OpenedDisk {
+    pub restored: Restored,
+    pub disk: Disk,
+    pub wal_entries: Vec<(u64, crate::wal::WalEntry)>,
+    /// Bytes of a torn last block record dropped (its block is synced again).
+    pub store_torn_bytes: u64,
+    /// Bytes of a torn log tail dropped (never synced, so never sent).
+    pub wal_torn_bytes: u64,
+}
+
+/// Opens `dir`'s block store ([`BLOCKS_FILE`]) and, with `wal`, its write-ahead log
+/// ([`WAL_FILE`]) at the store's next height, replaying the blocks on `genesis` and keeping the
+/// last `recent` in memory. Either file in use by another process is
+/// [`StoreError::Locked`] / [`crate::wal::WalError::Locked`].
+pub fn open_disk(
+    dir: &Path,
+    genesis: crate::ledger::Ledger,
+    recent: usize,
+    wal: bool,
+) -> Result<OpenedDisk, DiskError> {
+    let chain_id = genesis.chain_id();
+    let (store, opened) = BlockStore::open(&dir.join(BLOCKS_FILE), &chain_id)?;
+    let restored = replay(&store, genesis, recent)?;
+    let (wal, wal_entries, wal_torn_bytes) = if wal {
+        let (wal, recovered) =
+            crate::wal::open_file(&dir.join(WAL_FILE), &chain_id, store.height() + 1)?;
+        (Some(wal), recovered.entries, recovered.torn_bytes)
+    } else {
+        (None, Vec::new(), 0)
+    };
+    Ok(OpenedDisk {
+        restored,
+        disk: Disk { store, wal },
+        wal_entries,
+        store_torn_bytes: opened.torn_bytes,
+        wal_torn_bytes,
+    })
+}
+
+impl OpenedDisk {
+    /// The validator's core resumed from this disk, its log handed to it, and the disk for its
+    /// driver.
+    pub fn into_core(
+        self,
+        key: crate::keys::ValidatorKey,
+        account: crate::keys::AccountId,
+        config: crate::bft::CoreConfig,
+    ) -> Result<(crate::bft::Core, Disk), crate::bft::LogAhead> {
+        let mut core = crate::bft::Core::restore(self.restored, key, account, config, 0);
+        core.recover(self.wal_entries)?;
+        Ok((core, self.disk))
+    }
+}
+
 /// Applies every stored block to `genesis`, checking that each links to the one before (its
 /// parent hash, and the state root it certifies), and keeps the last `recent` of them.
 /// Signatures were verified when the blocks were committed and are not checked again.
@@ -368,6 +447,23 @@ pub fn replay_blocks(
         recent: kept.into(),
         last_hash: parent,
     })
+}
+
+/// Opens (or creates) `path` for reading and writing, locked against every other opener:
+/// `Err(None)` when another process holds it.
+pub(crate) fn open_locked(path: &Path) -> Result<File, Option<std::io::Error>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(Some)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(Some(e)),
+    }
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

@@ -34,7 +34,7 @@ use crate::tx::Hash32;
 use arc_malachitebft_core_consensus::{Input, ProposedValue};
 use arc_malachitebft_core_types::{Timeout, TimeoutKind, Validity, ValueOrigin};
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 12] = b"cess-wal\0\0\0\0";
@@ -74,16 +74,6 @@ impl WalEntry {
 
     pub(crate) fn into_input(self) -> Input<Cess> {
         self.0
-    }
-
-    /// A vote or proposal this validator signed (`me`), with its height, round and kind:
-    /// what the simulator checks for conflicts.
-    pub fn signed_by(&self, me: &AccountId) -> bool {
-        match &self.0 {
-            Input::Vote(v) => v.message.validator == *me,
-            Input::Proposal(p) => p.message.proposer == *me,
-            _ => false,
-        }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -228,26 +218,16 @@ pub struct FileMedium {
 
 impl FileMedium {
     pub fn open(path: &Path) -> Result<FileMedium, WalError> {
-        let io = |source| WalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
-        if let Err(e) = file.try_lock() {
-            return match e {
-                std::fs::TryLockError::WouldBlock => Err(WalError::Locked {
-                    path: path.to_path_buf(),
-                }),
-                std::fs::TryLockError::Error(e) => Err(io(e)),
-            };
+        match crate::store::open_locked(path) {
+            Ok(file) => Ok(FileMedium { file }),
+            Err(None) => Err(WalError::Locked {
+                path: path.to_path_buf(),
+            }),
+            Err(Some(source)) => Err(WalError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
-        Ok(FileMedium { file })
     }
 }
 
@@ -318,8 +298,6 @@ pub struct Wal<M> {
 pub struct Recovered {
     /// The entries of `from_height` and after, in the order they were logged.
     pub entries: Vec<(u64, WalEntry)>,
-    /// Records of earlier heights (already in the block store) skipped.
-    pub stale: usize,
     /// Bytes of an incomplete tail dropped.
     pub torn_bytes: u64,
 }
@@ -359,7 +337,6 @@ impl<M: WalMedium> Wal<M> {
             };
             let recovered = Recovered {
                 entries: Vec::new(),
-                stale: 0,
                 torn_bytes: len,
             };
             return Ok((wal, recovered));
@@ -371,7 +348,6 @@ impl<M: WalMedium> Wal<M> {
             return Err(WalError::OtherChain);
         }
         let mut entries = Vec::new();
-        let mut stale = 0;
         let mut at = HEADER_BYTES;
         let good_end = loop {
             let head_end = at + RECORD_HEAD_BYTES;
@@ -392,8 +368,6 @@ impl<M: WalMedium> Wal<M> {
                 let entry = WalEntry::decode(entry)
                     .map_err(|source| WalError::Undecodable { offset: at, source })?;
                 entries.push((height, entry));
-            } else {
-                stale += 1;
             }
             at = head_end + entry_len;
         };
@@ -412,7 +386,6 @@ impl<M: WalMedium> Wal<M> {
             wal,
             Recovered {
                 entries,
-                stale,
                 torn_bytes,
             },
         ))

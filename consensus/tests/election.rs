@@ -8,6 +8,16 @@ use cess_consensus::ledger::{Event, Genesis, LedgerParams, TOKEN, credit};
 use cess_consensus::{AccountId, Call};
 use common::{Chain, validator_key};
 
+/// Registration of `validator_key(i)` as a candidate with `stake`.
+fn candidacy(i: usize, stake: u128) -> Call {
+    let key = validator_key(i);
+    Call::RegisterCandidate {
+        key: key.public().to_bytes(),
+        possession: key.proof_of_possession().to_bytes(),
+        stake,
+    }
+}
+
 #[test]
 fn each_era_elects_the_top_candidates_by_credit() {
     let params = LedgerParams {
@@ -20,17 +30,7 @@ fn each_era_elects_the_top_candidates_by_credit() {
     let mut chain = Chain::new(12, 4, params);
     // Six more candidates with growing stakes.
     for i in 4..10 {
-        let key = validator_key(i);
-        chain
-            .run(
-                i,
-                Call::RegisterCandidate {
-                    key: key.public().to_bytes(),
-                    possession: key.proof_of_possession().to_bytes(),
-                    stake: min * (i as u128),
-                },
-            )
-            .unwrap();
+        chain.run(i, candidacy(i, min * (i as u128))).unwrap();
     }
     let genesis_set: Vec<AccountId> = chain
         .ledger
@@ -156,17 +156,7 @@ fn equivocation_evidence_slashes_the_validator_and_removes_it_at_the_next_era() 
     let min = params.candidate_stake_min;
     let mut chain = Chain::new(8, 4, params);
     // A fifth candidate, so the set stays four when the offender leaves.
-    let key = validator_key(4);
-    chain
-        .run(
-            4,
-            Call::RegisterCandidate {
-                key: key.public().to_bytes(),
-                possession: key.proof_of_possession().to_bytes(),
-                stake: min,
-            },
-        )
-        .unwrap();
+    chain.run(4, candidacy(4, min)).unwrap();
     let ctx = Cess {
         chain_id: chain.ledger.chain_id(),
     };
@@ -274,16 +264,8 @@ fn equivocation_evidence_slashes_the_validator_and_removes_it_at_the_next_era() 
         )
         .unwrap();
     assert!(chain.ledger.candidate(&offender_id).unwrap().slashed);
-    let key = validator_key(offender);
     assert!(matches!(
-        chain.run(
-            offender,
-            Call::RegisterCandidate {
-                key: key.public().to_bytes(),
-                possession: key.proof_of_possession().to_bytes(),
-                stake: min,
-            },
-        ),
+        chain.run(offender, candidacy(offender, min)),
         Err(cess_consensus::TxError::AlreadyRegistered)
     ));
 }

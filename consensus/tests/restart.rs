@@ -6,12 +6,12 @@
 //! come from its store. The follower keeps what it applied in its own store and, restarted,
 //! resumes there.
 
-use cess_consensus::bft::{Core, CoreConfig};
+use cess_consensus::bft::CoreConfig;
 use cess_consensus::ledger::{Ledger, LedgerParams};
 use cess_consensus::net::{self, ValidatorHandle};
 use cess_consensus::sim::genesis;
-use cess_consensus::store::{self, BlockStore, StoreError};
-use cess_consensus::wal::{self, FileMedium, Wal, WalError};
+use cess_consensus::store::{self, BlockStore, DiskError, OpenedDisk, StoreError};
+use cess_consensus::wal::WalError;
 use cess_transport::{NodeAddr, NodeKey};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,18 +39,17 @@ fn open_store(path: &Path, ledger: &Ledger) -> BlockStore {
     }
 }
 
-/// Opens a validator's write-ahead log at `from_height`, waiting while a killed validator's
-/// loop still holds it.
-fn open_wal(
-    path: &Path,
-    ledger: &Ledger,
-    from_height: u64,
-) -> (Wal<FileMedium>, cess_consensus::wal::Recovered) {
+/// Opens a validator's disk, waiting while a killed validator's loop or store thread still
+/// holds one of its files.
+fn open_disk(dir: &Path, ledger: &Ledger, keep: usize) -> OpenedDisk {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match wal::open_file(path, &ledger.chain_id(), from_height) {
+        match store::open_disk(dir, ledger.clone(), keep, true) {
             Ok(opened) => return opened,
-            Err(WalError::Locked { .. }) if Instant::now() < deadline => {
+            Err(
+                DiskError::Store(StoreError::Locked { .. })
+                | DiskError::Wal(WalError::Locked { .. }),
+            ) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("{e}"),
@@ -88,11 +87,11 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
     };
     let dir = std::env::temp_dir().join(format!("cess-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let paths: Vec<PathBuf> = (0..4)
+    let dirs: Vec<PathBuf> = (0..4)
         .map(|i| {
             let d = dir.join(format!("v{i}"));
             std::fs::create_dir_all(&d).unwrap();
-            d.join("blocks")
+            d
         })
         .collect();
     let sockets: Vec<_> = (0..4)
@@ -114,29 +113,18 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
             .collect()
     };
     let start = |rt: &tokio::runtime::Runtime, i: usize, keep: usize| -> (ValidatorHandle, u64) {
-        let store = open_store(&paths[i], &ledger);
-        let restored = store::replay(&store, ledger.clone(), keep).unwrap();
-        let height = store.height();
+        let opened = open_disk(&dirs[i], &ledger, keep);
+        let height = opened.disk.store.height();
         assert_eq!(
-            restored.ledger.height(),
+            opened.restored.ledger.height(),
             height,
             "the ledger is the store's"
         );
         let (account, validator_key) = &keys[i];
-        let mut core = Core::restore(
-            restored,
-            validator_key.clone(),
-            account.id(),
-            config.clone(),
-            0,
-        );
-        let (wal, recovered) = open_wal(&paths[i].with_file_name("wal"), &ledger, height + 1);
-        core.recover(recovered.entries).unwrap();
+        let (core, disk) = opened
+            .into_core(validator_key.clone(), account.id(), config.clone())
+            .unwrap();
         let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
-        let disk = net::Disk {
-            store,
-            wal: Some(wal),
-        };
         let handle = rt.block_on(async {
             net::start_with_store(core, node_key, addrs[i].socket, peers_of(i), Some(disk)).unwrap()
         });

@@ -10,7 +10,7 @@
 //! - `v<i>/commits.log`, written by `run`: `height block-hash state-root txs` per commit.
 
 use anyhow::{Context, Result, bail};
-use cess_consensus::bft::{Core, CoreConfig};
+use cess_consensus::bft::CoreConfig;
 use cess_consensus::codec::hex;
 use cess_consensus::ledger::{Genesis, GenesisValidator, Ledger, LedgerParams, TOKEN};
 use cess_consensus::net::{self, TxClient, ValidatorHandle};
@@ -184,10 +184,6 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
     Ok(())
 }
 
-/// A validator's committed blocks, in its directory.
-pub const BLOCK_STORE_FILE: &str = "blocks";
-/// A validator's consensus write-ahead log, in its directory.
-pub const WAL_FILE: &str = "wal";
 /// Blocks a restarted validator keeps in memory (older ones are read from its store).
 const RESTORED_BLOCKS_KEPT: usize = 256;
 
@@ -229,41 +225,35 @@ pub fn run(dir: &Path) -> Result<()> {
         .context("starting the runtime")?;
     let log_path = dir.join("commits.log");
     // Every committed block is kept in `blocks`; a restart replays them, then syncs the rest.
-    let store_path = dir.join(BLOCK_STORE_FILE);
-    let (store, opened) = cess_consensus::store::BlockStore::open(&store_path, &ledger.chain_id())?;
-    if opened.torn_bytes > 0 {
+    // The consensus log of the height after them is replayed too, so this validator re-sends
+    // the votes it cast before it stopped and never signs other ones.
+    let replay_started = Instant::now();
+    let opened = cess_consensus::store::open_disk(dir, ledger, RESTORED_BLOCKS_KEPT, true)?;
+    let height = opened.disk.store.height();
+    if opened.store_torn_bytes > 0 {
         eprintln!(
             "block store: dropped a torn last record ({} bytes; its block is synced again)",
-            opened.torn_bytes
+            opened.store_torn_bytes
         );
     }
-    let replay_started = Instant::now();
-    let ledger_chain_id = ledger.chain_id();
-    let restored = cess_consensus::store::replay(&store, ledger, RESTORED_BLOCKS_KEPT)?;
-    if store.height() > 0 {
+    if height > 0 {
         println!(
-            "resumed at height {} from {} in {} ms",
-            store.height(),
-            store_path.display(),
+            "resumed at height {height} from {} in {} ms",
+            dir.join(cess_consensus::store::BLOCKS_FILE).display(),
             replay_started.elapsed().as_millis()
         );
     }
-    // The consensus log of the height after the store's: replayed, so this validator re-sends
-    // the votes it cast before it stopped and never signs other ones.
-    let wal_path = dir.join(WAL_FILE);
-    let (wal, recovered) =
-        cess_consensus::wal::open_file(&wal_path, &ledger_chain_id, store.height() + 1)?;
-    if recovered.torn_bytes > 0 {
+    if opened.wal_torn_bytes > 0 {
         eprintln!(
             "write-ahead log: dropped a torn tail ({} bytes, never synced, so never sent)",
-            recovered.torn_bytes
+            opened.wal_torn_bytes
         );
     }
-    if !recovered.entries.is_empty() {
+    if !opened.wal_entries.is_empty() {
         println!(
             "replaying {} write-ahead log entries of height {}",
-            recovered.entries.len(),
-            store.height() + 1
+            opened.wal_entries.len(),
+            height + 1
         );
     }
     runtime.block_on(async move {
@@ -271,12 +261,7 @@ pub fn run(dir: &Path) -> Result<()> {
             empty_block_interval_ms: config.empty_block_interval_ms,
             ..CoreConfig::default()
         };
-        let mut core = Core::restore(restored, validator_key, account, core_config, 0);
-        core.recover(recovered.entries)?;
-        let disk = net::Disk {
-            store,
-            wal: Some(wal),
-        };
+        let (core, disk) = opened.into_core(validator_key, account, core_config)?;
         let handle = net::start_with_store(core, node_key, config.listen, peers, Some(disk))?;
         println!("validator {account} listening {}", handle.local_addr()?);
         let chain = Arc::new(ChainMetrics::default());

@@ -62,6 +62,21 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The height a restarted validator said it resumed at ("resumed at height N …" in its output).
+fn resumed_height(out_path: &Path) -> u64 {
+    let out = std::fs::read_to_string(out_path).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("resumed at height "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} did not resume from its store:\n{out}",
+                out_path.display()
+            )
+        })
+}
+
 #[test]
 fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     let tmp = tempfile::tempdir().unwrap();
@@ -180,13 +195,7 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         Duration::from_secs(60),
         || height(3) > tip + 2,
     );
-    let out = std::fs::read_to_string(dir.join("v3-again.out")).unwrap();
-    let resumed: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("resumed at height "))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|h| h.parse().ok())
-        .unwrap_or_else(|| panic!("validator 3 did not resume from its store:\n{out}"));
+    let resumed = resumed_height(&dir.join("v3-again.out"));
     // The kill may have torn its last record, or cut its commit log one block short of its
     // store; nothing earlier is lost.
     assert!(
@@ -218,13 +227,7 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         || (0..4).all(|i| height(i) >= top + 3),
     );
     for (i, &stored) in stored.iter().enumerate() {
-        let out = std::fs::read_to_string(dir.join(format!("v{i}-all.out"))).unwrap();
-        let resumed: u64 = out
-            .lines()
-            .find_map(|l| l.strip_prefix("resumed at height "))
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|h| h.parse().ok())
-            .unwrap_or_else(|| panic!("validator {i} did not resume from its store:\n{out}"));
+        let resumed = resumed_height(&dir.join(format!("v{i}-all.out")));
         assert!(
             resumed + 1 >= stored,
             "validator {i} resumed at {resumed}, its log said {stored}"

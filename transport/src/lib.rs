@@ -10,7 +10,7 @@
 //! - [`admission`]: who may write what, sans-IO (time as `now_ms`), with the unfinished
 //!   writes' budgets and TTL (`partials`).
 //! - [`attacks`]: the hostile peers the hostile suite and the benchmark run beside an honest
-//!   client.
+//!   client; [`memstore`]: the in-memory store the protocol's tests and benchmarks run against.
 //! - [`protocol`], [`server`], [`client`]: one stream per request, raw fragment bytes after a
 //!   signed header, resumable writes and reads, SHA-256 checked before anything is acknowledged
 //!   or returned.
@@ -22,6 +22,7 @@ pub mod client;
 mod fair;
 pub mod grant;
 pub mod identity;
+pub mod memstore;
 pub mod message;
 mod partials;
 pub mod protocol;

@@ -9,17 +9,15 @@
 //! `honest-*-under-*` cases (`cess-bench --suite transport`).
 
 use bytes::Bytes;
-use cess_transport::PeerId;
 use cess_transport::attacks::{self, Kind};
-use cess_transport::server::{FragmentStore, StoreFault};
+use cess_transport::memstore::MemStore;
 use cess_transport::{
     Client, ClientConfig, Endpoint, Limits, NodeAddr, NodeKey, Server, ServerConfig,
 };
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// An honest write or read under attack takes at most this (a few ms without one).
@@ -33,49 +31,6 @@ const READ_HOLD_MAX_BYTES: u64 = 8 * (8 << 20);
 const PARTIAL_HOLD_MAX_BYTES: u64 = 1 << 20;
 const HONEST_BYTES: usize = 256 << 10;
 const FILE: [u8; 32] = [3; 32];
-
-/// A store whose node admits only the peers with standing (as a node on a chain admits
-/// accounts that pay for space, mine or validate).
-#[derive(Default)]
-struct MemStore {
-    fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
-    standing: Mutex<HashSet<PeerId>>,
-}
-
-impl FragmentStore for MemStore {
-    type WriteBuf = Vec<u8>;
-    type ReadBuf = Vec<u8>;
-    fn alloc(&self, len_bytes: usize) -> Vec<u8> {
-        vec![0; len_bytes]
-    }
-    fn admit_peer(&self, peer: &PeerId) -> Result<(), String> {
-        if self.standing.lock().unwrap().contains(peer) {
-            Ok(())
-        } else {
-            Err("no standing".into())
-        }
-    }
-    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
-        Ok(self
-            .fragments
-            .lock()
-            .unwrap()
-            .get(&id)
-            .map(|f| f.len() as u64))
-    }
-    async fn put(&self, id: [u8; 32], data: Vec<u8>) -> Result<(), StoreFault> {
-        if Sha256::digest(&data).as_slice() != id {
-            return Err(StoreFault::Mismatch);
-        }
-        self.fragments.lock().unwrap().insert(id, data);
-        Ok(())
-    }
-    async fn read(&self, id: [u8; 32], offset: u64, len_bytes: u64) -> Result<Vec<u8>, StoreFault> {
-        let fragments = self.fragments.lock().unwrap();
-        let f = fragments.get(&id).ok_or(StoreFault::NotFound)?;
-        Ok(f[offset as usize..(offset + len_bytes) as usize].to_vec())
-    }
-}
 
 fn loopback() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -118,15 +73,12 @@ async fn under(
     let key = Arc::new(NodeKey::generate());
     let endpoint = Endpoint::server(key.clone(), loopback(), Limits::default()).unwrap();
     let addr: NodeAddr = endpoint.node_addr().unwrap();
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(MemStore::only_peers_with_standing());
     let server = Server::new(store.clone(), key, config);
     // The honest client and the attacker's own key have standing; fresh keys do not.
     let (honest_key, attacker_key) = (Arc::new(NodeKey::generate()), Arc::new(NodeKey::generate()));
-    store
-        .standing
-        .lock()
-        .unwrap()
-        .extend([honest_key.peer_id(), attacker_key.peer_id()]);
+    store.grant_standing(honest_key.peer_id());
+    store.grant_standing(attacker_key.peer_id());
     tokio::spawn(server.clone().serve(endpoint.clone()));
     let (large, large_id) = fragment(1, 8 << 20);
     store

@@ -2,67 +2,15 @@
 
 use bytes::Bytes;
 use cess_transport::client::open_write;
-use cess_transport::server::{FragmentStore, StoreFault};
+use cess_transport::memstore::MemStore;
 use cess_transport::{
     Client, ClientConfig, Code, Endpoint, Limits, NodeAddr, NodeKey, ProtocolError, Server,
     ServerConfig, WriteProgress, grant,
 };
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-
-#[derive(Default)]
-struct MemStore {
-    fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
-    /// (fragment, offset) of every store read the server made.
-    reads: Mutex<Vec<([u8; 32], u64)>>,
-    /// When set, the only fragments the store admits (a storage node's chain rule).
-    admitted: Mutex<Option<HashSet<[u8; 32]>>>,
-    /// Bytes of every write buffer the server asked for.
-    allocated_bytes: std::sync::atomic::AtomicU64,
-}
-
-impl FragmentStore for MemStore {
-    type WriteBuf = Vec<u8>;
-    type ReadBuf = Vec<u8>;
-    fn alloc(&self, len_bytes: usize) -> Vec<u8> {
-        self.allocated_bytes
-            .fetch_add(len_bytes as u64, std::sync::atomic::Ordering::Relaxed);
-        vec![0; len_bytes]
-    }
-    fn fragment_bytes_max(&self) -> u64 {
-        STORE_FRAGMENT_BYTES_MAX
-    }
-
-    fn admit(&self, _: &cess_transport::PeerId, id: &[u8; 32], _: u64) -> Result<(), String> {
-        match &*self.admitted.lock().unwrap() {
-            Some(ids) if !ids.contains(id) => Err("not assigned to this node".into()),
-            _ => Ok(()),
-        }
-    }
-    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
-        Ok(self
-            .fragments
-            .lock()
-            .unwrap()
-            .get(&id)
-            .map(|f| f.len() as u64))
-    }
-    async fn put(&self, id: [u8; 32], data: Vec<u8>) -> Result<(), StoreFault> {
-        if Sha256::digest(&data).as_slice() != id {
-            return Err(StoreFault::Mismatch);
-        }
-        self.fragments.lock().unwrap().insert(id, data);
-        Ok(())
-    }
-    async fn read(&self, id: [u8; 32], offset: u64, len_bytes: u64) -> Result<Vec<u8>, StoreFault> {
-        self.reads.lock().unwrap().push((id, offset));
-        let fragments = self.fragments.lock().unwrap();
-        let f = fragments.get(&id).ok_or(StoreFault::NotFound)?;
-        Ok(f[offset as usize..(offset + len_bytes) as usize].to_vec())
-    }
-}
+use std::collections::HashSet;
+use std::sync::Arc;
 
 struct Node {
     addr: NodeAddr,
@@ -78,7 +26,13 @@ fn loopback() -> std::net::SocketAddr {
 fn start_node(config: ServerConfig) -> Node {
     let key = Arc::new(NodeKey::generate());
     let endpoint = Endpoint::server(key.clone(), loopback(), Limits::default()).unwrap();
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(MemStore {
+        fragment_bytes_max: STORE_FRAGMENT_BYTES_MAX,
+        ..MemStore::default()
+    });
+    store
+        .record_reads
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let server = Server::new(store.clone(), key, config);
     tokio::spawn(server.clone().serve(endpoint.clone()));
     Node {

@@ -175,8 +175,8 @@ pub struct Core {
     /// Signed proposals seen at the current height, to restream.
     proposals: BTreeMap<(u32, BlockHash), SignedProposal<Cess>>,
     future: BTreeMap<u64, Vec<(AccountId, SignedProposal<Cess>)>>,
-    /// Transaction bytes of the proposals in `future`.
-    future_tx_bytes: usize,
+    /// Transaction bytes of the proposals in `future`, by height.
+    future_tx_bytes: BTreeMap<u64, usize>,
     /// Peer → (start of its current one-second window in ms, answers, transaction bytes).
     sync_served: BTreeMap<AccountId, (u64, u32, usize)>,
     history: BTreeMap<u64, (Arc<Block>, CommitRecord)>,
@@ -287,7 +287,7 @@ impl Core {
             blocks: BTreeMap::new(),
             proposals: BTreeMap::new(),
             future: BTreeMap::new(),
-            future_tx_bytes: 0,
+            future_tx_bytes: BTreeMap::new(),
             sync_served: BTreeMap::new(),
             history: BTreeMap::new(),
             mempool: Mempool::default(),
@@ -539,10 +539,11 @@ impl Core {
                     let buffered = self.future.entry(h).or_default();
                     if h <= height + FUTURE_HEIGHTS
                         && buffered.len() < FUTURE_PER_HEIGHT
-                        && self.future_tx_bytes + tx_bytes <= FUTURE_TX_BYTES_MAX
+                        && self.future_tx_bytes.values().sum::<usize>() + tx_bytes
+                            <= FUTURE_TX_BYTES_MAX
                     {
                         buffered.push((from, signed));
-                        self.future_tx_bytes += tx_bytes;
+                        *self.future_tx_bytes.entry(h).or_default() += tx_bytes;
                     } else {
                         self.stats.messages_dropped += 1;
                         self.stats.proposals_dropped += 1;
@@ -941,18 +942,10 @@ impl Core {
         self.recovered_values.clear();
         self.pending.push_back(self.start_height_input());
         let height = self.height();
-        let stale: Vec<u64> = self.future.range(..height).map(|(h, _)| *h).collect();
-        for h in stale {
-            self.future.remove(&h);
-        }
+        self.future.retain(|h, _| *h >= height);
         // Buffered proposals are handled once the height has started (they queue behind it).
         self.replay_future = self.future.remove(&height).unwrap_or_default();
-        self.future_tx_bytes = self
-            .future
-            .values()
-            .flatten()
-            .map(|(_, p)| block_tx_bytes(p.message.value.block()))
-            .sum();
+        self.future_tx_bytes.retain(|h, _| *h > height);
     }
 
     /// Hands Malachite this validator's block for `height` and `round`.
