@@ -248,35 +248,37 @@ pub fn start_with_store<E: Engine + Send + 'static>(
     let (client_events_tx, client_events_rx) = mpsc::channel::<EventBox>(CLIENT_EVENTS);
     let (commits, _) = broadcast::channel(1024);
     let stats = Arc::new(LoopStats::default());
-    let validators: Vec<AccountId> = core
-        .ledger()
-        .validators()
-        .iter()
-        .map(|v| v.account)
-        .collect();
     let chain_id = core.ledger().chain_id();
-
-    let mut senders = BTreeMap::new();
+    let mut configured = BTreeMap::new();
     for peer in peers {
         let Some(account) = account_of(&peer.peer) else {
             tracing::warn!(%peer, "peer key is not Ed25519; skipped");
             continue;
         };
-        let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>(PEER_QUEUE);
-        tokio::spawn(peer_sender(endpoint.clone(), peer, rx, stats.clone()));
-        senders.insert(account, tx);
+        configured.insert(account, peer);
     }
+    let mut peers = Peers {
+        endpoint: endpoint.clone(),
+        stats: stats.clone(),
+        answers: events_tx.clone(),
+        configured,
+        senders: BTreeMap::new(),
+        roles: Arc::default(),
+        refreshed_at: None,
+        unreachable: std::collections::BTreeSet::new(),
+    };
+    peers.refresh(&core);
     tokio::spawn(accept_loop(
         endpoint.clone(),
         (events_tx.clone(), client_events_tx),
-        validators,
+        peers.roles.clone(),
         chain_id,
     ));
     tokio::spawn(core_loop(
         core,
         (events_rx, client_events_rx),
         events_tx.clone(),
-        senders,
+        peers,
         commits.clone(),
         stats.clone(),
         (store, wal),
@@ -394,7 +396,7 @@ async fn core_loop<E: Engine>(
     mut core: E,
     (mut events, mut client_events): (mpsc::Receiver<EventBox>, mpsc::Receiver<EventBox>),
     loopback: mpsc::Sender<EventBox>,
-    senders: BTreeMap<AccountId, mpsc::Sender<Arc<Vec<u8>>>>,
+    mut peers: Peers,
     commits: broadcast::Sender<Arc<Committed>>,
     stats: Arc<LoopStats>,
     (store, mut wal): (
@@ -432,12 +434,12 @@ async fn core_loop<E: Engine>(
                 }
                 Output::Broadcast(msg) => {
                     let frame = Arc::new(frame(&msg));
-                    for sender in senders.values() {
+                    for (_, sender) in peers.senders.values() {
                         let _ = sender.try_send(frame.clone());
                     }
                 }
                 Output::Send(to, msg) => {
-                    if let Some(sender) = senders.get(&to) {
+                    if let Some((_, sender)) = peers.senders.get(&to) {
                         let _ = sender.try_send(Arc::new(frame(&msg)));
                     }
                 }
@@ -498,6 +500,8 @@ async fn core_loop<E: Engine>(
                 }
             }
         }
+        // Each era's set from the ledger: dial the new members, drop the retired.
+        peers.refresh(&core);
         *stats.report.lock().expect("stats lock") = core.report();
         // Validators' messages and timeouts first: a flood from clients waits behind them.
         let next = tokio::select! {
@@ -677,12 +681,138 @@ fn frame(msg: &NetMsg) -> Vec<u8> {
     out
 }
 
-/// Dial `peer` (again whenever the connection breaks) and write its queue's frames in order.
+/// What a peer is to this node, as of its last block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// In the set deciding this height or the last: consensus messages go to the core.
+    Member,
+    /// A registered candidate outside those sets (bonded, so its frames may be as large as a
+    /// validator's): its consensus messages are dropped without a disconnect (one elected a
+    /// moment ago may be a block ahead of this node); it syncs on the followers' path.
+    Candidate,
+    /// Anyone else: transactions and sync requests only.
+    Client,
+}
+
+/// The roles every connection's task reads, rewritten by the core loop after each height.
+#[derive(Debug, Default)]
+struct Roles {
+    members: std::collections::BTreeSet<AccountId>,
+    candidates: std::collections::BTreeSet<AccountId>,
+}
+
+impl Roles {
+    fn role(&self, peer: &AccountId) -> Role {
+        if self.members.contains(peer) {
+            Role::Member
+        } else if self.candidates.contains(peer) {
+            Role::Candidate
+        } else {
+            Role::Client
+        }
+    }
+}
+
+type SharedRoles = Arc<std::sync::RwLock<Roles>>;
+
+/// Frames on their way to one peer.
+type FrameQueue = mpsc::Sender<Arc<Vec<u8>>>;
+
+/// The validators this node dials, kept to what its core says ([`Engine::peers`]: the
+/// current set and the last height's), each at the endpoint the chain gives it
+/// ([`crate::Call::SetValidatorEndpoint`]) or else the one configured.
+struct Peers {
+    endpoint: Endpoint,
+    stats: Arc<LoopStats>,
+    /// Where answers read on this node's own streams go (the core's validator queue).
+    answers: mpsc::Sender<EventBox>,
+    configured: BTreeMap<AccountId, NodeAddr>,
+    senders: BTreeMap<AccountId, (NodeAddr, FrameQueue)>,
+    roles: SharedRoles,
+    /// Ledger height of the last refresh (sets and endpoints change only with blocks).
+    refreshed_at: Option<u64>,
+    /// Peers without an address, warned about once.
+    unreachable: std::collections::BTreeSet<AccountId>,
+}
+
+impl Peers {
+    fn refresh<E: Engine>(&mut self, core: &E) {
+        let ledger = core.ledger();
+        if self.refreshed_at == Some(ledger.height()) {
+            return;
+        }
+        self.refreshed_at = Some(ledger.height());
+        let wanted = core.peers();
+        for account in &wanted {
+            let Some(addr) = self.address_of(ledger, account) else {
+                if self.unreachable.insert(*account) {
+                    tracing::warn!(
+                        validator = %crate::codec::hex(&account.0[..8]),
+                        "no address for a validator (none configured, none on the chain)"
+                    );
+                }
+                continue;
+            };
+            if self.senders.get(account).is_some_and(|(at, _)| *at == addr) {
+                continue;
+            }
+            tracing::info!(peer = %addr, "dialing a validator of the current set");
+            let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>(PEER_QUEUE);
+            tokio::spawn(peer_sender(
+                self.endpoint.clone(),
+                addr.clone(),
+                *account,
+                rx,
+                self.stats.clone(),
+                self.answers.clone(),
+            ));
+            // A replaced sender's task ends when its queue closes.
+            self.senders.insert(*account, (addr, tx));
+        }
+        self.senders.retain(|account, (addr, _)| {
+            let keep = wanted.contains(account);
+            if !keep {
+                tracing::info!(peer = %addr, "a validator left the set; disconnecting");
+            }
+            keep
+        });
+        let mut members: std::collections::BTreeSet<AccountId> = wanted.into_iter().collect();
+        members.extend(core.ledger().validators().iter().map(|v| v.account));
+        let candidates = ledger
+            .candidates()
+            .filter(|(account, c)| !c.slashed && c.stake > 0 && !members.contains(account))
+            .map(|(account, _)| *account)
+            .collect();
+        *self.roles.write().unwrap_or_else(|p| p.into_inner()) = Roles {
+            members,
+            candidates,
+        };
+    }
+
+    fn address_of(&self, ledger: &crate::ledger::Ledger, account: &AccountId) -> Option<NodeAddr> {
+        let on_chain = ledger
+            .candidate(account)
+            .filter(|c| !c.endpoint.is_empty())
+            .and_then(|c| {
+                let peer = account.peer_id()?;
+                format!("{}/p2p/{peer}", c.endpoint)
+                    .parse::<NodeAddr>()
+                    .ok()
+            });
+        on_chain.or_else(|| self.configured.get(account).cloned())
+    }
+}
+
+/// Dial `peer` (again whenever the connection breaks) and write its queue's frames in order;
+/// what the peer answers on the stream (sync answers to this node's requests when it is not
+/// a member there) goes to the core as the peer's message. Ends when the queue closes.
 async fn peer_sender(
     endpoint: Endpoint,
     peer: NodeAddr,
+    account: AccountId,
     mut queue: mpsc::Receiver<Arc<Vec<u8>>>,
     stats: Arc<LoopStats>,
+    answers: mpsc::Sender<EventBox>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut backoff = Duration::from_millis(100);
@@ -692,27 +822,78 @@ async fn peer_sender(
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "dial failed; retrying");
                 // Drop what queued while the peer was away: the core re-sends what matters.
-                while queue.try_recv().is_ok() {}
+                loop {
+                    match queue.try_recv() {
+                        Ok(_) => {}
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        // The peer left the set while unreachable.
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
-        let Ok((mut send, _recv)) = connection.inner.open_bi().await else {
+        let Ok((mut send, recv)) = connection.inner.open_bi().await else {
             continue;
         };
+        let reader = tokio::spawn(read_answers(
+            recv,
+            connection.clone(),
+            account,
+            answers.clone(),
+        ));
         stats.peers_connected.fetch_add(1, Relaxed);
         loop {
             let Some(frame) = queue.recv().await else {
                 stats.peers_connected.fetch_sub(1, Relaxed);
                 connection.close(ErrorCode::Done, "stopping");
+                reader.abort();
                 return;
             };
             if send.write_all(&frame).await.is_err() {
                 tracing::debug!(%peer, "connection lost; re-dialing");
                 stats.peers_connected.fetch_sub(1, Relaxed);
+                reader.abort();
                 break;
+            }
+        }
+    }
+}
+
+/// Reads what a peer writes back on this node's stream to it: only answers to sync requests
+/// (a block with its commit, or the peer's tip), each within a validator message's bound;
+/// anything else closes the connection. The core checks a block's commit like any other.
+async fn read_answers(
+    mut recv: quinn::RecvStream,
+    connection: Connection,
+    from: AccountId,
+    answers: mpsc::Sender<EventBox>,
+) {
+    loop {
+        let body = match read_frame(&mut recv, MESSAGE_BYTES_MAX).await {
+            Ok(body) => body,
+            Err(FrameError::Closed) => return,
+            Err(_) => {
+                connection.close(ErrorCode::Protocol, "bad answer frame");
+                return;
+            }
+        };
+        match NetMsg::decode(&body) {
+            Ok(msg @ (NetMsg::SyncResponse { .. } | NetMsg::Tip { .. })) => {
+                if answers
+                    .send(EventBox(Box::new(Event::Message(from, msg))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            _ => {
+                connection.close(ErrorCode::Protocol, "not an answer");
+                return;
             }
         }
     }
@@ -721,7 +902,7 @@ async fn peer_sender(
 async fn accept_loop(
     endpoint: Endpoint,
     events: (mpsc::Sender<EventBox>, mpsc::Sender<EventBox>),
-    validators: Vec<AccountId>,
+    roles: SharedRoles,
     chain_id: crate::tx::Hash32,
 ) {
     let sync_answers = Arc::new(tokio::sync::Semaphore::new(SYNC_ANSWERS_MAX));
@@ -731,7 +912,7 @@ async fn accept_loop(
                 tokio::spawn(serve_connection(
                     connection,
                     events.clone(),
-                    validators.clone(),
+                    roles.clone(),
                     chain_id,
                     sync_answers.clone(),
                 ));
@@ -745,7 +926,7 @@ async fn accept_loop(
 async fn serve_connection(
     connection: Connection,
     (validator_events, client_events): (mpsc::Sender<EventBox>, mpsc::Sender<EventBox>),
-    validators: Vec<AccountId>,
+    roles: SharedRoles,
     chain_id: crate::tx::Hash32,
     sync_answers: Arc<tokio::sync::Semaphore>,
 ) {
@@ -753,22 +934,26 @@ async fn serve_connection(
         connection.close(ErrorCode::Protocol, "peer key is not Ed25519");
         return;
     };
-    // Validators of the genesis set; others (clients) may only send transactions. Validators
-    // elected later are admitted by the core itself, which checks every signature.
-    let is_validator = validators.contains(&from);
-    // A client's or follower's events queue apart from the validators', and its frames are
-    // bounded by what it may send.
-    let (events, frame_bytes_max) = if is_validator {
-        (validator_events, MESSAGE_BYTES_MAX)
-    } else {
-        (client_events, CLIENT_FRAME_BYTES_MAX)
-    };
     while let Ok((mut send, mut recv)) = connection.inner.accept_bi().await {
-        let events = events.clone();
+        let (validator_events, client_events) = (validator_events.clone(), client_events.clone());
         let connection = connection.clone();
         let sync_answers = sync_answers.clone();
+        let roles = roles.clone();
         tokio::spawn(async move {
             loop {
+                // What the peer is, as of this node's last block: a member of the current or
+                // the last set (consensus messages), a registered candidate, or a client
+                // (transactions and sync requests only). Read per frame: sets change at era
+                // boundaries while connections stay.
+                let role = roles.read().unwrap_or_else(|p| p.into_inner()).role(&from);
+                let is_validator = role == Role::Member;
+                // A client's or follower's events queue apart from the validators', and its
+                // frames are bounded by what it may send.
+                let (events, frame_bytes_max) = match role {
+                    Role::Member => (&validator_events, MESSAGE_BYTES_MAX),
+                    Role::Candidate => (&client_events, MESSAGE_BYTES_MAX),
+                    Role::Client => (&client_events, CLIENT_FRAME_BYTES_MAX),
+                };
                 let body = match read_frame(&mut recv, frame_bytes_max).await {
                     Ok(body) => body,
                     Err(FrameError::TooLong(_)) => {
@@ -840,6 +1025,9 @@ async fn serve_connection(
                         }
                         continue;
                     }
+                    // A candidate elected a moment ago may be a block ahead of this node: its
+                    // votes are dropped, the connection kept (its own retries resend them).
+                    _ if role == Role::Candidate => continue,
                     _ if !is_validator => {
                         connection.close(ErrorCode::Protocol, "not a validator");
                         return;

@@ -64,6 +64,10 @@ pub struct SimConfig {
     /// Validators keep a write-ahead log (off: a restart forgets its votes, which the
     /// conflict count shows).
     pub wal: bool,
+    /// Genesis candidates beyond `validators` (the ledger elects `validators` of them all):
+    /// nodes outside the set are sent no consensus messages, as over QUIC, and follow by
+    /// asking members for blocks until an election takes them in.
+    pub candidates: usize,
 }
 
 /// What the adversarial client does, in turn, to every validator at once:
@@ -104,6 +108,7 @@ impl SimConfig {
             crash_every_ms: 0,
             down_ms: (50, 1_000),
             wal: true,
+            candidates: 0,
         }
     }
 }
@@ -131,6 +136,7 @@ struct SimNode {
     core: Core,
     key: ValidatorKey,
     account: AccountId,
+    account_key: AccountKey,
     timers: Vec<(Timeout, u64)>,
     byzantine: Option<Byzantine>,
     /// Its block store: every block it committed, durable at commit.
@@ -284,7 +290,7 @@ pub fn genesis(
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let (genesis, keys, users) = genesis(
-            config.validators,
+            config.validators + config.candidates,
             HONEST_USERS + ADVERSARY_ACCOUNTS,
             config.seed,
             config.params.clone(),
@@ -309,6 +315,7 @@ impl Sim {
                 ),
                 key,
                 account: account.id(),
+                account_key: account,
                 timers: Vec::new(),
                 byzantine: config
                     .byzantine
@@ -456,6 +463,29 @@ impl Sim {
 
     pub fn core(&self, i: usize) -> &Core {
         &self.nodes[i].core
+    }
+
+    pub fn account(&self, i: usize) -> AccountId {
+        self.nodes[i].account
+    }
+
+    /// A transaction signed by node `signer`'s account (its next nonce on the most advanced
+    /// ledger), handed to every node that is up.
+    pub fn submit_call(&mut self, signer: usize, call: Call) {
+        let view = (0..self.nodes.len())
+            .max_by_key(|&i| self.nodes[i].core.ledger().height())
+            .expect("nodes");
+        let key = &self.nodes[signer].account_key;
+        let ledger = self.nodes[view].core.ledger();
+        let tx = ledger.transaction_with_nonce(key, ledger.account(&key.id()).nonce, call);
+        let tx = VerifiedTx::check(tx, &self.chain_id).expect("signed for this chain");
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].down {
+                continue;
+            }
+            let (_, outputs) = self.nodes[node].core.submit(vec![tx.clone()], self.now_ms);
+            self.handle_outputs(node, outputs);
+        }
     }
 
     /// Split the validators into groups (index → group); `None` heals the network.
@@ -773,7 +803,11 @@ impl Sim {
     }
 
     fn broadcast(&mut self, from: usize, msg: NetMsg) {
-        let peers: Vec<usize> = (0..self.nodes.len()).filter(|&i| i != from).collect();
+        // As the QUIC driver: to the validators its core names (this set and the last).
+        let named = self.nodes[from].core.peers();
+        let peers: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| i != from && named.contains(&self.nodes[i].account))
+            .collect();
         match (self.nodes[from].byzantine, &msg) {
             (Some(Byzantine::WithholdVotes), NetMsg::Vote(_)) => {}
             (Some(Byzantine::DoubleVote), NetMsg::Vote(vote)) => {

@@ -142,6 +142,12 @@ pub enum Call {
     ReportEquivocation {
         evidence: Box<Equivocation>,
     },
+    /// Where the signer, a validator candidate, listens for consensus messages: a multiaddr
+    /// (`/ip4/…/udp/…/quic-v1`) in canonical form. Validators dial the members of each
+    /// era's set at the endpoint the chain gives them.
+    SetValidatorEndpoint {
+        endpoint: String,
+    },
 }
 
 /// What a validator signed twice: two votes of one kind, or two proposals, for one height and
@@ -266,6 +272,7 @@ impl Call {
             Call::Authorize { .. } => 19,
             Call::Deauthorize { .. } => 20,
             Call::ReportEquivocation { .. } => 21,
+            Call::SetValidatorEndpoint { .. } => 22,
         }
     }
 
@@ -292,6 +299,7 @@ impl Call {
             Call::Authorize { .. } => "authorize",
             Call::Deauthorize { .. } => "deauthorize",
             Call::ReportEquivocation { .. } => "report_equivocation",
+            Call::SetValidatorEndpoint { .. } => "set_validator_endpoint",
         }
     }
 
@@ -386,6 +394,9 @@ impl Call {
                 w.fixed(&delegate.0);
             }
             Call::ReportEquivocation { evidence } => evidence.encode(w),
+            Call::SetValidatorEndpoint { endpoint } => {
+                w.str(endpoint);
+            }
         }
     }
 
@@ -501,6 +512,9 @@ impl Call {
             },
             21 => Call::ReportEquivocation {
                 evidence: Box::new(Equivocation::decode(r)?),
+            },
+            22 => Call::SetValidatorEndpoint {
+                endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
             },
             _ => return Err(DecodeError::Invalid("call kind")),
         };
@@ -769,6 +783,9 @@ mod tests {
                 key: [8; 48],
                 possession: [9; 96],
                 stake: 1000,
+            },
+            Call::SetValidatorEndpoint {
+                endpoint: "/ip4/127.0.0.1/udp/9/quic-v1".into(),
             },
         ]
     }

@@ -91,6 +91,7 @@ fn credit_weighs_each_part_as_documented() {
         reputation: 0,
         commits_missed_in_a_row: 0,
         slashed: false,
+        endpoint: String::new(),
     };
     let random_part = credit(&base, &account, u128::MAX, &seed);
     // Full reputation adds 5 × 10⁶; full stake adds 3 × 10⁶.
@@ -268,4 +269,50 @@ fn equivocation_evidence_slashes_the_validator_and_removes_it_at_the_next_era() 
         chain.run(offender, candidacy(offender, min)),
         Err(cess_consensus::TxError::AlreadyRegistered)
     ));
+}
+
+/// A candidate says where it listens (state, so in the root `Chain` checks from scratch); a
+/// non-candidate or a malformed or non-canonical address is refused.
+#[test]
+fn a_candidate_sets_its_endpoint_and_others_cannot() {
+    use cess_consensus::TxError;
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let min = params.candidate_stake_min;
+    let mut chain = Chain::new(8, 4, params);
+    let endpoint = |text: &str| Call::SetValidatorEndpoint {
+        endpoint: text.into(),
+    };
+    assert_eq!(
+        chain.run(5, endpoint("/ip4/127.0.0.1/udp/9000/quic-v1")),
+        Err(TxError::NotCandidate),
+        "not a candidate yet"
+    );
+    chain.run(5, candidacy(5, min)).unwrap();
+    for bad in [
+        "127.0.0.1:9000",
+        "/ip4/127.0.0.1/udp/x",
+        "/ip4/127.0.0.001/udp/9000",
+    ] {
+        assert_eq!(
+            chain.run(5, endpoint(bad)),
+            Err(TxError::BadEndpoint),
+            "{bad}"
+        );
+    }
+    chain
+        .run(5, endpoint("/ip4/127.0.0.1/udp/9000/quic-v1"))
+        .unwrap();
+    assert_eq!(
+        chain.ledger.candidate(&chain.id(5)).unwrap().endpoint,
+        "/ip4/127.0.0.1/udp/9000/quic-v1"
+    );
+    // A genesis validator may say too.
+    chain.run(0, endpoint("/ip6/::1/udp/9001/quic-v1")).unwrap();
+    assert_eq!(
+        chain.ledger.candidate(&chain.id(0)).unwrap().endpoint,
+        "/ip6/::1/udp/9001/quic-v1"
+    );
 }

@@ -487,3 +487,108 @@ fn sync_answers_to_one_peer_are_rate_limited() {
         1
     );
 }
+
+/// Live validator sets: two genesis candidates start outside the set of four (no one sends
+/// them votes; they follow by asking members for blocks), bond more stake, and the next
+/// era's election replaces two validators with them. The chain keeps committing across the
+/// boundary, the newcomers' precommits are in the commits after it (the set needs three of
+/// four, so at least one of them), and the two retired validators follow on as observers.
+#[test]
+fn an_era_replacing_two_of_four_validators_keeps_committing() {
+    use cess_consensus::Call;
+    use cess_consensus::ledger::TOKEN;
+    let era_blocks = 40;
+    let mut config = SimConfig::new(4, seed(41));
+    config.candidates = 2;
+    config.params.epoch_blocks = 5;
+    config.params.era_blocks = era_blocks;
+    let mut sim = Sim::new(config);
+    let members = |sim: &Sim, i: usize| -> Vec<_> {
+        sim.core(i)
+            .ledger()
+            .validators()
+            .iter()
+            .map(|v| v.account)
+            .collect()
+    };
+    let genesis_set = members(&sim, 0);
+    let outsiders: Vec<usize> = (0..6)
+        .filter(|&i| !genesis_set.contains(&sim.account(i)))
+        .collect();
+    assert_eq!(outsiders.len(), 2);
+    sim.run_until(1_500);
+    for &i in &outsiders {
+        assert!(!sim.core(i).is_member());
+        assert!(
+            // It asks every 200 ms: a few blocks at the simulator's pace.
+            sim.core(i).height() + 5 >= sim.max_height(),
+            "an outsider follows: at {} of {}",
+            sim.core(i).height(),
+            sim.max_height()
+        );
+    }
+    // Stake worth more than the random part of the credit: both are elected next era.
+    for &i in &outsiders {
+        sim.submit_call(
+            i,
+            Call::Bond {
+                amount: 8_000 * TOKEN,
+            },
+        );
+    }
+    let elected = |sim: &Sim| {
+        let set = members(sim, 0);
+        outsiders.iter().all(|&i| set.contains(&sim.account(i)))
+    };
+    let mut now = 1_500;
+    while !elected(&sim) {
+        now += 100;
+        sim.run_until(now);
+        assert!(now < 30_000, "no election took the candidates in");
+    }
+    // The first height the new set decides (sets change only at era boundaries).
+    let boundary = sim.core(0).ledger().era() * era_blocks + 1;
+    assert!(boundary <= sim.core(0).height());
+    let new_set = members(&sim, 0);
+    let retired: Vec<usize> = (0..6)
+        .filter(|&i| !new_set.contains(&sim.account(i)))
+        .collect();
+    assert_eq!(retired.len(), 2);
+    sim.run_until(now + 3_000);
+    let report = sim.finish();
+    let tip = sim.honest_height();
+    eprintln!(
+        "boundary at height {boundary}, all at {tip} 3 s later; {} blocks synced",
+        report.synced_blocks
+    );
+    assert!(tip >= boundary + 10, "committing went on: {tip}");
+    for &i in &outsiders {
+        let signed = (boundary..tip.min(boundary + era_blocks))
+            .filter(|&h| {
+                sim.core(i).decided(h).is_some_and(|(_, commit)| {
+                    commit.signatures.iter().any(|(a, _)| *a == sim.account(i))
+                })
+            })
+            .count();
+        assert!(
+            signed > 0,
+            "outsider {i} never in a commit after the boundary"
+        );
+    }
+    // In the era after the boundary the retired sign nothing, and still follow.
+    for h in boundary..tip.min(boundary + era_blocks) {
+        let (_, commit) = sim.core(outsiders[0]).decided(h).expect("kept");
+        for &i in &retired {
+            assert!(
+                commit.signatures.iter().all(|(a, _)| *a != sim.account(i)),
+                "retired {i} signed at {h}"
+            );
+        }
+    }
+    for &i in &retired {
+        assert!(
+            sim.core(i).height() + 5 >= sim.max_height(),
+            "retired {i} follows"
+        );
+    }
+}

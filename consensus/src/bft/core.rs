@@ -154,6 +154,10 @@ const SYNC_ANSWERS_PER_PEER_PER_S: u32 = 256;
 const SYNC_TX_BYTES_PER_PEER_PER_S: usize = 64 << 20;
 /// A sync request is repeated at most this often per height.
 const SYNC_RETRY_MS: u64 = 500;
+/// A node outside the validator set asks for the next block this often while it has none
+/// (an answer brings the next one at once): how far behind the tip a candidate follows, so
+/// how late a newly elected validator can be for its first height.
+const OBSERVE_RETRY_MS: u64 = 200;
 /// A validator still voting at a height this long after it was decided here is sent the
 /// decision.
 const HELP_AFTER_MS: u64 = 1_000;
@@ -202,6 +206,10 @@ pub struct Core {
     proposal_due: Option<ProposalDue>,
     /// Write-ahead log entries of the height to start, replayed by [`Core::start`].
     recovered: Vec<WalEntry>,
+    /// Sync requests sent while outside the set (picks the member asked next).
+    observe_asks: u64,
+    /// Outside the set: when the next request for the current height is due.
+    observe_at_ms: Option<u64>,
     /// Blocks this validator proposed at the current height before it restarted, by round:
     /// proposed again (the same block, so the same signed proposal) if asked for that round.
     recovered_values: BTreeMap<u32, Arc<Block>>,
@@ -303,6 +311,8 @@ impl Core {
             proposal_due: None,
             recovered: Vec::new(),
             recovered_values: BTreeMap::new(),
+            observe_asks: 0,
+            observe_at_ms: None,
         }
     }
 
@@ -378,6 +388,28 @@ impl Core {
         self.ledger.height() + 1
     }
 
+    /// Whether this node is in the set deciding the current height (votes, may propose).
+    pub fn is_member(&self) -> bool {
+        self.validators.get(&self.me).is_some()
+    }
+
+    /// The set deciding the current height.
+    pub fn validator_set(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// [`super::Engine::peers`]: the current set and the last height's, without this node.
+    pub fn peers(&self) -> Vec<AccountId> {
+        let mut peers: Vec<AccountId> = self.validators.accounts().to_vec();
+        if let Some(previous) = &self.previous_validators {
+            peers.extend_from_slice(previous.accounts());
+        }
+        peers.sort();
+        peers.dedup();
+        peers.retain(|a| *a != self.me);
+        peers
+    }
+
     /// The decided block at `height` and its commit, while kept.
     pub fn decided(&self, height: u64) -> Option<&(Arc<Block>, CommitRecord)> {
         self.history.get(&height)
@@ -416,6 +448,9 @@ impl Core {
         self.started = true;
         self.now_ms = now_ms;
         let replay = std::mem::take(&mut self.recovered);
+        if !self.is_member() {
+            self.observe();
+        }
         if replay.is_empty() {
             self.pending.push_back(self.start_height_input());
             return self.run();
@@ -459,8 +494,31 @@ impl Core {
                     self.propose_due();
                 }
             }
+            Timeout::Observe { height } => {
+                if height == self.height() && !self.is_member() {
+                    self.observe();
+                }
+            }
         }
         self.run()
+    }
+
+    /// A node outside the set hears no votes: it asks a member for the block of the current
+    /// height (a different member each time, so one that does not answer is not asked for
+    /// ever) and waits [`OBSERVE_RETRY_MS`] before asking again. An answer is checked against
+    /// the set's signatures like any sync answer, and the next block is asked for at once.
+    fn observe(&mut self) {
+        let members = self.validators.accounts();
+        if members.is_empty() {
+            return;
+        }
+        let height = self.height();
+        let member = members[(self.observe_asks % members.len() as u64) as usize];
+        self.observe_asks += 1;
+        self.sync_asked = Some((height, self.now_ms));
+        self.outputs
+            .push(Output::Send(member, NetMsg::SyncRequest { height }));
+        self.schedule_observe();
     }
 
     /// Transactions from a client of this validator, signatures already checked: each
@@ -946,6 +1004,20 @@ impl Core {
         // Buffered proposals are handled once the height has started (they queue behind it).
         self.replay_future = self.future.remove(&height).unwrap_or_default();
         self.future_tx_bytes.retain(|h, _| *h > height);
+        self.observe_at_ms = None;
+        if !self.is_member() {
+            // Outside the set now (retired, or still a candidate): nobody sends it votes.
+            self.schedule_observe();
+        }
+    }
+
+    fn schedule_observe(&mut self) {
+        let height = self.height();
+        self.observe_at_ms = Some(self.now_ms + OBSERVE_RETRY_MS);
+        self.outputs.push(Output::ScheduleTimeout(
+            Timeout::Observe { height },
+            Duration::from_millis(OBSERVE_RETRY_MS),
+        ));
     }
 
     /// Hands Malachite this validator's block for `height` and `round`.
@@ -1302,6 +1374,26 @@ impl Core {
                 self.outputs.push(Output::ScheduleTimeout(
                     due.timer(),
                     Duration::from_millis(due.at_ms.saturating_sub(self.now_ms)),
+                ));
+            }
+        }
+        // The same for a node outside the set: its next request must stay due.
+        if let Some(at_ms) = self.observe_at_ms {
+            let timer = Timeout::Observe {
+                height: self.height(),
+            };
+            let cancelled_at = self
+                .outputs
+                .iter()
+                .rposition(|o| matches!(o, Output::CancelAllTimeouts));
+            let scheduled_at = self
+                .outputs
+                .iter()
+                .rposition(|o| matches!(o, Output::ScheduleTimeout(t, _) if *t == timer));
+            if cancelled_at.is_some() && cancelled_at > scheduled_at {
+                self.outputs.push(Output::ScheduleTimeout(
+                    timer,
+                    Duration::from_millis(at_ms.saturating_sub(self.now_ms)),
                 ));
             }
         }

@@ -34,6 +34,10 @@ pub enum Timeout {
     /// This validator is the proposer of `height` in `round` and holds back an empty block
     /// until [`CoreConfig::empty_block_interval_ms`] has passed since the previous decision.
     Propose { height: u64, round: u32 },
+    /// This node is not in the set deciding `height` (a candidate, a retired validator): it
+    /// is sent no votes or proposals, so it asks a member for the block at `height`, and
+    /// again each time this elapses until it has it.
+    Observe { height: u64 },
 }
 
 /// What a driver (the QUIC driver, a simulator) needs from a validator's consensus engine:
@@ -59,6 +63,10 @@ pub trait Engine {
     /// A decided block this engine keeps, with its commit (what a sync request is answered
     /// with).
     fn decided(&self, height: u64) -> Option<(std::sync::Arc<Block>, CommitRecord)>;
+    /// The validators this node talks to: the set deciding the current height and the set
+    /// that decided the last one (a retired validator may still need that decision). A
+    /// driver dials these, broadcasts to them, and takes consensus messages from them.
+    fn peers(&self) -> Vec<AccountId>;
     /// Where it stands, for its operator.
     fn report(&self) -> EngineReport;
 }
@@ -104,6 +112,10 @@ impl Engine for Core {
 
     fn decided(&self, height: u64) -> Option<(std::sync::Arc<Block>, CommitRecord)> {
         Core::decided(self, height).cloned()
+    }
+
+    fn peers(&self) -> Vec<AccountId> {
+        Core::peers(self)
     }
 
     fn report(&self) -> EngineReport {

@@ -419,6 +419,7 @@ impl Ledger {
                     reputation: validators::REPUTATION_START,
                     commits_missed_in_a_row: 0,
                     slashed: false,
+                    endpoint: String::new(),
                 },
             );
             total = total.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
@@ -708,6 +709,9 @@ impl Ledger {
             Call::Authorize { delegate } => self.authorize(signer, *delegate)?,
             Call::Deauthorize { delegate } => self.deauthorize(signer, *delegate)?,
             Call::ReportEquivocation { evidence } => self.report_equivocation(signer, evidence)?,
+            Call::SetValidatorEndpoint { endpoint } => {
+                self.set_validator_endpoint(signer, endpoint)?
+            }
         }
         Ok(())
     }
@@ -850,7 +854,8 @@ impl Hashed for Candidate {
             .u128(self.stake)
             .u32(self.reputation)
             .u32(self.commits_missed_in_a_row)
-            .bool(self.slashed);
+            .bool(self.slashed)
+            .str(&self.endpoint);
     }
 }
 

@@ -1349,7 +1349,7 @@ impl Ledger {
     }
 }
 
-fn check_endpoint(endpoint: &str) -> Result<(), TxError> {
+pub(super) fn check_endpoint(endpoint: &str) -> Result<(), TxError> {
     // A multiaddr in its canonical text form, so every node reads the same address.
     match endpoint.parse::<multiaddr::Multiaddr>() {
         Ok(addr) if addr.to_string() == endpoint => Ok(()),

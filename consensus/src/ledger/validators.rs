@@ -44,6 +44,9 @@ pub struct Candidate {
     pub commits_missed_in_a_row: u32,
     /// Slashed for equivocation: never elected again.
     pub slashed: bool,
+    /// Where it listens for consensus messages ([`crate::Call::SetValidatorEndpoint`]); empty
+    /// until it says (genesis validators' addresses come with their configuration).
+    pub endpoint: String,
 }
 
 /// Share of its stake a validator loses when evidence of its equivocation is put on the chain,
@@ -184,8 +187,22 @@ impl Ledger {
                 reputation: REPUTATION_START,
                 commits_missed_in_a_row: 0,
                 slashed: false,
+                endpoint: String::new(),
             },
         );
+        Ok(())
+    }
+
+    pub(super) fn set_validator_endpoint(
+        &mut self,
+        signer: AccountId,
+        endpoint: &str,
+    ) -> Result<(), TxError> {
+        if !self.candidates.contains_key(&signer) {
+            return Err(TxError::NotCandidate);
+        }
+        super::storage::check_endpoint(endpoint)?;
+        self.candidates.get_mut(&signer).expect("checked").endpoint = endpoint.to_owned();
         Ok(())
     }
 
