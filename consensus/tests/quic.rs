@@ -189,3 +189,150 @@ async fn a_follower_over_quic_tracks_the_validators_and_reports_inclusion() {
         h.shutdown();
     }
 }
+
+/// Live validator sets over QUIC: six nodes, four elected at genesis. The two outside know
+/// only the genesis validators' addresses and the genesis validators know only each other's:
+/// the outsiders follow by asking members for blocks, put their endpoints on the chain and
+/// bond more stake, and the next era's election replaces two validators with them. The
+/// members dial the newcomers at the endpoints the chain gives, drop the retired, and the
+/// chain keeps committing across the boundary with the newcomers' precommits in its commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_era_replacing_two_of_four_validators_over_quic_keeps_committing() {
+    use cess_consensus::bft::Core;
+    use cess_transport::identity::{NodeAddr, NodeKey};
+    let era_blocks = 30;
+    let params = LedgerParams {
+        validators_per_era: 4,
+        epoch_blocks: 5,
+        era_blocks,
+        ..LedgerParams::default()
+    };
+    let (genesis, keys, _) = genesis(6, 1, 79, params);
+    let ledger = Ledger::genesis(&genesis).unwrap();
+    let genesis_set: Vec<_> = ledger.validators().iter().map(|v| v.account).collect();
+    let (members, outsiders): (Vec<usize>, Vec<usize>) =
+        (0..6).partition(|&i| genesis_set.contains(&keys[i].0.id()));
+    assert_eq!(outsiders.len(), 2);
+    let sockets: Vec<_> = (0..6)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<NodeAddr> = sockets
+        .iter()
+        .zip(&keys)
+        .map(|(socket, (account, _))| NodeAddr {
+            socket: socket.local_addr().unwrap(),
+            peer: account.id().peer_id().unwrap(),
+        })
+        .collect();
+    drop(sockets);
+    let mut handles = Vec::new();
+    for (i, (account, validator_key)) in keys.iter().enumerate() {
+        let core = Core::new(
+            ledger.clone(),
+            validator_key.clone(),
+            account.id(),
+            CoreConfig::default(),
+            0,
+        );
+        // Only the genesis validators' addresses, as a newcomer's configuration would have.
+        let peers = members
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|&j| addrs[j].clone())
+            .collect();
+        let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
+        handles.push(net::start(core, node_key, addrs[i].socket, peers).unwrap());
+    }
+    let mut commits: Vec<_> = handles.iter().map(|h| h.commits()).collect();
+    for &i in &outsiders {
+        let account = &keys[i].0;
+        let endpoint = format!("/ip4/127.0.0.1/udp/{}/quic-v1", addrs[i].socket.port());
+        let txs = vec![
+            ledger.transaction_with_nonce(account, 0, Call::SetValidatorEndpoint { endpoint }),
+            ledger.transaction_with_nonce(
+                account,
+                1,
+                Call::Bond {
+                    amount: 8_000 * TOKEN,
+                },
+            ),
+        ];
+        let answers = handles[members[0]].submit(txs).await.unwrap();
+        assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+    }
+    // height → (hash, signers) per node.
+    let mut seen: Vec<BTreeMap<u64, ([u8; 32], Vec<cess_consensus::AccountId>)>> =
+        vec![BTreeMap::new(); 6];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut boundary = None;
+    let mut new_set = Vec::new();
+    loop {
+        for (i, receiver) in commits.iter_mut().enumerate() {
+            while let Ok(c) = receiver.try_recv() {
+                let signers = c.commit.signatures.iter().map(|(a, _)| *a).collect();
+                seen[i].insert(c.height, (c.hash.0, signers));
+                for event in &c.outcome.events {
+                    if let cess_consensus::ledger::Event::ValidatorsElected { validators, .. } =
+                        event
+                        && boundary.is_none()
+                        && outsiders
+                            .iter()
+                            .all(|&o| validators.contains(&keys[o].0.id()))
+                    {
+                        boundary = Some(c.height + 1);
+                        new_set = validators.clone();
+                    }
+                }
+            }
+        }
+        if let Some(b) = boundary
+            && seen
+                .iter()
+                .all(|s| s.keys().max().is_some_and(|&h| h >= b + 10))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "boundary {boundary:?}; heights {:?}",
+            seen.iter()
+                .map(|s| s.keys().max().copied())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let boundary = boundary.unwrap();
+    eprintln!("the set changed at height {boundary}");
+    let retired: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| !new_set.contains(&keys[i].0.id()))
+        .collect();
+    assert_eq!(retired.len(), 2, "two genesis validators retired");
+    for &i in &retired {
+        assert!(
+            !seen[members[0]]
+                .range(boundary..boundary + 10)
+                .any(|(_, (_, signers))| signers.contains(&keys[i].0.id())),
+            "retired {i} signs no commit after the boundary"
+        );
+    }
+    for &o in &outsiders {
+        assert!(
+            seen[members[0]]
+                .range(boundary..boundary + 10)
+                .any(|(_, (_, signers))| signers.contains(&keys[o].0.id())),
+            "newcomer {o} signs commits after the boundary"
+        );
+    }
+    for i in 1..6 {
+        for (height, (hash, _)) in &seen[i] {
+            if let Some((other, _)) = seen[0].get(height) {
+                assert_eq!(other, hash, "nodes 0 and {i} differ at height {height}");
+            }
+        }
+    }
+    for h in &handles {
+        h.shutdown();
+    }
+}
