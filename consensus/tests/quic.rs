@@ -261,8 +261,8 @@ async fn an_era_replacing_two_of_four_validators_over_quic_keeps_committing() {
         assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
     }
     // height → (hash, signers) per node.
-    let mut seen: Vec<BTreeMap<u64, ([u8; 32], Vec<cess_consensus::AccountId>)>> =
-        vec![BTreeMap::new(); 6];
+    type Signed = BTreeMap<u64, ([u8; 32], Vec<cess_consensus::AccountId>)>;
+    let mut seen: Vec<Signed> = vec![BTreeMap::new(); 6];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut boundary = None;
     let mut new_set = Vec::new();

@@ -136,6 +136,7 @@ fn create_chain(dir: &Path, options: &UpOptions, client: &NodeKey) -> Result<()>
         }],
         audit_period_blocks: Some(DEVNET_AUDIT_PERIOD_BLOCKS),
         audit_miners_permille: Some(DEVNET_AUDIT_MINERS_PERMILLE),
+        ..crate::validator::TestnetExtras::default()
     };
     let base = free_udp_ports(options.validators)?;
     crate::validator::testnet_with(&dir.join(CHAIN_DIR), options.validators, base, extras)

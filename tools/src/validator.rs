@@ -83,12 +83,33 @@ pub struct TestnetExtras {
     pub audit_period_blocks: Option<u64>,
     /// Miners sampled per audit round, per mille, when not the default.
     pub audit_miners_permille: Option<u32>,
+    /// Nodes beyond the genesis validators: funded, configured to reach the validators, not
+    /// in the genesis set (`cess validator candidate` registers them).
+    pub candidates: usize,
+    /// Blocks per era (an election each era), when not the default.
+    pub era_blocks: Option<u64>,
 }
 
 /// Creates a network of `count` validators listening on consecutive UDP ports from
-/// `base_port` on loopback.
-pub fn testnet(dir: &Path, count: usize, base_port: u16) -> Result<()> {
-    testnet_with(dir, count, base_port, TestnetExtras::default())
+/// `base_port` on loopback, and `candidates` more nodes that are not validators yet (their
+/// directories follow the validators', their ports too).
+pub fn testnet(
+    dir: &Path,
+    count: usize,
+    base_port: u16,
+    candidates: usize,
+    era_blocks: Option<u64>,
+) -> Result<()> {
+    testnet_with(
+        dir,
+        count,
+        base_port,
+        TestnetExtras {
+            candidates,
+            era_blocks,
+            ..TestnetExtras::default()
+        },
+    )
 }
 
 /// [`testnet`] with more in its genesis.
@@ -99,7 +120,7 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
     std::fs::create_dir(dir)
         .with_context(|| format!("creating {} (it must not exist)", dir.display()))?;
     let mut nodes = Vec::new();
-    for i in 0..count {
+    for i in 0..count + extras.candidates {
         let vdir = dir.join(format!("v{i}"));
         std::fs::create_dir(&vdir)?;
         let node_key = NodeKey::create(&vdir.join("node.key"))?;
@@ -119,8 +140,12 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
         audit_miners_permille: extras
             .audit_miners_permille
             .unwrap_or(defaults.audit_miners_permille),
+        era_blocks: extras.era_blocks.unwrap_or(defaults.era_blocks),
         ..defaults
     };
+    params
+        .check()
+        .map_err(|e| anyhow::anyhow!("testnet parameters: {e}"))?;
     let genesis = Genesis {
         chain_name: format!("cess-testnet-{}", std::process::id()),
         time_ms: std::time::SystemTime::now()
@@ -132,7 +157,7 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
             .chain(extras.accounts.iter().map(|a| Ok(*a)))
             .collect::<Result<_>>()?,
         reward_pool: 1_000_000 * TOKEN,
-        validators: nodes
+        validators: nodes[..count]
             .iter()
             .map(|(_, key, vkey, _)| {
                 Ok(GenesisValidator {
@@ -163,7 +188,9 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
             genesis: std::path::absolute(dir.join(GENESIS_FILE))?,
             node_key: std::path::absolute(vdir.join("node.key"))?,
             validator_key: std::path::absolute(vdir.join("validator.key"))?,
-            peers: addrs
+            // The genesis validators; validators elected later are dialed at the endpoints
+            // they put on the chain.
+            peers: addrs[..count]
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
@@ -175,12 +202,19 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
         };
         std::fs::write(vdir.join(CONFIG_FILE), toml::to_string(&config)?)?;
     }
-    std::fs::write(dir.join("validators.txt"), addrs.join("\n") + "\n")?;
+    std::fs::write(dir.join("validators.txt"), addrs[..count].join("\n") + "\n")?;
     println!(
         "testnet of {count} validators in {} (chain {})",
         dir.display(),
         hex(&genesis.chain_id()[..8])
     );
+    if extras.candidates > 0 {
+        println!(
+            "{} candidate nodes: v{count}..v{} (run them, then `cess validator candidate DIR`)",
+            extras.candidates,
+            count + extras.candidates - 1
+        );
+    }
     Ok(())
 }
 
@@ -211,13 +245,6 @@ pub fn run(dir: &Path) -> Result<()> {
             config_path.display(),
             config.empty_block_interval_ms
         );
-    }
-    if !ledger
-        .validators()
-        .iter()
-        .any(|v| v.account == account && v.key == *validator_key.public())
-    {
-        bail!("this node's keys are not a validator in the genesis");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -261,9 +288,25 @@ pub fn run(dir: &Path) -> Result<()> {
             empty_block_interval_ms: config.empty_block_interval_ms,
             ..CoreConfig::default()
         };
-        let (core, disk) = opened.into_core(validator_key, account, core_config)?;
+        let (core, disk) = opened.into_core(validator_key.clone(), account, core_config)?;
+        if let Some(registered) = core.ledger().candidate(&account)
+            && registered.key != *validator_key.public()
+        {
+            bail!(
+                "{}: this is not the BLS key account {account} registered as a candidate",
+                config.validator_key.display()
+            );
+        }
+        let member = core.is_member();
         let handle = net::start_with_store(core, node_key, config.listen, peers, Some(disk))?;
         println!("validator {account} listening {}", handle.local_addr()?);
+        if !member {
+            println!(
+                "not in the validator set: following the chain from its members until an \
+                 election takes this node in (`cess validator candidate {}` registers it)",
+                dir.display()
+            );
+        }
         let chain = Arc::new(ChainMetrics::default());
         if let Some(http_addr) = config.metrics {
             crate::node::serve_metrics(http_addr, config.http_public, dir, |http| {
@@ -273,6 +316,7 @@ pub fn run(dir: &Path) -> Result<()> {
         }
         let mut commits = handle.commits();
         let mut last_commit = Instant::now();
+        let mut member_now = member;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -287,6 +331,23 @@ pub fn run(dir: &Path) -> Result<()> {
                                 .observe(last_commit.elapsed().as_secs_f64());
                         }
                         last_commit = Instant::now();
+                        for event in &c.outcome.events {
+                            if let cess_consensus::ledger::Event::ValidatorsElected {
+                                era,
+                                validators,
+                            } = event
+                            {
+                                let now_member = validators.contains(&account);
+                                if now_member != member_now {
+                                    println!(
+                                        "{} the validator set at height {} (era {era})",
+                                        if now_member { "elected to" } else { "left" },
+                                        c.height + 1
+                                    );
+                                    member_now = now_member;
+                                }
+                            }
+                        }
                         chain.block_proofs.observe(c.outcome.proofs_verified as f64);
                         chain.block_txs.observe(c.block.txs.len() as f64);
                         let line = format!(
@@ -479,4 +540,122 @@ pub fn load(dir: &Path, count: u64) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `cess validator candidate DIR`: registers the node configured in `dir` as a validator
+/// candidate (bonding `stake_tokens`, the chain's minimum when not given), or, if it is one,
+/// bonds `stake_tokens` more; then puts its endpoint on the chain (`endpoint`, or the
+/// configured listen address), where the validators find it once it is elected. Waits until
+/// each transaction is in a block and says when the next election is.
+pub fn candidate(dir: &Path, stake_tokens: Option<u64>, endpoint: Option<String>) -> Result<()> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config: ValidatorConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let node_key = Arc::new(NodeKey::load(&config.node_key)?);
+    let validator_key = load_validator_key(&config.validator_key)?;
+    let endpoint = match endpoint {
+        Some(endpoint) => endpoint,
+        None if config.listen.ip().is_unspecified() => bail!(
+            "{} listens on {}: say where the validators reach it with --endpoint \
+             /ip4/…/udp/…/quic-v1",
+            config_path.display(),
+            config.listen
+        ),
+        None => {
+            let ip = match config.listen.ip() {
+                std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
+                std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
+            };
+            format!("{ip}/udp/{}/quic-v1", config.listen.port())
+        }
+    };
+    let source = crate::chain::ChainSource {
+        genesis: config.genesis.clone(),
+        validators: config
+            .peers
+            .iter()
+            .map(|p| p.parse::<NodeAddr>().with_context(|| format!("peer {p}")))
+            .collect::<Result<_>>()?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let client =
+            crate::chain::ChainClient::connect(&source, node_key, Duration::from_secs(120)).await?;
+        let account = client.account.id();
+        let (registered, stake_min) = client.ledger(|l| {
+            (
+                l.candidate(&account).cloned(),
+                l.params().candidate_stake_min,
+            )
+        });
+        let stake = stake_tokens.map(|t| u128::from(t) * TOKEN);
+        match &registered {
+            None => {
+                let stake = stake.unwrap_or(stake_min);
+                let height = client
+                    .submit(Call::RegisterCandidate {
+                        key: validator_key.public().to_bytes(),
+                        possession: validator_key.proof_of_possession().to_bytes(),
+                        stake,
+                    })
+                    .await?;
+                println!(
+                    "registered {account} as a candidate with a stake of {} tokens (block {height})",
+                    stake / TOKEN
+                );
+            }
+            Some(existing) => {
+                if existing.key != *validator_key.public() {
+                    bail!(
+                        "{account} is a candidate with another BLS key than {}",
+                        config.validator_key.display()
+                    );
+                }
+                if let Some(amount) = stake {
+                    let height = client.submit(Call::Bond { amount }).await?;
+                    println!(
+                        "bonded {} tokens more: a stake of {} tokens (block {height})",
+                        amount / TOKEN,
+                        (existing.stake + amount) / TOKEN
+                    );
+                } else {
+                    println!(
+                        "{account} is a candidate already, with a stake of {} tokens",
+                        existing.stake / TOKEN
+                    );
+                }
+            }
+        }
+        if registered.is_none_or(|c| c.endpoint != endpoint) {
+            let height = client
+                .submit(Call::SetValidatorEndpoint {
+                    endpoint: endpoint.clone(),
+                })
+                .await?;
+            println!("endpoint {endpoint} on the chain (block {height})");
+        }
+        let (height, era_blocks, member) = client.ledger(|l| {
+            (
+                l.height(),
+                l.params().era_blocks,
+                l.validators().iter().any(|v| v.account == account),
+            )
+        });
+        let next = (height / era_blocks + 1) * era_blocks;
+        println!(
+            "{}; the next election is at block {next} (candidates are ranked by reputation, \
+             stake and chance)",
+            if member {
+                "in the current validator set"
+            } else {
+                "not in the current validator set"
+            }
+        );
+        anyhow::Ok(())
+    })
 }

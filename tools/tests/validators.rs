@@ -257,3 +257,108 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     }
     assert_eq!(txs(0), 200, "every transfer finalized exactly once");
 }
+
+/// Whether a node's output has a line starting with `prefix`.
+fn said(dir: &Path, out: &str, prefix: &str) -> bool {
+    std::fs::read_to_string(dir.join(out))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(prefix))
+}
+
+/// Live validator sets with processes: a testnet of four validators and two candidate nodes
+/// (`--candidates 2`, not in genesis). The candidates follow the chain from the start, are
+/// registered with a large stake by `cess validator candidate` (which puts their endpoints on
+/// the chain), and the next election replaces two genesis validators with them. The retired
+/// ones follow on; with one of the two remaining genesis validators killed, the chain goes on
+/// only because both newcomers vote.
+#[test]
+fn candidates_registered_by_the_cli_are_elected_and_carry_the_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let base = 20_000 + ((std::process::id() + 97) % 20_000) as u16;
+    let base = base.to_string();
+    cess_ok(
+        dir,
+        &[
+            "validator",
+            "testnet",
+            "--dir",
+            "net",
+            "--validators",
+            "4",
+            "--candidates",
+            "2",
+            "--era-blocks",
+            "20",
+            "--base-port",
+            &base,
+        ],
+    );
+    let mut nodes = Validators(Vec::new());
+    for i in 0..6 {
+        let log = std::fs::File::create(dir.join(format!("v{i}.out"))).unwrap();
+        nodes.0.push(
+            cess(dir)
+                .args(["validator", "run", &format!("net/v{i}")])
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let height = |i: usize| commits(dir, i).keys().max().copied().unwrap_or(0);
+    wait_for(
+        "the candidates to follow the chain to height 3",
+        Duration::from_secs(60),
+        || (4..6).all(|i| height(i) >= 3),
+    );
+    assert!(said(dir, "v4.out", "not in the validator set"));
+    for i in 4..6 {
+        cess_ok(
+            dir,
+            &[
+                "validator",
+                "candidate",
+                &format!("net/v{i}"),
+                "--stake-tokens",
+                "100000",
+            ],
+        );
+    }
+    wait_for("both candidates elected", Duration::from_secs(90), || {
+        (4..6).all(|i| said(dir, &format!("v{i}.out"), "elected to the validator set"))
+    });
+    let retired: Vec<usize> = (0..4)
+        .filter(|i| said(dir, &format!("v{i}.out"), "left the validator set"))
+        .collect();
+    assert_eq!(retired.len(), 2, "two genesis validators retired");
+    let remaining: Vec<usize> = (0..4).filter(|i| !retired.contains(i)).collect();
+    // One remaining genesis validator killed: the other and both newcomers are the quorum.
+    nodes.0[remaining[0]].kill().unwrap();
+    nodes.0[remaining[0]].wait().unwrap();
+    let reached = (0..6).map(height).max().unwrap();
+    let carrying = [remaining[1], 4, 5];
+    wait_for(
+        "5 more blocks with the newcomers' votes",
+        Duration::from_secs(60),
+        || carrying.iter().all(|&i| height(i) >= reached + 5),
+    );
+    wait_for(
+        "the retired validators to follow",
+        Duration::from_secs(30),
+        || retired.iter().all(|&i| height(i) >= reached + 3),
+    );
+    let logs: Vec<_> = (0..6).map(|i| commits(dir, i)).collect();
+    for (i, log) in logs.iter().enumerate().skip(1) {
+        for (h, commit) in log {
+            if let Some(first) = logs[remaining[1]].get(h) {
+                assert_eq!(
+                    first, commit,
+                    "nodes {} and {i} differ at height {h}",
+                    remaining[1]
+                );
+            }
+        }
+    }
+}
