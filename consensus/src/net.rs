@@ -243,6 +243,8 @@ pub fn start_with_store<E: Engine + Send + 'static>(
         }
         None => (None, None),
     };
+    // The node key is the validator's account key: it signs the evidence reports.
+    let reporter = crate::AccountKey::from_libp2p(node_key.keypair());
     let endpoint = Endpoint::server_for(CONSENSUS_PROTOCOL, node_key, listen, Limits::default())?;
     let (events_tx, events_rx) = mpsc::channel::<EventBox>(16 * 1024);
     let (client_events_tx, client_events_rx) = mpsc::channel::<EventBox>(CLIENT_EVENTS);
@@ -279,9 +281,9 @@ pub fn start_with_store<E: Engine + Send + 'static>(
         (events_rx, client_events_rx),
         events_tx.clone(),
         peers,
-        commits.clone(),
-        stats.clone(),
+        (commits.clone(), stats.clone()),
         (store, wal),
+        reporter,
     ));
     Ok(ValidatorHandle {
         chain_id,
@@ -397,18 +399,20 @@ async fn core_loop<E: Engine>(
     (mut events, mut client_events): (mpsc::Receiver<EventBox>, mpsc::Receiver<EventBox>),
     loopback: mpsc::Sender<EventBox>,
     mut peers: Peers,
-    commits: broadcast::Sender<Arc<Committed>>,
-    stats: Arc<LoopStats>,
+    (commits, stats): (broadcast::Sender<Arc<Committed>>, Arc<LoopStats>),
     (store, mut wal): (
         Option<StoreWriter>,
         Option<crate::wal::Wal<crate::wal::FileMedium>>,
     ),
+    reporter: Option<crate::AccountKey>,
 ) {
     let started = (Instant::now(), unix_ms());
     let mut step_started = Instant::now();
     let mut timers: HashMap<Timeout, u64> = HashMap::new();
     let mut generation = 0u64;
     let mut outputs = core.start(now_ms(started));
+    // Outputs of what the loop itself handed the core (a report of evidence it saw).
+    let mut followups = Vec::new();
     loop {
         for output in outputs.drain(..) {
             // Nothing goes out before the log entries ahead of it are durable.
@@ -459,6 +463,12 @@ async fn core_loop<E: Engine>(
                     timers.remove(&timeout);
                 }
                 Output::CancelAllTimeouts => timers.clear(),
+                Output::Evidence(evidence) => match &reporter {
+                    Some(key) => {
+                        followups.extend(core.report_evidence(key, *evidence, now_ms(started)))
+                    }
+                    None => tracing::warn!("equivocation seen; no account key to report it with"),
+                },
                 Output::Committed(committed) => {
                     stats.commit_step.record(step_started.elapsed());
                     if committed.outcome.proofs_verified > 0 {
@@ -499,6 +509,10 @@ async fn core_loop<E: Engine>(
                     let _ = commits.send(Arc::from(committed));
                 }
             }
+        }
+        if !followups.is_empty() {
+            outputs = std::mem::take(&mut followups);
+            continue;
         }
         // Each era's set from the ledger: dial the new members, drop the retired.
         peers.refresh(&core);

@@ -185,6 +185,8 @@ pub struct SimReport {
     pub conflicting_signatures: u64,
     /// The first of them, for the failure message.
     pub first_conflict: Option<String>,
+    /// Equivocation reports honest validators signed.
+    pub evidence_reported: u64,
 }
 
 pub struct Sim {
@@ -737,6 +739,13 @@ impl Sim {
                     self.nodes[from].timers.retain(|(t, _)| *t != timeout)
                 }
                 Output::CancelAllTimeouts => self.nodes[from].timers.clear(),
+                Output::Evidence(evidence) => {
+                    let node = &mut self.nodes[from];
+                    let key = node.account_key.clone();
+                    let outputs = node.core.report_evidence(&key, *evidence, self.now_ms);
+                    self.report.evidence_reported += 1;
+                    self.handle_outputs(from, outputs);
+                }
                 Output::Committed(committed) => {
                     let height = committed.height;
                     let node = &mut self.nodes[from];

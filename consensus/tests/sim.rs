@@ -592,3 +592,67 @@ fn an_era_replacing_two_of_four_validators_keeps_committing() {
         );
     }
 }
+
+/// Validators put the equivocations they see on the chain themselves: a validator that
+/// double-votes is reported (one report per offender per validator; the ledger takes the
+/// first), slashed, and left out of the next election (a fifth candidate takes its seat).
+#[test]
+fn a_double_voting_validator_is_reported_slashed_and_voted_out() {
+    let era_blocks = 30;
+    let config_with = |byzantine: Vec<(usize, Byzantine)>| {
+        let mut config = SimConfig::new(4, seed(51));
+        config.candidates = 1;
+        config.params.epoch_blocks = 5;
+        config.params.era_blocks = era_blocks;
+        config.byzantine = byzantine;
+        config
+    };
+    // Which node is a genesis validator: the same seed gives the same genesis.
+    let probe = Sim::new(config_with(Vec::new()));
+    let offender = (0..5)
+        .find(|&i| {
+            probe
+                .core(0)
+                .ledger()
+                .validators()
+                .iter()
+                .any(|v| v.account == probe.account(i))
+        })
+        .unwrap();
+    let mut sim = Sim::new(config_with(vec![(offender, Byzantine::DoubleVote)]));
+    let offender_id = sim.account(offender);
+    let honest = (0..5).find(|&i| i != offender).unwrap();
+    let mut now = 0;
+    while !sim
+        .core(honest)
+        .ledger()
+        .candidate(&offender_id)
+        .unwrap()
+        .slashed
+    {
+        now += 200;
+        sim.run_until(now);
+        assert!(now < 20_000, "the offender was never slashed");
+    }
+    let slashed_at = sim.core(honest).ledger().height();
+    // Out at the next election.
+    while sim.core(honest).ledger().era() * era_blocks < slashed_at {
+        now += 200;
+        sim.run_until(now);
+        assert!(now < 40_000, "no election after the slash");
+    }
+    sim.run_until(now + 500);
+    let report = sim.finish();
+    eprintln!(
+        "slashed at height {slashed_at}; {} reports signed; set after: {:?}",
+        report.evidence_reported,
+        sim.core(honest).ledger().validators().len()
+    );
+    assert!(report.evidence_reported >= 1);
+    let ledger = sim.core(honest).ledger();
+    assert!(
+        ledger.validators().iter().all(|v| v.account != offender_id),
+        "the offender left the set"
+    );
+    assert_eq!(ledger.validators().len(), 4, "the candidate took the seat");
+}

@@ -21,8 +21,8 @@ use arc_malachitebft_core_consensus::{
     SignedConsensusMsg, State, ThresholdParams, ValuePayload,
 };
 use arc_malachitebft_core_types::{
-    CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, SignedProposal, Validity,
-    ValueOrigin, VoteExtensionPolicy, VoteType,
+    CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, SignedProposal,
+    SignedVote, Validity, ValueOrigin, VoteExtensionPolicy, VoteType,
 };
 use cess_proofs::CpuBackend;
 use std::collections::{BTreeMap, VecDeque};
@@ -83,6 +83,11 @@ pub enum Output {
     ScheduleTimeout(Timeout, Duration),
     CancelTimeout(Timeout),
     CancelAllTimeouts,
+    /// Two conflicting messages signed by one validator, seen here: the driver signs a
+    /// [`crate::Call::ReportEquivocation`] with this validator's account key and hands it to
+    /// [`Core::report_evidence`]. Once per offender per core, and never for one already
+    /// slashed.
+    Evidence(Box<crate::tx::Equivocation>),
     Committed(Box<Committed>),
     /// Log this input of `height` in the write-ahead log ([`crate::wal`]). A driver makes
     /// every entry durable before it acts on any `Broadcast` or `Send` that follows it, and
@@ -124,6 +129,53 @@ pub struct CoreStats {
     /// A vote or proposal re-derived on replay differed from the one logged: not signed
     /// (Malachite refuses; a non-determinism bug, never a double signature).
     pub replay_divergences: u64,
+    /// Equivocation reports this validator signed and admitted to its mempool.
+    pub evidence_reported: u64,
+}
+
+/// Evidence of two votes of one kind, height and round from one validator.
+fn vote_evidence(first: &SignedVote<Cess>, second: &SignedVote<Cess>) -> crate::tx::Equivocation {
+    use crate::tx::{EquivocationKind, SignedValue};
+    let signed = |v: &SignedVote<Cess>| SignedValue {
+        value: match v.message.value {
+            NilOrVal::Nil => None,
+            NilOrVal::Val(hash) => Some(hash.0),
+        },
+        pol_round: -1,
+        signature: v.signature.to_bytes(),
+    };
+    crate::tx::Equivocation {
+        offender: first.message.validator,
+        height: first.message.height.0,
+        round: first.message.round.as_u32().unwrap_or(0),
+        kind: match first.message.kind {
+            VoteType::Prevote => EquivocationKind::Prevote,
+            VoteType::Precommit => EquivocationKind::Precommit,
+        },
+        first: signed(first),
+        second: signed(second),
+    }
+}
+
+/// Evidence of two proposals for one height and round from their proposer.
+fn proposal_evidence(
+    first: &SignedProposal<Cess>,
+    second: &SignedProposal<Cess>,
+) -> crate::tx::Equivocation {
+    use crate::tx::{EquivocationKind, SignedValue};
+    let signed = |p: &SignedProposal<Cess>| SignedValue {
+        value: Some(arc_malachitebft_core_types::Value::id(&p.message.value).0),
+        pol_round: p.message.pol_round.as_i64(),
+        signature: p.signature.to_bytes(),
+    };
+    crate::tx::Equivocation {
+        offender: first.message.proposer,
+        height: first.message.height.0,
+        round: first.message.round.as_u32().unwrap_or(0),
+        kind: EquivocationKind::Proposal,
+        first: signed(first),
+        second: signed(second),
+    }
 }
 
 /// The most transaction bytes a block may carry: what a peer accepts
@@ -210,6 +262,9 @@ pub struct Core {
     observe_asks: u64,
     /// Outside the set: when the next request for the current height is due.
     observe_at_ms: Option<u64>,
+    /// Offenders whose equivocation this core has reported (one report each: the ledger
+    /// refuses a second).
+    reported: std::collections::BTreeSet<AccountId>,
     /// Blocks this validator proposed at the current height before it restarted, by round:
     /// proposed again (the same block, so the same signed proposal) if asked for that round.
     recovered_values: BTreeMap<u32, Arc<Block>>,
@@ -313,6 +368,7 @@ impl Core {
             recovered_values: BTreeMap::new(),
             observe_asks: 0,
             observe_at_ms: None,
+            reported: std::collections::BTreeSet::new(),
         }
     }
 
@@ -386,6 +442,76 @@ impl Core {
     /// The height being decided.
     pub fn height(&self) -> u64 {
         self.ledger.height() + 1
+    }
+
+    /// Signs `evidence` (from [`Output::Evidence`]) into a report with `reporter`, this
+    /// validator's account key, at its next nonce (after its transactions waiting here), and
+    /// submits it here like a client's transaction.
+    pub fn report_evidence(
+        &mut self,
+        reporter: &crate::AccountKey,
+        evidence: crate::tx::Equivocation,
+        now_ms: u64,
+    ) -> Vec<Output> {
+        let signer = reporter.id();
+        let mut nonce = self.ledger.account(&signer).nonce;
+        while self.mempool.get(&signer, nonce).is_some() {
+            nonce += 1;
+        }
+        let offender = evidence.offender;
+        let tx = self.ledger.transaction_with_nonce(
+            reporter,
+            nonce,
+            crate::Call::ReportEquivocation {
+                evidence: Box::new(evidence),
+            },
+        );
+        let Some(tx) = VerifiedTx::check(tx, &self.ctx.chain_id) else {
+            tracing::error!("a report signed here does not verify; not sent");
+            return self.run();
+        };
+        let (answers, outputs) = self.submit(vec![tx], now_ms);
+        match &answers[0] {
+            Ok(()) => {
+                self.stats.evidence_reported += 1;
+                tracing::warn!(offender = ?offender, "equivocation reported on the chain");
+            }
+            Err(e) => tracing::warn!(offender = ?offender, "equivocation report refused here: {e}"),
+        }
+        outputs
+    }
+
+    /// An equivocation seen here goes out once per offender, unless it is slashed already.
+    fn report(&mut self, evidence: crate::tx::Equivocation) {
+        let offender = evidence.offender;
+        if self.reported.contains(&offender)
+            || self.ledger.candidate(&offender).is_none_or(|c| c.slashed)
+        {
+            return;
+        }
+        self.reported.insert(offender);
+        self.outputs.push(Output::Evidence(Box::new(evidence)));
+    }
+
+    /// Malachite's evidence of a finalized height: double votes and double proposals, by
+    /// the validators of the set that decided it.
+    fn report_malachite_evidence(
+        &mut self,
+        evidence: &arc_malachitebft_core_consensus::MisbehaviorEvidence<Cess>,
+    ) {
+        let accounts = self.validators.accounts().to_vec();
+        for account in accounts {
+            if let Some(pairs) = evidence.votes.get(&account)
+                && let Some((first, second)) = pairs.first()
+            {
+                self.report(vote_evidence(first, second));
+            }
+            if let Some(pairs) = evidence.proposals.get(&account)
+                && let Some((first, second)) = pairs.first()
+            {
+                self.report(proposal_evidence(first, second));
+            }
+        }
     }
 
     /// Whether this node is in the set deciding the current height (votes, may propose).
@@ -887,6 +1013,9 @@ impl Core {
             tracing::warn!(height = proposal.height.0, round, proposer = ?proposal.proposer, "a second proposal for the round: equivocation, dropped");
             self.stats.proposals_equivocated += 1;
             self.stats.messages_dropped += 1;
+            if let Some(kept) = self.proposals.get(&(round, *first)).cloned() {
+                self.report(proposal_evidence(&kept, &signed));
+            }
             return;
         }
         let validity = match self.check_proposal(proposal) {
@@ -1100,9 +1229,16 @@ pub fn block_info(block: &Block) -> BlockInfo {
 /// Work an effect asks for that needs the whole core; done once the effect's input is through.
 enum Deferred {
     Decide(CommitCertificate<Cess>),
-    Finalize { evidence: bool },
-    GetValue { height: u64, round: Round },
-    Restream { value: BlockHash },
+    Finalize {
+        evidence: Box<arc_malachitebft_core_consensus::MisbehaviorEvidence<Cess>>,
+    },
+    GetValue {
+        height: u64,
+        round: Round,
+    },
+    Restream {
+        value: BlockHash,
+    },
 }
 
 /// What the effect handler may touch while Malachite holds its state.
@@ -1307,7 +1443,7 @@ impl Env<'_> {
             Effect::VerifyVoteExtension(_, _, _, _, _, _, r) => r.resume_with(Ok(())),
             Effect::Finalize(_cert, _extensions, evidence, r) => {
                 self.deferred.push(Deferred::Finalize {
-                    evidence: !evidence.is_empty(),
+                    evidence: Box::new(evidence),
                 });
                 r.resume_with(())
             }
@@ -1422,9 +1558,10 @@ impl Core {
                 self.commit_block(block, cert.value_id, commit, false);
             }
             Deferred::Finalize { evidence } => {
-                if evidence {
+                if !evidence.is_empty() {
                     self.stats.equivocations_seen += 1;
                     tracing::warn!(me = ?self.me, height = self.ledger.height(), "misbehaviour evidence at this height");
+                    self.report_malachite_evidence(&evidence);
                 }
                 if self.consensus.height().0 == self.ledger.height() {
                     self.advance_height();

@@ -67,6 +67,14 @@ pub trait Engine {
     /// that decided the last one (a retired validator may still need that decision). A
     /// driver dials these, broadcasts to them, and takes consensus messages from them.
     fn peers(&self) -> Vec<AccountId>;
+    /// Signs [`Output::Evidence`] into a report with this validator's account key and
+    /// submits it here.
+    fn report_evidence(
+        &mut self,
+        reporter: &crate::AccountKey,
+        evidence: crate::tx::Equivocation,
+        now_ms: u64,
+    ) -> Vec<Output>;
     /// Where it stands, for its operator.
     fn report(&self) -> EngineReport;
 }
@@ -116,6 +124,15 @@ impl Engine for Core {
 
     fn peers(&self) -> Vec<AccountId> {
         Core::peers(self)
+    }
+
+    fn report_evidence(
+        &mut self,
+        reporter: &crate::AccountKey,
+        evidence: crate::tx::Equivocation,
+        now_ms: u64,
+    ) -> Vec<Output> {
+        Core::report_evidence(self, reporter, evidence, now_ms)
     }
 
     fn report(&self) -> EngineReport {
