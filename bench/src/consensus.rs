@@ -2,7 +2,8 @@
 //! one ledger applying the same transactions with no consensus; and storage proofs verified
 //! inside block application (one batch per block) against verifying each proof alone; and
 //! block application on a ledger holding 10⁶ stored fragments against the same blocks on one
-//! holding 10³ (a block's cost must not grow with the state).
+//! holding 10³ (a block's cost must not grow with the state); and a validator's restart with
+//! 10⁵ blocks on disk against one with 10³ (checkpoints keep it from growing with the chain).
 
 use crate::proofs::LazySource;
 use crate::report::{Case, Latency, Options};
@@ -37,6 +38,9 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     }
     if options.wants("finality-wal-on-vs-off") {
         cases.push(wal_case(options)?);
+    }
+    if options.wants("restart-1e5-vs-1e3-heights") {
+        cases.push(restart_case(options)?);
     }
     Ok(cases)
 }
@@ -306,6 +310,152 @@ fn wal_case(options: &Options) -> Result<Case, String> {
         case.latency.p99_us as f64 / 1000.0,
         off.p50_us as f64 / 1000.0,
         off.p99_us as f64 / 1000.0
+    );
+    Ok(case)
+}
+
+/// A validator's directory holding a chain of `heights` empty blocks with a checkpoint 999
+/// blocks before its tip (the most a validator checkpointing every 1000 blocks replays).
+fn restart_disk(
+    dir: &std::path::Path,
+    heights: u64,
+) -> Result<
+    (
+        Ledger,
+        cess_consensus::ValidatorKey,
+        cess_consensus::AccountId,
+    ),
+    String,
+> {
+    use cess_consensus::checkpoint::{self, Checkpoint};
+    use cess_consensus::store::{BLOCKS_FILE, BlockStore};
+    let params = LedgerParams {
+        validators_per_era: 1,
+        ..LedgerParams::default()
+    };
+    let (genesis_file, keys, _) = genesis(1, 1, 71, params);
+    let genesis = Ledger::genesis(&genesis_file).map_err(|e| e.to_string())?;
+    let (account, key) = &keys[0];
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let (mut store, _) =
+        BlockStore::open(&dir.join(BLOCKS_FILE), &genesis.chain_id()).map_err(|e| e.to_string())?;
+    let mut ledger = genesis.clone();
+    let mut hash = ledger.chain_id();
+    let checkpoint_at = heights.saturating_sub(999).max(1);
+    let mut append = |ledger: &mut Ledger,
+                      hash: [u8; 32],
+                      count: u64|
+     -> Result<[u8; 32], String> {
+        // In chunks, so the chain never sits whole in memory.
+        let mut hash = hash;
+        let mut left = count;
+        while left > 0 {
+            let chunk = left.min(10_000);
+            let mut blocks = Vec::with_capacity(chunk as usize);
+            hash =
+                cess_consensus::sim::empty_chain(ledger, hash, key, account.id(), chunk, |b, c| {
+                    blocks.push((b, c))
+                });
+            store
+                .append_all(blocks.iter().map(|(b, c)| (&**b, c)))
+                .map_err(|e| e.to_string())?;
+            left -= chunk;
+        }
+        Ok(hash)
+    };
+    hash = append(&mut ledger, hash, checkpoint_at - 1)?;
+    let previous = cess_consensus::bft::validator_set(&ledger);
+    hash = append(&mut ledger, hash, 1)?;
+    checkpoint::write(
+        dir,
+        &Checkpoint {
+            ledger: ledger.clone(),
+            last_hash: hash,
+            previous_validators: Some(previous),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    append(&mut ledger, hash, heights - checkpoint_at)?;
+    Ok((genesis, key.clone(), account.id()))
+}
+
+/// From opening a validator's directory to its core's first vote or proposal: the block
+/// store opened (every record's checksum), the checkpoint read, the blocks after it replayed,
+/// the write-ahead log opened, the core started. Milliseconds.
+fn restart_to_voting_ms(
+    dir: &std::path::Path,
+    genesis: &Ledger,
+    key: &cess_consensus::ValidatorKey,
+    account: cess_consensus::AccountId,
+) -> Result<(f64, u64), String> {
+    use cess_consensus::bft::{NetMsg, Output};
+    let started = Instant::now();
+    let opened = cess_consensus::store::open_disk(dir, genesis.clone(), 256, true)
+        .map_err(|e| e.to_string())?;
+    let replayed = opened.replayed_blocks;
+    let config = CoreConfig {
+        empty_block_interval_ms: 0,
+        ..CoreConfig::default()
+    };
+    let (mut core, _disk) = opened
+        .into_core(key.clone(), account, config)
+        .map_err(|e| e.to_string())?;
+    let outputs = core.start(genesis.time_ms() + 1_000_000_000);
+    let voted = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Broadcast(NetMsg::Proposal(_) | NetMsg::Vote(_))));
+    if !voted {
+        return Err("the restarted validator sent no proposal or vote at its first height".into());
+    }
+    Ok((started.elapsed().as_secs_f64() * 1000.0, replayed))
+}
+
+/// Restart-to-voting time with 10⁵ blocks on disk against 10³ (each with a checkpoint 999
+/// blocks back): with checkpoints the time does not grow with the chain but for the block
+/// store's open, which reads every record once. The note gives the same restart at 10⁵
+/// without a checkpoint (the whole store replayed from genesis).
+fn restart_case(options: &Options) -> Result<Case, String> {
+    let (long, short, runs) = if options.quick {
+        (10_000u64, 1_000u64, 1)
+    } else {
+        (100_000, 1_000, 5)
+    };
+    let root = match &options.target {
+        Some(dir) if dir.is_dir() => dir.clone(),
+        _ => std::env::temp_dir(),
+    }
+    .join(format!("cess-bench-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let made = Instant::now();
+    let (long_dir, short_dir) = (root.join("long"), root.join("short"));
+    let (genesis_long, key_long, account_long) = restart_disk(&long_dir, long)?;
+    let (genesis_short, key_short, account_short) = restart_disk(&short_dir, short)?;
+    let made_s = made.elapsed().as_secs_f64();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut replayed = 0;
+    for _ in 0..runs {
+        let (ms, n) = restart_to_voting_ms(&long_dir, &genesis_long, &key_long, account_long)?;
+        ours.push(ms);
+        replayed = n;
+        theirs.push(restart_to_voting_ms(&short_dir, &genesis_short, &key_short, account_short)?.0);
+    }
+    // The same restart with no checkpoint: the whole store replayed.
+    std::fs::remove_file(long_dir.join(cess_consensus::checkpoint::CHECKPOINT_FILE))
+        .map_err(|e| e.to_string())?;
+    let (from_genesis_ms, _) =
+        restart_to_voting_ms(&long_dir, &genesis_long, &key_long, account_long)?;
+    let _ = std::fs::remove_dir_all(&root);
+    let mut case = Case::from_times(
+        "restart-1e5-vs-1e3-heights".into(),
+        ours,
+        theirs,
+        format!("the same restart with {short} heights on disk"),
+    );
+    case.goal = Some(0.5);
+    case.note = format!(
+        "one validator's directory with {long} empty blocks (ours) and {short} (baseline), a          checkpoint {replayed} blocks before the tip in both, disks under {}; opening to the          first proposal or vote; without the checkpoint the {long}-block restart took          {from_genesis_ms:.0} ms (the store replayed from genesis); making the two chains took          {made_s:.1} s",
+        root.parent()
+            .map_or(String::new(), |p| p.display().to_string()),
     );
     Ok(case)
 }

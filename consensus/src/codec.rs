@@ -186,6 +186,12 @@ impl<'a> Reader<'a> {
         self.take(len, what)
     }
 
+    /// Exactly `len` bytes (a length read before; refused when fewer remain).
+    pub fn bytes_exact(&mut self, len: u64, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = usize::try_from(len).map_err(|_| DecodeError::Invalid(what))?;
+        self.take(len, what)
+    }
+
     pub fn string(&mut self, max: usize, what: &'static str) -> Result<String, DecodeError> {
         let bytes = self.bytes(max, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid(what))

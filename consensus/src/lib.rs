@@ -1,11 +1,13 @@
 //! The ledger state machine, audits, R²S validator rotation, the BLS VRF and BFT finality.
 //!
 //! Everything here is a state machine: time, randomness and messages come in as arguments,
-//! nothing does I/O, except the drivers: [`store`] (committed blocks on disk) and `net` (QUIC,
+//! nothing does I/O, except the drivers: [`store`] (committed blocks on disk), [`checkpoint`]
+//! (the ledger on disk every so many blocks), [`wal`] (the consensus log) and `net` (QUIC,
 //! feature `quic`). The validator program (`cess validator run`) drives it.
 #![forbid(unsafe_code)]
 
 pub mod bft;
+pub mod checkpoint;
 pub mod codec;
 pub mod follow;
 pub mod keys;

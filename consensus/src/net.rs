@@ -227,15 +227,21 @@ pub fn start_with_store<E: Engine + Send + 'static>(
     disk: Option<Disk>,
 ) -> Result<ValidatorHandle, NetError> {
     let (store, wal) = match disk {
-        Some(Disk { store, wal }) => {
+        Some(Disk {
+            store,
+            wal,
+            dir,
+            checkpoint_every_blocks,
+        }) => {
             assert_eq!(
                 store.height(),
                 core.ledger().height(),
                 "the core resumes where its store ends"
             );
-            // With a log, the loop appends each block itself before it resets the log.
+            // With a log, the loop appends each block itself before it resets the log, and
+            // writes checkpoints once their block is durable.
             let writer = if wal.is_some() {
-                StoreWriter::inline(store)
+                StoreWriter::inline(store, Some((dir, checkpoint_every_blocks)))
             } else {
                 StoreWriter::start(store)?
             };
@@ -500,6 +506,7 @@ async fn core_loop<E: Engine>(
                                 );
                                 return;
                             }
+                            store.checkpoint_if_due(&core, &committed);
                         }
                         (Some(store), None) => {
                             store.append(committed.block.clone(), committed.commit.clone())
@@ -573,14 +580,66 @@ struct StoreWriter {
     store: Arc<std::sync::Mutex<crate::store::BlockStore>>,
     /// The writer thread's queue; none when the core loop appends itself ([`Self::append_now`]).
     blocks: Option<std::sync::mpsc::SyncSender<(Arc<crate::bft::Block>, crate::bft::CommitRecord)>>,
+    /// Where and how often checkpoints are written (inline appends only: the writer thread's
+    /// blocks may not be durable yet when the loop sees them committed).
+    checkpoints: Option<(std::path::PathBuf, u64)>,
+    /// A checkpoint is being written (one at a time; a height that comes meanwhile is skipped).
+    checkpoint_busy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StoreWriter {
     /// Blocks appended by the caller ([`Self::append_now`]), not by a thread.
-    fn inline(store: crate::store::BlockStore) -> StoreWriter {
+    fn inline(
+        store: crate::store::BlockStore,
+        checkpoints: Option<(std::path::PathBuf, u64)>,
+    ) -> StoreWriter {
         StoreWriter {
             store: Arc::new(std::sync::Mutex::new(store)),
             blocks: None,
+            checkpoints,
+            checkpoint_busy: Arc::default(),
+        }
+    }
+
+    /// After `committed`'s block is durable: a checkpoint of the core's ledger at its height,
+    /// when one is due, encoded and written off the loop (the ledger is cloned here).
+    fn checkpoint_if_due<E: Engine>(&self, core: &E, committed: &Committed) {
+        use std::sync::atomic::Ordering;
+        let Some((dir, every)) = &self.checkpoints else {
+            return;
+        };
+        if *every == 0
+            || !committed.height.is_multiple_of(*every)
+            || core.ledger().height() != committed.height
+            || self.checkpoint_busy.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let checkpoint = crate::checkpoint::Checkpoint {
+            ledger: core.ledger().clone(),
+            last_hash: committed.hash.0,
+            previous_validators: Some(committed.validators.clone()),
+        };
+        let dir = dir.clone();
+        let busy = self.checkpoint_busy.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cess-checkpoint".into())
+            .spawn(move || {
+                let height = checkpoint.ledger.height();
+                let started = Instant::now();
+                match crate::checkpoint::write(&dir, &checkpoint) {
+                    Ok(()) => tracing::info!(
+                        height,
+                        ms = started.elapsed().as_millis() as u64,
+                        "checkpoint written"
+                    ),
+                    Err(e) => tracing::warn!(height, "{e}; the previous checkpoint stays"),
+                }
+                busy.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("checkpoint thread: {e}");
+            self.checkpoint_busy.store(false, Ordering::Release);
         }
     }
 
@@ -615,6 +674,8 @@ impl StoreWriter {
         Ok(StoreWriter {
             store,
             blocks: Some(blocks),
+            checkpoints: None,
+            checkpoint_busy: Arc::default(),
         })
     }
 

@@ -83,6 +83,10 @@ pub enum Adversary {
     Broke,
 }
 
+/// Validators checkpoint their ledger this often in the simulation (small, so restarts use
+/// checkpoints and replay a few blocks on top).
+const SIM_CHECKPOINT_EVERY_BLOCKS: u64 = 25;
+
 /// Funded accounts the adversarial client signs with: the first for `Refused`, the rest for
 /// `Large`.
 const ADVERSARY_ACCOUNTS: usize = 24;
@@ -141,6 +145,9 @@ struct SimNode {
     byzantine: Option<Byzantine>,
     /// Its block store: every block it committed, durable at commit.
     stored: Vec<(std::sync::Arc<Block>, crate::bft::CommitRecord)>,
+    /// Its last checkpoint's bytes ([`crate::checkpoint`]), written every
+    /// [`SIM_CHECKPOINT_EVERY_BLOCKS`] blocks: a restart replays only the blocks after it.
+    checkpoint: Option<Vec<u8>>,
     wal: Option<Wal<SimMedium>>,
     /// Crashed, not restarted yet: it receives nothing and its timers are gone.
     down: bool,
@@ -187,6 +194,8 @@ pub struct SimReport {
     pub first_conflict: Option<String>,
     /// Equivocation reports honest validators signed.
     pub evidence_reported: u64,
+    /// Restarts that resumed from a checkpoint (and replayed only the blocks after it).
+    pub checkpoints_used: u64,
 }
 
 pub struct Sim {
@@ -325,6 +334,7 @@ impl Sim {
                     .find(|(j, _)| *j == i)
                     .map(|(_, b)| *b),
                 stored: Vec::new(),
+                checkpoint: None,
                 wal: config.wal.then(|| {
                     Wal::open(SimMedium::default(), &ledger.chain_id(), 1)
                         .expect("a new simulated log opens")
@@ -425,9 +435,21 @@ impl Sim {
     /// blocks, its log reopened (a torn tail dropped) and replayed by the new core.
     fn restart(&mut self, node: usize) {
         let chain_id = self.chain_id;
-        let restored = crate::store::replay_blocks(
-            self.nodes[node].stored.iter().cloned().map(Ok),
-            self.genesis_ledger.clone(),
+        let start = match &self.nodes[node].checkpoint {
+            Some(bytes) => {
+                self.report.checkpoints_used += 1;
+                crate::checkpoint::decode(bytes, &chain_id).expect("a simulated checkpoint decodes")
+            }
+            None => crate::checkpoint::Checkpoint {
+                last_hash: chain_id,
+                ledger: self.genesis_ledger.clone(),
+                previous_validators: None,
+            },
+        };
+        let from = start.ledger.height() as usize;
+        let restored = crate::store::replay_blocks_from(
+            self.nodes[node].stored[from..].iter().cloned().map(Ok),
+            start,
             self.core_config.history_max,
         )
         .expect("a simulated block store replays");
@@ -756,6 +778,16 @@ impl Sim {
                     );
                     node.stored
                         .push((committed.block.clone(), committed.commit.clone()));
+                    if height.is_multiple_of(SIM_CHECKPOINT_EVERY_BLOCKS)
+                        && node.core.ledger().height() == height
+                    {
+                        node.checkpoint =
+                            Some(crate::checkpoint::encode(&crate::checkpoint::Checkpoint {
+                                ledger: node.core.ledger().clone(),
+                                last_hash: committed.hash.0,
+                                previous_validators: Some(committed.validators.clone()),
+                            }));
+                    }
                     if let Some(wal) = &mut node.wal {
                         wal.reset().expect("the simulated disk does not fail");
                     }
@@ -1006,4 +1038,52 @@ impl Sim {
             .sum();
         self.report.clone()
     }
+}
+
+/// `count` empty blocks on top of `ledger` (applied to it; `parent` is the hash of its last
+/// block, the chain id at genesis), as one validator with `key` would propose them, each
+/// handed to `each` with an empty commit; the last block's hash. A long chain for
+/// a block store in tests and benchmarks (restart and replay times). Not a chain a peer would accept: the
+/// commits carry no signatures and one VRF proof serves every block; a store's replay does
+/// not check either (they were checked when committed), so it replays this chain as it would
+/// a real one of empty blocks.
+pub fn empty_chain(
+    ledger: &mut Ledger,
+    mut parent: Hash32,
+    key: &ValidatorKey,
+    proposer: AccountId,
+    count: u64,
+    mut each: impl FnMut(std::sync::Arc<Block>, crate::bft::CommitRecord),
+) -> Hash32 {
+    let randomness = ledger
+        .epoch_randomness(ledger.epoch_of(ledger.height() + 1))
+        .expect("the next epoch's randomness is known");
+    let (vrf_proof, _) = crate::vrf::vrf_prove(key, &randomness, ledger.height() + 1);
+    for _ in 0..count {
+        let height = ledger.height() + 1;
+        let block = Block {
+            height,
+            parent,
+            parent_root: ledger.root(),
+            time_ms: ledger.time_ms() + 1_000,
+            proposer,
+            vrf_proof: vrf_proof.clone(),
+            last_commit: None,
+            txs: Vec::new(),
+        };
+        ledger.apply_block(
+            &crate::bft::block_info(&block),
+            &[],
+            &cess_proofs::CpuBackend,
+        );
+        parent = block.hash().0;
+        each(
+            std::sync::Arc::new(block),
+            crate::bft::CommitRecord {
+                round: 0,
+                signatures: Vec::new(),
+            },
+        );
+    }
+    parent
 }

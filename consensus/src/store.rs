@@ -237,6 +237,42 @@ impl BlockStore {
         Ok(())
     }
 
+    /// Appends blocks of the next heights in order with one `fdatasync` at the end (a
+    /// follower or a tool writing many at once); all durable when this returns. A crash
+    /// midway leaves whole records and at most one torn one, as for single appends.
+    pub fn append_all<'a>(
+        &mut self,
+        blocks: impl IntoIterator<Item = (&'a Block, &'a CommitRecord)>,
+    ) -> Result<(), StoreError> {
+        let io = |path: &Path, source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        self.file
+            .seek(SeekFrom::Start(self.end))
+            .map_err(|e| io(&self.path, e))?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, &self.file);
+        let mut offsets = Vec::new();
+        let mut end = self.end;
+        for (block, commit) in blocks {
+            assert_eq!(
+                block.height,
+                self.height() + offsets.len() as u64 + 1,
+                "blocks are stored in height order"
+            );
+            let record = encode_record(block, commit);
+            writer.write_all(&record).map_err(|e| io(&self.path, e))?;
+            offsets.push(end);
+            end += record.len() as u64;
+        }
+        writer.flush().map_err(|e| io(&self.path, e))?;
+        drop(writer);
+        self.file.sync_data().map_err(|e| io(&self.path, e))?;
+        self.offsets.extend(offsets);
+        self.end = end;
+        Ok(())
+    }
+
     /// The block at `height` and its commit, read back and checked.
     pub fn read(&self, height: u64) -> Result<Option<(Arc<Block>, CommitRecord)>, StoreError> {
         let Some(&offset) = height
@@ -298,6 +334,10 @@ pub enum ReplayError {
 pub struct Disk {
     /// Its height must be the core's.
     pub store: BlockStore,
+    /// Where the driver writes a [`crate::checkpoint`] after every `checkpoint_every_blocks`
+    /// blocks (0: never).
+    pub dir: PathBuf,
+    pub checkpoint_every_blocks: u64,
     /// Opened at the store's height + 1, its entries already handed to the core
     /// ([`crate::bft::Core::recover`]). `None` runs without one (benchmarks: a crash may then
     /// make this validator sign twice).
@@ -332,6 +372,12 @@ pub struct OpenedDisk {
     pub store_torn_bytes: u64,
     /// Bytes of a torn log tail dropped (never synced, so never sent).
     pub wal_torn_bytes: u64,
+    /// The checkpoint the ledger was resumed from (its height), if one was used.
+    pub checkpoint_height: Option<u64>,
+    /// Why the checkpoint on disk was not used, if there is one and it was not.
+    pub checkpoint_refused: Option<String>,
+    /// Blocks replayed on top of the checkpoint (or genesis).
+    pub replayed_blocks: u64,
 }
 
 /// Opens `dir`'s block store ([`BLOCKS_FILE`]) and, with `wal`, its write-ahead log
@@ -346,7 +392,29 @@ pub fn open_disk(
 ) -> Result<OpenedDisk, DiskError> {
     let chain_id = genesis.chain_id();
     let (store, opened) = BlockStore::open(&dir.join(BLOCKS_FILE), &chain_id)?;
-    let restored = replay(&store, genesis, recent)?;
+    // A checkpoint only saves replay time: one that is unreadable, damaged or ahead of the
+    // store is set aside and the store replayed from genesis.
+    let (checkpoint, checkpoint_refused) = match crate::checkpoint::read(dir, &chain_id) {
+        Ok(Some(c)) if c.ledger.height() <= store.height() => (Some(c), None),
+        Ok(Some(c)) => (
+            None,
+            Some(format!(
+                "checkpoint at height {} is ahead of the block store ({})",
+                c.ledger.height(),
+                store.height()
+            )),
+        ),
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let checkpoint_height = checkpoint.as_ref().map(|c| c.ledger.height());
+    let start = checkpoint.unwrap_or(crate::checkpoint::Checkpoint {
+        last_hash: chain_id,
+        ledger: genesis,
+        previous_validators: None,
+    });
+    let replayed_blocks = store.height() - start.ledger.height();
+    let restored = replay_from(&store, start, recent)?;
     let (wal, wal_entries, wal_torn_bytes) = if wal {
         let (wal, recovered) =
             crate::wal::open_file(&dir.join(WAL_FILE), &chain_id, store.height() + 1)?;
@@ -356,10 +424,18 @@ pub fn open_disk(
     };
     Ok(OpenedDisk {
         restored,
-        disk: Disk { store, wal },
+        disk: Disk {
+            store,
+            dir: dir.to_path_buf(),
+            checkpoint_every_blocks: crate::checkpoint::CHECKPOINT_EVERY_BLOCKS,
+            wal,
+        },
         wal_entries,
         store_torn_bytes: opened.torn_bytes,
         wal_torn_bytes,
+        checkpoint_height,
+        checkpoint_refused,
+        replayed_blocks,
     })
 }
 
@@ -386,12 +462,49 @@ pub fn replay(
     genesis: crate::ledger::Ledger,
     recent: usize,
 ) -> Result<Restored, ReplayError> {
-    let blocks = (1..=store.height()).map(|height| {
+    replay_from(
+        store,
+        crate::checkpoint::Checkpoint {
+            last_hash: genesis.chain_id(),
+            ledger: genesis,
+            previous_validators: None,
+        },
+        recent,
+    )
+}
+
+/// [`replay`] from a checkpoint: the stored blocks after its height applied to its ledger,
+/// the last `recent` blocks kept (read from the store when fewer were replayed).
+pub fn replay_from(
+    store: &BlockStore,
+    start: crate::checkpoint::Checkpoint,
+    recent: usize,
+) -> Result<Restored, ReplayError> {
+    let from = start.ledger.height() + 1;
+    assert!(
+        from <= store.height() + 1,
+        "a checkpoint is never ahead of its store"
+    );
+    let blocks = (from..=store.height()).map(|height| {
         store
             .read(height)
             .map(|found| found.expect("indexed heights are readable"))
     });
-    replay_blocks(blocks, genesis, recent)
+    let mut restored = replay_blocks_from(blocks, start, recent)?;
+    let mut older = Vec::new();
+    let first_kept = restored
+        .recent
+        .first()
+        .map_or(store.height() + 1, |(b, _)| b.height);
+    let wanted = recent.saturating_sub(restored.recent.len()) as u64;
+    for height in first_kept.saturating_sub(wanted).max(1)..first_kept {
+        if let Some(found) = store.read(height)? {
+            older.push(found);
+        }
+    }
+    older.append(&mut restored.recent);
+    restored.recent = older;
+    Ok(restored)
 }
 
 /// [`replay`] over blocks from anywhere (the simulator's disks), heights 1, 2, … in order.
@@ -400,12 +513,31 @@ pub fn replay_blocks(
     genesis: crate::ledger::Ledger,
     recent: usize,
 ) -> Result<Restored, ReplayError> {
-    let mut ledger = genesis;
-    let mut parent = ledger.chain_id();
-    let mut previous_validators = None;
+    replay_blocks_from(
+        blocks,
+        crate::checkpoint::Checkpoint {
+            last_hash: genesis.chain_id(),
+            ledger: genesis,
+            previous_validators: None,
+        },
+        recent,
+    )
+}
+
+/// [`replay_blocks`] on a checkpoint: the blocks are those after its height, in order.
+pub fn replay_blocks_from(
+    blocks: impl IntoIterator<Item = Result<(Arc<Block>, CommitRecord), StoreError>>,
+    start: crate::checkpoint::Checkpoint,
+    recent: usize,
+) -> Result<Restored, ReplayError> {
+    let crate::checkpoint::Checkpoint {
+        mut ledger,
+        last_hash: mut parent,
+        mut previous_validators,
+    } = start;
     let mut kept = std::collections::VecDeque::with_capacity(recent.min(4096));
-    for (i, stored) in blocks.into_iter().enumerate() {
-        let height = i as u64 + 1;
+    for stored in blocks {
+        let height = ledger.height() + 1;
         let (block, commit) = stored?;
         if block.height != height {
             return Err(ReplayError::Diverged {

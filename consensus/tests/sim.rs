@@ -300,18 +300,25 @@ fn run_with_crashes(seed: u64, wal: bool, heights: u64) -> (Sim, cess_consensus:
 /// votes, while their log is half written) and restart from their disks: no validator ever
 /// signs two different votes or proposals for one height, round and kind, every restarted
 /// validator catches up, and all agree on every block and state root (the simulator asserts
-/// the last on every commit). A seed replays (`CESS_SIM_SEED`); `CESS_SIM_HEIGHTS` runs longer.
+/// the last on every commit). Restarts past height 25 resume from a checkpoint and replay only
+/// the blocks after it, so the checkpoint path runs under the same checks. A seed replays
+/// (`CESS_SIM_SEED`); `CESS_SIM_HEIGHTS` runs longer.
 #[test]
 fn validators_crashing_at_random_points_never_sign_twice_and_catch_up() {
     let heights = heights(300);
     let (sim, report) = run_with_crashes(seed(21), true, heights);
     eprintln!(
-        "{} heights, {} crashes, {} restarts, {} log entries replayed, {} divergences",
+        "{} heights, {} crashes, {} restarts ({} from a checkpoint), {} log entries replayed, {} divergences",
         sim.max_height(),
         report.crashes,
         report.restarts,
+        report.checkpoints_used,
         report.wal_replayed,
         report.replay_divergences
+    );
+    assert!(
+        report.checkpoints_used > 0,
+        "no restart resumed from a checkpoint"
     );
     assert!(
         report.crashes >= heights / 20,

@@ -263,11 +263,20 @@ pub fn run(dir: &Path) -> Result<()> {
             opened.store_torn_bytes
         );
     }
+    if let Some(reason) = &opened.checkpoint_refused {
+        eprintln!("{reason}: not used; replaying the block store from genesis");
+    }
     if height > 0 {
         println!(
-            "resumed at height {height} from {} in {} ms",
+            "resumed at height {height} from {} in {} ms ({}, {} blocks replayed)",
             dir.join(cess_consensus::store::BLOCKS_FILE).display(),
-            replay_started.elapsed().as_millis()
+            replay_started.elapsed().as_millis(),
+            opened
+                .checkpoint_height
+                .map_or("no checkpoint".to_string(), |h| format!(
+                    "checkpoint at height {h}"
+                )),
+            opened.replayed_blocks
         );
     }
     if opened.wal_torn_bytes > 0 {

@@ -74,6 +74,8 @@ pub struct Committed {
     pub outcome: BlockOutcome,
     /// Committed through sync (decided by others while this validator was behind).
     pub synced: bool,
+    /// The set that decided it (what a checkpoint at this height records).
+    pub validators: ValidatorSet,
 }
 
 #[derive(Debug, Clone)]
@@ -1117,6 +1119,7 @@ impl Core {
             commit,
             outcome,
             synced,
+            validators: self.validators.clone(),
         })));
     }
 

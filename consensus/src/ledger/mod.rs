@@ -12,6 +12,7 @@
 mod audit;
 mod delegates;
 mod params;
+mod snapshot;
 mod space;
 mod storage;
 mod tracked;
@@ -20,6 +21,7 @@ mod validators;
 pub use audit::Audit;
 pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
 pub use params::{GIB, Genesis, GenesisTagger, GenesisValidator, LedgerParams, TOKEN};
+pub use snapshot::SnapshotError;
 pub use space::Lease;
 pub use storage::{
     FileInfo, FileState, FragmentInfo, Miner, MinerState, Owner, RestoralOrder, SegmentInfo,

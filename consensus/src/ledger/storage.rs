@@ -98,6 +98,16 @@ impl HeldSets {
         self.sets.is_empty()
     }
 
+    /// The sets read back from a snapshot, their sum computed.
+    pub(super) fn from_sets(sets: BTreeMap<Hash32, BTreeMap<Hash32, u64>>) -> HeldSets {
+        let mut held = HeldSets {
+            sets,
+            sum: LtHash::default(),
+        };
+        held.sum = held.sum_from_scratch();
+        held
+    }
+
     pub fn get(&self, tagger: &Hash32) -> Option<&BTreeMap<Hash32, u64>> {
         self.sets.get(tagger)
     }

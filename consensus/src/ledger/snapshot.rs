@@ -1,0 +1,728 @@
+//! The whole ledger as bytes: what a validator writes to disk every so many blocks, so that a
+//! restart replays only the blocks after its last snapshot (`crate::store`).
+//!
+//! Every table is written in key order with every field, the derived indexes too (they are
+//! part of what the next block reads, and rebuilding them would be a second, unreviewed copy of
+//! the rules that maintain them). Decoding bounds every count by the bytes left, refuses
+//! trailing bytes, and recomputes the state root from the decoded tables: a snapshot whose
+//! root is not the one it carries is refused, so bytes that decode are the state they name or
+//! nothing. The encoding is canonical: `encode(decode(b)) == b` (a test checks it, and that a
+//! decoded ledger applies the next blocks to the same roots as the original).
+
+use super::audit::Audit;
+use super::delegates::Delegates;
+use super::space::Lease;
+use super::storage::{
+    FileInfo, FileState, FragmentInfo, FragmentPlace, HeldSets, Indexes, Miner, MinerState, Owner,
+    RestoralOrder, SegmentInfo, TaggerRecord,
+};
+use super::tracked::{Hashed, Tracked};
+use super::validators::Candidate;
+use super::{Account, Ledger, LedgerParams, ValidatorEntry};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, ValidatorPublicKey};
+use crate::tx::{
+    ENDPOINT_BYTES_MAX, FILE_META_BYTES_MAX, FRAGMENTS_PER_SEGMENT_MAX, Hash32, NAME_BYTES_MAX,
+    PEER_ID_BYTES_MAX, TAGGER_KEY_BYTES_MAX,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Format of the snapshot body (bumped whenever a field is added).
+const SNAPSHOT_VERSION: u32 = 1;
+/// No list in a ledger is longer than this (the state lives in memory).
+const LIST_MAX: usize = u32::MAX as usize;
+
+/// Why snapshot bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("snapshot version {0}, this build reads {SNAPSHOT_VERSION}")]
+    Version(u32),
+    #[error("snapshot parameters: {0}")]
+    Params(&'static str),
+    #[error("snapshot of height {height}: its tables hash to another root than it carries")]
+    RootMismatch { height: u64 },
+}
+
+fn account(r: &mut Reader<'_>, what: &'static str) -> Result<AccountId, DecodeError> {
+    Ok(AccountId(r.array(what)?))
+}
+
+fn validator_key(r: &mut Reader<'_>) -> Result<ValidatorPublicKey, DecodeError> {
+    let bytes: [u8; VALIDATOR_KEY_BYTES] = r.array("validator key")?;
+    ValidatorPublicKey::decode(&bytes).map_err(|_| DecodeError::Invalid("validator key"))
+}
+
+fn option_u64(w: &mut Writer, value: Option<u64>) {
+    match value {
+        Some(v) => w.u8(1).u64(v),
+        None => w.u8(0),
+    };
+}
+
+fn read_option_u64(r: &mut Reader<'_>, what: &'static str) -> Result<Option<u64>, DecodeError> {
+    Ok(if r.bool(what)? {
+        Some(r.u64(what)?)
+    } else {
+        None
+    })
+}
+
+/// A table: its count, then each entry in key order.
+fn table<K: Ord + Clone + Hashed, V: Hashed>(
+    w: &mut Writer,
+    map: &Tracked<K, V>,
+    mut entry: impl FnMut(&mut Writer, &K, &V),
+) {
+    w.count(map.len());
+    for (k, v) in map {
+        entry(w, k, v);
+    }
+}
+
+/// A table read back, keys strictly increasing (one encoding per state), its sum computed.
+fn read_table<K: Ord + Clone + Hashed, V: Hashed>(
+    r: &mut Reader<'_>,
+    name: &'static [u8],
+    min_entry_bytes: usize,
+    what: &'static str,
+    mut entry: impl FnMut(&mut Reader<'_>) -> Result<(K, V), DecodeError>,
+) -> Result<Tracked<K, V>, DecodeError> {
+    let count = r.count(LIST_MAX, min_entry_bytes, what)?;
+    let mut map = Tracked::new(name);
+    let mut last: Option<K> = None;
+    for _ in 0..count {
+        let (k, v) = entry(r)?;
+        if last.as_ref().is_some_and(|l| *l >= k) {
+            return Err(DecodeError::Invalid(what));
+        }
+        last = Some(k.clone());
+        map.insert(k, v);
+    }
+    map.digest();
+    Ok(map)
+}
+
+/// A set in order, strictly increasing.
+fn read_sorted<T: Ord + Clone>(
+    r: &mut Reader<'_>,
+    min_bytes: usize,
+    what: &'static str,
+    mut item: impl FnMut(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<BTreeSet<T>, DecodeError> {
+    let count = r.count(LIST_MAX, min_bytes, what)?;
+    let mut set = BTreeSet::new();
+    let mut last: Option<T> = None;
+    for _ in 0..count {
+        let value = item(r)?;
+        if last.as_ref().is_some_and(|l| *l >= value) {
+            return Err(DecodeError::Invalid(what));
+        }
+        last = Some(value.clone());
+        set.insert(value);
+    }
+    Ok(set)
+}
+
+fn write_accounts(w: &mut Writer, set: &BTreeSet<AccountId>) {
+    w.count(set.len());
+    for a in set {
+        w.fixed(&a.0);
+    }
+}
+
+fn read_accounts(
+    r: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<BTreeSet<AccountId>, DecodeError> {
+    read_sorted(r, 32, what, |r| account(r, what))
+}
+
+fn write_hashes(w: &mut Writer, set: &BTreeSet<Hash32>) {
+    w.count(set.len());
+    for h in set {
+        w.fixed(h);
+    }
+}
+
+fn read_hashes(r: &mut Reader<'_>, what: &'static str) -> Result<BTreeSet<Hash32>, DecodeError> {
+    read_sorted(r, 32, what, |r| r.array(what))
+}
+
+fn write_validators(w: &mut Writer, set: &[ValidatorEntry]) {
+    w.count(set.len());
+    for v in set {
+        w.fixed(&v.account.0).fixed(&v.key.to_bytes());
+    }
+}
+
+fn read_validators(r: &mut Reader<'_>) -> Result<Vec<ValidatorEntry>, DecodeError> {
+    let count = r.count(
+        crate::bft::VALIDATORS_MAX,
+        32 + VALIDATOR_KEY_BYTES,
+        "validators",
+    )?;
+    (0..count)
+        .map(|_| {
+            Ok(ValidatorEntry {
+                account: account(r, "validator")?,
+                key: validator_key(r)?,
+            })
+        })
+        .collect()
+}
+
+fn write_miner(w: &mut Writer, m: &Miner) {
+    w.bytes(&m.peer_id)
+        .str(&m.endpoint)
+        .u64(m.declared_bytes)
+        .u64(m.locked_bytes)
+        .u64(m.active_bytes)
+        .u128(m.collateral);
+    match m.state {
+        MinerState::Active => w.u8(0),
+        MinerState::Exiting { since } => w.u8(1).u64(since),
+    };
+    w.u32(m.reputation)
+        .u32(m.audits_failed_in_a_row)
+        .u32(m.restoral_claims)
+        .u128(m.rent_accrued)
+        .u64(m.rent_since);
+    option_u64(w, m.failed_round);
+    w.count(m.held.iter().len());
+    for (tagger, set) in m.held.iter() {
+        w.fixed(tagger).count(set.len());
+        for (fragment, len) in set {
+            w.fixed(fragment).u64(*len);
+        }
+    }
+}
+
+fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
+    let peer_id = r.bytes(PEER_ID_BYTES_MAX, "peer id")?.to_vec();
+    let endpoint = r.string(ENDPOINT_BYTES_MAX, "endpoint")?;
+    let declared_bytes = r.u64("declared")?;
+    let locked_bytes = r.u64("locked")?;
+    let active_bytes = r.u64("active")?;
+    let collateral = r.u128("collateral")?;
+    let state = match r.u8("miner state")? {
+        0 => MinerState::Active,
+        1 => MinerState::Exiting {
+            since: r.u64("exiting since")?,
+        },
+        _ => return Err(DecodeError::Invalid("miner state")),
+    };
+    let reputation = r.u32("reputation")?;
+    let audits_failed_in_a_row = r.u32("audits failed")?;
+    let restoral_claims = r.u32("restoral claims")?;
+    let rent_accrued = r.u128("rent accrued")?;
+    let rent_since = r.u64("rent since")?;
+    let failed_round = read_option_u64(r, "failed round")?;
+    let taggers = r.count(LIST_MAX, 36, "held taggers")?;
+    let mut sets = BTreeMap::new();
+    for _ in 0..taggers {
+        let tagger: Hash32 = r.array("held tagger")?;
+        let count = r.count(LIST_MAX, 40, "held fragments")?;
+        let mut set = BTreeMap::new();
+        for _ in 0..count {
+            let fragment: Hash32 = r.array("held fragment")?;
+            if set.insert(fragment, r.u64("held length")?).is_some() {
+                return Err(DecodeError::Invalid("held fragments"));
+            }
+        }
+        if set.is_empty() || sets.insert(tagger, set).is_some() {
+            return Err(DecodeError::Invalid("held taggers"));
+        }
+    }
+    if declared_bytes
+        .checked_sub(locked_bytes)
+        .and_then(|rest| rest.checked_sub(active_bytes))
+        .is_none()
+    {
+        return Err(DecodeError::Invalid("miner space"));
+    }
+    Ok(Miner {
+        peer_id,
+        endpoint,
+        declared_bytes,
+        locked_bytes,
+        active_bytes,
+        collateral,
+        state,
+        reputation,
+        audits_failed_in_a_row,
+        restoral_claims,
+        rent_accrued,
+        rent_since,
+        failed_round,
+        held: HeldSets::from_sets(sets),
+    })
+}
+
+fn read_file(r: &mut Reader<'_>) -> Result<FileInfo, DecodeError> {
+    let size_bytes = r.u64("size")?;
+    let fragment_bytes = r.u64("fragment bytes")?;
+    let tagger = r.array("tagger")?;
+    let owners_count = r.count(LIST_MAX, 44, "owners")?;
+    let mut owners = BTreeMap::new();
+    for _ in 0..owners_count {
+        let owner = account(r, "owner")?;
+        let name = r.string(NAME_BYTES_MAX, "file name")?;
+        let since = r.u64("owner since")?;
+        if owners.insert(owner, Owner { name, since }).is_some() {
+            return Err(DecodeError::Invalid("owners"));
+        }
+    }
+    let segment_count = r.count(LIST_MAX, 36, "segments")?;
+    let mut segments = Vec::with_capacity(segment_count);
+    for _ in 0..segment_count {
+        let segment_id = r.array("segment id")?;
+        let count = r.count(FRAGMENTS_PER_SEGMENT_MAX, 34, "fragments")?;
+        let mut fragments = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = r.array("fragment id")?;
+            let miner = if r.bool("fragment miner")? {
+                Some(account(r, "fragment miner")?)
+            } else {
+                None
+            };
+            fragments.push(FragmentInfo {
+                id,
+                miner,
+                stored: r.bool("fragment stored")?,
+            });
+        }
+        segments.push(SegmentInfo {
+            segment_id,
+            fragments,
+        });
+    }
+    let state = match r.u8("file state")? {
+        0 => FileState::Pending,
+        1 => FileState::Active,
+        _ => return Err(DecodeError::Invalid("file state")),
+    };
+    Ok(FileInfo {
+        size_bytes,
+        fragment_bytes,
+        tagger,
+        owners,
+        segments,
+        state,
+        declared_at: r.u64("declared at")?,
+        meta: r.bytes(FILE_META_BYTES_MAX, "file meta")?.to_vec(),
+    })
+}
+
+fn read_restoral(r: &mut Reader<'_>) -> Result<RestoralOrder, DecodeError> {
+    Ok(RestoralOrder {
+        file_id: r.array("restoral file")?,
+        segment: r.u32("restoral segment")?,
+        column: r.u16("restoral column")?,
+        lost_by: account(r, "lost by")?,
+        opened_at: r.u64("opened at")?,
+        claim: if r.bool("claim")? {
+            Some((account(r, "claimant")?, r.u64("claim until")?))
+        } else {
+            None
+        },
+    })
+}
+
+impl Ledger {
+    /// The whole state as bytes (see the module documentation).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(SNAPSHOT_VERSION).fixed(&self.chain_id);
+        self.params.encode(&mut w);
+        w.u64(self.height)
+            .u64(self.time_ms)
+            .u128(self.reward_pool)
+            .u128(self.total_money);
+        table(&mut w, &self.accounts, |w, k, v| {
+            w.fixed(&k.0).u128(v.balance).u64(v.nonce);
+        });
+        table(&mut w, &self.taggers, |w, k, v| {
+            w.fixed(k).bytes(&v.key.encode()).fixed(&v.owner.0);
+        });
+        table(&mut w, &self.miners, |w, k, v| {
+            w.fixed(&k.0);
+            write_miner(w, v);
+        });
+        w.count(self.peer_ids.len());
+        for (peer, account) in &self.peer_ids {
+            w.bytes(peer).fixed(&account.0);
+        }
+        table(&mut w, &self.files, |w, k, v| {
+            w.fixed(k);
+            v.encode(w);
+        });
+        w.count(self.fragments.len());
+        for (id, place) in &self.fragments {
+            w.fixed(id)
+                .fixed(&place.file_id)
+                .u32(place.segment)
+                .u16(place.column);
+        }
+        let ix = &self.indexes;
+        w.count(ix.assigned.len());
+        for (miner, set) in &ix.assigned {
+            w.fixed(&miner.0);
+            write_hashes(&mut w, set);
+        }
+        for set in [&ix.pending_until, &ix.claims_until] {
+            w.count(set.len());
+            for (height, id) in set {
+                w.u64(*height).fixed(id);
+            }
+        }
+        w.count(ix.miner_ids.len());
+        for miner in &ix.miner_ids {
+            w.fixed(&miner.0);
+        }
+        w.count(ix.owned.len());
+        for (owner, set) in &ix.owned {
+            w.fixed(&owner.0);
+            write_hashes(&mut w, set);
+        }
+        w.count(ix.lease_ends.len());
+        for (height, owner) in &ix.lease_ends {
+            w.u64(*height).fixed(&owner.0);
+        }
+        table(&mut w, &self.restorals, |w, k, v| {
+            w.fixed(k);
+            v.encode(w);
+        });
+        table(&mut w, &self.audits, |w, (round, miner, tagger), v| {
+            w.u64(*round).fixed(&miner.0).fixed(tagger);
+            w.count(v.set.entries().len());
+            for (id, len) in v.set.entries() {
+                w.fixed(id).u64(*len);
+            }
+            w.fixed(&v.randomness)
+                .u64(v.opened_at)
+                .u64(v.deadline)
+                .u64(v.total_bytes);
+        });
+        table(&mut w, &self.candidates, |w, k, v| {
+            w.fixed(&k.0)
+                .fixed(&v.key.to_bytes())
+                .u128(v.stake)
+                .u32(v.reputation)
+                .u32(v.commits_missed_in_a_row)
+                .bool(v.slashed)
+                .str(&v.endpoint);
+        });
+        table(&mut w, &self.leases, |w, k, v| {
+            w.fixed(&k.0).u32(v.gib).u64(v.used_bytes).u64(v.until);
+        });
+        table(&mut w, &self.delegates, |w, k, v| {
+            w.fixed(&k.0);
+            write_accounts(w, &v.0);
+        });
+        w.count(self.delegated.len());
+        for (delegate, owners) in &self.delegated {
+            w.fixed(&delegate.0);
+            write_accounts(&mut w, owners);
+        }
+        w.count(self.validator_keys.len());
+        for key in &self.validator_keys {
+            w.fixed(key);
+        }
+        write_validators(&mut w, &self.validators);
+        write_validators(&mut w, &self.previous_validators);
+        w.u64(self.elected_at)
+            .u64(self.era)
+            .fixed(&self.randomness)
+            .count(self.epoch_seeds.len());
+        for (epoch, seed) in &self.epoch_seeds {
+            w.u64(*epoch).fixed(seed);
+        }
+        w.fixed(&self.root);
+        w.into_bytes()
+    }
+
+    /// A ledger from [`Ledger::encode_snapshot`]'s bytes; its root recomputed from the tables
+    /// must be the one it carries.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<Ledger, SnapshotError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u32("version")?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let chain_id = r.array("chain id")?;
+        let params = LedgerParams::decode(&mut r)?;
+        params.check().map_err(SnapshotError::Params)?;
+        let height = r.u64("height")?;
+        let time_ms = r.u64("time")?;
+        let reward_pool = r.u128("reward pool")?;
+        let total_money = r.u128("total money")?;
+        let accounts = read_table(&mut r, b"accounts", 56, "accounts", |r| {
+            Ok((
+                account(r, "account")?,
+                Account {
+                    balance: r.u128("balance")?,
+                    nonce: r.u64("nonce")?,
+                },
+            ))
+        })?;
+        let taggers = read_table(&mut r, b"taggers", 68, "taggers", |r| {
+            let id: Hash32 = r.array("tagger id")?;
+            let key = cess_proofs::PublicKey::decode(r.bytes(TAGGER_KEY_BYTES_MAX, "tagger key")?)
+                .map_err(|_| DecodeError::Invalid("tagger key"))?;
+            Ok((
+                id,
+                TaggerRecord {
+                    key: Arc::new(key),
+                    owner: account(r, "tagger owner")?,
+                },
+            ))
+        })?;
+        let miners = read_table(&mut r, b"miners", 32, "miners", |r| {
+            Ok((account(r, "miner")?, read_miner(r)?))
+        })?;
+        let peer_count = r.count(LIST_MAX, 36, "peer ids")?;
+        let mut peer_ids = BTreeMap::new();
+        for _ in 0..peer_count {
+            let peer = r.bytes(PEER_ID_BYTES_MAX, "peer id")?.to_vec();
+            if peer_ids
+                .insert(peer, account(&mut r, "peer account")?)
+                .is_some()
+            {
+                return Err(DecodeError::Invalid("peer ids").into());
+            }
+        }
+        let files = read_table(&mut r, b"files", 32, "files", |r| {
+            Ok((r.array("file id")?, read_file(r)?))
+        })?;
+        let fragment_count = r.count(LIST_MAX, 70, "fragments")?;
+        let mut fragments = BTreeMap::new();
+        for _ in 0..fragment_count {
+            let id: Hash32 = r.array("fragment")?;
+            let place = FragmentPlace {
+                file_id: r.array("fragment file")?,
+                segment: r.u32("fragment segment")?,
+                column: r.u16("fragment column")?,
+            };
+            if fragments.insert(id, place).is_some() {
+                return Err(DecodeError::Invalid("fragments").into());
+            }
+        }
+        let assigned_count = r.count(LIST_MAX, 36, "assigned")?;
+        let mut assigned = BTreeMap::new();
+        for _ in 0..assigned_count {
+            let miner = account(&mut r, "assigned miner")?;
+            if assigned
+                .insert(miner, read_hashes(&mut r, "assigned fragments")?)
+                .is_some()
+            {
+                return Err(DecodeError::Invalid("assigned").into());
+            }
+        }
+        let pending_until = read_sorted(&mut r, 40, "pending until", |r| {
+            Ok((r.u64("height")?, r.array("file")?))
+        })?;
+        let claims_until = read_sorted(&mut r, 40, "claims until", |r| {
+            Ok((r.u64("height")?, r.array("fragment")?))
+        })?;
+        let miner_count = r.count(LIST_MAX, 32, "miner ids")?;
+        let miner_ids = (0..miner_count)
+            .map(|_| account(&mut r, "miner id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let owned_count = r.count(LIST_MAX, 36, "owned")?;
+        let mut owned = BTreeMap::new();
+        for _ in 0..owned_count {
+            let owner = account(&mut r, "owner")?;
+            if owned
+                .insert(owner, read_hashes(&mut r, "owned files")?)
+                .is_some()
+            {
+                return Err(DecodeError::Invalid("owned").into());
+            }
+        }
+        let lease_ends = read_sorted(&mut r, 40, "lease ends", |r| {
+            Ok((r.u64("height")?, account(r, "lease owner")?))
+        })?;
+        let restorals = read_table(&mut r, b"restorals", 32, "restorals", |r| {
+            Ok((r.array("restoral fragment")?, read_restoral(r)?))
+        })?;
+        let audits = read_table(&mut r, b"audits", 72, "audits", |r| {
+            let key = (
+                r.u64("round")?,
+                account(r, "audit miner")?,
+                r.array("tagger")?,
+            );
+            let count = r.count(LIST_MAX, 40, "audit set")?;
+            let entries = (0..count)
+                .map(|_| Ok((r.array("audit fragment")?, r.u64("audit length")?)))
+                .collect::<Result<Vec<_>, DecodeError>>()?;
+            let set = cess_proofs::FragmentSet::new(entries)
+                .map_err(|_| DecodeError::Invalid("audit set"))?;
+            Ok((
+                key,
+                Audit {
+                    set: Arc::new(set),
+                    randomness: r.array("audit randomness")?,
+                    opened_at: r.u64("audit opened")?,
+                    deadline: r.u64("audit deadline")?,
+                    total_bytes: r.u64("audit bytes")?,
+                },
+            ))
+        })?;
+        let candidates = read_table(&mut r, b"candidates", 32, "candidates", |r| {
+            Ok((
+                account(r, "candidate")?,
+                Candidate {
+                    key: validator_key(r)?,
+                    stake: r.u128("stake")?,
+                    reputation: r.u32("reputation")?,
+                    commits_missed_in_a_row: r.u32("commits missed")?,
+                    slashed: r.bool("slashed")?,
+                    endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
+                },
+            ))
+        })?;
+        let leases = read_table(&mut r, b"leases", 52, "leases", |r| {
+            Ok((
+                account(r, "lease owner")?,
+                Lease {
+                    gib: r.u32("lease GiB")?,
+                    used_bytes: r.u64("lease used")?,
+                    until: r.u64("lease until")?,
+                },
+            ))
+        })?;
+        let delegates = read_table(&mut r, b"delegates", 36, "delegates", |r| {
+            Ok((
+                account(r, "delegating owner")?,
+                Delegates(read_accounts(r, "delegates")?),
+            ))
+        })?;
+        let delegated_count = r.count(LIST_MAX, 36, "delegated")?;
+        let mut delegated = BTreeMap::new();
+        for _ in 0..delegated_count {
+            let delegate = account(&mut r, "delegate")?;
+            if delegated
+                .insert(delegate, read_accounts(&mut r, "delegated owners")?)
+                .is_some()
+            {
+                return Err(DecodeError::Invalid("delegated").into());
+            }
+        }
+        let validator_keys = read_sorted(&mut r, VALIDATOR_KEY_BYTES, "validator keys", |r| {
+            r.array("validator key")
+        })?;
+        let validators = read_validators(&mut r)?;
+        let previous_validators = read_validators(&mut r)?;
+        let elected_at = r.u64("elected at")?;
+        let era = r.u64("era")?;
+        let randomness = r.array("randomness")?;
+        let seed_count = r.count(LIST_MAX, 40, "epoch seeds")?;
+        let epoch_seeds = (0..seed_count)
+            .map(|_| Ok((r.u64("epoch")?, r.array("epoch seed")?)))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let root: Hash32 = r.array("root")?;
+        r.finish()?;
+        let mut ledger = Ledger {
+            chain_id,
+            params,
+            height,
+            time_ms,
+            accounts,
+            reward_pool,
+            total_money,
+            taggers,
+            miners,
+            peer_ids,
+            files,
+            fragments,
+            indexes: Indexes {
+                assigned,
+                pending_until,
+                claims_until,
+                miner_ids,
+                owned,
+                lease_ends,
+            },
+            restorals,
+            audits,
+            candidates,
+            leases,
+            delegates,
+            delegated,
+            validator_keys,
+            validators,
+            previous_validators,
+            elected_at,
+            era,
+            randomness,
+            epoch_seeds,
+            events: Vec::new(),
+            root,
+        };
+        if ledger.compute_root() != root {
+            return Err(SnapshotError::RootMismatch { height });
+        }
+        Ok(ledger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> Ledger {
+        let params = LedgerParams {
+            validators_per_era: 4,
+            ..LedgerParams::default()
+        };
+        let (genesis, _, _) = crate::sim::genesis(5, 3, 9, params);
+        Ledger::genesis(&genesis).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_and_refuses_every_truncation_and_a_wrong_root() {
+        let ledger = ledger();
+        let bytes = ledger.encode_snapshot();
+        let back = Ledger::decode_snapshot(&bytes).unwrap();
+        assert_eq!(back.encode_snapshot(), bytes);
+        assert_eq!(back.root(), ledger.root());
+        assert_eq!(back.root_from_scratch(), ledger.root());
+        for len in 0..bytes.len() {
+            assert!(
+                Ledger::decode_snapshot(&bytes[..len]).is_err(),
+                "cut at {len}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Ledger::decode_snapshot(&longer).is_err());
+        // The carried root is checked against the tables.
+        let mut wrong_root = bytes.clone();
+        let last = wrong_root.len() - 1;
+        wrong_root[last] ^= 1;
+        assert_eq!(
+            Ledger::decode_snapshot(&wrong_root).err(),
+            Some(SnapshotError::RootMismatch { height: 0 })
+        );
+        // So is a table entry: the first account's balance (after the version, the chain id,
+        // the parameters, four scalars and the table's count, then the account's id).
+        let mut params = Writer::new();
+        ledger.params.encode(&mut params);
+        let balance_at = 4 + 32 + params.as_bytes().len() + 8 + 8 + 16 + 16 + 4 + 32;
+        let mut richer = bytes.clone();
+        richer[balance_at] ^= 1;
+        assert_eq!(
+            Ledger::decode_snapshot(&richer).err(),
+            Some(SnapshotError::RootMismatch { height: 0 })
+        );
+        let mut newer = bytes;
+        newer[0] = 9;
+        assert_eq!(
+            Ledger::decode_snapshot(&newer).err(),
+            Some(SnapshotError::Version(9))
+        );
+    }
+}
