@@ -324,7 +324,8 @@ pub enum ReplayError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
-        "block {height} in the store does not follow the ledger (its parent {what} differs):          the store belongs to another history; move it away to sync from the peers"
+        "block {height} in the store does not follow the ledger (its parent {what} differs): \
+         the store belongs to another history; move it away to sync from the peers"
     )]
     Diverged { height: u64, what: &'static str },
 }

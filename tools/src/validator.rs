@@ -47,6 +47,14 @@ pub struct ValidatorConfig {
     pub metrics: Option<SocketAddr>,
     #[serde(default)]
     pub http_public: bool,
+    /// The whole ledger is written to `checkpoint` after every this many blocks, so a restart
+    /// replays at most this many blocks (0: never).
+    #[serde(default = "default_checkpoint_every_blocks")]
+    pub checkpoint_every_blocks: u64,
+}
+
+fn default_checkpoint_every_blocks() -> u64 {
+    cess_consensus::checkpoint::CHECKPOINT_EVERY_BLOCKS
 }
 
 fn default_empty_block_interval_ms() -> u64 {
@@ -199,6 +207,7 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
             empty_block_interval_ms: default_empty_block_interval_ms(),
             metrics: Some("127.0.0.1:0".parse()?),
             http_public: false,
+            checkpoint_every_blocks: default_checkpoint_every_blocks(),
         };
         std::fs::write(vdir.join(CONFIG_FILE), toml::to_string(&config)?)?;
     }
@@ -297,7 +306,8 @@ pub fn run(dir: &Path) -> Result<()> {
             empty_block_interval_ms: config.empty_block_interval_ms,
             ..CoreConfig::default()
         };
-        let (core, disk) = opened.into_core(validator_key.clone(), account, core_config)?;
+        let (core, mut disk) = opened.into_core(validator_key.clone(), account, core_config)?;
+        disk.checkpoint_every_blocks = config.checkpoint_every_blocks;
         if let Some(registered) = core.ledger().candidate(&account)
             && registered.key != *validator_key.public()
         {

@@ -77,6 +77,27 @@ fn resumed_height(out_path: &Path) -> u64 {
         })
 }
 
+/// (checkpoint height, blocks replayed) from a restarted validator's "resumed at height N …
+/// (checkpoint at height H, K blocks replayed)" line.
+fn resumed_from_checkpoint(out_path: &Path) -> (u64, u64) {
+    let out = std::fs::read_to_string(out_path).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("resumed at height "))
+        .unwrap_or_else(|| panic!("{} did not resume:\n{out}", out_path.display()));
+    let number_after = |marker: &str| -> Option<u64> {
+        let rest = &line[line.find(marker)? + marker.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    match (number_after("checkpoint at height "), number_after(", ")) {
+        (Some(h), Some(k)) => (h, k),
+        _ => panic!("no checkpoint used: {line}"),
+    }
+}
+
 #[test]
 fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     let tmp = tempfile::tempdir().unwrap();
@@ -98,6 +119,16 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         ],
     );
 
+    // Validator 3 writes a checkpoint every 5 blocks, so its restarts replay only the blocks
+    // after the last one.
+    let config = dir.join("net/v3/validator.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("checkpoint_every_blocks = 1000"), "{text}");
+    let text = text.replace(
+        "checkpoint_every_blocks = 1000",
+        "checkpoint_every_blocks = 5",
+    );
+    std::fs::write(&config, text).unwrap();
     let mut validators = Validators(Vec::new());
     for i in 0..4 {
         let log = std::fs::File::create(dir.join(format!("v{i}.out"))).unwrap();
@@ -196,6 +227,11 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         || height(3) > tip + 2,
     );
     let resumed = resumed_height(&dir.join("v3-again.out"));
+    let (checkpoint, replayed) = resumed_from_checkpoint(&dir.join("v3-again.out"));
+    assert!(
+        checkpoint > 0 && checkpoint + replayed == resumed && replayed <= 10,
+        "validator 3 resumed at {resumed} from its checkpoint at {checkpoint}, {replayed} blocks replayed"
+    );
     // The kill may have torn its last record, or cut its commit log one block short of its
     // store; nothing earlier is lost.
     assert!(
