@@ -92,6 +92,7 @@ fn credit_weighs_each_part_as_documented() {
         commits_missed_in_a_row: 0,
         slashed: false,
         endpoint: String::new(),
+        unbonding: Vec::new(),
     };
     let random_part = credit(&base, &account, u128::MAX, &seed);
     // Full reputation adds 5 × 10⁶; full stake adds 3 × 10⁶.
@@ -314,5 +315,128 @@ fn a_candidate_sets_its_endpoint_and_others_cannot() {
     assert_eq!(
         chain.ledger.candidate(&chain.id(0)).unwrap().endpoint,
         "/ip6/::1/udp/9001/quic-v1"
+    );
+}
+
+/// Unbonded stake is held for two eras (longer than evidence is taken) before it is paid out:
+/// an equivocator that unbonds the moment it double-signs is still slashed on what it
+/// unbonded. A candidate that unbonds everything leaves the registry only once paid; at most
+/// `UNBONDING_PER_CANDIDATE_MAX` unbondings wait at once.
+#[test]
+fn unbonded_stake_waits_out_the_evidence_window_and_is_slashed_meanwhile() {
+    use arc_malachitebft_core_types::{NilOrVal, Round, VoteType};
+    use cess_consensus::TxError;
+    use cess_consensus::bft::{BlockHash, Cess, Height, Vote};
+    use cess_consensus::ledger::{
+        EQUIVOCATION_SLASH_PERMILLE, UNBONDING_ERAS, UNBONDING_PER_CANDIDATE_MAX,
+    };
+    use cess_consensus::tx::{Equivocation, EquivocationKind, SignedValue};
+
+    let params = LedgerParams {
+        epoch_blocks: 4,
+        era_blocks: 8,
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let era_blocks = params.era_blocks;
+    let min = params.candidate_stake_min;
+    let mut chain = Chain::new(8, 4, params);
+    let (offender, leaver, reporter) = (4, 5, 6);
+    chain.run(offender, candidacy(offender, 3 * min)).unwrap();
+    chain.run(leaver, candidacy(leaver, min)).unwrap();
+    let balance = |chain: &Chain, i: usize| chain.ledger.account(&chain.id(i)).balance;
+    // The leaver unbonds everything before any election: still registered (its key
+    // reserved) until paid.
+    let leaver_id = chain.id(leaver);
+    chain.run(leaver, Call::Unbond { amount: min }).unwrap();
+    assert!(chain.ledger.candidate(&leaver_id).is_some());
+    let leaver_before = balance(&chain, leaver);
+
+    // The offender signs two precommits for one height and round, and unbonds at once.
+    let ctx = Cess {
+        chain_id: chain.ledger.chain_id(),
+    };
+    let offender_id = chain.id(offender);
+    let key = validator_key(offender);
+    let signed = |value: Option<u8>| {
+        let vote = Vote {
+            height: Height(chain.ledger.height() + 1),
+            round: Round::new(0),
+            value: value.map_or(NilOrVal::Nil, |b| NilOrVal::Val(BlockHash([b; 32]))),
+            kind: VoteType::Precommit,
+            validator: offender_id,
+        };
+        SignedValue {
+            value: value.map(|b| [b; 32]),
+            pol_round: -1,
+            signature: ctx.sign_vote(&key, &vote).to_bytes(),
+        }
+    };
+    let evidence = Call::ReportEquivocation {
+        evidence: Box::new(Equivocation {
+            offender: offender_id,
+            height: chain.ledger.height() + 1,
+            round: 0,
+            kind: EquivocationKind::Precommit,
+            first: signed(Some(1)),
+            second: signed(None),
+        }),
+    };
+    let before = balance(&chain, offender);
+    let tx = chain.tx(offender, Call::Unbond { amount: 2 * min });
+    let fee = tx.fee;
+    chain.block(&[tx]).receipts[0].clone().unwrap();
+    let release_at = chain.ledger.height() + UNBONDING_ERAS * era_blocks + 1;
+    let candidate = chain.ledger.candidate(&offender_id).unwrap();
+    assert_eq!(candidate.stake, min);
+    assert_eq!(candidate.unbonding, vec![(2 * min, release_at)]);
+    assert_eq!(balance(&chain, offender), before - fee, "nothing paid yet");
+
+    // The evidence lands a era later: a tenth of the stake and of the unbonding goes.
+    for _ in 0..era_blocks {
+        chain.block(&[]);
+    }
+    chain.run(reporter, evidence).unwrap();
+    let candidate = chain.ledger.candidate(&offender_id).unwrap();
+    let cut = 2 * min * EQUIVOCATION_SLASH_PERMILLE / 1000;
+    assert_eq!(candidate.unbonding, vec![(2 * min - cut, release_at)]);
+    assert_eq!(
+        candidate.stake,
+        min - min * EQUIVOCATION_SLASH_PERMILLE / 1000
+    );
+
+    // Paid out at the release height, not a block before.
+    while chain.ledger.height() + 1 < release_at {
+        chain.block(&[]);
+    }
+    let before = balance(&chain, offender);
+    let outcome = chain.block(&[]);
+    assert_eq!(chain.ledger.height(), release_at);
+    assert_eq!(balance(&chain, offender), before + 2 * min - cut);
+    assert!(outcome.events.iter().any(|e| matches!(
+        e,
+        Event::StakeReleased { candidate, amount } if *candidate == offender_id && *amount == 2 * min - cut
+    )));
+    assert!(
+        chain
+            .ledger
+            .candidate(&offender_id)
+            .unwrap()
+            .unbonding
+            .is_empty()
+    );
+    // The leaver unbonded first: paid and gone already, its key free again.
+    assert!(chain.ledger.candidate(&leaver_id).is_none());
+    assert_eq!(balance(&chain, leaver), leaver_before + min);
+
+    // At most so many unbondings wait at once.
+    let many = 7;
+    chain.run(many, candidacy(many, 2 * min)).unwrap();
+    for _ in 0..UNBONDING_PER_CANDIDATE_MAX {
+        chain.run(many, Call::Unbond { amount: 1 }).unwrap();
+    }
+    assert_eq!(
+        chain.run(many, Call::Unbond { amount: 1 }),
+        Err(TxError::TooManyUnbondings)
     );
 }

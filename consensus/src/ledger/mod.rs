@@ -28,7 +28,7 @@ pub use storage::{
 };
 pub use validators::{
     COMMIT_MISSES_FORGIVEN, Candidate, EQUIVOCATION_SLASH_PERMILLE, REPORTER_SHARE_PERMILLE,
-    ValidatorEntry, credit,
+    UNBONDING_ERAS, UNBONDING_PER_CANDIDATE_MAX, ValidatorEntry, credit,
 };
 
 use crate::codec::{Writer, hash};
@@ -158,6 +158,8 @@ pub enum TxError {
     BadEvidence(&'static str),
     #[error("the validator was already slashed for equivocation")]
     AlreadySlashed,
+    #[error("the candidate has too many unbondings waiting to be paid out")]
+    TooManyUnbondings,
 }
 
 impl TxError {
@@ -242,6 +244,11 @@ pub enum Event {
         reporter: AccountId,
         slashed: u128,
     },
+    /// Unbonded stake paid out to its candidate's balance, its evidence window over.
+    StakeReleased {
+        candidate: AccountId,
+        amount: u128,
+    },
     MinerDataReleased {
         miner: AccountId,
         fragments: usize,
@@ -305,6 +312,9 @@ pub struct Ledger {
     /// Delegate → the owners that authorized it (derived from `delegates`).
     delegated: BTreeMap<AccountId, BTreeSet<AccountId>>,
     validator_keys: BTreeSet<[u8; 48]>,
+    /// (height it is paid out, candidate) for every unbonding waiting (derived from the
+    /// candidates' `unbonding`).
+    unbonding_due: BTreeSet<(u64, AccountId)>,
     validators: Vec<ValidatorEntry>,
     previous_validators: Vec<ValidatorEntry>,
     elected_at: u64,
@@ -371,6 +381,7 @@ impl Ledger {
             delegates: Tracked::new(b"delegates"),
             delegated: BTreeMap::new(),
             validator_keys: BTreeSet::new(),
+            unbonding_due: BTreeSet::new(),
             validators: Vec::new(),
             previous_validators: Vec::new(),
             elected_at: 0,
@@ -422,6 +433,7 @@ impl Ledger {
                     commits_missed_in_a_row: 0,
                     slashed: false,
                     endpoint: String::new(),
+                    unbonding: Vec::new(),
                 },
             );
             total = total.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
@@ -475,7 +487,7 @@ impl Ledger {
     pub fn count_money(&self) -> u128 {
         let balances: u128 = self.accounts.values().map(|a| a.balance).sum();
         let collateral: u128 = self.miners.values().map(|m| m.collateral).sum();
-        let stake: u128 = self.candidates.values().map(|c| c.stake).sum();
+        let stake: u128 = self.candidates.values().map(|c| c.slashable()).sum();
         balances + collateral + stake + self.reward_pool
     }
 
@@ -615,6 +627,7 @@ impl Ledger {
         self.expire_restoral_claims();
         self.expire_pending_orders();
         self.end_leases();
+        self.release_unbonded();
         self.end_epoch_and_era();
         BlockOutcome {
             receipts,
@@ -857,7 +870,11 @@ impl Hashed for Candidate {
             .u32(self.reputation)
             .u32(self.commits_missed_in_a_row)
             .bool(self.slashed)
-            .str(&self.endpoint);
+            .str(&self.endpoint)
+            .count(self.unbonding.len());
+        for (amount, release_at) in &self.unbonding {
+            w.u128(*amount).u64(*release_at);
+        }
     }
 }
 

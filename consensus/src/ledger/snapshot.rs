@@ -17,7 +17,7 @@ use super::storage::{
     RestoralOrder, SegmentInfo, TaggerRecord,
 };
 use super::tracked::{Hashed, Tracked};
-use super::validators::Candidate;
+use super::validators::{Candidate, UNBONDING_PER_CANDIDATE_MAX};
 use super::{Account, Ledger, LedgerParams, ValidatorEntry};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, ValidatorPublicKey};
@@ -413,7 +413,11 @@ impl Ledger {
                 .u32(v.reputation)
                 .u32(v.commits_missed_in_a_row)
                 .bool(v.slashed)
-                .str(&v.endpoint);
+                .str(&v.endpoint)
+                .count(v.unbonding.len());
+            for (amount, release_at) in &v.unbonding {
+                w.u128(*amount).u64(*release_at);
+            }
         });
         table(&mut w, &self.leases, |w, k, v| {
             w.fixed(&k.0).u32(v.gib).u64(v.used_bytes).u64(v.until);
@@ -430,6 +434,10 @@ impl Ledger {
         w.count(self.validator_keys.len());
         for key in &self.validator_keys {
             w.fixed(key);
+        }
+        w.count(self.unbonding_due.len());
+        for (height, candidate) in &self.unbonding_due {
+            w.u64(*height).fixed(&candidate.0);
         }
         write_validators(&mut w, &self.validators);
         write_validators(&mut w, &self.previous_validators);
@@ -581,6 +589,12 @@ impl Ledger {
                     commits_missed_in_a_row: r.u32("commits missed")?,
                     slashed: r.bool("slashed")?,
                     endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
+                    unbonding: {
+                        let count = r.count(UNBONDING_PER_CANDIDATE_MAX, 24, "unbonding")?;
+                        (0..count)
+                            .map(|_| Ok((r.u128("unbonding")?, r.u64("released at")?)))
+                            .collect::<Result<Vec<_>, DecodeError>>()?
+                    },
                 },
             ))
         })?;
@@ -613,6 +627,9 @@ impl Ledger {
         }
         let validator_keys = read_sorted(&mut r, VALIDATOR_KEY_BYTES, "validator keys", |r| {
             r.array("validator key")
+        })?;
+        let unbonding_due = read_sorted(&mut r, 40, "unbonding due", |r| {
+            Ok((r.u64("height")?, account(r, "unbonding candidate")?))
         })?;
         let validators = read_validators(&mut r)?;
         let previous_validators = read_validators(&mut r)?;
@@ -653,6 +670,7 @@ impl Ledger {
             delegates,
             delegated,
             validator_keys,
+            unbonding_due,
             validators,
             previous_validators,
             elected_at,

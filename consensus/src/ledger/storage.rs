@@ -436,6 +436,7 @@ impl Ledger {
     /// simulations call it after every block.
     pub fn assert_storage_invariants(&self) {
         self.assert_delegate_invariants();
+        self.assert_unbonding_invariants();
         let mut locked: BTreeMap<AccountId, u64> = BTreeMap::new();
         let mut active: BTreeMap<AccountId, u64> = BTreeMap::new();
         let mut places = 0usize;

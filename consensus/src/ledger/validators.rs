@@ -47,7 +47,28 @@ pub struct Candidate {
     /// Where it listens for consensus messages ([`crate::Call::SetValidatorEndpoint`]); empty
     /// until it says (genesis validators' addresses come with their configuration).
     pub endpoint: String,
+    /// Stake it unbonded, (amount, height at which it is paid out), oldest first: held for
+    /// longer than evidence against it is accepted, and slashed with its stake.
+    pub unbonding: Vec<(u128, u64)>,
 }
+
+impl Candidate {
+    /// Stake bonded and stake unbonding, all of it slashable.
+    pub fn slashable(&self) -> u128 {
+        self.stake
+            + self
+                .unbonding
+                .iter()
+                .map(|(amount, _)| amount)
+                .sum::<u128>()
+    }
+}
+
+/// Unbonded stake is paid out this many eras after the unbonding (evidence is accepted for
+/// two eras, so an equivocator cannot take its stake out before it can be slashed).
+pub const UNBONDING_ERAS: u64 = 2;
+/// Unbondings a candidate may have waiting at once (each is an entry the ledger keeps).
+pub const UNBONDING_PER_CANDIDATE_MAX: usize = 16;
 
 /// Share of its stake a validator loses when evidence of its equivocation is put on the chain,
 /// and the reporter's share of that (the rest goes to the reward pool).
@@ -188,6 +209,7 @@ impl Ledger {
                 commits_missed_in_a_row: 0,
                 slashed: false,
                 endpoint: String::new(),
+                unbonding: Vec::new(),
             },
         );
         Ok(())
@@ -285,8 +307,14 @@ impl Ledger {
             .candidates
             .get_mut(&evidence.offender)
             .expect("checked");
-        let slashed = candidate.stake * EQUIVOCATION_SLASH_PERMILLE / 1000;
+        // A tenth of what it has bonded and of what it is unbonding.
+        let mut slashed = candidate.stake * EQUIVOCATION_SLASH_PERMILLE / 1000;
         candidate.stake -= slashed;
+        for (amount, _) in &mut candidate.unbonding {
+            let cut = *amount * EQUIVOCATION_SLASH_PERMILLE / 1000;
+            *amount -= cut;
+            slashed += cut;
+        }
         candidate.slashed = true;
         let share = slashed * REPORTER_SHARE_PERMILLE / 1000;
         self.credit(reporter, share);
@@ -325,20 +353,64 @@ impl Ledger {
                 available: candidate.stake,
             });
         }
+        if candidate.unbonding.len() >= UNBONDING_PER_CANDIDATE_MAX {
+            return Err(TxError::TooManyUnbondings);
+        }
         let left = candidate.stake - amount;
         let elected = self.validators.iter().any(|v| v.account == signer);
         if elected && left < self.params.candidate_stake_min {
             return Err(TxError::ValidatorBonded);
         }
-        self.candidates.get_mut(&signer).expect("checked").stake = left;
-        // A slashed candidate's entry stays (with no stake): its account and key can never
-        // register again and be elected.
-        if left == 0 && !self.candidates[&signer].slashed {
-            let candidate = self.candidates.remove(&signer).expect("checked");
-            self.validator_keys.remove(&candidate.key.to_bytes());
-        }
-        self.credit(signer, amount);
+        // Paid out after the window in which evidence of what it signed until now is taken.
+        let release_at = self.height + UNBONDING_ERAS * self.params.era_blocks + 1;
+        let candidate = self.candidates.get_mut(&signer).expect("checked");
+        candidate.stake = left;
+        candidate.unbonding.push((amount, release_at));
+        self.unbonding_due.insert((release_at, signer));
         Ok(())
+    }
+
+    /// Every waiting unbonding is indexed by its payout height and none is overdue (tests).
+    pub(super) fn assert_unbonding_invariants(&self) {
+        let mut due = std::collections::BTreeSet::new();
+        for (account, candidate) in self.candidates.iter() {
+            assert!(candidate.unbonding.len() <= UNBONDING_PER_CANDIDATE_MAX);
+            for (amount, at) in &candidate.unbonding {
+                assert!(*amount > 0 || candidate.slashed, "an unbonding holds stake");
+                assert!(*at > self.height, "an unbonding due is paid out");
+                due.insert((*at, *account));
+            }
+        }
+        assert_eq!(due, self.unbonding_due, "unbondings are indexed");
+    }
+
+    /// Pays out the unbondings due at this height; a candidate left with no stake and nothing
+    /// unbonding leaves the registry (a slashed one stays: its account and key can never
+    /// register again).
+    pub(super) fn release_unbonded(&mut self) {
+        while let Some(&(at, account)) = self.unbonding_due.first() {
+            if at > self.height {
+                break;
+            }
+            self.unbonding_due.pop_first();
+            let candidate = self
+                .candidates
+                .get_mut(&account)
+                .expect("an unbonding candidate is registered");
+            let due = candidate.unbonding.iter().filter(|(_, h)| *h <= at).count();
+            let paid: u128 = candidate.unbonding.drain(..due).map(|(a, _)| a).sum();
+            let empty = candidate.stake == 0 && candidate.unbonding.is_empty();
+            let slashed = candidate.slashed;
+            self.credit(account, paid);
+            self.events.push(Event::StakeReleased {
+                candidate: account,
+                amount: paid,
+            });
+            if empty && !slashed {
+                let candidate = self.candidates.remove(&account).expect("checked");
+                self.validator_keys.remove(&candidate.key.to_bytes());
+            }
+        }
     }
 
     /// Reputation from the previous height's commit: +1 for each member of the set that
