@@ -42,6 +42,9 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     if options.wants("restart-1e5-vs-1e3-heights") {
         cases.push(restart_case(options)?);
     }
+    if options.wants("validator-catch-up") {
+        cases.push(catch_up_case(options)?);
+    }
     Ok(cases)
 }
 
@@ -469,6 +472,197 @@ fn restart_case(options: &Options) -> Result<Case, String> {
          {made_s:.1} s",
         root.parent()
             .map_or(String::new(), |p| p.display().to_string()),
+    );
+    Ok(case)
+}
+
+/// A decided block with its commit.
+type Decided = (
+    cess_consensus::bft::Block,
+    cess_consensus::bft::CommitRecord,
+);
+
+/// One catch-up: four validators on loopback with disks (each on its own runtime, so one
+/// can be killed outright), validator 3 killed at height 3, the others taken `behind`
+/// blocks further, validator 3 started again from its disk. Its blocks per second until it
+/// has the height the others had when it restarted, and the blocks it synced (with their
+/// commits, and the ledger at the height it resumed from) for the baseline.
+fn catch_up_run(seed: u64, behind: u64) -> Result<(f64, Ledger, Vec<Decided>), String> {
+    use cess_transport::{NodeAddr, NodeKey};
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
+    };
+    let (genesis_file, keys, _) = genesis(4, 1, seed, params);
+    let ledger = Ledger::genesis(&genesis_file).map_err(|e| e.to_string())?;
+    let config = CoreConfig {
+        empty_block_interval_ms: 0,
+        ..CoreConfig::default()
+    };
+    let root =
+        std::env::temp_dir().join(format!("cess-bench-catch-up-{}-{seed}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let sockets = (0..4)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let addrs: Vec<NodeAddr> = sockets
+        .iter()
+        .zip(&keys)
+        .map(|(s, (account, _))| NodeAddr {
+            socket: s.local_addr().expect("bound"),
+            peer: account.id().peer_id().expect("Ed25519"),
+        })
+        .collect();
+    drop(sockets);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let start =
+        |rt: &tokio::runtime::Runtime, i: usize| -> Result<(ValidatorHandle, u64), String> {
+            let dir = root.join(format!("v{i}"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let opened = loop {
+                match cess_consensus::store::open_disk(&dir, ledger.clone(), 256, true) {
+                    Ok(opened) => break opened,
+                    // A killed validator's threads may still hold its files for a moment.
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
+            let resumed = opened.disk.store.height();
+            let (account, key) = &keys[i];
+            let (core, disk) = opened
+                .into_core(key.clone(), account.id(), config.clone())
+                .map_err(|e| e.to_string())?;
+            let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
+            let peers = (0..4)
+                .filter(|j| *j != i)
+                .map(|j| addrs[j].clone())
+                .collect();
+            let handle = rt
+                .block_on(async {
+                    net::start_with_store(core, node_key, addrs[i].socket, peers, Some(disk))
+                })
+                .map_err(|e| e.to_string())?;
+            Ok((handle, resumed))
+        };
+    let runtimes = (0..4).map(|_| runtime()).collect::<Result<Vec<_>, _>>()?;
+    let mut handles = Vec::new();
+    for (i, rt) in runtimes.iter().enumerate() {
+        handles.push(start(rt, i)?.0);
+    }
+    // Every block and commit, from validator 0.
+    let decided: Arc<std::sync::Mutex<Vec<Decided>>> = Arc::default();
+    let mut commits = handles[0].commits();
+    let collected = decided.clone();
+    runtimes[0].spawn(async move {
+        while let Ok(c) = commits.recv().await {
+            collected
+                .lock()
+                .expect("lock")
+                .push(((*c.block).clone(), c.commit.clone()));
+        }
+    });
+    let height_of = |h: &ValidatorHandle| h.stats().report.lock().expect("lock").height;
+    let wait = |what: &str, done: &dyn Fn() -> bool| -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            if Instant::now() > deadline {
+                return Err(format!("catch-up bench: timed out waiting for {what}"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    };
+    wait("height 3", &|| handles.iter().all(|h| height_of(h) > 3))?;
+    let mut runtimes = runtimes;
+    drop(handles.remove(3));
+    runtimes.remove(3).shutdown_background();
+    let killed_at = height_of(&handles[0]);
+    wait("the others to move on", &|| {
+        height_of(&handles[0]) > killed_at + behind
+    })?;
+    let rt3 = runtime()?;
+    let started = Instant::now();
+    let (handle3, resumed) = start(&rt3, 3)?;
+    let target = height_of(&handles[0]) - 1;
+    wait("validator 3 to catch up", &|| height_of(&handle3) > target)?;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = (target - resumed) as f64 / secs;
+    handle3.shutdown();
+    for h in &handles {
+        h.shutdown();
+    }
+    drop(runtimes);
+    drop(rt3);
+    let _ = std::fs::remove_dir_all(&root);
+    let mut blocks = std::mem::take(&mut *decided.lock().expect("lock"));
+    blocks.sort_by_key(|(b, _)| b.height);
+    blocks.dedup_by_key(|(b, _)| b.height);
+    if blocks.first().is_none_or(|(b, _)| b.height != 1) || (blocks.len() as u64) < target {
+        return Err("catch-up bench: validator 0's commits were not all seen".into());
+    }
+    let mut at_resumed = ledger;
+    for (block, _) in &blocks[..resumed as usize] {
+        at_resumed.apply_block(
+            &cess_consensus::bft::block_info(block),
+            &block.txs,
+            &CpuBackend,
+        );
+    }
+    blocks.truncate(target as usize);
+    let synced = blocks.split_off(resumed as usize);
+    Ok((rate, at_resumed, synced))
+}
+
+/// A validator restarted far behind catches up over QUIC (one block per round trip from a
+/// peer, each commit verified and the block applied and stored, its log reset), against
+/// verifying the same commits and applying the same blocks in memory: what catching up must
+/// do at the least.
+fn catch_up_case(options: &Options) -> Result<Case, String> {
+    let (behind, runs) = if options.quick { (200, 1) } else { (1_000, 3) };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut synced_blocks = 0;
+    for run in 0..runs {
+        let (rate, at_resumed, synced) = catch_up_run(81 + run as u64, behind)?;
+        ours.push(rate);
+        synced_blocks = synced.len();
+        let started = Instant::now();
+        let mut ledger = at_resumed;
+        for (block, commit) in &synced {
+            let validators = cess_consensus::bft::validator_set(&ledger);
+            if !commit.verify(&ledger.chain_id(), block.height, &block.hash(), &validators) {
+                return Err("a decided block's commit does not verify".into());
+            }
+            ledger.apply_block(
+                &cess_consensus::bft::block_info(block),
+                &block.txs,
+                &CpuBackend,
+            );
+        }
+        theirs.push(synced.len() as f64 / started.elapsed().as_secs_f64());
+    }
+    let mut case = Case::from_runs(ours, theirs);
+    case.name = "validator-catch-up".into();
+    case.metric = "throughput";
+    case.unit = "blocks/s";
+    case.goal = Some(0.3);
+    case.baseline =
+        "verifying the same commits and applying the same blocks in memory (no network, no disk)"
+            .into();
+    case.note = format!(
+        "four validators over QUIC on loopback with disks, the fourth killed and restarted \
+         about {behind} blocks behind ({synced_blocks} synced in the last run): from its start \
+         to the height the others had then; empty blocks; one block per round trip (requests \
+         are not pipelined), stored with an `fdatasync` every 256 blocks"
     );
     Ok(case)
 }

@@ -422,10 +422,17 @@ async fn core_loop<E: Engine>(
     loop {
         for output in outputs.drain(..) {
             // Nothing goes out before the log entries ahead of it are durable.
-            if matches!(output, Output::Broadcast(_) | Output::Send(..))
+            if output.carries_signed_consensus()
                 && let Some(wal) = &mut wal
                 && wal.is_dirty()
             {
+                // Blocks appended without a sync are made durable first.
+                if let Some(store) = &store
+                    && let Err(e) = store.sync_deferred()
+                {
+                    tracing::error!("{e}; stopping this validator");
+                    return;
+                }
                 let sync_started = Instant::now();
                 if let Err(e) = wal.sync() {
                     tracing::error!("{e}; stopping this validator (it cannot vote safely)");
@@ -494,11 +501,21 @@ async fn core_loop<E: Engine>(
                     );
                     match (&store, &mut wal) {
                         (Some(store), Some(wal)) => {
-                            // The block durable first, then the log of its height dropped.
-                            let stored = store
-                                .append_now(&committed.block, &committed.commit)
-                                .map_err(|e| e.to_string())
-                                .and_then(|()| wal.reset().map_err(|e| e.to_string()));
+                            // The block durable first, then the log of its height dropped. A
+                            // block synced from the peers at a height this validator logged
+                            // nothing for waits for the next sync (catching up costs no
+                            // `fdatasync` per block); the store is synced before anything is
+                            // logged durably, so the log is never ahead of it.
+                            let stored = if committed.synced && wal.is_empty() {
+                                store
+                                    .append_deferred(&committed.block, &committed.commit)
+                                    .map_err(|e| e.to_string())
+                            } else {
+                                store
+                                    .append_now(&committed.block, &committed.commit)
+                                    .map_err(|e| e.to_string())
+                                    .and_then(|()| wal.reset().map_err(|e| e.to_string()))
+                            };
                             if let Err(e) = stored {
                                 tracing::error!(
                                     height = committed.height,
@@ -585,7 +602,13 @@ struct StoreWriter {
     checkpoints: Option<(std::path::PathBuf, u64)>,
     /// A checkpoint is being written (one at a time; a height that comes meanwhile is skipped).
     checkpoint_busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Blocks appended since the last sync ([`Self::append_deferred`]).
+    deferred: std::sync::atomic::AtomicU64,
 }
+
+/// Blocks synced from peers appended without an `fdatasync` before one is done anyway (what
+/// a crash while catching up can cost: this many blocks synced again).
+const DEFERRED_BLOCKS_MAX: u64 = 256;
 
 impl StoreWriter {
     /// Blocks appended by the caller ([`Self::append_now`]), not by a thread.
@@ -598,6 +621,7 @@ impl StoreWriter {
             blocks: None,
             checkpoints,
             checkpoint_busy: Arc::default(),
+            deferred: Default::default(),
         }
     }
 
@@ -613,6 +637,12 @@ impl StoreWriter {
             || core.ledger().height() != committed.height
             || self.checkpoint_busy.swap(true, Ordering::AcqRel)
         {
+            return;
+        }
+        // Never ahead of the store: its block durable first.
+        if let Err(e) = self.sync_deferred() {
+            tracing::warn!("{e}; no checkpoint at this height");
+            self.checkpoint_busy.store(false, Ordering::Release);
             return;
         }
         let checkpoint = crate::checkpoint::Checkpoint {
@@ -676,10 +706,43 @@ impl StoreWriter {
             blocks: Some(blocks),
             checkpoints: None,
             checkpoint_busy: Arc::default(),
+            deferred: Default::default(),
         })
     }
 
-    /// Appends in the caller's thread: durable when this returns.
+    /// Appends in the caller's thread without a sync (at most [`DEFERRED_BLOCKS_MAX`] in a
+    /// row: then it syncs); [`Self::sync_deferred`] or the next [`Self::append_now`] makes it
+    /// durable.
+    fn append_deferred(
+        &self,
+        block: &crate::bft::Block,
+        commit: &crate::bft::CommitRecord,
+    ) -> Result<(), crate::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.append_unsynced(block, commit)?;
+        if self.deferred.fetch_add(1, Ordering::AcqRel) + 1 >= DEFERRED_BLOCKS_MAX {
+            store.sync()?;
+            self.deferred.store(0, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Makes the deferred appends durable, if there are any.
+    fn sync_deferred(&self) -> Result<(), crate::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.deferred.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync()?;
+        self.deferred.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends in the caller's thread: durable when this returns (with every deferred one).
     fn append_now(
         &self,
         block: &crate::bft::Block,
@@ -688,7 +751,9 @@ impl StoreWriter {
         self.store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append(block, commit)
+            .append(block, commit)?;
+        self.deferred.store(0, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     fn append(&self, block: Arc<crate::bft::Block>, commit: crate::bft::CommitRecord) {
@@ -1065,9 +1130,12 @@ async fn serve_connection(
                             from_validator: is_validator,
                         }
                     }
-                    // A follower's request, answered on this stream before the next frame is
-                    // read: one block in flight per stream, paced by what the follower reads.
-                    NetMsg::SyncRequest { height } if !is_validator => {
+                    // A sync request (a follower's, a candidate's, or a validator's catching up),
+                    // answered on this stream before the next frame is read: one block in
+                    // flight per stream, paced by what the asker reads, and never waiting on
+                    // this node's own connection to the asker (which may be re-dialing one
+                    // that just restarted).
+                    NetMsg::SyncRequest { height } => {
                         // Held until the answer is written (flow control paces a slow reader).
                         let Ok(_permit) = sync_answers.acquire().await else {
                             return;

@@ -722,7 +722,7 @@ impl Sim {
     fn handle_outputs(&mut self, from: usize, outputs: Vec<Output>) {
         for output in outputs {
             // As the driver: the log entries ahead of a message are durable before it leaves.
-            if matches!(output, Output::Broadcast(_) | Output::Send(..))
+            if output.carries_signed_consensus()
                 && let Some(wal) = &mut self.nodes[from].wal
             {
                 wal.sync().expect("the simulated disk does not fail");

@@ -219,6 +219,19 @@ impl BlockStore {
 
     /// Appends the block of the next height with its commit; durable when this returns.
     pub fn append(&mut self, block: &Block, commit: &CommitRecord) -> Result<(), StoreError> {
+        self.append_unsynced(block, commit)?;
+        self.sync()
+    }
+
+    /// Appends the block of the next height without waiting for the disk: durable at the
+    /// next [`BlockStore::sync`] or synced append. A crash before then may lose it and the
+    /// blocks appended after it (a suffix, never a hole): a validator catching up syncs those
+    /// from its peers again.
+    pub fn append_unsynced(
+        &mut self,
+        block: &Block,
+        commit: &CommitRecord,
+    ) -> Result<(), StoreError> {
         assert_eq!(
             block.height,
             self.height() + 1,
@@ -231,10 +244,17 @@ impl BlockStore {
         };
         self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
         self.file.write_all(&record).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
         self.offsets.push(self.end);
         self.end += record.len() as u64;
         Ok(())
+    }
+
+    /// Every block appended so far is durable when this returns.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Appends blocks of the next heights in order with one `fdatasync` at the end (a

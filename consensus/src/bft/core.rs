@@ -78,6 +78,26 @@ pub struct Committed {
     pub validators: ValidatorSet,
 }
 
+impl Output {
+    /// A message that may carry a vote or proposal this validator signed (or a certificate
+    /// holding one): the write-ahead log entries before it must be durable before it leaves.
+    /// Sync requests and answers, tips and relayed transactions carry none, so they do not
+    /// wait for the log (a validator answering a peer that catches up does not `fdatasync`
+    /// per block it sends).
+    pub fn carries_signed_consensus(&self) -> bool {
+        match self {
+            Output::Broadcast(msg) | Output::Send(_, msg) => !matches!(
+                msg,
+                NetMsg::SyncRequest { .. }
+                    | NetMsg::SyncResponse { .. }
+                    | NetMsg::Tip { .. }
+                    | NetMsg::Txs(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Output {
     Broadcast(NetMsg),
@@ -578,6 +598,18 @@ impl Core {
         let replay = std::mem::take(&mut self.recovered);
         if !self.is_member() {
             self.observe();
+        } else {
+            // A validator starting (or restarting) does not know how far the others are: it
+            // asks each for its next block at once rather than wait for their votes (an
+            // answer starts the catch-up; a tip says it is not behind).
+            let height = self.height();
+            self.sync_asked = Some((height, now_ms));
+            for peer in self.validators.accounts().to_vec() {
+                if peer != self.me {
+                    self.outputs
+                        .push(Output::Send(peer, NetMsg::SyncRequest { height }));
+                }
+            }
         }
         if replay.is_empty() {
             self.pending.push_back(self.start_height_input());
