@@ -319,6 +319,31 @@ pub fn run(dir: &Path) -> Result<()> {
         let member = core.is_member();
         let handle = net::start_with_store(core, node_key, config.listen, peers, Some(disk))?;
         println!("validator {account} listening {}", handle.local_addr()?);
+        // How far behind the peers it is, every 5 s while it catches up.
+        let progress = handle.stats().clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            let mut was_behind = false;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let (height, tip) = {
+                    let report = progress.report.lock().expect("stats lock");
+                    (report.height.saturating_sub(1), report.tip_seen)
+                };
+                let rate = height.saturating_sub(last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (Instant::now(), height);
+                if tip > height + 2 {
+                    println!(
+                        "catching up: at height {height}, peers at {tip} ({} behind, {rate:.0} blocks/s)",
+                        tip - height
+                    );
+                    was_behind = true;
+                } else if was_behind {
+                    println!("caught up at height {height}");
+                    was_behind = false;
+                }
+            }
+        });
         if !member {
             println!(
                 "not in the validator set: following the chain from its members until an \

@@ -284,6 +284,8 @@ pub struct Core {
     observe_asks: u64,
     /// Outside the set: when the next request for the current height is due.
     observe_at_ms: Option<u64>,
+    /// The highest decided height a peer claimed or showed ([`super::EngineReport::tip_seen`]).
+    tip_seen: u64,
     /// Offenders whose equivocation this core has reported (one report each: the ledger
     /// refuses a second).
     reported: std::collections::BTreeSet<AccountId>,
@@ -391,6 +393,7 @@ impl Core {
             observe_asks: 0,
             observe_at_ms: None,
             reported: std::collections::BTreeSet::new(),
+            tip_seen: 0,
         }
     }
 
@@ -534,6 +537,15 @@ impl Core {
                 self.report(proposal_evidence(first, second));
             }
         }
+    }
+
+    /// The highest decided height seen: this node's, or one its peers claimed or showed.
+    pub fn tip_seen(&self) -> u64 {
+        self.tip_seen.max(self.ledger.height())
+    }
+
+    fn saw_tip(&mut self, height: u64) {
+        self.tip_seen = self.tip_seen.max(height);
     }
 
     /// Whether this node is in the set deciding the current height (votes, may propose).
@@ -752,6 +764,7 @@ impl Core {
                 } else if h == height {
                     self.on_proposal(signed);
                 } else {
+                    self.saw_tip(h - 1);
                     self.ask_sync(from);
                     let tx_bytes = block_tx_bytes(signed.message.value.block());
                     let buffered = self.future.entry(h).or_default();
@@ -775,6 +788,7 @@ impl Core {
                     self.help_behind(from, h);
                 } else {
                     if h > height {
+                        self.saw_tip(h - 1);
                         self.ask_sync(from);
                     }
                     // Malachite checks the signature and buffers near-future heights.
@@ -821,7 +835,7 @@ impl Core {
                 }
             }
             // Validators learn each other's progress from votes; a tip is for followers.
-            NetMsg::Tip { .. } => {}
+            NetMsg::Tip { height } => self.saw_tip(height),
             NetMsg::SyncResponse { block, commit } => self.on_sync_response(from, *block, commit),
             NetMsg::Polka(cert) => {
                 self.certificate(from, cert.height.0, Input::PolkaCertificate(cert))

@@ -83,6 +83,10 @@ pub trait Engine {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineReport {
     pub height: u64,
+    /// The highest height the peers said or showed was decided (a tip answer, a vote or
+    /// proposal for a later height, a synced block): how far behind this node is, as its
+    /// peers claim it.
+    pub tip_seen: u64,
     pub round: i64,
     pub mempool_txs: usize,
     pub mempool_bytes: usize,
@@ -138,6 +142,7 @@ impl Engine for Core {
     fn report(&self) -> EngineReport {
         EngineReport {
             height: self.height(),
+            tip_seen: self.tip_seen(),
             round: self.round(),
             mempool_txs: self.mempool_len(),
             mempool_bytes: self.mempool_bytes(),
