@@ -124,7 +124,11 @@ pub fn decode(bytes: &[u8], chain_id: &Hash32) -> Result<Checkpoint, CheckpointE
                     .map_err(|_| DecodeError::Invalid("validator key"))?;
                 Ok(Validator { account, key })
             })
-            .collect::<Result<Vec<_>, DecodeError>>()?;
+            .collect::<Result<Vec<Validator>, DecodeError>>()?;
+        // In account order, each once, as a set keeps them (one encoding).
+        if validators.windows(2).any(|w| w[0].account >= w[1].account) {
+            return Err(DecodeError::Invalid("previous validators").into());
+        }
         Some(ValidatorSet::new(validators, r.array("lottery seed")?))
     };
     let len = r.u64("snapshot length")?;

@@ -29,6 +29,9 @@ const PEER_QUEUE: usize = 4096;
 /// Followers' sync requests answered at once (each holds a block of up to 16 MiB until the
 /// follower has read it), whatever the number of followers, connections and streams.
 const SYNC_ANSWERS_MAX: usize = 8;
+/// Validators' sync requests answered at once, apart from the followers' (one per
+/// validator's stream at a time; a request over this is refused and asked again).
+const MEMBER_SYNC_ANSWERS_MAX: usize = 32;
 /// A sync answer not taken by its follower within this closes the connection.
 const SYNC_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Once a frame's length is in, its body must arrive within this (16 MiB at under 1 MB/s).
@@ -426,13 +429,6 @@ async fn core_loop<E: Engine>(
                 && let Some(wal) = &mut wal
                 && wal.is_dirty()
             {
-                // Blocks appended without a sync are made durable first.
-                if let Some(store) = &store
-                    && let Err(e) = store.sync_deferred()
-                {
-                    tracing::error!("{e}; stopping this validator");
-                    return;
-                }
                 let sync_started = Instant::now();
                 if let Err(e) = wal.sync() {
                     tracing::error!("{e}; stopping this validator (it cannot vote safely)");
@@ -501,21 +497,11 @@ async fn core_loop<E: Engine>(
                     );
                     match (&store, &mut wal) {
                         (Some(store), Some(wal)) => {
-                            // The block durable first, then the log of its height dropped. A
-                            // block synced from the peers at a height this validator logged
-                            // nothing for waits for the next sync (catching up costs no
-                            // `fdatasync` per block); the store is synced before anything is
-                            // logged durably, so the log is never ahead of it.
-                            let stored = if committed.synced && wal.is_empty() {
-                                store
-                                    .append_deferred(&committed.block, &committed.commit)
-                                    .map_err(|e| e.to_string())
-                            } else {
-                                store
-                                    .append_now(&committed.block, &committed.commit)
-                                    .map_err(|e| e.to_string())
-                                    .and_then(|()| wal.reset().map_err(|e| e.to_string()))
-                            };
+                            // The block durable first, then the log of its height dropped.
+                            let stored = store
+                                .append_now(&committed.block, &committed.commit)
+                                .map_err(|e| e.to_string())
+                                .and_then(|()| wal.reset().map_err(|e| e.to_string()));
                             if let Err(e) = stored {
                                 tracing::error!(
                                     height = committed.height,
@@ -531,6 +517,9 @@ async fn core_loop<E: Engine>(
                         (None, _) => {}
                     }
                     let _ = commits.send(Arc::from(committed));
+                    // A block that ends an era changes the set: the outputs after it (the next
+                    // height's messages) go to the new members.
+                    peers.refresh(&core);
                 }
             }
         }
@@ -602,13 +591,7 @@ struct StoreWriter {
     checkpoints: Option<(std::path::PathBuf, u64)>,
     /// A checkpoint is being written (one at a time; a height that comes meanwhile is skipped).
     checkpoint_busy: Arc<std::sync::atomic::AtomicBool>,
-    /// Blocks appended since the last sync ([`Self::append_deferred`]).
-    deferred: std::sync::atomic::AtomicU64,
 }
-
-/// Blocks synced from peers appended without an `fdatasync` before one is done anyway (what
-/// a crash while catching up can cost: this many blocks synced again).
-const DEFERRED_BLOCKS_MAX: u64 = 256;
 
 impl StoreWriter {
     /// Blocks appended by the caller ([`Self::append_now`]), not by a thread.
@@ -621,7 +604,6 @@ impl StoreWriter {
             blocks: None,
             checkpoints,
             checkpoint_busy: Arc::default(),
-            deferred: Default::default(),
         }
     }
 
@@ -637,12 +619,6 @@ impl StoreWriter {
             || core.ledger().height() != committed.height
             || self.checkpoint_busy.swap(true, Ordering::AcqRel)
         {
-            return;
-        }
-        // Never ahead of the store: its block durable first.
-        if let Err(e) = self.sync_deferred() {
-            tracing::warn!("{e}; no checkpoint at this height");
-            self.checkpoint_busy.store(false, Ordering::Release);
             return;
         }
         let checkpoint = crate::checkpoint::Checkpoint {
@@ -706,43 +682,10 @@ impl StoreWriter {
             blocks: Some(blocks),
             checkpoints: None,
             checkpoint_busy: Arc::default(),
-            deferred: Default::default(),
         })
     }
 
-    /// Appends in the caller's thread without a sync (at most [`DEFERRED_BLOCKS_MAX`] in a
-    /// row: then it syncs); [`Self::sync_deferred`] or the next [`Self::append_now`] makes it
-    /// durable.
-    fn append_deferred(
-        &self,
-        block: &crate::bft::Block,
-        commit: &crate::bft::CommitRecord,
-    ) -> Result<(), crate::store::StoreError> {
-        use std::sync::atomic::Ordering;
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.append_unsynced(block, commit)?;
-        if self.deferred.fetch_add(1, Ordering::AcqRel) + 1 >= DEFERRED_BLOCKS_MAX {
-            store.sync()?;
-            self.deferred.store(0, Ordering::Release);
-        }
-        Ok(())
-    }
-
-    /// Makes the deferred appends durable, if there are any.
-    fn sync_deferred(&self) -> Result<(), crate::store::StoreError> {
-        use std::sync::atomic::Ordering;
-        if self.deferred.load(Ordering::Acquire) == 0 {
-            return Ok(());
-        }
-        self.store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sync()?;
-        self.deferred.store(0, Ordering::Release);
-        Ok(())
-    }
-
-    /// Appends in the caller's thread: durable when this returns (with every deferred one).
+    /// Appends in the caller's thread: durable when this returns.
     fn append_now(
         &self,
         block: &crate::bft::Block,
@@ -751,9 +694,7 @@ impl StoreWriter {
         self.store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append(block, commit)?;
-        self.deferred.store(0, std::sync::atomic::Ordering::Release);
-        Ok(())
+            .append(block, commit)
     }
 
     fn append(&self, block: Arc<crate::bft::Block>, commit: crate::bft::CommitRecord) {
@@ -789,12 +730,21 @@ enum FrameError {
 /// [`FRAME_BODY_TIMEOUT`]; the body's memory grows with the bytes that arrived, never with
 /// what the prefix claims.
 async fn read_frame(recv: &mut quinn::RecvStream, len_max: usize) -> Result<Vec<u8>, FrameError> {
+    read_frame_bounded(recv, || len_max).await
+}
+
+/// [`read_frame`] whose bound is decided once the length prefix is in (what the peer may send
+/// can change while a stream idles between frames).
+async fn read_frame_bounded(
+    recv: &mut quinn::RecvStream,
+    len_max: impl FnOnce() -> usize,
+) -> Result<Vec<u8>, FrameError> {
     let mut prefix = [0u8; 4];
     recv.read_exact(&mut prefix)
         .await
         .map_err(|_| FrameError::Closed)?;
     let len = u32::from_le_bytes(prefix) as usize;
-    if len > len_max {
+    if len > len_max() {
         return Err(FrameError::TooLong(len));
     }
     let mut body = Vec::with_capacity(len.min(64 << 10));
@@ -1046,6 +996,7 @@ async fn accept_loop(
     chain_id: crate::tx::Hash32,
 ) {
     let sync_answers = Arc::new(tokio::sync::Semaphore::new(SYNC_ANSWERS_MAX));
+    let member_answers = Arc::new(tokio::sync::Semaphore::new(MEMBER_SYNC_ANSWERS_MAX));
     while let Some(incoming) = endpoint.accept().await {
         match incoming {
             Ok(connection) => {
@@ -1054,7 +1005,7 @@ async fn accept_loop(
                     events.clone(),
                     roles.clone(),
                     chain_id,
-                    sync_answers.clone(),
+                    (sync_answers.clone(), member_answers.clone()),
                 ));
             }
             Err(e) => tracing::debug!(error = %e, "handshake failed"),
@@ -1068,7 +1019,7 @@ async fn serve_connection(
     (validator_events, client_events): (mpsc::Sender<EventBox>, mpsc::Sender<EventBox>),
     roles: SharedRoles,
     chain_id: crate::tx::Hash32,
-    sync_answers: Arc<tokio::sync::Semaphore>,
+    (sync_answers, member_answers): (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>),
 ) {
     let Some(from) = account_of(&connection.peer_id) else {
         connection.close(ErrorCode::Protocol, "peer key is not Ed25519");
@@ -1078,6 +1029,7 @@ async fn serve_connection(
         let (validator_events, client_events) = (validator_events.clone(), client_events.clone());
         let connection = connection.clone();
         let sync_answers = sync_answers.clone();
+        let member_answers = member_answers.clone();
         let roles = roles.clone();
         tokio::spawn(async move {
             loop {
@@ -1085,16 +1037,25 @@ async fn serve_connection(
                 // the last set (consensus messages), a registered candidate, or a client
                 // (transactions and sync requests only). Read per frame: sets change at era
                 // boundaries while connections stay.
-                let role = roles.read().unwrap_or_else(|p| p.into_inner()).role(&from);
+                // The role is read once the frame's length is in, not while the stream idles:
+                // a validator elected meanwhile may send a whole proposal.
+                let mut role = Role::Client;
+                let read = read_frame_bounded(&mut recv, || {
+                    role = roles.read().unwrap_or_else(|p| p.into_inner()).role(&from);
+                    match role {
+                        Role::Member | Role::Candidate => MESSAGE_BYTES_MAX,
+                        Role::Client => CLIENT_FRAME_BYTES_MAX,
+                    }
+                })
+                .await;
                 let is_validator = role == Role::Member;
-                // A client's or follower's events queue apart from the validators', and its
-                // frames are bounded by what it may send.
-                let (events, frame_bytes_max) = match role {
-                    Role::Member => (&validator_events, MESSAGE_BYTES_MAX),
-                    Role::Candidate => (&client_events, MESSAGE_BYTES_MAX),
-                    Role::Client => (&client_events, CLIENT_FRAME_BYTES_MAX),
+                // A client's or follower's events queue apart from the validators'.
+                let events = if is_validator {
+                    &validator_events
+                } else {
+                    &client_events
                 };
-                let body = match read_frame(&mut recv, frame_bytes_max).await {
+                let body = match read {
                     Ok(body) => body,
                     Err(FrameError::TooLong(_)) => {
                         connection.close(ErrorCode::Protocol, "frame too long");
@@ -1137,9 +1098,21 @@ async fn serve_connection(
                     // that just restarted).
                     NetMsg::SyncRequest { height } => {
                         // Held until the answer is written (flow control paces a slow reader).
-                        let Ok(_permit) = sync_answers.acquire().await else {
-                            return;
+                        // Validators draw from a pool of their own and never wait for it (a
+                        // request refused is asked again): clients holding every client slot
+                        // cannot stall a validator's stream, which also carries its votes.
+                        let permit = if is_validator {
+                            match member_answers.clone().try_acquire_owned() {
+                                Ok(permit) => permit,
+                                Err(_) => continue,
+                            }
+                        } else {
+                            match sync_answers.clone().acquire_owned().await {
+                                Ok(permit) => permit,
+                                Err(_) => return,
+                            }
                         };
+                        let _permit = permit;
                         let (reply, answer) = tokio::sync::oneshot::channel();
                         if events
                             .send(EventBox(Box::new(Event::Sync(height, reply))))

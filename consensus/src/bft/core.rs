@@ -492,6 +492,7 @@ impl Core {
             },
         );
         let Some(tx) = VerifiedTx::check(tx, &self.ctx.chain_id) else {
+            self.reported.remove(&offender);
             tracing::error!("a report signed here does not verify; not sent");
             return self.run();
         };
@@ -501,7 +502,11 @@ impl Core {
                 self.stats.evidence_reported += 1;
                 tracing::warn!(offender = ?offender, "equivocation reported on the chain");
             }
-            Err(e) => tracing::warn!(offender = ?offender, "equivocation report refused here: {e}"),
+            Err(e) => {
+                // Not sent: a later sighting may report it again.
+                self.reported.remove(&offender);
+                tracing::warn!(offender = ?offender, "equivocation report refused here: {e}");
+            }
         }
         outputs
     }

@@ -4,10 +4,14 @@
 //! Every table is written in key order with every field, the derived indexes too (they are
 //! part of what the next block reads, and rebuilding them would be a second, unreviewed copy of
 //! the rules that maintain them). Decoding bounds every count by the bytes left, refuses
-//! trailing bytes, and recomputes the state root from the decoded tables: a snapshot whose
-//! root is not the one it carries is refused, so bytes that decode are the state they name or
-//! nothing. The encoding is canonical: `encode(decode(b)) == b` (a test checks it, and that a
-//! decoded ledger applies the next blocks to the same roots as the original).
+//! unsorted keys and trailing bytes, and recomputes the state root from the decoded tables: a
+//! snapshot whose root is not the one it carries is refused. The root covers the tables; the
+//! derived indexes, the parameters and a few scalars it does not cover are trusted from where
+//! the bytes came from (a validator's own checkpoint, checksummed), with the money count and
+//! the unbonding index checked on decode: a snapshot from a peer would need its indexes
+//! rebuilt. The encoding is canonical: `encode(decode(b)) == b` (a test and the fuzz target
+//! check it, and a test that a decoded ledger applies the next blocks to the same roots as the
+//! original).
 
 use super::audit::Audit;
 use super::delegates::Delegates;
@@ -44,6 +48,8 @@ pub enum SnapshotError {
     Params(&'static str),
     #[error("snapshot of height {height}: its tables hash to another root than it carries")]
     RootMismatch { height: u64 },
+    #[error("snapshot: {0}")]
+    Inconsistent(&'static str),
 }
 
 fn account(r: &mut Reader<'_>, what: &'static str) -> Result<AccountId, DecodeError> {
@@ -124,6 +130,21 @@ fn read_sorted<T: Ord + Clone>(
         set.insert(value);
     }
     Ok(set)
+}
+
+/// Inserts `key` into a map read in key order: it must come after every key already there
+/// (one encoding per state).
+fn insert_next<K: Ord, V>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    value: V,
+    what: &'static str,
+) -> Result<(), DecodeError> {
+    if map.last_key_value().is_some_and(|(last, _)| *last >= key) {
+        return Err(DecodeError::Invalid(what));
+    }
+    map.insert(key, value);
+    Ok(())
 }
 
 fn write_accounts(w: &mut Writer, set: &BTreeSet<AccountId>) {
@@ -228,13 +249,13 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
         let mut set = BTreeMap::new();
         for _ in 0..count {
             let fragment: Hash32 = r.array("held fragment")?;
-            if set.insert(fragment, r.u64("held length")?).is_some() {
-                return Err(DecodeError::Invalid("held fragments"));
-            }
+            let len = r.u64("held length")?;
+            insert_next(&mut set, fragment, len, "held fragments")?;
         }
-        if set.is_empty() || sets.insert(tagger, set).is_some() {
+        if set.is_empty() {
             return Err(DecodeError::Invalid("held taggers"));
         }
+        insert_next(&mut sets, tagger, set, "held taggers")?;
     }
     if declared_bytes
         .checked_sub(locked_bytes)
@@ -271,9 +292,7 @@ fn read_file(r: &mut Reader<'_>) -> Result<FileInfo, DecodeError> {
         let owner = account(r, "owner")?;
         let name = r.string(NAME_BYTES_MAX, "file name")?;
         let since = r.u64("owner since")?;
-        if owners.insert(owner, Owner { name, since }).is_some() {
-            return Err(DecodeError::Invalid("owners"));
-        }
+        insert_next(&mut owners, owner, Owner { name, since }, "owners")?;
     }
     let segment_count = r.count(LIST_MAX, 36, "segments")?;
     let mut segments = Vec::with_capacity(segment_count);
@@ -514,20 +533,14 @@ impl Ledger {
                 segment: r.u32("fragment segment")?,
                 column: r.u16("fragment column")?,
             };
-            if fragments.insert(id, place).is_some() {
-                return Err(DecodeError::Invalid("fragments").into());
-            }
+            insert_next(&mut fragments, id, place, "fragments")?;
         }
         let assigned_count = r.count(LIST_MAX, 36, "assigned")?;
         let mut assigned = BTreeMap::new();
         for _ in 0..assigned_count {
             let miner = account(&mut r, "assigned miner")?;
-            if assigned
-                .insert(miner, read_hashes(&mut r, "assigned fragments")?)
-                .is_some()
-            {
-                return Err(DecodeError::Invalid("assigned").into());
-            }
+            let set = read_hashes(&mut r, "assigned fragments")?;
+            insert_next(&mut assigned, miner, set, "assigned")?;
         }
         let pending_until = read_sorted(&mut r, 40, "pending until", |r| {
             Ok((r.u64("height")?, r.array("file")?))
@@ -539,16 +552,16 @@ impl Ledger {
         let miner_ids = (0..miner_count)
             .map(|_| account(&mut r, "miner id"))
             .collect::<Result<Vec<_>, _>>()?;
+        // Placement searches it: in order, as the ledger keeps it.
+        if miner_ids.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(DecodeError::Invalid("miner ids").into());
+        }
         let owned_count = r.count(LIST_MAX, 36, "owned")?;
         let mut owned = BTreeMap::new();
         for _ in 0..owned_count {
             let owner = account(&mut r, "owner")?;
-            if owned
-                .insert(owner, read_hashes(&mut r, "owned files")?)
-                .is_some()
-            {
-                return Err(DecodeError::Invalid("owned").into());
-            }
+            let set = read_hashes(&mut r, "owned files")?;
+            insert_next(&mut owned, owner, set, "owned")?;
         }
         let lease_ends = read_sorted(&mut r, 40, "lease ends", |r| {
             Ok((r.u64("height")?, account(r, "lease owner")?))
@@ -565,7 +578,11 @@ impl Ledger {
             let count = r.count(LIST_MAX, 40, "audit set")?;
             let entries = (0..count)
                 .map(|_| Ok((r.array("audit fragment")?, r.u64("audit length")?)))
-                .collect::<Result<Vec<_>, DecodeError>>()?;
+                .collect::<Result<Vec<([u8; 32], u64)>, DecodeError>>()?;
+            // In id order, as the set keeps them (one encoding).
+            if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(DecodeError::Invalid("audit set"));
+            }
             let set = cess_proofs::FragmentSet::new(entries)
                 .map_err(|_| DecodeError::Invalid("audit set"))?;
             Ok((
@@ -591,9 +608,14 @@ impl Ledger {
                     endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
                     unbonding: {
                         let count = r.count(UNBONDING_PER_CANDIDATE_MAX, 24, "unbonding")?;
-                        (0..count)
+                        let unbonding = (0..count)
                             .map(|_| Ok((r.u128("unbonding")?, r.u64("released at")?)))
-                            .collect::<Result<Vec<_>, DecodeError>>()?
+                            .collect::<Result<Vec<(u128, u64)>, DecodeError>>()?;
+                        // Oldest first, as they are paid out.
+                        if unbonding.windows(2).any(|w| w[0].1 > w[1].1) {
+                            return Err(DecodeError::Invalid("unbonding"));
+                        }
+                        unbonding
                     },
                 },
             ))
@@ -618,12 +640,8 @@ impl Ledger {
         let mut delegated = BTreeMap::new();
         for _ in 0..delegated_count {
             let delegate = account(&mut r, "delegate")?;
-            if delegated
-                .insert(delegate, read_accounts(&mut r, "delegated owners")?)
-                .is_some()
-            {
-                return Err(DecodeError::Invalid("delegated").into());
-            }
+            let owners = read_accounts(&mut r, "delegated owners")?;
+            insert_next(&mut delegated, delegate, owners, "delegated")?;
         }
         let validator_keys = read_sorted(&mut r, VALIDATOR_KEY_BYTES, "validator keys", |r| {
             r.array("validator key")
@@ -682,6 +700,19 @@ impl Ledger {
         };
         if ledger.compute_root() != root {
             return Err(SnapshotError::RootMismatch { height });
+        }
+        // What the root does not cover but the rules rely on: the money adds up, and every
+        // waiting unbonding is indexed by its payout height.
+        if ledger.count_money() != ledger.total_money {
+            return Err(SnapshotError::Inconsistent("money does not add up"));
+        }
+        let due: BTreeSet<(u64, AccountId)> = ledger
+            .candidates
+            .iter()
+            .flat_map(|(account, c)| c.unbonding.iter().map(|(_, at)| (*at, *account)))
+            .collect();
+        if due != ledger.unbonding_due {
+            return Err(SnapshotError::Inconsistent("unbondings are not indexed"));
         }
         Ok(ledger)
     }
