@@ -666,8 +666,8 @@ fn catch_up_case(options: &Options) -> Result<Case, String> {
          about {behind} blocks behind ({synced_blocks} synced in the last run): from its start \
          to the height the others had then; empty blocks; one block per round trip (requests \
          are not pipelined) to peers busy deciding blocks as fast as they can on the same two \
-         cores, stored with an `fdatasync` every 256 blocks; the baseline counts the commit \
-         check and the execution only, so the goal (0.2) leaves the round trip and the disk"
+         cores, each block stored with its `fdatasync`; the baseline counts the commit check \
+         and the execution only, so the goal (0.2) leaves the round trip and the disk"
     );
     Ok(case)
 }
