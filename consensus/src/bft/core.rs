@@ -1550,44 +1550,35 @@ impl Core {
             }
         }
         // Malachite cancels all its timeouts when a height or round starts; drivers then drop
-        // the held-back proposal's timer too, so it is scheduled again.
+        // the held-back proposal's timer too, so it is scheduled again; the same for a node
+        // outside the set, whose next request must stay due.
         if let Some(due) = self.proposal_due {
-            let cancelled_at = self
-                .outputs
-                .iter()
-                .rposition(|o| matches!(o, Output::CancelAllTimeouts));
-            let scheduled_at = self
-                .outputs
-                .iter()
-                .rposition(|o| matches!(o, Output::ScheduleTimeout(t, _) if *t == due.timer()));
-            if cancelled_at.is_some() && cancelled_at > scheduled_at {
-                self.outputs.push(Output::ScheduleTimeout(
-                    due.timer(),
-                    Duration::from_millis(due.at_ms.saturating_sub(self.now_ms)),
-                ));
-            }
+            self.keep_scheduled(due.timer(), due.at_ms);
         }
-        // The same for a node outside the set: its next request must stay due.
         if let Some(at_ms) = self.observe_at_ms {
-            let timer = Timeout::Observe {
-                height: self.height(),
-            };
-            let cancelled_at = self
-                .outputs
-                .iter()
-                .rposition(|o| matches!(o, Output::CancelAllTimeouts));
-            let scheduled_at = self
-                .outputs
-                .iter()
-                .rposition(|o| matches!(o, Output::ScheduleTimeout(t, _) if *t == timer));
-            if cancelled_at.is_some() && cancelled_at > scheduled_at {
-                self.outputs.push(Output::ScheduleTimeout(
-                    timer,
-                    Duration::from_millis(at_ms.saturating_sub(self.now_ms)),
-                ));
-            }
+            let height = self.height();
+            self.keep_scheduled(Timeout::Observe { height }, at_ms);
         }
         std::mem::take(&mut self.outputs)
+    }
+
+    /// Schedules `timer` again (due at `at_ms`) if the outputs cancel every timeout after they
+    /// last scheduled it.
+    fn keep_scheduled(&mut self, timer: Timeout, at_ms: u64) {
+        let cancelled_at = self
+            .outputs
+            .iter()
+            .rposition(|o| matches!(o, Output::CancelAllTimeouts));
+        let scheduled_at = self
+            .outputs
+            .iter()
+            .rposition(|o| matches!(o, Output::ScheduleTimeout(t, _) if *t == timer));
+        if cancelled_at.is_some() && cancelled_at > scheduled_at {
+            self.outputs.push(Output::ScheduleTimeout(
+                timer,
+                Duration::from_millis(at_ms.saturating_sub(self.now_ms)),
+            ));
+        }
     }
 
     fn do_deferred(&mut self, work: Deferred) {

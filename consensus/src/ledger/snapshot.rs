@@ -61,13 +61,6 @@ fn validator_key(r: &mut Reader<'_>) -> Result<ValidatorPublicKey, DecodeError> 
     ValidatorPublicKey::decode(&bytes).map_err(|_| DecodeError::Invalid("validator key"))
 }
 
-fn option_u64(w: &mut Writer, value: Option<u64>) {
-    match value {
-        Some(v) => w.u8(1).u64(v),
-        None => w.u8(0),
-    };
-}
-
 fn read_option_u64(r: &mut Reader<'_>, what: &'static str) -> Result<Option<u64>, DecodeError> {
     Ok(if r.bool(what)? {
         Some(r.u64(what)?)
@@ -196,22 +189,7 @@ fn read_validators(r: &mut Reader<'_>) -> Result<Vec<ValidatorEntry>, DecodeErro
 }
 
 fn write_miner(w: &mut Writer, m: &Miner) {
-    w.bytes(&m.peer_id)
-        .str(&m.endpoint)
-        .u64(m.declared_bytes)
-        .u64(m.locked_bytes)
-        .u64(m.active_bytes)
-        .u128(m.collateral);
-    match m.state {
-        MinerState::Active => w.u8(0),
-        MinerState::Exiting { since } => w.u8(1).u64(since),
-    };
-    w.u32(m.reputation)
-        .u32(m.audits_failed_in_a_row)
-        .u32(m.restoral_claims)
-        .u128(m.rent_accrued)
-        .u64(m.rent_since);
-    option_u64(w, m.failed_round);
+    m.encode_fields(w);
     w.count(m.held.iter().len());
     for (tagger, set) in m.held.iter() {
         w.fixed(tagger).count(set.len());
@@ -221,6 +199,7 @@ fn write_miner(w: &mut Writer, m: &Miner) {
     }
 }
 
+/// The fields [`Miner::encode_fields`] writes, then the held sets.
 fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
     let peer_id = r.bytes(PEER_ID_BYTES_MAX, "peer id")?.to_vec();
     let endpoint = r.string(ENDPOINT_BYTES_MAX, "endpoint")?;

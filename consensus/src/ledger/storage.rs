@@ -141,7 +141,14 @@ impl Miner {
         self.held.fragments()
     }
 
+    /// What a miner's state-root entry hashes: its fields and its held sets' sum.
     pub(crate) fn encode(&self, w: &mut Writer) {
+        self.encode_fields(w);
+        w.fixed(&self.held.sum.checksum());
+    }
+
+    /// Every field but the held sets (a snapshot writes those whole, the root their sum).
+    pub(crate) fn encode_fields(&self, w: &mut Writer) {
         w.bytes(&self.peer_id)
             .str(&self.endpoint)
             .u64(self.declared_bytes)
@@ -161,7 +168,6 @@ impl Miner {
             Some(round) => w.u8(1).u64(round),
             None => w.u8(0),
         };
-        w.fixed(&self.held.sum.checksum());
     }
 
     /// Brings the rent it earned up to `clock` (before its stored bytes change).
