@@ -101,7 +101,12 @@ fn proofs_suite_runs_quick() {
 fn consensus_suite_runs_quick() {
     run_quick(
         "consensus",
-        &["finality-4-validators", "batch-verify-vs-single"],
+        &[
+            "finality-4-validators",
+            "batch-verify-vs-single",
+            "restart-1e5-vs-1e3-heights",
+            "validator-catch-up",
+        ],
     );
 }
 
