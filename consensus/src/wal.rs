@@ -458,11 +458,6 @@ impl<M: WalMedium> Wal<M> {
         self.medium
     }
 
-    /// Nothing logged since the last reset (written or buffered).
-    pub fn is_empty(&self) -> bool {
-        self.end == HEADER_BYTES && self.buffer.is_empty()
-    }
-
     /// The log's size on its medium, header included (tests, operators).
     pub fn len_bytes(&self) -> u64 {
         self.end

@@ -57,6 +57,25 @@ fn default_checkpoint_every_blocks() -> u64 {
     cess_consensus::checkpoint::CHECKPOINT_EVERY_BLOCKS
 }
 
+impl ValidatorConfig {
+    /// The configured peers' addresses.
+    fn peer_addrs(&self) -> Result<Vec<NodeAddr>> {
+        self.peers
+            .iter()
+            .map(|p| p.parse::<NodeAddr>().with_context(|| format!("peer {p}")))
+            .collect()
+    }
+}
+
+/// `dir`'s validator.toml: its path (for messages) and contents.
+fn load_config(dir: &Path) -> Result<(PathBuf, ValidatorConfig)> {
+    let path = dir.join(CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok((path, config))
+}
+
 fn default_empty_block_interval_ms() -> u64 {
     500
 }
@@ -232,20 +251,12 @@ const RESTORED_BLOCKS_KEPT: usize = 256;
 
 /// Runs the validator configured in `dir` until SIGINT or SIGTERM.
 pub fn run(dir: &Path) -> Result<()> {
-    let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let config: ValidatorConfig =
-        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let (config_path, config) = load_config(dir)?;
     let ledger = crate::chain::genesis_ledger(&config.genesis)?;
     let node_key = Arc::new(NodeKey::load(&config.node_key)?);
     let account = account_key(&node_key)?.id();
     let validator_key = load_validator_key(&config.validator_key)?;
-    let peers = config
-        .peers
-        .iter()
-        .map(|p| p.parse::<NodeAddr>().with_context(|| format!("peer {p}")))
-        .collect::<Result<Vec<_>>>()?;
+    let peers = config.peer_addrs()?;
     let propose_ms = CoreConfig::default().timeouts.propose_ms;
     if config.empty_block_interval_ms > propose_ms / 2 {
         bail!(
@@ -592,11 +603,7 @@ pub fn load(dir: &Path, count: u64) -> Result<()> {
 /// configured listen address), where the validators find it once it is elected. Waits until
 /// each transaction is in a block and says when the next election is.
 pub fn candidate(dir: &Path, stake_tokens: Option<u64>, endpoint: Option<String>) -> Result<()> {
-    let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let config: ValidatorConfig =
-        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let (config_path, config) = load_config(dir)?;
     let node_key = Arc::new(NodeKey::load(&config.node_key)?);
     let validator_key = load_validator_key(&config.validator_key)?;
     let endpoint = match endpoint {
@@ -617,11 +624,7 @@ pub fn candidate(dir: &Path, stake_tokens: Option<u64>, endpoint: Option<String>
     };
     let source = crate::chain::ChainSource {
         genesis: config.genesis.clone(),
-        validators: config
-            .peers
-            .iter()
-            .map(|p| p.parse::<NodeAddr>().with_context(|| format!("peer {p}")))
-            .collect::<Result<_>>()?,
+        validators: config.peer_addrs()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

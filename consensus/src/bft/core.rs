@@ -558,11 +558,6 @@ impl Core {
         self.validators.get(&self.me).is_some()
     }
 
-    /// The set deciding the current height.
-    pub fn validator_set(&self) -> &ValidatorSet {
-        &self.validators
-    }
-
     /// [`super::Engine::peers`]: the current set and the last height's, without this node.
     pub fn peers(&self) -> Vec<AccountId> {
         let mut peers: Vec<AccountId> = self.validators.accounts().to_vec();
