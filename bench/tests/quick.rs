@@ -106,6 +106,7 @@ fn consensus_suite_runs_quick() {
             "batch-verify-vs-single",
             "restart-1e5-vs-1e3-heights",
             "validator-catch-up",
+            "validator-state-sync-vs-catch-up",
         ],
     );
 }

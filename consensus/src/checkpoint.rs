@@ -60,6 +60,21 @@ pub enum CheckpointError {
     Height { said: u64, ledger: u64 },
 }
 
+/// Where a checkpoint's height is in its bytes (after the magic, the version and the chain id).
+pub const HEIGHT_AT: usize = 16 + 4 + 32;
+
+/// The height a checkpoint's first bytes say (unchecked: the whole is checked on decode);
+/// `None` if they are not a checkpoint's of this version.
+pub fn peek_height(prefix: &[u8]) -> Option<u64> {
+    let head = prefix.get(..HEIGHT_AT + 8)?;
+    if &head[..16] != MAGIC || head[16..20] != VERSION.to_le_bytes() {
+        return None;
+    }
+    Some(u64::from_le_bytes(
+        head[HEIGHT_AT..].try_into().expect("8 bytes"),
+    ))
+}
+
 /// The checkpoint's bytes.
 pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
     let snapshot = checkpoint.ledger.encode_snapshot();

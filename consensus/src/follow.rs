@@ -61,6 +61,9 @@ pub enum FollowError {
         certified: Hash32,
         local: Hash32,
     },
+    /// The same, for the validator set an era's last block elects.
+    #[error("replica diverged: block {height} elects another validator set than this replica")]
+    DivergedSet { height: u64 },
 }
 
 /// What the driver does next.
@@ -298,7 +301,7 @@ impl Follower {
                     outcome,
                 })));
             }
-            Err(reason @ FollowError::Diverged { .. }) => {
+            Err(reason @ (FollowError::Diverged { .. } | FollowError::DivergedSet { .. })) => {
                 tracing::error!(%reason, "follower stopped");
                 self.diverged = Some(reason);
                 return outputs;
@@ -339,6 +342,12 @@ impl Follower {
                 height: block.height,
                 certified: block.parent_root,
                 local: self.ledger.root(),
+            });
+        }
+        // Certified, so a mismatch is this replica's fault, like a root that differs.
+        if block.next_validators != self.ledger.elected_by_next_block() {
+            return Err(FollowError::DivergedSet {
+                height: block.height,
             });
         }
         Ok(hash)

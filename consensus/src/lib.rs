@@ -12,9 +12,12 @@ pub mod codec;
 pub mod follow;
 pub mod keys;
 pub mod ledger;
+pub mod light;
 #[cfg(feature = "quic")]
 pub mod net;
 pub mod sim;
+#[cfg(feature = "quic")]
+pub mod statesync;
 pub mod store;
 pub mod tx;
 pub mod vrf;

@@ -2,7 +2,7 @@
 //! a validator's [`Engine`] and its peers over `cess-transport` endpoints, turns timeouts into timers, and
 //! reports commits. All decisions stay in the core.
 //!
-//! The wire: ALPN `cess-consensus/1`, TLS bound to the node key (the validator's account key,
+//! The wire: ALPN `cess-consensus/2`, TLS bound to the node key (the validator's account key,
 //! so a connection's PeerId names its account). Each validator dials every peer and sends on
 //! one long-lived stream per connection: frames of `len u32 LE ‖ message`, each message at most
 //! [`MESSAGE_BYTES_MAX`]. A peer that sends a malformed frame is disconnected. Peers that are
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
 /// ALPN of the validators' protocol.
-pub const CONSENSUS_PROTOCOL: &str = "cess-consensus/1";
+pub const CONSENSUS_PROTOCOL: &str = "cess-consensus/2";
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
 /// Followers' sync requests answered at once (each holds a block of up to 16 MiB until the
@@ -72,12 +72,25 @@ enum Event {
         Vec<VerifiedTx>,
         tokio::sync::oneshot::Sender<Vec<Result<(), crate::TxError>>>,
     ),
-    /// A follower's sync request: answered with the block or the tip, on its own stream.
-    Sync(u64, tokio::sync::oneshot::Sender<SyncAnswer>),
+    /// A sync request (height, count): answered with the blocks or the tip, on the asker's
+    /// own stream.
+    Sync(u64, u32, tokio::sync::oneshot::Sender<SyncAnswer>),
+    /// A header request (height, step, count): the headers, and the tip when cut short by it.
+    Headers(u64, u64, u32, tokio::sync::oneshot::Sender<HeadersAnswer>),
 }
 
-/// The core loop's answer to a follower: the block (shared, not copied on the loop) or the tip.
-type SyncAnswer = Result<(Arc<crate::bft::Block>, crate::bft::CommitRecord), u64>;
+type HeadersAnswer = (
+    Vec<(crate::bft::BlockHeader, crate::bft::CommitRecord)>,
+    Option<u64>,
+);
+
+/// The core loop's answer to a sync request: the blocks from the height asked for (shared,
+/// not copied on the loop), and the tip when they stop short of the count because the tip
+/// is reached.
+type SyncAnswer = (
+    Vec<(Arc<crate::bft::Block>, crate::bft::CommitRecord)>,
+    Option<u64>,
+);
 
 /// A running validator: submit transactions, watch commits, read its loop's figures, stop it.
 #[derive(Debug, Clone)]
@@ -229,6 +242,7 @@ pub fn start_with_store<E: Engine + Send + 'static>(
     peers: Vec<NodeAddr>,
     disk: Option<Disk>,
 ) -> Result<ValidatorHandle, NetError> {
+    let checkpoints = disk.as_ref().map(|d| Arc::new(d.dir.clone()));
     let (store, wal) = match disk {
         Some(Disk {
             store,
@@ -284,6 +298,7 @@ pub fn start_with_store<E: Engine + Send + 'static>(
         (events_tx.clone(), client_events_tx),
         peers.roles.clone(),
         chain_id,
+        checkpoints,
     ));
     tokio::spawn(core_loop(
         core,
@@ -568,12 +583,49 @@ async fn core_loop<E: Engine>(
                 let _ = reply.send(answers);
                 outputs
             }
-            Event::Sync(height, reply) => {
-                let answer = core
-                    .decided(height)
-                    .or_else(|| store.as_ref().and_then(|s| s.read(height)))
-                    .ok_or(core.ledger().height());
-                let _ = reply.send(answer);
+            Event::Sync(height, count, reply) => {
+                // From memory or the store, in order, up to the first height missing and
+                // within one answer's bytes (at least one block).
+                let mut blocks = Vec::new();
+                let mut tx_bytes = 0;
+                let mut tip = None;
+                for at in height..height.saturating_add(count.into()) {
+                    let Some((block, commit)) = core
+                        .decided(at)
+                        .or_else(|| store.as_ref().and_then(|s| s.read(at)))
+                    else {
+                        tip = (at > core.ledger().height()).then(|| core.ledger().height());
+                        break;
+                    };
+                    tx_bytes += crate::bft::block_tx_bytes(&block);
+                    if !blocks.is_empty() && tx_bytes > crate::bft::SYNC_ANSWER_TX_BYTES_MAX {
+                        break;
+                    }
+                    blocks.push((block, commit));
+                }
+                if blocks.is_empty() {
+                    // Nothing kept at that height: the tip says how far this node is.
+                    tip = Some(core.ledger().height());
+                }
+                let _ = reply.send((blocks, tip));
+                continue;
+            }
+            Event::Headers(first, step, count, reply) => {
+                let mut headers = Vec::new();
+                let mut tip = None;
+                for k in 0..u64::from(count) {
+                    let at = step.checked_mul(k).and_then(|o| first.checked_add(o));
+                    let found = at.and_then(|at| {
+                        core.decided(at)
+                            .or_else(|| store.as_ref().and_then(|s| s.read(at)))
+                    });
+                    let Some((block, commit)) = found else {
+                        tip = Some(core.ledger().height());
+                        break;
+                    };
+                    headers.push((block.header(), commit));
+                }
+                let _ = reply.send((headers, tip));
                 continue;
             }
         };
@@ -716,7 +768,7 @@ impl StoreWriter {
     }
 }
 
-enum FrameError {
+pub(crate) enum FrameError {
     /// The stream ended or broke.
     Closed,
     /// A length prefix over the bound for this peer (refused before the body is read).
@@ -729,7 +781,10 @@ enum FrameError {
 /// between frames, but once a length prefix is in, its body must follow within
 /// [`FRAME_BODY_TIMEOUT`]; the body's memory grows with the bytes that arrived, never with
 /// what the prefix claims.
-async fn read_frame(recv: &mut quinn::RecvStream, len_max: usize) -> Result<Vec<u8>, FrameError> {
+pub(crate) async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    len_max: usize,
+) -> Result<Vec<u8>, FrameError> {
     read_frame_bounded(recv, || len_max).await
 }
 
@@ -763,7 +818,7 @@ async fn read_frame_bounded(
     Ok(body)
 }
 
-fn frame(msg: &NetMsg) -> Vec<u8> {
+pub(crate) fn frame(msg: &NetMsg) -> Vec<u8> {
     let body = msg.encode();
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -994,6 +1049,7 @@ async fn accept_loop(
     events: (mpsc::Sender<EventBox>, mpsc::Sender<EventBox>),
     roles: SharedRoles,
     chain_id: crate::tx::Hash32,
+    checkpoints: Option<Arc<std::path::PathBuf>>,
 ) {
     let sync_answers = Arc::new(tokio::sync::Semaphore::new(SYNC_ANSWERS_MAX));
     let member_answers = Arc::new(tokio::sync::Semaphore::new(MEMBER_SYNC_ANSWERS_MAX));
@@ -1006,6 +1062,7 @@ async fn accept_loop(
                     roles.clone(),
                     chain_id,
                     (sync_answers.clone(), member_answers.clone()),
+                    checkpoints.clone(),
                 ));
             }
             Err(e) => tracing::debug!(error = %e, "handshake failed"),
@@ -1020,6 +1077,7 @@ async fn serve_connection(
     roles: SharedRoles,
     chain_id: crate::tx::Hash32,
     (sync_answers, member_answers): (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>),
+    checkpoints: Option<Arc<std::path::PathBuf>>,
 ) {
     let Some(from) = account_of(&connection.peer_id) else {
         connection.close(ErrorCode::Protocol, "peer key is not Ed25519");
@@ -1031,6 +1089,7 @@ async fn serve_connection(
         let sync_answers = sync_answers.clone();
         let member_answers = member_answers.clone();
         let roles = roles.clone();
+        let checkpoints = checkpoints.clone();
         tokio::spawn(async move {
             loop {
                 // What the peer is, as of this node's last block: a member of the current or
@@ -1091,12 +1150,15 @@ async fn serve_connection(
                             from_validator: is_validator,
                         }
                     }
-                    // A sync request (a follower's, a candidate's, or a validator's catching up),
-                    // answered on this stream before the next frame is read: one block in
-                    // flight per stream, paced by what the asker reads, and never waiting on
-                    // this node's own connection to the asker (which may be re-dialing one
-                    // that just restarted).
-                    NetMsg::SyncRequest { height } => {
+                    // A request for blocks, headers or the checkpoint (a follower's, a
+                    // candidate's, a validator's catching up, a node taking a state), answered
+                    // on this stream before the next frame is read: one request in flight per
+                    // stream, paced by what the asker reads, and never waiting on this node's
+                    // own connection to the asker (which may be re-dialing one that just
+                    // restarted).
+                    request @ (NetMsg::SyncRequest { .. }
+                    | NetMsg::HeaderRequest { .. }
+                    | NetMsg::CheckpointRequest { .. }) => {
                         // Held until the answer is written (flow control paces a slow reader).
                         // Validators draw from a pool of their own and never wait for it (a
                         // request refused is asked again): clients holding every client slot
@@ -1113,31 +1175,73 @@ async fn serve_connection(
                             }
                         };
                         let _permit = permit;
-                        let (reply, answer) = tokio::sync::oneshot::channel();
-                        if events
-                            .send(EventBox(Box::new(Event::Sync(height, reply))))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        let answer = match answer.await {
-                            Ok(Ok((block, commit))) => NetMsg::SyncResponse {
-                                block: Box::new((*block).clone()),
-                                commit,
-                            },
-                            Ok(Err(tip)) => NetMsg::Tip { height: tip },
-                            Err(_) => return,
+                        let answers: Vec<NetMsg> = match request {
+                            NetMsg::CheckpointRequest { offset } => {
+                                let dir = checkpoints.clone();
+                                match tokio::task::spawn_blocking(move || {
+                                    checkpoint_chunk(dir.as_deref().map(|d| d.as_path()), offset)
+                                })
+                                .await
+                                {
+                                    Ok(chunk) => vec![chunk],
+                                    Err(_) => return,
+                                }
+                            }
+                            NetMsg::HeaderRequest {
+                                height,
+                                step,
+                                count,
+                            } => {
+                                let (reply, answer) = tokio::sync::oneshot::channel();
+                                let asked = Event::Headers(height, step, count, reply);
+                                if events.send(EventBox(Box::new(asked))).await.is_err() {
+                                    return;
+                                }
+                                let Ok((headers, tip)) = answer.await else {
+                                    return;
+                                };
+                                headers
+                                    .into_iter()
+                                    .map(|(header, commit)| NetMsg::HeaderResponse {
+                                        header: Box::new(header),
+                                        commit,
+                                    })
+                                    .chain(tip.map(|height| NetMsg::Tip { height }))
+                                    .collect()
+                            }
+                            NetMsg::SyncRequest { height, count } => {
+                                let (reply, answer) = tokio::sync::oneshot::channel();
+                                let asked = Event::Sync(height, count, reply);
+                                if events.send(EventBox(Box::new(asked))).await.is_err() {
+                                    return;
+                                }
+                                let Ok((blocks, tip)) = answer.await else {
+                                    return;
+                                };
+                                blocks
+                                    .into_iter()
+                                    .map(|(block, commit)| NetMsg::SyncResponse {
+                                        block: Box::new((*block).clone()),
+                                        commit,
+                                    })
+                                    .chain(tip.map(|height| NetMsg::Tip { height }))
+                                    .collect()
+                            }
+                            _ => unreachable!("matched above"),
                         };
-                        // A follower that does not read within this gives its permit back.
-                        let written = tokio::time::timeout(
-                            SYNC_WRITE_TIMEOUT,
-                            send.write_all(&frame(&answer)),
-                        )
-                        .await;
-                        if !matches!(written, Ok(Ok(()))) {
-                            connection.close(ErrorCode::Timeout, "sync answer not read in time");
-                            return;
+                        // Each block is framed and written as the asker reads: a follower
+                        // that does not read one within this gives its permit back.
+                        for answer in answers {
+                            let written = tokio::time::timeout(
+                                SYNC_WRITE_TIMEOUT,
+                                send.write_all(&frame(&answer)),
+                            )
+                            .await;
+                            if !matches!(written, Ok(Ok(()))) {
+                                connection
+                                    .close(ErrorCode::Timeout, "sync answer not read in time");
+                                return;
+                            }
                         }
                         continue;
                     }
@@ -1155,6 +1259,54 @@ async fn serve_connection(
                 }
             }
         });
+    }
+}
+
+/// The part of this node's latest checkpoint from `offset` (at most
+/// [`crate::bft::CHECKPOINT_CHUNK_BYTES`]), read from its file now: a checkpoint written
+/// meanwhile changes the height the chunks carry, and the asker starts over. None on disk (or
+/// unreadable): height 0, no bytes.
+fn checkpoint_chunk(dir: Option<&std::path::Path>, offset: u64) -> NetMsg {
+    let none = NetMsg::CheckpointChunk {
+        height: 0,
+        total_bytes: 0,
+        offset: 0,
+        bytes: Vec::new(),
+    };
+    let Some(dir) = dir else {
+        return none;
+    };
+    let read = || -> std::io::Result<Option<NetMsg>> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(dir.join(crate::checkpoint::CHECKPOINT_FILE))?;
+        let total_bytes = file.metadata()?.len();
+        let mut head = [0u8; crate::checkpoint::HEIGHT_AT + 8];
+        file.read_exact_at(&mut head, 0)?;
+        let Some(height) = crate::checkpoint::peek_height(&head) else {
+            return Ok(None);
+        };
+        if total_bytes > crate::bft::CHECKPOINT_BYTES_MAX || offset > total_bytes {
+            return Ok(None);
+        }
+        let len = (total_bytes - offset).min(crate::bft::CHECKPOINT_CHUNK_BYTES as u64);
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, offset)?;
+        Ok(Some(NetMsg::CheckpointChunk {
+            height,
+            total_bytes,
+            offset,
+            bytes,
+        }))
+    };
+    match read() {
+        Ok(Some(chunk)) => chunk,
+        Ok(None) => none,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), "checkpoint not served: {e}");
+            }
+            none
+        }
     }
 }
 
@@ -1446,7 +1598,7 @@ async fn sync_request(
         *stream = Some((send, recv, connection));
     }
     let (send, recv, _) = stream.as_mut().expect("opened above");
-    send.write_all(&frame(&NetMsg::SyncRequest { height }))
+    send.write_all(&frame(&NetMsg::SyncRequest { height, count: 1 }))
         .await
         .map_err(|e| NetError::Io(e.to_string()))?;
     let body = read_frame(recv, MESSAGE_BYTES_MAX)

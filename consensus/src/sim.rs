@@ -1065,6 +1065,7 @@ pub fn empty_chain(
             height,
             parent,
             parent_root: ledger.root(),
+            next_validators: ledger.elected_by_next_block(),
             time_ms: ledger.time_ms() + 1_000,
             proposer,
             vrf_proof: vrf_proof.clone(),

@@ -2,8 +2,10 @@
 //! file, so a validator that restarts resumes from its disk and answers sync requests for any
 //! height, not only the last few it keeps in memory.
 //!
-//! Format: a 48-byte header (magic, version, the chain id), then one record per height from
-//! 1 up, each `len: u32 LE | checksum: first 8 bytes of SHA-256(payload) | payload`, the
+//! Format: an 88-byte header (magic, version, the chain id, the base height and the hash of
+//! the block at it), then one record per height from base + 1 up (the base is 0 and its hash
+//! the chain id for a store that started at genesis; a node that took a peer's checkpoint
+//! instead of the blocks before it starts its store at the checkpoint's height), each `len: u32 LE | checksum: first 8 bytes of SHA-256(payload) | payload`, the
 //! payload a [`NetMsg::SyncResponse`] encoding of (block, commit) — the bounded decoder the
 //! network already uses.
 //!
@@ -29,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MAGIC: &[u8; 12] = b"cess-blocks\0";
-const VERSION: u32 = 1;
-const HEADER_BYTES: u64 = 12 + 4 + 32;
+const VERSION: u32 = 2;
+const HEADER_BYTES: u64 = 12 + 4 + 32 + 8 + 32;
 const RECORD_HEAD_BYTES: u64 = 4 + 8;
 /// A record's payload: a block (at most `BLOCK_BYTES_MAX`) and its commit, framed.
 const PAYLOAD_BYTES_MAX: u64 = crate::bft::MESSAGE_BYTES_MAX as u64;
@@ -65,7 +67,10 @@ pub enum StoreError {
 pub struct BlockStore {
     path: PathBuf,
     file: File,
-    /// Offset of the record of height `i + 1`.
+    /// The height before the first record, and the hash of its block (the chain id at 0).
+    base: u64,
+    base_hash: Hash32,
+    /// Offset of the record of height `base + i + 1`.
     offsets: Vec<u64>,
     /// Where the next record goes.
     end: u64,
@@ -127,19 +132,7 @@ impl BlockStore {
         let len = file.metadata().map_err(io)?.len();
         if len < HEADER_BYTES {
             // New, or a crash before the header was durable: nothing was acknowledged yet.
-            let mut header = Vec::with_capacity(HEADER_BYTES as usize);
-            header.extend_from_slice(MAGIC);
-            header.extend_from_slice(&VERSION.to_le_bytes());
-            header.extend_from_slice(chain_id);
-            file.set_len(0).map_err(io)?;
-            file.write_all(&header).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            let store = BlockStore {
-                path: path.to_path_buf(),
-                file,
-                offsets: Vec::new(),
-                end: HEADER_BYTES,
-            };
+            let store = Self::start_file(path, file, chain_id, 0, *chain_id)?;
             return Ok((
                 store,
                 Opened {
@@ -155,11 +148,13 @@ impl BlockStore {
                 path: path.to_path_buf(),
             });
         }
-        if header[16..] != chain_id[..] {
+        if header[16..48] != chain_id[..] {
             return Err(StoreError::OtherChain {
                 path: path.to_path_buf(),
             });
         }
+        let base = u64::from_le_bytes(header[48..56].try_into().expect("8 bytes"));
+        let base_hash: Hash32 = header[56..88].try_into().expect("32 bytes");
         let mut offsets = Vec::new();
         let mut at = HEADER_BYTES;
         let mut reader = std::io::BufReader::new(&file);
@@ -191,7 +186,7 @@ impl BlockStore {
         if len - good_end > RECORD_HEAD_BYTES + PAYLOAD_BYTES_MAX {
             return Err(StoreError::Damaged {
                 path: path.to_path_buf(),
-                height: offsets.len() as u64 + 1,
+                height: base + offsets.len() as u64 + 1,
                 offset: good_end,
             });
         }
@@ -200,11 +195,13 @@ impl BlockStore {
             file.set_len(good_end).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        let height = offsets.len() as u64;
+        let height = base + offsets.len() as u64;
         Ok((
             BlockStore {
                 path: path.to_path_buf(),
                 file,
+                base,
+                base_hash,
                 offsets,
                 end: good_end,
             },
@@ -212,9 +209,78 @@ impl BlockStore {
         ))
     }
 
-    /// Blocks on disk: heights `1..=height()`.
+    /// A new, empty store at `path` (whatever was there is dropped) whose first record will
+    /// be of height `base + 1`, after the block `base_hash`: for a node that took a peer's
+    /// checkpoint at `base` (written beside it before this is called).
+    pub fn create_at(
+        path: &Path,
+        chain_id: &Hash32,
+        base: u64,
+        base_hash: Hash32,
+    ) -> Result<BlockStore, StoreError> {
+        let file = match open_locked(path) {
+            Ok(file) => file,
+            Err(None) => {
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(Some(source)) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Self::start_file(path, file, chain_id, base, base_hash)
+    }
+
+    /// Writes the header of an empty store, durably.
+    fn start_file(
+        path: &Path,
+        mut file: File,
+        chain_id: &Hash32,
+        base: u64,
+        base_hash: Hash32,
+    ) -> Result<BlockStore, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut header = Vec::with_capacity(HEADER_BYTES as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(chain_id);
+        header.extend_from_slice(&base.to_le_bytes());
+        header.extend_from_slice(&base_hash);
+        debug_assert_eq!(header.len() as u64, HEADER_BYTES);
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&header).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(BlockStore {
+            path: path.to_path_buf(),
+            file,
+            base,
+            base_hash,
+            offsets: Vec::new(),
+            end: HEADER_BYTES,
+        })
+    }
+
+    /// Blocks on disk: heights `base() + 1..=height()`.
     pub fn height(&self) -> u64 {
-        self.offsets.len() as u64
+        self.base + self.offsets.len() as u64
+    }
+
+    /// The height before the first record (0 for a store started at genesis).
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The hash of the block at [`Self::base`] (the chain id at 0).
+    pub fn base_hash(&self) -> Hash32 {
+        self.base_hash
     }
 
     /// Appends the block of the next height with its commit; durable when this returns.
@@ -277,7 +343,7 @@ impl BlockStore {
     /// The block at `height` and its commit, read back and checked.
     pub fn read(&self, height: u64) -> Result<Option<(Arc<Block>, CommitRecord)>, StoreError> {
         let Some(&offset) = height
-            .checked_sub(1)
+            .checked_sub(self.base + 1)
             .and_then(|i| self.offsets.get(i as usize))
         else {
             return Ok(None);
@@ -361,6 +427,12 @@ pub enum DiskError {
     Wal(#[from] crate::wal::WalError),
     #[error(transparent)]
     LogAhead(#[from] crate::bft::LogAhead),
+    #[error(
+        "the block store starts after height {base} (its blocks before came as a checkpoint) \
+         and no usable checkpoint at or after it is on disk ({reason}); move the directory's \
+         files away to sync again"
+    )]
+    NoBaseCheckpoint { base: u64, reason: String },
 }
 
 /// A validator's disk, opened and read back: the ledger replayed from its blocks and the
@@ -397,8 +469,8 @@ pub fn open_disk(
     // A checkpoint only saves replay time: one that is unreadable, damaged or ahead of the
     // store is set aside and the store replayed from genesis.
     let stored_hash = |height: u64| -> Option<Hash32> {
-        if height == 0 {
-            return Some(chain_id);
+        if height == store.base() {
+            return Some(store.base_hash());
         }
         store
             .read(height)
@@ -407,6 +479,14 @@ pub fn open_disk(
             .map(|(block, _)| block.hash().0)
     };
     let (checkpoint, checkpoint_refused) = match crate::checkpoint::read(dir, &chain_id) {
+        Ok(Some(c)) if c.ledger.height() < store.base() => (
+            None,
+            Some(format!(
+                "checkpoint at height {} is before the block store's first block ({})",
+                c.ledger.height(),
+                store.base() + 1
+            )),
+        ),
         Ok(Some(c))
             if c.ledger.height() <= store.height()
                 && stored_hash(c.ledger.height()) != Some(c.last_hash) =>
@@ -432,6 +512,12 @@ pub fn open_disk(
         Err(e) => (None, Some(e.to_string())),
     };
     let checkpoint_height = checkpoint.as_ref().map(|c| c.ledger.height());
+    if checkpoint.is_none() && store.base() > 0 {
+        return Err(DiskError::NoBaseCheckpoint {
+            base: store.base(),
+            reason: checkpoint_refused.unwrap_or_else(|| "none".into()),
+        });
+    }
     let start = checkpoint.unwrap_or(crate::checkpoint::Checkpoint {
         last_hash: chain_id,
         ledger: genesis,
@@ -581,6 +667,12 @@ pub fn replay_blocks_from(
                 what: "state root",
             });
         }
+        if block.next_validators != ledger.elected_by_next_block() {
+            return Err(ReplayError::Diverged {
+                height,
+                what: "next validator set",
+            });
+        }
         previous_validators = Some(crate::bft::validator_set(&ledger));
         let checked = vec![true; block.txs.len()];
         ledger.apply_block_checked(
@@ -639,6 +731,7 @@ mod tests {
             height,
             parent: [height as u8; 32],
             parent_root: [1; 32],
+            next_validators: None,
             time_ms: height * 1000,
             proposer: AccountId([2; 32]),
             vrf_proof: key.sign(b"test", &height.to_le_bytes()),

@@ -126,9 +126,40 @@ fn messages() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             }
             .encode(),
         );
+        out.push(
+            NetMsg::HeaderResponse {
+                header: Box::new(block.header()),
+                commit: commit.clone(),
+            }
+            .encode(),
+        );
     }
+    out.push(
+        NetMsg::HeaderRequest {
+            height: 10,
+            step: 10,
+            count: 5,
+        }
+        .encode(),
+    );
+    out.push(NetMsg::CheckpointRequest { offset: 4096 }.encode());
+    out.push(
+        NetMsg::CheckpointChunk {
+            height: 25,
+            total_bytes: 100,
+            offset: 90,
+            bytes: vec![7; 10],
+        }
+        .encode(),
+    );
     out.push(NetMsg::Txs(vec![tx]).encode());
-    out.push(NetMsg::SyncRequest { height: 7 }.encode());
+    out.push(
+        NetMsg::SyncRequest {
+            height: 7,
+            count: 3,
+        }
+        .encode(),
+    );
     out.push(NetMsg::Tip { height: 9 }.encode());
     (out, entries)
 }

@@ -73,63 +73,108 @@ fn wait_height(rt: &tokio::runtime::Runtime, handle: &ValidatorHandle, height: u
     });
 }
 
-#[test]
-fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
-    let params = LedgerParams {
-        validators_per_era: 4,
-        ..LedgerParams::default()
-    };
-    let (genesis, keys, _) = genesis(4, 1, 21, params);
-    let ledger = Ledger::genesis(&genesis).unwrap();
-    let config = CoreConfig {
-        empty_block_interval_ms: 100,
-        ..CoreConfig::default()
-    };
-    let dir = std::env::temp_dir().join(format!("cess-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let dirs: Vec<PathBuf> = (0..4)
-        .map(|i| {
-            let d = dir.join(format!("v{i}"));
-            std::fs::create_dir_all(&d).unwrap();
-            d
-        })
-        .collect();
-    let sockets: Vec<_> = (0..4)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addrs: Vec<NodeAddr> = sockets
-        .iter()
-        .zip(&keys)
-        .map(|(s, (account, _))| NodeAddr {
-            socket: s.local_addr().unwrap(),
-            peer: account.id().peer_id().unwrap(),
-        })
-        .collect();
-    drop(sockets);
-    let peers_of = |i: usize| -> Vec<NodeAddr> {
+/// Four validators on loopback, each with a directory for its disk.
+struct Cluster {
+    ledger: Ledger,
+    keys: Vec<(cess_consensus::AccountKey, cess_consensus::ValidatorKey)>,
+    config: CoreConfig,
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+    addrs: Vec<NodeAddr>,
+    /// Checkpoints every this many blocks (the default when `None`).
+    checkpoint_every_blocks: Option<u64>,
+}
+
+impl Cluster {
+    fn new(name: &str, params: LedgerParams, config: CoreConfig, seed: u64) -> Cluster {
+        let (genesis, keys, _) = genesis(4, 1, seed, params);
+        let ledger = Ledger::genesis(&genesis).unwrap();
+        let root = std::env::temp_dir().join(format!("cess-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dirs: Vec<PathBuf> = (0..4)
+            .map(|i| {
+                let d = root.join(format!("v{i}"));
+                std::fs::create_dir_all(&d).unwrap();
+                d
+            })
+            .collect();
+        let sockets: Vec<_> = (0..4)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addrs: Vec<NodeAddr> = sockets
+            .iter()
+            .zip(&keys)
+            .map(|(s, (account, _))| NodeAddr {
+                socket: s.local_addr().unwrap(),
+                peer: account.id().peer_id().unwrap(),
+            })
+            .collect();
+        Cluster {
+            ledger,
+            keys,
+            config,
+            root,
+            dirs,
+            addrs,
+            checkpoint_every_blocks: None,
+        }
+    }
+
+    fn peers_of(&self, i: usize) -> Vec<NodeAddr> {
         (0..4)
             .filter(|j| *j != i)
-            .map(|j| addrs[j].clone())
+            .map(|j| self.addrs[j].clone())
             .collect()
-    };
-    let start = |rt: &tokio::runtime::Runtime, i: usize, keep: usize| -> (ValidatorHandle, u64) {
-        let opened = open_disk(&dirs[i], &ledger, keep);
+    }
+
+    fn node_key(&self, i: usize) -> Arc<NodeKey> {
+        Arc::new(NodeKey::from_ed25519(self.keys[i].0.ed25519().clone()))
+    }
+
+    /// Validator `i` started from its disk (keeping `keep` blocks in memory): its handle and
+    /// the height it resumed at.
+    fn start(&self, rt: &tokio::runtime::Runtime, i: usize, keep: usize) -> (ValidatorHandle, u64) {
+        let opened = open_disk(&self.dirs[i], &self.ledger, keep);
         let height = opened.disk.store.height();
         assert_eq!(
             opened.restored.ledger.height(),
             height,
             "the ledger is the store's"
         );
-        let (account, validator_key) = &keys[i];
-        let (core, disk) = opened
-            .into_core(validator_key.clone(), account.id(), config.clone())
+        let (account, validator_key) = &self.keys[i];
+        let (core, mut disk) = opened
+            .into_core(validator_key.clone(), account.id(), self.config.clone())
             .unwrap();
-        let node_key = Arc::new(NodeKey::from_ed25519(account.ed25519().clone()));
+        if let Some(every) = self.checkpoint_every_blocks {
+            disk.checkpoint_every_blocks = every;
+        }
         let handle = rt.block_on(async {
-            net::start_with_store(core, node_key, addrs[i].socket, peers_of(i), Some(disk)).unwrap()
+            net::start_with_store(
+                core,
+                self.node_key(i),
+                self.addrs[i].socket,
+                self.peers_of(i),
+                Some(disk),
+            )
+            .unwrap()
         });
         (handle, height)
+    }
+}
+
+#[test]
+fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
+    let params = LedgerParams {
+        validators_per_era: 4,
+        ..LedgerParams::default()
     };
+    let config = CoreConfig {
+        empty_block_interval_ms: 100,
+        ..CoreConfig::default()
+    };
+    let cluster = Cluster::new("restart", params, config, 21);
+    let (ledger, addrs, dir) = (&cluster.ledger, &cluster.addrs, &cluster.root);
+    let start = |rt: &tokio::runtime::Runtime, i: usize, keep: usize| cluster.start(rt, i, keep);
     let runtimes: Vec<_> = (0..4).map(|_| runtime()).collect();
     let mut handles: Vec<ValidatorHandle> = (0..4).map(|i| start(&runtimes[i], i, 256).0).collect();
     wait_height(&runtimes[1], &handles[1], 8);
@@ -179,7 +224,7 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
     follower.shutdown();
     drop(follower);
     // Restarted, the follower is where its disk ends before it asks anyone.
-    let store = open_store(&follower_blocks, &ledger);
+    let store = open_store(&follower_blocks, ledger);
     assert!(
         store.height() + 1 >= followed,
         "{} of {followed}",
@@ -205,5 +250,116 @@ fn a_killed_validator_resumes_from_its_disk_and_serves_old_blocks_from_it() {
     for h in &handles {
         h.shutdown();
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A validator far behind takes a peer's checkpoint (checked against the validator sets it
+/// follows era by era from headers, from its own state) instead of replaying every block
+/// since, then catches up block by block from there and votes again. A node whose peers'
+/// checkpoints are not far enough ahead takes none.
+#[test]
+fn a_validator_far_behind_takes_a_peers_checkpoint_and_votes_again() {
+    let params = LedgerParams {
+        validators_per_era: 4,
+        epoch_blocks: 5,
+        era_blocks: 10,
+        ..LedgerParams::default()
+    };
+    let config = CoreConfig {
+        empty_block_interval_ms: 20,
+        // Short step timeouts (loopback): the heights the killed validator should propose
+        // wait out one propose timeout.
+        timeouts: cess_consensus::sim::sim_timeouts(),
+        ..CoreConfig::default()
+    };
+    let mut cluster = Cluster::new("state-sync", params, config, 23);
+    cluster.checkpoint_every_blocks = Some(25);
+    let runtimes: Vec<_> = (0..4).map(|_| runtime()).collect();
+    let mut handles: Vec<ValidatorHandle> = (0..4)
+        .map(|i| cluster.start(&runtimes[i], i, 256).0)
+        .collect();
+    wait_height(&runtimes[1], &handles[1], 3);
+    let mut runtimes = runtimes;
+    drop(handles.remove(3));
+    runtimes.remove(3).shutdown_background();
+    wait_height(&runtimes[0], &handles[0], 140);
+
+    let rt3 = runtime();
+    let sync = |behind_min: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let synced = rt3.block_on(cess_consensus::statesync::state_sync(
+                cluster.node_key(3),
+                &cluster.peers_of(3),
+                &cluster.dirs[3],
+                cluster.ledger.clone(),
+                behind_min,
+            ));
+            match synced {
+                // A killed validator's threads may hold its files a moment longer.
+                Err(cess_consensus::statesync::StateSyncError::Disk(DiskError::Store(
+                    StoreError::Locked { .. },
+                ))) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                other => return other.unwrap(),
+            }
+        }
+    };
+    // Not far enough behind any peer's checkpoint: nothing taken.
+    assert!(sync(1_000_000).is_none());
+    let synced = sync(50).expect("a peer's checkpoint far enough ahead");
+    eprintln!("{synced:?}");
+    assert!(synced.height >= 125, "checkpoint at {}", synced.height);
+    assert!(synced.was_at <= 5);
+    assert!(
+        synced.headers >= 12,
+        "one header per era end: {}",
+        synced.headers
+    );
+
+    let (handle3, resumed) = cluster.start(&rt3, 3, 256);
+    assert_eq!(resumed, synced.height, "resumed from the taken checkpoint");
+    let target = handles[0].stats().report.lock().unwrap().height + 5;
+    // Its commits and validator 0's agree on the state root at every height both saw.
+    let mut ours = handle3.commits();
+    let mut theirs = handles[0].commits();
+    wait_height(&rt3, &handle3, target);
+    let mut roots = std::collections::BTreeMap::new();
+    while let Ok(c) = theirs.try_recv() {
+        roots.insert(c.height, c.outcome.root);
+    }
+    let mut compared = 0;
+    while let Ok(c) = ours.try_recv() {
+        if let Some(root) = roots.get(&c.height) {
+            assert_eq!(*root, c.outcome.root, "height {}", c.height);
+            compared += 1;
+        }
+    }
+    assert!(compared > 0);
+    let report = handle3.stats().report.lock().unwrap().clone();
+    assert!(
+        report.stats.synced_blocks < 100,
+        "synced {} blocks after the checkpoint",
+        report.stats.synced_blocks
+    );
+    // It votes again: its precommits are in commits validator 0 sees.
+    let account3 = cluster.keys[3].0.id();
+    let mut commits = handles[0].commits();
+    let signed = rt3.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(c) = commits.recv().await {
+                if c.commit.signatures.iter().any(|(a, _)| *a == account3) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false)
+    });
+    assert!(signed, "the synced validator signs commits again");
+    handle3.shutdown();
+    for h in &handles {
+        h.shutdown();
+    }
+    let _ = std::fs::remove_dir_all(&cluster.root);
 }

@@ -397,6 +397,7 @@ fn a_leader_signing_many_proposals_for_one_round_gets_one_kept() {
             height: 1,
             parent: ledger.chain_id(),
             parent_root: ledger.root(),
+            next_validators: None,
             time_ms: k,
             proposer: leader_account.id(),
             vrf_proof: vrf_proof.clone(),
@@ -422,6 +423,136 @@ fn a_leader_signing_many_proposals_for_one_round_gets_one_kept() {
     assert_eq!(stats.proposals_invalid, 0, "{stats:?}");
 }
 
+/// A validator far behind streams blocks in batches: its start probes every peer for one
+/// block, the first to answer is asked for a batch, and the next batch is asked for once half
+/// of the last is in (no round trip per block); an answer from another peer moves the
+/// requests to it. A peer answers a batch with the blocks it has, and its tip past them.
+#[test]
+fn a_validator_behind_asks_for_batches_ahead_of_the_blocks_it_applies() {
+    use cess_consensus::bft::{Core, CoreConfig, NetMsg, Output, SYNC_BATCH};
+    use cess_consensus::keys::AccountId;
+    let seed = seed(71);
+    let config = SimConfig::new(4, seed);
+    let params = config.params.clone();
+    let mut sim = Sim::new(config);
+    let mut until_ms = 0;
+    while sim.honest_height() < 90 {
+        until_ms += 5_000;
+        assert!(until_ms <= 120_000, "height {}", sim.honest_height());
+        sim.run_until(until_ms);
+    }
+    let decided: Vec<_> = (1..=90)
+        .map(|h| sim.core(0).decided(h).expect("kept").clone())
+        .collect();
+    let (_, keys, _) = cess_consensus::sim::genesis(4, 0, seed, params);
+    let (account, key) = &keys[3];
+    let mut behind = Core::new(
+        sim.genesis_ledger().clone(),
+        key.clone(),
+        account.id(),
+        CoreConfig {
+            timeouts: cess_consensus::sim::sim_timeouts(),
+            ..CoreConfig::default()
+        },
+        0,
+    );
+    let requests = |outputs: &[Output]| -> Vec<(AccountId, u64, u32)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send(to, NetMsg::SyncRequest { height, count }) => {
+                    Some((*to, *height, *count))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let peers: Vec<AccountId> = (0..3).map(|i| keys[i].0.id()).collect();
+    let probes = requests(&behind.start(0));
+    assert_eq!(probes.len(), 3, "{probes:?}");
+    assert!(
+        probes.iter().all(|(_, h, c)| (*h, *c) == (1, 1)),
+        "{probes:?}"
+    );
+    let mut asked = Vec::new();
+    for (i, (block, commit)) in decided[..80].iter().enumerate() {
+        let msg = NetMsg::SyncResponse {
+            block: Box::new((**block).clone()),
+            commit: commit.clone(),
+        };
+        let outputs = behind.on_message(peers[0], msg, 10 + i as u64);
+        asked.extend(requests(&outputs));
+    }
+    assert_eq!(behind.ledger().height(), 80);
+    assert_eq!(
+        behind.ledger().root(),
+        sim.core(0)
+            .decided(81)
+            .map_or_else(|| panic!("kept"), |(block, _)| block.parent_root,)
+    );
+    let batch = SYNC_BATCH as u64;
+    let expected: Vec<(AccountId, u64, u32)> = [2, 2 + batch, 2 + 2 * batch]
+        .into_iter()
+        .map(|h| (peers[0], h, SYNC_BATCH))
+        .collect();
+    assert_eq!(asked, expected, "a batch each time half of the last is in");
+    // An answer from another peer: the requests move to it.
+    let (block, commit) = &decided[80];
+    let outputs = behind.on_message(
+        peers[1],
+        NetMsg::SyncResponse {
+            block: Box::new((**block).clone()),
+            commit: commit.clone(),
+        },
+        200,
+    );
+    assert_eq!(requests(&outputs), vec![(peers[1], 82, SYNC_BATCH)]);
+    // Serving: a batch within what it has, then only the tip.
+    let answered = |outputs: &[Output]| -> Vec<u64> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send(_, NetMsg::SyncResponse { block, .. }) => Some(block.height),
+                _ => None,
+            })
+            .collect()
+    };
+    let asker = peers[2];
+    let outputs = behind.on_message(
+        asker,
+        NetMsg::SyncRequest {
+            height: 5,
+            count: 32,
+        },
+        300,
+    );
+    assert_eq!(answered(&outputs), (5..37).collect::<Vec<_>>());
+    let outputs = behind.on_message(
+        asker,
+        NetMsg::SyncRequest {
+            height: 78,
+            count: 32,
+        },
+        300,
+    );
+    assert_eq!(answered(&outputs), vec![78, 79, 80, 81]);
+    let outputs = behind.on_message(
+        asker,
+        NetMsg::SyncRequest {
+            height: 82,
+            count: 32,
+        },
+        300,
+    );
+    assert!(answered(&outputs).is_empty());
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Send(to, NetMsg::Tip { height: 81 }) if *to == asker)),
+        "the tip past the blocks it has"
+    );
+}
+
 /// A validator asking for the same old block over and over gets at most its rate of answers
 /// per second (256 blocks): the rest are refused, not copied and sent.
 #[test]
@@ -442,6 +573,7 @@ fn sync_answers_to_one_peer_are_rate_limited() {
         height: 1,
         parent: genesis_ledger.chain_id(),
         parent_root: genesis_ledger.root(),
+        next_validators: None,
         time_ms: 1,
         proposer: account.id(),
         vrf_proof: cess_consensus::vrf::vrf_prove(key, &randomness, 1).0,
@@ -479,18 +611,39 @@ fn sync_answers_to_one_peer_are_rate_limited() {
     };
     let mut answered = 0;
     for _ in 0..1000 {
-        answered += answers(core.on_message(peer, NetMsg::SyncRequest { height: 1 }, 100));
+        answered += answers(core.on_message(
+            peer,
+            NetMsg::SyncRequest {
+                height: 1,
+                count: 1,
+            },
+            100,
+        ));
     }
     assert_eq!(answered, 256);
     assert_eq!(core.stats().sync_refused, 744);
     // Another peer has its own budget; the next second, this one has a new one.
     let other = keys[2].0.id();
     assert_eq!(
-        answers(core.on_message(other, NetMsg::SyncRequest { height: 1 }, 100)),
+        answers(core.on_message(
+            other,
+            NetMsg::SyncRequest {
+                height: 1,
+                count: 1
+            },
+            100
+        )),
         1
     );
     assert_eq!(
-        answers(core.on_message(peer, NetMsg::SyncRequest { height: 1 }, 1_100)),
+        answers(core.on_message(
+            peer,
+            NetMsg::SyncRequest {
+                height: 1,
+                count: 1
+            },
+            1_100
+        )),
         1
     );
 }

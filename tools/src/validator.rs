@@ -51,10 +51,19 @@ pub struct ValidatorConfig {
     /// replays at most this many blocks (0: never).
     #[serde(default = "default_checkpoint_every_blocks")]
     pub checkpoint_every_blocks: u64,
+    /// At start, a validator whose state is this many blocks or more behind a peer's latest
+    /// checkpoint takes that checkpoint (checked against the validator sets, era by era,
+    /// from its own state) instead of replaying every block since (0: never).
+    #[serde(default = "default_state_sync_behind_blocks")]
+    pub state_sync_behind_blocks: u64,
 }
 
 fn default_checkpoint_every_blocks() -> u64 {
     cess_consensus::checkpoint::CHECKPOINT_EVERY_BLOCKS
+}
+
+fn default_state_sync_behind_blocks() -> u64 {
+    2 * cess_consensus::checkpoint::CHECKPOINT_EVERY_BLOCKS
 }
 
 impl ValidatorConfig {
@@ -227,6 +236,7 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
             metrics: Some("127.0.0.1:0".parse()?),
             http_public: false,
             checkpoint_every_blocks: default_checkpoint_every_blocks(),
+            state_sync_behind_blocks: default_state_sync_behind_blocks(),
         };
         std::fs::write(vdir.join(CONFIG_FILE), toml::to_string(&config)?)?;
     }
@@ -274,6 +284,30 @@ pub fn run(dir: &Path) -> Result<()> {
     // Every committed block is kept in `blocks`; a restart replays them, then syncs the rest.
     // The consensus log of the height after them is replayed too, so this validator re-sends
     // the votes it cast before it stopped and never signs other ones.
+    if config.state_sync_behind_blocks > 0 && !peers.is_empty() {
+        let started = Instant::now();
+        let synced = runtime.block_on(cess_consensus::statesync::state_sync(
+            node_key.clone(),
+            &peers,
+            dir,
+            ledger.clone(),
+            config.state_sync_behind_blocks,
+        ));
+        match synced {
+            Ok(Some(synced)) => println!(
+                "took the checkpoint at height {} from {} in {} ms ({} bytes; {} era headers \
+                 checked from height {}, where this validator's own state was)",
+                synced.height,
+                synced.peer,
+                started.elapsed().as_millis(),
+                synced.checkpoint_bytes,
+                synced.headers,
+                synced.was_at
+            ),
+            Ok(None) => {}
+            Err(e) => eprintln!("state sync: {e}; catching up block by block instead"),
+        }
+    }
     let replay_started = Instant::now();
     let opened = cess_consensus::store::open_disk(dir, ledger, RESTORED_BLOCKS_KEPT, true)?;
     let height = opened.disk.store.height();

@@ -119,16 +119,22 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         ],
     );
 
-    // Validator 3 writes a checkpoint every 5 blocks, so its restarts replay only the blocks
-    // after the last one.
-    let config = dir.join("net/v3/validator.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("checkpoint_every_blocks = 1000"), "{text}");
-    let text = text.replace(
-        "checkpoint_every_blocks = 1000",
-        "checkpoint_every_blocks = 5",
-    );
-    std::fs::write(&config, text).unwrap();
+    // Validators 2 and 3 write a checkpoint every 5 blocks, so validator 3's restarts replay
+    // only the blocks after its last one (and validator 2's serves a validator that lost its
+    // disk, at the end).
+    let edit_config = |i: usize, from: &str, to: &str| {
+        let config = dir.join(format!("net/v{i}/validator.toml"));
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&config, text.replace(from, to)).unwrap();
+    };
+    for i in [2, 3] {
+        edit_config(
+            i,
+            "checkpoint_every_blocks = 1000",
+            "checkpoint_every_blocks = 5",
+        );
+    }
     let mut validators = Validators(Vec::new());
     for i in 0..4 {
         let log = std::fs::File::create(dir.join(format!("v{i}.out"))).unwrap();
@@ -278,6 +284,57 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         "3 more blocks from validators 1, 2 and 3 alone",
         Duration::from_secs(60),
         || (1..4).all(|i| height(i) >= reached + 3),
+    );
+
+    // Validator 3 loses its disk (blocks, checkpoint and log; same keys): started again far
+    // behind validator 2's latest checkpoint, it takes that checkpoint (checked era by era
+    // from genesis) rather than replaying every block, and votes on from there.
+    let log = std::fs::File::create(dir.join("v0-again.out")).unwrap();
+    validators.0[0] = cess(dir)
+        .args(["validator", "run", "net/v0"])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    validators.0[3].kill().unwrap();
+    validators.0[3].wait().unwrap();
+    for file in ["blocks", "checkpoint", "wal"] {
+        std::fs::remove_file(dir.join("net/v3").join(file)).unwrap();
+    }
+    edit_config(
+        3,
+        "state_sync_behind_blocks = 2000",
+        "state_sync_behind_blocks = 5",
+    );
+    let reached = height(2);
+    wait_for(
+        "10 more blocks without validator 3",
+        Duration::from_secs(60),
+        || height(2) >= reached + 10,
+    );
+    let log = std::fs::File::create(dir.join("v3-lost.out")).unwrap();
+    validators.0[3] = cess(dir)
+        .args(["validator", "run", "net/v3"])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let tip = height(2);
+    wait_for(
+        "validator 3, its disk lost, to commit past the others' height at its restart",
+        Duration::from_secs(60),
+        || height(3) > tip + 2,
+    );
+    let out = std::fs::read_to_string(dir.join("v3-lost.out")).unwrap();
+    let taken: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("took the checkpoint at height "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("validator 3 took no checkpoint:\n{out}"));
+    assert!(
+        taken + 15 >= tip && resumed_height(&dir.join("v3-lost.out")) == taken,
+        "took the checkpoint at {taken} with the others at {tip}:\n{out}"
     );
 
     let logs: Vec<_> = (0..4).map(|i| commits(dir, i)).collect();

@@ -226,8 +226,15 @@ const FUTURE_TX_BYTES_MAX: usize = 64 << 20;
 /// one copy and send blocks for nothing.
 const SYNC_ANSWERS_PER_PEER_PER_S: u32 = 256;
 const SYNC_TX_BYTES_PER_PEER_PER_S: usize = 64 << 20;
-/// A sync request is repeated at most this often per height.
+/// A sync request is repeated at most this often per height (a batch being answered counts
+/// as in progress while its blocks keep coming).
 const SYNC_RETRY_MS: u64 = 500;
+/// Blocks asked for per sync request by a validator behind; the next batch is asked for once
+/// half of the last is in, so the answerer streams blocks without waiting for a round trip.
+pub const SYNC_BATCH: u32 = 32;
+const _: () = assert!(SYNC_BATCH >= 2 && SYNC_BATCH <= super::SYNC_BATCH_MAX);
+/// Most transaction bytes one sync request is answered with (at least one block is sent).
+pub const SYNC_ANSWER_TX_BYTES_MAX: usize = 16 << 20;
 /// A node outside the validator set asks for the next block this often while it has none
 /// (an answer brings the next one at once): how far behind the tip a candidate follows, so
 /// how late a newly elected validator can be for its first height.
@@ -264,7 +271,11 @@ pub struct Core {
     pending: VecDeque<Input<Cess>>,
     outputs: Vec<Output>,
     now_ms: u64,
-    sync_asked: Option<(u64, u64)>,
+    sync_asked: Option<SyncAsked>,
+    /// Synced blocks that arrived before the ones below them, by height (at most two batches
+    /// and `SYNC_ANSWER_TX_BYTES_MAX` of transactions), with their sender.
+    sync_ahead: BTreeMap<u64, (AccountId, Block, CommitRecord)>,
+    sync_ahead_tx_bytes: usize,
     /// Peer → (height, time) of the last block sent to it unasked because it was voting at
     /// a height this validator has decided: at most one per peer per `SYNC_RETRY_MS`.
     helped: BTreeMap<AccountId, (u64, u64)>,
@@ -292,6 +303,23 @@ pub struct Core {
     /// Blocks this validator proposed at the current height before it restarted, by round:
     /// proposed again (the same block, so the same signed proposal) if asked for that round.
     recovered_values: BTreeMap<u32, Arc<Block>>,
+}
+
+/// The sync request in progress: whom it went to, the heights asked for (the batches still
+/// being answered run up to `next`), and when it last made progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SyncAsked {
+    /// `None` for the start's one-block probe of every peer.
+    peer: Option<AccountId>,
+    first: u64,
+    next: u64,
+    at_ms: u64,
+}
+
+impl SyncAsked {
+    fn covers(&self, height: u64) -> bool {
+        self.first <= height && height < self.next
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +410,8 @@ impl Core {
             outputs: Vec::new(),
             now_ms,
             sync_asked: None,
+            sync_ahead: BTreeMap::new(),
+            sync_ahead_tx_bytes: 0,
             helped: BTreeMap::new(),
             decided_at_ms: BTreeMap::new(),
             stats: CoreStats::default(),
@@ -614,12 +644,18 @@ impl Core {
             // A validator starting (or restarting) does not know how far the others are: it
             // asks each for its next block at once rather than wait for their votes (an
             // answer starts the catch-up; a tip says it is not behind).
+            // One block each: the first to answer is asked for batches after it.
             let height = self.height();
-            self.sync_asked = Some((height, now_ms));
+            self.sync_asked = Some(SyncAsked {
+                peer: None,
+                first: height,
+                next: height + 1,
+                at_ms: now_ms,
+            });
             for peer in self.validators.accounts().to_vec() {
                 if peer != self.me {
                     self.outputs
-                        .push(Output::Send(peer, NetMsg::SyncRequest { height }));
+                        .push(Output::Send(peer, NetMsg::SyncRequest { height, count: 1 }));
                 }
             }
         }
@@ -675,21 +711,28 @@ impl Core {
         self.run()
     }
 
-    /// A node outside the set hears no votes: it asks a member for the block of the current
-    /// height (a different member each time, so one that does not answer is not asked for
-    /// ever) and waits [`OBSERVE_RETRY_MS`] before asking again. An answer is checked against
-    /// the set's signatures like any sync answer, and the next block is asked for at once.
+    /// A node outside the set hears no votes: it asks a member for the blocks from the
+    /// current height on (a different member each time, so one that does not answer is not
+    /// asked for ever) and waits [`OBSERVE_RETRY_MS`] before asking again (longer while a
+    /// batch keeps streaming in). An answer is checked against the set's signatures like any
+    /// sync answer.
     fn observe(&mut self) {
         let members = self.validators.accounts();
         if members.is_empty() {
             return;
         }
         let height = self.height();
+        if let Some(asked) = self.sync_asked
+            && asked.covers(height)
+            && self.now_ms < asked.at_ms + OBSERVE_RETRY_MS
+        {
+            // A batch is still streaming in.
+            self.schedule_observe();
+            return;
+        }
         let member = members[(self.observe_asks % members.len() as u64) as usize];
         self.observe_asks += 1;
-        self.sync_asked = Some((height, self.now_ms));
-        self.outputs
-            .push(Output::Send(member, NetMsg::SyncRequest { height }));
+        self.request_sync(member, height);
         self.schedule_observe();
     }
 
@@ -812,12 +855,26 @@ impl Core {
                     .collect();
                 return self.on_relayed_txs(verified, now_ms);
             }
-            NetMsg::SyncRequest { height: wanted } => {
-                if let Some((block, commit)) = self.history.get(&wanted).cloned() {
-                    if !self.may_serve_sync(from, block_tx_bytes(&block)) {
-                        self.stats.sync_refused += 1;
-                        return self.run();
+            NetMsg::SyncRequest {
+                height: wanted,
+                count,
+            } => {
+                let mut answer_tx_bytes = 0;
+                let mut at_tip = false;
+                for at in wanted..wanted.saturating_add(count.into()) {
+                    let Some((block, commit)) = self.history.get(&at).cloned() else {
+                        at_tip = at > self.ledger.height();
+                        break;
+                    };
+                    let tx_bytes = block_tx_bytes(&block);
+                    if at > wanted && answer_tx_bytes + tx_bytes > SYNC_ANSWER_TX_BYTES_MAX {
+                        break;
                     }
+                    if !self.may_serve_sync(from, tx_bytes) {
+                        self.stats.sync_refused += 1;
+                        break;
+                    }
+                    answer_tx_bytes += tx_bytes;
                     self.outputs.push(Output::Send(
                         from,
                         NetMsg::SyncResponse {
@@ -825,7 +882,9 @@ impl Core {
                             commit,
                         },
                     ));
-                } else if wanted > self.ledger.height() {
+                }
+                // Cut short by the tip: said, so the asker asks anyone again at once.
+                if at_tip {
                     self.outputs.push(Output::Send(
                         from,
                         NetMsg::Tip {
@@ -834,9 +893,49 @@ impl Core {
                     ));
                 }
             }
-            // Validators learn each other's progress from votes; a tip is for followers.
-            NetMsg::Tip { height } => self.saw_tip(height),
+            // Validators learn each other's progress from votes; a tip ends a batch short.
+            NetMsg::Tip { height } => {
+                self.saw_tip(height);
+                if let Some(asked) = &mut self.sync_asked
+                    && asked.peer == Some(from)
+                {
+                    asked.next = asked.next.min(height + 1).max(asked.first);
+                }
+            }
             NetMsg::SyncResponse { block, commit } => self.on_sync_response(from, *block, commit),
+            NetMsg::HeaderRequest {
+                height: first,
+                step,
+                count,
+            } => {
+                // Headers of kept blocks, under the same rate as blocks (a header is cheap
+                // to send, its commit is the block's); stops at the first not kept.
+                for k in 0..u64::from(count) {
+                    let at = step
+                        .checked_mul(k)
+                        .and_then(|offset| first.checked_add(offset));
+                    let Some((block, commit)) = at.and_then(|at| self.history.get(&at)).cloned()
+                    else {
+                        break;
+                    };
+                    if !self.may_serve_sync(from, 0) {
+                        self.stats.sync_refused += 1;
+                        break;
+                    }
+                    self.outputs.push(Output::Send(
+                        from,
+                        NetMsg::HeaderResponse {
+                            header: Box::new(block.header()),
+                            commit,
+                        },
+                    ));
+                }
+            }
+            // Checkpoints are served by drivers from their disks; headers are asked for by a
+            // node before its core starts.
+            NetMsg::HeaderResponse { .. }
+            | NetMsg::CheckpointRequest { .. }
+            | NetMsg::CheckpointChunk { .. } => self.stats.messages_dropped += 1,
             NetMsg::Polka(cert) => {
                 self.certificate(from, cert.height.0, Input::PolkaCertificate(cert))
             }
@@ -933,17 +1032,59 @@ impl Core {
         ));
     }
 
+    /// `from` is ahead: ask it for a batch from the current height on, unless a request
+    /// covering this height is in progress (made, or answered, within `SYNC_RETRY_MS`).
     fn ask_sync(&mut self, from: AccountId) {
         let height = self.height();
-        if let Some((asked, at)) = self.sync_asked
-            && asked == height
-            && self.now_ms < at + SYNC_RETRY_MS
+        if let Some(asked) = self.sync_asked
+            && asked.covers(height)
+            && self.now_ms < asked.at_ms + SYNC_RETRY_MS
         {
             return;
         }
-        self.sync_asked = Some((height, self.now_ms));
-        self.outputs
-            .push(Output::Send(from, NetMsg::SyncRequest { height }));
+        self.request_sync(from, height);
+    }
+
+    fn request_sync(&mut self, peer: AccountId, height: u64) {
+        self.sync_asked = Some(SyncAsked {
+            peer: Some(peer),
+            first: height,
+            next: height + u64::from(SYNC_BATCH),
+            at_ms: self.now_ms,
+        });
+        self.outputs.push(Output::Send(
+            peer,
+            NetMsg::SyncRequest {
+                height,
+                count: SYNC_BATCH,
+            },
+        ));
+    }
+
+    /// A synced block from `from` was applied: while its batch streams in, ask `from` for
+    /// the next one once half of this one is in (about one and a half batches in flight, so
+    /// the answerer never waits for a round trip); an answer from anyone else starts a
+    /// request to it.
+    fn continue_sync(&mut self, from: AccountId) {
+        let height = self.height();
+        let now_ms = self.now_ms;
+        match &mut self.sync_asked {
+            Some(asked) if asked.peer == Some(from) && asked.covers(height) => {
+                asked.at_ms = now_ms;
+                if asked.next - height <= u64::from(SYNC_BATCH / 2) {
+                    let next = asked.next;
+                    asked.next += u64::from(SYNC_BATCH);
+                    self.outputs.push(Output::Send(
+                        from,
+                        NetMsg::SyncRequest {
+                            height: next,
+                            count: SYNC_BATCH,
+                        },
+                    ));
+                }
+            }
+            _ => self.request_sync(from, height),
+        }
     }
 
     /// Mempool admission: signed for this chain, then the mempool's rules (validity, fee,
@@ -990,6 +1131,9 @@ impl Core {
         }
         if block.time_ms < self.ledger.time_ms() {
             return Err("time goes backwards");
+        }
+        if block.next_validators != self.ledger.elected_by_next_block() {
+            return Err("wrong next validator set");
         }
         let proposer = self
             .validators
@@ -1104,26 +1248,69 @@ impl Core {
     }
 
     fn on_sync_response(&mut self, from: AccountId, block: Block, commit: CommitRecord) {
-        if block.height != self.height() {
+        if block.height > self.height() {
+            self.hold_synced(from, block, commit);
             return;
         }
+        if block.height < self.height() || !self.apply_synced(from, block, commit) {
+            return;
+        }
+        // Blocks of the batch that arrived ahead of this one (a network that reorders).
+        while let Some((from, block, commit)) = self.sync_ahead.remove(&self.height()) {
+            self.sync_ahead_tx_bytes -= block_tx_bytes(&block);
+            if !self.apply_synced(from, block, commit) {
+                break;
+            }
+        }
+        let height = self.height();
+        self.sync_ahead.retain(|h, _| *h > height);
+        self.sync_ahead_tx_bytes = self
+            .sync_ahead
+            .values()
+            .map(|(_, b, _)| block_tx_bytes(b))
+            .sum();
+    }
+
+    /// A block of the batch being answered that arrived before the ones below it: kept
+    /// (unchecked until its turn, when the set that decided it is known) if it is from the
+    /// peer asked, within the heights asked for, and within the buffer's bounds.
+    fn hold_synced(&mut self, from: AccountId, block: Block, commit: CommitRecord) {
+        let tx_bytes = block_tx_bytes(&block);
+        let wanted = self
+            .sync_asked
+            .is_some_and(|asked| asked.peer == Some(from) && asked.covers(block.height));
+        if !wanted
+            || self.sync_ahead.contains_key(&block.height)
+            || self.sync_ahead.len() >= 2 * SYNC_BATCH as usize
+            || self.sync_ahead_tx_bytes + tx_bytes > SYNC_ANSWER_TX_BYTES_MAX
+        {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        self.sync_ahead_tx_bytes += tx_bytes;
+        self.sync_ahead.insert(block.height, (from, block, commit));
+    }
+
+    /// A synced block of the current height: checked, its commit verified against the set
+    /// deciding it, and applied; the peer is asked for more as its batch comes in.
+    fn apply_synced(&mut self, from: AccountId, block: Block, commit: CommitRecord) -> bool {
         let hash = block.hash();
         if let Err(reason) = self.check_block(&block) {
             tracing::warn!(height = block.height, %hash, reason, "sync response refused");
             self.stats.messages_dropped += 1;
-            return;
+            return false;
         }
         if !commit.verify(&self.ctx.chain_id, block.height, &hash, &self.validators) {
             tracing::warn!(height = block.height, %hash, "sync response commit does not verify");
             self.stats.messages_dropped += 1;
-            return;
+            return false;
         }
         self.commit_block(Arc::new(block), hash, commit, true);
         self.stats.synced_blocks += 1;
         self.advance_height();
-        // The peer is ahead: ask for the next one right away.
-        self.sync_asked = None;
-        self.ask_sync(from);
+        // The peer is ahead: keep its blocks coming.
+        self.continue_sync(from);
+        true
     }
 
     /// Apply a decided block to the ledger.
@@ -1239,6 +1426,7 @@ impl Core {
             height,
             parent: self.last_hash,
             parent_root: self.ledger.root(),
+            next_validators: self.ledger.elected_by_next_block(),
             time_ms: self.now_ms.max(self.ledger.time_ms()),
             proposer: self.me,
             vrf_proof,
@@ -1257,7 +1445,7 @@ impl Core {
 
 /// The encoded bytes of a block's transactions (what bounds its size; cheap, unlike encoding
 /// the block).
-fn block_tx_bytes(block: &Block) -> usize {
+pub fn block_tx_bytes(block: &Block) -> usize {
     block.txs.iter().map(|tx| tx.encoded_len()).sum()
 }
 

@@ -9,16 +9,21 @@ mod wire;
 
 pub use core::{
     BLOCK_TX_BYTES_MAX, Committed, Core, CoreConfig, CoreStats, LogAhead, Output,
-    TIME_AHEAD_MS_MAX, block_info, validator_set,
+    SYNC_ANSWER_TX_BYTES_MAX, SYNC_BATCH, TIME_AHEAD_MS_MAX, block_info, block_tx_bytes,
+    validator_set,
 };
 pub use mempool::{Mempool, MempoolLimits, NONCE_WINDOW};
 pub(crate) use types::round_bytes;
 pub(crate) use wire::decode_round;
-pub use wire::{MESSAGE_BYTES_MAX, NetMsg, RELAY_TX_BYTES_MAX, TXS_PER_MESSAGE_MAX, split_txs};
+pub use wire::{
+    CHECKPOINT_BYTES_MAX, CHECKPOINT_CHUNK_BYTES, HEADER_BYTES_MAX, MESSAGE_BYTES_MAX, NetMsg,
+    RELAY_TX_BYTES_MAX, SYNC_BATCH_MAX, TXS_PER_MESSAGE_MAX, split_txs,
+};
 
 pub use types::{
-    BLOCK_BYTES_MAX, BLOCK_TXS_MAX, Block, BlockHash, BlockValue, Bls, Cess, CommitRecord, Height,
-    NoParts, Proposal, StepTimeouts, VALIDATORS_MAX, Validator, ValidatorSet, Vote,
+    BLOCK_BYTES_MAX, BLOCK_TXS_MAX, Block, BlockHash, BlockHeader, BlockValue, Bls, Cess,
+    CommitRecord, Height, NoParts, Proposal, StepTimeouts, VALIDATORS_MAX, Validator, ValidatorSet,
+    Vote,
 };
 
 use crate::keys::AccountId;

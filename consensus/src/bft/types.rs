@@ -5,6 +5,7 @@ use crate::codec::{DecodeError, Reader, Writer, hash, hex};
 use crate::keys::{
     AccountId, VALIDATOR_SIGNATURE_BYTES, ValidatorKey, ValidatorPublicKey, ValidatorSignature,
 };
+use crate::ledger::ValidatorEntry;
 use crate::tx::{Hash32, Transaction};
 use crate::vrf;
 use arc_malachitebft_core_types as mt;
@@ -125,6 +126,12 @@ pub struct Block {
     /// The ledger's state root after `height − 1` (genesis for the first block): the commit
     /// of this block certifies it, so a follower checks its replica against 2f + 1 validators.
     pub parent_root: Hash32,
+    /// At an era's last block, the set it elects (deciding the heights after it, accounts and
+    /// keys, in the set's order), as the state before the block decides it
+    /// ([`crate::ledger::Ledger::elected_by_next_block`]); `None` elsewhere. The commit of
+    /// this block, by the outgoing set, vouches for the incoming one: a node without the
+    /// state follows the sets era by era from headers alone ([`crate::light`]).
+    pub next_validators: Option<Vec<ValidatorEntry>>,
     pub time_ms: u64,
     pub proposer: AccountId,
     /// The proposer's VRF proof for this slot; its output seeds the next slot's lottery.
@@ -134,24 +141,133 @@ pub struct Block {
     pub txs: Vec<Transaction>,
 }
 
+/// A block without its transactions, which it names by their hash: what the block's hash is
+/// computed over, so a header proves what a block says without its transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub height: u64,
+    pub parent: Hash32,
+    pub parent_root: Hash32,
+    pub next_validators: Option<Vec<ValidatorEntry>>,
+    pub time_ms: u64,
+    pub proposer: AccountId,
+    pub vrf_proof: ValidatorSignature,
+    pub last_commit: Option<CommitRecord>,
+    /// SHA-256 (domain-separated) of the encoded transaction list.
+    pub txs_hash: Hash32,
+}
+
+fn txs_hash(txs: &[Transaction]) -> Hash32 {
+    let mut w = Writer::new();
+    crate::tx::encode_list(txs, &mut w);
+    hash(b"cess-bft/2 block transactions\0", &[w.as_bytes()])
+}
+
+/// The fields a block and its header share, in their encoded order.
+fn encode_head(
+    w: &mut Writer,
+    (height, parent, parent_root): (u64, &Hash32, &Hash32),
+    next_validators: &Option<Vec<ValidatorEntry>>,
+    (time_ms, proposer, vrf_proof): (u64, &AccountId, &ValidatorSignature),
+    last_commit: &Option<CommitRecord>,
+) {
+    w.u64(height).fixed(parent).fixed(parent_root);
+    match next_validators {
+        Some(set) => {
+            w.u8(1).count(set.len());
+            for v in set {
+                w.fixed(&v.account.0).fixed(&v.key.to_bytes());
+            }
+        }
+        None => {
+            w.u8(0);
+        }
+    }
+    w.u64(time_ms)
+        .fixed(&proposer.0)
+        .fixed(&vrf_proof.to_bytes());
+    match last_commit {
+        Some(commit) => {
+            w.u8(1);
+            commit.encode(w);
+        }
+        None => {
+            w.u8(0);
+        }
+    }
+}
+
+type Head = (
+    u64,
+    Hash32,
+    Hash32,
+    Option<Vec<ValidatorEntry>>,
+    u64,
+    AccountId,
+    ValidatorSignature,
+    Option<CommitRecord>,
+);
+
+fn decode_head(r: &mut Reader<'_>) -> Result<Head, DecodeError> {
+    let height = r.u64("height")?;
+    let parent = r.array("parent")?;
+    let parent_root = r.array("parent root")?;
+    let next_validators = match r.u8("next validators flag")? {
+        0 => None,
+        1 => {
+            let count = r.count(
+                VALIDATORS_MAX,
+                32 + crate::keys::VALIDATOR_KEY_BYTES,
+                "next validators",
+            )?;
+            let mut set: Vec<ValidatorEntry> = Vec::with_capacity(count);
+            for _ in 0..count {
+                let account = AccountId(r.array("next validator")?);
+                let key = ValidatorPublicKey::decode(&r.array("next validator key")?)
+                    .map_err(|_| DecodeError::Invalid("next validator key"))?;
+                // The ledger orders a set by account: anything else is not a set it elected.
+                if set.last().is_some_and(|last| last.account >= account) {
+                    return Err(DecodeError::Invalid("next validators out of order"));
+                }
+                set.push(ValidatorEntry { account, key });
+            }
+            if set.is_empty() {
+                return Err(DecodeError::Invalid("an empty validator set"));
+            }
+            Some(set)
+        }
+        _ => return Err(DecodeError::Invalid("next validators flag")),
+    };
+    let time_ms = r.u64("time")?;
+    let proposer = AccountId(r.array("proposer")?);
+    let vrf_proof = ValidatorSignature::decode(&r.array("vrf proof")?)?;
+    let last_commit = match r.u8("commit flag")? {
+        0 => None,
+        1 => Some(CommitRecord::decode(r)?),
+        _ => return Err(DecodeError::Invalid("commit flag")),
+    };
+    Ok((
+        height,
+        parent,
+        parent_root,
+        next_validators,
+        time_ms,
+        proposer,
+        vrf_proof,
+        last_commit,
+    ))
+}
+
 impl Block {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u64(self.height)
-            .fixed(&self.parent)
-            .fixed(&self.parent_root)
-            .u64(self.time_ms)
-            .fixed(&self.proposer.0)
-            .fixed(&self.vrf_proof.to_bytes());
-        match &self.last_commit {
-            Some(commit) => {
-                w.u8(1);
-                commit.encode(&mut w);
-            }
-            None => {
-                w.u8(0);
-            }
-        }
+        encode_head(
+            &mut w,
+            (self.height, &self.parent, &self.parent_root),
+            &self.next_validators,
+            (self.time_ms, &self.proposer, &self.vrf_proof),
+            &self.last_commit,
+        );
         crate::tx::encode_list(&self.txs, &mut w);
         w.into_bytes()
     }
@@ -165,23 +281,23 @@ impl Block {
             });
         }
         let mut r = Reader::new(bytes);
-        let height = r.u64("height")?;
-        let parent = r.array("parent")?;
-        let parent_root = r.array("parent root")?;
-        let time_ms = r.u64("time")?;
-        let proposer = AccountId(r.array("proposer")?);
-        let vrf_proof = ValidatorSignature::decode(&r.array("vrf proof")?)?;
-        let last_commit = match r.u8("commit flag")? {
-            0 => None,
-            1 => Some(CommitRecord::decode(&mut r)?),
-            _ => return Err(DecodeError::Invalid("commit flag")),
-        };
+        let (
+            height,
+            parent,
+            parent_root,
+            next_validators,
+            time_ms,
+            proposer,
+            vrf_proof,
+            last_commit,
+        ) = decode_head(&mut r)?;
         let txs = crate::tx::decode_list(&mut r, BLOCK_TXS_MAX)?;
         r.finish()?;
         Ok(Block {
             height,
             parent,
             parent_root,
+            next_validators,
             time_ms,
             proposer,
             vrf_proof,
@@ -190,8 +306,33 @@ impl Block {
         })
     }
 
+    /// The header (its transactions hashed).
+    pub fn header(&self) -> BlockHeader {
+        BlockHeader {
+            height: self.height,
+            parent: self.parent,
+            parent_root: self.parent_root,
+            next_validators: self.next_validators.clone(),
+            time_ms: self.time_ms,
+            proposer: self.proposer,
+            vrf_proof: self.vrf_proof.clone(),
+            last_commit: self.last_commit.clone(),
+            txs_hash: txs_hash(&self.txs),
+        }
+    }
+
+    /// The hash of its header, which names the transactions by their hash.
     pub fn hash(&self) -> BlockHash {
-        block_hash(&self.encode())
+        let mut w = Writer::new();
+        encode_head(
+            &mut w,
+            (self.height, &self.parent, &self.parent_root),
+            &self.next_validators,
+            (self.time_ms, &self.proposer, &self.vrf_proof),
+            &self.last_commit,
+        );
+        w.fixed(&txs_hash(&self.txs));
+        block_hash(w.as_bytes())
     }
 
     pub fn vrf_output(&self) -> Hash32 {
@@ -199,8 +340,57 @@ impl Block {
     }
 }
 
-fn block_hash(encoded: &[u8]) -> BlockHash {
-    BlockHash(hash(b"cess-bft/1 block\0", &[encoded]))
+impl BlockHeader {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode_to(&mut w);
+        w.into_bytes()
+    }
+
+    fn encode_to(&self, w: &mut Writer) {
+        encode_head(
+            w,
+            (self.height, &self.parent, &self.parent_root),
+            &self.next_validators,
+            (self.time_ms, &self.proposer, &self.vrf_proof),
+            &self.last_commit,
+        );
+        w.fixed(&self.txs_hash);
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<BlockHeader, DecodeError> {
+        let (
+            height,
+            parent,
+            parent_root,
+            next_validators,
+            time_ms,
+            proposer,
+            vrf_proof,
+            last_commit,
+        ) = decode_head(r)?;
+        let txs_hash = r.array("transactions hash")?;
+        Ok(BlockHeader {
+            height,
+            parent,
+            parent_root,
+            next_validators,
+            time_ms,
+            proposer,
+            vrf_proof,
+            last_commit,
+            txs_hash,
+        })
+    }
+
+    /// The same hash as the block's.
+    pub fn hash(&self) -> BlockHash {
+        block_hash(&self.encode())
+    }
+}
+
+fn block_hash(encoded_header: &[u8]) -> BlockHash {
+    BlockHash(hash(b"cess-bft/2 block\0", &[encoded_header]))
 }
 
 /// A block as a consensus value: compared and identified by its hash.
@@ -218,15 +408,11 @@ impl BlockValue {
         }
     }
 
-    /// A received block: its hash is taken over the bytes it came in (the encoding is
-    /// canonical, so they are the block's encoding), not over an encoding made again.
+    /// A received block (the encoding is canonical: the bytes it came in are its encoding).
     pub fn decode(bytes: &[u8]) -> Result<BlockValue, DecodeError> {
         let block = Block::decode(bytes)?;
         debug_assert_eq!(block.encode(), bytes, "the block encoding is canonical");
-        Ok(BlockValue {
-            hash: block_hash(bytes),
-            block: Arc::new(block),
-        })
+        Ok(BlockValue::new(block))
     }
 
     pub fn block(&self) -> &Arc<Block> {

@@ -3,8 +3,8 @@
 //! range, blocks within their limits); signatures are verified by the consensus core.
 
 use super::types::{
-    Block, BlockHash, BlockValue, Cess, CommitRecord, Height, Proposal, VALIDATORS_MAX, Vote,
-    round_bytes,
+    Block, BlockHash, BlockHeader, BlockValue, Cess, CommitRecord, Height, Proposal,
+    VALIDATORS_MAX, Vote, round_bytes,
 };
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::keys::{AccountId, ValidatorSignature};
@@ -19,6 +19,24 @@ pub const TXS_PER_MESSAGE_MAX: usize = 4096;
 
 /// Largest message: a full block plus its proposal header.
 pub const MESSAGE_BYTES_MAX: usize = super::types::BLOCK_BYTES_MAX + 4096;
+
+/// A header's bound: its fixed fields, a full next set and a full last commit, with room.
+pub const HEADER_BYTES_MAX: usize = 64 << 10;
+const _: () = assert!(
+    HEADER_BYTES_MAX
+        >= 256
+            + VALIDATORS_MAX * (32 + crate::keys::VALIDATOR_KEY_BYTES)
+            + VALIDATORS_MAX * (32 + crate::keys::VALIDATOR_SIGNATURE_BYTES)
+);
+
+/// A checkpoint travels in chunks of at most this many bytes, and is at most
+/// [`CHECKPOINT_BYTES_MAX`] in all (what a node fetching one holds in memory).
+pub const CHECKPOINT_CHUNK_BYTES: usize = 1 << 20;
+pub const CHECKPOINT_BYTES_MAX: u64 = 1 << 30;
+
+/// Most blocks one sync request asks for (a validator catching up keeps about one and a half
+/// such batches in flight instead of one block per round trip).
+pub const SYNC_BATCH_MAX: u32 = 64;
 
 /// Most encoded transaction bytes one relay carries (with their length prefixes and the
 /// message header, well within [`MESSAGE_BYTES_MAX`]).
@@ -59,9 +77,12 @@ pub enum NetMsg {
     Vote(SignedVote<Cess>),
     /// Transactions for the mempools (at most [`TXS_PER_MESSAGE_MAX`]).
     Txs(Vec<Transaction>),
-    /// "Send me the block decided at this height."
+    /// "Send me the blocks decided from this height on, up to `count` of them" (1 to
+    /// [`SYNC_BATCH_MAX`]; the answerer may send fewer: those it has, within its bounds), each
+    /// as its own `SyncResponse`, in height order.
     SyncRequest {
         height: u64,
+        count: u32,
     },
     /// A decided block and the precommits that decided it.
     SyncResponse {
@@ -73,6 +94,33 @@ pub enum NetMsg {
     /// is, as far as that validator says).
     Tip {
         height: u64,
+    },
+    /// "Send me the headers of the blocks at `height`, `height + step`, … (`count` of them,
+    /// 1 to [`SYNC_BATCH_MAX`])": how a node without the state follows the validator sets
+    /// era by era ([`crate::light`]). Answered with a `HeaderResponse` each, in order, and
+    /// the tip when cut short by it.
+    HeaderRequest {
+        height: u64,
+        step: u64,
+        count: u32,
+    },
+    /// A decided block's header and the precommits that decided it.
+    HeaderResponse {
+        header: Box<BlockHeader>,
+        commit: CommitRecord,
+    },
+    /// "Send me your latest checkpoint's bytes from `offset`."
+    CheckpointRequest {
+        offset: u64,
+    },
+    /// Part of the answerer's latest checkpoint ([`crate::checkpoint`]): at most
+    /// [`CHECKPOINT_CHUNK_BYTES`] from `offset` of its `total_bytes` (at most
+    /// [`CHECKPOINT_BYTES_MAX`]); `height` says which checkpoint (none: 0 and no bytes).
+    CheckpointChunk {
+        height: u64,
+        total_bytes: u64,
+        offset: u64,
+        bytes: Vec<u8>,
     },
     /// 2f+1 prevotes for one block in one round, delivered together so a validator that
     /// missed some of them can still follow a re-proposal of a locked block.
@@ -90,6 +138,10 @@ impl NetMsg {
             NetMsg::SyncRequest { .. } => "sync_request",
             NetMsg::SyncResponse { .. } => "sync_response",
             NetMsg::Tip { .. } => "tip",
+            NetMsg::HeaderRequest { .. } => "header_request",
+            NetMsg::HeaderResponse { .. } => "header_response",
+            NetMsg::CheckpointRequest { .. } => "checkpoint_request",
+            NetMsg::CheckpointChunk { .. } => "checkpoint_chunk",
             NetMsg::Polka(_) => "polka_certificate",
             NetMsg::RoundCertificate(_) => "round_certificate",
         }
@@ -121,8 +173,8 @@ impl NetMsg {
                 w.u8(3);
                 crate::tx::encode_list(txs, &mut w);
             }
-            NetMsg::SyncRequest { height } => {
-                w.u8(4).u64(*height);
+            NetMsg::SyncRequest { height, count } => {
+                w.u8(4).u64(*height).u32(*count);
             }
             NetMsg::SyncResponse { block, commit } => {
                 w.u8(5).bytes(&block.encode());
@@ -130,6 +182,32 @@ impl NetMsg {
             }
             NetMsg::Tip { height } => {
                 w.u8(8).u64(*height);
+            }
+            NetMsg::HeaderRequest {
+                height,
+                step,
+                count,
+            } => {
+                w.u8(9).u64(*height).u64(*step).u32(*count);
+            }
+            NetMsg::HeaderResponse { header, commit } => {
+                w.u8(10).bytes(&header.encode());
+                commit.encode(&mut w);
+            }
+            NetMsg::CheckpointRequest { offset } => {
+                w.u8(11).u64(*offset);
+            }
+            NetMsg::CheckpointChunk {
+                height,
+                total_bytes,
+                offset,
+                bytes,
+            } => {
+                w.u8(12)
+                    .u64(*height)
+                    .u64(*total_bytes)
+                    .u64(*offset)
+                    .bytes(bytes);
             }
             NetMsg::Polka(cert) => {
                 w.u8(6)
@@ -215,9 +293,14 @@ impl NetMsg {
                 ))
             }
             3 => NetMsg::Txs(crate::tx::decode_list(&mut r, TXS_PER_MESSAGE_MAX)?),
-            4 => NetMsg::SyncRequest {
-                height: r.u64("height")?,
-            },
+            4 => {
+                let height = r.u64("height")?;
+                let count = r.u32("sync count")?;
+                if count == 0 || count > SYNC_BATCH_MAX {
+                    return Err(DecodeError::Invalid("sync count"));
+                }
+                NetMsg::SyncRequest { height, count }
+            }
             5 => {
                 let block = Block::decode(r.bytes(super::types::BLOCK_BYTES_MAX, "block")?)?;
                 let commit = CommitRecord::decode(&mut r)?;
@@ -275,6 +358,54 @@ impl NetMsg {
             8 => NetMsg::Tip {
                 height: r.u64("tip height")?,
             },
+            9 => {
+                let height = r.u64("header height")?;
+                let step = r.u64("header step")?;
+                let count = r.u32("header count")?;
+                if step == 0 || count == 0 || count > SYNC_BATCH_MAX {
+                    return Err(DecodeError::Invalid("header request"));
+                }
+                NetMsg::HeaderRequest {
+                    height,
+                    step,
+                    count,
+                }
+            }
+            10 => {
+                let bytes = r.bytes(HEADER_BYTES_MAX, "header")?;
+                let mut header_reader = Reader::new(bytes);
+                let header = BlockHeader::decode(&mut header_reader)?;
+                header_reader.finish()?;
+                let commit = CommitRecord::decode(&mut r)?;
+                NetMsg::HeaderResponse {
+                    header: Box::new(header),
+                    commit,
+                }
+            }
+            11 => NetMsg::CheckpointRequest {
+                offset: r.u64("checkpoint offset")?,
+            },
+            12 => {
+                let height = r.u64("checkpoint height")?;
+                let total_bytes = r.u64("checkpoint bytes")?;
+                let offset = r.u64("checkpoint offset")?;
+                let bytes = r
+                    .bytes(CHECKPOINT_CHUNK_BYTES, "checkpoint chunk")?
+                    .to_vec();
+                if total_bytes > CHECKPOINT_BYTES_MAX
+                    || offset
+                        .checked_add(bytes.len() as u64)
+                        .is_none_or(|end| end > total_bytes)
+                {
+                    return Err(DecodeError::Invalid("checkpoint chunk"));
+                }
+                NetMsg::CheckpointChunk {
+                    height,
+                    total_bytes,
+                    offset,
+                    bytes,
+                }
+            }
             _ => return Err(DecodeError::Invalid("message kind")),
         };
         r.finish()?;

@@ -447,7 +447,7 @@ impl Ledger {
                 })?;
         }
         ledger.total_money = total;
-        ledger.validators = ledger.elect(&ledger.randomness.clone());
+        ledger.validators = ledger.elect(&ledger.randomness.clone(), true);
         ledger.epoch_seeds = vec![(0, ledger.randomness), (1, ledger.randomness)];
         ledger.root = ledger.compute_root();
         Ok(ledger)
@@ -606,6 +606,8 @@ impl Ledger {
             self.height + 1,
             "blocks are applied in height order"
         );
+        // Decided by the state before the block, as its header says.
+        let elected = self.elected_by_next_block();
         self.height = info.height;
         self.time_ms = self.time_ms.max(info.time_ms);
         self.randomness = hash(
@@ -628,7 +630,7 @@ impl Ledger {
         self.expire_pending_orders();
         self.end_leases();
         self.release_unbonded();
-        self.end_epoch_and_era();
+        self.end_epoch_and_era(elected);
         BlockOutcome {
             receipts,
             events: std::mem::take(&mut self.events),

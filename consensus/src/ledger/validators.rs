@@ -150,14 +150,28 @@ impl Ledger {
         self.randomness
     }
 
-    /// Elect the next set by R²S credit.
-    pub(super) fn elect(&self, seed: &Hash32) -> Vec<super::ValidatorEntry> {
+    /// The set the next block elects, decided by the state before it (its transactions do
+    /// not count): `Some` when the next block ends an era. The block carries it in its header
+    /// ([`crate::bft::Block::next_validators`]), so the commit of that block, signed by the
+    /// outgoing set, vouches for the incoming set's keys to a node that holds no state.
+    pub fn elected_by_next_block(&self) -> Option<Vec<super::ValidatorEntry>> {
+        let next = self.height + 1;
+        if !next.is_multiple_of(self.params.era_blocks) {
+            return None;
+        }
+        let seed = self
+            .epoch_randomness(self.epoch_of(next + 1))
+            .unwrap_or(self.randomness);
+        Some(self.elect(&seed, false))
+    }
+
+    /// Elect the next set by R²S credit (at genesis, every candidate is eligible whatever its
+    /// stake).
+    pub(super) fn elect(&self, seed: &Hash32, genesis: bool) -> Vec<super::ValidatorEntry> {
         let eligible: Vec<(&AccountId, &Candidate)> = self
             .candidates
             .iter()
-            .filter(|(_, c)| {
-                !c.slashed && (c.stake >= self.params.candidate_stake_min || self.height == 0)
-            })
+            .filter(|(_, c)| !c.slashed && (c.stake >= self.params.candidate_stake_min || genesis))
             .collect();
         if eligible.is_empty() {
             return self.validators.clone();
@@ -441,7 +455,8 @@ impl Ledger {
         }
     }
 
-    pub(super) fn end_epoch_and_era(&mut self) {
+    /// `elected`: what [`Self::elected_by_next_block`] said before this block.
+    pub(super) fn end_epoch_and_era(&mut self, elected: Option<Vec<super::ValidatorEntry>>) {
         if self.height.is_multiple_of(self.params.epoch_blocks) {
             let ended = self.height / self.params.epoch_blocks - 1;
             self.epoch_seeds.push((ended + 2, self.randomness));
@@ -449,11 +464,12 @@ impl Ledger {
                 self.epoch_seeds.remove(0);
             }
         }
-        if self.height.is_multiple_of(self.params.era_blocks) {
-            let seed = self
-                .epoch_randomness(self.epoch_of(self.height + 1))
-                .unwrap_or(self.randomness);
-            let next = self.elect(&seed);
+        assert_eq!(
+            elected.is_some(),
+            self.height.is_multiple_of(self.params.era_blocks),
+            "an election at each era's last block, and only there"
+        );
+        if let Some(next) = elected {
             self.era += 1;
             self.events.push(Event::ValidatorsElected {
                 era: self.era,
