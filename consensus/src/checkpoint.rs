@@ -10,8 +10,10 @@
 //! a mix. It is written only after the block of its height is durable in the block store, so
 //! it is never ahead of the store; one that is (a store that lost blocks), one that fails its
 //! checksum or decode, or one of another chain is ignored with a warning and the store is
-//! replayed from genesis: a checkpoint only ever saves time, it is never trusted over the
-//! blocks. The snapshot's state root is recomputed on decode and must be the one it carries,
+//! replayed from genesis: a checkpoint of this validator's own only ever saves time, it is
+//! never trusted over its blocks. (A checkpoint taken from a peer, `crate::statesync`,
+//! replaces the blocks before it: it is checked against the validator sets first, and the
+//! store then starts at its height.) The snapshot's state root is recomputed on decode and must be the one it carries,
 //! and the first replayed block must name it as its parent root.
 
 use crate::bft::{Validator, ValidatorSet};

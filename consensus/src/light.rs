@@ -11,9 +11,15 @@
 //! block h, and the checkpoint's ledger must have that root (recomputed when it is decoded),
 //! that last block, and the sets this chain of headers arrived at.
 //!
-//! Trust: 2f + 1 of each set along the way, as for any block; nothing a single peer says is
-//! taken without a commit over it. Every check here is pure; the fetching is the driver's
-//! ([`crate::net::state_sync`]).
+//! What the root does not cover is checked too: the checkpoint's derived indexes against its
+//! tables when it is decoded ([`crate::ledger::Ledger::check_storage_invariants`]), its
+//! parameters against the trusted state's, its last era's set against the one this chain of
+//! headers passed through.
+//!
+//! Trust: 2f + 1 of each set along the way, as for any block (a node whose own state is very
+//! old trusts sets whose stake may long be unbonded: the long-range weakness every
+//! proof-of-stake light client has, and catching up block by block has too). Every check here
+//! is pure; the fetching is the driver's (`crate::statesync::state_sync`).
 
 use crate::bft::{BlockHeader, CommitRecord, Validator, ValidatorSet};
 use crate::checkpoint::Checkpoint;
@@ -44,7 +50,13 @@ pub enum LightError {
 #[derive(Debug, Clone)]
 pub struct SetChain {
     chain_id: Hash32,
+    /// The trusted state's parameters (a checkpoint must have the same: the root does not
+    /// cover them).
+    params: crate::ledger::LedgerParams,
     era_blocks: u64,
+    /// The set of the era before the current one (what a ledger in the current era keeps as
+    /// its previous validators; empty before the first election).
+    era_before: Vec<ValidatorEntry>,
     /// Decides heights `from..=until()`.
     current: Vec<ValidatorEntry>,
     /// Decided height `from - 1` (none before the first block).
@@ -84,7 +96,9 @@ impl SetChain {
     pub fn from_ledger(ledger: &Ledger, previous: Option<&ValidatorSet>) -> SetChain {
         SetChain {
             chain_id: ledger.chain_id(),
+            params: ledger.params().clone(),
             era_blocks: ledger.params().era_blocks,
+            era_before: ledger.previous_validators().to_vec(),
             current: ledger.validators().to_vec(),
             previous: previous.map(entries),
             from: ledger.height() + 1,
@@ -157,7 +171,9 @@ impl SetChain {
             .ok_or(LightError::NoNextSet {
                 height: header.height,
             })?;
-        self.previous = Some(std::mem::replace(&mut self.current, next));
+        let outgoing = std::mem::replace(&mut self.current, next);
+        self.era_before = outgoing.clone();
+        self.previous = Some(outgoing);
         self.from = expected + 1;
         Ok(())
     }
@@ -196,8 +212,14 @@ impl SetChain {
         if checkpoint.last_hash != header.parent {
             return refuse("last block hash");
         }
+        if checkpoint.ledger.params() != &self.params {
+            return refuse("parameters");
+        }
         if checkpoint.ledger.validators() != self.current.as_slice() {
             return refuse("the validator set deciding the next height");
+        }
+        if checkpoint.ledger.previous_validators() != self.era_before.as_slice() {
+            return refuse("the last era's validator set");
         }
         // The set that decided h: the last era's when h ended it, else this one.
         let deciding_h = if header.height == self.from {

@@ -612,6 +612,7 @@ async fn core_loop<E: Engine>(
             }
             Event::Headers(first, step, count, reply) => {
                 let mut headers = Vec::new();
+                let mut read_bytes = 0;
                 let mut tip = None;
                 for k in 0..u64::from(count) {
                     let at = step.checked_mul(k).and_then(|o| first.checked_add(o));
@@ -623,6 +624,11 @@ async fn core_loop<E: Engine>(
                         tip = Some(core.ledger().height());
                         break;
                     };
+                    // Each header costs a block read and hashed: within one answer's bytes.
+                    read_bytes += crate::bft::block_tx_bytes(&block);
+                    if !headers.is_empty() && read_bytes > crate::bft::SYNC_ANSWER_TX_BYTES_MAX {
+                        break;
+                    }
                     headers.push((block.header(), commit));
                 }
                 let _ = reply.send((headers, tip));

@@ -9,11 +9,11 @@
 //! the checkpoint beside a block store that starts at its height. Nothing a peer sends is
 //! written before every check passed: a peer that sends anything else is left for the next.
 //!
-//! Crash argument for the install: the checkpoint is written first (atomically, see
-//! [`crate::checkpoint::write`]), then the store is started at its height. A crash between
-//! the two leaves the old store with a checkpoint ahead of it, which opening sets aside (the
-//! old state is used and the sync happens again); a crash while the store starts leaves an
-//! empty store, the same.
+//! Crash argument for the install ([`crate::store::install_based`]): the new, empty store is
+//! created beside the old one, then the checkpoint written atomically, then the new store
+//! renamed over the old. Opening the disk finishes an install whose checkpoint was written
+//! (the pending store's base is its block) and removes a pending store otherwise, so a crash
+//! at any point leaves either the old state or the new one.
 
 use crate::bft::{BlockHeader, CommitRecord, MESSAGE_BYTES_MAX, NetMsg, SYNC_BATCH_MAX};
 use crate::checkpoint::Checkpoint;
@@ -31,6 +31,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long asking a peer how far its checkpoint is may take, dial included (peers are asked
 /// at once; one that is down costs this once, not per peer).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A fetch from one peer takes at most this, plus a second per MiB of its checkpoint.
+const FETCH_TIMEOUT_BASE: Duration = Duration::from_secs(60);
 /// The header after a checkpoint may not be decided yet: asked again this often, this many
 /// times.
 const HEADER_AFTER_RETRY: Duration = Duration::from_millis(500);
@@ -60,8 +62,6 @@ pub enum StateSyncError {
         #[source]
         source: crate::checkpoint::CheckpointError,
     },
-    #[error("writing the checkpoint: {0}")]
-    Install(crate::checkpoint::CheckpointError),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
 }
@@ -178,10 +178,16 @@ pub async fn state_sync(
     genesis: Ledger,
     behind_min_blocks: u64,
 ) -> Result<Option<StateSynced>, StateSyncError> {
-    let chain_id = genesis.chain_id();
-    let (ledger, previous) = {
-        let opened = crate::store::open_disk(dir, genesis, 0, false)?;
-        (opened.restored.ledger, opened.restored.previous_validators)
+    let (ledger, previous) = match crate::store::open_disk(dir, genesis.clone(), 0, false) {
+        Ok(opened) => (opened.restored.ledger, opened.restored.previous_validators),
+        // A store that starts at a taken checkpoint whose checkpoint is gone or damaged
+        // cannot be replayed: the sets are followed from genesis instead, and the store
+        // replaced if a checkpoint is taken.
+        Err(crate::store::DiskError::NoBaseCheckpoint { base, reason }) => {
+            tracing::warn!(base, %reason, "own state unusable; state sync from genesis");
+            (genesis, None)
+        }
+        Err(e) => return Err(e.into()),
     };
     let was_at = ledger.height();
     let trusted = SetChain::from_ledger(&ledger, previous.as_ref());
@@ -210,16 +216,20 @@ pub async fn state_sync(
     let mut last_error = None;
     for probed in ahead {
         let name = probed.stream.peer.clone();
-        match fetch_from(probed, &trusted).await {
+        // A peer that answers, but slowly, is given up: a minute, and a second per MiB.
+        let deadline = FETCH_TIMEOUT_BASE + Duration::from_secs(probed.total_bytes >> 20);
+        let fetched = tokio::time::timeout(deadline, fetch_from(probed, &trusted))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StateSyncError::Peer {
+                    peer: name.clone(),
+                    reason: format!("not done within {} s", deadline.as_secs()),
+                })
+            });
+        match fetched {
             Ok((checkpoint, bytes, headers)) => {
                 let height = checkpoint.ledger.height();
-                crate::checkpoint::write(dir, &checkpoint).map_err(StateSyncError::Install)?;
-                crate::store::BlockStore::create_at(
-                    &dir.join(crate::store::BLOCKS_FILE),
-                    &chain_id,
-                    height,
-                    checkpoint.last_hash,
-                )?;
+                crate::store::install_based(dir, &checkpoint)?;
                 return Ok(Some(StateSynced {
                     height,
                     was_at,

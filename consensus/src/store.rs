@@ -1,6 +1,7 @@
 //! The block store: every committed block with the commit that decided it, appended to one
 //! file, so a validator that restarts resumes from its disk and answers sync requests for any
-//! height, not only the last few it keeps in memory.
+//! height it stored (all of them, unless it took a peer's checkpoint: then from that height
+//! on), not only the last few it keeps in memory.
 //!
 //! Format: an 88-byte header (magic, version, the chain id, the base height and the hash of
 //! the block at it), then one record per height from base + 1 up (the base is 0 and its hash
@@ -415,6 +416,65 @@ pub struct Disk {
 /// A validator's files in its directory: the block store and the write-ahead log.
 pub const BLOCKS_FILE: &str = "blocks";
 pub const WAL_FILE: &str = "wal";
+/// A block store being installed beside a taken checkpoint (see [`install_based`]).
+pub const PENDING_BLOCKS_FILE: &str = "blocks.new";
+
+/// Replaces `dir`'s block store and checkpoint with `checkpoint` and an empty store after
+/// it, crash-safely: the new store is created as [`PENDING_BLOCKS_FILE`] (durable), the
+/// checkpoint written (atomically), then the new store renamed over the old and the directory
+/// synced. [`open_disk`] finishes an install a crash interrupted: a pending store whose base is
+/// the checkpoint's block is renamed into place, any other is removed (the old state stays).
+pub fn install_based(
+    dir: &Path,
+    checkpoint: &crate::checkpoint::Checkpoint,
+) -> Result<(), DiskError> {
+    let pending = dir.join(PENDING_BLOCKS_FILE);
+    drop(BlockStore::create_at(
+        &pending,
+        &checkpoint.ledger.chain_id(),
+        checkpoint.ledger.height(),
+        checkpoint.last_hash,
+    )?);
+    crate::checkpoint::write(dir, checkpoint).map_err(|e| DiskError::Install(e.to_string()))?;
+    finish_rename(dir)
+}
+
+fn finish_rename(dir: &Path) -> Result<(), DiskError> {
+    let io = |source| {
+        DiskError::Store(StoreError::Io {
+            path: dir.join(PENDING_BLOCKS_FILE),
+            source,
+        })
+    };
+    std::fs::rename(dir.join(PENDING_BLOCKS_FILE), dir.join(BLOCKS_FILE)).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// Finishes or undoes an install a crash interrupted ([`install_based`]).
+fn finish_install(dir: &Path, chain_id: &Hash32) -> Result<(), DiskError> {
+    let pending = dir.join(PENDING_BLOCKS_FILE);
+    if !pending.exists() {
+        return Ok(());
+    }
+    let (store, _) = BlockStore::open(&pending, chain_id)?;
+    let complete = crate::checkpoint::read(dir, chain_id)
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.ledger.height() == store.base() && c.last_hash == store.base_hash());
+    drop(store);
+    if complete {
+        finish_rename(dir)
+    } else {
+        std::fs::remove_file(&pending).map_err(|source| {
+            DiskError::Store(StoreError::Io {
+                path: pending.clone(),
+                source,
+            })
+        })
+    }
+}
 
 /// Why a validator's disk could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +493,8 @@ pub enum DiskError {
          files away to sync again"
     )]
     NoBaseCheckpoint { base: u64, reason: String },
+    #[error("installing a taken checkpoint: {0}")]
+    Install(String),
 }
 
 /// A validator's disk, opened and read back: the ledger replayed from its blocks and the
@@ -465,9 +527,11 @@ pub fn open_disk(
     wal: bool,
 ) -> Result<OpenedDisk, DiskError> {
     let chain_id = genesis.chain_id();
+    finish_install(dir, &chain_id)?;
     let (store, opened) = BlockStore::open(&dir.join(BLOCKS_FILE), &chain_id)?;
     // A checkpoint only saves replay time: one that is unreadable, damaged or ahead of the
-    // store is set aside and the store replayed from genesis.
+    // store is set aside and the store replayed from genesis; a store that starts at a taken
+    // checkpoint has no genesis to replay from, and is refused without one.
     let stored_hash = |height: u64| -> Option<Hash32> {
         if height == store.base() {
             return Some(store.base_hash());
@@ -607,7 +671,7 @@ pub fn replay_from(
         .first()
         .map_or(store.height() + 1, |(b, _)| b.height);
     let wanted = recent.saturating_sub(restored.recent.len()) as u64;
-    for height in first_kept.saturating_sub(wanted).max(1)..first_kept {
+    for height in first_kept.saturating_sub(wanted).max(store.base() + 1)..first_kept {
         if let Some(found) = store.read(height)? {
             older.push(found);
         }

@@ -201,3 +201,63 @@ fn a_checkpoint_of_another_chain_or_ahead_of_the_store_is_set_aside() {
     assert_eq!(opened.replayed_blocks, 200);
     assert_eq!(opened.restored.ledger.root(), s.at_200.root());
 }
+
+/// Taking a peer's checkpoint replaces the store with one that starts at its height, crash-
+/// safely: a pending store whose checkpoint was not written yet is dropped (the old state
+/// stays); one whose checkpoint was written is put in place; a store that starts at a taken
+/// checkpoint cannot be opened without that checkpoint (its earlier blocks are not there).
+#[test]
+fn a_taken_checkpoint_is_installed_crash_safely() {
+    use cess_consensus::store::{DiskError, PENDING_BLOCKS_FILE};
+    let s = setup(67);
+    let dir = s.dir.path();
+    let chain_id = s.genesis.chain_id();
+    // Crashed after the pending store, before the checkpoint: the old state is used.
+    drop(
+        BlockStore::create_at(&dir.join(PENDING_BLOCKS_FILE), &chain_id, 200, s.hash_200).unwrap(),
+    );
+    let opened = open_disk(dir, s.genesis.clone(), 4, false).unwrap();
+    assert_eq!(opened.restored.ledger.root(), s.full.root());
+    assert_eq!(opened.replayed_blocks, 300);
+    assert!(
+        !dir.join(PENDING_BLOCKS_FILE).exists(),
+        "the pending store is removed"
+    );
+    drop(opened);
+
+    // Crashed after the checkpoint, before the rename: the install is finished on open.
+    drop(
+        BlockStore::create_at(&dir.join(PENDING_BLOCKS_FILE), &chain_id, 200, s.hash_200).unwrap(),
+    );
+    let taken = Checkpoint {
+        ledger: s.at_200.clone(),
+        last_hash: s.hash_200,
+        previous_validators: Some(cess_consensus::bft::validator_set(&s.at_199)),
+    };
+    checkpoint::write(dir, &taken).unwrap();
+    let opened = open_disk(dir, s.genesis.clone(), 4, false).unwrap();
+    assert_eq!(opened.checkpoint_height, Some(200));
+    assert_eq!(opened.replayed_blocks, 0);
+    assert_eq!(opened.disk.store.base(), 200);
+    assert_eq!(opened.disk.store.height(), 200);
+    assert_eq!(opened.restored.ledger.root(), s.at_200.root());
+    assert_eq!(opened.restored.last_hash, s.hash_200);
+    assert!(
+        opened.disk.store.read(150).unwrap().is_none(),
+        "blocks before the base are gone"
+    );
+    drop(opened);
+
+    // Without its checkpoint, such a store cannot be replayed: said, not replayed from genesis.
+    std::fs::remove_file(dir.join(checkpoint::CHECKPOINT_FILE)).unwrap();
+    match open_disk(dir, s.genesis.clone(), 4, false) {
+        Err(DiskError::NoBaseCheckpoint { base: 200, .. }) => {}
+        other => panic!("{:?}", other.map(|o| o.restored.ledger.height())),
+    }
+
+    // The whole install in one call.
+    cess_consensus::store::install_based(dir, &taken).unwrap();
+    let opened = open_disk(dir, s.genesis.clone(), 4, false).unwrap();
+    assert_eq!(opened.checkpoint_height, Some(200));
+    assert_eq!(opened.disk.store.base(), 200);
+}

@@ -899,7 +899,7 @@ impl Core {
                 if let Some(asked) = &mut self.sync_asked
                     && asked.peer == Some(from)
                 {
-                    asked.next = asked.next.min(height + 1).max(asked.first);
+                    asked.next = asked.next.min(height.saturating_add(1)).max(asked.first);
                 }
             }
             NetMsg::SyncResponse { block, commit } => self.on_sync_response(from, *block, commit),
@@ -1046,6 +1046,14 @@ impl Core {
     }
 
     fn request_sync(&mut self, peer: AccountId, height: u64) {
+        if self
+            .sync_asked
+            .is_some_and(|asked| asked.peer != Some(peer))
+        {
+            // What another peer's batch left waiting is not kept for this one's.
+            self.sync_ahead.clear();
+            self.sync_ahead_tx_bytes = 0;
+        }
         self.sync_asked = Some(SyncAsked {
             peer: Some(peer),
             first: height,
@@ -1083,6 +1091,10 @@ impl Core {
                     ));
                 }
             }
+            // Another peer's block (an unasked help, a stream given up): asked anew only if
+            // no request covering this height is in progress, or it stalled (two streams of
+            // the same blocks would otherwise restart each other at every block).
+            Some(asked) if asked.covers(height) && now_ms < asked.at_ms + SYNC_RETRY_MS => {}
             _ => self.request_sync(from, height),
         }
     }
@@ -1369,6 +1381,19 @@ impl Core {
         // Buffered proposals are handled once the height has started (they queue behind it).
         self.replay_future = self.future.remove(&height).unwrap_or_default();
         self.future_tx_bytes.retain(|h, _| *h > height);
+        // Synced blocks of heights decided meanwhile (by this validator's own votes) are stale.
+        if self
+            .sync_ahead
+            .first_key_value()
+            .is_some_and(|(h, _)| *h < height)
+        {
+            self.sync_ahead.retain(|h, _| *h >= height);
+            self.sync_ahead_tx_bytes = self
+                .sync_ahead
+                .values()
+                .map(|(_, b, _)| block_tx_bytes(b))
+                .sum();
+        }
         self.observe_at_ms = None;
         if !self.is_member() {
             // Outside the set now (retired, or still a candidate): nobody sends it votes.

@@ -109,24 +109,26 @@ impl Ledger {
         Ok(())
     }
 
-    /// The derived index of owners per delegate agrees with the table (tests).
-    pub(super) fn assert_delegate_invariants(&self) {
+    /// The derived index of owners per delegate agrees with the table.
+    pub(super) fn check_delegate_invariants(&self) -> Result<(), String> {
         let mut index: std::collections::BTreeMap<AccountId, BTreeSet<AccountId>> =
             Default::default();
         for (owner, delegates) in self.delegates.iter() {
-            assert!(
+            check!(
                 !delegates.0.is_empty(),
                 "an owner without delegates has no entry"
             );
-            assert!(delegates.0.len() <= DELEGATES_PER_OWNER_MAX);
-            assert!(!delegates.0.contains(owner), "no owner is its own delegate");
+            check!(delegates.0.len() <= DELEGATES_PER_OWNER_MAX);
+            check!(!delegates.0.contains(owner), "no owner is its own delegate");
             for delegate in &delegates.0 {
                 index.entry(*delegate).or_default().insert(*owner);
             }
         }
-        assert_eq!(
-            index, self.delegated,
+        check_eq!(
+            index,
+            self.delegated,
             "the delegate index drifted from the table"
         );
+        Ok(())
     }
 }

@@ -9,6 +9,31 @@
 //! costs the fee and nothing else. Money is conserved: balances, the reward pool, collateral
 //! and stake always add up to the genesis total ([`Ledger::total_money`]).
 
+/// `assert!` for a checker that returns the broken invariant instead of panicking (a snapshot
+/// from a peer is checked with the same rules the tests assert after every block).
+macro_rules! check {
+    ($cond:expr $(,)?) => {
+        check!($cond, "{}", stringify!($cond))
+    };
+    ($cond:expr, $($what:tt)+) => {
+        if !$cond {
+            return Err(format!($($what)+));
+        }
+    };
+}
+
+/// `assert_eq!` for the same checkers.
+macro_rules! check_eq {
+    ($left:expr, $right:expr $(,)?) => {
+        check_eq!($left, $right, "{} == {}", stringify!($left), stringify!($right))
+    };
+    ($left:expr, $right:expr, $($what:tt)+) => {
+        if $left != $right {
+            return Err(format!($($what)+));
+        }
+    };
+}
+
 mod audit;
 mod delegates;
 mod params;

@@ -2,14 +2,15 @@
 //! restart replays only the blocks after its last snapshot (`crate::store`).
 //!
 //! Every table is written in key order with every field, the derived indexes too (they are
-//! part of what the next block reads, and rebuilding them would be a second, unreviewed copy of
-//! the rules that maintain them). Decoding bounds every count by the bytes left, refuses
+//! part of what the next block reads). Decoding bounds every count by the bytes left, refuses
 //! unsorted keys and trailing bytes, and recomputes the state root from the decoded tables: a
-//! snapshot whose root is not the one it carries is refused. The root covers the tables; the
-//! derived indexes, the parameters and a few scalars it does not cover are trusted from where
-//! the bytes came from (a validator's own checkpoint, checksummed), with the money count and
-//! the unbonding index checked on decode: a snapshot from a peer would need its indexes
-//! rebuilt. The encoding is canonical: `encode(decode(b)) == b` (a test and the fuzz target
+//! snapshot whose root is not the one it carries is refused. The root covers the tables; every
+//! derived index it does not cover is checked against the tables it derives from, with the
+//! rules the tests assert after every block ([`Ledger::check_storage_invariants`], the money
+//! count, the unbonding index, the candidates' keys, the last election's height), so a
+//! snapshot from a peer holds no index its tables contradict. The parameters and the previous
+//! era's set, which the root does not cover either, are checked by whoever takes a peer's
+//! snapshot against what it trusts ([`crate::light::SetChain::check_checkpoint`]). The encoding is canonical: `encode(decode(b)) == b` (a test and the fuzz target
 //! check it, and a test that a decoded ledger applies the next blocks to the same roots as the
 //! original).
 
@@ -50,6 +51,8 @@ pub enum SnapshotError {
     RootMismatch { height: u64 },
     #[error("snapshot: {0}")]
     Inconsistent(&'static str),
+    #[error("snapshot: a derived index or invariant does not hold: {0}")]
+    Invariant(String),
 }
 
 fn account(r: &mut Reader<'_>, what: &'static str) -> Result<AccountId, DecodeError> {
@@ -693,6 +696,11 @@ impl Ledger {
         if due != ledger.unbonding_due {
             return Err(SnapshotError::Inconsistent("unbondings are not indexed"));
         }
+        // Every other derived index against its tables, with the rules the tests assert after
+        // every block: a snapshot from a peer is as consistent as one kept here.
+        ledger
+            .check_storage_invariants()
+            .map_err(SnapshotError::Invariant)?;
         Ok(ledger)
     }
 }
@@ -708,6 +716,39 @@ mod tests {
         };
         let (genesis, _, _) = crate::sim::genesis(5, 3, 9, params);
         Ledger::genesis(&genesis).unwrap()
+    }
+
+    /// What the root does not cover is checked against the tables on decode: a peer cannot
+    /// hand over a snapshot whose derived indexes contradict its tables.
+    #[test]
+    fn a_snapshot_with_a_derived_index_that_contradicts_its_tables_is_refused() {
+        let ledger = ledger();
+        let refused = |tamper: &dyn Fn(&mut Ledger)| {
+            let mut tampered = ledger.clone();
+            tamper(&mut tampered);
+            match Ledger::decode_snapshot(&tampered.encode_snapshot()) {
+                Err(SnapshotError::Invariant(why)) => why,
+                other => panic!("accepted: {:?}", other.map(|l| l.height())),
+            }
+        };
+        let why = refused(&|l| {
+            let first = *l.validator_keys.iter().next().unwrap();
+            l.validator_keys.remove(&first);
+        });
+        assert!(why.contains("validator keys"), "{why}");
+        let why = refused(&|l| l.elected_at = 7);
+        assert!(why.contains("election"), "{why}");
+        let why = refused(&|l| {
+            l.delegated.insert(
+                AccountId([5; 32]),
+                [AccountId([6; 32])].into_iter().collect(),
+            );
+        });
+        assert!(why.contains("delegate"), "{why}");
+        let why = refused(&|l| l.indexes.miner_ids.push(AccountId([8; 32])));
+        assert!(why.contains("miners"), "{why}");
+        // Untampered, it decodes.
+        Ledger::decode_snapshot(&ledger.encode_snapshot()).unwrap();
     }
 
     #[test]

@@ -212,7 +212,13 @@ impl Miner {
     }
 
     fn assert_space(&self) {
-        assert!(
+        if let Err(broken) = self.check_space() {
+            panic!("{broken}");
+        }
+    }
+
+    fn check_space(&self) -> Result<(), String> {
+        check!(
             self.locked_bytes
                 .checked_add(self.active_bytes)
                 .is_some_and(|used| used <= self.declared_bytes),
@@ -221,6 +227,7 @@ impl Miner {
             self.active_bytes,
             self.declared_bytes
         );
+        Ok(())
     }
 }
 
@@ -441,33 +448,47 @@ impl Ledger {
     /// Checks every invariant of the storage tables; panics with the broken one. Tests and
     /// simulations call it after every block.
     pub fn assert_storage_invariants(&self) {
-        self.assert_delegate_invariants();
-        self.assert_unbonding_invariants();
+        if let Err(broken) = self.check_storage_invariants() {
+            panic!("{broken}");
+        }
+    }
+
+    /// Every invariant of the storage tables, and every derived index against the tables it
+    /// is derived from (the state root covers only the tables): the first broken one. What
+    /// decoding a snapshot runs, so a snapshot from anywhere is as consistent as one kept
+    /// block by block.
+    pub fn check_storage_invariants(&self) -> Result<(), String> {
+        self.check_delegate_invariants()?;
+        self.check_unbonding_invariants()?;
+        self.check_validator_indexes()?;
         let mut locked: BTreeMap<AccountId, u64> = BTreeMap::new();
         let mut active: BTreeMap<AccountId, u64> = BTreeMap::new();
         let mut places = 0usize;
         for (file_id, file) in &self.files {
-            assert!(!file.owners.is_empty(), "a file without owners is deleted");
+            check!(!file.owners.is_empty(), "a file without owners is deleted");
             for (s, segment) in file.segments.iter().enumerate() {
                 let mut holders = BTreeSet::new();
                 for (c, fragment) in segment.fragments.iter().enumerate() {
                     places += 1;
-                    let place = self.fragments.get(&fragment.id).expect("fragment indexed");
-                    assert_eq!(
+                    let place = self
+                        .fragments
+                        .get(&fragment.id)
+                        .ok_or("fragment not indexed")?;
+                    check_eq!(
                         (place.file_id, place.segment as usize, place.column as usize),
                         (*file_id, s, c),
                         "fragment index points at its place"
                     );
                     match fragment.miner {
                         Some(miner) => {
-                            assert!(
+                            check!(
                                 holders.insert(miner),
                                 "a miner holds two fragments of a segment"
                             );
-                            let m = self.miners.get(&miner).expect("holder registered");
+                            let m = self.miners.get(&miner).ok_or("holder not registered")?;
                             if fragment.stored {
                                 *active.entry(miner).or_default() += file.fragment_bytes;
-                                assert_eq!(
+                                check_eq!(
                                     m.held
                                         .get(&file.tagger)
                                         .and_then(|set| set.get(&fragment.id)),
@@ -478,7 +499,7 @@ impl Ledger {
                                 *locked.entry(miner).or_default() += file.fragment_bytes;
                             }
                         }
-                        None => assert!(
+                        None => check!(
                             self.restorals.contains_key(&fragment.id),
                             "an unheld fragment has a restoral order"
                         ),
@@ -486,10 +507,10 @@ impl Ledger {
                 }
             }
             if file.state == FileState::Pending {
-                assert!(!file.all_stored(), "a fully stored file is active");
+                check!(!file.all_stored(), "a fully stored file is active");
             }
         }
-        assert_eq!(
+        check_eq!(
             places,
             self.fragments.len(),
             "no stale fragment index entries"
@@ -498,43 +519,58 @@ impl Ledger {
             let place = self
                 .fragments
                 .get(fragment_id)
-                .expect("restoral of a live fragment");
-            assert_eq!(place.file_id, order.file_id);
+                .ok_or("restoral of a gone fragment")?;
+            check_eq!(place.file_id, order.file_id);
             if let Some((claimer, _)) = order.claim {
-                *locked.entry(claimer).or_default() += self.files[&order.file_id].fragment_bytes;
+                let file = self
+                    .files
+                    .get(&order.file_id)
+                    .ok_or("restoral of a gone file")?;
+                *locked.entry(claimer).or_default() += file.fragment_bytes;
             }
         }
+        // Counted in one pass each (a scan per miner would be quadratic in a large state).
+        let mut stored_by: BTreeMap<AccountId, usize> = BTreeMap::new();
+        for fragment in self
+            .files
+            .values()
+            .flat_map(|f| f.segments.iter().flat_map(|s| s.fragments.iter()))
+        {
+            if let (true, Some(miner)) = (fragment.stored, fragment.miner) {
+                *stored_by.entry(miner).or_default() += 1;
+            }
+        }
+        let mut claims_by: BTreeMap<AccountId, usize> = BTreeMap::new();
+        for (miner, _) in self.restorals.values().filter_map(|o| o.claim) {
+            *claims_by.entry(miner).or_default() += 1;
+        }
+        let mut peer_ids = BTreeMap::new();
         for (id, miner) in &self.miners {
-            miner.assert_space();
-            assert_eq!(
+            check!(
+                peer_ids.insert(miner.peer_id.clone(), *id).is_none(),
+                "two miners with one peer id"
+            );
+            miner.check_space()?;
+            check_eq!(
                 miner.locked_bytes,
                 locked.get(id).copied().unwrap_or(0),
                 "locked bytes of {id:?}"
             );
-            assert_eq!(
+            check_eq!(
                 miner.active_bytes,
                 active.get(id).copied().unwrap_or(0),
                 "active bytes of {id:?}"
             );
-            assert_eq!(
+            check_eq!(
                 miner.held.sum,
                 miner.held.sum_from_scratch(),
                 "held hash of {id:?}"
             );
             let held: usize = miner.held_fragments();
-            let stored_by_miner = self
-                .files
-                .values()
-                .flat_map(|f| f.segments.iter().flat_map(|s| s.fragments.iter()))
-                .filter(|f| f.stored && f.miner == Some(*id))
-                .count();
-            assert_eq!(held, stored_by_miner, "audited set of {id:?}");
-            let claims = self
-                .restorals
-                .values()
-                .filter(|o| o.claim.is_some_and(|(m, _)| m == *id))
-                .count();
-            assert_eq!(miner.restoral_claims as usize, claims, "claims of {id:?}");
+            let stored_by_miner = stored_by.get(id).copied().unwrap_or(0);
+            check_eq!(held, stored_by_miner, "audited set of {id:?}");
+            let claims = claims_by.get(id).copied().unwrap_or(0);
+            check_eq!(miner.restoral_claims as usize, claims, "claims of {id:?}");
         }
         let mut assigned: BTreeMap<AccountId, BTreeSet<Hash32>> = BTreeMap::new();
         let mut pending = BTreeSet::new();
@@ -551,12 +587,14 @@ impl Ledger {
                 ));
             }
         }
-        assert_eq!(
-            assigned, self.indexes.assigned,
+        check_eq!(
+            assigned,
+            self.indexes.assigned,
             "index of assigned fragments"
         );
-        assert_eq!(
-            pending, self.indexes.pending_until,
+        check_eq!(
+            pending,
+            self.indexes.pending_until,
             "index of pending files"
         );
         let claims: BTreeSet<(u64, Hash32)> = self
@@ -564,9 +602,9 @@ impl Ledger {
             .iter()
             .filter_map(|(id, o)| o.claim.map(|(_, until)| (until, *id)))
             .collect();
-        assert_eq!(claims, self.indexes.claims_until, "index of claims");
+        check_eq!(claims, self.indexes.claims_until, "index of claims");
         let ids: Vec<AccountId> = self.miners.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, self.indexes.miner_ids, "index of miners");
+        check_eq!(ids, self.indexes.miner_ids, "index of miners");
         let mut owned: BTreeMap<AccountId, BTreeSet<Hash32>> = BTreeMap::new();
         let mut used: BTreeMap<AccountId, u64> = BTreeMap::new();
         for (file_id, file) in &self.files {
@@ -575,22 +613,24 @@ impl Ledger {
                 *used.entry(*owner).or_default() += file.stored_bytes();
             }
         }
-        assert_eq!(owned, self.indexes.owned, "index of owned files");
+        check_eq!(owned, self.indexes.owned, "index of owned files");
         let grace = self.params.lease_grace_blocks;
         let mut ends = BTreeSet::new();
         for (owner, lease) in &self.leases {
-            assert_eq!(
+            check_eq!(
                 lease.used_bytes,
                 used.get(owner).copied().unwrap_or(0),
                 "space used by {owner:?}"
             );
-            assert!(lease.used_bytes <= lease.capacity_bytes(), "lease overused");
+            check!(lease.used_bytes <= lease.capacity_bytes(), "lease overused");
             ends.insert((lease.until + grace, *owner));
         }
         for owner in used.keys() {
-            assert!(self.leases.contains_key(owner), "every owner holds a lease");
+            check!(self.leases.contains_key(owner), "every owner holds a lease");
         }
-        assert_eq!(ends, self.indexes.lease_ends, "index of lease ends");
+        check_eq!(ends, self.indexes.lease_ends, "index of lease ends");
+        check_eq!(peer_ids, self.peer_ids, "index of peer ids");
+        Ok(())
     }
 
     pub(super) fn register_miner(

@@ -118,6 +118,11 @@ impl Ledger {
         &self.validators
     }
 
+    /// The set of the era before the current one (empty before the first election).
+    pub fn previous_validators(&self) -> &[ValidatorEntry] {
+        &self.previous_validators
+    }
+
     pub fn era(&self) -> u64 {
         self.era
     }
@@ -384,18 +389,38 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every waiting unbonding is indexed by its payout height and none is overdue (tests).
-    pub(super) fn assert_unbonding_invariants(&self) {
+    /// Every waiting unbonding is indexed by its payout height and none is overdue.
+    pub(super) fn check_unbonding_invariants(&self) -> Result<(), String> {
         let mut due = std::collections::BTreeSet::new();
         for (account, candidate) in self.candidates.iter() {
-            assert!(candidate.unbonding.len() <= UNBONDING_PER_CANDIDATE_MAX);
+            check!(candidate.unbonding.len() <= UNBONDING_PER_CANDIDATE_MAX);
             for (amount, at) in &candidate.unbonding {
-                assert!(*amount > 0 || candidate.slashed, "an unbonding holds stake");
-                assert!(*at > self.height, "an unbonding due is paid out");
+                check!(*amount > 0 || candidate.slashed, "an unbonding holds stake");
+                check!(*at > self.height, "an unbonding due is paid out");
                 due.insert((*at, *account));
             }
         }
-        assert_eq!(due, self.unbonding_due, "unbondings are indexed");
+        check_eq!(due, self.unbonding_due, "unbondings are indexed");
+        Ok(())
+    }
+
+    /// The candidates' keys are indexed (a key is registered once), and the last election was
+    /// at the last era's end (what the tables and the height say).
+    pub(super) fn check_validator_indexes(&self) -> Result<(), String> {
+        let keys: std::collections::BTreeSet<[u8; VALIDATOR_KEY_BYTES]> = self
+            .candidates
+            .iter()
+            .map(|(_, c)| c.key.to_bytes())
+            .collect();
+        check_eq!(keys, self.validator_keys, "index of validator keys");
+        let elected_at = self.height - self.height % self.params.era_blocks;
+        check_eq!(elected_at, self.elected_at, "height of the last election");
+        check_eq!(
+            self.height / self.params.era_blocks,
+            self.era,
+            "era of the height"
+        );
+        Ok(())
     }
 
     /// Pays out the unbondings due at this height; a candidate left with no stake and nothing
