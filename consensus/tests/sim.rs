@@ -496,17 +496,18 @@ fn a_validator_behind_asks_for_batches_ahead_of_the_blocks_it_applies() {
         .map(|h| (peers[0], h, SYNC_BATCH))
         .collect();
     assert_eq!(asked, expected, "a batch each time half of the last is in");
-    // An answer from another peer: the requests move to it.
-    let (block, commit) = &decided[80];
-    let outputs = behind.on_message(
-        peers[1],
-        NetMsg::SyncResponse {
-            block: Box::new((**block).clone()),
-            commit: commit.clone(),
-        },
-        200,
-    );
-    assert_eq!(requests(&outputs), vec![(peers[1], 82, SYNC_BATCH)]);
+    // Another peer's block while the batch streams in is applied, and does not restart it
+    // (two streams of the same blocks would restart each other at every block)...
+    let synced = |height: u64| NetMsg::SyncResponse {
+        block: Box::new((*decided[height as usize - 1].0).clone()),
+        commit: decided[height as usize - 1].1.clone(),
+    };
+    let outputs = behind.on_message(peers[1], synced(81), 200);
+    assert_eq!(behind.ledger().height(), 81);
+    assert_eq!(requests(&outputs), vec![]);
+    // ... but once the batch has stalled, the requests move to the peer that answers.
+    let outputs = behind.on_message(peers[1], synced(82), 1_000);
+    assert_eq!(requests(&outputs), vec![(peers[1], 83, SYNC_BATCH)]);
     // Serving: a batch within what it has, then only the tip.
     let answered = |outputs: &[Output]| -> Vec<u64> {
         outputs
@@ -535,11 +536,11 @@ fn a_validator_behind_asks_for_batches_ahead_of_the_blocks_it_applies() {
         },
         300,
     );
-    assert_eq!(answered(&outputs), vec![78, 79, 80, 81]);
+    assert_eq!(answered(&outputs), vec![78, 79, 80, 81, 82]);
     let outputs = behind.on_message(
         asker,
         NetMsg::SyncRequest {
-            height: 82,
+            height: 83,
             count: 32,
         },
         300,
@@ -548,7 +549,7 @@ fn a_validator_behind_asks_for_batches_ahead_of_the_blocks_it_applies() {
     assert!(
         outputs
             .iter()
-            .any(|o| matches!(o, Output::Send(to, NetMsg::Tip { height: 81 }) if *to == asker)),
+            .any(|o| matches!(o, Output::Send(to, NetMsg::Tip { height: 82 }) if *to == asker)),
         "the tip past the blocks it has"
     );
 }
