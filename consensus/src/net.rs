@@ -72,25 +72,48 @@ enum Event {
         Vec<VerifiedTx>,
         tokio::sync::oneshot::Sender<Vec<Result<(), crate::TxError>>>,
     ),
-    /// A sync request (height, count): answered with the blocks or the tip, on the asker's
-    /// own stream.
-    Sync(u64, u32, tokio::sync::oneshot::Sender<SyncAnswer>),
-    /// A header request (height, step, count): the headers, and the tip when cut short by it.
-    Headers(u64, u64, u32, tokio::sync::oneshot::Sender<HeadersAnswer>),
+    /// A sync request (height, count): answered with the blocks (shared, not copied on the
+    /// loop) on the asker's own stream.
+    Sync(u64, u32, tokio::sync::oneshot::Sender<Answer<SyncAnswer>>),
+    /// A header request (height, step, count): the headers.
+    Headers(
+        u64,
+        u64,
+        u32,
+        tokio::sync::oneshot::Sender<Answer<HeaderAnswer>>,
+    ),
 }
 
-type HeadersAnswer = (
-    Vec<(crate::bft::BlockHeader, crate::bft::CommitRecord)>,
-    Option<u64>,
-);
+type SyncAnswer = (Arc<crate::bft::Block>, crate::bft::CommitRecord);
+type HeaderAnswer = (crate::bft::BlockHeader, crate::bft::CommitRecord);
 
-/// The core loop's answer to a sync request: the blocks from the height asked for (shared,
-/// not copied on the loop), and the tip when they stop short of the count because the tip
-/// is reached.
-type SyncAnswer = (
-    Vec<(Arc<crate::bft::Block>, crate::bft::CommitRecord)>,
-    Option<u64>,
-);
+/// The core loop's answer to a request for blocks or headers: those it has from the height
+/// asked for, and its tip when they stop short because the tip is reached.
+struct Answer<T> {
+    items: Vec<T>,
+    tip: Option<u64>,
+}
+
+impl<T> Answer<T> {
+    /// The messages written back: one per item, then the tip if there is one.
+    fn into_messages(self, message: impl Fn(T) -> NetMsg) -> Vec<NetMsg> {
+        self.items
+            .into_iter()
+            .map(message)
+            .chain(self.tip.map(|height| NetMsg::Tip { height }))
+            .collect()
+    }
+}
+
+/// Hands the core loop a request and waits for its answer (`None`: the loop stopped).
+async fn ask_core<T>(
+    events: &mpsc::Sender<EventBox>,
+    event: impl FnOnce(tokio::sync::oneshot::Sender<Answer<T>>) -> Event,
+) -> Option<Answer<T>> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    events.send(EventBox(Box::new(event(reply)))).await.ok()?;
+    answer.await.ok()
+}
 
 /// A running validator: submit transactions, watch commits, read its loop's figures, stop it.
 #[derive(Debug, Clone)]
@@ -607,7 +630,7 @@ async fn core_loop<E: Engine>(
                     // Nothing kept at that height: the tip says how far this node is.
                     tip = Some(core.ledger().height());
                 }
-                let _ = reply.send((blocks, tip));
+                let _ = reply.send(Answer { items: blocks, tip });
                 continue;
             }
             Event::Headers(first, step, count, reply) => {
@@ -631,7 +654,10 @@ async fn core_loop<E: Engine>(
                     }
                     headers.push((block.header(), commit));
                 }
-                let _ = reply.send((headers, tip));
+                let _ = reply.send(Answer {
+                    items: headers,
+                    tip,
+                });
                 continue;
             }
         };
@@ -1198,40 +1224,24 @@ async fn serve_connection(
                                 step,
                                 count,
                             } => {
-                                let (reply, answer) = tokio::sync::oneshot::channel();
-                                let asked = Event::Headers(height, step, count, reply);
-                                if events.send(EventBox(Box::new(asked))).await.is_err() {
-                                    return;
-                                }
-                                let Ok((headers, tip)) = answer.await else {
+                                let asked = |reply| Event::Headers(height, step, count, reply);
+                                let Some(answer) = ask_core(events, asked).await else {
                                     return;
                                 };
-                                headers
-                                    .into_iter()
-                                    .map(|(header, commit)| NetMsg::HeaderResponse {
-                                        header: Box::new(header),
-                                        commit,
-                                    })
-                                    .chain(tip.map(|height| NetMsg::Tip { height }))
-                                    .collect()
+                                answer.into_messages(|(header, commit)| NetMsg::HeaderResponse {
+                                    header: Box::new(header),
+                                    commit,
+                                })
                             }
                             NetMsg::SyncRequest { height, count } => {
-                                let (reply, answer) = tokio::sync::oneshot::channel();
-                                let asked = Event::Sync(height, count, reply);
-                                if events.send(EventBox(Box::new(asked))).await.is_err() {
-                                    return;
-                                }
-                                let Ok((blocks, tip)) = answer.await else {
+                                let asked = |reply| Event::Sync(height, count, reply);
+                                let Some(answer) = ask_core(events, asked).await else {
                                     return;
                                 };
-                                blocks
-                                    .into_iter()
-                                    .map(|(block, commit)| NetMsg::SyncResponse {
-                                        block: Box::new((*block).clone()),
-                                        commit,
-                                    })
-                                    .chain(tip.map(|height| NetMsg::Tip { height }))
-                                    .collect()
+                                answer.into_messages(|(block, commit)| NetMsg::SyncResponse {
+                                    block: Box::new((*block).clone()),
+                                    commit,
+                                })
                             }
                             _ => unreachable!("matched above"),
                         };
