@@ -175,10 +175,21 @@ impl Record {
     }
 }
 
+/// Bytes of checkpoint payload taken by the scrub cursor ([`encode_cursor`] writes exactly
+/// this many: asserted there).
+pub const CURSOR_BYTES: u64 = 1 + 32 + 8;
+
 fn encode_cursor(w: &mut Writer, after: Option<Key>, pass: u64) {
+    let start = w.len();
     w.u8(u8::from(after.is_some()));
     w.bytes(&after.unwrap_or_default().0);
     w.u64(pass);
+    // The checkpoint slot's capacity is computed with CURSOR_BYTES.
+    assert_eq!(
+        (w.len() - start) as u64,
+        CURSOR_BYTES,
+        "cursor encoding size"
+    );
 }
 
 fn decode_cursor(r: &mut Reader<'_>) -> Option<(Option<Key>, u64)> {
@@ -231,6 +242,9 @@ pub const JOURNAL_MAGIC: [u8; 8] = *b"CESSJRNL";
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"CESSCKPT";
 pub const FRAME_HEADER_BYTES: usize = 128;
 const FRAME_CHECKSUM_AT: usize = 96;
+// The header ends with its 32-byte checksum, and a header fits in the first block of a frame.
+const _: () = assert!(FRAME_CHECKSUM_AT + 32 == FRAME_HEADER_BYTES);
+const _: () = assert!(FRAME_HEADER_BYTES <= crate::aligned::BLOCK_BYTES);
 
 /// The header of a checksummed frame (a journal batch or a checkpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]

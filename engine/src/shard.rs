@@ -28,7 +28,8 @@ use crate::device::{Device, IoOp, ReadDone, execute_one};
 use crate::error::StoreError;
 use crate::layout::ShardRegions;
 use crate::record::{
-    self, CHECKPOINT_MAGIC, Entry, FRAME_HEADER_BYTES, FrameHeader, JOURNAL_MAGIC, Limits, Record,
+    self, CHECKPOINT_MAGIC, CURSOR_BYTES, Entry, FRAME_HEADER_BYTES, FrameHeader, JOURNAL_MAGIC,
+    Limits, Record,
 };
 use crate::types::{Class, FragmentInfo, Key, PutOutcome, Stats};
 use crate::wire::{Reader, Writer};
@@ -39,8 +40,6 @@ use tokio::sync::oneshot;
 const BLOCK: u64 = BLOCK_BYTES as u64;
 /// Data bytes written in one round at most (more is deferred to the next round).
 const ROUND_WRITE_BYTES_MAX: u64 = 64 << 20;
-/// Bytes of checkpoint payload taken by the scrub cursor.
-const CURSOR_BYTES: u64 = 1 + 32 + 8;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 

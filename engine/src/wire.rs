@@ -15,6 +15,11 @@ impl Writer {
             buf: Vec::with_capacity(capacity),
         }
     }
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

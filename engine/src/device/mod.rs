@@ -6,6 +6,7 @@
 
 mod bell;
 mod sim;
+#[allow(unsafe_code)]
 mod uring;
 
 pub use bell::Bell;

@@ -365,6 +365,9 @@ impl Device for UringDevice {
         }
         let mut next = 0usize;
         let mut in_flight = 0usize;
+        // A panic between a submission and its completion would free buffers the kernel may
+        // still write into: abort instead of unwinding out of this loop.
+        let guard = AbortOnUnwind("io_uring batch with submissions in flight");
         while next < ops.len() || in_flight > 0 || !self.resubmit.is_empty() {
             // Fill the submission queue: resubmissions first, then new ops.
             loop {
@@ -440,6 +443,8 @@ impl Device for UringDevice {
             }
             self.completed = completed;
         }
+        // Every submitted entry has completed: unwinding is safe again.
+        std::mem::forget(guard);
     }
 
     fn start_read(&mut self, tag: u64, offset: u64, buf: AlignedBuf) {
@@ -533,6 +538,22 @@ impl Drop for UringDevice {
         while self.streams_in_kernel > 0 {
             self.submit_streams(true);
             self.drain_streams(&mut done);
+        }
+    }
+}
+
+/// Aborts the process if dropped while unwinding (see its use in `execute`); forgotten on the
+/// normal path.
+struct AbortOnUnwind(&'static str);
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "panic during {}: aborting (the kernel may still use its buffers)",
+                self.0
+            );
+            std::process::abort();
         }
     }
 }
