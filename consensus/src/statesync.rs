@@ -203,18 +203,35 @@ pub async fn state_sync(
                 .flatten()
         });
     }
+    let at_least = (was_at + behind_min_blocks).max(1);
     let mut ahead = Vec::new();
     while let Some(probed) = probes.join_next().await {
         if let Ok(Some(probed)) = probed
-            && probed.height >= (was_at + behind_min_blocks).max(1)
+            && probed.height >= at_least
         {
-            ahead.push(probed);
+            ahead.push((probed.height, probed.peer.clone(), Some(probed)));
         }
     }
-    // The furthest first; the others if it fails.
-    ahead.sort_by_key(|p| std::cmp::Reverse(p.height));
+    // The furthest first; the others if it fails, each asked again then (its connection
+    // may have idled out while the first was fetched, its checkpoint moved on).
+    ahead.sort_by_key(|(height, _, _)| std::cmp::Reverse(*height));
     let mut last_error = None;
-    for probed in ahead {
+    let mut first = true;
+    for (_, peer, mut probed) in ahead {
+        if !std::mem::take(&mut first) {
+            probed = None;
+        }
+        let probed = match probed {
+            Some(probed) => probed,
+            None => match tokio::time::timeout(PROBE_TIMEOUT, probe(key.clone(), peer))
+                .await
+                .ok()
+                .flatten()
+            {
+                Some(probed) if probed.height >= at_least => probed,
+                _ => continue,
+            },
+        };
         let name = probed.stream.peer.clone();
         // A peer that answers, but slowly, is given up: a minute, and a second per MiB.
         let deadline = FETCH_TIMEOUT_BASE + Duration::from_secs(probed.total_bytes >> 20);
@@ -252,6 +269,7 @@ pub async fn state_sync(
 
 /// A peer asked for the first chunk of its checkpoint, on a stream kept for the rest.
 struct Probed {
+    peer: NodeAddr,
     _endpoint: Endpoint,
     connection: cess_transport::quic::Connection,
     stream: Stream,
@@ -284,6 +302,7 @@ async fn probe(key: Arc<NodeKey>, peer: NodeAddr) -> Option<Probed> {
     };
     match stream.chunk(0).await {
         Ok((height, total_bytes, first)) => Some(Probed {
+            peer,
             _endpoint: endpoint,
             connection,
             stream,
@@ -304,6 +323,7 @@ async fn fetch_from(
     trusted: &SetChain,
 ) -> Result<(Checkpoint, u64, u64), StateSyncError> {
     let Probed {
+        peer: _,
         _endpoint,
         connection,
         mut stream,

@@ -285,12 +285,12 @@ fn a_validator_far_behind_takes_a_peers_checkpoint_and_votes_again() {
     wait_height(&runtimes[0], &handles[0], 140);
 
     let rt3 = runtime();
-    let sync = |behind_min: u64| {
+    let sync = |peers: &[NodeAddr], behind_min: u64| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let synced = rt3.block_on(cess_consensus::statesync::state_sync(
                 cluster.node_key(3),
-                &cluster.peers_of(3),
+                peers,
                 &cluster.dirs[3],
                 cluster.ledger.clone(),
                 behind_min,
@@ -305,8 +305,18 @@ fn a_validator_far_behind_takes_a_peers_checkpoint_and_votes_again() {
         }
     };
     // Not far enough behind any peer's checkpoint: nothing taken.
-    assert!(sync(1_000_000).is_none());
-    let synced = sync(50).expect("a peer's checkpoint far enough ahead");
+    assert!(sync(&cluster.peers_of(3), 1_000_000).is_none());
+    // A peer that claims the furthest checkpoint but cannot back it with headers is tried
+    // first, refused, and the next peer (asked again) serves the checkpoint.
+    let liar = rt3.block_on(lying_peer());
+    let mut peers = vec![liar.clone()];
+    peers.extend(cluster.peers_of(3));
+    let synced = sync(&peers, 50).expect("a peer's checkpoint far enough ahead");
+    assert_ne!(
+        synced.peer,
+        liar.to_string(),
+        "the liar's checkpoint was not taken"
+    );
     eprintln!("{synced:?}");
     assert!(synced.height >= 125, "checkpoint at {}", synced.height);
     assert!(synced.was_at <= 5);
@@ -362,4 +372,54 @@ fn a_validator_far_behind_takes_a_peers_checkpoint_and_votes_again() {
         h.shutdown();
     }
     let _ = std::fs::remove_dir_all(&cluster.root);
+}
+
+/// A peer that says its checkpoint is at height 1 000 000 and answers every header request
+/// with a tip of 0 (it has none of the headers that would prove it).
+async fn lying_peer() -> NodeAddr {
+    use cess_consensus::bft::NetMsg;
+    let key = Arc::new(NodeKey::generate());
+    let endpoint = cess_transport::quic::Endpoint::server_for(
+        net::CONSENSUS_PROTOCOL,
+        key,
+        "127.0.0.1:0".parse().unwrap(),
+        cess_transport::quic::Limits::default(),
+    )
+    .unwrap();
+    let addr = endpoint.node_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(connection)) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok((mut send, mut recv)) = connection.inner.accept_bi().await else {
+                    return;
+                };
+                loop {
+                    let mut len = [0u8; 4];
+                    if recv.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+                    if recv.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let answer = match NetMsg::decode(&body) {
+                        Ok(NetMsg::CheckpointRequest { offset }) => NetMsg::CheckpointChunk {
+                            height: 1_000_000,
+                            total_bytes: 64,
+                            offset: offset.min(64),
+                            bytes: vec![7; (64 - offset.min(64)) as usize],
+                        },
+                        _ => NetMsg::Tip { height: 0 },
+                    };
+                    let body = answer.encode();
+                    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+                    frame.extend_from_slice(&body);
+                    if send.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
