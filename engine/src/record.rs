@@ -18,13 +18,21 @@ pub struct Entry {
     pub meta: Box<[u8]>,
 }
 
+/// Bytes an entry of `blocks` blocks with `meta_bytes` of metadata takes in a checkpoint, key
+/// included: key, class, length, extent, metadata length, metadata, a CRC32C per block. The
+/// one formula for placement's budget and the checkpoint's size (what `encode_checkpoint`
+/// writes is asserted to match).
+pub fn footprint_bytes(blocks: u64, meta_bytes: u64) -> u64 {
+    32 + 1 + 8 + 8 + 4 + meta_bytes + 4 * blocks
+}
+
 impl Entry {
     pub fn blocks(&self) -> u64 {
         blocks_for(self.len_bytes)
     }
     /// Bytes this entry takes in a checkpoint (key included).
     pub fn footprint_bytes(&self) -> u64 {
-        32 + 1 + 8 + 8 + 4 + self.meta.len() as u64 + 4 * self.crcs.len() as u64
+        footprint_bytes(self.crcs.len() as u64, self.meta.len() as u64)
     }
     fn encode(&self, w: &mut Writer) {
         w.u8(self.class.to_byte());
@@ -213,8 +221,15 @@ pub fn encode_checkpoint<'a>(
     encode_cursor(&mut w, cursor.0, cursor.1);
     let mut count = 0u32;
     for (key, entry) in entries {
+        let start = w.len();
         w.bytes(&key.0);
         entry.encode(&mut w);
+        // Placement budgets checkpoint space with the same formula.
+        assert_eq!(
+            (w.len() - start) as u64,
+            entry.footprint_bytes(),
+            "entry footprint"
+        );
         count += 1;
     }
     (w.into_inner(), count)
@@ -285,6 +300,13 @@ pub fn encode_frame(
     let sum = frame_checksum(&out[..FRAME_CHECKSUM_AT], payload);
     out[FRAME_CHECKSUM_AT..FRAME_HEADER_BYTES].copy_from_slice(&sum);
     out.resize(total, 0);
+    // What is written must read back through the reader recovery uses, to the same header
+    // and payload (one more hash of the payload: metadata only, never fragment data).
+    let back = check_frame(&out, magic, store_id, header.shard);
+    assert!(
+        back.is_some_and(|(h, p)| h == *header && p == payload),
+        "a frame that does not decode is never written"
+    );
     out
 }
 

@@ -1091,7 +1091,8 @@ impl Shard {
         if free < blocks + reserve {
             return Err(no_space());
         }
-        let footprint = 32 + 1 + 8 + 8 + 4 + 4 * blocks;
+        // A new entry has no metadata yet.
+        let footprint = record::footprint_bytes(blocks, 0);
         let capacity = checkpoint_capacity(&self.regions);
         if *pending_footprint + footprint > capacity {
             return Err(StoreError::MetadataFull {
