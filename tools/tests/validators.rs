@@ -137,14 +137,9 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     }
     let mut validators = Validators(Vec::new());
     for i in 0..4 {
-        let log = std::fs::File::create(dir.join(format!("v{i}.out"))).unwrap();
-        let child = cess(dir)
-            .args(["validator", "run", &format!("net/v{i}")])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        validators.0.push(child);
+        validators
+            .0
+            .push(run_validator(dir, i, &format!("v{i}.out")));
     }
     let height = |i: usize| commits(dir, i).keys().max().copied().unwrap_or(0);
     wait_for(
@@ -219,13 +214,7 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     // Started again, validator 3 resumes from its block store (not from genesis), catches up
     // and finalizes with the others.
     let stored = height(3);
-    let log = std::fs::File::create(dir.join("v3-again.out")).unwrap();
-    validators.0[3] = cess(dir)
-        .args(["validator", "run", "net/v3"])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    validators.0[3] = run_validator(dir, 3, "v3-again.out");
     let tip = height(0);
     wait_for(
         "validator 3 to commit past the others' height at its restart",
@@ -254,13 +243,7 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     }
     let stored: Vec<u64> = (0..4).map(height).collect();
     for i in 0..4 {
-        let log = std::fs::File::create(dir.join(format!("v{i}-all.out"))).unwrap();
-        validators.0[i] = cess(dir)
-            .args(["validator", "run", &format!("net/v{i}")])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
+        validators.0[i] = run_validator(dir, i, &format!("v{i}-all.out"));
     }
     let top = *stored.iter().max().unwrap();
     wait_for(
@@ -289,13 +272,7 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
     // Validator 3 loses its disk (blocks, checkpoint and log; same keys): started again far
     // behind validator 2's latest checkpoint, it takes that checkpoint (checked era by era
     // from genesis) rather than replaying every block, and votes on from there.
-    let log = std::fs::File::create(dir.join("v0-again.out")).unwrap();
-    validators.0[0] = cess(dir)
-        .args(["validator", "run", "net/v0"])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    validators.0[0] = run_validator(dir, 0, "v0-again.out");
     validators.0[3].kill().unwrap();
     validators.0[3].wait().unwrap();
     for file in ["blocks", "checkpoint", "wal"] {
@@ -312,13 +289,7 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         Duration::from_secs(60),
         || height(2) >= reached + 10,
     );
-    let log = std::fs::File::create(dir.join("v3-lost.out")).unwrap();
-    validators.0[3] = cess(dir)
-        .args(["validator", "run", "net/v3"])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    validators.0[3] = run_validator(dir, 3, "v3-lost.out");
     let tip = height(2);
     wait_for(
         "validator 3, its disk lost, to commit past the others' height at its restart",
@@ -349,6 +320,17 @@ fn four_validator_processes_finalize_survive_a_kill_and_agree() {
         assert!(common >= 3, "validator {i} shares only {common} heights");
     }
     assert_eq!(txs(0), 200, "every transfer finalized exactly once");
+}
+
+/// `cess validator run net/v{i}`, its output (both streams) in `dir/{out}`.
+fn run_validator(dir: &Path, i: usize, out: &str) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(out)).unwrap();
+    cess(dir)
+        .args(["validator", "run", &format!("net/v{i}")])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
 }
 
 /// Whether a node's output has a line starting with `prefix`.
@@ -390,15 +372,7 @@ fn candidates_registered_by_the_cli_are_elected_and_carry_the_chain() {
     );
     let mut nodes = Validators(Vec::new());
     for i in 0..6 {
-        let log = std::fs::File::create(dir.join(format!("v{i}.out"))).unwrap();
-        nodes.0.push(
-            cess(dir)
-                .args(["validator", "run", &format!("net/v{i}")])
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap(),
-        );
+        nodes.0.push(run_validator(dir, i, &format!("v{i}.out")));
     }
     let height = |i: usize| commits(dir, i).keys().max().copied().unwrap_or(0);
     wait_for(
