@@ -23,7 +23,6 @@
 
 use crate::bft::{BlockHeader, CommitRecord, Validator, ValidatorSet};
 use crate::checkpoint::Checkpoint;
-use crate::keys::AccountId;
 use crate::ledger::{Ledger, ValidatorEntry};
 use crate::tx::Hash32;
 
@@ -53,7 +52,6 @@ pub struct SetChain {
     /// The trusted state's parameters (a checkpoint must have the same: the root does not
     /// cover them).
     params: crate::ledger::LedgerParams,
-    era_blocks: u64,
     /// The set of the era before the current one (what a ledger in the current era keeps as
     /// its previous validators; empty before the first election).
     era_before: Vec<ValidatorEntry>,
@@ -97,7 +95,6 @@ impl SetChain {
         SetChain {
             chain_id: ledger.chain_id(),
             params: ledger.params().clone(),
-            era_blocks: ledger.params().era_blocks,
             era_before: ledger.previous_validators().to_vec(),
             current: ledger.validators().to_vec(),
             previous: previous.map(entries),
@@ -110,7 +107,7 @@ impl SetChain {
     }
 
     pub fn era_blocks(&self) -> u64 {
-        self.era_blocks
+        self.params.era_blocks
     }
 
     /// The first height the current set decides.
@@ -120,7 +117,8 @@ impl SetChain {
 
     /// The last height the current set decides: its era's last block, which names the next.
     pub fn until(&self) -> u64 {
-        self.from.div_ceil(self.era_blocks) * self.era_blocks
+        let era_blocks = self.era_blocks();
+        self.from.div_ceil(era_blocks) * era_blocks
     }
 
     pub fn current(&self) -> &[ValidatorEntry] {
@@ -232,10 +230,5 @@ impl SetChain {
             return refuse("the validator set that decided its height");
         }
         Ok(())
-    }
-
-    /// Accounts of the current set (for messages).
-    pub fn accounts(&self) -> Vec<AccountId> {
-        self.current.iter().map(|v| v.account).collect()
     }
 }

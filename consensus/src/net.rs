@@ -607,61 +607,51 @@ async fn core_loop<E: Engine>(
                 outputs
             }
             Event::Sync(height, count, reply) => {
-                // From memory or the store, in order, up to the first height missing and
-                // within one answer's bytes (at least one block).
-                let mut blocks = Vec::new();
-                let mut tx_bytes = 0;
-                let mut tip = None;
-                for at in height..height.saturating_add(count.into()) {
-                    let Some((block, commit)) = core
-                        .decided(at)
-                        .or_else(|| store.as_ref().and_then(|s| s.read(at)))
-                    else {
-                        tip = (at > core.ledger().height()).then(|| core.ledger().height());
-                        break;
-                    };
-                    tx_bytes += crate::bft::block_tx_bytes(&block);
-                    if !blocks.is_empty() && tx_bytes > crate::bft::SYNC_ANSWER_TX_BYTES_MAX {
-                        break;
-                    }
-                    blocks.push((block, commit));
-                }
-                if blocks.is_empty() {
-                    // Nothing kept at that height: the tip says how far this node is.
-                    tip = Some(core.ledger().height());
-                }
-                let _ = reply.send(Answer { items: blocks, tip });
+                let heights = (0..u64::from(count)).map(|k| height.checked_add(k));
+                let answer = decided_answer(&core, store.as_ref(), heights, |b, c| (b, c));
+                let _ = reply.send(answer);
                 continue;
             }
             Event::Headers(first, step, count, reply) => {
-                let mut headers = Vec::new();
-                let mut read_bytes = 0;
-                let mut tip = None;
-                for k in 0..u64::from(count) {
-                    let at = step.checked_mul(k).and_then(|o| first.checked_add(o));
-                    let found = at.and_then(|at| {
-                        core.decided(at)
-                            .or_else(|| store.as_ref().and_then(|s| s.read(at)))
-                    });
-                    let Some((block, commit)) = found else {
-                        tip = Some(core.ledger().height());
-                        break;
-                    };
-                    // Each header costs a block read and hashed: within one answer's bytes.
-                    read_bytes += crate::bft::block_tx_bytes(&block);
-                    if !headers.is_empty() && read_bytes > crate::bft::SYNC_ANSWER_TX_BYTES_MAX {
-                        break;
-                    }
-                    headers.push((block.header(), commit));
-                }
-                let _ = reply.send(Answer {
-                    items: headers,
-                    tip,
-                });
+                let heights = (0..u64::from(count))
+                    .map(|k| step.checked_mul(k).and_then(|o| first.checked_add(o)));
+                let answer = decided_answer(&core, store.as_ref(), heights, |b, c| (b.header(), c));
+                let _ = reply.send(answer);
                 continue;
             }
         };
     }
+}
+
+/// The blocks decided at `heights` (from memory, else the store), each made into an answer
+/// item, in order: up to the first height missing (then the tip is said too) and within one
+/// answer's transaction bytes (at least one block). Each item costs a block read (and for a
+/// header, its transactions hashed), so the bound is on the blocks read.
+fn decided_answer<E: Engine, T>(
+    core: &E,
+    store: Option<&StoreWriter>,
+    heights: impl Iterator<Item = Option<u64>>,
+    item: impl Fn(Arc<crate::bft::Block>, crate::bft::CommitRecord) -> T,
+) -> Answer<T> {
+    let mut items = Vec::new();
+    let mut tx_bytes = 0;
+    for at in heights {
+        let found = at.and_then(|at| core.decided(at).or_else(|| store.and_then(|s| s.read(at))));
+        let Some((block, commit)) = found else {
+            // Not kept here (ahead of this node, or before its store's base): its tip says
+            // how far it is, and the asker asks elsewhere at once.
+            return Answer {
+                items,
+                tip: Some(core.ledger().height()),
+            };
+        };
+        tx_bytes += crate::bft::block_tx_bytes(&block);
+        if !items.is_empty() && tx_bytes > crate::bft::SYNC_ANSWER_TX_BYTES_MAX {
+            break;
+        }
+        items.push(item(block, commit));
+    }
+    Answer { items, tip: None }
 }
 
 /// The block store behind a validator: appended by its own thread (an fsync per block never
@@ -1326,6 +1316,22 @@ fn checkpoint_chunk(dir: Option<&std::path::Path>, offset: u64) -> NetMsg {
     }
 }
 
+/// A client endpoint on an ephemeral port of the same address family as `peer` (clients,
+/// followers and state sync dial validators from one).
+pub(crate) fn client_endpoint(key: Arc<NodeKey>, peer: &NodeAddr) -> Result<Endpoint, NetError> {
+    let bind: SocketAddr = if peer.socket.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    Ok(Endpoint::client_for(
+        CONSENSUS_PROTOCOL,
+        key,
+        bind,
+        Limits::default(),
+    )?)
+}
+
 /// A client's connection to a validator, for submitting transactions.
 #[derive(Debug)]
 pub struct TxClient {
@@ -1336,12 +1342,7 @@ pub struct TxClient {
 
 impl TxClient {
     pub async fn connect(key: Arc<NodeKey>, validator: &NodeAddr) -> Result<TxClient, NetError> {
-        let bind: SocketAddr = if validator.socket.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
-        let endpoint = Endpoint::client_for(CONSENSUS_PROTOCOL, key, bind, Limits::default())?;
+        let endpoint = client_endpoint(key, validator)?;
         let connection = endpoint.dial(validator).await?;
         let (send, _recv) = connection
             .inner
@@ -1541,12 +1542,7 @@ pub fn follow_with_store(
             "a follower needs at least one validator".into(),
         ));
     }
-    let bind: SocketAddr = if validators[0].socket.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let endpoint = Endpoint::client_for(CONSENSUS_PROTOCOL, key, bind, Limits::default())?;
+    let endpoint = client_endpoint(key, &validators[0])?;
     if ledger.height() != 0 {
         return Err(NetError::Io(
             "a follower starts from genesis, or from genesis and its block store".into(),

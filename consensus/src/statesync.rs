@@ -21,7 +21,7 @@ use crate::ledger::Ledger;
 use crate::light::{LightError, SetChain};
 use crate::net::{FrameError, frame, read_frame};
 use cess_transport::identity::{NodeAddr, NodeKey};
-use cess_transport::quic::{Endpoint, Limits};
+use cess_transport::quic::Endpoint;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,7 +170,8 @@ impl Stream {
 /// Takes a peer's checkpoint into `dir` if one is at least `behind_min_blocks` ahead of the
 /// state on `dir` (its own checkpoint and blocks, or `genesis`). `None`: no peer is that far
 /// ahead (or none answered); the node then catches up block by block. The disk must not be
-/// open (this opens it to read where it is, and writes the new checkpoint and store).
+/// open (this opens it to read where it is, and writes the new checkpoint and store); a
+/// driver that holds it open already calls [`state_sync_from`].
 pub async fn state_sync(
     key: Arc<NodeKey>,
     peers: &[NodeAddr],
@@ -189,9 +190,31 @@ pub async fn state_sync(
         }
         Err(e) => return Err(e.into()),
     };
+    state_sync_from(
+        key,
+        peers,
+        dir,
+        &ledger,
+        previous.as_ref(),
+        behind_min_blocks,
+    )
+    .await
+}
+
+/// [`state_sync`] from a state the caller holds: `ledger` (what `dir` resumes at, or genesis)
+/// and the set that decided its last block. A checkpoint taken replaces `dir`'s store and
+/// checkpoint (a store the caller holds open stays readable; open the disk again to use the
+/// new one).
+pub async fn state_sync_from(
+    key: Arc<NodeKey>,
+    peers: &[NodeAddr],
+    dir: &Path,
+    ledger: &Ledger,
+    previous: Option<&crate::bft::ValidatorSet>,
+    behind_min_blocks: u64,
+) -> Result<Option<StateSynced>, StateSyncError> {
     let was_at = ledger.height();
-    let trusted = SetChain::from_ledger(&ledger, previous.as_ref());
-    drop(ledger);
+    let trusted = SetChain::from_ledger(ledger, previous);
     // Every peer at once: how far is its checkpoint.
     let mut probes = tokio::task::JoinSet::new();
     for peer in peers {
@@ -209,19 +232,18 @@ pub async fn state_sync(
         if let Ok(Some(probed)) = probed
             && probed.height >= at_least
         {
-            ahead.push((probed.height, probed.peer.clone(), Some(probed)));
+            ahead.push(probed);
         }
     }
     // The furthest first; the others if it fails, each asked again then (its connection
-    // may have idled out while the first was fetched, its checkpoint moved on).
-    ahead.sort_by_key(|(height, _, _)| std::cmp::Reverse(*height));
+    // may have idled out while the first was fetched, its checkpoint moved on): only the
+    // furthest's probe is kept.
+    ahead.sort_by_key(|p| std::cmp::Reverse(p.height));
+    let order: Vec<NodeAddr> = ahead.iter().map(|p| p.peer.clone()).collect();
+    let mut furthest = ahead.into_iter().next();
     let mut last_error = None;
-    let mut first = true;
-    for (_, peer, mut probed) in ahead {
-        if !std::mem::take(&mut first) {
-            probed = None;
-        }
-        let probed = match probed {
+    for peer in order {
+        let probed = match furthest.take() {
             Some(probed) => probed,
             None => match tokio::time::timeout(PROBE_TIMEOUT, probe(key.clone(), peer))
                 .await
@@ -279,13 +301,7 @@ struct Probed {
 }
 
 async fn probe(key: Arc<NodeKey>, peer: NodeAddr) -> Option<Probed> {
-    let bind: std::net::SocketAddr = if peer.socket.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let endpoint =
-        Endpoint::client_for(crate::net::CONSENSUS_PROTOCOL, key, bind, Limits::default()).ok()?;
+    let endpoint = crate::net::client_endpoint(key, &peer).ok()?;
     let name = peer.to_string();
     let connection = match endpoint.dial(&peer).await {
         Ok(connection) => connection,

@@ -121,15 +121,7 @@ impl BlockStore {
             source,
         };
         // One writer: a second validator on the same directory would interleave records.
-        let mut file = match open_locked(path) {
-            Ok(file) => file,
-            Err(None) => {
-                return Err(StoreError::Locked {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(Some(e)) => return Err(io(e)),
-        };
+        let mut file = lock_store(path)?;
         let len = file.metadata().map_err(io)?.len();
         if len < HEADER_BYTES {
             // New, or a crash before the header was durable: nothing was acknowledged yet.
@@ -219,21 +211,7 @@ impl BlockStore {
         base: u64,
         base_hash: Hash32,
     ) -> Result<BlockStore, StoreError> {
-        let file = match open_locked(path) {
-            Ok(file) => file,
-            Err(None) => {
-                return Err(StoreError::Locked {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(Some(source)) => {
-                return Err(StoreError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        Self::start_file(path, file, chain_id, base, base_hash)
+        Self::start_file(path, lock_store(path)?, chain_id, base, base_hash)
     }
 
     /// Writes the header of an empty store, durably.
@@ -763,6 +741,19 @@ pub fn replay_blocks_from(
 
 /// Opens (or creates) `path` for reading and writing, locked against every other opener:
 /// `Err(None)` when another process holds it.
+/// The store's file at `path`, locked for this process.
+fn lock_store(path: &Path) -> Result<File, StoreError> {
+    open_locked(path).map_err(|e| match e {
+        None => StoreError::Locked {
+            path: path.to_path_buf(),
+        },
+        Some(source) => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
 pub(crate) fn open_locked(path: &Path) -> Result<File, Option<std::io::Error>> {
     let file = OpenOptions::new()
         .read(true)

@@ -230,6 +230,9 @@ fn a_header_hashes_like_its_block_and_names_its_transactions() {
     let chain = chain();
     for (block, _) in &chain.blocks {
         assert_eq!(block.header().hash(), block.hash());
+        // Hashed from received bytes (the proposal path) as from the block.
+        let (decoded, hash) = Block::decode_hashed(&block.encode()).unwrap();
+        assert_eq!((&decoded, hash), (&**block, block.hash()));
     }
     let (block, _) = chain
         .blocks

@@ -284,32 +284,60 @@ pub fn run(dir: &Path) -> Result<()> {
     // Every committed block is kept in `blocks`; a restart replays them, then syncs the rest.
     // The consensus log of the height after them is replayed too, so this validator re-sends
     // the votes it cast before it stopped and never signs other ones.
-    if config.state_sync_behind_blocks > 0 && !peers.is_empty() {
+    let mut replay_started = Instant::now();
+    let open = || cess_consensus::store::open_disk(dir, ledger.clone(), RESTORED_BLOCKS_KEPT, true);
+    let state_sync = config.state_sync_behind_blocks > 0 && !peers.is_empty();
+    let mut opened = match open() {
+        Ok(opened) => Some(opened),
+        // A store that starts at a taken checkpoint which is gone: a peer's is taken again,
+        // followed from genesis.
+        Err(e @ cess_consensus::store::DiskError::NoBaseCheckpoint { .. }) if state_sync => {
+            eprintln!("{e}; taking a peer's checkpoint, checked from genesis");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if state_sync {
+        // From the state just opened (or genesis), not from the disk opened a second time.
+        let (trusted, previous) = match &opened {
+            Some(o) => (&o.restored.ledger, o.restored.previous_validators.as_ref()),
+            None => (&ledger, None),
+        };
         let started = Instant::now();
-        let synced = runtime.block_on(cess_consensus::statesync::state_sync(
+        let synced = runtime.block_on(cess_consensus::statesync::state_sync_from(
             node_key.clone(),
             &peers,
             dir,
-            ledger.clone(),
+            trusted,
+            previous,
             config.state_sync_behind_blocks,
         ));
         match synced {
-            Ok(Some(synced)) => println!(
-                "took the checkpoint at height {} from {} in {} ms ({} bytes; {} era headers \
-                 checked from height {}, where this validator's own state was)",
-                synced.height,
-                synced.peer,
-                started.elapsed().as_millis(),
-                synced.checkpoint_bytes,
-                synced.headers,
-                synced.was_at
-            ),
+            Ok(Some(synced)) => {
+                println!(
+                    "took the checkpoint at height {} from {} in {} ms ({} bytes; {} era \
+                     headers checked from height {}, where this validator's own state was)",
+                    synced.height,
+                    synced.peer,
+                    started.elapsed().as_millis(),
+                    synced.checkpoint_bytes,
+                    synced.headers,
+                    synced.was_at
+                );
+                // The disk now holds the taken checkpoint: opened again below.
+                opened = None;
+            }
             Ok(None) => {}
             Err(e) => eprintln!("state sync: {e}; catching up block by block instead"),
         }
     }
-    let replay_started = Instant::now();
-    let opened = cess_consensus::store::open_disk(dir, ledger, RESTORED_BLOCKS_KEPT, true)?;
+    let opened = match opened {
+        Some(opened) => opened,
+        None => {
+            replay_started = Instant::now();
+            open()?
+        }
+    };
     let height = opened.disk.store.height();
     if opened.store_torn_bytes > 0 {
         eprintln!(

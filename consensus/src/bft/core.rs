@@ -860,10 +860,10 @@ impl Core {
                 count,
             } => {
                 let mut answer_tx_bytes = 0;
-                let mut at_tip = false;
+                let mut missing = false;
                 for at in wanted..wanted.saturating_add(count.into()) {
                     let Some((block, commit)) = self.history.get(&at).cloned() else {
-                        at_tip = at > self.ledger.height();
+                        missing = true;
                         break;
                     };
                     let tx_bytes = block_tx_bytes(&block);
@@ -883,8 +883,9 @@ impl Core {
                         },
                     ));
                 }
-                // Cut short by the tip: said, so the asker asks anyone again at once.
-                if at_tip {
+                // Cut short by a height not kept here: the tip is said, so the asker asks
+                // elsewhere at once (as the QUIC driver answers).
+                if missing {
                     self.outputs.push(Output::Send(
                         from,
                         NetMsg::Tip {
@@ -1267,20 +1268,14 @@ impl Core {
         if block.height < self.height() || !self.apply_synced(from, block, commit) {
             return;
         }
-        // Blocks of the batch that arrived ahead of this one (a network that reorders).
+        // Blocks of the batch that arrived ahead of this one (a network that reorders); each
+        // height applied prunes what is below it (`advance_height`).
         while let Some((from, block, commit)) = self.sync_ahead.remove(&self.height()) {
             self.sync_ahead_tx_bytes -= block_tx_bytes(&block);
             if !self.apply_synced(from, block, commit) {
                 break;
             }
         }
-        let height = self.height();
-        self.sync_ahead.retain(|h, _| *h > height);
-        self.sync_ahead_tx_bytes = self
-            .sync_ahead
-            .values()
-            .map(|(_, b, _)| block_tx_bytes(b))
-            .sum();
     }
 
     /// A block of the batch being answered that arrived before the ones below it: kept

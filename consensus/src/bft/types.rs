@@ -160,7 +160,13 @@ pub struct BlockHeader {
 fn txs_hash(txs: &[Transaction]) -> Hash32 {
     let mut w = Writer::new();
     crate::tx::encode_list(txs, &mut w);
-    hash(b"cess-bft/2 block transactions\0", &[w.as_bytes()])
+    encoded_txs_hash(w.as_bytes())
+}
+
+/// The same hash over a transaction list's encoding (the encoding is canonical, so received
+/// bytes hash as their re-encoding would).
+fn encoded_txs_hash(encoded: &[u8]) -> Hash32 {
+    hash(b"cess-bft/2 block transactions\0", &[encoded])
 }
 
 /// The fields a block and its header share, in their encoded order.
@@ -273,6 +279,22 @@ impl Block {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Block, DecodeError> {
+        Ok(Self::decode_parts(bytes)?.0)
+    }
+
+    /// A received block and its hash, taken over the bytes it came in (the head as received,
+    /// the transactions by the hash of their received encoding): nothing encoded again.
+    pub fn decode_hashed(bytes: &[u8]) -> Result<(Block, BlockHash), DecodeError> {
+        let (block, head_len) = Self::decode_parts(bytes)?;
+        let (head, txs) = bytes.split_at(head_len);
+        let mut header = Vec::with_capacity(head.len() + 32);
+        header.extend_from_slice(head);
+        header.extend_from_slice(&encoded_txs_hash(txs));
+        Ok((block, block_hash(&header)))
+    }
+
+    /// The block, and the length of its head (the bytes before its transaction list).
+    fn decode_parts(bytes: &[u8]) -> Result<(Block, usize), DecodeError> {
         if bytes.len() > BLOCK_BYTES_MAX {
             return Err(DecodeError::TooLong {
                 what: "block",
@@ -291,9 +313,10 @@ impl Block {
             vrf_proof,
             last_commit,
         ) = decode_head(&mut r)?;
+        let head_len = bytes.len() - r.remaining();
         let txs = crate::tx::decode_list(&mut r, BLOCK_TXS_MAX)?;
         r.finish()?;
-        Ok(Block {
+        let block = Block {
             height,
             parent,
             parent_root,
@@ -303,7 +326,8 @@ impl Block {
             vrf_proof,
             last_commit,
             txs,
-        })
+        };
+        Ok((block, head_len))
     }
 
     /// The header (its transactions hashed).
@@ -408,11 +432,20 @@ impl BlockValue {
         }
     }
 
-    /// A received block (the encoding is canonical: the bytes it came in are its encoding).
+    /// A received block, hashed over the bytes it came in (the encoding is canonical, so they
+    /// are its encoding), not over an encoding made again.
     pub fn decode(bytes: &[u8]) -> Result<BlockValue, DecodeError> {
-        let block = Block::decode(bytes)?;
+        let (block, hash) = Block::decode_hashed(bytes)?;
         debug_assert_eq!(block.encode(), bytes, "the block encoding is canonical");
-        Ok(BlockValue::new(block))
+        debug_assert_eq!(
+            block.hash(),
+            hash,
+            "the hash of the received bytes is the block's"
+        );
+        Ok(BlockValue {
+            hash,
+            block: Arc::new(block),
+        })
     }
 
     pub fn block(&self) -> &Arc<Block> {
