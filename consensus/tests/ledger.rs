@@ -937,13 +937,30 @@ fn an_exiting_miner_hands_its_fragments_to_restoral_and_withdraws_after_cooling_
     for _ in 0..test_params().miner_cooling_off_blocks {
         chain.block(&[]);
     }
-    // Its collateral returns (less what missed audits took meanwhile).
+    // Its collateral returns, less what missed audits took meanwhile and `penalty_lost` for
+    // each of its fragments not rebuilt yet: one of the two was (its data moved first).
+    let spare = (4..17)
+        .find(|i| {
+            *i != mine
+                && chain.ledger.file(&file_id).unwrap().segments[0]
+                    .fragments
+                    .iter()
+                    .all(|f| f.miner != Some(chain.id(*i)))
+        })
+        .unwrap();
+    let moved = chain.ledger.file(&file_id).unwrap().segments[0].fragments[0].id;
+    chain
+        .run(spare, Call::ClaimRestoral { fragment_id: moved })
+        .unwrap();
+    chain
+        .run(spare, Call::CompleteRestoral { fragment_id: moved })
+        .unwrap();
     let collateral = chain.ledger.miner(&me).unwrap().collateral;
     chain.run(mine, Call::WithdrawMiner).unwrap();
     assert!(chain.ledger.miner(&me).is_none());
     assert_eq!(
         chain.ledger.account(&me).balance,
-        balance + collateral - (chain.fees_paid(mine) - fees)
+        balance + collateral - test_params().penalty_lost - (chain.fees_paid(mine) - fees)
     );
 }
 
@@ -1444,7 +1461,11 @@ fn fragments_deleted_or_reported_lost_leave_open_audits() {
     for _ in 0..test_params().audit_window_blocks_max() {
         chain.block(&[]);
     }
-    assert_eq!(chain.ledger.miner(&other).unwrap().collateral, collateral);
+    // Only the report's own cost (see `reporting_losses_costs_less_than_…`).
+    assert_eq!(
+        chain.ledger.miner(&other).unwrap().collateral,
+        collateral - test_params().penalty_lost
+    );
 }
 
 /// Scenario: a storage order locked its miners' space for ever, for nothing. A pending order
@@ -2019,4 +2040,376 @@ fn a_miner_cannot_claim_the_restoral_of_what_it_reported_lost() {
     chain
         .run(other, Call::ClaimRestoral { fragment_id })
         .unwrap();
+}
+
+/// Columns `columns` of segment 0 of `file_id` reported lost by their holders, one block
+/// each; their fragment ids.
+fn lose_columns(
+    chain: &mut Chain,
+    file_id: &[u8; 32],
+    columns: std::ops::Range<usize>,
+) -> Vec<[u8; 32]> {
+    let mut lost = Vec::new();
+    for column in columns {
+        let fragment = &chain.ledger.file(file_id).unwrap().segments[0].fragments[column];
+        let (fragment_id, holder) = (fragment.id, chain.index_of(&fragment.miner.unwrap()));
+        chain.run(holder, Call::ReportLost { fragment_id }).unwrap();
+        lost.push(fragment_id);
+    }
+    lost
+}
+
+/// Scenario (issue 23): a segment with 8 of its 12 fragments lost still has the 4 that
+/// rebuild it. Its file is at risk (more than a third under restoral, the countdown runs),
+/// each fragment is claimed and rebuilt by a miner holding nothing else of the segment, and
+/// the file is active again, its countdown stopped.
+#[test]
+fn a_segment_with_8_of_12_fragments_lost_is_rebuilt_and_its_file_is_active_again() {
+    // A countdown (three claim periods) long enough for eight rebuilds of two blocks each.
+    let params = cess_consensus::LedgerParams {
+        restoral_claim_blocks: 20,
+        ..test_params()
+    };
+    let (mut chain, mut storage) = storage_chain_with(params.clone());
+    let file_id = store_file(&mut chain, &mut storage, 81, 1);
+    let holders = chain.holders(&file_id);
+    let spare = (4..17).find(|i| !holders.contains(i)).unwrap();
+    let lost = lose_columns(&mut chain, &file_id, 0..4);
+    assert!(matches!(
+        chain.ledger.file(&file_id).unwrap().state,
+        FileState::Recovery {
+            unheld: 4,
+            segments_at_risk: 0,
+            lost_at: None
+        }
+    ));
+    assert_eq!(
+        chain.ledger.file(&file_id).unwrap().state.name(),
+        "recovery"
+    );
+    let fifth = chain.ledger.file(&file_id).unwrap().segments[0].fragments[4].id;
+    let outcome = chain.block(&[chain.tx(holders[4], Call::ReportLost { fragment_id: fifth })]);
+    let lost_at = outcome
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::FileAtRisk {
+                file_id: f,
+                lost_at,
+            } if *f == file_id => Some(*lost_at),
+            _ => None,
+        })
+        .expect("the fifth loss puts the segment at risk");
+    assert_eq!(
+        lost_at,
+        chain.ledger.height() + 3 * params.restoral_claim_blocks
+    );
+    let mut lost = lost;
+    lost.push(fifth);
+    lost.extend(lose_columns(&mut chain, &file_id, 5..8));
+    assert!(matches!(
+        chain.ledger.file(&file_id).unwrap().state,
+        FileState::Recovery {
+            unheld: 8,
+            segments_at_risk: 1,
+            lost_at: Some(at)
+        } if at == lost_at
+    ));
+    // Rebuilders: the spare takes column 0, the miner that lost column c takes column c + 1
+    // (it holds nothing of the segment any more, and never claims its own loss).
+    let mut rebuilders = vec![spare];
+    rebuilders.extend(&holders[..7]);
+    let mut recovered = false;
+    for (fragment_id, rebuilder) in lost.iter().zip(rebuilders) {
+        assert_eq!(
+            chain.run(
+                holders[8],
+                Call::ClaimRestoral {
+                    fragment_id: *fragment_id
+                }
+            ),
+            Err(TxError::HoldsSegment)
+        );
+        chain
+            .run(
+                rebuilder,
+                Call::ClaimRestoral {
+                    fragment_id: *fragment_id,
+                },
+            )
+            .unwrap();
+        let outcome = chain.block(&[chain.tx(
+            rebuilder,
+            Call::CompleteRestoral {
+                fragment_id: *fragment_id,
+            },
+        )]);
+        assert_eq!(outcome.receipts, vec![Ok(())]);
+        recovered |= outcome.events.contains(&Event::FileRecovered { file_id });
+    }
+    assert!(recovered);
+    assert_eq!(
+        chain.ledger.file(&file_id).unwrap().state,
+        FileState::Active
+    );
+    while chain.ledger.height() <= lost_at {
+        chain.block(&[]);
+    }
+    assert_eq!(
+        chain.ledger.file(&file_id).unwrap().state,
+        FileState::Active
+    );
+}
+
+/// Scenario (issue 23): a segment with 9 of its 12 fragments lost cannot be rebuilt (3 are
+/// left, 4 are needed). When its countdown ends the file is lost: its last holders and its
+/// claimant let go, its orders close, its owner's lease stops paying for it, nobody can join
+/// it, and its owner can still delete it.
+#[test]
+fn a_segment_with_9_of_12_fragments_lost_makes_its_file_lost_after_the_countdown() {
+    let (mut chain, mut storage) = storage_chain();
+    let file_id = store_file(&mut chain, &mut storage, 82, 1);
+    let holders = chain.holders(&file_id);
+    let spare = (4..17).find(|i| !holders.contains(i)).unwrap();
+    let used_before = chain.ledger.lease(&chain.id(0)).unwrap().used_bytes;
+    assert!(used_before > 0);
+    let lost = lose_columns(&mut chain, &file_id, 0..9);
+    let FileState::Recovery {
+        lost_at: Some(lost_at),
+        ..
+    } = chain.ledger.file(&file_id).unwrap().state
+    else {
+        panic!("at risk");
+    };
+    assert_eq!(chain.ledger.file(&file_id).unwrap().state.name(), "at-risk");
+    chain
+        .run(
+            spare,
+            Call::ClaimRestoral {
+                fragment_id: lost[0],
+            },
+        )
+        .unwrap();
+    let mut lost_seen = false;
+    while chain.ledger.height() < lost_at {
+        let outcome = chain.block(&[]);
+        lost_seen |= outcome.events.contains(&Event::FileLost { file_id });
+        if chain.ledger.height() < lost_at {
+            assert!(!lost_seen, "not before its countdown ends");
+        }
+    }
+    assert!(lost_seen);
+    let file = chain.ledger.file(&file_id).unwrap();
+    assert_eq!(file.state, FileState::Lost { at: lost_at });
+    assert_eq!(file.state.name(), "lost");
+    assert!(file.segments[0].fragments.iter().all(|f| f.miner.is_none()));
+    assert_eq!(chain.ledger.restorals().count(), 0);
+    for miner in holders.iter().chain([&spare]) {
+        let m = chain.ledger.miner(&chain.id(*miner)).unwrap();
+        assert_eq!(
+            (m.locked_bytes, m.active_bytes, m.restoral_claims),
+            (0, 0, 0)
+        );
+    }
+    assert_eq!(chain.ledger.lease(&chain.id(0)).unwrap().used_bytes, 0);
+    // Nobody joins a lost file; its owner deletes it.
+    let f = chain.ledger.file(&file_id).unwrap().clone();
+    assert_eq!(
+        chain.run(
+            1,
+            Call::DeclareFile {
+                file_id,
+                file_name: "again".into(),
+                size_bytes: f.size_bytes,
+                fragment_bytes: f.fragment_bytes,
+                tagger: f.tagger,
+                segments: vec![],
+                meta: Vec::new(),
+            }
+        ),
+        Err(TxError::FileLost)
+    );
+    chain.run(0, Call::DeleteFile { file_id }).unwrap();
+    assert!(chain.ledger.file(&file_id).is_none());
+}
+
+/// Scenario (issue 23): one miner could claim orders and let every claim expire, holding
+/// them from miners that would rebuild them. After `restoral_expiries_max` expiries in a row
+/// it may not claim for `restoral_bar_blocks`; a completed restoral resets the count.
+#[test]
+fn a_miner_that_lets_its_claims_expire_in_a_row_is_barred_for_a_while() {
+    let params = cess_consensus::LedgerParams {
+        restoral_expiries_max: 2,
+        restoral_bar_blocks: 20,
+        ..test_params()
+    };
+    let (mut chain, mut storage) = storage_chain_with(params.clone());
+    chain.register_miner(17, 1 << 20);
+    let file_id = store_file(&mut chain, &mut storage, 83, 3);
+    let holders = chain.holders(&file_id);
+    let spare = (4..18).find(|i| !holders.contains(i)).unwrap();
+    let other = (4..18)
+        .find(|i| !holders.contains(i) && *i != spare)
+        .unwrap();
+    // The miner of column 1 loses its fragment in each of the three segments.
+    let lost: Vec<[u8; 32]> = (0..3)
+        .map(|s| chain.ledger.file(&file_id).unwrap().segments[s].fragments[1].id)
+        .collect();
+    for fragment_id in &lost {
+        chain
+            .run(
+                holders[1],
+                Call::ReportLost {
+                    fragment_id: *fragment_id,
+                },
+            )
+            .unwrap();
+    }
+    let let_expire = |chain: &mut Chain, fragment_id: [u8; 32]| {
+        chain
+            .run(spare, Call::ClaimRestoral { fragment_id })
+            .unwrap();
+        for _ in 0..params.restoral_claim_blocks {
+            chain.block(&[]);
+        }
+        assert!(chain.ledger.restoral(&fragment_id).unwrap().claim.is_none());
+    };
+    // One expiry, then a completion: the count starts again.
+    let_expire(&mut chain, lost[0]);
+    chain
+        .run(
+            spare,
+            Call::ClaimRestoral {
+                fragment_id: lost[0],
+            },
+        )
+        .unwrap();
+    chain
+        .run(
+            spare,
+            Call::CompleteRestoral {
+                fragment_id: lost[0],
+            },
+        )
+        .unwrap();
+    let expired = |chain: &Chain| {
+        chain
+            .ledger
+            .miner(&chain.id(spare))
+            .unwrap()
+            .claims_expired_in_a_row
+    };
+    assert_eq!(expired(&chain), 0);
+    // Two in a row: barred.
+    let_expire(&mut chain, lost[1]);
+    assert_eq!(expired(&chain), 1);
+    let_expire(&mut chain, lost[1]);
+    let until = chain
+        .ledger
+        .miner(&chain.id(spare))
+        .unwrap()
+        .claims_barred_until;
+    assert_eq!(until, chain.ledger.height() + params.restoral_bar_blocks);
+    assert_eq!(
+        chain.run(
+            spare,
+            Call::ClaimRestoral {
+                fragment_id: lost[1]
+            }
+        ),
+        Err(TxError::ClaimsBarred { until })
+    );
+    // Another miner takes it meanwhile; after the bar the first may claim again.
+    chain
+        .run(
+            other,
+            Call::ClaimRestoral {
+                fragment_id: lost[1],
+            },
+        )
+        .unwrap();
+    while chain.ledger.height() + 1 < until {
+        chain.block(&[]);
+    }
+    chain
+        .run(
+            spare,
+            Call::ClaimRestoral {
+                fragment_id: lost[2],
+            },
+        )
+        .unwrap();
+}
+
+/// Scenario (issue 23): the cost of reporting a loss. Each report takes `penalty_lost` and
+/// forfeits the rent accrued since the last valid proof; whatever is reported in one audit
+/// period costs at most half a missed audit's penalty, so an honest report is always cheaper
+/// than the failed audit that would find the loss.
+#[test]
+fn reporting_losses_costs_less_than_the_failed_audit_that_would_find_them() {
+    let params = cess_consensus::LedgerParams {
+        penalty_lost: 2 * TOKEN,
+        penalty_missing: 10 * TOKEN,
+        audit_period_blocks: 50,
+        ..test_params()
+    };
+    let (mut chain, mut storage) = storage_chain_with(params.clone());
+    let file_id = store_file(&mut chain, &mut storage, 84, 4);
+    let holder = chain.holders(&file_id)[1];
+    let me = chain.id(holder);
+    let ids: Vec<[u8; 32]> = chain
+        .ledger
+        .file(&file_id)
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| s.fragments[1].id)
+        .collect();
+    // Stay within one audit period.
+    while chain.ledger.height() % params.audit_period_blocks > 30 {
+        chain.block(&[]);
+    }
+    let start = chain.ledger.miner(&me).unwrap().collateral;
+    let mut paid = Vec::new();
+    for fragment_id in &ids[..3] {
+        let before = chain.ledger.miner(&me).unwrap().collateral;
+        chain
+            .run(
+                holder,
+                Call::ReportLost {
+                    fragment_id: *fragment_id,
+                },
+            )
+            .unwrap();
+        let m = chain.ledger.miner(&me).unwrap();
+        assert_eq!(
+            m.rent_accrued, 0,
+            "the rent since the last proof is forfeited"
+        );
+        paid.push(before - m.collateral);
+    }
+    assert_eq!(
+        paid,
+        vec![2 * TOKEN, 2 * TOKEN, TOKEN],
+        "capped at half a missed audit"
+    );
+    assert!(start - chain.ledger.miner(&me).unwrap().collateral < params.penalty_missing);
+    // The next period has its own cap.
+    let period = chain.ledger.height() / params.audit_period_blocks;
+    while chain.ledger.height() / params.audit_period_blocks == period {
+        chain.block(&[]);
+    }
+    let before = chain.ledger.miner(&me).unwrap().collateral;
+    chain
+        .run(
+            holder,
+            Call::ReportLost {
+                fragment_id: ids[3],
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        before - chain.ledger.miner(&me).unwrap().collateral,
+        2 * TOKEN
+    );
 }

@@ -12,7 +12,7 @@ mod common;
 
 use cess_consensus::ledger::TOKEN;
 use cess_consensus::tx::TxTerms;
-use cess_consensus::{Call, Transaction};
+use cess_consensus::{Call, Transaction, TxError};
 use cess_proofs::CpuBackend;
 use common::{Chain, Storage, test_params};
 use rand::{Rng, SeedableRng};
@@ -286,5 +286,205 @@ fn random_transaction_sequences_keep_the_invariants() {
         .unwrap_or(12);
     for seed in 0..seeds {
         run_seed(seed);
+    }
+}
+
+/// The restoral state machine under seeded random sequences: losses reported (by holders and
+/// by others), claims (by any miner, eligible or not), completions (by claimants and not),
+/// claims left to expire, exits and withdrawals, new files. After every block the ledger's
+/// invariants hold (`Chain::block` asserts them), and this test checks the restoral rules
+/// again from the public API, as plainly as it can: a fragment has a holder or an open order
+/// and never both (neither only once its file is lost), at most one claimant that holds
+/// nothing else of its segment, no miner holds two fragments of a segment, and a file's state
+/// says what its fragments say. `CESS_LEDGER_SEEDS=n` runs more seeds.
+#[test]
+fn random_restoral_sequences_keep_their_invariants() {
+    let seeds: u64 = std::env::var("CESS_LEDGER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..seeds {
+        run_restoral_seed(seed, &mut seen);
+    }
+    for wanted in [
+        "at-risk",
+        "lost",
+        "recovered",
+        "done",
+        "expired",
+        "barred",
+        "withdrawn",
+    ] {
+        assert!(
+            seen.contains(wanted),
+            "the sequences reach {wanted:?} (reached {seen:?})"
+        );
+    }
+}
+
+fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static str>) {
+    use cess_consensus::ledger::{Event, FileState};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let params = cess_consensus::LedgerParams {
+        restoral_claim_blocks: rng.random_range(3..8),
+        restoral_expiries_max: 2,
+        restoral_bar_blocks: 10,
+        ..test_params()
+    };
+    let mut chain = Chain::new(ACCOUNTS, 4, params);
+    let mut storage = Storage::new(2);
+    chain.register_tagger(3, storage.tagger.public().encode());
+    let miners: Vec<usize> = (4..20).collect();
+    for &i in &miners {
+        chain.register_miner(i, 64 * 1024);
+    }
+    chain.rent(0, 1, 100_000);
+    let mut serial = 7_000_000 + seed * 1000;
+    let mut store = |chain: &mut Chain, rng: &mut ChaCha8Rng| {
+        serial += 1;
+        let (file_id, call) = storage.order(serial, rng.random_range(1..3), 1024);
+        if chain.run(0, call).is_err() {
+            return;
+        }
+        let reports: Vec<Transaction> = (0..12u16)
+            .filter_map(|column| {
+                let f = chain.ledger.file(&file_id)?;
+                let holder = f.segments[0].fragments[usize::from(column)].miner?;
+                Some(chain.tx(
+                    chain.index_of(&holder),
+                    Call::ReportStored { file_id, column },
+                ))
+            })
+            .collect();
+        chain.block(&reports);
+    };
+    for _ in 0..4 {
+        store(&mut chain, &mut rng);
+    }
+    for _ in 0..120 {
+        let fragments: Vec<([u8; 32], Option<cess_consensus::AccountId>)> = chain
+            .ledger
+            .files()
+            .flat_map(|(_, f)| f.segments.iter().flat_map(|s| &s.fragments))
+            .map(|f| (f.id, f.miner))
+            .collect();
+        let orders: Vec<([u8; 32], Option<cess_consensus::AccountId>)> = chain
+            .ledger
+            .restorals()
+            .map(|(id, o)| (*id, o.claim.map(|(m, _)| m)))
+            .collect();
+        let mut signers: Vec<usize> = miners.clone();
+        for k in (1..signers.len()).rev() {
+            signers.swap(k, rng.random_range(0..=k));
+        }
+        let mut txs = Vec::new();
+        let mut used = std::collections::BTreeSet::new();
+        for _ in 0..rng.random_range(0..6) {
+            let random_miner = signers[rng.random_range(0..signers.len())];
+            let (signer, call) = match rng.random_range(0..20) {
+                0..=1 if !fragments.is_empty() => {
+                    let (fragment_id, holder) = fragments[rng.random_range(0..fragments.len())];
+                    let signer = match holder {
+                        Some(h) if rng.random_bool(0.9) => chain.index_of(&h),
+                        _ => random_miner,
+                    };
+                    (signer, Call::ReportLost { fragment_id })
+                }
+                2..=9 if !orders.is_empty() => {
+                    let (fragment_id, _) = orders[rng.random_range(0..orders.len())];
+                    (random_miner, Call::ClaimRestoral { fragment_id })
+                }
+                10..=16 if !orders.is_empty() => {
+                    let (fragment_id, claimant) = orders[rng.random_range(0..orders.len())];
+                    let signer = match claimant {
+                        // Sometimes a claimant lets its claim expire.
+                        Some(c) if rng.random_bool(0.7) => chain.index_of(&c),
+                        _ => random_miner,
+                    };
+                    (signer, Call::CompleteRestoral { fragment_id })
+                }
+                17 => (random_miner, Call::ExitMiner),
+                18 => (random_miner, Call::WithdrawMiner),
+                _ => continue,
+            };
+            if chain.ledger.miner(&chain.id(signer)).is_none()
+                && !matches!(call, Call::WithdrawMiner)
+            {
+                continue;
+            }
+            if used.insert(signer) {
+                txs.push(chain.tx(signer, call));
+            }
+        }
+        let outcome = chain.block(&txs);
+        for (tx, receipt) in txs.iter().zip(&outcome.receipts) {
+            match (&tx.call, receipt) {
+                (_, Err(TxError::ClaimsBarred { .. })) => {
+                    seen.insert("barred");
+                }
+                (Call::WithdrawMiner, Ok(())) => {
+                    seen.insert("withdrawn");
+                }
+                _ => {}
+            }
+        }
+        for event in &outcome.events {
+            match event {
+                Event::FileAtRisk { .. } => seen.insert("at-risk"),
+                Event::FileLost { .. } => seen.insert("lost"),
+                Event::FileRecovered { .. } => seen.insert("recovered"),
+                Event::RestoralDone { .. } => seen.insert("done"),
+                Event::RestoralClaimExpired { .. } => seen.insert("expired"),
+                _ => false,
+            };
+        }
+        if rng.random_bool(0.1) {
+            store(&mut chain, &mut rng);
+        }
+        // The rules again, plainly.
+        for (file_id, file) in chain.ledger.files() {
+            let lost = matches!(file.state, FileState::Lost { .. });
+            let mut unheld_total = 0;
+            for segment in &file.segments {
+                let holders: Vec<_> = segment.fragments.iter().filter_map(|f| f.miner).collect();
+                let distinct: std::collections::BTreeSet<_> = holders.iter().collect();
+                assert_eq!(
+                    distinct.len(),
+                    holders.len(),
+                    "seed {seed}: two fragments of a segment on one miner"
+                );
+                for f in &segment.fragments {
+                    let order = chain.ledger.restoral(&f.id);
+                    match (f.miner, order) {
+                        (Some(_), None) => {}
+                        (None, Some(order)) => {
+                            assert!(!lost, "seed {seed}: no order for a lost file");
+                            unheld_total += 1;
+                            if let Some((claimant, _)) = order.claim {
+                                assert!(
+                                    !holders.contains(&claimant),
+                                    "seed {seed}: a claimant holds a fragment of its segment"
+                                );
+                                assert_ne!(
+                                    claimant, order.lost_by,
+                                    "seed {seed}: a claimant rebuilds its own loss"
+                                );
+                            }
+                        }
+                        (None, None) => assert!(
+                            lost,
+                            "seed {seed}: a fragment with no holder and no order in {file_id:?}"
+                        ),
+                        (Some(_), Some(_)) => panic!("seed {seed}: a held fragment under restoral"),
+                    }
+                }
+            }
+            match file.state {
+                FileState::Active => assert_eq!(unheld_total, 0),
+                FileState::Recovery { unheld, .. } => assert_eq!(unheld as usize, unheld_total),
+                FileState::Lost { .. } | FileState::Pending => {}
+            }
+        }
     }
 }

@@ -102,10 +102,44 @@ fn tokens(pico: u128) -> String {
 }
 
 fn file_state(state: FileState) -> &'static str {
-    match state {
-        FileState::Active => "active",
-        FileState::Pending => "pending",
-    }
+    state.name()
+}
+
+/// One segment's health: fragments held (stored or not yet), under restoral (claimed or
+/// not), and whether more than a third are under restoral (at risk).
+fn segment_health(l: &Ledger, segment: &cess_consensus::ledger::SegmentInfo) -> serde_json::Value {
+    let held = segment
+        .fragments
+        .iter()
+        .filter(|x| x.miner.is_some())
+        .count();
+    let restoring: Vec<_> = segment
+        .fragments
+        .iter()
+        .filter_map(|x| l.restoral(&x.id).map(|o| (x, o)))
+        .map(|(x, o)| {
+            json!({
+                "fragment_id": hex(&x.id),
+                "lost_by": hex(&o.lost_by.0),
+                "opened_at": o.opened_at,
+                "claimed_by": o.claim.map(|(m, _)| hex(&m.0)),
+                "claim_until": o.claim.map(|(_, until)| until),
+            })
+        })
+        .collect();
+    let unheld = segment.fragments.len() - held;
+    json!({
+        "segment_id": hex(&segment.segment_id),
+        "held": held,
+        "under_restoral": restoring.len(),
+        "at_risk": cess_consensus::ledger::segment_at_risk(unheld, segment.fragments.len()),
+        "restorals": restoring,
+        "fragments": segment.fragments.iter().map(|x| json!({
+            "id": hex(&x.id),
+            "miner": x.miner.map(|m| hex(&m.0)),
+            "stored": x.stored,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn parse_account(text: &str) -> Result<AccountId> {
@@ -251,21 +285,58 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                 .iter()
                 .map(|x| x.miner.map(|m| hex(&m.0)))
                 .collect();
+            let (lost_at, lost_at_height) = match f.state {
+                FileState::Recovery { lost_at, .. } => (lost_at, None),
+                FileState::Lost { at } => (None, Some(at)),
+                _ => (None, None),
+            };
+            let segments: Vec<_> = f.segments.iter().map(|s| segment_health(l, s)).collect();
             let value = json!({
                 "file_id": id_hex,
                 "size_bytes": f.size_bytes,
                 "fragment_bytes": f.fragment_bytes,
                 "tagger": hex(&f.tagger),
                 "state": file_state(f.state),
+                "lost_at": lost_at,
+                "lost_at_height": lost_at_height,
                 "declared_at": f.declared_at,
                 "owners": f.owners.iter().map(|(o, owner)| json!({"account": hex(&o.0), "name": owner.name, "since": owner.since})).collect::<Vec<_>>(),
                 "column_miners": columns,
-                "segments": f.segments.iter().map(|s| json!({
-                    "segment_id": hex(&s.segment_id),
-                    "fragments": s.fragments.iter().map(|x| json!({"id": hex(&x.id), "stored": x.stored})).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
+                "segments": segments,
             });
-            out = format!("{value:#}\n");
+            if json_out {
+                out = format!("{value:#}\n");
+            } else {
+                out += &format!("file      {id_hex}\n");
+                out += &format!("state     {}", file_state(f.state));
+                match (lost_at, lost_at_height) {
+                    (Some(at), _) => out += &format!(" (lost at height {at} unless rebuilt first)"),
+                    (_, Some(at)) => {
+                        out += &format!(
+                            " (since height {at}: no segment could be rebuilt by the rule)"
+                        )
+                    }
+                    _ => {}
+                }
+                out += &format!(
+                    "\nsize      {} bytes, {} segments of {} fragments\n",
+                    f.size_bytes,
+                    f.segments.len(),
+                    f.segments[0].fragments.len()
+                );
+                for (i, s) in segments.iter().enumerate() {
+                    out += &format!(
+                        "segment {i:<4} {} held, {} under restoral{}\n",
+                        s["held"],
+                        s["under_restoral"],
+                        if s["at_risk"] == true {
+                            ", AT RISK"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
         }
         Query::Account(id_hex) => {
             let id = parse_account(id_hex)?;

@@ -578,8 +578,16 @@ pub fn get(
     let Some((state, header, segments, placement)) = found else {
         bail!("no file {file_id} on the chain");
     };
-    if state != FileState::Active {
-        bail!("file {file_id} is still pending: not every miner has reported its column");
+    match state {
+        FileState::Pending => {
+            bail!("file {file_id} is still pending: not every miner has reported its column")
+        }
+        FileState::Lost { at } => bail!(
+            "file {file_id} is lost (since height {at}): too many of a segment's fragments \
+             went unrebuilt; its owners can only delete it"
+        ),
+        // In recovery the holders left still give any 4 of each segment.
+        FileState::Active | FileState::Recovery { .. } => {}
     }
     let manifest = Manifest::from_header(&header, &segments)
         .context("the file's header on the chain does not make a manifest")?;

@@ -280,7 +280,12 @@ impl Ledger {
     }
 
     /// Collateral into the reward pool, at most what there is; reputation down.
-    fn slash(&mut self, miner_id: AccountId, amount: u128, reputation_loss: u32) -> u128 {
+    pub(super) fn slash(
+        &mut self,
+        miner_id: AccountId,
+        amount: u128,
+        reputation_loss: u32,
+    ) -> u128 {
         let Some(miner) = self.miners.get_mut(&miner_id) else {
             return 0;
         };

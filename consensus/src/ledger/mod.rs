@@ -45,11 +45,14 @@ mod validators;
 
 pub use audit::Audit;
 pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
-pub use params::{GIB, Genesis, GenesisTagger, GenesisValidator, LedgerParams, TOKEN};
+pub use params::{
+    GIB, Genesis, GenesisTagger, GenesisValidator, LOST_COUNTDOWN_CLAIMS, LedgerParams, TOKEN,
+};
 pub use snapshot::SnapshotError;
 pub use space::Lease;
 pub use storage::{
     FileInfo, FileState, FragmentInfo, Miner, MinerState, Owner, RestoralOrder, SegmentInfo,
+    segment_at_risk,
 };
 pub use validators::{
     COMMIT_MISSES_FORGIVEN, Candidate, EQUIVOCATION_SLASH_PERMILLE, REPORTER_SHARE_PERMILLE,
@@ -159,7 +162,7 @@ pub enum TxError {
     NoRestoral,
     #[error("restoral order already claimed until height {until}")]
     AlreadyClaimed { until: u64 },
-    #[error("the signer already holds a fragment of this segment")]
+    #[error("the signer already holds or rebuilds a fragment of this segment")]
     HoldsSegment,
     #[error("restoral not claimed by the signer")]
     NotClaimer,
@@ -175,6 +178,10 @@ pub enum TxError {
     ValidatorBonded,
     #[error("a miner cannot claim the restoral of a fragment it reported lost")]
     ClaimsOwnLoss,
+    #[error("the signer let too many restoral claims expire: it may claim again at height {until}")]
+    ClaimsBarred { until: u64 },
+    #[error("the file is lost: its owners delete it before it can be stored again")]
+    FileLost,
     #[error("delegate: {0}")]
     BadDelegate(&'static str),
     #[error("the signer already has {max} delegates")]
@@ -256,6 +263,21 @@ pub enum Event {
     },
     RestoralOpened {
         fragment_id: Hash32,
+    },
+    /// More than a third of a segment's fragments are under restoral: the file is lost at
+    /// `lost_at` unless they are rebuilt first.
+    FileAtRisk {
+        file_id: Hash32,
+        lost_at: u64,
+    },
+    /// Its countdown ended with a segment still beyond repair by the rule: its fragments
+    /// left their miners and its orders closed; its owners see it `Lost` until they delete it.
+    FileLost {
+        file_id: Hash32,
+    },
+    /// Every fragment under restoral was rebuilt: the file is `Active` again.
+    FileRecovered {
+        file_id: Hash32,
     },
     /// A pending storage order was not completed in time: released, its space returned.
     OrderExpired {
@@ -652,6 +674,7 @@ impl Ledger {
 
         self.close_missed_audits();
         self.expire_restoral_claims();
+        self.expire_lost_countdowns();
         self.expire_pending_orders();
         self.end_leases();
         self.release_unbonded();

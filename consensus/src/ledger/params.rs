@@ -8,6 +8,10 @@ use cess_proofs::ChallengeParams;
 /// One unit of account is 10⁻¹² token (a "pico"), as CESS counts.
 pub const TOKEN: u128 = 1_000_000_000_000;
 pub const GIB: u64 = 1 << 30;
+/// A file with a segment of which more than a third of the fragments are under restoral is
+/// suspected lost; it is lost if it is still so after this many claim periods (the seed's
+/// "three times the restoral time").
+pub const LOST_COUNTDOWN_CLAIMS: u64 = 3;
 
 /// Everything the ledger's rules depend on. The defaults are documented per field; a network
 /// fixes its parameters in its genesis, so every validator runs the same rules.
@@ -83,6 +87,16 @@ pub struct LedgerParams {
     pub audit_misses_max: u32,
     /// Restoral orders one miner may hold claimed at once: 16.
     pub restoral_claims_per_miner_max: u32,
+    /// A miner whose restoral claims expire this many times in a row (claimed, never
+    /// completed) may not claim again for `restoral_bar_blocks`: 3.
+    pub restoral_expiries_max: u32,
+    /// How long such a miner may not claim: 1200 blocks.
+    pub restoral_bar_blocks: u64,
+    /// Taken from collateral for each fragment a miner reports lost, at most
+    /// `penalty_missing / 2` in one audit period whatever it reports, so that reporting a
+    /// loss honestly always costs less than the failed audit that would find it (see
+    /// `Ledger::report_lost`): 0.1 token.
+    pub penalty_lost: u128,
 }
 
 impl Default for LedgerParams {
@@ -116,6 +130,9 @@ impl Default for LedgerParams {
             order_validity_blocks: 600,
             audit_misses_max: 3,
             restoral_claims_per_miner_max: 16,
+            restoral_expiries_max: 3,
+            restoral_bar_blocks: 1200,
+            penalty_lost: TOKEN / 10,
         }
     }
 }
@@ -150,7 +167,10 @@ impl LedgerParams {
             .u64(self.tx_validity_blocks_max)
             .u64(self.order_validity_blocks)
             .u32(self.audit_misses_max)
-            .u32(self.restoral_claims_per_miner_max);
+            .u32(self.restoral_claims_per_miner_max)
+            .u32(self.restoral_expiries_max)
+            .u64(self.restoral_bar_blocks)
+            .u128(self.penalty_lost);
     }
 
     /// The least fee `tx` must carry: a base, its bytes, the state entries its call may
@@ -262,6 +282,17 @@ impl LedgerParams {
         if self.restoral_claims_per_miner_max == 0 {
             return Err("restoral_claims_per_miner_max must be at least 1");
         }
+        if self.restoral_expiries_max == 0 {
+            return Err("restoral_expiries_max must be at least 1");
+        }
+        // The lost-file countdown is three claim periods; its end must be a height.
+        if self
+            .restoral_claim_blocks
+            .checked_mul(LOST_COUNTDOWN_CLAIMS)
+            .is_none()
+        {
+            return Err("restoral_claim_blocks is too large");
+        }
         if self.lease_releases_per_block_max == 0 {
             return Err("lease_releases_per_block_max must be at least 1");
         }
@@ -339,6 +370,9 @@ impl LedgerParams {
             order_validity_blocks: r.u64("order validity")?,
             audit_misses_max: r.u32("audit misses")?,
             restoral_claims_per_miner_max: r.u32("claims per miner")?,
+            restoral_expiries_max: r.u32("restoral expiries")?,
+            restoral_bar_blocks: r.u64("restoral bar")?,
+            penalty_lost: r.u128("penalty lost")?,
         })
     }
 }

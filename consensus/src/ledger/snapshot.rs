@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Format of the snapshot body (bumped whenever a field is added).
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 /// No list in a ledger is longer than this (the state lives in memory).
 const LIST_MAX: usize = u32::MAX as usize;
 
@@ -223,6 +223,10 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
     let rent_accrued = r.u128("rent accrued")?;
     let rent_since = r.u64("rent since")?;
     let failed_round = read_option_u64(r, "failed round")?;
+    let claims_expired_in_a_row = r.u32("claims expired")?;
+    let claims_barred_until = r.u64("claims barred")?;
+    let lost_reports_period = r.u64("lost reports period")?;
+    let lost_penalty_paid = r.u128("lost penalty paid")?;
     let taggers = r.count(LIST_MAX, 36, "held taggers")?;
     let mut sets = BTreeMap::new();
     for _ in 0..taggers {
@@ -260,6 +264,10 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
         rent_accrued,
         rent_since,
         failed_round,
+        claims_expired_in_a_row,
+        claims_barred_until,
+        lost_reports_period,
+        lost_penalty_paid,
         held: HeldSets::from_sets(sets),
     })
 }
@@ -303,6 +311,14 @@ fn read_file(r: &mut Reader<'_>) -> Result<FileInfo, DecodeError> {
     let state = match r.u8("file state")? {
         0 => FileState::Pending,
         1 => FileState::Active,
+        2 => FileState::Recovery {
+            unheld: r.u32("unheld fragments")?,
+            segments_at_risk: r.u32("segments at risk")?,
+            lost_at: read_option_u64(r, "lost at")?,
+        },
+        3 => FileState::Lost {
+            at: r.u64("lost at")?,
+        },
         _ => return Err(DecodeError::Invalid("file state")),
     };
     Ok(FileInfo {
@@ -373,7 +389,7 @@ impl Ledger {
             w.fixed(&miner.0);
             write_hashes(&mut w, set);
         }
-        for set in [&ix.pending_until, &ix.claims_until] {
+        for set in [&ix.pending_until, &ix.claims_until, &ix.lost_at] {
             w.count(set.len());
             for (height, id) in set {
                 w.u64(*height).fixed(id);
@@ -530,6 +546,9 @@ impl Ledger {
         let claims_until = read_sorted(&mut r, 40, "claims until", |r| {
             Ok((r.u64("height")?, r.array("fragment")?))
         })?;
+        let lost_at = read_sorted(&mut r, 40, "lost at", |r| {
+            Ok((r.u64("height")?, r.array("file")?))
+        })?;
         let miner_count = r.count(LIST_MAX, 32, "miner ids")?;
         let miner_ids = (0..miner_count)
             .map(|_| account(&mut r, "miner id"))
@@ -659,6 +678,7 @@ impl Ledger {
                 assigned,
                 pending_until,
                 claims_until,
+                lost_at,
                 miner_ids,
                 owned,
                 lease_ends,

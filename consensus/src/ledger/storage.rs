@@ -10,7 +10,7 @@
 
 use super::space::RentClock;
 use super::tracked::{Hashed, LtHash};
-use super::{Event, Ledger, TaggerKey, TxError};
+use super::{Event, LOST_COUNTDOWN_CLAIMS, Ledger, TaggerKey, TxError};
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
 use crate::tx::{Call, Hash32, TaggerApproval};
@@ -51,6 +51,14 @@ pub struct Miner {
     /// The last audit round in which one of its audits failed (its rent for that round is
     /// forfeited, and the round does not reset `audits_failed_in_a_row`).
     pub failed_round: Option<u64>,
+    /// Its restoral claims that expired in a row (claimed, never completed); at
+    /// `restoral_expiries_max` it may not claim until `claims_barred_until`.
+    pub claims_expired_in_a_row: u32,
+    pub claims_barred_until: u64,
+    /// The audit period (height / `audit_period_blocks`) of its last loss report, and what
+    /// its reports cost in that period (at most `penalty_missing / 2`).
+    pub lost_reports_period: u64,
+    pub lost_penalty_paid: u128,
     /// Fragments reported stored, per tagger: id → length. Audits sample these.
     pub(crate) held: HeldSets,
 }
@@ -168,6 +176,10 @@ impl Miner {
             Some(round) => w.u8(1).u64(round),
             None => w.u8(0),
         };
+        w.u32(self.claims_expired_in_a_row)
+            .u64(self.claims_barred_until)
+            .u64(self.lost_reports_period)
+            .u128(self.lost_penalty_paid);
     }
 
     /// Brings the rent it earned up to `clock` (before its stored bytes change).
@@ -241,6 +253,8 @@ pub(crate) struct Indexes {
     pub pending_until: BTreeSet<(u64, Hash32)>,
     /// (height at which it expires, fragment) for every claimed restoral order.
     pub claims_until: BTreeSet<(u64, Hash32)>,
+    /// (height at which it is lost, file) for every file at risk.
+    pub lost_at: BTreeSet<(u64, Hash32)>,
     /// Every registered miner, in id order: placement draws from it by index.
     pub miner_ids: Vec<AccountId>,
     /// Owner → the files it owns (their bytes use its lease).
@@ -292,6 +306,57 @@ pub enum FileState {
     Pending,
     /// Every fragment of every segment reported stored.
     Active,
+    /// Was active; `unheld` fragments are under restoral orders. `segments_at_risk` of its
+    /// segments have more than a third of their fragments under restoral; while there is
+    /// one, the file is lost at `lost_at` (set when the first one appeared) unless rebuilt.
+    Recovery {
+        unheld: u32,
+        segments_at_risk: u32,
+        lost_at: Option<u64>,
+    },
+    /// Lost at this height: no miner holds any of it, no order rebuilds it; its owners pay
+    /// nothing for it and see it so until they delete it.
+    Lost { at: u64 },
+}
+
+impl FileState {
+    /// The name commands show.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileState::Pending => "pending",
+            FileState::Active => "active",
+            FileState::Recovery {
+                lost_at: Some(_), ..
+            } => "at-risk",
+            FileState::Recovery { .. } => "recovery",
+            FileState::Lost { .. } => "lost",
+        }
+    }
+
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        match *self {
+            FileState::Pending => w.u8(0),
+            FileState::Active => w.u8(1),
+            FileState::Recovery {
+                unheld,
+                segments_at_risk,
+                lost_at,
+            } => {
+                w.u8(2).u32(unheld).u32(segments_at_risk);
+                match lost_at {
+                    Some(at) => w.u8(1).u64(at),
+                    None => w.u8(0),
+                }
+            }
+            FileState::Lost { at } => w.u8(3).u64(at),
+        };
+    }
+}
+
+/// Whether `unheld` fragments under restoral of a segment of `count` put it at risk: more
+/// than a third (the seed's lost-file rule).
+pub fn segment_at_risk(unheld: usize, count: usize) -> bool {
+    3 * unheld > count
 }
 
 /// One owner of a file: the name it gave the file, and the height it became an owner (the
@@ -338,18 +403,26 @@ impl FileInfo {
                 w.bool(fragment.stored);
             }
         }
-        w.u8(match self.state {
-            FileState::Pending => 0,
-            FileState::Active => 1,
-        })
-        .u64(self.declared_at)
-        .bytes(&self.meta);
+        self.state.encode(w);
+        w.u64(self.declared_at).bytes(&self.meta);
     }
 
     /// The bytes its miners store: every fragment of every segment (what an owner's lease
-    /// pays for).
+    /// pays for); nothing once it is lost.
     pub fn stored_bytes(&self) -> u64 {
+        if matches!(self.state, FileState::Lost { .. }) {
+            return 0;
+        }
         self.fragment_count() * self.fragment_bytes
+    }
+
+    /// Fragments of `segment` under restoral (no holder).
+    pub fn unheld_in(&self, segment: usize) -> usize {
+        self.segments[segment]
+            .fragments
+            .iter()
+            .filter(|f| f.miner.is_none())
+            .count()
     }
 
     /// Fragments over all its segments.
@@ -500,15 +573,14 @@ impl Ledger {
                             }
                         }
                         None => check!(
-                            self.restorals.contains_key(&fragment.id),
-                            "an unheld fragment has a restoral order"
+                            self.restorals.contains_key(&fragment.id)
+                                != matches!(file.state, FileState::Lost { .. }),
+                            "an unheld fragment has a restoral order (none once its file is lost)"
                         ),
                     }
                 }
             }
-            if file.state == FileState::Pending {
-                check!(!file.all_stored(), "a fully stored file is active");
-            }
+            self.check_file_state(file_id, file)?;
         }
         check_eq!(
             places,
@@ -521,6 +593,18 @@ impl Ledger {
                 .get(fragment_id)
                 .ok_or("restoral of a gone fragment")?;
             check_eq!(place.file_id, order.file_id);
+            check_eq!(
+                (place.segment, place.column),
+                (order.segment, order.column),
+                "restoral order names its fragment's place"
+            );
+            let unheld = self
+                .files
+                .get(&order.file_id)
+                .and_then(|f| f.segments.get(order.segment as usize))
+                .and_then(|s| s.fragments.get(usize::from(order.column)))
+                .is_some_and(|f| f.miner.is_none());
+            check!(unheld, "a fragment under restoral has no holder");
             if let Some((claimer, _)) = order.claim {
                 let file = self
                     .files
@@ -571,6 +655,10 @@ impl Ledger {
             check_eq!(held, stored_by_miner, "audited set of {id:?}");
             let claims = claims_by.get(id).copied().unwrap_or(0);
             check_eq!(miner.restoral_claims as usize, claims, "claims of {id:?}");
+            check!(
+                miner.claims_expired_in_a_row < self.params.restoral_expiries_max,
+                "expired claims of {id:?} reset at the bar"
+            );
         }
         let mut assigned: BTreeMap<AccountId, BTreeSet<Hash32>> = BTreeMap::new();
         let mut pending = BTreeSet::new();
@@ -603,6 +691,17 @@ impl Ledger {
             .filter_map(|(id, o)| o.claim.map(|(_, until)| (until, *id)))
             .collect();
         check_eq!(claims, self.indexes.claims_until, "index of claims");
+        let at_risk: BTreeSet<(u64, Hash32)> = self
+            .files
+            .iter()
+            .filter_map(|(id, f)| match f.state {
+                FileState::Recovery {
+                    lost_at: Some(at), ..
+                } => Some((at, *id)),
+                _ => None,
+            })
+            .collect();
+        check_eq!(at_risk, self.indexes.lost_at, "index of files at risk");
         let ids: Vec<AccountId> = self.miners.iter().map(|(id, _)| *id).collect();
         check_eq!(ids, self.indexes.miner_ids, "index of miners");
         let mut owned: BTreeMap<AccountId, BTreeSet<Hash32>> = BTreeMap::new();
@@ -630,6 +729,58 @@ impl Ledger {
         }
         check_eq!(ends, self.indexes.lease_ends, "index of lease ends");
         check_eq!(peer_ids, self.peer_ids, "index of peer ids");
+        Ok(())
+    }
+
+    /// A file's state against its fragments: pending until all are stored; active with every
+    /// fragment stored; in recovery with its unheld fragments and segments at risk counted as
+    /// they are, a countdown exactly while a segment is at risk; lost with no holder at all.
+    fn check_file_state(&self, file_id: &Hash32, file: &FileInfo) -> Result<(), String> {
+        let count = |f: &dyn Fn(&FragmentInfo) -> bool| {
+            file.segments
+                .iter()
+                .flat_map(|s| &s.fragments)
+                .filter(|x| f(x))
+                .count()
+        };
+        let unheld = count(&|f| f.miner.is_none());
+        let held_unstored = count(&|f| f.miner.is_some() && !f.stored);
+        let risky = (0..file.segments.len())
+            .filter(|&s| segment_at_risk(file.unheld_in(s), file.segments[s].fragments.len()))
+            .count();
+        match file.state {
+            FileState::Pending => check!(!file.all_stored(), "a fully stored file is active"),
+            FileState::Active => check!(file.all_stored(), "an active file is fully stored"),
+            FileState::Recovery {
+                unheld: kept,
+                segments_at_risk,
+                lost_at,
+            } => {
+                check!(
+                    unheld > 0,
+                    "a file in recovery has fragments under restoral"
+                );
+                check_eq!(kept as usize, unheld, "unheld fragments of {file_id:?}");
+                check_eq!(
+                    held_unstored,
+                    0,
+                    "held fragments of a recovering file are stored"
+                );
+                check_eq!(
+                    segments_at_risk as usize,
+                    risky,
+                    "segments at risk of {file_id:?}"
+                );
+                check_eq!(lost_at.is_some(), risky > 0, "a countdown while at risk");
+            }
+            FileState::Lost { .. } => {
+                check_eq!(
+                    unheld,
+                    file.fragment_count() as usize,
+                    "a lost file has no holder"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -677,6 +828,10 @@ impl Ledger {
                 rent_accrued: 0,
                 rent_since: self.height,
                 failed_round: None,
+                claims_expired_in_a_row: 0,
+                claims_barred_until: 0,
+                lost_reports_period: 0,
+                lost_penalty_paid: 0,
                 held: HeldSets::default(),
             },
         );
@@ -791,6 +946,19 @@ impl Ledger {
         {
             return Err(TxError::CoolingOff { until });
         }
+        // Its fragments still under restoral are paid for: `penalty_lost` each, so leaving
+        // before the network rebuilt them is never cheaper than reporting them lost. (One
+        // pass over the open orders, once per miner: the call removes the miner.)
+        let unrestored = self
+            .restorals
+            .values()
+            .filter(|o| o.lost_by == signer)
+            .count();
+        self.slash(
+            signer,
+            self.params.penalty_lost.saturating_mul(unrestored as u128),
+            0,
+        );
         let miner = self.miners.remove(&signer).expect("checked above");
         self.peer_ids.remove(&miner.peer_id);
         let at = self
@@ -895,6 +1063,9 @@ impl Ledger {
         if let Some(file) = self.files.get(file_id) {
             if file.owners.contains_key(&signer) {
                 return Err(TxError::AlreadyOwner);
+            }
+            if matches!(file.state, FileState::Lost { .. }) {
+                return Err(TxError::FileLost);
             }
             let bytes = file.stored_bytes();
             self.check_space(&signer, bytes)?;
@@ -1147,51 +1318,184 @@ impl Ledger {
     /// The file leaves the ledger: its fragments leave their miners (and their open audits)
     /// and its restoral orders close, so the space returns.
     fn remove_file(&mut self, file_id: &Hash32) {
+        let dropped = self.release_file(file_id);
         let file = self.files.remove(file_id).expect("removed files exist");
         let stored_bytes = file.stored_bytes();
         for owner in file.owners.keys() {
             self.free_space(owner, file_id, stored_bytes);
         }
-        let clock = self.rent_clock();
-        if file.state == FileState::Pending {
-            let expiry = file.declared_at + self.params.order_validity_blocks;
-            assert!(self.indexes.pending_until.remove(&(expiry, *file_id)));
-        }
-        let mut dropped = Vec::new();
-        for segment in &file.segments {
-            for fragment in &segment.fragments {
-                self.fragments.remove(&fragment.id);
-                if let Some(miner_id) = fragment.miner {
-                    if fragment.stored {
-                        dropped.push((miner_id, file.tagger, fragment.id));
-                    }
-                    self.indexes.unassign(&miner_id, &fragment.id);
-                    let miner = self
-                        .miners
-                        .get_mut(&miner_id)
-                        .expect("holders are registered");
-                    miner.drop_fragment(
-                        clock,
-                        &file.tagger,
-                        &fragment.id,
-                        file.fragment_bytes,
-                        fragment.stored,
-                    );
-                }
-                if let Some(order) = self.restorals.remove(&fragment.id)
-                    && let Some((claimer, until)) = order.claim
-                {
-                    assert!(self.indexes.claims_until.remove(&(until, fragment.id)));
-                    let miner = self
-                        .miners
-                        .get_mut(&claimer)
-                        .expect("claimers are registered");
-                    miner.locked_bytes -= file.fragment_bytes;
-                    miner.restoral_claims -= 1;
-                }
+        match file.state {
+            FileState::Pending => {
+                let expiry = file.declared_at + self.params.order_validity_blocks;
+                assert!(self.indexes.pending_until.remove(&(expiry, *file_id)));
             }
+            FileState::Recovery {
+                lost_at: Some(at), ..
+            } => assert!(self.indexes.lost_at.remove(&(at, *file_id))),
+            _ => {}
+        }
+        for fragment in file.segments.iter().flat_map(|s| &s.fragments) {
+            self.fragments.remove(&fragment.id);
         }
         self.forget_in_audits(&dropped);
+    }
+
+    /// Every holder of the file's fragments lets go of them (space and audited sets) and
+    /// every open order of it closes, its claim released. The file stays, with no holder.
+    /// Returns the stored fragments dropped, for [`Ledger::forget_in_audits`].
+    fn release_file(&mut self, file_id: &Hash32) -> Vec<(AccountId, Hash32, Hash32)> {
+        let clock = self.rent_clock();
+        let file = self.files.get_mut(file_id).expect("released files exist");
+        let (tagger, fragment_bytes) = (file.tagger, file.fragment_bytes);
+        let mut let_go = Vec::new();
+        for fragment in file.segments.iter_mut().flat_map(|s| &mut s.fragments) {
+            if let Some(miner) = fragment.miner.take() {
+                let_go.push((miner, fragment.id, fragment.stored));
+            }
+            fragment.stored = false;
+        }
+        let ids: Vec<Hash32> = file
+            .segments
+            .iter()
+            .flat_map(|s| s.fragments.iter().map(|f| f.id))
+            .collect();
+        let mut dropped = Vec::new();
+        for (miner_id, fragment_id, stored) in let_go {
+            if stored {
+                dropped.push((miner_id, tagger, fragment_id));
+            }
+            self.indexes.unassign(&miner_id, &fragment_id);
+            self.miners
+                .get_mut(&miner_id)
+                .expect("holders are registered")
+                .drop_fragment(clock, &tagger, &fragment_id, fragment_bytes, stored);
+        }
+        for fragment_id in ids {
+            if let Some(order) = self.restorals.remove(&fragment_id)
+                && let Some((claimer, until)) = order.claim
+            {
+                assert!(self.indexes.claims_until.remove(&(until, fragment_id)));
+                let miner = self
+                    .miners
+                    .get_mut(&claimer)
+                    .expect("claimers are registered");
+                miner.locked_bytes -= fragment_bytes;
+                miner.restoral_claims -= 1;
+            }
+        }
+        dropped
+    }
+
+    /// A fragment of the file's `segment` lost its holder (its order just opened): an active
+    /// file goes to recovery, and a segment that now has more than a third of its fragments
+    /// under restoral starts the lost countdown (if none runs). O(one segment).
+    fn fragment_unheld(&mut self, file_id: &Hash32, segment: u32) {
+        let countdown_end = self.height + LOST_COUNTDOWN_CLAIMS * self.params.restoral_claim_blocks;
+        let file = self.files.get_mut(file_id).expect("orders name live files");
+        let (unheld_now, count) = (
+            file.unheld_in(segment as usize),
+            file.segments[segment as usize].fragments.len(),
+        );
+        assert!(unheld_now > 0, "the fragment was let go");
+        let newly_at_risk =
+            segment_at_risk(unheld_now, count) && !segment_at_risk(unheld_now - 1, count);
+        let (unheld, segments_at_risk, lost_at) = match file.state {
+            // A pending file expires by its order's validity; a lost one has no holder.
+            FileState::Pending | FileState::Lost { .. } => return,
+            FileState::Active => (0, 0, None),
+            FileState::Recovery {
+                unheld,
+                segments_at_risk,
+                lost_at,
+            } => (unheld, segments_at_risk, lost_at),
+        };
+        let segments_at_risk = segments_at_risk + u32::from(newly_at_risk);
+        let started = lost_at.is_none() && segments_at_risk > 0;
+        let lost_at = if started {
+            Some(countdown_end)
+        } else {
+            lost_at
+        };
+        file.state = FileState::Recovery {
+            unheld: unheld + 1,
+            segments_at_risk,
+            lost_at,
+        };
+        if started {
+            self.indexes.lost_at.insert((countdown_end, *file_id));
+            self.events.push(Event::FileAtRisk {
+                file_id: *file_id,
+                lost_at: countdown_end,
+            });
+        }
+    }
+
+    /// A fragment of the file's `segment` has a holder again (its restoral completed): the
+    /// countdown stops when no segment is at risk, and the file is active again when nothing
+    /// is under restoral. O(one segment).
+    fn fragment_held_again(&mut self, file_id: &Hash32, segment: u32) {
+        let file = self.files.get_mut(file_id).expect("orders name live files");
+        let FileState::Recovery {
+            unheld,
+            segments_at_risk,
+            lost_at,
+        } = file.state
+        else {
+            return;
+        };
+        let (unheld_now, count) = (
+            file.unheld_in(segment as usize),
+            file.segments[segment as usize].fragments.len(),
+        );
+        let was_at_risk =
+            segment_at_risk(unheld_now + 1, count) && !segment_at_risk(unheld_now, count);
+        let segments_at_risk = segments_at_risk - u32::from(was_at_risk);
+        let lost_at = match lost_at {
+            Some(at) if segments_at_risk == 0 => {
+                assert!(self.indexes.lost_at.remove(&(at, *file_id)));
+                None
+            }
+            kept => kept,
+        };
+        if unheld == 1 {
+            assert!(file.all_stored(), "nothing else is under restoral");
+            file.state = FileState::Active;
+            self.events.push(Event::FileRecovered { file_id: *file_id });
+        } else {
+            file.state = FileState::Recovery {
+                unheld: unheld - 1,
+                segments_at_risk,
+                lost_at,
+            };
+        }
+    }
+
+    /// Files whose countdown ends at this block are lost: their holders let go, their orders
+    /// close, their owners' leases stop paying for them.
+    pub(super) fn expire_lost_countdowns(&mut self) {
+        let due: Vec<(u64, Hash32)> = self
+            .indexes
+            .lost_at
+            .range(..=(self.height, [0xFF; 32]))
+            .copied()
+            .collect();
+        for (at, file_id) in due {
+            assert!(self.indexes.lost_at.remove(&(at, file_id)));
+            let bytes = self.files[&file_id].stored_bytes();
+            let owners: Vec<AccountId> = self.files[&file_id].owners.keys().copied().collect();
+            for owner in owners {
+                let lease = self.leases.get_mut(&owner).expect("owners hold leases");
+                lease.used_bytes = lease
+                    .used_bytes
+                    .checked_sub(bytes)
+                    .expect("a lease frees what it used");
+            }
+            let dropped = self.release_file(&file_id);
+            self.files.get_mut(&file_id).expect("due files exist").state =
+                FileState::Lost { at: self.height };
+            self.forget_in_audits(&dropped);
+            self.events.push(Event::FileLost { file_id });
+        }
     }
 
     /// Pending orders not completed within `order_validity_blocks` are released: the
@@ -1223,9 +1527,42 @@ impl Ledger {
         if fragment.miner != Some(signer) {
             return Err(TxError::NotHolder);
         }
+        self.charge_loss_report(signer);
         let dropped = self.release_fragment(signer, fragment_id);
         self.forget_in_audits(dropped.as_slice());
         Ok(())
+    }
+
+    /// What reporting a fragment lost costs its miner. The rule: a report forfeits the rent
+    /// the miner accrued since its last valid proof (it cannot be paid for data it let go)
+    /// and takes `penalty_lost` from its collateral, at most `penalty_missing / 2` over all
+    /// its reports in one audit period. A failed audit costs the same forfeit, the whole
+    /// `penalty_missing` (or more, when invalid) and reputation, and comes with the same
+    /// loss of the data after `audit_misses_max` of them: reporting honestly is always
+    /// cheaper than being found out, however much was lost.
+    fn charge_loss_report(&mut self, signer: AccountId) {
+        let clock = self.rent_clock();
+        let period = self.height / self.params.audit_period_blocks;
+        let cap = self.params.penalty_missing / 2;
+        let miner = self
+            .miners
+            .get_mut(&signer)
+            .expect("holders are registered");
+        miner.accrue_rent(clock);
+        miner.rent_accrued = 0;
+        if miner.lost_reports_period != period {
+            miner.lost_reports_period = period;
+            miner.lost_penalty_paid = 0;
+        }
+        let due = self
+            .params
+            .penalty_lost
+            .min(cap.saturating_sub(miner.lost_penalty_paid));
+        let taken = self.slash(signer, due, 0);
+        self.miners
+            .get_mut(&signer)
+            .expect("holders are registered")
+            .lost_penalty_paid += taken;
     }
 
     /// `holder` stops being responsible for the fragment; a restoral order opens. Returns
@@ -1266,6 +1603,7 @@ impl Ledger {
         self.events.push(Event::RestoralOpened {
             fragment_id: *fragment_id,
         });
+        self.fragment_unheld(&place.file_id, place.segment);
         dropped
     }
 
@@ -1292,16 +1630,30 @@ impl Ledger {
                 got: miner.collateral,
             });
         }
+        if self.height < miner.claims_barred_until {
+            return Err(TxError::ClaimsBarred {
+                until: miner.claims_barred_until,
+            });
+        }
         if miner.restoral_claims >= self.params.restoral_claims_per_miner_max {
             return Err(TxError::TooManyClaims {
                 max: self.params.restoral_claims_per_miner_max,
             });
         }
         let file = &self.files[&order.file_id];
+        // Nor a fragment it already claimed in this segment: two completions would put two
+        // fragments of one segment on one miner.
+        let holds_or_claims = |f: &FragmentInfo| {
+            f.miner == Some(signer)
+                || self
+                    .restorals
+                    .get(&f.id)
+                    .is_some_and(|o| o.claim.is_some_and(|(c, _)| c == signer))
+        };
         if file.segments[order.segment as usize]
             .fragments
             .iter()
-            .any(|f| f.miner == Some(signer))
+            .any(holds_or_claims)
         {
             return Err(TxError::HoldsSegment);
         }
@@ -1336,10 +1688,12 @@ impl Ledger {
         let (_, until) = order.claim.expect("checked above");
         assert!(self.indexes.claims_until.remove(&(until, *fragment_id)));
         self.indexes.assign(signer, *fragment_id);
-        self.miners
+        let claimer = self
+            .miners
             .get_mut(&signer)
-            .expect("claimers are registered")
-            .restoral_claims -= 1;
+            .expect("claimers are registered");
+        claimer.restoral_claims -= 1;
+        claimer.claims_expired_in_a_row = 0;
         let file = self
             .files
             .get_mut(&order.file_id)
@@ -1363,6 +1717,7 @@ impl Ledger {
                 file_id: order.file_id,
             });
         }
+        self.fragment_held_again(&order.file_id, order.segment);
         self.events.push(Event::RestoralDone {
             fragment_id: *fragment_id,
             miner: signer,
@@ -1398,6 +1753,19 @@ impl Ledger {
             .collect();
         for (fragment_id, claimer) in expired {
             self.release_claim(&fragment_id);
+            let (expiries_max, bar_until) = (
+                self.params.restoral_expiries_max,
+                self.height.saturating_add(self.params.restoral_bar_blocks),
+            );
+            let miner = self
+                .miners
+                .get_mut(&claimer)
+                .expect("claimers are registered");
+            miner.claims_expired_in_a_row += 1;
+            if miner.claims_expired_in_a_row >= expiries_max {
+                miner.claims_expired_in_a_row = 0;
+                miner.claims_barred_until = bar_until;
+            }
             self.events.push(Event::RestoralClaimExpired {
                 fragment_id,
                 claimer,
