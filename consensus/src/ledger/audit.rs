@@ -46,6 +46,19 @@ impl Ledger {
         self.audits.iter()
     }
 
+    /// Whether `miner` has an audit open now (the range of rounds open at once is small: the
+    /// audits of one miner are found without scanning the others').
+    pub fn has_open_audit(&self, miner: &AccountId) -> bool {
+        let window = self.params.audit_window_blocks_max() / self.params.audit_period_blocks + 2;
+        let latest = self.height / self.params.audit_period_blocks;
+        (latest.saturating_sub(window)..=latest).any(|round| {
+            self.audits
+                .range((round, *miner, [0; 32])..=(round, *miner, [0xFF; 32]))
+                .next()
+                .is_some()
+        })
+    }
+
     /// The challenge a miner must answer for an open audit (what the node proves, and what
     /// the ledger verifies against).
     pub fn challenge(&self, round: u64, miner: &AccountId, tagger: &Hash32) -> Option<Challenge> {

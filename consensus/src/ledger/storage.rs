@@ -505,6 +505,18 @@ impl Ledger {
         self.restorals.get(fragment_id)
     }
 
+    /// Open restoral orders from the first at or after `start`, wrapping around: miners
+    /// choosing orders each start somewhere else, so that they rarely race for one, and each
+    /// reads only as many as it looks at.
+    pub fn restorals_from(
+        &self,
+        start: &Hash32,
+    ) -> impl Iterator<Item = (&Hash32, &RestoralOrder)> {
+        self.restorals
+            .range(*start..)
+            .chain(self.restorals.range(..*start))
+    }
+
     pub fn restorals(&self) -> impl Iterator<Item = (&Hash32, &RestoralOrder)> {
         self.restorals.iter()
     }

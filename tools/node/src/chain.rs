@@ -25,6 +25,8 @@ use tokio::sync::{Semaphore, mpsc};
 pub const AUDITS_SHOWN: usize = 16;
 /// Fragments being tagged at once (each holds its bytes in memory).
 const TAGGING_AT_ONCE: usize = 2;
+/// Fragments being rebuilt at once (each holds `data_fragments` fragments and a segment).
+const REBUILDING_AT_ONCE: usize = 2;
 /// How long one tagger may take to answer.
 const TAG_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a tagger that has not seen the order yet is waited for.
@@ -49,7 +51,16 @@ pub struct ChainLink {
     follower: FollowerHandle,
     core: Mutex<NodeCore>,
     actions: mpsc::UnboundedSender<Action>,
+    /// Self-repair reads served per peer in the current audit period: account → (period,
+    /// reads). A miner rebuilds its own few lost fragments; one that dropped everything
+    /// cannot rebuild it from its peers before every audit.
+    repair_reads: Mutex<std::collections::HashMap<cess_consensus::AccountId, (u64, u32)>>,
 }
+
+/// Self-repair reads one peer may make of this node per audit period: a repairer needs
+/// `data_fragments` reads spread over the segment's holders per fragment, so this lets a
+/// miner rebuild a few dozen fragments per period from the whole network, never its store.
+pub const REPAIR_READS_PER_PEER_PERIOD: u32 = 16;
 
 /// What the driver did, for `/status` (the rest of the chain side is read from the replica:
 /// [`ChainLink::summary`]).
@@ -65,6 +76,10 @@ pub struct LinkStatus {
     pub tags_refused: u64,
     /// Tag blob bytes received from taggers (checked or not).
     pub tag_bytes_in: u64,
+    /// Fragments rebuilt from the network and stored (self-repairs and restorals).
+    pub rebuilt: u64,
+    /// Rebuilds that failed (too few siblings answered, or a store error).
+    pub rebuilds_failed: u64,
     /// The last audits, newest last.
     pub audits: VecDeque<AuditRecord>,
     /// Every audit since start, counted.
@@ -272,16 +287,46 @@ impl ChainLink {
         }
         let account = cess_consensus::net::account_of(reader)
             .ok_or_else(|| crate::ReadRefused::NotAnAccount.to_string())?;
-        self.follower
-            .with_ledger(|ledger| crate::check_read(ledger, &account, fragment_id))
-            .map(|_| ())
-            .map_err(|e| match e {
-                crate::ReadRefused::UnknownFragment if !status.synced => format!(
-                    "{e}; this node has not caught up with the chain yet (at {}, {} behind)",
-                    status.height, status.behind
-                ),
-                e => e.to_string(),
-            })
+        let checked = self.follower.with_ledger(|ledger| {
+            crate::check_read(ledger, &account, fragment_id)
+                .map(|right| (right, ledger.height() / ledger.params().audit_period_blocks))
+        });
+        if let Ok((crate::ReadRight::Repairer, period)) = checked {
+            return self.charge_repair_read(account, period);
+        }
+        checked.map(|_| ()).map_err(|e| match e {
+            crate::ReadRefused::UnknownFragment if !status.synced => format!(
+                "{e}; this node has not caught up with the chain yet (at {}, {} behind)",
+                status.height, status.behind
+            ),
+            e => e.to_string(),
+        })
+    }
+
+    /// One self-repair read by `account` in audit period `period`, within
+    /// [`REPAIR_READS_PER_PEER_PERIOD`]. The map holds one entry per miner that repaired
+    /// from here (miners cost collateral); entries of past periods go when it grows.
+    fn charge_repair_read(
+        &self,
+        account: cess_consensus::AccountId,
+        period: u64,
+    ) -> Result<(), String> {
+        let mut reads = self.repair_reads.lock().expect("repair reads lock");
+        if reads.len() > 4096 {
+            reads.retain(|_, (p, _)| *p == period);
+        }
+        let entry = reads.entry(account).or_insert((period, 0));
+        if entry.0 != period {
+            *entry = (period, 0);
+        }
+        if entry.1 >= REPAIR_READS_PER_PEER_PERIOD {
+            return Err(format!(
+                "this peer made its {REPAIR_READS_PER_PEER_PERIOD} self-repair reads of this \
+                 audit period here; it reports the rest lost"
+            ));
+        }
+        entry.1 += 1;
+        Ok(())
     }
 
     /// The store holds `fragment_id` durably: its tags come next.
@@ -327,6 +372,13 @@ impl ChainLink {
 
     fn me(&self) -> cess_consensus::AccountId {
         self.core.lock().expect("core lock").identity().account
+    }
+
+    fn on_proof_failed(&self) {
+        let actions = self
+            .follower
+            .with_ledger(|ledger| self.core.lock().expect("core lock").on_proof_failed(ledger));
+        self.queue(actions);
     }
 
     fn on_block(&self) {
@@ -454,11 +506,27 @@ pub fn start(
         taggers,
         slots: Arc::new(Semaphore::new(TAGGING_AT_ONCE)),
     };
+    // Reads from other miners (rebuilds), as this node's account.
+    let fragment_client = match Endpoint::client(key.clone(), bind, Limits::default()) {
+        Ok(endpoint) => Some(Arc::new(cess_transport::Client::new(
+            endpoint,
+            cess_transport::ClientConfig::default(),
+        ))),
+        Err(e) => {
+            record_error(&status, format!("no endpoint to reach other miners: {e}"));
+            None
+        }
+    };
+    let rebuilding = Rebuilding {
+        client: fragment_client,
+        slots: Arc::new(Semaphore::new(REBUILDING_AT_ONCE)),
+    };
     let (actions_tx, mut actions_rx) = mpsc::unbounded_channel();
     let link = Arc::new(ChainLink {
         follower,
         core: Mutex::new(core),
         actions: actions_tx,
+        repair_reads: Mutex::new(std::collections::HashMap::new()),
     });
     let (calls_tx, calls_rx) = mpsc::unbounded_channel();
     // Decisions after every block, once the replica is at the tip.
@@ -481,6 +549,12 @@ pub fn start(
                 match applied.recv().await {
                     Ok(block) => {
                         record_verdicts(&status_for_blocks, &me, &block.outcome.events);
+                        let failed = block.outcome.events.iter().any(
+                            |e| matches!(e, Event::ProofInvalid { miner, .. } if *miner == me),
+                        );
+                        if failed {
+                            link.on_proof_failed();
+                        }
                         link.on_block()
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => link.on_block(),
@@ -529,6 +603,19 @@ pub fn start(
                             deadline,
                         ));
                     }
+                    Action::Rebuild { fragment_id, own } => {
+                        tokio::spawn(rebuild_fragment(
+                            link.clone(),
+                            engine.clone(),
+                            rebuilding.clone(),
+                            status.clone(),
+                            fragment_id,
+                            own,
+                        ));
+                    }
+                    Action::Check => {
+                        tokio::spawn(check_store(link.clone(), engine.clone(), status.clone()));
+                    }
                     Action::Delete(id) => match engine.0.delete(Key(id)).await {
                         Ok(_) => {
                             link.core.lock().expect("core lock").on_deleted(&id);
@@ -545,6 +632,108 @@ pub fn start(
     }
     tokio::spawn(submit_loop(link.clone(), key, validators, calls_rx, status));
     link
+}
+
+/// How the node reaches other miners to rebuild fragments.
+#[derive(Debug, Clone)]
+struct Rebuilding {
+    client: Option<Arc<cess_transport::Client>>,
+    slots: Arc<Semaphore>,
+}
+
+/// Rebuilds `fragment_id` (its own lost fragment, or a restoral it claimed) from the network
+/// and stores it; from there it goes the way of any durable fragment (tags, then the report
+/// or `CompleteRestoral`). A failure is logged once here and handed to the core.
+async fn rebuild_fragment(
+    link: Arc<ChainLink>,
+    engine: EngineStore,
+    rebuilding: Rebuilding,
+    status: Arc<Mutex<LinkStatus>>,
+    fragment_id: Hash32,
+    own: bool,
+) {
+    let Ok(_slot) = rebuilding.slots.clone().acquire_owned().await else {
+        return;
+    };
+    let Some(client) = &rebuilding.client else {
+        return;
+    };
+    let name = hex(&fragment_id[..8]);
+    let what = if own { "self-repair" } else { "restoral" };
+    let me = link.me();
+    let plan = link
+        .follower
+        .with_ledger(|l| crate::restore::plan(l, &me, &fragment_id));
+    let started = Instant::now();
+    let result = match plan {
+        Ok(plan) => crate::restore::rebuild(client, &plan).await,
+        Err(e) => Err(e),
+    };
+    let stored = match result {
+        Ok(bytes) => {
+            let len_bytes = bytes.len() as u64;
+            let mut buf = engine.alloc(bytes.len());
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            drop(bytes);
+            match engine.put(fragment_id, buf).await {
+                Ok(()) => Ok(len_bytes),
+                Err(e) => Err(format!("storing it: {e:?}")),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match stored {
+        Ok(len_bytes) => {
+            tracing::info!(
+                fragment = %name,
+                "{what}: rebuilt and stored in {} ms",
+                started.elapsed().as_millis()
+            );
+            status.lock().expect("status lock").rebuilt += 1;
+            link.durable(fragment_id, len_bytes);
+        }
+        Err(e) => {
+            record_error(&status, format!("{what} of fragment {name}: {e}"));
+            status.lock().expect("status lock").rebuilds_failed += 1;
+            link.follower.with_ledger(|l| {
+                link.core
+                    .lock()
+                    .expect("core lock")
+                    .on_rebuild_failed(l, &fragment_id)
+            });
+        }
+    }
+}
+
+/// Reads the whole store back after a failed proof; a fragment that fails is dropped and the
+/// core told it is missing (it is rebuilt or reported lost from the next block).
+async fn check_store(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mutex<LinkStatus>>) {
+    let fragments: Vec<(Hash32, u64)> = link
+        .core
+        .lock()
+        .expect("core lock")
+        .stored()
+        .iter()
+        .map(|(id, len)| (*id, *len))
+        .collect();
+    let count = fragments.len();
+    let failed = crate::restore::check_store(&engine, fragments).await;
+    tracing::info!(
+        "self-check after a failed proof: {count} fragments read back, {} failed",
+        failed.len()
+    );
+    for (id, why) in failed {
+        record_error(
+            &status,
+            format!(
+                "self-check: fragment {} {why}; dropped to be rebuilt",
+                hex(&id[..8])
+            ),
+        );
+        let _ = engine.0.delete(Key(id)).await;
+        link.core.lock().expect("core lock").on_missing(&id);
+    }
+    link.core.lock().expect("core lock").on_checked();
 }
 
 /// How the node reaches taggers.

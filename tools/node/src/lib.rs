@@ -24,10 +24,12 @@ pub mod config;
 pub mod engine_store;
 pub mod http;
 pub mod proof_source;
+pub mod restore;
 pub mod service;
 
 pub use engine_store::EngineStore;
 pub use proof_source::StoreSource;
+pub use restore::RebuildPlan;
 
 use cess_consensus::ledger::{Ledger, MinerState};
 use cess_consensus::tx::Hash32;
@@ -84,6 +86,10 @@ pub enum ReadRight {
     Delegate(AccountId),
     /// Holds the restoral claim of a fragment of the same segment: it rebuilds from siblings.
     Restorer,
+    /// Holds a fragment of the same segment and has no audit open: it rebuilds its own
+    /// fragment, lost or found corrupt, before reporting it lost (never while challenged,
+    /// so an audit cannot be answered from the siblings).
+    Repairer,
     Validator,
 }
 
@@ -123,9 +129,11 @@ pub fn check_peer(ledger: &Ledger, account: &AccountId) -> Option<Standing> {
 /// Who may read `fragment_id` from the miner that holds it, by the chain: its file's owners
 /// (one that joined an existing file only once the audits open at its joining have closed)
 /// and their delegates, a miner that holds a restoral claim on a fragment of its segment (never
-/// the miner that reported it lost: the ledger refuses that claim), and the current
-/// validators. Nobody else, so a miner that dropped its data cannot rebuild a challenged block
-/// from its siblings. Costs a few lookups, one segment's fragments and the smaller of the
+/// the miner that reported it lost: the ledger refuses that claim), the current validators,
+/// and a miner holding another fragment of the segment while it has no audit open (a
+/// self-repair; the serving node also caps these per peer and audit period, see
+/// `chain::REPAIR_READS_PER_PEER_PERIOD`). Nobody else, so a miner that dropped its data
+/// cannot rebuild a challenged block from its siblings, nor all its data before each round. Costs a few lookups, one segment's fragments and the smaller of the
 /// file's owners and the reader's delegators, never the ledger's size.
 pub fn check_read(
     ledger: &Ledger,
@@ -162,6 +170,13 @@ pub fn check_read(
     });
     if restoring {
         return Ok(ReadRight::Restorer);
+    }
+    let holds_sibling = file.segments[segment as usize]
+        .fragments
+        .iter()
+        .any(|f| f.miner == Some(*reader) && f.id != *fragment_id);
+    if holds_sibling && !ledger.has_open_audit(reader) {
+        return Ok(ReadRight::Repairer);
     }
     // Delegation: walk the smaller side (the file's owners, or the owners that authorized
     // the reader), so neither a crowd of co-owners nor of delegators makes a read costly.
@@ -200,6 +215,42 @@ pub enum Action {
         tagger: Hash32,
         deadline: u64,
     },
+    /// Rebuild this fragment from any `data_fragments` of its segment fetched from the miners
+    /// that hold them (or fetch it whole from the miner leaving it), check it against its id
+    /// and store it; then tell the core ([`NodeCore::on_durable`], or
+    /// [`NodeCore::on_rebuild_failed`]). `own`: a fragment this node holds and lost (a
+    /// self-repair); else a restoral it claimed.
+    Rebuild { fragment_id: Hash32, own: bool },
+    /// Read back every fragment the store holds, checking its bytes against their checksums
+    /// and their id, and drop the ones that fail (they are rebuilt next). Asked after one of
+    /// this node's proofs failed.
+    Check,
+}
+
+/// How much the node rebuilds and claims on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestorePolicy {
+    /// Own fragments missing from the store that the node rebuilds itself from their
+    /// siblings; when more are missing (a lost disk) it reports them lost instead, and the
+    /// network rebuilds them on other miners, spread over many.
+    pub self_repair_max: usize,
+    /// Restoral claims submitted per block, at most.
+    pub claims_per_block: usize,
+    /// Loss reports submitted per block, at most (the rest follow in the next blocks).
+    pub reports_per_block: usize,
+    /// Open orders looked at per block when choosing what to claim.
+    pub orders_scanned_max: usize,
+}
+
+impl Default for RestorePolicy {
+    fn default() -> RestorePolicy {
+        RestorePolicy {
+            self_repair_max: 16,
+            claims_per_block: 4,
+            reports_per_block: 64,
+            orders_scanned_max: 256,
+        }
+    }
 }
 
 /// A report is submitted again if the ledger has not taken it within this many blocks (the
@@ -223,6 +274,17 @@ pub struct NodeCore {
     proving: BTreeMap<(u64, Hash32), u64>,
     /// Restorals rebuilt here whose `CompleteRestoral` was submitted: id → height.
     completing: BTreeMap<Hash32, u64>,
+    /// Rebuilds asked of the driver: id → height asked at.
+    rebuilding: BTreeMap<Hash32, u64>,
+    /// Own fragments whose self-repair failed: reported lost next.
+    unrepairable: BTreeSet<Hash32>,
+    /// `ReportLost` submitted: id → height.
+    reporting: BTreeMap<Hash32, u64>,
+    /// `ClaimRestoral` submitted: id → height.
+    claiming: BTreeMap<Hash32, u64>,
+    /// A read-back of the whole store was asked at this height.
+    checking: Option<u64>,
+    policy: RestorePolicy,
 }
 
 impl NodeCore {
@@ -238,7 +300,19 @@ impl NodeCore {
             untagged: BTreeMap::new(),
             proving: BTreeMap::new(),
             completing: BTreeMap::new(),
+            rebuilding: BTreeMap::new(),
+            unrepairable: BTreeSet::new(),
+            reporting: BTreeMap::new(),
+            claiming: BTreeMap::new(),
+            checking: None,
+            policy: RestorePolicy::default(),
         }
+    }
+
+    /// The same core with another restore policy.
+    pub fn with_policy(mut self, policy: RestorePolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Adds fragments the store holds without tags (found at start): the next block asks
@@ -361,6 +435,41 @@ impl NodeCore {
         self.completing.remove(fragment_id);
     }
 
+    /// The store lost `fragment_id` or it failed its check (and was dropped): it is missing
+    /// now, and rebuilt or reported lost from the next block.
+    pub fn on_missing(&mut self, fragment_id: &Hash32) {
+        self.stored.remove(fragment_id);
+        self.untagged.remove(fragment_id);
+    }
+
+    /// The read-back asked by [`Action::Check`] is over.
+    pub fn on_checked(&mut self) {
+        self.checking = None;
+    }
+
+    /// A rebuild failed (too few siblings answered, or none rebuilt to its id). An own
+    /// fragment is reported lost next; a claimed one is tried again after a while (or its
+    /// claim expires).
+    pub fn on_rebuild_failed(&mut self, ledger: &Ledger, fragment_id: &Hash32) {
+        let own = ledger
+            .fragment_place(fragment_id)
+            .and_then(|(file_id, segment, column)| {
+                let file = ledger.file(&file_id)?;
+                file.segments[segment as usize].fragments[usize::from(column)].miner
+            })
+            .is_some_and(|m| m == self.identity.account);
+        if own {
+            self.rebuilding.remove(fragment_id);
+            self.unrepairable.insert(*fragment_id);
+        }
+        // A claimed one stays in `rebuilding` until RESUBMIT_BLOCKS have passed.
+    }
+
+    /// Fragments being rebuilt here (own or claimed).
+    pub fn rebuilding_count(&self) -> usize {
+        self.rebuilding.len()
+    }
+
     /// The store failed to remove `fragment_id`: the next block asks again.
     pub fn on_delete_failed(&mut self, fragment_id: &Hash32) {
         self.deleting.remove(fragment_id);
@@ -412,13 +521,23 @@ impl NodeCore {
             actions.extend(self.tag_action(ledger, id, len));
         }
         self.prove_audits(ledger, &mut actions);
-        // Everything stored here that the ledger does not assign here goes (unless it is a
-        // restoral this node claimed and is rebuilding).
+        self.repair_own(ledger, &assigned, &mut actions);
+        self.restore_claimed(ledger, &mut actions);
+        self.claim_orders(ledger, &mut actions);
+        // Everything stored here that the ledger does not assign here goes, unless it is a
+        // restoral this node claimed and is rebuilding, or one it let go that is still
+        // under restoral (the restorer fetches it whole from here first).
         for fragment_id in self.stored.keys().chain(self.untagged.keys()) {
             if assigned.contains(fragment_id) || self.deleting.contains(fragment_id) {
                 continue;
             }
             if claimed_by(ledger, fragment_id, &me) {
+                continue;
+            }
+            if ledger
+                .restoral(fragment_id)
+                .is_some_and(|order| order.lost_by == me)
+            {
                 continue;
             }
             actions.push(Action::Delete(*fragment_id));
@@ -458,6 +577,191 @@ impl NodeCore {
                     deadline,
                 });
             }
+        }
+    }
+
+    /// One of this node's proofs failed: read the whole store back (once at a time).
+    pub fn on_proof_failed(&mut self, ledger: &Ledger) -> Vec<Action> {
+        let height = ledger.height();
+        if self
+            .checking
+            .is_some_and(|at| height < at + RESUBMIT_BLOCKS)
+        {
+            return Vec::new();
+        }
+        self.checking = Some(height);
+        vec![Action::Check]
+    }
+
+    /// Own fragments the chain has as stored here that the store does not hold (a wiped
+    /// or replaced disk, a fragment dropped by a failed check): rebuilt here from their
+    /// siblings while they are few, else (or when that fails) reported lost, so the network
+    /// rebuilds them elsewhere and the node is not paid for what it does not hold. Costs the
+    /// node's own fragments.
+    fn repair_own(
+        &mut self,
+        ledger: &Ledger,
+        assigned: &BTreeSet<&Hash32>,
+        actions: &mut Vec<Action>,
+    ) {
+        let height = ledger.height();
+        let chain_stored = |id: &Hash32| {
+            ledger
+                .fragment_place(id)
+                .and_then(|(file_id, segment, column)| {
+                    let file = ledger.file(&file_id)?;
+                    Some(file.segments[segment as usize].fragments[usize::from(column)].stored)
+                })
+                .unwrap_or(false)
+        };
+        let missing: Vec<Hash32> = assigned
+            .iter()
+            .filter(|id| {
+                !self.stored.contains_key(**id)
+                    && !self.untagged.contains_key(**id)
+                    && chain_stored(id)
+            })
+            .map(|id| **id)
+            .collect();
+        self.reporting.retain(|id, _| assigned.contains(id));
+        self.unrepairable.retain(|id| assigned.contains(id));
+        self.rebuilding.retain(|id, _| {
+            assigned.contains(id) || claimed_by(ledger, id, &self.identity.account)
+        });
+        let repairable = missing.len() <= self.policy.self_repair_max;
+        let mut reports = 0;
+        for id in missing {
+            if repairable && !self.unrepairable.contains(&id) {
+                let due = self
+                    .rebuilding
+                    .get(&id)
+                    .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+                if due {
+                    self.rebuilding.insert(id, height);
+                    actions.push(Action::Rebuild {
+                        fragment_id: id,
+                        own: true,
+                    });
+                }
+                continue;
+            }
+            let due = self
+                .reporting
+                .get(&id)
+                .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+            if due && reports < self.policy.reports_per_block {
+                reports += 1;
+                self.reporting.insert(id, height);
+                actions.push(Action::Submit(Call::ReportLost { fragment_id: id }));
+            }
+        }
+    }
+
+    /// Restorals this node claimed and does not hold yet: rebuilt (again after
+    /// [`RESUBMIT_BLOCKS`] when a try failed or was lost).
+    fn restore_claimed(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {
+        let me = self.identity.account;
+        let height = ledger.height();
+        let claimed: Vec<Hash32> = self
+            .claiming
+            .keys()
+            .chain(self.rebuilding.keys())
+            .filter(|id| claimed_by(ledger, id, &me))
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for id in claimed {
+            if self.stored.contains_key(&id) || self.untagged.contains_key(&id) {
+                continue;
+            }
+            let due = self
+                .rebuilding
+                .get(&id)
+                .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+            if due {
+                self.rebuilding.insert(id, height);
+                actions.push(Action::Rebuild {
+                    fragment_id: id,
+                    own: false,
+                });
+            }
+        }
+        self.claiming.retain(|id, at| {
+            ledger.restoral(id).is_some_and(|o| o.claim.is_none()) && height < *at + RESUBMIT_BLOCKS
+                || claimed_by(ledger, id, &me)
+        });
+    }
+
+    /// Claims open orders this node may take: it is active, not barred, has room and claim
+    /// slots, holds and rebuilds nothing of the segment, and did not let the fragment go.
+    /// Each node looks from its own place in the orders (by its account and the height), so
+    /// nodes rarely race for one; at most `orders_scanned_max` are looked at per block.
+    fn claim_orders(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {
+        let me = self.identity.account;
+        let height = ledger.height();
+        let Some(miner) = ledger.miner(&me) else {
+            return;
+        };
+        let params = ledger.params();
+        if miner.state != MinerState::Active
+            || miner.collateral < params.miner_collateral_min
+            || height < miner.claims_barred_until
+        {
+            return;
+        }
+        let in_flight = self
+            .claiming
+            .keys()
+            .filter(|id| !claimed_by(ledger, id, &me))
+            .count();
+        let slots = (params.restoral_claims_per_miner_max as usize)
+            .saturating_sub(miner.restoral_claims as usize + in_flight)
+            .min(self.policy.claims_per_block);
+        if slots == 0 {
+            return;
+        }
+        let mut idle = miner.idle_bytes();
+        let start = cess_consensus::codec::hash(
+            b"cess-node/1 claim start\0",
+            &[&me.0, &height.to_le_bytes()],
+        );
+        let mut segments_taken: BTreeSet<(Hash32, u32)> = BTreeSet::new();
+        let mut chosen = Vec::new();
+        for (id, order) in ledger
+            .restorals_from(&start)
+            .take(self.policy.orders_scanned_max)
+        {
+            if chosen.len() == slots {
+                break;
+            }
+            if order.claim.is_some() || order.lost_by == me || self.claiming.contains_key(id) {
+                continue;
+            }
+            let Some(file) = ledger.file(&order.file_id) else {
+                continue;
+            };
+            if file.fragment_bytes > idle || !segments_taken.insert((order.file_id, order.segment))
+            {
+                continue;
+            }
+            let takes_part = file.segments[order.segment as usize]
+                .fragments
+                .iter()
+                .any(|f| {
+                    f.miner == Some(me)
+                        || self.claiming.contains_key(&f.id)
+                        || claimed_by(ledger, &f.id, &me)
+                });
+            if takes_part {
+                continue;
+            }
+            idle -= file.fragment_bytes;
+            chosen.push(*id);
+        }
+        for id in chosen {
+            self.claiming.insert(id, height);
+            actions.push(Action::Submit(Call::ClaimRestoral { fragment_id: id }));
         }
     }
 

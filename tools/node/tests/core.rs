@@ -34,6 +34,10 @@ struct Net {
     tags_unanswered: Vec<(usize, Hash32)>,
     /// Proofs the nodes set out to make: (node, round, deadline, height asked at).
     proofs_asked: Vec<(usize, u64, u64, u64)>,
+    /// Rebuilds the nodes asked their drivers for: (node, fragment, own).
+    rebuilds_asked: Vec<(usize, Hash32, bool)>,
+    /// Read-backs asked for, by node.
+    checks_asked: Vec<usize>,
     rng: ChaCha8Rng,
 }
 
@@ -49,10 +53,6 @@ fn params() -> LedgerParams {
 }
 
 impl Net {
-    fn new(nodes: usize, seed: u64) -> Net {
-        Net::with_params(nodes, seed, params())
-    }
-
     fn with_params(nodes: usize, seed: u64, params: LedgerParams) -> Net {
         let (mut genesis, validators, users) = genesis(1, nodes + 1, seed, params);
         let tagger_key = cess_proofs::SecretKey::from_seed(&[7; 32], 4).unwrap();
@@ -90,6 +90,8 @@ impl Net {
             tagger_up: true,
             tags_unanswered: Vec::new(),
             proofs_asked: Vec::new(),
+            rebuilds_asked: Vec::new(),
+            checks_asked: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
@@ -158,6 +160,10 @@ impl Net {
                     let height = self.ledger.height();
                     self.proofs_asked.push((i, round, deadline, height));
                 }
+                Action::Rebuild { fragment_id, own } => {
+                    self.rebuilds_asked.push((i, fragment_id, own));
+                }
+                Action::Check => self.checks_asked.push(i),
             }
         }
     }
@@ -238,7 +244,11 @@ impl Net {
 
 /// Nodes register themselves, then the owner rents space.
 fn started(nodes: usize, seed: u64) -> Net {
-    let mut net = Net::new(nodes, seed);
+    started_with(nodes, seed, params())
+}
+
+fn started_with(nodes: usize, seed: u64, params: LedgerParams) -> Net {
+    let mut net = Net::with_params(nodes, seed, params);
     net.block(Vec::new());
     let outcome = net.block(Vec::new());
     assert!(
@@ -510,7 +520,17 @@ fn every_open_audit_is_proved_once_again_when_not_taken_and_never_past_its_deadl
 #[test]
 fn a_fragment_is_read_only_by_owners_delegates_restorers_and_validators() {
     use cess_node::{ReadRefused, ReadRight, check_read};
-    let mut net = started(5, 6);
+    // Audits every 6 blocks for every miner holding data.
+    let mut net = started_with(
+        5,
+        6,
+        LedgerParams {
+            audit_period_blocks: 6,
+            audit_miners_permille: 1000,
+            audit_deadline_base_blocks: 2,
+            ..params()
+        },
+    );
     let file_id = net.declare(6, 1);
     let placement = net.placement(&file_id);
     for &(i, id) in &placement {
@@ -530,9 +550,18 @@ fn a_fragment_is_read_only_by_owners_delegates_restorers_and_validators() {
         read(&net, &net.validators[0].clone()),
         Ok(ReadRight::Validator)
     );
-    // The lazy miner's way out: rebuild a challenged fragment from its siblings. Refused.
+    // The lazy miner's way out: rebuild a challenged fragment from its siblings. Refused
+    // while it has an audit open; between audits it may repair its own (a self-repair).
     let sibling_id = net.miners[sibling].id();
+    while !net.ledger.has_open_audit(&sibling_id) {
+        assert_eq!(read(&net, &sibling_id), Ok(ReadRight::Repairer));
+        net.block(Vec::new());
+    }
     assert_eq!(read(&net, &sibling_id), Err(ReadRefused::NotPermitted));
+    while net.ledger.has_open_audit(&sibling_id) {
+        net.block(Vec::new());
+    }
+    assert_eq!(read(&net, &sibling_id), Ok(ReadRight::Repairer));
     assert_eq!(
         check_read(&net.ledger, &owner, &[0xAB; 32]),
         Err(ReadRefused::UnknownFragment)
@@ -563,15 +592,17 @@ fn a_fragment_is_read_only_by_owners_delegates_restorers_and_validators() {
         Err(ReadRefused::NotPermitted),
         "before the claim"
     );
-    let claim = net.ledger.transaction(
-        &restorer,
-        Call::ClaimRestoral {
-            fragment_id: fragment,
-        },
+    // The spare nodes' cores claim it on their own; the one whose claim went in reads.
+    let _ = restorer;
+    net.block(Vec::new());
+    let (claimant, _) = net.ledger.restoral(&fragment).unwrap().claim.unwrap();
+    assert!(
+        placement
+            .iter()
+            .all(|(n, _)| net.miners[*n].id() != claimant)
     );
-    assert_eq!(net.block(vec![claim]).receipts, vec![Ok(())]);
     assert_eq!(
-        check_read(&net.ledger, &restorer.id(), &sibling_fragment),
+        check_read(&net.ledger, &claimant, &sibling_fragment),
         Ok(ReadRight::Restorer)
     );
 }
@@ -615,9 +646,13 @@ fn an_owner_that_joins_an_existing_file_reads_only_after_the_audit_window() {
         net.write(i, id, FRAGMENT).unwrap();
     }
     net.block(Vec::new());
-    let (lazy, _) = placement[0];
+    // A miner holding nothing of the segment (one that holds a part has its own, capped,
+    // self-repair right between audits: see the test above).
+    let joiner = (0..5)
+        .find(|i| placement.iter().all(|(n, _)| n != i))
+        .unwrap();
     let (_, sibling) = placement[1];
-    let miner = net.miners[lazy].clone();
+    let miner = net.miners[joiner].clone();
     let rent = net.ledger.transaction(
         &miner,
         Call::RentSpace {
@@ -659,5 +694,148 @@ fn an_owner_that_joins_an_existing_file_reads_only_after_the_audit_window() {
     assert_eq!(
         check_read(&net.ledger, &net.owner.id(), &sibling),
         Ok(ReadRight::Owner)
+    );
+}
+
+/// A node whose store lost a few of its fragments (the chain has them as stored here)
+/// rebuilds them itself; when that fails, or when it lost more than it rebuilds itself (a
+/// wiped disk), it reports them lost, so the network rebuilds them and it is not paid for
+/// what it does not hold.
+#[test]
+fn a_node_rebuilds_a_few_lost_fragments_itself_and_reports_the_rest_lost() {
+    let mut net = started(4, 21);
+    let file_id = net.declare(21, 2);
+    let placement = net.placement(&file_id);
+    for &(i, id) in &placement {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    net.block(Vec::new());
+    assert_eq!(net.ledger.file(&file_id).unwrap().state, FileState::Active);
+    // Node `a` loses one fragment behind its core's back (found at restart).
+    let (a, lost) = placement[0];
+    net.stores[a].remove(&lost);
+    let identity = net.nodes[a].identity().clone();
+    net.nodes[a] = NodeCore::new(identity.clone(), net.stores[a].clone());
+    net.block(Vec::new());
+    assert_eq!(
+        net.rebuilds_asked,
+        vec![(a, lost, true)],
+        "a self-repair first"
+    );
+    assert!(
+        net.queued.is_empty(),
+        "nothing reported yet: {:?}",
+        net.queued
+    );
+    // The self-repair fails: the fragment is reported lost.
+    net.nodes[a].on_rebuild_failed(&net.ledger, &lost);
+    net.block(Vec::new());
+    assert_eq!(
+        net.queued,
+        vec![(a, Call::ReportLost { fragment_id: lost })]
+    );
+    let outcome = net.block(Vec::new());
+    assert_eq!(outcome.receipts, vec![Ok(())]);
+    assert_eq!(
+        net.ledger.restoral(&lost).unwrap().lost_by,
+        identity.account
+    );
+
+    // Node `b` lost its whole store (two fragments, more than it repairs itself): both are
+    // reported lost at once, no self-repair asked.
+    let (b, _) = placement[1];
+    let held: Vec<Hash32> = placement
+        .iter()
+        .filter(|(n, _)| *n == b)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(held.len(), 2);
+    net.stores[b].clear();
+    let identity = net.nodes[b].identity().clone();
+    net.nodes[b] = NodeCore::new(identity, []).with_policy(cess_node::RestorePolicy {
+        self_repair_max: 1,
+        ..cess_node::RestorePolicy::default()
+    });
+    net.rebuilds_asked.clear();
+    net.block(Vec::new());
+    assert!(
+        !net.rebuilds_asked.iter().any(|(n, _, own)| *n == b && *own),
+        "{:?}",
+        net.rebuilds_asked
+    );
+    let reported: Vec<Hash32> = net
+        .queued
+        .iter()
+        .filter(|(n, _)| *n == b)
+        .filter_map(|(_, c)| match c {
+            Call::ReportLost { fragment_id } => Some(*fragment_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported.len(), 2, "{:?}", net.queued);
+}
+
+/// A node with room claims an open order it may take (never its own loss, never a segment
+/// it holds part of), rebuilds the fragment, stores it, gets its tags and takes it over: the
+/// file is active again. A failed proof asks for a read-back of the store.
+#[test]
+fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
+    let mut net = started(4, 22);
+    let file_id = net.declare(22, 1);
+    let placement = net.placement(&file_id);
+    for &(i, id) in &placement {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    net.block(Vec::new());
+    let spare = (0..4)
+        .find(|i| placement.iter().all(|(n, _)| n != i))
+        .unwrap();
+    let (loser, lost) = placement[2];
+    let report = net
+        .ledger
+        .transaction(&net.miners[loser], Call::ReportLost { fragment_id: lost });
+    net.block(vec![report]);
+    assert!(matches!(
+        net.ledger.file(&file_id).unwrap().state,
+        FileState::Recovery { .. }
+    ));
+    // Only the spare claims: the loser never claims its own loss, the others hold the segment.
+    assert_eq!(
+        net.queued,
+        vec![(spare, Call::ClaimRestoral { fragment_id: lost })]
+    );
+    net.block(Vec::new());
+    let claim = net.ledger.restoral(&lost).unwrap().claim.unwrap();
+    assert_eq!(claim.0, net.miners[spare].id());
+    assert!(
+        net.rebuilds_asked.contains(&(spare, lost, false)),
+        "{:?}",
+        net.rebuilds_asked
+    );
+    // The driver rebuilt and stored it: tags, then the completion.
+    net.stores[spare].insert(lost, FRAGMENT);
+    let actions = net.nodes[spare].on_durable(&net.ledger, lost, FRAGMENT);
+    net.act(spare, actions);
+    assert_eq!(
+        net.queued,
+        vec![(spare, Call::CompleteRestoral { fragment_id: lost })]
+    );
+    let outcome = net.block(Vec::new());
+    assert_eq!(outcome.receipts, vec![Ok(())]);
+    let fragment = &net.ledger.file(&file_id).unwrap().segments[0].fragments[2];
+    assert_eq!(fragment.miner, Some(net.miners[spare].id()));
+    assert_eq!(net.ledger.file(&file_id).unwrap().state, FileState::Active);
+    assert!(
+        net.stores[spare].contains_key(&lost),
+        "kept by its new holder"
+    );
+    // A failed proof: the store is read back, once while a read-back runs.
+    let actions = net.nodes[spare].on_proof_failed(&net.ledger);
+    assert_eq!(actions, vec![Action::Check]);
+    assert!(net.nodes[spare].on_proof_failed(&net.ledger).is_empty());
+    net.nodes[spare].on_checked();
+    assert_eq!(
+        net.nodes[spare].on_proof_failed(&net.ledger),
+        vec![Action::Check]
     );
 }
