@@ -563,6 +563,7 @@ pub fn start(
             }
         });
     }
+    tokio::spawn(watch_scrub(link.clone(), engine.clone(), status.clone()));
     // Actions: deletions, tagging and proofs here, calls to the submitter.
     {
         let link = link.clone();
@@ -632,6 +633,39 @@ pub fn start(
     }
     tokio::spawn(submit_loop(link.clone(), key, validators, calls_rx, status));
     link
+}
+
+/// How often the background scrub's findings are looked at.
+const SCRUB_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The scheduled self-check: fragments the engine's background scrub (budgeted, resumable,
+/// its progress in `/metrics`) found corrupt are dropped and handed to the core as missing,
+/// so the node rebuilds them or reports them lost before an audit finds them.
+async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mutex<LinkStatus>>) {
+    let mut handled = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(SCRUB_WATCH_INTERVAL).await;
+        let store = engine.0.clone();
+        let Ok(Ok(progress)) = tokio::task::spawn_blocking(move || store.scrub_progress()).await
+        else {
+            continue;
+        };
+        for key in progress.corrupt {
+            let held = link.core.lock().expect("core lock").stored().contains_key(&key.0);
+            if !held || !handled.insert(key.0) {
+                continue;
+            }
+            record_error(
+                &status,
+                format!(
+                    "scrub: fragment {} is corrupt; dropped to be rebuilt",
+                    hex(&key.0[..8])
+                ),
+            );
+            let _ = engine.0.delete(key).await;
+            link.core.lock().expect("core lock").on_missing(&key.0);
+        }
+    }
 }
 
 /// How the node reaches other miners to rebuild fragments.

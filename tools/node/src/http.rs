@@ -527,6 +527,8 @@ fn chain_json(c: &ChainSnapshot) -> serde_json::Value {
                 "fragments_waiting_for_tags": c.untagged,
                 "tags_kept": d.tags_kept,
                 "tags_refused": d.tags_refused,
+                "rebuilt_fragments": d.rebuilt,
+                "rebuilds_failed": d.rebuilds_failed,
                 "audit_totals": {
                     "proved": t.proved, "failed": t.failed, "valid": t.valid,
                     "invalid": t.invalid, "missed": t.missed,
@@ -714,6 +716,13 @@ fn scrape_snapshot(s: &Snapshot, scrape: &mut Scrape<'_, '_>) {
         None,
         "result",
         &[("kept", d.tags_kept), ("refused", d.tags_refused)],
+    );
+    scrape.counters(
+        "cess_node_rebuilds",
+        "Fragments rebuilt from other miners (own lost ones and claimed restorals), by result",
+        None,
+        "result",
+        &[("stored", d.rebuilt), ("failed", d.rebuilds_failed)],
     );
     scrape.counters(
         "cess_node_transactions",

@@ -231,8 +231,8 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestorePolicy {
     /// Own fragments missing from the store that the node rebuilds itself from their
-    /// siblings; when more are missing (a lost disk) it reports them lost instead, and the
-    /// network rebuilds them on other miners, spread over many.
+    /// siblings; when more are missing, or more than half of what it holds (a lost disk), it
+    /// reports them lost instead, and the network rebuilds them on other miners.
     pub self_repair_max: usize,
     /// Restoral claims submitted per block, at most.
     pub claims_per_block: usize,
@@ -257,6 +257,9 @@ impl Default for RestorePolicy {
 /// transaction was lost, or expired in a mempool).
 pub const RESUBMIT_BLOCKS: u64 = 20;
 
+/// Self-repairs of one fragment tried before it is reported lost.
+pub const SELF_REPAIR_TRIES: u32 = 3;
+
 #[derive(Debug, Clone)]
 pub struct NodeCore {
     identity: NodeIdentity,
@@ -276,8 +279,10 @@ pub struct NodeCore {
     completing: BTreeMap<Hash32, u64>,
     /// Rebuilds asked of the driver: id → height asked at.
     rebuilding: BTreeMap<Hash32, u64>,
-    /// Own fragments whose self-repair failed: reported lost next.
+    /// Own fragments whose self-repair failed `SELF_REPAIR_TRIES` times: reported lost next.
     unrepairable: BTreeSet<Hash32>,
+    /// Failed self-repairs so far, per own fragment.
+    repair_tries: BTreeMap<Hash32, u32>,
     /// `ReportLost` submitted: id → height.
     reporting: BTreeMap<Hash32, u64>,
     /// `ClaimRestoral` submitted: id → height.
@@ -302,6 +307,7 @@ impl NodeCore {
             completing: BTreeMap::new(),
             rebuilding: BTreeMap::new(),
             unrepairable: BTreeSet::new(),
+            repair_tries: BTreeMap::new(),
             reporting: BTreeMap::new(),
             claiming: BTreeMap::new(),
             checking: None,
@@ -459,8 +465,14 @@ impl NodeCore {
             })
             .is_some_and(|m| m == self.identity.account);
         if own {
+            // Tried again from the next block (an audit may have opened meanwhile, or a
+            // sibling was down), reported lost after the last try.
             self.rebuilding.remove(fragment_id);
-            self.unrepairable.insert(*fragment_id);
+            let tries = self.repair_tries.entry(*fragment_id).or_default();
+            *tries += 1;
+            if *tries >= SELF_REPAIR_TRIES {
+                self.unrepairable.insert(*fragment_id);
+            }
         }
         // A claimed one stays in `rebuilding` until RESUBMIT_BLOCKS have passed.
     }
@@ -614,24 +626,36 @@ impl NodeCore {
                 })
                 .unwrap_or(false)
         };
-        let missing: Vec<Hash32> = assigned
+        let held: Vec<Hash32> = assigned
             .iter()
-            .filter(|id| {
-                !self.stored.contains_key(**id)
-                    && !self.untagged.contains_key(**id)
-                    && chain_stored(id)
-            })
+            .filter(|id| chain_stored(id))
             .map(|id| **id)
+            .collect();
+        let missing: Vec<Hash32> = held
+            .iter()
+            .filter(|id| !self.stored.contains_key(*id) && !self.untagged.contains_key(*id))
+            .copied()
             .collect();
         self.reporting.retain(|id, _| assigned.contains(id));
         self.unrepairable.retain(|id| assigned.contains(id));
+        self.repair_tries
+            .retain(|id, _| assigned.contains(id) && !self.stored.contains_key(id));
+        // Siblings are read only between this node's audits (see `check_read`).
+        let audited = ledger.has_open_audit(&self.identity.account);
         self.rebuilding.retain(|id, _| {
             assigned.contains(id) || claimed_by(ledger, id, &self.identity.account)
         });
-        let repairable = missing.len() <= self.policy.self_repair_max;
+        // A few fragments lost from a store that kept the rest: rebuilt here. More than
+        // `self_repair_max`, or more than half of what it holds (a lost or replaced disk):
+        // reported, and the network spreads the rebuilding over many miners.
+        let repairable =
+            missing.len() <= self.policy.self_repair_max && missing.len() * 2 <= held.len();
         let mut reports = 0;
         for id in missing {
             if repairable && !self.unrepairable.contains(&id) {
+                if audited {
+                    continue;
+                }
                 let due = self
                     .rebuilding
                     .get(&id)

@@ -727,7 +727,15 @@ fn a_node_rebuilds_a_few_lost_fragments_itself_and_reports_the_rest_lost() {
         "nothing reported yet: {:?}",
         net.queued
     );
-    // The self-repair fails: the fragment is reported lost.
+    // The self-repair fails, is tried again, and after the last try the fragment is
+    // reported lost.
+    for _ in 1..cess_node::SELF_REPAIR_TRIES {
+        net.rebuilds_asked.clear();
+        net.nodes[a].on_rebuild_failed(&net.ledger, &lost);
+        net.block(Vec::new());
+        assert_eq!(net.rebuilds_asked, vec![(a, lost, true)], "tried again");
+        assert!(net.queued.is_empty());
+    }
     net.nodes[a].on_rebuild_failed(&net.ledger, &lost);
     net.block(Vec::new());
     assert_eq!(

@@ -1,0 +1,233 @@
+//! Restore in the running network, as processes on loopback: a devnet of 13 miners (one
+//! more than a segment's 12 columns) and a two-segment file. One miner loses its whole store
+//! and reports its fragments lost: the 13th miner claims them, rebuilds each from 4 others
+//! and takes them over. Another loses one of its two fragments and rebuilds it itself, no
+//! order opened. Afterwards every segment has 12 stored fragments on 12 distinct miners,
+//! every holder passes its next audit, and the file reads back byte-identical with 8 of the
+//! 12 holders stopped (the rebuilt fragments among the 4 left).
+
+mod common;
+
+use cess_engine::{Class, OpenOptions, Store, Target};
+use common::{Network, cess, ok, start_miner, status, stop_miner};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const NODES: usize = 13;
+
+fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Node `i`'s account id in hex (as `cess chain` prints it).
+fn account_of(dir: &Path, i: usize) -> String {
+    let key =
+        cess_transport::NodeKey::load(&dir.join(format!("net/node-{i:02}/node.key"))).unwrap();
+    let account = cess_consensus::AccountKey::from_libp2p(key.keypair())
+        .unwrap()
+        .id();
+    cess_consensus::codec::hex(&account.0)
+}
+
+fn chain_file(dir: &Path, file_id: &str) -> serde_json::Value {
+    let out = ok(cess(
+        &["chain", "--dir", "net/chain", "file", file_id, "--json"],
+        dir,
+    ));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Per segment: column → the node holding it (stored), `None` where no node stores it.
+fn holders(file: &serde_json::Value, nodes: &BTreeMap<String, usize>) -> Vec<Vec<Option<usize>>> {
+    file["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["fragments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    let stored = f["stored"] == true;
+                    let miner = f["miner"].as_str()?;
+                    stored.then(|| nodes[miner])
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Deletes `count` (all when `None`) of stopped miner `i`'s fragments behind its back.
+fn delete_fragments(dir: &Path, i: usize, count: Option<usize>) -> usize {
+    let addr = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/addr"))).unwrap();
+    let peer: cess_transport::PeerId = addr.trim().rsplit('/').next().unwrap().parse().unwrap();
+    let node_id = cess_engine::NodeId(cess_engine::Key::of(&peer.to_bytes()).0);
+    let store = Store::open(
+        &Target::Path(dir.join(format!("net/node-{i:02}/store.img"))),
+        &OpenOptions::new(node_id),
+    )
+    .unwrap();
+    let keys: Vec<_> = store
+        .list()
+        .filter_map(Result::ok)
+        .filter(|info| info.class == Class::Active)
+        .map(|info| info.key)
+        .take(count.unwrap_or(usize::MAX))
+        .collect();
+    for key in &keys {
+        store.delete(*key).wait().unwrap();
+    }
+    keys.len()
+}
+
+fn valid_round_after(dir: &Path, i: usize, after_round: u64) -> Option<u64> {
+    status(dir, i)?["chain"]["audits"]
+        .as_array()?
+        .iter()
+        .filter(|a| a["result"] == "valid")
+        .filter_map(|a| a["round"].as_u64())
+        .find(|r| *r > after_round)
+}
+
+#[test]
+fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_node() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path();
+    ok(cess(
+        &[
+            "devnet",
+            "up",
+            "--dir",
+            "net",
+            "--nodes",
+            &NODES.to_string(),
+            "--store-mib",
+            "48",
+        ],
+        dir,
+    ));
+    let mut network = Network(dir.to_path_buf(), Vec::new());
+    let nodes: BTreeMap<String, usize> = (0..NODES).map(|i| (account_of(dir, i), i)).collect();
+    let mut data = vec![0u8; 3_000_000];
+    rand::RngCore::fill_bytes(
+        &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(23),
+        &mut data,
+    );
+    std::fs::write(dir.join("in.bin"), &data).unwrap();
+    ok(cess(&["keygen", "file.key"], dir));
+    let put = ok(cess(
+        &[
+            "put",
+            "in.bin",
+            "--devnet",
+            "net",
+            "--key",
+            "file.key",
+            "--segment-mib",
+            "2",
+        ],
+        dir,
+    ));
+    let file_id = put
+        .lines()
+        .find_map(|l| l.strip_prefix("file id "))
+        .expect("put prints the file id")
+        .trim()
+        .to_string();
+    let file = chain_file(dir, &file_id);
+    assert_eq!(file["state"], "active", "{file}");
+    let before = holders(&file, &nodes);
+    assert_eq!(before.len(), 2, "two segments");
+    let columns: Vec<usize> = before[0].iter().map(|h| h.unwrap()).collect();
+    assert_eq!(before[1].iter().map(|h| h.unwrap()).collect::<Vec<_>>(), columns);
+    let spare = (0..NODES).find(|i| !columns.contains(i)).unwrap();
+    let (wiped, repaired) = (columns[0], columns[1]);
+
+    // One node loses one of its two fragments, another its whole store.
+    stop_miner(dir, repaired);
+    assert_eq!(delete_fragments(dir, repaired, Some(1)), 1);
+    network.1.push(start_miner(dir, repaired));
+    stop_miner(dir, wiped);
+    assert_eq!(delete_fragments(dir, wiped, None), 2);
+    let t0 = Instant::now();
+    network.1.push(start_miner(dir, wiped));
+
+    // The wiped node's columns move to the spare; the repaired node keeps its own.
+    let after = wait_until(
+        "both segments back to 12 stored fragments on 12 distinct miners",
+        Duration::from_secs(240),
+        || {
+            let file = chain_file(dir, &file_id);
+            let now = holders(&file, &nodes);
+            let full = file["state"] == "active"
+                && now.iter().all(|s| {
+                    let held: BTreeSet<usize> = s.iter().flatten().copied().collect();
+                    held.len() == 12 && s.iter().all(Option::is_some)
+                });
+            full.then_some(now)
+        },
+    );
+    eprintln!(
+        "restored in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    for segment in &after {
+        assert_eq!(segment[0], Some(spare), "the spare took the wiped node's column");
+        assert_eq!(segment[1], Some(repaired), "the repaired node kept its column");
+        assert!(!segment.contains(&Some(wiped)));
+    }
+    let repaired_status = status(dir, repaired).unwrap();
+    assert_eq!(
+        repaired_status["store"]["active_fragments"], 2,
+        "rebuilt in its own store: {repaired_status}"
+    );
+    assert!(
+        repaired_status["chain"]["rebuilt_fragments"].as_u64() >= Some(1),
+        "{repaired_status}"
+    );
+    let spare_status = status(dir, spare).unwrap();
+    assert_eq!(spare_status["store"]["active_fragments"], 2, "{spare_status}");
+
+    // Every holder passes its next audit.
+    let chain_status: serde_json::Value = serde_json::from_str(&ok(cess(
+        &["chain", "--dir", "net/chain", "status", "--json"],
+        dir,
+    )))
+    .unwrap();
+    let restored_round = chain_status["height"].as_u64().unwrap() / 30;
+    for &i in &after[0] {
+        let i = i.unwrap();
+        wait_until(
+            &format!("miner {i} passing an audit after the restore"),
+            Duration::from_secs(180),
+            || valid_round_after(dir, i, restored_round),
+        );
+    }
+
+    // Any 8 of the 12 holders down: the file reads back from the 4 left, the spare among them.
+    let keep: BTreeSet<usize> = [spare, repaired, after[0][5].unwrap(), after[0][9].unwrap()]
+        .into_iter()
+        .collect();
+    assert_eq!(keep.len(), 4);
+    for &i in after[0].iter().flatten() {
+        if !keep.contains(&i) {
+            stop_miner(dir, i);
+        }
+    }
+    ok(cess(
+        &[
+            "get", &file_id, "--devnet", "net", "--key", "file.key", "--out", "back.bin",
+        ],
+        dir,
+    ));
+    assert!(std::fs::read(dir.join("back.bin")).unwrap() == data);
+}
