@@ -531,6 +531,28 @@ enum NodeCommand {
         /// The node directory.
         dir: PathBuf,
     },
+    /// Leaves the miners: every fragment the node holds goes to restoral orders that other
+    /// miners take (keep the node running until they are rebuilt; it serves them whole).
+    Exit {
+        /// The node directory.
+        dir: PathBuf,
+    },
+    /// After `exit` and the cooling-off period: the collateral returns (less a penalty per
+    /// fragment not yet rebuilt elsewhere).
+    Withdraw {
+        /// The node directory.
+        dir: PathBuf,
+    },
+    /// Self-check of a running node: every fragment read back and checked against its
+    /// checksums and id; what fails is dropped and rebuilt (or reported lost). Exits 1 when a
+    /// fragment failed.
+    Check {
+        /// The node directory.
+        dir: PathBuf,
+        /// Also check each fragment's kept tags against its bytes, as a proof would.
+        #[arg(long)]
+        proof: bool,
+    },
 }
 
 fn node_id(hex: &str) -> Result<NodeId> {
@@ -966,6 +988,15 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
         Command::Node(NodeCommand::Status { dir }) => {
             print!("{}", node::status(&dir)?);
             Ok(())
+        }
+        Command::Node(NodeCommand::Exit { dir }) => node::leave(&dir, false),
+        Command::Node(NodeCommand::Withdraw { dir }) => node::leave(&dir, true),
+        Command::Node(NodeCommand::Check { dir, proof }) => {
+            if node::check(&dir, proof)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::EngineDemo {
             target,

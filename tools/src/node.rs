@@ -41,6 +41,112 @@ pub fn status(dir: &Path) -> Result<String> {
     http_get(&addr, "/status")
 }
 
+/// `cess node check DIR [--proof]`: starts a self-check on the running node and follows it
+/// on `/status` until it is done, showing its progress; whether every fragment passed.
+pub fn check(dir: &Path, proof: bool) -> Result<bool> {
+    let Some(addr) = metrics_addr(dir) else {
+        bail!(
+            "{} has no {METRICS_FILE}: the node is not running, or runs without a metrics address",
+            dir.display()
+        );
+    };
+    let started: serde_json::Value = serde_json::from_str(&http_get(
+        &addr,
+        if proof { "/check?proof=1" } else { "/check" },
+    )?)
+    .context("the node's answer to /check")?;
+    if started["started"] != true {
+        println!("a self-check is already running on this node; following it");
+    }
+    let mut last_shown = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let status: serde_json::Value =
+            serde_json::from_str(&http_get(&addr, "/status")?).context("the node's /status")?;
+        let report = &status["chain"]["check"];
+        if report.is_null() {
+            continue;
+        }
+        let (checked, total) = (
+            report["fragments_checked"].as_u64().unwrap_or(0),
+            report["fragments_total"].as_u64().unwrap_or(0),
+        );
+        if report["done"] != true {
+            if last_shown.elapsed() >= std::time::Duration::from_secs(2) {
+                println!("checked {checked}/{total} fragments");
+                last_shown = std::time::Instant::now();
+            }
+            continue;
+        }
+        let failed = report["failed_count"].as_u64().unwrap_or(0);
+        println!(
+            "self-check{}: {checked} fragments ({} bytes) read back, {failed} failed",
+            if report["with_proof"] == true {
+                " with tags"
+            } else {
+                ""
+            },
+            report["bytes_checked"].as_u64().unwrap_or(0)
+        );
+        for f in report["failed"].as_array().into_iter().flatten() {
+            println!(
+                "  {}: {} (dropped; the node rebuilds it or reports it lost)",
+                f["fragment_id"].as_str().unwrap_or("?"),
+                f["why"].as_str().unwrap_or("?")
+            );
+        }
+        return Ok(failed == 0);
+    }
+}
+
+/// `cess node exit DIR` / `cess node withdraw DIR`: the node's account leaves the miners.
+/// Exiting hands every fragment it holds to restoral orders (the node keeps serving them to
+/// the miners rebuilding them until those complete); withdrawing, after the cooling-off
+/// period, returns the collateral, less `penalty_lost` for each fragment not rebuilt yet.
+pub fn leave(dir: &Path, withdraw: bool) -> Result<()> {
+    let config = NodeConfig::load(&dir.join(CONFIG_FILE))?;
+    let chain = config.chain.clone().with_context(|| {
+        format!(
+            "{} has no chain settings: this node is not a miner on a chain",
+            dir.display()
+        )
+    })?;
+    let key = Arc::new(NodeKey::load(&config.key_file)?);
+    let source = crate::chain::ChainSource {
+        genesis: chain.genesis.clone(),
+        validators: crate::chain::parse_validators(&chain.validators)?,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client =
+            crate::chain::ChainClient::connect(&source, key, std::time::Duration::from_secs(60))
+                .await?;
+        let me = client.account.id();
+        let call = if withdraw {
+            cess_consensus::Call::WithdrawMiner
+        } else {
+            cess_consensus::Call::ExitMiner
+        };
+        let height = client.submit(call).await?;
+        if withdraw {
+            println!("withdrawn at height {height}: the collateral is back on the account");
+            return Ok(());
+        }
+        let (orders, until) = client.ledger(|l| {
+            let orders = l.restorals().filter(|(_, o)| o.lost_by == me).count();
+            let until = height + l.params().miner_cooling_off_blocks;
+            (orders, until)
+        });
+        println!(
+            "exiting since height {height}: {orders} fragments handed to restoral orders. Keep \
+             the node running until other miners have rebuilt them (it serves them whole \
+             meanwhile); `cess node withdraw` from height {until} returns the collateral, less \
+             a penalty for each fragment still unrestored"
+        );
+        Ok(())
+    })
+}
+
 /// Options of `cess node init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {

@@ -2,9 +2,12 @@
 //! more than a segment's 12 columns) and a two-segment file. One miner loses its whole store
 //! and reports its fragments lost: the 13th miner claims them, rebuilds each from 4 others
 //! and takes them over. Another loses one of its two fragments and rebuilds it itself, no
-//! order opened. Afterwards every segment has 12 stored fragments on 12 distinct miners,
-//! every holder passes its next audit, and the file reads back byte-identical with 8 of the
-//! 12 holders stopped (the rebuilt fragments among the 4 left).
+//! order opened; a third finds a fragment corrupted on its disk with `cess node check
+//! --proof` and rebuilds it too. A fourth exits: its fragments move to the miner left with
+//! room, fetched whole from it, before it may withdraw. Afterwards every segment has 12
+//! stored fragments on 12 distinct miners, every holder passes its next audit, and the file
+//! reads back byte-identical with 8 of the 12 holders stopped (the rebuilt fragments among
+//! the 4 left).
 
 mod common;
 
@@ -89,6 +92,42 @@ fn delete_fragments(dir: &Path, i: usize, count: Option<usize>) -> usize {
     keys.len()
 }
 
+/// Flips one byte of one of stopped miner `i`'s fragments in its store image, behind its
+/// back (the block found by its bytes); the fragment's id.
+fn corrupt_a_fragment(dir: &Path, i: usize) -> [u8; 32] {
+    use std::io::{Seek, Write};
+    let image = dir.join(format!("net/node-{i:02}/store.img"));
+    let addr = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/addr"))).unwrap();
+    let peer: cess_transport::PeerId = addr.trim().rsplit('/').next().unwrap().parse().unwrap();
+    let node_id = cess_engine::NodeId(cess_engine::Key::of(&peer.to_bytes()).0);
+    let (key, first_block) = {
+        let store = Store::open(&Target::Path(image.clone()), &OpenOptions::new(node_id)).unwrap();
+        let key = store
+            .list()
+            .filter_map(Result::ok)
+            .find(|info| info.class == Class::Active)
+            .unwrap()
+            .key;
+        let block = store.read(key, 0, 4096).wait().unwrap().to_vec();
+        (key, block)
+    };
+    let bytes = std::fs::read(&image).unwrap();
+    let offset = bytes
+        .chunks(4096)
+        .position(|b| b == first_block.as_slice())
+        .expect("the fragment's first block is in the image")
+        * 4096;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    file.seek(std::io::SeekFrom::Start(offset as u64 + 100))
+        .unwrap();
+    file.write_all(&[bytes[offset + 100] ^ 0x01]).unwrap();
+    file.sync_all().unwrap();
+    key.0
+}
+
 fn valid_round_after(dir: &Path, i: usize, after_round: u64) -> Option<u64> {
     status(dir, i)?["chain"]["audits"]
         .as_array()?
@@ -148,7 +187,10 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
     let before = holders(&file, &nodes);
     assert_eq!(before.len(), 2, "two segments");
     let columns: Vec<usize> = before[0].iter().map(|h| h.unwrap()).collect();
-    assert_eq!(before[1].iter().map(|h| h.unwrap()).collect::<Vec<_>>(), columns);
+    assert_eq!(
+        before[1].iter().map(|h| h.unwrap()).collect::<Vec<_>>(),
+        columns
+    );
     let spare = (0..NODES).find(|i| !columns.contains(i)).unwrap();
     let (wiped, repaired) = (columns[0], columns[1]);
 
@@ -176,13 +218,18 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
             full.then_some(now)
         },
     );
-    eprintln!(
-        "restored in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    eprintln!("restored in {:.1} s", t0.elapsed().as_secs_f64());
     for segment in &after {
-        assert_eq!(segment[0], Some(spare), "the spare took the wiped node's column");
-        assert_eq!(segment[1], Some(repaired), "the repaired node kept its column");
+        assert_eq!(
+            segment[0],
+            Some(spare),
+            "the spare took the wiped node's column"
+        );
+        assert_eq!(
+            segment[1],
+            Some(repaired),
+            "the repaired node kept its column"
+        );
         assert!(!segment.contains(&Some(wiped)));
     }
     let repaired_status = status(dir, repaired).unwrap();
@@ -195,7 +242,84 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
         "{repaired_status}"
     );
     let spare_status = status(dir, spare).unwrap();
-    assert_eq!(spare_status["store"]["active_fragments"], 2, "{spare_status}");
+    assert_eq!(
+        spare_status["store"]["active_fragments"], 2,
+        "{spare_status}"
+    );
+
+    // A fragment corrupted on a third node's disk: `cess node check --proof` finds it (and
+    // fails), the node drops it and rebuilds it itself; it keeps its column, no order opens.
+    let corrupted = columns[2];
+    stop_miner(dir, corrupted);
+    let bad = cess_consensus::codec::hex(&corrupt_a_fragment(dir, corrupted));
+    network.1.push(start_miner(dir, corrupted));
+    let check = cess(
+        &[
+            "node",
+            "check",
+            &format!("net/node-{corrupted:02}"),
+            "--proof",
+        ],
+        dir,
+    );
+    let printed = common::text(&check);
+    assert!(!check.status.success(), "the check fails: {printed}");
+    assert!(
+        printed.contains("1 failed") && printed.contains(&bad),
+        "{printed}"
+    );
+    wait_until(
+        "the corrupted fragment rebuilt by its own node",
+        Duration::from_secs(120),
+        || {
+            let s = status(dir, corrupted)?;
+            (s["store"]["active_fragments"] == 2
+                && s["chain"]["rebuilt_fragments"].as_u64() >= Some(1))
+            .then_some(())
+        },
+    );
+    assert_eq!(holders(&chain_file(dir, &file_id), &nodes), after);
+    let clean = ok(cess(
+        &[
+            "node",
+            "check",
+            &format!("net/node-{corrupted:02}"),
+            "--proof",
+        ],
+        dir,
+    ));
+    assert!(clean.contains("0 failed"), "{clean}");
+
+    // A fourth node exits: its columns move to the wiped node (the only one holding nothing
+    // of the segments), served whole by the leaving node; it may not withdraw yet.
+    let leaving = columns[3];
+    let exited = ok(cess(
+        &["node", "exit", &format!("net/node-{leaving:02}")],
+        dir,
+    ));
+    assert!(
+        exited.contains("2 fragments handed to restoral"),
+        "{exited}"
+    );
+    let after = wait_until(
+        "the leaving node's columns rebuilt on the wiped node",
+        Duration::from_secs(240),
+        || {
+            let file = chain_file(dir, &file_id);
+            let now = holders(&file, &nodes);
+            (file["state"] == "active" && now.iter().all(|s| s[3] == Some(wiped))).then_some(now)
+        },
+    );
+    let withdraw = cess(
+        &["node", "withdraw", &format!("net/node-{leaving:02}")],
+        dir,
+    );
+    assert!(!withdraw.status.success());
+    assert!(
+        common::text(&withdraw).contains("cooling-off"),
+        "{}",
+        common::text(&withdraw)
+    );
 
     // Every holder passes its next audit.
     let chain_status: serde_json::Value = serde_json::from_str(&ok(cess(
@@ -214,9 +338,7 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
     }
 
     // Any 8 of the 12 holders down: the file reads back from the 4 left, the spare among them.
-    let keep: BTreeSet<usize> = [spare, repaired, after[0][5].unwrap(), after[0][9].unwrap()]
-        .into_iter()
-        .collect();
+    let keep: BTreeSet<usize> = [spare, repaired, corrupted, wiped].into_iter().collect();
     assert_eq!(keep.len(), 4);
     for &i in after[0].iter().flatten() {
         if !keep.contains(&i) {

@@ -80,6 +80,8 @@ pub struct LinkStatus {
     pub rebuilt: u64,
     /// Rebuilds that failed (too few siblings answered, or a store error).
     pub rebuilds_failed: u64,
+    /// The last self-check (running or done).
+    pub check: Option<CheckReport>,
     /// The last audits, newest last.
     pub audits: VecDeque<AuditRecord>,
     /// Every audit since start, counted.
@@ -374,6 +376,19 @@ impl ChainLink {
         self.core.lock().expect("core lock").identity().account
     }
 
+    /// The operator asks for a self-check: whether one started (false: one is running).
+    pub fn request_check(&self, proof: bool) -> bool {
+        let action = self.follower.with_ledger(|ledger| {
+            self.core
+                .lock()
+                .expect("core lock")
+                .on_check_requested(ledger, proof)
+        });
+        let started = action.is_some();
+        self.queue(action.into_iter().collect());
+        started
+    }
+
     fn on_proof_failed(&self) {
         let actions = self
             .follower
@@ -614,8 +629,13 @@ pub fn start(
                             own,
                         ));
                     }
-                    Action::Check => {
-                        tokio::spawn(check_store(link.clone(), engine.clone(), status.clone()));
+                    Action::Check { proof } => {
+                        tokio::spawn(check_store(
+                            link.clone(),
+                            engine.clone(),
+                            status.clone(),
+                            proof,
+                        ));
                     }
                     Action::Delete(id) => match engine.0.delete(Key(id)).await {
                         Ok(_) => {
@@ -651,7 +671,12 @@ async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mute
             continue;
         };
         for key in progress.corrupt {
-            let held = link.core.lock().expect("core lock").stored().contains_key(&key.0);
+            let held = link
+                .core
+                .lock()
+                .expect("core lock")
+                .stored()
+                .contains_key(&key.0);
             if !held || !handled.insert(key.0) {
                 continue;
             }
@@ -739,9 +764,15 @@ async fn rebuild_fragment(
     }
 }
 
-/// Reads the whole store back after a failed proof; a fragment that fails is dropped and the
-/// core told it is missing (it is rebuilt or reported lost from the next block).
-async fn check_store(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mutex<LinkStatus>>) {
+/// Reads the whole store back (after a failed proof, or asked by the operator), with its
+/// progress in `status.check`; a fragment that fails is dropped and the core told it is
+/// missing (it is rebuilt or reported lost from the next block).
+async fn check_store(
+    link: Arc<ChainLink>,
+    engine: EngineStore,
+    status: Arc<Mutex<LinkStatus>>,
+    proof: bool,
+) {
     let fragments: Vec<(Hash32, u64)> = link
         .core
         .lock()
@@ -750,24 +781,81 @@ async fn check_store(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mute
         .iter()
         .map(|(id, len)| (*id, *len))
         .collect();
-    let count = fragments.len();
-    let failed = crate::restore::check_store(&engine, fragments).await;
-    tracing::info!(
-        "self-check after a failed proof: {count} fragments read back, {} failed",
-        failed.len()
-    );
-    for (id, why) in failed {
-        record_error(
-            &status,
-            format!(
-                "self-check: fragment {} {why}; dropped to be rebuilt",
-                hex(&id[..8])
-            ),
+    status.lock().expect("status lock").check = Some(CheckReport {
+        started_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        with_proof: proof,
+        fragments_total: fragments.len() as u64,
+        ..CheckReport::default()
+    });
+    for (id, len_bytes) in fragments {
+        let tagger = if proof {
+            link.follower.with_ledger(|l| {
+                let (file_id, _, _) = l.fragment_place(&id)?;
+                l.tagger_key(&l.file(&file_id)?.tagger).cloned()
+            })
+        } else {
+            None
+        };
+        let result = if proof && tagger.is_none() {
+            Err("its file or tagger is not on the chain".to_string())
+        } else {
+            crate::restore::check_fragment(&engine, id, len_bytes, tagger).await
+        };
+        {
+            let mut s = status.lock().expect("status lock");
+            let report = s.check.as_mut().expect("set above");
+            report.fragments_checked += 1;
+            report.bytes_checked += len_bytes;
+            if let Err(why) = &result {
+                report.failed_count += 1;
+                if report.failed.len() < CHECK_FAILURES_SHOWN {
+                    report.failed.push((hex(&id), why.clone()));
+                }
+            }
+        }
+        if let Err(why) = result {
+            record_error(
+                &status,
+                format!(
+                    "self-check: fragment {} {why}; dropped to be rebuilt",
+                    hex(&id[..8])
+                ),
+            );
+            let _ = engine.0.delete(Key(id)).await;
+            link.core.lock().expect("core lock").on_missing(&id);
+        }
+    }
+    {
+        let mut s = status.lock().expect("status lock");
+        let report = s.check.as_mut().expect("set above");
+        report.done = true;
+        tracing::info!(
+            "self-check{}: {} fragments read back, {} failed",
+            if proof { " with proofs" } else { "" },
+            report.fragments_checked,
+            report.failed_count
         );
-        let _ = engine.0.delete(Key(id)).await;
-        link.core.lock().expect("core lock").on_missing(&id);
     }
     link.core.lock().expect("core lock").on_checked();
+}
+
+/// Failed fragments a check report names (the count covers the rest).
+const CHECK_FAILURES_SHOWN: usize = 64;
+
+/// A self-check's progress and findings, for `/status` and `cess node check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub started_unix_s: u64,
+    pub with_proof: bool,
+    pub done: bool,
+    pub fragments_total: u64,
+    pub fragments_checked: u64,
+    pub bytes_checked: u64,
+    pub failed_count: u64,
+    /// The first failed fragments: (id in hex, why).
+    pub failed: Vec<(String, String)>,
 }
 
 /// How the node reaches taggers.

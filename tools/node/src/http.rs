@@ -282,7 +282,7 @@ impl<S: FragmentStore> Surface<S> {
         registry
     }
 
-    /// The handler for `/`, `/status` and `/metrics`.
+    /// The handler for `/`, `/status`, `/metrics` and `/check` (`?proof=1`).
     pub fn handler(self: &Arc<Surface<S>>) -> cess_http::Handler {
         let surface = self.clone();
         let registry = Arc::new(self.registry());
@@ -301,8 +301,32 @@ impl<S: FragmentStore> Surface<S> {
                     }
                 }
                 "/status" => Response::json(format!("{:#}\n", status_json(&surface.snapshot()))),
+                // Loopback only (the surface binds loopback unless told otherwise); starts a
+                // read-back whose progress `/status` shows under `chain.check`.
+                "/check" => match &surface.chain {
+                    Some((link, status)) => {
+                        let proof = request.query.as_deref() == Some("proof=1");
+                        // Seen as running from now on (the driver fills it in).
+                        let pending = crate::chain::CheckReport {
+                            started_unix_s: unix_s(),
+                            with_proof: proof,
+                            ..crate::chain::CheckReport::default()
+                        };
+                        let previous = status.lock().expect("status lock").check.replace(pending);
+                        if link.request_check(proof) {
+                            Response::json("{\"started\": true}\n".to_string())
+                        } else {
+                            status.lock().expect("status lock").check = previous;
+                            Response::json("{\"started\": false, \"running\": true}\n".to_string())
+                        }
+                    }
+                    None => Response::text(
+                        409,
+                        "this node runs without a chain: nothing says what it must hold\n",
+                    ),
+                },
                 "/metrics" => Response::metrics(cess_http::metrics::encode(&registry)),
-                _ => Response::not_found("/, /status or /metrics"),
+                _ => Response::not_found("/, /status, /metrics or /check"),
             }
         })
     }
@@ -529,6 +553,18 @@ fn chain_json(c: &ChainSnapshot) -> serde_json::Value {
                 "tags_refused": d.tags_refused,
                 "rebuilt_fragments": d.rebuilt,
                 "rebuilds_failed": d.rebuilds_failed,
+                "check": d.check.as_ref().map(|c| serde_json::json!({
+                    "started_unix_s": c.started_unix_s,
+                    "with_proof": c.with_proof,
+                    "done": c.done,
+                    "fragments_total": c.fragments_total,
+                    "fragments_checked": c.fragments_checked,
+                    "bytes_checked": c.bytes_checked,
+                    "failed_count": c.failed_count,
+                    "failed": c.failed.iter().map(|(id, why)| serde_json::json!({
+                        "fragment_id": id, "why": why,
+                    })).collect::<Vec<_>>(),
+                })),
                 "audit_totals": {
                     "proved": t.proved, "failed": t.failed, "valid": t.valid,
                     "invalid": t.invalid, "missed": t.missed,

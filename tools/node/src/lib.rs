@@ -222,9 +222,10 @@ pub enum Action {
     /// self-repair); else a restoral it claimed.
     Rebuild { fragment_id: Hash32, own: bool },
     /// Read back every fragment the store holds, checking its bytes against their checksums
-    /// and their id, and drop the ones that fail (they are rebuilt next). Asked after one of
-    /// this node's proofs failed.
-    Check,
+    /// and their id (and with `proof`, its kept tags against the bytes, as a proof would),
+    /// and drop the ones that fail: they are rebuilt next, or reported lost. Asked after one
+    /// of this node's proofs failed, and by the operator (`cess node check`).
+    Check { proof: bool },
 }
 
 /// How much the node rebuilds and claims on its own.
@@ -602,7 +603,16 @@ impl NodeCore {
             return Vec::new();
         }
         self.checking = Some(height);
-        vec![Action::Check]
+        vec![Action::Check { proof: false }]
+    }
+
+    /// The operator asked for a self-check: `None` while one runs.
+    pub fn on_check_requested(&mut self, ledger: &Ledger, proof: bool) -> Option<Action> {
+        if self.checking.is_some() {
+            return None;
+        }
+        self.checking = Some(ledger.height());
+        Some(Action::Check { proof })
     }
 
     /// Own fragments the chain has as stored here that the store does not hold (a wiped
@@ -803,13 +813,27 @@ impl NodeCore {
                     .identity
                     .capacity_bytes
                     .max(m.locked_bytes + m.active_bytes);
-                if m.endpoint == self.identity.endpoint && m.declared_bytes == declared_bytes {
+                // Penalties (a failed audit, a loss report) took it under the floor, where it
+                // receives no new data and claims no restoral: topped up to what it
+                // registered with, when the account can pay.
+                let floor = ledger.params().miner_collateral_min;
+                let top_up = self
+                    .identity
+                    .collateral
+                    .max(floor)
+                    .saturating_sub(m.collateral);
+                let balance = ledger.account(&self.identity.account).balance;
+                if m.collateral < floor && top_up > 0 && balance > top_up {
+                    Call::AddCollateral { amount: top_up }
+                } else if m.endpoint == self.identity.endpoint && m.declared_bytes == declared_bytes
+                {
                     self.registration_sent = None;
                     return;
-                }
-                Call::UpdateMiner {
-                    endpoint: self.identity.endpoint.clone(),
-                    declared_bytes,
+                } else {
+                    Call::UpdateMiner {
+                        endpoint: self.identity.endpoint.clone(),
+                        declared_bytes,
+                    }
                 }
             }
             Some(_) => {

@@ -211,23 +211,45 @@ impl FragmentSource for Fetched {
     }
 }
 
-/// Reads every fragment in `fragments` (id, length) back from the store: each block checked
-/// against its checksum by the engine, the whole against its id here. Returns the ones that
-/// fail (unreadable, or bytes that are not theirs).
-pub async fn check_store(
+/// Reads fragment `id` of `len_bytes` back from the store: each block checked against its
+/// checksum by the engine, the whole against its id here; with `tagger`, its kept tags are
+/// checked against the bytes as a proof's verification would (random coefficients, the
+/// tagger's public key from the chain). The reason when it fails.
+pub async fn check_fragment(
     engine: &crate::EngineStore,
-    fragments: Vec<(Hash32, u64)>,
-) -> Vec<(Hash32, String)> {
-    let mut failed = Vec::new();
-    for (id, len_bytes) in fragments {
-        match engine.0.read(Key(id), 0, len_bytes).await {
-            Ok(data) => {
-                if Sha256::digest(&data[..]).as_slice() != id {
-                    failed.push((id, "its bytes do not hash to its id".to_string()));
-                }
-            }
-            Err(e) => failed.push((id, e.to_string())),
-        }
+    id: Hash32,
+    len_bytes: u64,
+    tagger: Option<cess_proofs::PublicKey>,
+) -> Result<(), String> {
+    let data = engine
+        .0
+        .read(Key(id), 0, len_bytes)
+        .await
+        .map_err(|e| format!("unreadable: {e}"))?;
+    let data = data.to_vec();
+    if Sha256::digest(&data).as_slice() != id {
+        return Err("its bytes do not hash to its id".into());
     }
-    failed
+    let Some(public) = tagger else {
+        return Ok(());
+    };
+    let blob = engine
+        .0
+        .meta(Key(id))
+        .await
+        .map_err(|e| format!("its tags are unreadable: {e}"))?;
+    tokio::task::spawn_blocking(move || {
+        cess_proofs::check_tags(
+            &public,
+            &id,
+            &data,
+            &blob,
+            rand::random(),
+            &cess_proofs::CpuBackend,
+        )
+        .map(|_| ())
+        .map_err(|e| format!("its tags do not prove it: {e}"))
+    })
+    .await
+    .map_err(|e| format!("the check task failed: {e}"))?
 }

@@ -163,7 +163,7 @@ impl Net {
                 Action::Rebuild { fragment_id, own } => {
                     self.rebuilds_asked.push((i, fragment_id, own));
                 }
-                Action::Check => self.checks_asked.push(i),
+                Action::Check { .. } => self.checks_asked.push(i),
             }
         }
     }
@@ -839,11 +839,18 @@ fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
     );
     // A failed proof: the store is read back, once while a read-back runs.
     let actions = net.nodes[spare].on_proof_failed(&net.ledger);
-    assert_eq!(actions, vec![Action::Check]);
+    assert_eq!(actions, vec![Action::Check { proof: false }]);
     assert!(net.nodes[spare].on_proof_failed(&net.ledger).is_empty());
     net.nodes[spare].on_checked();
     assert_eq!(
         net.nodes[spare].on_proof_failed(&net.ledger),
-        vec![Action::Check]
+        vec![Action::Check { proof: false }]
+    );
+    // The operator's check waits for the running one.
+    assert_eq!(net.nodes[spare].on_check_requested(&net.ledger, true), None);
+    net.nodes[spare].on_checked();
+    assert_eq!(
+        net.nodes[spare].on_check_requested(&net.ledger, true),
+        Some(Action::Check { proof: true })
     );
 }
