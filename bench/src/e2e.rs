@@ -43,6 +43,9 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     if options.wants("audit-round-12-miners") {
         cases.push(audit_round_case(options)?);
     }
+    if options.wants("restore-one-miner") {
+        cases.extend(restore_cases(options)?);
+    }
     Ok(cases)
 }
 
@@ -102,9 +105,19 @@ impl Drop for Network {
 
 /// `cess devnet up` in `net`, with or without a chain.
 fn devnet_up(binary: &Path, net: &Path, store_mib: usize, chain: bool) -> Result<(), String> {
+    devnet_up_with(binary, net, store_mib, chain, NODES)
+}
+
+fn devnet_up_with(
+    binary: &Path,
+    net: &Path,
+    store_mib: usize,
+    chain: bool,
+    nodes: usize,
+) -> Result<(), String> {
     let net_arg = net.to_string_lossy().to_string();
     let store_arg = store_mib.to_string();
-    let nodes_arg = NODES.to_string();
+    let nodes_arg = nodes.to_string();
     let mut args = vec![
         "devnet",
         "up",
@@ -347,6 +360,333 @@ fn audit_round_case(options: &Options) -> Result<Case, String> {
         (round_ms - prove_ms - verify_median_ms).max(0.0),
     );
     Ok(case)
+}
+
+/// Kills a node process started by a case when the case ends, however it ends.
+struct Restarted(std::process::Child);
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGTERM to the node running in `node_dir` (its pid file), waiting until it is gone.
+fn stop_node(node_dir: &Path) -> Result<(), String> {
+    let pid = std::fs::read_to_string(node_dir.join("pid")).map_err(|e| e.to_string())?;
+    let pid = pid.trim();
+    Command::new("kill")
+        .args(["-TERM", pid])
+        .status()
+        .map_err(|e| e.to_string())?;
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let gone = std::fs::read_to_string(&stat).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        });
+        if gone {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(format!("node {} did not stop", node_dir.display()))
+}
+
+/// Deletes every fragment of the stopped node in `node_dir` from its store: (count, bytes).
+fn wipe_store(node_dir: &Path) -> Result<(usize, u64), String> {
+    let addr = std::fs::read_to_string(node_dir.join("addr")).map_err(|e| e.to_string())?;
+    let peer: cess_transport::PeerId = addr
+        .trim()
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or("the node's addr file names no peer")?;
+    let store = cess_engine::Store::open(
+        &cess_engine::Target::Path(node_dir.join("store.img")),
+        &cess_engine::OpenOptions::new(cess_node::config::engine_node_id(&peer)),
+    )
+    .map_err(|e| e.to_string())?;
+    let fragments: Vec<(cess_engine::Key, u64)> = store
+        .list()
+        .filter_map(Result::ok)
+        .map(|info| (info.key, info.len_bytes))
+        .collect();
+    for (key, _) in &fragments {
+        store.delete(*key).wait().map_err(|e| e.to_string())?;
+    }
+    Ok((fragments.len(), fragments.iter().map(|(_, len)| len).sum()))
+}
+
+/// Fragments captured by column, per segment.
+struct Columns(Vec<Vec<Vec<u8>>>);
+impl FragmentSink for Columns {
+    fn fragment(
+        &mut self,
+        segment: u64,
+        index: usize,
+        _: &Id,
+        bytes: &[u8],
+    ) -> Result<(), CodecError> {
+        let segment = segment as usize;
+        if self.0.len() <= segment {
+            self.0.resize(segment + 1, Vec::new());
+        }
+        let row = &mut self.0[segment];
+        if row.len() <= index {
+            row.resize(index + 1, Vec::new());
+        }
+        row[index] = bytes.to_vec();
+        Ok(())
+    }
+}
+
+impl codec::FragmentSource for Columns {
+    fn fetch(
+        &self,
+        segment: u64,
+        index: usize,
+        _: &Id,
+        buf: &mut [u8],
+    ) -> Result<bool, CodecError> {
+        // The rebuilt column is missing, as on the network.
+        match self.0[segment as usize].get(index) {
+            Some(bytes) if !bytes.is_empty() && bytes.len() == buf.len() => {
+                buf.copy_from_slice(bytes);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// One core's seconds for the work a restore must do per rebuilt fragment of `input`'s
+/// column `column`: the codec's repair (fetch free), and beside it the rest of the work a
+/// rebuilt fragment costs anywhere: its `data_fragments` siblings over QUIC (both ends'
+/// CPU), its tags made by the tagger and checked by the node.
+struct RestoreWork {
+    repair_s: f64,
+    quic_s: f64,
+    tag_s: f64,
+    check_s: f64,
+    fragments: usize,
+    fragment_bytes: u64,
+}
+
+fn restore_work(input: &[u8], column: usize) -> Result<RestoreWork, String> {
+    let options = EncodeOptions {
+        threads: 1,
+        ..EncodeOptions::default()
+    };
+    let k = usize::from(options.params.data_shards);
+    let mut columns = Columns(Vec::new());
+    let manifest = codec::encode(
+        &mut &input[..],
+        input.len() as u64,
+        &options,
+        &mut columns,
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
+    let segments = manifest.segments.len();
+    let mut rebuilt = Vec::new();
+    for segment in 0..segments {
+        columns.0[segment][column].clear();
+    }
+    let started = Instant::now();
+    for segment in 0..segments {
+        let mut got = codec::repair_segment(&manifest, segment as u64, &columns, &[column])
+            .map_err(|e| e.to_string())?;
+        rebuilt.push(got.remove(0).1);
+    }
+    let repair_s = started.elapsed().as_secs_f64();
+    let fragment_bytes = rebuilt[0].len() as u64;
+    let tagger =
+        cess_proofs::SecretKey::from_seed(&[5; 32], cess_proofs::SECTORS_PER_BLOCK_DEFAULT)
+            .map_err(|e| e.to_string())?;
+    let (mut tag_s, mut check_s) = (0.0, 0.0);
+    for fragment in &rebuilt {
+        let id = codec::sha256(fragment);
+        let started = Instant::now();
+        let tags = cess_proofs::tag_fragment(&tagger, &cess_proofs::CpuBackend, &id, fragment)
+            .map_err(|e| e.to_string())?;
+        tag_s += started.elapsed().as_secs_f64();
+        let blob = tags.encode();
+        let started = Instant::now();
+        cess_proofs::check_tags(
+            &tagger.public(),
+            &id,
+            fragment,
+            &blob,
+            [9; 32],
+            &cess_proofs::CpuBackend,
+        )
+        .map_err(|e| e.to_string())?;
+        check_s += started.elapsed().as_secs_f64();
+    }
+    // Sibling transfers: the bare transfer of 8 MiB fragments, scaled to these.
+    let quic_s = quic_transfer_cpu_s(k * segments)? * fragment_bytes as f64
+        / crate::transport::FRAGMENT_BYTES as f64;
+    Ok(RestoreWork {
+        repair_s,
+        quic_s,
+        tag_s,
+        check_s,
+        fragments: segments,
+        fragment_bytes,
+    })
+}
+
+/// `restore-one-miner`: a devnet of 13 miners (a file's 12 columns and one with room) and a
+/// file; one holder's store is wiped (stopped, every fragment deleted, started again). Timed
+/// from its restart until the spare miner holds every rebuilt fragment, stored, tagged and
+/// taken over on the ledger: the wiped node's loss reports, the spare's claims, fetching 4
+/// siblings per fragment, the repair, the tags and the completions, each in a block. Rebuilt
+/// bytes per second against (1) the codec's repair of the same column from memory in the same
+/// run (the issue's bound: everything but the repair free), (2) the work a rebuilt fragment
+/// costs wherever it is done (the repair, its siblings over QUIC, its tags made and checked)
+/// on two cores.
+fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
+    let (file_mib, runs) = if options.quick { (32, 1) } else { (256, 3) };
+    let nodes = NODES + 1;
+    let binary = cess_binary()?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/e2e-restore");
+    let (mut ours, mut codec_rates, mut work_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut notes = Vec::new();
+    for run in 0..runs {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let _network = Network {
+            cess: binary.clone(),
+            dir: dir.clone(),
+        };
+        let net = dir.join("net");
+        devnet_up_with(&binary, &net, file_mib * 3 / NODES * 2 + 256, true, nodes)?;
+        let input = dir.join("input.bin");
+        let data = write_input(&input, file_mib, 1300 + run as u64)?;
+        let printed = cess_output(
+            &binary,
+            &[
+                "put",
+                &input.to_string_lossy(),
+                "--devnet",
+                &net.to_string_lossy(),
+            ],
+        )?;
+        let file_id = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("file id "))
+            .ok_or("put printed no file id")?
+            .trim()
+            .to_string();
+        let node_dirs: Vec<PathBuf> = (0..nodes)
+            .map(|i| net.join(format!("node-{i:02}")))
+            .collect();
+        let assigned =
+            |d: &PathBuf| node_status(d).and_then(|s| s["chain"]["assigned_fragments"].as_u64());
+        let counts: Vec<u64> = node_dirs
+            .iter()
+            .map(|d| assigned(d).ok_or("a node's status"))
+            .collect::<Result<_, _>>()?;
+        let victim = counts.iter().position(|c| *c > 0).ok_or("no holder")?;
+        let spare = counts.iter().position(|c| *c == 0).ok_or("no spare")?;
+        // The victim's column, for the codec's repair of the same fragments.
+        let file: serde_json::Value = serde_json::from_str(&cess_output(
+            &binary,
+            &[
+                "chain",
+                "--dir",
+                &net.join("chain").to_string_lossy(),
+                "file",
+                &file_id,
+                "--json",
+            ],
+        )?)
+        .map_err(|e| e.to_string())?;
+        let victim_key = cess_transport::NodeKey::load(&node_dirs[victim].join("node.key"))
+            .map_err(|e| e.to_string())?;
+        let victim_account = cess_consensus::AccountKey::from_libp2p(victim_key.keypair())
+            .ok_or("the node key is not Ed25519")?
+            .id();
+        let column = file["segments"][0]["fragments"]
+            .as_array()
+            .and_then(|f| {
+                f.iter().position(|x| {
+                    x["miner"].as_str() == Some(&cess_consensus::codec::hex(&victim_account.0))
+                })
+            })
+            .ok_or("the victim's column")?;
+
+        stop_node(&node_dirs[victim])?;
+        let (fragments, bytes) = wipe_store(&node_dirs[victim])?;
+        let log = std::fs::File::create(node_dirs[victim].join("node-restarted.log"))
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let _restarted = Restarted(
+            Command::new(&binary)
+                .args(["node", "run", &node_dirs[victim].to_string_lossy()])
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| e.to_string())?,
+        );
+        let deadline = started + std::time::Duration::from_secs(600);
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the wiped miner's {fragments} fragments were not restored in 600 s; see {}",
+                    net.display()
+                ));
+            }
+            let done = node_status(&node_dirs[spare]).is_some_and(|s| {
+                s["chain"]["assigned_fragments"] == fragments
+                    && s["chain"]["stored_fragments"] == fragments
+            });
+            if done {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let restore_s = started.elapsed().as_secs_f64();
+        let mib = bytes as f64 / (1 << 20) as f64;
+        ours.push(mib / restore_s);
+        let work = restore_work(&data, column)?;
+        let rebuilt_mib = (work.fragments as u64 * work.fragment_bytes) as f64 / (1 << 20) as f64;
+        codec_rates.push(rebuilt_mib / work.repair_s);
+        let work_s = (work.repair_s + work.quic_s + work.tag_s + work.check_s) / 2.0;
+        work_rates.push(rebuilt_mib / work_s);
+        notes.push(format!(
+            "run {run}: {fragments} fragments ({mib:.0} MiB, column {column}) in {restore_s:.2} s;              one core: repair {:.3} s, siblings over QUIC {:.3} s, tags {:.3} s, tag check {:.3} s",
+            work.repair_s, work.quic_s, work.tag_s, work.check_s
+        ));
+    }
+    let mut codec_case = Case::from_runs(ours.clone(), codec_rates);
+    codec_case.name = "restore-one-miner".into();
+    codec_case.metric = "throughput";
+    codec_case.unit = "MiB/s";
+    codec_case.goal = Some(0.5);
+    codec_case.baseline =
+        "the codec's repair of the same column from memory (fetch, tags and chain free)".into();
+    codec_case.note = format!(
+        "{file_mib} MiB file, segments of 32 MiB, on a 13-miner devnet (4 validators, a tagger);          timed from the wiped miner's restart until the spare holds every rebuilt fragment,          tagged and taken over in a block (loss reports, claims, 4 siblings fetched per          fragment, repair, tags, completions); {}",
+        notes.join("; ")
+    );
+    let mut work_case = Case::from_runs(ours, work_rates);
+    work_case.name = "restore-one-miner-work-bound".into();
+    work_case.metric = "throughput";
+    work_case.unit = "MiB/s";
+    work_case.goal = Some(0.5);
+    work_case.baseline = "2 cores / one core's work per rebuilt fragment: the repair, its 4 \
+                          siblings over QUIC (both ends), its tags made and checked"
+        .into();
+    work_case.note = "the honest bound beside restore-one-miner: the work a restore cannot skip \
+                      (the issue's bound counts the repair alone)"
+        .into();
+    Ok(vec![codec_case, work_case])
 }
 
 /// [encode, order, send, until Active] seconds from the last line `cess put` prints

@@ -633,6 +633,9 @@ impl Shard {
         let mut scrub_replies: Vec<Reply<ShardScrub>> = Vec::new();
         let mut scrub_advanced = false;
         let mut checkpoint_replies: Vec<Reply<()>> = Vec::new();
+        // Answered after the commit: a put placed in this round has its blocks allocated
+        // and not yet counted until then.
+        let mut stats_replies: Vec<Reply<Stats>> = Vec::new();
         let mut reads_after: Vec<Request> = Vec::new();
         // A round's records go to the journal as one frame, which must fit in half of it
         // (`append`); the rest of the batch waits for the next round.
@@ -824,9 +827,7 @@ impl Shard {
                     let page = range.take(limit).map(|(k, e)| Self::info(k, e)).collect();
                     let _ = reply.send(Ok(page));
                 }
-                Request::Stats { reply } => {
-                    let _ = reply.send(Ok(self.stats()));
-                }
+                Request::Stats { reply } => stats_replies.push(reply),
                 Request::Scrub { max_bytes, reply } => {
                     // A zero budget only reports where the scrub stands.
                     if max_bytes > 0 {
@@ -846,6 +847,9 @@ impl Shard {
         self.finish_reads(reads);
         self.commit(mutations, scrub_advanced);
 
+        for reply in stats_replies {
+            let _ = reply.send(Ok(self.stats()));
+        }
         for reply in scrub_replies {
             let _ = reply.send(Ok(self.scrub_report()));
         }

@@ -500,3 +500,30 @@ fn a_replace_across_shards_is_awaited_on_a_runtime() {
         Err(StoreError::NotIdle(key))
     );
 }
+
+/// Scenario: a stats request in the same round as a put saw the put's blocks allocated but
+/// not yet counted, and the shard's invariant check (free + active + idle = total) killed the
+/// shard thread; every later call answered `Closed` (found by a node polled for its status
+/// during an upload). Stats are answered after the round's commit.
+#[test]
+fn stats_asked_while_puts_are_in_flight_see_a_consistent_shard() {
+    let (_disk, store) = sim_store(DISK, 41);
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    for _ in 0..40 {
+        let pending: Vec<_> = (0..6)
+            .map(|_| {
+                let (key, data) = fragment(&mut rng, 9000);
+                (key, store.put(key, Class::Active, &data))
+            })
+            .collect();
+        let stats = store.stats().expect("the shard lives");
+        assert_eq!(
+            stats.active_bytes + stats.idle_bytes + stats.free_bytes,
+            stats.total_bytes
+        );
+        for (key, put) in pending {
+            put.wait().unwrap();
+            store.delete(key).wait().unwrap();
+        }
+    }
+}
