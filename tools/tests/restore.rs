@@ -128,6 +128,19 @@ fn corrupt_a_fragment(dir: &Path, i: usize) -> [u8; 32] {
     key.0
 }
 
+fn chain_height(dir: &Path) -> u64 {
+    let status: serde_json::Value = serde_json::from_str(&ok(cess(
+        &["chain", "--dir", "net/chain", "status", "--json"],
+        dir,
+    )))
+    .unwrap();
+    status["height"].as_u64().unwrap()
+}
+
+/// Blocks within which a wiped miner's fragments are back on other miners: its reports, the
+/// claims, the rebuilds and tags and the completions each take a block or a few.
+const RESTORE_BLOCKS_MAX: u64 = 120;
+
 fn valid_round_after(dir: &Path, i: usize, after_round: u64) -> Option<u64> {
     status(dir, i)?["chain"]["audits"]
         .as_array()?
@@ -201,6 +214,7 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
     stop_miner(dir, wiped);
     assert_eq!(delete_fragments(dir, wiped, None), 2);
     let t0 = Instant::now();
+    let height0 = chain_height(dir);
     network.1.push(start_miner(dir, wiped));
 
     // The wiped node's columns move to the spare; the repaired node keeps its own.
@@ -218,7 +232,15 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
             full.then_some(now)
         },
     );
-    eprintln!("restored in {:.1} s", t0.elapsed().as_secs_f64());
+    let blocks = chain_height(dir) - height0;
+    eprintln!(
+        "restored in {:.1} s, {blocks} blocks",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        blocks <= RESTORE_BLOCKS_MAX,
+        "restored in {blocks} blocks, more than {RESTORE_BLOCKS_MAX}"
+    );
     for segment in &after {
         assert_eq!(
             segment[0],
@@ -322,12 +344,7 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
     );
 
     // Every holder passes its next audit.
-    let chain_status: serde_json::Value = serde_json::from_str(&ok(cess(
-        &["chain", "--dir", "net/chain", "status", "--json"],
-        dir,
-    )))
-    .unwrap();
-    let restored_round = chain_status["height"].as_u64().unwrap() / 30;
+    let restored_round = chain_height(dir) / 30;
     for &i in &after[0] {
         let i = i.unwrap();
         wait_until(

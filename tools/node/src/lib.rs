@@ -290,6 +290,9 @@ pub struct NodeCore {
     claiming: BTreeMap<Hash32, u64>,
     /// A read-back of the whole store was asked at this height.
     checking: Option<u64>,
+    /// Whether the claims this node holds on the ledger were looked up since it started (a
+    /// claim made before a restart is rebuilt after it).
+    claims_found: bool,
     policy: RestorePolicy,
 }
 
@@ -312,6 +315,7 @@ impl NodeCore {
             reporting: BTreeMap::new(),
             claiming: BTreeMap::new(),
             checking: None,
+            claims_found: false,
             policy: RestorePolicy::default(),
         }
     }
@@ -696,6 +700,15 @@ impl NodeCore {
     fn restore_claimed(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {
         let me = self.identity.account;
         let height = ledger.height();
+        if !self.claims_found {
+            // Once per start: one pass over the open orders.
+            self.claims_found = true;
+            for (id, order) in ledger.restorals() {
+                if order.claim.is_some_and(|(claimant, _)| claimant == me) {
+                    self.claiming.insert(*id, height);
+                }
+            }
+        }
         let claimed: Vec<Hash32> = self
             .claiming
             .keys()

@@ -820,6 +820,16 @@ fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
         "{:?}",
         net.rebuilds_asked
     );
+    // The node restarts before rebuilding: its claim, found on the ledger, is rebuilt.
+    let identity = net.nodes[spare].identity().clone();
+    net.nodes[spare] = NodeCore::new(identity, net.stores[spare].clone());
+    net.rebuilds_asked.clear();
+    net.block(Vec::new());
+    assert!(
+        net.rebuilds_asked.contains(&(spare, lost, false)),
+        "after a restart: {:?}",
+        net.rebuilds_asked
+    );
     // The driver rebuilt and stored it: tags, then the completion.
     net.stores[spare].insert(lost, FRAGMENT);
     let actions = net.nodes[spare].on_durable(&net.ledger, lost, FRAGMENT);
