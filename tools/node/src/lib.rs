@@ -261,6 +261,9 @@ pub const RESUBMIT_BLOCKS: u64 = 20;
 /// Self-repairs of one fragment tried before it is reported lost.
 pub const SELF_REPAIR_TRIES: u32 = 3;
 
+/// A claimed restoral whose rebuild failed is tried again this many blocks later.
+pub const REBUILD_RETRY_BLOCKS: u64 = 2;
+
 #[derive(Debug, Clone)]
 pub struct NodeCore {
     identity: NodeIdentity,
@@ -278,7 +281,8 @@ pub struct NodeCore {
     proving: BTreeMap<(u64, Hash32), u64>,
     /// Restorals rebuilt here whose `CompleteRestoral` was submitted: id → height.
     completing: BTreeMap<Hash32, u64>,
-    /// Rebuilds asked of the driver: id → height asked at.
+    /// Rebuilds asked of the driver: id → the height from which it is asked again (the
+    /// driver's answer lost, or a claimed rebuild failed).
     rebuilding: BTreeMap<Hash32, u64>,
     /// Own fragments whose self-repair failed `SELF_REPAIR_TRIES` times: reported lost next.
     unrepairable: BTreeSet<Hash32>,
@@ -459,8 +463,8 @@ impl NodeCore {
     }
 
     /// A rebuild failed (too few siblings answered, or none rebuilt to its id). An own
-    /// fragment is reported lost next; a claimed one is tried again after a while (or its
-    /// claim expires).
+    /// fragment is tried again, and reported lost after [`SELF_REPAIR_TRIES`]; a claimed one
+    /// is tried again after [`REBUILD_RETRY_BLOCKS`] until its claim expires.
     pub fn on_rebuild_failed(&mut self, ledger: &Ledger, fragment_id: &Hash32) {
         let own = ledger
             .fragment_place(fragment_id)
@@ -478,8 +482,12 @@ impl NodeCore {
             if *tries >= SELF_REPAIR_TRIES {
                 self.unrepairable.insert(*fragment_id);
             }
+        } else if let Some(at) = self.rebuilding.get_mut(fragment_id) {
+            // A claimed one is tried again after REBUILD_RETRY_BLOCKS (the siblings' replicas
+            // may not have applied the claim yet, and refused the reads), until the claim
+            // expires.
+            *at = ledger.height() + REBUILD_RETRY_BLOCKS;
         }
-        // A claimed one stays in `rebuilding` until RESUBMIT_BLOCKS have passed.
     }
 
     /// Fragments being rebuilt here (own or claimed).
@@ -670,12 +678,9 @@ impl NodeCore {
                 if audited {
                     continue;
                 }
-                let due = self
-                    .rebuilding
-                    .get(&id)
-                    .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+                let due = self.rebuilding.get(&id).is_none_or(|at| height >= *at);
                 if due {
-                    self.rebuilding.insert(id, height);
+                    self.rebuilding.insert(id, height + RESUBMIT_BLOCKS);
                     actions.push(Action::Rebuild {
                         fragment_id: id,
                         own: true,
@@ -722,12 +727,9 @@ impl NodeCore {
             if self.stored.contains_key(&id) || self.untagged.contains_key(&id) {
                 continue;
             }
-            let due = self
-                .rebuilding
-                .get(&id)
-                .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+            let due = self.rebuilding.get(&id).is_none_or(|at| height >= *at);
             if due {
-                self.rebuilding.insert(id, height);
+                self.rebuilding.insert(id, height + RESUBMIT_BLOCKS);
                 actions.push(Action::Rebuild {
                     fragment_id: id,
                     own: false,

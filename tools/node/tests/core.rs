@@ -820,6 +820,18 @@ fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
         "{:?}",
         net.rebuilds_asked
     );
+    // The rebuild fails (the siblings' replicas had not applied the claim yet): tried again
+    // two blocks later, not twenty.
+    net.nodes[spare].on_rebuild_failed(&net.ledger, &lost);
+    net.rebuilds_asked.clear();
+    for _ in 0..cess_node::REBUILD_RETRY_BLOCKS {
+        net.block(Vec::new());
+    }
+    assert!(
+        net.rebuilds_asked.contains(&(spare, lost, false)),
+        "retried: {:?}",
+        net.rebuilds_asked
+    );
     // The node restarts before rebuilding: its claim, found on the ledger, is rebuilt.
     let identity = net.nodes[spare].identity().clone();
     net.nodes[spare] = NodeCore::new(identity, net.stores[spare].clone());
