@@ -19,6 +19,16 @@ fn storage_chain() -> (Chain, Storage) {
     storage_chain_with(test_params())
 }
 
+/// Test parameters without audit rounds within a test's length: a loss may be reported only
+/// while the fragment is in no open audit of its miner, and the test parameters audit every
+/// miner holding data all the time.
+fn no_audits() -> cess_consensus::LedgerParams {
+    cess_consensus::LedgerParams {
+        audit_period_blocks: 100_000,
+        ..test_params()
+    }
+}
+
 fn storage_chain_with(params: cess_consensus::LedgerParams) -> (Chain, Storage) {
     let mut chain = Chain::new(20, 4, params);
     for i in 4..17 {
@@ -834,7 +844,7 @@ fn audits_reward_valid_proofs_and_penalise_invalid_and_missing_ones() {
 
 #[test]
 fn restoral_orders_move_a_lost_fragment_to_another_miner() {
-    let (mut chain, mut storage) = storage_chain();
+    let (mut chain, mut storage) = storage_chain_with(no_audits());
     let (file_id, order) = storage.order(5, 1, FRAGMENT);
     chain.run(0, order).unwrap();
     chain.report_all(&file_id);
@@ -1403,8 +1413,13 @@ fn one_proof_per_audit_is_verified_per_block() {
 /// honest miner that dropped them was slashed. Fragments deleted or reported lost leave the
 /// open audits: a proof over what the miner still holds verifies.
 #[test]
-fn fragments_deleted_or_reported_lost_leave_open_audits() {
-    let (mut chain, mut storage) = storage_chain();
+fn fragments_deleted_leave_open_audits_but_a_reported_loss_does_not() {
+    // Rounds far enough apart that a miner has blocks with no audit open.
+    let params = cess_consensus::LedgerParams {
+        audit_period_blocks: 10,
+        ..test_params()
+    };
+    let (mut chain, mut storage) = storage_chain_with(params.clone());
     let kept = store_file(&mut chain, &mut storage, 41, 1);
     let deleted = store_file(&mut chain, &mut storage, 42, 1);
     let audits = next_audits(&mut chain);
@@ -1449,22 +1464,28 @@ fn fragments_deleted_or_reported_lost_leave_open_audits() {
             .iter()
             .any(|e| matches!(e, Event::ProofValid { miner: m, .. } if *m == miner))
     );
-    // Another miner reports its only fragment lost: its audit has nothing left and closes
-    // with neither reward nor penalty.
+    // Another miner reports its only fragment lost while its audit is open: the report
+    // stands (at its own cost), but the fragment stays in the audit, whose challenge does not
+    // change (re-deriving it would let a miner escape a revealed challenge for the price of
+    // a report): the audit is missed and penalised as well.
     let (round2, other, _) = *audits.iter().find(|(_, m, _)| *m != miner).unwrap();
     let j = chain.index_of(&other);
     let column = chain.holders(&kept).iter().position(|&h| h == j).unwrap();
     let fragment_id = chain.ledger.file(&kept).unwrap().segments[0].fragments[column].id;
     let collateral = chain.ledger.miner(&other).unwrap().collateral;
+    let challenge = chain.ledger.challenge(round2, &other, &tagger).unwrap();
     chain.run(j, Call::ReportLost { fragment_id }).unwrap();
-    assert!(chain.ledger.challenge(round2, &other, &tagger).is_none());
-    for _ in 0..test_params().audit_window_blocks_max() {
+    assert_eq!(
+        chain.ledger.challenge(round2, &other, &tagger),
+        Some(challenge),
+        "the challenge stays"
+    );
+    while chain.ledger.challenge(round2, &other, &tagger).is_some() {
         chain.block(&[]);
     }
-    // Only the report's own cost (see `reporting_losses_costs_less_than_…`).
     assert_eq!(
         chain.ledger.miner(&other).unwrap().collateral,
-        collateral - test_params().penalty_lost
+        collateral - params.penalty_lost - params.penalty_missing
     );
 }
 
@@ -1666,7 +1687,7 @@ fn a_miner_under_the_collateral_floor_receives_no_new_data_until_it_tops_up() {
 fn restoral_claims_are_limited_per_miner() {
     let (mut chain, mut storage) = storage_chain_with(cess_consensus::LedgerParams {
         restoral_claims_per_miner_max: 2,
-        ..test_params()
+        ..no_audits()
     });
     let file_id = store_file(&mut chain, &mut storage, 66, 3);
     let holders = chain.holders(&file_id);
@@ -2021,7 +2042,7 @@ fn an_owner_authorizes_delegates_within_a_bound_and_takes_them_back() {
 
 #[test]
 fn a_miner_cannot_claim_the_restoral_of_what_it_reported_lost() {
-    let (mut chain, mut storage) = storage_chain();
+    let (mut chain, mut storage) = storage_chain_with(no_audits());
     let (file_id, order) = storage.order(21, 1, FRAGMENT);
     chain.run(0, order).unwrap();
     chain.report_all(&file_id);
@@ -2068,7 +2089,7 @@ fn a_segment_with_8_of_12_fragments_lost_is_rebuilt_and_its_file_is_active_again
     // A countdown (three claim periods) long enough for eight rebuilds of two blocks each.
     let params = cess_consensus::LedgerParams {
         restoral_claim_blocks: 20,
-        ..test_params()
+        ..no_audits()
     };
     let (mut chain, mut storage) = storage_chain_with(params.clone());
     let file_id = store_file(&mut chain, &mut storage, 81, 1);
@@ -2167,7 +2188,7 @@ fn a_segment_with_8_of_12_fragments_lost_is_rebuilt_and_its_file_is_active_again
 /// it, and its owner can still delete it.
 #[test]
 fn a_segment_with_9_of_12_fragments_lost_makes_its_file_lost_after_the_countdown() {
-    let (mut chain, mut storage) = storage_chain();
+    let (mut chain, mut storage) = storage_chain_with(no_audits());
     let file_id = store_file(&mut chain, &mut storage, 82, 1);
     let holders = chain.holders(&file_id);
     let spare = (4..17).find(|i| !holders.contains(i)).unwrap();
@@ -2241,7 +2262,7 @@ fn a_miner_that_lets_its_claims_expire_in_a_row_is_barred_for_a_while() {
     let params = cess_consensus::LedgerParams {
         restoral_expiries_max: 2,
         restoral_bar_blocks: 20,
-        ..test_params()
+        ..no_audits()
     };
     let (mut chain, mut storage) = storage_chain_with(params.clone());
     chain.register_miner(17, 1 << 20);
@@ -2274,7 +2295,8 @@ fn a_miner_that_lets_its_claims_expire_in_a_row_is_barred_for_a_while() {
         }
         assert!(chain.ledger.restoral(&fragment_id).unwrap().claim.is_none());
     };
-    // One expiry, then a completion: the count starts again.
+    // One expiry, then a completion: the count stays (an easy completion does not launder
+    // expiries).
     let_expire(&mut chain, lost[0]);
     chain
         .run(
@@ -2292,18 +2314,11 @@ fn a_miner_that_lets_its_claims_expire_in_a_row_is_barred_for_a_while() {
             },
         )
         .unwrap();
-    let expired = |chain: &Chain| {
-        chain
-            .ledger
-            .miner(&chain.id(spare))
-            .unwrap()
-            .claims_expired_in_a_row
-    };
-    assert_eq!(expired(&chain), 0);
-    // Two in a row: barred.
-    let_expire(&mut chain, lost[1]);
+    let expired = |chain: &Chain| chain.ledger.miner(&chain.id(spare)).unwrap().claims_expired;
     assert_eq!(expired(&chain), 1);
+    // The second expiry: barred, and the count starts again.
     let_expire(&mut chain, lost[1]);
+    assert_eq!(expired(&chain), 0);
     let until = chain
         .ledger
         .miner(&chain.id(spare))
@@ -2365,8 +2380,11 @@ fn reporting_losses_costs_less_than_the_failed_audit_that_would_find_them() {
         .iter()
         .map(|s| s.fragments[1].id)
         .collect();
-    // Stay within one audit period.
-    while chain.ledger.height() % params.audit_period_blocks > 30 {
+    // Between two rounds' audits, within one audit period (a report waits for the audits
+    // that hold its fragment).
+    let between =
+        |chain: &Chain| (10..=30).contains(&(chain.ledger.height() % params.audit_period_blocks));
+    while !between(&chain) {
         chain.block(&[]);
     }
     let start = chain.ledger.miner(&me).unwrap().collateral;
@@ -2396,7 +2414,7 @@ fn reporting_losses_costs_less_than_the_failed_audit_that_would_find_them() {
     assert!(start - chain.ledger.miner(&me).unwrap().collateral < params.penalty_missing);
     // The next period has its own cap.
     let period = chain.ledger.height() / params.audit_period_blocks;
-    while chain.ledger.height() / params.audit_period_blocks == period {
+    while chain.ledger.height() / params.audit_period_blocks == period || !between(&chain) {
         chain.block(&[]);
     }
     let before = chain.ledger.miner(&me).unwrap().collateral;
@@ -2411,5 +2429,57 @@ fn reporting_losses_costs_less_than_the_failed_audit_that_would_find_them() {
     assert_eq!(
         before - chain.ledger.miner(&me).unwrap().collateral,
         2 * TOKEN
+    );
+}
+
+/// Scenario (review of issue 23): the seed's rule declared a file lost when more than a
+/// third of a segment's fragments were under restoral at the end of the countdown, and the
+/// ledger then released the seven holders of a segment that four of them could still rebuild.
+/// A file is lost only when a segment can no longer be decoded; otherwise its countdown starts
+/// again and its holders stay.
+#[test]
+fn a_segment_that_can_still_be_decoded_is_never_given_up() {
+    let params = no_audits();
+    let (mut chain, mut storage) = storage_chain_with(params.clone());
+    let file_id = store_file(&mut chain, &mut storage, 85, 1);
+    lose_columns(&mut chain, &file_id, 0..5);
+    let FileState::Recovery {
+        lost_at: Some(lost_at),
+        ..
+    } = chain.ledger.file(&file_id).unwrap().state
+    else {
+        panic!("at risk");
+    };
+    let mut again = None;
+    while chain.ledger.height() < lost_at {
+        for event in chain.block(&[]).events {
+            assert!(!matches!(event, Event::FileLost { .. }), "never lost");
+            if let Event::FileAtRisk { lost_at, .. } = event {
+                again = Some(lost_at);
+            }
+        }
+    }
+    let again = again.expect("the countdown starts again");
+    assert_eq!(
+        again,
+        lost_at + cess_consensus::ledger::LOST_COUNTDOWN_CLAIMS * params.restoral_claim_blocks
+    );
+    let file = chain.ledger.file(&file_id).unwrap();
+    assert!(matches!(
+        file.state,
+        FileState::Recovery {
+            unheld: 5,
+            lost_at: Some(at),
+            ..
+        } if at == again
+    ));
+    assert_eq!(
+        file.segments[0]
+            .fragments
+            .iter()
+            .filter(|f| f.miner.is_some())
+            .count(),
+        7,
+        "its holders stay"
     );
 }

@@ -330,6 +330,9 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
         restoral_claim_blocks: rng.random_range(3..8),
         restoral_expiries_max: 2,
         restoral_bar_blocks: 10,
+        // No audit rounds: a loss report waits for the reporter's open audits (their own
+        // tests), and these sequences are about restoral.
+        audit_period_blocks: 100_000,
         ..test_params()
     };
     let mut chain = Chain::new(ACCOUNTS, 4, params);
@@ -382,16 +385,34 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
         let mut used = std::collections::BTreeSet::new();
         for _ in 0..rng.random_range(0..6) {
             let random_miner = signers[rng.random_range(0..signers.len())];
-            let (signer, call) = match rng.random_range(0..20) {
-                0..=1 if !fragments.is_empty() => {
-                    let (fragment_id, holder) = fragments[rng.random_range(0..fragments.len())];
+            let (signer, call) = match rng.random_range(0..21) {
+                0..=3 if !fragments.is_empty() => {
+                    // Half the losses hit the first file's first segment, so that some
+                    // segments fall below what rebuilds them.
+                    let first: Vec<([u8; 32], Option<cess_consensus::AccountId>)> = chain
+                        .ledger
+                        .files()
+                        .next()
+                        .map(|(_, f)| {
+                            f.segments[0]
+                                .fragments
+                                .iter()
+                                .map(|x| (x.id, x.miner))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let (fragment_id, holder) = if !first.is_empty() && rng.random_bool(0.5) {
+                        first[rng.random_range(0..first.len())]
+                    } else {
+                        fragments[rng.random_range(0..fragments.len())]
+                    };
                     let signer = match holder {
                         Some(h) if rng.random_bool(0.9) => chain.index_of(&h),
                         _ => random_miner,
                     };
                     (signer, Call::ReportLost { fragment_id })
                 }
-                2..=9 if !orders.is_empty() => {
+                4..=9 if !orders.is_empty() => {
                     let (fragment_id, _) = orders[rng.random_range(0..orders.len())];
                     (random_miner, Call::ClaimRestoral { fragment_id })
                 }
@@ -404,8 +425,20 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
                     };
                     (signer, Call::CompleteRestoral { fragment_id })
                 }
-                17 => (random_miner, Call::ExitMiner),
+                // Rarely: a leaving miner's fragments count as still there.
+                17 if rng.random_bool(0.2) => (random_miner, Call::ExitMiner),
                 18 => (random_miner, Call::WithdrawMiner),
+                19 => {
+                    // The owner deletes a file (whatever its state, lost ones included).
+                    let files: Vec<[u8; 32]> = chain.ledger.files().map(|(id, _)| *id).collect();
+                    if files.is_empty() || used.contains(&0) {
+                        continue;
+                    }
+                    used.insert(0);
+                    let file_id = files[rng.random_range(0..files.len())];
+                    txs.push(chain.tx(0, Call::DeleteFile { file_id }));
+                    continue;
+                }
                 _ => continue,
             };
             if chain.ledger.miner(&chain.id(signer)).is_none()
@@ -417,7 +450,19 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
                 txs.push(chain.tx(signer, call));
             }
         }
+        // The state goes through a snapshot and back (the new file states and the lost-at
+        // index included) and applies the block the same way.
+        let snapshot = chain.ledger.encode_snapshot();
+        let mut restored = cess_consensus::ledger::Ledger::decode_snapshot(&snapshot)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let restored_root = restored
+            .apply_block(&chain.next_info(), &txs, &CpuBackend)
+            .root;
         let outcome = chain.block(&txs);
+        assert_eq!(
+            restored_root, outcome.root,
+            "seed {seed}: a snapshot applies alike"
+        );
         for (tx, receipt) in txs.iter().zip(&outcome.receipts) {
             match (&tx.call, receipt) {
                 (_, Err(TxError::ClaimsBarred { .. })) => {

@@ -182,6 +182,7 @@ pub enum TxError {
     ClaimsBarred { until: u64 },
     #[error("the file is lost: its owners delete it before it can be stored again")]
     FileLost,
+
     #[error("delegate: {0}")]
     BadDelegate(&'static str),
     #[error("the signer already has {max} delegates")]

@@ -223,8 +223,9 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
     let rent_accrued = r.u128("rent accrued")?;
     let rent_since = r.u64("rent since")?;
     let failed_round = read_option_u64(r, "failed round")?;
-    let claims_expired_in_a_row = r.u32("claims expired")?;
+    let claims_expired = r.u32("claims expired")?;
     let claims_barred_until = r.u64("claims barred")?;
+    let last_claim_expiry = r.u64("last claim expiry")?;
     let lost_reports_period = r.u64("lost reports period")?;
     let lost_penalty_paid = r.u128("lost penalty paid")?;
     let taggers = r.count(LIST_MAX, 36, "held taggers")?;
@@ -264,8 +265,9 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
         rent_accrued,
         rent_since,
         failed_round,
-        claims_expired_in_a_row,
+        claims_expired,
         claims_barred_until,
+        last_claim_expiry,
         lost_reports_period,
         lost_penalty_paid,
         held: HeldSets::from_sets(sets),

@@ -51,10 +51,13 @@ pub struct Miner {
     /// The last audit round in which one of its audits failed (its rent for that round is
     /// forfeited, and the round does not reset `audits_failed_in_a_row`).
     pub failed_round: Option<u64>,
-    /// Its restoral claims that expired in a row (claimed, never completed); at
-    /// `restoral_expiries_max` it may not claim until `claims_barred_until`.
-    pub claims_expired_in_a_row: u32,
+    /// Its restoral claims that expired (claimed, never completed) since the count last
+    /// started: at `restoral_expiries_max` it may not claim until `claims_barred_until`. The
+    /// count starts again at a bar, or at an expiry `restoral_bar_blocks` after the one before
+    /// (a completion in between does not reset it: an easy order cannot launder expiries).
+    pub claims_expired: u32,
     pub claims_barred_until: u64,
+    pub last_claim_expiry: u64,
     /// The audit period (height / `audit_period_blocks`) of its last loss report, and what
     /// its reports cost in that period (at most `penalty_missing / 2`).
     pub lost_reports_period: u64,
@@ -176,8 +179,9 @@ impl Miner {
             Some(round) => w.u8(1).u64(round),
             None => w.u8(0),
         };
-        w.u32(self.claims_expired_in_a_row)
+        w.u32(self.claims_expired)
             .u64(self.claims_barred_until)
+            .u64(self.last_claim_expiry)
             .u64(self.lost_reports_period)
             .u128(self.lost_penalty_paid);
     }
@@ -668,7 +672,7 @@ impl Ledger {
             let claims = claims_by.get(id).copied().unwrap_or(0);
             check_eq!(miner.restoral_claims as usize, claims, "claims of {id:?}");
             check!(
-                miner.claims_expired_in_a_row < self.params.restoral_expiries_max,
+                miner.claims_expired < self.params.restoral_expiries_max,
                 "expired claims of {id:?} reset at the bar"
             );
         }
@@ -840,8 +844,9 @@ impl Ledger {
                 rent_accrued: 0,
                 rent_since: self.height,
                 failed_round: None,
-                claims_expired_in_a_row: 0,
+                claims_expired: 0,
                 claims_barred_until: 0,
+                last_claim_expiry: 0,
                 lost_reports_period: 0,
                 lost_penalty_paid: 0,
                 held: HeldSets::default(),
@@ -958,9 +963,11 @@ impl Ledger {
         {
             return Err(TxError::CoolingOff { until });
         }
-        // Its fragments still under restoral are paid for: `penalty_lost` each, so leaving
-        // before the network rebuilt them is never cheaper than reporting them lost. (One
-        // pass over the open orders, once per miner: the call removes the miner.)
+        // Its fragments still under restoral are paid for: `penalty_lost` each, at most one
+        // missed audit's penalty (what hiding the loss would have cost), so leaving before the
+        // network rebuilt them is never cheaper than waiting, and an honest leaver's
+        // collateral is not eaten by the network's pace. (One pass over the open orders,
+        // once per miner: the call removes the miner.)
         let unrestored = self
             .restorals
             .values()
@@ -968,7 +975,10 @@ impl Ledger {
             .count();
         self.slash(
             signer,
-            self.params.penalty_lost.saturating_mul(unrestored as u128),
+            self.params
+                .penalty_lost
+                .saturating_mul(unrestored as u128)
+                .min(self.params.penalty_missing),
             0,
         );
         let miner = self.miners.remove(&signer).expect("checked above");
@@ -1482,8 +1492,12 @@ impl Ledger {
         }
     }
 
-    /// Files whose countdown ends at this block are lost: their holders let go, their orders
-    /// close, their owners' leases stop paying for them.
+    /// Files whose countdown ends at this block: lost when a segment can no longer be
+    /// decoded (fewer than `data_fragments` of its fragments held, or kept by a miner leaving
+    /// them): their holders let go, their orders close, their owners' leases stop paying for
+    /// them. A file every segment of which can still be decoded is never given up: its
+    /// countdown starts again (the seed's rule, refined so that nothing decodable is thrown
+    /// away). One pass over the open audits for all of them.
     pub(super) fn expire_lost_countdowns(&mut self) {
         let due: Vec<(u64, Hash32)> = self
             .indexes
@@ -1491,8 +1505,24 @@ impl Ledger {
             .range(..=(self.height, [0xFF; 32]))
             .copied()
             .collect();
+        let countdown = LOST_COUNTDOWN_CLAIMS * self.params.restoral_claim_blocks;
+        let mut dropped = Vec::new();
         for (at, file_id) in due {
             assert!(self.indexes.lost_at.remove(&(at, file_id)));
+            if self.decodable(&file_id) {
+                let again = self.height + countdown;
+                let file = self.files.get_mut(&file_id).expect("due files exist");
+                let FileState::Recovery { lost_at, .. } = &mut file.state else {
+                    unreachable!("a countdown runs only in recovery")
+                };
+                *lost_at = Some(again);
+                self.indexes.lost_at.insert((again, file_id));
+                self.events.push(Event::FileAtRisk {
+                    file_id,
+                    lost_at: again,
+                });
+                continue;
+            }
             let bytes = self.files[&file_id].stored_bytes();
             let owners: Vec<AccountId> = self.files[&file_id].owners.keys().copied().collect();
             for owner in owners {
@@ -1502,12 +1532,33 @@ impl Ledger {
                     .checked_sub(bytes)
                     .expect("a lease frees what it used");
             }
-            let dropped = self.release_file(&file_id);
+            dropped.extend(self.release_file(&file_id));
             self.files.get_mut(&file_id).expect("due files exist").state =
                 FileState::Lost { at: self.height };
-            self.forget_in_audits(&dropped);
             self.events.push(Event::FileLost { file_id });
         }
+        self.forget_in_audits(&dropped);
+    }
+
+    /// Whether every segment of the file still has `data_fragments` fragments held, or kept
+    /// by a miner leaving them (exiting, so still registered, and serving what it let go).
+    fn decodable(&self, file_id: &Hash32) -> bool {
+        let needed = usize::from(self.params.data_fragments);
+        self.files[file_id].segments.iter().all(|segment| {
+            let available = segment
+                .fragments
+                .iter()
+                .filter(|f| {
+                    f.miner.is_some()
+                        || self.restorals.get(&f.id).is_some_and(|order| {
+                            self.miners
+                                .get(&order.lost_by)
+                                .is_some_and(|m| matches!(m.state, MinerState::Exiting { .. }))
+                        })
+                })
+                .count();
+            available >= needed
+        })
     }
 
     /// Pending orders not completed within `order_validity_blocks` are released: the
@@ -1540,8 +1591,11 @@ impl Ledger {
             return Err(TxError::NotHolder);
         }
         self.charge_loss_report(signer);
-        let dropped = self.release_fragment(signer, fragment_id);
-        self.forget_in_audits(dropped.as_slice());
+        // The fragment stays in the miner's open audits: taking it out would re-derive their
+        // challenges, and reporting what a revealed challenge asks for would escape the audit
+        // for the price of a report. An audit that sampled it fails; one that did not is
+        // proved over the rest as before.
+        self.release_fragment(signer, fragment_id);
         Ok(())
     }
 
@@ -1705,7 +1759,6 @@ impl Ledger {
             .get_mut(&signer)
             .expect("claimers are registered");
         claimer.restoral_claims -= 1;
-        claimer.claims_expired_in_a_row = 0;
         let file = self
             .files
             .get_mut(&order.file_id)
@@ -1765,17 +1818,22 @@ impl Ledger {
             .collect();
         for (fragment_id, claimer) in expired {
             self.release_claim(&fragment_id);
-            let (expiries_max, bar_until) = (
+            let (expiries_max, bar_blocks) = (
                 self.params.restoral_expiries_max,
-                self.height.saturating_add(self.params.restoral_bar_blocks),
+                self.params.restoral_bar_blocks,
             );
+            let bar_until = self.height.saturating_add(bar_blocks);
             let miner = self
                 .miners
                 .get_mut(&claimer)
                 .expect("claimers are registered");
-            miner.claims_expired_in_a_row += 1;
-            if miner.claims_expired_in_a_row >= expiries_max {
-                miner.claims_expired_in_a_row = 0;
+            if self.height >= miner.last_claim_expiry.saturating_add(bar_blocks) {
+                miner.claims_expired = 0;
+            }
+            miner.last_claim_expiry = self.height;
+            miner.claims_expired += 1;
+            if miner.claims_expired >= expiries_max {
+                miner.claims_expired = 0;
                 miner.claims_barred_until = bar_until;
             }
             self.events.push(Event::RestoralClaimExpired {

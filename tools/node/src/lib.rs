@@ -171,13 +171,6 @@ pub fn check_read(
     if restoring {
         return Ok(ReadRight::Restorer);
     }
-    let holds_sibling = file.segments[segment as usize]
-        .fragments
-        .iter()
-        .any(|f| f.miner == Some(*reader) && f.id != *fragment_id);
-    if holds_sibling && !ledger.has_open_audit(reader) {
-        return Ok(ReadRight::Repairer);
-    }
     // Delegation: walk the smaller side (the file's owners, or the owners that authorized
     // the reader), so neither a crowd of co-owners nor of delegators makes a read costly.
     let delegator = if ledger.delegator_count(reader) <= file.owners.len() {
@@ -188,11 +181,27 @@ pub fn check_read(
             .find(|owner| owns(owner) && ledger.is_delegate(owner, reader))
             .copied()
     };
-    match delegator {
-        Some(owner) => Ok(ReadRight::Delegate(owner)),
-        None => Err(ReadRefused::NotPermitted),
+    if let Some(owner) = delegator {
+        return Ok(ReadRight::Delegate(owner));
     }
+    // A self-repair: a holder of another fragment of the segment, between its audits. Not
+    // in the last blocks before a round opens either: a replica behind the proposer would
+    // still serve a miner that already knows the round's challenge.
+    let holds_sibling = file.segments[segment as usize]
+        .fragments
+        .iter()
+        .any(|f| f.miner == Some(*reader) && f.id != *fragment_id);
+    let period = ledger.params().audit_period_blocks;
+    let round_near =
+        (1..=REPAIR_QUIET_BLOCKS).any(|ahead| (ledger.height() + ahead).is_multiple_of(period));
+    if holds_sibling && !round_near && !ledger.has_open_audit(reader) {
+        return Ok(ReadRight::Repairer);
+    }
+    Err(ReadRefused::NotPermitted)
 }
+
+/// Blocks before an audit round opens in which no self-repair read is served.
+pub const REPAIR_QUIET_BLOCKS: u64 = 2;
 
 /// What the driver does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,7 +256,7 @@ impl Default for RestorePolicy {
     fn default() -> RestorePolicy {
         RestorePolicy {
             self_repair_max: 16,
-            claims_per_block: 4,
+            claims_per_block: 16,
             reports_per_block: 64,
             orders_scanned_max: 256,
         }
@@ -297,6 +306,8 @@ pub struct NodeCore {
     /// Whether the claims this node holds on the ledger were looked up since it started (a
     /// claim made before a restart is rebuilt after it).
     claims_found: bool,
+    /// It was seen exiting: once withdrawn it does not register again.
+    left: bool,
     policy: RestorePolicy,
 }
 
@@ -320,6 +331,7 @@ impl NodeCore {
             claiming: BTreeMap::new(),
             checking: None,
             claims_found: false,
+            left: false,
             policy: RestorePolicy::default(),
         }
     }
@@ -455,6 +467,14 @@ impl NodeCore {
     pub fn on_missing(&mut self, fragment_id: &Hash32) {
         self.stored.remove(fragment_id);
         self.untagged.remove(fragment_id);
+    }
+
+    /// The fragment's bytes are right but its kept tags failed the check: asked of a tagger
+    /// again (from the next block), and not counted stored until they come.
+    pub fn on_tags_bad(&mut self, fragment_id: &Hash32) {
+        if let Some(len) = self.stored.remove(fragment_id) {
+            self.untagged.insert(*fragment_id, (len, 0));
+        }
     }
 
     /// The read-back asked by [`Action::Check`] is over.
@@ -607,14 +627,10 @@ impl NodeCore {
 
     /// One of this node's proofs failed: read the whole store back (once at a time).
     pub fn on_proof_failed(&mut self, ledger: &Ledger) -> Vec<Action> {
-        let height = ledger.height();
-        if self
-            .checking
-            .is_some_and(|at| height < at + RESUBMIT_BLOCKS)
-        {
+        if self.checking.is_some() {
             return Vec::new();
         }
-        self.checking = Some(height);
+        self.checking = Some(ledger.height());
         vec![Action::Check { proof: false }]
     }
 
@@ -794,15 +810,22 @@ impl NodeCore {
             {
                 continue;
             }
-            let takes_part = file.segments[order.segment as usize]
-                .fragments
+            let fragments = &file.segments[order.segment as usize].fragments;
+            let takes_part = fragments.iter().any(|f| {
+                f.miner == Some(me)
+                    || self.claiming.contains_key(&f.id)
+                    || claimed_by(ledger, &f.id, &me)
+            });
+            // Fewer than `data_fragments` held (and no leaving miner that still has it): a
+            // claim could only expire.
+            let held = fragments
                 .iter()
-                .any(|f| {
-                    f.miner == Some(me)
-                        || self.claiming.contains_key(&f.id)
-                        || claimed_by(ledger, &f.id, &me)
-                });
-            if takes_part {
+                .filter(|f| f.miner.is_some() && f.stored)
+                .count();
+            let leaving = ledger
+                .miner(&order.lost_by)
+                .is_some_and(|m| matches!(m.state, MinerState::Exiting { .. }));
+            if takes_part || (held < usize::from(params.data_fragments) && !leaving) {
                 continue;
             }
             idle -= file.fragment_bytes;
@@ -816,6 +839,8 @@ impl NodeCore {
 
     fn register(&mut self, ledger: &Ledger, actions: &mut Vec<Action>) {
         let call = match ledger.miner(&self.identity.account) {
+            // It left (exited, then withdrew) while running: it stays out.
+            None if self.left => return,
             None => Call::RegisterMiner {
                 peer_id: self.identity.peer_id.clone(),
                 endpoint: self.identity.endpoint.clone(),
@@ -852,6 +877,8 @@ impl NodeCore {
                 }
             }
             Some(_) => {
+                // Exiting.
+                self.left = true;
                 self.registration_sent = None;
                 return;
             }

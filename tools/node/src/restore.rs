@@ -211,34 +211,49 @@ impl FragmentSource for Fetched {
     }
 }
 
+/// What reading a fragment back found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    Good,
+    /// Its bytes are wrong (a block failed its checksum, the whole is not its id) or gone:
+    /// dropped and rebuilt.
+    Bad(String),
+    /// Its bytes are right but its kept tags do not prove them: asked of a tagger again.
+    BadTags(String),
+    /// The store itself failed (closed, poisoned, an I/O error): nothing is concluded
+    /// about the fragment, and the check stops.
+    StoreFault(String),
+}
+
 /// Reads fragment `id` of `len_bytes` back from the store: each block checked against its
 /// checksum by the engine, the whole against its id here; with `tagger`, its kept tags are
 /// checked against the bytes as a proof's verification would (random coefficients, the
-/// tagger's public key from the chain). The reason when it fails.
+/// tagger's public key from the chain).
 pub async fn check_fragment(
     engine: &crate::EngineStore,
     id: Hash32,
     len_bytes: u64,
     tagger: Option<cess_proofs::PublicKey>,
-) -> Result<(), String> {
-    let data = engine
-        .0
-        .read(Key(id), 0, len_bytes)
-        .await
-        .map_err(|e| format!("unreadable: {e}"))?;
-    let data = data.to_vec();
+) -> Checked {
+    use cess_engine::StoreError;
+    let data = match engine.0.read(Key(id), 0, len_bytes).await {
+        Ok(data) => data.to_vec(),
+        Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound(_))) => {
+            return Checked::Bad(e.to_string());
+        }
+        Err(e) => return Checked::StoreFault(e.to_string()),
+    };
     if Sha256::digest(&data).as_slice() != id {
-        return Err("its bytes do not hash to its id".into());
+        return Checked::Bad("its bytes do not hash to its id".into());
     }
     let Some(public) = tagger else {
-        return Ok(());
+        return Checked::Good;
     };
-    let blob = engine
-        .0
-        .meta(Key(id))
-        .await
-        .map_err(|e| format!("its tags are unreadable: {e}"))?;
-    tokio::task::spawn_blocking(move || {
+    let blob = match engine.0.meta(Key(id)).await {
+        Ok(blob) => blob,
+        Err(e) => return Checked::StoreFault(e.to_string()),
+    };
+    let checked = tokio::task::spawn_blocking(move || {
         cess_proofs::check_tags(
             &public,
             &id,
@@ -247,9 +262,11 @@ pub async fn check_fragment(
             rand::random(),
             &cess_proofs::CpuBackend,
         )
-        .map(|_| ())
-        .map_err(|e| format!("its tags do not prove it: {e}"))
     })
-    .await
-    .map_err(|e| format!("the check task failed: {e}"))?
+    .await;
+    match checked {
+        Ok(Ok(_)) => Checked::Good,
+        Ok(Err(e)) => Checked::BadTags(format!("its tags do not prove it: {e}")),
+        Err(e) => Checked::StoreFault(format!("the check task failed: {e}")),
+    }
 }
