@@ -112,6 +112,11 @@ pub enum Call {
     CompleteRestoral {
         fragment_id: Hash32,
     },
+    /// Give back a restoral claim the signer cannot complete (its siblings do not rebuild
+    /// it to its id: a column declared unlike its encoding); counts no expiry.
+    ReleaseClaim {
+        fragment_id: Hash32,
+    },
     /// Become a validator candidate with `stake` moved from balance.
     RegisterCandidate {
         key: [u8; VALIDATOR_KEY_BYTES],
@@ -273,6 +278,7 @@ impl Call {
             Call::Deauthorize { .. } => 20,
             Call::ReportEquivocation { .. } => 21,
             Call::SetValidatorEndpoint { .. } => 22,
+            Call::ReleaseClaim { .. } => 23,
         }
     }
 
@@ -291,6 +297,7 @@ impl Call {
             Call::ReportLost { .. } => "report_lost",
             Call::ClaimRestoral { .. } => "claim_restoral",
             Call::CompleteRestoral { .. } => "complete_restoral",
+            Call::ReleaseClaim { .. } => "release_claim",
             Call::RegisterCandidate { .. } => "register_candidate",
             Call::Bond { .. } => "bond",
             Call::Unbond { .. } => "unbond",
@@ -371,7 +378,8 @@ impl Call {
             }
             Call::ReportLost { fragment_id }
             | Call::ClaimRestoral { fragment_id }
-            | Call::CompleteRestoral { fragment_id } => {
+            | Call::CompleteRestoral { fragment_id }
+            | Call::ReleaseClaim { fragment_id } => {
                 w.fixed(fragment_id);
             }
             Call::RegisterCandidate {
@@ -515,6 +523,9 @@ impl Call {
             },
             22 => Call::SetValidatorEndpoint {
                 endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
+            },
+            23 => Call::ReleaseClaim {
+                fragment_id: r.array("fragment id")?,
             },
             _ => return Err(DecodeError::Invalid("call kind")),
         };

@@ -2483,3 +2483,33 @@ fn a_segment_that_can_still_be_decoded_is_never_given_up() {
         "its holders stay"
     );
 }
+
+/// A claimant gives a claim back (`ReleaseClaim`): the order is open at once, the space it
+/// locked returns, and no expiry is counted; only the claimant may.
+#[test]
+fn a_claim_given_back_opens_the_order_and_counts_no_expiry() {
+    let (mut chain, mut storage) = storage_chain_with(no_audits());
+    let file_id = store_file(&mut chain, &mut storage, 86, 1);
+    let holders = chain.holders(&file_id);
+    let spare = (4..17).find(|i| !holders.contains(i)).unwrap();
+    let lost = lose_columns(&mut chain, &file_id, 0..1)[0];
+    chain
+        .run(spare, Call::ClaimRestoral { fragment_id: lost })
+        .unwrap();
+    assert_eq!(
+        chain.run(holders[5], Call::ReleaseClaim { fragment_id: lost }),
+        Err(TxError::NotClaimer)
+    );
+    let outcome = chain.block(&[chain.tx(spare, Call::ReleaseClaim { fragment_id: lost })]);
+    assert_eq!(outcome.receipts, vec![Ok(())]);
+    assert!(outcome.events.contains(&Event::RestoralClaimReleased {
+        fragment_id: lost,
+        claimer: chain.id(spare),
+    }));
+    assert!(chain.ledger.restoral(&lost).unwrap().claim.is_none());
+    let m = chain.ledger.miner(&chain.id(spare)).unwrap();
+    assert_eq!(
+        (m.locked_bytes, m.restoral_claims, m.claims_expired),
+        (0, 0, 0)
+    );
+}

@@ -315,6 +315,7 @@ fn random_restoral_sequences_keep_their_invariants() {
         "expired",
         "barred",
         "withdrawn",
+        "released",
     ] {
         assert!(
             seen.contains(wanted),
@@ -423,7 +424,11 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
                         Some(c) if rng.random_bool(0.7) => chain.index_of(&c),
                         _ => random_miner,
                     };
-                    (signer, Call::CompleteRestoral { fragment_id })
+                    if rng.random_bool(0.1) {
+                        (signer, Call::ReleaseClaim { fragment_id })
+                    } else {
+                        (signer, Call::CompleteRestoral { fragment_id })
+                    }
                 }
                 // Rarely: a leaving miner's fragments count as still there.
                 17 if rng.random_bool(0.2) => (random_miner, Call::ExitMiner),
@@ -481,6 +486,7 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
                 Event::FileRecovered { .. } => seen.insert("recovered"),
                 Event::RestoralDone { .. } => seen.insert("done"),
                 Event::RestoralClaimExpired { .. } => seen.insert("expired"),
+                Event::RestoralClaimReleased { .. } => seen.insert("released"),
                 _ => false,
             };
         }

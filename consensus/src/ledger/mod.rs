@@ -305,6 +305,11 @@ pub enum Event {
         fragment_id: Hash32,
         claimer: AccountId,
     },
+    /// A claimant gave its claim back (`Call::ReleaseClaim`): the order is open again.
+    RestoralClaimReleased {
+        fragment_id: Hash32,
+        claimer: AccountId,
+    },
     RestoralDone {
         fragment_id: Hash32,
         miner: AccountId,
@@ -757,6 +762,7 @@ impl Ledger {
             }
             Call::ReportLost { fragment_id } => self.report_lost(signer, fragment_id)?,
             Call::ClaimRestoral { fragment_id } => self.claim_restoral(signer, fragment_id)?,
+            Call::ReleaseClaim { fragment_id } => self.give_back_claim(signer, fragment_id)?,
             Call::CompleteRestoral { fragment_id } => {
                 self.complete_restoral(signer, fragment_id)?
             }

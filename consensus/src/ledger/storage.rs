@@ -1790,6 +1790,28 @@ impl Ledger {
         Ok(())
     }
 
+    /// `Call::ReleaseClaim`: the claimant gives the order back, open to others at once. It
+    /// counts no expiry: a claimant that finds a fragment cannot be rebuilt to its id (a
+    /// column declared unlike its encoding) says so rather than holding the order until it
+    /// expires and being barred for it. Each claim pays its fee, so claiming and releasing
+    /// in turn costs the one doing it.
+    pub(super) fn give_back_claim(
+        &mut self,
+        signer: AccountId,
+        fragment_id: &Hash32,
+    ) -> Result<(), TxError> {
+        let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
+        if order.claim.map(|(m, _)| m) != Some(signer) {
+            return Err(TxError::NotClaimer);
+        }
+        self.release_claim(fragment_id);
+        self.events.push(Event::RestoralClaimReleased {
+            fragment_id: *fragment_id,
+            claimer: signer,
+        });
+        Ok(())
+    }
+
     fn release_claim(&mut self, fragment_id: &Hash32) {
         let order = self
             .restorals

@@ -720,12 +720,13 @@ async fn rebuild_fragment(
     let Some(client) = &rebuilding.client else {
         // No endpoint (logged at start): a failure like any other, so an own fragment is
         // reported lost rather than waited for.
-        link.follower.with_ledger(|l| {
+        let actions = link.follower.with_ledger(|l| {
             link.core
                 .lock()
                 .expect("core lock")
-                .on_rebuild_failed(l, &fragment_id)
+                .on_rebuild_failed(l, &fragment_id, false)
         });
+        link.queue(actions);
         return;
     };
     let what = if own { "self-repair" } else { "restoral" };
@@ -738,6 +739,7 @@ async fn rebuild_fragment(
         Ok(plan) => crate::restore::rebuild(client, &plan).await,
         Err(e) => Err(e),
     };
+    let permanent = matches!(&result, Err(e) if e.is_permanent());
     let stored = match result {
         Ok(bytes) => {
             let len_bytes = bytes.len() as u64;
@@ -764,12 +766,13 @@ async fn rebuild_fragment(
         Err(e) => {
             record_error(&status, format!("{what} of fragment {name}: {e}"));
             status.lock().expect("status lock").rebuilds_failed += 1;
-            link.follower.with_ledger(|l| {
+            let actions = link.follower.with_ledger(|l| {
                 link.core
                     .lock()
                     .expect("core lock")
-                    .on_rebuild_failed(l, &fragment_id)
+                    .on_rebuild_failed(l, &fragment_id, permanent)
             });
+            link.queue(actions);
         }
     }
 }

@@ -308,6 +308,8 @@ pub struct NodeCore {
     claims_found: bool,
     /// It was seen exiting: once withdrawn it does not register again.
     left: bool,
+    /// Orders this node gave back as impossible to rebuild: never claimed again by it.
+    given_back: BTreeSet<Hash32>,
     policy: RestorePolicy,
 }
 
@@ -332,6 +334,7 @@ impl NodeCore {
             checking: None,
             claims_found: false,
             left: false,
+            given_back: BTreeSet::new(),
             policy: RestorePolicy::default(),
         }
     }
@@ -484,8 +487,15 @@ impl NodeCore {
 
     /// A rebuild failed (too few siblings answered, or none rebuilt to its id). An own
     /// fragment is tried again, and reported lost after [`SELF_REPAIR_TRIES`]; a claimed one
-    /// is tried again after [`REBUILD_RETRY_BLOCKS`] until its claim expires.
-    pub fn on_rebuild_failed(&mut self, ledger: &Ledger, fragment_id: &Hash32) {
+    /// is tried again after [`REBUILD_RETRY_BLOCKS`] until its claim expires, or given back
+    /// at once (`ReleaseClaim`) when the failure is `permanent` (it cannot be rebuilt to its
+    /// id: waiting would only let the claim expire and count against this node).
+    pub fn on_rebuild_failed(
+        &mut self,
+        ledger: &Ledger,
+        fragment_id: &Hash32,
+        permanent: bool,
+    ) -> Vec<Action> {
         let own = ledger
             .fragment_place(fragment_id)
             .and_then(|(file_id, segment, column)| {
@@ -493,6 +503,14 @@ impl NodeCore {
                 file.segments[segment as usize].fragments[usize::from(column)].miner
             })
             .is_some_and(|m| m == self.identity.account);
+        if !own && permanent && claimed_by(ledger, fragment_id, &self.identity.account) {
+            self.rebuilding.remove(fragment_id);
+            self.claiming.remove(fragment_id);
+            self.given_back.insert(*fragment_id);
+            return vec![Action::Submit(Call::ReleaseClaim {
+                fragment_id: *fragment_id,
+            })];
+        }
         if own {
             // Tried again from the next block (an audit may have opened meanwhile, or a
             // sibling was down), reported lost after the last try.
@@ -508,6 +526,7 @@ impl NodeCore {
             // expires.
             *at = ledger.height() + REBUILD_RETRY_BLOCKS;
         }
+        Vec::new()
     }
 
     /// Fragments being rebuilt here (own or claimed).
@@ -786,6 +805,7 @@ impl NodeCore {
         if slots == 0 {
             return;
         }
+        self.given_back.retain(|id| ledger.restoral(id).is_some());
         let mut idle = miner.idle_bytes();
         let start = cess_consensus::codec::hash(
             b"cess-node/1 claim start\0",
@@ -800,7 +820,11 @@ impl NodeCore {
             if chosen.len() == slots {
                 break;
             }
-            if order.claim.is_some() || order.lost_by == me || self.claiming.contains_key(id) {
+            if order.claim.is_some()
+                || order.lost_by == me
+                || self.claiming.contains_key(id)
+                || self.given_back.contains(id)
+            {
                 continue;
             }
             let Some(file) = ledger.file(&order.file_id) else {

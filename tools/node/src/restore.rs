@@ -36,6 +36,16 @@ pub enum RestoreError {
     Task(String),
 }
 
+impl RestoreError {
+    /// Whether trying again cannot help: the file's header makes no manifest, or the
+    /// fragments fetched (each checked against its id) do not decode to their segment's id
+    /// (a column declared unlike its encoding). Too few siblings answering is not: their
+    /// replicas may not have applied the claim yet.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, RestoreError::Manifest(_) | RestoreError::Decode(_))
+    }
+}
+
 /// What rebuilding one fragment needs, read from the replica.
 #[derive(Debug, Clone)]
 pub struct RebuildPlan {

@@ -762,12 +762,20 @@ fn a_node_rebuilds_a_few_lost_fragments_itself_and_reports_the_rest_lost() {
     // reported lost.
     for _ in 1..cess_node::SELF_REPAIR_TRIES {
         net.rebuilds_asked.clear();
-        net.nodes[a].on_rebuild_failed(&net.ledger, &lost);
+        assert!(
+            net.nodes[a]
+                .on_rebuild_failed(&net.ledger, &lost, false)
+                .is_empty()
+        );
         net.block(Vec::new());
         assert_eq!(net.rebuilds_asked, vec![(a, lost, true)], "tried again");
         assert!(net.queued.is_empty());
     }
-    net.nodes[a].on_rebuild_failed(&net.ledger, &lost);
+    assert!(
+        net.nodes[a]
+            .on_rebuild_failed(&net.ledger, &lost, false)
+            .is_empty()
+    );
     net.block(Vec::new());
     assert_eq!(
         net.queued,
@@ -853,7 +861,11 @@ fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
     );
     // The rebuild fails (the siblings' replicas had not applied the claim yet): tried again
     // two blocks later, not twenty.
-    net.nodes[spare].on_rebuild_failed(&net.ledger, &lost);
+    assert!(
+        net.nodes[spare]
+            .on_rebuild_failed(&net.ledger, &lost, false)
+            .is_empty()
+    );
     net.rebuilds_asked.clear();
     for _ in 0..cess_node::REBUILD_RETRY_BLOCKS {
         net.block(Vec::new());
@@ -906,4 +918,54 @@ fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
         net.nodes[spare].on_check_requested(&net.ledger, true),
         Some(Action::Check { proof: true })
     );
+}
+
+/// A claimed fragment whose siblings do not rebuild it to its id (a column declared unlike
+/// its encoding) is given back at once (`ReleaseClaim`), counting no expiry against the node,
+/// and the node does not claim it again.
+#[test]
+fn a_claim_that_cannot_be_rebuilt_is_given_back_and_not_claimed_again() {
+    let mut net = started(4, 23);
+    let file_id = net.declare(23, 1);
+    let placement = net.placement(&file_id);
+    for &(i, id) in &placement {
+        net.write(i, id, FRAGMENT).unwrap();
+    }
+    net.block(Vec::new());
+    let spare = (0..4)
+        .find(|i| placement.iter().all(|(n, _)| n != i))
+        .unwrap();
+    let (loser, lost) = placement[1];
+    let report = net
+        .ledger
+        .transaction(&net.miners[loser], Call::ReportLost { fragment_id: lost });
+    net.block(vec![report]);
+    net.block(Vec::new());
+    assert!(net.ledger.restoral(&lost).unwrap().claim.is_some());
+    let actions = net.nodes[spare].on_rebuild_failed(&net.ledger, &lost, true);
+    assert_eq!(
+        actions,
+        vec![Action::Submit(Call::ReleaseClaim { fragment_id: lost })]
+    );
+    net.act(spare, actions);
+    let outcome = net.block(Vec::new());
+    assert!(
+        outcome.receipts.iter().all(|r| r.is_ok()),
+        "{:?}",
+        outcome.receipts
+    );
+    let order = net.ledger.restoral(&lost).unwrap();
+    assert!(order.claim.is_none(), "open to others again");
+    let me = net.ledger.miner(&net.miners[spare].id()).unwrap();
+    assert_eq!((me.restoral_claims, me.claims_expired), (0, 0));
+    for _ in 0..3 {
+        net.block(Vec::new());
+        assert!(
+            !net.queued
+                .iter()
+                .any(|(n, c)| *n == spare && matches!(c, Call::ClaimRestoral { .. })),
+            "not claimed again: {:?}",
+            net.queued
+        );
+    }
 }
