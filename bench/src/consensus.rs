@@ -1,3 +1,4 @@
+// Long file: every consensus benchmark case with its baseline beside it.
 //! Suite `consensus`: finality of transfers on four validators over QUIC on loopback, against
 //! one ledger applying the same transactions with no consensus; and storage proofs verified
 //! inside block application (one batch per block) against verifying each proof alone; and

@@ -1,3 +1,4 @@
+// Long file: the end-to-end cases share the devnet harness.
 //! Suite `e2e`, whole `cess put`s to local processes whose stores are files on this disk:
 //!
 //! - `put-1GiB-12-nodes`: a put to 12 node processes with no chain in the path, against the

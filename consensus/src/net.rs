@@ -1,3 +1,4 @@
+// Long file: the validator's and the follower's QUIC drivers and the wire helpers they share.
 //! The QUIC driver of a validator (feature `quic`): a thin loop that moves [`NetMsg`]s between
 //! a validator's [`Engine`] and its peers over `cess-transport` endpoints, turns timeouts into timers, and
 //! reports commits. All decisions stay in the core.

@@ -1,3 +1,4 @@
+// Long file: the deterministic simulator and its fault models.
 //! A deterministic simulation of a validator network in one process: every validator is a
 //! real [`Core`] (Malachite, the ledger, real BLS signatures); the network between them is
 //! simulated with a seeded RNG: delays, drops, partitions that heal, Byzantine validators

@@ -1,3 +1,4 @@
+// Long file: the block store's format, recovery and install in one place.
 //! The block store: every committed block with the commit that decided it, appended to one
 //! file, so a validator that restarts resumes from its disk and answers sync requests for any
 //! height it stored (all of them, unless it took a peer's checkpoint: then from that height

@@ -1,3 +1,4 @@
+// Long file: every call's encoding and decoding side by side.
 //! Transactions: what an account asks the ledger to do, signed by the account.
 //!
 //! The signature covers a domain tag, the chain id (so a transaction cannot be replayed on

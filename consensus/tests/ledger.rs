@@ -1,3 +1,5 @@
+// Long file: one test per ledger rule, all on one harness; split by rule family when it grows
+// further.
 //! The ledger's rules, one by one, on real keys, real tags and real proofs.
 
 mod common;

@@ -1,3 +1,4 @@
+// Long file: the simulator's scenarios share one harness.
 //! Deterministic simulations: 4, 7 and 10 real validator cores over a simulated network with
 //! delays, drops, partitions and f Byzantine validators. The simulator itself asserts safety
 //! (one block per height, one state root per height) on every commit; these tests add

@@ -1,3 +1,5 @@
+// Long file: to be split along its seams (issue 26: protocol, index, reads, journal, recovery,
+// scrub).
 //! One shard: its index, allocator, journal and checkpoints, driven in rounds.
 //!
 //! A shard owns one region of the device and is run by one thread. The driver hands it a

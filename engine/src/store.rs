@@ -1,3 +1,4 @@
+// Long file: to be split (issue 26: options, format, driver, scrub, list).
 //! The store: format and open a target, route requests to shard threads, scrub.
 //!
 //! Each shard runs on its own thread with its own device handle (its own io_uring ring) and

@@ -1,3 +1,4 @@
+// Long file: the local network's setup, start and demo.
 //! `cess devnet up | down` and `cess demo`: a local network on loopback, each part its own
 //! process. By default a chain: validators (`chain/`, made by `cess validator testnet`) and
 //! storage nodes that follow it, register as miners and store only what the chain assigns

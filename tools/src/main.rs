@@ -1,3 +1,5 @@
+// Long file: the command line's arguments and dispatch; to be split into cli/<family>.rs (issue
+// 26).
 //! `cess`: the project's programs. For now: the engine demo and the store's operator
 //! commands. The storage node, validator, tagger and client arrive with their crates.
 

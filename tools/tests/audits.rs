@@ -1,14 +1,14 @@
 //! Audits in the running network, as processes on loopback: a devnet (4 validators, a tagger,
 //! 12 miners) and a put. Every miner holding data passes an audit; a miner whose fragment was
-//! deleted behind its back fails its next audit and is penalised while the others pass in the
-//! same round; a miner restarted between a challenge and its deadline still answers in time.
+//! corrupted on its disk behind its back (its scrub off) fails its next audit and is penalised
+//! while the others pass in the same round; a miner restarted between a challenge and its
+//! deadline still answers in time.
 
 mod common;
 
-use cess_engine::{Class, OpenOptions, Store, Target};
-use common::{Network, cess, ok, start_miner, status, stop_miner};
+use common::{Network, cess, corrupt_a_fragment, ok, start_miner, status, stop_miner, wait_until};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn audits(dir: &Path, i: usize) -> Vec<serde_json::Value> {
     status(dir, i)
@@ -25,34 +25,20 @@ fn verdict(dir: &Path, i: usize, round: u64) -> Option<String> {
         .filter(|r| r == "valid" || r == "missed" || r.starts_with("invalid"))
 }
 
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Deletes one fragment from stopped miner `i`'s store, behind its back.
-fn delete_a_fragment(dir: &Path, i: usize) {
-    let addr = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/addr"))).unwrap();
-    let peer: cess_transport::PeerId = addr.trim().rsplit('/').next().unwrap().parse().unwrap();
-    let node_id = cess_engine::NodeId(cess_engine::Key::of(&peer.to_bytes()).0);
-    let store = Store::open(
-        &Target::Path(dir.join(format!("net/node-{i:02}/store.img"))),
-        &OpenOptions::new(node_id),
-    )
-    .unwrap();
-    let victim = store
-        .list()
-        .filter_map(Result::ok)
-        .find(|info| info.class == Class::Active)
-        .expect("the miner holds a fragment")
-        .key;
-    store.delete(victim).wait().unwrap();
+/// Turns off the background scrub of miner `i` (so that nothing but an audit finds what is
+/// done to its disk behind its back).
+fn scrub_off(dir: &Path, i: usize) {
+    let path = dir.join(format!("net/node-{i:02}/node.toml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("scrub_mib_per_s"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Top-level keys come before the first table.
+    let at = text.find("\n[").map_or(text.len(), |i| i + 1);
+    let text = format!("{}scrub_mib_per_s = 0\n{}", &text[..at], &text[at..]);
+    std::fs::write(&path, text).unwrap();
 }
 
 #[test]
@@ -92,10 +78,14 @@ fn miners_pass_audits_a_damaged_one_is_penalised_and_a_restarted_one_answers_in_
         },
     );
 
-    // Miner 3 loses a fragment behind its back; miner 7 is down when the next round opens.
+    // Miner 3's disk corrupts a fragment behind its back; miner 7 is down when the next round
+    // opens.
     stop_miner(dir, 3);
     stop_miner(dir, 7);
-    delete_a_fragment(dir, 3);
+    // A corrupted block it does not know of (a deleted fragment it would find at start and
+    // rebuild from its siblings before the audit; the scrub would find this one).
+    scrub_off(dir, 3);
+    corrupt_a_fragment(dir, 3);
     network.1.push(start_miner(dir, 3));
     let round = wait_until("the next audit round", Duration::from_secs(60), || {
         audits(dir, 0)

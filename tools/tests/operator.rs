@@ -7,22 +7,11 @@
 
 mod common;
 
-use common::{Network, cess, ok, status, stop_miner};
+use common::{Network, cess, ok, status, stop_miner, wait_until};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use std::time::Duration;
 
 /// The metrics of the process whose directory is `dir`, parsed: sample name (with its labels
 /// as `{k="v"}` when it has some) → value; histograms by their count.

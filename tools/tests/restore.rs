@@ -12,23 +12,12 @@
 mod common;
 
 use cess_engine::{Class, OpenOptions, Store, Target};
-use common::{Network, cess, ok, start_miner, status, stop_miner};
+use common::{Network, cess, corrupt_a_fragment, ok, start_miner, status, stop_miner, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 13;
-
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// Node `i`'s account id in hex (as `cess chain` prints it).
 fn account_of(dir: &Path, i: usize) -> String {
@@ -90,42 +79,6 @@ fn delete_fragments(dir: &Path, i: usize, count: Option<usize>) -> usize {
         store.delete(*key).wait().unwrap();
     }
     keys.len()
-}
-
-/// Flips one byte of one of stopped miner `i`'s fragments in its store image, behind its
-/// back (the block found by its bytes); the fragment's id.
-fn corrupt_a_fragment(dir: &Path, i: usize) -> [u8; 32] {
-    use std::io::{Seek, Write};
-    let image = dir.join(format!("net/node-{i:02}/store.img"));
-    let addr = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/addr"))).unwrap();
-    let peer: cess_transport::PeerId = addr.trim().rsplit('/').next().unwrap().parse().unwrap();
-    let node_id = cess_engine::NodeId(cess_engine::Key::of(&peer.to_bytes()).0);
-    let (key, first_block) = {
-        let store = Store::open(&Target::Path(image.clone()), &OpenOptions::new(node_id)).unwrap();
-        let key = store
-            .list()
-            .filter_map(Result::ok)
-            .find(|info| info.class == Class::Active)
-            .unwrap()
-            .key;
-        let block = store.read(key, 0, 4096).wait().unwrap().to_vec();
-        (key, block)
-    };
-    let bytes = std::fs::read(&image).unwrap();
-    let offset = bytes
-        .chunks(4096)
-        .position(|b| b == first_block.as_slice())
-        .expect("the fragment's first block is in the image")
-        * 4096;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&image)
-        .unwrap();
-    file.seek(std::io::SeekFrom::Start(offset as u64 + 100))
-        .unwrap();
-    file.write_all(&[bytes[offset + 100] ^ 0x01]).unwrap();
-    file.sync_all().unwrap();
-    key.0
 }
 
 fn chain_height(dir: &Path) -> u64 {

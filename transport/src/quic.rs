@@ -1,3 +1,4 @@
+// Long file: the endpoint, its limits and its connection handling.
 //! QUIC endpoints whose TLS certificates are bound to the node key.
 //!
 //! Certificates follow the libp2p TLS specification (`libp2p-tls`): a self-signed certificate

@@ -1,3 +1,4 @@
+// Long file: the protocol's tests share one harness.
 //! The fragment protocol over real QUIC on loopback, against an in-memory store.
 
 use bytes::Bytes;

@@ -1,3 +1,4 @@
+// Long file: the whole BFT state machine, its decisions read top to bottom in one place.
 //! The validator's consensus core: Malachite's Tendermint state machine, the ledger, the
 //! mempool and block sync, as one sans-IO state machine. Messages, timeouts and the clock come
 //! in through [`Core::on_message`], [`Core::on_timeout`] and [`Core::submit`]; everything it

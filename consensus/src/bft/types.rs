@@ -1,3 +1,4 @@
+// Long file: every consensus message type with its bounded codec.
 //! The Malachite `Context` of this ledger: heights, blocks as values, votes and proposals
 //! signed with validator BLS keys, validator sets carrying the slot lottery's seed.
 

@@ -1,3 +1,4 @@
+// Long file: the ledger's entry points, errors and block application.
 //! The ledger: a deterministic state machine. It does no I/O; time, randomness (the block's
 //! VRF output) and the previous commit's signers come in with each block.
 //!

@@ -1,3 +1,4 @@
+// Long file: the snapshot codec: every table and index, with its checks.
 //! The whole ledger as bytes: what a validator writes to disk every so many blocks, so that a
 //! restart replays only the blocks after its last snapshot (`crate::store`).
 //!

@@ -1,3 +1,5 @@
+// Long file: miners, files and restoral orders share their indexes and invariants; to be split by
+// table (issue 26).
 //! Miners, taggers, files and restoral orders.
 //!
 //! Space: a miner's `locked_bytes` (fragments assigned, not yet reported stored) plus
@@ -1393,17 +1395,14 @@ impl Ledger {
                 .drop_fragment(clock, &tagger, &fragment_id, fragment_bytes, stored);
         }
         for fragment_id in ids {
-            if let Some(order) = self.restorals.remove(&fragment_id)
-                && let Some((claimer, until)) = order.claim
+            if self
+                .restorals
+                .get(&fragment_id)
+                .is_some_and(|order| order.claim.is_some())
             {
-                assert!(self.indexes.claims_until.remove(&(until, fragment_id)));
-                let miner = self
-                    .miners
-                    .get_mut(&claimer)
-                    .expect("claimers are registered");
-                miner.locked_bytes -= fragment_bytes;
-                miner.restoral_claims -= 1;
+                self.release_claim(&fragment_id);
             }
+            self.restorals.remove(&fragment_id);
         }
         dropped
     }

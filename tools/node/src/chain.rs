@@ -1,3 +1,4 @@
+// Long file: the node's chain driver: the I/O of every action its core asks for.
 //! The node's driver on the chain: a follower keeps the ledger replica, the [`NodeCore`]
 //! decides, and this module does the I/O it asks for: submit transactions, delete fragments,
 //! get a durable fragment's tags from a tagger and check them before keeping them, and prove
@@ -391,6 +392,17 @@ impl ChainLink {
         started
     }
 
+    /// A rebuild failed: the core decides what next (see `NodeCore::on_rebuild_failed`).
+    fn rebuild_failed(&self, fragment_id: &Hash32, permanent: bool) {
+        let actions = self.follower.with_ledger(|ledger| {
+            self.core
+                .lock()
+                .expect("core lock")
+                .on_rebuild_failed(ledger, fragment_id, permanent)
+        });
+        self.queue(actions);
+    }
+
     fn on_proof_failed(&self) {
         let actions = self
             .follower
@@ -720,13 +732,7 @@ async fn rebuild_fragment(
     let Some(client) = &rebuilding.client else {
         // No endpoint (logged at start): a failure like any other, so an own fragment is
         // reported lost rather than waited for.
-        let actions = link.follower.with_ledger(|l| {
-            link.core
-                .lock()
-                .expect("core lock")
-                .on_rebuild_failed(l, &fragment_id, false)
-        });
-        link.queue(actions);
+        link.rebuild_failed(&fragment_id, false);
         return;
     };
     let what = if own { "self-repair" } else { "restoral" };
@@ -766,13 +772,7 @@ async fn rebuild_fragment(
         Err(e) => {
             record_error(&status, format!("{what} of fragment {name}: {e}"));
             status.lock().expect("status lock").rebuilds_failed += 1;
-            let actions = link.follower.with_ledger(|l| {
-                link.core
-                    .lock()
-                    .expect("core lock")
-                    .on_rebuild_failed(l, &fragment_id, permanent)
-            });
-            link.queue(actions);
+            link.rebuild_failed(&fragment_id, permanent);
         }
     }
 }

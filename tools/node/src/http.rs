@@ -1,3 +1,4 @@
+// Long file: the dashboard, /status and /metrics all render one Snapshot.
 //! What the node shows its operator, over the one HTTP stack (`cess-http`): a dashboard at
 //! `/` (plain HTML the node renders, readable without JavaScript; a few lines of script
 //! refresh it), `/status` (JSON, what `cess node status` prints), `/metrics` (OpenMetrics

@@ -1,3 +1,4 @@
+// Long file: the node's whole sans-IO core, its rules read in one place.
 //! The storage node's decisions, as a sans-IO core (in the manner of the validator core):
 //! the ledger replica after each block, write requests, the store's durable results and
 //! restarts come in; what to allow, which transactions to submit and which fragments to delete
@@ -710,16 +711,8 @@ impl NodeCore {
         let mut reports = 0;
         for id in missing {
             if repairable && !self.unrepairable.contains(&id) {
-                if audited {
-                    continue;
-                }
-                let due = self.rebuilding.get(&id).is_none_or(|at| height >= *at);
-                if due {
-                    self.rebuilding.insert(id, height + RESUBMIT_BLOCKS);
-                    actions.push(Action::Rebuild {
-                        fragment_id: id,
-                        own: true,
-                    });
+                if !audited {
+                    self.ask_rebuild(id, true, height, actions);
                 }
                 continue;
             }
@@ -732,6 +725,19 @@ impl NodeCore {
                 self.reporting.insert(id, height);
                 actions.push(Action::Submit(Call::ReportLost { fragment_id: id }));
             }
+        }
+    }
+
+    /// Asks the driver to rebuild `id` unless it was asked and the answer is not due yet;
+    /// asked again after [`RESUBMIT_BLOCKS`] (or sooner after a failure, see
+    /// [`NodeCore::on_rebuild_failed`]).
+    fn ask_rebuild(&mut self, id: Hash32, own: bool, height: u64, actions: &mut Vec<Action>) {
+        if self.rebuilding.get(&id).is_none_or(|at| height >= *at) {
+            self.rebuilding.insert(id, height + RESUBMIT_BLOCKS);
+            actions.push(Action::Rebuild {
+                fragment_id: id,
+                own,
+            });
         }
     }
 
@@ -762,14 +768,7 @@ impl NodeCore {
             if self.stored.contains_key(&id) || self.untagged.contains_key(&id) {
                 continue;
             }
-            let due = self.rebuilding.get(&id).is_none_or(|at| height >= *at);
-            if due {
-                self.rebuilding.insert(id, height + RESUBMIT_BLOCKS);
-                actions.push(Action::Rebuild {
-                    fragment_id: id,
-                    own: false,
-                });
-            }
+            self.ask_rebuild(id, false, height, actions);
         }
         self.claiming.retain(|id, at| {
             ledger.restoral(id).is_some_and(|o| o.claim.is_none()) && height < *at + RESUBMIT_BLOCKS

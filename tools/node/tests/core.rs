@@ -1,3 +1,4 @@
+// Long file: the core's tests share one seeded harness.
 //! The node core under a seeded in-process run: a real ledger applied block by block, nodes
 //! whose stores are maps, an owner that rents space and places orders. Writes are allowed only
 //! for fragments the ledger assigned to the node; a column is reported only when all of it is
@@ -822,13 +823,11 @@ fn a_node_rebuilds_a_few_lost_fragments_itself_and_reports_the_rest_lost() {
     assert_eq!(reported.len(), 2, "{:?}", net.queued);
 }
 
-/// A node with room claims an open order it may take (never its own loss, never a segment
-/// it holds part of), rebuilds the fragment, stores it, gets its tags and takes it over: the
-/// file is active again. A failed proof asks for a read-back of the store.
-#[test]
-fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
-    let mut net = started(4, 22);
-    let file_id = net.declare(22, 1);
+/// Four nodes, a one-segment file stored on three, and the holder of column `column`
+/// reporting its fragment lost in the last block: (net, file, the spare node, the fragment).
+fn one_fragment_reported_lost(seed: u8, column: usize) -> (Net, Hash32, usize, Hash32) {
+    let mut net = started(4, u64::from(seed));
+    let file_id = net.declare(seed, 1);
     let placement = net.placement(&file_id);
     for &(i, id) in &placement {
         net.write(i, id, FRAGMENT).unwrap();
@@ -837,11 +836,20 @@ fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
     let spare = (0..4)
         .find(|i| placement.iter().all(|(n, _)| n != i))
         .unwrap();
-    let (loser, lost) = placement[2];
+    let (loser, lost) = placement[column];
     let report = net
         .ledger
         .transaction(&net.miners[loser], Call::ReportLost { fragment_id: lost });
     net.block(vec![report]);
+    (net, file_id, spare, lost)
+}
+
+/// A node with room claims an open order it may take (never its own loss, never a segment
+/// it holds part of), rebuilds the fragment, stores it, gets its tags and takes it over: the
+/// file is active again. A failed proof asks for a read-back of the store.
+#[test]
+fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
+    let (mut net, file_id, spare, lost) = one_fragment_reported_lost(22, 2);
     assert!(matches!(
         net.ledger.file(&file_id).unwrap().state,
         FileState::Recovery { .. }
@@ -925,21 +933,7 @@ fn a_spare_node_claims_an_order_rebuilds_the_fragment_and_takes_it_over() {
 /// and the node does not claim it again.
 #[test]
 fn a_claim_that_cannot_be_rebuilt_is_given_back_and_not_claimed_again() {
-    let mut net = started(4, 23);
-    let file_id = net.declare(23, 1);
-    let placement = net.placement(&file_id);
-    for &(i, id) in &placement {
-        net.write(i, id, FRAGMENT).unwrap();
-    }
-    net.block(Vec::new());
-    let spare = (0..4)
-        .find(|i| placement.iter().all(|(n, _)| n != i))
-        .unwrap();
-    let (loser, lost) = placement[1];
-    let report = net
-        .ledger
-        .transaction(&net.miners[loser], Call::ReportLost { fragment_id: lost });
-    net.block(vec![report]);
+    let (mut net, _, spare, lost) = one_fragment_reported_lost(23, 1);
     net.block(Vec::new());
     assert!(net.ledger.restoral(&lost).unwrap().claim.is_some());
     let actions = net.nodes[spare].on_rebuild_failed(&net.ledger, &lost, true);
