@@ -95,6 +95,9 @@ pub struct Surface<S: FragmentStore> {
     started: Instant,
     chain: Option<ChainView>,
     scrub_running: bool,
+    /// Whether `/check` may start a read-back: only on a loopback surface (a public one
+    /// would let anyone who reaches it keep the disk busy).
+    checks_allowed: bool,
     traffic: Mutex<Traffic>,
     /// The replica's height and when it last changed.
     progress: Mutex<(u64, Instant)>,
@@ -131,6 +134,7 @@ impl<S: FragmentStore> Surface<S> {
         addr: String,
         chain: Option<ChainView>,
         scrub_running: bool,
+        checks_allowed: bool,
     ) -> Arc<Surface<S>> {
         let surface = Arc::new(Surface {
             server,
@@ -140,6 +144,7 @@ impl<S: FragmentStore> Surface<S> {
             started: Instant::now(),
             chain,
             scrub_running,
+            checks_allowed,
             traffic: Mutex::new(Traffic::default()),
             progress: Mutex::new((0, Instant::now())),
             raised: Mutex::new(BTreeSet::new()),
@@ -305,6 +310,10 @@ impl<S: FragmentStore> Surface<S> {
                 // Loopback only (the surface binds loopback unless told otherwise); starts a
                 // read-back whose progress `/status` shows under `chain.check`.
                 "/check" => match &surface.chain {
+                    _ if !surface.checks_allowed => Response::text(
+                        403,
+                        "self-checks are started only on a loopback surface (http_public is set)\n",
+                    ),
                     Some((link, status)) => {
                         let proof = request.query.as_deref() == Some("proof=1");
                         // Seen as running from now on (the driver fills it in).

@@ -269,6 +269,7 @@ async fn serve_with<S: FragmentStore>(
             addr.to_string(),
             chain.clone(),
             config.scrub_mib_per_s > 0,
+            !config.http_public,
         );
         tokio::spawn(cess_http::serve(
             listener,
