@@ -36,6 +36,9 @@ const ACCOUNT_TOKENS: u128 = 1_000_000;
 /// empty block every 500 ms), every miner holding data challenged in each.
 const DEVNET_AUDIT_PERIOD_BLOCKS: u64 = 30;
 const DEVNET_AUDIT_MINERS_PERMILLE: u32 = 1000;
+/// A local network's blocks come every 500 ms at most: a restoral claim lasts 40 of them (20
+/// s), and a file at risk is lost (when it can no longer be decoded) a minute later.
+const DEVNET_RESTORAL_CLAIM_BLOCKS: u64 = 40;
 /// The tagger's directory (its QUIC identity, `tagger.toml`, its log and pid).
 pub const TAGGER_DIR: &str = "tagger";
 
@@ -137,6 +140,7 @@ fn create_chain(dir: &Path, options: &UpOptions, client: &NodeKey) -> Result<()>
         }],
         audit_period_blocks: Some(DEVNET_AUDIT_PERIOD_BLOCKS),
         audit_miners_permille: Some(DEVNET_AUDIT_MINERS_PERMILLE),
+        restoral_claim_blocks: Some(DEVNET_RESTORAL_CLAIM_BLOCKS),
         ..crate::validator::TestnetExtras::default()
     };
     let base = free_udp_ports(options.validators)?;

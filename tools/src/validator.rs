@@ -124,6 +124,9 @@ pub struct TestnetExtras {
     pub candidates: usize,
     /// Blocks per era (an election each era), when not the default.
     pub era_blocks: Option<u64>,
+    /// Blocks a restoral claim lasts (the lost-file countdown is three of them), when not
+    /// the default.
+    pub restoral_claim_blocks: Option<u64>,
 }
 
 /// Creates a network of `count` validators listening on consecutive UDP ports from
@@ -177,6 +180,9 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
             .audit_miners_permille
             .unwrap_or(defaults.audit_miners_permille),
         era_blocks: extras.era_blocks.unwrap_or(defaults.era_blocks),
+        restoral_claim_blocks: extras
+            .restoral_claim_blocks
+            .unwrap_or(defaults.restoral_claim_blocks),
         ..defaults
     };
     params

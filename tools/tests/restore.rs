@@ -7,7 +7,8 @@
 //! room, fetched whole from it, before it may withdraw. Afterwards every segment has 12
 //! stored fragments on 12 distinct miners, every holder passes its next audit, and the file
 //! reads back byte-identical with 8 of the 12 holders stopped (the rebuilt fragments among
-//! the 4 left).
+//! the 4 left). Last, 9 of each segment's 12 fragments are lost: the file is `Lost` after
+//! its countdown, and `cess chain files`, `cess chain file` and `cess get` say so.
 
 mod common;
 
@@ -322,4 +323,44 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
         dir,
     ));
     assert!(std::fs::read(dir.join("back.bin")).unwrap() == data);
+
+    // The 8 stopped holders and one more lose their stores: 9 of each segment's 12
+    // fragments reported lost, 3 left, 4 needed. Nobody can rebuild them (no miner claims a
+    // segment it cannot decode); when the countdown ends the file is lost, and every command
+    // that shows it says so.
+    stop_miner(dir, corrupted);
+    let gone: Vec<usize> = after[0]
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|i| !keep.contains(i) || *i == corrupted)
+        .collect();
+    assert_eq!(gone.len(), 9);
+    for &i in &gone {
+        delete_fragments(dir, i, None);
+        network.1.push(start_miner(dir, i));
+    }
+    wait_until(
+        "the file lost after its countdown",
+        Duration::from_secs(240),
+        || (chain_file(dir, &file_id)["state"] == "lost").then_some(()),
+    );
+    let files = ok(cess(&["chain", "--dir", "net/chain", "files"], dir));
+    assert!(
+        files
+            .lines()
+            .any(|l| l.starts_with(&file_id) && l.trim_end().ends_with("lost")),
+        "{files}"
+    );
+    let shown = ok(cess(&["chain", "--dir", "net/chain", "file", &file_id], dir));
+    assert!(shown.contains("state     lost"), "{shown}");
+    let get = cess(
+        &[
+            "get", &file_id, "--devnet", "net", "--key", "file.key", "--out", "lost.bin",
+        ],
+        dir,
+    );
+    assert!(!get.status.success());
+    assert!(common::text(&get).contains("is lost"), "{}", common::text(&get));
+    assert!(!dir.join("lost.bin").exists());
 }

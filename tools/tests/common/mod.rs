@@ -96,6 +96,12 @@ pub fn start_miner(dir: &Path, i: usize) -> Child {
         .stderr(log)
         .spawn()
         .unwrap();
+    // As `cess devnet up` does, so that `stop_miner` stops it again.
+    std::fs::write(
+        dir.join(format!("net/node-{i:02}/pid")),
+        format!("{}\n", child.id()),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !status(dir, i).is_some_and(|s| s["chain"]["synced"] == true) {
         assert!(Instant::now() < deadline, "miner {i} did not come back");
