@@ -352,7 +352,10 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
             .any(|l| l.starts_with(&file_id) && l.trim_end().ends_with("lost")),
         "{files}"
     );
-    let shown = ok(cess(&["chain", "--dir", "net/chain", "file", &file_id], dir));
+    let shown = ok(cess(
+        &["chain", "--dir", "net/chain", "file", &file_id],
+        dir,
+    ));
     assert!(shown.contains("state     lost"), "{shown}");
     let get = cess(
         &[
@@ -361,6 +364,10 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
         dir,
     );
     assert!(!get.status.success());
-    assert!(common::text(&get).contains("is lost"), "{}", common::text(&get));
+    assert!(
+        common::text(&get).contains("is lost"),
+        "{}",
+        common::text(&get)
+    );
     assert!(!dir.join("lost.bin").exists());
 }
