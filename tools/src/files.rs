@@ -25,7 +25,7 @@ use cess_consensus::tx::{NAME_BYTES_MAX, SegmentDecl};
 use cess_consensus::{Call, TxError};
 use cess_engine::Key;
 use cess_engine::codec::{
-    self, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, SegmentEntry, hex,
+    self, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, hex,
 };
 use cess_transport::{Client, Code, NodeAddr, ProtocolError};
 use std::collections::HashSet;
@@ -87,17 +87,6 @@ impl PutReport {
 /// A stage's failure says which stage.
 fn stage<T>(name: &str, result: Result<T>) -> Result<T> {
     result.with_context(|| format!("put failed at the {name} stage"))
-}
-
-/// The ledger's segments of `file` as the codec lists them.
-fn segment_entries(file: &FileInfo) -> Vec<SegmentEntry> {
-    file.segments
-        .iter()
-        .map(|s| SegmentEntry {
-            id: s.segment_id,
-            fragments: s.fragments.iter().map(|f| f.id).collect(),
-        })
-        .collect()
 }
 
 /// The miners' endpoints for every fragment of `file`, as the ledger has them.
@@ -572,8 +561,14 @@ pub fn get(
 ) -> Result<GetReport> {
     let id = parse_file_id(file_id)?;
     let found = chain.ledger(|l| {
-        l.file(&id)
-            .map(|f| (f.state, f.meta.clone(), segment_entries(f), placement(l, f)))
+        l.file(&id).map(|f| {
+            (
+                f.state,
+                f.meta.clone(),
+                cess_node::restore::segment_entries(f),
+                placement(l, f),
+            )
+        })
     });
     let Some((state, header, segments, placement)) = found else {
         bail!("no file {file_id} on the chain");

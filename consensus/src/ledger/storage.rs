@@ -1539,25 +1539,35 @@ impl Ledger {
         self.forget_in_audits(&dropped);
     }
 
-    /// Whether every segment of the file still has `data_fragments` fragments held, or kept
-    /// by a miner leaving them (exiting, so still registered, and serving what it let go).
+    /// Whether every segment of the file can still be decoded ([`Ledger::segment_decodable`]).
     fn decodable(&self, file_id: &Hash32) -> bool {
-        let needed = usize::from(self.params.data_fragments);
-        self.files[file_id].segments.iter().all(|segment| {
-            let available = segment
-                .fragments
-                .iter()
-                .filter(|f| {
-                    f.miner.is_some()
-                        || self.restorals.get(&f.id).is_some_and(|order| {
-                            self.miners
-                                .get(&order.lost_by)
-                                .is_some_and(|m| matches!(m.state, MinerState::Exiting { .. }))
-                        })
-                })
-                .count();
-            available >= needed
-        })
+        (0..self.files[file_id].segments.len() as u32).all(|s| self.segment_decodable(file_id, s))
+    }
+
+    /// Whether `segment` of the file still has `data_fragments` fragments held, or kept by a
+    /// miner leaving them (exiting, so still registered, and serving what it let go): what
+    /// the lost rule asks, and what a restorer checks before claiming. O(one segment).
+    pub fn segment_decodable(&self, file_id: &Hash32, segment: u32) -> bool {
+        let Some(segment) = self
+            .files
+            .get(file_id)
+            .and_then(|f| f.segments.get(segment as usize))
+        else {
+            return false;
+        };
+        let available = segment
+            .fragments
+            .iter()
+            .filter(|f| {
+                f.miner.is_some()
+                    || self.restorals.get(&f.id).is_some_and(|order| {
+                        self.miners
+                            .get(&order.lost_by)
+                            .is_some_and(|m| matches!(m.state, MinerState::Exiting { .. }))
+                    })
+            })
+            .count();
+        available >= usize::from(self.params.data_fragments)
     }
 
     /// Pending orders not completed within `order_validity_blocks` are released: the

@@ -813,11 +813,7 @@ async fn check_store(
         };
         // A fragment the chain no longer places (its file deleted meanwhile) is the
         // core's to delete, not the check's: its tags are not checked.
-        let result = if proof && tagger.is_none() {
-            crate::restore::check_fragment(&engine, id, len_bytes, None).await
-        } else {
-            crate::restore::check_fragment(&engine, id, len_bytes, tagger).await
-        };
+        let result = crate::restore::check_fragment(&engine, id, len_bytes, tagger).await;
         use crate::restore::Checked;
         let failure = match &result {
             Checked::Good => None,

@@ -530,11 +530,6 @@ impl NodeCore {
         Vec::new()
     }
 
-    /// Fragments being rebuilt here (own or claimed).
-    pub fn rebuilding_count(&self) -> usize {
-        self.rebuilding.len()
-    }
-
     /// The store failed to remove `fragment_id`: the next block asks again.
     pub fn on_delete_failed(&mut self, fragment_id: &Hash32) {
         self.deleting.remove(fragment_id);
@@ -839,16 +834,9 @@ impl NodeCore {
                     || self.claiming.contains_key(&f.id)
                     || claimed_by(ledger, &f.id, &me)
             });
-            // Fewer than `data_fragments` held (and no leaving miner that still has it): a
-            // claim could only expire.
-            let held = fragments
-                .iter()
-                .filter(|f| f.miner.is_some() && f.stored)
-                .count();
-            let leaving = ledger
-                .miner(&order.lost_by)
-                .is_some_and(|m| matches!(m.state, MinerState::Exiting { .. }));
-            if takes_part || (held < usize::from(params.data_fragments) && !leaving) {
+            // Fewer than `data_fragments` left (held, or kept by a leaving miner): a claim
+            // could only expire.
+            if takes_part || !ledger.segment_decodable(&order.file_id, order.segment) {
                 continue;
             }
             idle -= file.fragment_bytes;

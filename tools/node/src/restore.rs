@@ -46,6 +46,18 @@ impl RestoreError {
     }
 }
 
+/// A file's segments as the codec's manifest lists them (the ids the ledger keeps): with
+/// the file's header, what `Manifest::from_header` rebuilds the manifest from.
+pub fn segment_entries(file: &cess_consensus::ledger::FileInfo) -> Vec<SegmentEntry> {
+    file.segments
+        .iter()
+        .map(|s| SegmentEntry {
+            id: s.segment_id,
+            fragments: s.fragments.iter().map(|f| f.id).collect(),
+        })
+        .collect()
+}
+
 /// What rebuilding one fragment needs, read from the replica.
 #[derive(Debug, Clone)]
 pub struct RebuildPlan {
@@ -73,15 +85,8 @@ pub fn plan(
         .fragment_place(fragment_id)
         .ok_or(RestoreError::UnknownFragment)?;
     let file = ledger.file(&file_id).ok_or(RestoreError::UnknownFragment)?;
-    let entries: Vec<SegmentEntry> = file
-        .segments
-        .iter()
-        .map(|s| SegmentEntry {
-            id: s.segment_id,
-            fragments: s.fragments.iter().map(|f| f.id).collect(),
-        })
-        .collect();
-    let manifest = Manifest::from_header(&file.meta, &entries).map_err(RestoreError::Manifest)?;
+    let manifest = Manifest::from_header(&file.meta, &segment_entries(file))
+        .map_err(RestoreError::Manifest)?;
     let endpoint = |account: &cess_consensus::AccountId| {
         ledger
             .miner(account)
