@@ -833,6 +833,7 @@ fn audit_setup(
             Call::DeclareFile {
                 file_id,
                 file_name: format!("f{k}"),
+                bucket: String::new(),
                 size_bytes: (segments * fragment_bytes * 4) as u64,
                 fragment_bytes: fragment_bytes as u64,
                 tagger: key.public().id().0,
@@ -1175,6 +1176,7 @@ impl StoredLedger {
         Call::DeclareFile {
             file_id,
             file_name: "bench".into(),
+            bucket: String::new(),
             size_bytes: segments.len() as u64 * BLOCK_FRAGMENT_BYTES * 4,
             fragment_bytes: BLOCK_FRAGMENT_BYTES,
             tagger: self.tagger,

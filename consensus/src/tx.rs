@@ -16,6 +16,9 @@ const TX_DOMAIN: &[u8] = b"cess-ledger/1 transaction\0";
 /// segments of 12 fragment ids) fits with room; a proof of s = 8192 sectors is 262 KiB.
 pub const TX_BYTES_MAX: usize = 512 << 10;
 pub const NAME_BYTES_MAX: usize = 256;
+/// S3's limit on a bucket name (3 to 63 of `a-z0-9.-`; see
+/// [`crate::ledger::check_bucket_name`]).
+pub const BUCKET_NAME_BYTES_MAX: usize = 63;
 /// Most bytes of the client's header a storage order carries (the codec's encryption header:
 /// key check, KDF salt and cost, manifest MAC; about 90 bytes today).
 pub const FILE_META_BYTES_MAX: usize = 256;
@@ -73,6 +76,9 @@ pub enum Call {
     DeclareFile {
         file_id: Hash32,
         file_name: String,
+        /// The owner's bucket the file is listed in (the seed's `bucket_name`); empty for
+        /// none. A named bucket must be one of the owner's (see [`Call::CreateBucket`]).
+        bucket: String,
         size_bytes: u64,
         fragment_bytes: u64,
         tagger: Hash32,
@@ -153,6 +159,23 @@ pub enum Call {
     /// era's set at the endpoint the chain gives them.
     SetValidatorEndpoint {
         endpoint: String,
+    },
+    /// A named group of the signer's files (the seed's `create_bucket`; an S3 bucket). At
+    /// most [`crate::ledger::BUCKETS_PER_OWNER_MAX`] per owner; needs a lease.
+    CreateBucket {
+        name: String,
+    },
+    /// Removes an empty bucket of the signer's.
+    DeleteBucket {
+        name: String,
+    },
+    /// A delegate (see [`Call::Authorize`]) acting for `owner`: `call` runs as if `owner`
+    /// signed it, paid by the delegate's fee. Only the calls a gateway needs are allowed
+    /// ([`Call::allowed_for_owner`]): declaring, deleting, and the buckets. Money, leases
+    /// and delegates stay the owner's own.
+    ForOwner {
+        owner: AccountId,
+        call: Box<Call>,
     },
 }
 
@@ -280,7 +303,21 @@ impl Call {
             Call::ReportEquivocation { .. } => 21,
             Call::SetValidatorEndpoint { .. } => 22,
             Call::ReleaseClaim { .. } => 23,
+            Call::CreateBucket { .. } => 24,
+            Call::DeleteBucket { .. } => 25,
+            Call::ForOwner { .. } => 26,
         }
+    }
+
+    /// Whether a delegate may make this call for an owner ([`Call::ForOwner`]).
+    pub fn allowed_for_owner(&self) -> bool {
+        matches!(
+            self,
+            Call::DeclareFile { .. }
+                | Call::DeleteFile { .. }
+                | Call::CreateBucket { .. }
+                | Call::DeleteBucket { .. }
+        )
     }
 
     pub fn name(&self) -> &'static str {
@@ -308,6 +345,9 @@ impl Call {
             Call::Deauthorize { .. } => "deauthorize",
             Call::ReportEquivocation { .. } => "report_equivocation",
             Call::SetValidatorEndpoint { .. } => "set_validator_endpoint",
+            Call::CreateBucket { .. } => "create_bucket",
+            Call::DeleteBucket { .. } => "delete_bucket",
+            Call::ForOwner { .. } => "for_owner",
         }
     }
 
@@ -344,6 +384,7 @@ impl Call {
             Call::DeclareFile {
                 file_id,
                 file_name,
+                bucket,
                 size_bytes,
                 fragment_bytes,
                 tagger,
@@ -352,6 +393,7 @@ impl Call {
             } => {
                 w.fixed(file_id)
                     .str(file_name)
+                    .str(bucket)
                     .u64(*size_bytes)
                     .u64(*fragment_bytes)
                     .fixed(tagger)
@@ -406,11 +448,23 @@ impl Call {
             Call::SetValidatorEndpoint { endpoint } => {
                 w.str(endpoint);
             }
+            Call::CreateBucket { name } | Call::DeleteBucket { name } => {
+                w.str(name);
+            }
+            Call::ForOwner { owner, call } => {
+                w.fixed(&owner.0);
+                call.encode(w);
+            }
         }
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<Call, DecodeError> {
-        let call = match r.u8("call kind")? {
+        let kind = r.u8("call kind")?;
+        Call::decode_kind(kind, r)
+    }
+
+    fn decode_kind(kind: u8, r: &mut Reader<'_>) -> Result<Call, DecodeError> {
+        let call = match kind {
             1 => Call::Transfer {
                 to: AccountId(r.array("to")?),
                 amount: r.u128("amount")?,
@@ -446,6 +500,7 @@ impl Call {
             7 => {
                 let file_id = r.array("file id")?;
                 let file_name = r.string(NAME_BYTES_MAX, "file name")?;
+                let bucket = r.string(BUCKET_NAME_BYTES_MAX, "bucket")?;
                 let size_bytes = r.u64("size")?;
                 let fragment_bytes = r.u64("fragment bytes")?;
                 let tagger = r.array("tagger")?;
@@ -467,6 +522,7 @@ impl Call {
                 Call::DeclareFile {
                     file_id,
                     file_name,
+                    bucket,
                     size_bytes,
                     fragment_bytes,
                     tagger,
@@ -528,6 +584,29 @@ impl Call {
             23 => Call::ReleaseClaim {
                 fragment_id: r.array("fragment id")?,
             },
+            24 => Call::CreateBucket {
+                name: r.string(BUCKET_NAME_BYTES_MAX, "bucket")?,
+            },
+            25 => Call::DeleteBucket {
+                name: r.string(BUCKET_NAME_BYTES_MAX, "bucket")?,
+            },
+            26 => {
+                let owner = AccountId(r.array("owner")?);
+                // One level only: the inner call is one a delegate may make, refused by its
+                // kind before it is decoded, so no peer can nest `ForOwner`s deep.
+                let inner = r.u8("call kind")?;
+                if inner == 26 {
+                    return Err(DecodeError::Invalid("call a delegate may not make"));
+                }
+                let call = Call::decode_kind(inner, r)?;
+                if !call.allowed_for_owner() {
+                    return Err(DecodeError::Invalid("call a delegate may not make"));
+                }
+                Call::ForOwner {
+                    owner,
+                    call: Box::new(call),
+                }
+            }
             _ => return Err(DecodeError::Invalid("call kind")),
         };
         Ok(call)
@@ -773,6 +852,7 @@ mod tests {
             Call::DeclareFile {
                 file_id: [1; 32],
                 file_name: "a.txt".into(),
+                bucket: "photos".into(),
                 size_bytes: 10,
                 fragment_bytes: 8 << 20,
                 tagger: [2; 32],
@@ -798,6 +878,16 @@ mod tests {
             },
             Call::SetValidatorEndpoint {
                 endpoint: "/ip4/127.0.0.1/udp/9/quic-v1".into(),
+            },
+            Call::CreateBucket {
+                name: "photos".into(),
+            },
+            Call::DeleteBucket {
+                name: "photos".into(),
+            },
+            Call::ForOwner {
+                owner: AccountId([3; 32]),
+                call: Box::new(Call::DeleteFile { file_id: [4; 32] }),
             },
         ]
     }
@@ -853,6 +943,7 @@ mod tests {
         let order = |meta_len: usize| Call::DeclareFile {
             file_id: [1; 32],
             file_name: "a".into(),
+            bucket: String::new(),
             size_bytes: 1,
             fragment_bytes: 1,
             tagger: [2; 32],
@@ -863,6 +954,50 @@ mod tests {
         assert_eq!(Transaction::decode(&at_bound.encode()), Ok(at_bound));
         let over = Transaction::sign(&key, &[7; 32], terms, order(FILE_META_BYTES_MAX + 1));
         assert!(Transaction::decode(&over.encode()).is_err());
+    }
+
+    /// A delegate's call wraps only the calls a gateway needs, one level deep: a nested
+    /// `ForOwner` is refused by its kind byte before anything under it is read, so a
+    /// transaction of nested wrappers costs no recursion.
+    #[test]
+    fn a_delegate_call_is_one_level_of_an_allowed_call() {
+        let wrap = |call: Call| Call::ForOwner {
+            owner: AccountId([3; 32]),
+            call: Box::new(call),
+        };
+        let decode = |call: &Call| {
+            let mut w = Writer::new();
+            call.encode(&mut w);
+            let bytes = w.into_bytes();
+            let mut r = Reader::new(&bytes);
+            let call = Call::decode(&mut r)?;
+            r.finish()?;
+            Ok::<Call, DecodeError>(call)
+        };
+        let allowed = wrap(Call::CreateBucket { name: "b".into() });
+        assert_eq!(decode(&allowed), Ok(allowed.clone()));
+        assert_eq!(
+            decode(&wrap(Call::Transfer {
+                to: AccountId([1; 32]),
+                amount: 1
+            })),
+            Err(DecodeError::Invalid("call a delegate may not make"))
+        );
+        assert_eq!(
+            decode(&wrap(allowed)),
+            Err(DecodeError::Invalid("call a delegate may not make"))
+        );
+        // 100,000 nested wrappers: refused at the second level.
+        let mut bytes = Vec::new();
+        for _ in 0..100_000 {
+            bytes.push(26);
+            bytes.extend_from_slice(&[3; 32]);
+        }
+        let mut r = Reader::new(&bytes);
+        assert_eq!(
+            Call::decode(&mut r),
+            Err(DecodeError::Invalid("call a delegate may not make"))
+        );
     }
 
     #[test]

@@ -136,6 +136,7 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
         Call::DeclareFile {
             file_id,
             file_name: file_name.clone(),
+            bucket: String::new(),
             size_bytes: size,
             fragment_bytes,
             tagger,
@@ -449,6 +450,7 @@ fn bare_order(seed: u8, segments: usize, fragment_bytes: u64, tagger: [u8; 32]) 
     Call::DeclareFile {
         file_id: [seed; 32],
         file_name: format!("bare-{seed}"),
+        bucket: String::new(),
         size_bytes: fragment_bytes,
         fragment_bytes,
         tagger,
@@ -2243,6 +2245,7 @@ fn a_segment_with_9_of_12_fragments_lost_makes_its_file_lost_after_the_countdown
             Call::DeclareFile {
                 file_id,
                 file_name: "again".into(),
+                bucket: String::new(),
                 size_bytes: f.size_bytes,
                 fragment_bytes: f.fragment_bytes,
                 tagger: f.tagger,
@@ -2513,5 +2516,141 @@ fn a_claim_given_back_opens_the_order_and_counts_no_expiry() {
     assert_eq!(
         (m.locked_bytes, m.restoral_claims, m.claims_expired),
         (0, 0, 0)
+    );
+}
+
+/// Puts a storage order in `bucket`.
+fn in_bucket(order: &Call, name: &str) -> Call {
+    let mut call = order.clone();
+    let Call::DeclareFile { bucket, .. } = &mut call else {
+        unreachable!("an order")
+    };
+    *bucket = name.into();
+    call
+}
+
+/// An owner's buckets: S3 names only, at most `BUCKETS_PER_OWNER_MAX`, the files listed in
+/// each counted so a bucket with files cannot be deleted (and a file left by any path leaves
+/// its count: the harness checks the counts after every block). A delegate (an S3 gateway)
+/// declares, deletes and keeps buckets for its owner, in the owner's space; an account that
+/// is not, or no longer, its delegate cannot, and no other call can be made for an owner.
+#[test]
+fn buckets_list_an_owners_files_and_a_delegate_acts_for_its_owner_alone() {
+    use cess_consensus::ledger::BUCKETS_PER_OWNER_MAX;
+    let (mut chain, mut storage) = storage_chain();
+    let (owner, gateway) = (chain.id(0), chain.id(1));
+    let create = |name: &str| Call::CreateBucket { name: name.into() };
+    for bad in ["ab", "Photos", "-ab", "ab-", "a..b", "a_b", "192.168.1.1"] {
+        assert!(
+            matches!(chain.run(0, create(bad)), Err(TxError::BadBucketName(_))),
+            "{bad}"
+        );
+    }
+    assert_eq!(chain.run(17, create("photos")), Err(TxError::NoLease));
+    chain.run(0, create("photos")).unwrap();
+    assert_eq!(chain.run(0, create("photos")), Err(TxError::BucketExists));
+
+    let (file_id, order) = storage.order(1, 1, FRAGMENT);
+    assert_eq!(
+        chain.run(0, in_bucket(&order, "nope")),
+        Err(TxError::NoSuchBucket)
+    );
+    chain.run(0, in_bucket(&order, "photos")).unwrap();
+    assert_eq!(
+        chain.ledger.file(&file_id).unwrap().owners[&owner].bucket,
+        "photos"
+    );
+    assert_eq!(
+        chain.ledger.buckets(&owner).collect::<Vec<_>>(),
+        [(&"photos".to_string(), 1)]
+    );
+    assert_eq!(
+        chain.run(
+            0,
+            Call::DeleteBucket {
+                name: "photos".into()
+            }
+        ),
+        Err(TxError::BucketNotEmpty { files: 1 })
+    );
+
+    let for_owner = |call: Call| Call::ForOwner {
+        owner,
+        call: Box::new(call),
+    };
+    assert_eq!(
+        chain.run(1, for_owner(Call::DeleteFile { file_id })),
+        Err(TxError::NotDelegate)
+    );
+    chain.run(0, Call::Authorize { delegate: gateway }).unwrap();
+    let (second, order) = storage.order(2, 1, FRAGMENT);
+    let owner_used = chain.ledger.lease(&owner).unwrap().used_bytes;
+    let gateway_used = chain.ledger.lease(&gateway).unwrap().used_bytes;
+    chain
+        .run(1, for_owner(in_bucket(&order, "photos")))
+        .unwrap();
+    let file = chain.ledger.file(&second).unwrap();
+    assert_eq!(file.owners.keys().collect::<Vec<_>>(), [&owner]);
+    assert_eq!(
+        chain.ledger.lease(&owner).unwrap().used_bytes,
+        owner_used + file.stored_bytes(),
+        "the owner's space pays"
+    );
+    assert_eq!(
+        chain.ledger.lease(&gateway).unwrap().used_bytes,
+        gateway_used
+    );
+    assert_eq!(chain.ledger.buckets(&owner).next().unwrap().1, 2);
+    // Only the gateway's calls go through: a transfer built in memory is refused.
+    assert_eq!(
+        chain.run(
+            1,
+            for_owner(Call::Transfer {
+                to: gateway,
+                amount: 1
+            })
+        ),
+        Err(TxError::NotDelegate)
+    );
+    for file_id in [file_id, second] {
+        chain
+            .run(1, for_owner(Call::DeleteFile { file_id }))
+            .unwrap();
+    }
+    chain
+        .run(
+            1,
+            for_owner(Call::DeleteBucket {
+                name: "photos".into(),
+            }),
+        )
+        .unwrap();
+    assert_eq!(chain.ledger.buckets(&owner).count(), 0);
+
+    // A pending order listed in a bucket that expires leaves the count with it.
+    chain.run(0, create("drafts")).unwrap();
+    let (_, order) = storage.order(3, 1, FRAGMENT);
+    chain.run(0, in_bucket(&order, "drafts")).unwrap();
+    assert_eq!(chain.ledger.buckets(&owner).next().unwrap().1, 1);
+    for _ in 0..chain.ledger.params().order_validity_blocks + 1 {
+        chain.block(&[]);
+    }
+    assert_eq!(chain.ledger.buckets(&owner).next().unwrap().1, 0);
+
+    for i in 1..BUCKETS_PER_OWNER_MAX {
+        chain.run(0, create(&format!("b-{i:03}"))).unwrap();
+    }
+    assert_eq!(
+        chain.run(0, create("one-more")),
+        Err(TxError::TooManyBuckets {
+            max: BUCKETS_PER_OWNER_MAX
+        })
+    );
+    chain
+        .run(0, Call::Deauthorize { delegate: gateway })
+        .unwrap();
+    assert_eq!(
+        chain.run(1, for_owner(create("late"))),
+        Err(TxError::NotDelegate)
     );
 }

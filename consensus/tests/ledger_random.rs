@@ -72,6 +72,7 @@ fn random_call(
                 Call::DeclareFile {
                     file_id,
                     file_name: "dup".into(),
+                    bucket: String::new(),
                     size_bytes: f.size_bytes,
                     fragment_bytes: f.fragment_bytes,
                     tagger: f.tagger,

@@ -121,6 +121,70 @@ fn round_trips_every_boundary_size_with_and_without_a_key() {
     }
 }
 
+/// A range read decodes only the segments it needs: each run of segments gives exactly its
+/// slice of the file (checked against the whole decode, the reference), and fragments of the
+/// other segments are never fetched.
+#[test]
+fn a_run_of_segments_decodes_to_its_slice_of_the_file_alone() {
+    let params = small();
+    for key in [None, Some(test_key())] {
+        let payload = params.payload_bytes(key.is_some()) as usize;
+        let data = random_bytes(3 * payload + 17, 5);
+        let (manifest, mem) = encode_with(&data, &options(params, key.clone()));
+        let count = manifest.segments.len() as u64;
+        assert_eq!(count, 4);
+        for first in 0..count {
+            for end in first..=count {
+                // Only the asked segments' fragments are present.
+                let others: Vec<Id> = manifest
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .filter(|(s, _)| !(first..end).contains(&(*s as u64)))
+                    .flat_map(|(_, s)| s.fragments.clone())
+                    .collect();
+                let source = mem.without(&others);
+                let mut out = Vec::new();
+                codec::decode_segments(
+                    &manifest,
+                    key.as_ref(),
+                    &source,
+                    &mut out,
+                    first..end,
+                    2,
+                    &mut |_| {},
+                )
+                .unwrap();
+                let (from, _) = codec::segment_span(&manifest, key.is_some(), first);
+                let to = if end == 0 {
+                    0
+                } else {
+                    let (offset, len) = codec::segment_span(&manifest, key.is_some(), end - 1);
+                    offset + len
+                };
+                let to = to.max(from);
+                assert!(
+                    out == data[from as usize..to as usize],
+                    "segments {first}..{end}"
+                );
+            }
+        }
+        let mut out = Vec::new();
+        assert!(matches!(
+            codec::decode_segments(
+                &manifest,
+                key.as_ref(),
+                &mem,
+                &mut out,
+                2..5,
+                1,
+                &mut |_| {}
+            ),
+            Err(CodecError::BadManifest(_))
+        ));
+    }
+}
+
 #[test]
 fn default_parameters_round_trip_a_segment_plus_one() {
     let params = CodecParams::default();

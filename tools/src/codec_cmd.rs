@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Where the key comes from.
+#[derive(Default)]
 pub struct KeyChoice {
     pub key_file: Option<PathBuf>,
     pub passphrase: bool,
+    /// A key the caller derived (the S3 gateway's, one per owner and object).
+    pub given: Option<FileKey>,
 }
 
 /// Reads the passphrase from `CESS_PASSPHRASE`, or one line of standard input.
@@ -88,7 +91,9 @@ pub fn encode_options(key: &KeyChoice, params: CodecParams) -> Result<EncodeOpti
         params,
         ..EncodeOptions::default()
     };
-    if let Some(path) = &key.key_file {
+    if let Some(given) = &key.given {
+        options.key = Some(given.clone());
+    } else if let Some(path) = &key.key_file {
         options.key = Some(FileKey::from_key_file(path)?);
     } else if key.passphrase {
         let mut salt = [0u8; 16];
@@ -149,6 +154,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn decode_key(key: &KeyChoice, manifest: &Manifest) -> Result<Option<FileKey>> {
     Ok(
         match (&key.key_file, key.passphrase, &manifest.encryption) {
+            _ if key.given.is_some() => key.given.clone(),
             (Some(path), _, _) => Some(FileKey::from_key_file(path)?),
             (None, true, Some(e)) => {
                 let Some((salt, kdf)) = e.kdf else {

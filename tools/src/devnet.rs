@@ -607,12 +607,13 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
         let no_key = KeyChoice {
             key_file: None,
             passphrase: false,
+            given: None,
         };
         let put = crate::files::put(
             runtime.handle(),
             &chain,
             client.clone(),
-            &input,
+            &crate::files::Upload::file(&input),
             &no_key,
             params,
         )?;

@@ -22,14 +22,15 @@ use crate::net::{CopyPool, GetReport, Placement};
 use anyhow::{Context, Result, bail};
 use cess_consensus::ledger::{FileInfo, FileState, GIB, Ledger};
 use cess_consensus::tx::{NAME_BYTES_MAX, SegmentDecl};
-use cess_consensus::{Call, TxError};
+use cess_consensus::{AccountId, Call, TxError};
 use cess_engine::Key;
 use cess_engine::codec::{
     self, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, hex,
 };
 use cess_transport::{Client, Code, NodeAddr, ProtocolError};
 use std::collections::HashSet;
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,6 +62,73 @@ fn spool_budget_bytes() -> u64 {
         })
         .unwrap_or(0);
     (available_kib.saturating_mul(1024) / 4).min(SPOOL_BYTES_MAX)
+}
+
+/// Where a put reads the file: one file, or the parts of a multipart upload back to back.
+#[derive(Debug, Clone)]
+pub enum Input {
+    File(PathBuf),
+    Parts(Vec<PathBuf>),
+}
+
+impl Input {
+    /// A reader over the whole input and its length. Each pass of a put opens it anew.
+    fn open(&self) -> Result<(Box<dyn Read + Send>, u64)> {
+        let mut reader: Box<dyn Read + Send> = Box::new(std::io::empty());
+        let mut total_bytes = 0u64;
+        for path in self.paths().iter().rev() {
+            let (file, len) = open_input(path)?;
+            reader = Box::new(file.take(len).chain(reader));
+            total_bytes += len;
+        }
+        Ok((reader, total_bytes))
+    }
+
+    fn paths(&self) -> &[PathBuf] {
+        match self {
+            Input::File(path) => std::slice::from_ref(path),
+            Input::Parts(paths) => paths,
+        }
+    }
+}
+
+/// What a put stores, under which name, for whom, and with how much memory.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub input: Input,
+    /// The owner's name for the file (at most [`NAME_BYTES_MAX`] bytes).
+    pub name: String,
+    /// The owner's bucket to list it in; empty for none.
+    pub bucket: String,
+    /// The owner a delegate puts for (`Call::ForOwner`, the owner's space); `None`: the
+    /// signer, who rents space when its lease is short.
+    pub for_owner: Option<AccountId>,
+    /// Fragment bytes kept in memory between the passes at most (more: encode twice).
+    pub spool_bytes_max: u64,
+    /// Fragment MiB in flight to the miners at most.
+    pub in_flight_mib: u32,
+}
+
+impl Upload {
+    /// `cess put FILE`: the file's own name, no bucket, the signer's space, the memory the
+    /// system has to spare.
+    pub fn file(path: &Path) -> Upload {
+        let mut name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        while name.len() > NAME_BYTES_MAX {
+            name.pop();
+        }
+        Upload {
+            input: Input::File(path.to_path_buf()),
+            name,
+            bucket: String::new(),
+            for_owner: None,
+            spool_bytes_max: spool_budget_bytes(),
+            in_flight_mib: IN_FLIGHT_MIB,
+        }
+    }
 }
 
 /// What a put did, stage by stage.
@@ -116,12 +184,12 @@ fn refused_as_unassigned(e: &ProtocolError) -> bool {
     }
 }
 
-/// Stores `file` on the miners the chain places it on, and waits until it is Active.
+/// Stores `upload` on the miners the chain places it on, and waits until it is Active.
 pub fn put(
     handle: &Handle,
     chain: &ChainClient,
     client: Arc<Client>,
-    file: &Path,
+    upload: &Upload,
     key: &KeyChoice,
     params: CodecParams,
 ) -> Result<PutReport> {
@@ -140,16 +208,16 @@ pub fn put(
     // One set of options for both passes: a passphrase's salt is drawn once.
     let options = codec_cmd::encode_options(key, params)?;
     let started = Instant::now();
-    let (manifest, spool) = stage("encode", fragment_ids(file, &options))?;
+    let (manifest, spool) = stage("encode", fragment_ids(upload, &options))?;
     let encode = started.elapsed();
     let file_id = manifest.file_id;
     let started = Instant::now();
-    stage("order", handle.block_on(order(chain, file, &manifest)))?;
+    stage("order", handle.block_on(order(chain, upload, &manifest)))?;
     let order_time = started.elapsed();
     let started = Instant::now();
     let (sent_bytes, miners) = stage(
         "send",
-        send(handle, chain, client, file, &options, &manifest, spool),
+        send(handle, chain, client, upload, &options, &manifest, spool),
     )?;
     let send_time = started.elapsed();
     let started = Instant::now();
@@ -203,15 +271,15 @@ impl FragmentSink for FirstPass {
 
 /// The first pass: the manifest (every fragment id), refusing a file whose fragment ids
 /// repeat, and the fragments themselves when they fit the spool budget.
-fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<(Manifest, Option<Spool>)> {
-    let (mut input, file_bytes) = open_input(file)?;
+fn fragment_ids(upload: &Upload, options: &EncodeOptions) -> Result<(Manifest, Option<Spool>)> {
+    let (mut input, file_bytes) = upload.input.open()?;
     let params = options.params;
     let fragment_total_bytes = params
         .segment_count(file_bytes, options.key.is_some())
         .saturating_mul(params.shard_count() as u64)
         .saturating_mul(params.fragment_bytes() as u64);
     let mut sink = FirstPass {
-        spool: (fragment_total_bytes <= spool_budget_bytes()).then(Vec::new),
+        spool: (fragment_total_bytes <= upload.spool_bytes_max).then(Vec::new),
     };
     let mut meter = Meter::new("encode", file_bytes);
     let encoded = codec::encode(&mut input, file_bytes, options, &mut sink, &mut |done| {
@@ -241,9 +309,10 @@ fn fragment_ids(file: &Path, options: &EncodeOptions) -> Result<(Manifest, Optio
     Ok((manifest, sink.spool))
 }
 
-/// Rents what the order needs and declares it, unless the signer already owns the file.
-async fn order(chain: &ChainClient, file: &Path, manifest: &Manifest) -> Result<()> {
-    let me = chain.account.id();
+/// Rents what the order needs and declares it, unless the owner already owns the file. A
+/// delegate's put uses its owner's lease and never rents: the owner's money is the owner's.
+async fn order(chain: &ChainClient, upload: &Upload, manifest: &Manifest) -> Result<()> {
+    let me = upload.for_owner.unwrap_or_else(|| chain.account.id());
     let fragment_bytes = manifest.params.fragment_bytes() as u64;
     let needed_bytes =
         manifest.segments.len() as u64 * manifest.params.shard_count() as u64 * fragment_bytes;
@@ -275,6 +344,17 @@ async fn order(chain: &ChainClient, file: &Path, manifest: &Manifest) -> Result<
             },
         ),
     };
+    if let Some(owner) = upload.for_owner
+        && (add_gib > 0 || add_blocks > 0)
+    {
+        let free_bytes = lease.map_or(0, |l| l.free_bytes());
+        bail!(
+            "the owner {owner} has {free_bytes} bytes of rented space free (its lease ends at \
+             height {}); this file needs {needed_bytes} and {LEASE_MARGIN_BLOCKS} blocks of \
+             lease left: the owner rents more (`cess rent`)",
+            lease.map_or(0, |l| l.until)
+        );
+    }
     if add_gib > 0 || add_blocks > 0 {
         let add_gib = u32::try_from(add_gib).context("the order needs more space than a lease")?;
         let height = chain
@@ -285,16 +365,10 @@ async fn order(chain: &ChainClient, file: &Path, manifest: &Manifest) -> Result<
             .await?;
         eprintln!("rented {add_gib} GiB more for {add_blocks} more blocks (height {height})");
     }
-    let mut file_name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    while file_name.len() > NAME_BYTES_MAX {
-        file_name.pop();
-    }
     let call = Call::DeclareFile {
         file_id: manifest.file_id,
-        file_name,
+        file_name: upload.name.clone(),
+        bucket: upload.bucket.clone(),
         size_bytes: manifest.file_bytes,
         fragment_bytes,
         tagger,
@@ -307,6 +381,13 @@ async fn order(chain: &ChainClient, file: &Path, manifest: &Manifest) -> Result<
             })
             .collect(),
         meta: manifest.header(),
+    };
+    let call = match upload.for_owner {
+        Some(owner) => Call::ForOwner {
+            owner,
+            call: Box::new(call),
+        },
+        None => call,
     };
     match chain.submit(call).await {
         Ok(height) => {
@@ -337,6 +418,7 @@ struct PlacedSink {
     sent: Arc<AtomicU64>,
     running: tokio::task::JoinSet<Result<(), String>>,
     failures: Vec<String>,
+    in_flight_mib: u32,
     /// The file no longer encodes to the ids its order names: stop.
     changed: Option<String>,
 }
@@ -379,7 +461,7 @@ impl FragmentSink for PlacedSink {
         let Some(node) = node else {
             return Ok(());
         };
-        let mib = (bytes.len().div_ceil(1 << 20) as u32).clamp(1, IN_FLIGHT_MIB);
+        let mib = (bytes.len().div_ceil(1 << 20) as u32).clamp(1, self.in_flight_mib);
         // Reap what finished; while the budget is short the encoder waits here.
         while let Some(joined) = self.running.try_join_next() {
             self.reap(joined);
@@ -432,7 +514,7 @@ fn send(
     handle: &Handle,
     chain: &ChainClient,
     client: Arc<Client>,
-    file: &Path,
+    upload: &Upload,
     options: &EncodeOptions,
     manifest: &Manifest,
     spool: Option<Spool>,
@@ -475,8 +557,9 @@ fn send(
         client,
         file_id: manifest.file_id,
         targets,
-        copies: CopyPool::new((IN_FLIGHT_MIB as usize) << 20),
-        budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MIB as usize)),
+        copies: CopyPool::new((upload.in_flight_mib as usize) << 20),
+        budget: Arc::new(tokio::sync::Semaphore::new(upload.in_flight_mib as usize)),
+        in_flight_mib: upload.in_flight_mib,
         sent: Arc::new(AtomicU64::new(0)),
         running: tokio::task::JoinSet::new(),
         failures: Vec::new(),
@@ -496,7 +579,7 @@ fn send(
             Ok(())
         })(),
         None => {
-            let (mut input, file_bytes) = open_input(file)?;
+            let (mut input, file_bytes) = upload.input.open()?;
             codec::encode(&mut input, file_bytes, options, &mut sink, &mut |_| {
                 meter.update(sent.load(Ordering::Relaxed))
             })

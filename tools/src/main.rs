@@ -601,6 +601,7 @@ fn run(cli: Cli) -> Result<()> {
             let key = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
+                given: None,
             };
             codec_cmd::encode(&file, &out, key, params)
         }
@@ -614,6 +615,7 @@ fn run(cli: Cli) -> Result<()> {
             let key = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
+                given: None,
             };
             codec_cmd::decode(&manifest, &out, fragments, key)
         }
@@ -807,6 +809,7 @@ fn run(cli: Cli) -> Result<()> {
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
+                given: None,
             };
             if devnet::on_chain(&devnet) {
                 if grant.is_some() {
@@ -815,7 +818,14 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 let (runtime, chain, client) = devnet::chain_client(&devnet)?;
-                let report = files::put(runtime.handle(), &chain, client, &file, &choice, params)?;
+                let report = files::put(
+                    runtime.handle(),
+                    &chain,
+                    client,
+                    &files::Upload::file(&file),
+                    &choice,
+                    params,
+                )?;
                 println!(
                     "file id {}\nactive: {} bytes as {} bytes of fragments on {} miners ({} bytes sent now)\n\
                      encode {:.2} s, order {:.2} s, send {:.2} s, until active {:.2} s: {:.0} MiB/s",
@@ -874,6 +884,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             let choice = codec_cmd::KeyChoice {
                 key_file: key,
                 passphrase,
+                given: None,
             };
             let report = if devnet::on_chain(&devnet) {
                 let (runtime, chain, mut client) = devnet::chain_client(&devnet)?;

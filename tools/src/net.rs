@@ -344,6 +344,8 @@ struct NetSource {
     segments: Mutex<HashMap<u64, Arc<SegmentFetch>>>,
     scores: Arc<NodeScores>,
     failures: Arc<Mutex<Vec<String>>>,
+    /// No segment at or past this one is fetched ahead (a range read's end).
+    fetch_end: u64,
 }
 
 impl NetSource {
@@ -352,7 +354,8 @@ impl NetSource {
 
     fn launch(&self, segment: u64) -> Arc<SegmentFetch> {
         let mut segments = self.segments.lock().expect("segments lock");
-        for s in segment..(segment + 1 + Self::AHEAD).min(self.manifest.segments.len() as u64) {
+        let end = (segment + 1 + Self::AHEAD).min(self.fetch_end.max(segment + 1));
+        for s in segment..end {
             if segments.contains_key(&s) {
                 continue;
             }
@@ -532,12 +535,65 @@ pub fn get_placed(
     key: &KeyChoice,
     out: &Path,
 ) -> Result<GetReport> {
+    let file_key = codec_cmd::decode_key(key, &manifest)?;
+    let all = manifest.segments.len() as u64;
+    let source = net_source(handle, client, &manifest, placement, all);
+    let started = Instant::now();
+    let decoded = codec_cmd::decode_to_file(&manifest, file_key.as_ref(), &source, out);
+    let fallbacks = std::mem::take(&mut *source.failures.lock().expect("failures lock"));
+    if let Err(e) = decoded {
+        bail!(failed_get(&e, &fallbacks));
+    }
+    Ok(GetReport {
+        file_bytes: manifest.file_bytes,
+        elapsed: started.elapsed(),
+        fallbacks,
+    })
+}
+
+fn failed_get(e: &dyn std::fmt::Display, fallbacks: &[String]) -> String {
+    let mut message = format!("get failed: {e:#}");
+    for f in fallbacks.iter().take(12) {
+        message.push_str(&format!("\n  {f}"));
+    }
+    message
+}
+
+/// Decodes the segments `segments` of the file of `manifest` from the nodes of `placement`
+/// into `out` (what a range read needs, and nothing else is fetched): the fetches that
+/// failed and were replaced by another fragment.
+pub fn read_placed(
+    handle: &Handle,
+    client: Arc<Client>,
+    manifest: &Manifest,
+    placement: Placement,
+    file_key: Option<&cess_engine::codec::FileKey>,
+    segments: std::ops::Range<u64>,
+    out: &mut dyn std::io::Write,
+) -> Result<Vec<String>> {
+    let source = net_source(handle, client, manifest, placement, segments.end);
+    let decoded =
+        codec::decode_segments(manifest, file_key, &source, out, segments, 0, &mut |_| {});
+    let fallbacks = std::mem::take(&mut *source.failures.lock().expect("failures lock"));
+    if let Err(e) = decoded {
+        bail!(failed_get(&e, &fallbacks));
+    }
+    Ok(fallbacks)
+}
+
+/// A fragment source on the nodes of `placement`, those that answer first ranked first.
+fn net_source(
+    handle: &Handle,
+    client: Arc<Client>,
+    manifest: &Manifest,
+    placement: Placement,
+    fetch_end: u64,
+) -> NetSource {
     assert_eq!(
         placement.len(),
         manifest.segments.len(),
         "a placement per segment"
     );
-    let file_key = codec_cmd::decode_key(key, &manifest)?;
     // Dial every node up front and try the columns of those not connected within
     // `PROBE_WAIT` last: a node that is down costs a get nothing unless it is needed (its
     // dial runs on, and a request that needs it waits for that same dial).
@@ -578,7 +634,7 @@ pub fn get_placed(
                 .collect()
         })
         .unwrap_or_default();
-    let source = NetSource {
+    NetSource {
         handle: handle.clone(),
         client,
         placement: Arc::new(placement),
@@ -588,20 +644,6 @@ pub fn get_placed(
             ms_per_mib: Mutex::new(initial_scores),
         }),
         failures: Arc::new(Mutex::new(Vec::new())),
-    };
-    let started = Instant::now();
-    let decoded = codec_cmd::decode_to_file(&manifest, file_key.as_ref(), &source, out);
-    let fallbacks = std::mem::take(&mut *source.failures.lock().expect("failures lock"));
-    if let Err(e) = decoded {
-        let mut message = format!("get failed: {e:#}");
-        for f in fallbacks.iter().take(12) {
-            message.push_str(&format!("\n  {f}"));
-        }
-        bail!(message);
+        fetch_end,
     }
-    Ok(GetReport {
-        file_bytes: manifest.file_bytes,
-        elapsed: started.elapsed(),
-        fallbacks,
-    })
 }

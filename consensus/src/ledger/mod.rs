@@ -36,6 +36,7 @@ macro_rules! check_eq {
 }
 
 mod audit;
+mod buckets;
 mod delegates;
 mod params;
 mod snapshot;
@@ -45,6 +46,7 @@ mod tracked;
 mod validators;
 
 pub use audit::Audit;
+pub use buckets::{BUCKETS_PER_OWNER_MAX, Buckets, check_bucket_name};
 pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
 pub use params::{
     GIB, Genesis, GenesisTagger, GenesisValidator, LOST_COUNTDOWN_CLAIMS, LedgerParams, TOKEN,
@@ -186,6 +188,18 @@ pub enum TxError {
 
     #[error("delegate: {0}")]
     BadDelegate(&'static str),
+    #[error("the signer is not a delegate of the owner it acts for")]
+    NotDelegate,
+    #[error("bucket name: {0}")]
+    BadBucketName(&'static str),
+    #[error("the owner already has this bucket")]
+    BucketExists,
+    #[error("the owner has no such bucket")]
+    NoSuchBucket,
+    #[error("the bucket still lists {files} files")]
+    BucketNotEmpty { files: u64 },
+    #[error("the owner already has {max} buckets")]
+    TooManyBuckets { max: usize },
     #[error("the signer already has {max} delegates")]
     TooManyDelegates { max: usize },
     #[error("equivocation evidence: {0}")]
@@ -363,6 +377,7 @@ pub struct Ledger {
     candidates: Tracked<AccountId, Candidate>,
     leases: Tracked<AccountId, Lease>,
     delegates: Tracked<AccountId, Delegates>,
+    buckets: Tracked<AccountId, Buckets>,
     /// Delegate → the owners that authorized it (derived from `delegates`).
     delegated: BTreeMap<AccountId, BTreeSet<AccountId>>,
     validator_keys: BTreeSet<[u8; 48]>,
@@ -433,6 +448,7 @@ impl Ledger {
             candidates: Tracked::new(b"candidates"),
             leases: Tracked::new(b"leases"),
             delegates: Tracked::new(b"delegates"),
+            buckets: Tracked::new(b"buckets"),
             delegated: BTreeMap::new(),
             validator_keys: BTreeSet::new(),
             unbonding_due: BTreeSet::new(),
@@ -729,7 +745,18 @@ impl Ledger {
         verdict: Option<cess_proofs::Verdict>,
     ) -> Result<(), TxError> {
         let signer = tx.signer;
-        match &tx.call {
+        self.apply_call_as(signer, tx, &tx.call, verdict)
+    }
+
+    /// `call` (the transaction's own, or the one inside its `ForOwner`) made by `signer`.
+    fn apply_call_as(
+        &mut self,
+        signer: AccountId,
+        tx: &Transaction,
+        call: &Call,
+        verdict: Option<cess_proofs::Verdict>,
+    ) -> Result<(), TxError> {
+        match call {
             Call::Transfer { to, amount } => self.transfer(signer, *to, *amount)?,
             Call::RegisterMiner {
                 peer_id,
@@ -746,7 +773,7 @@ impl Ledger {
             Call::RegisterTagger { key, approvals } => {
                 self.register_tagger(signer, key, approvals)?
             }
-            Call::DeclareFile { .. } => self.declare_file(signer, &tx.call)?,
+            Call::DeclareFile { .. } => self.declare_file(signer, call)?,
             Call::ReportStored { file_id, column } => {
                 self.report_stored(signer, file_id, *column)?
             }
@@ -784,6 +811,19 @@ impl Ledger {
             Call::ReportEquivocation { evidence } => self.report_equivocation(signer, evidence)?,
             Call::SetValidatorEndpoint { endpoint } => {
                 self.set_validator_endpoint(signer, endpoint)?
+            }
+            Call::CreateBucket { name } => self.create_bucket(signer, name)?,
+            Call::DeleteBucket { name } => self.delete_bucket(signer, name)?,
+            Call::ForOwner { owner, call } => {
+                // Decoding admits only the allowed calls; a call built in memory is held to
+                // the same rule.
+                if !call.allowed_for_owner() {
+                    return Err(TxError::NotDelegate);
+                }
+                if !self.is_delegate(owner, &signer) {
+                    return Err(TxError::NotDelegate);
+                }
+                self.apply_call_as(*owner, tx, call, verdict)?
             }
         }
         Ok(())
@@ -853,6 +893,7 @@ impl Ledger {
             self.candidates.digest().checksum(),
             self.leases.digest().checksum(),
             self.delegates.digest().checksum(),
+            self.buckets.digest().checksum(),
         ];
         self.root_over(&tables)
     }
@@ -870,11 +911,12 @@ impl Ledger {
             self.candidates.digest_from_scratch().checksum(),
             self.leases.digest_from_scratch().checksum(),
             self.delegates.digest_from_scratch().checksum(),
+            self.buckets.digest_from_scratch().checksum(),
         ];
         self.root_over(&tables)
     }
 
-    fn root_over(&self, tables: &[[u8; 32]; 9]) -> Hash32 {
+    fn root_over(&self, tables: &[[u8; 32]; 10]) -> Hash32 {
         let mut w = Writer::new();
         w.fixed(&self.chain_id)
             .u64(self.height)

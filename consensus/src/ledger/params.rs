@@ -182,7 +182,12 @@ impl LedgerParams {
 
     /// [`LedgerParams::min_fee`] for a caller that has the encoded length already.
     pub fn min_fee_for_len(&self, tx: &Transaction, len_bytes: usize) -> u128 {
-        let entries: u128 = match &tx.call {
+        // A delegate's call costs what the call inside it costs.
+        let call = match &tx.call {
+            Call::ForOwner { call, .. } => call.as_ref(),
+            call => call,
+        };
+        let entries: u128 = match call {
             Call::RegisterMiner { .. } | Call::RegisterCandidate { .. } => 1,
             // A key of s sectors is s + 1 points of 48 bytes.
             Call::RegisterTagger { key, .. } => 1 + (key.len() / 48) as u128,
@@ -195,7 +200,8 @@ impl LedgerParams {
             Call::ReportLost { .. }
             | Call::ClaimRestoral { .. }
             | Call::RentSpace { .. }
-            | Call::Authorize { .. } => 1,
+            | Call::Authorize { .. }
+            | Call::CreateBucket { .. } => 1,
             _ => 0,
         };
         // A proof's check and a BLS approval's check each cost two pairings.

@@ -16,6 +16,7 @@
 //! original).
 
 use super::audit::Audit;
+use super::buckets::{BUCKETS_PER_OWNER_MAX, Buckets};
 use super::delegates::Delegates;
 use super::space::Lease;
 use super::storage::{
@@ -28,14 +29,14 @@ use super::{Account, Ledger, LedgerParams, ValidatorEntry};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, ValidatorPublicKey};
 use crate::tx::{
-    ENDPOINT_BYTES_MAX, FILE_META_BYTES_MAX, FRAGMENTS_PER_SEGMENT_MAX, Hash32, NAME_BYTES_MAX,
-    PEER_ID_BYTES_MAX, TAGGER_KEY_BYTES_MAX,
+    BUCKET_NAME_BYTES_MAX, ENDPOINT_BYTES_MAX, FILE_META_BYTES_MAX, FRAGMENTS_PER_SEGMENT_MAX,
+    Hash32, NAME_BYTES_MAX, PEER_ID_BYTES_MAX, TAGGER_KEY_BYTES_MAX,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Format of the snapshot body (bumped whenever a field is added).
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 /// No list in a ledger is longer than this (the state lives in memory).
 const LIST_MAX: usize = u32::MAX as usize;
 
@@ -284,8 +285,18 @@ fn read_file(r: &mut Reader<'_>) -> Result<FileInfo, DecodeError> {
     for _ in 0..owners_count {
         let owner = account(r, "owner")?;
         let name = r.string(NAME_BYTES_MAX, "file name")?;
+        let bucket = r.string(BUCKET_NAME_BYTES_MAX, "bucket")?;
         let since = r.u64("owner since")?;
-        insert_next(&mut owners, owner, Owner { name, since }, "owners")?;
+        insert_next(
+            &mut owners,
+            owner,
+            Owner {
+                name,
+                bucket,
+                since,
+            },
+            "owners",
+        )?;
     }
     let segment_count = r.count(LIST_MAX, 36, "segments")?;
     let mut segments = Vec::with_capacity(segment_count);
@@ -445,6 +456,12 @@ impl Ledger {
         table(&mut w, &self.delegates, |w, k, v| {
             w.fixed(&k.0);
             write_accounts(w, &v.0);
+        });
+        table(&mut w, &self.buckets, |w, k, v| {
+            w.fixed(&k.0).count(v.0.len());
+            for (name, files) in &v.0 {
+                w.str(name).u64(*files);
+            }
         });
         w.count(self.delegated.len());
         for (delegate, owners) in &self.delegated {
@@ -640,6 +657,17 @@ impl Ledger {
                 Delegates(read_accounts(r, "delegates")?),
             ))
         })?;
+        let buckets = read_table(&mut r, b"buckets", 36, "buckets", |r| {
+            let owner = account(r, "bucket owner")?;
+            let count = r.count(BUCKETS_PER_OWNER_MAX, 12, "buckets of an owner")?;
+            let mut names = BTreeMap::new();
+            for _ in 0..count {
+                let name = r.string(BUCKET_NAME_BYTES_MAX, "bucket")?;
+                let files = r.u64("bucket files")?;
+                insert_next(&mut names, name, files, "bucket names")?;
+            }
+            Ok((owner, Buckets(names)))
+        })?;
         let delegated_count = r.count(LIST_MAX, 36, "delegated")?;
         let mut delegated = BTreeMap::new();
         for _ in 0..delegated_count {
@@ -691,6 +719,7 @@ impl Ledger {
             candidates,
             leases,
             delegates,
+            buckets,
             delegated,
             validator_keys,
             unbonding_due,

@@ -370,6 +370,8 @@ pub fn segment_at_risk(unheld: usize, count: usize) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub name: String,
+    /// The owner's bucket the file is listed in; empty for none.
+    pub bucket: String,
     pub since: u64,
 }
 
@@ -395,7 +397,10 @@ impl FileInfo {
             .fixed(&self.tagger)
             .count(self.owners.len());
         for (account, owner) in &self.owners {
-            w.fixed(&account.0).str(&owner.name).u64(owner.since);
+            w.fixed(&account.0)
+                .str(&owner.name)
+                .str(&owner.bucket)
+                .u64(owner.since);
         }
         w.count(self.segments.len());
         for segment in &self.segments {
@@ -550,6 +555,7 @@ impl Ledger {
     /// block by block.
     pub fn check_storage_invariants(&self) -> Result<(), String> {
         self.check_delegate_invariants()?;
+        self.check_bucket_invariants()?;
         self.check_unbonding_invariants()?;
         self.check_validator_indexes()?;
         let mut locked: BTreeMap<AccountId, u64> = BTreeMap::new();
@@ -1075,6 +1081,7 @@ impl Ledger {
         let Call::DeclareFile {
             file_id,
             file_name,
+            bucket,
             size_bytes,
             fragment_bytes,
             tagger,
@@ -1093,6 +1100,7 @@ impl Ledger {
             }
             let bytes = file.stored_bytes();
             self.check_space(&signer, bytes)?;
+            self.check_bucket(&signer, bucket)?;
             self.files
                 .get_mut(file_id)
                 .expect("checked above")
@@ -1101,10 +1109,12 @@ impl Ledger {
                     signer,
                     Owner {
                         name: file_name.clone(),
+                        bucket: bucket.clone(),
                         since: self.height,
                     },
                 );
             self.use_space(signer, *file_id, bytes);
+            self.bucket_file_added(signer, bucket);
             return Ok(());
         }
         let columns = usize::from(self.params.fragments_per_segment);
@@ -1151,6 +1161,7 @@ impl Ledger {
             .checked_mul(columns as u64)
             .ok_or(TxError::Overflow)?;
         self.check_space(&signer, stored_bytes)?;
+        self.check_bucket(&signer, bucket)?;
         let miners = self.place_columns(file_id, per_miner)?;
 
         // Checked: place it.
@@ -1193,6 +1204,7 @@ impl Ledger {
                     signer,
                     Owner {
                         name: file_name.clone(),
+                        bucket: bucket.clone(),
                         since: self.height,
                     },
                 )]),
@@ -1206,6 +1218,7 @@ impl Ledger {
             .pending_until
             .insert((self.height + self.params.order_validity_blocks, *file_id));
         self.use_space(signer, *file_id, stored_bytes);
+        self.bucket_file_added(signer, bucket);
         Ok(())
     }
 
@@ -1329,10 +1342,11 @@ impl Ledger {
     /// leaving deletes it.
     pub(super) fn leave_file(&mut self, owner: AccountId, file_id: &Hash32) {
         let file = self.files.get_mut(file_id).expect("owned files exist");
-        assert!(file.owners.remove(&owner).is_some(), "left by an owner");
+        let brief = file.owners.remove(&owner).expect("left by an owner");
         let bytes = file.stored_bytes();
         let last = file.owners.is_empty();
         self.free_space(&owner, file_id, bytes);
+        self.bucket_file_removed(owner, &brief.bucket);
         if last {
             self.remove_file(file_id);
             self.events.push(Event::FileDeleted { file_id: *file_id });
@@ -1345,8 +1359,9 @@ impl Ledger {
         let dropped = self.release_file(file_id);
         let file = self.files.remove(file_id).expect("removed files exist");
         let stored_bytes = file.stored_bytes();
-        for owner in file.owners.keys() {
+        for (owner, brief) in &file.owners {
             self.free_space(owner, file_id, stored_bytes);
+            self.bucket_file_removed(*owner, &brief.bucket);
         }
         match file.state {
             FileState::Pending => {

@@ -298,6 +298,7 @@ impl Storage {
         let call = Call::DeclareFile {
             file_id,
             file_name: format!("file-{seed}"),
+            bucket: String::new(),
             size_bytes: (segments * fragment_bytes * 4) as u64,
             fragment_bytes: fragment_bytes as u64,
             tagger: self.tagger_id(),

@@ -25,8 +25,8 @@ mod stripes;
 pub use crypt::{FileKey, KdfParams, Sealer};
 pub use manifest::{Encryption, Manifest, SegmentEntry};
 pub use pipeline::{
-    DirFragments, EncodeOptions, FragmentSink, FragmentSource, Progress, decode, encode,
-    read_manifest, repair_segment,
+    DirFragments, EncodeOptions, FragmentSink, FragmentSource, Progress, decode, decode_segments,
+    encode, read_manifest, repair_segment, segment_span,
 };
 pub use stripes::{STRIPE_BYTES, SegmentCoder};
 

@@ -445,11 +445,38 @@ pub fn decode(
     threads: usize,
     progress: Progress<'_>,
 ) -> Result<(), CodecError> {
+    let all = 0..manifest.segments.len() as u64;
+    decode_segments(manifest, key, source, out, all, threads, progress)
+}
+
+/// The file bytes segment `index` carries: `(offset in the file, length)`.
+pub fn segment_span(manifest: &Manifest, encrypted: bool, index: u64) -> (u64, u64) {
+    let payload = manifest.params.payload_bytes(encrypted);
+    let offset = index.saturating_mul(payload).min(manifest.file_bytes);
+    (offset, payload.min(manifest.file_bytes - offset))
+}
+
+/// [`decode`] of the segments `segments` only (what a range read needs): their file bytes,
+/// in order, each segment checked against its id (and opened with `key`) before any of its
+/// bytes is written. `progress` counts the bytes written.
+pub fn decode_segments(
+    manifest: &Manifest,
+    key: Option<&FileKey>,
+    source: &dyn FragmentSource,
+    out: &mut dyn Write,
+    segments: std::ops::Range<u64>,
+    threads: usize,
+    progress: Progress<'_>,
+) -> Result<(), CodecError> {
     manifest.check_key(key)?;
     let params = manifest.params;
     let encrypted = key.is_some();
-    let payload = params.payload_bytes(encrypted);
     let count = manifest.segments.len() as u64;
+    if segments.start > segments.end || segments.end > count {
+        return Err(CodecError::BadManifest(format!(
+            "segments {segments:?} asked of a file of {count}"
+        )));
+    }
     let start = if encrypted { NONCE_BYTES } else { 0 };
     let sealer = key.map(FileKey::sealer);
     let file_bytes = manifest.file_bytes;
@@ -458,8 +485,11 @@ pub fn decode(
         true,
         worker_count(threads),
         || SegmentBuf::new(params),
-        |index, _| Ok((index < count).then_some(())),
-        |coder, index, (), buf| {
+        |i, _| {
+            let index = segments.start + i;
+            Ok((index < segments.end).then_some(index))
+        },
+        |coder, _, index, buf| {
             gather(coder, manifest, index, source, buf)?;
             if let Some(sealer) = &sealer
                 && !sealer.open(
@@ -469,10 +499,11 @@ pub fn decode(
             {
                 return Err(CodecError::SegmentAuth { segment: index });
             }
-            Ok(())
+            Ok(index)
         },
-        |_, (), buf| {
-            let len = payload.min(file_bytes - written) as usize;
+        |_, index, buf| {
+            let (_, len) = segment_span(manifest, encrypted, index);
+            let len = len as usize;
             out.write_all(&buf.segment[start..start + len])
                 .map_err(CodecError::io("writing output"))?;
             written += len as u64;

@@ -189,6 +189,7 @@ fn order_with_tagger(seed: u8, segments: usize, tagger: Hash32) -> (Hash32, Call
     let call = Call::DeclareFile {
         file_id,
         file_name: format!("f{seed}"),
+        bucket: String::new(),
         size_bytes: FRAGMENT,
         fragment_bytes: FRAGMENT,
         tagger,
