@@ -174,7 +174,18 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
             }),
             "short segment",
         ),
-        (0, with(&|_, size| *size = 0), "empty file"),
+        (
+            0,
+            with(&|s, size| {
+                *size = 0;
+                let mut more = s[0].clone();
+                for f in &mut more.fragments {
+                    f[0] ^= 0x5A;
+                }
+                s.push(more);
+            }),
+            "empty file of two segments",
+        ),
         (
             0,
             with(&|_, size| *size = u64::MAX),

@@ -250,6 +250,12 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                         "size_bytes": f.size_bytes,
                         "segments": f.segments.len(),
                         "owners": f.owners.len(),
+                        // Each owner's name for it, `bucket/name` when listed in a bucket.
+                        "names": f.owners.values().map(|o| if o.bucket.is_empty() {
+                            o.name.clone()
+                        } else {
+                            format!("{}/{}", o.bucket, o.name)
+                        }).collect::<Vec<_>>(),
                         "state": file_state(f.state),
                     })
                 })
@@ -300,7 +306,7 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                 "lost_at": lost_at,
                 "lost_at_height": lost_at_height,
                 "declared_at": f.declared_at,
-                "owners": f.owners.iter().map(|(o, owner)| json!({"account": hex(&o.0), "name": owner.name, "since": owner.since})).collect::<Vec<_>>(),
+                "owners": f.owners.iter().map(|(o, owner)| json!({"account": hex(&o.0), "name": owner.name, "bucket": owner.bucket, "since": owner.since})).collect::<Vec<_>>(),
                 "column_miners": columns,
                 "segments": segments,
             });
@@ -375,6 +381,9 @@ pub struct ChainClient {
     pub account: AccountKey,
     validators: Vec<NodeAddr>,
     sender: tokio::sync::Mutex<(usize, Option<net::TxClient>)>,
+    /// Held through a whole submit: a transaction's nonce comes from the replica, so two in
+    /// flight at once from one account would carry the same one.
+    submitting: tokio::sync::Mutex<()>,
 }
 
 /// How long a transaction is waited for before a client gives up on it.
@@ -405,6 +414,7 @@ impl ChainClient {
             account,
             validators: source.validators.clone(),
             sender: tokio::sync::Mutex::new((0, None)),
+            submitting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -419,7 +429,22 @@ impl ChainClient {
     /// validator (a mempool keeps one copy), until [`INCLUSION_TIMEOUT`].
     pub async fn submit(&self, call: Call) -> Result<u64> {
         let what = call.name();
-        let tx = self.ledger(|l| l.transaction(&self.account, call));
+        let _one_at_a_time = self.submitting.lock().await;
+        let (tx, balance) = self.ledger(|l| {
+            (
+                l.transaction(&self.account, call),
+                l.account(&self.account.id()).balance,
+            )
+        });
+        // A validator drops what its signer cannot pay for; say so now, not after a timeout.
+        if balance < tx.fee {
+            bail!(
+                "{what}: account {} holds {balance} and the fee is {}: fund it (`cess transfer {} TOKENS`)",
+                self.account.id(),
+                tx.fee,
+                self.account.id()
+            );
+        }
         let mut blocks = self.follower.applied();
         let deadline = tokio::time::Instant::now() + INCLUSION_TIMEOUT;
         let mut rotate = false;

@@ -515,9 +515,25 @@ pub fn chain_client(
     crate::chain::ChainClient,
     std::sync::Arc<cess_transport::Client>,
 )> {
+    chain_client_as(dir, None)
+}
+
+/// [`chain_client`] signing with the account key at `as_key` (else the client key's).
+pub fn chain_client_as(
+    dir: &Path,
+    as_key: Option<&Path>,
+) -> Result<(
+    tokio::runtime::Runtime,
+    crate::chain::ChainClient,
+    std::sync::Arc<cess_transport::Client>,
+)> {
     let (runtime, client) = crate::net::devnet_client(dir, None)?;
     let source = chain_source(dir)?;
-    let key = std::sync::Arc::new(NodeKey::load(&dir.join(CLIENT_KEY))?);
+    let path = as_key.map_or_else(|| dir.join(CLIENT_KEY), Path::to_path_buf);
+    let key = std::sync::Arc::new(
+        NodeKey::load(&path)
+            .with_context(|| format!("loading the account key {}", path.display()))?,
+    );
     let chain = runtime.block_on(crate::chain::ChainClient::connect(
         &source,
         key,

@@ -158,7 +158,7 @@ fn stage<T>(name: &str, result: Result<T>) -> Result<T> {
 }
 
 /// The miners' endpoints for every fragment of `file`, as the ledger has them.
-fn placement(ledger: &Ledger, file: &FileInfo) -> Placement {
+pub(crate) fn placement(ledger: &Ledger, file: &FileInfo) -> Placement {
     file.segments
         .iter()
         .map(|s| {
@@ -627,6 +627,20 @@ async fn wait_active(chain: &ChainClient, file_id: &Id) -> Result<u64> {
         .map_err(|()| anyhow::anyhow!("the order left the ledger before it was complete"))
 }
 
+/// An account named by its id (64 hex digits) or its PeerId.
+pub fn parse_account(text: &str) -> Result<cess_consensus::AccountId> {
+    match parse_file_id(text) {
+        Ok(bytes) => Ok(cess_consensus::AccountId(bytes)),
+        Err(_) => {
+            let peer: cess_transport::PeerId = text.parse().with_context(|| {
+                format!("an account is an id (64 hex digits) or a PeerId, got {text:?}")
+            })?;
+            cess_consensus::net::account_of(&peer)
+                .with_context(|| format!("{peer} is not an Ed25519 account key"))
+        }
+    }
+}
+
 fn parse_file_id(text: &str) -> Result<Id> {
     Key::from_hex(text)
         .map(|k| k.0)
@@ -683,16 +697,7 @@ pub fn authorize(
     delegate: &str,
     revoke: bool,
 ) -> Result<(cess_consensus::AccountId, u64)> {
-    let account = match parse_file_id(delegate) {
-        Ok(bytes) => cess_consensus::AccountId(bytes),
-        Err(_) => {
-            let peer: cess_transport::PeerId = delegate.parse().with_context(|| {
-                format!("a delegate is an account id (64 hex digits) or a PeerId, got {delegate:?}")
-            })?;
-            cess_consensus::net::account_of(&peer)
-                .with_context(|| format!("{peer} is not an Ed25519 account key"))?
-        }
-    };
+    let account = parse_account(delegate)?;
     let call = if revoke {
         Call::Deauthorize { delegate: account }
     } else {

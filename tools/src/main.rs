@@ -9,6 +9,7 @@ mod chain;
 mod codec_cmd;
 mod devnet;
 mod files;
+mod gateway;
 mod net;
 mod node;
 mod owner;
@@ -99,8 +100,9 @@ enum Command {
         #[arg(long = "as", value_name = "ACCOUNT_KEY")]
         as_key: Option<PathBuf>,
     },
-    /// Lets another account read the client account's files from the miners (an S3 gateway,
-    /// a backup agent), or with `--revoke` takes that back.
+    /// Lets another account act for the client account on its files (an S3 gateway: read
+    /// them, declare and delete them in this account's space, keep its buckets; a backup
+    /// agent), or with `--revoke` takes that back.
     Authorize {
         /// The delegate: its account id (64 hex digits) or its PeerId.
         delegate: String,
@@ -108,7 +110,32 @@ enum Command {
         revoke: bool,
         #[arg(long, default_value = "cess-devnet")]
         devnet: PathBuf,
+        /// Signs with this account key instead of the network's client key.
+        #[arg(long = "as", value_name = "ACCOUNT_KEY")]
+        as_key: Option<PathBuf>,
     },
+    /// Rents storage space (or extends the lease): GIB more GiB, BLOCKS more blocks.
+    Rent {
+        #[arg(long, default_value_t = 1)]
+        gib: u32,
+        #[arg(long, default_value_t = files::LEASE_BLOCKS)]
+        blocks: u64,
+        #[arg(long, default_value = "cess-devnet")]
+        devnet: PathBuf,
+        /// Signs with this account key instead of the network's client key.
+        #[arg(long = "as", value_name = "ACCOUNT_KEY")]
+        as_key: Option<PathBuf>,
+    },
+    /// Sends TOKENS tokens from the client account to another account (an id or a PeerId).
+    Transfer {
+        to: String,
+        tokens: u64,
+        #[arg(long, default_value = "cess-devnet")]
+        devnet: PathBuf,
+    },
+    /// An S3-compatible gateway to the network (boto3, s3cmd, rclone, aws).
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
     /// Stops owning a file; when the last owner is gone its miners delete the fragments.
     Delete {
         file_id: String,
@@ -468,6 +495,63 @@ enum TaggerCommand {
     /// Runs the tagger until SIGINT or SIGTERM.
     Run {
         /// The tagger directory (with tagger.toml).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Creates the gateway's directory, account key and master secret (once); prints the
+    /// account id owners authorize (`cess authorize ID`).
+    Init {
+        #[arg(long, default_value = "cess-gateway")]
+        dir: PathBuf,
+    },
+    /// Serves S3 until interrupted.
+    Run {
+        #[arg(long, default_value = "cess-gateway")]
+        dir: PathBuf,
+        #[arg(long, default_value = "cess-devnet")]
+        devnet: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// Segment size of the objects it stores, MiB.
+        #[arg(long, default_value_t = 32)]
+        segment_mib: u32,
+        /// PUTs, GETs and copies running at once; the rest wait for a turn.
+        #[arg(long, default_value_t = 8)]
+        requests_max: usize,
+        /// Fragment MiB a PUT keeps in memory between its passes (more: it encodes twice).
+        #[arg(long, default_value_t = 256)]
+        spool_mib: u64,
+        /// Fragment MiB a PUT has in flight to the miners.
+        #[arg(long, default_value_t = 128)]
+        in_flight_mib: u32,
+    },
+    /// The access keys (each acts for one owner account).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Makes an access key for OWNER (an account id or PeerId); prints the key and its secret
+    /// (shown this once; it is derived again from the gateway's master secret).
+    Add {
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value = "cess-gateway")]
+        dir: PathBuf,
+    },
+    /// Lists the access keys and their owners.
+    List {
+        #[arg(long, default_value = "cess-gateway")]
+        dir: PathBuf,
+    },
+    /// Removes an access key: requests signed with it are refused at once.
+    Remove {
+        access_key: String,
+        #[arg(long, default_value = "cess-gateway")]
         dir: PathBuf,
     },
 }
@@ -921,10 +1005,94 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             );
             Ok(())
         }
+        Command::Rent {
+            gib,
+            blocks,
+            devnet,
+            as_key,
+        } => {
+            let (runtime, chain, _client) = devnet::chain_client_as(&devnet, as_key.as_deref())?;
+            let height = runtime.block_on(chain.submit(cess_consensus::Call::RentSpace {
+                add_gib: gib,
+                add_blocks: blocks,
+            }))?;
+            let lease = chain.ledger(|l| l.lease(&chain.account.id()).copied());
+            if let Some(lease) = lease {
+                println!(
+                    "rented at height {height}: {} GiB until height {}, {} bytes free",
+                    lease.gib,
+                    lease.until,
+                    lease.free_bytes()
+                );
+            }
+            Ok(())
+        }
+        Command::Transfer { to, tokens, devnet } => {
+            let (runtime, chain, _client) = devnet::chain_client(&devnet)?;
+            let to = files::parse_account(&to)?;
+            let amount = u128::from(tokens) * cess_consensus::ledger::TOKEN;
+            let height =
+                runtime.block_on(chain.submit(cess_consensus::Call::Transfer { to, amount }))?;
+            println!("sent {tokens} tokens to {to} (height {height})");
+            Ok(())
+        }
+        Command::Gateway(GatewayCommand::Init { dir }) => {
+            let account = gateway::init(&dir)?;
+            println!(
+                "gateway {account}
+(owners authorize it with `cess authorize {account}`;                  add their access keys with `cess gateway keys add --owner ACCOUNT`)"
+            );
+            Ok(())
+        }
+        Command::Gateway(GatewayCommand::Run {
+            dir,
+            devnet,
+            listen,
+            segment_mib,
+            requests_max,
+            spool_mib,
+            in_flight_mib,
+        }) => gateway::run(&gateway::Options {
+            dir,
+            devnet,
+            listen,
+            segment_mib,
+            requests_max,
+            spool_mib,
+            in_flight_mib,
+        }),
+        Command::Gateway(GatewayCommand::Keys(KeysCommand::Add { owner, dir })) => {
+            gateway::init(&dir)?;
+            let owner = files::parse_account(&owner)?;
+            let (key, secret) = gateway::keys::add(&dir, owner)?;
+            println!(
+                "access key {}
+secret key {}
+owner {owner}
+(the secret is shown this once)",
+                key.access_key,
+                secret.as_str()
+            );
+            Ok(())
+        }
+        Command::Gateway(GatewayCommand::Keys(KeysCommand::List { dir })) => {
+            for key in gateway::keys::load_keys(&dir)? {
+                println!("{} owner {}", key.access_key, key.owner);
+            }
+            Ok(())
+        }
+        Command::Gateway(GatewayCommand::Keys(KeysCommand::Remove { access_key, dir })) => {
+            if !gateway::keys::remove(&dir, &access_key)? {
+                bail!("no access key {access_key} in {}", dir.display());
+            }
+            println!("removed {access_key}");
+            Ok(())
+        }
         Command::Authorize {
             delegate,
             revoke,
             devnet,
+            as_key,
         } => {
             if !devnet::on_chain(&devnet) {
                 bail!(
@@ -932,7 +1100,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
                     devnet.display()
                 );
             }
-            let (runtime, chain, _client) = devnet::chain_client(&devnet)?;
+            let (runtime, chain, _client) = devnet::chain_client_as(&devnet, as_key.as_deref())?;
             let (delegate, height) = files::authorize(runtime.handle(), &chain, &delegate, revoke)?;
             if revoke {
                 println!("{delegate} may no longer read this account's files (height {height})");

@@ -13,7 +13,7 @@
 //! it paid, less every fee: self-dealing earns nothing.
 
 use super::tracked::Hashed;
-use super::{GIB, Ledger, TxError};
+use super::{FileInfo, GIB, Ledger, TxError};
 use crate::codec::Writer;
 use crate::keys::AccountId;
 use crate::tx::Hash32;
@@ -157,6 +157,17 @@ impl Ledger {
             });
         }
         Ok(())
+    }
+
+    /// The files `owner` owns (pending or not), by id: what a gateway lists an owner's
+    /// buckets from.
+    pub fn files_of(&self, owner: &AccountId) -> impl Iterator<Item = (&Hash32, &FileInfo)> {
+        self.indexes
+            .owned
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(|id| (id, self.files.get(id).expect("owned files exist")))
     }
 
     /// `owner` now owns `file_id`, using `bytes` of its lease (checked by `check_space`).
