@@ -527,6 +527,9 @@ enum GatewayCommand {
         /// Fragment MiB a PUT has in flight to the miners.
         #[arg(long, default_value_t = 128)]
         in_flight_mib: u32,
+        /// Loopback HTTP address for /metrics (its port in DIR/metrics-addr once running).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        metrics: std::net::SocketAddr,
     },
     /// The access keys (each acts for one owner account).
     #[command(subcommand)]
@@ -655,7 +658,8 @@ fn node_id(hex: &str) -> Result<NodeId> {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env() // s3s logs every error answer at ERROR; the gateway logs its own failures once.
+                .unwrap_or_else(|_| "warn,s3s=off".into()),
         )
         .init();
     if let Err(e) = run(Cli::parse()) {
@@ -1052,6 +1056,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             requests_max,
             spool_mib,
             in_flight_mib,
+            metrics,
         }) => gateway::run(&gateway::Options {
             dir,
             devnet,
@@ -1060,6 +1065,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             requests_max,
             spool_mib,
             in_flight_mib,
+            metrics,
         }),
         Command::Gateway(GatewayCommand::Keys(KeysCommand::Add { owner, dir })) => {
             gateway::init(&dir)?;

@@ -232,6 +232,27 @@ fn s3_clients_store_read_list_and_delete_through_the_gateway() {
         "s3cmd read back what it put"
     );
 
+    // Its metrics count what passed through it.
+    let metrics_addr: std::net::SocketAddr = std::fs::read_to_string(dir.join("gw/metrics-addr"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let scraped =
+        cess_http::get_blocking(metrics_addr, "/metrics", Duration::from_secs(10)).unwrap();
+    let value = |name: &str| -> f64 {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{scraped}"))
+    };
+    assert!(value("cess_gateway_received_bytes_total") >= 105.0 * 1048576.0);
+    assert!(value("cess_gateway_sent_bytes_total") >= 105.0 * 1048576.0);
+    assert!(value("cess_gateway_objects_stored_total") >= 10.0);
+    assert!(value("cess_gateway_objects_read_total") >= 5.0);
+    assert!(value("cess_gateway_requests_total{class=\"4xx\"}") >= 10.0);
+    assert_eq!(value("cess_gateway_requests_total{class=\"5xx\"}"), 0.0);
+
     // What the gateway stored is owner A's, in its bucket, on the chain; nothing is left in
     // staging (the truncated upload included).
     let files = ok(cess(

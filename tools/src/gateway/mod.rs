@@ -37,6 +37,7 @@ use cess_transport::NodeKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 pub const GATEWAY_KEY: &str = "gateway.key";
@@ -53,6 +54,96 @@ pub struct Options {
     pub requests_max: usize,
     pub spool_mib: u64,
     pub in_flight_mib: u32,
+    /// HTTP address of `/metrics` (its port in `DIR/metrics-addr` once running).
+    pub metrics: SocketAddr,
+}
+
+/// What the gateway did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// S3 requests answered, by status class.
+    pub ok: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub server_errors: AtomicU64,
+    /// Object bytes received (PUT bodies and parts) and sent (GET bodies).
+    pub received_bytes: AtomicU64,
+    pub sent_bytes: AtomicU64,
+    /// Objects stored on the network (Active) and reads served whole.
+    pub objects_stored: AtomicU64,
+    pub objects_read: AtomicU64,
+}
+
+impl Metrics {
+    fn count(&self, status: u16) {
+        match status {
+            200..=399 => &self.ok,
+            400..=499 => &self.client_errors,
+            _ => &self.server_errors,
+        }
+        .fetch_add(1, Relaxed);
+    }
+}
+
+fn registry(
+    metrics: Arc<Metrics>,
+    gateway: s3::Gateway,
+    requests_max: usize,
+    http: Arc<cess_http::HttpStats>,
+) -> cess_http::metrics::Registry {
+    use cess_http::metrics::{ScrapeFn, Unit};
+    let mut registry = cess_http::metrics::Registry::default();
+    registry.register_collector(ScrapeFn::boxed(move |scrape| {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        scrape.counters(
+            "cess_gateway_requests",
+            "S3 requests answered, by status class",
+            None,
+            "class",
+            &[
+                ("2xx", load(&metrics.ok)),
+                ("4xx", load(&metrics.client_errors)),
+                ("5xx", load(&metrics.server_errors)),
+            ],
+        );
+        scrape.counter(
+            "cess_gateway_received",
+            "Object bytes received (PUT bodies and parts)",
+            Some(Unit::Bytes),
+            load(&metrics.received_bytes),
+        );
+        scrape.counter(
+            "cess_gateway_sent",
+            "Object bytes sent (GET bodies)",
+            Some(Unit::Bytes),
+            load(&metrics.sent_bytes),
+        );
+        scrape.counter(
+            "cess_gateway_objects_stored",
+            "Objects stored on the network and Active (PUT, multipart completion, copy)",
+            None,
+            load(&metrics.objects_stored),
+        );
+        scrape.counter(
+            "cess_gateway_objects_read",
+            "GETs whose body was sent whole",
+            None,
+            load(&metrics.objects_read),
+        );
+        scrape.gauge(
+            "cess_gateway_requests_running",
+            "PUTs, GETs and copies holding one of the gateway's turns",
+            None,
+            requests_max.saturating_sub(gateway.turns_free()) as i64,
+        );
+        scrape.gauge(
+            "cess_gateway_chain_height",
+            "Height of the gateway's ledger replica",
+            None,
+            gateway.chain_height() as i64,
+        );
+        http.scrape(scrape);
+    }));
+    registry
 }
 
 /// Creates the gateway's directory, key and master secret (once): its account id.
@@ -94,6 +185,7 @@ pub fn run(options: &Options) -> Result<()> {
         crate::net::client(key, cess_transport::ClientConfig::default(), None)?
     };
     let table = Arc::new(keys::KeyTable::open(&options.dir)?);
+    let metrics = Arc::new(Metrics::default());
     let params = CodecParams {
         segment_bytes: options.segment_mib << 20,
         ..CodecParams::default()
@@ -110,7 +202,22 @@ pub fn run(options: &Options) -> Result<()> {
         requests: Arc::new(tokio::sync::Semaphore::new(options.requests_max.max(1))),
         spool_bytes_max: options.spool_mib << 20,
         in_flight_mib: options.in_flight_mib.max(1),
+        metrics: metrics.clone(),
     });
+    {
+        let _guard = runtime.enter();
+        let (metrics, gateway, requests_max) = (
+            metrics.clone(),
+            gateway.clone(),
+            options.requests_max.max(1),
+        );
+        runtime.block_on(crate::node::serve_metrics(
+            options.metrics,
+            false,
+            &options.dir,
+            |http| registry(metrics, gateway, requests_max, http),
+        ))?;
+    }
     let mut builder = s3s::service::S3ServiceBuilder::new(gateway);
     builder.set_auth(keys::Auth(table));
     let service = builder.build();
@@ -129,11 +236,26 @@ pub fn run(options: &Options) -> Result<()> {
                 accepted = listener.accept() => accepted?,
                 _ = tokio::signal::ctrl_c() => break,
             };
-            let service = service.clone();
-            let http = http.clone();
+            let (service, http, metrics) = (service.clone(), http.clone(), metrics.clone());
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(socket);
-                if let Err(e) = http.serve_connection(io, service).with_upgrades().await {
+                let counted = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (service, metrics) = (service.clone(), metrics.clone());
+                        let method = req.method().clone();
+                        let path = req.uri().path().to_owned();
+                        async move {
+                            let response = hyper::service::Service::call(&service, req).await;
+                            let status = response.as_ref().map_or(500, |r| r.status().as_u16());
+                            metrics.count(status);
+                            if status >= 500 {
+                                eprintln!("gateway: {method} {path}: answered {status}");
+                            }
+                            response
+                        }
+                    },
+                );
+                if let Err(e) = http.serve_connection(io, counted).with_upgrades().await {
                     tracing::debug!("connection: {e}");
                 }
             });

@@ -48,6 +48,7 @@ pub struct Inner {
     pub requests: Arc<tokio::sync::Semaphore>,
     pub spool_bytes_max: u64,
     pub in_flight_mib: u32,
+    pub metrics: Arc<super::Metrics>,
 }
 
 #[derive(Clone)]
@@ -56,6 +57,14 @@ pub struct Gateway(Arc<Inner>);
 impl Gateway {
     pub fn new(inner: Inner) -> Gateway {
         Gateway(Arc::new(inner))
+    }
+
+    pub fn turns_free(&self) -> usize {
+        self.0.requests.available_permits()
+    }
+
+    pub fn chain_height(&self) -> u64 {
+        self.0.chain.ledger(|l| l.height())
     }
 }
 
@@ -77,7 +86,9 @@ struct Found {
     state: FileState,
 }
 
+/// A failure of the gateway's own (logged here, once: the client gets it as InternalError).
 fn internal(e: impl std::fmt::Display) -> S3Error {
+    eprintln!("gateway: {e:#}");
     s3_error!(InternalError, "{e:#}")
 }
 
@@ -110,6 +121,9 @@ fn chain_error(e: anyhow::Error) -> S3Error {
     .into_iter()
     .find(|(needle, _)| text.contains(needle))
     .map_or(S3ErrorCode::InternalError, |(_, code)| code);
+    if code == S3ErrorCode::InternalError {
+        eprintln!("gateway: {text}");
+    }
     S3Error::with_message(code, text)
 }
 
@@ -218,6 +232,7 @@ async fn stage_body(
     algorithm: Option<&ChecksumAlgorithm>,
     trailers: Option<&TrailingHeaders>,
     bytes_max: u64,
+    received: &std::sync::atomic::AtomicU64,
 ) -> S3Result<(Staged, u64, [u8; 16], s3s::dto::Checksum)> {
     let staged = Staged {
         path: path.to_path_buf(),
@@ -240,6 +255,7 @@ async fn stage_body(
             let chunk =
                 chunk.map_err(|e| s3_error!(IncompleteBody, "the body ended early: {e}"))?;
             len_bytes += chunk.len() as u64;
+            received.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if len_bytes > bytes_max {
                 return Err(s3_error!(
                     EntityTooLarge,
@@ -282,6 +298,7 @@ async fn stage_body(
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
+    metrics: Arc<super::Metrics>,
 }
 
 impl std::io::Write for ChannelWriter {
@@ -303,6 +320,9 @@ impl std::io::Write for ChannelWriter {
             &mut self.buf,
             Vec::with_capacity(CHUNK_BYTES),
         ));
+        self.metrics
+            .sent_bytes
+            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::other("the client went away"))
@@ -525,8 +545,12 @@ impl Gateway {
         .await
         .map_err(internal)?
         .map_err(chain_error)?;
-        tracing::info!(
-            "put {bucket}/{key}: {} bytes, file {}, Active in {:.1} s",
+        self.0
+            .metrics
+            .objects_stored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "gateway: put {bucket}/{key}: {} bytes, file {}, Active in {:.1} s",
             report.file_bytes,
             hex(&report.file_id),
             started.elapsed().as_secs_f64()
@@ -543,7 +567,7 @@ impl Gateway {
                 }
                 // The new object is stored; the old file stays listed behind it until the
                 // next overwrite or delete of the name removes it.
-                Err(e) => tracing::warn!("dropping the replaced file {}: {e:#}", hex(&old)),
+                Err(e) => eprintln!("gateway: dropping the replaced file {}: {e:#}", hex(&old)),
             }
         }
         Ok(report.file_id)
@@ -828,6 +852,7 @@ impl S3 for Gateway {
             input.checksum_algorithm.as_ref(),
             req.trailing_headers.as_ref(),
             self.object_bytes_max(),
+            &self.0.metrics.received_bytes,
         )
         .await?;
         let meta = ObjectMeta {
@@ -920,6 +945,7 @@ impl S3 for Gateway {
         let writer = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK_BYTES),
+            metrics: self.0.metrics.clone(),
         };
         let length = range.end - range.start;
         let task = self.read(
@@ -931,18 +957,24 @@ impl S3 for Gateway {
             Box::new(writer),
         )?;
         let what = format!("{}/{}", input.bucket, input.key);
+        let metrics = self.0.metrics.clone();
         tokio::spawn(async move {
             let _turn = turn;
             let outcome = task.await;
             let failure = match outcome {
-                Ok(Ok(())) => None,
+                Ok(Ok(())) => {
+                    metrics
+                        .objects_read
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    None
+                }
                 Ok(Err(e)) => Some(format!("{e:#}")),
                 Err(e) => Some(e.to_string()),
             };
             if let Some(e) = failure {
                 // The status line is gone already: the body ends short, and never with a
                 // byte that failed its check.
-                tracing::warn!("get {what}: {e}");
+                eprintln!("gateway: get {what}: {e}");
                 tx.send(Err(std::io::Error::other(e))).await.ok();
             }
         });
@@ -1209,6 +1241,7 @@ impl S3 for Gateway {
             input.checksum_algorithm.as_ref(),
             req.trailing_headers.as_ref(),
             self.object_bytes_max(),
+            &self.0.metrics.received_bytes,
         )
         .await?;
         std::fs::rename(&staged.path, &part).map_err(internal)?;
@@ -1281,8 +1314,8 @@ impl S3 for Gateway {
             content_type: record.content_type,
             modified_unix_ms: now_unix_ms(),
         };
-        tracing::info!(
-            "completing {}/{}: {} parts, {total_bytes} bytes",
+        eprintln!(
+            "gateway: completing {}/{}: {} parts, {total_bytes} bytes",
             input.bucket,
             input.key,
             parts.len()
