@@ -20,6 +20,10 @@
 //!   space rented, the order placed by the ledger, fragments sent where it placed them, every
 //!   column reported, Active in a committed block), against the same put to 12 miners with the
 //!   chain out of the path, in the same run: what the chain costs a put.
+//! - `s3-put` and `s3-get`: boto3's `upload_file` and `download_file` (its defaults: parts and
+//!   ranges of 8 MiB, 10 threads) through `cess gateway` on the chain devnet, against `cess put
+//!   --key` and `cess get --key` of the same file (the same encryption, segment size and
+//!   network), alternating, in the same run: what the S3 protocol and the gateway cost.
 
 use crate::report::{Case, Options};
 use cess_engine::codec::{self, CodecError, EncodeOptions, FragmentSink, Id};
@@ -46,6 +50,9 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     }
     if options.wants("restore-one-miner") {
         cases.extend(restore_cases(options)?);
+    }
+    if options.wants("s3-put") || options.wants("s3-get") {
+        cases.extend(s3_cases(options)?);
     }
     Ok(cases)
 }
@@ -963,4 +970,238 @@ fn put_cases(options: &Options) -> Result<Vec<Case>, String> {
         per_gib(|s| s.store_s),
     );
     Ok(vec![case, quic_case])
+}
+
+/// The boto3 side of `s3-put-get`: one upload or download, its seconds on stdout.
+const S3_CLIENT: &str = r#"
+import sys, time, boto3
+from botocore.config import Config
+endpoint, key, secret, mode, bucket, name, path = sys.argv[1:8]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
+    aws_secret_access_key=secret, region_name="us-east-1",
+    config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+if mode == "mb":
+    s3.create_bucket(Bucket=bucket)
+    sys.exit(0)
+started = time.monotonic()
+if mode == "put":
+    s3.upload_file(path, bucket, name)
+else:
+    s3.download_file(bucket, name, path)
+print(time.monotonic() - started)
+"#;
+
+/// A Python 3 with boto3, or why not.
+fn python_with_boto3() -> Result<String, String> {
+    for python in ["python3", "/usr/bin/python3"] {
+        let found = Command::new(python)
+            .args(["-c", "import boto3"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if found {
+            return Ok(python.to_string());
+        }
+    }
+    Err(
+        "s3-put-get drives the gateway with boto3 and finds no Python 3 with it: \
+         apt-get install python3-boto3 (or pip install boto3)"
+            .into(),
+    )
+}
+
+/// Kills the gateway when the case ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `s3-put` and `s3-get`: boto3 through the gateway against `cess put`/`cess get` of the
+/// same file on the same chain devnet, alternating, new bytes every run.
+fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
+    let (file_mib, runs, segment_mib) = if options.quick {
+        (32, 1, 4)
+    } else {
+        (256, 3, 32)
+    };
+    let python = python_with_boto3()?;
+    let binary = cess_binary()?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/e2e-s3");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let _network = Network {
+        cess: binary.clone(),
+        dir: dir.clone(),
+    };
+    let net = dir.join("net");
+    let net_arg = net.to_string_lossy().to_string();
+    let gw = dir.join("gw");
+    let gw_arg = gw.to_string_lossy().to_string();
+    // Every run stores the file twice (gateway and put), 3 fragment bytes per file byte.
+    devnet_up(&binary, &net, file_mib * 3 * 2 * runs / NODES + 256, true)?;
+    let field = |printed: &str, prefix: &str| -> Result<String, String> {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| format!("no {prefix:?} in {printed}"))
+    };
+    let gateway_id = field(
+        &cess_output(&binary, &["gateway", "init", "--dir", &gw_arg])?,
+        "gateway ",
+    )?;
+    let client_key = net.join("client.key").to_string_lossy().to_string();
+    let owner = field(
+        &cess_output(&binary, &["owner", "init", &client_key])?,
+        "owner ",
+    )?;
+    let rent_gib = (file_mib * 3 * 2 * runs).div_ceil(1024) + 1;
+    cess(
+        &binary,
+        &["transfer", &gateway_id, "100", "--devnet", &net_arg],
+    )?;
+    cess(
+        &binary,
+        &["rent", "--gib", &rent_gib.to_string(), "--devnet", &net_arg],
+    )?;
+    cess(&binary, &["authorize", &gateway_id, "--devnet", &net_arg])?;
+    let keys = cess_output(
+        &binary,
+        &[
+            "gateway", "keys", "add", "--dir", &gw_arg, "--owner", &owner,
+        ],
+    )?;
+    let (access, secret) = (field(&keys, "access key ")?, field(&keys, "secret key ")?);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
+    let _gateway = Child(
+        Command::new(&binary)
+            .args([
+                "gateway",
+                "run",
+                "--dir",
+                &gw_arg,
+                "--devnet",
+                &net_arg,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--segment-mib",
+                &segment_mib.to_string(),
+            ])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting the gateway: {e}"))?,
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed().as_secs() > 90 {
+            return Err("the gateway did not listen within 90 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let boto = |mode: &str, name: &str, path: &Path| -> Result<f64, String> {
+        let out = Command::new(&python)
+            .args(["-c", S3_CLIENT, &endpoint, &access, &secret, mode, "bench"])
+            .arg(name)
+            .arg(path)
+            .output()
+            .map_err(|e| format!("running {python}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "boto3 {mode} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let printed = String::from_utf8_lossy(&out.stdout);
+        if mode == "mb" {
+            return Ok(0.0);
+        }
+        printed
+            .trim()
+            .parse()
+            .map_err(|e| format!("boto3 printed {printed:?}: {e}"))
+    };
+    boto("mb", "", &dir)?;
+    let key_file = dir.join("file.key");
+    cess(&binary, &["keygen", &key_file.to_string_lossy()])?;
+    let key_arg = key_file.to_string_lossy().to_string();
+    let segment_arg = segment_mib.to_string();
+    let input = dir.join("input.bin");
+    let input_arg = input.to_string_lossy().to_string();
+    let out = dir.join("out.bin");
+    let out_arg = out.to_string_lossy().to_string();
+    let (mut s3_put, mut cli_put, mut s3_get, mut cli_get) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let check = |data: &[u8], what: &str| -> Result<(), String> {
+        let back = std::fs::read(&out).map_err(|e| e.to_string())?;
+        if back != data {
+            return Err(format!("{what} read back other bytes"));
+        }
+        std::fs::remove_file(&out).map_err(|e| e.to_string())
+    };
+    for run in 0..runs {
+        let data = write_input(&input, file_mib, 1700 + run as u64)?;
+        let name = format!("object-{run}");
+        s3_put.push(file_mib as f64 / boto("put", &name, &input)?);
+        s3_get.push(file_mib as f64 / boto("get", &name, &out)?);
+        check(&data, "boto3")?;
+        // The same bytes again through the command line: encrypted with its own key, so
+        // stored anew (no deduplication with the gateway's copy).
+        let started = Instant::now();
+        let printed = cess_output(
+            &binary,
+            &[
+                "put",
+                &input_arg,
+                "--devnet",
+                &net_arg,
+                "--key",
+                &key_arg,
+                "--segment-mib",
+                &segment_arg,
+            ],
+        )?;
+        cli_put.push(file_mib as f64 / started.elapsed().as_secs_f64());
+        let file_id = field(&printed, "file id ")?;
+        let started = Instant::now();
+        cess(
+            &binary,
+            &[
+                "get", &file_id, "--devnet", &net_arg, "--key", &key_arg, "--out", &out_arg,
+            ],
+        )?;
+        cli_get.push(file_mib as f64 / started.elapsed().as_secs_f64());
+        check(&data, "cess get")?;
+    }
+    let note = format!(
+        "{file_mib} MiB file, encrypted, segments of {segment_mib} MiB, 12 miners and 4 \
+         validators on this machine; boto3 timed around its call (the gateway is up and \
+         synced), each `cess` command as a whole process (it first syncs its replica)"
+    );
+    let mut put = Case::from_runs(s3_put, cli_put);
+    put.name = "s3-put".into();
+    put.metric = "throughput";
+    put.unit = "MiB/s";
+    put.goal = Some(0.8);
+    put.baseline = "cess put --key of the same file on the same network".into();
+    put.note =
+        format!("{note}; boto3 sends 8 MiB parts, staged by the gateway and stored once complete");
+    let mut get = Case::from_runs(s3_get, cli_get);
+    get.name = "s3-get".into();
+    get.metric = "throughput";
+    get.unit = "MiB/s";
+    get.goal = Some(0.8);
+    get.baseline = "cess get --key of the same file on the same network".into();
+    get.note = format!("{note}; boto3 reads 8 MiB ranges on 10 threads");
+    Ok(vec![put, get])
 }

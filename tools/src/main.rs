@@ -530,6 +530,9 @@ enum GatewayCommand {
         /// Loopback HTTP address for /metrics (its port in DIR/metrics-addr once running).
         #[arg(long, default_value = "127.0.0.1:0")]
         metrics: std::net::SocketAddr,
+        /// Decoded segments range reads share (each a segment's size in memory).
+        #[arg(long, default_value_t = 4)]
+        segments_cached: usize,
     },
     /// The access keys (each acts for one owner account).
     #[command(subcommand)]
@@ -1057,6 +1060,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             spool_mib,
             in_flight_mib,
             metrics,
+            segments_cached,
         }) => gateway::run(&gateway::Options {
             dir,
             devnet,
@@ -1066,6 +1070,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             spool_mib,
             in_flight_mib,
             metrics,
+            segments_cached,
         }),
         Command::Gateway(GatewayCommand::Keys(KeysCommand::Add { owner, dir })) => {
             gateway::init(&dir)?;

@@ -569,11 +569,19 @@ pub fn read_placed(
     placement: Placement,
     file_key: Option<&cess_engine::codec::FileKey>,
     segments: std::ops::Range<u64>,
+    threads: usize,
     out: &mut dyn std::io::Write,
 ) -> Result<Vec<String>> {
     let source = net_source(handle, client, manifest, placement, segments.end);
-    let decoded =
-        codec::decode_segments(manifest, file_key, &source, out, segments, 0, &mut |_| {});
+    let decoded = codec::decode_segments(
+        manifest,
+        file_key,
+        &source,
+        out,
+        segments,
+        threads,
+        &mut |_| {},
+    );
     let fallbacks = std::mem::take(&mut *source.failures.lock().expect("failures lock"));
     if let Err(e) = decoded {
         bail!(failed_get(&e, &fallbacks));

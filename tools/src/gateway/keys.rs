@@ -245,3 +245,56 @@ impl s3s::auth::S3Auth for Auth {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_object_keys_are_derived_apart_and_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = Master::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join(MASTER_SECRET))
+                .unwrap()
+                .len(),
+            32
+        );
+        let again = Master::load_or_create(dir.path()).unwrap();
+        assert_eq!(*master.secret_for("CESSA"), *again.secret_for("CESSA"));
+        assert_ne!(*master.secret_for("CESSA"), *master.secret_for("CESSB"));
+        assert_eq!(master.secret_for("CESSA").len(), SECRET_CHARS);
+        let owner = AccountId([1; 32]);
+        // Two keys are the same key when they seal the same bytes the same way.
+        let key = |owner: &AccountId, bucket: &str, name: &str| {
+            let mut probe = vec![0u8; 64];
+            master
+                .object_key(owner, bucket, name)
+                .sealer()
+                .seal(b"probe", &mut probe);
+            probe
+        };
+        let base = key(&owner, "ab", "c");
+        assert_eq!(base, key(&owner, "ab", "c"));
+        // The bucket's length is bound: ("ab", "c") and ("a", "bc") are different objects.
+        assert_ne!(base, key(&owner, "a", "bc"));
+        assert_ne!(base, key(&AccountId([2; 32]), "ab", "c"));
+
+        let (added, secret) = add(dir.path(), owner).unwrap();
+        let stored = std::fs::read_to_string(dir.path().join(KEYS_FILE)).unwrap();
+        assert!(
+            !stored.contains(secret.as_str()),
+            "no secret in the keys file"
+        );
+        let table = KeyTable::open(dir.path()).unwrap();
+        assert_eq!(table.owner_of(&added.access_key), Some(owner));
+        assert_eq!(table.owner_of("CESSNOTAKEY"), None);
+        assert!(remove(dir.path(), &added.access_key).unwrap());
+        assert!(!remove(dir.path(), &added.access_key).unwrap());
+
+        // A key made under another master secret is refused, not re-derived silently.
+        let (_, _) = add(dir.path(), owner).unwrap();
+        std::fs::remove_file(dir.path().join(MASTER_SECRET)).unwrap();
+        assert!(KeyTable::open(dir.path()).is_err());
+    }
+}

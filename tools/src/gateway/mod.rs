@@ -24,7 +24,9 @@
 //! and its parity per core, plus one) and at most `in_flight_mib` of fragments in flight, and
 //! keeps fragments between its passes only up to `spool_mib`; a GET holds the fetch-ahead
 //! (three segments of fragments), the decoder's buffers and [`s3::GET_CHANNEL_CHUNKS`] MiB
-//! waiting for the client. At most `requests_max` PUTs, GETs and copies run at once; the rest
+//! waiting for the client; range reads share at most `segments_cached` decoded segments
+//! (S3 clients read a large object as many concurrent ranges smaller than a segment: each
+//! segment is decoded once for all of them). At most `requests_max` PUTs, GETs and copies run at once; the rest
 //! wait for a turn.
 
 pub mod keys;
@@ -56,6 +58,8 @@ pub struct Options {
     pub in_flight_mib: u32,
     /// HTTP address of `/metrics` (its port in `DIR/metrics-addr` once running).
     pub metrics: SocketAddr,
+    /// Decoded segments range reads share at most.
+    pub segments_cached: usize,
 }
 
 /// What the gateway did, for `/metrics`.
@@ -203,6 +207,10 @@ pub fn run(options: &Options) -> Result<()> {
         spool_bytes_max: options.spool_mib << 20,
         in_flight_mib: options.in_flight_mib.max(1),
         metrics: metrics.clone(),
+        segments: s3::SegmentCache::new(options.segments_cached),
+        decoders: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ),
     });
     {
         let _guard = runtime.enter();

@@ -49,6 +49,74 @@ pub struct Inner {
     pub spool_bytes_max: u64,
     pub in_flight_mib: u32,
     pub metrics: Arc<super::Metrics>,
+    pub segments: SegmentCache,
+    /// Turns for decoding a segment of a range read: one per core.
+    pub decoders: tokio::sync::Semaphore,
+}
+
+/// Decoded segments that concurrent range reads share: each is fetched and decoded once by
+/// the first reader that needs it while the others wait for it, and at most `capacity` are
+/// kept (oldest first out). A failed decode is not kept: the next reader tries again.
+pub struct SegmentCache {
+    capacity: usize,
+    slots: std::sync::Mutex<std::collections::VecDeque<(Hash32, u64, Arc<Slot>)>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    done: std::sync::Mutex<Option<Result<Arc<Vec<u8>>, String>>>,
+    ready: std::sync::Condvar,
+}
+
+impl SegmentCache {
+    pub fn new(capacity: usize) -> SegmentCache {
+        SegmentCache {
+            capacity: capacity.max(1),
+            slots: Default::default(),
+        }
+    }
+
+    /// Segment `index` of file `file_id`, decoded by `decode` unless another reader has it
+    /// or is decoding it.
+    pub fn get_or_decode(
+        &self,
+        file_id: Hash32,
+        index: u64,
+        decode: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Arc<Vec<u8>>> {
+        let (slot, mine) = {
+            let mut slots = self.slots.lock().expect("cache lock");
+            match slots.iter().find(|(f, i, _)| *f == file_id && *i == index) {
+                Some((_, _, slot)) => (slot.clone(), false),
+                None => {
+                    let slot = Arc::new(Slot::default());
+                    if slots.len() >= self.capacity {
+                        slots.pop_front();
+                    }
+                    slots.push_back((file_id, index, slot.clone()));
+                    (slot, true)
+                }
+            }
+        };
+        if mine {
+            let outcome = decode().map(Arc::new).map_err(|e| format!("{e:#}"));
+            if outcome.is_err() {
+                self.slots
+                    .lock()
+                    .expect("cache lock")
+                    .retain(|(_, _, s)| !Arc::ptr_eq(s, &slot));
+            }
+            *slot.done.lock().expect("slot lock") = Some(outcome);
+            slot.ready.notify_all();
+        }
+        let mut done = slot.done.lock().expect("slot lock");
+        while done.is_none() {
+            done = slot.ready.wait(done).expect("slot lock");
+        }
+        done.clone()
+            .expect("checked above")
+            .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 #[derive(Clone)]
@@ -637,18 +705,50 @@ impl Gateway {
             inner: out,
         };
         let gateway = self.clone();
+        let whole = range.start == 0 && range.end == found.size_bytes;
         Ok(tokio::task::spawn_blocking(move || {
-            let inner = &gateway.0;
-            crate::net::read_placed(
-                &inner.handle,
-                inner.client.clone(),
-                &manifest,
-                placement,
-                Some(&file_key),
-                first..end,
-                &mut out,
-            )?;
             use std::io::Write;
+            let inner = &gateway.0;
+            if whole {
+                // One reader of the whole object: the pipelined decode, segments fetched
+                // ahead, straight to the client.
+                crate::net::read_placed(
+                    &inner.handle,
+                    inner.client.clone(),
+                    &manifest,
+                    placement,
+                    Some(&file_key),
+                    first..end,
+                    0,
+                    &mut out,
+                )?;
+            } else {
+                // Ranges (S3 clients read large objects as many ranges at once, each smaller
+                // than a segment): each segment is decoded once for all of them.
+                for s in first..end {
+                    let segment = inner.segments.get_or_decode(file_id, s, || {
+                        // Decoding is CPU-bound: one segment per core at a time, one thread
+                        // each, bounds the buffers every concurrent range read would hold.
+                        let _turn = inner.handle.block_on(inner.decoders.acquire())?;
+                        let mut bytes = Vec::new();
+                        crate::net::read_placed(
+                            &inner.handle,
+                            inner.client.clone(),
+                            &manifest,
+                            placement.clone(),
+                            Some(&file_key),
+                            s..s + 1,
+                            1,
+                            &mut bytes,
+                        )?;
+                        Ok(bytes)
+                    })?;
+                    out.write_all(&segment)?;
+                    if out.len == 0 {
+                        break;
+                    }
+                }
+            }
             out.flush()?;
             anyhow::ensure!(out.len == 0, "the object ended {} bytes short", out.len);
             Ok(())
@@ -1356,5 +1456,105 @@ impl Gateway {
             std::fs::remove_file(self.meta_path(&file_id)).ok();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The slice of whole segments a range read writes is the range, whatever the writes'
+    /// sizes (the reference: slicing the whole).
+    #[test]
+    fn a_range_cut_from_whole_segments_is_exactly_the_range() {
+        let whole: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for (skip, len, chunk) in [
+            (0, 0, 7),
+            (0, 10_000, 4096),
+            (1, 1, 1),
+            (4095, 2, 4096),
+            (123, 9_000, 333),
+            (9_999, 1, 10_000),
+        ] {
+            let mut slice = SliceWriter {
+                skip,
+                len,
+                inner: Vec::new(),
+            };
+            for part in whole.chunks(chunk) {
+                slice.write_all(part).unwrap();
+            }
+            assert_eq!(slice.len, 0);
+            assert!(
+                slice.inner == whole[skip as usize..(skip + len) as usize],
+                "skip {skip} len {len} chunk {chunk}"
+            );
+        }
+    }
+
+    /// Concurrent range reads of one segment decode it once; a failed decode is not kept;
+    /// the oldest segment leaves when the cache is full.
+    #[test]
+    fn concurrent_readers_of_a_segment_decode_it_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let cache = SegmentCache::new(2);
+        let decodes = AtomicUsize::new(0);
+        let decode = |byte: u8| {
+            decodes.fetch_add(1, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Ok(vec![byte; 10])
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    let segment = cache.get_or_decode([1; 32], 0, || decode(7)).unwrap();
+                    assert_eq!(*segment, vec![7; 10]);
+                });
+            }
+        });
+        assert_eq!(decodes.load(SeqCst), 1);
+        assert!(
+            cache
+                .get_or_decode([2; 32], 0, || anyhow::bail!("a miner failed"))
+                .is_err()
+        );
+        assert_eq!(
+            *cache.get_or_decode([2; 32], 0, || decode(1)).unwrap(),
+            vec![1; 10]
+        );
+        assert_eq!(decodes.load(SeqCst), 2, "the failure was tried again");
+        cache.get_or_decode([3; 32], 0, || decode(3)).unwrap();
+        cache.get_or_decode([1; 32], 0, || decode(7)).unwrap();
+        assert_eq!(
+            decodes.load(SeqCst),
+            4,
+            "the first segment left the full cache"
+        );
+    }
+
+    #[test]
+    fn a_checksum_sent_is_checked_against_the_body() {
+        let body = b"the body";
+        let sums = Checksums {
+            sha256: Some("nope".into()),
+            ..Checksums::default()
+        };
+        let mut hasher = sums.hasher(None);
+        hasher.update(body);
+        let computed = hasher.finalize();
+        assert!(
+            computed.checksum_sha256.is_some(),
+            "the named sum is computed"
+        );
+        assert_eq!(
+            sums.check(&computed).unwrap_err().code(),
+            &S3ErrorCode::BadDigest
+        );
+        let right = Checksums {
+            sha256: computed.checksum_sha256.clone(),
+            ..Checksums::default()
+        };
+        right.check(&computed).unwrap();
     }
 }
