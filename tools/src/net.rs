@@ -560,16 +560,15 @@ fn failed_get(e: &dyn std::fmt::Display, fallbacks: &[String]) -> String {
 }
 
 /// Decodes the segments `segments` of the file of `manifest` from the nodes of `placement`
-/// into `out` (what a range read needs, and nothing else is fetched): the fetches that
-/// failed and were replaced by another fragment.
+/// into `out` (what a range read needs, and nothing else is fetched) on `threads` workers (0:
+/// one per core): the fetches that failed and were replaced by another fragment.
 pub fn read_placed(
     handle: &Handle,
     client: Arc<Client>,
     manifest: &Manifest,
     placement: Placement,
     file_key: Option<&cess_engine::codec::FileKey>,
-    segments: std::ops::Range<u64>,
-    threads: usize,
+    (segments, threads): (std::ops::Range<u64>, usize),
     out: &mut dyn std::io::Write,
 ) -> Result<Vec<String>> {
     let source = net_source(handle, client, manifest, placement, segments.end);

@@ -718,8 +718,7 @@ impl Gateway {
                     &manifest,
                     placement,
                     Some(&file_key),
-                    first..end,
-                    0,
+                    (first..end, 0),
                     &mut out,
                 )?;
             } else {
@@ -737,8 +736,7 @@ impl Gateway {
                             &manifest,
                             placement.clone(),
                             Some(&file_key),
-                            s..s + 1,
-                            1,
+                            (s..s + 1, 1),
                             &mut bytes,
                         )?;
                         Ok(bytes)
