@@ -113,5 +113,5 @@ fn consensus_suite_runs_quick() {
 
 #[test]
 fn e2e_suite_runs_quick() {
-    run_quick("e2e", &["put-1GiB-12-nodes", "restore-one-miner"]);
+    run_quick("e2e", &["put-1GiB-12-nodes", "restore-one-miner", "s3-put"]);
 }
