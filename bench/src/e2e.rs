@@ -1026,7 +1026,7 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
     let (file_mib, runs, segment_mib) = if options.quick {
         (32, 1, 4)
     } else {
-        (256, 3, 32)
+        (256, 5, 32)
     };
     let python = python_with_boto3()?;
     let binary = cess_binary()?;
@@ -1188,20 +1188,36 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
          validators on this machine; boto3 timed around its call (the gateway is up and \
          synced), each `cess` command as a whole process (it first syncs its replica)"
     );
+    let runs_of = |ours: &[f64], theirs: &[f64]| {
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "; runs (MiB/s): ours {}, baseline {}",
+            list(ours),
+            list(theirs)
+        )
+    };
+    let (put_runs, get_runs) = (runs_of(&s3_put, &cli_put), runs_of(&s3_get, &cli_get));
     let mut put = Case::from_runs(s3_put, cli_put);
     put.name = "s3-put".into();
     put.metric = "throughput";
     put.unit = "MiB/s";
     put.goal = Some(0.8);
     put.baseline = "cess put --key of the same file on the same network".into();
-    put.note =
-        format!("{note}; boto3 sends 8 MiB parts, staged by the gateway and stored once complete");
+    put.note = format!(
+        "{note}; boto3 sends 8 MiB parts, staged by the gateway and stored once \
+         complete{put_runs}"
+    );
     let mut get = Case::from_runs(s3_get, cli_get);
     get.name = "s3-get".into();
     get.metric = "throughput";
     get.unit = "MiB/s";
     get.goal = Some(0.8);
     get.baseline = "cess get --key of the same file on the same network".into();
-    get.note = format!("{note}; boto3 reads 8 MiB ranges on 10 threads");
+    get.note = format!("{note}; boto3 reads 8 MiB ranges on 10 threads{get_runs}");
     Ok(vec![put, get])
 }

@@ -592,8 +592,10 @@ impl Call {
             },
             26 => {
                 let owner = AccountId(r.array("owner")?);
-                // One level only: the inner call is one a delegate may make, refused by its
-                // kind before it is decoded, so no peer can nest `ForOwner`s deep.
+                // One level only: a nested `ForOwner` is refused by its kind byte before
+                // anything under it is read, so no peer can nest them deep; any other call a
+                // delegate may not make is refused once decoded (within the transaction's
+                // size bound).
                 let inner = r.u8("call kind")?;
                 if inner == 26 {
                     return Err(DecodeError::Invalid("call a delegate may not make"));

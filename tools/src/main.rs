@@ -554,7 +554,8 @@ enum KeysCommand {
         #[arg(long, default_value = "cess-gateway")]
         dir: PathBuf,
     },
-    /// Removes an access key: requests signed with it are refused at once.
+    /// Removes an access key: a running gateway refuses requests signed with it within a
+    /// second.
     Remove {
         access_key: String,
         #[arg(long, default_value = "cess-gateway")]

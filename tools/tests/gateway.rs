@@ -280,14 +280,51 @@ fn s3_clients_store_read_list_and_delete_through_the_gateway() {
 
     // What the gateway stored is owner A's, in its bucket, on the chain; nothing is left in
     // staging (the truncated upload included).
-    let files = ok(cess(
+    let files: serde_json::Value = serde_json::from_str(&ok(cess(
         &["chain", "--dir", "net/chain", "files", "--json"],
         dir,
+    )))
+    .unwrap();
+    let names: Vec<&str> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["names"].as_array().unwrap())
+        .filter_map(|n| n.as_str())
+        .collect();
+    for listed in [
+        "photos/sizes/104857600.bin",
+        "photos/tools/s3cmd.bin",
+        "photos/mine",
+    ] {
+        assert!(
+            names.contains(&listed),
+            "{listed} is not on the chain: {names:?}"
+        );
+    }
+
+    // A removed key is refused within a second, while the gateway runs.
+    ok(cess(
+        &["gateway", "keys", "remove", &key_b.0, "--dir", "gw"],
+        dir,
     ));
-    assert!(
-        files.contains("photos"),
-        "the files list their bucket: {files}"
-    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let refused = Command::new("s3cmd")
+        .args([
+            "--no-ssl",
+            &format!("--host=127.0.0.1:{port}"),
+            "--host-bucket=",
+            &format!("--access_key={}", key_b.0),
+            &format!("--secret_key={}", key_b.1),
+            "--region=us-east-1",
+            "--config=/dev/null",
+            "ls",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a removed key still works");
+    s3cmd(dir, port, &key_a, &["ls"]);
+
     let staging: Vec<_> = std::fs::read_dir(dir.join("gw/staging"))
         .unwrap()
         .filter_map(Result::ok)

@@ -135,6 +135,22 @@ page = a.list_objects_v2(Bucket="docs", MaxKeys=2)
 check("a page of 2", ([o["Key"] for o in page["Contents"]], page["IsTruncated"]), (["a/1", "a/2"], True))
 rest = a.list_objects_v2(Bucket="docs", MaxKeys=2, ContinuationToken=page["NextContinuationToken"])
 check("the next page", [o["Key"] for o in rest["Contents"]], ["a/b/3", "c"])
+# Pages with a delimiter: a common prefix is one entry, listed once across pages.
+for name in ["d/1", "d/2", "d/3", "e"]:
+    a.put_object(Bucket="docs", Key=name, Body=name.encode())
+seen, token = [], None
+while True:
+    args = {"Bucket": "docs", "Delimiter": "/", "MaxKeys": 1}
+    if token:
+        args["ContinuationToken"] = token
+    page = a.list_objects_v2(**args)
+    seen += [p["Prefix"] for p in page.get("CommonPrefixes", [])] + [o["Key"] for o in page.get("Contents", [])]
+    if not page["IsTruncated"]:
+        break
+    token = page["NextContinuationToken"]
+check("pages of one with a delimiter", seen, ["a/", "c", "d/", "e"])
+for name in ["d/1", "d/2", "d/3", "e"]:
+    a.delete_object(Bucket="docs", Key=name)
 
 # Copy, overwrite, delete.
 a.copy_object(Bucket="docs", Key="copy-of-c", CopySource={"Bucket": "docs", "Key": "c"})

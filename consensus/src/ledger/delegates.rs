@@ -1,6 +1,9 @@
 //! Delegates: accounts an owner lets act for it on its files (the seed's "authorize a gateway"
 //! step, CESS's `oss.authorize`). A delegate may read the owner's files from the miners that
-//! hold them; an S3 gateway is such a delegate. Each owner names at most
+//! hold them and, through `Call::ForOwner`, declare files in the owner's space, delete the
+//! owner's files and keep its buckets (what an S3 gateway does for its users); never move the
+//! owner's money, rent, or name other delegates. An owner authorizes only an account it
+//! trusts with its files. Each owner names at most
 //! [`DELEGATES_PER_OWNER_MAX`], so every check a node makes against the list is bounded.
 
 use super::tracked::Hashed;

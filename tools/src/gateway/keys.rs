@@ -166,13 +166,20 @@ pub fn remove(dir: &Path, access_key: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// The keys a running gateway knows, read again (at most once a second) when a request names
-/// one it does not: a key added while it runs works at once, and a flood of unknown ids
-/// costs one read a second.
+/// The keys as last read, when the file was last looked at, and its modification time then.
+type Loaded = (
+    HashMap<String, AccountId>,
+    Option<Instant>,
+    Option<std::time::SystemTime>,
+);
+
+/// The keys a running gateway knows, read again when the keys file changes (looked at, at
+/// most once a second, on a request): a key added or removed while the gateway runs counts
+/// within a second, and a flood of requests costs one `stat` a second.
 pub struct KeyTable {
     dir: PathBuf,
     master: Master,
-    keys: RwLock<(HashMap<String, AccountId>, Option<Instant>)>,
+    keys: RwLock<Loaded>,
 }
 
 impl KeyTable {
@@ -182,7 +189,7 @@ impl KeyTable {
         let table = KeyTable {
             dir: dir.to_path_buf(),
             master: Master::load_or_create(dir)?,
-            keys: RwLock::new((HashMap::new(), None)),
+            keys: RwLock::new((HashMap::new(), None, None)),
         };
         table.reload()?;
         Ok(table)
@@ -192,7 +199,14 @@ impl KeyTable {
         &self.master
     }
 
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.dir.join(KEYS_FILE))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     fn reload(&self) -> Result<()> {
+        let modified = self.modified();
         let mut map = HashMap::new();
         for key in load_keys(&self.dir)? {
             let secret = self.master.secret_for(&key.access_key);
@@ -204,23 +218,28 @@ impl KeyTable {
             }
             map.insert(key.access_key.clone(), key.owner_id()?);
         }
-        *self.keys.write().expect("keys lock") = (map, Some(Instant::now()));
+        *self.keys.write().expect("keys lock") = (map, Some(Instant::now()), modified);
         Ok(())
     }
 
-    /// The owner `access_key` acts for, reading the keys file again when it is unknown.
+    /// The owner `access_key` acts for, as the keys file says now.
     pub fn owner_of(&self, access_key: &str) -> Option<AccountId> {
-        if let Some(owner) = self.keys.read().expect("keys lock").0.get(access_key) {
-            return Some(*owner);
-        }
-        let stale = self
-            .keys
-            .read()
-            .expect("keys lock")
-            .1
-            .is_none_or(|at| at.elapsed() >= Self::RELOAD_EVERY);
-        if stale && let Err(e) = self.reload() {
-            tracing::warn!("reading the access keys again: {e:#}");
+        let (due, known) = {
+            let keys = self.keys.read().expect("keys lock");
+            (
+                keys.1.is_none_or(|at| at.elapsed() >= Self::RELOAD_EVERY),
+                keys.2,
+            )
+        };
+        if due {
+            if self.modified() != known {
+                if let Err(e) = self.reload() {
+                    // The keys stay as they were; the operator sees why.
+                    eprintln!("gateway: reading the access keys again: {e:#}");
+                }
+            } else {
+                self.keys.write().expect("keys lock").1 = Some(Instant::now());
+            }
         }
         self.keys
             .read()

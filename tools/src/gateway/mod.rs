@@ -45,6 +45,12 @@ use std::time::Duration;
 pub const GATEWAY_KEY: &str = "gateway.key";
 pub const STAGING_DIR: &str = "staging";
 pub const OBJECTS_DIR: &str = "objects";
+/// A multipart upload with no part for this long is dropped at the next start.
+const MULTIPART_IDLE_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Open S3 connections at most; one more is closed at once.
+const CONNECTIONS_MAX: usize = 256;
+/// From accept to the end of a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a gateway runs.
 #[derive(Debug, Clone)]
@@ -163,15 +169,26 @@ pub fn init(dir: &Path) -> Result<cess_consensus::AccountId> {
 /// Serves S3 on `options.listen` until interrupted.
 pub fn run(options: &Options) -> Result<()> {
     init(&options.dir)?;
-    // Uploads a previous run left half-done are gone: nothing of them was acknowledged.
+    // Bodies a previous run left half-staged are gone: nothing of them was acknowledged.
+    // Multipart uploads untouched for a week are dropped as S3's lifecycle rules would.
     let staging = options.dir.join(STAGING_DIR);
     for entry in std::fs::read_dir(&staging)? {
         let path = entry?.path();
-        if path
+        let name = path
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("put-"))
-        {
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("put-") {
             std::fs::remove_file(&path).ok();
+        } else if name.starts_with("mpu-") {
+            let idle = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if idle.is_some_and(|d| d > MULTIPART_IDLE_MAX) {
+                eprintln!("gateway: dropping the abandoned upload {name}");
+                std::fs::remove_dir_all(&path).ok();
+            }
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -238,14 +255,22 @@ pub fn run(options: &Options) -> Result<()> {
             listener.local_addr()?,
             options.dir.join(keys::KEYS_FILE).display()
         );
-        let http = hyper::server::conn::http1::Builder::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
         loop {
             let (socket, _) = tokio::select! {
                 accepted = listener.accept() => accepted?,
                 _ = tokio::signal::ctrl_c() => break,
             };
+            let Ok(slot) = open.clone().try_acquire_owned() else {
+                drop(socket);
+                continue;
+            };
             let (service, http, metrics) = (service.clone(), http.clone(), metrics.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let io = hyper_util::rt::TokioIo::new(socket);
                 let counted = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {

@@ -56,10 +56,45 @@ pub struct Inner {
 
 /// Decoded segments that concurrent range reads share: each is fetched and decoded once by
 /// the first reader that needs it while the others wait for it, and at most `capacity` are
-/// kept (oldest first out). A failed decode is not kept: the next reader tries again.
+/// kept (oldest first out). A failed (or panicked) decode is not kept: the next reader tries
+/// again. An entry is the plaintext of one reader identity ([`Reader`]: the owner, bucket and
+/// name its key is derived from), never shared with another: any account may co-own a file
+/// id on the ledger, and a co-owner's read must still need the key.
 pub struct SegmentCache {
     capacity: usize,
-    slots: std::sync::Mutex<std::collections::VecDeque<(Hash32, u64, Arc<Slot>)>>,
+    slots: std::sync::Mutex<std::collections::VecDeque<(Reader, u64, Arc<Slot>)>>,
+}
+
+/// Who reads a file: its id and the owner, bucket and name its key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    pub file_id: Hash32,
+    pub owner: AccountId,
+    pub bucket: String,
+    pub name: String,
+}
+
+/// Fills a slot whose decode did not finish (it panicked) with an error and takes it out of
+/// the cache, so its waiters wake and later readers decode again.
+struct Unfinished<'a> {
+    cache: &'a SegmentCache,
+    slot: &'a Arc<Slot>,
+    finished: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Ok(mut slots) = self.cache.slots.lock() {
+            slots.retain(|(_, _, s)| !Arc::ptr_eq(s, self.slot));
+        }
+        if let Ok(mut done) = self.slot.done.lock() {
+            *done = Some(Err("the segment's decode stopped".into()));
+        }
+        self.slot.ready.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -76,30 +111,36 @@ impl SegmentCache {
         }
     }
 
-    /// Segment `index` of file `file_id`, decoded by `decode` unless another reader has it
-    /// or is decoding it.
+    /// Segment `index` of the file `reader` reads, decoded by `decode` unless the same reader
+    /// has it or is decoding it.
     pub fn get_or_decode(
         &self,
-        file_id: Hash32,
+        reader: &Reader,
         index: u64,
         decode: impl FnOnce() -> anyhow::Result<Vec<u8>>,
     ) -> anyhow::Result<Arc<Vec<u8>>> {
         let (slot, mine) = {
             let mut slots = self.slots.lock().expect("cache lock");
-            match slots.iter().find(|(f, i, _)| *f == file_id && *i == index) {
+            match slots.iter().find(|(r, i, _)| r == reader && *i == index) {
                 Some((_, _, slot)) => (slot.clone(), false),
                 None => {
                     let slot = Arc::new(Slot::default());
                     if slots.len() >= self.capacity {
                         slots.pop_front();
                     }
-                    slots.push_back((file_id, index, slot.clone()));
+                    slots.push_back((reader.clone(), index, slot.clone()));
                     (slot, true)
                 }
             }
         };
         if mine {
+            let mut guard = Unfinished {
+                cache: self,
+                slot: &slot,
+                finished: false,
+            };
             let outcome = decode().map(Arc::new).map_err(|e| format!("{e:#}"));
+            guard.finished = true;
             if outcome.is_err() {
                 self.slots
                     .lock()
@@ -367,7 +408,12 @@ struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
     metrics: Arc<super::Metrics>,
+    handle: Handle,
 }
+
+/// How long a GET waits for its client to take the next chunk before it gives up (and its
+/// turn): a client that stops reading holds no turn for ever.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -391,9 +437,16 @@ impl std::io::Write for ChannelWriter {
         self.metrics
             .sent_bytes
             .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::other("the client went away"))
+        match self
+            .handle
+            .block_on(tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Ok(chunk))))
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::other("the client went away")),
+            Err(_) => Err(std::io::Error::other(
+                "the client took nothing for 60 s: the read is dropped",
+            )),
+        }
     }
 }
 
@@ -427,6 +480,16 @@ impl futures_util::Stream for ChannelBody {
     type Item = Result<Bytes, std::io::Error>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
+    }
+}
+
+/// A listing's page size: S3's default and limit 1000, a negative one refused.
+fn max_keys(asked: Option<i32>) -> S3Result<usize> {
+    match asked {
+        None => Ok(LIST_KEYS_MAX),
+        Some(n) => usize::try_from(n)
+            .map(|n| n.min(LIST_KEYS_MAX))
+            .map_err(|_| s3_error!(InvalidArgument, "max-keys is not negative")),
     }
 }
 
@@ -488,7 +551,10 @@ impl Gateway {
                     since: brief.since,
                     state: file.state,
                 };
-                let rank = |f: &Found| (f.state != FileState::Pending, f.since, f.file_id);
+                // A readable file before one pending or lost; the newest of those.
+                let readable =
+                    |f: &Found| matches!(f.state, FileState::Active | FileState::Recovery { .. });
+                let rank = |f: &Found| (readable(f), f.since, f.file_id);
                 match out.get(&brief.name) {
                     Some(current) if rank(current) >= rank(&found) => {}
                     _ => {
@@ -507,30 +573,56 @@ impl Gateway {
             .ok_or_else(|| s3_error!(NoSuchKey))
     }
 
-    /// Every file of `owner` listed as `key` in `bucket` but `keep`: what an overwrite
-    /// replaced.
-    fn replaced(&self, owner: &AccountId, bucket: &str, key: &str, keep: &Hash32) -> Vec<Hash32> {
+    /// Every file of `owner` listed as `key` in `bucket`.
+    fn listed_as(&self, owner: &AccountId, bucket: &str, key: &str) -> Vec<Hash32> {
         self.0.chain.ledger(|l| {
             l.files_of(owner)
+                .filter(|(_, f)| f.owners[owner].bucket == bucket && f.owners[owner].name == key)
+                .map(|(id, _)| *id)
+                .collect()
+        })
+    }
+
+    /// What the overwrite that stored `keep` replaced: the files listed under the same name
+    /// since no later than it, but never one still pending (another put of the name, in
+    /// flight: the later of the two replaces the earlier when it completes).
+    fn replaced(&self, owner: &AccountId, bucket: &str, key: &str, keep: &Hash32) -> Vec<Hash32> {
+        self.0.chain.ledger(|l| {
+            let Some(since) = l
+                .file(keep)
+                .and_then(|f| f.owners.get(owner))
+                .map(|o| o.since)
+            else {
+                return Vec::new();
+            };
+            l.files_of(owner)
                 .filter(|(id, f)| {
-                    *id != keep && f.owners[owner].bucket == bucket && f.owners[owner].name == key
+                    let brief = &f.owners[owner];
+                    *id != keep
+                        && brief.bucket == bucket
+                        && brief.name == key
+                        && brief.since <= since
+                        && f.state != FileState::Pending
                 })
                 .map(|(id, _)| *id)
                 .collect()
         })
     }
 
-    fn meta_path(&self, file_id: &Hash32) -> PathBuf {
+    /// An owner's record of one of its objects: per owner, as any account may co-own a file
+    /// id and must not see (or remove) another owner's ETag and content type.
+    fn meta_path(&self, owner: &AccountId, file_id: &Hash32) -> PathBuf {
         self.0
             .dir
             .join(OBJECTS_DIR)
+            .join(owner.to_string())
             .join(format!("{}.json", hex(file_id)))
     }
 
     /// The object's S3 metadata; an object whose gateway record is gone (another gateway
     /// put it, or the directory was lost) gets an ETag from its file id.
-    fn meta(&self, found: &Found) -> ObjectMeta {
-        std::fs::read(self.meta_path(&found.file_id))
+    fn meta(&self, owner: &AccountId, found: &Found) -> ObjectMeta {
+        std::fs::read(self.meta_path(owner, &found.file_id))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_else(|| ObjectMeta {
@@ -540,8 +632,11 @@ impl Gateway {
             })
     }
 
-    fn save_meta(&self, file_id: &Hash32, meta: &ObjectMeta) -> S3Result<()> {
-        let path = self.meta_path(file_id);
+    fn save_meta(&self, owner: &AccountId, file_id: &Hash32, meta: &ObjectMeta) -> S3Result<()> {
+        let path = self.meta_path(owner, file_id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(internal)?;
+        }
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(meta).map_err(internal)?).map_err(internal)?;
         std::fs::rename(&tmp, &path).map_err(internal)
@@ -560,6 +655,30 @@ impl Gateway {
     /// The most bytes one object may hold: what one storage order carries.
     fn object_bytes_max(&self) -> u64 {
         cess_consensus::tx::SEGMENTS_PER_ORDER_MAX as u64 * self.0.params.payload_bytes(true)
+    }
+
+    /// The most bytes a body may bring to staging for `owner`: one object, and no more than
+    /// the owner's free rented space takes (three fragment bytes per object byte), so a
+    /// client cannot fill the gateway's disk with what the owner could never store.
+    fn staging_bytes_max(&self, owner: &AccountId) -> S3Result<u64> {
+        let height_free = self.0.chain.ledger(|l| {
+            l.lease(owner)
+                .map(|lease| (l.height() <= lease.until, lease.free_bytes()))
+        });
+        let free_bytes = match height_free {
+            Some((true, free)) => free,
+            _ => {
+                return Err(s3_error!(
+                    AccessDenied,
+                    "owner {owner} has no lease running: it rents space first (`cess rent`)"
+                ));
+            }
+        };
+        let params = self.0.params;
+        let stored_per_byte = params.shard_count() as u64 / u64::from(params.data_shards);
+        Ok(self
+            .object_bytes_max()
+            .min(free_bytes / stored_per_byte.max(1)))
     }
 
     fn check_key(key: &str) -> S3Result<()> {
@@ -623,7 +742,7 @@ impl Gateway {
             hex(&report.file_id),
             started.elapsed().as_secs_f64()
         );
-        self.save_meta(&report.file_id, &meta)?;
+        self.save_meta(&owner, &report.file_id, &meta)?;
         for old in self.replaced(&owner, bucket, key, &report.file_id) {
             let call = Call::ForOwner {
                 owner,
@@ -631,7 +750,7 @@ impl Gateway {
             };
             match self.0.chain.submit(call).await {
                 Ok(_) => {
-                    std::fs::remove_file(self.meta_path(&old)).ok();
+                    std::fs::remove_file(self.meta_path(&owner, &old)).ok();
                 }
                 // The new object is stored; the old file stays listed behind it until the
                 // next overwrite or delete of the name removes it.
@@ -706,6 +825,12 @@ impl Gateway {
         };
         let gateway = self.clone();
         let whole = range.start == 0 && range.end == found.size_bytes;
+        let reader = Reader {
+            file_id,
+            owner,
+            bucket: bucket.to_string(),
+            name: key.to_string(),
+        };
         Ok(tokio::task::spawn_blocking(move || {
             use std::io::Write;
             let inner = &gateway.0;
@@ -725,7 +850,7 @@ impl Gateway {
                 // Ranges (S3 clients read large objects as many ranges at once, each smaller
                 // than a segment): each segment is decoded once for all of them.
                 for s in first..end {
-                    let segment = inner.segments.get_or_decode(file_id, s, || {
+                    let segment = inner.segments.get_or_decode(&reader, s, || {
                         // Decoding is CPU-bound: one segment per core at a time, one thread
                         // each, bounds the buffers every concurrent range read would hold.
                         let _turn = inner.handle.block_on(inner.decoders.acquire())?;
@@ -770,6 +895,7 @@ impl Gateway {
         let mut prefixes: Vec<CommonPrefix> = Vec::new();
         let mut last = None;
         let mut truncated = false;
+        let delimiter = delimiter.filter(|d| !d.is_empty());
         for (name, found) in objects
             .range::<str, _>((
                 after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
@@ -777,23 +903,36 @@ impl Gateway {
             ))
             .filter(|(name, _)| name.starts_with(prefix))
         {
+            // A page that ended on a common prefix resumes after everything under it.
+            if let (Some(after), Some(d)) = (after, delimiter)
+                && after.ends_with(d)
+                && name.starts_with(after)
+            {
+                continue;
+            }
+            let common = delimiter.and_then(|d| {
+                name[prefix.len()..]
+                    .find(d)
+                    .map(|at| &name[..prefix.len() + at + d.len()])
+            });
+            // A key folding into the prefix just listed is no new entry.
+            if let Some(common) = common
+                && prefixes.last().and_then(|p| p.prefix.as_deref()) == Some(common)
+            {
+                continue;
+            }
             if contents.len() + prefixes.len() >= max_keys {
                 truncated = true;
                 break;
             }
-            if let Some(d) = delimiter.filter(|d| !d.is_empty())
-                && let Some(at) = name[prefix.len()..].find(d)
-            {
-                let common = &name[..prefix.len() + at + d.len()];
-                if prefixes.last().and_then(|p| p.prefix.as_deref()) != Some(common) {
-                    prefixes.push(CommonPrefix {
-                        prefix: Some(common.to_string()),
-                    });
-                }
-                last = Some(name.clone());
+            if let Some(common) = common {
+                prefixes.push(CommonPrefix {
+                    prefix: Some(common.to_string()),
+                });
+                last = Some(common.to_string());
                 continue;
             }
-            let meta = self.meta(found);
+            let meta = self.meta(owner, found);
             contents.push(Object {
                 key: Some(name.clone()),
                 size: Some(found.size_bytes as i64),
@@ -930,7 +1069,7 @@ impl S3 for Gateway {
         let input = req.input;
         self.need_bucket(&owner, &input.bucket)?;
         Self::check_key(&input.key)?;
-        let _turn = self.0.requests.acquire().await.map_err(internal)?;
+        let bytes_max = self.staging_bytes_max(&owner)?;
         let declared = Declared {
             content_length: input.content_length,
             content_md5: input.content_md5.as_deref(),
@@ -949,10 +1088,12 @@ impl S3 for Gateway {
             declared,
             input.checksum_algorithm.as_ref(),
             req.trailing_headers.as_ref(),
-            self.object_bytes_max(),
+            bytes_max,
             &self.0.metrics.received_bytes,
         )
         .await?;
+        // The turn is taken once the body is here: a slow client holds no turn.
+        let _turn = self.0.requests.acquire().await.map_err(internal)?;
         let meta = ObjectMeta {
             etag: etag_of(&digest),
             content_type: input.content_type.clone(),
@@ -994,7 +1135,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let owner = self.owner(&req)?;
         let found = self.find(&owner, &req.input.bucket, &req.input.key)?;
-        let meta = self.meta(&found);
+        let meta = self.meta(&owner, &found);
         let mut response = S3Response::new(HeadObjectOutput {
             content_length: Some(found.size_bytes as i64),
             e_tag: Some(ETag::Strong(meta.etag)),
@@ -1044,6 +1185,7 @@ impl S3 for Gateway {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK_BYTES),
             metrics: self.0.metrics.clone(),
+            handle: self.0.handle.clone(),
         };
         let length = range.end - range.start;
         let task = self.read(
@@ -1076,7 +1218,7 @@ impl S3 for Gateway {
                 tx.send(Err(std::io::Error::other(e))).await.ok();
             }
         });
-        let meta = self.meta(&found);
+        let meta = self.meta(&owner, &found);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(ChannelBody(rx))),
             content_length: Some(length as i64),
@@ -1136,9 +1278,7 @@ impl S3 for Gateway {
         let owner = self.owner(&req)?;
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let max_keys = input.max_keys.map_or(LIST_KEYS_MAX, |m| {
-            usize::try_from(m).unwrap_or(0).min(LIST_KEYS_MAX)
-        });
+        let max_keys = max_keys(input.max_keys)?;
         let after = input
             .continuation_token
             .clone()
@@ -1174,9 +1314,7 @@ impl S3 for Gateway {
         let owner = self.owner(&req)?;
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let max_keys = input.max_keys.map_or(LIST_KEYS_MAX, |m| {
-            usize::try_from(m).unwrap_or(0).min(LIST_KEYS_MAX)
-        });
+        let max_keys = max_keys(input.max_keys)?;
         let (contents, prefixes, next) = self.list(
             &owner,
             &input.bucket,
@@ -1216,7 +1354,7 @@ impl S3 for Gateway {
         self.need_bucket(&owner, &input.bucket)?;
         Self::check_key(&input.key)?;
         let found = self.find(&owner, from_bucket, from_key)?;
-        let source_meta = self.meta(&found);
+        let source_meta = self.meta(&owner, &found);
         let _turn = self.0.requests.acquire().await.map_err(internal)?;
         // The copy is encrypted under its own name's key: read back, then put anew.
         let path = self.staging(&format!("put-{}", Self::fresh_id()));
@@ -1332,13 +1470,29 @@ impl S3 for Gateway {
             },
         };
         let part = dir.join(format!("part-{:05}", input.part_number));
+        // Every part so far counts against what one object (and the owner's space) takes.
+        let staged_bytes: u64 = std::fs::read_dir(&dir)
+            .map_err(internal)?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let bytes_max = self
+            .staging_bytes_max(&owner)?
+            .checked_sub(staged_bytes)
+            .ok_or_else(|| s3_error!(EntityTooLarge, "the upload's parts exceed one object"))?;
+        // Each attempt at a part stages under its own name: a retry racing a slow first try
+        // never writes into the file the other renames.
         let (mut staged, _, digest, computed) = stage_body(
             input.body,
-            &part.with_extension("partial"),
+            &dir.join(format!(
+                "part-{:05}.{}.partial",
+                input.part_number,
+                Self::fresh_id()
+            )),
             declared,
             input.checksum_algorithm.as_ref(),
             req.trailing_headers.as_ref(),
-            self.object_bytes_max(),
+            bytes_max,
             &self.0.metrics.received_bytes,
         )
         .await?;
@@ -1445,13 +1599,13 @@ impl Gateway {
     /// Deletes every file of `owner` listed as `key` in `bucket` (none: nothing to do, as S3
     /// answers a delete of a missing key).
     async fn remove(&self, owner: AccountId, bucket: &str, key: &str) -> S3Result<()> {
-        for file_id in self.replaced(&owner, bucket, key, &[0; 32]) {
+        for file_id in self.listed_as(&owner, bucket, key) {
             let call = Call::ForOwner {
                 owner,
                 call: Box::new(Call::DeleteFile { file_id }),
             };
             self.0.chain.submit(call).await.map_err(chain_error)?;
-            std::fs::remove_file(self.meta_path(&file_id)).ok();
+            std::fs::remove_file(self.meta_path(&owner, &file_id)).ok();
         }
         Ok(())
     }
@@ -1503,10 +1657,16 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(50));
             Ok(vec![byte; 10])
         };
+        let reader = |file: u8| Reader {
+            file_id: [file; 32],
+            owner: AccountId([9; 32]),
+            bucket: "b".into(),
+            name: "n".into(),
+        };
         std::thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
-                    let segment = cache.get_or_decode([1; 32], 0, || decode(7)).unwrap();
+                    let segment = cache.get_or_decode(&reader(1), 0, || decode(7)).unwrap();
                     assert_eq!(*segment, vec![7; 10]);
                 });
             }
@@ -1514,20 +1674,41 @@ mod tests {
         assert_eq!(decodes.load(SeqCst), 1);
         assert!(
             cache
-                .get_or_decode([2; 32], 0, || anyhow::bail!("a miner failed"))
+                .get_or_decode(&reader(2), 0, || anyhow::bail!("a miner failed"))
                 .is_err()
         );
         assert_eq!(
-            *cache.get_or_decode([2; 32], 0, || decode(1)).unwrap(),
+            *cache.get_or_decode(&reader(2), 0, || decode(1)).unwrap(),
             vec![1; 10]
         );
         assert_eq!(decodes.load(SeqCst), 2, "the failure was tried again");
-        cache.get_or_decode([3; 32], 0, || decode(3)).unwrap();
-        cache.get_or_decode([1; 32], 0, || decode(7)).unwrap();
+        cache.get_or_decode(&reader(3), 0, || decode(3)).unwrap();
+        cache.get_or_decode(&reader(1), 0, || decode(7)).unwrap();
         assert_eq!(
             decodes.load(SeqCst),
             4,
             "the first segment left the full cache"
+        );
+        // Another owner of the same file id never gets this reader's plaintext.
+        let other = Reader {
+            owner: AccountId([8; 32]),
+            ..reader(1)
+        };
+        assert!(
+            cache
+                .get_or_decode(&other, 0, || anyhow::bail!(
+                    "its key does not open the file"
+                ))
+                .is_err()
+        );
+        // A decode that panics leaves an error for its waiters and nothing in the cache.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.get_or_decode(&reader(5), 0, || panic!("a bug"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(
+            *cache.get_or_decode(&reader(5), 0, || decode(5)).unwrap(),
+            vec![5; 10]
         );
     }
 
