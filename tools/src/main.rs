@@ -1047,8 +1047,8 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
         Command::Gateway(GatewayCommand::Init { dir }) => {
             let account = gateway::init(&dir)?;
             println!(
-                "gateway {account}
-(owners authorize it with `cess authorize {account}`;                  add their access keys with `cess gateway keys add --owner ACCOUNT`)"
+                "gateway {account}\n(owners authorize it with `cess authorize {account}`; add \
+                 their access keys with `cess gateway keys add --owner ACCOUNT`)"
             );
             Ok(())
         }
@@ -1078,10 +1078,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             let owner = files::parse_account(&owner)?;
             let (key, secret) = gateway::keys::add(&dir, owner)?;
             println!(
-                "access key {}
-secret key {}
-owner {owner}
-(the secret is shown this once)",
+                "access key {}\nsecret key {}\nowner {owner}\n(the secret is shown this once)",
                 key.access_key,
                 secret.as_str()
             );
