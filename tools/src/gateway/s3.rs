@@ -483,6 +483,24 @@ impl futures_util::Stream for ChannelBody {
     }
 }
 
+/// Whether a file in `state` can be read: Active, or in recovery (its holders left still give
+/// any 4 fragments of each segment); a pending or lost one is S3's `InvalidObjectState`, with
+/// the reason.
+fn readable(state: FileState) -> S3Result<()> {
+    match state {
+        FileState::Active | FileState::Recovery { .. } => Ok(()),
+        FileState::Pending => Err(s3_error!(
+            InvalidObjectState,
+            "the object's file is not Active yet: not every miner has reported its column"
+        )),
+        FileState::Lost { at } => Err(s3_error!(
+            InvalidObjectState,
+            "the object's file was lost at height {at}: too many fragments of a segment went \
+             unrebuilt"
+        )),
+    }
+}
+
 /// A listing's page size: S3's default and limit 1000, a negative one refused.
 fn max_keys(asked: Option<i32>) -> S3Result<usize> {
     match asked {
@@ -771,21 +789,7 @@ impl Gateway {
         range: std::ops::Range<u64>,
         out: Box<dyn std::io::Write + Send>,
     ) -> S3Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
-        match found.state {
-            FileState::Pending => {
-                return Err(s3_error!(
-                    InvalidObjectState,
-                    "the object's file is not Active yet: not every miner has reported its column"
-                ));
-            }
-            FileState::Lost { at } => {
-                return Err(s3_error!(
-                    InvalidObjectState,
-                    "the object's file was lost at height {at}: too many fragments of a segment went unrebuilt"
-                ));
-            }
-            FileState::Active | FileState::Recovery { .. } => {}
-        }
+        readable(found.state)?;
         let file_id = found.file_id;
         let located = self.0.chain.ledger(|l| {
             l.file(&file_id).map(|f: &FileInfo| {
@@ -1710,6 +1714,31 @@ mod tests {
             *cache.get_or_decode(&reader(5), 0, || decode(5)).unwrap(),
             vec![5; 10]
         );
+    }
+
+    #[test]
+    fn only_an_active_or_recovering_file_is_read() {
+        assert!(readable(FileState::Active).is_ok());
+        assert!(
+            readable(FileState::Recovery {
+                unheld: 2,
+                segments_at_risk: 0,
+                lost_at: None
+            })
+            .is_ok()
+        );
+        for state in [FileState::Pending, FileState::Lost { at: 7 }] {
+            let refused = readable(state).unwrap_err();
+            assert_eq!(refused.code(), &S3ErrorCode::InvalidObjectState);
+            assert!(
+                refused
+                    .message()
+                    .is_some_and(|m| m.contains("Active") || m.contains("lost"))
+            );
+        }
+        assert_eq!(max_keys(None).unwrap(), LIST_KEYS_MAX);
+        assert_eq!(max_keys(Some(5000)).unwrap(), LIST_KEYS_MAX);
+        assert!(max_keys(Some(-1)).is_err());
     }
 
     #[test]
