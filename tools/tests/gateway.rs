@@ -261,7 +261,12 @@ fn s3_clients_store_read_list_and_delete_through_the_gateway() {
     assert!(value("cess_gateway_objects_stored_total") >= 10.0);
     assert!(value("cess_gateway_objects_read_total") >= 5.0);
     assert!(value("cess_gateway_requests_total{class=\"4xx\"}") >= 10.0);
-    assert_eq!(value("cess_gateway_requests_total{class=\"5xx\"}"), 0.0);
+    assert_eq!(
+        value("cess_gateway_requests_total{class=\"5xx\"}"),
+        0.0,
+        "the gateway answered 5xx:\n{}",
+        log()
+    );
 
     // The 100 MiB object passed through without being held whole.
     let status =

@@ -211,10 +211,14 @@ fn timestamp(unix_ms: u64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms))
 }
 
-/// The ledger's refusal of a bucket or object call as the S3 error that says the same.
-fn chain_error(e: anyhow::Error) -> S3Error {
+/// How many times a put is run before its failure is answered.
+const PUT_ATTEMPTS: u32 = 2;
+
+/// The S3 error that says what the ledger said, when it refused a call (none: the failure
+/// was not a refusal).
+fn chain_error_code(e: &anyhow::Error) -> Option<S3ErrorCode> {
     let text = format!("{e:#}");
-    let code = [
+    [
         (
             "already has this bucket",
             S3ErrorCode::BucketAlreadyOwnedByYou,
@@ -229,7 +233,14 @@ fn chain_error(e: anyhow::Error) -> S3Error {
     ]
     .into_iter()
     .find(|(needle, _)| text.contains(needle))
-    .map_or(S3ErrorCode::InternalError, |(_, code)| code);
+    .map(|(_, code)| code)
+}
+
+/// The ledger's refusal of a bucket or object call as the S3 error that says the same; any
+/// other failure is the gateway's own (logged here, once).
+fn chain_error(e: anyhow::Error) -> S3Error {
+    let text = format!("{e:#}");
+    let code = chain_error_code(&e).unwrap_or(S3ErrorCode::InternalError);
     if code == S3ErrorCode::InternalError {
         eprintln!("gateway: {text}");
     }
@@ -722,7 +733,6 @@ impl Gateway {
         input: Input,
         meta: ObjectMeta,
     ) -> S3Result<Hash32> {
-        let gateway = self.clone();
         let upload = Upload {
             input,
             name: key.to_string(),
@@ -731,25 +741,40 @@ impl Gateway {
             spool_bytes_max: self.0.spool_bytes_max,
             in_flight_mib: self.0.in_flight_mib,
         };
-        let choice = KeyChoice {
-            given: Some(self.0.keys.master().object_key(&owner, bucket, key)),
-            ..KeyChoice::default()
-        };
         let started = std::time::Instant::now();
-        let report = tokio::task::spawn_blocking(move || {
-            let inner = &gateway.0;
-            crate::files::put(
-                &inner.handle,
-                &inner.chain,
-                inner.client.clone(),
-                &upload,
-                &choice,
-                inner.params,
-            )
-        })
-        .await
-        .map_err(internal)?
-        .map_err(chain_error)?;
+        let mut attempt = 1;
+        let report = loop {
+            let (gateway, upload) = (self.clone(), upload.clone());
+            let choice = KeyChoice {
+                given: Some(self.0.keys.master().object_key(&owner, bucket, key)),
+                ..KeyChoice::default()
+            };
+            let outcome = tokio::task::spawn_blocking(move || {
+                let inner = &gateway.0;
+                crate::files::put(
+                    &inner.handle,
+                    &inner.chain,
+                    inner.client.clone(),
+                    &upload,
+                    &choice,
+                    inner.params,
+                )
+            })
+            .await
+            .map_err(internal)?;
+            match outcome {
+                Ok(report) => break report,
+                // A put stopped by something passing (a miner's replica behind the order, a
+                // validator restarting) is run again once: the order is on the ledger and
+                // only what is missing is sent. A refusal by the ledger is answered at once.
+                Err(e) if attempt < PUT_ATTEMPTS && chain_error_code(&e).is_none() => {
+                    eprintln!("gateway: put {bucket}/{key} failed, trying again: {e:#}");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(chain_error(e)),
+            }
+        };
         self.0
             .metrics
             .objects_stored
