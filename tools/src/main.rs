@@ -508,32 +508,7 @@ enum GatewayCommand {
         dir: PathBuf,
     },
     /// Serves S3 until interrupted.
-    Run {
-        #[arg(long, default_value = "cess-gateway")]
-        dir: PathBuf,
-        #[arg(long, default_value = "cess-devnet")]
-        devnet: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        listen: std::net::SocketAddr,
-        /// Segment size of the objects it stores, MiB.
-        #[arg(long, default_value_t = 32)]
-        segment_mib: u32,
-        /// PUTs, GETs and copies running at once; the rest wait for a turn.
-        #[arg(long, default_value_t = 8)]
-        requests_max: usize,
-        /// Fragment MiB a PUT keeps in memory between its passes (more: it encodes twice).
-        #[arg(long, default_value_t = 256)]
-        spool_mib: u64,
-        /// Fragment MiB a PUT has in flight to the miners.
-        #[arg(long, default_value_t = 128)]
-        in_flight_mib: u32,
-        /// Loopback HTTP address for /metrics (its port in DIR/metrics-addr once running).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        metrics: std::net::SocketAddr,
-        /// Decoded segments range reads share (each a segment's size in memory).
-        #[arg(long, default_value_t = 4)]
-        segments_cached: usize,
-    },
+    Run(gateway::Options),
     /// The access keys (each acts for one owner account).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -1052,27 +1027,7 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             );
             Ok(())
         }
-        Command::Gateway(GatewayCommand::Run {
-            dir,
-            devnet,
-            listen,
-            segment_mib,
-            requests_max,
-            spool_mib,
-            in_flight_mib,
-            metrics,
-            segments_cached,
-        }) => gateway::run(&gateway::Options {
-            dir,
-            devnet,
-            listen,
-            segment_mib,
-            requests_max,
-            spool_mib,
-            in_flight_mib,
-            metrics,
-            segments_cached,
-        }),
+        Command::Gateway(GatewayCommand::Run(options)) => gateway::run(&options),
         Command::Gateway(GatewayCommand::Keys(KeysCommand::Add { owner, dir })) => {
             gateway::init(&dir)?;
             let owner = files::parse_account(&owner)?;

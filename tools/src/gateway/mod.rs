@@ -52,19 +52,32 @@ const CONNECTIONS_MAX: usize = 256;
 /// From accept to the end of a request's head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How a gateway runs.
-#[derive(Debug, Clone)]
+/// How a gateway runs (`cess gateway run`'s arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    #[arg(long, default_value = "cess-gateway")]
     pub dir: PathBuf,
+    #[arg(long, default_value = "cess-devnet")]
     pub devnet: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
+    /// Segment size of the objects it stores, MiB.
+    #[arg(long, default_value_t = 32)]
     pub segment_mib: u32,
+    /// PUTs, GETs and copies running at once; the rest wait for a turn.
+    #[arg(long, default_value_t = 8)]
     pub requests_max: usize,
+    /// Fragment MiB a PUT keeps in memory between its passes (more: it encodes twice).
+    #[arg(long, default_value_t = 256)]
     pub spool_mib: u64,
+    /// Fragment MiB a PUT has in flight to the miners.
+    #[arg(long, default_value_t = 128)]
     pub in_flight_mib: u32,
-    /// HTTP address of `/metrics` (its port in `DIR/metrics-addr` once running).
+    /// Loopback HTTP address for /metrics (its port in DIR/metrics-addr once running).
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub metrics: SocketAddr,
-    /// Decoded segments range reads share at most.
+    /// Decoded segments range reads share (each a segment's size in memory).
+    #[arg(long, default_value_t = 4)]
     pub segments_cached: usize,
 }
 
