@@ -21,6 +21,7 @@ pub mod curve;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod keys;
+pub mod pois;
 pub mod proof;
 pub mod tag;
 
@@ -126,6 +127,10 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Magic(what));
         }
         self.take(magic.len()).map(|_| ())
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(*self.array()?))
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
