@@ -10,6 +10,7 @@ mod e2e;
 mod engine;
 mod hostile;
 mod kernels;
+mod pois;
 mod proofs;
 mod report;
 mod transport;

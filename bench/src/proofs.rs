@@ -108,6 +108,7 @@ pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     if options.wants("tag-at-tagger") || options.wants("tag-at-tagger-vs-required-work") {
         cases.extend(tag_at_tagger_cases(options)?);
     }
+    cases.extend(crate::pois::run(options)?);
     Ok(cases)
 }
 

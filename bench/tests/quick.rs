@@ -90,6 +90,10 @@ fn proofs_suite_runs_quick() {
             "verify-10000-vs-1",
             "msm-blst-vs-arkworks",
             "pairing-blst-vs-arkworks",
+            "pois-label",
+            "pois-generate",
+            "pois-verify-commit",
+            "pois-verify-space",
         ],
     );
 }

@@ -266,12 +266,11 @@ fn a_miner_that_dropped_labels_or_sets_passes_space_challenges_at_the_written_ra
     let kept_share = 0.9;
     let kept = |file: usize, index: u32| {
         // A fixed, file-dependent tenth of the indices is dropped.
-        (index
+        !((index
             .wrapping_mul(2_654_435_761)
             .wrapping_add(file as u32 * 97)
             >> 8)
-            % 10
-            != 0
+            .is_multiple_of(10))
     };
     let measured_kept =
         (0..PARAMS.nodes()).filter(|&i| kept(0, i)).count() as f64 / f64::from(PARAMS.nodes());

@@ -99,7 +99,7 @@ pub fn generate(graph: &Graph, miner: &[u8; 32], file_index: u64) -> IdleFile {
 }
 
 /// Runs `work(i)` for every i < count on `threads` threads, each taking the next i.
-pub(crate) fn for_each_parallel(count: usize, threads: usize, work: impl Fn(usize) + Sync) {
+pub fn for_each_parallel(count: usize, threads: usize, work: impl Fn(usize) + Sync) {
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads.clamp(1, count.max(1)) {
