@@ -29,6 +29,9 @@ pub const FRAGMENTS_PER_SEGMENT_MAX: usize = 64;
 /// A tagger key of s = 8192 sectors (the most `cess-proofs` allows) is 393 KiB.
 pub const TAGGER_KEY_BYTES_MAX: usize = 400 << 10;
 pub const PROOF_BYTES_MAX: usize = 300 << 10;
+/// Largest PoIS proof (commit or space) a transaction carries; the ledger's PoIS parameters
+/// must keep their proofs under it.
+pub const IDLE_PROOF_BYTES_MAX: usize = 300 << 10;
 
 pub type Hash32 = [u8; 32];
 
@@ -177,6 +180,26 @@ pub enum Call {
         owner: AccountId,
         call: Box<Call>,
     },
+    /// The roots of the signer's next set of idle files (`cess_proofs::pois`), one
+    /// `FileCommitment` encoding per file, numbered from `first_file`.
+    CommitIdle {
+        first_file: u64,
+        commitments: Vec<[u8; 64]>,
+    },
+    /// The answer to a committed set's commit challenge (a `CommitProof` encoding).
+    ProveIdle {
+        first_file: u64,
+        proof: Vec<u8>,
+    },
+    /// Idle files the signer deleted to make room for user data.
+    ReplaceIdle {
+        files: Vec<u64>,
+    },
+    /// The answer to the signer's space audit of `round` (a `SpaceProof` encoding).
+    SubmitSpaceProof {
+        round: u64,
+        proof: Vec<u8>,
+    },
 }
 
 /// What a validator signed twice: two votes of one kind, or two proposals, for one height and
@@ -306,6 +329,10 @@ impl Call {
             Call::CreateBucket { .. } => 24,
             Call::DeleteBucket { .. } => 25,
             Call::ForOwner { .. } => 26,
+            Call::CommitIdle { .. } => 27,
+            Call::ProveIdle { .. } => 28,
+            Call::ReplaceIdle { .. } => 29,
+            Call::SubmitSpaceProof { .. } => 30,
         }
     }
 
@@ -348,6 +375,10 @@ impl Call {
             Call::CreateBucket { .. } => "create_bucket",
             Call::DeleteBucket { .. } => "delete_bucket",
             Call::ForOwner { .. } => "for_owner",
+            Call::CommitIdle { .. } => "commit_idle",
+            Call::ProveIdle { .. } => "prove_idle",
+            Call::ReplaceIdle { .. } => "replace_idle",
+            Call::SubmitSpaceProof { .. } => "submit_space_proof",
         }
     }
 
@@ -454,6 +485,27 @@ impl Call {
             Call::ForOwner { owner, call } => {
                 w.fixed(&owner.0);
                 call.encode(w);
+            }
+            Call::CommitIdle {
+                first_file,
+                commitments,
+            } => {
+                w.u64(*first_file).count(commitments.len());
+                for commitment in commitments {
+                    w.fixed(commitment);
+                }
+            }
+            Call::ProveIdle { first_file, proof } => {
+                w.u64(*first_file).bytes(proof);
+            }
+            Call::ReplaceIdle { files } => {
+                w.count(files.len());
+                for file in files {
+                    w.u64(*file);
+                }
+            }
+            Call::SubmitSpaceProof { round, proof } => {
+                w.u64(*round).bytes(proof);
             }
         }
     }
@@ -609,6 +661,32 @@ impl Call {
                     call: Box::new(call),
                 }
             }
+            27 => {
+                let first_file = r.u64("first idle file")?;
+                let count = r.count(256, 64, "idle commitments")?;
+                let commitments = (0..count)
+                    .map(|_| r.array("idle commitment"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Call::CommitIdle {
+                    first_file,
+                    commitments,
+                }
+            }
+            28 => Call::ProveIdle {
+                first_file: r.u64("first idle file")?,
+                proof: r.bytes(IDLE_PROOF_BYTES_MAX, "idle proof")?.to_vec(),
+            },
+            29 => {
+                let count = r.count(crate::ledger::IDLE_REPLACE_FILES_MAX, 8, "idle files")?;
+                let files = (0..count)
+                    .map(|_| r.u64("idle file"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Call::ReplaceIdle { files }
+            }
+            30 => Call::SubmitSpaceProof {
+                round: r.u64("round")?,
+                proof: r.bytes(IDLE_PROOF_BYTES_MAX, "space proof")?.to_vec(),
+            },
             _ => return Err(DecodeError::Invalid("call kind")),
         };
         Ok(call)

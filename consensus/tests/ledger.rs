@@ -1438,7 +1438,14 @@ fn fragments_deleted_leave_open_audits_but_a_reported_loss_does_not() {
     let kept = store_file(&mut chain, &mut storage, 41, 1);
     let deleted = store_file(&mut chain, &mut storage, 42, 1);
     let audits = next_audits(&mut chain);
-    let (round, miner, tagger) = audits[0];
+    // A miner that holds a fragment of both files (placement follows the chain's randomness).
+    let (round, miner, tagger) = *audits
+        .iter()
+        .find(|(_, miner, _)| {
+            let i = chain.index_of(miner);
+            chain.holders(&kept).contains(&i) && chain.holders(&deleted).contains(&i)
+        })
+        .expect("with 12 of 13 miners per file, most hold both");
     let i = chain.index_of(&miner);
     let column = chain.holders(&kept).iter().position(|&h| h == i).unwrap();
     let before = chain.ledger.challenge(round, &miner, &tagger).unwrap();

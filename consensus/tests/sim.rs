@@ -156,7 +156,7 @@ fn a_seed_replays_the_same_run() {
         config.byzantine = vec![(2, Byzantine::DoubleVote)];
         config.drop_permille = 30;
         let mut sim = Sim::new(config);
-        sim.run_until(1_500);
+        sim.run_until(4_000);
         sim.finish()
     };
     let a = run(7);

@@ -96,14 +96,23 @@ impl Ledger {
             &[&self.randomness, &round.to_le_bytes()],
         );
         let mut opened = Vec::new();
+        // Miners drawn that have certified idle space: their space audits open too.
+        let mut drawn_idle = Vec::new();
         for (miner_id, miner) in &self.miners {
-            if miner.held.is_empty() {
+            let idle = self
+                .idle
+                .get(miner_id)
+                .is_some_and(|i| i.certified_files > 0);
+            if miner.held.is_empty() && !idle {
                 continue;
             }
             let draw = hash(b"cess-ledger/1 audit draw\0", &[&randomness, &miner_id.0]);
             let draw = u64::from_le_bytes(draw[..8].try_into().expect("8 bytes")) % 1000;
             if draw >= u64::from(self.params.audit_miners_permille) {
                 continue;
+            }
+            if idle {
+                drawn_idle.push(*miner_id);
             }
             for (tagger, held) in miner.held.iter() {
                 let entries: Vec<(Hash32, u64)> =
@@ -137,6 +146,7 @@ impl Ledger {
             });
             self.audits.insert(key, audit);
         }
+        self.open_space_audits(round, randomness, &drawn_idle);
     }
 
     /// Verify every well-signed proof transaction of a block that answers an open audit, as
@@ -381,7 +391,7 @@ impl Ledger {
 
     /// One more missed or failed audit in a row; at `audit_misses_max` the miner's data is
     /// handed to restoral orders (other miners rebuild it) and the count starts again.
-    fn audit_failed(&mut self, miner_id: AccountId, round: u64) {
+    pub(super) fn audit_failed(&mut self, miner_id: AccountId, round: u64) {
         let clock = self.rent_clock();
         let Some(miner) = self.miners.get_mut(&miner_id) else {
             return;

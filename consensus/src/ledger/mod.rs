@@ -38,6 +38,7 @@ macro_rules! check_eq {
 mod audit;
 mod buckets;
 mod delegates;
+mod idle;
 mod params;
 mod snapshot;
 mod space;
@@ -48,6 +49,9 @@ mod validators;
 pub use audit::Audit;
 pub use buckets::{BUCKETS_PER_OWNER_MAX, Buckets, check_bucket_name};
 pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
+pub use idle::{
+    IDLE_PENDING_SETS_MAX, IDLE_REPLACE_FILES_MAX, IdleSet, IdleSetState, IdleSpace, SpaceAudit,
+};
 pub use params::{
     GIB, Genesis, GenesisTagger, GenesisValidator, LOST_COUNTDOWN_CLAIMS, LedgerParams, TOKEN,
 };
@@ -208,6 +212,20 @@ pub enum TxError {
     AlreadySlashed,
     #[error("the candidate has too many unbondings waiting to be paid out")]
     TooManyUnbondings,
+    #[error("the miner is exiting")]
+    MinerNotActive,
+    #[error("idle set: {0}")]
+    BadIdleSet(&'static str),
+    #[error("{needed} bytes of idle, active and locked space would pass the {declared} declared")]
+    NoIdleRoom { needed: u64, declared: u64 },
+    #[error("no such idle set awaiting its proof")]
+    NoSuchIdleSet,
+    #[error("the commit challenge is fixed by the next block's randomness: not yet")]
+    IdleChallengeNotYet,
+    #[error("the set's proving window has passed")]
+    IdleCommitExpired,
+    #[error("a file of the set under an open space audit cannot be replaced before it closes")]
+    IdleUnderAudit,
 }
 
 impl TxError {
@@ -273,6 +291,56 @@ pub enum Event {
         reason: String,
     },
     ProofMissing {
+        round: u64,
+        miner: AccountId,
+        penalty: u128,
+    },
+    /// A set of idle files was committed; its challenge is fixed by the next block.
+    IdleCommitted {
+        miner: AccountId,
+        first_file: u64,
+    },
+    /// Its commit proof verified: the set's space is verified.
+    IdleCertified {
+        miner: AccountId,
+        first_file: u64,
+        files: u64,
+    },
+    /// Its commit proof did not verify: the set is dropped.
+    IdleRefused {
+        miner: AccountId,
+        first_file: u64,
+        reason: String,
+    },
+    /// Idle files deleted to make room for user data.
+    IdleReplaced {
+        miner: AccountId,
+        files: u64,
+    },
+    /// A set no longer verified after a failed or missed space audit.
+    IdleDecertified {
+        miner: AccountId,
+        first_file: u64,
+        files: u64,
+    },
+    SpaceAuditOpened {
+        round: u64,
+        miner: AccountId,
+        first_file: u64,
+        deadline: u64,
+    },
+    SpaceProofValid {
+        round: u64,
+        miner: AccountId,
+        reward: u128,
+    },
+    SpaceProofInvalid {
+        round: u64,
+        miner: AccountId,
+        penalty: u128,
+        reason: String,
+    },
+    SpaceProofMissing {
         round: u64,
         miner: AccountId,
         penalty: u128,
@@ -378,6 +446,12 @@ pub struct Ledger {
     leases: Tracked<AccountId, Lease>,
     delegates: Tracked<AccountId, Delegates>,
     buckets: Tracked<AccountId, Buckets>,
+    /// Idle sets by (miner, first file), and each miner's idle space (`idle.rs`).
+    idle_sets: Tracked<(AccountId, u64), IdleSet>,
+    idle: Tracked<AccountId, IdleSpace>,
+    /// Sets committed in the last block, whose challenge the next block's randomness fixes
+    /// (derived: the sets without randomness).
+    idle_awaiting: Vec<(AccountId, u64)>,
     /// Delegate → the owners that authorized it (derived from `delegates`).
     delegated: BTreeMap<AccountId, BTreeSet<AccountId>>,
     validator_keys: BTreeSet<[u8; 48]>,
@@ -449,6 +523,9 @@ impl Ledger {
             leases: Tracked::new(b"leases"),
             delegates: Tracked::new(b"delegates"),
             buckets: Tracked::new(b"buckets"),
+            idle_sets: Tracked::new(b"idle sets"),
+            idle: Tracked::new(b"idle"),
+            idle_awaiting: Vec::new(),
             delegated: BTreeMap::new(),
             validator_keys: BTreeSet::new(),
             unbonding_due: BTreeSet::new(),
@@ -684,6 +761,7 @@ impl Ledger {
             b"cess-ledger/1 randomness\0",
             &[&self.randomness, &info.vrf_output],
         );
+        self.fix_idle_challenges();
         self.credit_commit_signers(&info.last_commit);
         self.open_audit_round();
 
@@ -696,6 +774,7 @@ impl Ledger {
         }
 
         self.close_missed_audits();
+        self.close_missed_space_audits();
         self.expire_restoral_claims();
         self.expire_lost_countdowns();
         self.expire_pending_orders();
@@ -812,6 +891,16 @@ impl Ledger {
             Call::SetValidatorEndpoint { endpoint } => {
                 self.set_validator_endpoint(signer, endpoint)?
             }
+            Call::CommitIdle {
+                first_file,
+                commitments,
+            } => self.commit_idle(signer, *first_file, commitments)?,
+            Call::ProveIdle { first_file, proof } => self.prove_idle(signer, *first_file, proof)?,
+            Call::ReplaceIdle { files } => self.replace_idle(signer, files)?,
+            Call::SubmitSpaceProof { round, proof } => {
+                let refund = self.params.min_fee(tx).min(tx.fee);
+                self.submit_space_proof(signer, *round, proof, refund)?
+            }
             Call::CreateBucket { name } => self.create_bucket(signer, name)?,
             Call::DeleteBucket { name } => self.delete_bucket(signer, name)?,
             Call::ForOwner { owner, call } => {
@@ -894,6 +983,8 @@ impl Ledger {
             self.leases.digest().checksum(),
             self.delegates.digest().checksum(),
             self.buckets.digest().checksum(),
+            self.idle_sets.digest().checksum(),
+            self.idle.digest().checksum(),
         ];
         self.root_over(&tables)
     }
@@ -912,11 +1003,13 @@ impl Ledger {
             self.leases.digest_from_scratch().checksum(),
             self.delegates.digest_from_scratch().checksum(),
             self.buckets.digest_from_scratch().checksum(),
+            self.idle_sets.digest_from_scratch().checksum(),
+            self.idle.digest_from_scratch().checksum(),
         ];
         self.root_over(&tables)
     }
 
-    fn root_over(&self, tables: &[[u8; 32]; 10]) -> Hash32 {
+    fn root_over(&self, tables: &[[u8; 32]; 12]) -> Hash32 {
         let mut w = Writer::new();
         w.fixed(&self.chain_id)
             .u64(self.height)

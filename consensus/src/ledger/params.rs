@@ -4,6 +4,7 @@ use crate::codec::{DecodeError, Reader, Writer, hash};
 use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, VALIDATOR_SIGNATURE_BYTES};
 use crate::tx::{Call, Hash32, Transaction};
 use cess_proofs::ChallengeParams;
+use cess_proofs::pois::PoisParams;
 
 /// One unit of account is 10⁻¹² token (a "pico"), as CESS counts.
 pub const TOKEN: u128 = 1_000_000_000_000;
@@ -97,6 +98,15 @@ pub struct LedgerParams {
     /// loss honestly always costs less than the failed audit that would find it (see
     /// `Ledger::report_lost`): 0.1 token.
     pub penalty_lost: u128,
+    /// The idle files' shape and their proofs' (`cess_proofs::pois`): 8 MiB files, sets of
+    /// 16 ([`PoisParams::NETWORK`]).
+    pub pois: PoisParams,
+    /// A committed idle set must be proven within this many blocks of its commitment: 100.
+    pub pois_commit_blocks: u64,
+    /// Paid from the reward pool for a GiB of verified idle space for one block, at each valid
+    /// space proof: a quarter of the rent (idle space is worth less than stored data, and is
+    /// paid for by the network, not by owners).
+    pub idle_reward_per_gib_block: u128,
 }
 
 impl Default for LedgerParams {
@@ -133,6 +143,9 @@ impl Default for LedgerParams {
             restoral_expiries_max: 3,
             restoral_bar_blocks: 1200,
             penalty_lost: TOKEN / 10,
+            pois: PoisParams::NETWORK,
+            pois_commit_blocks: 100,
+            idle_reward_per_gib_block: TOKEN / 1_600_000,
         }
     }
 }
@@ -170,7 +183,15 @@ impl LedgerParams {
             .u32(self.restoral_claims_per_miner_max)
             .u32(self.restoral_expiries_max)
             .u64(self.restoral_bar_blocks)
-            .u128(self.penalty_lost);
+            .u128(self.penalty_lost)
+            .u8(self.pois.nodes_log2)
+            .u8(self.pois.layers)
+            .u8(self.pois.degree)
+            .u16(self.pois.files_per_set)
+            .u16(self.pois.commit_challenges_per_file)
+            .u16(self.pois.space_labels_per_file)
+            .u64(self.pois_commit_blocks)
+            .u128(self.idle_reward_per_gib_block);
     }
 
     /// The least fee `tx` must carry: a base, its bytes, the state entries its call may
@@ -201,12 +222,15 @@ impl LedgerParams {
             | Call::ClaimRestoral { .. }
             | Call::RentSpace { .. }
             | Call::Authorize { .. }
-            | Call::CreateBucket { .. } => 1,
+            | Call::CreateBucket { .. }
+            | Call::CommitIdle { .. } => 1,
             _ => 0,
         };
         // A proof's check and a BLS approval's check each cost two pairings.
         let proof = match &tx.call {
-            Call::SubmitProof { .. } => self.fee_proof,
+            Call::SubmitProof { .. } | Call::ProveIdle { .. } | Call::SubmitSpaceProof { .. } => {
+                self.fee_proof
+            }
             Call::RegisterTagger { approvals, .. } => {
                 self.fee_proof.saturating_mul(approvals.len() as u128)
             }
@@ -302,6 +326,18 @@ impl LedgerParams {
         if self.lease_releases_per_block_max == 0 {
             return Err("lease_releases_per_block_max must be at least 1");
         }
+        if self.pois.validate().is_err() {
+            return Err("pois: parameters outside their bounds");
+        }
+        if self.pois.commit_proof_bytes_max() > crate::tx::IDLE_PROOF_BYTES_MAX
+            || self.pois.space_proof_bytes_max() > crate::tx::IDLE_PROOF_BYTES_MAX
+        {
+            return Err("pois: its proofs would not fit a transaction");
+        }
+        // The challenge is fixed by the block after the commitment; the proof needs one more.
+        if self.pois_commit_blocks < 2 {
+            return Err("pois_commit_blocks must be at least 2");
+        }
         Ok(())
     }
 }
@@ -379,6 +415,16 @@ impl LedgerParams {
             restoral_expiries_max: r.u32("restoral expiries")?,
             restoral_bar_blocks: r.u64("restoral bar")?,
             penalty_lost: r.u128("penalty lost")?,
+            pois: PoisParams {
+                nodes_log2: r.u8("pois nodes")?,
+                layers: r.u8("pois layers")?,
+                degree: r.u8("pois degree")?,
+                files_per_set: r.u16("pois files per set")?,
+                commit_challenges_per_file: r.u16("pois commit challenges")?,
+                space_labels_per_file: r.u16("pois space labels")?,
+            },
+            pois_commit_blocks: r.u64("pois commit blocks")?,
+            idle_reward_per_gib_block: r.u128("idle reward")?,
         })
     }
 }

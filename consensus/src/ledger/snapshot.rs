@@ -18,6 +18,7 @@
 use super::audit::Audit;
 use super::buckets::{BUCKETS_PER_OWNER_MAX, Buckets};
 use super::delegates::Delegates;
+use super::idle::{IdleSet, IdleSetState, IdleSpace};
 use super::space::Lease;
 use super::storage::{
     FileInfo, FileState, FragmentInfo, FragmentPlace, HeldSets, Indexes, Miner, MinerState, Owner,
@@ -36,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Format of the snapshot body (bumped whenever a field is added).
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
 /// No list in a ledger is longer than this (the state lives in memory).
 const LIST_MAX: usize = u32::MAX as usize;
 
@@ -463,6 +464,14 @@ impl Ledger {
                 w.str(name).u64(*files);
             }
         });
+        table(&mut w, &self.idle_sets, |w, (miner, first), v| {
+            w.fixed(&miner.0).u64(*first);
+            v.encode(w);
+        });
+        table(&mut w, &self.idle, |w, k, v| {
+            w.fixed(&k.0);
+            v.encode(w);
+        });
         w.count(self.delegated.len());
         for (delegate, owners) in &self.delegated {
             w.fixed(&delegate.0);
@@ -668,6 +677,28 @@ impl Ledger {
             }
             Ok((owner, Buckets(names)))
         })?;
+        let idle_sets = read_table(&mut r, b"idle sets", 46, "idle sets", |r| {
+            let miner = account(r, "idle miner")?;
+            let first = r.u64("first idle file")?;
+            Ok(((miner, first), IdleSet::decode(r)?))
+        })?;
+        let idle = read_table(&mut r, b"idle", 32 + 8 + 4 + 8 + 16 + 8 + 1, "idle", |r| {
+            Ok((account(r, "idle miner")?, IdleSpace::decode(r)?))
+        })?;
+        // Derived: the sets whose challenge the next block fixes.
+        let idle_awaiting = idle_sets
+            .iter()
+            .filter(|(_, set)| {
+                matches!(
+                    set.state,
+                    IdleSetState::Committed {
+                        randomness: None,
+                        ..
+                    }
+                )
+            })
+            .map(|(key, _)| *key)
+            .collect();
         let delegated_count = r.count(LIST_MAX, 36, "delegated")?;
         let mut delegated = BTreeMap::new();
         for _ in 0..delegated_count {
@@ -720,6 +751,9 @@ impl Ledger {
             leases,
             delegates,
             buckets,
+            idle_sets,
+            idle,
+            idle_awaiting,
             delegated,
             validator_keys,
             unbonding_due,

@@ -556,6 +556,7 @@ impl Ledger {
     pub fn check_storage_invariants(&self) -> Result<(), String> {
         self.check_delegate_invariants()?;
         self.check_bucket_invariants()?;
+        self.check_idle_invariants()?;
         self.check_unbonding_invariants()?;
         self.check_validator_indexes()?;
         let mut locked: BTreeMap<AccountId, u64> = BTreeMap::new();
@@ -971,6 +972,11 @@ impl Ledger {
         {
             return Err(TxError::CoolingOff { until });
         }
+        if let Some(audit) = self.idle.get(&signer).and_then(|i| i.audit) {
+            return Err(TxError::CoolingOff {
+                until: audit.deadline + 1,
+            });
+        }
         // Its fragments still under restoral are paid for: `penalty_lost` each, at most one
         // missed audit's penalty (what hiding the loss would have cost), so leaving before the
         // network rebuilt them is never cheaper than waiting, and an honest leaver's
@@ -997,6 +1003,7 @@ impl Ledger {
             .binary_search(&signer)
             .expect("miners are indexed");
         self.indexes.miner_ids.remove(at);
+        self.forget_idle(&signer);
         self.credit(signer, miner.collateral);
         Ok(())
     }

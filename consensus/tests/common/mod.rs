@@ -35,6 +35,7 @@ pub fn test_params() -> LedgerParams {
         // Tests run many audit rounds without answering them; the rule has its own test.
         audit_misses_max: 1000,
         lease_grace_blocks: 5,
+        pois: cess_proofs::pois::PoisParams::TEST,
         ..LedgerParams::default()
     }
 }

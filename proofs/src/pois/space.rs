@@ -29,19 +29,45 @@ impl SpaceChallenge {
         randomness: &[u8; 32],
         sets: &[u64],
     ) -> Option<SpaceChallenge> {
+        let first_file = Self::pick_set(params, miner, round, randomness, sets)?;
+        Some(Self::for_set(params, miner, round, randomness, first_file))
+    }
+
+    /// The set [`SpaceChallenge::derive`] picks: what the ledger records when it opens the
+    /// audit (the miner's list of sets may change before the answer arrives).
+    pub fn pick_set(
+        params: &PoisParams,
+        miner: &[u8; 32],
+        round: u64,
+        randomness: &[u8; 32],
+        sets: &[u64],
+    ) -> Option<u64> {
         if sets.is_empty() {
             return None;
         }
-        let mut hasher = blake3::Hasher::new_keyed(&KEYS.space_challenge);
-        hasher.update(&params.encode());
-        hasher.update(miner);
-        hasher.update(&round.to_le_bytes());
-        hasher.update(randomness);
-        let mut xof = hasher.finalize_xof();
+        let mut xof = Self::stream(params, miner, round, randomness, b"set", None);
         let mut word = [0u8; 8];
         xof.fill(&mut word);
         // The bias of a 64-bit draw reduced modulo a set count below 2^32 is under 2^-32.
-        let first_file = sets[(u64::from_le_bytes(word) % sets.len() as u64) as usize];
+        Some(sets[(u64::from_le_bytes(word) % sets.len() as u64) as usize])
+    }
+
+    /// The indices opened in the set starting at `first_file`.
+    pub fn for_set(
+        params: &PoisParams,
+        miner: &[u8; 32],
+        round: u64,
+        randomness: &[u8; 32],
+        first_file: u64,
+    ) -> SpaceChallenge {
+        let mut xof = Self::stream(
+            params,
+            miner,
+            round,
+            randomness,
+            b"indices",
+            Some(first_file),
+        );
         let mask = params.nodes() - 1;
         let count = usize::from(params.files_per_set) * usize::from(params.space_labels_per_file);
         let indices = (0..count)
@@ -51,10 +77,30 @@ impl SpaceChallenge {
                 u32::from_le_bytes(word) & mask
             })
             .collect();
-        Some(SpaceChallenge {
+        SpaceChallenge {
             first_file,
             indices,
-        })
+        }
+    }
+
+    fn stream(
+        params: &PoisParams,
+        miner: &[u8; 32],
+        round: u64,
+        randomness: &[u8; 32],
+        what: &[u8],
+        first_file: Option<u64>,
+    ) -> blake3::OutputReader {
+        let mut hasher = blake3::Hasher::new_keyed(&KEYS.space_challenge);
+        hasher.update(&params.encode());
+        hasher.update(miner);
+        hasher.update(&round.to_le_bytes());
+        hasher.update(randomness);
+        hasher.update(what);
+        if let Some(first_file) = first_file {
+            hasher.update(&first_file.to_le_bytes());
+        }
+        hasher.finalize_xof()
     }
 
     /// The indices opened in file `offset` of the set.

@@ -1,0 +1,452 @@
+//! Idle space on the ledger (PoIS): certification by a proof of a challenge that did not exist
+//! at the commitment, space audits that pay verified idle space and penalise failed or missing
+//! answers, replacement by user data. Real idle files and real proofs (test parameters).
+
+mod common;
+
+use cess_consensus::ledger::{Event, IdleSetState, Ledger};
+use cess_consensus::{AccountId, Call, TxError};
+use cess_proofs::pois::commit::generate;
+use cess_proofs::pois::{
+    CommitChallenge, FileCommitment, Graph, IdleFile, prove_commit, prove_space,
+};
+use common::{Chain, test_params};
+
+const MINER_BYTES: u64 = 1 << 20;
+
+fn chain() -> Chain {
+    let mut chain = Chain::new(12, 4, test_params());
+    for i in 4..10 {
+        chain.register_miner(i, MINER_BYTES);
+    }
+    chain
+}
+
+/// Miner `i`'s idle files of the set starting at `first`.
+fn idle_set(chain: &Chain, i: usize, first: u64) -> Vec<IdleFile> {
+    let params = chain.ledger.params().pois;
+    let graph = Graph::new(&params);
+    (first..first + u64::from(params.files_per_set))
+        .map(|f| generate(&graph, &chain.id(i).0, f))
+        .collect()
+}
+
+fn commit_call(files: &[IdleFile]) -> Call {
+    Call::CommitIdle {
+        first_file: files[0].index,
+        commitments: files.iter().map(|f| f.commitment.encode()).collect(),
+    }
+}
+
+fn prove_call(ledger: &Ledger, miner: &AccountId, first: u64) -> Call {
+    let params = ledger.params().pois;
+    let challenge = ledger
+        .idle_commit_challenge(miner, first)
+        .expect("a fixed challenge");
+    Call::ProveIdle {
+        first_file: first,
+        proof: prove_commit(&Graph::new(&params), &miner.0, &challenge, 1).encode(),
+    }
+}
+
+/// Commits and certifies miner `i`'s set at `first`; its files.
+fn certify(chain: &mut Chain, i: usize, first: u64) -> Vec<IdleFile> {
+    let files = idle_set(chain, i, first);
+    chain.run(i, commit_call(&files)).unwrap();
+    chain.block(&[]);
+    let call = prove_call(&chain.ledger, &chain.id(i), first);
+    chain.run(i, call).unwrap();
+    files
+}
+
+/// Certifies a set at 0 for each miner of `miners`, all in the same blocks (so that their
+/// space audits open together); their files.
+fn certify_together(chain: &mut Chain, miners: &[usize]) -> Vec<Vec<IdleFile>> {
+    let sets: Vec<Vec<IdleFile>> = miners.iter().map(|&i| idle_set(chain, i, 0)).collect();
+    let txs: Vec<_> = miners
+        .iter()
+        .zip(&sets)
+        .map(|(&i, files)| chain.tx(i, commit_call(files)))
+        .collect();
+    chain.block(&txs);
+    chain.block(&[]);
+    let txs: Vec<_> = miners
+        .iter()
+        .map(|&i| chain.tx(i, prove_call(&chain.ledger, &chain.id(i), 0)))
+        .collect();
+    let outcome = chain.block(&txs);
+    assert!(outcome.receipts.iter().all(|r| r.is_ok()));
+    for &i in miners {
+        assert!(chain.ledger.idle_verified_bytes(&chain.id(i)) > 0);
+    }
+    sets
+}
+
+fn events(outcome: &cess_consensus::ledger::BlockOutcome) -> &[Event] {
+    &outcome.events
+}
+
+#[test]
+fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment() {
+    let mut chain = chain();
+    let params = chain.ledger.params().pois;
+    let miner = chain.id(4);
+    let files = idle_set(&chain, 4, 0);
+
+    // Sets are numbered in order from 0; one file per slot; within the declared space.
+    let mut skipped = files.clone();
+    skipped.iter_mut().for_each(|f| f.index += 100);
+    assert!(matches!(
+        chain.run(4, commit_call(&skipped)),
+        Err(TxError::BadIdleSet(_))
+    ));
+    assert!(matches!(
+        chain.run(4, commit_call(&files[1..])),
+        Err(TxError::BadIdleSet(_))
+    ));
+    assert!(matches!(
+        chain.run(10, commit_call(&files)),
+        Err(TxError::NotMiner)
+    ));
+
+    // A proof in the block of the commitment cannot exist: its challenge does not yet.
+    let commit = chain.tx(4, commit_call(&files));
+    let early_call = Call::ProveIdle {
+        first_file: 0,
+        proof: vec![0; 16],
+    };
+    let early = chain.tx_with(
+        4,
+        cess_consensus::tx::TxTerms {
+            nonce: commit.nonce + 1,
+            ..chain.tx(4, early_call.clone()).terms()
+        },
+        early_call,
+    );
+    let outcome = chain.block(&[commit, early]);
+    assert_eq!(outcome.receipts[0], Ok(()));
+    assert_eq!(outcome.receipts[1], Err(TxError::IdleChallengeNotYet));
+    assert!(chain.ledger.idle_commit_challenge(&miner, 0).is_none());
+    assert_eq!(
+        chain.ledger.idle_verified_bytes(&miner),
+        0,
+        "committed is not verified"
+    );
+    chain.block(&[]);
+    let challenge = chain.ledger.idle_commit_challenge(&miner, 0).unwrap();
+
+    // A proof of another challenge (one the miner could have guessed before) is judged and
+    // drops the set.
+    let guessed = CommitChallenge::derive(
+        &params,
+        &miner.0,
+        0,
+        &files.iter().map(|f| f.commitment).collect::<Vec<_>>(),
+        &[0; 32],
+    );
+    assert_ne!(guessed, challenge);
+    let wrong = prove_commit(&Graph::new(&params), &miner.0, &guessed, 1).encode();
+    // A proof that does not decode is refused without judgement (the set stays).
+    assert!(matches!(
+        chain.run(
+            4,
+            Call::ProveIdle {
+                first_file: 0,
+                proof: wrong[..100].to_vec()
+            }
+        ),
+        Err(TxError::BadProof(_))
+    ));
+    let tx = chain.tx(
+        4,
+        Call::ProveIdle {
+            first_file: 0,
+            proof: wrong,
+        },
+    );
+    let outcome = chain.block(&[tx]);
+    assert_eq!(outcome.receipts[0], Ok(()));
+    assert!(
+        events(&outcome)
+            .iter()
+            .any(|e| matches!(e, Event::IdleRefused { first_file: 0, .. }))
+    );
+    assert_eq!(chain.ledger.idle_sets(&miner).count(), 0);
+
+    // The numbers are used: the next set starts after them, and is certified.
+    let next = u64::from(params.files_per_set);
+    assert!(matches!(
+        chain.run(4, commit_call(&files)),
+        Err(TxError::BadIdleSet(_))
+    ));
+    certify(&mut chain, 4, next);
+    assert_eq!(chain.ledger.idle_verified_bytes(&miner), params.set_bytes());
+    let (_, set) = chain.ledger.idle_sets(&miner).next().unwrap();
+    assert_eq!(set.state, IdleSetState::Certified);
+
+    // Another miner cannot present the same roots as its own.
+    let other = chain.id(5);
+    let stolen = idle_set(&chain, 4, 0);
+    chain.run(5, commit_call(&stolen)).unwrap();
+    chain.block(&[]);
+    let challenge = chain.ledger.idle_commit_challenge(&other, 0).unwrap();
+    // What miner 5 can answer with: miner 4's labels.
+    let proof = prove_commit(&Graph::new(&params), &miner.0, &challenge, 1).encode();
+    let tx = chain.tx(
+        5,
+        Call::ProveIdle {
+            first_file: 0,
+            proof,
+        },
+    );
+    let outcome = chain.block(&[tx]);
+    assert!(
+        events(&outcome)
+            .iter()
+            .any(|e| matches!(e, Event::IdleRefused { .. }))
+    );
+    assert_eq!(chain.ledger.idle_verified_bytes(&other), 0);
+
+    // The proving window passes.
+    let later = idle_set(&chain, 5, next);
+    chain.run(5, commit_call(&later)).unwrap();
+    for _ in 0..chain.ledger.params().pois_commit_blocks + 1 {
+        chain.block(&[]);
+    }
+    let call = prove_call(&chain.ledger, &other, next);
+    assert_eq!(chain.run(5, call), Err(TxError::IdleCommitExpired));
+
+    // The state survives a snapshot.
+    let restored = Ledger::decode_snapshot(&chain.ledger.encode_snapshot()).unwrap();
+    assert_eq!(restored.root(), chain.ledger.root());
+    assert_eq!(restored.idle_space(&miner), chain.ledger.idle_space(&miner));
+}
+
+#[test]
+fn idle_space_fits_the_declared_space_with_the_data() {
+    let mut chain = chain();
+    let params = chain.ledger.params().pois;
+    let miner = chain.id(4);
+    // 1 MiB declared, 32 KiB sets: at most 4 sets pending at once, 32 in all.
+    let mut first = 0;
+    for _ in 0..4 {
+        chain
+            .run(4, commit_call(&idle_set(&chain, 4, first)))
+            .unwrap();
+        first += u64::from(params.files_per_set);
+    }
+    assert!(matches!(
+        chain.run(4, commit_call(&idle_set(&chain, 4, first))),
+        Err(TxError::BadIdleSet(_))
+    ));
+    // Declared space shrinks below what is committed: no more sets.
+    chain
+        .run(
+            4,
+            Call::UpdateMiner {
+                endpoint: "/ip4/127.0.0.1/udp/1/quic-v1".into(),
+                declared_bytes: 4 * params.set_bytes(),
+            },
+        )
+        .unwrap();
+    for first in (0..4).map(|s| s * u64::from(params.files_per_set)) {
+        let call = prove_call(&chain.ledger, &miner, first);
+        chain.run(4, call).unwrap();
+    }
+    assert_eq!(
+        chain.ledger.idle_verified_bytes(&miner),
+        4 * params.set_bytes()
+    );
+    assert!(matches!(
+        chain.run(4, commit_call(&idle_set(&chain, 4, first))),
+        Err(TxError::NoIdleRoom { .. })
+    ));
+}
+
+/// Runs blocks until space audits open; (miner, round) of each.
+fn next_space_audits(chain: &mut Chain) -> Vec<(AccountId, u64)> {
+    for _ in 0..20 {
+        let outcome = chain.block(&[]);
+        let opened: Vec<_> = outcome
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::SpaceAuditOpened { round, miner, .. } => Some((*miner, *round)),
+                _ => None,
+            })
+            .collect();
+        if !opened.is_empty() {
+            return opened;
+        }
+    }
+    panic!("no space audit opened in 20 blocks");
+}
+
+fn space_proof(chain: &Chain, miner: &AccountId, files: &[IdleFile], replaced: &[u64]) -> Call {
+    let params = chain.ledger.params().pois;
+    let (audit, challenge) = chain.ledger.space_challenge(miner).unwrap();
+    assert_eq!(audit.first_file, files[0].index);
+    let bytes: Vec<Option<&[u8]>> = files
+        .iter()
+        .map(|f| (!replaced.contains(&f.index)).then_some(&f.bytes[..]))
+        .collect();
+    Call::SubmitSpaceProof {
+        round: audit.round,
+        proof: prove_space(&params, &challenge, &bytes).encode(),
+    }
+}
+
+#[test]
+fn space_audits_pay_verified_idle_space_and_penalise_wrong_or_missing_answers() {
+    let mut chain = chain();
+    let sets = certify_together(&mut chain, &[4, 5, 6]);
+    let ids: Vec<AccountId> = (4..10).map(|i| chain.id(i)).collect();
+    let opened = next_space_audits(&mut chain);
+    let mut audited: Vec<AccountId> = opened.iter().map(|(m, _)| *m).collect();
+    audited.sort();
+    let mut expected = ids[..3].to_vec();
+    expected.sort();
+    // Every miner with verified idle space is audited (test parameters draw every miner); the
+    // miners with declared but unverified space are not, and earn nothing.
+    assert_eq!(audited, expected);
+    let collateral = |chain: &Chain, m: &AccountId| chain.ledger.miner(m).unwrap().collateral;
+    let before: Vec<u128> = ids.iter().map(|m| collateral(&chain, m)).collect();
+    let balances: Vec<u128> = ids
+        .iter()
+        .map(|m| chain.ledger.account(m).balance)
+        .collect();
+
+    // Miner 4 answers; miner 5 answers with a label it does not have; miner 6 is silent.
+    let good = chain.tx(4, space_proof(&chain, &ids[0], &sets[0], &[]));
+    let mut forged_files = sets[1].clone();
+    forged_files[0].bytes.iter_mut().for_each(|b| *b = 0);
+    let forged = chain.tx(5, space_proof(&chain, &ids[1], &forged_files, &[]));
+    let outcome = chain.block(&[good.clone(), forged]);
+    assert_eq!(outcome.receipts, vec![Ok(()), Ok(())]);
+    let reward = outcome
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::SpaceProofValid { miner, reward, .. } if *miner == ids[0] => Some(*reward),
+            _ => None,
+        })
+        .expect("miner 4's proof is valid");
+    let refund = chain.ledger.params().min_fee(&good);
+    assert!(
+        reward > refund,
+        "verified idle space earns: {reward} against the fee {refund}"
+    );
+    assert_eq!(
+        chain.ledger.account(&ids[0]).balance,
+        balances[0] - good.fee + reward
+    );
+    assert!(
+        outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::SpaceProofInvalid { miner, .. } if *miner == ids[1]))
+    );
+    assert!(collateral(&chain, &ids[1]) < before[1]);
+    assert_eq!(
+        chain.ledger.idle_verified_bytes(&ids[1]),
+        0,
+        "a failed set is no longer verified"
+    );
+    // A second answer to a closed audit is refused.
+    assert_eq!(
+        chain.run(4, space_proof_round(&chain, &ids[0])),
+        Err(TxError::NoAudit)
+    );
+
+    // The silent miner's audit closes at its deadline.
+    let mut missed = false;
+    for _ in 0..5 {
+        let outcome = chain.block(&[]);
+        missed |= outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::SpaceProofMissing { miner, .. } if *miner == ids[2]));
+    }
+    assert!(missed);
+    assert!(collateral(&chain, &ids[2]) < before[2]);
+    assert_eq!(chain.ledger.idle_verified_bytes(&ids[2]), 0);
+    for m in &ids[3..] {
+        assert_eq!(
+            chain.ledger.account(m).balance,
+            balances[ids.iter().position(|x| x == m).unwrap()]
+        );
+    }
+}
+
+fn space_proof_round(chain: &Chain, miner: &AccountId) -> Call {
+    let _ = miner;
+    Call::SubmitSpaceProof {
+        round: chain.ledger.height() / chain.ledger.params().audit_period_blocks,
+        proof: vec![],
+    }
+}
+
+/// Miner 4 answers its open space audits until none is open and the next block opens none.
+fn answer_open_audits(chain: &mut Chain, files: &[IdleFile], replaced: &[u64]) {
+    let miner = chain.id(4);
+    let period = chain.ledger.params().audit_period_blocks;
+    loop {
+        if chain.ledger.space_challenge(&miner).is_some() {
+            let call = space_proof(chain, &miner, files, replaced);
+            chain.run(4, call).unwrap();
+        } else if (chain.ledger.height() + 1).is_multiple_of(period) {
+            chain.block(&[]);
+        } else {
+            return;
+        }
+    }
+}
+
+#[test]
+fn replaced_idle_files_leave_the_verified_space_and_their_challenges() {
+    let mut chain = chain();
+    let params = chain.ledger.params().pois;
+    let miner = chain.id(4);
+    let files = certify(&mut chain, 4, 0);
+    answer_open_audits(&mut chain, &files, &[]);
+    chain
+        .run(4, Call::ReplaceIdle { files: vec![1, 2] })
+        .unwrap();
+    assert_eq!(
+        chain.ledger.idle_verified_bytes(&miner),
+        params.set_bytes() - 2 * params.file_bytes()
+    );
+    // Twice, unknown, another miner's: refused.
+    let files_kept = files.clone();
+    for (i, files) in [(4, vec![1]), (4, vec![3, 3]), (4, vec![99]), (5, vec![0])] {
+        answer_open_audits(&mut chain, &files_kept, &[1, 2]);
+        assert!(chain.run(i, Call::ReplaceIdle { files }).is_err());
+    }
+    let opened = next_space_audits(&mut chain);
+    assert_eq!(opened[0].0, miner);
+    // The set under audit: no file of it may be declared replaced now.
+    assert_eq!(
+        chain.run(4, Call::ReplaceIdle { files: vec![0] }),
+        Err(TxError::IdleUnderAudit)
+    );
+    // The answer covers the live files alone.
+    let call = space_proof(&chain, &miner, &files, &[1, 2]);
+    let tx = chain.tx(4, call);
+    let outcome = chain.block(&[tx]);
+    assert!(
+        outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::SpaceProofValid { .. })),
+        "{:?}",
+        outcome.events
+    );
+    // Every file replaced: the set is gone.
+    answer_open_audits(&mut chain, &files, &[1, 2]);
+    chain
+        .run(4, Call::ReplaceIdle { files: vec![0, 3] })
+        .unwrap();
+    assert_eq!(chain.ledger.idle_sets(&miner).count(), 0);
+    assert_eq!(chain.ledger.idle_verified_bytes(&miner), 0);
+    let _: Vec<FileCommitment> = files.iter().map(|f| f.commitment).collect();
+}
