@@ -424,28 +424,35 @@ fn replaced_idle_files_leave_the_verified_space_and_their_challenges() {
     }
     let opened = next_space_audits(&mut chain);
     assert_eq!(opened[0].0, miner);
-    // The set under audit: no file of it may be declared replaced now.
-    assert_eq!(
-        chain.run(4, Call::ReplaceIdle { files: vec![0] }),
-        Err(TxError::IdleUnderAudit)
-    );
-    // The answer covers the live files alone.
-    let call = space_proof(&chain, &miner, &files, &[1, 2]);
+    // A file of the set under audit declared replaced: it leaves the challenge, and the idle
+    // reward accrued until now is forfeited (a miner that lost files earns nothing for them by
+    // declaring them replaced when their set is drawn).
+    assert!(chain.ledger.idle_space(&miner).unwrap().audit.is_some());
+    chain.run(4, Call::ReplaceIdle { files: vec![0] }).unwrap();
+    assert_eq!(chain.ledger.idle_space(&miner).unwrap().reward_accrued, 0);
+    // The answer covers the live files alone; it earns its fee back and the reward of the one
+    // block since.
+    let call = space_proof(&chain, &miner, &files, &[0, 1, 2]);
     let tx = chain.tx(4, call);
+    let refund = chain.ledger.params().min_fee(&tx);
     let outcome = chain.block(&[tx]);
+    let reward = outcome
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::SpaceProofValid { reward, .. } => Some(*reward),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:?}", outcome.events));
+    let one_block =
+        (u128::from(params.file_bytes()) * chain.ledger.params().idle_reward_per_gib_block) >> 30;
     assert!(
-        outcome
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::SpaceProofValid { .. })),
-        "{:?}",
-        outcome.events
+        reward <= refund + one_block,
+        "{reward} against {refund} + {one_block}"
     );
     // Every file replaced: the set is gone.
-    answer_open_audits(&mut chain, &files, &[1, 2]);
-    chain
-        .run(4, Call::ReplaceIdle { files: vec![0, 3] })
-        .unwrap();
+    answer_open_audits(&mut chain, &files, &[0, 1, 2]);
+    chain.run(4, Call::ReplaceIdle { files: vec![3] }).unwrap();
     assert_eq!(chain.ledger.idle_sets(&miner).count(), 0);
     assert_eq!(chain.ledger.idle_verified_bytes(&miner), 0);
     let _: Vec<FileCommitment> = files.iter().map(|f| f.commitment).collect();

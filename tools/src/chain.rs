@@ -211,6 +211,11 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                         "declared_bytes": m.declared_bytes,
                         "active_bytes": m.active_bytes,
                         "locked_bytes": m.locked_bytes,
+                        "idle_verified_bytes": l.idle_verified_bytes(id),
+                        "idle_committed_sets": l.idle_space(id).map_or(0, |i| i.pending.len()),
+                        "idle_space_audit": l.idle_space(id).and_then(|i| i.audit).map(|a| json!({
+                            "round": a.round, "first_file": a.first_file, "deadline": a.deadline,
+                        })),
                         "collateral": m.collateral.to_string(),
                         "state": match m.state { MinerState::Active => "active".to_string(), MinerState::Exiting { since } => format!("exiting since {since}") },
                         "reputation": m.reputation,
@@ -221,15 +226,16 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
                 out = format!("{:#}\n", json!(rows));
             } else {
                 out += &format!(
-                    "{:<16} {:>14} {:>14} {:>12} {:<8} endpoint\n",
-                    "miner", "declared", "stored", "collateral", "state"
+                    "{:<16} {:>14} {:>14} {:>14} {:>12} {:<8} endpoint\n",
+                    "miner", "declared", "stored", "idle verified", "collateral", "state"
                 );
                 for (id, m) in l.miners() {
                     out += &format!(
-                        "{:<16} {:>14} {:>14} {:>12} {:<8} {}\n",
+                        "{:<16} {:>14} {:>14} {:>14} {:>12} {:<8} {}\n",
                         hex(&id.0[..8]),
                         m.declared_bytes,
                         m.active_bytes,
+                        l.idle_verified_bytes(id),
                         tokens(m.collateral),
                         if m.state == MinerState::Active {
                             "active"

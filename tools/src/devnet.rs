@@ -39,6 +39,18 @@ const DEVNET_AUDIT_MINERS_PERMILLE: u32 = 1000;
 /// A local network's blocks come every 500 ms at most: a restoral claim lasts 40 of them (20
 /// s), and a file at risk is lost (when it can no longer be decoded) a minute later.
 const DEVNET_RESTORAL_CLAIM_BLOCKS: u64 = 40;
+/// A local network's idle files: 1 MiB each (N = 2^15 labels, 4 layers, 8 parents), certified
+/// one at a time (8 openings, about 53 KiB of commit proof), 8 labels opened per space audit:
+/// labelled in about 40 ms, so that a devnet fills in seconds. The network's are 8 MiB files
+/// in sets of 16 (`PoisParams::NETWORK`).
+pub const DEVNET_POIS: cess_proofs::pois::PoisParams = cess_proofs::pois::PoisParams {
+    nodes_log2: 15,
+    layers: 4,
+    degree: 8,
+    files_per_set: 1,
+    commit_challenges_per_file: 8,
+    space_labels_per_file: 8,
+};
 /// The tagger's directory (its QUIC identity, `tagger.toml`, its log and pid).
 pub const TAGGER_DIR: &str = "tagger";
 
@@ -65,6 +77,8 @@ pub fn chain_source(dir: &Path) -> Result<crate::chain::ChainSource> {
 pub struct UpOptions {
     pub nodes: usize,
     pub store_mib: u64,
+    /// Idle space each miner fills and keeps verified at most, MiB (0: none).
+    pub idle_fill_mib: u64,
     /// Validators; 0 starts the nodes without a chain.
     pub validators: usize,
 }
@@ -141,6 +155,7 @@ fn create_chain(dir: &Path, options: &UpOptions, client: &NodeKey) -> Result<()>
         audit_period_blocks: Some(DEVNET_AUDIT_PERIOD_BLOCKS),
         audit_miners_permille: Some(DEVNET_AUDIT_MINERS_PERMILLE),
         restoral_claim_blocks: Some(DEVNET_RESTORAL_CLAIM_BLOCKS),
+        pois: Some(DEVNET_POIS),
         ..crate::validator::TestnetExtras::default()
     };
     let base = free_udp_ports(options.validators)?;
@@ -202,6 +217,7 @@ pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
             validators: validator_addrs,
             collateral_tokens: None,
             taggers: vec![tagger_addr.to_string()],
+            idle_fill_mib: Some(options.idle_fill_mib),
         });
     } else {
         if on_chain(dir) {
@@ -504,6 +520,8 @@ pub struct DemoOptions {
     /// Nodes stopped before the get.
     pub stop: usize,
     pub keep: bool,
+    /// Idle space each miner fills and gets verified first, MiB.
+    pub idle_fill_mib: u64,
 }
 
 /// A runtime, this network's client on its chain (the client key's account), and a
@@ -593,6 +611,7 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
             nodes: options.nodes,
             store_mib,
             validators: 4,
+            idle_fill_mib: options.idle_fill_mib,
         },
     )?;
     println!(
@@ -601,6 +620,37 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     mark("network up: 4 validators, a tagger, miners registered");
+    if options.idle_fill_mib > 0 {
+        let t0 = Instant::now();
+        let (_runtime, chain, _client) = chain_client(&options.dir)?;
+        let want =
+            (options.idle_fill_mib << 20) / DEVNET_POIS.set_bytes() * DEVNET_POIS.set_bytes();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let verified: Vec<u64> = chain.ledger(|l| {
+                l.miners()
+                    .map(|(id, _)| l.idle_verified_bytes(id))
+                    .collect()
+            });
+            if verified.len() >= options.nodes && verified.iter().all(|v| *v >= want) {
+                println!(
+                    "idle space: {} MiB generated, committed and verified (PoIS) on each of {}                      miners in {:.1} s; space audits challenge it from now on",
+                    want >> 20,
+                    verified.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "idle space not verified on every miner within 120 s: {:?} MiB",
+                    verified.iter().map(|v| v >> 20).collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        mark("idle space verified on every miner");
+    }
     let result = (|| -> Result<()> {
         let input = options.dir.join("input.bin");
         let t0 = Instant::now();

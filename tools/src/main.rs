@@ -63,6 +63,9 @@ enum Command {
         /// Keep the directory (stores, logs, manifests) afterwards.
         #[arg(long)]
         keep: bool,
+        /// Idle space (PoIS) each miner fills and gets verified before the put, MiB (0: none).
+        #[arg(long, default_value_t = 4)]
+        idle_fill_mib: u64,
     },
     /// Stores a file on the network: encodes it, orders space on the chain, sends fragment j
     /// of every segment to the miner the chain placed column j on, waits until it is Active.
@@ -435,6 +438,10 @@ enum DevnetCommand {
         /// Store file size per node, MiB.
         #[arg(long, default_value_t = 2048)]
         store_mib: u64,
+        /// Idle space (PoIS) each miner fills, gets verified and keeps proving, MiB at most
+        /// (0: none; the engine's reserve for user writes is never filled).
+        #[arg(long, default_value_t = 0)]
+        idle_fill_mib: u64,
         /// Nodes alone, writing by an owner's grant, with their list in nodes.txt: the
         /// baseline that shows what the chain costs a put.
         #[arg(long)]
@@ -588,6 +595,10 @@ enum NodeCommand {
         /// (repeatable; their tags are checked).
         #[arg(long = "tagger", requires = "genesis")]
         taggers: Vec<String>,
+        /// Idle space (PoIS) to fill and keep verified at most, MiB (default: all the room the
+        /// declared space leaves beside the data).
+        #[arg(long, requires = "genesis")]
+        idle_fill_mib: Option<u64>,
     },
     /// Runs the node until SIGINT or SIGTERM.
     Run {
@@ -731,6 +742,7 @@ fn run(cli: Cli) -> Result<()> {
             validators,
             collateral_tokens,
             taggers,
+            idle_fill_mib,
         }) => {
             let chain = match genesis {
                 Some(genesis) => Some(node::ChainSettings {
@@ -738,6 +750,7 @@ fn run(cli: Cli) -> Result<()> {
                     validators,
                     collateral_tokens,
                     taggers,
+                    idle_fill_mib,
                 }),
                 None => None,
             };
@@ -853,6 +866,7 @@ fn run(cli: Cli) -> Result<()> {
             segment_mib,
             stop,
             keep,
+            idle_fill_mib,
         } => devnet::demo(&devnet::DemoOptions {
             dir,
             nodes,
@@ -860,6 +874,7 @@ fn run(cli: Cli) -> Result<()> {
             segment_mib,
             stop,
             keep,
+            idle_fill_mib,
         }),
         Command::Put {
             file,
@@ -1096,11 +1111,13 @@ put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
             nodes,
             validators,
             store_mib,
+            idle_fill_mib,
             no_chain,
         }) => {
             let options = devnet::UpOptions {
                 nodes,
                 store_mib,
+                idle_fill_mib,
                 validators: if no_chain { 0 } else { validators },
             };
             let net = devnet::up(&dir, &options)?;

@@ -127,6 +127,8 @@ pub struct TestnetExtras {
     /// Blocks a restoral claim lasts (the lost-file countdown is three of them), when not
     /// the default.
     pub restoral_claim_blocks: Option<u64>,
+    /// The idle files' parameters, when not the network's.
+    pub pois: Option<cess_proofs::pois::PoisParams>,
 }
 
 /// Creates a network of `count` validators listening on consecutive UDP ports from
@@ -183,6 +185,7 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
         restoral_claim_blocks: extras
             .restoral_claim_blocks
             .unwrap_or(defaults.restoral_claim_blocks),
+        pois: extras.pois.unwrap_or(defaults.pois),
         ..defaults
     };
     params

@@ -14,7 +14,10 @@
 //!   decertifies the challenged set.
 //! - `ReplaceIdle`: idle files the miner deleted to make room for user data (the engine's
 //!   `replace_idle`); verified space moves from idle to active as the data is reported stored.
-//!   A file of the set under an open space audit cannot be declared replaced.
+//!   A file of the set under an open space audit may be declared replaced (an honest node can
+//!   replace a file just before the round draws its set); it then leaves the challenge, and the
+//!   idle reward accrued since the last valid space proof is forfeited, so that declaring lost
+//!   files replaced when their set is drawn earns nothing for the time they were not kept.
 
 use super::tracked::Hashed;
 use super::{Event, Ledger, TxError};
@@ -436,11 +439,10 @@ impl Ledger {
         let audited = space.audit.map(|a| a.first_file);
         // Checked in full first: nothing changes on a refusal.
         let mut seen = std::collections::BTreeSet::new();
+        let mut under_audit = false;
         for &file in files {
             let first = file - file % per_set;
-            if Some(first) == audited {
-                return Err(TxError::IdleUnderAudit);
-            }
+            under_audit |= Some(first) == audited;
             let live = self.idle_sets.get(&(signer, first)).is_some_and(|set| {
                 set.state == IdleSetState::Certified && set.files[(file - first) as usize].is_some()
             });
@@ -451,6 +453,12 @@ impl Ledger {
             }
         }
         self.accrue_idle_reward(&signer);
+        if under_audit {
+            self.idle
+                .get_mut(&signer)
+                .expect("checked above")
+                .reward_accrued = 0;
+        }
         for &file in files {
             let first = file - file % per_set;
             let set = self

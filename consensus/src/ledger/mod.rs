@@ -224,8 +224,6 @@ pub enum TxError {
     IdleChallengeNotYet,
     #[error("the set's proving window has passed")]
     IdleCommitExpired,
-    #[error("a file of the set under an open space audit cannot be replaced before it closes")]
-    IdleUnderAudit,
 }
 
 impl TxError {

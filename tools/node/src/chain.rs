@@ -69,6 +69,12 @@ pub const REPAIR_READS_PER_PEER_PERIOD: u32 = 16;
 /// [`ChainLink::summary`]).
 #[derive(Debug, Clone, Default)]
 pub struct LinkStatus {
+    /// Idle files generated and stored; commit proofs and space proofs made; space audits
+    /// that could not be answered (files missing or unreadable).
+    pub idle_files_generated: u64,
+    pub idle_commit_proofs: u64,
+    pub idle_space_proofs: u64,
+    pub idle_space_failures: u64,
     pub submitted: u64,
     pub included: u64,
     pub refused: u64,
@@ -232,6 +238,11 @@ impl ChainLink {
         &self.follower
     }
 
+    /// The node's core (held only for a decision or a report, never across I/O).
+    pub(crate) fn core(&self) -> &Mutex<NodeCore> {
+        &self.core
+    }
+
     /// Whether the chain lets `fragment_id` be written here now.
     pub fn check_write(&self, fragment_id: &[u8; 32], len_bytes: u64) -> Result<(), String> {
         let status = self.follower.status();
@@ -375,7 +386,7 @@ impl ChainLink {
         })
     }
 
-    fn me(&self) -> cess_consensus::AccountId {
+    pub(crate) fn me(&self) -> cess_consensus::AccountId {
         self.core.lock().expect("core lock").identity().account
     }
 
@@ -417,7 +428,7 @@ impl ChainLink {
         self.queue(actions);
     }
 
-    fn queue(&self, actions: Vec<Action>) {
+    pub(crate) fn queue(&self, actions: Vec<Action>) {
         for action in actions {
             // The receiver lives as long as the driver; after shutdown nothing is done.
             let _ = self.actions.send(action);
@@ -486,6 +497,15 @@ impl FragmentStore for ChainStore {
 
     async fn put(&self, id: [u8; 32], data: Self::WriteBuf) -> Result<(), StoreFault> {
         let len_bytes = data.len() as u64;
+        // A store full of idle files gives one up for the user's fragment, in one step.
+        match crate::idle_io::make_room(&self.link, &self.engine, id, &data).await {
+            Ok(true) => {
+                self.link.durable(id, len_bytes);
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("making room for fragment {}: {e}", hex(&id[..8])),
+        }
         self.engine.put(id, data).await?;
         // Durable now (the engine acknowledges after its journal commit).
         self.link.durable(id, len_bytes);
@@ -649,6 +669,34 @@ pub fn start(
                             engine.clone(),
                             status.clone(),
                             proof,
+                        ));
+                    }
+                    Action::GenerateIdle { first_file } => {
+                        tokio::spawn(crate::idle_io::generate(
+                            link.clone(),
+                            engine.clone(),
+                            status.clone(),
+                            first_file,
+                        ));
+                    }
+                    Action::ProveIdleCommit { first_file } => {
+                        tokio::spawn(crate::idle_io::prove_set(
+                            link.clone(),
+                            calls_tx.clone(),
+                            status.clone(),
+                            first_file,
+                        ));
+                    }
+                    Action::ProveSpace {
+                        round, first_file, ..
+                    } => {
+                        tokio::spawn(crate::idle_io::prove_space_audit(
+                            link.clone(),
+                            engine.clone(),
+                            calls_tx.clone(),
+                            status.clone(),
+                            round,
+                            first_file,
                         ));
                     }
                     Action::Delete(id) => match engine.0.delete(Key(id)).await {

@@ -44,6 +44,8 @@ pub enum ConfigError {
     ChainEnvAlone,
     #[error("CESS_NODE_TAGGERS needs a chain (CESS_NODE_GENESIS and CESS_NODE_VALIDATORS)")]
     TaggersWithoutChain,
+    #[error("CESS_NODE_IDLE_FILL_MIB needs a chain (CESS_NODE_GENESIS and CESS_NODE_VALIDATORS)")]
+    IdleWithoutChain,
     #[error("tagger {0:?} is not /ip4/…/udp/…/quic-v1/p2p/…")]
     BadTagger(String),
     #[error("{what} {value:?} is not a PeerId")]
@@ -142,6 +144,10 @@ pub struct ChainSettings {
     /// fragments stored here (their tags are checked, so none is trusted).
     #[serde(default)]
     pub taggers: Vec<String>,
+    /// Idle space (PoIS) the node fills and keeps verified at most, MiB (default: all the
+    /// room its declared space leaves beside the data; 0: none).
+    #[serde(default)]
+    pub idle_fill_mib: Option<u64>,
 }
 
 /// What one peer, and all peers together, may hold of the node (`[limits]` in `node.toml`).
@@ -319,6 +325,7 @@ impl NodeConfig {
                     validators,
                     collateral_tokens: None,
                     taggers: Vec::new(),
+                    idle_fill_mib: None,
                 });
             }
             (None, None, None) => {}
@@ -328,6 +335,17 @@ impl NodeConfig {
             match &mut self.chain {
                 Some(chain) => chain.taggers = list(v),
                 None => return Err(ConfigError::TaggersWithoutChain),
+            }
+        }
+        if let Some(v) = var("CESS_NODE_IDLE_FILL_MIB") {
+            let mib = v.parse().map_err(|_| ConfigError::Env {
+                name: "CESS_NODE_IDLE_FILL_MIB",
+                value: v.clone(),
+                expected: "a whole number of MiB",
+            })?;
+            match &mut self.chain {
+                Some(chain) => chain.idle_fill_mib = Some(mib),
+                None => return Err(ConfigError::IdleWithoutChain),
             }
         }
         if let Some(v) = var("CESS_NODE_WRITERS") {

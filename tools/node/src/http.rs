@@ -563,6 +563,12 @@ fn chain_json(c: &ChainSnapshot) -> serde_json::Value {
                 "tags_refused": d.tags_refused,
                 "rebuilt_fragments": d.rebuilt,
                 "rebuilds_failed": d.rebuilds_failed,
+                "idle": {
+                    "files_generated": d.idle_files_generated,
+                    "commit_proofs": d.idle_commit_proofs,
+                    "space_proofs": d.idle_space_proofs,
+                    "space_audits_unanswerable": d.idle_space_failures,
+                },
                 "check": d.check.as_ref().map(|c| serde_json::json!({
                     "started_unix_s": c.started_unix_s,
                     "with_proof": c.with_proof,
@@ -769,6 +775,25 @@ fn scrape_snapshot(s: &Snapshot, scrape: &mut Scrape<'_, '_>) {
         None,
         "result",
         &[("stored", d.rebuilt), ("failed", d.rebuilds_failed)],
+    );
+    scrape.counters(
+        "cess_node_idle_proofs",
+        "PoIS proofs made from the idle files: commitments answered, space audits answered, \
+         space audits that could not be answered (files missing or unreadable)",
+        None,
+        "kind",
+        &[
+            ("commit", d.idle_commit_proofs),
+            ("space", d.idle_space_proofs),
+            ("space_unanswerable", d.idle_space_failures),
+        ],
+    );
+    scrape.counters(
+        "cess_node_idle_files_generated",
+        "Idle files labelled and stored (PoIS)",
+        None,
+        "result",
+        &[("stored", d.idle_files_generated)],
     );
     scrape.counters(
         "cess_node_transactions",

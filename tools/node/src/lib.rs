@@ -24,6 +24,8 @@ pub mod chain;
 pub mod config;
 pub mod engine_store;
 pub mod http;
+pub mod idle;
+mod idle_io;
 pub mod proof_source;
 pub mod restore;
 pub mod service;
@@ -236,6 +238,20 @@ pub enum Action {
     /// and drop the ones that fail: they are rebuilt next, or reported lost. Asked after one
     /// of this node's proofs failed, and by the operator (`cess node check`).
     Check { proof: bool },
+    /// Generate the idle files of the set starting at `first_file` (`cess_proofs::pois`),
+    /// store each as a `Class::Idle` fragment with its number in its metadata, then tell the
+    /// core ([`NodeCore::idle_mut`]`.on_generated`, or `on_generation_failed`).
+    GenerateIdle { first_file: u64 },
+    /// Answer the commit challenge of the set at `first_file` (labelling it again) and submit
+    /// the proof.
+    ProveIdleCommit { first_file: u64 },
+    /// Answer the space audit of `round` on the set at `first_file` from the stored idle
+    /// files, before block `deadline`.
+    ProveSpace {
+        round: u64,
+        first_file: u64,
+        deadline: u64,
+    },
 }
 
 /// How much the node rebuilds and claims on its own.
@@ -312,6 +328,8 @@ pub struct NodeCore {
     /// Orders this node gave back as impossible to rebuild: never claimed again by it.
     given_back: BTreeSet<Hash32>,
     policy: RestorePolicy,
+    /// Idle space (`idle.rs`).
+    idle: idle::IdleCore,
 }
 
 impl NodeCore {
@@ -337,7 +355,22 @@ impl NodeCore {
             left: false,
             given_back: BTreeSet::new(),
             policy: RestorePolicy::default(),
+            idle: idle::IdleCore::default(),
         }
+    }
+
+    /// The same core with its idle files and policy.
+    pub fn with_idle(mut self, idle: idle::IdleCore) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    pub fn idle(&self) -> &idle::IdleCore {
+        &self.idle
+    }
+
+    pub fn idle_mut(&mut self) -> &mut idle::IdleCore {
+        &mut self.idle
     }
 
     /// The same core with another restore policy.
@@ -464,6 +497,7 @@ impl NodeCore {
         self.untagged.remove(fragment_id);
         self.deleting.remove(fragment_id);
         self.completing.remove(fragment_id);
+        self.idle.on_deleted(fragment_id);
     }
 
     /// The store lost `fragment_id` or it failed its check (and was dropped): it is missing
@@ -602,6 +636,13 @@ impl NodeCore {
             }
             actions.push(Action::Delete(*fragment_id));
         }
+        let mut idle_actions = Vec::new();
+        self.idle.on_block(ledger, &me, &mut idle_actions);
+        actions.extend(
+            idle_actions
+                .into_iter()
+                .filter(|a| !matches!(a, Action::Delete(id) if self.deleting.contains(id))),
+        );
         for action in &actions {
             if let Action::Delete(id) = action {
                 self.deleting.insert(*id);

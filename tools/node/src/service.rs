@@ -182,6 +182,37 @@ fn start_chain(
         })
         .partition(|(_, tagged)| *tagged);
     let stored: Vec<_> = stored.into_iter().map(|(f, _)| f).collect();
+    // Idle files never take the engine's reserve (one largest fragment per shard, kept for
+    // user writes), whatever the policy says.
+    let geometry = &store.superblock().geometry;
+    let idle_capacity = stats
+        .total_bytes
+        .saturating_sub(u64::from(geometry.shard_count) * geometry.max_object_bytes);
+    let idle_policy = crate::idle::IdlePolicy {
+        fill_bytes_max: chain
+            .idle_fill_mib
+            .map_or(u64::MAX, |mib| mib.saturating_mul(1 << 20)),
+        store_bytes_max: idle_capacity,
+    };
+    // Idle files, by the number in their metadata (one without is an orphan: deleted).
+    let mut idle_files = Vec::new();
+    for info in store.list().filter_map(|info| info.ok()) {
+        if info.class != Class::Idle {
+            continue;
+        }
+        match store
+            .meta(info.key)
+            .wait()
+            .ok()
+            .as_deref()
+            .and_then(crate::idle::parse_idle_meta)
+        {
+            Some(number) => idle_files.push((number, info.key.0)),
+            None => {
+                let _ = store.delete(info.key).wait();
+            }
+        }
+    }
     let untagged: Vec<_> = untagged.into_iter().map(|(f, _)| f).collect();
     println!(
         "miner {account} on chain {}: announcing {endpoint}, {} bytes, {} fragments in the \
@@ -228,7 +259,9 @@ fn start_chain(
     let status = Arc::new(Mutex::new(LinkStatus::default()));
     let link = crate::chain::start(
         follower,
-        NodeCore::new(identity, stored).untagged(untagged),
+        NodeCore::new(identity, stored)
+            .untagged(untagged)
+            .with_idle(crate::idle::IdleCore::new(idle_policy, idle_files)),
         EngineStore(store.clone()),
         key.clone(),
         validators,

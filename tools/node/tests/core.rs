@@ -5,14 +5,23 @@
 //! durable; fragments leave the stores when the ledger lets go of them; a restarted node
 //! reconciles its store with the ledger.
 
-use cess_consensus::ledger::{BlockInfo, FileState, GenesisTagger, Ledger, LedgerParams, TOKEN};
+use cess_consensus::ledger::{
+    BlockInfo, Event, FileState, GenesisTagger, Ledger, LedgerParams, TOKEN,
+};
 use cess_consensus::sim::genesis;
 use cess_consensus::tx::{Hash32, SegmentDecl};
 use cess_consensus::{AccountKey, Call, Transaction};
 use cess_node::{Action, NodeCore, NodeIdentity, WriteRefused};
+use cess_proofs::pois::commit::generate;
+use cess_proofs::pois::{Graph, prove_commit, prove_space};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
+
+fn sha(bytes: &[u8]) -> Hash32 {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
 
 const COLUMNS: usize = 3;
 const FRAGMENT: u64 = 1024;
@@ -39,6 +48,10 @@ struct Net {
     rebuilds_asked: Vec<(usize, Hash32, bool)>,
     /// Read-backs asked for, by node.
     checks_asked: Vec<usize>,
+    /// Idle files' bytes by key (the idle fragments of every store), for the proofs.
+    idle_bytes: BTreeMap<Hash32, Vec<u8>>,
+    /// Whether the nodes answer their space audits.
+    space_answered: bool,
     rng: ChaCha8Rng,
 }
 
@@ -93,6 +106,8 @@ impl Net {
             proofs_asked: Vec::new(),
             rebuilds_asked: Vec::new(),
             checks_asked: Vec::new(),
+            idle_bytes: BTreeMap::new(),
+            space_answered: true,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
@@ -165,6 +180,73 @@ impl Net {
                     self.rebuilds_asked.push((i, fragment_id, own));
                 }
                 Action::Check { .. } => self.checks_asked.push(i),
+                // The driver's work, done here at once: files generated into the store,
+                // proofs made from them.
+                Action::GenerateIdle { first_file } => {
+                    let params = self.ledger.params().pois;
+                    let graph = Graph::new(&params);
+                    let me = self.miners[i].id();
+                    let (mut files, mut commitments) = (Vec::new(), Vec::new());
+                    for number in first_file..first_file + u64::from(params.files_per_set) {
+                        let file = generate(&graph, &me.0, number);
+                        let key = sha(&file.bytes);
+                        self.stores[i].insert(key, file.bytes.len() as u64);
+                        self.idle_bytes.insert(key, file.bytes);
+                        files.push((number, key));
+                        commitments.push(file.commitment.encode());
+                    }
+                    let height = self.ledger.height();
+                    let actions = self.nodes[i].idle_mut().on_generated(
+                        height,
+                        first_file,
+                        files,
+                        commitments,
+                    );
+                    self.act(i, actions);
+                }
+                Action::ProveIdleCommit { first_file } => {
+                    let params = self.ledger.params().pois;
+                    let me = self.miners[i].id();
+                    let challenge = self.ledger.idle_commit_challenge(&me, first_file).unwrap();
+                    let proof = prove_commit(&Graph::new(&params), &me.0, &challenge, 1);
+                    self.queued.push((
+                        i,
+                        Call::ProveIdle {
+                            first_file,
+                            proof: proof.encode(),
+                        },
+                    ));
+                }
+                Action::ProveSpace {
+                    round, first_file, ..
+                } => {
+                    if !self.space_answered {
+                        continue;
+                    }
+                    let params = self.ledger.params().pois;
+                    let me = self.miners[i].id();
+                    let (_, challenge) = self.ledger.space_challenge(&me).unwrap();
+                    let (_, set) = self
+                        .ledger
+                        .idle_sets(&me)
+                        .find(|(f, _)| *f == first_file)
+                        .unwrap();
+                    let files: Vec<Option<&[u8]>> = set
+                        .files
+                        .iter()
+                        .enumerate()
+                        .map(|(offset, f)| {
+                            f.map(|_| {
+                                let key =
+                                    self.nodes[i].idle().files()[&(first_file + offset as u64)];
+                                &self.idle_bytes[&key][..]
+                            })
+                        })
+                        .collect();
+                    let proof = prove_space(&params, &challenge, &files).encode();
+                    self.queued
+                        .push((i, Call::SubmitSpaceProof { round, proof }));
+                }
             }
         }
     }
@@ -962,5 +1044,121 @@ fn a_claim_that_cannot_be_rebuilt_is_given_back_and_not_claimed_again() {
             "not claimed again: {:?}",
             net.queued
         );
+    }
+}
+
+/// Idle space under a seeded run: nodes fill what their policy allows with idle sets, get them
+/// certified, answer their space audits, give idle files up for data (reported on the ledger),
+/// lose a set they stop answering for, delete its files and fill the room again; a restarted
+/// node keeps every live idle file.
+#[test]
+fn nodes_fill_certify_and_keep_idle_space_and_give_it_up_for_data() {
+    let params = LedgerParams {
+        pois: cess_proofs::pois::PoisParams::TEST,
+        audit_period_blocks: 6,
+        audit_miners_permille: 1000,
+        audit_deadline_base_blocks: 3,
+        miner_cooling_off_blocks: 20,
+        ..params()
+    };
+    let pois = params.pois;
+    let mut net = Net::with_params(3, 21, params);
+    let policy = cess_node::idle::IdlePolicy {
+        fill_bytes_max: 2 * pois.set_bytes(),
+        store_bytes_max: u64::MAX,
+    };
+    net.nodes = std::mem::take(&mut net.nodes)
+        .into_iter()
+        .map(|n| n.with_idle(cess_node::idle::IdleCore::new(policy, [])))
+        .collect();
+    let mut valid = 0;
+    for _ in 0..40 {
+        let outcome = net.block(Vec::new());
+        for event in &outcome.events {
+            match event {
+                Event::SpaceProofValid { .. } => valid += 1,
+                Event::SpaceProofInvalid { .. } | Event::SpaceProofMissing { .. } => {
+                    panic!("an honest node failed a space audit: {event:?}")
+                }
+                Event::IdleRefused { .. } => panic!("an honest set was refused: {event:?}"),
+                _ => {}
+            }
+        }
+    }
+    assert!(valid >= 6, "space audits answered: {valid}");
+    for (i, m) in net.miners.iter().enumerate() {
+        assert_eq!(
+            net.ledger.idle_verified_bytes(&m.id()),
+            2 * pois.set_bytes(),
+            "node {i}"
+        );
+        assert_eq!(
+            net.nodes[i].idle().files().len(),
+            2 * usize::from(pois.files_per_set)
+        );
+        assert_eq!(net.stores[i].len(), 2 * usize::from(pois.files_per_set));
+    }
+
+    // Node 0 gives one idle file up for data (the driver's make_room): reported, and no
+    // longer verified.
+    let me = net.miners[0].id();
+    let (number, key) = net.nodes[0].idle().replaceable(&net.ledger, &me)[0];
+    net.stores[0].remove(&key);
+    net.nodes[0].idle_mut().on_replaced(number);
+    for _ in 0..4 {
+        net.block(Vec::new());
+    }
+    assert_eq!(
+        net.ledger.idle_verified_bytes(&me),
+        2 * pois.set_bytes() - pois.file_bytes()
+    );
+
+    // A restart keeps every live idle file.
+    let files: Vec<(u64, Hash32)> = net.nodes[0]
+        .idle()
+        .files()
+        .iter()
+        .map(|(n, k)| (*n, *k))
+        .collect();
+    let identity = net.nodes[0].identity().clone();
+    net.nodes[0] = NodeCore::new(identity, [])
+        .with_idle(cess_node::idle::IdleCore::new(policy, files.clone()));
+    net.block(Vec::new());
+    assert_eq!(
+        net.nodes[0].idle().files().len(),
+        files.len(),
+        "no live idle file deleted"
+    );
+
+    // Nodes stop answering: their sets are decertified one audit at a time, their files
+    // deleted, and new sets fill the room once they answer again.
+    net.space_answered = false;
+    let mut missed = 0;
+    for _ in 0..14 {
+        let outcome = net.block(Vec::new());
+        missed += outcome
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::SpaceProofMissing { .. }))
+            .count();
+    }
+    assert!(missed >= 3, "missed: {missed}");
+    net.space_answered = true;
+    for _ in 0..30 {
+        net.block(Vec::new());
+    }
+    for (i, m) in net.miners.iter().enumerate() {
+        let live: usize = net
+            .ledger
+            .idle_sets(&m.id())
+            .map(|(_, s)| s.live_files() as usize)
+            .sum();
+        assert_eq!(
+            net.nodes[i].idle().files().len(),
+            live,
+            "node {i} keeps its live files alone"
+        );
+        assert_eq!(net.stores[i].len(), live, "node {i}'s store");
+        assert!(live > 0, "node {i} filled its room again");
     }
 }

@@ -1,0 +1,327 @@
+//! The node's idle space (PoIS), sans-IO: which set to generate next, when to commit it, prove
+//! its commitment and answer space audits, which idle files to report replaced by user data
+//! and which to delete. The driver (`chain.rs`) generates the files into the engine as
+//! `Class::Idle` fragments, proves, and makes room for user data with the engine's
+//! `replace_idle`; this core only decides.
+//!
+//! The rule: an idle file stays in the store while its set is live on the ledger (committed or
+//! certified, the file not replaced), or while its set is being generated or committed by
+//! this node; everything else of class idle goes. A set is generated only when the ledger has
+//! room for it beside the data (certified + committed + active + locked ≤ declared) and the
+//! node's fill limit allows it.
+
+use crate::{Action, RESUBMIT_BLOCKS};
+use cess_consensus::ledger::{IDLE_PENDING_SETS_MAX, IdleSetState, Ledger, MinerState};
+use cess_consensus::tx::Hash32;
+use cess_consensus::{AccountId, Call};
+use std::collections::BTreeMap;
+
+/// How much a node fills with idle files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdlePolicy {
+    /// Idle bytes (certified and committed) the node aims for at most; `u64::MAX`: all the
+    /// room the ledger gives.
+    pub fill_bytes_max: u64,
+    /// What the store can hold of idle files and user data together: its size less the
+    /// engine's reserve for user writes.
+    pub store_bytes_max: u64,
+}
+
+impl Default for IdlePolicy {
+    fn default() -> IdlePolicy {
+        IdlePolicy {
+            fill_bytes_max: u64::MAX,
+            store_bytes_max: u64::MAX,
+        }
+    }
+}
+
+/// The engine metadata of an idle fragment: its file number.
+const META_PREFIX: &[u8; 11] = b"cess-idle/1";
+
+pub fn idle_meta(number: u64) -> Vec<u8> {
+    let mut meta = META_PREFIX.to_vec();
+    meta.extend_from_slice(&number.to_le_bytes());
+    meta
+}
+
+/// The file number an idle fragment's metadata names.
+pub fn parse_idle_meta(meta: &[u8]) -> Option<u64> {
+    let number = meta.strip_prefix(META_PREFIX)?;
+    Some(u64::from_le_bytes(number.try_into().ok()?))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdleCore {
+    policy: IdlePolicy,
+    /// Idle files in the store: number → engine key.
+    files: BTreeMap<u64, Hash32>,
+    /// The first file of the set the driver is generating, and the height it was asked at.
+    generating: Option<(u64, u64)>,
+    /// The height of the last failed generation: the next waits `RESUBMIT_BLOCKS`.
+    failed_at: Option<u64>,
+    /// Sets generated whose `CommitIdle` was submitted: first → (height, commitments).
+    committing: BTreeMap<u64, (u64, Vec<[u8; 64]>)>,
+    /// Commit proofs asked of the driver: first → height.
+    proving: BTreeMap<u64, u64>,
+    /// Space audits answered: round → height.
+    answering: BTreeMap<u64, u64>,
+    /// Files replaced by user data, to report: number → height reported (0: not yet).
+    replaced: BTreeMap<u64, u64>,
+    /// Files claimed by a write making room, not yet given up: number → key.
+    claimed: BTreeMap<u64, Hash32>,
+}
+
+impl IdleCore {
+    /// The idle files found in the store at start (number, key).
+    pub fn new(policy: IdlePolicy, files: impl IntoIterator<Item = (u64, Hash32)>) -> IdleCore {
+        IdleCore {
+            policy,
+            files: files.into_iter().collect(),
+            ..IdleCore::default()
+        }
+    }
+
+    /// Idle files in the store: number → key.
+    pub fn files(&self) -> &BTreeMap<u64, Hash32> {
+        &self.files
+    }
+
+    /// Whether `key` is an idle file this core knows.
+    pub fn is_idle(&self, key: &Hash32) -> bool {
+        self.files.values().any(|k| k == key)
+    }
+
+    /// The driver generated and stored the set at `first`: its files (number, key) and their
+    /// commitments. The commitment is submitted.
+    pub fn on_generated(
+        &mut self,
+        height: u64,
+        first: u64,
+        files: Vec<(u64, Hash32)>,
+        commitments: Vec<[u8; 64]>,
+    ) -> Vec<Action> {
+        self.generating = None;
+        self.files.extend(files);
+        self.committing.insert(first, (height, commitments.clone()));
+        vec![Action::Submit(Call::CommitIdle {
+            first_file: first,
+            commitments,
+        })]
+    }
+
+    /// The generation failed (the store refused a file): asked again from the next block;
+    /// what was stored of it goes as orphans.
+    pub fn on_generation_failed(&mut self, height: u64) {
+        self.generating = None;
+        self.failed_at = Some(height);
+    }
+
+    /// Takes one idle file the driver may give up for user data now (see
+    /// [`IdleCore::replaceable`]) out of the files offered to others, so that two writes at
+    /// once never pick the same one. The driver then calls [`IdleCore::on_replaced`], or
+    /// [`IdleCore::on_replace_failed`] to give it back.
+    pub fn claim_replaceable(&mut self, ledger: &Ledger, me: &AccountId) -> Option<(u64, Hash32)> {
+        let (number, key) = *self.replaceable(ledger, me).first()?;
+        self.files.remove(&number);
+        self.claimed.insert(number, key);
+        Some((number, key))
+    }
+
+    /// The driver wrote user data over idle file `number` (or deleted it to make room).
+    pub fn on_replaced(&mut self, number: u64) {
+        self.files.remove(&number);
+        self.claimed.remove(&number);
+        self.replaced.insert(number, 0);
+    }
+
+    /// A claimed idle file was not given up after all: it is offered again.
+    pub fn on_replace_failed(&mut self, number: u64) {
+        if let Some(key) = self.claimed.remove(&number) {
+            self.files.insert(number, key);
+        }
+    }
+
+    /// An idle fragment was deleted from the store.
+    pub fn on_deleted(&mut self, key: &Hash32) {
+        self.files.retain(|_, k| k != key);
+    }
+
+    /// Idle files the driver may give up for user data now: live and certified, not in the set
+    /// under a space audit, in no order of preference beyond their number.
+    pub fn replaceable(&self, ledger: &Ledger, me: &AccountId) -> Vec<(u64, Hash32)> {
+        let audited = ledger
+            .space_challenge(me)
+            .map(|(audit, _)| audit.first_file);
+        let per_set = u64::from(ledger.params().pois.files_per_set);
+        let live: BTreeMap<u64, bool> = live_files(ledger, me);
+        self.files
+            .iter()
+            .filter(|(number, _)| {
+                live.get(number) == Some(&true) && Some(*number - *number % per_set) != audited
+            })
+            .map(|(n, k)| (*n, *k))
+            .collect()
+    }
+
+    pub fn on_block(&mut self, ledger: &Ledger, me: &AccountId, actions: &mut Vec<Action>) {
+        let Some(miner) = ledger.miner(me) else {
+            return;
+        };
+        let height = ledger.height();
+        let params = ledger.params();
+        let pois = params.pois;
+        let space = ledger.idle_space(me).cloned().unwrap_or_default();
+
+        let live = live_files(ledger, me);
+        self.replaced.retain(|number, _| live.contains_key(number));
+
+        // Space audit: answered once, again if not taken in time; not while a file of the set
+        // it replaced is still live on the ledger (its `ReplaceIdle` takes it out first).
+        let per_set = u64::from(pois.files_per_set);
+        match ledger.space_challenge(me) {
+            Some((audit, _))
+                if height <= audit.deadline
+                    && !self
+                        .replaced
+                        .keys()
+                        .any(|n| n - n % per_set == audit.first_file) =>
+            {
+                let due = self
+                    .answering
+                    .get(&audit.round)
+                    .is_none_or(|at| height >= at + RESUBMIT_BLOCKS);
+                if due {
+                    self.answering.insert(audit.round, height);
+                    actions.push(Action::ProveSpace {
+                        round: audit.round,
+                        first_file: audit.first_file,
+                        deadline: audit.deadline,
+                    });
+                }
+            }
+            _ => self.answering.clear(),
+        }
+
+        // Committed sets whose challenge is fixed: proven (again if not taken in time).
+        let mut committed_on_ledger = Vec::new();
+        for (first, set) in ledger.idle_sets(me) {
+            if let IdleSetState::Committed { at, randomness } = set.state {
+                committed_on_ledger.push(first);
+                let open = at.saturating_add(params.pois_commit_blocks) >= height;
+                let due = self
+                    .proving
+                    .get(&first)
+                    .is_none_or(|asked| height >= asked + RESUBMIT_BLOCKS);
+                if randomness.is_some() && open && due {
+                    self.proving.insert(first, height);
+                    actions.push(Action::ProveIdleCommit { first_file: first });
+                }
+            }
+        }
+        self.proving
+            .retain(|first, _| committed_on_ledger.contains(first));
+
+        // Commitments submitted: done once the ledger numbered past them; sent again when
+        // not taken in time.
+        self.committing.retain(|first, _| *first >= space.next_file);
+        for (first, (asked, commitments)) in self.committing.iter_mut() {
+            if height >= *asked + RESUBMIT_BLOCKS {
+                *asked = height;
+                actions.push(Action::Submit(Call::CommitIdle {
+                    first_file: *first,
+                    commitments: commitments.clone(),
+                }));
+            }
+        }
+
+        // Replacements: reported (again when not taken in time).
+        let due: Vec<u64> = self
+            .replaced
+            .iter()
+            .filter(|(_, asked)| **asked == 0 || height >= **asked + RESUBMIT_BLOCKS)
+            .map(|(n, _)| *n)
+            .take(cess_consensus::ledger::IDLE_REPLACE_FILES_MAX)
+            .collect();
+        if !due.is_empty() {
+            for number in &due {
+                self.replaced.insert(*number, height.max(1));
+            }
+            actions.push(Action::Submit(Call::ReplaceIdle { files: due }));
+        }
+
+        // Idle files of no live set, not being generated or committed: deleted.
+        let protected = |number: u64| {
+            self.generating
+                .is_some_and(|(first, _)| (first..first + per_set).contains(&number))
+                || self
+                    .committing
+                    .keys()
+                    .any(|first| (*first..*first + per_set).contains(&number))
+        };
+        for (number, key) in &self.files {
+            if !live.contains_key(number) && !protected(*number) {
+                actions.push(Action::Delete(*key));
+            }
+        }
+
+        // The next set, when there is room and nothing else is under way.
+        if self
+            .generating
+            .is_some_and(|(_, asked)| height >= asked + 10 * RESUBMIT_BLOCKS)
+        {
+            // The driver's answer was lost: ask again.
+            self.generating = None;
+        }
+        if self.generating.is_some()
+            || self
+                .failed_at
+                .is_some_and(|at| height < at + RESUBMIT_BLOCKS)
+            || !self.committing.is_empty()
+            || !matches!(miner.state, MinerState::Active)
+            || space.pending.len() >= IDLE_PENDING_SETS_MAX
+        {
+            return;
+        }
+        let idle_bytes = (space.certified_files
+            + space.pending.len() as u64 * u64::from(pois.files_per_set))
+            * pois.file_bytes();
+        let room = miner
+            .declared_bytes
+            .min(self.policy.store_bytes_max)
+            .saturating_sub(miner.active_bytes)
+            .saturating_sub(miner.locked_bytes)
+            .min(self.policy.fill_bytes_max);
+        if idle_bytes + pois.set_bytes() <= room {
+            self.generating = Some((space.next_file, height));
+            actions.push(Action::GenerateIdle {
+                first_file: space.next_file,
+            });
+        }
+    }
+}
+
+/// The miner's idle files live on the ledger: number → whether certified (else committed).
+fn live_files(ledger: &Ledger, me: &AccountId) -> BTreeMap<u64, bool> {
+    let mut live = BTreeMap::new();
+    for (first, set) in ledger.idle_sets(me) {
+        for (offset, file) in set.files.iter().enumerate() {
+            if file.is_some() {
+                live.insert(first + offset as u64, set.state == IdleSetState::Certified);
+            }
+        }
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_names_the_file_and_nothing_else_parses() {
+        assert_eq!(parse_idle_meta(&idle_meta(77)), Some(77));
+        assert_eq!(parse_idle_meta(b"cess-idle/1"), None);
+        assert_eq!(parse_idle_meta(&[0; 19]), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! The driver of the node's idle space (the decisions are `idle.rs`'s): idle files generated
+//! on every core straight into the engine as `Class::Idle` fragments (no temporary copy on a
+//! file system), commit and space proofs made and handed to the submitter, and room made for
+//! user data with the engine's `replace_idle` (the user fragment written and the idle file
+//! deleted in one step that never loses both).
+
+use crate::chain::{ChainLink, LinkStatus};
+use crate::engine_store::EngineStore;
+use crate::idle::idle_meta;
+use cess_consensus::Call;
+use cess_engine::{BLOCK_BYTES, Class, Key};
+use cess_proofs::pois::{Graph, PoisParams, generate_files, prove_commit, prove_space};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The graph of the chain's parameters, built once (8 MiB and half a second for the network's).
+fn graph(params: &PoisParams) -> Arc<Graph> {
+    static GRAPH: Mutex<Option<Arc<Graph>>> = Mutex::new(None);
+    let mut cached = GRAPH.lock().expect("graph lock");
+    match &*cached {
+        Some(graph) if graph.params() == params => graph.clone(),
+        _ => {
+            let graph = Arc::new(Graph::new(params));
+            *cached = Some(graph.clone());
+            graph
+        }
+    }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Generates the set at `first` into the store and tells the core.
+pub(crate) async fn generate(
+    link: Arc<ChainLink>,
+    engine: EngineStore,
+    status: Arc<Mutex<LinkStatus>>,
+    first: u64,
+) {
+    let me = link.me();
+    let params = link.follower().with_ledger(|l| l.params().pois);
+    let started = std::time::Instant::now();
+    let store = engine.0.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let graph = graph(&params);
+        let numbers: Vec<u64> = (first..first + u64::from(params.files_per_set)).collect();
+        let done = Mutex::new(Vec::new());
+        let failed = Mutex::new(None);
+        generate_files(&graph, &me.0, &numbers, threads(), &|file| {
+            let key = Key::of(&file.bytes);
+            let stored = store
+                .put(key, Class::Idle, &file.bytes)
+                .wait()
+                .and_then(|_| store.set_meta(key, &idle_meta(file.index)).wait());
+            match stored {
+                Ok(()) => done.lock().expect("no panic while held").push((
+                    file.index,
+                    key.0,
+                    file.commitment.encode(),
+                )),
+                Err(e) => *failed.lock().expect("no panic while held") = Some(e.to_string()),
+            }
+        });
+        match failed.into_inner().expect("no panic while held") {
+            Some(e) => Err(e),
+            None => {
+                let mut done = done.into_inner().expect("no panic while held");
+                done.sort_by_key(|(number, ..)| *number);
+                Ok(done)
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match made {
+        Ok(files) => {
+            tracing::info!(
+                "idle set {first}: {} files ({} bytes) generated and stored in {} ms",
+                files.len(),
+                params.set_bytes(),
+                started.elapsed().as_millis()
+            );
+            status.lock().expect("status lock").idle_files_generated += files.len() as u64;
+            let height = link.follower().status().height;
+            let commitments = files.iter().map(|(_, _, c)| *c).collect();
+            let files = files.into_iter().map(|(n, k, _)| (n, k)).collect();
+            let actions = link
+                .core()
+                .lock()
+                .expect("core lock")
+                .idle_mut()
+                .on_generated(height, first, files, commitments);
+            link.queue(actions);
+        }
+        Err(e) => {
+            tracing::warn!("idle set {first}: generation failed (tried again later): {e}");
+            let height = link.follower().status().height;
+            link.core()
+                .lock()
+                .expect("core lock")
+                .idle_mut()
+                .on_generation_failed(height);
+        }
+    }
+}
+
+/// Answers the commit challenge of the set at `first` (labelling its files again).
+pub(crate) async fn prove_set(
+    link: Arc<ChainLink>,
+    calls: mpsc::UnboundedSender<Call>,
+    status: Arc<Mutex<LinkStatus>>,
+    first: u64,
+) {
+    let me = link.me();
+    let (params, challenge) = link
+        .follower()
+        .with_ledger(|l| (l.params().pois, l.idle_commit_challenge(&me, first)));
+    let Some(challenge) = challenge else {
+        return;
+    };
+    let proof = tokio::task::spawn_blocking(move || {
+        prove_commit(&graph(&params), &me.0, &challenge, threads()).encode()
+    })
+    .await;
+    match proof {
+        Ok(proof) => {
+            tracing::info!(
+                "idle set {first}: commit proof of {} bytes submitted",
+                proof.len()
+            );
+            status.lock().expect("status lock").idle_commit_proofs += 1;
+            let _ = calls.send(Call::ProveIdle {
+                first_file: first,
+                proof,
+            });
+        }
+        Err(e) => tracing::warn!("idle set {first}: cannot prove its commitment: {e}"),
+    }
+}
+
+/// Answers the space audit of `round` from the stored idle files of the set at `first`.
+pub(crate) async fn prove_space_audit(
+    link: Arc<ChainLink>,
+    engine: EngineStore,
+    calls: mpsc::UnboundedSender<Call>,
+    status: Arc<Mutex<LinkStatus>>,
+    round: u64,
+    first: u64,
+) {
+    let me = link.me();
+    let (params, challenge, live) = link.follower().with_ledger(|l| {
+        let live: Vec<bool> = l
+            .idle_sets(&me)
+            .find(|(f, _)| *f == first)
+            .map(|(_, set)| set.files.iter().map(|f| f.is_some()).collect())
+            .unwrap_or_default();
+        (l.params().pois, l.space_challenge(&me), live)
+    });
+    let Some((audit, challenge)) = challenge.filter(|(a, _)| a.round == round) else {
+        return;
+    };
+    let keys: Vec<Option<[u8; 32]>> = {
+        let core = link.core().lock().expect("core lock");
+        live.iter()
+            .enumerate()
+            .map(|(offset, live)| {
+                live.then(|| core.idle().files().get(&(first + offset as u64)).copied())
+                    .flatten()
+            })
+            .collect()
+    };
+    if live.len() != usize::from(params.files_per_set)
+        || keys.iter().zip(&live).any(|(k, live)| *live && k.is_none())
+    {
+        tracing::warn!(
+            "space audit {round}: files of set {first} are missing from the store; it cannot be answered"
+        );
+        status.lock().expect("status lock").idle_space_failures += 1;
+        return;
+    }
+    let store = engine.0.clone();
+    let proof = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let mut files = Vec::new();
+        for key in &keys {
+            files.push(match key {
+                Some(key) => Some(
+                    store
+                        .read(Key(*key), 0, params.file_bytes())
+                        .wait()
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            });
+        }
+        let views: Vec<Option<&[u8]>> = files.iter().map(|f| f.as_deref()).collect();
+        Ok(prove_space(&params, &challenge, &views).encode())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match proof {
+        Ok(proof) => {
+            tracing::info!(
+                "space audit {round}: set {first} proven, {} blocks before the deadline",
+                audit
+                    .deadline
+                    .saturating_sub(link.follower().status().height)
+            );
+            status.lock().expect("status lock").idle_space_proofs += 1;
+            let _ = calls.send(Call::SubmitSpaceProof { round, proof });
+        }
+        Err(e) => {
+            tracing::warn!("space audit {round}: cannot read set {first}: {e}");
+            status.lock().expect("status lock").idle_space_failures += 1;
+        }
+    }
+}
+
+/// Makes room for a user fragment of `len_bytes` when the store lacks it by giving up idle
+/// files: deleted while more room is needed, and the last one replaced by the fragment itself
+/// in one step. Returns true when the fragment was written here (by `replace_idle`).
+pub(crate) async fn make_room(
+    link: &ChainLink,
+    engine: &EngineStore,
+    id: [u8; 32],
+    data: &[u8],
+) -> Result<bool, String> {
+    let store = engine.0.clone();
+    let free = tokio::task::spawn_blocking(move || store.stats())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .free_bytes;
+    let me = link.me();
+    let file_bytes = link
+        .follower()
+        .with_ledger(|l| l.params().pois.file_bytes());
+    // The engine keeps one largest fragment free per shard from idle files (so a user write
+    // always lands); a write that would eat into that reserve takes an idle file's place.
+    let geometry = &engine.0.superblock().geometry;
+    let reserve = u64::from(geometry.shard_count) * geometry.max_object_bytes;
+    let needed = (data.len() as u64).div_ceil(BLOCK_BYTES as u64) * BLOCK_BYTES as u64 + reserve;
+    if free >= needed {
+        return Ok(false);
+    }
+    let mut room = free;
+    loop {
+        let claimed = link.follower().with_ledger(|l| {
+            link.core()
+                .lock()
+                .expect("core lock")
+                .idle_mut()
+                .claim_replaceable(l, &me)
+        });
+        let Some((number, key)) = claimed else {
+            break;
+        };
+        let last = room + file_bytes >= needed;
+        let done = if last {
+            engine.0.replace_idle(Key(key), Key(id), data).await
+        } else {
+            engine.0.delete(Key(key)).await.map(|_| ())
+        };
+        let mut core = link.core().lock().expect("core lock");
+        match done {
+            Ok(()) => core.idle_mut().on_replaced(number),
+            Err(e) => {
+                core.idle_mut().on_replace_failed(number);
+                return Err(e.to_string());
+            }
+        }
+        if last {
+            tracing::info!("idle file {number} replaced by fragment {}", hex(&id[..8]));
+            return Ok(true);
+        }
+        room += file_bytes;
+    }
+    // Not enough idle space to give up: the write tries anyway and the engine answers.
+    Ok(false)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
