@@ -7,7 +7,7 @@ use cess_proofs::pois::commit::for_each_parallel;
 use cess_proofs::pois::label::{label_layers, label_of};
 use cess_proofs::pois::{
     CommitChallenge, CommitProof, FileCommitment, Graph, Label, PoisParams, SpaceChallenge,
-    SpaceProof, generate_files, prove_commit, prove_space, replica_id, verify_commit, verify_space,
+    SpaceProof, generate_sets, prove_commit, prove_space, replica_id, verify_commit, verify_space,
 };
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -103,13 +103,18 @@ fn label_cases(graph: &Graph, runs: usize) -> Vec<Case> {
             label_layers(
                 graph,
                 &replica_id(graph.params(), &MINER, f),
+                None,
                 |_, labels| {
                     black_box(labels);
                 },
             )
         }));
         generated.push(label_rate(graph, |f| {
-            black_box(cess_proofs::pois::commit::generate(graph, &MINER, f));
+            // A set's first file (the others follow one another; the work per file is the same).
+            let first = f * u64::from(graph.params().files_per_set);
+            black_box(cess_proofs::pois::commit::generate(
+                graph, &MINER, first, None,
+            ));
         }));
     }
     let params = graph.params();
@@ -175,8 +180,7 @@ impl Certified {
 fn verify_cases(graph: &Graph, runs: usize) -> Result<Vec<Case>, String> {
     let params = *graph.params();
     let files: Mutex<Vec<cess_proofs::pois::IdleFile>> = Mutex::new(Vec::new());
-    let indices: Vec<u64> = (0..u64::from(params.files_per_set)).collect();
-    generate_files(graph, &MINER, &indices, THREADS, &|f| {
+    generate_sets(graph, &MINER, &[0], THREADS, &|f| {
         files.lock().expect("no panic").push(f)
     });
     let mut files = files.into_inner().map_err(|_| "poisoned")?;
@@ -184,7 +188,7 @@ fn verify_cases(graph: &Graph, runs: usize) -> Result<Vec<Case>, String> {
     let real: Vec<FileCommitment> = files.iter().map(|f| f.commitment).collect();
     let randomness = [0x77; 32];
     let challenge = CommitChallenge::derive(&params, &MINER, 0, &real, &randomness);
-    let commit_bytes = prove_commit(graph, &MINER, &challenge, THREADS).encode();
+    let commit_bytes = prove_commit(graph, &MINER, &challenge).encode();
     let small = Certified::new(&params, &real, 10);
     let large = Certified::new(&params, &real, 100);
 

@@ -6,9 +6,8 @@ mod common;
 
 use cess_consensus::ledger::{Event, IdleSetState, Ledger};
 use cess_consensus::{AccountId, Call, TxError};
-use cess_proofs::pois::commit::generate;
 use cess_proofs::pois::{
-    CommitChallenge, FileCommitment, Graph, IdleFile, prove_commit, prove_space,
+    CommitChallenge, FileCommitment, Graph, IdleFile, generate_set, prove_commit, prove_space,
 };
 use common::{Chain, test_params};
 
@@ -26,9 +25,9 @@ fn chain() -> Chain {
 fn idle_set(chain: &Chain, i: usize, first: u64) -> Vec<IdleFile> {
     let params = chain.ledger.params().pois;
     let graph = Graph::new(&params);
-    (first..first + u64::from(params.files_per_set))
-        .map(|f| generate(&graph, &chain.id(i).0, f))
-        .collect()
+    let mut files = Vec::new();
+    generate_set(&graph, &chain.id(i).0, first, |file| files.push(file));
+    files
 }
 
 fn commit_call(files: &[IdleFile]) -> Call {
@@ -45,7 +44,7 @@ fn prove_call(ledger: &Ledger, miner: &AccountId, first: u64) -> Call {
         .expect("a fixed challenge");
     Call::ProveIdle {
         first_file: first,
-        proof: prove_commit(&Graph::new(&params), &miner.0, &challenge, 1).encode(),
+        proof: prove_commit(&Graph::new(&params), &miner.0, &challenge).encode(),
     }
 }
 
@@ -145,7 +144,7 @@ fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment()
         &[0; 32],
     );
     assert_ne!(guessed, challenge);
-    let wrong = prove_commit(&Graph::new(&params), &miner.0, &guessed, 1).encode();
+    let wrong = prove_commit(&Graph::new(&params), &miner.0, &guessed).encode();
     // A proof that does not decode is refused without judgement (the set stays).
     assert!(matches!(
         chain.run(
@@ -191,7 +190,7 @@ fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment()
     chain.block(&[]);
     let challenge = chain.ledger.idle_commit_challenge(&other, 0).unwrap();
     // What miner 5 can answer with: miner 4's labels.
-    let proof = prove_commit(&Graph::new(&params), &miner.0, &challenge, 1).encode();
+    let proof = prove_commit(&Graph::new(&params), &miner.0, &challenge).encode();
     let tx = chain.tx(
         5,
         Call::ProveIdle {

@@ -1490,7 +1490,10 @@ fn fragments_deleted_leave_open_audits_but_a_reported_loss_does_not() {
     // stands (at its own cost), but the fragment stays in the audit, whose challenge does not
     // change (re-deriving it would let a miner escape a revealed challenge for the price of
     // a report): the audit is missed and penalised as well.
-    let (round2, other, _) = *audits.iter().find(|(_, m, _)| *m != miner).unwrap();
+    let (round2, other, _) = *audits
+        .iter()
+        .find(|(_, m, _)| *m != miner && chain.holders(&kept).contains(&chain.index_of(m)))
+        .unwrap();
     let j = chain.index_of(&other);
     let column = chain.holders(&kept).iter().position(|&h| h == j).unwrap();
     let fragment_id = chain.ledger.file(&kept).unwrap().segments[0].fragments[column].id;

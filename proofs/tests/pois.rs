@@ -9,7 +9,7 @@ use cess_proofs::pois::label::{reference_layers, reference_layers_with};
 use cess_proofs::pois::space::space_pass_probability;
 use cess_proofs::pois::{
     CommitChallenge, CommitProof, FileCommitment, Graph, Label, PoisParams, SpaceChallenge,
-    SpaceError, SpaceProof, generate_files, prove_commit, prove_space, replica_id, verify_commit,
+    SpaceError, SpaceProof, generate_sets, prove_commit, prove_space, replica_id, verify_commit,
     verify_space,
 };
 use std::sync::Mutex;
@@ -31,13 +31,41 @@ fn honest_set(miner: &[u8; 32], first: u64) -> (Vec<Vec<Vec<Label>>>, Vec<FileCo
     (layers, commitments)
 }
 
+/// A set labelled by the definition in `params` (the replicas of `PARAMS`), file after file,
+/// each label passed through `choose(file, layer, index, honest)`: the cheating miners.
+fn chained_set(
+    params: &PoisParams,
+    miner: &[u8; 32],
+    first: u64,
+    mut choose: impl FnMut(u64, u32, u32, Label) -> Label,
+) -> Vec<Vec<Vec<Label>>> {
+    let mut set: Vec<Vec<Vec<Label>>> = Vec::new();
+    for file in first..first + u64::from(PARAMS.files_per_set) {
+        let previous = set.last().map(|layers| layers[layers.len() - 1].clone());
+        let replica = replica_id(&PARAMS, miner, file);
+        set.push(reference_layers_with(
+            params,
+            &replica,
+            previous.as_deref(),
+            |l, i, label| choose(file, l, i, label),
+        ));
+    }
+    set
+}
+
 fn prove_from_layers(layers: &[Vec<Vec<Label>>], challenge: &CommitChallenge) -> CommitProof {
     CommitProof {
         openings: layers
             .iter()
             .enumerate()
             .flat_map(|(offset, l)| {
-                open_from_layers(&PARAMS, l, challenge.file_indices(&PARAMS, offset))
+                let previous = offset.checked_sub(1).map(|p| &layers[p][3][..]);
+                open_from_layers(
+                    &PARAMS,
+                    l,
+                    previous,
+                    challenge.file_indices(&PARAMS, offset),
+                )
             })
             .collect(),
     }
@@ -47,8 +75,7 @@ fn prove_from_layers(layers: &[Vec<Vec<Label>>], challenge: &CommitChallenge) ->
 fn an_honest_miner_is_certified_and_passes_its_space_challenges() {
     let graph = Graph::new(&PARAMS);
     let files = Mutex::new(Vec::new());
-    let indices: Vec<u64> = (8..8 + u64::from(PARAMS.files_per_set)).collect();
-    generate_files(&graph, &MINER, &indices, 2, &|file| {
+    generate_sets(&graph, &MINER, &[8], 2, &|file| {
         files.lock().unwrap().push(file)
     });
     let mut files = files.into_inner().unwrap();
@@ -57,7 +84,7 @@ fn an_honest_miner_is_certified_and_passes_its_space_challenges() {
     for round in 0..8 {
         let challenge =
             CommitChallenge::derive(&PARAMS, &MINER, 8, &commitments, &randomness(round));
-        let proof = prove_commit(&graph, &MINER, &challenge, 2);
+        let proof = prove_commit(&graph, &MINER, &challenge);
         let decoded = CommitProof::decode(&proof.encode(), &PARAMS).unwrap();
         verify_commit(&PARAMS, &MINER, &commitments, &challenge, &decoded).unwrap();
     }
@@ -96,13 +123,17 @@ fn wrong_labels_wrong_parents_other_indices_other_miners_and_early_answers_are_r
 
     // A miner that made up layer 2 of its first file (a constant, cheap to recompute),
     // labelled the rest honestly over it, and committed to that.
-    let replica = replica_id(&PARAMS, &MINER, 0);
-    let mut faked_layers = layers.clone();
-    faked_layers[0] = reference_layers_with(&PARAMS, &replica, |layer, _, label| {
-        if layer == 2 { [0x5A; 32] } else { label }
+    let faked_layers = chained_set(&PARAMS, &MINER, 0, |file, layer, _, label| {
+        if file == 0 && layer == 2 {
+            [0x5A; 32]
+        } else {
+            label
+        }
     });
-    let mut faked_commitments = commitments.clone();
-    faked_commitments[0] = commitment_from_layers(&faked_layers[0]);
+    let faked_commitments: Vec<_> = faked_layers
+        .iter()
+        .map(|l| commitment_from_layers(l))
+        .collect();
     let challenge_f =
         CommitChallenge::derive(&PARAMS, &MINER, 0, &faked_commitments, &randomness(1));
     let proof_f = prove_from_layers(&faked_layers, &challenge_f);
@@ -124,12 +155,7 @@ fn wrong_labels_wrong_parents_other_indices_other_miners_and_early_answers_are_r
         degree: 3,
         ..PARAMS
     };
-    let wrong_graph: Vec<_> = (0..u64::from(PARAMS.files_per_set))
-        .map(|f| {
-            let replica = replica_id(&PARAMS, &MINER, f);
-            reference_layers_with(&cheap, &replica, |_, _, l| l)
-        })
-        .collect();
+    let wrong_graph = chained_set(&cheap, &MINER, 0, |_, _, _, l| l);
     let wrong_commitments: Vec<_> = wrong_graph
         .iter()
         .map(|l| commitment_from_layers(l))
@@ -141,7 +167,13 @@ fn wrong_labels_wrong_parents_other_indices_other_miners_and_early_answers_are_r
             .iter()
             .enumerate()
             .flat_map(|(offset, l)| {
-                open_from_layers(&PARAMS, l, challenge_w.file_indices(&PARAMS, offset))
+                let previous = offset.checked_sub(1).map(|p| &wrong_graph[p][3][..]);
+                open_from_layers(
+                    &PARAMS,
+                    l,
+                    previous,
+                    challenge_w.file_indices(&PARAMS, offset),
+                )
             })
             .collect(),
     };
@@ -160,7 +192,7 @@ fn wrong_labels_wrong_parents_other_indices_other_miners_and_early_answers_are_r
     let mut moved = proof.clone();
     let c0 = challenge.indices[0];
     let tree_layers = &layers[0];
-    let neighbour = open_from_layers(&PARAMS, tree_layers, &[c0 ^ 1]);
+    let neighbour = open_from_layers(&PARAMS, tree_layers, None, &[c0 ^ 1]);
     moved.openings[0].last_path = neighbour[0].last_path.clone();
     assert!(matches!(
         verify_commit(&PARAMS, &MINER, &commitments, &challenge, &moved),
@@ -190,6 +222,21 @@ fn wrong_labels_wrong_parents_other_indices_other_miners_and_early_answers_are_r
     assert_ne!(guessed, real);
     assert!(verify_commit(&PARAMS, &MINER, &commitments, &real, &early).is_err());
 
+    // The previous file's label left out of an opening of file 1, or another one given.
+    let offset_1 = usize::from(PARAMS.commit_challenges_per_file);
+    let mut without = proof.clone();
+    without.openings[offset_1].previous = None;
+    assert!(matches!(
+        verify_commit(&PARAMS, &MINER, &commitments, &challenge, &without),
+        Err(CommitError::Shape(_))
+    ));
+    let mut other = proof.clone();
+    other.openings[offset_1].previous.as_mut().unwrap().label[0] ^= 1;
+    assert!(matches!(
+        verify_commit(&PARAMS, &MINER, &commitments, &challenge, &other),
+        Err(CommitError::PreviousPath { file: 1, .. })
+    ));
+
     // Shapes: too few openings, too few commitments.
     let mut short = proof.clone();
     short.openings.pop();
@@ -211,22 +258,16 @@ fn a_miner_that_faked_a_share_of_its_labels_is_certified_at_the_written_rate() {
     let faked_share = 0.1;
     let nodes = PARAMS.nodes();
     let faked_count = (f64::from(nodes) * faked_share) as u32;
-    let layers: Vec<_> = (0..u64::from(PARAMS.files_per_set))
-        .map(|f| {
-            let replica = replica_id(&PARAMS, &MINER, f);
-            reference_layers_with(&PARAMS, &replica, |layer, index, label| {
-                // Every 10th index, from a seed: cheap to recompute, not a hash of parents.
-                let faked = layer == u32::from(PARAMS.layers) - 1
-                    && index % 10 == 3
-                    && index / 10 < faked_count;
-                if faked {
-                    *blake3::hash(&index.to_le_bytes()).as_bytes()
-                } else {
-                    label
-                }
-            })
-        })
-        .collect();
+    let layers = chained_set(&PARAMS, &MINER, 0, |_, layer, index, label| {
+        // Every 10th index, from a seed: cheap to recompute, not a hash of parents.
+        let faked =
+            layer == u32::from(PARAMS.layers) - 1 && index % 10 == 3 && index / 10 < faked_count;
+        if faked {
+            *blake3::hash(&index.to_le_bytes()).as_bytes()
+        } else {
+            label
+        }
+    });
     let share = f64::from(faked_count) / f64::from(nodes);
     let commitments: Vec<_> = layers.iter().map(|l| commitment_from_layers(l)).collect();
     let trials = 600;
@@ -255,8 +296,7 @@ fn a_miner_that_faked_a_share_of_its_labels_is_certified_at_the_written_rate() {
 fn a_miner_that_dropped_labels_or_sets_passes_space_challenges_at_the_written_rate() {
     let graph = Graph::new(&PARAMS);
     let files = Mutex::new(Vec::new());
-    let indices: Vec<u64> = (0..u64::from(PARAMS.files_per_set)).collect();
-    generate_files(&graph, &MINER, &indices, 2, &|file| {
+    generate_sets(&graph, &MINER, &[0], 2, &|file| {
         files.lock().unwrap().push(file)
     });
     let mut files = files.into_inner().unwrap();
@@ -334,7 +374,7 @@ fn a_miner_that_dropped_labels_or_sets_passes_space_challenges_at_the_written_ra
 fn a_replaced_file_is_no_longer_challenged_and_nothing_else_may_be_left_out() {
     let graph = Graph::new(&PARAMS);
     let files = Mutex::new(Vec::new());
-    generate_files(&graph, &MINER, &[0, 1, 2, 3], 1, &|file| {
+    generate_sets(&graph, &MINER, &[0], 1, &|file| {
         files.lock().unwrap().push(file)
     });
     let mut files = files.into_inner().unwrap();

@@ -156,6 +156,8 @@ fn create_chain(dir: &Path, options: &UpOptions, client: &NodeKey) -> Result<()>
         audit_miners_permille: Some(DEVNET_AUDIT_MINERS_PERMILLE),
         restoral_claim_blocks: Some(DEVNET_RESTORAL_CLAIM_BLOCKS),
         pois: Some(DEVNET_POIS),
+        // Blocks come every 500 ms here: 10 s to answer.
+        pois_space_deadline_blocks: Some(20),
         ..crate::validator::TestnetExtras::default()
     };
     let base = free_udp_ports(options.validators)?;

@@ -129,6 +129,8 @@ pub struct TestnetExtras {
     pub restoral_claim_blocks: Option<u64>,
     /// The idle files' parameters, when not the network's.
     pub pois: Option<cess_proofs::pois::PoisParams>,
+    /// Blocks to answer a space audit, when not the default.
+    pub pois_space_deadline_blocks: Option<u64>,
 }
 
 /// Creates a network of `count` validators listening on consecutive UDP ports from
@@ -186,6 +188,9 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
             .restoral_claim_blocks
             .unwrap_or(defaults.restoral_claim_blocks),
         pois: extras.pois.unwrap_or(defaults.pois),
+        pois_space_deadline_blocks: extras
+            .pois_space_deadline_blocks
+            .unwrap_or(defaults.pois_space_deadline_blocks),
         ..defaults
     };
     params

@@ -504,7 +504,7 @@ impl Ledger {
             else {
                 continue;
             };
-            let deadline = self.height + self.params.audit_deadline_base_blocks;
+            let deadline = self.height + self.params.pois_space_deadline_blocks;
             let space = self
                 .idle
                 .get_mut(miner)

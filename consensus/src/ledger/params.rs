@@ -103,6 +103,12 @@ pub struct LedgerParams {
     pub pois: PoisParams,
     /// A committed idle set must be proven within this many blocks of its commitment: 100.
     pub pois_commit_blocks: u64,
+    /// A space audit must be answered within this many blocks: 3 (18 s at 6 s blocks).
+    /// Answering reads the challenged set and hashes its trees (about a second for the
+    /// network's 256 MiB sets); labelling a deleted set again takes its 32 files one after
+    /// the other (about 40 s of one core here, `cess-bench proofs --case pois-label`), so a
+    /// miner that does not keep its set cannot answer in time (`proofs/DESIGN.md`).
+    pub pois_space_deadline_blocks: u64,
     /// Paid from the reward pool for a GiB of verified idle space for one block, at each valid
     /// space proof: a quarter of the rent (idle space is worth less than stored data, and is
     /// paid for by the network, not by owners).
@@ -145,6 +151,7 @@ impl Default for LedgerParams {
             penalty_lost: TOKEN / 10,
             pois: PoisParams::NETWORK,
             pois_commit_blocks: 100,
+            pois_space_deadline_blocks: 3,
             idle_reward_per_gib_block: TOKEN / 1_600_000,
         }
     }
@@ -191,6 +198,7 @@ impl LedgerParams {
             .u16(self.pois.commit_challenges_per_file)
             .u16(self.pois.space_labels_per_file)
             .u64(self.pois_commit_blocks)
+            .u64(self.pois_space_deadline_blocks)
             .u128(self.idle_reward_per_gib_block);
     }
 
@@ -338,6 +346,12 @@ impl LedgerParams {
         if self.pois_commit_blocks < 2 {
             return Err("pois_commit_blocks must be at least 2");
         }
+        // One space audit per miner at a time: it closes before the next round opens.
+        if self.pois_space_deadline_blocks == 0
+            || self.pois_space_deadline_blocks >= self.audit_period_blocks
+        {
+            return Err("pois_space_deadline_blocks must be in 1..audit_period_blocks");
+        }
         Ok(())
     }
 }
@@ -424,6 +438,7 @@ impl LedgerParams {
                 space_labels_per_file: r.u16("pois space labels")?,
             },
             pois_commit_blocks: r.u64("pois commit blocks")?,
+            pois_space_deadline_blocks: r.u64("pois space deadline")?,
             idle_reward_per_gib_block: r.u128("idle reward")?,
         })
     }

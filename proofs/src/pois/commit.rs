@@ -8,12 +8,11 @@
 //! layers that are not kept (CESS keeps them on disk until the commitment is verified).
 
 use super::graph::{Graph, expander_parents};
-use super::label::{column_digest, fold_column, label_layers, label_message, label_of};
+use super::label::{column_digest, fold_column, label_layers, label_message, label_of, labels_of};
 use super::merkle::{Tree, verify_path};
 use super::{KEYS, LABEL_BYTES, Label, ParamsError, PoisParams, replica_id};
 use crate::{DecodeError, Reader};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What the ledger keeps per idle file.
@@ -59,14 +58,19 @@ struct Generation {
     captured: BTreeMap<u32, Vec<Label>>,
 }
 
-fn generate_capturing(graph: &Graph, replica: &[u8; 32], capture: &[u32]) -> Generation {
+fn generate_capturing(
+    graph: &Graph,
+    replica: &[u8; 32],
+    previous: Option<&[Label]>,
+    capture: &[u32],
+) -> Generation {
     let params = graph.params();
     let last = u32::from(params.layers) - 1;
     let mut digests: Vec<Label> = vec![[0; 32]; params.nodes() as usize];
     let mut captured: BTreeMap<u32, Vec<Label>> =
         capture.iter().map(|&i| (i, Vec::new())).collect();
     let mut last_layer = Vec::new();
-    label_layers(graph, replica, |layer, labels| {
+    label_layers(graph, replica, previous, |layer, labels| {
         for (digest, label) in digests.iter_mut().zip(labels) {
             *digest = fold_column(digest, label);
         }
@@ -85,9 +89,22 @@ fn generate_capturing(graph: &Graph, replica: &[u8; 32], capture: &[u32]) -> Gen
     }
 }
 
-/// Generates idle file `file_index` of `miner`.
-pub fn generate(graph: &Graph, miner: &[u8; 32], file_index: u64) -> IdleFile {
-    let generation = generate_capturing(graph, &replica_id(graph.params(), miner, file_index), &[]);
+/// Generates one idle file: `previous` is the last layer of the file before it in its set
+/// (None for a set's first file). The files of a set are made in order ([`generate_set`]).
+pub fn generate(
+    graph: &Graph,
+    miner: &[u8; 32],
+    file_index: u64,
+    previous: Option<&[Label]>,
+) -> IdleFile {
+    let per_set = u64::from(graph.params().files_per_set);
+    assert_eq!(
+        previous.is_some(),
+        !file_index.is_multiple_of(per_set),
+        "a file follows the one before it in its set"
+    );
+    let replica = replica_id(graph.params(), miner, file_index);
+    let generation = generate_capturing(graph, &replica, previous, &[]);
     IdleFile {
         index: file_index,
         bytes: generation.last_layer.concat(),
@@ -95,6 +112,24 @@ pub fn generate(graph: &Graph, miner: &[u8; 32], file_index: u64) -> IdleFile {
             columns_root: generation.columns_tree.root(),
             last_root: generation.last_tree.root(),
         },
+    }
+}
+
+/// Generates the set starting at `first_file` (a multiple of F), file after file, handing
+/// each to `on_file` as it is done. One core: a set is one sequential computation.
+pub fn generate_set(
+    graph: &Graph,
+    miner: &[u8; 32],
+    first_file: u64,
+    mut on_file: impl FnMut(IdleFile),
+) {
+    let per_set = u64::from(graph.params().files_per_set);
+    assert_eq!(first_file % per_set, 0, "sets start at multiples of F");
+    let mut previous: Option<Vec<Label>> = None;
+    for index in first_file..first_file + per_set {
+        let file = generate(graph, miner, index, previous.as_deref());
+        previous = Some(labels_of(&file.bytes));
+        on_file(file);
     }
 }
 
@@ -116,18 +151,18 @@ pub fn for_each_parallel(count: usize, threads: usize, work: impl Fn(usize) + Sy
     });
 }
 
-/// Generates the idle files `indices` of `miner` on `threads` threads (one file per thread at
-/// a time: each file is one sequential chain), handing each to `on_file` as it is done, in
-/// any order. Memory: about 5 × N × 32 bytes per thread, plus what `on_file` keeps.
-pub fn generate_files(
+/// Generates the sets starting at `first_files` of `miner` on `threads` threads (one set per
+/// thread at a time), handing each file to `on_file` as it is done, in order within a set.
+/// Memory: about 6 × N × 32 bytes per thread, plus what `on_file` keeps.
+pub fn generate_sets(
     graph: &Graph,
     miner: &[u8; 32],
-    indices: &[u64],
+    first_files: &[u64],
     threads: usize,
     on_file: &(dyn Fn(IdleFile) + Sync),
 ) {
-    for_each_parallel(indices.len(), threads, |i| {
-        on_file(generate(graph, miner, indices[i]));
+    for_each_parallel(first_files.len(), threads, |i| {
+        generate_set(graph, miner, first_files[i], on_file);
     });
 }
 
@@ -213,6 +248,13 @@ pub struct ColumnOpening {
     pub path: Vec<Label>,
 }
 
+/// A label of the previous file's last layer, and its path to that file's `last_root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousOpening {
+    pub label: Label,
+    pub path: Vec<Label>,
+}
+
 /// The answer to one challenged index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opening {
@@ -220,6 +262,9 @@ pub struct Opening {
     pub columns: Vec<ColumnOpening>,
     /// The path of the index's last label to `last_root`.
     pub last_path: Vec<Label>,
+    /// In a file that is not its set's first: the previous file's last label at the index
+    /// (a parent of the index's layer-0 label), with its path.
+    pub previous: Option<PreviousOpening>,
 }
 
 /// The answer to a [`CommitChallenge`]: one opening per challenged index, in its order.
@@ -234,6 +279,7 @@ fn open(
     column: impl Fn(u32) -> Vec<Label>,
     columns_tree: &Tree,
     last_tree: &Tree,
+    previous_tree: Option<&Tree>,
 ) -> Opening {
     Opening {
         columns: opened_columns(params, index)
@@ -245,6 +291,10 @@ fn open(
             })
             .collect(),
         last_path: last_tree.path(index),
+        previous: previous_tree.map(|tree| PreviousOpening {
+            label: *tree.leaf(index),
+            path: tree.path(index),
+        }),
     }
 }
 
@@ -269,14 +319,17 @@ fn trees_from_layers(layers: &[Vec<Label>]) -> (Tree, Tree) {
     )
 }
 
-/// The openings of `indices` in a file whose every layer is in memory: the reference for
-/// [`prove_commit`], and the tests' cheating miners' prover.
+/// The openings of `indices` in a file whose every layer is in memory, `previous_last` the
+/// last layer of the file before it in its set: the reference for [`prove_commit`], and the
+/// tests' cheating miners' prover.
 pub fn open_from_layers(
     params: &PoisParams,
     layers: &[Vec<Label>],
+    previous_last: Option<&[Label]>,
     indices: &[u32],
 ) -> Vec<Opening> {
     let (columns_tree, last_tree) = trees_from_layers(layers);
+    let previous_tree = previous_last.map(|last| Tree::new(last.to_vec()));
     indices
         .iter()
         .map(|&c| {
@@ -286,23 +339,19 @@ pub fn open_from_layers(
                 |x| layers.iter().map(|layer| layer[x as usize]).collect(),
                 &columns_tree,
                 &last_tree,
+                previous_tree.as_ref(),
             )
         })
         .collect()
 }
 
-/// Answers `challenge` for `miner`'s set: labels each file again on `threads` threads,
-/// capturing the opened columns.
-pub fn prove_commit(
-    graph: &Graph,
-    miner: &[u8; 32],
-    challenge: &CommitChallenge,
-    threads: usize,
-) -> CommitProof {
+/// Answers `challenge` for `miner`'s set: labels its files again, in order, capturing the
+/// opened columns (one core: a set is one sequential computation).
+pub fn prove_commit(graph: &Graph, miner: &[u8; 32], challenge: &CommitChallenge) -> CommitProof {
     let params = graph.params();
-    let files = usize::from(params.files_per_set);
-    let per_file: Mutex<Vec<Option<Vec<Opening>>>> = Mutex::new(vec![None; files]);
-    for_each_parallel(files, threads, |offset| {
+    let mut openings = Vec::with_capacity(challenge.indices.len());
+    let mut previous: Option<Generation> = None;
+    for offset in 0..usize::from(params.files_per_set) {
         let indices = challenge.file_indices(params, offset);
         let mut capture: Vec<u32> = indices
             .iter()
@@ -311,29 +360,25 @@ pub fn prove_commit(
         capture.sort_unstable();
         capture.dedup();
         let replica = replica_id(params, miner, challenge.first_file + offset as u64);
-        let generation = generate_capturing(graph, &replica, &capture);
-        let openings = indices
-            .iter()
-            .map(|&c| {
-                open(
-                    params,
-                    c,
-                    |x| generation.captured[&x].clone(),
-                    &generation.columns_tree,
-                    &generation.last_tree,
-                )
-            })
-            .collect();
-        per_file.lock().expect("no panic while held")[offset] = Some(openings);
-    });
-    CommitProof {
-        openings: per_file
-            .into_inner()
-            .expect("no panic while held")
-            .into_iter()
-            .flat_map(|openings| openings.expect("every file proven"))
-            .collect(),
+        let generation = generate_capturing(
+            graph,
+            &replica,
+            previous.as_ref().map(|p| &p.last_layer[..]),
+            &capture,
+        );
+        openings.extend(indices.iter().map(|&c| {
+            open(
+                params,
+                c,
+                |x| generation.captured[&x].clone(),
+                &generation.columns_tree,
+                &generation.last_tree,
+                previous.as_ref().map(|p| &p.last_tree),
+            )
+        }));
+        previous = Some(generation);
     }
+    CommitProof { openings }
 }
 
 /// Why a commit proof was refused.
@@ -349,6 +394,8 @@ pub enum CommitError {
     Label { file: u64, layer: u32, index: u32 },
     #[error("file {file}: label {index} of the last layer is not under the committed last root")]
     LastPath { file: u64, index: u32 },
+    #[error("file {file}: the previous file's label {index} is not under its last root")]
+    PreviousPath { file: u64, index: u32 },
 }
 
 /// Checks `proof` against the set's `commitments` and its `challenge` (which the verifier
@@ -397,10 +444,26 @@ pub fn verify_commit(
             let at = expected.binary_search(&x).expect("an opened column");
             &opening.columns[at].labels
         };
+        let previous = match (offset, &opening.previous) {
+            (0, None) => None,
+            (0, Some(_)) | (_, None) => {
+                return Err(CommitError::Shape(
+                    "the previous file's label is owed by every file but a set's first",
+                ));
+            }
+            (_, Some(p)) => {
+                let root = &commitments[offset - 1].last_root;
+                if !verify_path(&p.label, c, &p.path, depth, root) {
+                    return Err(CommitError::PreviousPath { file, index: c });
+                }
+                Some(p.label)
+            }
+        };
         let replica = replica_id(params, miner, file);
         let parents = expander_parents(params, c);
         for layer in 0..layers {
             let chain = (c > 0).then(|| column(c - 1)[layer]);
+            let from_previous = if layer == 0 { previous } else { None };
             let below = (layer > 0).then(|| {
                 let expanders: Vec<Label> = parents.iter().map(|&p| column(p)[layer - 1]).collect();
                 (column(c)[layer - 1], expanders)
@@ -410,6 +473,7 @@ pub fn verify_commit(
                 layer as u32,
                 c,
                 chain.as_ref(),
+                from_previous.as_ref(),
                 below
                     .as_ref()
                     .map(|(direct, expanders)| (direct, &expanders[..])),
@@ -461,6 +525,14 @@ impl CommitProof {
                 .last_path
                 .iter()
                 .for_each(|l| out.extend_from_slice(l));
+            match &opening.previous {
+                Some(p) => {
+                    out.push(1);
+                    out.extend_from_slice(&p.label);
+                    p.path.iter().for_each(|l| out.extend_from_slice(l));
+                }
+                None => out.push(0),
+            }
         }
         out
     }
@@ -500,7 +572,19 @@ impl CommitProof {
                 });
             }
             let last_path = read_labels(&mut r, params.depth())?;
-            openings.push(Opening { columns, last_path });
+            let previous = match r.array::<1>()?[0] {
+                0 => None,
+                1 => Some(PreviousOpening {
+                    label: *r.array::<LABEL_BYTES>()?,
+                    path: read_labels(&mut r, params.depth())?,
+                }),
+                _ => return Err(DecodeError::Invalid("previous-file flag")),
+            };
+            openings.push(Opening {
+                columns,
+                last_path,
+                previous,
+            });
         }
         r.finish()?;
         Ok(CommitProof { openings })
@@ -526,15 +610,16 @@ mod tests {
         let graph = Graph::new(&params);
         let miner = [9u8; 32];
         let layers: Vec<_> = (0..4)
-            .map(|f| reference_layers(&params, &miner, 10 + f))
+            .map(|f| reference_layers(&params, &miner, 12 + f))
             .collect();
         let commitments: Vec<_> = layers.iter().map(|l| commitment_from_layers(l)).collect();
-        let generated = Mutex::new(Vec::new());
-        generate_files(&graph, &miner, &[10, 11, 12, 13], 2, &|file| {
+        let generated = std::sync::Mutex::new(Vec::new());
+        generate_sets(&graph, &miner, &[4, 12], 2, &|file| {
             generated.lock().unwrap().push(file)
         });
         let mut generated = generated.into_inner().unwrap();
         generated.sort_by_key(|f| f.index);
+        let generated = &generated[4..];
         for (file, layers) in generated.iter().zip(&layers) {
             assert_eq!(file.bytes, layers[3].concat());
         }
@@ -542,13 +627,19 @@ mod tests {
             generated.iter().map(|f| f.commitment).collect::<Vec<_>>(),
             commitments
         );
-        let challenge = CommitChallenge::derive(&params, &miner, 10, &commitments, &[5; 32]);
-        let proof = prove_commit(&graph, &miner, &challenge, 2);
+        let challenge = CommitChallenge::derive(&params, &miner, 12, &commitments, &[5; 32]);
+        let proof = prove_commit(&graph, &miner, &challenge);
         let reference: Vec<Opening> = layers
             .iter()
             .enumerate()
             .flat_map(|(offset, l)| {
-                open_from_layers(&params, l, challenge.file_indices(&params, offset))
+                let previous = offset.checked_sub(1).map(|p| &layers[p][3][..]);
+                open_from_layers(
+                    &params,
+                    l,
+                    previous,
+                    challenge.file_indices(&params, offset),
+                )
             })
             .collect();
         assert_eq!(proof.openings, reference);
@@ -562,13 +653,14 @@ mod tests {
     fn the_network_parameters_fit_a_transaction() {
         let params = PoisParams::NETWORK;
         params.validate().unwrap();
+        // Under the ledger's PoIS proof bound (`IDLE_PROOF_BYTES_MAX`, 300 KiB).
         assert!(
-            params.commit_proof_bytes_max() < 300 << 10,
+            params.commit_proof_bytes_max() <= 300 << 10,
             "{}",
             params.commit_proof_bytes_max()
         );
         assert!(
-            params.space_proof_bytes_max() < 40 << 10,
+            params.space_proof_bytes_max() < 80 << 10,
             "{}",
             params.space_proof_bytes_max()
         );

@@ -7,9 +7,12 @@
 //! **The graph** ([`graph`]). An idle file of miner `m` with number `f` is the last of K layers
 //! of N labels of 32 bytes. Label (l, i) is BLAKE3 (keyed for this use) of a header naming the
 //! replica `(m, f)`, l and i, then its parents' labels in a fixed order: (l, i−1) when i > 0 (a
-//! chain: each layer is one sequential computation), and when l > 0 (l−1, i) and D expander
-//! parents (l−1, p_j(i)) drawn once per parameter set from a public seed (the same indices at
-//! every layer, as Filecoin's stacked DRG does, so that one column opening serves every layer).
+//! chain: each layer is one sequential computation); in layer 0 of every file of a set but the
+//! first, the previous file's last label at i (as CESS chains a set's clusters: a set is one
+//! sequential computation, so a deleted set cannot be labelled again in parallel); and when
+//! l > 0 (l−1, i) and D expander parents (l−1, p_j(i)) drawn once per parameter set from a
+//! public seed (the same indices at every layer, as Filecoin's stacked DRG does, so that one
+//! column opening serves every layer).
 //!
 //! **The commitment** ([`commit`]). Per file two roots: `columns_root` over the N column
 //! digests (the K labels at one index, chained through BLAKE3), and `last_root` over the last
@@ -40,8 +43,8 @@ pub mod merkle;
 pub mod space;
 
 pub use commit::{
-    CommitChallenge, CommitError, CommitProof, FileCommitment, IdleFile, generate_files,
-    prove_commit, verify_commit,
+    CommitChallenge, CommitError, CommitProof, FileCommitment, IdleFile, generate_set,
+    generate_sets, prove_commit, verify_commit,
 };
 pub use graph::Graph;
 pub use space::{SpaceChallenge, SpaceError, SpaceProof, prove_space, verify_space};
@@ -74,17 +77,18 @@ pub struct PoisParams {
 
 impl PoisParams {
     /// The network's: 8 MiB idle files (one engine fragment, so that one idle file makes room
-    /// for exactly one fragment of user data), K = 8, D = 8, sets of 16 files (128 MiB), two
-    /// commit openings and four space openings per file. A commit proof is then about 285 KiB
-    /// (under the ledger's 512 KiB transaction bound) and a space proof about 38 KiB. CESS
-    /// uses 64 MiB files and D = 64; D is smaller here because every parent of every
-    /// challenged label is opened (CESS checks a sample), and each parent costs a column.
+    /// for exactly one fragment of user data), K = 8, D = 8, sets of 32 files (256 MiB, one
+    /// sequential computation), one commit opening and four space openings per file. A commit
+    /// proof is then about 295 KiB (under the ledger's 300 KiB proof bound) and a space proof
+    /// about 77 KiB. CESS uses 64 MiB files and D = 64; D is smaller here because every parent
+    /// of every challenged label is opened (CESS checks a sample), and each parent costs a
+    /// column. `proofs/DESIGN.md` gives the soundness of these numbers.
     pub const NETWORK: PoisParams = PoisParams {
         nodes_log2: 18,
         layers: 8,
         degree: 8,
-        files_per_set: 16,
-        commit_challenges_per_file: 2,
+        files_per_set: 32,
+        commit_challenges_per_file: 1,
         space_labels_per_file: 4,
     };
 
@@ -162,7 +166,8 @@ impl PoisParams {
     /// opening D + 2 distinct columns).
     pub fn commit_proof_bytes_max(&self) -> usize {
         let column = 4 + usize::from(self.layers) * LABEL_BYTES + self.depth() * LABEL_BYTES;
-        let opening = 2 + (usize::from(self.degree) + 2) * column + self.depth() * LABEL_BYTES;
+        let path = self.depth() * LABEL_BYTES;
+        let opening = 2 + (usize::from(self.degree) + 2) * column + path + 1 + LABEL_BYTES + path;
         8 + 2 + self.commit_openings() * opening
     }
 

@@ -25,6 +25,8 @@ pub struct IdlePolicy {
     /// What the store can hold of idle files and user data together: its size less the
     /// engine's reserve for user writes.
     pub store_bytes_max: u64,
+    /// Sets generated at once (a set is one sequential computation: one core each).
+    pub parallel_sets: usize,
 }
 
 impl Default for IdlePolicy {
@@ -32,6 +34,7 @@ impl Default for IdlePolicy {
         IdlePolicy {
             fill_bytes_max: u64::MAX,
             store_bytes_max: u64::MAX,
+            parallel_sets: 1,
         }
     }
 }
@@ -56,11 +59,13 @@ pub struct IdleCore {
     policy: IdlePolicy,
     /// Idle files in the store: number → engine key.
     files: BTreeMap<u64, Hash32>,
-    /// The first file of the set the driver is generating, and the height it was asked at.
-    generating: Option<(u64, u64)>,
+    /// Sets the driver is generating: first file → the height it was asked at.
+    generating: BTreeMap<u64, u64>,
     /// The height of the last failed generation: the next waits `RESUBMIT_BLOCKS`.
     failed_at: Option<u64>,
-    /// Sets generated whose `CommitIdle` was submitted: first → (height, commitments).
+    /// Sets generated and not yet on the ledger: first → (height its `CommitIdle` was
+    /// submitted at, 0 before; commitments). Submitted in order, each when the ledger numbers
+    /// from it.
     committing: BTreeMap<u64, (u64, Vec<[u8; 64]>)>,
     /// Commit proofs asked of the driver: first → height.
     proving: BTreeMap<u64, u64>,
@@ -93,27 +98,22 @@ impl IdleCore {
     }
 
     /// The driver generated and stored the set at `first`: its files (number, key) and their
-    /// commitments. The commitment is submitted.
+    /// commitments, submitted in order from the next block.
     pub fn on_generated(
         &mut self,
-        height: u64,
         first: u64,
         files: Vec<(u64, Hash32)>,
         commitments: Vec<[u8; 64]>,
-    ) -> Vec<Action> {
-        self.generating = None;
+    ) {
+        self.generating.remove(&first);
         self.files.extend(files);
-        self.committing.insert(first, (height, commitments.clone()));
-        vec![Action::Submit(Call::CommitIdle {
-            first_file: first,
-            commitments,
-        })]
+        self.committing.insert(first, (0, commitments));
     }
 
-    /// The generation failed (the store refused a file): asked again from the next block;
-    /// what was stored of it goes as orphans.
-    pub fn on_generation_failed(&mut self, height: u64) {
-        self.generating = None;
+    /// The generation of the set at `first` failed (the store refused a file): none is asked
+    /// for `RESUBMIT_BLOCKS`; what was stored of it goes as orphans.
+    pub fn on_generation_failed(&mut self, height: u64, first: u64) {
+        self.generating.remove(&first);
         self.failed_at = Some(height);
     }
 
@@ -222,17 +222,17 @@ impl IdleCore {
         self.proving
             .retain(|first, _| committed_on_ledger.contains(first));
 
-        // Commitments submitted: done once the ledger numbered past them; sent again when
-        // not taken in time.
+        // Commitments: done once the ledger numbered past them; the one the ledger numbers
+        // from now is submitted (again when not taken in time).
         self.committing.retain(|first, _| *first >= space.next_file);
-        for (first, (asked, commitments)) in self.committing.iter_mut() {
-            if height >= *asked + RESUBMIT_BLOCKS {
-                *asked = height;
-                actions.push(Action::Submit(Call::CommitIdle {
-                    first_file: *first,
-                    commitments: commitments.clone(),
-                }));
-            }
+        if let Some((asked, commitments)) = self.committing.get_mut(&space.next_file)
+            && (*asked == 0 || height >= *asked + RESUBMIT_BLOCKS)
+        {
+            *asked = height.max(1);
+            actions.push(Action::Submit(Call::CommitIdle {
+                first_file: space.next_file,
+                commitments: commitments.clone(),
+            }));
         }
 
         // Replacements: reported (again when not taken in time).
@@ -252,12 +252,8 @@ impl IdleCore {
 
         // Idle files of no live set, not being generated or committed: deleted.
         let protected = |number: u64| {
-            self.generating
-                .is_some_and(|(first, _)| (first..first + per_set).contains(&number))
-                || self
-                    .committing
-                    .keys()
-                    .any(|first| (*first..*first + per_set).contains(&number))
+            let first = number - number % per_set;
+            self.generating.contains_key(&first) || self.committing.contains_key(&first)
         };
         for (number, key) in &self.files {
             if !live.contains_key(number) && !protected(*number) {
@@ -265,38 +261,45 @@ impl IdleCore {
             }
         }
 
-        // The next set, when there is room and nothing else is under way.
+        // The next sets, while there is room, a core and a pending slot for each. A
+        // generation whose answer was lost is asked again.
+        self.generating
+            .retain(|_, asked| height < *asked + 10 * RESUBMIT_BLOCKS);
         if self
-            .generating
-            .is_some_and(|(_, asked)| height >= asked + 10 * RESUBMIT_BLOCKS)
-        {
-            // The driver's answer was lost: ask again.
-            self.generating = None;
-        }
-        if self.generating.is_some()
-            || self
-                .failed_at
-                .is_some_and(|at| height < at + RESUBMIT_BLOCKS)
-            || !self.committing.is_empty()
+            .failed_at
+            .is_some_and(|at| height < at + RESUBMIT_BLOCKS)
             || !matches!(miner.state, MinerState::Active)
-            || space.pending.len() >= IDLE_PENDING_SETS_MAX
         {
             return;
         }
-        let idle_bytes = (space.certified_files
-            + space.pending.len() as u64 * u64::from(pois.files_per_set))
+        let under_way = self.generating.len() + self.committing.len();
+        let mut idle_bytes = (space.certified_files
+            + (space.pending.len() + under_way) as u64 * per_set)
             * pois.file_bytes();
+        let mut slots = IDLE_PENDING_SETS_MAX.saturating_sub(space.pending.len() + under_way);
+        let mut next = self
+            .generating
+            .keys()
+            .chain(self.committing.keys())
+            .map(|first| first + per_set)
+            .max()
+            .unwrap_or(0)
+            .max(space.next_file);
         let room = miner
             .declared_bytes
             .min(self.policy.store_bytes_max)
             .saturating_sub(miner.active_bytes)
             .saturating_sub(miner.locked_bytes)
             .min(self.policy.fill_bytes_max);
-        if idle_bytes + pois.set_bytes() <= room {
-            self.generating = Some((space.next_file, height));
-            actions.push(Action::GenerateIdle {
-                first_file: space.next_file,
-            });
+        while slots > 0
+            && self.generating.len() < self.policy.parallel_sets.max(1)
+            && idle_bytes + pois.set_bytes() <= room
+        {
+            self.generating.insert(next, height);
+            actions.push(Action::GenerateIdle { first_file: next });
+            idle_bytes += pois.set_bytes();
+            next += per_set;
+            slots -= 1;
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::engine_store::EngineStore;
 use crate::idle::idle_meta;
 use cess_consensus::Call;
 use cess_engine::{BLOCK_BYTES, Class, Key};
-use cess_proofs::pois::{Graph, PoisParams, generate_files, prove_commit, prove_space};
+use cess_proofs::pois::{Graph, PoisParams, generate_set, prove_commit, prove_space};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -27,10 +27,6 @@ fn graph(params: &PoisParams) -> Arc<Graph> {
     }
 }
 
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Generates the set at `first` into the store and tells the core.
 pub(crate) async fn generate(
     link: Arc<ChainLink>,
@@ -44,31 +40,26 @@ pub(crate) async fn generate(
     let store = engine.0.clone();
     let made = tokio::task::spawn_blocking(move || {
         let graph = graph(&params);
-        let numbers: Vec<u64> = (first..first + u64::from(params.files_per_set)).collect();
-        let done = Mutex::new(Vec::new());
-        let failed = Mutex::new(None);
-        generate_files(&graph, &me.0, &numbers, threads(), &|file| {
+        let mut done = Vec::new();
+        let mut failed = None;
+        // A set is one sequential computation: this thread, file after file.
+        generate_set(&graph, &me.0, first, |file| {
+            if failed.is_some() {
+                return;
+            }
             let key = Key::of(&file.bytes);
             let stored = store
                 .put(key, Class::Idle, &file.bytes)
                 .wait()
                 .and_then(|_| store.set_meta(key, &idle_meta(file.index)).wait());
             match stored {
-                Ok(()) => done.lock().expect("no panic while held").push((
-                    file.index,
-                    key.0,
-                    file.commitment.encode(),
-                )),
-                Err(e) => *failed.lock().expect("no panic while held") = Some(e.to_string()),
+                Ok(()) => done.push((file.index, key.0, file.commitment.encode())),
+                Err(e) => failed = Some(e.to_string()),
             }
         });
-        match failed.into_inner().expect("no panic while held") {
+        match failed {
             Some(e) => Err(e),
-            None => {
-                let mut done = done.into_inner().expect("no panic while held");
-                done.sort_by_key(|(number, ..)| *number);
-                Ok(done)
-            }
+            None => Ok(done),
         }
     })
     .await
@@ -82,16 +73,13 @@ pub(crate) async fn generate(
                 started.elapsed().as_millis()
             );
             status.lock().expect("status lock").idle_files_generated += files.len() as u64;
-            let height = link.follower().status().height;
             let commitments = files.iter().map(|(_, _, c)| *c).collect();
             let files = files.into_iter().map(|(n, k, _)| (n, k)).collect();
-            let actions = link
-                .core()
+            link.core()
                 .lock()
                 .expect("core lock")
                 .idle_mut()
-                .on_generated(height, first, files, commitments);
-            link.queue(actions);
+                .on_generated(first, files, commitments);
         }
         Err(e) => {
             tracing::warn!("idle set {first}: generation failed (tried again later): {e}");
@@ -100,7 +88,7 @@ pub(crate) async fn generate(
                 .lock()
                 .expect("core lock")
                 .idle_mut()
-                .on_generation_failed(height);
+                .on_generation_failed(height, first);
         }
     }
 }
@@ -120,7 +108,7 @@ pub(crate) async fn prove_set(
         return;
     };
     let proof = tokio::task::spawn_blocking(move || {
-        prove_commit(&graph(&params), &me.0, &challenge, threads()).encode()
+        prove_commit(&graph(&params), &me.0, &challenge).encode()
     })
     .await;
     match proof {

@@ -193,6 +193,8 @@ fn start_chain(
             .idle_fill_mib
             .map_or(u64::MAX, |mib| mib.saturating_mul(1 << 20)),
         store_bytes_max: idle_capacity,
+        // One set per core (a set is one sequential computation).
+        parallel_sets: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     // Idle files, by the number in their metadata (one without is an orphan: deleted).
     let mut idle_files = Vec::new();

@@ -12,8 +12,7 @@ use cess_consensus::sim::genesis;
 use cess_consensus::tx::{Hash32, SegmentDecl};
 use cess_consensus::{AccountKey, Call, Transaction};
 use cess_node::{Action, NodeCore, NodeIdentity, WriteRefused};
-use cess_proofs::pois::commit::generate;
-use cess_proofs::pois::{Graph, prove_commit, prove_space};
+use cess_proofs::pois::{Graph, generate_set, prove_commit, prove_space};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -187,28 +186,22 @@ impl Net {
                     let graph = Graph::new(&params);
                     let me = self.miners[i].id();
                     let (mut files, mut commitments) = (Vec::new(), Vec::new());
-                    for number in first_file..first_file + u64::from(params.files_per_set) {
-                        let file = generate(&graph, &me.0, number);
+                    generate_set(&graph, &me.0, first_file, |file| {
                         let key = sha(&file.bytes);
                         self.stores[i].insert(key, file.bytes.len() as u64);
-                        self.idle_bytes.insert(key, file.bytes);
-                        files.push((number, key));
+                        files.push((file.index, key));
                         commitments.push(file.commitment.encode());
-                    }
-                    let height = self.ledger.height();
-                    let actions = self.nodes[i].idle_mut().on_generated(
-                        height,
-                        first_file,
-                        files,
-                        commitments,
-                    );
-                    self.act(i, actions);
+                        self.idle_bytes.insert(key, file.bytes);
+                    });
+                    self.nodes[i]
+                        .idle_mut()
+                        .on_generated(first_file, files, commitments);
                 }
                 Action::ProveIdleCommit { first_file } => {
                     let params = self.ledger.params().pois;
                     let me = self.miners[i].id();
                     let challenge = self.ledger.idle_commit_challenge(&me, first_file).unwrap();
-                    let proof = prove_commit(&Graph::new(&params), &me.0, &challenge, 1);
+                    let proof = prove_commit(&Graph::new(&params), &me.0, &challenge);
                     self.queued.push((
                         i,
                         Call::ProveIdle {
@@ -1066,6 +1059,7 @@ fn nodes_fill_certify_and_keep_idle_space_and_give_it_up_for_data() {
     let policy = cess_node::idle::IdlePolicy {
         fill_bytes_max: 2 * pois.set_bytes(),
         store_bytes_max: u64::MAX,
+        parallel_sets: 2,
     };
     net.nodes = std::mem::take(&mut net.nodes)
         .into_iter()
