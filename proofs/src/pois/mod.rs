@@ -79,7 +79,7 @@ impl PoisParams {
     /// The network's: 8 MiB idle files (one engine fragment, so that one idle file makes room
     /// for exactly one fragment of user data), K = 8, D = 8, sets of 32 files (256 MiB, one
     /// sequential computation), one commit opening and four space openings per file. A commit
-    /// proof is then about 295 KiB (under the ledger's 300 KiB proof bound) and a space proof
+    /// proof is then about 298 KiB (under the ledger's 300 KiB proof bound) and a space proof
     /// about 77 KiB. CESS uses 64 MiB files and D = 64; D is smaller here because every parent
     /// of every challenged label is opened (CESS checks a sample), and each parent costs a
     /// column. `proofs/DESIGN.md` gives the soundness of these numbers.
