@@ -1,4 +1,5 @@
-//! Random transaction sequences (seeded, replayable): after every block the storage
+//! Random transaction sequences (seeded, replayable; idle space included: sets committed,
+//! proven, audited and replaced, honestly and not): after every block the storage
 //! invariants hold (space never negative nor above what was declared, every fragment in
 //! exactly one place, no miner holding two fragments of a segment), money is conserved, a
 //! transaction that was not included changed nothing (the same block without it gives the
@@ -14,6 +15,7 @@ use cess_consensus::ledger::TOKEN;
 use cess_consensus::tx::TxTerms;
 use cess_consensus::{Call, Transaction, TxError};
 use cess_proofs::CpuBackend;
+use cess_proofs::pois::{Graph, generate_set, prove_commit, prove_space};
 use common::{Chain, Storage, test_params};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,7 +43,7 @@ fn random_call(
         })
         .collect();
     let restorals: Vec<[u8; 32]> = chain.ledger.restorals().map(|(id, _)| *id).collect();
-    match rng.random_range(0..19) {
+    match rng.random_range(0..24) {
         0 => Call::Transfer {
             to: pick_account(rng),
             amount: match rng.random_range(0..3) {
@@ -134,6 +136,109 @@ fn random_call(
                 Call::Deauthorize { delegate }
             }
         }
+        19 | 20 => {
+            // The signer's next set of idle files, honest; or numbered out of turn.
+            let params = chain.ledger.params().pois;
+            let me = chain.id(who);
+            let next = chain.ledger.idle_space(&me).map_or(0, |i| i.next_file);
+            let first = if rng.random_bool(0.85) {
+                next
+            } else {
+                next + u64::from(params.files_per_set)
+            };
+            let mut commitments = Vec::new();
+            generate_set(&Graph::new(&params), &me.0, first, |f| {
+                commitments.push(f.commitment.encode())
+            });
+            Call::CommitIdle {
+                first_file: first,
+                commitments,
+            }
+        }
+        21 => {
+            // The answer to a pending set's challenge once there is one: honest, or with a
+            // byte flipped; else a proof for nothing.
+            let params = chain.ledger.params().pois;
+            let me = chain.id(who);
+            let pending = chain
+                .ledger
+                .idle_space(&me)
+                .map(|i| i.pending.clone())
+                .unwrap_or_default();
+            match pending
+                .iter()
+                .find_map(|&f| chain.ledger.idle_commit_challenge(&me, f).map(|c| (f, c)))
+            {
+                Some((first_file, challenge)) => {
+                    let mut proof = prove_commit(&Graph::new(&params), &me.0, &challenge).encode();
+                    if rng.random_bool(0.2) {
+                        let at = rng.random_range(0..proof.len());
+                        proof[at] ^= 1;
+                    }
+                    Call::ProveIdle { first_file, proof }
+                }
+                None => Call::ProveIdle {
+                    first_file: rng.random_range(0..8),
+                    proof: vec![0; 16],
+                },
+            }
+        }
+        22 => {
+            // The answer to the signer's space audit: honest (its files made again), or for a
+            // round it does not have.
+            let params = chain.ledger.params().pois;
+            let me = chain.id(who);
+            match chain.ledger.space_challenge(&me) {
+                Some((audit, challenge)) if rng.random_bool(0.8) => {
+                    let mut files = Vec::new();
+                    generate_set(&Graph::new(&params), &me.0, audit.first_file, |f| {
+                        files.push(f)
+                    });
+                    let live: Vec<bool> = chain
+                        .ledger
+                        .idle_sets(&me)
+                        .find(|(f, _)| *f == audit.first_file)
+                        .map(|(_, s)| s.files.iter().map(|f| f.is_some()).collect())
+                        .unwrap_or_else(|| vec![false; files.len()]);
+                    let views: Vec<Option<&[u8]>> = files
+                        .iter()
+                        .zip(&live)
+                        .map(|(f, live)| live.then_some(&f.bytes[..]))
+                        .collect();
+                    Call::SubmitSpaceProof {
+                        round: audit.round,
+                        proof: prove_space(&params, &challenge, &views).encode(),
+                    }
+                }
+                _ => Call::SubmitSpaceProof {
+                    round: rng.random_range(0..4),
+                    proof: vec![1; rng.random_range(0..32)],
+                },
+            }
+        }
+        23 => {
+            // Some of the signer's idle files given up (live ones, or numbers at random).
+            let me = chain.id(who);
+            let live: Vec<u64> = chain
+                .ledger
+                .idle_sets(&me)
+                .flat_map(|(first, s)| {
+                    s.files
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| f.is_some())
+                        .map(move |(o, _)| first + o as u64)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let files = if !live.is_empty() && rng.random_bool(0.8) {
+                let take = rng.random_range(1..=live.len().min(3));
+                live[..take].to_vec()
+            } else {
+                vec![rng.random_range(0..64)]
+            };
+            Call::ReplaceIdle { files }
+        }
         _ => Call::SubmitProof {
             round: rng.random_range(0..4),
             tagger: storage.tagger_id(),
@@ -142,7 +247,28 @@ fn random_call(
     }
 }
 
-fn run_seed(seed: u64) {
+/// What the idle-space calls of a run reached.
+fn idle_outcomes(
+    events: &[cess_consensus::ledger::Event],
+    seen: &mut std::collections::BTreeSet<&'static str>,
+) {
+    use cess_consensus::ledger::Event;
+    for event in events {
+        seen.insert(match event {
+            Event::IdleCommitted { .. } => "committed",
+            Event::IdleCertified { .. } => "certified",
+            Event::IdleRefused { .. } => "refused",
+            Event::IdleReplaced { .. } => "replaced",
+            Event::IdleDecertified { .. } => "decertified",
+            Event::SpaceProofValid { .. } => "space valid",
+            Event::SpaceProofInvalid { .. } => "space invalid",
+            Event::SpaceProofMissing { .. } => "space missed",
+            _ => continue,
+        });
+    }
+}
+
+fn run_seed(seed: u64, idle_seen: &mut std::collections::BTreeSet<&'static str>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut chain = Chain::new(ACCOUNTS, 4, test_params());
     let mut storage = Storage::new(1);
@@ -197,6 +323,7 @@ fn run_seed(seed: u64) {
         let info = chain.next_info();
         let restored_outcome = restored.apply_block(&info, &txs, &CpuBackend);
         let outcome = chain.block(&txs);
+        idle_outcomes(&outcome.events, idle_seen);
         assert_eq!(
             (restored_outcome.root, &restored_outcome.receipts),
             (outcome.root, &outcome.receipts),
@@ -285,8 +412,22 @@ fn random_transaction_sequences_keep_the_invariants() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
+    let mut idle_seen = std::collections::BTreeSet::new();
     for seed in 0..seeds {
-        run_seed(seed);
+        run_seed(seed, &mut idle_seen);
+    }
+    eprintln!("idle space outcomes reached: {idle_seen:?}");
+    for wanted in [
+        "committed",
+        "certified",
+        "refused",
+        "space missed",
+        "decertified",
+    ] {
+        assert!(
+            idle_seen.contains(wanted),
+            "the sequences reach {wanted:?} (reached {idle_seen:?})"
+        );
     }
 }
 

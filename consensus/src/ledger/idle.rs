@@ -377,6 +377,11 @@ impl Ledger {
         first_file: u64,
         proof_bytes: &[u8],
     ) -> Result<(), TxError> {
+        // An exiting miner's space is not certified (it would earn while it leaves).
+        let miner = self.miners.get(&signer).ok_or(TxError::NotMiner)?;
+        if !matches!(miner.state, super::MinerState::Active) {
+            return Err(TxError::MinerNotActive);
+        }
         let set = self
             .idle_sets
             .get(&(signer, first_file))

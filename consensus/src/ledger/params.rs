@@ -99,15 +99,16 @@ pub struct LedgerParams {
     /// `Ledger::report_lost`): 0.1 token.
     pub penalty_lost: u128,
     /// The idle files' shape and their proofs' (`cess_proofs::pois`): 8 MiB files, sets of
-    /// 16 ([`PoisParams::NETWORK`]).
+    /// 32 ([`PoisParams::NETWORK`]).
     pub pois: PoisParams,
     /// A committed idle set must be proven within this many blocks of its commitment: 100.
     pub pois_commit_blocks: u64,
     /// A space audit must be answered within this many blocks: 3 (18 s at 6 s blocks).
     /// Answering reads the challenged set and hashes its trees (about a second for the
-    /// network's 256 MiB sets); labelling a deleted set again takes its 32 files one after
-    /// the other (about 40 s of one core here, `cess-bench proofs --case pois-label`), so a
-    /// miner that does not keep its set cannot answer in time (`proofs/DESIGN.md`).
+    /// network's 256 MiB sets); labelling a whole deleted set again takes its 32 files one
+    /// after the other (about 40 s of one core here, `cess-bench proofs --case pois-label`).
+    /// A miner keeping one file in 15 as checkpoints is not stopped by it: see
+    /// `proofs/DESIGN.md`, "Labelling again against the deadline".
     pub pois_space_deadline_blocks: u64,
     /// Paid from the reward pool for a GiB of verified idle space for one block, at each valid
     /// space proof: a quarter of the rent (idle space is worth less than stored data, and is

@@ -135,6 +135,11 @@ impl IdleCore {
         self.replaced.insert(number, 0);
     }
 
+    /// The answer to the space audit of `round` could not be made: asked again next block.
+    pub fn on_space_answer_failed(&mut self, round: u64) {
+        self.answering.remove(&round);
+    }
+
     /// A claimed idle file was not given up after all: it is offered again.
     pub fn on_replace_failed(&mut self, number: u64) {
         if let Some(key) = self.claimed.remove(&number) {
@@ -175,16 +180,31 @@ impl IdleCore {
 
         let live = live_files(ledger, me);
         self.replaced.retain(|number, _| live.contains_key(number));
+        let per_set = u64::from(pois.files_per_set);
+        // A certified file the store does not have (lost, or given up before a restart and not
+        // reported) is reported replaced: its set is then answered without it.
+        for (number, certified) in &live {
+            let first = number - number % per_set;
+            if *certified
+                && !self.files.contains_key(number)
+                && !self.claimed.contains_key(number)
+                && !self.generating.contains_key(&first)
+                && !self.committing.contains_key(&first)
+            {
+                self.replaced.entry(*number).or_insert(0);
+            }
+        }
 
         // Space audit: answered once, again if not taken in time; not while a file of the set
-        // it replaced is still live on the ledger (its `ReplaceIdle` takes it out first).
-        let per_set = u64::from(pois.files_per_set);
+        // it gave up is still live on the ledger or being given up (its `ReplaceIdle` takes it
+        // out first).
         match ledger.space_challenge(me) {
             Some((audit, _))
                 if height <= audit.deadline
                     && !self
                         .replaced
                         .keys()
+                        .chain(self.claimed.keys())
                         .any(|n| n - n % per_set == audit.first_file) =>
             {
                 let due = self
@@ -222,9 +242,33 @@ impl IdleCore {
         self.proving
             .retain(|first, _| committed_on_ledger.contains(first));
 
+        // Pending sets still inside their proving window (the ledger drops the others at the
+        // next commitment).
+        let pending_live = ledger
+            .idle_sets(me)
+            .filter(|(_, set)| match set.state {
+                IdleSetState::Committed { at, .. } => {
+                    at.saturating_add(params.pois_commit_blocks) >= height
+                }
+                IdleSetState::Certified => false,
+            })
+            .count();
+        let room = miner
+            .declared_bytes
+            .min(self.policy.store_bytes_max)
+            .saturating_sub(miner.active_bytes)
+            .saturating_sub(miner.locked_bytes)
+            .min(self.policy.fill_bytes_max);
+        let committed_bytes =
+            (space.certified_files + pending_live as u64 * per_set) * pois.file_bytes();
+
         // Commitments: done once the ledger numbered past them; the one the ledger numbers
-        // from now is submitted (again when not taken in time).
+        // from now is submitted (again when not taken in time), while it still fits beside
+        // the data (else it is dropped and its files go).
         self.committing.retain(|first, _| *first >= space.next_file);
+        if committed_bytes + pois.set_bytes() > room {
+            self.committing.remove(&space.next_file);
+        }
         if let Some((asked, commitments)) = self.committing.get_mut(&space.next_file)
             && (*asked == 0 || height >= *asked + RESUBMIT_BLOCKS)
         {
@@ -273,28 +317,18 @@ impl IdleCore {
             return;
         }
         let under_way = self.generating.len() + self.committing.len();
-        let mut idle_bytes = (space.certified_files
-            + (space.pending.len() + under_way) as u64 * per_set)
-            * pois.file_bytes();
-        let mut slots = IDLE_PENDING_SETS_MAX.saturating_sub(space.pending.len() + under_way);
-        let mut next = self
-            .generating
-            .keys()
-            .chain(self.committing.keys())
-            .map(|first| first + per_set)
-            .max()
-            .unwrap_or(0)
-            .max(space.next_file);
-        let room = miner
-            .declared_bytes
-            .min(self.policy.store_bytes_max)
-            .saturating_sub(miner.active_bytes)
-            .saturating_sub(miner.locked_bytes)
-            .min(self.policy.fill_bytes_max);
+        let mut idle_bytes = committed_bytes + under_way as u64 * pois.set_bytes();
+        let mut slots = IDLE_PENDING_SETS_MAX.saturating_sub(pending_live + under_way);
+        // The lowest numbers from the ledger's next that are not under way: a set whose
+        // generation failed is made again before the ones after it can be committed.
+        let mut next = space.next_file;
         while slots > 0
             && self.generating.len() < self.policy.parallel_sets.max(1)
             && idle_bytes + pois.set_bytes() <= room
         {
+            while self.generating.contains_key(&next) || self.committing.contains_key(&next) {
+                next += per_set;
+            }
             self.generating.insert(next, height);
             actions.push(Action::GenerateIdle { first_file: next });
             idle_bytes += pois.set_bytes();

@@ -162,9 +162,14 @@ pub(crate) async fn prove_space_audit(
         || keys.iter().zip(&live).any(|(k, live)| *live && k.is_none())
     {
         tracing::warn!(
-            "space audit {round}: files of set {first} are missing from the store; it cannot be answered"
+            "space audit {round}: files of set {first} are missing from the store; asked again next block"
         );
         status.lock().expect("status lock").idle_space_failures += 1;
+        link.core()
+            .lock()
+            .expect("core lock")
+            .idle_mut()
+            .on_space_answer_failed(round);
         return;
     }
     let store = engine.0.clone();
@@ -200,6 +205,11 @@ pub(crate) async fn prove_space_audit(
         Err(e) => {
             tracing::warn!("space audit {round}: cannot read set {first}: {e}");
             status.lock().expect("status lock").idle_space_failures += 1;
+            link.core()
+                .lock()
+                .expect("core lock")
+                .idle_mut()
+                .on_space_answer_failed(round);
         }
     }
 }
@@ -213,6 +223,17 @@ pub(crate) async fn make_room(
     id: [u8; 32],
     data: &[u8],
 ) -> Result<bool, String> {
+    // A fragment already here (an upload resumed or repeated) needs no room: the engine's
+    // put answers it without writing.
+    if engine
+        .0
+        .contains(Key(id))
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(false);
+    }
     let store = engine.0.clone();
     let free = tokio::task::spawn_blocking(move || store.stats())
         .await
