@@ -136,12 +136,7 @@ fn miners_fill_verify_and_prove_idle_space_then_give_it_up_for_data() {
         ],
         dir,
     ));
-    let file_id = put
-        .lines()
-        .find_map(|l| l.strip_prefix("file id "))
-        .expect("put prints the file id")
-        .trim()
-        .to_string();
+    let file_id = common::file_id_of(&put);
     // Each holder reports the idle file it gave up: verified space moves from idle to data,
     // and its total stays the same.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -143,12 +143,7 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
         ],
         dir,
     ));
-    let file_id = put
-        .lines()
-        .find_map(|l| l.strip_prefix("file id "))
-        .expect("put prints the file id")
-        .trim()
-        .to_string();
+    let file_id = common::file_id_of(&put);
     let file = chain_file(dir, &file_id);
     assert_eq!(file["state"], "active", "{file}");
     let before = holders(&file, &nodes);

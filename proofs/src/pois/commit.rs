@@ -592,11 +592,7 @@ impl CommitProof {
 }
 
 pub(crate) fn read_labels(r: &mut Reader<'_>, count: usize) -> Result<Vec<Label>, DecodeError> {
-    let bytes = r.take(count * LABEL_BYTES)?;
-    Ok(bytes
-        .chunks_exact(LABEL_BYTES)
-        .map(|c| c.try_into().expect("32 bytes"))
-        .collect())
+    Ok(labels_of(r.take(count * LABEL_BYTES)?))
 }
 
 #[cfg(test)]

@@ -38,12 +38,7 @@ impl Tree {
     /// The tree over labels stored back to back (an idle file's bytes).
     pub fn from_label_bytes(bytes: &[u8]) -> Tree {
         assert_eq!(bytes.len() % 32, 0);
-        Tree::new(
-            bytes
-                .chunks_exact(32)
-                .map(|c| c.try_into().expect("32 bytes"))
-                .collect(),
-        )
+        Tree::new(super::label::labels_of(bytes))
     }
 
     pub fn root(&self) -> Label {

@@ -75,20 +75,12 @@ pub(crate) async fn generate(
             status.lock().expect("status lock").idle_files_generated += files.len() as u64;
             let commitments = files.iter().map(|(_, _, c)| *c).collect();
             let files = files.into_iter().map(|(n, k, _)| (n, k)).collect();
-            link.core()
-                .lock()
-                .expect("core lock")
-                .idle_mut()
-                .on_generated(first, files, commitments);
+            with_idle(&link, |idle| idle.on_generated(first, files, commitments));
         }
         Err(e) => {
             tracing::warn!("idle set {first}: generation failed (tried again later): {e}");
             let height = link.follower().status().height;
-            link.core()
-                .lock()
-                .expect("core lock")
-                .idle_mut()
-                .on_generation_failed(height, first);
+            with_idle(&link, |idle| idle.on_generation_failed(height, first));
         }
     }
 }
@@ -165,11 +157,7 @@ pub(crate) async fn prove_space_audit(
             "space audit {round}: files of set {first} are missing from the store; asked again next block"
         );
         status.lock().expect("status lock").idle_space_failures += 1;
-        link.core()
-            .lock()
-            .expect("core lock")
-            .idle_mut()
-            .on_space_answer_failed(round);
+        with_idle(&link, |idle| idle.on_space_answer_failed(round));
         return;
     }
     let store = engine.0.clone();
@@ -205,11 +193,7 @@ pub(crate) async fn prove_space_audit(
         Err(e) => {
             tracing::warn!("space audit {round}: cannot read set {first}: {e}");
             status.lock().expect("status lock").idle_space_failures += 1;
-            link.core()
-                .lock()
-                .expect("core lock")
-                .idle_mut()
-                .on_space_answer_failed(round);
+            with_idle(&link, |idle| idle.on_space_answer_failed(round));
         }
     }
 }
@@ -223,6 +207,10 @@ pub(crate) async fn make_room(
     id: [u8; 32],
     data: &[u8],
 ) -> Result<bool, String> {
+    // A node holding no idle file has nothing to give up: its writes pay no extra look-up.
+    if with_idle(link, |idle| idle.files().is_empty()) {
+        return Ok(false);
+    }
     // A fragment already here (an upload resumed or repeated) needs no room: the engine's
     // put answers it without writing.
     if engine
@@ -254,13 +242,9 @@ pub(crate) async fn make_room(
     }
     let mut room = free;
     loop {
-        let claimed = link.follower().with_ledger(|l| {
-            link.core()
-                .lock()
-                .expect("core lock")
-                .idle_mut()
-                .claim_replaceable(l, &me)
-        });
+        let claimed = link
+            .follower()
+            .with_ledger(|l| with_idle(link, |idle| idle.claim_replaceable(l, &me)));
         let Some((number, key)) = claimed else {
             break;
         };
@@ -270,16 +254,18 @@ pub(crate) async fn make_room(
         } else {
             engine.0.delete(Key(key)).await.map(|_| ())
         };
-        let mut core = link.core().lock().expect("core lock");
         match done {
-            Ok(()) => core.idle_mut().on_replaced(number),
+            Ok(()) => with_idle(link, |idle| idle.on_replaced(number)),
             Err(e) => {
-                core.idle_mut().on_replace_failed(number);
+                with_idle(link, |idle| idle.on_replace_failed(number));
                 return Err(e.to_string());
             }
         }
         if last {
-            tracing::info!("idle file {number} replaced by fragment {}", hex(&id[..8]));
+            tracing::info!(
+                "idle file {number} replaced by fragment {}",
+                cess_consensus::codec::hex(&id[..8])
+            );
             return Ok(true);
         }
         room += file_bytes;
@@ -288,6 +274,7 @@ pub(crate) async fn make_room(
     Ok(false)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `f` on the node core's idle half (the lock held for the call alone).
+fn with_idle<R>(link: &ChainLink, f: impl FnOnce(&mut crate::idle::IdleCore) -> R) -> R {
+    f(link.core().lock().expect("core lock").idle_mut())
 }

@@ -161,3 +161,13 @@ pub fn corrupt_a_fragment(dir: &Path, i: usize) -> [u8; 32] {
     file.sync_all().unwrap();
     key.0
 }
+
+/// The file id `cess put` prints (its `file id …` line).
+pub fn file_id_of(put_output: &str) -> String {
+    put_output
+        .lines()
+        .find_map(|l| l.strip_prefix("file id "))
+        .expect("put prints the file id")
+        .trim()
+        .to_string()
+}
