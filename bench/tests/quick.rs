@@ -99,7 +99,7 @@ fn proofs_suite_runs_quick() {
 }
 
 // The kernels suite is not run here: on lavapipe (CI's adapter) even its quick mode takes
-// minutes. Its correctness is covered by kernels/tests and proofs/tests/gpu_backend.rs.
+// minutes. Its correctness is covered by kernels/tests and proofs/tests/gpu.rs.
 
 #[test]
 fn consensus_suite_runs_quick() {

@@ -1,32 +1,19 @@
-//! The kernels on a real adapter (a GPU, or Mesa's lavapipe where there is none) against
-//! arkworks and the CPU reference. Without any adapter these tests fail and say why.
-
-mod common;
-
-use std::sync::OnceLock;
+//! The kernels on the adapter (a GPU, or Mesa's lavapipe where there is none) against
+//! arkworks and the CPU reference, on the device the backend tests share (see `gpu.rs`).
 
 use ark_bls12_381::{Fq, Fr, G1Affine, G1Projective};
 use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
 use ark_ff::{Field, PrimeField};
 use cess_kernels::{FieldOp, G1Bytes, Gpu, GpuError, PointOp, ScalarBytes};
-use common::*;
 use rand::Rng;
+
+use crate::ark::*;
 
 /// An arkworks operation the GPU result must equal.
 type BinOp<F> = fn(F, F) -> F;
 
 fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| match Gpu::open() {
-        Ok(gpu) => {
-            eprintln!("kernels tests run on {}", gpu.adapter());
-            gpu
-        }
-        Err(e) => panic!(
-            "the kernels tests need a GPU adapter and found none: {e}. On a machine without a \
-             GPU install Mesa's lavapipe (apt-get install mesa-vulkan-drivers)."
-        ),
-    })
+    crate::gpu().gpu()
 }
 
 #[test]

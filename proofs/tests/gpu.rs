@@ -1,9 +1,21 @@
-//! The GPU backend (`cess-kernels` on wgpu) against the CPU backend (blst): bit-identical
-//! results for every operation, and whole tag / prove / verify runs that agree.
-//! Runs on any adapter, Mesa's lavapipe included; without one it fails and says why.
+//! Every test that needs a GPU adapter, in one binary that opens one device: on Mesa's
+//! lavapipe (CI's adapter) compiling the kernels' pipelines is nearly all of these tests' time
+//! (the MSM module alone takes minutes), and a device compiles each module once.
+//!
+//! - `kernels`: the kernels against arkworks (the independent oracle), boundary and random
+//!   values, and the refusals of invalid input.
+//! - here: the GPU backend against the CPU backend (blst): bit-identical results for every
+//!   operation, and whole tag / prove / verify runs that agree.
+//!
+//! Runs on any adapter, lavapipe included; without one it fails and says why.
 #![cfg(feature = "gpu")]
 
+// The kernels' arkworks conversions and test values, shared with `kernels/tests/reference.rs`.
+#[path = "../../kernels/tests/common/mod.rs"]
+mod ark;
 mod common;
+#[path = "gpu/kernels.rs"]
+mod kernels;
 
 use std::sync::OnceLock;
 
@@ -17,13 +29,15 @@ use rand_chacha::ChaCha20Rng;
 
 fn gpu() -> &'static GpuBackend {
     static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(|| {
-        GpuBackend::open().unwrap_or_else(|e| {
-            panic!(
-                "the GPU backend tests need an adapter and found none: {e}. Without a GPU, \
-                 install Mesa's lavapipe (apt-get install mesa-vulkan-drivers)."
-            )
-        })
+    GPU.get_or_init(|| match GpuBackend::open() {
+        Ok(backend) => {
+            eprintln!("the GPU tests run on {}", backend.gpu().adapter());
+            backend
+        }
+        Err(e) => panic!(
+            "the GPU tests need an adapter and found none: {e}. Without a GPU, install \
+                 Mesa's lavapipe (apt-get install mesa-vulkan-drivers)."
+        ),
     })
 }
 
