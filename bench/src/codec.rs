@@ -2,8 +2,9 @@
 //! directly on whole fragments.
 
 use crate::report::{Case, Options};
-use cess_engine::codec::{
-    self, CodecError, CodecParams, EncodeOptions, FileKey, FragmentSink, Id, SegmentCoder, sha256,
+use cess_codec::{
+    self as codec, CodecError, CodecParams, EncodeOptions, FileKey, FragmentSink, Id, SegmentCoder,
+    sha256,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -26,7 +26,7 @@
 //!   network), alternating, in the same run: what the S3 protocol and the gateway cost.
 
 use crate::report::{Case, Options};
-use cess_engine::codec::{self, CodecError, EncodeOptions, FragmentSink, Id};
+use cess_codec::{self as codec, CodecError, EncodeOptions, FragmentSink, Id};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;

@@ -13,7 +13,6 @@
 #[allow(unsafe_code)]
 pub mod aligned;
 mod alloc;
-pub mod codec;
 pub mod device;
 mod error;
 pub mod layout;

@@ -1,8 +1,8 @@
 //! `cess encode`, `cess decode`, `cess keygen`: files to fragments and back.
 
 use anyhow::{Context, Result, bail};
-use cess_engine::codec::{
-    self, CodecParams, DirFragments, EncodeOptions, FileKey, KdfParams, Manifest, hex,
+use cess_codec::{
+    self as codec, CodecParams, DirFragments, EncodeOptions, FileKey, KdfParams, Manifest, hex,
 };
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};

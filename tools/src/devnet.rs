@@ -567,7 +567,7 @@ pub fn chain_client_as(
 /// drop its fragments, prints what each stage took, and tears everything down.
 pub fn demo(options: &DemoOptions) -> Result<()> {
     use crate::codec_cmd::{KeyChoice, rate};
-    use cess_engine::codec::{CodecParams, hex};
+    use cess_codec::{CodecParams, hex};
     use rand::{RngCore, SeedableRng};
     use std::io::Write;
 

@@ -20,13 +20,13 @@ use crate::chain::ChainClient;
 use crate::codec_cmd::{self, KeyChoice, Meter};
 use crate::net::{CopyPool, GetReport, Placement};
 use anyhow::{Context, Result, bail};
+use cess_codec::{
+    self as codec, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, hex,
+};
 use cess_consensus::ledger::{FileInfo, FileState, GIB, Ledger};
 use cess_consensus::tx::{NAME_BYTES_MAX, SegmentDecl};
 use cess_consensus::{AccountId, Call, TxError};
 use cess_engine::Key;
-use cess_engine::codec::{
-    self, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, hex,
-};
 use cess_transport::{Client, Code, NodeAddr, ProtocolError};
 use std::collections::HashSet;
 use std::io::Read;

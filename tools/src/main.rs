@@ -19,7 +19,7 @@ mod tagger;
 mod validator;
 
 use anyhow::{Context, Result, bail};
-use cess_engine::codec::CodecParams;
+use cess_codec::CodecParams;
 use cess_engine::{
     AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, Store, Target, format,
 };
@@ -669,7 +669,7 @@ fn run(cli: Cli) -> Result<()> {
             data_shards,
             parity_shards,
         } => {
-            let params = cess_engine::codec::CodecParams {
+            let params = cess_codec::CodecParams {
                 segment_bytes: segment_mib
                     .checked_mul(1 << 20)
                     .context("segment size too large")?,
@@ -911,7 +911,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "file id {}\nactive: {} bytes as {} bytes of fragments on {} miners ({} bytes sent now)\n\
                      encode {:.2} s, order {:.2} s, send {:.2} s, until active {:.2} s: {:.0} MiB/s",
-                    cess_engine::codec::hex(&report.file_id),
+                    cess_codec::hex(&report.file_id),
                     report.file_bytes,
                     report.stored_bytes,
                     report.miners,
@@ -947,7 +947,7 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "file id {}
 put {} bytes ({} bytes of fragments on {} nodes) at {:.0} MiB/s",
-                cess_engine::codec::hex(&report.file_id),
+                cess_codec::hex(&report.file_id),
                 report.file_bytes,
                 report.stored_bytes,
                 nodes.len(),

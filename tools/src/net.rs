@@ -9,8 +9,8 @@
 use crate::codec_cmd::{self, KeyChoice, Meter};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use cess_engine::codec::{
-    self, CodecError, CodecParams, FragmentSink, FragmentSource, Id, Manifest, hex,
+use cess_codec::{
+    self as codec, CodecError, CodecParams, FragmentSink, FragmentSource, Id, Manifest, hex,
 };
 use cess_engine::{AlignedBuf, BufPool, Key};
 use cess_transport::{Client, ClientConfig, Endpoint, Limits, NodeAddr, NodeKey, pb};
@@ -567,7 +567,7 @@ pub fn read_placed(
     client: Arc<Client>,
     manifest: &Manifest,
     placement: Placement,
-    file_key: Option<&cess_engine::codec::FileKey>,
+    file_key: Option<&cess_codec::FileKey>,
     (segments, threads): (std::ops::Range<u64>, usize),
     out: &mut dyn std::io::Write,
 ) -> Result<Vec<String>> {

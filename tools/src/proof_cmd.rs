@@ -234,7 +234,7 @@ pub fn challenge(public_path: &Path, holding: &Holding, round: &Round, out: &Pat
         .with_context(|| format!("writing {}", out.display()))?;
     println!(
         "challenge {}: {} of {} fragments, {} blocks, written to {}",
-        &cess_engine::codec::hex(&challenge.seed())[..16],
+        &cess_codec::hex(&challenge.seed())[..16],
         challenge.fragments().len(),
         set.len(),
         challenge.block_total(),

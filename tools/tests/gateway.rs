@@ -199,7 +199,7 @@ fn s3_clients_store_read_list_and_delete_through_the_gateway() {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
 
-    let payload = cess_engine::codec::CodecParams {
+    let payload = cess_codec::CodecParams {
         segment_bytes: SEGMENT_MIB << 20,
         ..Default::default()
     }

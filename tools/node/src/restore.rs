@@ -6,11 +6,11 @@
 //! Also the store's read-back ([`check_store`]): every fragment read whole (the engine checks
 //! each block's checksum) and hashed against its id.
 
+use cess_codec::{self as codec, CodecError, FragmentSource, Id, Manifest, SegmentEntry};
 use cess_consensus::Ledger;
 use cess_consensus::ledger::MinerState;
 use cess_consensus::tx::Hash32;
 use cess_engine::Key;
-use cess_engine::codec::{self, CodecError, FragmentSource, Id, Manifest, SegmentEntry};
 use cess_transport::{Client, NodeAddr};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -10,8 +10,8 @@
 //! the data is encrypted before it leaves the gateway, and no key is stored anywhere.
 
 use anyhow::{Context, Result, bail};
+use cess_codec::FileKey;
 use cess_consensus::AccountId;
-use cess_engine::codec::FileKey;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

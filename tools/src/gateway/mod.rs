@@ -34,7 +34,7 @@ pub mod s3;
 
 use crate::chain::ChainClient;
 use anyhow::{Context, Result};
-use cess_engine::codec::CodecParams;
+use cess_codec::CodecParams;
 use cess_transport::NodeKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The file codec: round trips, lost and corrupt fragments, repair, keys, tampering.
 
-use cess_engine::codec::{
-    self, CodecError, CodecParams, DirFragments, EncodeOptions, FileKey, FragmentSink,
+use cess_codec::{
+    self as codec, CodecError, CodecParams, DirFragments, EncodeOptions, FileKey, FragmentSink,
     FragmentSource, Id, KdfParams, Manifest, file_id, hex, sha256,
 };
 use rand::{Rng, RngCore, SeedableRng};

@@ -2,7 +2,7 @@
 //! manifest.
 #![no_main]
 
-use cess_engine::codec::Manifest;
+use cess_codec::Manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

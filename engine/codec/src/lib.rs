@@ -1,4 +1,4 @@
-//! The file codec: a file becomes segments, each segment `k` data and `m` parity fragments.
+//! `cess-codec`, the file codec: a file becomes segments, each segment `k` data and `m` parity fragments.
 //!
 //! Encode, per segment of `segment_bytes` (32 MiB by default):
 //! 1. Fill the segment with the next payload bytes; the last one is padded (the manifest
@@ -30,15 +30,27 @@ pub use pipeline::{
 };
 pub use stripes::{STRIPE_BYTES, SegmentCoder};
 
-use crate::types::Key;
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 digest naming a fragment, a segment or a file.
 pub type Id = [u8; 32];
 
-/// Lower-case hex of an id (a fragment id is the engine [`Key`] it is stored under).
+/// Lower-case hex of an id (a fragment id is the engine key it is stored under).
 pub fn hex(id: &Id) -> String {
-    Key(*id).to_hex()
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits, either case (surrounding whitespace allowed).
+pub fn parse_hex(s: &str) -> Option<Id> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(id)
 }
 
 /// Bytes an AEAD-protected segment spends on its nonce and tag.
@@ -119,7 +131,7 @@ impl CodecParams {
 
 /// SHA-256 of `bytes`: the engine key of a fragment with these bytes.
 pub fn sha256(bytes: &[u8]) -> Id {
-    Key::of(bytes).0
+    Sha256::digest(bytes).into()
 }
 
 /// The file id: SHA-256 Merkle root of the segment ids, a lone node paired with itself.
@@ -231,9 +243,10 @@ mod tests {
             hex(&id),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(Key::from_hex(&hex(&id)), Some(Key(id)));
-        assert_eq!(Key::from_hex("zz"), None);
-        assert_eq!(Key::from_hex(&"é".repeat(32)), None);
+        assert_eq!(parse_hex(&hex(&id)), Some(id));
+        assert_eq!(parse_hex(&hex(&id).to_uppercase()), Some(id));
+        assert_eq!(parse_hex("zz"), None);
+        assert_eq!(parse_hex(&"é".repeat(32)), None);
     }
 
     #[test]

@@ -96,10 +96,8 @@ impl FileKey {
             key.copy_from_slice(&bytes);
             return Ok(FileKey::from_bytes(key));
         }
-        let parsed = std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(crate::types::Key::from_hex);
-        parsed.map(|k| FileKey::from_bytes(k.0)).ok_or_else(|| {
+        let parsed = std::str::from_utf8(&bytes).ok().and_then(crate::parse_hex);
+        parsed.map(FileKey::from_bytes).ok_or_else(|| {
             CodecError::Kdf(format!(
                 "key file {} holds {} bytes: expected 32 raw bytes or 64 hex digits",
                 path.display(),
