@@ -65,12 +65,12 @@ impl Meter {
     pub fn update(&mut self, done: u64) {
         if self.last.elapsed() >= self.every {
             self.last = Instant::now();
-            crate::progress_line(self.what, done, self.total, self.started.elapsed());
+            progress_line(self.what, done, self.total, self.started.elapsed());
         }
     }
     pub fn finish(&self) -> Duration {
-        crate::progress_line(self.what, self.total, self.total, self.started.elapsed());
-        crate::finish_progress();
+        progress_line(self.what, self.total, self.total, self.started.elapsed());
+        finish_progress();
         self.started.elapsed()
     }
 }
@@ -221,4 +221,27 @@ pub fn decode_to_file(
     file.sync_all().context("syncing output")?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(meter.finish())
+}
+
+/// One progress line on standard error: rewritten in place on a terminal, appended otherwise.
+pub fn progress_line(what: &str, done: u64, total: u64, elapsed: Duration) {
+    let mib = done as f64 / (1 << 20) as f64;
+    let rate = mib / elapsed.as_secs_f64().max(1e-9);
+    let pct = if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    };
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{what}: {pct:5.1}%  {mib:.0} MiB  {rate:.0} MiB/s   ");
+    } else {
+        eprintln!("{what}: {pct:.1}% {mib:.0} MiB {rate:.0} MiB/s");
+    }
+}
+
+/// Ends a progress line rewritten in place.
+pub fn finish_progress() {
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
 }

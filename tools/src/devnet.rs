@@ -547,7 +547,7 @@ pub fn chain_client_as(
     crate::chain::ChainClient,
     std::sync::Arc<cess_transport::Client>,
 )> {
-    let (runtime, client) = crate::net::devnet_client(dir, None)?;
+    let (runtime, client) = crate::transfer::devnet_client(dir, None)?;
     let source = chain_source(dir)?;
     let path = as_key.map_or_else(|| dir.join(CLIENT_KEY), Path::to_path_buf);
     let key = std::sync::Arc::new(

@@ -18,7 +18,7 @@
 
 use crate::chain::ChainClient;
 use crate::codec_cmd::{self, KeyChoice, Meter};
-use crate::net::{CopyPool, GetReport, Placement};
+use crate::transfer::{CopyPool, GetReport, Placement};
 use anyhow::{Context, Result, bail};
 use cess_codec::{
     self as codec, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, hex,
@@ -686,7 +686,7 @@ pub fn get(
     if manifest.file_id != id {
         bail!("the file's header on the chain names another file");
     }
-    crate::net::get_placed(handle, client, manifest, placement, key, out)
+    crate::transfer::get_placed(handle, client, manifest, placement, key, out)
 }
 
 /// Authorizes (or with `revoke` deauthorizes) `delegate`, an account id in hex or a PeerId,

@@ -216,7 +216,7 @@ pub fn run(options: &Options) -> Result<()> {
     ))?;
     let client = {
         let _guard = runtime.enter();
-        crate::net::client(key, cess_transport::ClientConfig::default(), None)?
+        crate::transfer::client(key, cess_transport::ClientConfig::default(), None)?
     };
     let table = Arc::new(keys::KeyTable::open(&options.dir)?);
     let metrics = Arc::new(Metrics::default());

@@ -866,7 +866,7 @@ impl Gateway {
             if whole {
                 // One reader of the whole object: the pipelined decode, segments fetched
                 // ahead, straight to the client.
-                crate::net::read_placed(
+                crate::transfer::read_placed(
                     &inner.handle,
                     inner.client.clone(),
                     &manifest,
@@ -884,7 +884,7 @@ impl Gateway {
                         // each, bounds the buffers every concurrent range read would hold.
                         let _turn = inner.handle.block_on(inner.decoders.acquire())?;
                         let mut bytes = Vec::new();
-                        crate::net::read_placed(
+                        crate::transfer::read_placed(
                             &inner.handle,
                             inner.client.clone(),
                             &manifest,
