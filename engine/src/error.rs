@@ -76,11 +76,11 @@ pub enum OpenError {
         actual: u64,
     },
     /// A shard's journal or checkpoints cannot be trusted.
-    #[error("{target}: shard {shard} metadata is unrecoverable: {detail}")]
+    #[error("{target}: shard {shard} metadata is unrecoverable: {cause}")]
     Metadata {
         target: String,
         shard: u32,
-        detail: String,
+        cause: RecoveryError,
     },
 }
 
@@ -132,8 +132,8 @@ pub enum StoreError {
     #[error("read of fragment {key} failed: {reason}")]
     ReadFailed { key: Key, reason: String },
     /// An earlier write or flush failed; the shard refuses writes until reopened.
-    #[error("shard {shard} refuses writes after an earlier failure: {reason}")]
-    Poisoned { shard: u32, reason: String },
+    #[error("shard {shard} refuses writes after an earlier failure: {cause}")]
+    Poisoned { shard: u32, cause: PoisonCause },
     /// A helper thread could not be started (the process is out of threads or memory).
     #[error("could not start a helper thread: {0}")]
     Thread(String),
@@ -151,4 +151,132 @@ pub enum StoreError {
     /// The store is shutting down or its shard thread is gone.
     #[error("store is closed")]
     Closed,
+}
+
+/// A failed device operation: its kind (what code matches on) and, when the OS gave one, its
+/// error number (what an operator reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoFailure {
+    pub kind: io::ErrorKind,
+    pub os_code: Option<i32>,
+}
+
+impl From<&io::Error> for IoFailure {
+    fn from(e: &io::Error) -> IoFailure {
+        IoFailure {
+            kind: e.kind(),
+            os_code: e.raw_os_error(),
+        }
+    }
+}
+
+impl From<io::Error> for IoFailure {
+    fn from(e: io::Error) -> IoFailure {
+        IoFailure::from(&e)
+    }
+}
+
+impl std::fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.os_code {
+            Some(code) => write!(f, "{}", io::Error::from_raw_os_error(code)),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+/// Why a shard stopped taking writes: the write or flush that failed. After it the shard
+/// cannot tell what reached the device, so it refuses writes until it is reopened and
+/// recovered from what is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PoisonCause {
+    #[error("data write at byte {offset} failed: {failure}")]
+    DataWrite { offset: u64, failure: IoFailure },
+    #[error("flush of fragment data failed: {0}")]
+    DataFlush(IoFailure),
+    #[error("journal write failed: {0}")]
+    JournalWrite(IoFailure),
+    #[error("journal flush failed: {0}")]
+    JournalFlush(IoFailure),
+    #[error("checkpoint write failed: {0}")]
+    CheckpointWrite(IoFailure),
+    #[error("checkpoint flush failed: {0}")]
+    CheckpointFlush(IoFailure),
+    /// The index outgrew its checkpoint slot (puts and metadata are refused before this).
+    #[error("checkpoint of {len_bytes} bytes exceeds its slot of {slot_bytes}")]
+    CheckpointTooLarge { len_bytes: u64, slot_bytes: u64 },
+}
+
+/// Why a checkpoint slot was not used at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SlotDefect {
+    #[error("unreadable ({0})")]
+    Unreadable(IoFailure),
+    /// No frame header of this store and shard: never written, or an older format's.
+    #[error("empty")]
+    Empty,
+    #[error("its frame of {len_bytes} bytes exceeds the slot")]
+    Oversized { len_bytes: u64 },
+    #[error("fails its checksum")]
+    Checksum,
+    #[error("has a valid checksum but undecodable entries")]
+    Undecodable,
+}
+
+/// Which copy of the mirrored journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalCopy {
+    A,
+    B,
+}
+
+impl std::fmt::Display for JournalCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JournalCopy::A => "A",
+            JournalCopy::B => "B",
+        })
+    }
+}
+
+/// Why a shard's metadata could not be recovered at open (see `engine/DESIGN.md`, recovery).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    #[error("no valid checkpoint in either slot (slot 0 {0}, slot 1 {1})")]
+    NoCheckpoint(SlotDefect, SlotDefect),
+    #[error("cannot read either journal copy (A: {a}, B: {b})")]
+    JournalUnreadable { a: IoFailure, b: IoFailure },
+    #[error("checkpoint lists fragment {0} twice")]
+    DuplicateInCheckpoint(Key),
+    #[error("journal batch {seq} holds an undecodable record")]
+    UndecodableRecord { seq: u64 },
+    /// The live path never journals a put of a present key: the journal is inconsistent.
+    #[error("journal batch {seq} puts fragment {key}, which the index already holds")]
+    PutOfPresentKey { seq: u64, key: Key },
+    #[error("journal replay ran past one full lap")]
+    PastOneLap,
+    /// A batch lost in both copies while a later one survives: acknowledged writes would be
+    /// dropped silently, so opening is refused.
+    #[error(
+        "journal batch {seq} is missing in both copies but batch {follows} follows (copy {copy})"
+    )]
+    MissingBatch {
+        seq: u64,
+        follows: u64,
+        copy: JournalCopy,
+    },
+    #[error("index holds overlapping or out-of-region extents")]
+    OverlappingExtents,
+    /// Every valid checkpoint failed to replay: each one's sequence number and reason.
+    #[error("{}", failures.iter().map(|(seq, e)| format!("seq {seq}: {e}")).collect::<Vec<_>>().join("; "))]
+    NoCheckpointReplays { failures: Vec<(u64, RecoveryError)> },
+    /// Recovery decided, but a repair it issued (a journal copy rewritten, a checkpoint
+    /// written again) failed.
+    #[error("repair after recovery: {0}")]
+    Repair(PoisonCause),
+    #[error("the shard thread exited while opening")]
+    ShardThreadExited,
 }

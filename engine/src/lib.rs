@@ -24,7 +24,10 @@ mod wire;
 
 pub use aligned::{AlignedBuf, BLOCK_BYTES, BufPool};
 pub use device::{SimDisk, SimFaults};
-pub use error::{CorruptKind, FormatError, OpenError, StoreError};
+pub use error::{
+    CorruptKind, FormatError, IoFailure, JournalCopy, OpenError, PoisonCause, RecoveryError,
+    SlotDefect, StoreError,
+};
 pub use layout::{FORMAT_VERSION, Geometry, NodeId, Superblock};
 pub use shard::ReadBuf;
 pub use store::{FormatOptions, ListIter, OpenOptions, Pending, Store, Target, format};

@@ -11,7 +11,7 @@
 
 use crate::aligned::{AlignedBuf, BLOCK_BYTES, BufPool, round_up};
 use crate::device::{Bell, Device, IoOp, SimDisk, execute_one, open_target};
-use crate::error::{FormatError, OpenError, StoreError};
+use crate::error::{FormatError, OpenError, RecoveryError, StoreError};
 use crate::layout::{
     self, FORMAT_VERSION, Geometry, NodeId, SIGNATURE_PROBE_BYTES, Superblock, SuperblockFault,
 };
@@ -602,7 +602,7 @@ impl Store {
                             let _ = opened_tx.send(Ok(()));
                             shard_loop(shard, rx, &shard_bell, &shard_room);
                         }
-                        Err(detail) => drop(opened_tx.send(Err(detail))),
+                        Err(cause) => drop(opened_tx.send(Err(cause))),
                     }
                 })
                 .map_err(|source| OpenError::Io {
@@ -626,12 +626,12 @@ impl Store {
         for (id, opened) in pending_opens {
             let result = opened
                 .recv()
-                .unwrap_or_else(|_| Err("shard thread exited".into()));
-            if let Err(detail) = result {
+                .unwrap_or(Err(RecoveryError::ShardThreadExited));
+            if let Err(cause) = result {
                 return Err(OpenError::Metadata {
                     target: name,
                     shard: id,
-                    detail,
+                    cause,
                 });
             }
         }

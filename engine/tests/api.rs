@@ -174,7 +174,7 @@ fn full_store_refuses_before_writing_and_replace_uses_the_reserve() {
     let before = store.stats().unwrap();
     let (key, data) = fragment(&mut rng, 64 << 10);
     let err = store.put(key, Class::Idle, &data).wait().unwrap_err();
-    assert!(err.to_string().contains("no space"), "{err}");
+    assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
     assert_eq!(
         store.stats().unwrap(),
         before,
@@ -223,13 +223,31 @@ fn format_and_open_refusals() {
     block[0x439] = 0xEF;
     cess_engine::device::execute_one(dev.as_mut(), IoOp::write(0, block.as_blocks())).unwrap();
     let err = format(&Target::Sim(disk.clone()), &small_options()).unwrap_err();
-    assert!(err.to_string().contains("ext2/ext3/ext4"), "{err}");
+    assert!(
+        matches!(
+            err,
+            FormatError::ForeignSignature {
+                found: "an ext2/ext3/ext4 file system",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let mut forced = small_options();
     forced.force = true;
     format(&Target::Sim(disk.clone()), &forced).unwrap();
     // Formatting over an existing store also needs force.
     let err = format(&Target::Sim(disk.clone()), &small_options()).unwrap_err();
-    assert!(err.to_string().contains("CESS fragment store"), "{err}");
+    assert!(
+        matches!(
+            err,
+            FormatError::ForeignSignature {
+                found: "a CESS fragment store",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // Wrong identity.
     let err = Store::open(&Target::Sim(disk.clone()), &OpenOptions::new(OTHER_NODE)).unwrap_err();

@@ -4,7 +4,8 @@
 mod common;
 
 use cess_engine::{
-    Class, Geometry, Key, OpenError, OpenOptions, SimDisk, SimFaults, Store, StoreError, Target,
+    Class, Geometry, Key, OpenError, OpenOptions, PoisonCause, RecoveryError, SimDisk, SimFaults,
+    Store, StoreError, Target,
 };
 use common::*;
 use rand::SeedableRng;
@@ -162,10 +163,16 @@ fn write_error_poisons_the_shard_and_loses_nothing_acknowledged() {
     let mut rng = ChaCha8Rng::seed_from_u64(60);
     let (key, data) = fragment(&mut rng, 9_000);
     let err = store.put(key, Class::Active, &data).wait().unwrap_err();
-    assert!(matches!(err, StoreError::Poisoned { .. }), "{err}");
+    // The error says why: the data write failed, with the device's error kind.
     assert!(
-        err.to_string().contains("write"),
-        "the error says why: {err}"
+        matches!(
+            err,
+            StoreError::Poisoned {
+                cause: PoisonCause::DataWrite { .. },
+                ..
+            }
+        ),
+        "{err}"
     );
     disk.set_faults(SimFaults::default());
     // Still refused: the shard does not trust its device until reopened.
@@ -192,7 +199,16 @@ fn flush_error_and_read_error() {
     let mut rng = ChaCha8Rng::seed_from_u64(70);
     let (key, data) = fragment(&mut rng, 9_000);
     let err = store.put(key, Class::Active, &data).wait().unwrap_err();
-    assert!(err.to_string().contains("flush"), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Poisoned {
+                cause: PoisonCause::DataFlush(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
     disk.set_faults(SimFaults {
         read_error: 1.0,
         ..SimFaults::default()
@@ -322,8 +338,20 @@ fn a_batch_lost_in_both_journal_copies_refuses_to_open() {
     disk.flip_bit(r.journal_a + 130, 0);
     disk.flip_bit(r.journal_b + 130, 0);
     let err = Store::open(&Target::Sim(disk.clone()), &OpenOptions::new(NODE)).unwrap_err();
-    assert!(matches!(err, OpenError::Metadata { shard: 0, .. }), "{err}");
-    assert!(err.to_string().contains("missing in both copies"), "{err}");
+    let OpenError::Metadata {
+        shard: 0,
+        cause: RecoveryError::NoCheckpointReplays { failures },
+        ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert!(
+        failures
+            .iter()
+            .all(|(_, e)| matches!(e, RecoveryError::MissingBatch { .. })),
+        "{err}"
+    );
 }
 
 #[test]

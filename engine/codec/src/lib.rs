@@ -17,6 +17,8 @@
 //! that does not match counts as missing), rebuilds the segment, checks its id, and decrypts.
 //! Segments run in parallel on every core with a bounded pool of buffers, and come out in order.
 
+#![forbid(unsafe_code)]
+
 mod crypt;
 mod manifest;
 mod pipeline;
