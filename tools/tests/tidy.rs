@@ -9,7 +9,9 @@
 //!   engine's index, recovery decisions and superblock choice) use no runtime, clock, socket
 //!   or file system;
 //! - only `tools/` depends on `anyhow` or `clap`;
-//! - a file past 800 lines says at its top why it is one file.
+//! - a file past 800 lines says at its top why it is one file;
+//! - ARCHITECTURE.md's dependency graph is the manifests' own, each crate on a floor above
+//!   everything it depends on.
 
 use std::path::{Path, PathBuf};
 
@@ -202,4 +204,78 @@ fn long_files_say_why() {
         unexplained.is_empty(),
         "files over 800 lines without a `// Long file: why` line at the top: {unexplained:?}"
     );
+}
+
+/// ARCHITECTURE.md's dependency graph is the one the manifests declare: each crate's row
+/// names exactly the workspace crates its `[dependencies]` name, and each depends only on
+/// crates in rows above its own.
+#[test]
+fn the_documented_dependency_graph_is_the_real_one() {
+    let architecture = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let section = architecture
+        .split("## Dependency graph")
+        .nth(1)
+        .expect("ARCHITECTURE.md has a dependency graph")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let names_in = |text: &str| -> Vec<String> {
+        text.split('`')
+            .filter(|t| t.starts_with("cess-"))
+            .map(String::from)
+            .collect()
+    };
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `cess-")) {
+        let cells: Vec<&str> = line.split('|').collect();
+        let name = names_in(cells[1]).remove(0);
+        let mut deps = names_in(cells[2]);
+        deps.sort();
+        rows.push((name, deps));
+    }
+    let mut documented: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+    documented.sort();
+    let mut actual = Vec::new();
+    for member in members() {
+        let manifest = std::fs::read_to_string(root().join(&member).join("Cargo.toml")).unwrap();
+        let name = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{member}: no package name"))
+            .to_string();
+        let dependencies = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .unwrap_or("")
+            .split("\n[")
+            .next()
+            .unwrap();
+        let mut deps: Vec<String> = dependencies
+            .lines()
+            .filter_map(|l| l.split(['.', ' ', '=']).next())
+            .filter(|d| d.starts_with("cess-"))
+            .map(String::from)
+            .collect();
+        deps.sort();
+        let row = rows
+            .iter()
+            .position(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} has no row in ARCHITECTURE.md's dependency graph"));
+        assert_eq!(
+            rows[row].1, deps,
+            "{name}: ARCHITECTURE.md lists {:?}, {member}/Cargo.toml has {deps:?}",
+            rows[row].1
+        );
+        for dep in &deps {
+            let below = rows[..row].iter().any(|(n, _)| n == dep);
+            assert!(
+                below,
+                "{name} depends on {dep}, which is not on a floor below it"
+            );
+        }
+        actual.push(name);
+    }
+    actual.sort();
+    assert_eq!(documented, actual, "one row per workspace crate");
 }
