@@ -23,10 +23,21 @@ fn chain() -> Chain {
 
 /// Miner `i`'s idle files of the set starting at `first`.
 fn idle_set(chain: &Chain, i: usize, first: u64) -> Vec<IdleFile> {
+    labelled_for(chain, &owner(&chain.ledger, &chain.id(i)), first)
+}
+
+/// Whom the ledger has a registered miner's files labelled for.
+fn owner(ledger: &Ledger, miner: &AccountId) -> [u8; 32] {
+    ledger
+        .idle_replica_owner(miner)
+        .expect("a registered miner")
+}
+
+/// The set at `first` labelled for `owner`.
+fn labelled_for(chain: &Chain, owner: &[u8; 32], first: u64) -> Vec<IdleFile> {
     let params = chain.ledger.params().pois;
-    let graph = Graph::new(&params);
     let mut files = Vec::new();
-    generate_set(&graph, &chain.id(i).0, first, |file| files.push(file));
+    generate_set(&Graph::new(&params), owner, first, |file| files.push(file));
     files
 }
 
@@ -44,7 +55,7 @@ fn prove_call(ledger: &Ledger, miner: &AccountId, first: u64) -> Call {
         .expect("a fixed challenge");
     Call::ProveIdle {
         first_file: first,
-        proof: prove_commit(&Graph::new(&params), &miner.0, &challenge).encode(),
+        proof: prove_commit(&Graph::new(&params), &owner(ledger, miner), &challenge).encode(),
     }
 }
 
@@ -138,13 +149,18 @@ fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment()
     // drops the set.
     let guessed = CommitChallenge::derive(
         &params,
-        &miner.0,
+        &owner(&chain.ledger, &miner),
         0,
         &files.iter().map(|f| f.commitment).collect::<Vec<_>>(),
         &[0; 32],
     );
     assert_ne!(guessed, challenge);
-    let wrong = prove_commit(&Graph::new(&params), &miner.0, &guessed).encode();
+    let wrong = prove_commit(
+        &Graph::new(&params),
+        &owner(&chain.ledger, &miner),
+        &guessed,
+    )
+    .encode();
     // A proof that does not decode is refused without judgement (the set stays).
     assert!(matches!(
         chain.run(
@@ -190,7 +206,12 @@ fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment()
     chain.block(&[]);
     let challenge = chain.ledger.idle_commit_challenge(&other, 0).unwrap();
     // What miner 5 can answer with: miner 4's labels.
-    let proof = prove_commit(&Graph::new(&params), &miner.0, &challenge).encode();
+    let proof = prove_commit(
+        &Graph::new(&params),
+        &owner(&chain.ledger, &miner),
+        &challenge,
+    )
+    .encode();
     let tx = chain.tx(
         5,
         Call::ProveIdle {
@@ -219,6 +240,56 @@ fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment()
     let restored = Ledger::decode_snapshot(&chain.ledger.encode_snapshot()).unwrap();
     assert_eq!(restored.root(), chain.ledger.root());
     assert_eq!(restored.idle_space(&miner), chain.ledger.idle_space(&miner));
+}
+
+#[test]
+fn idle_files_are_labelled_for_one_chain_and_one_registration() {
+    let mut chain = chain();
+    let params = chain.ledger.params().pois;
+    let miner = chain.id(4);
+    // The owner names the chain: another chain (other parameters, so another chain id) has
+    // the same account's files labelled for another owner.
+    let mut other_params = test_params();
+    other_params.audit_period_blocks += 1;
+    let mut other = Chain::new(12, 4, other_params);
+    other.register_miner(4, MINER_BYTES);
+    assert_ne!(other.ledger.chain_id(), chain.ledger.chain_id());
+    assert_ne!(owner(&other.ledger, &miner), owner(&chain.ledger, &miner));
+    // And the registration: miners registered at other heights have other owners, and an
+    // account that is not a miner has none.
+    assert_ne!(
+        owner(&chain.ledger, &miner),
+        owner(&chain.ledger, &chain.id(5))
+    );
+    chain.block(&[]);
+    chain.register_miner(10, MINER_BYTES);
+    let late = chain.id(10);
+    assert!(chain.ledger.miner(&late).unwrap().registered_at > 0);
+    assert!(chain.ledger.idle_replica_owner(&chain.id(11)).is_none());
+    // Files labelled for the bare account (as for another chain or an earlier registration)
+    // are refused when their challenge is answered.
+    let foreign = labelled_for(&chain, &miner.0, 0);
+    chain.run(4, commit_call(&foreign)).unwrap();
+    chain.block(&[]);
+    let challenge = chain.ledger.idle_commit_challenge(&miner, 0).unwrap();
+    let proof = prove_commit(&Graph::new(&params), &miner.0, &challenge).encode();
+    let outcome = chain.block(&[chain.tx(
+        4,
+        Call::ProveIdle {
+            first_file: 0,
+            proof,
+        },
+    )]);
+    assert!(
+        events(&outcome)
+            .iter()
+            .any(|e| matches!(e, Event::IdleRefused { first_file: 0, .. }))
+    );
+    assert_eq!(chain.ledger.idle_verified_bytes(&miner), 0);
+    // The same numbers labelled for the owner the ledger names are certified.
+    let next = u64::from(params.files_per_set);
+    certify(&mut chain, 4, next);
+    assert_eq!(chain.ledger.idle_verified_bytes(&miner), params.set_bytes());
 }
 
 #[test]

@@ -147,7 +147,9 @@ fn random_call(
                 next + u64::from(params.files_per_set)
             };
             let mut commitments = Vec::new();
-            generate_set(&Graph::new(&params), &me.0, first, |f| {
+            // Labelled for whom the ledger names (the bare account when not a miner).
+            let owner = chain.ledger.idle_replica_owner(&me).unwrap_or(me.0);
+            generate_set(&Graph::new(&params), &owner, first, |f| {
                 commitments.push(f.commitment.encode())
             });
             Call::CommitIdle {
@@ -170,7 +172,8 @@ fn random_call(
                 .find_map(|&f| chain.ledger.idle_commit_challenge(&me, f).map(|c| (f, c)))
             {
                 Some((first_file, challenge)) => {
-                    let mut proof = prove_commit(&Graph::new(&params), &me.0, &challenge).encode();
+                    let owner = chain.ledger.idle_replica_owner(&me).unwrap_or(me.0);
+                    let mut proof = prove_commit(&Graph::new(&params), &owner, &challenge).encode();
                     if rng.random_bool(0.2) {
                         let at = rng.random_range(0..proof.len());
                         proof[at] ^= 1;
@@ -191,7 +194,8 @@ fn random_call(
             match chain.ledger.space_challenge(&me) {
                 Some((audit, challenge)) if rng.random_bool(0.8) => {
                     let mut files = Vec::new();
-                    generate_set(&Graph::new(&params), &me.0, audit.first_file, |f| {
+                    let owner = chain.ledger.idle_replica_owner(&me).unwrap_or(me.0);
+                    generate_set(&Graph::new(&params), &owner, audit.first_file, |f| {
                         files.push(f)
                     });
                     let live: Vec<bool> = chain

@@ -214,6 +214,18 @@ impl Ledger {
         self.idle.get(miner).map_or(0, |i| i.certified_files) * self.params.pois.file_bytes()
     }
 
+    /// Whom a registered miner's idle files are labelled for: its account, bound to this chain
+    /// and to this registration (its height), so that no file is certified on two chains, or
+    /// again after the miner withdrew and registered anew (its file numbers start again at 0).
+    pub fn idle_replica_owner(&self, miner: &AccountId) -> Option<[u8; 32]> {
+        let registered_at = self.miners.get(miner)?.registered_at;
+        let mut hasher = blake3::Hasher::new_derive_key("cess ledger idle replica owner v1");
+        hasher.update(&self.chain_id);
+        hasher.update(&miner.0);
+        hasher.update(&registered_at.to_le_bytes());
+        Some(*hasher.finalize().as_bytes())
+    }
+
     /// The commit challenge of a committed set, once the block after its commitment exists.
     pub fn idle_commit_challenge(
         &self,
@@ -231,7 +243,7 @@ impl Ledger {
         let commitments: Vec<FileCommitment> = set.files.iter().flatten().copied().collect();
         Some(CommitChallenge::derive(
             &self.params.pois,
-            &miner.0,
+            &self.idle_replica_owner(miner)?,
             first_file,
             &commitments,
             &randomness,
@@ -401,9 +413,12 @@ impl Ledger {
         let proof = CommitProof::decode(proof_bytes, &params)
             .map_err(|e| TxError::BadProof(e.to_string()))?;
         let commitments: Vec<FileCommitment> = set.files.iter().flatten().copied().collect();
+        let owner = self
+            .idle_replica_owner(&signer)
+            .expect("an active miner is registered");
         let challenge =
-            CommitChallenge::derive(&params, &signer.0, first_file, &commitments, &randomness);
-        let verdict = verify_commit(&params, &signer.0, &commitments, &challenge, &proof);
+            CommitChallenge::derive(&params, &owner, first_file, &commitments, &randomness);
+        let verdict = verify_commit(&params, &owner, &commitments, &challenge, &proof);
         self.accrue_idle_reward(&signer);
         let space = self
             .idle

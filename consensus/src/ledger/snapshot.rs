@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Format of the snapshot body (bumped whenever a field is added).
-const SNAPSHOT_VERSION: u32 = 4;
+const SNAPSHOT_VERSION: u32 = 5;
 /// No list in a ledger is longer than this (the state lives in memory).
 const LIST_MAX: usize = u32::MAX as usize;
 
@@ -231,6 +231,7 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
     let last_claim_expiry = r.u64("last claim expiry")?;
     let lost_reports_period = r.u64("lost reports period")?;
     let lost_penalty_paid = r.u128("lost penalty paid")?;
+    let registered_at = r.u64("registered at")?;
     let taggers = r.count(LIST_MAX, 36, "held taggers")?;
     let mut sets = BTreeMap::new();
     for _ in 0..taggers {
@@ -273,6 +274,7 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
         last_claim_expiry,
         lost_reports_period,
         lost_penalty_paid,
+        registered_at,
         held: HeldSets::from_sets(sets),
     })
 }

@@ -64,6 +64,10 @@ pub struct Miner {
     /// its reports cost in that period (at most `penalty_missing / 2`).
     pub lost_reports_period: u64,
     pub lost_penalty_paid: u128,
+    /// The height it registered at. With the chain id and its account it names its idle
+    /// replicas (`Ledger::idle_replica_owner`), so files labelled for one registration or one
+    /// chain are never certified for another.
+    pub registered_at: u64,
     /// Fragments reported stored, per tagger: id → length. Audits sample these.
     pub(crate) held: HeldSets,
 }
@@ -185,7 +189,8 @@ impl Miner {
             .u64(self.claims_barred_until)
             .u64(self.last_claim_expiry)
             .u64(self.lost_reports_period)
-            .u128(self.lost_penalty_paid);
+            .u128(self.lost_penalty_paid)
+            .u64(self.registered_at);
     }
 
     /// Brings the rent it earned up to `clock` (before its stored bytes change).
@@ -858,6 +863,7 @@ impl Ledger {
                 last_claim_expiry: 0,
                 lost_reports_period: 0,
                 lost_penalty_paid: 0,
+                registered_at: self.height,
                 held: HeldSets::default(),
             },
         );

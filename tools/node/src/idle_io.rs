@@ -35,7 +35,15 @@ pub(crate) async fn generate(
     first: u64,
 ) {
     let me = link.me();
-    let params = link.follower().with_ledger(|l| l.params().pois);
+    let (params, owner) = link
+        .follower()
+        .with_ledger(|l| (l.params().pois, l.idle_replica_owner(&me)));
+    let Some(owner) = owner else {
+        // Not (or no longer) a miner: nothing to label for. The core asks again later.
+        let height = link.follower().status().height;
+        with_idle(&link, |idle| idle.on_generation_failed(height, first));
+        return;
+    };
     let started = std::time::Instant::now();
     let store = engine.0.clone();
     let made = tokio::task::spawn_blocking(move || {
@@ -43,7 +51,7 @@ pub(crate) async fn generate(
         let mut done = Vec::new();
         let mut failed = None;
         // A set is one sequential computation: this thread, file after file.
-        generate_set(&graph, &me.0, first, |file| {
+        generate_set(&graph, &owner, first, |file| {
             if failed.is_some() {
                 return;
             }
@@ -93,14 +101,18 @@ pub(crate) async fn prove_set(
     first: u64,
 ) {
     let me = link.me();
-    let (params, challenge) = link
-        .follower()
-        .with_ledger(|l| (l.params().pois, l.idle_commit_challenge(&me, first)));
-    let Some(challenge) = challenge else {
+    let (params, challenge, owner) = link.follower().with_ledger(|l| {
+        (
+            l.params().pois,
+            l.idle_commit_challenge(&me, first),
+            l.idle_replica_owner(&me),
+        )
+    });
+    let (Some(challenge), Some(owner)) = (challenge, owner) else {
         return;
     };
     let proof = tokio::task::spawn_blocking(move || {
-        prove_commit(&graph(&params), &me.0, &challenge).encode()
+        prove_commit(&graph(&params), &owner, &challenge).encode()
     })
     .await;
     match proof {

@@ -185,8 +185,9 @@ impl Net {
                     let params = self.ledger.params().pois;
                     let graph = Graph::new(&params);
                     let me = self.miners[i].id();
+                    let owner = self.ledger.idle_replica_owner(&me).unwrap();
                     let (mut files, mut commitments) = (Vec::new(), Vec::new());
-                    generate_set(&graph, &me.0, first_file, |file| {
+                    generate_set(&graph, &owner, first_file, |file| {
                         let key = sha(&file.bytes);
                         self.stores[i].insert(key, file.bytes.len() as u64);
                         files.push((file.index, key));
@@ -201,7 +202,8 @@ impl Net {
                     let params = self.ledger.params().pois;
                     let me = self.miners[i].id();
                     let challenge = self.ledger.idle_commit_challenge(&me, first_file).unwrap();
-                    let proof = prove_commit(&Graph::new(&params), &me.0, &challenge);
+                    let owner = self.ledger.idle_replica_owner(&me).unwrap();
+                    let proof = prove_commit(&Graph::new(&params), &owner, &challenge);
                     self.queued.push((
                         i,
                         Call::ProveIdle {
