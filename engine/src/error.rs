@@ -258,6 +258,10 @@ pub enum RecoveryError {
     PutOfPresentKey { seq: u64, key: Key },
     #[error("journal replay ran past one full lap")]
     PastOneLap,
+    /// A checksum-valid checkpoint whose position or sequence numbers the engine never
+    /// writes (unaligned, or near overflow).
+    #[error("checkpoint seq {seq} at journal position {pos} is impossible")]
+    ImpossibleCheckpoint { seq: u64, pos: u64 },
     /// A batch lost in both copies while a later one survives: acknowledged writes would be
     /// dropped silently, so opening is refused.
     #[error(

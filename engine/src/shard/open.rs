@@ -68,6 +68,10 @@ impl Shard {
         };
         let slots =
             [0, 1].map(|slot| read_checkpoint(dev.as_mut(), &regions, slot, owner, &limits));
+        if let [Err(s0), Err(s1)] = &slots {
+            // Nothing to replay from: refused before the journal is read.
+            return Err(RecoveryError::NoCheckpoint(*s0, *s1));
+        }
         let journal_len = regions.journal_bytes as usize;
         let mut journal_a = AlignedBuf::zeroed(journal_len);
         let mut journal_b = AlignedBuf::zeroed(journal_len);

@@ -97,6 +97,7 @@ pub(super) fn read_superblock(
         });
     }
     let mut offsets = Geometry::superblock_offsets(len);
+    let mut read_size = len;
     let mut copies = read_at(dev, &offsets);
     // The tail copies sit at the formatted size; if the target changed size, look there.
     if let Some(sb) = copies.iter().flatten().next() {
@@ -110,10 +111,20 @@ pub(super) fn read_superblock(
         }
         if formatted != len {
             offsets = Geometry::superblock_offsets(formatted);
+            read_size = formatted;
             copies = read_at(dev, &offsets);
         }
     }
     let (superblock, damaged) = match superblock_case(&copies, node_id) {
+        // The copies must name the size whose places they were read from: damaged copies are
+        // rewritten at those places, which must be the ones the superblock describes.
+        SuperblockCase::Agreed { superblock, .. }
+            if superblock.geometry.device_bytes != read_size =>
+        {
+            return Err(OpenError::SuperblockConflict {
+                target: name.into(),
+            });
+        }
         SuperblockCase::Agreed {
             superblock,
             damaged,
