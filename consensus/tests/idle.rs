@@ -4,7 +4,7 @@
 
 mod common;
 
-use cess_consensus::ledger::{Event, IdleSetState, Ledger};
+use cess_consensus::ledger::{Event, IDLE_CHALLENGE_BLOCKS, IdleSetState, Ledger};
 use cess_consensus::{AccountId, Call, TxError};
 use cess_proofs::pois::{
     CommitChallenge, FileCommitment, Graph, IdleFile, generate_set, prove_commit, prove_space,
@@ -59,11 +59,18 @@ fn prove_call(ledger: &Ledger, miner: &AccountId, first: u64) -> Call {
     }
 }
 
+/// The blocks after a commitment until its challenge is fixed.
+fn fix_challenges(chain: &mut Chain) {
+    for _ in 0..IDLE_CHALLENGE_BLOCKS {
+        chain.block(&[]);
+    }
+}
+
 /// Commits and certifies miner `i`'s set at `first`; its files.
 fn certify(chain: &mut Chain, i: usize, first: u64) -> Vec<IdleFile> {
     let files = idle_set(chain, i, first);
     chain.run(i, commit_call(&files)).unwrap();
-    chain.block(&[]);
+    fix_challenges(chain);
     let call = prove_call(&chain.ledger, &chain.id(i), first);
     chain.run(i, call).unwrap();
     files
@@ -79,7 +86,7 @@ fn certify_together(chain: &mut Chain, miners: &[usize]) -> Vec<Vec<IdleFile>> {
         .map(|(&i, files)| chain.tx(i, commit_call(files)))
         .collect();
     chain.block(&txs);
-    chain.block(&[]);
+    fix_challenges(chain);
     let txs: Vec<_> = miners
         .iter()
         .map(|&i| chain.tx(i, prove_call(&chain.ledger, &chain.id(i), 0)))
@@ -142,6 +149,22 @@ fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment()
         0,
         "committed is not verified"
     );
+    // Not fixed by the next block alone (whose proposer knows its randomness beforehand), only
+    // by the randomness of the IDLE_CHALLENGE_BLOCKS-th block after the commitment.
+    for _ in 1..IDLE_CHALLENGE_BLOCKS {
+        // One block each, refused: the challenge does not exist yet.
+        assert_eq!(
+            chain.run(
+                4,
+                Call::ProveIdle {
+                    first_file: 0,
+                    proof: vec![0; 16]
+                }
+            ),
+            Err(TxError::IdleChallengeNotYet)
+        );
+        assert!(chain.ledger.idle_commit_challenge(&miner, 0).is_none());
+    }
     chain.block(&[]);
     let challenge = chain.ledger.idle_commit_challenge(&miner, 0).unwrap();
 
@@ -203,7 +226,7 @@ fn idle_space_is_verified_by_a_proof_of_a_challenge_fixed_after_its_commitment()
     let other = chain.id(5);
     let stolen = idle_set(&chain, 4, 0);
     chain.run(5, commit_call(&stolen)).unwrap();
-    chain.block(&[]);
+    fix_challenges(&mut chain);
     let challenge = chain.ledger.idle_commit_challenge(&other, 0).unwrap();
     // What miner 5 can answer with: miner 4's labels.
     let proof = prove_commit(
@@ -270,7 +293,7 @@ fn idle_files_are_labelled_for_one_chain_and_one_registration() {
     // are refused when their challenge is answered.
     let foreign = labelled_for(&chain, &miner.0, 0);
     chain.run(4, commit_call(&foreign)).unwrap();
-    chain.block(&[]);
+    fix_challenges(&mut chain);
     let challenge = chain.ledger.idle_commit_challenge(&miner, 0).unwrap();
     let proof = prove_commit(&Graph::new(&params), &miner.0, &challenge).encode();
     let outcome = chain.block(&[chain.tx(

@@ -4,8 +4,10 @@
 //!
 //! - `CommitIdle`: the roots of the next set of F files (numbers never reused). It must fit:
 //!   certified + committed + active + locked bytes ≤ declared.
-//! - The next block's randomness (which did not exist when the roots were recorded) fixes the
-//!   commit challenge; `ProveIdle` answers it within `pois_commit_blocks`. A valid answer
+//! - The randomness of the [`IDLE_CHALLENGE_BLOCKS`]th block after the commitment (which did
+//!   not exist when the roots were recorded, and chains the VRF outputs of that many proposers,
+//!   so no single proposer of the next block knows it beforehand) fixes the commit challenge;
+//!   `ProveIdle` answers it within `pois_commit_blocks`. A valid answer
 //!   certifies the set; a wrong one drops it (the miner's generation work is lost).
 //! - Each audit round that draws a miner with certified sets opens a space audit on one of
 //!   them (`SubmitSpaceProof`). A valid answer pays the idle reward accrued since the last one
@@ -28,6 +30,9 @@ use cess_proofs::pois::{
     CommitChallenge, CommitProof, FileCommitment, SpaceChallenge, SpaceProof, verify_commit,
     verify_space,
 };
+
+/// Blocks after a commitment whose randomness fixes its commit challenge.
+pub const IDLE_CHALLENGE_BLOCKS: u64 = 3;
 
 /// Sets one miner may have committed and not yet proven.
 pub const IDLE_PENDING_SETS_MAX: usize = 4;
@@ -371,16 +376,31 @@ impl Ledger {
         Ok(())
     }
 
-    /// At the start of a block: the sets committed in the block before get this block's
-    /// randomness, which fixes their commit challenges.
+    /// At the start of a block: the sets committed [`IDLE_CHALLENGE_BLOCKS`] blocks before get
+    /// this block's randomness, which fixes their commit challenges. It chains the VRF outputs
+    /// of every block since the commitment: a proposer knows the next block's output before it
+    /// is public, but only one that proposed all of them would know this.
     pub(super) fn fix_idle_challenges(&mut self) {
-        for key in std::mem::take(&mut self.idle_awaiting) {
-            if let Some(set) = self.idle_sets.get_mut(&key)
-                && let IdleSetState::Committed { randomness, .. } = &mut set.state
-            {
-                *randomness = Some(self.randomness);
+        let height = self.height;
+        let sets = &mut self.idle_sets;
+        let randomness = self.randomness;
+        self.idle_awaiting.retain(|key| {
+            let Some(set) = sets.get_mut(key) else {
+                return false;
+            };
+            let IdleSetState::Committed {
+                at,
+                randomness: fixed,
+            } = &mut set.state
+            else {
+                return false;
+            };
+            if at.saturating_add(IDLE_CHALLENGE_BLOCKS) > height {
+                return true;
             }
-        }
+            *fixed = Some(randomness);
+            false
+        });
     }
 
     pub(super) fn prove_idle(

@@ -50,7 +50,8 @@ pub use audit::Audit;
 pub use buckets::{BUCKETS_PER_OWNER_MAX, Buckets, check_bucket_name};
 pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
 pub use idle::{
-    IDLE_PENDING_SETS_MAX, IDLE_REPLACE_FILES_MAX, IdleSet, IdleSetState, IdleSpace, SpaceAudit,
+    IDLE_CHALLENGE_BLOCKS, IDLE_PENDING_SETS_MAX, IDLE_REPLACE_FILES_MAX, IdleSet, IdleSetState,
+    IdleSpace, SpaceAudit,
 };
 pub use params::{
     GIB, Genesis, GenesisTagger, GenesisValidator, LOST_COUNTDOWN_CLAIMS, LedgerParams, TOKEN,
@@ -220,7 +221,7 @@ pub enum TxError {
     NoIdleRoom { needed: u64, declared: u64 },
     #[error("no such idle set awaiting its proof")]
     NoSuchIdleSet,
-    #[error("the commit challenge is fixed by the next block's randomness: not yet")]
+    #[error("the commit challenge is not fixed yet (by the randomness of a later block)")]
     IdleChallengeNotYet,
     #[error("the set's proving window has passed")]
     IdleCommitExpired,

@@ -344,8 +344,9 @@ impl LedgerParams {
             return Err("pois: its proofs would not fit a transaction");
         }
         // The challenge is fixed by the block after the commitment; the proof needs one more.
-        if self.pois_commit_blocks < 2 {
-            return Err("pois_commit_blocks must be at least 2");
+        // The challenge is fixed IDLE_CHALLENGE_BLOCKS after the commitment; then it is answered.
+        if self.pois_commit_blocks < super::IDLE_CHALLENGE_BLOCKS + 2 {
+            return Err("pois_commit_blocks must leave two blocks after the challenge is fixed");
         }
         // One space audit per miner at a time: it closes before the next round opens.
         if self.pois_space_deadline_blocks == 0

@@ -687,7 +687,7 @@ impl Ledger {
         let idle = read_table(&mut r, b"idle", 32 + 8 + 4 + 8 + 16 + 8 + 1, "idle", |r| {
             Ok((account(r, "idle miner")?, IdleSpace::decode(r)?))
         })?;
-        // Derived: the sets whose challenge the next block fixes.
+        // Derived: the sets whose challenge a later block fixes.
         let idle_awaiting = idle_sets
             .iter()
             .filter(|(_, set)| {
