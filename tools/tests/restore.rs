@@ -203,7 +203,14 @@ fn a_wiped_miner_s_fragments_are_rebuilt_on_another_and_a_lost_one_by_its_own_no
         );
         assert!(!segment.contains(&Some(wiped)));
     }
-    let repaired_status = status(dir, repaired).unwrap();
+    // Its own node rebuilds the lost fragment, though perhaps only after an audit that opened
+    // on it first has closed: while a miner has an audit open its siblings refuse its reads (it
+    // could otherwise answer the audit from them), so the repair waits for the deadline.
+    let repaired_status = wait_until(
+        "the repaired node's lost fragment rebuilt in its own store",
+        Duration::from_secs(180),
+        || status(dir, repaired).filter(|s| s["store"]["active_fragments"] == 2),
+    );
     assert_eq!(
         repaired_status["store"]["active_fragments"], 2,
         "rebuilt in its own store: {repaired_status}"

@@ -12,12 +12,8 @@ pub struct EncodeArgs {
     /// Directory for the fragments and the manifest (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Encrypt under this key file (32 raw bytes or 64 hex digits; see `cess keygen`).
-    #[arg(long, conflicts_with = "passphrase")]
-    key: Option<PathBuf>,
-    /// Encrypt under a passphrase (Argon2id), read from CESS_PASSPHRASE or standard input.
-    #[arg(long)]
-    passphrase: bool,
+    #[command(flatten)]
+    key: KeyArgs,
     #[arg(long, default_value_t = 32)]
     segment_mib: u32,
     #[arg(long, default_value_t = 4)]
@@ -35,10 +31,8 @@ pub struct DecodeArgs {
     /// Where the fragments are (default: the manifest's directory).
     #[arg(long)]
     fragments: Option<PathBuf>,
-    #[arg(long, conflicts_with = "passphrase")]
-    key: Option<PathBuf>,
-    #[arg(long)]
-    passphrase: bool,
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 pub fn encode(args: EncodeArgs) -> Result<()> {
@@ -46,7 +40,6 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
         file,
         out,
         key,
-        passphrase,
         segment_mib,
         data_shards,
         parity_shards,
@@ -59,11 +52,7 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
         data_shards,
         parity_shards,
     };
-    let key = codec_cmd::KeyChoice {
-        key_file: key,
-        passphrase,
-        given: None,
-    };
+    let key = key.choice();
     codec_cmd::encode(&file, &out, key, params)
 }
 
@@ -73,15 +62,31 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
         out,
         fragments,
         key,
-        passphrase,
     } = args;
 
-    let key = codec_cmd::KeyChoice {
-        key_file: key,
-        passphrase,
-        given: None,
-    };
+    let key = key.choice();
     codec_cmd::decode(&manifest, &out, fragments, key)
+}
+
+/// How a file is keyed: a key file or a passphrase; neither, a plain (unencrypted) file.
+#[derive(clap::Args)]
+pub struct KeyArgs {
+    /// The file key: a key file of 32 raw bytes or 64 hex digits (see `cess keygen`).
+    #[arg(long, conflicts_with = "passphrase")]
+    key: Option<PathBuf>,
+    /// The file key from a passphrase (Argon2id), read from CESS_PASSPHRASE or standard input.
+    #[arg(long)]
+    passphrase: bool,
+}
+
+impl KeyArgs {
+    pub fn choice(self) -> codec_cmd::KeyChoice {
+        codec_cmd::KeyChoice {
+            key_file: self.key,
+            passphrase: self.passphrase,
+            given: None,
+        }
+    }
 }
 
 /// The arguments of `cess keygen` (its help is the command's line in `cli/mod.rs`).

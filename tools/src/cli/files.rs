@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
+use crate::cli::codec::KeyArgs;
 use crate::{codec_cmd, devnet, files, transfer};
 use cess_codec::CodecParams;
 
@@ -13,10 +14,8 @@ pub struct PutArgs {
     /// The network's directory (chain/, client.key).
     #[arg(long, default_value = "cess-devnet")]
     devnet: PathBuf,
-    #[arg(long, conflicts_with = "passphrase")]
-    key: Option<PathBuf>,
-    #[arg(long)]
-    passphrase: bool,
+    #[command(flatten)]
+    key: KeyArgs,
     #[arg(long, default_value_t = 32)]
     segment_mib: u32,
     /// A network without a chain only: an owner's upload grant to send with every
@@ -33,10 +32,8 @@ pub struct GetArgs {
     out: PathBuf,
     #[arg(long, default_value = "cess-devnet")]
     devnet: PathBuf,
-    #[arg(long, conflicts_with = "passphrase")]
-    key: Option<PathBuf>,
-    #[arg(long)]
-    passphrase: bool,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Reads with this account key (a delegate's, see `cess authorize`) instead of the
     /// network's client key: miners serve a file only to its owners, their delegates, a
     /// miner rebuilding it and the validators.
@@ -94,7 +91,6 @@ pub fn put(args: PutArgs) -> Result<()> {
         file,
         devnet,
         key,
-        passphrase,
         segment_mib,
         grant,
     } = args;
@@ -103,11 +99,7 @@ pub fn put(args: PutArgs) -> Result<()> {
         segment_bytes: segment_mib << 20,
         ..CodecParams::default()
     };
-    let choice = codec_cmd::KeyChoice {
-        key_file: key,
-        passphrase,
-        given: None,
-    };
+    let choice = key.choice();
     if devnet::on_chain(&devnet) {
         if grant.is_some() {
             bail!("--grant is for a network without a chain; the chain's order is the permission");
@@ -175,15 +167,10 @@ pub fn get(args: GetArgs) -> Result<()> {
         out,
         devnet,
         key,
-        passphrase,
         as_key,
     } = args;
 
-    let choice = codec_cmd::KeyChoice {
-        key_file: key,
-        passphrase,
-        given: None,
-    };
+    let choice = key.choice();
     let report = if devnet::on_chain(&devnet) {
         let (runtime, chain, mut client) = devnet::chain_client(&devnet)?;
         if let Some(path) = &as_key {
