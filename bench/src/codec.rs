@@ -3,9 +3,10 @@
 
 use crate::report::{Case, Options};
 use cess_codec::{
-    self as codec, CodecError, CodecParams, EncodeOptions, FileKey, FragmentSink, Id, SegmentCoder,
+    self as codec, CodecError, CodecParams, EncodeOptions, FileKey, FragmentSink, SegmentCoder,
     sha256,
 };
+use cess_types::FragmentId;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reed_solomon_simd::ReedSolomonDecoder;
@@ -16,7 +17,13 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Drops fragments: the suite measures coding, not storage.
 struct NullSink;
 impl FragmentSink for NullSink {
-    fn fragment(&mut self, _: u64, _: usize, _: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+    fn fragment(
+        &mut self,
+        _: u64,
+        _: usize,
+        _: &FragmentId,
+        bytes: &[u8],
+    ) -> Result<(), CodecError> {
         std::hint::black_box(bytes);
         Ok(())
     }

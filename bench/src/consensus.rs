@@ -824,7 +824,9 @@ fn audit_setup(
         let decls = (0..segments)
             .map(|_| SegmentDecl {
                 segment_id: rand::Rng::random(&mut rng),
-                fragments: (0..12).map(|_| rand::Rng::random(&mut rng)).collect(),
+                fragments: (0..12)
+                    .map(|_| cess_consensus::FragmentId(rand::Rng::random(&mut rng)))
+                    .collect(),
             })
             .collect();
         declares.push(ledger.transaction_with_nonce(
@@ -1004,7 +1006,7 @@ fn batch_verify_case(options: &Options) -> Result<Case, String> {
             for f in challenge.fragments() {
                 for b in &f.blocks {
                     let mut msg = [0u8; 36];
-                    msg[..32].copy_from_slice(&f.id);
+                    msg[..32].copy_from_slice(f.id.as_bytes());
                     msg[32..].copy_from_slice(&b.index.to_le_bytes());
                     points.push(G1::hash(&msg, HASH_DST));
                 }
@@ -1170,7 +1172,7 @@ impl StoredLedger {
         let segments: Vec<SegmentDecl> = (0..segments)
             .map(|_| SegmentDecl {
                 segment_id: id(),
-                fragments: (0..12).map(|_| id()).collect(),
+                fragments: (0..12).map(|_| cess_consensus::FragmentId(id())).collect(),
             })
             .collect();
         Call::DeclareFile {

@@ -26,7 +26,8 @@
 //!   network), alternating, in the same run: what the S3 protocol and the gateway cost.
 
 use crate::report::{Case, Options};
-use cess_codec::{self as codec, CodecError, EncodeOptions, FragmentSink, Id};
+use cess_codec::{self as codec, CodecError, EncodeOptions, FragmentSink};
+use cess_types::FragmentId;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;
@@ -418,7 +419,7 @@ fn wipe_store(node_dir: &Path) -> Result<(usize, u64), String> {
         &cess_engine::OpenOptions::new(cess_node::config::engine_node_id(&peer)),
     )
     .map_err(|e| e.to_string())?;
-    let fragments: Vec<(cess_engine::Key, u64)> = store
+    let fragments: Vec<(cess_engine::FragmentId, u64)> = store
         .list()
         .filter_map(Result::ok)
         .map(|info| (info.key, info.len_bytes))
@@ -436,7 +437,7 @@ impl FragmentSink for Columns {
         &mut self,
         segment: u64,
         index: usize,
-        _: &Id,
+        _: &FragmentId,
         bytes: &[u8],
     ) -> Result<(), CodecError> {
         let segment = segment as usize;
@@ -457,7 +458,7 @@ impl codec::FragmentSource for Columns {
         &self,
         segment: u64,
         index: usize,
-        _: &Id,
+        _: &FragmentId,
         buf: &mut [u8],
     ) -> Result<bool, CodecError> {
         // The rebuilt column is missing, as on the network.
@@ -517,7 +518,7 @@ fn restore_work(input: &[u8], column: usize) -> Result<RestoreWork, String> {
             .map_err(|e| e.to_string())?;
     let (mut tag_s, mut check_s) = (0.0, 0.0);
     for fragment in &rebuilt {
-        let id = codec::sha256(fragment);
+        let id = FragmentId::of(fragment);
         let started = Instant::now();
         let tags = cess_proofs::tag_fragment(&tagger, &cess_proofs::CpuBackend, &id, fragment)
             .map_err(|e| e.to_string())?;
@@ -888,7 +889,13 @@ fn aead_seconds(fragments: usize, fragment_bytes: usize) -> f64 {
 
 struct NullSink;
 impl FragmentSink for NullSink {
-    fn fragment(&mut self, _: u64, _: usize, _: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+    fn fragment(
+        &mut self,
+        _: u64,
+        _: usize,
+        _: &FragmentId,
+        bytes: &[u8],
+    ) -> Result<(), CodecError> {
         std::hint::black_box(bytes);
         Ok(())
     }

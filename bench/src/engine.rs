@@ -3,7 +3,7 @@
 
 use crate::report::{Case, Latency, Options, median, spread};
 use cess_engine::{
-    AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, Store, Target, format,
+    AlignedBuf, Class, FormatOptions, FragmentId, NodeId, OpenOptions, Store, Target, format,
 };
 use hdrhistogram::Histogram;
 use rand::{Rng, RngCore, SeedableRng};
@@ -175,13 +175,13 @@ pub(crate) fn format_store(target: &Path) -> Result<Store, String> {
     Store::open(&t, &OpenOptions::new(NODE)).map_err(|e| e.to_string())
 }
 
-pub(crate) fn fragments(count: usize, len: usize, seed: u64) -> Vec<(Key, AlignedBuf)> {
+pub(crate) fn fragments(count: usize, len: usize, seed: u64) -> Vec<(FragmentId, AlignedBuf)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|_| {
             let mut buf = AlignedBuf::zeroed(len);
             rng.fill_bytes(&mut buf);
-            (Key::of(&buf), buf)
+            (FragmentId::of(&buf), buf)
         })
         .collect()
 }
@@ -189,7 +189,7 @@ pub(crate) fn fragments(count: usize, len: usize, seed: u64) -> Vec<(Key, Aligne
 /// Puts every fragment with `queue_depth` in flight over two submitting threads.
 pub(crate) fn put_all(
     store: &Arc<Store>,
-    frags: Vec<(Key, AlignedBuf)>,
+    frags: Vec<(FragmentId, AlignedBuf)>,
     queue_depth: usize,
     hist: &mut Histogram<u64>,
 ) {
@@ -325,7 +325,7 @@ fn filled_store(
     count: usize,
     len: usize,
     qd: usize,
-) -> Result<(Arc<Store>, Vec<Key>), String> {
+) -> Result<(Arc<Store>, Vec<FragmentId>), String> {
     let store = Arc::new(format_store(target)?);
     let frags = fragments(count, len, 99);
     let keys = frags.iter().map(|(k, _)| *k).collect();
@@ -336,11 +336,11 @@ fn filled_store(
 
 /// `ops` random 8 KiB reads at 8 KiB-aligned offsets, seeded: what a proof asks for.
 fn random_read_set(
-    keys: &[Key],
+    keys: &[FragmentId],
     fragment_bytes: usize,
     ops: usize,
     seed: u64,
-) -> Vec<(Key, u64, u64)> {
+) -> Vec<(FragmentId, u64, u64)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let slots = (fragment_bytes / 8192) as u64;
     (0..ops)
@@ -353,7 +353,7 @@ fn random_read_set(
 
 /// The reads as one batch with `qd` on the device at a time (how proofs read), answers
 /// taken in order by a blocking caller and dropped. Returns the reads done and the time.
-fn batched_reads(store: &Store, reads: &[(Key, u64, u64)], qd: usize) -> (usize, Duration) {
+fn batched_reads(store: &Store, reads: &[(FragmentId, u64, u64)], qd: usize) -> (usize, Duration) {
     let started = Instant::now();
     let mut done = 0;
     for answer in store.read_batch(reads, qd) {
@@ -367,7 +367,7 @@ fn batched_reads(store: &Store, reads: &[(Key, u64, u64)], qd: usize) -> (usize,
 /// tasks on one async thread, each issuing its next read as soon as its last one returns.
 fn random_reads(
     store: &Arc<Store>,
-    keys: &Arc<Vec<Key>>,
+    keys: &Arc<Vec<FragmentId>>,
     fragment_bytes: usize,
     ops: usize,
     qd: usize,

@@ -14,15 +14,15 @@ use crate::transport::{FRAGMENT_BYTES, loopback};
 use cess_transport::attacks::{self, Kind};
 use cess_transport::memstore::MemStore;
 use cess_transport::{Client, ClientConfig, Endpoint, Limits, NodeKey, Server, ServerConfig};
-use sha2::Digest;
+use cess_types::FragmentId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn random_fragment(len: usize, seed: u64) -> ([u8; 32], Vec<u8>) {
+fn random_fragment(len: usize, seed: u64) -> (FragmentId, Vec<u8>) {
     use rand::SeedableRng;
     let mut data = vec![0u8; len];
     rand::RngCore::fill_bytes(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed), &mut data);
-    (sha2::Sha256::digest(&data).into(), data)
+    (FragmentId::of(&data), data)
 }
 
 fn client(key: Arc<NodeKey>) -> Result<Client, String> {
@@ -180,12 +180,12 @@ pub fn hostile_cases(options: &Options) -> Result<Vec<Case>, String> {
 fn spawn_attacker(
     kind: Kind,
     addr: &cess_transport::NodeAddr,
-    large_id: [u8; 32],
+    large_id: FragmentId,
     key_path: &std::path::Path,
 ) -> Result<std::process::Child, String> {
     use std::io::BufRead;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let large: String = large_id.iter().map(|b| format!("{b:02x}")).collect();
+    let large = large_id.to_hex();
     let args = [
         exe.to_string_lossy().into_owned(),
         "attack".into(),
@@ -225,13 +225,7 @@ pub fn attack_main(args: &[String]) -> Result<(), String> {
         .find(|k| k.name() == kind)
         .ok_or_else(|| format!("no attack {kind}"))?;
     let addr: cess_transport::NodeAddr = addr.parse().map_err(|e| format!("{e}"))?;
-    let mut large_id = [0u8; 32];
-    for (i, byte) in large_id.iter_mut().enumerate() {
-        *byte = large
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .ok_or("the large fragment is 64 hex digits")?;
-    }
+    let large_id = FragmentId::from_hex(large).ok_or("the large fragment is 64 hex digits")?;
     let key = Arc::new(NodeKey::load(std::path::Path::new(key_path)).map_err(|e| e.to_string())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

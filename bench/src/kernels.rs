@@ -147,7 +147,7 @@ fn tag_case(
     let fragments: Vec<(FragmentId, &[u8])> = data
         .chunks(8 << 20)
         .enumerate()
-        .map(|(k, f)| ([k as u8; 32], f))
+        .map(|(k, f)| (FragmentId([k as u8; 32]), f))
         .collect();
     let mb = len_bytes as f64 / 1e6;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());

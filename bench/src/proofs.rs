@@ -6,9 +6,7 @@ use crate::report::{Case, Options, median};
 use ark_ec::pairing::Pairing;
 use ark_ec::{CurveGroup, VariableBaseMSM};
 use ark_serialize::CanonicalDeserialize;
-use cess_engine::{
-    AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, Store, Target, format,
-};
+use cess_engine::{AlignedBuf, Class, FormatOptions, NodeId, OpenOptions, Store, Target, format};
 use cess_proofs::curve::{self, G1Affine, G2Affine, Scalar};
 use cess_proofs::tag::tag_fragment_naive;
 use cess_proofs::{
@@ -120,13 +118,13 @@ impl cess_transport::tagging::TagService for BenchTagger {
     fn admit(
         &self,
         _: &cess_transport::PeerId,
-        _: &[u8; 32],
+        _: &FragmentId,
         _: u64,
     ) -> Result<(), cess_transport::tagging::TagRefusal> {
         Ok(())
     }
 
-    async fn tag(&self, id: [u8; 32], data: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn tag(&self, id: FragmentId, data: Vec<u8>) -> Result<Vec<u8>, String> {
         let key = self.0.clone();
         tokio::task::spawn_blocking(move || {
             tag_fragment(&key, &CpuBackend, &id, &data)
@@ -162,7 +160,7 @@ fn tag_at_tagger_cases(options: &Options) -> Result<Vec<Case>, String> {
         (0..count)
             .map(|i| {
                 let data = random(fragment_bytes, 500 + i as u64);
-                (cess_engine::Key::of(&data).0, data)
+                (FragmentId::of(&data), data)
             })
             .collect(),
     );
@@ -246,7 +244,7 @@ fn tag_at_tagger_cases(options: &Options) -> Result<Vec<Case>, String> {
                         scope.spawn(move || {
                             for (id, data) in fragments.iter().skip(half).step_by(2) {
                                 if with_hash {
-                                    std::hint::black_box(cess_engine::Key::of(data));
+                                    std::hint::black_box(cess_engine::FragmentId::of(data));
                                 }
                                 std::hint::black_box(
                                     tag_fragment(key, &CpuBackend, id, data).expect("tag"),
@@ -295,7 +293,7 @@ fn tag_at_tagger_cases(options: &Options) -> Result<Vec<Case>, String> {
 /// TagGen on one core against tagging the same blocks with an s-term MSM per block.
 fn tag_case(key: &SecretKey, sizes: &Sizes) -> Result<Case, String> {
     let data = random(sizes.tag_bytes, 1);
-    let id: FragmentId = [1; 32];
+    let id = FragmentId([1; 32]);
     let mb = data.len() as f64 / 1e6;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..sizes.runs {
@@ -367,8 +365,8 @@ fn tagged_store(
                 for k in (worker..count).step_by(2) {
                     let mut buf = AlignedBuf::zeroed(fragment_bytes);
                     ChaCha8Rng::seed_from_u64(1000 + k as u64).fill_bytes(&mut buf);
-                    let id = Key::of(&buf);
-                    let result = tag_fragment(key, &CpuBackend, &id.0, &buf)
+                    let id = FragmentId::of(&buf);
+                    let result = tag_fragment(key, &CpuBackend, &id, &buf)
                         .map_err(|e| e.to_string())
                         .and_then(|tags| {
                             store
@@ -384,7 +382,7 @@ fn tagged_store(
                         Ok(()) => entries
                             .lock()
                             .expect("entries")
-                            .push((id.0, fragment_bytes as u64)),
+                            .push((id, fragment_bytes as u64)),
                         Err(e) => {
                             *failure.lock().expect("failure") = Some(e);
                             return;
@@ -452,12 +450,12 @@ fn prove_cases(key: &SecretKey, sizes: &Sizes, options: &Options) -> Result<Vec<
             for f in challenge.fragments() {
                 for b in &f.blocks {
                     let offset = u64::from(b.index) * block_len;
-                    requests.push((Key(f.id), offset, block_len.min(f.len_bytes - offset)));
+                    requests.push((f.id, offset, block_len.min(f.len_bytes - offset)));
                 }
             }
             theirs.push(ms(|| {
                 for f in challenge.fragments() {
-                    std::hint::black_box(store.meta(Key(f.id)).wait().expect("meta"));
+                    std::hint::black_box(store.meta(f.id).wait().expect("meta"));
                 }
                 for got in store.read_many(&requests, 64) {
                     std::hint::black_box(got.expect("read"));
@@ -505,7 +503,7 @@ impl LazySource {
         for f in challenge.fragments() {
             if !self.data.contains_key(&f.id) {
                 let mut data = vec![0u8; self.fragment_bytes];
-                ChaCha8Rng::from_seed(f.id).fill_bytes(&mut data);
+                ChaCha8Rng::from_seed(f.id.0).fill_bytes(&mut data);
                 let tags = tag_fragment(key, &CpuBackend, &f.id, &data).expect("tag");
                 self.tags.insert(f.id, tags.encode());
                 self.data.insert(f.id, data);
@@ -543,7 +541,7 @@ fn verify_case(key: &SecretKey, sizes: &Sizes) -> Result<Case, String> {
             .map(|_| {
                 let mut id = [0u8; 32];
                 rng.fill_bytes(&mut id);
-                (id, sizes.verify_fragment_bytes as u64)
+                (FragmentId(id), sizes.verify_fragment_bytes as u64)
             })
             .collect();
         FragmentSet::new(entries).expect("set")

@@ -7,6 +7,7 @@ use cess_transport::server::{FragmentStore, StoreFault};
 use cess_transport::{
     Client, ClientConfig, Connection, Endpoint, Limits, NodeKey, Server, ServerConfig,
 };
+use cess_types::FragmentId;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,13 +21,13 @@ impl FragmentStore for DiscardStore {
     fn alloc(&self, len_bytes: usize) -> Vec<u8> {
         vec![0; len_bytes]
     }
-    async fn len_of(&self, _: [u8; 32]) -> Result<Option<u64>, StoreFault> {
+    async fn len_of(&self, _: FragmentId) -> Result<Option<u64>, StoreFault> {
         Ok(None)
     }
-    async fn put(&self, _: [u8; 32], _: Vec<u8>) -> Result<(), StoreFault> {
+    async fn put(&self, _: FragmentId, _: Vec<u8>) -> Result<(), StoreFault> {
         Ok(())
     }
-    async fn read(&self, _: [u8; 32], _: u64, _: u64) -> Result<Vec<u8>, StoreFault> {
+    async fn read(&self, _: FragmentId, _: u64, _: u64) -> Result<Vec<u8>, StoreFault> {
         Err(StoreFault::NotFound)
     }
 }
@@ -187,16 +188,16 @@ fn many_into_engine_case(
     for run in 0..runs {
         // Fresh bytes every run and side: the store would otherwise find them already held.
         let frags = crate::engine::fragments(count, fragment_bytes, 1000 + run as u64);
-        let payloads: Vec<(Bytes, [u8; 32])> = frags
+        let payloads: Vec<(Bytes, FragmentId)> = frags
             .iter()
-            .map(|(key, buf)| (Bytes::copy_from_slice(buf), key.0))
+            .map(|(key, buf)| (Bytes::copy_from_slice(buf), *key))
             .collect();
         drop(frags);
         let started = Instant::now();
         let per_fragment = runtime.block_on(async {
             let mut writers = tokio::task::JoinSet::new();
             for (w, client) in clients.iter().enumerate() {
-                let mine: Vec<(Bytes, [u8; 32])> =
+                let mine: Vec<(Bytes, FragmentId)> =
                     payloads.iter().skip(w).step_by(WRITERS).cloned().collect();
                 let (client, addr) = (client.clone(), node_addr.clone());
                 writers.spawn(async move {
@@ -295,10 +296,10 @@ async fn stream_case(options: &Options) -> Result<Case, String> {
         .await
         .map_err(|e| err(&e))?;
 
-    let fragments: Vec<(Bytes, [u8; 32])> = (0..IN_FLIGHT * 2)
+    let fragments: Vec<(Bytes, FragmentId)> = (0..IN_FLIGHT * 2)
         .map(|i| {
             let data = crate::codec::random(FRAGMENT_BYTES, 100 + i as u64);
-            let id = cess_engine::Key::of(&data).0;
+            let id = FragmentId::of(&data);
             (Bytes::from(data), id)
         })
         .collect();

@@ -79,6 +79,11 @@ impl Writer {
     }
 
     /// Bytes whose length the reader knows (ids, keys, signatures).
+    /// A fragment id: its 32 bytes.
+    pub fn fragment_id(&mut self, id: &crate::tx::FragmentId) -> &mut Writer {
+        self.fixed(&id.0)
+    }
+
     pub fn fixed(&mut self, bytes: &[u8]) -> &mut Writer {
         self.bytes.extend_from_slice(bytes);
         self
@@ -137,6 +142,14 @@ impl<'a> Reader<'a> {
         let (head, tail) = self.bytes.split_at(len);
         self.bytes = tail;
         Ok(head)
+    }
+
+    /// A fragment id: its 32 bytes.
+    pub fn fragment_id(
+        &mut self,
+        what: &'static str,
+    ) -> Result<crate::tx::FragmentId, DecodeError> {
+        self.array(what).map(crate::tx::FragmentId)
     }
 
     pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
@@ -235,10 +248,8 @@ pub fn hash(domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Short hex for logs and errors.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Hex for logs and errors (the one spelling every crate shares).
+pub use cess_types::hex;
 
 #[cfg(test)]
 mod tests {

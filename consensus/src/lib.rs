@@ -25,4 +25,4 @@ pub mod wal;
 
 pub use keys::{AccountId, AccountKey, ValidatorKey, ValidatorPublicKey, ValidatorSignature};
 pub use ledger::{BlockInfo, BlockOutcome, Event, Genesis, Ledger, LedgerParams, TxError};
-pub use tx::{Call, Transaction};
+pub use tx::{Call, FragmentId, Transaction};

@@ -35,11 +35,14 @@ pub const IDLE_PROOF_BYTES_MAX: usize = 300 << 10;
 
 pub type Hash32 = [u8; 32];
 
+/// The one fragment id type every crate shares.
+pub use cess_types::FragmentId;
+
 /// One segment of a storage order: its id and its fragments' ids, fragment j for miner j.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentDecl {
     pub segment_id: Hash32,
-    pub fragments: Vec<Hash32>,
+    pub fragments: Vec<FragmentId>,
 }
 
 /// What a transaction does.
@@ -114,18 +117,18 @@ pub enum Call {
     },
     /// The holder reports a fragment lost: a restoral order is opened.
     ReportLost {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
     },
     ClaimRestoral {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
     },
     CompleteRestoral {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
     },
     /// Give back a restoral claim the signer cannot complete (its siblings do not rebuild
     /// it to its id: a column declared unlike its encoding); counts no expiry.
     ReleaseClaim {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
     },
     /// Become a validator candidate with `stake` moved from balance.
     RegisterCandidate {
@@ -432,7 +435,7 @@ impl Call {
                 for segment in segments {
                     w.fixed(&segment.segment_id).count(segment.fragments.len());
                     for fragment in &segment.fragments {
-                        w.fixed(fragment);
+                        w.fragment_id(fragment);
                     }
                 }
                 w.bytes(meta);
@@ -454,7 +457,7 @@ impl Call {
             | Call::ClaimRestoral { fragment_id }
             | Call::CompleteRestoral { fragment_id }
             | Call::ReleaseClaim { fragment_id } => {
-                w.fixed(fragment_id);
+                w.fragment_id(fragment_id);
             }
             Call::RegisterCandidate {
                 key,
@@ -563,7 +566,7 @@ impl Call {
                     let fragment_count = r.count(FRAGMENTS_PER_SEGMENT_MAX, 32, "fragments")?;
                     let mut fragments = Vec::with_capacity(fragment_count);
                     for _ in 0..fragment_count {
-                        fragments.push(r.array("fragment id")?);
+                        fragments.push(r.fragment_id("fragment id")?);
                     }
                     segments.push(SegmentDecl {
                         segment_id,
@@ -595,13 +598,13 @@ impl Call {
                 proof: r.bytes(PROOF_BYTES_MAX, "proof")?.to_vec(),
             },
             11 => Call::ReportLost {
-                fragment_id: r.array("fragment id")?,
+                fragment_id: r.fragment_id("fragment id")?,
             },
             12 => Call::ClaimRestoral {
-                fragment_id: r.array("fragment id")?,
+                fragment_id: r.fragment_id("fragment id")?,
             },
             13 => Call::CompleteRestoral {
-                fragment_id: r.array("fragment id")?,
+                fragment_id: r.fragment_id("fragment id")?,
             },
             14 => Call::RegisterCandidate {
                 key: r.array("validator key")?,
@@ -634,7 +637,7 @@ impl Call {
                 endpoint: r.string(ENDPOINT_BYTES_MAX, "endpoint")?,
             },
             23 => Call::ReleaseClaim {
-                fragment_id: r.array("fragment id")?,
+                fragment_id: r.fragment_id("fragment id")?,
             },
             24 => Call::CreateBucket {
                 name: r.string(BUCKET_NAME_BYTES_MAX, "bucket")?,
@@ -938,7 +941,7 @@ mod tests {
                 tagger: [2; 32],
                 segments: vec![SegmentDecl {
                     segment_id: [4; 32],
-                    fragments: vec![[5; 32]; 12],
+                    fragments: vec![crate::tx::FragmentId([5; 32]); 12],
                 }],
                 meta: vec![9; 40],
             },

@@ -6,7 +6,7 @@ mod common;
 
 use cess_consensus::ledger::{Event, FileState, MinerState, TOKEN};
 use cess_consensus::tx::{SegmentDecl, TxTerms};
-use cess_consensus::{Call, TxError};
+use cess_consensus::{Call, FragmentId, TxError};
 use cess_proofs::{CpuBackend, Proof};
 use common::{Chain, Storage, test_params};
 
@@ -180,7 +180,7 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
                 *size = 0;
                 let mut more = s[0].clone();
                 for f in &mut more.fragments {
-                    f[0] ^= 0x5A;
+                    f.0[0] ^= 0x5A;
                 }
                 s.push(more);
             }),
@@ -262,14 +262,14 @@ fn refused_calls_change_only_the_fee_and_the_nonce() {
         (
             4,
             Call::ReportLost {
-                fragment_id: [1; 32],
+                fragment_id: FragmentId([1; 32]),
             },
             "unknown fragment",
         ),
         (
             4,
             Call::ClaimRestoral {
-                fragment_id: [1; 32],
+                fragment_id: FragmentId([1; 32]),
             },
             "no order",
         ),
@@ -468,7 +468,9 @@ fn bare_order(seed: u8, segments: usize, fragment_bytes: u64, tagger: [u8; 32]) 
         segments: (0..segments)
             .map(|s| SegmentDecl {
                 segment_id: common::sha(&[seed, s as u8, 0xAA]),
-                fragments: (0..12).map(|c| common::sha(&[seed, s as u8, c])).collect(),
+                fragments: (0..12)
+                    .map(|c| FragmentId(common::sha(&[seed, s as u8, c])))
+                    .collect(),
             })
             .collect(),
         meta: Vec::new(),
@@ -2094,7 +2096,7 @@ fn lose_columns(
     chain: &mut Chain,
     file_id: &[u8; 32],
     columns: std::ops::Range<usize>,
-) -> Vec<[u8; 32]> {
+) -> Vec<FragmentId> {
     let mut lost = Vec::new();
     for column in columns {
         let fragment = &chain.ledger.file(file_id).unwrap().segments[0].fragments[column];
@@ -2299,7 +2301,7 @@ fn a_miner_that_lets_its_claims_expire_in_a_row_is_barred_for_a_while() {
         .find(|i| !holders.contains(i) && *i != spare)
         .unwrap();
     // The miner of column 1 loses its fragment in each of the three segments.
-    let lost: Vec<[u8; 32]> = (0..3)
+    let lost: Vec<FragmentId> = (0..3)
         .map(|s| chain.ledger.file(&file_id).unwrap().segments[s].fragments[1].id)
         .collect();
     for fragment_id in &lost {
@@ -2312,7 +2314,7 @@ fn a_miner_that_lets_its_claims_expire_in_a_row_is_barred_for_a_while() {
             )
             .unwrap();
     }
-    let let_expire = |chain: &mut Chain, fragment_id: [u8; 32]| {
+    let let_expire = |chain: &mut Chain, fragment_id: FragmentId| {
         chain
             .run(spare, Call::ClaimRestoral { fragment_id })
             .unwrap();
@@ -2398,7 +2400,7 @@ fn reporting_losses_costs_less_than_the_failed_audit_that_would_find_them() {
     let file_id = store_file(&mut chain, &mut storage, 84, 4);
     let holder = chain.holders(&file_id)[1];
     let me = chain.id(holder);
-    let ids: Vec<[u8; 32]> = chain
+    let ids: Vec<FragmentId> = chain
         .ledger
         .file(&file_id)
         .unwrap()

@@ -13,7 +13,7 @@ mod common;
 
 use cess_consensus::ledger::TOKEN;
 use cess_consensus::tx::TxTerms;
-use cess_consensus::{Call, Transaction, TxError};
+use cess_consensus::{Call, FragmentId, Transaction, TxError};
 use cess_proofs::CpuBackend;
 use cess_proofs::pois::{Graph, generate_set, prove_commit, prove_space};
 use common::{Chain, Storage, test_params};
@@ -33,7 +33,7 @@ fn random_call(
 ) -> Call {
     let pick_account = |rng: &mut ChaCha8Rng| chain.id(rng.random_range(0..ACCOUNTS));
     let files: Vec<[u8; 32]> = chain.ledger.files().map(|(id, _)| *id).collect();
-    let fragments: Vec<[u8; 32]> = chain
+    let fragments: Vec<FragmentId> = chain
         .ledger
         .files()
         .flat_map(|(_, f)| {
@@ -42,7 +42,7 @@ fn random_call(
                 .flat_map(|s| s.fragments.iter().map(|x| x.id))
         })
         .collect();
-    let restorals: Vec<[u8; 32]> = chain.ledger.restorals().map(|(id, _)| *id).collect();
+    let restorals: Vec<FragmentId> = chain.ledger.restorals().map(|(id, _)| *id).collect();
     match rng.random_range(0..24) {
         0 => Call::Transfer {
             to: pick_account(rng),
@@ -514,13 +514,13 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
         store(&mut chain, &mut rng);
     }
     for _ in 0..120 {
-        let fragments: Vec<([u8; 32], Option<cess_consensus::AccountId>)> = chain
+        let fragments: Vec<(FragmentId, Option<cess_consensus::AccountId>)> = chain
             .ledger
             .files()
             .flat_map(|(_, f)| f.segments.iter().flat_map(|s| &s.fragments))
             .map(|f| (f.id, f.miner))
             .collect();
-        let orders: Vec<([u8; 32], Option<cess_consensus::AccountId>)> = chain
+        let orders: Vec<(FragmentId, Option<cess_consensus::AccountId>)> = chain
             .ledger
             .restorals()
             .map(|(id, o)| (*id, o.claim.map(|(m, _)| m)))
@@ -537,7 +537,7 @@ fn run_restoral_seed(seed: u64, seen: &mut std::collections::BTreeSet<&'static s
                 0..=3 if !fragments.is_empty() => {
                     // Half the losses hit the first file's first segment, so that some
                     // segments fall below what rebuilds them.
-                    let first: Vec<([u8; 32], Option<cess_consensus::AccountId>)> = chain
+                    let first: Vec<(FragmentId, Option<cess_consensus::AccountId>)> = chain
                         .ledger
                         .files()
                         .next()

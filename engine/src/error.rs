@@ -1,7 +1,7 @@
 //! Typed errors at the engine's boundary: one enum per kind of call.
 
 use crate::layout::NodeId;
-use crate::types::Key;
+use crate::types::FragmentId;
 use std::io;
 use thiserror::Error;
 
@@ -90,10 +90,13 @@ pub enum OpenError {
 pub enum StoreError {
     /// No fragment with this key.
     #[error("fragment {0} not found")]
-    NotFound(Key),
+    NotFound(FragmentId),
     /// The bytes do not hash to the key they were put under.
     #[error("fragment bytes hash to {actual}, not to the key {expected}")]
-    HashMismatch { expected: Key, actual: Key },
+    HashMismatch {
+        expected: FragmentId,
+        actual: FragmentId,
+    },
     /// Larger than the store's maximum object size.
     #[error("fragment of {len_bytes} bytes exceeds the maximum of {max_bytes}")]
     TooLarge { len_bytes: u64, max_bytes: u64 },
@@ -127,10 +130,10 @@ pub enum StoreError {
     },
     /// Stored bytes failed verification; they were not returned.
     #[error("fragment {key} is corrupt: block {block} failed its checksum")]
-    Corrupt { key: Key, block: u64 },
+    Corrupt { key: FragmentId, block: u64 },
     /// A read failed at the device.
     #[error("read of fragment {key} failed: {reason}")]
-    ReadFailed { key: Key, reason: String },
+    ReadFailed { key: FragmentId, reason: String },
     /// An earlier write or flush failed; the shard refuses writes until reopened.
     #[error("shard {shard} refuses writes after an earlier failure: {cause}")]
     Poisoned { shard: u32, cause: PoisonCause },
@@ -139,11 +142,11 @@ pub enum StoreError {
     Thread(String),
     /// Replace named a fragment that is not idle.
     #[error("fragment {0} is not an idle fragment")]
-    NotIdle(Key),
+    NotIdle(FragmentId),
     /// A range outside the fragment.
     #[error("range {offset}+{len_bytes} is outside fragment {key} of {fragment_bytes} bytes")]
     OutOfRange {
-        key: Key,
+        key: FragmentId,
         offset: u64,
         len_bytes: u64,
         fragment_bytes: u64,
@@ -250,12 +253,12 @@ pub enum RecoveryError {
     #[error("cannot read either journal copy (A: {a}, B: {b})")]
     JournalUnreadable { a: IoFailure, b: IoFailure },
     #[error("checkpoint lists fragment {0} twice")]
-    DuplicateInCheckpoint(Key),
+    DuplicateInCheckpoint(FragmentId),
     #[error("journal batch {seq} holds an undecodable record")]
     UndecodableRecord { seq: u64 },
     /// The live path never journals a put of a present key: the journal is inconsistent.
     #[error("journal batch {seq} puts fragment {key}, which the index already holds")]
-    PutOfPresentKey { seq: u64, key: Key },
+    PutOfPresentKey { seq: u64, key: FragmentId },
     #[error("journal replay ran past one full lap")]
     PastOneLap,
     /// A checksum-valid checkpoint whose position or sequence numbers the engine never

@@ -22,6 +22,15 @@ const BLOCK: u64 = BLOCK_BYTES as u64;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub [u8; 32]);
 
+impl NodeId {
+    /// The id of the node whose identity (its PeerId's bytes) is `identity_bytes`: their
+    /// SHA-256, so a store opens only for the node it was formatted for.
+    pub fn of(identity_bytes: &[u8]) -> NodeId {
+        use sha2::Digest;
+        NodeId(sha2::Sha256::digest(identity_bytes).into())
+    }
+}
+
 impl std::fmt::Debug for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "NodeId({self})")

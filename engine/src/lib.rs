@@ -31,4 +31,4 @@ pub use error::{
 pub use layout::{FORMAT_VERSION, Geometry, NodeId, Superblock};
 pub use shard::ReadBuf;
 pub use store::{FormatOptions, ListIter, OpenOptions, Pending, Store, Target, format};
-pub use types::{Class, FragmentInfo, Key, PutOutcome, ScrubProgress, Stats};
+pub use types::{Class, FragmentId, FragmentInfo, PutOutcome, ScrubProgress, Stats, shard_of};

@@ -3,7 +3,7 @@
 //! limits and rejects anything it cannot trust.
 
 use crate::aligned::BLOCK_BYTES;
-use crate::types::{Class, Key};
+use crate::types::{Class, FragmentId};
 use crate::wire::{Reader, Writer};
 
 /// What the index knows about one stored fragment.
@@ -91,25 +91,25 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Put {
-        key: Key,
+        key: FragmentId,
         entry: Entry,
     },
     Delete {
-        key: Key,
+        key: FragmentId,
     },
     SetMeta {
-        key: Key,
+        key: FragmentId,
         meta: Box<[u8]>,
     },
     /// Removes an idle fragment and adds an active one, atomically.
     Replace {
-        idle_key: Key,
-        key: Key,
+        idle_key: FragmentId,
+        key: FragmentId,
         entry: Entry,
     },
     /// The scrub verified every key up to and including `after` in pass `pass`.
     ScrubCursor {
-        after: Option<Key>,
+        after: Option<FragmentId>,
         pass: u64,
     },
 }
@@ -152,14 +152,14 @@ impl Record {
     pub fn decode(r: &mut Reader<'_>, limits: &Limits) -> Option<Record> {
         Some(match r.u8()? {
             1 => Record::Put {
-                key: Key(r.array()?),
+                key: FragmentId(r.array()?),
                 entry: Entry::decode(r, limits)?,
             },
             2 => Record::Delete {
-                key: Key(r.array()?),
+                key: FragmentId(r.array()?),
             },
             3 => {
-                let key = Key(r.array()?);
+                let key = FragmentId(r.array()?);
                 let len = r.u32()?;
                 if len > limits.max_meta_bytes {
                     return None;
@@ -170,8 +170,8 @@ impl Record {
                 }
             }
             4 => Record::Replace {
-                idle_key: Key(r.array()?),
-                key: Key(r.array()?),
+                idle_key: FragmentId(r.array()?),
+                key: FragmentId(r.array()?),
                 entry: Entry::decode(r, limits)?,
             },
             5 => {
@@ -187,7 +187,7 @@ impl Record {
 /// this many: asserted there).
 pub const CURSOR_BYTES: u64 = 1 + 32 + 8;
 
-fn encode_cursor(w: &mut Writer, after: Option<Key>, pass: u64) {
+fn encode_cursor(w: &mut Writer, after: Option<FragmentId>, pass: u64) {
     let start = w.len();
     w.u8(u8::from(after.is_some()));
     w.bytes(&after.unwrap_or_default().0);
@@ -200,9 +200,9 @@ fn encode_cursor(w: &mut Writer, after: Option<Key>, pass: u64) {
     );
 }
 
-fn decode_cursor(r: &mut Reader<'_>) -> Option<(Option<Key>, u64)> {
+fn decode_cursor(r: &mut Reader<'_>) -> Option<(Option<FragmentId>, u64)> {
     let has = r.u8()?;
-    let key = Key(r.array()?);
+    let key = FragmentId(r.array()?);
     let pass = r.u64()?;
     match has {
         0 => Some((None, pass)),
@@ -213,8 +213,8 @@ fn decode_cursor(r: &mut Reader<'_>) -> Option<(Option<Key>, u64)> {
 
 /// Encodes a checkpoint payload: scrub cursor, then every entry in key order.
 pub fn encode_checkpoint<'a>(
-    cursor: (Option<Key>, u64),
-    entries: impl Iterator<Item = (&'a Key, &'a Entry)>,
+    cursor: (Option<FragmentId>, u64),
+    entries: impl Iterator<Item = (&'a FragmentId, &'a Entry)>,
     footprint_bytes: u64,
 ) -> (Vec<u8>, u32) {
     let mut w = Writer::with_capacity(64 + footprint_bytes as usize);
@@ -236,7 +236,7 @@ pub fn encode_checkpoint<'a>(
 }
 
 /// What a decoded checkpoint payload holds.
-pub type CheckpointContents = ((Option<Key>, u64), Vec<(Key, Entry)>);
+pub type CheckpointContents = ((Option<FragmentId>, u64), Vec<(FragmentId, Entry)>);
 
 pub fn decode_checkpoint(
     payload: &[u8],
@@ -247,7 +247,7 @@ pub fn decode_checkpoint(
     let cursor = decode_cursor(&mut r)?;
     let mut entries = Vec::with_capacity((count as usize).min(payload.len() / 57 + 1));
     for _ in 0..count {
-        let key = Key(r.array()?);
+        let key = FragmentId(r.array()?);
         entries.push((key, Entry::decode(&mut r, limits)?));
     }
     (r.remaining() == 0).then_some((cursor, entries))
@@ -386,21 +386,23 @@ mod tests {
     fn records_round_trip() {
         let records = vec![
             Record::Put {
-                key: Key([1; 32]),
+                key: FragmentId([1; 32]),
                 entry: entry(10_000),
             },
-            Record::Delete { key: Key([2; 32]) },
+            Record::Delete {
+                key: FragmentId([2; 32]),
+            },
             Record::SetMeta {
-                key: Key([3; 32]),
+                key: FragmentId([3; 32]),
                 meta: vec![9; 100].into(),
             },
             Record::Replace {
-                idle_key: Key([4; 32]),
-                key: Key([5; 32]),
+                idle_key: FragmentId([4; 32]),
+                key: FragmentId([5; 32]),
                 entry: entry(0),
             },
             Record::ScrubCursor {
-                after: Some(Key([6; 32])),
+                after: Some(FragmentId([6; 32])),
                 pass: 7,
             },
             Record::ScrubCursor {
@@ -429,7 +431,7 @@ mod tests {
     fn decode_enforces_limits() {
         let mut w = Writer::default();
         Record::Put {
-            key: Key([1; 32]),
+            key: FragmentId([1; 32]),
             entry: entry(10_000),
         }
         .encode(&mut w);

@@ -1,56 +1,13 @@
-//! The public vocabulary of the store: keys, classes, stats, progress.
+//! The public vocabulary of the store: fragment ids (the keys), classes, stats, progress.
 
 use std::fmt;
 
-/// A fragment's key: the SHA-256 of its bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Key(pub [u8; 32]);
+pub use cess_types::FragmentId;
 
-impl Key {
-    /// The SHA-256 of `bytes`.
-    pub fn of(bytes: &[u8]) -> Key {
-        use sha2::Digest;
-        Key(sha2::Sha256::digest(bytes).into())
-    }
-
-    /// Full lowercase hex.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Parses 64 hex digits (surrounding whitespace allowed).
-    pub fn from_hex(s: &str) -> Option<Key> {
-        let s = s.trim();
-        if s.len() != 64 || !s.is_ascii() {
-            return None;
-        }
-        let mut key = [0u8; 32];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(Key(key))
-    }
-
-    /// The shard a key lives in: keys are uniform, so any 8 bytes spread them evenly.
-    pub fn shard(&self, shard_count: u32) -> u32 {
-        let prefix = u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"));
-        (prefix % u64::from(shard_count)) as u32
-    }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str("…")
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({self})")
-    }
+/// The shard a fragment lives in: ids are uniform, so any 8 bytes spread them evenly.
+pub fn shard_of(key: &FragmentId, shard_count: u32) -> u32 {
+    let prefix = u64::from_le_bytes(key.0[..8].try_into().expect("8 bytes"));
+    (prefix % u64::from(shard_count)) as u32
 }
 
 /// What a fragment is for; the two classes are counted apart.
@@ -90,7 +47,7 @@ pub enum PutOutcome {
 /// A listed fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FragmentInfo {
-    pub key: Key,
+    pub key: FragmentId,
     pub class: Class,
     pub len_bytes: u64,
     pub meta_len_bytes: u32,
@@ -157,5 +114,5 @@ pub struct ScrubProgress {
     pub pass_verified_bytes: u64,
     pub stored_bytes: u64,
     /// Fragments found corrupt since open.
-    pub corrupt: Vec<Key>,
+    pub corrupt: Vec<FragmentId>,
 }

@@ -4,8 +4,8 @@ mod common;
 
 use cess_engine::device::IoOp;
 use cess_engine::{
-    Class, FORMAT_VERSION, FormatError, Geometry, Key, OpenError, OpenOptions, PutOutcome, SimDisk,
-    Store, StoreError, Superblock, Target, format,
+    Class, FORMAT_VERSION, FormatError, FragmentId, Geometry, OpenError, OpenOptions, PutOutcome,
+    SimDisk, Store, StoreError, Superblock, Target, format,
 };
 use common::*;
 use rand::SeedableRng;
@@ -18,7 +18,7 @@ fn bad_input_is_refused_with_clear_errors() {
     let (_disk, store) = sim_store(DISK, 1);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (key, data) = fragment(&mut rng, 5000);
-    let wrong = Key([9; 32]);
+    let wrong = FragmentId([9; 32]);
     let err = store.put(wrong, Class::Active, &data).wait().unwrap_err();
     assert_eq!(
         err,
@@ -98,7 +98,7 @@ fn ranges_meta_list_and_exact_stats() {
     }
     // Batched range reads across fragments and shards come back in request order; a bad
     // one fails alone.
-    let mut requests: Vec<(Key, u64, u64)> = frags[1..]
+    let mut requests: Vec<(FragmentId, u64, u64)> = frags[1..]
         .iter()
         .map(|(k, d)| (*k, (d.len() / 3) as u64, (d.len() / 2) as u64))
         .collect();
@@ -449,7 +449,7 @@ fn a_full_shard_queue_never_blocks_an_async_caller() {
     options.queue_depth = 2;
     let store = std::sync::Arc::new(Store::open(&target, &options).unwrap());
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let fragments: Vec<(Key, Vec<u8>)> = (0..64).map(|_| fragment(&mut rng, 8192)).collect();
+    let fragments: Vec<(FragmentId, Vec<u8>)> = (0..64).map(|_| fragment(&mut rng, 8192)).collect();
     disk.hold();
     let (made_tx, made_rx) = std::sync::mpsc::channel();
     let worker = {
@@ -494,7 +494,7 @@ fn a_replace_across_shards_is_awaited_on_a_runtime() {
     store.put(idle_key, Class::Idle, &idle).wait().unwrap();
     let (key, data) = loop {
         let (key, data) = fragment(&mut rng, 6000);
-        if key.shard(shards) != idle_key.shard(shards) {
+        if cess_engine::shard_of(&key, shards) != cess_engine::shard_of(&idle_key, shards) {
             break (key, data);
         }
     };
@@ -509,7 +509,7 @@ fn a_replace_across_shards_is_awaited_on_a_runtime() {
     // And refused as before when the first key is not idle.
     let (other_key, other) = loop {
         let (k, d) = fragment(&mut rng, 5000);
-        if k.shard(shards) != key.shard(shards) {
+        if cess_engine::shard_of(&k, shards) != cess_engine::shard_of(&key, shards) {
             break (k, d);
         }
     };

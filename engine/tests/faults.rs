@@ -4,8 +4,8 @@
 mod common;
 
 use cess_engine::{
-    Class, Geometry, Key, OpenError, OpenOptions, PoisonCause, RecoveryError, SimDisk, SimFaults,
-    Store, StoreError, Target,
+    Class, FragmentId, Geometry, OpenError, OpenOptions, PoisonCause, RecoveryError, SimDisk,
+    SimFaults, Store, StoreError, Target,
 };
 use common::*;
 use rand::SeedableRng;
@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 const DISK: u64 = 4 << 20;
 
-fn filled(seed: u64, count: usize) -> (SimDisk, Store, Vec<(Key, Vec<u8>)>) {
+fn filled(seed: u64, count: usize) -> (SimDisk, Store, Vec<(FragmentId, Vec<u8>)>) {
     let (disk, store) = sim_store(DISK, seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let frags: Vec<_> = (0..count)
@@ -26,7 +26,7 @@ fn filled(seed: u64, count: usize) -> (SimDisk, Store, Vec<(Key, Vec<u8>)>) {
 }
 
 /// Every read either returns exactly the stored bytes or an error; counts the errors.
-fn read_all(store: &Store, frags: &[(Key, Vec<u8>)]) -> usize {
+fn read_all(store: &Store, frags: &[(FragmentId, Vec<u8>)]) -> usize {
     let mut errors = 0;
     for (key, data) in frags {
         match store.get(*key).wait() {

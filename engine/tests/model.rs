@@ -6,7 +6,7 @@
 
 mod common;
 
-use cess_engine::{BLOCK_BYTES, Class, Key, PutOutcome, Stats, Store, StoreError};
+use cess_engine::{BLOCK_BYTES, Class, FragmentId, PutOutcome, Stats, Store, StoreError};
 use common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,21 +25,25 @@ struct Stored {
 /// What an unacknowledged operation interrupted by a crash may or may not have done.
 #[derive(Debug)]
 enum Maybe {
-    Put(Key, Stored),
-    Delete(Key),
-    SetMeta(Key, Vec<u8>),
-    Replace { idle: Key, key: Key, stored: Stored },
+    Put(FragmentId, Stored),
+    Delete(FragmentId),
+    SetMeta(FragmentId, Vec<u8>),
+    Replace {
+        idle: FragmentId,
+        key: FragmentId,
+        stored: Stored,
+    },
 }
 
 struct Run {
     seed: u64,
     rng: ChaCha8Rng,
-    model: BTreeMap<Key, Stored>,
+    model: BTreeMap<FragmentId, Stored>,
     crashes: u64,
 }
 
 impl Run {
-    fn pick_key(&mut self) -> Option<Key> {
+    fn pick_key(&mut self) -> Option<FragmentId> {
         if self.model.is_empty() {
             return None;
         }
@@ -85,13 +89,13 @@ impl Run {
             let meta = store.meta(*key).wait().expect("meta");
             assert_eq!(meta, st.meta, "seed {seed} {when}: {key} metadata");
         }
-        let listed: Vec<Key> = store
+        let listed: Vec<FragmentId> = store
             .list()
             .map(|i| i.expect("list").key)
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let expected: Vec<Key> = self.model.keys().copied().collect();
+        let expected: Vec<FragmentId> = self.model.keys().copied().collect();
         assert_eq!(
             listed, expected,
             "seed {seed} {when}: listed keys differ from the model"
@@ -107,7 +111,7 @@ impl Run {
 
     fn resolve(&mut self, store: &Store, maybe: Maybe) {
         let seed = self.seed;
-        let present = |key: Key| store.contains(key).wait().expect("contains").is_some();
+        let present = |key: FragmentId| store.contains(key).wait().expect("contains").is_some();
         match maybe {
             Maybe::Put(key, stored) => {
                 if present(key) {
@@ -136,7 +140,7 @@ impl Run {
                 );
                 // Within one shard the swap is atomic; across shards the write comes first,
                 // so a crash may leave both (never neither).
-                let same_shard = idle.shard(2) == key.shard(2);
+                let same_shard = cess_engine::shard_of(&idle, 2) == cess_engine::shard_of(&key, 2);
                 assert!(
                     !(same_shard && has_idle && has_key),
                     "seed {seed}: replace kept both fragments"

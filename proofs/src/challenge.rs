@@ -247,7 +247,7 @@ impl Challenge {
         out.extend_from_slice(&self.sectors_per_block.to_le_bytes());
         out.extend_from_slice(&(self.fragments.len() as u32).to_le_bytes());
         for f in &self.fragments {
-            out.extend_from_slice(&f.id);
+            out.extend_from_slice(f.id.as_bytes());
             out.extend_from_slice(&f.len_bytes.to_le_bytes());
             out.extend_from_slice(&(f.blocks.len() as u32).to_le_bytes());
             for b in &f.blocks {
@@ -324,7 +324,7 @@ impl Challenge {
                 blocks.push(ChallengedBlock { index, nu });
             }
             fragments.push(ChallengedFragment {
-                id,
+                id: FragmentId(id),
                 len_bytes,
                 blocks,
             });

@@ -129,7 +129,7 @@ mod tests {
         let data: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
             .collect();
-        let id: FragmentId = <sha2::Sha256 as sha2::Digest>::digest(&data).into();
+        let id = FragmentId::of(&data);
         (id, data)
     }
 

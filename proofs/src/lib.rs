@@ -56,8 +56,9 @@ pub const FRAGMENT_BYTES_MAX: u64 = 64 << 20;
 /// Most blocks one fragment may have (bounds tag blobs whatever s is).
 pub const BLOCKS_PER_FRAGMENT_MAX: u64 = 1 << 16;
 
-/// A fragment's id: the SHA-256 of its bytes (as the codec names fragments).
-pub type FragmentId = [u8; 32];
+/// A fragment's id: the SHA-256 of its bytes (as the codec names fragments); the one type every
+/// crate names a fragment by.
+pub use cess_types::FragmentId;
 
 /// Bytes covered by one block of `sectors_per_block` sectors.
 pub fn block_bytes(sectors_per_block: u32) -> u64 {
@@ -72,7 +73,7 @@ pub fn block_count(len_bytes: u64, sectors_per_block: u32) -> u64 {
 /// The message hashed to G1 for block `index` of fragment `id`.
 pub(crate) fn block_point(id: &FragmentId, index: u32) -> curve::G1 {
     let mut msg = [0u8; 36];
-    msg[..32].copy_from_slice(id);
+    msg[..32].copy_from_slice(id.as_bytes());
     msg[32..].copy_from_slice(&index.to_le_bytes());
     curve::G1::hash(&msg, HASH_DST)
 }
@@ -92,9 +93,7 @@ pub enum DecodeError {
     Point(&'static str, PointError),
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use cess_types::hex;
 
 /// A bounds-checked reader for the fixed little-endian encodings of this crate.
 pub(crate) struct Reader<'a> {

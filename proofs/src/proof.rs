@@ -9,9 +9,7 @@ use crate::challenge::{Challenge, NU_BITS};
 use crate::curve::{self, G1, G1_BYTES, G1Affine, G2Affine, SCALAR_BYTES, Scalar};
 use crate::keys::{PublicKey, TaggerId};
 use crate::tag::Tags;
-use crate::{
-    DecodeError, FragmentId, Reader, SECTORS_PER_BLOCK_MAX, block_bytes, block_point, hex,
-};
+use crate::{DecodeError, FragmentId, Reader, SECTORS_PER_BLOCK_MAX, block_bytes, block_point};
 
 const PROOF_MAGIC: &[u8; 8] = b"CESSPRF1";
 
@@ -126,7 +124,7 @@ impl ProofSource for MemorySource {
         self.tags
             .get(id)
             .cloned()
-            .ok_or_else(|| NotHeld(crate::hex(id)))
+            .ok_or_else(|| NotHeld(id.to_hex()))
     }
 
     fn read(&mut self, id: &FragmentId, offset_bytes: u64, buf: &mut [u8]) -> Result<(), NotHeld> {
@@ -137,7 +135,7 @@ impl ProofSource for MemorySource {
                 let start = usize::try_from(offset_bytes).ok()?;
                 data.get(start..start.checked_add(buf.len())?)
             })
-            .ok_or_else(|| NotHeld(crate::hex(id)))?;
+            .ok_or_else(|| NotHeld(id.to_hex()))?;
         buf.copy_from_slice(bytes);
         Ok(())
     }
@@ -206,7 +204,7 @@ pub fn prove<S: ProofSource + Send>(
     let mut wanted = Vec::with_capacity(challenge.block_total());
     let mut nus = Vec::with_capacity(challenge.block_total());
     for (f, fragment) in challenge.fragments().iter().enumerate() {
-        let name = hex(&fragment.id);
+        let name = fragment.id.to_hex();
         let started = Instant::now();
         let blob = source.tags(&fragment.id).map_err(|e| ProveError::Source {
             fragment: name.clone(),
@@ -252,7 +250,7 @@ pub fn prove<S: ProofSource + Send>(
                 all_tags[f]
                     .tag(u64::from(index))
                     .map_err(|source| ProveError::Tags {
-                        fragment: hex(&challenge.fragments()[f].id),
+                        fragment: challenge.fragments()[f].id.to_hex(),
                         source,
                     })
             })
@@ -284,7 +282,7 @@ pub fn prove<S: ProofSource + Send>(
     });
     // A failed read is reported before a bad tag, as when the reads came first.
     read_result.map_err(|(k, e)| ProveError::Source {
-        fragment: hex(&reads[k].0),
+        fragment: reads[k].0.to_hex(),
         source: Box::new(e),
     })?;
     stats.read_ns = read_ns;

@@ -28,7 +28,7 @@ pub struct Tags {
 impl std::fmt::Debug for Tags {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tags")
-            .field("fragment", &crate::hex(&self.fragment[..8]))
+            .field("fragment", &self.fragment)
             .field("tagger", &self.tagger)
             .field("blocks", &self.block_count())
             .finish()
@@ -87,7 +87,7 @@ impl Tags {
         out.extend_from_slice(&self.sectors_per_block.to_le_bytes());
         out.extend_from_slice(&self.len_bytes.to_le_bytes());
         out.extend_from_slice(&self.tagger.0);
-        out.extend_from_slice(&self.fragment);
+        out.extend_from_slice(self.fragment.as_bytes());
         out.extend_from_slice(&self.encoded_tags);
         out
     }
@@ -111,7 +111,7 @@ impl Tags {
             sectors_per_block,
             len_bytes,
             tagger,
-            fragment,
+            fragment: FragmentId(fragment),
             encoded_tags,
         })
     }

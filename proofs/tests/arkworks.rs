@@ -19,8 +19,8 @@ use common::{challenge, key, store};
 type Hasher =
     MapToCurveBasedHasher<G1Projective, DefaultFieldHasher<sha2::Sha256, 128>, WBMap<g1::Config>>;
 
-fn ark_h(id: &[u8; 32], index: u32) -> G1Projective {
-    let mut msg = id.to_vec();
+fn ark_h(id: &cess_proofs::FragmentId, index: u32) -> G1Projective {
+    let mut msg = id.0.to_vec();
     msg.extend_from_slice(&index.to_le_bytes());
     Hasher::new(HASH_DST)
         .unwrap()
@@ -68,7 +68,7 @@ fn tags_match_the_equation_computed_by_arkworks() {
         let data: Vec<u8> = (0..(31 * s as usize * 2 + 40))
             .map(|k| (k * 31 + 11) as u8)
             .collect();
-        let id = [0x5A; 32];
+        let id = cess_proofs::FragmentId([0x5A; 32]);
         let tags = tag_fragment(&key, &CpuBackend, &id, &data)
             .unwrap()
             .encode();

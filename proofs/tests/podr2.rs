@@ -7,8 +7,8 @@ use cess_proofs::challenge::ChallengeParams;
 use cess_proofs::proof::BatchItem;
 use cess_proofs::tag::tag_fragment_naive;
 use cess_proofs::{
-    Challenge, ChallengeInputs, CpuBackend, FragmentSet, InvalidReason, Proof, ProveError, Tags,
-    Verdict, batch_verify, prove, tag_fragment, verify,
+    Challenge, ChallengeInputs, CpuBackend, FragmentId, FragmentSet, InvalidReason, Proof,
+    ProveError, Tags, Verdict, batch_verify, prove, tag_fragment, verify,
 };
 use common::{MINER, MemSource, challenge, key, store};
 
@@ -78,7 +78,7 @@ fn fast_tags_equal_the_textbook_msm_tags() {
         let data: Vec<u8> = (0..(31 * s as usize * 3 + 17))
             .map(|k| (k * 7 + 3) as u8)
             .collect();
-        let id = [5u8; 32];
+        let id = FragmentId([5u8; 32]);
         let fast = tag_fragment(&key, &CpuBackend, &id, &data).unwrap();
         let naive = tag_fragment_naive(&key, &CpuBackend, &id, &data).unwrap();
         assert_eq!(fast, naive, "s={s}");
@@ -209,12 +209,12 @@ fn the_tags_of_one_fragment_do_not_serve_another() {
     let key = key(6, 4);
     let pk = key.public();
     let data: Vec<u8> = (0..600u32).map(|k| (k * 13) as u8).collect();
-    let (id_a, id_b) = ([0xAA; 32], [0xBB; 32]);
+    let (id_a, id_b) = (FragmentId([0xAA; 32]), FragmentId([0xBB; 32]));
     let tags_a = tag_fragment(&key, &CpuBackend, &id_a, &data)
         .unwrap()
         .encode();
     let mut relabelled = tags_a.clone();
-    relabelled[52..84].copy_from_slice(&id_b);
+    relabelled[52..84].copy_from_slice(id_b.as_bytes());
     let mut source = MemSource::default();
     source.data.insert(id_b, data.clone());
     source.tags.insert(id_b, relabelled);
@@ -418,7 +418,7 @@ fn default_challenge_detects_one_percent_corruption_with_99_percent_probability(
         .map(|k| {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&k.to_le_bytes());
-            (id, 31 * 100)
+            (FragmentId(id), 31 * 100)
         })
         .collect();
     let set = FragmentSet::new(entries).unwrap();
@@ -446,7 +446,7 @@ fn default_challenge_detects_one_percent_corruption_with_99_percent_probability(
         .unwrap();
         assert_eq!(ch.block_total(), 460);
         let hit = ch.fragments().iter().any(|f| {
-            let k = u32::from_le_bytes(f.id[..4].try_into().unwrap());
+            let k = u32::from_le_bytes(f.id.0[..4].try_into().unwrap());
             f.blocks.iter().any(|b| bad.contains(&(k, b.index)))
         });
         detected += u32::from(hit);
@@ -482,13 +482,7 @@ fn bad_tags_are_refused_in_challenge_order_while_reads_overlap() {
         "the two bad tags lie in different fragments"
     );
     let header = 8 + 4 + 8 + 32 + 32;
-    let name = |f: usize| -> String {
-        ch.fragments()[f]
-            .id
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let name = |f: usize| -> String { ch.fragments()[f].id.to_hex() };
     // 48 zero bytes lack the compressed-point flag: no point decodes from them.
     let break_tag = |source: &mut MemSource, (f, index): (usize, u32)| {
         let blob = source.tags.get_mut(&ch.fragments()[f].id).unwrap();

@@ -119,7 +119,7 @@ fn segment_health(l: &Ledger, segment: &cess_consensus::ledger::SegmentInfo) -> 
         .filter_map(|x| l.restoral(&x.id).map(|o| (x, o)))
         .map(|(x, o)| {
             json!({
-                "fragment_id": hex(&x.id),
+                "fragment_id": x.id.to_hex(),
                 "lost_by": hex(&o.lost_by.0),
                 "opened_at": o.opened_at,
                 "claimed_by": o.claim.map(|(m, _)| hex(&m.0)),
@@ -135,7 +135,7 @@ fn segment_health(l: &Ledger, segment: &cess_consensus::ledger::SegmentInfo) -> 
         "at_risk": cess_consensus::ledger::segment_at_risk(unheld, segment.fragments.len()),
         "restorals": restoring,
         "fragments": segment.fragments.iter().map(|x| json!({
-            "id": hex(&x.id),
+            "id": x.id.to_hex(),
             "miner": x.miner.map(|m| hex(&m.0)),
             "stored": x.stored,
         })).collect::<Vec<_>>(),
@@ -143,9 +143,7 @@ fn segment_health(l: &Ledger, segment: &cess_consensus::ledger::SegmentInfo) -> 
 }
 
 fn parse_account(text: &str) -> Result<AccountId> {
-    let bytes = cess_engine::Key::from_hex(text)
-        .context("an account id is 64 hex digits")?
-        .0;
+    let bytes = cess_types::parse_hex32(text).context("an account id is 64 hex digits")?;
     Ok(AccountId(bytes))
 }
 
@@ -286,9 +284,7 @@ fn render(l: &Ledger, query: &Query, json_out: bool, tip: Option<u64>) -> Result
             }
         }
         Query::File(id_hex) => {
-            let id = cess_engine::Key::from_hex(id_hex)
-                .context("a file id is 64 hex digits")?
-                .0;
+            let id = cess_types::parse_hex32(id_hex).context("a file id is 64 hex digits")?;
             let f = l
                 .file(&id)
                 .with_context(|| format!("no file {id_hex} on the chain"))?;

@@ -21,12 +21,11 @@ use crate::codec_cmd::{self, KeyChoice, Meter};
 use crate::transfer::{CopyPool, GetReport, Placement};
 use anyhow::{Context, Result, bail};
 use cess_codec::{
-    self as codec, CodecError, CodecParams, EncodeOptions, FragmentSink, Id, Manifest, hex,
+    self as codec, CodecError, CodecParams, EncodeOptions, FragmentId, FragmentSink, Id, Manifest,
 };
 use cess_consensus::ledger::{FileInfo, FileState, GIB, Ledger};
 use cess_consensus::tx::{NAME_BYTES_MAX, SegmentDecl};
 use cess_consensus::{AccountId, Call, TxError};
-use cess_engine::Key;
 use cess_transport::{Client, Code, NodeAddr, ProtocolError};
 use std::collections::HashSet;
 use std::io::Read;
@@ -253,7 +252,13 @@ struct FirstPass {
 }
 
 impl FragmentSink for FirstPass {
-    fn fragment(&mut self, s: u64, j: usize, _: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+    fn fragment(
+        &mut self,
+        s: u64,
+        j: usize,
+        _: &FragmentId,
+        bytes: &[u8],
+    ) -> Result<(), CodecError> {
         if let Some(spool) = &mut self.spool {
             let s = s as usize;
             if spool.len() <= s {
@@ -412,7 +417,7 @@ struct PlacedSink {
     client: Arc<Client>,
     file_id: Id,
     /// Segment → column → (the id the order names, its miner; `None`: already stored).
-    targets: Vec<Vec<(Id, Option<NodeAddr>)>>,
+    targets: Vec<Vec<(FragmentId, Option<NodeAddr>)>>,
     copies: CopyPool,
     budget: Arc<tokio::sync::Semaphore>,
     sent: Arc<AtomicU64>,
@@ -442,7 +447,13 @@ impl PlacedSink {
 }
 
 impl FragmentSink for PlacedSink {
-    fn fragment(&mut self, s: u64, j: usize, id: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+    fn fragment(
+        &mut self,
+        s: u64,
+        j: usize,
+        id: &FragmentId,
+        bytes: &[u8],
+    ) -> Result<(), CodecError> {
         if let Some(e) = self.changed.clone() {
             return Err(self.stop(e));
         }
@@ -454,8 +465,8 @@ impl FragmentSink for PlacedSink {
             return Err(self.stop(format!(
                 "segment {s} column {j} encodes to {} now, the order names {}: the file \
                  changed while it was put",
-                hex(id),
-                hex(&expected)
+                id.to_hex(),
+                expected.to_hex()
             )));
         }
         let Some(node) = node else {
@@ -642,8 +653,7 @@ pub fn parse_account(text: &str) -> Result<cess_consensus::AccountId> {
 }
 
 fn parse_file_id(text: &str) -> Result<Id> {
-    Key::from_hex(text)
-        .map(|k| k.0)
+    cess_types::parse_hex32(text)
         .with_context(|| format!("a file id is 64 hex digits, got {text:?}"))
 }
 

@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use cess_engine::{Class, Key, OpenOptions, Store, Target};
+use cess_engine::{Class, OpenOptions, Store, Target};
 use cess_proofs::{
     Challenge, ChallengeInputs, ChallengeParams, CpuBackend, FragmentId, FragmentSet, Proof,
     ProofSource, PublicKey, SecretKey, Tags, Verdict, prove, tag_fragment, verify,
 };
 use rand::RngCore as _;
-use sha2::{Digest as _, Sha256};
 
 /// Where fragments live: a directory of fragment files (tags beside them as `<name>.tags`) or
 /// an engine store (tags in each fragment's metadata blob).
@@ -107,7 +106,7 @@ fn dir_fragments(dir: &Path) -> Result<HashMap<FragmentId, (PathBuf, u64)>> {
     for path in dir_fragment_files(dir)? {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         if !bytes.is_empty() {
-            out.insert(Sha256::digest(&bytes).into(), (path, bytes.len() as u64));
+            out.insert(FragmentId::of(&bytes), (path, bytes.len() as u64));
         }
     }
     ensure!(!out.is_empty(), "no fragment files in {}", dir.display());
@@ -150,7 +149,7 @@ pub fn tag(key_path: &Path, holding: &Holding) -> Result<()> {
                 if data.is_empty() {
                     continue;
                 }
-                let id: FragmentId = Sha256::digest(&data).into();
+                let id = FragmentId::of(&data);
                 let tags = tag_fragment(&key, &CpuBackend, &id, &data)
                     .with_context(|| format!("tagging {}", path.display()))?;
                 std::fs::write(&tags_file, tags.encode())
@@ -169,7 +168,7 @@ pub fn tag(key_path: &Path, holding: &Holding) -> Result<()> {
                     continue;
                 }
                 let data = store.get(info.key).wait()?;
-                let tags = tag_fragment(&key, &CpuBackend, &info.key.0, &data)
+                let tags = tag_fragment(&key, &CpuBackend, &info.key, &data)
                     .with_context(|| format!("tagging fragment {}", info.key))?;
                 store
                     .set_meta(info.key, &tags.encode())
@@ -206,7 +205,7 @@ fn fragment_set(holding: &Holding) -> Result<FragmentSet> {
         Holding::Store { target, node_id } => open_store(target, *node_id)?
             .list()
             .filter(|i| i.as_ref().map_or(true, |i| i.class == Class::Active))
-            .map(|i| i.map(|i| (i.key.0, i.len_bytes)))
+            .map(|i| i.map(|i| (i.key, i.len_bytes)))
             .collect::<Result<_, _>>()?,
     };
     ensure!(!entries.is_empty(), "no fragments to challenge");
@@ -214,10 +213,10 @@ fn fragment_set(holding: &Holding) -> Result<FragmentSet> {
 }
 
 fn derive(public: &PublicKey, set: &FragmentSet, round: &Round) -> Result<Challenge> {
-    let randomness =
-        Key::from_hex(&round.randomness_hex).context("epoch randomness must be 64 hex digits")?;
+    let randomness = cess_types::parse_hex32(&round.randomness_hex)
+        .context("epoch randomness must be 64 hex digits")?;
     Ok(Challenge::derive(&ChallengeInputs {
-        epoch_randomness: randomness.0,
+        epoch_randomness: randomness,
         miner: round.miner.as_bytes(),
         round: round.round,
         tagger: public,

@@ -10,9 +10,10 @@ use crate::codec_cmd::{self, KeyChoice, Meter};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use cess_codec::{
-    self as codec, CodecError, CodecParams, FragmentSink, FragmentSource, Id, Manifest, hex,
+    self as codec, CodecError, CodecParams, FragmentId, FragmentSink, FragmentSource, Id, Manifest,
+    hex,
 };
-use cess_engine::{AlignedBuf, BufPool, Key};
+use cess_engine::{AlignedBuf, BufPool};
 use cess_transport::{Client, ClientConfig, Endpoint, Limits, NodeAddr, NodeKey, pb};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -165,7 +166,7 @@ impl FragmentSink for NetSink {
         &mut self,
         segment: u64,
         index: usize,
-        id: &Id,
+        id: &FragmentId,
         bytes: &[u8],
     ) -> Result<(), CodecError> {
         if let Some(e) = self.failure.lock().expect("failure lock").clone() {
@@ -449,7 +450,7 @@ impl FragmentSource for NetSource {
         &self,
         segment: u64,
         index: usize,
-        _: &Id,
+        _: &FragmentId,
         buf: &mut [u8],
     ) -> Result<bool, CodecError> {
         let fetch = self.launch(segment);
@@ -499,10 +500,10 @@ pub fn get(
     key: &KeyChoice,
     out: &Path,
 ) -> Result<GetReport> {
-    let Some(id) = Key::from_hex(file_id) else {
+    let Some(id) = cess_types::parse_hex32(file_id) else {
         bail!("a file id is 64 hex digits, got {file_id:?}");
     };
-    let manifest_file = manifest_path(manifest_dir, &id.0);
+    let manifest_file = manifest_path(manifest_dir, &id);
     if !manifest_file.exists() {
         bail!(
             "no manifest for file {file_id} in {}",
@@ -510,7 +511,7 @@ pub fn get(
         );
     }
     let manifest = codec::read_manifest(&manifest_file)?;
-    let nodes = read_nodes(&placement_path(manifest_dir, &id.0))?;
+    let nodes = read_nodes(&placement_path(manifest_dir, &id))?;
     if nodes.len() != manifest.params.shard_count() {
         bail!(
             "placement lists {} nodes for {} fragments per segment",

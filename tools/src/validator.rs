@@ -104,9 +104,9 @@ fn load_validator_key(path: &Path) -> Result<ValidatorKey> {
     let bytes = crate::secret::read(path, "validator key")?;
     let key = std::str::from_utf8(&bytes)
         .ok()
-        .and_then(cess_engine::Key::from_hex)
+        .and_then(cess_types::parse_hex32)
         .with_context(|| format!("{}: not 64 hex digits", path.display()))?;
-    ValidatorKey::from_secret_bytes(&key.0).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    ValidatorKey::from_secret_bytes(&key).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// What a testnet's genesis holds beyond its validators and faucet.

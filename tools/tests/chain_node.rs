@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use cess_transport::{Client, ClientConfig, Code, Endpoint, Limits, NodeAddr, NodeKey};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -162,7 +161,7 @@ fn a_node_on_the_chain_registers_and_refuses_a_fragment_it_was_not_assigned() {
             .unwrap();
             let client = Client::new(endpoint, ClientConfig::default());
             let data = Bytes::from(vec![7u8; 1 << 20]);
-            let id: [u8; 32] = Sha256::digest(&data).into();
+            let id = cess_transport::FragmentId::of(&data);
             client.write_fragment(&addr, [1; 32], id, data).await
         })
     };

@@ -268,7 +268,7 @@ fn every_role_shows_its_metrics_and_the_dashboard_shows_space_audits_and_warning
     stop_miner(dir, 0);
     let addr = std::fs::read_to_string(node.join("addr")).unwrap();
     let peer: cess_transport::PeerId = addr.trim().rsplit('/').next().unwrap().parse().unwrap();
-    let node_id = cess_engine::Key::of(&peer.to_bytes()).to_hex();
+    let node_id = cess_types::hex(&cess_engine::NodeId::of(&peer.to_bytes()).0);
     let stats = ok(cess(
         &[
             "stats",

@@ -155,7 +155,9 @@ fn prove_and_verify_fragment_files() {
 
 #[test]
 fn prove_and_verify_on_an_engine_store() {
-    use cess_engine::{Class, FormatOptions, Key, NodeId, OpenOptions, Store, Target, format};
+    use cess_engine::{
+        Class, FormatOptions, FragmentId, NodeId, OpenOptions, Store, Target, format,
+    };
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let target_path = tmp.path().join("store.img");
     std::fs::File::create(&target_path)
@@ -171,7 +173,7 @@ fn prove_and_verify_on_an_engine_store() {
         for k in 0..8u64 {
             let data: Vec<u8> = (0..300_000u64).map(|i| (i * 31 + k * 7919) as u8).collect();
             store
-                .put(Key::of(&data), Class::Active, &data)
+                .put(FragmentId::of(&data), Class::Active, &data)
                 .wait()
                 .unwrap();
         }

@@ -63,7 +63,7 @@ fn holders(file: &serde_json::Value, nodes: &BTreeMap<String, usize>) -> Vec<Vec
 fn delete_fragments(dir: &Path, i: usize, count: Option<usize>) -> usize {
     let addr = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/addr"))).unwrap();
     let peer: cess_transport::PeerId = addr.trim().rsplit('/').next().unwrap().parse().unwrap();
-    let node_id = cess_engine::NodeId(cess_engine::Key::of(&peer.to_bytes()).0);
+    let node_id = cess_engine::NodeId::of(&peer.to_bytes());
     let store = Store::open(
         &Target::Path(dir.join(format!("net/node-{i:02}/store.img"))),
         &OpenOptions::new(node_id),

@@ -3,6 +3,7 @@
 //! on its own tasks from [`start`] until its [`Attack`] is dropped, and counts what it sent.
 //! They break no cryptography: each is what any peer with a fresh key can do.
 
+use crate::FragmentId;
 use crate::client::{open_read, open_write};
 use crate::identity::{NodeAddr, NodeKey};
 use crate::protocol::ProtocolError;
@@ -91,7 +92,7 @@ fn client_with(key: Arc<NodeKey>) -> Result<Client, ProtocolError> {
 pub async fn start(
     kind: Kind,
     addr: &NodeAddr,
-    large_fragment: [u8; 32],
+    large_fragment: FragmentId,
     standing: Arc<NodeKey>,
 ) -> Result<Attack, ProtocolError> {
     let sent = Arc::new(AtomicU64::new(0));
@@ -117,7 +118,7 @@ pub async fn start(
                         // A fragment nobody has: each request costs the node a signature
                         // check, a replay entry and a lookup. Turned away, the lane dials
                         // again at once: a handshake flood.
-                        let missing = rand::random::<[u8; 32]>();
+                        let missing = FragmentId(rand::random::<[u8; 32]>());
                         loop {
                             let Ok(connection) = client.endpoint().dial(&addr).await else {
                                 sent.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +149,7 @@ pub async fn start(
                         (client.clone(), connection.clone(), sent.clone());
                     tokio::spawn(async move {
                         loop {
-                            let id = rand::random::<[u8; 32]>();
+                            let id = FragmentId(rand::random::<[u8; 32]>());
                             match open_write(&client, &connection, [0xA8; 32], id, 1 << 20, 0, 0)
                                 .await
                             {
@@ -244,7 +245,7 @@ pub fn resident_bytes() -> std::io::Result<u64> {
 async fn stalled_reads(
     client: Client,
     connection: crate::quic::Connection,
-    fragment: [u8; 32],
+    fragment: FragmentId,
     sent: Arc<AtomicU64>,
 ) {
     let mut held = Vec::with_capacity(64);

@@ -1,12 +1,13 @@
 //! The requester side: writes and reads whole fragments, resuming after dropped connections.
 
+use crate::FragmentId;
 use crate::identity::NodeAddr;
 use crate::message::{self, MessageError, Signed, Verifier, pb};
 use crate::protocol::{Code, ProtocolError, now_ms, read_message};
 use crate::quic::{Connection, Endpoint};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
-use sha2::{Digest, Sha256};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -224,7 +225,7 @@ impl Client {
         &self,
         addr: &NodeAddr,
         file_id: [u8; 32],
-        fragment_id: [u8; 32],
+        fragment_id: FragmentId,
         data: Bytes,
     ) -> Result<(), ProtocolError> {
         // After a failure the node's progress is unknown: ask before sending more.
@@ -281,7 +282,7 @@ impl Client {
         &self,
         connection: &Connection,
         file_id: [u8; 32],
-        fragment_id: [u8; 32],
+        fragment_id: FragmentId,
         fragment_bytes: u64,
         offset: u64,
         payload: Bytes,
@@ -327,7 +328,7 @@ impl Client {
         &self,
         addr: &NodeAddr,
         file_id: [u8; 32],
-        fragment_id: [u8; 32],
+        fragment_id: FragmentId,
     ) -> Result<Vec<u8>, ProtocolError> {
         let mut data: Vec<u8> = Vec::new();
         let mut fragment_bytes: Option<u64> = None;
@@ -348,7 +349,7 @@ impl Client {
             };
             let failure = match attempt.await {
                 Ok(()) => {
-                    if Sha256::digest(&data).as_slice() != fragment_id {
+                    if FragmentId::of(&data) != fragment_id {
                         return Err(ProtocolError::Corrupt);
                     }
                     return Ok(data);
@@ -368,7 +369,7 @@ impl Client {
         &self,
         connection: &Connection,
         file_id: [u8; 32],
-        fragment_id: [u8; 32],
+        fragment_id: FragmentId,
         data: &mut Vec<u8>,
         fragment_bytes: &mut Option<u64>,
     ) -> Result<(), ProtocolError> {
@@ -430,14 +431,14 @@ pub async fn open_read(
     client: &Client,
     connection: &Connection,
     file_id: [u8; 32],
-    fragment_id: [u8; 32],
+    fragment_id: FragmentId,
     offset: u64,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), ProtocolError> {
     let (mut send, recv) = connection.inner.open_bi().await?;
     let mut request = pb::ReadfileRequest {
         message_data: None,
         file_id: file_id.to_vec(),
-        fragment_id: fragment_id.to_vec(),
+        fragment_id: fragment_id.0.to_vec(),
         offset,
     };
     message::sign(
@@ -457,7 +458,7 @@ pub async fn open_write(
     client: &Client,
     connection: &Connection,
     file_id: [u8; 32],
-    fragment_id: [u8; 32],
+    fragment_id: FragmentId,
     fragment_bytes: u64,
     offset: u64,
     payload_bytes: u64,
@@ -466,7 +467,7 @@ pub async fn open_write(
     let mut request = pb::WritefileRequest {
         message_data: None,
         file_id: file_id.to_vec(),
-        fragment_id: fragment_id.to_vec(),
+        fragment_id: fragment_id.0.to_vec(),
         offset,
         data: Vec::new(),
         fragment_bytes,

@@ -30,6 +30,7 @@ pub mod quic;
 pub mod server;
 pub mod tagging;
 
+pub use cess_types::FragmentId;
 pub use client::{Client, ClientConfig, WriteProgress};
 pub use grant::GrantError;
 pub use identity::{IdentityError, NodeAddr, NodeKey};

@@ -3,21 +3,22 @@
 //! real store does, and can stand in for a node's chain rules: the fragments it admits and the
 //! peers with standing.
 
+use crate::FragmentId;
 use crate::PeerId;
 use crate::server::{FragmentStore, StoreFault};
-use sha2::{Digest, Sha256};
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 #[derive(Debug)]
 pub struct MemStore {
-    pub fragments: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    pub fragments: Mutex<HashMap<FragmentId, Vec<u8>>>,
     /// With `record_reads`, (fragment, offset) of every read the server made.
-    pub reads: Mutex<Vec<([u8; 32], u64)>>,
+    pub reads: Mutex<Vec<(FragmentId, u64)>>,
     pub record_reads: AtomicBool,
     /// When set, the only fragments admitted (a storage node's rule: what the chain assigned).
-    pub admitted: Mutex<Option<HashSet<[u8; 32]>>>,
+    pub admitted: Mutex<Option<HashSet<FragmentId>>>,
     /// When set, the only peers admitted (a node on a chain admits accounts that pay for
     /// space, mine or validate).
     pub standing: Mutex<Option<HashSet<PeerId>>>,
@@ -78,23 +79,28 @@ impl FragmentStore for MemStore {
             _ => Ok(()),
         }
     }
-    fn admit(&self, _: &PeerId, id: &[u8; 32], _: u64) -> Result<(), String> {
+    fn admit(&self, _: &PeerId, id: &FragmentId, _: u64) -> Result<(), String> {
         match &*locked(&self.admitted) {
             Some(ids) if !ids.contains(id) => Err("not assigned to this node".into()),
             _ => Ok(()),
         }
     }
-    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
+    async fn len_of(&self, id: FragmentId) -> Result<Option<u64>, StoreFault> {
         Ok(locked(&self.fragments).get(&id).map(|f| f.len() as u64))
     }
-    async fn put(&self, id: [u8; 32], data: Vec<u8>) -> Result<(), StoreFault> {
-        if Sha256::digest(&data).as_slice() != id {
+    async fn put(&self, id: FragmentId, data: Vec<u8>) -> Result<(), StoreFault> {
+        if FragmentId::of(&data) != id {
             return Err(StoreFault::Mismatch);
         }
         locked(&self.fragments).insert(id, data);
         Ok(())
     }
-    async fn read(&self, id: [u8; 32], offset: u64, len_bytes: u64) -> Result<Vec<u8>, StoreFault> {
+    async fn read(
+        &self,
+        id: FragmentId,
+        offset: u64,
+        len_bytes: u64,
+    ) -> Result<Vec<u8>, StoreFault> {
         if self.record_reads.load(Ordering::Relaxed) {
             locked(&self.reads).push((id, offset));
         }

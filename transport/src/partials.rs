@@ -15,6 +15,7 @@
 //! - A partial left untouched for the TTL goes. Sweeps run at most once a second, so requests
 //!   do not each scan every partial.
 
+use crate::FragmentId;
 use libp2p_identity::PeerId;
 use std::collections::HashMap;
 
@@ -59,7 +60,7 @@ enum Slot<B> {
 
 #[derive(Debug)]
 pub(crate) struct Partials<B> {
-    fragments: HashMap<[u8; 32], HashMap<PeerId, Slot<B>>>,
+    fragments: HashMap<FragmentId, HashMap<PeerId, Slot<B>>>,
     /// Bytes counted per writer (entries at zero are removed).
     writers: HashMap<PeerId, u64>,
     held_bytes: u64,
@@ -96,7 +97,7 @@ impl<B> Partials<B> {
     pub fn take(
         &mut self,
         writer: PeerId,
-        id: [u8; 32],
+        id: FragmentId,
         len_bytes: u64,
         now_ms: i64,
     ) -> Partial<B> {
@@ -151,7 +152,7 @@ impl<B> Partials<B> {
 
     /// A stream is done with `partial` without finishing it: kept for a resume if the stream
     /// still holds the pair and has bytes in it, dropped otherwise.
-    pub fn put_back(&mut self, writer: PeerId, id: [u8; 32], partial: Partial<B>, now_ms: i64) {
+    pub fn put_back(&mut self, writer: PeerId, id: FragmentId, partial: Partial<B>, now_ms: i64) {
         let slots = self.fragments.get_mut(&id);
         let held = slots
             .as_ref()
@@ -183,7 +184,7 @@ impl<B> Partials<B> {
     /// The stream's write ended with its buffer handed to the store (or lost with a failure):
     /// its bytes are no longer counted and its slot goes. When `stored`, every other partial
     /// of the fragment goes too.
-    pub fn finish(&mut self, writer: PeerId, id: [u8; 32], partial: Partial<B>, stored: bool) {
+    pub fn finish(&mut self, writer: PeerId, id: FragmentId, partial: Partial<B>, stored: bool) {
         self.release(&writer, partial.counted_bytes);
         if stored {
             self.forget_fragment(&id);
@@ -201,7 +202,7 @@ impl<B> Partials<B> {
     }
 
     /// The fragment is in the store: nothing of it needs keeping.
-    pub fn forget_fragment(&mut self, id: &[u8; 32]) {
+    pub fn forget_fragment(&mut self, id: &FragmentId) {
         let Some(slots) = self.fragments.remove(id) else {
             return;
         };
@@ -316,15 +317,15 @@ mod tests {
     fn a_header_alone_commits_nothing_and_a_buffer_counts_rounded_up() {
         let mut p = partials();
         let (w, now) = (peer(), 1_000_000);
-        let partial = p.take(w, [1; 32], 8 * MIB, now);
+        let partial = p.take(w, FragmentId([1; 32]), 8 * MIB, now);
         assert_eq!(p.held_bytes(), 0);
-        p.put_back(w, [1; 32], partial, now);
+        p.put_back(w, FragmentId([1; 32]), partial, now);
         assert_eq!(p.held_bytes(), 0);
         assert!(p.fragments.is_empty(), "an empty partial is not kept");
-        let mut partial = p.take(w, [2; 32], 5000, now);
+        let mut partial = p.take(w, FragmentId([2; 32]), 5000, now);
         receive(&mut p, &w, &mut partial, 10).unwrap();
         assert_eq!(p.held_bytes(), 8192);
-        p.put_back(w, [2; 32], partial, now);
+        p.put_back(w, FragmentId([2; 32]), partial, now);
         p.assert_consistent(&[]);
         assert_eq!(p.writer_bytes(&w), 8192);
     }
@@ -336,13 +337,13 @@ mod tests {
         let greedy = peer();
         let mut refused = 0;
         for i in 0..4u8 {
-            let mut partial = p.take(greedy, [i; 32], 8 * MIB, now);
+            let mut partial = p.take(greedy, FragmentId([i; 32]), 8 * MIB, now);
             match receive(&mut p, &greedy, &mut partial, 1) {
-                Ok(()) => p.put_back(greedy, [i; 32], partial, now),
+                Ok(()) => p.put_back(greedy, FragmentId([i; 32]), partial, now),
                 Err(e) => {
                     assert!(e.contains("this writer"), "{e}");
                     refused += 1;
-                    p.put_back(greedy, [i; 32], partial, now);
+                    p.put_back(greedy, FragmentId([i; 32]), partial, now);
                 }
             }
         }
@@ -352,11 +353,11 @@ mod tests {
         let mut accepted = 0;
         for i in 0..8u8 {
             let w = peer();
-            let mut partial = p.take(w, [100 + i; 32], 8 * MIB, now);
+            let mut partial = p.take(w, FragmentId([100 + i; 32]), 8 * MIB, now);
             if receive(&mut p, &w, &mut partial, 1).is_ok() {
                 accepted += 1;
             }
-            p.put_back(w, [100 + i; 32], partial, now);
+            p.put_back(w, FragmentId([100 + i; 32]), partial, now);
         }
         assert_eq!(
             accepted, 6,
@@ -369,17 +370,17 @@ mod tests {
     fn a_superseded_stream_never_puts_its_buffer_back() {
         let mut p = partials();
         let (w, id, now) = (peer(), [7; 32], 1_000_000);
-        let mut stalled = p.take(w, id, MIB, now);
+        let mut stalled = p.take(w, FragmentId(id), MIB, now);
         receive(&mut p, &w, &mut stalled, 1000).unwrap();
         // The network dropped it silently; the client starts over on a new stream.
-        let mut fresh = p.take(w, id, MIB, now);
+        let mut fresh = p.take(w, FragmentId(id), MIB, now);
         assert_eq!(fresh.filled, 0);
         assert!(fresh.buf.is_none());
         receive(&mut p, &w, &mut fresh, MIB as usize).unwrap();
         p.assert_consistent(&[(w, 2 * MIB)]);
-        p.finish(w, id, fresh, true);
+        p.finish(w, FragmentId(id), fresh, true);
         // The stalled stream times out and comes back.
-        p.put_back(w, id, stalled, now + 20_000);
+        p.put_back(w, FragmentId(id), stalled, now + 20_000);
         assert_eq!(p.held_bytes(), 0);
         assert!(p.fragments.is_empty());
         p.assert_consistent(&[]);
@@ -389,22 +390,22 @@ mod tests {
     fn a_stored_fragment_drops_every_partial_of_it() {
         let mut p = partials();
         let (a, b, id, now) = (peer(), peer(), [8; 32], 1_000_000);
-        let mut pa = p.take(a, id, MIB, now);
+        let mut pa = p.take(a, FragmentId(id), MIB, now);
         receive(&mut p, &a, &mut pa, 100).unwrap();
-        p.put_back(a, id, pa, now);
-        let mut pb = p.take(b, id, MIB, now);
+        p.put_back(a, FragmentId(id), pa, now);
+        let mut pb = p.take(b, FragmentId(id), MIB, now);
         receive(&mut p, &b, &mut pb, MIB as usize).unwrap();
-        p.finish(b, id, pb, true);
+        p.finish(b, FragmentId(id), pb, true);
         assert_eq!(p.held_bytes(), 0);
         assert_eq!(p.writer_bytes(&a), 0);
         p.assert_consistent(&[]);
         // A failed store keeps other writers' partials.
-        let mut pa = p.take(a, id, MIB, now);
+        let mut pa = p.take(a, FragmentId(id), MIB, now);
         receive(&mut p, &a, &mut pa, 100).unwrap();
-        p.put_back(a, id, pa, now);
-        let mut pb = p.take(b, id, MIB, now);
+        p.put_back(a, FragmentId(id), pa, now);
+        let mut pb = p.take(b, FragmentId(id), MIB, now);
         receive(&mut p, &b, &mut pb, MIB as usize).unwrap();
-        p.finish(b, id, pb, false);
+        p.finish(b, FragmentId(id), pb, false);
         assert_eq!(p.writer_bytes(&a), MIB);
         assert_eq!(p.writer_bytes(&b), 0);
         p.assert_consistent(&[]);
@@ -414,36 +415,36 @@ mod tests {
     fn a_resumed_write_continues_and_a_different_length_starts_over() {
         let mut p = partials();
         let (w, id, now) = (peer(), [9; 32], 1_000_000);
-        let mut first = p.take(w, id, MIB, now);
+        let mut first = p.take(w, FragmentId(id), MIB, now);
         receive(&mut p, &w, &mut first, 4096).unwrap();
-        p.put_back(w, id, first, now);
-        let again = p.take(w, id, MIB, now);
+        p.put_back(w, FragmentId(id), first, now);
+        let again = p.take(w, FragmentId(id), MIB, now);
         assert_eq!(again.filled, 4096);
-        p.put_back(w, id, again, now);
-        let other = p.take(w, id, 2 * MIB, now);
+        p.put_back(w, FragmentId(id), again, now);
+        let other = p.take(w, FragmentId(id), 2 * MIB, now);
         assert_eq!(other.filled, 0);
         p.assert_consistent(&[]);
         assert_eq!(p.held_bytes(), 0);
-        p.put_back(w, id, other, now);
+        p.put_back(w, FragmentId(id), other, now);
     }
 
     #[test]
     fn untouched_partials_expire_in_sweeps_at_most_once_a_second() {
         let mut p = partials();
         let (w, now) = (peer(), 1_000_000);
-        let mut old = p.take(w, [1; 32], MIB, now);
+        let mut old = p.take(w, FragmentId([1; 32]), MIB, now);
         receive(&mut p, &w, &mut old, 10).unwrap();
-        p.put_back(w, [1; 32], old, now);
+        p.put_back(w, FragmentId([1; 32]), old, now);
         let later = now + 121_000;
-        let probe = p.take(peer(), [2; 32], MIB, later);
+        let probe = p.take(peer(), FragmentId([2; 32]), MIB, later);
         assert_eq!(p.held_bytes(), 0, "the expired partial went");
-        p.put_back(w, [2; 32], probe, later);
+        p.put_back(w, FragmentId([2; 32]), probe, later);
         p.assert_consistent(&[]);
         // A sweep just ran: a partial expiring now waits for the next one.
-        let mut young = p.take(w, [3; 32], MIB, later);
+        let mut young = p.take(w, FragmentId([3; 32]), MIB, later);
         receive(&mut p, &w, &mut young, 10).unwrap();
-        p.put_back(w, [3; 32], young, later);
-        let _ = p.take(peer(), [4; 32], MIB, later + 500);
+        p.put_back(w, FragmentId([3; 32]), young, later);
+        let _ = p.take(peer(), FragmentId([4; 32]), MIB, later + 500);
         assert_eq!(p.held_bytes(), MIB);
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! The store is behind [`FragmentStore`] so this crate needs no engine; the node binds it.
 
+use crate::FragmentId;
 use crate::admission::{WritePolicy, WriteRefusal};
 use crate::fair::PeerRates;
 use crate::identity::NodeKey;
@@ -51,7 +52,7 @@ pub trait FragmentStore: Send + Sync + 'static {
     /// Whether `writer` may store fragment `id` of `fragment_bytes` here, asked before any of
     /// its bytes is buffered (a storage node's chain rule: only what the ledger assigned to
     /// it). `Err` says why not; the writer is answered `Unauthorized` with it.
-    fn admit(&self, writer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), String> {
+    fn admit(&self, writer: &PeerId, id: &FragmentId, fragment_bytes: u64) -> Result<(), String> {
         let _ = (writer, id, fragment_bytes);
         Ok(())
     }
@@ -59,7 +60,7 @@ pub trait FragmentStore: Send + Sync + 'static {
     /// storage node's chain rule: the file's owners and their delegates, a miner rebuilding
     /// a fragment of its segment, the validators). `Err` says why not; the reader is
     /// answered `Unauthorized` with it.
-    fn may_read(&self, reader: &PeerId, id: &[u8; 32]) -> Result<(), String> {
+    fn may_read(&self, reader: &PeerId, id: &FragmentId) -> Result<(), String> {
         let _ = (reader, id);
         Ok(())
     }
@@ -73,17 +74,20 @@ pub trait FragmentStore: Send + Sync + 'static {
         Ok(())
     }
     /// The stored length of a fragment, if present.
-    fn len_of(&self, id: [u8; 32]) -> impl Future<Output = Result<Option<u64>, StoreFault>> + Send;
+    fn len_of(
+        &self,
+        id: FragmentId,
+    ) -> impl Future<Output = Result<Option<u64>, StoreFault>> + Send;
     /// Stores a complete fragment; must refuse data that does not hash to `id`.
     fn put(
         &self,
-        id: [u8; 32],
+        id: FragmentId,
         data: Self::WriteBuf,
     ) -> impl Future<Output = Result<(), StoreFault>> + Send;
     /// Reads verified bytes `offset..offset + len_bytes` of a fragment.
     fn read(
         &self,
-        id: [u8; 32],
+        id: FragmentId,
         offset: u64,
         len_bytes: u64,
     ) -> impl Future<Output = Result<Self::ReadBuf, StoreFault>> + Send;
@@ -531,7 +535,7 @@ impl<S: FragmentStore> Server<S> {
         request: &pb::WritefileRequest,
         recv: &mut quinn::RecvStream,
     ) -> Result<(Code, u64, String), Abort> {
-        let id: [u8; 32] = request
+        let id: FragmentId = request
             .fragment_id
             .as_slice()
             .try_into()
@@ -643,7 +647,7 @@ impl<S: FragmentStore> Server<S> {
         })
     }
 
-    fn put_back(&self, writer: PeerId, id: [u8; 32], partial: Partial<S::WriteBuf>) {
+    fn put_back(&self, writer: PeerId, id: FragmentId, partial: Partial<S::WriteBuf>) {
         self.partials().put_back(writer, id, partial, now_ms());
     }
 
@@ -657,7 +661,7 @@ impl<S: FragmentStore> Server<S> {
     ) -> Result<Code, Abort> {
         /// Bytes read from the store per step.
         const READ_CHUNK_BYTES: u64 = 8 << 20;
-        let id: [u8; 32] = request
+        let id: FragmentId = request
             .fragment_id
             .as_slice()
             .try_into()

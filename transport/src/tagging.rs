@@ -10,12 +10,13 @@
 //! (a miner the chain assigned that fragment to); the miner never trusts the tags: it checks
 //! them before it keeps them.
 
+use crate::FragmentId;
 use crate::identity::{NodeAddr, NodeKey};
 use crate::message::{self, MessageError, PeerReplay, Signed, Verifier, pb};
 use crate::protocol::{Abort, Code, ProtocolError, now_ms, read_exact, read_frame, read_message};
 use crate::quic::{Connection, Endpoint, ErrorCode};
 use libp2p_identity::PeerId;
-use sha2::{Digest, Sha256};
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,11 +40,11 @@ pub enum TagRefusal {
 pub trait TagService: Send + Sync + 'static {
     /// Whether `peer` may have fragment `id` of `fragment_bytes` tagged here, asked before
     /// any of its bytes is read.
-    fn admit(&self, peer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), TagRefusal>;
+    fn admit(&self, peer: &PeerId, id: &FragmentId, fragment_bytes: u64) -> Result<(), TagRefusal>;
     /// The tag blob of a fragment whose bytes hash to `id`.
     fn tag(
         &self,
-        id: [u8; 32],
+        id: FragmentId,
         data: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
 }
@@ -290,7 +291,7 @@ impl<T: TagService> TagServer<T> {
         request: &pb::TagRequest,
         recv: &mut quinn::RecvStream,
     ) -> Result<(Code, String, Vec<u8>), Abort> {
-        let id: [u8; 32] = request
+        let id: FragmentId = request
             .fragment_id
             .as_slice()
             .try_into()
@@ -332,7 +333,7 @@ impl<T: TagService> TagServer<T> {
         tokio::time::timeout(self.timeout(), read_exact(recv, &mut data))
             .await
             .map_err(|_| Abort::Stream(ProtocolError::Timeout(self.config.stream_timeout_ms)))??;
-        let digest: [u8; 32] = Sha256::digest(&data).into();
+        let digest = FragmentId::of(&data);
         if digest != id {
             return Ok((
                 Code::Mismatch,
@@ -359,7 +360,7 @@ impl<T: TagService> TagServer<T> {
 pub async fn request_tags(
     endpoint: &Endpoint,
     addr: &NodeAddr,
-    id: [u8; 32],
+    id: FragmentId,
     data: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, ProtocolError> {
@@ -368,7 +369,7 @@ pub async fn request_tags(
         let (mut send, mut recv) = connection.inner.open_bi().await?;
         let mut request = pb::TagRequest {
             message_data: None,
-            fragment_id: id.to_vec(),
+            fragment_id: id.0.to_vec(),
             fragment_bytes: data.len() as u64,
         };
         message::sign(&mut request, endpoint.key(), now_ms(), rand::random());

@@ -9,13 +9,13 @@
 //! `honest-*-under-*` cases (`cess-bench --suite transport`).
 
 use bytes::Bytes;
+use cess_transport::FragmentId;
 use cess_transport::attacks::{self, Kind};
 use cess_transport::memstore::MemStore;
 use cess_transport::{
     Client, ClientConfig, Endpoint, Limits, NodeAddr, NodeKey, Server, ServerConfig,
 };
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,10 +36,10 @@ fn loopback() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn fragment(seed: u64, len: usize) -> (Bytes, [u8; 32]) {
+fn fragment(seed: u64, len: usize) -> (Bytes, FragmentId) {
     let mut data = vec![0u8; len];
     rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill(&mut data[..]);
-    let id: [u8; 32] = Sha256::digest(&data).into();
+    let id = FragmentId::of(&data);
     (Bytes::from(data), id)
 }
 

@@ -2,6 +2,7 @@
 //! The fragment protocol over real QUIC on loopback, against an in-memory store.
 
 use bytes::Bytes;
+use cess_transport::FragmentId;
 use cess_transport::client::open_write;
 use cess_transport::memstore::MemStore;
 use cess_transport::{
@@ -9,7 +10,6 @@ use cess_transport::{
     ServerConfig, WriteProgress, grant,
 };
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -49,11 +49,11 @@ fn client_with(key: impl Into<Arc<NodeKey>>) -> Client {
     Client::new(endpoint, ClientConfig::default())
 }
 
-fn fragment(seed: u64, len: usize) -> (Bytes, [u8; 32]) {
+fn fragment(seed: u64, len: usize) -> (Bytes, FragmentId) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut data = vec![0u8; len];
     rng.fill(&mut data[..]);
-    let id: [u8; 32] = Sha256::digest(&data).into();
+    let id = FragmentId::of(&data);
     (Bytes::from(data), id)
 }
 
@@ -80,7 +80,7 @@ async fn write_then_read_round_trips_and_dedups() {
     let back = client.read_fragment(&node.addr, FILE, id).await.unwrap();
     assert_eq!(back, data[..]);
     let missing = client
-        .read_fragment(&node.addr, FILE, [0; 32])
+        .read_fragment(&node.addr, FILE, FragmentId([0; 32]))
         .await
         .unwrap_err();
     assert!(
@@ -508,7 +508,7 @@ async fn a_read_cut_at_random_points_resumes_where_it_stopped() {
 async fn read_in_progress(
     node: &Node,
     client: &Arc<Client>,
-    id: [u8; 32],
+    id: FragmentId,
 ) -> tokio::task::JoinSet<()> {
     node.store.reads.lock().unwrap().clear();
     let mut readers = tokio::task::JoinSet::new();
@@ -658,9 +658,17 @@ async fn announced_writes_commit_no_memory_before_their_bytes_arrive() {
         response
     };
     // Over the store's maximum: refused, nothing allocated.
-    let (mut send, recv) = open_write(&client, &connection, FILE, [1; 32], 64 << 20, 0, 0)
-        .await
-        .unwrap();
+    let (mut send, recv) = open_write(
+        &client,
+        &connection,
+        FILE,
+        FragmentId([1; 32]),
+        64 << 20,
+        0,
+        0,
+    )
+    .await
+    .unwrap();
     let _ = send.finish();
     let response = answer(recv).await;
     assert_eq!(
@@ -676,7 +684,7 @@ async fn announced_writes_commit_no_memory_before_their_bytes_arrive() {
             &client,
             &connection,
             FILE,
-            [i + 10; 32],
+            FragmentId([i + 10; 32]),
             STORE_FRAGMENT_BYTES_MAX,
             0,
             0,
@@ -785,7 +793,10 @@ async fn one_peer_filling_its_replay_cache_never_locks_out_another() {
     let missing = [0xEE; 32];
     let mut refused = 0;
     for _ in 0..40 {
-        match flooder.read_fragment(&node.addr, FILE, missing).await {
+        match flooder
+            .read_fragment(&node.addr, FILE, FragmentId(missing))
+            .await
+        {
             Err(ProtocolError::Refused {
                 code: Code::NotFound,
                 ..

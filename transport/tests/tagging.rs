@@ -1,5 +1,6 @@
 //! The tagging protocol over real QUIC on loopback, against a tagger that "tags" by hashing.
 
+use cess_transport::FragmentId;
 use cess_transport::tagging::{
     TAG_PROTOCOL, TagRefusal, TagServer, TagServerConfig, TagService, request_tags,
 };
@@ -13,11 +14,11 @@ use std::time::Duration;
 #[derive(Default)]
 struct FakeTagger {
     admitted: Mutex<HashSet<PeerId>>,
-    tagged: Mutex<Vec<[u8; 32]>>,
+    tagged: Mutex<Vec<FragmentId>>,
 }
 
 impl TagService for FakeTagger {
-    fn admit(&self, peer: &PeerId, _: &[u8; 32], _: u64) -> Result<(), TagRefusal> {
+    fn admit(&self, peer: &PeerId, _: &FragmentId, _: u64) -> Result<(), TagRefusal> {
         if self.admitted.lock().unwrap().contains(peer) {
             Ok(())
         } else {
@@ -25,7 +26,7 @@ impl TagService for FakeTagger {
         }
     }
 
-    async fn tag(&self, id: [u8; 32], data: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn tag(&self, id: FragmentId, data: Vec<u8>) -> Result<Vec<u8>, String> {
         self.tagged.lock().unwrap().push(id);
         Ok(Sha256::digest(&data).to_vec())
     }
@@ -59,7 +60,7 @@ async fn a_miner_gets_tags_only_for_what_it_is_admitted_and_only_for_matching_by
     )
     .unwrap();
     let data = vec![7u8; 100_000];
-    let id: [u8; 32] = Sha256::digest(&data).into();
+    let id = FragmentId::of(&data);
     let timeout = Duration::from_secs(10);
 
     // Not admitted: refused with the service's reason, nothing tagged.
@@ -76,7 +77,7 @@ async fn a_miner_gets_tags_only_for_what_it_is_admitted_and_only_for_matching_by
     let tags = request_tags(&miner, &addr, id, &data, timeout)
         .await
         .unwrap();
-    assert_eq!(tags, id.to_vec());
+    assert_eq!(tags, id.0.to_vec());
 
     // Bytes that do not hash to the id are not tagged.
     let wrong = vec![8u8; 100_000];

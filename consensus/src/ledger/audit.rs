@@ -9,7 +9,7 @@
 use super::{Event, Ledger, TxError};
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
-use crate::tx::{Call, Hash32, Transaction};
+use crate::tx::{Call, FragmentId, Hash32, Transaction};
 use cess_proofs::{
     Backend, BatchItem, Challenge, ChallengeInputs, FragmentSet, Proof, Verdict, batch_verify,
 };
@@ -115,7 +115,7 @@ impl Ledger {
                 drawn_idle.push(*miner_id);
             }
             for (tagger, held) in miner.held.iter() {
-                let entries: Vec<(Hash32, u64)> =
+                let entries: Vec<(FragmentId, u64)> =
                     held.iter().map(|(id, len)| (*id, *len)).collect();
                 let total_bytes = entries.iter().map(|(_, len)| len).sum();
                 let set =
@@ -323,11 +323,11 @@ impl Ledger {
     /// miners' open audits, so the challenged set is always what a miner must hold; the
     /// challenge is re-derived from the smaller set. An audit left with nothing to challenge
     /// closes with neither reward nor penalty. One pass over the open audits per call.
-    pub(super) fn forget_in_audits(&mut self, dropped: &[(AccountId, Hash32, Hash32)]) {
+    pub(super) fn forget_in_audits(&mut self, dropped: &[(AccountId, Hash32, FragmentId)]) {
         if dropped.is_empty() || self.audits.is_empty() {
             return;
         }
-        let mut by_holder: HashMap<(AccountId, Hash32), std::collections::HashSet<Hash32>> =
+        let mut by_holder: HashMap<(AccountId, Hash32), std::collections::HashSet<FragmentId>> =
             HashMap::new();
         for (miner, tagger, fragment) in dropped {
             by_holder
@@ -349,7 +349,7 @@ impl Ledger {
         for key in affected {
             let gone = &by_holder[&(key.1, key.2)];
             let audit = self.audits.get_mut(&key).expect("listed above");
-            let entries: Vec<(Hash32, u64)> = audit
+            let entries: Vec<(FragmentId, u64)> = audit
                 .set
                 .entries()
                 .iter()

@@ -69,7 +69,7 @@ pub use validators::{
 
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
-use crate::tx::{Call, Hash32, Transaction, TxTerms};
+use crate::tx::{Call, FragmentId, Hash32, Transaction, TxTerms};
 use cess_proofs::Backend;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -345,7 +345,7 @@ pub enum Event {
         penalty: u128,
     },
     RestoralOpened {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
     },
     /// More than a third of a segment's fragments are under restoral: the file is lost at
     /// `lost_at` unless they are rebuilt first.
@@ -384,16 +384,16 @@ pub enum Event {
         fragments: usize,
     },
     RestoralClaimExpired {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
         claimer: AccountId,
     },
     /// A claimant gave its claim back (`Call::ReleaseClaim`): the order is open again.
     RestoralClaimReleased {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
         claimer: AccountId,
     },
     RestoralDone {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
         miner: AccountId,
     },
     ValidatorsElected {
@@ -437,9 +437,9 @@ pub struct Ledger {
     miners: Tracked<AccountId, Miner>,
     peer_ids: BTreeMap<Vec<u8>, AccountId>,
     files: Tracked<Hash32, FileInfo>,
-    fragments: BTreeMap<Hash32, storage::FragmentPlace>,
+    fragments: BTreeMap<FragmentId, storage::FragmentPlace>,
     indexes: storage::Indexes,
-    restorals: Tracked<Hash32, RestoralOrder>,
+    restorals: Tracked<FragmentId, RestoralOrder>,
     audits: Tracked<(u64, AccountId, Hash32), Audit>,
     candidates: Tracked<AccountId, Candidate>,
     leases: Tracked<AccountId, Lease>,
@@ -1040,6 +1040,13 @@ impl Hashed for AccountId {
 impl Hashed for Hash32 {
     fn encode_hashed(&self, w: &mut Writer) {
         w.fixed(self);
+    }
+}
+
+/// Encoded as its bytes, as a `Hash32` is: the state root does not depend on the type.
+impl Hashed for FragmentId {
+    fn encode_hashed(&self, w: &mut Writer) {
+        w.fixed(&self.0);
     }
 }
 

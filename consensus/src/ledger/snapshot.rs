@@ -31,7 +31,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::keys::{AccountId, VALIDATOR_KEY_BYTES, ValidatorPublicKey};
 use crate::tx::{
     BUCKET_NAME_BYTES_MAX, ENDPOINT_BYTES_MAX, FILE_META_BYTES_MAX, FRAGMENTS_PER_SEGMENT_MAX,
-    Hash32, NAME_BYTES_MAX, PEER_ID_BYTES_MAX, TAGGER_KEY_BYTES_MAX,
+    FragmentId, Hash32, NAME_BYTES_MAX, PEER_ID_BYTES_MAX, TAGGER_KEY_BYTES_MAX,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -160,15 +160,27 @@ fn read_accounts(
     read_sorted(r, 32, what, |r| account(r, what))
 }
 
-fn write_hashes(w: &mut Writer, set: &BTreeSet<Hash32>) {
+fn write_hashes<T: AsRef<[u8]>>(w: &mut Writer, set: &BTreeSet<T>) {
     w.count(set.len());
     for h in set {
-        w.fixed(h);
+        w.fixed(h.as_ref());
     }
 }
 
-fn read_hashes(r: &mut Reader<'_>, what: &'static str) -> Result<BTreeSet<Hash32>, DecodeError> {
-    read_sorted(r, 32, what, |r| r.array(what))
+/// A sorted set of (height, 32-byte name): files or fragments by the height they expire at.
+fn write_deadlines<T: AsRef<[u8]>>(w: &mut Writer, set: &BTreeSet<(u64, T)>) {
+    w.count(set.len());
+    for (height, id) in set {
+        w.u64(*height).fixed(id.as_ref());
+    }
+}
+
+/// A sorted set of 32-byte names: hashes, or fragment ids.
+fn read_hashes<T: From<Hash32> + Ord + Clone>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<BTreeSet<T>, DecodeError> {
+    read_sorted(r, 32, what, |r| r.array(what).map(T::from))
 }
 
 fn write_validators(w: &mut Writer, set: &[ValidatorEntry]) {
@@ -200,7 +212,7 @@ fn write_miner(w: &mut Writer, m: &Miner) {
     for (tagger, set) in m.held.iter() {
         w.fixed(tagger).count(set.len());
         for (fragment, len) in set {
-            w.fixed(fragment).u64(*len);
+            w.fragment_id(fragment).u64(*len);
         }
     }
 }
@@ -239,7 +251,7 @@ fn read_miner(r: &mut Reader<'_>) -> Result<Miner, DecodeError> {
         let count = r.count(LIST_MAX, 40, "held fragments")?;
         let mut set = BTreeMap::new();
         for _ in 0..count {
-            let fragment: Hash32 = r.array("held fragment")?;
+            let fragment = r.fragment_id("held fragment")?;
             let len = r.u64("held length")?;
             insert_next(&mut set, fragment, len, "held fragments")?;
         }
@@ -308,7 +320,7 @@ fn read_file(r: &mut Reader<'_>) -> Result<FileInfo, DecodeError> {
         let count = r.count(FRAGMENTS_PER_SEGMENT_MAX, 34, "fragments")?;
         let mut fragments = Vec::with_capacity(count);
         for _ in 0..count {
-            let id = r.array("fragment id")?;
+            let id = r.fragment_id("fragment id")?;
             let miner = if r.bool("fragment miner")? {
                 Some(account(r, "fragment miner")?)
             } else {
@@ -395,7 +407,7 @@ impl Ledger {
         });
         w.count(self.fragments.len());
         for (id, place) in &self.fragments {
-            w.fixed(id)
+            w.fragment_id(id)
                 .fixed(&place.file_id)
                 .u32(place.segment)
                 .u16(place.column);
@@ -406,12 +418,9 @@ impl Ledger {
             w.fixed(&miner.0);
             write_hashes(&mut w, set);
         }
-        for set in [&ix.pending_until, &ix.claims_until, &ix.lost_at] {
-            w.count(set.len());
-            for (height, id) in set {
-                w.u64(*height).fixed(id);
-            }
-        }
+        write_deadlines(&mut w, &ix.pending_until);
+        write_deadlines(&mut w, &ix.claims_until);
+        write_deadlines(&mut w, &ix.lost_at);
         w.count(ix.miner_ids.len());
         for miner in &ix.miner_ids {
             w.fixed(&miner.0);
@@ -426,14 +435,14 @@ impl Ledger {
             w.u64(*height).fixed(&owner.0);
         }
         table(&mut w, &self.restorals, |w, k, v| {
-            w.fixed(k);
+            w.fragment_id(k);
             v.encode(w);
         });
         table(&mut w, &self.audits, |w, (round, miner, tagger), v| {
             w.u64(*round).fixed(&miner.0).fixed(tagger);
             w.count(v.set.entries().len());
             for (id, len) in v.set.entries() {
-                w.fixed(id).u64(*len);
+                w.fragment_id(id).u64(*len);
             }
             w.fixed(&v.randomness)
                 .u64(v.opened_at)
@@ -556,7 +565,7 @@ impl Ledger {
         let fragment_count = r.count(LIST_MAX, 70, "fragments")?;
         let mut fragments = BTreeMap::new();
         for _ in 0..fragment_count {
-            let id: Hash32 = r.array("fragment")?;
+            let id = r.fragment_id("fragment")?;
             let place = FragmentPlace {
                 file_id: r.array("fragment file")?,
                 segment: r.u32("fragment segment")?,
@@ -575,7 +584,7 @@ impl Ledger {
             Ok((r.u64("height")?, r.array("file")?))
         })?;
         let claims_until = read_sorted(&mut r, 40, "claims until", |r| {
-            Ok((r.u64("height")?, r.array("fragment")?))
+            Ok((r.u64("height")?, r.fragment_id("fragment")?))
         })?;
         let lost_at = read_sorted(&mut r, 40, "lost at", |r| {
             Ok((r.u64("height")?, r.array("file")?))
@@ -599,7 +608,7 @@ impl Ledger {
             Ok((r.u64("height")?, account(r, "lease owner")?))
         })?;
         let restorals = read_table(&mut r, b"restorals", 32, "restorals", |r| {
-            Ok((r.array("restoral fragment")?, read_restoral(r)?))
+            Ok((r.fragment_id("restoral fragment")?, read_restoral(r)?))
         })?;
         let audits = read_table(&mut r, b"audits", 72, "audits", |r| {
             let key = (
@@ -609,8 +618,8 @@ impl Ledger {
             );
             let count = r.count(LIST_MAX, 40, "audit set")?;
             let entries = (0..count)
-                .map(|_| Ok((r.array("audit fragment")?, r.u64("audit length")?)))
-                .collect::<Result<Vec<([u8; 32], u64)>, DecodeError>>()?;
+                .map(|_| Ok((r.fragment_id("audit fragment")?, r.u64("audit length")?)))
+                .collect::<Result<Vec<(FragmentId, u64)>, DecodeError>>()?;
             // In id order, as the set keeps them (one encoding).
             if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(DecodeError::Invalid("audit set"));

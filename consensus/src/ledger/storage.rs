@@ -15,7 +15,7 @@ use super::tracked::{Hashed, LtHash};
 use super::{Event, LOST_COUNTDOWN_CLAIMS, Ledger, TaggerKey, TxError};
 use crate::codec::{Writer, hash};
 use crate::keys::AccountId;
-use crate::tx::{Call, Hash32, TaggerApproval};
+use crate::tx::{Call, FragmentId, Hash32, TaggerApproval};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -76,18 +76,18 @@ pub struct Miner {
 /// a miner's entry in the state root costs the same whatever it stores.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct HeldSets {
-    sets: BTreeMap<Hash32, BTreeMap<Hash32, u64>>,
+    sets: BTreeMap<Hash32, BTreeMap<FragmentId, u64>>,
     sum: LtHash,
 }
 
 impl HeldSets {
-    fn element(tagger: &Hash32, fragment: &Hash32, len_bytes: u64) -> LtHash {
+    fn element(tagger: &Hash32, fragment: &FragmentId, len_bytes: u64) -> LtHash {
         let mut w = Writer::new();
-        w.fixed(tagger).fixed(fragment).u64(len_bytes);
+        w.fixed(tagger).fragment_id(fragment).u64(len_bytes);
         LtHash::of(w.as_bytes())
     }
 
-    fn insert(&mut self, tagger: Hash32, fragment: Hash32, len_bytes: u64) {
+    fn insert(&mut self, tagger: Hash32, fragment: FragmentId, len_bytes: u64) {
         let previous = self
             .sets
             .entry(tagger)
@@ -98,7 +98,7 @@ impl HeldSets {
             .add(&HeldSets::element(&tagger, &fragment, len_bytes));
     }
 
-    fn remove(&mut self, tagger: &Hash32, fragment: &Hash32) {
+    fn remove(&mut self, tagger: &Hash32, fragment: &FragmentId) {
         let set = self
             .sets
             .get_mut(tagger)
@@ -116,7 +116,7 @@ impl HeldSets {
     }
 
     /// The sets read back from a snapshot, their sum computed.
-    pub(super) fn from_sets(sets: BTreeMap<Hash32, BTreeMap<Hash32, u64>>) -> HeldSets {
+    pub(super) fn from_sets(sets: BTreeMap<Hash32, BTreeMap<FragmentId, u64>>) -> HeldSets {
         let mut held = HeldSets {
             sets,
             sum: LtHash::default(),
@@ -125,11 +125,11 @@ impl HeldSets {
         held
     }
 
-    pub fn get(&self, tagger: &Hash32) -> Option<&BTreeMap<Hash32, u64>> {
+    pub fn get(&self, tagger: &Hash32) -> Option<&BTreeMap<FragmentId, u64>> {
         self.sets.get(tagger)
     }
 
-    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, Hash32, BTreeMap<Hash32, u64>> {
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, Hash32, BTreeMap<FragmentId, u64>> {
         self.sets.iter()
     }
 
@@ -207,7 +207,7 @@ impl Miner {
         &mut self,
         clock: RentClock,
         tagger: Hash32,
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
         fragment_bytes: u64,
     ) {
         self.accrue_rent(clock);
@@ -221,7 +221,7 @@ impl Miner {
         &mut self,
         clock: RentClock,
         tagger: &Hash32,
-        fragment_id: &Hash32,
+        fragment_id: &FragmentId,
         fragment_bytes: u64,
         stored: bool,
     ) {
@@ -259,11 +259,11 @@ impl Miner {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Indexes {
     /// Miner → the fragments it is responsible for (assigned or stored).
-    pub assigned: BTreeMap<AccountId, BTreeSet<Hash32>>,
+    pub assigned: BTreeMap<AccountId, BTreeSet<FragmentId>>,
     /// (height at which it expires, file) for every pending file.
     pub pending_until: BTreeSet<(u64, Hash32)>,
     /// (height at which it expires, fragment) for every claimed restoral order.
-    pub claims_until: BTreeSet<(u64, Hash32)>,
+    pub claims_until: BTreeSet<(u64, FragmentId)>,
     /// (height at which it is lost, file) for every file at risk.
     pub lost_at: BTreeSet<(u64, Hash32)>,
     /// Every registered miner, in id order: placement draws from it by index.
@@ -275,11 +275,11 @@ pub(crate) struct Indexes {
 }
 
 impl Indexes {
-    fn assign(&mut self, miner: AccountId, fragment: Hash32) {
+    fn assign(&mut self, miner: AccountId, fragment: FragmentId) {
         self.assigned.entry(miner).or_default().insert(fragment);
     }
 
-    fn unassign(&mut self, miner: &AccountId, fragment: &Hash32) {
+    fn unassign(&mut self, miner: &AccountId, fragment: &FragmentId) {
         let set = self
             .assigned
             .get_mut(miner)
@@ -299,7 +299,7 @@ pub(crate) struct TaggerRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FragmentInfo {
-    pub id: Hash32,
+    pub id: FragmentId,
     /// The miner responsible for it; `None` while a restoral order is open for it.
     pub miner: Option<AccountId>,
     pub stored: bool,
@@ -411,7 +411,7 @@ impl FileInfo {
         for segment in &self.segments {
             w.fixed(&segment.segment_id).count(segment.fragments.len());
             for fragment in &segment.fragments {
-                w.fixed(&fragment.id);
+                w.fragment_id(&fragment.id);
                 match fragment.miner {
                     Some(miner) => w.u8(1).fixed(&miner.0),
                     None => w.u8(0),
@@ -498,14 +498,14 @@ impl Ledger {
     }
 
     /// Where a fragment lives on the ledger: its file, segment index and column.
-    pub fn fragment_place(&self, id: &Hash32) -> Option<(Hash32, u32, u16)> {
+    pub fn fragment_place(&self, id: &FragmentId) -> Option<(Hash32, u32, u16)> {
         self.fragments
             .get(id)
             .map(|p| (p.file_id, p.segment, p.column))
     }
 
     /// The fragments `miner` is responsible for (assigned or stored), in id order.
-    pub fn assigned_to(&self, miner: &AccountId) -> impl Iterator<Item = &Hash32> {
+    pub fn assigned_to(&self, miner: &AccountId) -> impl Iterator<Item = &FragmentId> {
         self.indexes.assigned.get(miner).into_iter().flatten()
     }
 
@@ -517,7 +517,7 @@ impl Ledger {
         self.files.iter()
     }
 
-    pub fn restoral(&self, fragment_id: &Hash32) -> Option<&RestoralOrder> {
+    pub fn restoral(&self, fragment_id: &FragmentId) -> Option<&RestoralOrder> {
         self.restorals.get(fragment_id)
     }
 
@@ -526,14 +526,14 @@ impl Ledger {
     /// reads only as many as it looks at.
     pub fn restorals_from(
         &self,
-        start: &Hash32,
-    ) -> impl Iterator<Item = (&Hash32, &RestoralOrder)> {
+        start: &FragmentId,
+    ) -> impl Iterator<Item = (&FragmentId, &RestoralOrder)> {
         self.restorals
             .range(*start..)
             .chain(self.restorals.range(..*start))
     }
 
-    pub fn restorals(&self) -> impl Iterator<Item = (&Hash32, &RestoralOrder)> {
+    pub fn restorals(&self) -> impl Iterator<Item = (&FragmentId, &RestoralOrder)> {
         self.restorals.iter()
     }
 
@@ -690,7 +690,7 @@ impl Ledger {
                 "expired claims of {id:?} reset at the bar"
             );
         }
-        let mut assigned: BTreeMap<AccountId, BTreeSet<Hash32>> = BTreeMap::new();
+        let mut assigned: BTreeMap<AccountId, BTreeSet<FragmentId>> = BTreeMap::new();
         let mut pending = BTreeSet::new();
         for (file_id, file) in &self.files {
             for fragment in file.segments.iter().flat_map(|s| &s.fragments) {
@@ -715,7 +715,7 @@ impl Ledger {
             self.indexes.pending_until,
             "index of pending files"
         );
-        let claims: BTreeSet<(u64, Hash32)> = self
+        let claims: BTreeSet<(u64, FragmentId)> = self
             .restorals
             .iter()
             .filter_map(|(id, o)| o.claim.map(|(_, until)| (until, *id)))
@@ -907,7 +907,7 @@ impl Ledger {
         // Its open audits stay as they are: it still has the data, and answers for it (or
         // is penalised) before it can withdraw.
         self.release_all(signer);
-        let claimed: Vec<Hash32> = self
+        let claimed: Vec<FragmentId> = self
             .restorals
             .iter()
             .filter(|(_, o)| o.claim.is_some_and(|(m, _)| m == signer))
@@ -926,7 +926,7 @@ impl Ledger {
     /// Every fragment `miner` is responsible for becomes a restoral order (by the index: the
     /// cost is the miner's fragments, not the ledger's). Returns how many.
     pub(super) fn release_all(&mut self, miner: AccountId) -> usize {
-        let responsible: Vec<Hash32> = self
+        let responsible: Vec<FragmentId> = self
             .indexes
             .assigned
             .get(&miner)
@@ -1396,7 +1396,7 @@ impl Ledger {
     /// Every holder of the file's fragments lets go of them (space and audited sets) and
     /// every open order of it closes, its claim released. The file stays, with no holder.
     /// Returns the stored fragments dropped, for [`Ledger::forget_in_audits`].
-    fn release_file(&mut self, file_id: &Hash32) -> Vec<(AccountId, Hash32, Hash32)> {
+    fn release_file(&mut self, file_id: &Hash32) -> Vec<(AccountId, Hash32, FragmentId)> {
         let clock = self.rent_clock();
         let file = self.files.get_mut(file_id).expect("released files exist");
         let (tagger, fragment_bytes) = (file.tagger, file.fragment_bytes);
@@ -1407,7 +1407,7 @@ impl Ledger {
             }
             fragment.stored = false;
         }
-        let ids: Vec<Hash32> = file
+        let ids: Vec<FragmentId> = file
             .segments
             .iter()
             .flat_map(|s| s.fragments.iter().map(|f| f.id))
@@ -1617,7 +1617,7 @@ impl Ledger {
     pub(super) fn report_lost(
         &mut self,
         signer: AccountId,
-        fragment_id: &Hash32,
+        fragment_id: &FragmentId,
     ) -> Result<(), TxError> {
         let place = *self
             .fragments
@@ -1675,8 +1675,8 @@ impl Ledger {
     fn release_fragment(
         &mut self,
         holder: AccountId,
-        fragment_id: &Hash32,
-    ) -> Option<(AccountId, Hash32, Hash32)> {
+        fragment_id: &FragmentId,
+    ) -> Option<(AccountId, Hash32, FragmentId)> {
         let clock = self.rent_clock();
         let place = self.fragments[fragment_id];
         let file = self.files.get_mut(&place.file_id).expect("indexed");
@@ -1714,7 +1714,7 @@ impl Ledger {
     pub(super) fn claim_restoral(
         &mut self,
         signer: AccountId,
-        fragment_id: &Hash32,
+        fragment_id: &FragmentId,
     ) -> Result<(), TxError> {
         let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
         if let Some((_, until)) = order.claim {
@@ -1781,7 +1781,7 @@ impl Ledger {
     pub(super) fn complete_restoral(
         &mut self,
         signer: AccountId,
-        fragment_id: &Hash32,
+        fragment_id: &FragmentId,
     ) -> Result<(), TxError> {
         let clock = self.rent_clock();
         let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
@@ -1836,7 +1836,7 @@ impl Ledger {
     pub(super) fn give_back_claim(
         &mut self,
         signer: AccountId,
-        fragment_id: &Hash32,
+        fragment_id: &FragmentId,
     ) -> Result<(), TxError> {
         let order = self.restorals.get(fragment_id).ok_or(TxError::NoRestoral)?;
         if order.claim.map(|(m, _)| m) != Some(signer) {
@@ -1850,7 +1850,7 @@ impl Ledger {
         Ok(())
     }
 
-    fn release_claim(&mut self, fragment_id: &Hash32) {
+    fn release_claim(&mut self, fragment_id: &FragmentId) {
         let order = self
             .restorals
             .get_mut(fragment_id)
@@ -1867,10 +1867,10 @@ impl Ledger {
     }
 
     pub(super) fn expire_restoral_claims(&mut self) {
-        let expired: Vec<(Hash32, AccountId)> = self
+        let expired: Vec<(FragmentId, AccountId)> = self
             .indexes
             .claims_until
-            .range(..=(self.height, [0xFF; 32]))
+            .range(..=(self.height, FragmentId([0xFF; 32])))
             .map(|(_, id)| {
                 let (claimer, _) = self.restorals[id].claim.expect("indexed claims exist");
                 (*id, claimer)

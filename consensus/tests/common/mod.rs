@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use cess_consensus::ledger::{GenesisValidator, TOKEN};
-use cess_consensus::tx::{Hash32, SegmentDecl, TaggerApproval, TxTerms};
+use cess_consensus::tx::{FragmentId, Hash32, SegmentDecl, TaggerApproval, TxTerms};
 use cess_consensus::{
     AccountId, AccountKey, BlockInfo, BlockOutcome, Call, Genesis, Ledger, LedgerParams,
     Transaction, ValidatorKey,
@@ -269,13 +269,13 @@ impl Storage {
     }
 
     /// A fragment of `len` bytes derived from `seed`, tagged and kept.
-    pub fn fragment(&mut self, seed: u64, len: usize) -> Hash32 {
+    pub fn fragment(&mut self, seed: u64, len: usize) -> FragmentId {
         let mut data = vec![0u8; len];
         for (counter, chunk) in data.chunks_mut(32).enumerate() {
             let h = sha(&[seed.to_le_bytes(), (counter as u64).to_le_bytes()].concat());
             chunk.copy_from_slice(&h[..chunk.len()]);
         }
-        let id = sha(&data);
+        let id = FragmentId::of(&data);
         let tags = tag_fragment(&self.tagger, &CpuBackend, &id, &data).unwrap();
         self.source.data.insert(id, data);
         self.source.tags.insert(id, tags.encode());
@@ -287,7 +287,7 @@ impl Storage {
         let columns = 12;
         let mut decls = Vec::new();
         for s in 0..segments {
-            let fragments: Vec<Hash32> = (0..columns)
+            let fragments: Vec<FragmentId> = (0..columns)
                 .map(|c| self.fragment(seed * 1000 + (s * columns + c) as u64, fragment_bytes))
                 .collect();
             decls.push(SegmentDecl {

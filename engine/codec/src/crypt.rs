@@ -96,7 +96,9 @@ impl FileKey {
             key.copy_from_slice(&bytes);
             return Ok(FileKey::from_bytes(key));
         }
-        let parsed = std::str::from_utf8(&bytes).ok().and_then(crate::parse_hex);
+        let parsed = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(crate::parse_hex32);
         parsed.map(FileKey::from_bytes).ok_or_else(|| {
             CodecError::Kdf(format!(
                 "key file {} holds {} bytes: expected 32 raw bytes or 64 hex digits",
@@ -119,7 +121,7 @@ impl FileKey {
                 "creating key file {}",
                 path.display()
             )))?;
-        let hex = Zeroizing::new(super::hex(&self.master));
+        let hex = Zeroizing::new(super::hex(self.master.as_slice()));
         file.write_all(format!("{}\n", *hex).as_bytes())
             .map_err(CodecError::io(format!(
                 "writing key file {}",

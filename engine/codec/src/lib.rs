@@ -34,26 +34,11 @@ pub use stripes::{STRIPE_BYTES, SegmentCoder};
 
 use sha2::{Digest, Sha256};
 
-/// A SHA-256 digest naming a fragment, a segment or a file.
+/// A SHA-256 digest naming a segment or a file (a fragment is named by its [`FragmentId`], the
+/// engine key it is stored under and the id its tags are bound to).
 pub type Id = [u8; 32];
 
-/// Lower-case hex of an id (a fragment id is the engine key it is stored under).
-pub fn hex(id: &Id) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Parses 64 hex digits, either case (surrounding whitespace allowed).
-pub fn parse_hex(s: &str) -> Option<Id> {
-    let s = s.trim();
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(id)
-}
+pub use cess_types::{FragmentId, hex, parse_hex32};
 
 /// Bytes an AEAD-protected segment spends on its nonce and tag.
 pub const SEAL_BYTES: u64 = crypt::NONCE_BYTES as u64 + crypt::TAG_BYTES as u64;
@@ -236,19 +221,6 @@ mod tests {
         assert_eq!(file_id(&[a]), Some(h(&a, &a)));
         assert_eq!(file_id(&[a, b]), Some(h(&a, &b)));
         assert_eq!(file_id(&[a, b, c]), Some(h(&h(&a, &b), &h(&c, &c))));
-    }
-
-    #[test]
-    fn hex_round_trips_and_rejects_junk() {
-        let id = sha256(b"abc");
-        assert_eq!(
-            hex(&id),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(parse_hex(&hex(&id)), Some(id));
-        assert_eq!(parse_hex(&hex(&id).to_uppercase()), Some(id));
-        assert_eq!(parse_hex("zz"), None);
-        assert_eq!(parse_hex(&"é".repeat(32)), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! whole manifest, so its segment list cannot be spliced from another file's.
 
 use super::crypt::{FileKey, KdfParams};
-use super::{CodecError, CodecParams, Id, file_id};
+use super::{CodecError, CodecParams, FragmentId, Id, file_id};
 use prost::Message;
 
 /// Manifests above this are refused unread (a 1 TiB file's manifest is about 13 MiB).
@@ -77,7 +77,7 @@ const AEAD_NAME: &str = "xchacha20poly1305-siv-blake3";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentEntry {
     pub id: Id,
-    pub fragments: Vec<Id>,
+    pub fragments: Vec<FragmentId>,
 }
 
 /// How a file was encrypted (never the key itself).
@@ -119,7 +119,7 @@ impl Manifest {
                 .iter()
                 .map(|s| wire::Segment {
                     id: s.id.to_vec(),
-                    fragments: s.fragments.iter().map(|f| f.to_vec()).collect(),
+                    fragments: s.fragments.iter().map(|f| f.0.to_vec()).collect(),
                 })
                 .collect(),
             encryption: self.encryption.as_ref().map(|e| wire::Encryption {
@@ -168,7 +168,7 @@ impl Manifest {
             .iter()
             .map(|s| wire::Segment {
                 id: s.id.to_vec(),
-                fragments: s.fragments.iter().map(|f| f.to_vec()).collect(),
+                fragments: s.fragments.iter().map(|f| f.0.to_vec()).collect(),
             })
             .collect();
         Manifest::decode(&wire.encode_to_vec())
@@ -285,7 +285,7 @@ impl Manifest {
                 fragments: s
                     .fragments
                     .iter()
-                    .map(|f| id_of(f, &format!("a fragment id of segment {i}")))
+                    .map(|f| id_of(f, &format!("a fragment id of segment {i}")).map(FragmentId))
                     .collect::<Result<_, _>>()?,
             });
         }

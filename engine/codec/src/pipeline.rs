@@ -4,7 +4,7 @@
 use super::crypt::{FileKey, KdfParams, NONCE_BYTES, segment_ad};
 use super::manifest::{Encryption, Manifest, SegmentEntry};
 use super::stripes::SegmentCoder;
-use super::{CodecError, CodecParams, Id, file_id, hex, sha256};
+use super::{CodecError, CodecParams, FragmentId, Id, file_id, sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ pub trait FragmentSink {
         &mut self,
         segment: u64,
         index: usize,
-        id: &Id,
+        id: &FragmentId,
         bytes: &[u8],
     ) -> Result<(), CodecError>;
 }
@@ -32,7 +32,7 @@ pub trait FragmentSource: Sync {
         &self,
         segment: u64,
         index: usize,
-        id: &Id,
+        id: &FragmentId,
         buf: &mut [u8],
     ) -> Result<bool, CodecError>;
 }
@@ -51,20 +51,26 @@ impl DirFragments {
         DirFragments { dir: dir.into() }
     }
 
-    pub fn path_of(&self, id: &Id) -> PathBuf {
-        self.dir.join(hex(id))
+    pub fn path_of(&self, id: &FragmentId) -> PathBuf {
+        self.dir.join(id.to_hex())
     }
 }
 
 impl FragmentSink for DirFragments {
     /// Writes each distinct fragment once (identical fragments share a name), through a
     /// temporary name so a crash never leaves a partial fragment under its id.
-    fn fragment(&mut self, _: u64, _: usize, id: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+    fn fragment(
+        &mut self,
+        _: u64,
+        _: usize,
+        id: &FragmentId,
+        bytes: &[u8],
+    ) -> Result<(), CodecError> {
         let path = self.path_of(id);
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
             return Ok(());
         }
-        let tmp = self.dir.join(format!(".{}.partial", hex(id)));
+        let tmp = self.dir.join(format!(".{}.partial", id.to_hex()));
         std::fs::write(&tmp, bytes)
             .map_err(CodecError::io(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(CodecError::io(format!("renaming {}", tmp.display())))
@@ -72,7 +78,7 @@ impl FragmentSink for DirFragments {
 }
 
 impl FragmentSource for DirFragments {
-    fn fetch(&self, _: u64, _: usize, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError> {
+    fn fetch(&self, _: u64, _: usize, id: &FragmentId, buf: &mut [u8]) -> Result<bool, CodecError> {
         let path = self.path_of(id);
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -412,7 +418,7 @@ fn gather(
         let slot = buf.fragment_mut(params, i);
         if !source.fetch(index, i, id, slot)? {
             missing += 1;
-        } else if sha256(slot) != *id {
+        } else if FragmentId::of(slot) != *id {
             corrupt += 1;
         } else {
             present[i] = true;

@@ -5,7 +5,7 @@
 //! so its working set (k + m stripes) fits in L2, where a whole-fragment call would stream
 //! 96 MiB through memory several times.
 
-use super::{CodecError, CodecParams, Id};
+use super::{CodecError, CodecParams, FragmentId};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use sha2::{Digest, Sha256};
 
@@ -54,7 +54,11 @@ impl SegmentCoder {
 
     /// Fills `parity` (m fragments back to back) from `segment` (the k data fragments back to
     /// back) and returns the ids of all k + m fragments, data first.
-    pub fn encode(&mut self, segment: &[u8], parity: &mut [u8]) -> Result<Vec<Id>, CodecError> {
+    pub fn encode(
+        &mut self,
+        segment: &[u8],
+        parity: &mut [u8],
+    ) -> Result<Vec<FragmentId>, CodecError> {
         let (k, m) = self.km();
         self.hashers.clear();
         self.hashers.resize(k + m, Sha256::new());
@@ -62,7 +66,7 @@ impl SegmentCoder {
         Ok(self
             .hashers
             .drain(..)
-            .map(|h| h.finalize().into())
+            .map(|h| FragmentId(h.finalize().into()))
             .collect())
     }
 
@@ -184,7 +188,7 @@ mod tests {
                 &parity[(i - 4) * frag..][..frag]
             };
             assert_eq!(ours, &fragment[..], "fragment {i}");
-            assert_eq!(ids[i], super::super::sha256(fragment), "id {i}");
+            assert_eq!(ids[i], FragmentId::of(fragment), "id {i}");
         }
         // Lose data fragments 0, 2, 3 and five parity fragments: 1 data + 3 parity remain.
         let mut damaged = segment.clone();

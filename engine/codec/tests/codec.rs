@@ -1,8 +1,8 @@
 //! The file codec: round trips, lost and corrupt fragments, repair, keys, tampering.
 
 use cess_codec::{
-    self as codec, CodecError, CodecParams, DirFragments, EncodeOptions, FileKey, FragmentSink,
-    FragmentSource, Id, KdfParams, Manifest, file_id, hex, sha256,
+    self as codec, CodecError, CodecParams, DirFragments, EncodeOptions, FileKey, FragmentId,
+    FragmentSink, FragmentSource, Id, KdfParams, Manifest, file_id, sha256,
 };
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -11,17 +11,23 @@ use std::sync::Mutex;
 
 /// Fragments in memory, with what a test needs to lose or damage them.
 #[derive(Default)]
-struct Mem(Mutex<HashMap<Id, Vec<u8>>>);
+struct Mem(Mutex<HashMap<FragmentId, Vec<u8>>>);
 
 impl FragmentSink for Mem {
-    fn fragment(&mut self, _: u64, _: usize, id: &Id, bytes: &[u8]) -> Result<(), CodecError> {
+    fn fragment(
+        &mut self,
+        _: u64,
+        _: usize,
+        id: &FragmentId,
+        bytes: &[u8],
+    ) -> Result<(), CodecError> {
         self.0.lock().unwrap().insert(*id, bytes.to_vec());
         Ok(())
     }
 }
 
 impl FragmentSource for Mem {
-    fn fetch(&self, _: u64, _: usize, id: &Id, buf: &mut [u8]) -> Result<bool, CodecError> {
+    fn fetch(&self, _: u64, _: usize, id: &FragmentId, buf: &mut [u8]) -> Result<bool, CodecError> {
         match self.0.lock().unwrap().get(id) {
             Some(b) if b.len() == buf.len() => {
                 buf.copy_from_slice(b);
@@ -33,14 +39,14 @@ impl FragmentSource for Mem {
 }
 
 impl Mem {
-    fn without(&self, ids: &[Id]) -> Mem {
+    fn without(&self, ids: &[FragmentId]) -> Mem {
         let mut map = self.0.lock().unwrap().clone();
         for id in ids {
             map.remove(id);
         }
         Mem(Mutex::new(map))
     }
-    fn flip_bit(&self, id: &Id, bit: usize) {
+    fn flip_bit(&self, id: &FragmentId, bit: usize) {
         let mut map = self.0.lock().unwrap();
         let bytes = map.get_mut(id).unwrap();
         let bit = bit % (bytes.len() * 8);
@@ -136,7 +142,7 @@ fn a_run_of_segments_decodes_to_its_slice_of_the_file_alone() {
         for first in 0..count {
             for end in first..=count {
                 // Only the asked segments' fragments are present.
-                let others: Vec<Id> = manifest
+                let others: Vec<FragmentId> = manifest
                     .segments
                     .iter()
                     .enumerate()
@@ -192,7 +198,7 @@ fn default_parameters_round_trip_a_segment_plus_one() {
     let (manifest, mem) = encode_with(&data, &options(params, None));
     assert_eq!(manifest.segments.len(), 2);
     // Decode from parity only: drop the four data fragments of each segment.
-    let data_ids: Vec<Id> = manifest
+    let data_ids: Vec<FragmentId> = manifest
         .segments
         .iter()
         .flat_map(|s| s.fragments[..4].to_vec())
@@ -212,7 +218,7 @@ fn any_m_fragments_may_be_lost() {
         if mask.count_ones() != 4 {
             continue;
         }
-        let lost: Vec<Id> = (0..12)
+        let lost: Vec<FragmentId> = (0..12)
             .filter(|i| mask & (1 << i) == 0)
             .map(|i| ids[i])
             .collect();
@@ -222,7 +228,7 @@ fn any_m_fragments_may_be_lost() {
     }
     assert_eq!(subsets, 495);
     // Five kept of twelve is never needed; three is never enough, and the error names it.
-    let lost: Vec<Id> = ids[..9].to_vec();
+    let lost: Vec<FragmentId> = ids[..9].to_vec();
     match decode_with(&manifest, None, &mem.without(&lost)) {
         Err(CodecError::SegmentUnrecoverable {
             segment: 0,
@@ -278,7 +284,7 @@ fn repair_rebuilds_missing_fragments_byte_for_byte() {
         .map(|&i| mem.0.lock().unwrap()[&segment.fragments[i]].clone())
         .collect();
     // Lose 8 of 12, among them the three to rebuild.
-    let lost: Vec<Id> = [0, 1, 2, 5, 6, 7, 9, 11]
+    let lost: Vec<FragmentId> = [0, 1, 2, 5, 6, 7, 9, 11]
         .iter()
         .map(|&i| segment.fragments[i])
         .collect();
@@ -309,7 +315,7 @@ fn known_answers_for_fragment_segment_and_file_ids() {
     let ids: std::collections::HashSet<_> = segment.fragments.iter().collect();
     assert_eq!(ids.len(), 12, "every fragment of the segment is distinct");
     for i in 1..4 {
-        assert_ne!(hex(&segment.fragments[i]), zero_8m);
+        assert_ne!(segment.fragments[i].to_hex(), zero_8m);
     }
     // Another small file's pad-only fragments are its own.
     let (other, _) = encode_with(b"abd", &options(params, None));
@@ -320,7 +326,7 @@ fn known_answers_for_fragment_segment_and_file_ids() {
         );
     }
     assert_eq!(segment.id, sha256(&padded));
-    assert_eq!(segment.fragments[0], sha256(&padded[..8 << 20]));
+    assert_eq!(segment.fragments[0], FragmentId::of(&padded[..8 << 20]));
     let pair = sha256(&[segment.id, segment.id].concat());
     assert_eq!(manifest.file_id, pair);
     assert_eq!(file_id(&[segment.id]), Some(pair));
@@ -328,7 +334,11 @@ fn known_answers_for_fragment_segment_and_file_ids() {
     let originals: Vec<&[u8]> = padded.chunks(8 << 20).collect();
     let parity = reed_solomon_simd::encode(4, 8, &originals).unwrap();
     for (p, bytes) in parity.iter().enumerate() {
-        assert_eq!(segment.fragments[4 + p], sha256(bytes), "parity {p}");
+        assert_eq!(
+            segment.fragments[4 + p],
+            FragmentId::of(bytes),
+            "parity {p}"
+        );
         assert!(mem.0.lock().unwrap()[&segment.fragments[4 + p]] == *bytes);
     }
 }

@@ -3,7 +3,7 @@
 //! apply journal records through the same [`Index::apply`], so the two cannot drift apart.
 
 use crate::record::{Entry, Record};
-use crate::types::{Class, Key};
+use crate::types::{Class, FragmentId};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -53,32 +53,32 @@ impl Counters {
 /// answers such a put from the index), so meeting one means the index and its caller
 /// disagree: a bug live, an inconsistent journal at replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PresentKey(pub Key);
+pub(crate) struct PresentKey(pub FragmentId);
 
 /// The entries of one shard.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    entries: BTreeMap<Key, Entry>,
+    entries: BTreeMap<FragmentId, Entry>,
     counters: Counters,
     /// Checkpoint payload bytes the entries need (see `record::footprint_bytes`).
     footprint_bytes: u64,
 }
 
 impl Index {
-    pub fn get(&self, key: &Key) -> Option<&Entry> {
+    pub fn get(&self, key: &FragmentId) -> Option<&Entry> {
         self.entries.get(key)
     }
 
-    pub fn contains(&self, key: &Key) -> bool {
+    pub fn contains(&self, key: &FragmentId) -> bool {
         self.entries.contains_key(key)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&FragmentId, &Entry)> {
         self.entries.iter()
     }
 
     /// Entries after `after` (from the first with `None`), in key order.
-    pub fn after(&self, after: Option<Key>) -> impl Iterator<Item = (&Key, &Entry)> {
+    pub fn after(&self, after: Option<FragmentId>) -> impl Iterator<Item = (&FragmentId, &Entry)> {
         match after {
             Some(k) => self.entries.range((Bound::Excluded(k), Bound::Unbounded)),
             None => self.entries.range(..),
@@ -86,7 +86,7 @@ impl Index {
     }
 
     /// Entries up to and including `key`.
-    pub fn up_to(&self, key: Key) -> impl Iterator<Item = (&Key, &Entry)> {
+    pub fn up_to(&self, key: FragmentId) -> impl Iterator<Item = (&FragmentId, &Entry)> {
         self.entries.range(..=key)
     }
 
@@ -99,7 +99,7 @@ impl Index {
     }
 
     /// Adds an entry for a key not yet held.
-    pub fn insert(&mut self, key: Key, entry: Entry) -> Result<(), PresentKey> {
+    pub fn insert(&mut self, key: FragmentId, entry: Entry) -> Result<(), PresentKey> {
         if self.entries.contains_key(&key) {
             return Err(PresentKey(key));
         }
@@ -109,7 +109,7 @@ impl Index {
         Ok(())
     }
 
-    fn remove(&mut self, key: &Key) -> Option<(Key, Entry)> {
+    fn remove(&mut self, key: &FragmentId) -> Option<(FragmentId, Entry)> {
         let entry = self.entries.remove(key)?;
         self.counters.remove(&entry);
         self.footprint_bytes -= entry.footprint_bytes();
@@ -118,7 +118,7 @@ impl Index {
 
     /// Applies a durable record. Returns the entry it removed, whose extent the caller may
     /// free now that the record is durable. A refused record changes nothing.
-    pub fn apply(&mut self, record: &Record) -> Result<Option<(Key, Entry)>, PresentKey> {
+    pub fn apply(&mut self, record: &Record) -> Result<Option<(FragmentId, Entry)>, PresentKey> {
         match record {
             Record::Put { key, entry } => {
                 self.insert(*key, entry.clone())?;
@@ -181,8 +181,8 @@ mod tests {
         }
     }
 
-    fn key(n: u8) -> Key {
-        Key([n; 32])
+    fn key(n: u8) -> FragmentId {
+        FragmentId([n; 32])
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::device::{Device, ReadDone};
 use crate::error::{PoisonCause, StoreError};
 use crate::layout::ShardRegions;
 use crate::record::{CURSOR_BYTES, Entry, FRAME_HEADER_BYTES, Record};
-use crate::types::{Class, FragmentInfo, Key, PutOutcome, Stats};
+use crate::types::{Class, FragmentId, FragmentInfo, PutOutcome, Stats};
 use index::Index;
 use journal::JournalState;
 use scrub::ScrubState;
@@ -97,11 +97,11 @@ pub(crate) struct ShardScrub {
     pub passes_completed: u64,
     pub pass_verified_bytes: u64,
     pub stored_bytes: u64,
-    pub corrupt: Vec<Key>,
+    pub corrupt: Vec<FragmentId>,
 }
 
 /// One range read of a [`Request::ReadBatch`]: key, offset, length and where its answer goes.
-pub(crate) type BatchedRead = (Key, u64, u64, Reply<ReadBuf>);
+pub(crate) type BatchedRead = (FragmentId, u64, u64, Reply<ReadBuf>);
 
 /// The reads of a batch not yet started.
 #[derive(Debug)]
@@ -114,25 +114,25 @@ struct QueuedBatch {
 #[derive(Debug)]
 pub(crate) enum Request {
     Put {
-        key: Key,
+        key: FragmentId,
         class: Class,
         data: AlignedBuf,
         crcs: Box<[u32]>,
         reply: Reply<PutOutcome>,
     },
     Replace {
-        idle_key: Key,
-        key: Key,
+        idle_key: FragmentId,
+        key: FragmentId,
         data: AlignedBuf,
         crcs: Box<[u32]>,
         reply: Reply<()>,
     },
     Get {
-        key: Key,
+        key: FragmentId,
         reply: Reply<ReadBuf>,
     },
     Read {
-        key: Key,
+        key: FragmentId,
         offset: u64,
         len_bytes: u64,
         reply: Reply<ReadBuf>,
@@ -143,24 +143,24 @@ pub(crate) enum Request {
         depth: usize,
     },
     Delete {
-        key: Key,
+        key: FragmentId,
         reply: Reply<bool>,
     },
     Contains {
-        key: Key,
+        key: FragmentId,
         reply: Reply<Option<FragmentInfo>>,
     },
     SetMeta {
-        key: Key,
+        key: FragmentId,
         meta: Box<[u8]>,
         reply: Reply<()>,
     },
     GetMeta {
-        key: Key,
+        key: FragmentId,
         reply: Reply<Vec<u8>>,
     },
     List {
-        after: Option<Key>,
+        after: Option<FragmentId>,
         limit: usize,
         reply: Reply<Vec<FragmentInfo>>,
     },
@@ -178,7 +178,7 @@ pub(crate) enum Request {
 
 impl Request {
     /// The key this request changes, if it changes one.
-    fn mutated_keys(&self) -> [Option<Key>; 2] {
+    fn mutated_keys(&self) -> [Option<FragmentId>; 2] {
         match self {
             Request::Put { key, .. }
             | Request::Delete { key, .. }
@@ -266,7 +266,7 @@ pub(crate) struct Shard {
 /// What a streamed read needs back when its bytes arrive (the device holds the buffer).
 #[derive(Debug)]
 struct StreamedRead {
-    key: Key,
+    key: FragmentId,
     first_block: u64,
     start: usize,
     len: usize,
@@ -275,7 +275,7 @@ struct StreamedRead {
 
 #[derive(Debug)]
 struct PendingRead {
-    key: Key,
+    key: FragmentId,
     first_block: u64,
     buf: AlignedBuf,
     start: usize,
@@ -370,7 +370,7 @@ impl Shard {
         }
     }
 
-    fn info(key: &Key, entry: &Entry) -> FragmentInfo {
+    fn info(key: &FragmentId, entry: &Entry) -> FragmentInfo {
         FragmentInfo {
             key: *key,
             class: entry.class,

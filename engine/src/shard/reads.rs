@@ -8,7 +8,7 @@ use super::{
 use crate::aligned::{AlignedBuf, BLOCK_BYTES, BufPool};
 use crate::device::IoOp;
 use crate::error::{IoFailure, PoisonCause, StoreError};
-use crate::types::Key;
+use crate::types::FragmentId;
 use std::sync::Arc;
 
 impl Shard {
@@ -16,7 +16,7 @@ impl Shard {
     /// when the key is unknown or the range is out of bounds.
     fn plan_read(
         &mut self,
-        key: Key,
+        key: FragmentId,
         range: Option<(u64, u64)>,
         reply: Reply<ReadBuf>,
     ) -> Option<PendingRead> {
@@ -118,7 +118,7 @@ impl Shard {
     }
 
     /// Plans a get (`range` None) or range read and starts it on the device.
-    fn start_read(&mut self, key: Key, range: Option<(u64, u64)>, reply: Reply<ReadBuf>) {
+    fn start_read(&mut self, key: FragmentId, range: Option<(u64, u64)>, reply: Reply<ReadBuf>) {
         let Some(read) = self.plan_read(key, range, reply) else {
             return;
         };

@@ -16,7 +16,7 @@ use super::index::Index;
 use crate::alloc::Allocator;
 use crate::error::{IoFailure, JournalCopy, RecoveryError, SlotDefect};
 use crate::record::{self, CHECKPOINT_MAGIC, Entry, FrameHeader, JOURNAL_MAGIC, Limits, Record};
-use crate::types::Key;
+use crate::types::FragmentId;
 use crate::wire::Reader;
 
 const BLOCK: usize = crate::aligned::BLOCK_BYTES;
@@ -32,8 +32,8 @@ pub(crate) struct Owner {
 #[derive(Debug, Clone)]
 pub(crate) struct LoadedCheckpoint {
     pub header: FrameHeader,
-    pub cursor: (Option<Key>, u64),
-    pub entries: Vec<(Key, Entry)>,
+    pub cursor: (Option<FragmentId>, u64),
+    pub entries: Vec<(FragmentId, Entry)>,
 }
 
 /// The length of the frame a slot's first block announces, if the slot holds one of ours
@@ -150,7 +150,7 @@ pub(crate) struct Repair {
 #[derive(Debug)]
 pub(crate) struct Replayed {
     pub index: Index,
-    pub cursor: (Option<Key>, u64),
+    pub cursor: (Option<FragmentId>, u64),
     pub head: u64,
     pub next_seq: u64,
     pub repairs: Vec<Repair>,

@@ -23,8 +23,8 @@ fn limits() -> Limits {
     }
 }
 
-fn key(n: u8) -> Key {
-    Key([n; 32])
+fn key(n: u8) -> FragmentId {
+    FragmentId([n; 32])
 }
 
 fn entry(extent_block: u64) -> Entry {
@@ -45,7 +45,7 @@ fn put(n: u8, extent_block: u64) -> Record {
 }
 
 /// A checkpoint frame: `seq`, replay from `pos` at batch `next_seq`, holding `entries`.
-fn checkpoint_frame(seq: u64, pos: u64, next_seq: u64, entries: &[(Key, Entry)]) -> Vec<u8> {
+fn checkpoint_frame(seq: u64, pos: u64, next_seq: u64, entries: &[(FragmentId, Entry)]) -> Vec<u8> {
     let footprint = entries.iter().map(|(_, e)| e.footprint_bytes()).sum();
     let (payload, count) =
         record::encode_checkpoint((None, 0), entries.iter().map(|(k, e)| (k, e)), footprint);
@@ -60,7 +60,12 @@ fn checkpoint_frame(seq: u64, pos: u64, next_seq: u64, entries: &[(Key, Entry)])
     record::encode_frame(CHECKPOINT_MAGIC, OWNER.store_id, &header, &payload)
 }
 
-fn checkpoint(seq: u64, pos: u64, next_seq: u64, entries: &[(Key, Entry)]) -> LoadedCheckpoint {
+fn checkpoint(
+    seq: u64,
+    pos: u64,
+    next_seq: u64,
+    entries: &[(FragmentId, Entry)],
+) -> LoadedCheckpoint {
     decode_checkpoint_slot(
         &checkpoint_frame(seq, pos, next_seq, entries),
         OWNER,
@@ -225,7 +230,7 @@ fn replay_applies_records_and_refuses_what_the_live_path_never_writes() {
         true,
     );
     let replayed = replay(OWNER, &limits(), &cp, copies.journal()).unwrap();
-    let keys: Vec<Key> = replayed.index.iter().map(|(k, _)| *k).collect();
+    let keys: Vec<FragmentId> = replayed.index.iter().map(|(k, _)| *k).collect();
     assert_eq!(keys, [key(2)]);
     assert_eq!(replayed.cursor, (Some(key(2)), 9));
     assert_eq!((replayed.head, replayed.next_seq), (copies.pos, 2));

@@ -11,13 +11,13 @@ use crate::aligned::{AlignedBuf, BLOCK_BYTES};
 use crate::device::{IoOp, execute_one};
 use crate::error::{IoFailure, PoisonCause, StoreError};
 use crate::record::{self, Entry, Record};
-use crate::types::{Class, Key, PutOutcome, Stats};
+use crate::types::{Class, FragmentId, PutOutcome, Stats};
 use std::collections::HashSet;
 
 /// What a round has planned so far, and the answers it owes once its I/O is done.
 struct Round {
     deferred: Vec<Request>,
-    touched: HashSet<Key>,
+    touched: HashSet<FragmentId>,
     writes: Vec<(u64, AlignedBuf)>,
     write_bytes: u64,
     reads: Vec<PendingRead>,
@@ -225,7 +225,7 @@ impl Shard {
     fn plan_put(
         &mut self,
         round: &mut Round,
-        key: Key,
+        key: FragmentId,
         class: Class,
         data: AlignedBuf,
         crcs: Box<[u32]>,
@@ -258,8 +258,8 @@ impl Shard {
     fn plan_replace(
         &mut self,
         round: &mut Round,
-        idle_key: Key,
-        key: Key,
+        idle_key: FragmentId,
+        key: FragmentId,
         data: AlignedBuf,
         crcs: Box<[u32]>,
         reply: Reply<()>,
@@ -305,7 +305,7 @@ impl Shard {
         round.plan_write(offset, data, mutation);
     }
 
-    fn plan_delete(&mut self, round: &mut Round, key: Key, reply: Reply<bool>) {
+    fn plan_delete(&mut self, round: &mut Round, key: FragmentId, reply: Reply<bool>) {
         if !self.index.contains(&key) {
             let _ = reply.send(Ok(false));
             return;
@@ -321,7 +321,13 @@ impl Shard {
         });
     }
 
-    fn plan_set_meta(&mut self, round: &mut Round, key: Key, meta: Box<[u8]>, reply: Reply<()>) {
+    fn plan_set_meta(
+        &mut self,
+        round: &mut Round,
+        key: FragmentId,
+        meta: Box<[u8]>,
+        reply: Reply<()>,
+    ) {
         let Some(entry) = self.index.get(&key) else {
             let _ = reply.send(Err(StoreError::NotFound(key)));
             return;

@@ -3,15 +3,15 @@
 
 use super::{PendingRead, ReadTarget, Shard, ShardScrub};
 use crate::aligned::AlignedBuf;
-use crate::types::Key;
+use crate::types::FragmentId;
 use std::collections::BTreeSet;
 
 /// Where the scrub stands (journalled as `Record::ScrubCursor`) and what it found.
 #[derive(Debug, Default)]
 pub(super) struct ScrubState {
-    pub cursor: Option<Key>,
+    pub cursor: Option<FragmentId>,
     pub pass: u64,
-    pub corrupt: BTreeSet<Key>,
+    pub corrupt: BTreeSet<FragmentId>,
 }
 
 impl Shard {

@@ -3,7 +3,7 @@
 use super::Store;
 use crate::error::StoreError;
 use crate::shard::Request;
-use crate::types::{FragmentInfo, Key};
+use crate::types::{FragmentId, FragmentInfo};
 use std::collections::VecDeque;
 
 impl Store {
@@ -23,7 +23,7 @@ impl Store {
 pub struct ListIter<'a> {
     store: &'a Store,
     shard: usize,
-    after: Option<Key>,
+    after: Option<FragmentId>,
     page: VecDeque<FragmentInfo>,
 }
 

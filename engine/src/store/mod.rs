@@ -30,7 +30,7 @@ use crate::device::Bell;
 use crate::error::{OpenError, RecoveryError, StoreError};
 use crate::layout::Superblock;
 use crate::shard::{ReadBuf, Request, Shard};
-use crate::types::{Class, FragmentInfo, Key, PutOutcome, Stats};
+use crate::types::{Class, FragmentId, FragmentInfo, PutOutcome, Stats};
 use driver::{PendingState, Room, ShardHandle, ShardSender, shard_loop};
 use format::read_superblock;
 use scrub::Scrubber;
@@ -166,8 +166,8 @@ impl Store {
         }
     }
 
-    fn shard_of(&self, key: &Key) -> u32 {
-        key.shard(self.superblock.geometry.shard_count)
+    fn shard_of(&self, key: &FragmentId) -> u32 {
+        crate::types::shard_of(key, self.superblock.geometry.shard_count)
     }
 
     fn check_len(&self, len: usize) -> Result<(), StoreError> {
@@ -183,7 +183,7 @@ impl Store {
 
     /// Stores `data` under `key`, which must be its SHA-256. Returns once data and metadata
     /// are durable. Idempotent: a present key answers `AlreadyPresent` and writes nothing.
-    pub fn put(&self, key: Key, class: Class, data: &[u8]) -> Pending<PutOutcome> {
+    pub fn put(&self, key: FragmentId, class: Class, data: &[u8]) -> Pending<PutOutcome> {
         if let Err(e) = self.check_len(data.len()) {
             return Pending::failed(e);
         }
@@ -208,7 +208,7 @@ impl Store {
     }
 
     /// Like [`Store::put`] for data already in an aligned buffer (no copy).
-    pub fn put_buf(&self, key: Key, class: Class, data: AlignedBuf) -> Pending<PutOutcome> {
+    pub fn put_buf(&self, key: FragmentId, class: Class, data: AlignedBuf) -> Pending<PutOutcome> {
         if let Err(e) = self.check_len(data.len()) {
             return Pending::failed(e);
         }
@@ -229,7 +229,7 @@ impl Store {
     /// in one shard this is one durable step: after a crash exactly one of them is stored.
     /// Across shards the active fragment is written before the idle one is deleted, so a crash
     /// may leave both; never neither.
-    pub fn replace_idle(&self, idle_key: Key, key: Key, data: &[u8]) -> Pending<()> {
+    pub fn replace_idle(&self, idle_key: FragmentId, key: FragmentId, data: &[u8]) -> Pending<()> {
         if let Err(e) = self.check_len(data.len()) {
             return Pending::failed(e);
         }
@@ -252,7 +252,12 @@ impl Store {
 
     /// The three steps run on a helper thread that waits for each answer in turn, so the
     /// caller never blocks (an async caller awaits the one answer at the end).
-    fn replace_across_shards(&self, idle_key: Key, key: Key, data: &[u8]) -> Pending<()> {
+    fn replace_across_shards(
+        &self,
+        idle_key: FragmentId,
+        key: FragmentId,
+        data: &[u8],
+    ) -> Pending<()> {
         let senders = (
             self.shards[self.shard_of(&idle_key) as usize].tx.clone(),
             self.shards[self.shard_of(&key) as usize].tx.clone(),
@@ -307,12 +312,12 @@ impl Store {
     }
 
     /// The whole fragment, verified.
-    pub fn get(&self, key: Key) -> Pending<ReadBuf> {
+    pub fn get(&self, key: FragmentId) -> Pending<ReadBuf> {
         self.call(self.shard_of(&key), |reply| Request::Get { key, reply })
     }
 
     /// `len_bytes` bytes at `offset`, verified block by block (only the covering blocks are read).
-    pub fn read(&self, key: Key, offset: u64, len_bytes: u64) -> Pending<ReadBuf> {
+    pub fn read(&self, key: FragmentId, offset: u64, len_bytes: u64) -> Pending<ReadBuf> {
         self.call(self.shard_of(&key), |reply| Request::Read {
             key,
             offset,
@@ -328,7 +333,11 @@ impl Store {
     /// Each shard starts its next read as soon as one of its reads finishes, without waiting
     /// for the caller, so the device queue stays full however slowly the caller collects the
     /// answers; their buffers are held until the caller takes them.
-    pub fn read_batch(&self, reads: &[(Key, u64, u64)], in_flight: usize) -> Vec<Pending<ReadBuf>> {
+    pub fn read_batch(
+        &self,
+        reads: &[(FragmentId, u64, u64)],
+        in_flight: usize,
+    ) -> Vec<Pending<ReadBuf>> {
         let mut per_shard: Vec<Vec<crate::shard::BatchedRead>> =
             (0..self.shards.len()).map(|_| Vec::new()).collect();
         let mut answers = Vec::with_capacity(reads.len());
@@ -356,7 +365,7 @@ impl Store {
     /// [`Store::read_batch`] for a blocking caller: every answer, in request order.
     pub fn read_many(
         &self,
-        reads: &[(Key, u64, u64)],
+        reads: &[(FragmentId, u64, u64)],
         in_flight: usize,
     ) -> Vec<Result<ReadBuf, StoreError>> {
         self.read_batch(reads, in_flight)
@@ -366,11 +375,11 @@ impl Store {
     }
 
     /// Deletes a fragment; `Ok(false)` if it was not there.
-    pub fn delete(&self, key: Key) -> Pending<bool> {
+    pub fn delete(&self, key: FragmentId) -> Pending<bool> {
         self.call(self.shard_of(&key), |reply| Request::Delete { key, reply })
     }
 
-    pub fn contains(&self, key: Key) -> Pending<Option<FragmentInfo>> {
+    pub fn contains(&self, key: FragmentId) -> Pending<Option<FragmentInfo>> {
         self.call(self.shard_of(&key), |reply| Request::Contains {
             key,
             reply,
@@ -378,7 +387,7 @@ impl Store {
     }
 
     /// Sets the fragment's metadata blob (proof tags live here), durably.
-    pub fn set_meta(&self, key: Key, meta: &[u8]) -> Pending<()> {
+    pub fn set_meta(&self, key: FragmentId, meta: &[u8]) -> Pending<()> {
         let max = self.superblock.geometry.max_meta_bytes;
         if meta.len() as u64 > u64::from(max) {
             return Pending::failed(StoreError::MetaTooLarge {
@@ -394,7 +403,7 @@ impl Store {
         })
     }
 
-    pub fn meta(&self, key: Key) -> Pending<Vec<u8>> {
+    pub fn meta(&self, key: FragmentId) -> Pending<Vec<u8>> {
         self.call(self.shard_of(&key), |reply| Request::GetMeta { key, reply })
     }
 
@@ -460,7 +469,11 @@ impl Drop for Store {
 
 /// Copies `data` into an aligned buffer (when `copy`), hashing it with SHA-256 and taking the
 /// CRC32C of each 4 KiB block in the same pass, while each chunk is still in cache.
-fn prepare(key: Key, data: &[u8], copy: bool) -> Result<(AlignedBuf, Box<[u32]>), StoreError> {
+fn prepare(
+    key: FragmentId,
+    data: &[u8],
+    copy: bool,
+) -> Result<(AlignedBuf, Box<[u32]>), StoreError> {
     const CHUNK: usize = 64 << 10;
     let mut buf = if copy {
         AlignedBuf::zeroed(data.len())
@@ -490,7 +503,7 @@ fn prepare(key: Key, data: &[u8], copy: bool) -> Result<(AlignedBuf, Box<[u32]>)
         }
         offset = end;
     }
-    let actual = Key(sha.finalize().into());
+    let actual = FragmentId(sha.finalize().into());
     if actual != key {
         return Err(StoreError::HashMismatch {
             expected: key,

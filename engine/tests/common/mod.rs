@@ -1,7 +1,9 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
-use cess_engine::{Class, FormatOptions, Key, NodeId, OpenOptions, SimDisk, Store, Target, format};
+use cess_engine::{
+    Class, FormatOptions, FragmentId, NodeId, OpenOptions, SimDisk, Store, Target, format,
+};
 use rand::{Rng, RngCore};
 
 pub const NODE: NodeId = NodeId([0x11; 32]);
@@ -31,10 +33,10 @@ pub fn reopen(disk: &SimDisk) -> Store {
     Store::open(&Target::Sim(disk.clone()), &OpenOptions::new(NODE)).expect("reopen")
 }
 
-pub fn fragment(rng: &mut impl RngCore, len: usize) -> (Key, Vec<u8>) {
+pub fn fragment(rng: &mut impl RngCore, len: usize) -> (FragmentId, Vec<u8>) {
     let mut data = vec![0u8; len];
     rng.fill_bytes(&mut data);
-    (Key::of(&data), data)
+    (FragmentId::of(&data), data)
 }
 
 pub fn random_class(rng: &mut impl Rng) -> Class {

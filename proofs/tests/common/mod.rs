@@ -9,7 +9,6 @@ use cess_proofs::{
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use sha2::{Digest, Sha256};
 
 pub const MINER: &[u8] = b"miner-1";
 
@@ -51,7 +50,7 @@ pub fn store(key: &SecretKey, count: usize, lens: &[usize], seed: u64) -> (MemSo
     for k in 0..count {
         let mut data = vec![0u8; lens[k % lens.len()]];
         rng.fill_bytes(&mut data);
-        let id: FragmentId = Sha256::digest(&data).into();
+        let id = FragmentId::of(&data);
         let tags = tag_fragment(key, &CpuBackend, &id, &data).expect("tag");
         entries.push((id, data.len() as u64));
         source.tags.insert(id, tags.encode());

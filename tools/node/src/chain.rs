@@ -10,9 +10,8 @@ use crate::{Action, EngineStore, NodeCore, StoreSource, WriteRefused};
 use cess_consensus::codec::hex;
 use cess_consensus::ledger::Event;
 use cess_consensus::net::{FollowerHandle, TxClient};
-use cess_consensus::tx::Hash32;
+use cess_consensus::tx::{FragmentId, Hash32};
 use cess_consensus::{AccountKey, Call, Transaction};
-use cess_engine::Key;
 use cess_proofs::CpuBackend;
 use cess_transport::server::{FragmentStore, StoreFault};
 use cess_transport::tagging::{TAG_PROTOCOL, request_tags};
@@ -244,7 +243,7 @@ impl ChainLink {
     }
 
     /// Whether the chain lets `fragment_id` be written here now.
-    pub fn check_write(&self, fragment_id: &[u8; 32], len_bytes: u64) -> Result<(), String> {
+    pub fn check_write(&self, fragment_id: &FragmentId, len_bytes: u64) -> Result<(), String> {
         let status = self.follower.status();
         if let Some(e) = status.diverged {
             return Err(format!(
@@ -294,7 +293,7 @@ impl ChainLink {
 
     /// Whether `reader` may read `fragment_id` from this node, by its replica ([`check_read`]).
     /// A replica that diverged allows nothing; one that is behind answers by what it knows.
-    pub fn check_read(&self, reader: &PeerId, fragment_id: &[u8; 32]) -> Result<(), String> {
+    pub fn check_read(&self, reader: &PeerId, fragment_id: &FragmentId) -> Result<(), String> {
         let status = self.follower.status();
         if let Some(e) = status.diverged {
             return Err(format!(
@@ -346,7 +345,7 @@ impl ChainLink {
     }
 
     /// The store holds `fragment_id` durably: its tags come next.
-    fn durable(&self, fragment_id: [u8; 32], len_bytes: u64) {
+    fn durable(&self, fragment_id: FragmentId, len_bytes: u64) {
         let actions = self.follower.with_ledger(|ledger| {
             self.core
                 .lock()
@@ -357,7 +356,7 @@ impl ChainLink {
     }
 
     /// The fragment's checked tags are kept with it.
-    fn tagged(&self, fragment_id: [u8; 32], len_bytes: u64) {
+    fn tagged(&self, fragment_id: FragmentId, len_bytes: u64) {
         let actions = self.follower.with_ledger(|ledger| {
             self.core
                 .lock()
@@ -404,7 +403,7 @@ impl ChainLink {
     }
 
     /// A rebuild failed: the core decides what next (see `NodeCore::on_rebuild_failed`).
-    fn rebuild_failed(&self, fragment_id: &Hash32, permanent: bool) {
+    fn rebuild_failed(&self, fragment_id: &FragmentId, permanent: bool) {
         let actions = self.follower.with_ledger(|ledger| {
             self.core
                 .lock()
@@ -462,7 +461,7 @@ impl FragmentStore for ChainStore {
     type WriteBuf = <EngineStore as FragmentStore>::WriteBuf;
     type ReadBuf = <EngineStore as FragmentStore>::ReadBuf;
 
-    fn admit(&self, _writer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), String> {
+    fn admit(&self, _writer: &PeerId, id: &FragmentId, fragment_bytes: u64) -> Result<(), String> {
         self.link.check_write(id, fragment_bytes)
     }
 
@@ -473,7 +472,7 @@ impl FragmentStore for ChainStore {
         self.link.check_peer(peer)
     }
 
-    fn may_read(&self, reader: &PeerId, id: &[u8; 32]) -> Result<(), String> {
+    fn may_read(&self, reader: &PeerId, id: &FragmentId) -> Result<(), String> {
         self.link.check_read(reader, id)
     }
 
@@ -485,7 +484,7 @@ impl FragmentStore for ChainStore {
         self.engine.fragment_bytes_max()
     }
 
-    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
+    async fn len_of(&self, id: FragmentId) -> Result<Option<u64>, StoreFault> {
         let len = self.engine.len_of(id).await?;
         if let Some(len_bytes) = len {
             // A resumed upload of a fragment already here: the core learns (again) that it
@@ -495,7 +494,7 @@ impl FragmentStore for ChainStore {
         Ok(len)
     }
 
-    async fn put(&self, id: [u8; 32], data: Self::WriteBuf) -> Result<(), StoreFault> {
+    async fn put(&self, id: FragmentId, data: Self::WriteBuf) -> Result<(), StoreFault> {
         let len_bytes = data.len() as u64;
         // A store full of idle files gives one up for the user's fragment, in one step.
         match crate::idle_io::make_room(&self.link, &self.engine, id, &data).await {
@@ -504,7 +503,7 @@ impl FragmentStore for ChainStore {
                 return Ok(());
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!("making room for fragment {}: {e}", hex(&id[..8])),
+            Err(e) => tracing::warn!("making room for fragment {}: {e}", id),
         }
         self.engine.put(id, data).await?;
         // Durable now (the engine acknowledges after its journal commit).
@@ -514,7 +513,7 @@ impl FragmentStore for ChainStore {
 
     async fn read(
         &self,
-        id: [u8; 32],
+        id: FragmentId,
         offset: u64,
         len_bytes: u64,
     ) -> Result<Self::ReadBuf, StoreFault> {
@@ -699,14 +698,14 @@ pub fn start(
                             first_file,
                         ));
                     }
-                    Action::Delete(id) => match engine.0.delete(Key(id)).await {
+                    Action::Delete(id) => match engine.0.delete(id).await {
                         Ok(_) => {
                             link.core.lock().expect("core lock").on_deleted(&id);
-                            tracing::info!(fragment = %hex(&id), "deleted: the chain no longer assigns it here");
+                            tracing::info!(fragment = %id.to_hex(), "deleted: the chain no longer assigns it here");
                         }
                         Err(e) => {
                             link.core.lock().expect("core lock").on_delete_failed(&id);
-                            tracing::warn!(fragment = %hex(&id), "delete failed (asked again next block): {e}");
+                            tracing::warn!(fragment = %id.to_hex(), "delete failed (asked again next block): {e}");
                         }
                     },
                 }
@@ -738,19 +737,16 @@ async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mute
                 .lock()
                 .expect("core lock")
                 .stored()
-                .contains_key(&key.0);
-            if !held || !handled.insert(key.0) {
+                .contains_key(&key);
+            if !held || !handled.insert(key) {
                 continue;
             }
             record_error(
                 &status,
-                format!(
-                    "scrub: fragment {} is corrupt; dropped to be rebuilt",
-                    hex(&key.0[..8])
-                ),
+                format!("scrub: fragment {} is corrupt; dropped to be rebuilt", key),
             );
             let _ = engine.0.delete(key).await;
-            link.core.lock().expect("core lock").on_missing(&key.0);
+            link.core.lock().expect("core lock").on_missing(&key);
         }
     }
 }
@@ -770,13 +766,13 @@ async fn rebuild_fragment(
     engine: EngineStore,
     rebuilding: Rebuilding,
     status: Arc<Mutex<LinkStatus>>,
-    fragment_id: Hash32,
+    fragment_id: FragmentId,
     own: bool,
 ) {
     let Ok(_slot) = rebuilding.slots.clone().acquire_owned().await else {
         return;
     };
-    let name = hex(&fragment_id[..8]);
+    let name = fragment_id;
     let Some(client) = &rebuilding.client else {
         // No endpoint (logged at start): a failure like any other, so an own fragment is
         // reported lost rather than waited for.
@@ -834,7 +830,7 @@ async fn check_store(
     status: Arc<Mutex<LinkStatus>>,
     proof: bool,
 ) {
-    let fragments: Vec<(Hash32, u64)> = link
+    let fragments: Vec<(FragmentId, u64)> = link
         .core
         .lock()
         .expect("core lock")
@@ -882,7 +878,7 @@ async fn check_store(
             if let Some(why) = &failure {
                 report.failed_count += 1;
                 if report.failed.len() < CHECK_FAILURES_SHOWN {
-                    report.failed.push((hex(&id), why.clone()));
+                    report.failed.push((id.to_hex(), why.clone()));
                 }
             }
         }
@@ -890,12 +886,9 @@ async fn check_store(
             Checked::Bad(why) => {
                 record_error(
                     &status,
-                    format!(
-                        "self-check: fragment {} {why}; dropped to be rebuilt",
-                        hex(&id[..8])
-                    ),
+                    format!("self-check: fragment {} {why}; dropped to be rebuilt", id),
                 );
-                let _ = engine.0.delete(Key(id)).await;
+                let _ = engine.0.delete(id).await;
                 link.core.lock().expect("core lock").on_missing(&id);
             }
             Checked::BadTags(why) => {
@@ -903,7 +896,7 @@ async fn check_store(
                     &status,
                     format!(
                         "self-check: fragment {} {why}; its tags are asked for again",
-                        hex(&id[..8])
+                        id
                     ),
                 );
                 link.core.lock().expect("core lock").on_tags_bad(&id);
@@ -959,7 +952,7 @@ async fn tag_fragment(
     engine: EngineStore,
     tagging: Tagging,
     status: Arc<Mutex<LinkStatus>>,
-    fragment_id: Hash32,
+    fragment_id: FragmentId,
     len_bytes: u64,
     tagger: Hash32,
 ) {
@@ -969,7 +962,7 @@ async fn tag_fragment(
     let Some(endpoint) = &tagging.endpoint else {
         return;
     };
-    let name = hex(&fragment_id[..8]);
+    let name = fragment_id;
     let Some(public) = link
         .follower
         .with_ledger(|l| l.tagger_key(&tagger).cloned())
@@ -980,7 +973,7 @@ async fn tag_fragment(
         );
         return;
     };
-    let data = match engine.0.read(Key(fragment_id), 0, len_bytes).await {
+    let data = match engine.0.read(fragment_id, 0, len_bytes).await {
         Ok(data) => Arc::new(data.to_vec()),
         Err(e) => {
             record_error(&status, format!("fragment {name}: reading it to tag: {e}"));
@@ -999,7 +992,7 @@ async fn tag_fragment(
     else {
         return;
     };
-    if let Err(e) = engine.0.set_meta(Key(fragment_id), &blob).await {
+    if let Err(e) = engine.0.set_meta(fragment_id, &blob).await {
         record_error(&status, format!("keeping the tags of {name}: {e}"));
         return;
     }
@@ -1016,11 +1009,11 @@ pub async fn fetch_checked_tags(
     endpoint: &Endpoint,
     taggers: &[NodeAddr],
     public: &cess_proofs::PublicKey,
-    fragment_id: Hash32,
+    fragment_id: FragmentId,
     data: Arc<Vec<u8>>,
     status: &Mutex<LinkStatus>,
 ) -> Option<Vec<u8>> {
-    let name = hex(&fragment_id[..8]);
+    let name = fragment_id;
     if taggers.is_empty() {
         record_error(
             status,

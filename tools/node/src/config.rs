@@ -4,7 +4,7 @@
 
 use cess_consensus::codec::DecodeError;
 use cess_consensus::ledger::{Genesis, GenesisError, Ledger};
-use cess_engine::{Key, NodeId};
+use cess_engine::NodeId;
 use cess_transport::{NodeAddr, PeerId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -410,7 +410,7 @@ fn parse_peers(peers: &[String], what: &'static str) -> Result<HashSet<PeerId>, 
 
 /// The engine identity of a node: SHA-256 of its PeerId, so a store opens only for its node.
 pub fn engine_node_id(peer: &PeerId) -> NodeId {
-    NodeId(Key::of(&peer.to_bytes()).0)
+    NodeId::of(&peer.to_bytes())
 }
 
 /// The ledger at genesis, from a genesis file (its hash is the chain id).

@@ -2,7 +2,7 @@
 //! engine's aligned buffers, reads come back as the engine's buffers, and the engine's errors
 //! map to the protocol's faults (a hash mismatch is `Mismatch`, a missing fragment `NotFound`).
 
-use cess_engine::{AlignedBuf, Class, Key, ReadBuf, Store, StoreError};
+use cess_engine::{AlignedBuf, Class, FragmentId, ReadBuf, Store, StoreError};
 use cess_transport::server::{FragmentStore, StoreFault};
 use std::sync::Arc;
 
@@ -40,14 +40,14 @@ impl FragmentStore for EngineStore {
         self.0.superblock().geometry.max_object_bytes
     }
 
-    async fn len_of(&self, id: [u8; 32]) -> Result<Option<u64>, StoreFault> {
-        let info = self.0.contains(Key(id)).await.map_err(fault)?;
+    async fn len_of(&self, id: FragmentId) -> Result<Option<u64>, StoreFault> {
+        let info = self.0.contains(id).await.map_err(fault)?;
         Ok(info.map(|i| i.len_bytes))
     }
 
-    async fn put(&self, id: [u8; 32], data: AlignedBuf) -> Result<(), StoreFault> {
+    async fn put(&self, id: FragmentId, data: AlignedBuf) -> Result<(), StoreFault> {
         self.0
-            .put_buf(Key(id), Class::Active, data)
+            .put_buf(id, Class::Active, data)
             .await
             .map(|_| ())
             .map_err(fault)
@@ -55,12 +55,12 @@ impl FragmentStore for EngineStore {
 
     async fn read(
         &self,
-        id: [u8; 32],
+        id: FragmentId,
         offset: u64,
         len_bytes: u64,
     ) -> Result<ReadBytes, StoreFault> {
         self.0
-            .read(Key(id), offset, len_bytes)
+            .read(id, offset, len_bytes)
             .await
             .map(ReadBytes)
             .map_err(fault)

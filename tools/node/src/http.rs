@@ -1354,7 +1354,7 @@ mod tests {
             }),
             ("disk_error", |s| {
                 s.scrub = Some(ScrubProgress {
-                    corrupt: vec![cess_engine::Key([1; 32])],
+                    corrupt: vec![cess_engine::FragmentId([1; 32])],
                     ..ScrubProgress::default()
                 });
             }),

@@ -12,7 +12,7 @@
 
 use crate::{Action, RESUBMIT_BLOCKS};
 use cess_consensus::ledger::{IDLE_PENDING_SETS_MAX, IdleSetState, Ledger, MinerState};
-use cess_consensus::tx::Hash32;
+use cess_consensus::tx::FragmentId;
 use cess_consensus::{AccountId, Call};
 use std::collections::BTreeMap;
 
@@ -58,7 +58,7 @@ pub fn parse_idle_meta(meta: &[u8]) -> Option<u64> {
 pub struct IdleCore {
     policy: IdlePolicy,
     /// Idle files in the store: number → engine key.
-    files: BTreeMap<u64, Hash32>,
+    files: BTreeMap<u64, FragmentId>,
     /// Sets the driver is generating: first file → the height it was asked at.
     generating: BTreeMap<u64, u64>,
     /// The height of the last failed generation: the next waits `RESUBMIT_BLOCKS`.
@@ -74,12 +74,12 @@ pub struct IdleCore {
     /// Files replaced by user data, to report: number → height reported (0: not yet).
     replaced: BTreeMap<u64, u64>,
     /// Files claimed by a write making room, not yet given up: number → key.
-    claimed: BTreeMap<u64, Hash32>,
+    claimed: BTreeMap<u64, FragmentId>,
 }
 
 impl IdleCore {
     /// The idle files found in the store at start (number, key).
-    pub fn new(policy: IdlePolicy, files: impl IntoIterator<Item = (u64, Hash32)>) -> IdleCore {
+    pub fn new(policy: IdlePolicy, files: impl IntoIterator<Item = (u64, FragmentId)>) -> IdleCore {
         IdleCore {
             policy,
             files: files.into_iter().collect(),
@@ -88,12 +88,12 @@ impl IdleCore {
     }
 
     /// Idle files in the store: number → key.
-    pub fn files(&self) -> &BTreeMap<u64, Hash32> {
+    pub fn files(&self) -> &BTreeMap<u64, FragmentId> {
         &self.files
     }
 
     /// Whether `key` is an idle file this core knows.
-    pub fn is_idle(&self, key: &Hash32) -> bool {
+    pub fn is_idle(&self, key: &FragmentId) -> bool {
         self.files.values().any(|k| k == key)
     }
 
@@ -102,7 +102,7 @@ impl IdleCore {
     pub fn on_generated(
         &mut self,
         first: u64,
-        files: Vec<(u64, Hash32)>,
+        files: Vec<(u64, FragmentId)>,
         commitments: Vec<[u8; 64]>,
     ) {
         self.generating.remove(&first);
@@ -121,7 +121,11 @@ impl IdleCore {
     /// [`IdleCore::replaceable`]) out of the files offered to others, so that two writes at
     /// once never pick the same one. The driver then calls [`IdleCore::on_replaced`], or
     /// [`IdleCore::on_replace_failed`] to give it back.
-    pub fn claim_replaceable(&mut self, ledger: &Ledger, me: &AccountId) -> Option<(u64, Hash32)> {
+    pub fn claim_replaceable(
+        &mut self,
+        ledger: &Ledger,
+        me: &AccountId,
+    ) -> Option<(u64, FragmentId)> {
         let (number, key) = *self.replaceable(ledger, me).first()?;
         self.files.remove(&number);
         self.claimed.insert(number, key);
@@ -148,13 +152,13 @@ impl IdleCore {
     }
 
     /// An idle fragment was deleted from the store.
-    pub fn on_deleted(&mut self, key: &Hash32) {
+    pub fn on_deleted(&mut self, key: &FragmentId) {
         self.files.retain(|_, k| k != key);
     }
 
     /// Idle files the driver may give up for user data now: live and certified, not in the set
     /// under a space audit, in no order of preference beyond their number.
-    pub fn replaceable(&self, ledger: &Ledger, me: &AccountId) -> Vec<(u64, Hash32)> {
+    pub fn replaceable(&self, ledger: &Ledger, me: &AccountId) -> Vec<(u64, FragmentId)> {
         let audited = ledger
             .space_challenge(me)
             .map(|(audit, _)| audit.first_file);

@@ -8,7 +8,7 @@ use crate::chain::{ChainLink, LinkStatus};
 use crate::engine_store::EngineStore;
 use crate::idle::idle_meta;
 use cess_consensus::Call;
-use cess_engine::{BLOCK_BYTES, Class, Key};
+use cess_engine::{BLOCK_BYTES, Class, FragmentId};
 use cess_proofs::pois::{Graph, PoisParams, generate_set, prove_commit, prove_space};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -55,13 +55,13 @@ pub(crate) async fn generate(
             if failed.is_some() {
                 return;
             }
-            let key = Key::of(&file.bytes);
+            let key = FragmentId::of(&file.bytes);
             let stored = store
                 .put(key, Class::Idle, &file.bytes)
                 .wait()
                 .and_then(|_| store.set_meta(key, &idle_meta(file.index)).wait());
             match stored {
-                Ok(()) => done.push((file.index, key.0, file.commitment.encode())),
+                Ok(()) => done.push((file.index, key, file.commitment.encode())),
                 Err(e) => failed = Some(e.to_string()),
             }
         });
@@ -152,7 +152,7 @@ pub(crate) async fn prove_space_audit(
     let Some((audit, challenge)) = challenge.filter(|(a, _)| a.round == round) else {
         return;
     };
-    let keys: Vec<Option<[u8; 32]>> = {
+    let keys: Vec<Option<FragmentId>> = {
         let core = link.core().lock().expect("core lock");
         live.iter()
             .enumerate()
@@ -179,7 +179,7 @@ pub(crate) async fn prove_space_audit(
             files.push(match key {
                 Some(key) => Some(
                     store
-                        .read(Key(*key), 0, params.file_bytes())
+                        .read(*key, 0, params.file_bytes())
                         .wait()
                         .map_err(|e| e.to_string())?,
                 ),
@@ -216,7 +216,7 @@ pub(crate) async fn prove_space_audit(
 pub(crate) async fn make_room(
     link: &ChainLink,
     engine: &EngineStore,
-    id: [u8; 32],
+    id: FragmentId,
     data: &[u8],
 ) -> Result<bool, String> {
     // A node holding no idle file has nothing to give up: its writes pay no extra look-up.
@@ -227,7 +227,7 @@ pub(crate) async fn make_room(
     // put answers it without writing.
     if engine
         .0
-        .contains(Key(id))
+        .contains(id)
         .await
         .map_err(|e| e.to_string())?
         .is_some()
@@ -262,9 +262,9 @@ pub(crate) async fn make_room(
         };
         let last = room + file_bytes >= needed;
         let done = if last {
-            engine.0.replace_idle(Key(key), Key(id), data).await
+            engine.0.replace_idle(key, id, data).await
         } else {
-            engine.0.delete(Key(key)).await.map(|_| ())
+            engine.0.delete(key).await.map(|_| ())
         };
         match done {
             Ok(()) => with_idle(link, |idle| idle.on_replaced(number)),
@@ -274,10 +274,7 @@ pub(crate) async fn make_room(
             }
         }
         if last {
-            tracing::info!(
-                "idle file {number} replaced by fragment {}",
-                cess_consensus::codec::hex(&id[..8])
-            );
+            tracing::info!("idle file {number} replaced by fragment {}", id);
             return Ok(true);
         }
         room += file_bytes;

@@ -35,7 +35,7 @@ pub use proof_source::StoreSource;
 pub use restore::RebuildPlan;
 
 use cess_consensus::ledger::{Ledger, MinerState};
-use cess_consensus::tx::Hash32;
+use cess_consensus::tx::{FragmentId, Hash32};
 use cess_consensus::{AccountId, Call};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -141,7 +141,7 @@ pub fn check_peer(ledger: &Ledger, account: &AccountId) -> Option<Standing> {
 pub fn check_read(
     ledger: &Ledger,
     reader: &AccountId,
-    fragment_id: &Hash32,
+    fragment_id: &FragmentId,
 ) -> Result<ReadRight, ReadRefused> {
     let (file_id, segment, _) = ledger
         .fragment_place(fragment_id)
@@ -212,11 +212,11 @@ pub enum Action {
     /// Sign and submit this call (the driver waits for its inclusion).
     Submit(Call),
     /// Remove this fragment from the store (the ledger no longer assigns it here).
-    Delete(Hash32),
+    Delete(FragmentId),
     /// Get this durable fragment's tags from a tagger of `tagger`, check them, keep them with
     /// the fragment, then tell the core ([`NodeCore::on_stored`]).
     Tag {
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
         len_bytes: u64,
         tagger: Hash32,
     },
@@ -232,7 +232,7 @@ pub enum Action {
     /// and store it; then tell the core ([`NodeCore::on_durable`], or
     /// [`NodeCore::on_rebuild_failed`]). `own`: a fragment this node holds and lost (a
     /// self-repair); else a restoral it claimed.
-    Rebuild { fragment_id: Hash32, own: bool },
+    Rebuild { fragment_id: FragmentId, own: bool },
     /// Read back every fragment the store holds, checking its bytes against their checksums
     /// and their id (and with `proof`, its kept tags against the bytes, as a proof would),
     /// and drop the ones that fail: they are rebuilt next, or reported lost. Asked after one
@@ -294,30 +294,30 @@ pub const REBUILD_RETRY_BLOCKS: u64 = 2;
 pub struct NodeCore {
     identity: NodeIdentity,
     /// Durable fragments in the store: id → length.
-    stored: BTreeMap<Hash32, u64>,
+    stored: BTreeMap<FragmentId, u64>,
     /// (file, column) → height at which its report was submitted.
     reported: BTreeMap<(Hash32, u16), u64>,
     /// Height at which a registration or endpoint update was submitted.
     registration_sent: Option<u64>,
     /// Deletions asked for and not yet confirmed by the store.
-    deleting: BTreeSet<Hash32>,
+    deleting: BTreeSet<FragmentId>,
     /// Durable fragments without their tags yet: id → (length, height tags were asked at).
-    untagged: BTreeMap<Hash32, (u64, u64)>,
+    untagged: BTreeMap<FragmentId, (u64, u64)>,
     /// Open audits of this node answered: (round, tagger) → height the proof was asked at.
     proving: BTreeMap<(u64, Hash32), u64>,
     /// Restorals rebuilt here whose `CompleteRestoral` was submitted: id → height.
-    completing: BTreeMap<Hash32, u64>,
+    completing: BTreeMap<FragmentId, u64>,
     /// Rebuilds asked of the driver: id → the height from which it is asked again (the
     /// driver's answer lost, or a claimed rebuild failed).
-    rebuilding: BTreeMap<Hash32, u64>,
+    rebuilding: BTreeMap<FragmentId, u64>,
     /// Own fragments whose self-repair failed `SELF_REPAIR_TRIES` times: reported lost next.
-    unrepairable: BTreeSet<Hash32>,
+    unrepairable: BTreeSet<FragmentId>,
     /// Failed self-repairs so far, per own fragment.
-    repair_tries: BTreeMap<Hash32, u32>,
+    repair_tries: BTreeMap<FragmentId, u32>,
     /// `ReportLost` submitted: id → height.
-    reporting: BTreeMap<Hash32, u64>,
+    reporting: BTreeMap<FragmentId, u64>,
     /// `ClaimRestoral` submitted: id → height.
-    claiming: BTreeMap<Hash32, u64>,
+    claiming: BTreeMap<FragmentId, u64>,
     /// A read-back of the whole store was asked at this height.
     checking: Option<u64>,
     /// Whether the claims this node holds on the ledger were looked up since it started (a
@@ -326,7 +326,7 @@ pub struct NodeCore {
     /// It was seen exiting: once withdrawn it does not register again.
     left: bool,
     /// Orders this node gave back as impossible to rebuild: never claimed again by it.
-    given_back: BTreeSet<Hash32>,
+    given_back: BTreeSet<FragmentId>,
     policy: RestorePolicy,
     /// Idle space (`idle.rs`).
     idle: idle::IdleCore,
@@ -335,7 +335,10 @@ pub struct NodeCore {
 impl NodeCore {
     /// A node whose store holds `stored` (id, length), durable and tagged: at start, after a
     /// restart. Fragments durable without tags come in with [`NodeCore::untagged`].
-    pub fn new(identity: NodeIdentity, stored: impl IntoIterator<Item = (Hash32, u64)>) -> Self {
+    pub fn new(
+        identity: NodeIdentity,
+        stored: impl IntoIterator<Item = (FragmentId, u64)>,
+    ) -> Self {
         NodeCore {
             identity,
             stored: stored.into_iter().collect(),
@@ -381,7 +384,7 @@ impl NodeCore {
 
     /// Adds fragments the store holds without tags (found at start): the next block asks
     /// for their tags.
-    pub fn untagged(mut self, durable: impl IntoIterator<Item = (Hash32, u64)>) -> Self {
+    pub fn untagged(mut self, durable: impl IntoIterator<Item = (FragmentId, u64)>) -> Self {
         for (id, len) in durable {
             self.untagged.insert(id, (len, 0));
         }
@@ -393,7 +396,7 @@ impl NodeCore {
     }
 
     /// Fragments durable in the store, as the core knows them.
-    pub fn stored(&self) -> &BTreeMap<Hash32, u64> {
+    pub fn stored(&self) -> &BTreeMap<FragmentId, u64> {
         &self.stored
     }
 
@@ -403,7 +406,7 @@ impl NodeCore {
     pub fn check_write(
         &self,
         ledger: &Ledger,
-        fragment_id: &Hash32,
+        fragment_id: &FragmentId,
         len_bytes: u64,
     ) -> Result<(), WriteRefused> {
         let me = &self.identity.account;
@@ -432,7 +435,7 @@ impl NodeCore {
     pub fn on_durable(
         &mut self,
         ledger: &Ledger,
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
         len_bytes: u64,
     ) -> Vec<Action> {
         if self.stored.contains_key(&fragment_id) {
@@ -451,7 +454,12 @@ impl NodeCore {
             .collect()
     }
 
-    fn tag_action(&self, ledger: &Ledger, fragment_id: Hash32, len_bytes: u64) -> Option<Action> {
+    fn tag_action(
+        &self,
+        ledger: &Ledger,
+        fragment_id: FragmentId,
+        len_bytes: u64,
+    ) -> Option<Action> {
         let (file_id, _, _) = ledger.fragment_place(&fragment_id)?;
         let tagger = ledger.file(&file_id)?.tagger;
         Some(Action::Tag {
@@ -466,7 +474,7 @@ impl NodeCore {
     pub fn on_stored(
         &mut self,
         ledger: &Ledger,
-        fragment_id: Hash32,
+        fragment_id: FragmentId,
         len_bytes: u64,
     ) -> Vec<Action> {
         self.stored.insert(fragment_id, len_bytes);
@@ -492,7 +500,7 @@ impl NodeCore {
     }
 
     /// The store removed `fragment_id`.
-    pub fn on_deleted(&mut self, fragment_id: &Hash32) {
+    pub fn on_deleted(&mut self, fragment_id: &FragmentId) {
         self.stored.remove(fragment_id);
         self.untagged.remove(fragment_id);
         self.deleting.remove(fragment_id);
@@ -502,14 +510,14 @@ impl NodeCore {
 
     /// The store lost `fragment_id` or it failed its check (and was dropped): it is missing
     /// now, and rebuilt or reported lost from the next block.
-    pub fn on_missing(&mut self, fragment_id: &Hash32) {
+    pub fn on_missing(&mut self, fragment_id: &FragmentId) {
         self.stored.remove(fragment_id);
         self.untagged.remove(fragment_id);
     }
 
     /// The fragment's bytes are right but its kept tags failed the check: asked of a tagger
     /// again (from the next block), and not counted stored until they come.
-    pub fn on_tags_bad(&mut self, fragment_id: &Hash32) {
+    pub fn on_tags_bad(&mut self, fragment_id: &FragmentId) {
         if let Some(len) = self.stored.remove(fragment_id) {
             self.untagged.insert(*fragment_id, (len, 0));
         }
@@ -528,7 +536,7 @@ impl NodeCore {
     pub fn on_rebuild_failed(
         &mut self,
         ledger: &Ledger,
-        fragment_id: &Hash32,
+        fragment_id: &FragmentId,
         permanent: bool,
     ) -> Vec<Action> {
         let own = ledger
@@ -565,7 +573,7 @@ impl NodeCore {
     }
 
     /// The store failed to remove `fragment_id`: the next block asks again.
-    pub fn on_delete_failed(&mut self, fragment_id: &Hash32) {
+    pub fn on_delete_failed(&mut self, fragment_id: &FragmentId) {
         self.deleting.remove(fragment_id);
     }
 
@@ -585,7 +593,7 @@ impl NodeCore {
             return actions;
         }
         // Columns assigned here whose fragments are all durable and not yet reported.
-        let assigned: BTreeSet<&Hash32> = ledger.assigned_to(&me).collect();
+        let assigned: BTreeSet<&FragmentId> = ledger.assigned_to(&me).collect();
         let columns: BTreeSet<(Hash32, u16)> = assigned
             .iter()
             .filter_map(|id| ledger.fragment_place(id))
@@ -601,7 +609,7 @@ impl NodeCore {
         // Tags still missing are asked for again after a while (the tagger was down, behind,
         // or sent tags that failed the check).
         let height = ledger.height();
-        let due: Vec<(Hash32, u64)> = self
+        let due: Vec<(FragmentId, u64)> = self
             .untagged
             .iter()
             .filter(|(id, (_, asked))| {
@@ -707,11 +715,11 @@ impl NodeCore {
     fn repair_own(
         &mut self,
         ledger: &Ledger,
-        assigned: &BTreeSet<&Hash32>,
+        assigned: &BTreeSet<&FragmentId>,
         actions: &mut Vec<Action>,
     ) {
         let height = ledger.height();
-        let chain_stored = |id: &Hash32| {
+        let chain_stored = |id: &FragmentId| {
             ledger
                 .fragment_place(id)
                 .and_then(|(file_id, segment, column)| {
@@ -720,12 +728,12 @@ impl NodeCore {
                 })
                 .unwrap_or(false)
         };
-        let held: Vec<Hash32> = assigned
+        let held: Vec<FragmentId> = assigned
             .iter()
             .filter(|id| chain_stored(id))
             .map(|id| **id)
             .collect();
-        let missing: Vec<Hash32> = held
+        let missing: Vec<FragmentId> = held
             .iter()
             .filter(|id| !self.stored.contains_key(*id) && !self.untagged.contains_key(*id))
             .copied()
@@ -767,7 +775,7 @@ impl NodeCore {
     /// Asks the driver to rebuild `id` unless it was asked and the answer is not due yet;
     /// asked again after [`RESUBMIT_BLOCKS`] (or sooner after a failure, see
     /// [`NodeCore::on_rebuild_failed`]).
-    fn ask_rebuild(&mut self, id: Hash32, own: bool, height: u64, actions: &mut Vec<Action>) {
+    fn ask_rebuild(&mut self, id: FragmentId, own: bool, height: u64, actions: &mut Vec<Action>) {
         if self.rebuilding.get(&id).is_none_or(|at| height >= *at) {
             self.rebuilding.insert(id, height + RESUBMIT_BLOCKS);
             actions.push(Action::Rebuild {
@@ -791,7 +799,7 @@ impl NodeCore {
                 }
             }
         }
-        let claimed: Vec<Hash32> = self
+        let claimed: Vec<FragmentId> = self
             .claiming
             .keys()
             .chain(self.rebuilding.keys())
@@ -842,10 +850,10 @@ impl NodeCore {
         }
         self.given_back.retain(|id| ledger.restoral(id).is_some());
         let mut idle = miner.idle_bytes();
-        let start = cess_consensus::codec::hash(
+        let start = FragmentId(cess_consensus::codec::hash(
             b"cess-node/1 claim start\0",
             &[&me.0, &height.to_le_bytes()],
-        );
+        ));
         let mut segments_taken: BTreeSet<(Hash32, u32)> = BTreeSet::new();
         let mut chosen = Vec::new();
         for (id, order) in ledger
@@ -987,7 +995,7 @@ impl NodeCore {
 
 /// Whether `me` holds the claim of the restoral order open for `fragment_id` (it rebuilds the
 /// fragment and may store it before the ledger names it the holder).
-fn claimed_by(ledger: &Ledger, fragment_id: &Hash32, me: &AccountId) -> bool {
+fn claimed_by(ledger: &Ledger, fragment_id: &FragmentId, me: &AccountId) -> bool {
     ledger
         .restoral(fragment_id)
         .and_then(|o| o.claim)

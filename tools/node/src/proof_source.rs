@@ -1,7 +1,7 @@
 //! The one [`ProofSource`] over an engine store: challenged blocks by range reads (many in
 //! flight), tags from each fragment's metadata blob.
 
-use cess_engine::{Key, Store};
+use cess_engine::Store;
 use cess_proofs::{FragmentId, ProofSource};
 
 /// Engine range reads and the metadata blob.
@@ -12,11 +12,11 @@ impl ProofSource for StoreSource<'_> {
     type Error = cess_engine::StoreError;
 
     fn tags(&mut self, id: &FragmentId) -> Result<Vec<u8>, Self::Error> {
-        self.0.meta(Key(*id)).wait()
+        self.0.meta(*id).wait()
     }
 
     fn read(&mut self, id: &FragmentId, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
-        buf.copy_from_slice(&self.0.read(Key(*id), offset, buf.len() as u64).wait()?);
+        buf.copy_from_slice(&self.0.read(*id, offset, buf.len() as u64).wait()?);
         Ok(())
     }
 
@@ -28,7 +28,7 @@ impl ProofSource for StoreSource<'_> {
         let requests: Vec<_> = reads
             .iter()
             .zip(bufs.iter())
-            .map(|((id, offset), buf)| (Key(*id), *offset, buf.len() as u64))
+            .map(|((id, offset), buf)| (*id, *offset, buf.len() as u64))
             .collect();
         for (k, (got, buf)) in self
             .0

@@ -6,13 +6,11 @@
 //! Also the store's read-back ([`check_store`]): every fragment read whole (the engine checks
 //! each block's checksum) and hashed against its id.
 
-use cess_codec::{self as codec, CodecError, FragmentSource, Id, Manifest, SegmentEntry};
+use cess_codec::{self as codec, CodecError, FragmentSource, Manifest, SegmentEntry};
 use cess_consensus::Ledger;
 use cess_consensus::ledger::MinerState;
-use cess_consensus::tx::Hash32;
-use cess_engine::Key;
+use cess_consensus::tx::{FragmentId, Hash32};
 use cess_transport::{Client, NodeAddr};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
@@ -61,7 +59,7 @@ pub fn segment_entries(file: &cess_consensus::ledger::FileInfo) -> Vec<SegmentEn
 /// What rebuilding one fragment needs, read from the replica.
 #[derive(Debug, Clone)]
 pub struct RebuildPlan {
-    pub fragment_id: Hash32,
+    pub fragment_id: FragmentId,
     pub file_id: Hash32,
     pub manifest: Arc<Manifest>,
     pub segment: u64,
@@ -71,7 +69,7 @@ pub struct RebuildPlan {
     /// seed's restoral does.
     pub leaving: Option<NodeAddr>,
     /// The segment's other fragments with the miner that holds each, this node excluded.
-    pub siblings: Vec<(usize, Hash32, NodeAddr)>,
+    pub siblings: Vec<(usize, FragmentId, NodeAddr)>,
     pub data_fragments: usize,
 }
 
@@ -79,7 +77,7 @@ pub struct RebuildPlan {
 pub fn plan(
     ledger: &Ledger,
     me: &cess_consensus::AccountId,
-    fragment_id: &Hash32,
+    fragment_id: &FragmentId,
 ) -> Result<RebuildPlan, RestoreError> {
     let (file_id, segment, column) = ledger
         .fragment_place(fragment_id)
@@ -137,7 +135,7 @@ pub async fn rebuild(client: &Arc<Client>, plan: &RebuildPlan) -> Result<Vec<u8>
             Ok(bytes) => return Ok(bytes),
             Err(e) => tracing::debug!(
                 "fragment {}: the miner leaving it ({addr}) did not give it: {e}; rebuilding",
-                cess_consensus::codec::hex(&plan.fragment_id[..8])
+                plan.fragment_id
             ),
         }
     }
@@ -198,7 +196,7 @@ pub async fn rebuild(client: &Arc<Client>, plan: &RebuildPlan) -> Result<Vec<u8>
     // `repair_segment` checked the whole segment against its id; the fragment's own id is
     // checked again here, where it is about to be stored.
     assert_eq!(
-        Sha256::digest(&bytes).as_slice(),
+        FragmentId::of(&bytes),
         plan.fragment_id,
         "a repaired fragment matches its id"
     );
@@ -213,7 +211,7 @@ impl FragmentSource for Fetched {
         &self,
         _segment: u64,
         index: usize,
-        _id: &Id,
+        _id: &FragmentId,
         buf: &mut [u8],
     ) -> Result<bool, CodecError> {
         match self.0.get(&index) {
@@ -246,25 +244,25 @@ pub enum Checked {
 /// tagger's public key from the chain).
 pub async fn check_fragment(
     engine: &crate::EngineStore,
-    id: Hash32,
+    id: FragmentId,
     len_bytes: u64,
     tagger: Option<cess_proofs::PublicKey>,
 ) -> Checked {
     use cess_engine::StoreError;
-    let data = match engine.0.read(Key(id), 0, len_bytes).await {
+    let data = match engine.0.read(id, 0, len_bytes).await {
         Ok(data) => data.to_vec(),
         Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound(_))) => {
             return Checked::Bad(e.to_string());
         }
         Err(e) => return Checked::StoreFault(e.to_string()),
     };
-    if Sha256::digest(&data).as_slice() != id {
+    if FragmentId::of(&data) != id {
         return Checked::Bad("its bytes do not hash to its id".into());
     }
     let Some(public) = tagger else {
         return Checked::Good;
     };
-    let blob = match engine.0.meta(Key(id)).await {
+    let blob = match engine.0.meta(id).await {
         Ok(blob) => blob,
         Err(e) => return Checked::StoreFault(e.to_string()),
     };

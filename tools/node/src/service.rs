@@ -178,7 +178,7 @@ fn start_chain(
                 .meta(info.key)
                 .wait()
                 .is_ok_and(|meta| cess_proofs::Tags::decode(&meta).is_ok());
-            ((info.key.0, info.len_bytes), tagged)
+            ((info.key, info.len_bytes), tagged)
         })
         .partition(|(_, tagged)| *tagged);
     let stored: Vec<_> = stored.into_iter().map(|(f, _)| f).collect();
@@ -209,7 +209,7 @@ fn start_chain(
             .as_deref()
             .and_then(crate::idle::parse_idle_meta)
         {
-            Some(number) => idle_files.push((number, info.key.0)),
+            Some(number) => idle_files.push((number, info.key)),
             None => {
                 let _ = store.delete(info.key).wait();
             }

@@ -9,18 +9,13 @@ use cess_consensus::ledger::{
     BlockInfo, Event, FileState, GenesisTagger, Ledger, LedgerParams, TOKEN,
 };
 use cess_consensus::sim::genesis;
-use cess_consensus::tx::{Hash32, SegmentDecl};
+use cess_consensus::tx::{FragmentId, Hash32, SegmentDecl};
 use cess_consensus::{AccountKey, Call, Transaction};
 use cess_node::{Action, NodeCore, NodeIdentity, WriteRefused};
 use cess_proofs::pois::{Graph, generate_set, prove_commit, prove_space};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
-
-fn sha(bytes: &[u8]) -> Hash32 {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
-}
 
 const COLUMNS: usize = 3;
 const FRAGMENT: u64 = 1024;
@@ -32,7 +27,7 @@ struct Net {
     miners: Vec<AccountKey>,
     nodes: Vec<NodeCore>,
     /// Each node's store: fragment id → length.
-    stores: Vec<BTreeMap<Hash32, u64>>,
+    stores: Vec<BTreeMap<FragmentId, u64>>,
     tagger: Hash32,
     /// Calls the nodes asked for, to go in the next block.
     queued: Vec<(usize, Call)>,
@@ -40,15 +35,15 @@ struct Net {
     /// fetch, check and keep), else it is only counted.
     tagger_up: bool,
     /// Tags asked for while the tagger was down: (node, fragment).
-    tags_unanswered: Vec<(usize, Hash32)>,
+    tags_unanswered: Vec<(usize, FragmentId)>,
     /// Proofs the nodes set out to make: (node, round, deadline, height asked at).
     proofs_asked: Vec<(usize, u64, u64, u64)>,
     /// Rebuilds the nodes asked their drivers for: (node, fragment, own).
-    rebuilds_asked: Vec<(usize, Hash32, bool)>,
+    rebuilds_asked: Vec<(usize, FragmentId, bool)>,
     /// Read-backs asked for, by node.
     checks_asked: Vec<usize>,
     /// Idle files' bytes by key (the idle fragments of every store), for the proofs.
-    idle_bytes: BTreeMap<Hash32, Vec<u8>>,
+    idle_bytes: BTreeMap<FragmentId, Vec<u8>>,
     /// Whether the nodes answer their space audits.
     space_answered: bool,
     rng: ChaCha8Rng,
@@ -188,7 +183,7 @@ impl Net {
                     let owner = self.ledger.idle_replica_owner(&me).unwrap();
                     let (mut files, mut commitments) = (Vec::new(), Vec::new());
                     generate_set(&graph, &owner, first_file, |file| {
-                        let key = sha(&file.bytes);
+                        let key = FragmentId::of(&file.bytes);
                         self.stores[i].insert(key, file.bytes.len() as u64);
                         files.push((file.index, key));
                         commitments.push(file.commitment.encode());
@@ -286,7 +281,7 @@ fn order_with_tagger(seed: u8, segments: usize, tagger: Hash32) -> (Hash32, Call
                         id[1] = s as u8;
                         id[2] = c as u8;
                         id[3] = 0xF5;
-                        id
+                        FragmentId(id)
                     })
                     .collect(),
             })
@@ -298,7 +293,7 @@ fn order_with_tagger(seed: u8, segments: usize, tagger: Hash32) -> (Hash32, Call
 
 impl Net {
     /// Node `i` receives fragment `id`: checked, stored, reported to the core.
-    fn write(&mut self, i: usize, id: Hash32, len: u64) -> Result<(), WriteRefused> {
+    fn write(&mut self, i: usize, id: FragmentId, len: u64) -> Result<(), WriteRefused> {
         self.nodes[i].check_write(&self.ledger, &id, len)?;
         self.stores[i].insert(id, len);
         let actions = self.nodes[i].on_durable(&self.ledger, id, len);
@@ -311,7 +306,7 @@ impl Net {
     }
 
     /// (node, fragment id) for every fragment of `file_id`.
-    fn placement(&self, file_id: &Hash32) -> Vec<(usize, Hash32)> {
+    fn placement(&self, file_id: &Hash32) -> Vec<(usize, FragmentId)> {
         let file = self.ledger.file(file_id).unwrap();
         file.segments
             .iter()
@@ -365,7 +360,7 @@ fn nodes_register_store_only_what_is_assigned_and_report_complete_columns() {
         "a fragment of another miner's column"
     );
     assert_eq!(
-        net.write(first, [9; 32], FRAGMENT),
+        net.write(first, FragmentId([9; 32]), FRAGMENT),
         Err(WriteRefused::UnknownFragment)
     );
     assert_eq!(
@@ -469,7 +464,7 @@ fn a_restarted_node_reconciles_its_store_with_the_ledger() {
     assert!(net.ledger.file(&dropped).is_none());
     for store in &net.stores {
         for id in store.keys() {
-            assert_ne!(id[0], 5, "the deleted file's fragments are gone");
+            assert_ne!(id.0[0], 5, "the deleted file's fragments are gone");
         }
     }
     // The reports lost in the crash are submitted again, and the kept file becomes active.
@@ -667,7 +662,7 @@ fn a_fragment_is_read_only_by_owners_delegates_restorers_and_validators() {
     }
     assert_eq!(read(&net, &sibling_id), Ok(ReadRight::Repairer));
     assert_eq!(
-        check_read(&net.ledger, &owner, &[0xAB; 32]),
+        check_read(&net.ledger, &owner, &FragmentId([0xAB; 32])),
         Err(ReadRefused::UnknownFragment)
     );
 
@@ -870,7 +865,7 @@ fn a_node_rebuilds_a_few_lost_fragments_itself_and_reports_the_rest_lost() {
     // Node `b` lost its whole store (two fragments, more than it repairs itself): both are
     // reported lost at once, no self-repair asked.
     let (b, _) = placement[1];
-    let held: Vec<Hash32> = placement
+    let held: Vec<FragmentId> = placement
         .iter()
         .filter(|(n, _)| *n == b)
         .map(|(_, id)| *id)
@@ -889,7 +884,7 @@ fn a_node_rebuilds_a_few_lost_fragments_itself_and_reports_the_rest_lost() {
         "{:?}",
         net.rebuilds_asked
     );
-    let reported: Vec<Hash32> = net
+    let reported: Vec<FragmentId> = net
         .queued
         .iter()
         .filter(|(n, _)| *n == b)
@@ -903,7 +898,7 @@ fn a_node_rebuilds_a_few_lost_fragments_itself_and_reports_the_rest_lost() {
 
 /// Four nodes, a one-segment file stored on three, and the holder of column `column`
 /// reporting its fragment lost in the last block: (net, file, the spare node, the fragment).
-fn one_fragment_reported_lost(seed: u8, column: usize) -> (Net, Hash32, usize, Hash32) {
+fn one_fragment_reported_lost(seed: u8, column: usize) -> (Net, Hash32, usize, FragmentId) {
     let mut net = started(4, u64::from(seed));
     let file_id = net.declare(seed, 1);
     let placement = net.placement(&file_id);
@@ -1110,7 +1105,7 @@ fn nodes_fill_certify_and_keep_idle_space_and_give_it_up_for_data() {
     );
 
     // A restart keeps every live idle file.
-    let files: Vec<(u64, Hash32)> = net.nodes[0]
+    let files: Vec<(u64, FragmentId)> = net.nodes[0]
         .idle()
         .files()
         .iter()

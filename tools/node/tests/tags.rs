@@ -16,11 +16,11 @@ struct Tagger {
 }
 
 impl TagService for Tagger {
-    fn admit(&self, _: &PeerId, _: &[u8; 32], _: u64) -> Result<(), TagRefusal> {
+    fn admit(&self, _: &PeerId, _: &cess_engine::FragmentId, _: u64) -> Result<(), TagRefusal> {
         Ok(())
     }
 
-    async fn tag(&self, id: [u8; 32], data: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn tag(&self, id: cess_engine::FragmentId, data: Vec<u8>) -> Result<Vec<u8>, String> {
         let mut blob = tag_fragment(&self.key, &CpuBackend, &id, &data)
             .map_err(|e| e.to_string())?
             .encode();
@@ -75,7 +75,7 @@ async fn a_tagger_returning_one_wrong_tag_is_refused_and_the_next_is_asked() {
     )
     .unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
-    let id = cess_engine::Key::of(&data).0;
+    let id = cess_engine::FragmentId::of(&data);
     let public = tagger_key().public().clone();
     let data = Arc::new(data);
 

@@ -1,7 +1,9 @@
 //! `cess engine-demo`, `format`, `stats`, `scrub`: one engine store, without a network.
 
 use anyhow::{Context, Result, bail};
-use cess_engine::{AlignedBuf, Class, FormatOptions, Key, NodeId, OpenOptions, Store, Target};
+use cess_engine::{
+    AlignedBuf, Class, FormatOptions, FragmentId, NodeId, OpenOptions, Store, Target,
+};
 use hdrhistogram::Histogram;
 use rand::RngCore;
 use std::collections::VecDeque;
@@ -14,7 +16,7 @@ use crate::codec_cmd::{finish_progress, progress_line};
 pub const DEMO_NODE_HEX: &str = "de00000000000000000000000000000000000000000000000000000000000001";
 
 pub fn node_id(hex: &str) -> Result<NodeId> {
-    match Key::from_hex(hex) {
+    match FragmentId::from_hex(hex) {
         Some(key) => Ok(NodeId(key.0)),
         None => bail!(
             "node id must be 64 hex digits, got {:?} ({} characters)",
@@ -187,7 +189,7 @@ fn run_engine_demo(
     for i in 0..fragments {
         let mut buf = AlignedBuf::zeroed(len);
         rng.fill_bytes(&mut buf);
-        let key = Key::of(&buf);
+        let key = FragmentId::of(&buf);
         keys.push(key);
         if window.len() >= 16 {
             let (t0, p) = window.pop_front().expect("non-empty");
@@ -222,7 +224,7 @@ fn run_engine_demo(
         let t0 = Instant::now();
         let bytes = store.get(*key).wait()?;
         get_hist.record(t0.elapsed().as_micros() as u64)?;
-        if Key::of(&bytes) != *key {
+        if FragmentId::of(&bytes) != *key {
             bail!("fragment {key} read back with the wrong content");
         }
     }

@@ -97,8 +97,8 @@ pub struct AccessKey {
 
 impl AccessKey {
     pub fn owner_id(&self) -> Result<AccountId> {
-        cess_engine::Key::from_hex(&self.owner)
-            .map(|k| AccountId(k.0))
+        cess_types::parse_hex32(&self.owner)
+            .map(AccountId)
             .with_context(|| {
                 format!(
                     "key {}: owner {:?} is not an account",

@@ -15,7 +15,7 @@ use cess_consensus::AccountId;
 use cess_consensus::ledger::Ledger;
 use cess_consensus::net::FollowerHandle;
 use cess_http::metrics::prometheus_client::metrics::histogram::Histogram;
-use cess_proofs::{Backend, CpuBackend, SecretKey, tag_fragment};
+use cess_proofs::{Backend, CpuBackend, FragmentId, SecretKey, tag_fragment};
 use cess_transport::PeerId;
 use cess_transport::tagging::{TagRefusal, TagService};
 use std::sync::Arc;
@@ -60,7 +60,7 @@ pub fn admit(
     ledger: &Ledger,
     tagger: &[u8; 32],
     peer: &PeerId,
-    id: &[u8; 32],
+    id: &FragmentId,
     len_bytes: u64,
 ) -> Result<(), Refusal> {
     let account = account_of(peer).ok_or(Refusal::NotAnAccount)?;
@@ -200,7 +200,7 @@ impl Tagger {
 }
 
 impl TagService for Tagger {
-    fn admit(&self, peer: &PeerId, id: &[u8; 32], fragment_bytes: u64) -> Result<(), TagRefusal> {
+    fn admit(&self, peer: &PeerId, id: &FragmentId, fragment_bytes: u64) -> Result<(), TagRefusal> {
         if !self.follower.status().synced {
             return Err(TagRefusal::NotYet(Refusal::Behind.to_string()));
         }
@@ -216,7 +216,7 @@ impl TagService for Tagger {
             })
     }
 
-    async fn tag(&self, id: [u8; 32], data: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn tag(&self, id: FragmentId, data: Vec<u8>) -> Result<Vec<u8>, String> {
         let (key, backend) = (self.key.clone(), self.backend.clone());
         let tag_seconds = self.tag_seconds.clone();
         tokio::task::spawn_blocking(move || {

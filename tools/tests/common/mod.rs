@@ -129,7 +129,7 @@ pub fn corrupt_a_fragment(dir: &Path, i: usize) -> [u8; 32] {
     let image = dir.join(format!("net/node-{i:02}/store.img"));
     let addr = std::fs::read_to_string(dir.join(format!("net/node-{i:02}/addr"))).unwrap();
     let peer: cess_transport::PeerId = addr.trim().rsplit('/').next().unwrap().parse().unwrap();
-    let node_id = cess_engine::NodeId(cess_engine::Key::of(&peer.to_bytes()).0);
+    let node_id = cess_engine::NodeId::of(&peer.to_bytes());
     let (key, first_block) = {
         let store = cess_engine::Store::open(
             &cess_engine::Target::Path(image.clone()),
