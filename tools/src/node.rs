@@ -50,11 +50,18 @@ pub fn check(dir: &Path, proof: bool) -> Result<bool> {
             dir.display()
         );
     };
-    let started: serde_json::Value = serde_json::from_str(&http_get(
-        &addr,
+    let socket: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("the node's HTTP address {addr:?}"))?;
+    let answer = cess_http::send_blocking(
+        cess_http::Method::POST,
+        socket,
         if proof { "/check?proof=1" } else { "/check" },
-    )?)
-    .context("the node's answer to /check")?;
+        Some((cess_node::http::CHECK_HEADER, "1")),
+        std::time::Duration::from_secs(10),
+    )?;
+    let started: serde_json::Value =
+        serde_json::from_str(&answer).context("the node's answer to /check")?;
     if started["started"] != true {
         println!("a self-check is already running on this node; following it");
     }

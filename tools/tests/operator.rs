@@ -225,6 +225,30 @@ fn every_role_shows_its_metrics_and_the_dashboard_shows_space_audits_and_warning
     );
     assert!(dom.contains("No warnings."), "{dom}");
 
+    // A self-check has an effect: a GET (a link, a prefetch) or a POST without the header (a
+    // form on some web page) starts none.
+    let surface: std::net::SocketAddr = http.trim().parse().unwrap();
+    for (method, header, code) in [
+        (cess_http::Method::GET, None, 405),
+        (cess_http::Method::POST, None, 403),
+    ] {
+        let answer = cess_http::send_blocking(
+            method.clone(),
+            surface,
+            "/check?proof=1",
+            header,
+            Duration::from_secs(10),
+        );
+        assert!(
+            matches!(answer, Err(cess_http::HttpError::Status { status, .. }) if status == code),
+            "{method} /check: {answer:?}"
+        );
+    }
+    assert!(
+        status(dir, 0).unwrap()["chain"]["check"].is_null(),
+        "no self-check was started"
+    );
+
     // Cut the node from the chain: every validator stops. The page warns, and the log says
     // so once.
     for v in 0..4 {

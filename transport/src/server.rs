@@ -535,11 +535,7 @@ impl<S: FragmentStore> Server<S> {
         request: &pb::WritefileRequest,
         recv: &mut quinn::RecvStream,
     ) -> Result<(Code, u64, String), Abort> {
-        let id: FragmentId = request
-            .fragment_id
-            .as_slice()
-            .try_into()
-            .expect("checked at decode");
+        let id = checked_fragment_id(&request.fragment_id);
         let fragment_bytes = request.fragment_bytes;
         let authorized =
             self.policy
@@ -661,11 +657,7 @@ impl<S: FragmentStore> Server<S> {
     ) -> Result<Code, Abort> {
         /// Bytes read from the store per step.
         const READ_CHUNK_BYTES: u64 = 8 << 20;
-        let id: FragmentId = request
-            .fragment_id
-            .as_slice()
-            .try_into()
-            .expect("checked at decode");
+        let id = checked_fragment_id(&request.fragment_id);
         let refuse = |code: Code, detail: String| pb::ReadfileResponse {
             code: code as u32,
             detail,
@@ -799,4 +791,9 @@ pub(crate) fn checked<M: Signed>(
         .expect("replay lock")
         .remember(author, id, timestamp_ms, now)?;
     Ok(author)
+}
+
+/// A request's fragment id, whose length was checked when the request was decoded.
+fn checked_fragment_id(bytes: &[u8]) -> FragmentId {
+    FragmentId::try_from(bytes).expect("checked at decode")
 }

@@ -116,6 +116,7 @@ pub struct Request {
     pub method: hyper::Method,
     pub path: String,
     pub query: Option<String>,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -328,6 +329,7 @@ async fn read_request(
         method: parts.method,
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
+        headers: parts.headers,
         body,
     })
 }
@@ -337,13 +339,30 @@ const CLIENT_BODY_BYTES_MAX: usize = 64 << 20;
 
 /// `GET http://addr/path`: the body of a 2xx answer, or why not.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, HttpError> {
+    send(Method::GET, addr, path, None, timeout).await
+}
+
+/// A request without a body (`method`, and `header` if any): the body of a 2xx answer, or
+/// why not.
+pub async fn send(
+    method: Method,
+    addr: SocketAddr,
+    path: &str,
+    header: Option<(&'static str, &'static str)>,
+    timeout: Duration,
+) -> Result<String, HttpError> {
     let timeout_ms = timeout.as_millis() as u64;
-    tokio::time::timeout(timeout, get_inner(addr, path))
+    tokio::time::timeout(timeout, send_inner(method, addr, path, header))
         .await
         .map_err(|_| HttpError::Timeout { addr, timeout_ms })?
 }
 
-async fn get_inner(addr: SocketAddr, path: &str) -> Result<String, HttpError> {
+async fn send_inner(
+    method: Method,
+    addr: SocketAddr,
+    path: &str,
+    header: Option<(&'static str, &'static str)>,
+) -> Result<String, HttpError> {
     let protocol = |e: hyper::Error| HttpError::Protocol {
         addr,
         message: e.to_string(),
@@ -356,8 +375,14 @@ async fn get_inner(addr: SocketAddr, path: &str) -> Result<String, HttpError> {
             .await
             .map_err(protocol)?;
     let driver = tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header(HOST, addr.to_string())
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, addr.to_string());
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let request = request
         .body(Full::new(Bytes::new()))
         .map_err(|e| HttpError::Protocol {
             addr,
@@ -390,6 +415,17 @@ async fn get_inner(addr: SocketAddr, path: &str) -> Result<String, HttpError> {
 /// [`get`] from synchronous code (a command, a test, a benchmark), on a thread of its own so
 /// it works inside and outside a runtime alike.
 pub fn get_blocking(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, HttpError> {
+    send_blocking(Method::GET, addr, path, None, timeout)
+}
+
+/// [`send`] from synchronous code.
+pub fn send_blocking(
+    method: Method,
+    addr: SocketAddr,
+    path: &str,
+    header: Option<(&'static str, &'static str)>,
+    timeout: Duration,
+) -> Result<String, HttpError> {
     let path = path.to_string();
     std::thread::scope(|scope| {
         scope
@@ -398,7 +434,7 @@ pub fn get_blocking(addr: SocketAddr, path: &str, timeout: Duration) -> Result<S
                     .enable_all()
                     .build()
                     .map_err(|source| HttpError::Connect { addr, source })?;
-                runtime.block_on(get(addr, &path, timeout))
+                runtime.block_on(send(method, addr, &path, header, timeout))
             })
             .join()
             .unwrap_or_else(|_| {

@@ -16,7 +16,7 @@ use cess_proofs::CpuBackend;
 use cess_transport::server::{FragmentStore, StoreFault};
 use cess_transport::tagging::{TAG_PROTOCOL, request_tags};
 use cess_transport::{Code, Endpoint, Limits, NodeAddr, NodeKey, PeerId, ProtocolError};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
@@ -723,7 +723,7 @@ const SCRUB_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// its progress in `/metrics`) found corrupt are dropped and handed to the core as missing,
 /// so the node rebuilds them or reports them lost before an audit finds them.
 async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mutex<LinkStatus>>) {
-    let mut handled = std::collections::HashSet::new();
+    let mut handled = BTreeSet::new();
     loop {
         tokio::time::sleep(SCRUB_WATCH_INTERVAL).await;
         let store = engine.0.clone();
@@ -731,14 +731,14 @@ async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mute
         else {
             continue;
         };
-        for key in progress.corrupt {
+        for key in newly_corrupt(&mut handled, &progress.corrupt) {
             let held = link
                 .core
                 .lock()
                 .expect("core lock")
                 .stored()
                 .contains_key(&key);
-            if !held || !handled.insert(key) {
+            if !held {
                 continue;
             }
             record_error(
@@ -749,6 +749,19 @@ async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mute
             link.core.lock().expect("core lock").on_missing(&key);
         }
     }
+}
+
+/// The fragments of the engine's corrupt list (`corrupt`) not handled yet; `handled` keeps
+/// those still on the list. The engine takes a fragment off the list when it is deleted, so
+/// one rebuilt under the same id and found corrupt again is handled again (a set that only
+/// grew would ignore a second corruption for the life of the process).
+fn newly_corrupt(handled: &mut BTreeSet<FragmentId>, corrupt: &[FragmentId]) -> Vec<FragmentId> {
+    let listed: BTreeSet<FragmentId> = corrupt.iter().copied().collect();
+    handled.retain(|key| listed.contains(key));
+    listed
+        .into_iter()
+        .filter(|key| handled.insert(*key))
+        .collect()
 }
 
 /// How the node reaches other miners to rebuild fragments.
@@ -1272,4 +1285,23 @@ async fn submit_loop(
 fn record_error(status: &Mutex<LinkStatus>, message: String) {
     tracing::warn!("{message}");
     status.lock().expect("status lock").last_error = Some(message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fragment_corrupt_again_after_its_rebuild_is_handled_again() {
+        let (a, b) = (FragmentId([1; 32]), FragmentId([2; 32]));
+        let mut handled = BTreeSet::new();
+        assert_eq!(newly_corrupt(&mut handled, &[a]), vec![a]);
+        // Still listed (its delete not applied yet): not handled twice.
+        assert_eq!(newly_corrupt(&mut handled, &[a, b]), vec![b]);
+        // Deleted: off the engine's list, and forgotten here.
+        assert_eq!(newly_corrupt(&mut handled, &[b]), vec![]);
+        assert_eq!(newly_corrupt(&mut handled, &[]), vec![]);
+        // Rebuilt under the same id, corrupt again: handled again.
+        assert_eq!(newly_corrupt(&mut handled, &[a]), vec![a]);
+    }
 }

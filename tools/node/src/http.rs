@@ -126,6 +126,10 @@ fn unix_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The header `POST /check` must carry: a browser sends no custom header across origins
+/// without a preflight, so a page cannot start a self-check on an operator's loopback node.
+pub const CHECK_HEADER: &str = "x-cess-self-check";
+
 impl<S: FragmentStore> Surface<S> {
     pub fn new(
         server: Arc<Server<S>>,
@@ -168,6 +172,54 @@ impl<S: FragmentStore> Surface<S> {
             metrics.bytes_in.load(Relaxed) + tags_in,
             metrics.bytes_out.load(Relaxed),
         )
+    }
+
+    /// `POST /check` (`?proof=1`): starts a read-back whose progress `/status` shows under
+    /// `chain.check`. It has an effect (it reads, and may prove, every fragment), so it is
+    /// not a GET (which a link or a prefetch may send), and it needs [`CHECK_HEADER`], which
+    /// no page can send here without a CORS preflight that this surface does not answer: a
+    /// web page the operator visits cannot start one. Loopback surfaces only.
+    fn start_check(&self, request: &Request) -> Response {
+        if request.method != cess_http::Method::POST {
+            return Response::text(
+                405,
+                format!("POST /check with the header `{CHECK_HEADER}: 1` starts a self-check\n"),
+            );
+        }
+        if request.headers.get(CHECK_HEADER).is_none() {
+            return Response::text(
+                403,
+                format!(
+                    "a self-check needs the header `{CHECK_HEADER}: 1` (`cess node check` sends it)\n"
+                ),
+            );
+        }
+        if !self.checks_allowed {
+            return Response::text(
+                403,
+                "self-checks are started only on a loopback surface (http_public is set)\n",
+            );
+        }
+        let Some((link, status)) = &self.chain else {
+            return Response::text(
+                409,
+                "this node runs without a chain: nothing says what it must hold\n",
+            );
+        };
+        let proof = request.query.as_deref() == Some("proof=1");
+        // Seen as running from now on (the driver fills it in).
+        let pending = crate::chain::CheckReport {
+            started_unix_s: unix_s(),
+            with_proof: proof,
+            ..crate::chain::CheckReport::default()
+        };
+        let previous = status.lock().expect("status lock").check.replace(pending);
+        if link.request_check(proof) {
+            Response::json("{\"started\": true}\n".to_string())
+        } else {
+            status.lock().expect("status lock").check = previous;
+            Response::json("{\"started\": false, \"running\": true}\n".to_string())
+        }
     }
 
     /// Reads every figure (blocking: the store's statistics ask its shards).
@@ -288,11 +340,15 @@ impl<S: FragmentStore> Surface<S> {
         registry
     }
 
-    /// The handler for `/`, `/status`, `/metrics` and `/check` (`?proof=1`).
+    /// The handler for `/`, `/status`, `/metrics` (GET) and `/check` (`?proof=1`; POST with
+    /// [`CHECK_HEADER`]).
     pub fn handler(self: &Arc<Surface<S>>) -> cess_http::Handler {
         let surface = self.clone();
         let registry = Arc::new(self.registry());
         Arc::new(move |request: &Request| {
+            if request.path == "/check" {
+                return surface.start_check(request);
+            }
             if request.method != cess_http::Method::GET && request.method != cess_http::Method::HEAD
             {
                 return Response::text(405, "only GET\n");
@@ -307,34 +363,6 @@ impl<S: FragmentStore> Surface<S> {
                     }
                 }
                 "/status" => Response::json(format!("{:#}\n", status_json(&surface.snapshot()))),
-                // Loopback only (the surface binds loopback unless told otherwise); starts a
-                // read-back whose progress `/status` shows under `chain.check`.
-                "/check" => match &surface.chain {
-                    _ if !surface.checks_allowed => Response::text(
-                        403,
-                        "self-checks are started only on a loopback surface (http_public is set)\n",
-                    ),
-                    Some((link, status)) => {
-                        let proof = request.query.as_deref() == Some("proof=1");
-                        // Seen as running from now on (the driver fills it in).
-                        let pending = crate::chain::CheckReport {
-                            started_unix_s: unix_s(),
-                            with_proof: proof,
-                            ..crate::chain::CheckReport::default()
-                        };
-                        let previous = status.lock().expect("status lock").check.replace(pending);
-                        if link.request_check(proof) {
-                            Response::json("{\"started\": true}\n".to_string())
-                        } else {
-                            status.lock().expect("status lock").check = previous;
-                            Response::json("{\"started\": false, \"running\": true}\n".to_string())
-                        }
-                    }
-                    None => Response::text(
-                        409,
-                        "this node runs without a chain: nothing says what it must hold\n",
-                    ),
-                },
                 "/metrics" => Response::metrics(cess_http::metrics::encode(&registry)),
                 _ => Response::not_found("/, /status, /metrics or /check"),
             }
