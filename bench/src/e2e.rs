@@ -37,6 +37,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const NODES: usize = 12;
+/// Blocks a restore waits for one after another: the loss report's, the claim's and the
+/// completion's (each needs the one before it on the ledger).
+const RESTORE_BLOCKS: u32 = 3;
 
 pub fn run(options: &Options) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
@@ -108,7 +111,10 @@ impl Drop for Network {
             &self.cess,
             &["devnet", "down", "--dir", &net.to_string_lossy()],
         );
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // CESS_BENCH_KEEP=1 keeps the network's directory (logs, stores) to read afterwards.
+        if std::env::var_os("CESS_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -557,13 +563,15 @@ fn restore_work(input: &[u8], column: usize) -> Result<RestoreWork, String> {
 /// bytes per second against (1) the codec's repair of the same column from memory in the same
 /// run (the issue's bound: everything but the repair free), (2) the work a rebuilt fragment
 /// costs wherever it is done (the repair, its siblings over QUIC, its tags made and checked)
-/// on two cores.
+/// on two cores, (3) that work plus the [`RESTORE_BLOCKS`] blocks a restore must wait for, at
+/// the block time measured while it ran.
 fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
     let (file_mib, runs) = if options.quick { (32, 1) } else { (256, 3) };
     let nodes = NODES + 1;
     let binary = cess_binary()?;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/e2e-restore");
-    let (mut ours, mut codec_rates, mut work_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut codec_rates, mut work_rates, mut chain_rates) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut notes = Vec::new();
     for run in 0..runs {
         let _ = std::fs::remove_dir_all(&dir);
@@ -629,6 +637,12 @@ fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
             })
             .ok_or("the victim's column")?;
 
+        let height_of = |d: &PathBuf| {
+            node_status(d)
+                .and_then(|s| s["chain"]["height"].as_u64())
+                .ok_or("a node's height")
+        };
+        let height_before = height_of(&node_dirs[spare])?;
         stop_node(&node_dirs[victim])?;
         let (fragments, bytes) = wipe_store(&node_dirs[victim])?;
         let log = std::fs::File::create(node_dirs[victim].join("node-restarted.log"))
@@ -661,6 +675,9 @@ fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let restore_s = started.elapsed().as_secs_f64();
+        // Blocks the chain made meanwhile: how long the three waits a restore cannot skip
+        // took (the loss report, the claim and the completion, each in a block).
+        let block_s = restore_s / (height_of(&node_dirs[spare])? - height_before).max(1) as f64;
         let mib = bytes as f64 / (1 << 20) as f64;
         ours.push(mib / restore_s);
         // The bounds are measured with the network down (its 18 idle processes would
@@ -672,8 +689,10 @@ fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
         codec_rates.push(rebuilt_mib / work.repair_s);
         let work_s = (work.repair_s + work.quic_s + work.tag_s + work.check_s) / 2.0;
         work_rates.push(rebuilt_mib / work_s);
+        chain_rates.push(rebuilt_mib / (work_s + RESTORE_BLOCKS as f64 * block_s));
         notes.push(format!(
-            "run {run}: {fragments} fragments ({mib:.0} MiB, column {column}) in {restore_s:.2} s;              one core: repair {:.3} s, siblings over QUIC {:.3} s, tags {:.3} s, tag check {:.3} s",
+            "run {run}: {fragments} fragments ({mib:.0} MiB, column {column}) in {restore_s:.2} s, \
+             {block_s:.3} s per block; one core: repair {:.3} s, siblings over QUIC {:.3} s, tags {:.3} s, tag check {:.3} s",
             work.repair_s, work.quic_s, work.tag_s, work.check_s
         ));
     }
@@ -685,10 +704,13 @@ fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
     codec_case.baseline =
         "the codec's repair of the same column from memory (fetch, tags and chain free)".into();
     codec_case.note = format!(
-        "{file_mib} MiB file, segments of 32 MiB, on a 13-miner devnet (4 validators, a tagger);          timed from the wiped miner's restart until the spare holds every rebuilt fragment,          tagged and taken over in a block (loss reports, claims, 4 siblings fetched per          fragment, repair, tags, completions); {}",
+        "{file_mib} MiB file, segments of 32 MiB, on a 13-miner devnet (4 validators, a tagger); \
+         timed from the wiped miner's restart until the spare holds every rebuilt fragment, \
+         tagged and taken over in a block (loss reports, claims, 4 siblings fetched per \
+         fragment, repair, tags, completions); {}",
         notes.join("; ")
     );
-    let mut work_case = Case::from_runs(ours, work_rates);
+    let mut work_case = Case::from_runs(ours.clone(), work_rates);
     work_case.name = "restore-one-miner-work-bound".into();
     work_case.metric = "throughput";
     work_case.unit = "MiB/s";
@@ -699,7 +721,19 @@ fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
     work_case.note = "the honest bound beside restore-one-miner: the work a restore cannot skip \
                       (the issue's bound counts the repair alone)"
         .into();
-    Ok(vec![codec_case, work_case])
+    let mut chain_case = Case::from_runs(ours, chain_rates);
+    chain_case.name = "restore-one-miner-chain-bound".into();
+    chain_case.metric = "throughput";
+    chain_case.unit = "MiB/s";
+    chain_case.goal = Some(0.5);
+    chain_case.baseline = "the work bound plus the three blocks a restore waits for (the loss \
+                           report, the claim, the completion), at the block time measured during \
+                           the restore"
+        .into();
+    chain_case.note = "the bound for a restore on this network: work and consensus cannot be \
+                       skipped, a restart and the load of 18 processes on two cores can"
+        .into();
+    Ok(vec![codec_case, work_case, chain_case])
 }
 
 /// [encode, order, send, until Active] seconds from the last line `cess put` prints

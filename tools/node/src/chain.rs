@@ -568,6 +568,7 @@ pub fn start(
     let rebuilding = Rebuilding {
         client: fragment_client,
         slots: Arc::new(Semaphore::new(REBUILDING_AT_ONCE)),
+        in_flight: Arc::default(),
     };
     let (actions_tx, mut actions_rx) = mpsc::unbounded_channel();
     let link = Arc::new(ChainLink {
@@ -653,14 +654,18 @@ pub fn start(
                         ));
                     }
                     Action::Rebuild { fragment_id, own } => {
-                        tokio::spawn(rebuild_fragment(
-                            link.clone(),
-                            engine.clone(),
-                            rebuilding.clone(),
-                            status.clone(),
-                            fragment_id,
-                            own,
-                        ));
+                        // Asked again while still queued or running: the task in flight
+                        // answers for both.
+                        if let Some(in_flight) = rebuilding.begin(fragment_id) {
+                            tokio::spawn(rebuild_fragment(
+                                link.clone(),
+                                engine.clone(),
+                                rebuilding.clone(),
+                                status.clone(),
+                                (fragment_id, in_flight),
+                                own,
+                            ));
+                        }
                     }
                     Action::Check { proof } => {
                         tokio::spawn(check_store(
@@ -769,6 +774,37 @@ fn newly_corrupt(handled: &mut BTreeSet<FragmentId>, corrupt: &[FragmentId]) -> 
 struct Rebuilding {
     client: Option<Arc<cess_transport::Client>>,
     slots: Arc<Semaphore>,
+    /// Fragments with a rebuild queued or running. The core asks again for a fragment not
+    /// stored within `RESUBMIT_BLOCKS`, which a rebuild still waiting for its slot has not;
+    /// a second task for it would fetch and repair it twice, and fail once the first has
+    /// completed (its siblings no longer serve a miner that holds it).
+    in_flight: Arc<Mutex<BTreeSet<FragmentId>>>,
+}
+
+impl Rebuilding {
+    /// Marks `fragment_id` in flight; `None` when it already is.
+    fn begin(&self, fragment_id: FragmentId) -> Option<InFlight> {
+        let mut in_flight = self.in_flight.lock().expect("rebuilds lock");
+        in_flight.insert(fragment_id).then(|| InFlight {
+            set: self.in_flight.clone(),
+            fragment_id,
+        })
+    }
+}
+
+/// A rebuild in flight, forgotten when its task ends whichever way.
+struct InFlight {
+    set: Arc<Mutex<BTreeSet<FragmentId>>>,
+    fragment_id: FragmentId,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .expect("rebuilds lock")
+            .remove(&self.fragment_id);
+    }
 }
 
 /// Rebuilds `fragment_id` (its own lost fragment, or a restoral it claimed) from the network
@@ -779,7 +815,7 @@ async fn rebuild_fragment(
     engine: EngineStore,
     rebuilding: Rebuilding,
     status: Arc<Mutex<LinkStatus>>,
-    fragment_id: FragmentId,
+    (fragment_id, _in_flight): (FragmentId, InFlight),
     own: bool,
 ) {
     let Ok(_slot) = rebuilding.slots.clone().acquire_owned().await else {
