@@ -764,8 +764,10 @@ fn audit_setup(
 ) -> Result<AuditSetup, String> {
     let params = LedgerParams {
         validators_per_era: 1,
-        audit_period_blocks: 4,
+        audit_period_blocks: 5,
         audit_miners_permille: 1000,
+        // A space audit is drawn 3 blocks after its round opens and answered in the period.
+        pois_space_deadline_blocks: 1,
         ..LedgerParams::default()
     };
     let (mut genesis, _validators, users) = genesis(1, miners_count + 1, 5, params);
@@ -873,7 +875,12 @@ fn audit_setup(
         })
         .collect();
     apply(&mut ledger, &report_txs)?;
-    // The next block opens the audit round (audits open at the start of a block).
+    // Empty blocks up to the one that opens the audit round (audits open at the start of a
+    // block).
+    let period = ledger.params().audit_period_blocks;
+    while !(ledger.height() + 1).is_multiple_of(period) {
+        apply(&mut ledger, &[])?;
+    }
     let events = apply(&mut ledger, &[])?;
     let audits: Vec<(u64, cess_consensus::AccountId, Hash32)> = events
         .iter()

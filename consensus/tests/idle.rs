@@ -13,8 +13,15 @@ use common::{Chain, test_params};
 
 const MINER_BYTES: u64 = 1 << 20;
 
+/// The test parameters with room in each audit round for a space audit's draw (three blocks
+/// after the round opens) and a three-block deadline.
 fn chain() -> Chain {
-    let mut chain = Chain::new(12, 4, test_params());
+    let params = cess_consensus::LedgerParams {
+        audit_period_blocks: 10,
+        pois_space_deadline_blocks: 3,
+        ..test_params()
+    };
+    let mut chain = Chain::new(12, 4, params);
     for i in 4..10 {
         chain.register_miner(i, MINER_BYTES);
     }
@@ -471,6 +478,64 @@ fn space_audits_pay_verified_idle_space_and_penalise_wrong_or_missing_answers() 
     }
 }
 
+/// The proposer of the block that opens an audit round knows that block's randomness before
+/// anyone else: the space audit's set and labels come from the randomness of the block
+/// [`IDLE_CHALLENGE_BLOCKS`] later, and until then there is nothing to answer.
+#[test]
+fn a_space_audit_is_drawn_from_a_block_after_its_round_opens() {
+    let mut chain = chain();
+    let files = certify(&mut chain, 4, 0);
+    // Any round opened meanwhile answered, so the next one draws afresh.
+    answer_open_audits(&mut chain, &files, &[]);
+    let miner = chain.id(4);
+    let period = chain.ledger.params().audit_period_blocks;
+    while !(chain.ledger.height() + 1).is_multiple_of(period) {
+        chain.block(&[]);
+    }
+    // The opening block: the round is open, its draw is not.
+    let outcome = chain.block(&[]);
+    let opened_at = chain.ledger.height();
+    let round = opened_at / period;
+    assert!(
+        !events(&outcome)
+            .iter()
+            .any(|e| matches!(e, Event::SpaceAuditOpened { .. }))
+    );
+    let draw = chain.ledger.idle_space(&miner).unwrap().draw.unwrap();
+    assert_eq!(
+        (draw.round, draw.at),
+        (round, opened_at + IDLE_CHALLENGE_BLOCKS)
+    );
+    let opening_randomness = chain.ledger.randomness();
+    for _ in 1..IDLE_CHALLENGE_BLOCKS {
+        assert!(chain.ledger.space_challenge(&miner).is_none());
+        assert_eq!(
+            chain.run(4, space_proof_round(&chain, &miner)),
+            Err(TxError::NoAudit),
+            "nothing to answer before the draw"
+        );
+    }
+    assert_eq!(chain.ledger.height(), opened_at + IDLE_CHALLENGE_BLOCKS - 1);
+    // The draw block: the set and the labels come from its randomness.
+    let outcome = chain.block(&[]);
+    let deadline = chain.ledger.height() + chain.ledger.params().pois_space_deadline_blocks;
+    assert!(events(&outcome).iter().any(|e| matches!(
+        e,
+        Event::SpaceAuditOpened { round: r, miner: m, first_file: 0, deadline: d }
+            if *r == round && *m == miner && *d == deadline
+    )));
+    let (audit, _) = chain.ledger.space_challenge(&miner).unwrap();
+    let draw_randomness = |block_randomness: [u8; 32]| {
+        cess_consensus::codec::hash(
+            b"cess-ledger/1 space audit draw\0",
+            &[&block_randomness, &round.to_le_bytes()],
+        )
+    };
+    assert_eq!(audit.randomness, draw_randomness(chain.ledger.randomness()));
+    assert_ne!(audit.randomness, draw_randomness(opening_randomness));
+    assert!(chain.ledger.idle_space(&miner).unwrap().draw.is_none());
+}
+
 fn space_proof_round(chain: &Chain, miner: &AccountId) -> Call {
     let _ = miner;
     Call::SubmitSpaceProof {
@@ -479,15 +544,20 @@ fn space_proof_round(chain: &Chain, miner: &AccountId) -> Call {
     }
 }
 
-/// Miner 4 answers its open space audits until none is open and the next block opens none.
+/// Miner 4 answers its space audits, waiting for one being drawn, until none is open or
+/// drawing. (A round that opens in the next block only records a draw: its set is drawn
+/// from what is certified three blocks later.)
 fn answer_open_audits(chain: &mut Chain, files: &[IdleFile], replaced: &[u64]) {
     let miner = chain.id(4);
-    let period = chain.ledger.params().audit_period_blocks;
     loop {
+        let drawing = chain
+            .ledger
+            .idle_space(&miner)
+            .is_some_and(|s| s.draw.is_some());
         if chain.ledger.space_challenge(&miner).is_some() {
             let call = space_proof(chain, &miner, files, replaced);
             chain.run(4, call).unwrap();
-        } else if (chain.ledger.height() + 1).is_multiple_of(period) {
+        } else if drawing {
             chain.block(&[]);
         } else {
             return;

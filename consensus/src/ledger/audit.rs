@@ -146,7 +146,7 @@ impl Ledger {
             });
             self.audits.insert(key, audit);
         }
-        self.open_space_audits(round, randomness, &drawn_idle);
+        self.open_space_audits(round, &drawn_idle);
     }
 
     /// Verify every well-signed proof transaction of a block that answers an open audit, as

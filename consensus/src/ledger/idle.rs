@@ -10,7 +10,9 @@
 //!   `ProveIdle` answers it within `pois_commit_blocks`. A valid answer
 //!   certifies the set; a wrong one drops it (the miner's generation work is lost).
 //! - Each audit round that draws a miner with certified sets opens a space audit on one of
-//!   them (`SubmitSpaceProof`). A valid answer pays the idle reward accrued since the last one
+//!   them (`SubmitSpaceProof`). Which set, and which labels, the randomness of the
+//!   [`IDLE_CHALLENGE_BLOCKS`]th block after the round opened decides (a [`SpaceDraw`] until
+//!   then), so the proposer of the opening block does not know the draw a block early. A valid answer pays the idle reward accrued since the last one
 //!   (verified idle bytes × blocks × `idle_reward_per_gib_block`); a wrong or missing one costs
 //!   the penalty a data audit's does, forfeits the reward, counts as a failed audit and
 //!   decertifies the challenged set.
@@ -23,7 +25,7 @@
 
 use super::tracked::Hashed;
 use super::{Event, Ledger, TxError};
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, Reader, Writer, hash};
 use crate::keys::AccountId;
 use crate::tx::Hash32;
 use cess_proofs::pois::{
@@ -77,6 +79,16 @@ pub struct IdleSpace {
     pub reward_since: u64,
     /// Its open space audit.
     pub audit: Option<SpaceAudit>,
+    /// A space audit opened by an audit round, its set not drawn yet.
+    pub draw: Option<SpaceDraw>,
+}
+
+/// A space audit waiting for the block whose randomness draws its set and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceDraw {
+    pub round: u64,
+    /// The height whose randomness draws it: [`IDLE_CHALLENGE_BLOCKS`] after the round opened.
+    pub at: u64,
 }
 
 /// An open space challenge.
@@ -173,6 +185,10 @@ impl IdleSpace {
                 .u64(a.deadline),
             None => w.u8(0),
         };
+        match &self.draw {
+            Some(d) => w.u8(1).u64(d.round).u64(d.at),
+            None => w.u8(0),
+        };
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<IdleSpace, DecodeError> {
@@ -196,6 +212,14 @@ impl IdleSpace {
                     deadline: r.u64("space deadline")?,
                 }),
                 _ => return Err(DecodeError::Invalid("space audit")),
+            },
+            draw: match r.u8("space draw")? {
+                0 => None,
+                1 => Some(SpaceDraw {
+                    round: r.u64("space draw round")?,
+                    at: r.u64("space draw height")?,
+                }),
+                _ => return Err(DecodeError::Invalid("space draw")),
             },
         })
     }
@@ -522,42 +546,63 @@ impl Ledger {
     }
 
     /// Opens a space audit for each drawn miner that has a certified set.
-    pub(super) fn open_space_audits(
-        &mut self,
-        round: u64,
-        randomness: Hash32,
-        drawn: &[AccountId],
-    ) {
-        let params = self.params.pois;
+    /// An audit round drew these miners: each gets a space audit, drawn
+    /// [`IDLE_CHALLENGE_BLOCKS`] blocks later ([`Ledger::draw_space_audits`]).
+    pub(super) fn open_space_audits(&mut self, round: u64, drawn: &[AccountId]) {
+        let at = self.height + IDLE_CHALLENGE_BLOCKS;
         for miner in drawn {
+            let Some(space) = self.idle.get(miner) else {
+                continue;
+            };
             // One space audit at a time: an open one closes at its deadline first.
-            if self.idle.get(miner).is_some_and(|i| i.audit.is_some()) {
+            if space.audit.is_some() || space.draw.is_some() {
                 continue;
             }
+            self.idle.get_mut(miner).expect("read above").draw = Some(SpaceDraw { round, at });
+        }
+    }
+
+    /// At the start of a block: the space audits opened [`IDLE_CHALLENGE_BLOCKS`] blocks
+    /// before draw their set and labels from this block's randomness, which chains the VRF
+    /// outputs of every block since the round opened: the proposer of the opening block
+    /// (or of any one block) does not know them in advance, so it can neither report the drawn
+    /// set's files replaced just before the draw nor start labelling it again early. The
+    /// deadline runs from here. A miner left with no certified set is not audited.
+    pub(super) fn draw_space_audits(&mut self) {
+        let height = self.height;
+        let due: Vec<(AccountId, SpaceDraw)> = self
+            .idle
+            .iter()
+            .filter_map(|(miner, space)| space.draw.filter(|d| d.at <= height).map(|d| (*miner, d)))
+            .collect();
+        let params = self.params.pois;
+        for (miner, draw) in due {
+            let randomness = hash(
+                b"cess-ledger/1 space audit draw\0",
+                &[&self.randomness, &draw.round.to_le_bytes()],
+            );
             let sets: Vec<u64> = self
-                .idle_sets(miner)
+                .idle_sets(&miner)
                 .filter(|(_, set)| set.state == IdleSetState::Certified)
                 .map(|(first, _)| first)
                 .collect();
-            let Some(first_file) =
-                SpaceChallenge::pick_set(&params, &miner.0, round, &randomness, &sets)
-            else {
+            let picked =
+                SpaceChallenge::pick_set(&params, &miner.0, draw.round, &randomness, &sets);
+            let deadline = height + self.params.pois_space_deadline_blocks;
+            let space = self.idle.get_mut(&miner).expect("listed above");
+            space.draw = None;
+            let Some(first_file) = picked else {
                 continue;
             };
-            let deadline = self.height + self.params.pois_space_deadline_blocks;
-            let space = self
-                .idle
-                .get_mut(miner)
-                .expect("a miner with sets has idle space");
             space.audit = Some(SpaceAudit {
-                round,
+                round: draw.round,
                 first_file,
                 randomness,
                 deadline,
             });
             self.events.push(Event::SpaceAuditOpened {
-                round,
-                miner: *miner,
+                round: draw.round,
+                miner,
                 first_file,
                 deadline,
             });
@@ -675,6 +720,15 @@ impl Ledger {
     /// The rules on idle space the tests check after every block.
     pub(crate) fn check_idle_invariants(&self) -> Result<(), String> {
         for (miner, space) in self.idle.iter() {
+            if space.audit.is_some() && space.draw.is_some() {
+                return Err(format!("{miner:?}: a space audit open and another drawing"));
+            }
+            if space
+                .draw
+                .is_some_and(|d| d.at > self.height + IDLE_CHALLENGE_BLOCKS)
+            {
+                return Err(format!("{miner:?}: a space draw beyond its delay"));
+            }
             let mut certified = 0;
             let mut pending = Vec::new();
             for (first, set) in self.idle_sets(miner) {

@@ -51,7 +51,7 @@ pub use buckets::{BUCKETS_PER_OWNER_MAX, Buckets, check_bucket_name};
 pub use delegates::{DELEGATES_PER_OWNER_MAX, Delegates};
 pub use idle::{
     IDLE_CHALLENGE_BLOCKS, IDLE_PENDING_SETS_MAX, IDLE_REPLACE_FILES_MAX, IdleSet, IdleSetState,
-    IdleSpace, SpaceAudit,
+    IdleSpace, SpaceAudit, SpaceDraw,
 };
 pub use params::{
     GIB, Genesis, GenesisTagger, GenesisValidator, LOST_COUNTDOWN_CLAIMS, LedgerParams, TOKEN,
@@ -761,6 +761,7 @@ impl Ledger {
             &[&self.randomness, &info.vrf_output],
         );
         self.fix_idle_challenges();
+        self.draw_space_audits();
         self.credit_commit_signers(&info.last_commit);
         self.open_audit_round();
 

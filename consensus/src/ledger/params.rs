@@ -343,16 +343,22 @@ impl LedgerParams {
         {
             return Err("pois: its proofs would not fit a transaction");
         }
-        // The challenge is fixed by the block after the commitment; the proof needs one more.
         // The challenge is fixed IDLE_CHALLENGE_BLOCKS after the commitment; then it is answered.
         if self.pois_commit_blocks < super::IDLE_CHALLENGE_BLOCKS + 2 {
             return Err("pois_commit_blocks must leave two blocks after the challenge is fixed");
         }
-        // One space audit per miner at a time: it closes before the next round opens.
+        // One space audit per miner at a time: drawn IDLE_CHALLENGE_BLOCKS after its round
+        // opened, it closes before the next round opens.
         if self.pois_space_deadline_blocks == 0
-            || self.pois_space_deadline_blocks >= self.audit_period_blocks
+            || self
+                .pois_space_deadline_blocks
+                .saturating_add(super::IDLE_CHALLENGE_BLOCKS)
+                >= self.audit_period_blocks
         {
-            return Err("pois_space_deadline_blocks must be in 1..audit_period_blocks");
+            return Err(
+                "pois_space_deadline_blocks must be at least 1, and drawn and answered within \
+                 audit_period_blocks",
+            );
         }
         Ok(())
     }

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Format of the snapshot body (bumped whenever a field is added).
-const SNAPSHOT_VERSION: u32 = 5;
+const SNAPSHOT_VERSION: u32 = 6;
 /// No list in a ledger is longer than this (the state lives in memory).
 const LIST_MAX: usize = u32::MAX as usize;
 
@@ -693,9 +693,13 @@ impl Ledger {
             let first = r.u64("first idle file")?;
             Ok(((miner, first), IdleSet::decode(r)?))
         })?;
-        let idle = read_table(&mut r, b"idle", 32 + 8 + 4 + 8 + 16 + 8 + 1, "idle", |r| {
-            Ok((account(r, "idle miner")?, IdleSpace::decode(r)?))
-        })?;
+        let idle = read_table(
+            &mut r,
+            b"idle",
+            32 + 8 + 4 + 8 + 16 + 8 + 1 + 1,
+            "idle",
+            |r| Ok((account(r, "idle miner")?, IdleSpace::decode(r)?)),
+        )?;
         // Derived: the sets whose challenge a later block fixes.
         let idle_awaiting = idle_sets
             .iter()

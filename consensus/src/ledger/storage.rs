@@ -983,6 +983,12 @@ impl Ledger {
                 until: audit.deadline + 1,
             });
         }
+        // Nor is withdrawing between a round's opening and its draw.
+        if let Some(draw) = self.idle.get(&signer).and_then(|i| i.draw) {
+            return Err(TxError::CoolingOff {
+                until: draw.at + self.params.pois_space_deadline_blocks + 1,
+            });
+        }
         // Its fragments still under restoral are paid for: `penalty_lost` each, at most one
         // missed audit's penalty (what hiding the loss would have cost), so leaving before the
         // network rebuilt them is never cheaper than waiting, and an honest leaver's

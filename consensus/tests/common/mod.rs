@@ -36,6 +36,8 @@ pub fn test_params() -> LedgerParams {
         audit_misses_max: 1000,
         lease_grace_blocks: 5,
         pois: cess_proofs::pois::PoisParams::TEST,
+        // Drawn 3 blocks after its round opens, answered within the 5-block period.
+        pois_space_deadline_blocks: 1,
         ..LedgerParams::default()
     }
 }

@@ -602,6 +602,7 @@ fn a_fragment_is_read_only_by_owners_delegates_restorers_and_validators() {
             audit_period_blocks: 6,
             audit_miners_permille: 1000,
             audit_deadline_base_blocks: 2,
+            pois_space_deadline_blocks: 2,
             // The harness proves nothing: no miner's data is released for missed audits.
             audit_misses_max: 1000,
             ..params()
@@ -1049,6 +1050,7 @@ fn nodes_fill_certify_and_keep_idle_space_and_give_it_up_for_data() {
         audit_miners_permille: 1000,
         audit_deadline_base_blocks: 3,
         miner_cooling_off_blocks: 20,
+        pois_space_deadline_blocks: 2,
         ..params()
     };
     let pois = params.pois;
