@@ -642,11 +642,12 @@ fn restore_cases(options: &Options) -> Result<Vec<Case>, String> {
                 .and_then(|s| s["chain"]["height"].as_u64())
                 .ok_or("a node's height")
         };
-        let height_before = height_of(&node_dirs[spare])?;
         stop_node(&node_dirs[victim])?;
         let (fragments, bytes) = wipe_store(&node_dirs[victim])?;
         let log = std::fs::File::create(node_dirs[victim].join("node-restarted.log"))
             .map_err(|e| e.to_string())?;
+        // The blocks counted are those of the timed window.
+        let height_before = height_of(&node_dirs[spare])?;
         let started = Instant::now();
         let _restarted = Restarted(
             Command::new(&binary)

@@ -78,12 +78,12 @@ impl Writer {
         self
     }
 
-    /// Bytes whose length the reader knows (ids, keys, signatures).
     /// A fragment id: its 32 bytes.
     pub fn fragment_id(&mut self, id: &crate::tx::FragmentId) -> &mut Writer {
         self.fixed(&id.0)
     }
 
+    /// Bytes whose length the reader knows (ids, keys, signatures).
     pub fn fixed(&mut self, bytes: &[u8]) -> &mut Writer {
         self.bytes.extend_from_slice(bytes);
         self

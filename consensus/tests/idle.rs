@@ -507,7 +507,13 @@ fn a_space_audit_is_drawn_from_a_block_after_its_round_opens() {
         (round, opened_at + IDLE_CHALLENGE_BLOCKS)
     );
     let opening_randomness = chain.ledger.randomness();
-    for _ in 1..IDLE_CHALLENGE_BLOCKS {
+    // The miner knows it was drawn (its round is open): a replacement reported now forfeits
+    // its idle reward, or it could declare lost sets replaced and be drawn among the rest.
+    // (Accrued lazily: the replacement moves the clock, and would keep what the certified
+    // files earned since the miner's last proof, dozens of blocks here.)
+    chain.run(4, Call::ReplaceIdle { files: vec![1] }).unwrap();
+    assert_eq!(chain.ledger.idle_space(&miner).unwrap().reward_accrued, 0);
+    for _ in 2..IDLE_CHALLENGE_BLOCKS {
         assert!(chain.ledger.space_challenge(&miner).is_none());
         assert_eq!(
             chain.run(4, space_proof_round(&chain, &miner)),

@@ -21,7 +21,9 @@
 //!   A file of the set under an open space audit may be declared replaced (an honest node can
 //!   replace a file just before the round draws its set); it then leaves the challenge, and the
 //!   idle reward accrued since the last valid space proof is forfeited, so that declaring lost
-//!   files replaced when their set is drawn earns nothing for the time they were not kept.
+//!   files replaced when their set is drawn earns nothing for the time they were not kept. So
+//!   does any replacement while the miner's draw waits (it knows it was drawn: its round is
+//!   open), or it could declare its lost sets replaced and be drawn among those it kept.
 
 use super::tracked::Hashed;
 use super::{Event, Ledger, TxError};
@@ -503,7 +505,11 @@ impl Ledger {
         let audited = space.audit.map(|a| a.first_file);
         // Checked in full first: nothing changes on a refusal.
         let mut seen = std::collections::BTreeSet::new();
-        let mut under_audit = false;
+        // A miner drawn by a round knows it (its data audits open with the round) before its
+        // set is drawn: replacing any file then forfeits the reward as replacing one of the
+        // audited set does, or it could declare its lost sets replaced in the window and be
+        // drawn among the sets it kept.
+        let mut under_audit = space.draw.is_some();
         for &file in files {
             let first = file - file % per_set;
             under_audit |= Some(first) == audited;
@@ -725,9 +731,11 @@ impl Ledger {
             }
             if space
                 .draw
-                .is_some_and(|d| d.at > self.height + IDLE_CHALLENGE_BLOCKS)
+                .is_some_and(|d| d.at <= self.height || d.at > self.height + IDLE_CHALLENGE_BLOCKS)
             {
-                return Err(format!("{miner:?}: a space draw beyond its delay"));
+                return Err(format!(
+                    "{miner:?}: a space draw overdue or beyond its delay"
+                ));
             }
             let mut certified = 0;
             let mut pending = Vec::new();

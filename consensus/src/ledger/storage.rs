@@ -986,7 +986,10 @@ impl Ledger {
         // Nor is withdrawing between a round's opening and its draw.
         if let Some(draw) = self.idle.get(&signer).and_then(|i| i.draw) {
             return Err(TxError::CoolingOff {
-                until: draw.at + self.params.pois_space_deadline_blocks + 1,
+                until: draw
+                    .at
+                    .saturating_add(self.params.pois_space_deadline_blocks)
+                    .saturating_add(1),
             });
         }
         // Its fragments still under restoral are paid for: `penalty_lost` each, at most one

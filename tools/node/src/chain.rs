@@ -29,6 +29,8 @@ const TAGGING_AT_ONCE: usize = 2;
 /// MiB at 8 MiB fragments): fetching one overlaps decoding another (3 measured no faster on
 /// two cores).
 const REBUILDING_AT_ONCE: usize = 2;
+/// How long one rebuild (its siblings fetched, the repair) may take.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long one tagger may take to answer.
 const TAG_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a tagger that has not seen the order yet is waited for.
@@ -736,16 +738,14 @@ async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mute
         else {
             continue;
         };
-        for key in newly_corrupt(&mut handled, &progress.corrupt) {
-            let held = link
-                .core
+        let held = |key: &FragmentId| {
+            link.core
                 .lock()
                 .expect("core lock")
                 .stored()
-                .contains_key(&key);
-            if !held {
-                continue;
-            }
+                .contains_key(key)
+        };
+        for key in newly_corrupt(&mut handled, &progress.corrupt, held) {
             record_error(
                 &status,
                 format!("scrub: fragment {} is corrupt; dropped to be rebuilt", key),
@@ -756,17 +756,25 @@ async fn watch_scrub(link: Arc<ChainLink>, engine: EngineStore, status: Arc<Mute
     }
 }
 
-/// The fragments of the engine's corrupt list (`corrupt`) not handled yet; `handled` keeps
-/// those still on the list. The engine takes a fragment off the list when it is deleted, so
-/// one rebuilt under the same id and found corrupt again is handled again (a set that only
-/// grew would ignore a second corruption for the life of the process).
-fn newly_corrupt(handled: &mut BTreeSet<FragmentId>, corrupt: &[FragmentId]) -> Vec<FragmentId> {
+/// The fragments of the engine's corrupt list (`corrupt`) the core holds (`held`) and that
+/// are not handled yet, now marked handled; `handled` keeps those still on the list. The
+/// engine takes a fragment off the list when it is deleted, so one rebuilt under the same id
+/// and found corrupt again is handled again (a set that only grew would ignore a second
+/// corruption for the life of the process); one not held yet (its tags on the way) is looked
+/// at again next time.
+fn newly_corrupt(
+    handled: &mut BTreeSet<FragmentId>,
+    corrupt: &[FragmentId],
+    held: impl Fn(&FragmentId) -> bool,
+) -> Vec<FragmentId> {
     let listed: BTreeSet<FragmentId> = corrupt.iter().copied().collect();
     handled.retain(|key| listed.contains(key));
-    listed
+    let new: Vec<FragmentId> = listed
         .into_iter()
-        .filter(|key| handled.insert(*key))
-        .collect()
+        .filter(|key| !handled.contains(key) && held(key))
+        .collect();
+    handled.extend(new.iter().copied());
+    new
 }
 
 /// How the node reaches other miners to rebuild fragments.
@@ -835,7 +843,13 @@ async fn rebuild_fragment(
         .with_ledger(|l| crate::restore::plan(l, &me, &fragment_id));
     let started = Instant::now();
     let result = match plan {
-        Ok(plan) => crate::restore::rebuild(client, &plan).await,
+        // Bounded: a sibling that trickles its bytes would otherwise hold this slot, and the
+        // fragment's place in flight, for ever.
+        Ok(plan) => tokio::time::timeout(REBUILD_TIMEOUT, crate::restore::rebuild(client, &plan))
+            .await
+            .unwrap_or(Err(crate::restore::RestoreError::TimedOut {
+                seconds: REBUILD_TIMEOUT.as_secs(),
+            })),
         Err(e) => Err(e),
     };
     let permanent = matches!(&result, Err(e) if e.is_permanent());
@@ -1330,14 +1344,19 @@ mod tests {
     #[test]
     fn a_fragment_corrupt_again_after_its_rebuild_is_handled_again() {
         let (a, b) = (FragmentId([1; 32]), FragmentId([2; 32]));
+        let all = |_: &FragmentId| true;
         let mut handled = BTreeSet::new();
-        assert_eq!(newly_corrupt(&mut handled, &[a]), vec![a]);
+        assert_eq!(newly_corrupt(&mut handled, &[a], all), vec![a]);
         // Still listed (its delete not applied yet): not handled twice.
-        assert_eq!(newly_corrupt(&mut handled, &[a, b]), vec![b]);
+        assert_eq!(newly_corrupt(&mut handled, &[a, b], all), vec![b]);
         // Deleted: off the engine's list, and forgotten here.
-        assert_eq!(newly_corrupt(&mut handled, &[b]), vec![]);
-        assert_eq!(newly_corrupt(&mut handled, &[]), vec![]);
+        assert_eq!(newly_corrupt(&mut handled, &[b], all), vec![]);
+        assert_eq!(newly_corrupt(&mut handled, &[], all), vec![]);
         // Rebuilt under the same id, corrupt again: handled again.
-        assert_eq!(newly_corrupt(&mut handled, &[a]), vec![a]);
+        assert_eq!(newly_corrupt(&mut handled, &[a], all), vec![a]);
+        // Not held yet (tags on the way): looked at again once it is.
+        let mut handled = BTreeSet::new();
+        assert_eq!(newly_corrupt(&mut handled, &[b], |_| false), vec![]);
+        assert_eq!(newly_corrupt(&mut handled, &[b], all), vec![b]);
     }
 }

@@ -126,6 +126,19 @@ fn unix_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Whether a request's `Host` names a loopback address (`127.0.0.1`, `[::1]` or `localhost`,
+/// with or without a port).
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(name, _)| name),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The header `POST /check` must carry: a browser sends no custom header across origins
 /// without a preflight, so a page cannot start a self-check on an operator's loopback node.
 pub const CHECK_HEADER: &str = "x-cess-self-check";
@@ -186,12 +199,29 @@ impl<S: FragmentStore> Surface<S> {
                 format!("POST /check with the header `{CHECK_HEADER}: 1` starts a self-check\n"),
             );
         }
-        if request.headers.get(CHECK_HEADER).is_none() {
+        if request
+            .headers
+            .get(CHECK_HEADER)
+            .is_none_or(|v| v.as_bytes() != b"1")
+        {
             return Response::text(
                 403,
                 format!(
                     "a self-check needs the header `{CHECK_HEADER}: 1` (`cess node check` sends it)\n"
                 ),
+            );
+        }
+        // A page whose name an attacker re-points at 127.0.0.1 (DNS rebinding) is same-origin
+        // to the browser and may send any header: it still names its own host.
+        let host = request
+            .headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_loopback_host(host) {
+            return Response::text(
+                403,
+                "a self-check is started only through a loopback address (Host)\n",
             );
         }
         if !self.checks_allowed {
@@ -1308,6 +1338,29 @@ fn render_traffic(s: &Snapshot, h: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_loopback_host_may_start_a_self_check() {
+        for host in [
+            "127.0.0.1:9000",
+            "127.0.0.1",
+            "localhost:80",
+            "[::1]:9000",
+            "127.9.9.9",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example:9000",
+            "10.0.0.1:9000",
+            "[::2]:1",
+            "localhost.evil",
+            "[::1",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
     use crate::chain::AuditRecord;
 
     fn healthy() -> Snapshot {

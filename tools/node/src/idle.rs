@@ -283,10 +283,16 @@ impl IdleCore {
             }));
         }
 
-        // Replacements: reported (again when not taken in time).
+        // Replacements: reported (again when not taken in time), but not into a round's draw
+        // window, where any report forfeits the idle reward (the ledger cannot tell it from a
+        // miner hiding lost sets from the draw): held back while a draw waits or the next
+        // block opens a round. The data is stored meanwhile; only the report waits.
+        let drawing =
+            space.draw.is_some() || (height + 1).is_multiple_of(params.audit_period_blocks);
         let due: Vec<u64> = self
             .replaced
             .iter()
+            .filter(|_| !drawing)
             .filter(|(_, asked)| **asked == 0 || height >= **asked + RESUBMIT_BLOCKS)
             .map(|(n, _)| *n)
             .take(cess_consensus::ledger::IDLE_REPLACE_FILES_MAX)

@@ -32,6 +32,8 @@ pub enum RestoreError {
     Decode(CodecError),
     #[error("the rebuild task failed: {0}")]
     Task(String),
+    #[error("not rebuilt within {seconds} s")]
+    TimedOut { seconds: u64 },
 }
 
 impl RestoreError {

@@ -1098,7 +1098,8 @@ fn nodes_fill_certify_and_keep_idle_space_and_give_it_up_for_data() {
     let (number, key) = net.nodes[0].idle().replaceable(&net.ledger, &me)[0];
     net.stores[0].remove(&key);
     net.nodes[0].idle_mut().on_replaced(number);
-    for _ in 0..4 {
+    // The report waits out a round's draw window (up to 4 of the 6 blocks of a period).
+    for _ in 0..8 {
         net.block(Vec::new());
     }
     assert_eq!(
