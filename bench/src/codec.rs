@@ -14,8 +14,8 @@ use std::time::Instant;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Drops fragments: the suite measures coding, not storage.
-struct NullSink;
+/// Drops fragments: a case that measures coding, not storage.
+pub(crate) struct NullSink;
 impl FragmentSink for NullSink {
     fn fragment(
         &mut self,

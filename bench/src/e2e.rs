@@ -849,7 +849,7 @@ fn put_stages(data: &[u8], store_file: &Path) -> Result<PutStages, String> {
         &mut &data[..],
         data.len() as u64,
         &encode_options,
-        &mut NullSink,
+        &mut crate::codec::NullSink,
         &mut |_| {},
     )
     .map_err(|e| e.to_string())?;
@@ -920,20 +920,6 @@ fn aead_seconds(fragments: usize, fragment_bytes: usize) -> f64 {
     }
     std::hint::black_box(&buf);
     started.elapsed().as_secs_f64()
-}
-
-struct NullSink;
-impl FragmentSink for NullSink {
-    fn fragment(
-        &mut self,
-        _: u64,
-        _: usize,
-        _: &FragmentId,
-        bytes: &[u8],
-    ) -> Result<(), CodecError> {
-        std::hint::black_box(bytes);
-        Ok(())
-    }
 }
 
 fn put_cases(options: &Options) -> Result<Vec<Case>, String> {
