@@ -1054,7 +1054,7 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
     let (file_mib, runs, segment_mib) = if options.quick {
         (32, 1, 4)
     } else {
-        (256, 5, 32)
+        (1024, 3, 32)
     };
     let python = python_with_boto3()?;
     let binary = cess_binary()?;
