@@ -16,9 +16,6 @@ use std::fmt;
 pub struct FragmentId(pub [u8; 32]);
 
 impl FragmentId {
-    /// Bytes of an encoded id.
-    pub const LEN_BYTES: usize = 32;
-
     /// The id of a fragment whose bytes are `bytes`: their SHA-256.
     pub fn of(bytes: &[u8]) -> FragmentId {
         use sha2::Digest;

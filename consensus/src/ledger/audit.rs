@@ -85,9 +85,14 @@ impl Ledger {
         .ok()
     }
 
+    /// Whether block `height` opens an audit round (data audits, and space draws).
+    pub fn opens_audit_round(&self, height: u64) -> bool {
+        height.is_multiple_of(self.params.audit_period_blocks)
+    }
+
     /// At the first block of each audit period: sample miners and open their audits.
     pub(super) fn open_audit_round(&mut self) {
-        if !self.height.is_multiple_of(self.params.audit_period_blocks) {
+        if !self.opens_audit_round(self.height) {
             return;
         }
         let round = self.height / self.params.audit_period_blocks;

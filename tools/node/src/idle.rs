@@ -287,8 +287,7 @@ impl IdleCore {
         // window, where any report forfeits the idle reward (the ledger cannot tell it from a
         // miner hiding lost sets from the draw): held back while a draw waits or the next
         // block opens a round. The data is stored meanwhile; only the report waits.
-        let drawing =
-            space.draw.is_some() || (height + 1).is_multiple_of(params.audit_period_blocks);
+        let drawing = space.draw.is_some() || ledger.opens_audit_round(height + 1);
         let due: Vec<u64> = self
             .replaced
             .iter()
