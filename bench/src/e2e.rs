@@ -1000,6 +1000,38 @@ fn put_cases(options: &Options) -> Result<Vec<Case>, String> {
     Ok(vec![case, quic_case])
 }
 
+/// Blocks into an audit period by which its round's proofs (one per miner) are in blocks and
+/// verified.
+const AUDIT_QUIET_PHASE: u64 = 8;
+/// Reads of the object in one timed run of `s3-get` (and of its baseline): one 1 GiB read
+/// takes about 6 s, so short that a second's pause anywhere moved a run by a sixth.
+const READS_PER_RUN: usize = 2;
+
+/// Waits until the chain seen by the node in `node_dir` is `phase` blocks into an audit
+/// period of `period` blocks (the next time it is, if it is now).
+fn wait_for_audit_phase(node_dir: &Path, period: u64, phase: u64) -> Result<(), String> {
+    let height = || {
+        node_status(node_dir)
+            .and_then(|s| s["chain"]["height"].as_u64())
+            .ok_or_else(|| format!("no height from the node in {}", node_dir.display()))
+    };
+    let start = height()?;
+    let started = Instant::now();
+    loop {
+        let now = height()?;
+        if now != start && now % period == phase {
+            return Ok(());
+        }
+        if started.elapsed().as_secs() > 30 + 4 * period {
+            return Err(format!(
+                "the chain did not reach phase {phase} of its {period}-block audit period \
+                 (height {start} to {now})"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The boto3 side of `s3-put-get`: one upload or download, its seconds on stdout.
 const S3_CLIENT: &str = r#"
 import sys, time, boto3
@@ -1007,7 +1039,7 @@ from botocore.config import Config
 endpoint, key, secret, mode, bucket, name, path = sys.argv[1:8]
 s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
     aws_secret_access_key=secret, region_name="us-east-1",
-    config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}))
 if mode == "mb":
     s3.create_bucket(Bucket=bucket)
     sys.exit(0)
@@ -1070,7 +1102,9 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
     let gw = dir.join("gw");
     let gw_arg = gw.to_string_lossy().to_string();
     // Every run stores the file twice (gateway and put), 3 fragment bytes per file byte.
-    devnet_up(&binary, &net, file_mib * 3 * 2 * runs / NODES + 256, true)?;
+    // Every run stores the file twice (gateway and put), and the warm-up once more.
+    let stored_mib = file_mib * 3 * (2 * runs + 1);
+    devnet_up(&binary, &net, stored_mib / NODES + 256, true)?;
     let field = |printed: &str, prefix: &str| -> Result<String, String> {
         printed
             .lines()
@@ -1087,7 +1121,7 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
         &cess_output(&binary, &["owner", "init", &client_key])?,
         "owner ",
     )?;
-    let rent_gib = (file_mib * 3 * 2 * runs).div_ceil(1024) + 1;
+    let rent_gib = stored_mib.div_ceil(1024) + 1;
     cess(
         &binary,
         &["transfer", &gateway_id, "100", "--devnet", &net_arg],
@@ -1177,21 +1211,53 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
         }
         std::fs::remove_file(&out).map_err(|e| e.to_string())
     };
-    // Untimed: one segment's object first, so every miner holds data and the audit rounds
-    // that load the network (12 provers, 4 verifiers on these two cores) run through every
-    // timed put and get alike; without it the first run alone meets an idle network and is
-    // the fastest by about a fifth on both sides.
-    write_input(&input, segment_mib, 1699)?;
+    // Untimed: one object of the timed size first, so every miner holds data and the audit
+    // rounds that load the network (12 provers, 4 verifiers on these two cores) run through
+    // every timed put and get alike, and the young chain's first large order is not timed:
+    // the first run alone differed by a fifth to a third, faster or slower, in every session.
+    write_input(&input, file_mib, 1699)?;
     boto("put", "warm-up", &input)?;
+    // Every timed read starts at the same point of an audit period, once its round's proofs
+    // are in: a run then never meets the round at its start and the next at its end, which
+    // alone made one run in three a third slower.
+    let period = cess_consensus::Genesis::decode(
+        &std::fs::read(net.join("chain/genesis.bin")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?
+    .params
+    .audit_period_blocks;
+    let quiet = || wait_for_audit_phase(&net.join("node-00"), period, AUDIT_QUIET_PHASE);
     for run in 0..runs {
         let data = write_input(&input, file_mib, 1700 + run as u64)?;
         let name = format!("object-{run}");
+        let stamp = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let started_at = stamp();
         s3_put.push(file_mib as f64 / boto("put", &name, &input)?);
-        s3_get.push(file_mib as f64 / boto("get", &name, &out)?);
-        check(&data, "boto3")?;
+        eprintln!(
+            "  run {run}: s3 put {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
+            s3_put[run],
+            stamp()
+        );
+        quiet()?;
+        let started_at = stamp();
+        let mut seconds = 0.0;
+        for _ in 0..READS_PER_RUN {
+            seconds += boto("get", &name, &out)?;
+            check(&data, "boto3")?;
+        }
+        s3_get.push((READS_PER_RUN * file_mib) as f64 / seconds);
+        eprintln!(
+            "  run {run}: s3 get {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
+            s3_get[run],
+            stamp()
+        );
         // The same bytes again through the command line: encrypted with its own key, so
         // stored anew (no deduplication with the gateway's copy).
-        let started = Instant::now();
+        let (started, started_at) = (Instant::now(), stamp());
         let printed = cess_output(
             &binary,
             &[
@@ -1206,16 +1272,32 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
             ],
         )?;
         cli_put.push(file_mib as f64 / started.elapsed().as_secs_f64());
+        eprintln!(
+            "  run {run}: cess put {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
+            cli_put[run],
+            stamp()
+        );
         let file_id = field(&printed, "file id ")?;
-        let started = Instant::now();
-        cess(
-            &binary,
-            &[
-                "get", &file_id, "--devnet", &net_arg, "--key", &key_arg, "--out", &out_arg,
-            ],
-        )?;
-        cli_get.push(file_mib as f64 / started.elapsed().as_secs_f64());
-        check(&data, "cess get")?;
+        quiet()?;
+        let started_at = stamp();
+        let mut seconds = 0.0;
+        for _ in 0..READS_PER_RUN {
+            let started = Instant::now();
+            cess(
+                &binary,
+                &[
+                    "get", &file_id, "--devnet", &net_arg, "--key", &key_arg, "--out", &out_arg,
+                ],
+            )?;
+            seconds += started.elapsed().as_secs_f64();
+            check(&data, "cess get")?;
+        }
+        cli_get.push((READS_PER_RUN * file_mib) as f64 / seconds);
+        eprintln!(
+            "  run {run}: cess get {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
+            cli_get[run],
+            stamp()
+        );
     }
     let note = format!(
         "{file_mib} MiB file, encrypted, segments of {segment_mib} MiB, 12 miners and 4 \
@@ -1252,6 +1334,10 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
     get.unit = "MiB/s";
     get.goal = Some(0.8);
     get.baseline = "cess get --key of the same file on the same network".into();
-    get.note = format!("{note}; boto3 reads 8 MiB ranges on 10 threads{get_runs}");
+    get.note = format!(
+        "{note}; boto3 reads 8 MiB ranges on 10 threads; a run is {READS_PER_RUN} reads of \
+         the object, started {AUDIT_QUIET_PHASE} blocks into an audit period (of {period}), \
+         its proofs in{get_runs}"
+    );
     Ok(vec![put, get])
 }

@@ -92,6 +92,7 @@ fn proofs_suite_runs_quick() {
             "pairing-blst-vs-arkworks",
             "pois-label",
             "pois-generate",
+            "pois-relabel-file",
             "pois-verify-commit",
             "pois-verify-space",
         ],

@@ -478,6 +478,56 @@ fn space_audits_pay_verified_idle_space_and_penalise_wrong_or_missing_answers() 
     }
 }
 
+/// Blocks have no fixed duration (they come as fast as consensus goes when transactions
+/// wait), so a space audit's deadline is a time: a proof in a block past it does not count,
+/// whatever the count of blocks, and the audit closes as missed.
+#[test]
+fn a_space_audit_is_answered_within_its_time_not_only_its_blocks() {
+    let params = cess_consensus::LedgerParams {
+        audit_period_blocks: 10,
+        pois_space_deadline_blocks: 3,
+        pois_space_deadline_ms: 2_500,
+        ..test_params()
+    };
+    let mut chain = Chain::new(12, 4, params);
+    for i in 4..6 {
+        chain.register_miner(i, MINER_BYTES);
+    }
+    let sets = certify_together(&mut chain, &[4, 5]);
+    let ids = [chain.id(4), chain.id(5)];
+    let opened = next_space_audits(&mut chain);
+    assert_eq!(opened.len(), 2);
+    let drawn_ms = chain.ledger.time_ms();
+    let (audit, _) = chain.ledger.space_challenge(&ids[0]).unwrap();
+    assert_eq!(audit.deadline_ms, drawn_ms + 2_500);
+    let collateral = |chain: &Chain, m: &AccountId| chain.ledger.miner(m).unwrap().collateral;
+    let before = collateral(&chain, &ids[1]);
+
+    // Two seconds later: in time.
+    chain.block_interval_ms = 2_000;
+    let good = chain.tx(4, space_proof(&chain, &ids[0], &sets[0], &[]));
+    let outcome = chain.block(&[good]);
+    assert_eq!(outcome.receipts, vec![Ok(())]);
+    assert!(
+        events(&outcome)
+            .iter()
+            .any(|e| matches!(e, Event::SpaceProofValid { miner, .. } if *miner == ids[0]))
+    );
+
+    // Four seconds after the draw, the second block of a three-block deadline: too late.
+    let late = chain.tx(5, space_proof(&chain, &ids[1], &sets[1], &[]));
+    let outcome = chain.block(&[late]);
+    assert!(chain.ledger.height() <= audit.deadline);
+    assert_eq!(outcome.receipts, vec![Err(TxError::NoAudit)]);
+    assert!(
+        events(&outcome)
+            .iter()
+            .any(|e| matches!(e, Event::SpaceProofMissing { miner, .. } if *miner == ids[1]))
+    );
+    assert!(collateral(&chain, &ids[1]) < before);
+    assert_eq!(chain.ledger.idle_verified_bytes(&ids[1]), 0);
+}
+
 /// The proposer of the block that opens an audit round knows that block's randomness before
 /// anyone else: the space audit's set and labels come from the randomness of the block
 /// [`IDLE_CHALLENGE_BLOCKS`] later, and until then there is nothing to answer.
@@ -527,7 +577,7 @@ fn a_space_audit_is_drawn_from_a_block_after_its_round_opens() {
     let deadline = chain.ledger.height() + chain.ledger.params().pois_space_deadline_blocks;
     assert!(events(&outcome).iter().any(|e| matches!(
         e,
-        Event::SpaceAuditOpened { round: r, miner: m, first_file: 0, deadline: d }
+        Event::SpaceAuditOpened { round: r, miner: m, first_file: 0, deadline: d, .. }
             if *r == round && *m == miner && *d == deadline
     )));
     let (audit, _) = chain.ledger.space_challenge(&miner).unwrap();

@@ -1176,6 +1176,7 @@ fn parameters_that_would_panic_or_make_audits_unanswerable_are_refused() {
         (|p| p.validators_per_era = 0, "validators_per_era"),
         (|p| p.validators_per_era = 257, "validators_per_era"),
         (|p| p.fragment_bytes_max = 0, "fragment_bytes_max"),
+        (|p| p.pois_space_deadline_ms = 0, "pois_space_deadline_ms"),
         (
             |p| p.fragment_bytes_max = (64 << 20) + 1,
             "fragment_bytes_max",

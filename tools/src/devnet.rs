@@ -156,8 +156,11 @@ fn create_chain(dir: &Path, options: &UpOptions, client: &NodeKey) -> Result<()>
         audit_miners_permille: Some(DEVNET_AUDIT_MINERS_PERMILLE),
         restoral_claim_blocks: Some(DEVNET_RESTORAL_CLAIM_BLOCKS),
         pois: Some(DEVNET_POIS),
-        // Blocks come every 500 ms here: 10 s to answer.
+        // Blocks come every 500 ms here when idle, slower under the load of a whole network
+        // on two cores: 20 blocks and 20 s to answer (the time bound means nothing for
+        // 1 MiB files labelled in 40 ms; the network's are in `LedgerParams::default`).
         pois_space_deadline_blocks: Some(20),
+        pois_space_deadline_ms: Some(20_000),
         ..crate::validator::TestnetExtras::default()
     };
     let base = free_udp_ports(options.validators)?;
@@ -257,6 +260,8 @@ pub fn up(dir: &Path, options: &UpOptions) -> Result<Devnet> {
                 allow_any_writer: false,
                 trusted_owners: trusted_owners.clone(),
                 shards: Some(1),
+                // A devnet's fragments are a 32 MiB segment's at most, its idle files 1 MiB.
+                max_fragment_mib: Some(8),
                 force: false,
                 announce: None,
                 chain: chain_settings.clone(),

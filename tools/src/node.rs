@@ -165,9 +165,23 @@ pub struct InitOptions {
     pub allow_any_writer: bool,
     pub trusted_owners: Vec<String>,
     pub shards: Option<u32>,
+    /// The largest fragment the store takes, MiB; `None`: [`default_max_fragment_bytes`].
+    pub max_fragment_mib: Option<u64>,
     pub force: bool,
     pub announce: Option<String>,
     pub chain: Option<ChainSettings>,
+}
+
+/// The largest fragment a new store takes when not told: 64 MiB (the ledger's largest
+/// fragment, `fragment_bytes_max`, and the network's idle file) when every shard has 1 GiB or
+/// more, so the engine's journals and its reserve (two and one of the largest fragment per
+/// shard) stay a small share of the store; else 8 MiB (a 32 MiB segment's fragment).
+pub fn default_max_fragment_bytes(store_bytes: u64, shards: u32) -> u64 {
+    if store_bytes / u64::from(shards.max(1)) >= 1 << 30 {
+        64 << 20
+    } else {
+        8 << 20
+    }
 }
 
 /// Creates `dir` with a node key, a formatted store and `node.toml`. Refuses to overwrite an
@@ -195,6 +209,18 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
     if let Some(shards) = options.shards {
         format_options.shard_count = shards;
     }
+    format_options.max_object_bytes = match options.max_fragment_mib {
+        Some(mib) if (1..=1024).contains(&mib) => mib << 20,
+        Some(mib) => bail!("--max-fragment-mib {mib} is not in 1..=1024"),
+        None => {
+            // A file's length, or a block device's size (its end).
+            use std::io::Seek;
+            let store_bytes = std::fs::File::open(&store_path)
+                .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+                .with_context(|| format!("sizing {}", store_path.display()))?;
+            default_max_fragment_bytes(store_bytes, format_options.shard_count)
+        }
+    };
     // A file made just now is ours to format; anything else needs --force.
     format_options.force = is_new_file || options.force;
     format(&Target::Path(store_path.clone()), &format_options)
@@ -250,4 +276,21 @@ pub async fn serve_metrics(
         http,
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_max_fragment_bytes as max_fragment;
+
+    #[test]
+    fn a_new_store_takes_the_networks_idle_files_when_its_shards_have_room() {
+        let idle_file = cess_proofs::pois::PoisParams::NETWORK.file_bytes();
+        assert!(max_fragment(4 << 30, 2) >= idle_file);
+        assert!(max_fragment(1 << 30, 1) >= idle_file);
+        // Sixteen shards of 256 MiB: the journals for 64 MiB fragments (two copies of four
+        // records each) would not fit one.
+        assert_eq!(max_fragment(4 << 30, 16), 8 << 20);
+        assert_eq!(max_fragment((1 << 30) - 1, 1), 8 << 20);
+        assert_eq!(max_fragment(1 << 40, 0), 64 << 20, "no shard counts as one");
+    }
 }

@@ -129,8 +129,10 @@ pub struct TestnetExtras {
     pub restoral_claim_blocks: Option<u64>,
     /// The idle files' parameters, when not the network's.
     pub pois: Option<cess_proofs::pois::PoisParams>,
-    /// Blocks to answer a space audit, when not the default.
+    /// Blocks to answer a space audit at most, when not the default.
     pub pois_space_deadline_blocks: Option<u64>,
+    /// Ms of ledger time to answer a space audit, when not the default.
+    pub pois_space_deadline_ms: Option<u64>,
 }
 
 /// Creates a network of `count` validators listening on consecutive UDP ports from
@@ -191,6 +193,9 @@ pub fn testnet_with(dir: &Path, count: usize, base_port: u16, extras: TestnetExt
         pois_space_deadline_blocks: extras
             .pois_space_deadline_blocks
             .unwrap_or(defaults.pois_space_deadline_blocks),
+        pois_space_deadline_ms: extras
+            .pois_space_deadline_ms
+            .unwrap_or(defaults.pois_space_deadline_ms),
         ..defaults
     };
     params

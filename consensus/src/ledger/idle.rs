@@ -99,7 +99,11 @@ pub struct SpaceAudit {
     pub round: u64,
     pub first_file: u64,
     pub randomness: Hash32,
+    /// The last height that may answer it (`pois_space_deadline_blocks` after its draw).
     pub deadline: u64,
+    /// The latest block time (ledger ms) that may answer it (`pois_space_deadline_ms` after
+    /// its draw's block): the bound that binds, since blocks have no fixed duration.
+    pub deadline_ms: u64,
 }
 
 impl Hashed for IdleSet {
@@ -184,7 +188,8 @@ impl IdleSpace {
                 .u64(a.round)
                 .u64(a.first_file)
                 .fixed(&a.randomness)
-                .u64(a.deadline),
+                .u64(a.deadline)
+                .u64(a.deadline_ms),
             None => w.u8(0),
         };
         match &self.draw {
@@ -212,6 +217,7 @@ impl IdleSpace {
                     first_file: r.u64("space set")?,
                     randomness: r.array("space randomness")?,
                     deadline: r.u64("space deadline")?,
+                    deadline_ms: r.u64("space deadline ms")?,
                 }),
                 _ => return Err(DecodeError::Invalid("space audit")),
             },
@@ -595,6 +601,9 @@ impl Ledger {
             let picked =
                 SpaceChallenge::pick_set(&params, &miner.0, draw.round, &randomness, &sets);
             let deadline = height + self.params.pois_space_deadline_blocks;
+            let deadline_ms = self
+                .time_ms
+                .saturating_add(self.params.pois_space_deadline_ms);
             let space = self.idle.get_mut(&miner).expect("listed above");
             space.draw = None;
             let Some(first_file) = picked else {
@@ -605,12 +614,14 @@ impl Ledger {
                 first_file,
                 randomness,
                 deadline,
+                deadline_ms,
             });
             self.events.push(Event::SpaceAuditOpened {
                 round: draw.round,
                 miner,
                 first_file,
                 deadline,
+                deadline_ms,
             });
         }
     }
@@ -670,17 +681,24 @@ impl Ledger {
         Ok(())
     }
 
-    /// Space audits whose deadline is this block close unanswered.
+    /// At the end of a block: space audits whose last block this is close unanswered.
     pub(super) fn close_missed_space_audits(&mut self) {
+        let height = self.height;
+        self.close_space_audits_where(|a| a.deadline <= height);
+    }
+
+    /// At the start of a block, before its transactions: space audits whose time ran out
+    /// close unanswered, so no proof in a block past the deadline counts.
+    pub(super) fn close_late_space_audits(&mut self) {
+        let now_ms = self.time_ms;
+        self.close_space_audits_where(|a| a.deadline_ms < now_ms);
+    }
+
+    fn close_space_audits_where(&mut self, missed: impl Fn(&SpaceAudit) -> bool) {
         let missed: Vec<(AccountId, SpaceAudit)> = self
             .idle
             .iter()
-            .filter_map(|(miner, space)| {
-                space
-                    .audit
-                    .filter(|a| a.deadline <= self.height)
-                    .map(|a| (*miner, a))
-            })
+            .filter_map(|(miner, space)| space.audit.filter(|a| missed(a)).map(|a| (*miner, a)))
             .collect();
         for (miner, audit) in missed {
             self.accrue_idle_reward(&miner);

@@ -327,6 +327,7 @@ pub enum Event {
         miner: AccountId,
         first_file: u64,
         deadline: u64,
+        deadline_ms: u64,
     },
     SpaceProofValid {
         round: u64,
@@ -761,6 +762,7 @@ impl Ledger {
             &[&self.randomness, &info.vrf_output],
         );
         self.fix_idle_challenges();
+        self.close_late_space_audits();
         self.draw_space_audits();
         self.credit_commit_signers(&info.last_commit);
         self.open_audit_round();

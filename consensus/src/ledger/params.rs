@@ -103,13 +103,19 @@ pub struct LedgerParams {
     pub pois: PoisParams,
     /// A committed idle set must be proven within this many blocks of its commitment: 100.
     pub pois_commit_blocks: u64,
-    /// A space audit must be answered within this many blocks: 3 (18 s at 6 s blocks).
-    /// Answering reads the challenged set and hashes its trees (about a second for the
-    /// network's 256 MiB sets); labelling a whole deleted set again takes its 32 files one
-    /// after the other (about 40 s of one core here, `cess-bench proofs --case pois-label`).
-    /// A miner keeping one file in 15 as checkpoints is not stopped by it: see
-    /// `proofs/DESIGN.md`, "Labelling again against the deadline".
+    /// A space audit must be answered within this many blocks at most: 60. The deadline that
+    /// binds is the time below; blocks come as fast as consensus goes when transactions wait
+    /// (every 500 ms when idle), so a count of blocks is no time. This cap closes an audit
+    /// whose time a proposer holds back (a block's time only has to not go backwards).
     pub pois_space_deadline_blocks: u64,
+    /// A space audit must be answered in a block whose time (the ledger's, set by its
+    /// proposer within `TIME_AHEAD_MS_MAX` of the validators' clocks) is at most this many ms
+    /// after the block that drew it: 12 s. Answering reads the challenged set and hashes its
+    /// trees (about a second for the network's 256 MiB sets); labelling one deleted 64 MiB file
+    /// again takes about 20 s of one core here, so a miner cannot rebuild even one file in
+    /// time (`cess-bench proofs --case pois-relabel-file`; `proofs/DESIGN.md`, "Labelling
+    /// again against the deadline").
+    pub pois_space_deadline_ms: u64,
     /// Paid from the reward pool for a GiB of verified idle space for one block, at each valid
     /// space proof: a quarter of the rent (idle space is worth less than stored data, and is
     /// paid for by the network, not by owners).
@@ -152,7 +158,8 @@ impl Default for LedgerParams {
             penalty_lost: TOKEN / 10,
             pois: PoisParams::NETWORK,
             pois_commit_blocks: 100,
-            pois_space_deadline_blocks: 3,
+            pois_space_deadline_blocks: 60,
+            pois_space_deadline_ms: 12_000,
             idle_reward_per_gib_block: TOKEN / 1_600_000,
         }
     }
@@ -200,6 +207,7 @@ impl LedgerParams {
             .u16(self.pois.space_labels_per_file)
             .u64(self.pois_commit_blocks)
             .u64(self.pois_space_deadline_blocks)
+            .u64(self.pois_space_deadline_ms)
             .u128(self.idle_reward_per_gib_block);
     }
 
@@ -349,6 +357,9 @@ impl LedgerParams {
         }
         // One space audit per miner at a time: drawn IDLE_CHALLENGE_BLOCKS after its round
         // opened, it closes before the next round opens.
+        if self.pois_space_deadline_ms == 0 {
+            return Err("pois_space_deadline_ms must be at least 1");
+        }
         if self.pois_space_deadline_blocks == 0
             || self
                 .pois_space_deadline_blocks
@@ -447,6 +458,7 @@ impl LedgerParams {
             },
             pois_commit_blocks: r.u64("pois commit blocks")?,
             pois_space_deadline_blocks: r.u64("pois space deadline")?,
+            pois_space_deadline_ms: r.u64("pois space deadline ms")?,
             idle_reward_per_gib_block: r.u128("idle reward")?,
         })
     }

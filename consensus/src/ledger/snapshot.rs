@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Format of the snapshot body (bumped whenever a field is added).
-const SNAPSHOT_VERSION: u32 = 6;
+const SNAPSHOT_VERSION: u32 = 7;
 /// No list in a ledger is longer than this (the state lives in memory).
 const LIST_MAX: usize = u32::MAX as usize;
 

@@ -19,6 +19,8 @@ pub struct Chain {
     /// Fees each account paid in the blocks applied through [`Chain::block`].
     pub fees_paid: std::collections::BTreeMap<AccountId, u128>,
     pub genesis: Genesis,
+    /// The time between two blocks (ledger ms): 1000 unless a test changes it.
+    pub block_interval_ms: u64,
 }
 
 /// Short periods so tests see audits, epochs and eras within a few dozen blocks.
@@ -87,6 +89,7 @@ impl Chain {
             accounts: keys,
             validator_keys: vkeys,
             fees_paid: Default::default(),
+            block_interval_ms: 1000,
         }
     }
 
@@ -112,7 +115,7 @@ impl Chain {
         let height = self.ledger.height() + 1;
         BlockInfo {
             height,
-            time_ms: height * 1000,
+            time_ms: self.ledger.time_ms() + self.block_interval_ms,
             vrf_output: sha(&height.to_le_bytes()),
             last_commit: self.ledger.validators().iter().map(|v| v.account).collect(),
         }

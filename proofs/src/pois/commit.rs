@@ -649,17 +649,19 @@ mod tests {
     fn the_network_parameters_fit_a_transaction() {
         let params = PoisParams::NETWORK;
         params.validate().unwrap();
-        // Under the ledger's PoIS proof bound (`IDLE_PROOF_BYTES_MAX`, 300 KiB).
+        // Under the ledger's PoIS proof bound (`IDLE_PROOF_BYTES_MAX`, 448 KiB).
         assert!(
-            params.commit_proof_bytes_max() <= 300 << 10,
+            params.commit_proof_bytes_max() <= 448 << 10,
             "{}",
             params.commit_proof_bytes_max()
         );
         assert!(
-            params.space_proof_bytes_max() < 80 << 10,
+            params.space_proof_bytes_max() < 90 << 10,
             "{}",
             params.space_proof_bytes_max()
         );
-        assert_eq!(params.file_bytes(), 8 << 20);
+        // One engine fragment of the largest size (`FRAGMENT_BYTES_MAX`).
+        assert_eq!(params.file_bytes(), crate::FRAGMENT_BYTES_MAX);
+        assert_eq!(params.set_bytes(), 256 << 20);
     }
 }

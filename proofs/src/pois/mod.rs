@@ -76,20 +76,23 @@ pub struct PoisParams {
 }
 
 impl PoisParams {
-    /// The network's: 8 MiB idle files (one engine fragment, so that one idle file makes room
-    /// for exactly one fragment of user data), K = 8, D = 8, sets of 32 files (256 MiB, one
-    /// sequential computation), one commit opening and four space openings per file. A commit
-    /// proof is then about 298 KiB (under the ledger's 300 KiB proof bound) and a space proof
-    /// about 77 KiB. CESS uses 64 MiB files and D = 64; D is smaller here because every parent
-    /// of every challenged label is opened (CESS checks a sample), and each parent costs a
-    /// column. `proofs/DESIGN.md` gives the soundness of these numbers.
+    /// The network's: 64 MiB idle files (as CESS's; one engine fragment of the largest size),
+    /// K = 16, D = 8, sets of 4 files (256 MiB, one sequential computation), eight commit
+    /// openings and 32 space openings per file. Labelling one file takes about 20 s of one
+    /// core, longer than the space audit's 12 s deadline, so a miner cannot rebuild even one
+    /// deleted file in time (the time bound is per file, not per set: a kept file is a
+    /// checkpoint for the next). A commit proof is then at most about 414 KiB (under the
+    /// ledger's 448 KiB proof bound) and a space proof about 88 KiB. CESS uses D = 64; D is
+    /// smaller here because every parent of every challenged label is opened (CESS checks a
+    /// sample), and each parent costs a column. `proofs/DESIGN.md` gives the soundness of
+    /// these numbers.
     pub const NETWORK: PoisParams = PoisParams {
-        nodes_log2: 18,
-        layers: 8,
+        nodes_log2: 21,
+        layers: 16,
         degree: 8,
-        files_per_set: 32,
-        commit_challenges_per_file: 1,
-        space_labels_per_file: 4,
+        files_per_set: 4,
+        commit_challenges_per_file: 8,
+        space_labels_per_file: 32,
     };
 
     /// Small files for tests and local networks: 8 KiB files, 4 layers, 4 parents, sets of 4.

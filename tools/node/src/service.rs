@@ -185,9 +185,21 @@ fn start_chain(
     // Idle files never take the engine's reserve (one largest fragment per shard, kept for
     // user writes), whatever the policy says.
     let geometry = &store.superblock().geometry;
-    let idle_capacity = stats
+    let mut idle_capacity = stats
         .total_bytes
         .saturating_sub(u64::from(geometry.shard_count) * geometry.max_object_bytes);
+    // An idle file is one engine fragment: a store formatted for smaller fragments keeps none.
+    let idle_file_bytes = ledger.params().pois.file_bytes();
+    if idle_file_bytes > geometry.max_object_bytes {
+        tracing::warn!(
+            "idle space (PoIS) is off: the chain's idle files are {} MiB and this store takes \
+             fragments of {} MiB at most (format it with `cess node init --max-fragment-mib {}`)",
+            idle_file_bytes >> 20,
+            geometry.max_object_bytes >> 20,
+            idle_file_bytes.div_ceil(1 << 20)
+        );
+        idle_capacity = 0;
+    }
     let idle_policy = crate::idle::IdlePolicy {
         fill_bytes_max: chain
             .idle_fill_mib

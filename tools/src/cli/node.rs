@@ -36,6 +36,11 @@ pub enum NodeCommand {
         trusted_owners: Vec<String>,
         #[arg(long)]
         shards: Option<u32>,
+        /// The largest fragment the store takes, MiB (default: 64, the ledger's largest
+        /// fragment and the network's idle file, when every shard has 1 GiB or more; 8 on a
+        /// smaller store, which then keeps no idle files of the network's size).
+        #[arg(long)]
+        max_fragment_mib: Option<u64>,
         /// Start over: overwrite an existing node.toml and store.
         #[arg(long)]
         force: bool,
@@ -107,6 +112,7 @@ pub fn run(command: NodeCommand) -> Result<()> {
             allow_any_writer,
             trusted_owners,
             shards,
+            max_fragment_mib,
             force,
             announce,
             genesis,
@@ -134,6 +140,7 @@ pub fn run(command: NodeCommand) -> Result<()> {
                 allow_any_writer,
                 trusted_owners,
                 shards,
+                max_fragment_mib,
                 force,
                 announce,
                 chain,

@@ -1588,7 +1588,6 @@ impl S3 for Gateway {
         if total_bytes > self.object_bytes_max() {
             return Err(s3_error!(EntityTooLarge));
         }
-        let _turn = self.0.requests.acquire().await.map_err(internal)?;
         let etag = format!("{}-{}", etag_of(&Md5::digest(&digests)), parts.len());
         let meta = ObjectMeta {
             etag: etag.clone(),
@@ -1601,13 +1600,33 @@ impl S3 for Gateway {
             input.key,
             parts.len()
         );
-        self.store(owner, &input.bucket, &input.key, Input::Parts(paths), meta)
-            .await?;
-        std::fs::remove_dir_all(&dir).ok();
+        // Storing a large object takes longer than a client's read timeout (boto3's is 60 s,
+        // and it then sends the completion again, which stores it twice): as S3 does, the
+        // answer is 200 at once, with white space every 100 ms until the result, or the error,
+        // follows in the body. The parts were checked above, so a malformed request is still
+        // refused with its own status.
+        let gateway = self.clone();
+        let stored = async move {
+            let _turn = gateway
+                .0
+                .requests
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(internal)?;
+            gateway
+                .store(owner, &input.bucket, &input.key, Input::Parts(paths), meta)
+                .await?;
+            std::fs::remove_dir_all(&dir).ok();
+            Ok(CompleteMultipartUploadOutput {
+                bucket: Some(input.bucket),
+                key: Some(input.key),
+                e_tag: Some(ETag::Strong(etag)),
+                ..Default::default()
+            })
+        };
         Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            e_tag: Some(ETag::Strong(etag)),
+            future: Some(Box::pin(stored)),
             ..Default::default()
         }))
     }
