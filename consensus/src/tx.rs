@@ -30,9 +30,9 @@ pub const FRAGMENTS_PER_SEGMENT_MAX: usize = 64;
 pub const TAGGER_KEY_BYTES_MAX: usize = 400 << 10;
 pub const PROOF_BYTES_MAX: usize = 300 << 10;
 /// Largest PoIS proof (commit or space) a transaction carries; the ledger's PoIS parameters
-/// must keep their proofs under it (the network's commit proof is at most 414 KiB), and it
+/// must keep their proofs under it (the network's commit proof is at most 454 KiB), and it
 /// under [`TX_BYTES_MAX`] with room for the rest of the transaction.
-pub const IDLE_PROOF_BYTES_MAX: usize = 448 << 10;
+pub const IDLE_PROOF_BYTES_MAX: usize = 480 << 10;
 const _: () = assert!(IDLE_PROOF_BYTES_MAX + (16 << 10) <= TX_BYTES_MAX);
 
 pub type Hash32 = [u8; 32];

@@ -479,8 +479,10 @@ fn space_audits_pay_verified_idle_space_and_penalise_wrong_or_missing_answers() 
 }
 
 /// Blocks have no fixed duration (they come as fast as consensus goes when transactions
-/// wait), so a space audit's deadline is a time: a proof in a block past it does not count,
-/// whatever the count of blocks, and the audit closes as missed.
+/// wait), so a space audit's deadline is a time: a proof counts in the first block after it,
+/// judged by the previous block's time (so a stalled chain closes nothing its miners answered
+/// in time, and a proposer cannot close audits early by its own block's time), and never
+/// later, whatever the count of blocks; the audit then closes as missed.
 #[test]
 fn a_space_audit_is_answered_within_its_time_not_only_its_blocks() {
     let params = cess_consensus::LedgerParams {
@@ -490,42 +492,52 @@ fn a_space_audit_is_answered_within_its_time_not_only_its_blocks() {
         ..test_params()
     };
     let mut chain = Chain::new(12, 4, params);
-    for i in 4..6 {
+    for i in 4..7 {
         chain.register_miner(i, MINER_BYTES);
     }
-    let sets = certify_together(&mut chain, &[4, 5]);
-    let ids = [chain.id(4), chain.id(5)];
+    let sets = certify_together(&mut chain, &[4, 5, 6]);
+    let ids = [chain.id(4), chain.id(5), chain.id(6)];
     let opened = next_space_audits(&mut chain);
-    assert_eq!(opened.len(), 2);
+    assert_eq!(opened.len(), 3);
     let drawn_ms = chain.ledger.time_ms();
     let (audit, _) = chain.ledger.space_challenge(&ids[0]).unwrap();
     assert_eq!(audit.deadline_ms, drawn_ms + 2_500);
     let collateral = |chain: &Chain, m: &AccountId| chain.ledger.miner(m).unwrap().collateral;
-    let before = collateral(&chain, &ids[1]);
+    let before = collateral(&chain, &ids[2]);
+    let valid = |outcome: &cess_consensus::ledger::BlockOutcome, m: &AccountId| {
+        events(outcome)
+            .iter()
+            .any(|e| matches!(e, Event::SpaceProofValid { miner, .. } if miner == m))
+    };
 
-    // Two seconds later: in time.
+    // Two seconds after the draw: in time.
     chain.block_interval_ms = 2_000;
     let good = chain.tx(4, space_proof(&chain, &ids[0], &sets[0], &[]));
     let outcome = chain.block(&[good]);
     assert_eq!(outcome.receipts, vec![Ok(())]);
-    assert!(
-        events(&outcome)
-            .iter()
-            .any(|e| matches!(e, Event::SpaceProofValid { miner, .. } if *miner == ids[0]))
-    );
+    assert!(valid(&outcome, &ids[0]));
 
-    // Four seconds after the draw, the second block of a three-block deadline: too late.
-    let late = chain.tx(5, space_proof(&chain, &ids[1], &sets[1], &[]));
+    // The chain stalls for 30 s; the first block after it still takes an answer sent in time.
+    chain.block_interval_ms = 30_000;
+    let after_stall = chain.tx(5, space_proof(&chain, &ids[1], &sets[1], &[]));
+    let outcome = chain.block(&[after_stall]);
+    assert_eq!(outcome.receipts, vec![Ok(())]);
+    assert!(valid(&outcome, &ids[1]));
+
+    // The next block is past the deadline by its previous block's time, and within the
+    // three-block cap: too late.
+    chain.block_interval_ms = 1_000;
+    let late = chain.tx(6, space_proof(&chain, &ids[2], &sets[2], &[]));
     let outcome = chain.block(&[late]);
     assert!(chain.ledger.height() <= audit.deadline);
     assert_eq!(outcome.receipts, vec![Err(TxError::NoAudit)]);
     assert!(
         events(&outcome)
             .iter()
-            .any(|e| matches!(e, Event::SpaceProofMissing { miner, .. } if *miner == ids[1]))
+            .any(|e| matches!(e, Event::SpaceProofMissing { miner, .. } if *miner == ids[2]))
     );
-    assert!(collateral(&chain, &ids[1]) < before);
-    assert_eq!(chain.ledger.idle_verified_bytes(&ids[1]), 0);
+    assert!(collateral(&chain, &ids[2]) < before);
+    assert_eq!(chain.ledger.idle_verified_bytes(&ids[2]), 0);
 }
 
 /// The proposer of the block that opens an audit round knows that block's randomness before

@@ -172,10 +172,17 @@ pub struct InitOptions {
     pub chain: Option<ChainSettings>,
 }
 
+/// Shards of a new store when not told: one per core, but none under 1 GiB (a small store on
+/// a machine of many cores would otherwise get shards too small for 64 MiB fragments).
+pub fn default_shards(store_bytes: u64, cores: u32) -> u32 {
+    let by_size = u32::try_from(store_bytes >> 30).unwrap_or(u32::MAX);
+    cores.min(by_size).max(1)
+}
+
 /// The largest fragment a new store takes when not told: 64 MiB (the ledger's largest
 /// fragment, `fragment_bytes_max`, and the network's idle file) when every shard has 1 GiB or
-/// more, so the engine's journals and its reserve (two and one of the largest fragment per
-/// shard) stay a small share of the store; else 8 MiB (a 32 MiB segment's fragment).
+/// more, so the room each shard keeps for its largest fragments (two to write, one reserved
+/// from idle files) stays a small share of it; else 8 MiB (a 32 MiB segment's fragment).
 pub fn default_max_fragment_bytes(store_bytes: u64, shards: u32) -> u64 {
     if store_bytes / u64::from(shards.max(1)) >= 1 << 30 {
         64 << 20
@@ -206,20 +213,21 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<PeerId> {
             .with_context(|| format!("sizing {}", store_path.display()))?;
     }
     let mut format_options = FormatOptions::new(engine_node_id(&key.peer_id()));
-    if let Some(shards) = options.shards {
-        format_options.shard_count = shards;
-    }
+    // A file's length, or a block device's size (its end).
+    let store_bytes = {
+        use std::io::Seek;
+        std::fs::File::open(&store_path)
+            .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+            .with_context(|| format!("sizing {}", store_path.display()))?
+    };
+    format_options.shard_count = match options.shards {
+        Some(shards) => shards,
+        None => default_shards(store_bytes, format_options.shard_count),
+    };
     format_options.max_object_bytes = match options.max_fragment_mib {
         Some(mib) if (1..=1024).contains(&mib) => mib << 20,
         Some(mib) => bail!("--max-fragment-mib {mib} is not in 1..=1024"),
-        None => {
-            // A file's length, or a block device's size (its end).
-            use std::io::Seek;
-            let store_bytes = std::fs::File::open(&store_path)
-                .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
-                .with_context(|| format!("sizing {}", store_path.display()))?;
-            default_max_fragment_bytes(store_bytes, format_options.shard_count)
-        }
+        None => default_max_fragment_bytes(store_bytes, format_options.shard_count),
     };
     // A file made just now is ours to format; anything else needs --force.
     format_options.force = is_new_file || options.force;
@@ -280,16 +288,20 @@ pub async fn serve_metrics(
 
 #[cfg(test)]
 mod tests {
-    use super::default_max_fragment_bytes as max_fragment;
+    use super::{default_max_fragment_bytes as max_fragment, default_shards};
 
     #[test]
     fn a_new_store_takes_the_networks_idle_files_when_its_shards_have_room() {
         let idle_file = cess_proofs::pois::PoisParams::NETWORK.file_bytes();
         assert!(max_fragment(4 << 30, 2) >= idle_file);
         assert!(max_fragment(1 << 30, 1) >= idle_file);
-        // Sixteen shards of 256 MiB: the journals for 64 MiB fragments (two copies of four
-        // records each) would not fit one.
+        // Sixteen shards of 256 MiB: three 64 MiB fragments' room would be most of each.
         assert_eq!(max_fragment(4 << 30, 16), 8 << 20);
+        // The default 4 GiB store on 16 cores gets 4 shards, each taking the idle files.
+        assert_eq!(default_shards(4 << 30, 16), 4);
+        assert!(max_fragment(4 << 30, default_shards(4 << 30, 16)) >= idle_file);
+        assert_eq!(default_shards(1 << 40, 16), 16);
+        assert_eq!(default_shards(64 << 20, 16), 1);
         assert_eq!(max_fragment((1 << 30) - 1, 1), 8 << 20);
         assert_eq!(max_fragment(1 << 40, 0), 64 << 20, "no shard counts as one");
     }

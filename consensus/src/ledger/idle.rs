@@ -687,11 +687,13 @@ impl Ledger {
         self.close_space_audits_where(|a| a.deadline <= height);
     }
 
-    /// At the start of a block, before its transactions: space audits whose time ran out
-    /// close unanswered, so no proof in a block past the deadline counts.
-    pub(super) fn close_late_space_audits(&mut self) {
-        let now_ms = self.time_ms;
-        self.close_space_audits_where(|a| a.deadline_ms < now_ms);
+    /// At the start of a block, before its transactions: space audits whose time ran out by
+    /// the previous block close unanswered. A proof counts in the first block after its
+    /// deadline but no later: judged by the previous block's time, a chain that stalls (a
+    /// restart, a partition) does not close the audits whose answers wait in the mempool,
+    /// and the block's own proposer, who sets its time, cannot close them early.
+    pub(super) fn close_late_space_audits(&mut self, parent_time_ms: u64) {
+        self.close_space_audits_where(|a| a.deadline_ms < parent_time_ms);
     }
 
     fn close_space_audits_where(&mut self, missed: impl Fn(&SpaceAudit) -> bool) {
@@ -746,6 +748,9 @@ impl Ledger {
         for (miner, space) in self.idle.iter() {
             if space.audit.is_some() && space.draw.is_some() {
                 return Err(format!("{miner:?}: a space audit open and another drawing"));
+            }
+            if space.audit.is_some_and(|a| a.deadline <= self.height) {
+                return Err(format!("{miner:?}: a space audit open past its last block"));
             }
             if space
                 .draw

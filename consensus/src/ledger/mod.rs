@@ -756,13 +756,14 @@ impl Ledger {
         // Decided by the state before the block, as its header says.
         let elected = self.elected_by_next_block();
         self.height = info.height;
+        let parent_time_ms = self.time_ms;
         self.time_ms = self.time_ms.max(info.time_ms);
         self.randomness = hash(
             b"cess-ledger/1 randomness\0",
             &[&self.randomness, &info.vrf_output],
         );
         self.fix_idle_challenges();
-        self.close_late_space_audits();
+        self.close_late_space_audits(parent_time_ms);
         self.draw_space_audits();
         self.credit_commit_signers(&info.last_commit);
         self.open_audit_round();

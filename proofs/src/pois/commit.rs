@@ -649,9 +649,9 @@ mod tests {
     fn the_network_parameters_fit_a_transaction() {
         let params = PoisParams::NETWORK;
         params.validate().unwrap();
-        // Under the ledger's PoIS proof bound (`IDLE_PROOF_BYTES_MAX`, 448 KiB).
+        // Under the ledger's PoIS proof bound (`IDLE_PROOF_BYTES_MAX`, 480 KiB).
         assert!(
-            params.commit_proof_bytes_max() <= 448 << 10,
+            params.commit_proof_bytes_max() <= 480 << 10,
             "{}",
             params.commit_proof_bytes_max()
         );

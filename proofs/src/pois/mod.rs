@@ -77,18 +77,19 @@ pub struct PoisParams {
 
 impl PoisParams {
     /// The network's: 64 MiB idle files (as CESS's; one engine fragment of the largest size),
-    /// K = 16, D = 8, sets of 4 files (256 MiB, one sequential computation), eight commit
-    /// openings and 32 space openings per file. Labelling one file takes about 20 s of one
-    /// core, longer than the space audit's 12 s deadline, so a miner cannot rebuild even one
-    /// deleted file in time (the time bound is per file, not per set: a kept file is a
-    /// checkpoint for the next). A commit proof is then at most about 414 KiB (under the
-    /// ledger's 448 KiB proof bound) and a space proof about 88 KiB. CESS uses D = 64; D is
+    /// K = 20, D = 8, sets of 4 files (256 MiB, one sequential computation), eight commit
+    /// openings and 32 space openings per file. Labelling one file takes about 27 s of one
+    /// core, longer than the most a miner can get to answer a space audit (its 10 s deadline,
+    /// 5 s of a proposer's clock ahead and a block), so a miner cannot rebuild even one deleted
+    /// file in time (the time bound is per file, not per set: a kept file is a checkpoint for
+    /// the next). A commit proof is then at most about 454 KiB (under the ledger's 480 KiB
+    /// proof bound) and a space proof about 88 KiB. CESS uses D = 64; D is
     /// smaller here because every parent of every challenged label is opened (CESS checks a
     /// sample), and each parent costs a column. `proofs/DESIGN.md` gives the soundness of
     /// these numbers.
     pub const NETWORK: PoisParams = PoisParams {
         nodes_log2: 21,
-        layers: 16,
+        layers: 20,
         degree: 8,
         files_per_set: 4,
         commit_challenges_per_file: 8,
@@ -132,7 +133,7 @@ impl PoisParams {
             (4..=24).contains(&self.nodes_log2),
             "nodes_log2 outside 4..=24",
         )?;
-        check((1..=16).contains(&self.layers), "layers outside 1..=16")?;
+        check((1..=32).contains(&self.layers), "layers outside 1..=32")?;
         check(
             (1..=DEGREE_MAX).contains(&self.degree),
             "degree outside 1..=32",

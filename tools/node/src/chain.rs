@@ -35,6 +35,8 @@ const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 const TAG_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a tagger that has not seen the order yet is waited for.
 const TAGGER_CATCH_UP: Duration = Duration::from_secs(20);
+/// Times a tag request cut in transit is sent again before the next tagger is asked.
+const TAG_CUTS_RETRIED: u32 = 2;
 
 /// How long a submitted transaction is waited for before the core may send it again.
 pub const INCLUSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1086,6 +1088,7 @@ pub async fn fetch_checked_tags(
     }
     for addr in taggers {
         let started = Instant::now();
+        let mut cut = 0;
         let blob = loop {
             match request_tags(endpoint, addr, fragment_id, &data, TAG_TIMEOUT).await {
                 Ok(blob) => break Some(blob),
@@ -1095,6 +1098,14 @@ pub async fn fetch_checked_tags(
                     detail,
                 }) if started.elapsed() < TAGGER_CATCH_UP => {
                     tracing::debug!("tagger {addr} refused fragment {name} for now: {detail}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                // A stream cut or a connection lost (a tagger under load cuts a stream that
+                // stalls): asked again at once, a few times, so that the fragment's column
+                // is not held back until the core's next turn, blocks later.
+                Err(e) if e.is_retryable() && cut < TAG_CUTS_RETRIED => {
+                    cut += 1;
+                    tracing::debug!("tagger {addr}, fragment {name}: {e}; asking again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => {

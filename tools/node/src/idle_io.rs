@@ -13,7 +13,7 @@ use cess_proofs::pois::{Graph, PoisParams, generate_set, prove_commit, prove_spa
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// The graph of the chain's parameters, built once (8 MiB and half a second for the network's).
+/// The graph of the chain's parameters, built once (64 MiB and a few seconds for the network's).
 fn graph(params: &PoisParams) -> Arc<Graph> {
     static GRAPH: Mutex<Option<Arc<Graph>>> = Mutex::new(None);
     let mut cached = GRAPH.lock().expect("graph lock");

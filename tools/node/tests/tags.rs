@@ -43,6 +43,35 @@ fn tagger_key() -> SecretKey {
 }
 
 fn start(corrupt: bool) -> (NodeAddr, Endpoint) {
+    serve(Tagger {
+        key: tagger_key(),
+        corrupt,
+    })
+}
+
+/// Tags with the real key, but its first request dies in the tagger (its stream ends with no
+/// answer, as a stream a tagger under load cuts).
+struct CutsFirst {
+    key: SecretKey,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl TagService for CutsFirst {
+    fn admit(&self, _: &PeerId, _: &cess_engine::FragmentId, _: u64) -> Result<(), TagRefusal> {
+        Ok(())
+    }
+
+    async fn tag(&self, id: cess_engine::FragmentId, data: Vec<u8>) -> Result<Vec<u8>, String> {
+        if !self.cut.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("this test's tagger drops its first request");
+        }
+        Ok(tag_fragment(&self.key, &CpuBackend, &id, &data)
+            .map_err(|e| e.to_string())?
+            .encode())
+    }
+}
+
+fn serve(service: impl TagService) -> (NodeAddr, Endpoint) {
     let node_key = Arc::new(NodeKey::generate());
     let endpoint = Endpoint::server_for(
         TAG_PROTOCOL,
@@ -51,14 +80,7 @@ fn start(corrupt: bool) -> (NodeAddr, Endpoint) {
         Limits::default(),
     )
     .unwrap();
-    let server = TagServer::new(
-        Arc::new(Tagger {
-            key: tagger_key(),
-            corrupt,
-        }),
-        node_key,
-        TagServerConfig::default(),
-    );
+    let server = TagServer::new(Arc::new(service), node_key, TagServerConfig::default());
     tokio::spawn(server.serve(endpoint.clone()));
     (endpoint.node_addr().unwrap(), endpoint)
 }
@@ -104,4 +126,27 @@ async fn a_tagger_returning_one_wrong_tag_is_refused_and_the_next_is_asked() {
     let kept = fetch_checked_tags(&miner, &[bad], &public, id, data, &status).await;
     assert!(kept.is_none());
     assert_eq!(status.lock().unwrap().tags_refused, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_by_the_tagger_is_sent_again_at_once() {
+    let (tagger, _endpoint) = serve(CutsFirst {
+        key: tagger_key(),
+        cut: Default::default(),
+    });
+    let miner = Endpoint::client_for(
+        TAG_PROTOCOL,
+        Arc::new(NodeKey::generate()),
+        "127.0.0.1:0".parse().unwrap(),
+        Limits::default(),
+    )
+    .unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 3) as u8).collect();
+    let id = cess_engine::FragmentId::of(&data);
+    let public = tagger_key().public().clone();
+    let status = Mutex::new(LinkStatus::default());
+    let kept = fetch_checked_tags(&miner, &[tagger], &public, id, Arc::new(data), &status).await;
+    assert!(kept.is_some(), "the second request is answered");
+    let status = status.lock().unwrap();
+    assert_eq!(status.last_error, None, "a cut retried is no error");
 }

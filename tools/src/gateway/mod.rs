@@ -241,6 +241,7 @@ pub fn run(options: &Options) -> Result<()> {
         decoders: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         ),
+        completing: Default::default(),
     });
     {
         let _guard = runtime.enter();

@@ -52,6 +52,9 @@ pub struct Inner {
     pub segments: SegmentCache,
     /// Turns for decoding a segment of a range read: one per core.
     pub decoders: tokio::sync::Semaphore,
+    /// The multipart uploads (their staging directories) being completed: a completion runs
+    /// to its end even when its client goes away, and a second one waits for it to end.
+    pub completing: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// Decoded segments that concurrent range reads share: each is fetched and decoded once by
@@ -1604,29 +1607,66 @@ impl S3 for Gateway {
         // and it then sends the completion again, which stores it twice): as S3 does, the
         // answer is 200 at once, with white space every 100 ms until the result, or the error,
         // follows in the body. The parts were checked above, so a malformed request is still
-        // refused with its own status.
+        // refused with its own status. The store runs as its own task, holding its turn: a
+        // client that goes away neither stops it half-way nor frees its turn, and a second
+        // completion of the same upload meanwhile is refused (it would store the parts twice).
+        if !self
+            .0
+            .completing
+            .lock()
+            .expect("completing lock")
+            .insert(dir.clone())
+        {
+            return Err(s3_error!(
+                OperationAborted,
+                "this upload is being completed: ask again once that ends"
+            ));
+        }
         let gateway = self.clone();
-        let stored = async move {
-            let _turn = gateway
-                .0
-                .requests
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(internal)?;
-            gateway
-                .store(owner, &input.bucket, &input.key, Input::Parts(paths), meta)
-                .await?;
-            std::fs::remove_dir_all(&dir).ok();
+        let (bucket, key) = (input.bucket, input.key);
+        let stored = tokio::spawn({
+            let (bucket, key) = (bucket.clone(), key.clone());
+            async move {
+                let done = async {
+                    let _turn = gateway
+                        .0
+                        .requests
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(internal)?;
+                    gateway
+                        .store(owner, &bucket, &key, Input::Parts(paths), meta)
+                        .await?;
+                    std::fs::remove_dir_all(&dir).ok();
+                    Ok::<_, S3Error>(())
+                }
+                .await;
+                gateway
+                    .0
+                    .completing
+                    .lock()
+                    .expect("completing lock")
+                    .remove(&dir);
+                if let Err(e) = &done {
+                    // The client was answered 200 and reads this error in the body; the
+                    // operator sees it here (the parts stay, for a completion again).
+                    eprintln!("gateway: completing {bucket}/{key} failed: {e}");
+                }
+                done
+            }
+        });
+        let answer = async move {
+            stored.await.map_err(internal)??;
             Ok(CompleteMultipartUploadOutput {
-                bucket: Some(input.bucket),
-                key: Some(input.key),
+                bucket: Some(bucket),
+                key: Some(key),
                 e_tag: Some(ETag::Strong(etag)),
                 ..Default::default()
             })
         };
         Ok(S3Response::new(CompleteMultipartUploadOutput {
-            future: Some(Box::pin(stored)),
+            future: Some(Box::pin(answer)),
             ..Default::default()
         }))
     }
