@@ -1013,8 +1013,12 @@ const READS_PER_RUN: usize = 1;
 /// height, not a miner's: a miner busy storing follows blocks late.
 fn wait_for_audit_phase(validator_dir: &Path, period: u64, phase: u64) -> Result<(), String> {
     let height = || {
-        validator_height(validator_dir)
-            .ok_or_else(|| format!("no height from the validator in {}", validator_dir.display()))
+        validator_height(validator_dir).ok_or_else(|| {
+            format!(
+                "no height from the validator in {}",
+                validator_dir.display()
+            )
+        })
     };
     let start = height()?;
     let started = Instant::now();
