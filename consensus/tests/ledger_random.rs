@@ -174,8 +174,15 @@ fn random_call(
                 Some((first_file, challenge)) => {
                     let owner = chain.ledger.idle_replica_owner(&me).unwrap_or(me.0);
                     let mut proof = prove_commit(&Graph::new(&params), &owner, &challenge).encode();
-                    if rng.random_bool(0.2) {
-                        let at = rng.random_range(0..proof.len());
+                    if rng.random_bool(0.35) {
+                        // Half the flips land in the last path's hashes (the proof decodes
+                        // and is judged wrong: the set is refused), half anywhere (most fail
+                        // to decode), so both outcomes come whatever the proof's layout.
+                        let at = if rng.random_bool(0.5) {
+                            proof.len() - 1 - rng.random_range(0..32)
+                        } else {
+                            rng.random_range(0..proof.len())
+                        };
                         proof[at] ^= 1;
                     }
                     Call::ProveIdle { first_file, proof }

@@ -101,8 +101,7 @@ pub struct SpaceAudit {
     pub randomness: Hash32,
     /// The last height that may answer it (`pois_space_deadline_blocks` after its draw).
     pub deadline: u64,
-    /// The latest block time (ledger ms) that may answer it (`pois_space_deadline_ms` after
-    /// its draw's block): the bound that binds, since blocks have no fixed duration.
+    /// Its draw's block time + `pois_space_deadline_ms` (see `close_late_space_audits`).
     pub deadline_ms: u64,
 }
 
@@ -688,10 +687,9 @@ impl Ledger {
     }
 
     /// At the start of a block, before its transactions: space audits whose time ran out by
-    /// the previous block close unanswered. A proof counts in the first block after its
-    /// deadline but no later: judged by the previous block's time, a chain that stalls (a
-    /// restart, a partition) does not close the audits whose answers wait in the mempool,
-    /// and the block's own proposer, who sets its time, cannot close them early.
+    /// the previous block close unanswered. Judged by the previous block's time, a chain that
+    /// stalls does not close audits whose answers wait in the mempool, and the block's own
+    /// proposer, who sets its time, cannot close them early.
     pub(super) fn close_late_space_audits(&mut self, parent_time_ms: u64) {
         self.close_space_audits_where(|a| a.deadline_ms < parent_time_ms);
     }

@@ -85,17 +85,22 @@ fn serve(service: impl TagService) -> (NodeAddr, Endpoint) {
     (endpoint.node_addr().unwrap(), endpoint)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tagger_returning_one_wrong_tag_is_refused_and_the_next_is_asked() {
-    let (bad, _bad_endpoint) = start(true);
-    let (good, _good_endpoint) = start(false);
-    let miner = Endpoint::client_for(
+/// A miner's endpoint for asking taggers.
+fn miner() -> Endpoint {
+    Endpoint::client_for(
         TAG_PROTOCOL,
         Arc::new(NodeKey::generate()),
         "127.0.0.1:0".parse().unwrap(),
         Limits::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagger_returning_one_wrong_tag_is_refused_and_the_next_is_asked() {
+    let (bad, _bad_endpoint) = start(true);
+    let (good, _good_endpoint) = start(false);
+    let miner = miner();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
     let id = cess_engine::FragmentId::of(&data);
     let public = tagger_key().public().clone();
@@ -134,13 +139,7 @@ async fn a_request_cut_by_the_tagger_is_sent_again_at_once() {
         key: tagger_key(),
         cut: Default::default(),
     });
-    let miner = Endpoint::client_for(
-        TAG_PROTOCOL,
-        Arc::new(NodeKey::generate()),
-        "127.0.0.1:0".parse().unwrap(),
-        Limits::default(),
-    )
-    .unwrap();
+    let miner = miner();
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 3) as u8).collect();
     let id = cess_engine::FragmentId::of(&data);
     let public = tagger_key().public().clone();
