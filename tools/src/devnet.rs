@@ -41,8 +41,8 @@ const DEVNET_AUDIT_MINERS_PERMILLE: u32 = 1000;
 const DEVNET_RESTORAL_CLAIM_BLOCKS: u64 = 40;
 /// A local network's idle files: 1 MiB each (N = 2^15 labels, 4 layers, 8 parents), certified
 /// one at a time (8 openings, about 53 KiB of commit proof), 8 labels opened per space audit:
-/// labelled in about 40 ms, so that a devnet fills in seconds. The network's are 8 MiB files
-/// in sets of 16 (`PoisParams::NETWORK`).
+/// labelled in about 40 ms, so that a devnet fills in seconds. The network's are 64 MiB files
+/// in sets of 4 (`PoisParams::NETWORK`).
 pub const DEVNET_POIS: cess_proofs::pois::PoisParams = cess_proofs::pois::PoisParams {
     nodes_log2: 15,
     layers: 4,
