@@ -1252,75 +1252,71 @@ fn s3_cases(options: &Options) -> Result<Vec<Case>, String> {
     for run in 0..runs {
         let data = write_input(&input, file_mib, 1700 + run as u64)?;
         let name = format!("object-{run}");
-        let stamp = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        };
-        let started_at = stamp();
-        s3_put.push(file_mib as f64 / boto("put", &name, &input)?);
-        eprintln!(
-            "  run {run}: s3 put {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
-            s3_put[run],
-            stamp()
-        );
-        let mut reads = Vec::new();
-        for _ in 0..reads_per_run {
-            quiet()?;
+        // One timed step (its seconds from `step`) as MiB/s, printed with its window in unix
+        // seconds, to read beside the network's logs.
+        let timed = |what: &str, step: &mut dyn FnMut() -> Result<f64, String>| {
+            let stamp = || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            };
             let started_at = stamp();
-            reads.push(file_mib as f64 / boto("get", &name, &out)?);
+            let rate = file_mib as f64 / step()?;
             eprintln!(
-                "  run {run}: s3 get {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
-                reads[reads.len() - 1],
+                "  run {run}: {what} {rate:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
                 stamp()
             );
-            check(&data, "boto3")?;
-        }
-        s3_reads.extend_from_slice(&reads);
-        s3_get.push(crate::report::median(&mut reads));
+            Ok::<_, String>(rate)
+        };
+        // A run's reads, each in its own audit period, checked; its figure is their median.
+        let median_read = |what: &str,
+                           all: &mut Vec<f64>,
+                           read: &mut dyn FnMut() -> Result<f64, String>|
+         -> Result<f64, String> {
+            let mut reads = Vec::new();
+            for _ in 0..reads_per_run {
+                quiet()?;
+                reads.push(timed(what, read)?);
+                check(&data, what)?;
+            }
+            all.extend_from_slice(&reads);
+            Ok(crate::report::median(&mut reads))
+        };
+        s3_put.push(timed("s3 put", &mut || boto("put", &name, &input))?);
+        s3_get.push(median_read("s3 get", &mut s3_reads, &mut || {
+            boto("get", &name, &out)
+        })?);
         // The same bytes again through the command line: encrypted with its own key, so
         // stored anew (no deduplication with the gateway's copy).
-        let (started, started_at) = (Instant::now(), stamp());
-        let printed = cess_output(
-            &binary,
-            &[
-                "put",
-                &input_arg,
-                "--devnet",
-                &net_arg,
-                "--key",
-                &key_arg,
-                "--segment-mib",
-                &segment_arg,
-            ],
-        )?;
-        cli_put.push(file_mib as f64 / started.elapsed().as_secs_f64());
-        eprintln!(
-            "  run {run}: cess put {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
-            cli_put[run],
-            stamp()
-        );
+        let mut printed = String::new();
+        cli_put.push(timed("cess put", &mut || {
+            let started = Instant::now();
+            printed = cess_output(
+                &binary,
+                &[
+                    "put",
+                    &input_arg,
+                    "--devnet",
+                    &net_arg,
+                    "--key",
+                    &key_arg,
+                    "--segment-mib",
+                    &segment_arg,
+                ],
+            )?;
+            Ok(started.elapsed().as_secs_f64())
+        })?);
         let file_id = field(&printed, "file id ")?;
-        let mut reads = Vec::new();
-        for _ in 0..reads_per_run {
-            quiet()?;
-            let (started, started_at) = (Instant::now(), stamp());
+        cli_get.push(median_read("cess get", &mut cli_reads, &mut || {
+            let started = Instant::now();
             cess(
                 &binary,
                 &[
                     "get", &file_id, "--devnet", &net_arg, "--key", &key_arg, "--out", &out_arg,
                 ],
             )?;
-            reads.push(file_mib as f64 / started.elapsed().as_secs_f64());
-            eprintln!(
-                "  run {run}: cess get {:.1} MiB/s ({started_at:.1}..{:.1} unix s)",
-                reads[reads.len() - 1],
-                stamp()
-            );
-            check(&data, "cess get")?;
-        }
-        cli_reads.extend_from_slice(&reads);
-        cli_get.push(crate::report::median(&mut reads));
+            Ok(started.elapsed().as_secs_f64())
+        })?);
     }
     let note = format!(
         "{file_mib} MiB file, encrypted, segments of {segment_mib} MiB, 12 miners and 4 \
